@@ -1,0 +1,153 @@
+/* ctx.c -- contexts, allocation hooks and error messages.
+ *
+ * DESIGN: a context carries the allocator (per context, like Lua's lua_Alloc
+ * and zstd's customMem) and the message of the last failed call.  Every
+ * allocation in the library goes through tsr__malloc and friends, so a test
+ * can fail the k-th allocation and the library must answer TSR_ENOMEM, never
+ * abort.  Messages are formatted once, into a fixed buffer, so reporting an
+ * out-of-memory error never needs memory.  Contexts are used by one thread at
+ * a time; nothing here is global except the static error tables.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+const char *tsr_version_string(void) {
+#define TSR__STR2(x) #x
+#define TSR__STR(x) TSR__STR2(x)
+  return TSR__STR(TSR_VERSION_MAJOR) "." TSR__STR(TSR_VERSION_MINOR) "." TSR__STR(
+      TSR_VERSION_PATCH);
+}
+
+const char *tsr_err_name(int err) {
+  switch (err) {
+#define TSR__ERR_NAME(name, val, text) \
+  case TSR_##name:                     \
+    return #name;
+    TSR_ERRNO_MAP(TSR__ERR_NAME)
+#undef TSR__ERR_NAME
+  case 0:
+    return "OK";
+  default:
+    return "UNKNOWN";
+  }
+}
+
+const char *tsr_strerror(int err) {
+  switch (err) {
+#define TSR__ERR_TEXT(name, val, text) \
+  case TSR_##name:                     \
+    return text;
+    TSR_ERRNO_MAP(TSR__ERR_TEXT)
+#undef TSR__ERR_TEXT
+  case 0:
+    return "success";
+  default:
+    return "unknown error";
+  }
+}
+
+static void *libc_malloc(void *ud, size_t n) { (void)ud; return malloc(n); }
+static void *libc_realloc(void *ud, void *p, size_t n) { (void)ud; return realloc(p, n); }
+static void libc_free(void *ud, void *p) { (void)ud; free(p); }
+
+int tsr_ctx_new(tsr_ctx_t **out, const tsr_ctx_options_t *opts) {
+  tsr_alloc_t a = {libc_malloc, libc_realloc, libc_free, NULL};
+  tsr_ctx_t *ctx;
+
+  tsr__api_check(out != NULL, "tsr_ctx_new: out is NULL");
+  *out = NULL;
+  if (opts != NULL && (opts->alloc.malloc_fn || opts->alloc.realloc_fn || opts->alloc.free_fn)) {
+    if (!opts->alloc.malloc_fn || !opts->alloc.realloc_fn || !opts->alloc.free_fn)
+      return TSR_EINVAL;
+    a = opts->alloc;
+  }
+  ctx = a.malloc_fn(a.ud, sizeof *ctx);
+  if (ctx == NULL)
+    return TSR_ENOMEM;
+  memset(ctx, 0, sizeof *ctx);
+  ctx->alloc = a;
+  *out = ctx;
+  return 0;
+}
+
+void tsr_ctx_free(tsr_ctx_t *ctx) {
+  if (ctx == NULL)
+    return;
+  tsr__api_check(ctx->n_graphs == 0, "tsr_ctx_free: graphs still alive");
+  ctx->alloc.free_fn(ctx->alloc.ud, ctx);
+}
+
+const char *tsr_errmsg(const tsr_ctx_t *ctx) { return ctx ? ctx->errmsg : "no context"; }
+
+void *tsr__malloc(tsr_ctx_t *ctx, size_t size) {
+  return ctx->alloc.malloc_fn(ctx->alloc.ud, size ? size : 1);
+}
+
+void *tsr__mallocarray(tsr_ctx_t *ctx, size_t n, size_t size) {
+  if (size != 0 && n > SIZE_MAX / size)
+    return NULL;
+  return tsr__malloc(ctx, n * size);
+}
+
+void *tsr__calloc(tsr_ctx_t *ctx, size_t n, size_t size) {
+  void *p = tsr__mallocarray(ctx, n, size);
+  if (p != NULL)
+    memset(p, 0, n * size == 0 ? 1 : n * size);
+  return p;
+}
+
+void *tsr__realloc(tsr_ctx_t *ctx, void *p, size_t size) {
+  return ctx->alloc.realloc_fn(ctx->alloc.ud, p, size ? size : 1);
+}
+
+void tsr__free(tsr_ctx_t *ctx, void *p) {
+  int saved = errno;
+  if (p != NULL)
+    ctx->alloc.free_fn(ctx->alloc.ud, p);
+  errno = saved;
+}
+
+char *tsr__strdup(tsr_ctx_t *ctx, const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = tsr__malloc(ctx, n);
+  if (d != NULL)
+    memcpy(d, s, n);
+  return d;
+}
+
+int tsr__verr(tsr_ctx_t *ctx, int code, const char *fmt, va_list ap) {
+  vsnprintf(ctx->errmsg, sizeof ctx->errmsg, fmt, ap);
+  return code;
+}
+
+int tsr__err(tsr_ctx_t *ctx, int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  tsr__verr(ctx, code, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+void tsr__err_prefix(tsr_ctx_t *ctx, const char *fmt, ...) {
+  char head[TSR__ERRMSG_CAP], old[TSR__ERRMSG_CAP];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(head, sizeof head, fmt, ap);
+  va_end(ap);
+  memcpy(old, ctx->errmsg, sizeof old);
+  snprintf(ctx->errmsg, sizeof ctx->errmsg, "%s: %s", head, old);
+}
+
+void tsr__err_clear(tsr_ctx_t *ctx) { ctx->errmsg[0] = '\0'; }
+
+size_t tsr_dtype_size(tsr_dtype_t dt) {
+  return dt == TSR_F32 ? 4 : dt == TSR_F64 ? 8 : 0;
+}
+
+const char *tsr_dtype_name(tsr_dtype_t dt) {
+  return dt == TSR_F32 ? "float32" : dt == TSR_F64 ? "float64" : "unknown";
+}

@@ -1,0 +1,242 @@
+/* internal.h -- what engine/ offers to ops/ and io/: allocation, errors,
+ * graph and node structures, the op vtable, keys, regions and the run API.
+ * Nothing here is installed; only tessera.h is public. */
+#ifndef TSR_INTERNAL_H
+#define TSR_INTERNAL_H
+
+#include <assert.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tessera/tessera.h"
+
+#if defined(__GNUC__)
+#define TSR__PRINTF(f, a) __attribute__((format(printf, f, a)))
+#define TSR__UNUSED __attribute__((unused))
+#else
+#define TSR__PRINTF(f, a)
+#define TSR__UNUSED
+#endif
+
+/* Programmer errors (NULL handles, impossible states) are asserts kept with
+ * -Db_ndebug=false; user-data errors always return a code. */
+#define tsr__api_check(cond, msg) assert((cond) && (msg))
+
+#define TSR__ERRMSG_CAP 1024
+#define TSR__MAX_INPUTS 8
+#define TSR__MAX_PLANES 2
+
+/* ------------------------------------------------------------------ */
+/* Context, allocation, errors (engine/ctx.c)                         */
+
+struct tsr_ctx_s {
+  tsr_alloc_t alloc;                  /* never NULL functions after tsr_ctx_new */
+  char errmsg[TSR__ERRMSG_CAP];       /* last error of a call on this ctx */
+  int n_graphs;                       /* live graphs; freeing ctx asserts 0 */
+};
+
+void *tsr__malloc(tsr_ctx_t *ctx, size_t size);
+void *tsr__calloc(tsr_ctx_t *ctx, size_t n, size_t size);      /* overflow-checked, zeroed */
+void *tsr__mallocarray(tsr_ctx_t *ctx, size_t n, size_t size); /* overflow-checked */
+void *tsr__realloc(tsr_ctx_t *ctx, void *p, size_t size);
+void  tsr__free(tsr_ctx_t *ctx, void *p);                      /* keeps errno */
+char *tsr__strdup(tsr_ctx_t *ctx, const char *s);
+
+/* Set the context's message and return `code`, so that callers can write
+ * `return tsr__err(ctx, TSR_EINVAL, "...")`. */
+int tsr__err(tsr_ctx_t *ctx, int code, const char *fmt, ...) TSR__PRINTF(3, 4);
+int tsr__verr(tsr_ctx_t *ctx, int code, const char *fmt, va_list ap);
+/* Prefix the current message with "what: " (adds context on the way up). */
+void tsr__err_prefix(tsr_ctx_t *ctx, const char *fmt, ...) TSR__PRINTF(2, 3);
+void tsr__err_clear(tsr_ctx_t *ctx);
+
+/* ------------------------------------------------------------------ */
+/* A growable byte buffer, for canonical encodings (engine/key.c)     */
+
+typedef struct {
+  tsr_ctx_t *ctx;
+  unsigned char *p;
+  size_t len, cap;
+  int oom;                 /* sticky: an append failed; the buffer is unusable */
+} tsr__buf_t;
+
+void tsr__buf_init(tsr__buf_t *b, tsr_ctx_t *ctx);
+void tsr__buf_release(tsr__buf_t *b);
+void tsr__buf_put(tsr__buf_t *b, const void *p, size_t n);
+void tsr__buf_put_str(tsr__buf_t *b, const char *s);      /* length-prefixed */
+void tsr__buf_put_i64(tsr__buf_t *b, int64_t v);          /* little-endian */
+void tsr__buf_put_f64(tsr__buf_t *b, double v);           /* bit pattern, -0 and NaN canonical */
+
+/* XXH3-128 of bytes; key[16] little-endian low64 then high64. */
+void tsr__hash128(const void *p, size_t n, uint8_t key[16]);
+
+/* ------------------------------------------------------------------ */
+/* WCS container (engine/wcsbox.c).  Validation and wcslib parsing live in
+ * io/ (reading) and ops/ (mapping); the engine only stores the cards.      */
+
+struct tsr_wcs_s {
+  tsr_ctx_t *ctx;          /* allocator owner */
+  char *cards;             /* ncards x 80 chars, no END, no NUL inside */
+  int ncards;
+  int naxis;               /* NAXIS */
+  int64_t shape[TSR_MAX_DIMS]; /* NAXISn, 0 if unknown (axes >= naxis are 1) */
+};
+
+/* Take a copy of `ncards` cards. */
+int tsr__wcs_new(tsr_ctx_t *ctx, const char *cards, int ncards, int naxis,
+                 const int64_t *shape, tsr_wcs_t **out);
+/* Find a card by keyword (exact, <= 8 chars); returns its index or -1. */
+int tsr__wcs_find(const tsr_wcs_t *w, const char *keyword);
+/* Value text of card i (after "= ", comment stripped, quotes kept) into buf. */
+void tsr__card_value(const char *card, char *buf, size_t cap);
+/* Set or add a card "KEYWORD = value" (value text already formatted). */
+int tsr__wcs_set(tsr_wcs_t *w, const char *keyword, const char *value);
+/* Remove every card whose keyword matches exactly. */
+void tsr__wcs_del(tsr_wcs_t *w, const char *keyword);
+/* Encode the cards that matter for coordinates (not COMMENT, HISTORY, blank,
+ * nor data-only keywords), sorted, for keys. */
+void tsr__wcs_encode(const tsr_wcs_t *w, tsr__buf_t *b);
+
+/* ------------------------------------------------------------------ */
+/* Regions (engine/region.c)                                           */
+
+bool tsr__region_empty(const tsr_region_t *r, int ndim);
+/* r = a ∩ b; returns false if empty. */
+bool tsr__region_intersect(const tsr_region_t *a, const tsr_region_t *b,
+                           tsr_region_t *r, int ndim);
+/* The region is inside [0, shape) and non-empty on every axis. */
+bool tsr__region_within(const tsr_region_t *r, int ndim, const int64_t *shape);
+void tsr__region_full(tsr_region_t *r, int ndim, const int64_t *shape);
+/* "[x0:x1, y0:y1]" (0-based, half-open) for messages. */
+void tsr__region_format(const tsr_region_t *r, int ndim, char *buf, size_t cap);
+
+/* ------------------------------------------------------------------ */
+/* Ops                                                                 */
+
+typedef struct tsr__task_s tsr__task_t;
+
+/* One op kernel.  A node's op computes n_planes arrays of the node's shape
+ * and dtype together (a reprojection's data and footprint). */
+typedef struct tsr__op_s {
+  const char *name;          /* "reproject_interp" */
+  unsigned version;          /* bump when numerics change: it is in the key */
+  unsigned flags;            /* TSR__OP_* */
+  /* Window of input `i` that output region `out` needs.  Set *win, or
+   * *empty = true when nothing of the input is needed (the task gets
+   * in[i].data = NULL).  May set a window larger than the input; the engine
+   * clips it.  Called in the process that plans. */
+  int (*input_region)(tsr_node_t *n, void *state, int i, const tsr_region_t *out,
+                      tsr_region_t *win, bool *empty);
+  /* Per-run state of the node in this process (wcsprm copies, tables).
+   * Optional. */
+  int (*start)(tsr_node_t *n, void **state);
+  void (*stop)(tsr_node_t *n, void *state);
+  /* Compute task->out into task->planes; inputs are in task->in. */
+  int (*compute)(tsr__task_t *t);
+  /* Canonical encoding of the parameters, for the key. */
+  void (*encode)(const tsr_node_t *n, tsr__buf_t *b);
+  /* Release n->params. */
+  void (*free_params)(tsr_ctx_t *ctx, void *params);
+} tsr__op_t;
+
+enum {
+  TSR__OP_SOURCE = 1u << 0,  /* no inputs; compute reads any region directly */
+  TSR__OP_SUBBOX = 1u << 1,  /* any sub-box of a chunk is computed bit-identically */
+};
+
+struct tsr_node_s {
+  tsr_graph_t *graph;
+  int id;                         /* 1-based creation order in the graph */
+  const tsr__op_t *op;            /* NULL for a plane view */
+  void *params;                   /* op-owned, freed with op->free_params */
+  int n_inputs;
+  tsr_node_t *inputs[TSR__MAX_INPUTS];
+  int ndim;
+  int64_t shape[TSR_MAX_DIMS];    /* axes >= ndim are 1 */
+  int64_t chunk[TSR_MAX_DIMS];    /* chunk shape; axes >= ndim are 1 */
+  tsr_dtype_t dtype;
+  tsr_wcs_t *wcs;                 /* owned, or NULL */
+  int n_planes;                   /* planes the op computes together (>= 1) */
+  tsr_node_t *owner;              /* the node whose op computes this plane (self for plane 0) */
+  int plane;                      /* which plane of owner this node is */
+  tsr_node_t *planes[TSR__MAX_PLANES]; /* on the owner: its plane nodes, created on demand */
+  uint8_t key[16];
+  char name[96];                  /* for messages */
+  tsr_node_t *next;               /* graph's list */
+};
+
+struct tsr_graph_s {
+  tsr_ctx_t *ctx;
+  tsr_node_t *first, *last;
+  int n_nodes;
+  int status;                     /* first build error, 0 if none */
+  char errmsg[TSR__ERRMSG_CAP];
+  int running;                    /* >0 while a run uses it */
+};
+
+/* Graph building (engine/graph.c).  tsr__node_alloc makes a node of op `op`
+ * with params (ownership passes to the node, even on failure).  The caller
+ * fills shape etc., then calls tsr__node_finish, which computes the key,
+ * merges it with an identical existing node (freeing the new one) and
+ * returns the node to use, or NULL on error. */
+bool tsr__graph_check(tsr_graph_t *g);            /* false if the graph has an error */
+tsr_node_t *tsr__node_alloc(tsr_graph_t *g, const tsr__op_t *op, void *params);
+tsr_node_t *tsr__node_finish(tsr_node_t *n);
+void tsr__node_discard(tsr_node_t *n);            /* free an unfinished node */
+/* Record a build error on the graph (and the ctx); returns NULL. */
+tsr_node_t *tsr__graph_fail(tsr_graph_t *g, int code, const char *fmt, ...) TSR__PRINTF(3, 4);
+/* Move the ctx's message onto the graph as its build error. */
+tsr_node_t *tsr__graph_fail_ctx(tsr_graph_t *g, int code);
+/* Extra bytes for a source's identity (file path, size, mtime) in its key. */
+typedef void (*tsr__encode_fn)(const tsr_node_t *n, tsr__buf_t *b);
+
+/* ------------------------------------------------------------------ */
+/* Tasks and running (engine/plan.c, engine/exec_serial.c)              */
+
+typedef struct {
+  const void *data;              /* NULL when the op said the input is not needed */
+  tsr_region_t win;              /* the window held, in the input's pixels (clipped) */
+  const tsr_node_t *node;
+} tsr__window_t;
+
+struct tsr__task_s {
+  tsr_ctx_t *ctx;
+  tsr_node_t *node;              /* the owner node being computed */
+  void *state;                   /* from op->start, in this process */
+  tsr_region_t out;              /* region of node computed by this task */
+  void *planes[TSR__MAX_PLANES]; /* destination of each plane (NULL = not wanted) */
+  int64_t stride[TSR_MAX_DIMS];  /* destination strides in elements; stride[0] = 1 */
+  int n_in;
+  tsr__window_t in[TSR__MAX_INPUTS];
+};
+
+/* Element pointer into a task's plane p at index (x, y, z, w) relative to out.start. */
+static inline size_t tsr__task_offset(const tsr__task_t *t, int64_t x, int64_t y,
+                                      int64_t z, int64_t w) {
+  return (size_t)(x * t->stride[0] + y * t->stride[1] + z * t->stride[2] + w * t->stride[3]);
+}
+
+/* Fill region of a plane destination with NaN (dtype of the node). */
+void tsr__fill_nan(void *dst, tsr_dtype_t dt, const tsr_region_t *r, const int64_t *stride);
+
+/* Compute `region` of owner node `n` into plane destinations dst[p] (NULL =
+ * not wanted) with element strides `stride`.  Serial, in this process.
+ * `progress` may be NULL. */
+typedef struct tsr__run_s tsr__run_t;
+int tsr__run_new(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **out);
+void tsr__run_free(tsr__run_t *run);
+/* Number of tasks that computing `region` of `n` will run (for progress). */
+int64_t tsr__run_count_tasks(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region);
+void tsr__run_set_total(tsr__run_t *run, int64_t total);
+/* Validate a request (graph status, region inside the node, non-empty) and
+ * resolve NULL to the whole node; sets the ctx message on error. */
+int tsr__check_request(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region,
+                       tsr_region_t *r);
+/* Strides (elements) of a buffer laid contiguously over r, axis 0 fastest. */
+void tsr__contiguous_strides(const tsr_region_t *r, int64_t stride[TSR_MAX_DIMS]);
+int tsr__run_region(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
+                    void *const *dst, const int64_t *stride);
+
+#endif

@@ -1,0 +1,361 @@
+/* plan.c -- planning and the serial executor.
+ *
+ * DESIGN: a request is (node, region).  The planner lists the chunks of the
+ * node that meet the region, in FITS order (axis 0 fastest), and for each
+ * asks the op which window of every input it needs; a window that misses its
+ * input (or that the op declares unnecessary) is never read, and the op fills
+ * NaN.  Inputs are themselves requests, resolved depth first: a FITS leaf
+ * reads exactly its window by subset, a lazy node computes only the chunks
+ * meeting that window.  Memory held at any time is therefore one output
+ * destination plus, per level of the graph, one task's input windows, never
+ * a whole image.  Ops flagged TSR__OP_SUBBOX compute only the part of a chunk
+ * inside the request (their values do not depend on the chunk), others
+ * compute the whole chunk into scratch and the request's part is copied out.
+ *
+ * Per-node run state (op->start, e.g. wcslib copies) is created lazily the
+ * first time a node runs and released when the run ends, in the process that
+ * runs it.  Cancellation is checked between tasks.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+typedef struct {
+  tsr_node_t *node;
+  void *state;
+} node_state_t;
+
+struct tsr__run_s {
+  tsr_graph_t *g;
+  tsr_ctx_t *ctx;
+  tsr_run_opts_t opts;
+  node_state_t *states;
+  int n_states, cap_states;
+  int64_t done, total;
+};
+
+int tsr__run_new(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **out) {
+  tsr__run_t *run = tsr__calloc(g->ctx, 1, sizeof *run);
+  *out = NULL;
+  if (run == NULL)
+    return tsr__err(g->ctx, TSR_ENOMEM, "run: out of memory");
+  run->g = g;
+  run->ctx = g->ctx;
+  if (opts)
+    run->opts = *opts;
+  g->running++;
+  *out = run;
+  return 0;
+}
+
+void tsr__run_free(tsr__run_t *run) {
+  if (run == NULL)
+    return;
+  for (int i = run->n_states - 1; i >= 0; i--) {
+    tsr_node_t *n = run->states[i].node;
+    if (n->op->stop)
+      n->op->stop(n, run->states[i].state);
+  }
+  tsr__free(run->ctx, run->states);
+  run->g->running--;
+  tsr__free(run->ctx, run);
+}
+
+static int node_state(tsr__run_t *run, tsr_node_t *n, void **state) {
+  int rc;
+  for (int i = 0; i < run->n_states; i++)
+    if (run->states[i].node == n) {
+      *state = run->states[i].state;
+      return 0;
+    }
+  *state = NULL;
+  if (run->n_states == run->cap_states) {
+    int cap = run->cap_states ? 2 * run->cap_states : 8;
+    node_state_t *s = tsr__realloc(run->ctx, run->states, (size_t)cap * sizeof *s);
+    if (s == NULL)
+      return tsr__err(run->ctx, TSR_ENOMEM, "run: out of memory");
+    run->states = s;
+    run->cap_states = cap;
+  }
+  if (n->op->start && (rc = n->op->start(n, state)) != 0)
+    return rc;
+  run->states[run->n_states].node = n;
+  run->states[run->n_states].state = *state;
+  run->n_states++;
+  return 0;
+}
+
+void tsr__run_set_total(tsr__run_t *run, int64_t total) { run->total = total; }
+
+/* The index range of chunks along each axis that meet `r`. */
+static void chunk_span(const tsr_node_t *n, const tsr_region_t *r, int64_t lo[], int64_t hi[]) {
+  for (int a = 0; a < TSR_MAX_DIMS; a++) {
+    lo[a] = r->start[a] / n->chunk[a];
+    hi[a] = (r->stop[a] + n->chunk[a] - 1) / n->chunk[a];
+  }
+}
+
+int64_t tsr__run_count_tasks(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *r) {
+  int64_t lo[TSR_MAX_DIMS], hi[TSR_MAX_DIMS], total = 1;
+  (void)run;
+  n = n->owner;
+  if (n->op->flags & TSR__OP_SOURCE)
+    return 1;
+  chunk_span(n, r, lo, hi);
+  for (int a = 0; a < TSR_MAX_DIMS; a++)
+    total *= hi[a] - lo[a];
+  return total;
+}
+
+void tsr__fill_nan(void *dst, tsr_dtype_t dt, const tsr_region_t *r, const int64_t *stride) {
+  int64_t nx = r->stop[0] - r->start[0];
+  for (int64_t w = 0; w < r->stop[3] - r->start[3]; w++)
+    for (int64_t z = 0; z < r->stop[2] - r->start[2]; z++)
+      for (int64_t y = 0; y < r->stop[1] - r->start[1]; y++) {
+        size_t off = (size_t)(y * stride[1] + z * stride[2] + w * stride[3]);
+        if (dt == TSR_F32) {
+          float *p = (float *)dst + off;
+          for (int64_t x = 0; x < nx; x++)
+            p[x] = NAN;
+        } else {
+          double *p = (double *)dst + off;
+          for (int64_t x = 0; x < nx; x++)
+            p[x] = NAN;
+        }
+      }
+}
+
+void tsr__contiguous_strides(const tsr_region_t *r, int64_t stride[TSR_MAX_DIMS]) {
+  stride[0] = 1;
+  for (int a = 1; a < TSR_MAX_DIMS; a++)
+    stride[a] = stride[a - 1] * (r->stop[a - 1] - r->start[a - 1]);
+}
+
+/* Copy box `sub` (absolute indices) from a buffer laid over region `from` with
+ * strides sf into one laid over region `to` with strides st. */
+static void copy_box(void *dst, const tsr_region_t *to, const int64_t *st, const void *src,
+                     const tsr_region_t *from, const int64_t *sf, const tsr_region_t *sub,
+                     size_t esize) {
+  int64_t nx = sub->stop[0] - sub->start[0];
+  for (int64_t w = sub->start[3]; w < sub->stop[3]; w++)
+    for (int64_t z = sub->start[2]; z < sub->stop[2]; z++)
+      for (int64_t y = sub->start[1]; y < sub->stop[1]; y++) {
+        int64_t od = (sub->start[0] - to->start[0]) + (y - to->start[1]) * st[1] +
+                     (z - to->start[2]) * st[2] + (w - to->start[3]) * st[3];
+        int64_t os = (sub->start[0] - from->start[0]) + (y - from->start[1]) * sf[1] +
+                     (z - from->start[2]) * sf[2] + (w - from->start[3]) * sf[3];
+        memcpy((char *)dst + (size_t)od * esize, (const char *)src + (size_t)os * esize,
+               (size_t)nx * esize);
+      }
+}
+
+static int run_owner(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
+                     void *const *dst, const int64_t *stride, bool top);
+
+/* Compute one task: `sub` of owner node n into dst (laid over `dreg`). */
+static int run_task(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_t *sub,
+                    const tsr_region_t *dreg, void *const *dst, const int64_t *stride) {
+  tsr_ctx_t *ctx = run->ctx;
+  tsr__task_t t;
+  void *bufs[TSR__MAX_INPUTS] = {0};
+  int rc = 0;
+
+  memset(&t, 0, sizeof t);
+  t.ctx = ctx;
+  t.node = n;
+  t.state = state;
+  t.out = *sub;
+  memcpy(t.stride, stride, sizeof t.stride);
+  for (int p = 0; p < n->n_planes; p++) {
+    if (dst[p] == NULL)
+      continue;
+    size_t off = tsr__task_offset(&t, sub->start[0] - dreg->start[0], sub->start[1] - dreg->start[1],
+                                  sub->start[2] - dreg->start[2], sub->start[3] - dreg->start[3]);
+    t.planes[p] = (char *)dst[p] + off * tsr_dtype_size(n->dtype);
+  }
+  t.n_in = n->n_inputs;
+  for (int i = 0; i < n->n_inputs; i++) {
+    tsr_node_t *in = n->inputs[i];
+    tsr_region_t win, full;
+    bool empty = false;
+    int64_t st[TSR_MAX_DIMS];
+    void *pl[TSR__MAX_PLANES] = {0};
+
+    t.in[i].node = in;
+    rc = n->op->input_region(n, state, i, sub, &win, &empty);
+    if (rc != 0)
+      goto out;
+    tsr__region_full(&full, in->ndim, in->shape);
+    if (empty || !tsr__region_intersect(&win, &full, &win, in->ndim))
+      continue;
+    bufs[i] = tsr__mallocarray(ctx, (size_t)tsr_region_size(&win), tsr_dtype_size(in->dtype));
+    if (bufs[i] == NULL) {
+      rc = tsr__err(ctx, TSR_ENOMEM, "run: out of memory for an input window of %" PRId64 " values",
+                    tsr_region_size(&win));
+      goto out;
+    }
+    tsr__contiguous_strides(&win, st);
+    pl[in->plane] = bufs[i];
+    rc = run_owner(run, in->owner, &win, pl, st, false);
+    if (rc != 0)
+      goto out;
+    t.in[i].data = bufs[i];
+    t.in[i].win = win;
+  }
+  rc = n->op->compute(&t);
+out:
+  for (int i = 0; i < n->n_inputs; i++)
+    tsr__free(ctx, bufs[i]);
+  return rc;
+}
+
+static int run_owner(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
+                     void *const *dst, const int64_t *stride, bool top) {
+  tsr_ctx_t *ctx = run->ctx;
+  int64_t lo[TSR_MAX_DIMS], hi[TSR_MAX_DIMS], c[TSR_MAX_DIMS];
+  void *state = NULL;
+  void *scratch[TSR__MAX_PLANES] = {0};
+  int rc;
+
+  if ((rc = node_state(run, n, &state)) != 0)
+    return rc;
+  if (n->op->flags & TSR__OP_SOURCE) {
+    rc = run_task(run, n, state, region, region, dst, stride);
+    if (rc == 0 && top && run->opts.progress)
+      run->opts.progress(run->opts.progress_ud, ++run->done, run->total);
+    return rc;
+  }
+  chunk_span(n, region, lo, hi);
+  memcpy(c, lo, sizeof c);
+  for (;;) {
+    tsr_region_t chunk, sub;
+    for (int a = 0; a < TSR_MAX_DIMS; a++) {
+      chunk.start[a] = c[a] * n->chunk[a];
+      chunk.stop[a] = chunk.start[a] + n->chunk[a];
+      if (chunk.stop[a] > n->shape[a])
+        chunk.stop[a] = n->shape[a];
+    }
+    if (run->opts.cancel && *run->opts.cancel) {
+      rc = tsr__err(ctx, TSR_ECANCELED, "run: canceled");
+      goto out;
+    }
+    if (tsr__region_intersect(&chunk, region, &sub, n->ndim)) {
+      if (n->op->flags & TSR__OP_SUBBOX) {
+        rc = run_task(run, n, state, &sub, region, dst, stride);
+      } else {
+        /* The op computes whole chunks: compute into scratch, copy the part asked for. */
+        int64_t cst[TSR_MAX_DIMS];
+        size_t es = tsr_dtype_size(n->dtype);
+        tsr__contiguous_strides(&chunk, cst);
+        for (int p = 0; p < n->n_planes; p++) {
+          if (dst[p] == NULL)
+            continue;
+          if (scratch[p] == NULL) {
+            int64_t cap = 1;
+            for (int a = 0; a < TSR_MAX_DIMS; a++)
+              cap *= n->chunk[a];
+            scratch[p] = tsr__mallocarray(ctx, (size_t)cap, es);
+            if (scratch[p] == NULL) {
+              rc = tsr__err(ctx, TSR_ENOMEM, "run: out of memory for a chunk of %s", n->name);
+              goto out;
+            }
+          }
+        }
+        rc = run_task(run, n, state, &chunk, &chunk, scratch, cst);
+        for (int p = 0; rc == 0 && p < n->n_planes; p++)
+          if (dst[p])
+            copy_box(dst[p], region, stride, scratch[p], &chunk, cst, &sub, es);
+      }
+      if (rc != 0) {
+        char where[128];
+        tsr__region_format(&sub, n->ndim, where, sizeof where);
+        tsr__err_prefix(ctx, "%s chunk %s", n->name, where);
+        goto out;
+      }
+      if (top && run->opts.progress)
+        run->opts.progress(run->opts.progress_ud, ++run->done, run->total);
+    }
+    /* Next chunk index, axis 0 fastest. */
+    int a = 0;
+    for (; a < TSR_MAX_DIMS; a++) {
+      if (++c[a] < hi[a])
+        break;
+      c[a] = lo[a];
+    }
+    if (a == TSR_MAX_DIMS)
+      break;
+  }
+  rc = 0;
+out:
+  for (int p = 0; p < TSR__MAX_PLANES; p++)
+    tsr__free(ctx, scratch[p]);
+  return rc;
+}
+
+int tsr__run_region(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
+                    void *const *dst, const int64_t *stride) {
+  return run_owner(run, n, region, dst, stride, true);
+}
+
+/* Check a request against a node; on error set the message. */
+static int check_request(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region,
+                         tsr_region_t *r) {
+  char where[160];
+  if (g->status != 0)
+    return tsr__err(g->ctx, TSR_ESTATE, "compute: the graph has an error: %s", g->errmsg);
+  if (node == NULL || node->graph != g)
+    return tsr__err(g->ctx, TSR_EINVAL, "compute: node is NULL or from another graph");
+  if (region == NULL) {
+    tsr__region_full(r, node->ndim, node->shape);
+    return 0;
+  }
+  *r = *region;
+  for (int a = node->ndim; a < TSR_MAX_DIMS; a++)
+    r->start[a] = 0, r->stop[a] = 1;
+  if (!tsr__region_within(r, node->ndim, node->shape)) {
+    tsr__region_format(r, node->ndim, where, sizeof where);
+    if (tsr_region_size(r) == 0)
+      return tsr__err(g->ctx, TSR_ERANGE, "compute: region %s of %s is empty", where, node->name);
+    char shp[160];
+    tsr_region_t full;
+    tsr__region_full(&full, node->ndim, node->shape);
+    tsr__region_format(&full, node->ndim, shp, sizeof shp);
+    return tsr__err(g->ctx, TSR_ERANGE, "compute: region %s is outside %s, whose extent is %s",
+                    where, node->name, shp);
+  }
+  return 0;
+}
+
+int tsr__check_request(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region,
+                       tsr_region_t *r) {
+  return check_request(g, node, region, r);
+}
+
+int tsr_compute(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region, void *dst,
+                size_t dst_bytes, const tsr_run_opts_t *opts) {
+  tsr_region_t r;
+  tsr__run_t *run = NULL;
+  int64_t stride[TSR_MAX_DIMS];
+  void *planes[TSR__MAX_PLANES] = {0};
+  int rc;
+
+  tsr__api_check(g != NULL, "tsr_compute: graph is NULL");
+  if ((rc = check_request(g, node, region, &r)) != 0)
+    return rc;
+  if (dst == NULL || dst_bytes < (size_t)tsr_region_size(&r) * tsr_dtype_size(node->dtype))
+    return tsr__err(g->ctx, TSR_EINVAL,
+                    "compute: destination of %zu bytes is too small for %" PRId64
+                    " values of %s",
+                    dst_bytes, tsr_region_size(&r), tsr_dtype_name(node->dtype));
+  if ((rc = tsr__run_new(g, opts, &run)) != 0)
+    return rc;
+  tsr__contiguous_strides(&r, stride);
+  planes[node->plane] = dst;
+  tsr__run_set_total(run, tsr__run_count_tasks(run, node, &r));
+  rc = tsr__run_region(run, node->owner, &r, planes, stride);
+  tsr__run_free(run);
+  return rc;
+}

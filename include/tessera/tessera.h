@@ -1,0 +1,272 @@
+/* tessera.h -- lazy dataflow engine for chunked arrays.  Public API.
+ *
+ * Build a deferred graph of chunked arrays (FITS images, caller memory,
+ * reprojections of them onto a target WCS), then ask for a region of a node:
+ * only the chunks that meet the region run, and they read only the input
+ * windows they need.
+ *
+ * Conventions
+ * - Functions return 0 or a negative TSR_E* code; the message is in
+ *   tsr_errmsg(ctx).  Node constructors return NULL on error and keep the
+ *   first error on the graph (tsr_graph_status / tsr_graph_errmsg); once a
+ *   graph has an error every later constructor returns NULL at once, so a
+ *   caller may build a whole graph and check once.
+ * - Regions are zero-based, half-open boxes in FITS axis order: axis 0 is
+ *   NAXIS1 (x, fastest varying).  Arrays in memory are C-contiguous with
+ *   axis 0 fastest, exactly as FITS stores them.
+ * - Every _free accepts NULL.
+ * - A context and everything made from it is used by one thread at a time.
+ */
+#ifndef TESSERA_H
+#define TESSERA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tsr_errors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(TSR_BUILDING_LIBRARY) && defined(__GNUC__)
+#define TSR_API __attribute__((visibility("default")))
+#else
+#define TSR_API
+#endif
+
+#define TSR_VERSION_MAJOR 0
+#define TSR_VERSION_MINOR 1
+#define TSR_VERSION_PATCH 0
+TSR_API const char *tsr_version_string(void);
+
+/* ------------------------------------------------------------------ */
+/* Handles                                                            */
+
+typedef struct tsr_ctx_s   tsr_ctx_t;   /* allocator, options, last error; one thread at a time */
+typedef struct tsr_graph_s tsr_graph_t; /* owns every node created in it */
+typedef struct tsr_node_s  tsr_node_t;  /* borrowed from its graph; never freed alone */
+typedef struct tsr_wcs_s   tsr_wcs_t;   /* a WCS header plus the pixel shape it describes */
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                             */
+
+typedef enum {
+#define TSR__ERR_ENUM(name, val, text) TSR_##name = (val),
+  TSR_ERRNO_MAP(TSR__ERR_ENUM)
+#undef TSR__ERR_ENUM
+  TSR_OK = 0
+} tsr_errno_t;
+
+/** Short symbolic name ("EINVAL") and generic text of an error code.
+ *  Static strings; any thread. Unknown codes give "UNKNOWN". */
+TSR_API const char *tsr_err_name(int err);
+TSR_API const char *tsr_strerror(int err);
+
+/* ------------------------------------------------------------------ */
+/* Context                                                            */
+
+/** Allocator hooks (zstd's customMem, Lua's lua_Alloc).  All three functions
+ *  or none.  free(ud, NULL) must be a no-op. */
+typedef struct {
+  void *(*malloc_fn)(void *ud, size_t size);
+  void *(*realloc_fn)(void *ud, void *ptr, size_t size);
+  void  (*free_fn)(void *ud, void *ptr);
+  void *ud;
+} tsr_alloc_t;
+
+typedef struct {
+  tsr_alloc_t alloc;     /* zeroed = libc malloc/realloc/free */
+} tsr_ctx_options_t;
+
+/** tsr_ctx_new() : create a context; `opts` may be NULL for defaults.
+ *  @return 0 and sets *out, or TSR_ENOMEM / TSR_EINVAL with *out = NULL.
+ *  Free with tsr_ctx_free().  Any thread. */
+TSR_API int  tsr_ctx_new(tsr_ctx_t **out, const tsr_ctx_options_t *opts);
+/** Free a context.  Every graph made with it must be freed first. */
+TSR_API void tsr_ctx_free(tsr_ctx_t *ctx);
+/** Message of the last failed call on `ctx` ("" if none).  Owned by ctx;
+ *  valid until its next call. */
+TSR_API const char *tsr_errmsg(const tsr_ctx_t *ctx);
+
+/* ------------------------------------------------------------------ */
+/* Arrays: dtypes and regions                                         */
+
+#define TSR_MAX_DIMS 4
+
+typedef enum {
+  TSR_F32 = 1,
+  TSR_F64 = 2
+} tsr_dtype_t;
+
+/** Bytes per element of `dt` (4 or 8), 0 for an unknown value. */
+TSR_API size_t tsr_dtype_size(tsr_dtype_t dt);
+TSR_API const char *tsr_dtype_name(tsr_dtype_t dt);   /* "float32", "float64" */
+
+/** A box of index ranges: axis a covers [start[a], stop[a]).  Axes past a
+ *  node's ndim must be [0, 1). */
+typedef struct {
+  int64_t start[TSR_MAX_DIMS];
+  int64_t stop[TSR_MAX_DIMS];
+} tsr_region_t;
+
+/** The whole extent of `node`. */
+TSR_API tsr_region_t tsr_region_of(const tsr_node_t *node);
+/** Number of elements in `r` (0 if any axis is empty). */
+TSR_API int64_t tsr_region_size(const tsr_region_t *r);
+
+/* ------------------------------------------------------------------ */
+/* WCS headers and targets                                            */
+
+/** A tsr_wcs_t holds FITS header cards that describe a world coordinate
+ *  system (as read, verbatim), the number of axes and the pixel shape.  It is
+ *  both the WCS of an image and a reprojection target.  Every constructor
+ *  validates the header with wcslib (unknown projections, singular matrices,
+ *  missing NAXISn are errors, with the offending keyword in the message). */
+
+/** Read a target from a header text file (`.hdr`: one card per line, as
+ *  written by astropy's Header.totextfile or Montage; NAXISn required).
+ *  @return 0 and a new *out (free with tsr_wcs_free), or TSR_EIO / TSR_EWCS /
+ *  TSR_EINVAL / TSR_ENOMEM with *out = NULL and a message naming the file. */
+TSR_API int tsr_wcs_read_hdr(tsr_ctx_t *ctx, const char *path, tsr_wcs_t **out);
+/** Take the WCS and shape of an image HDU of a FITS file; `hdu` is 1-based,
+ *  0 = the first HDU with image data. */
+TSR_API int tsr_wcs_read_fits(tsr_ctx_t *ctx, const char *path, int hdu, tsr_wcs_t **out);
+/** Parse header text of `len` bytes: either 80-column cards back to back
+ *  (a FITS header block) or lines separated by '\n'.  `what` names the text in
+ *  messages (e.g. a file name).  NAXISn are required when `need_shape`. */
+TSR_API int tsr_wcs_parse(tsr_ctx_t *ctx, const char *text, size_t len,
+                          const char *what, int need_shape, tsr_wcs_t **out);
+/** Deep copy; NULL on allocation failure. */
+TSR_API tsr_wcs_t *tsr_wcs_copy(tsr_ctx_t *ctx, const tsr_wcs_t *wcs);
+TSR_API void tsr_wcs_free(tsr_wcs_t *wcs);
+/** Number of pixel axes (NAXIS) and the length of axis a (0-based). */
+TSR_API int     tsr_wcs_naxis(const tsr_wcs_t *wcs);
+TSR_API int64_t tsr_wcs_shape(const tsr_wcs_t *wcs, int axis);
+/** The header cards, `*ncards` cards of 80 characters back to back, without
+ *  END.  Owned by wcs. */
+TSR_API const char *tsr_wcs_cards(const tsr_wcs_t *wcs, int *ncards);
+/** A one-line human summary ("TAN ICRS, 2048 x 2048, 1.000 arcsec/px at
+ *  RA 10.68470 Dec 41.26875") into buf.  @return 0 or a negative code. */
+TSR_API int tsr_wcs_describe(tsr_ctx_t *ctx, const tsr_wcs_t *wcs, char *buf, size_t cap);
+/** Pixel -> world of the celestial axes for `n` points (0-based pixels), in
+ *  degrees in the WCS's own frame; NaN where undefined. */
+TSR_API int tsr_wcs_pix2world(tsr_ctx_t *ctx, const tsr_wcs_t *wcs, size_t n,
+                              const double *x, const double *y, double *lon, double *lat);
+
+/* ------------------------------------------------------------------ */
+/* Graphs and nodes                                                   */
+
+/** Create an empty graph.  @return 0 and *out, or TSR_ENOMEM. */
+TSR_API int  tsr_graph_new(tsr_ctx_t *ctx, tsr_graph_t **out);
+/** Free the graph and all its nodes.  Accepts NULL. */
+TSR_API void tsr_graph_free(tsr_graph_t *g);
+/** First error met while building (0 if none) and its message (owned by g). */
+TSR_API int         tsr_graph_status(const tsr_graph_t *g);
+TSR_API const char *tsr_graph_errmsg(const tsr_graph_t *g);
+
+/** Node properties.  Shapes are in FITS axis order. */
+TSR_API int         tsr_node_ndim(const tsr_node_t *n);
+TSR_API int64_t     tsr_node_shape(const tsr_node_t *n, int axis);
+TSR_API int64_t     tsr_node_chunk(const tsr_node_t *n, int axis);
+TSR_API tsr_dtype_t tsr_node_dtype(const tsr_node_t *n);
+/** The node's WCS (owned by the node) or NULL. */
+TSR_API const tsr_wcs_t *tsr_node_wcs(const tsr_node_t *n);
+/** A short name for messages: "reproject_interp#3", "fits#1(\"a.fits\")". */
+TSR_API const char *tsr_node_name(const tsr_node_t *n);
+/** The node's 128-bit content key: equal keys mean equal data. */
+TSR_API void tsr_node_key(const tsr_node_t *n, uint8_t key[16]);
+
+/** A lazy FITS image.  `hdu` is 1-based, 0 = the first HDU with image data.
+ *  Any BITPIX is read as float (float64 for BITPIX -64 and 64/32 integers with
+ *  scaling, else float32), with BSCALE/BZERO applied and BLANK and non-finite
+ *  values made NaN.  Only the header is read now; data are read by subset
+ *  when a computation needs them.  The file must not change while the graph
+ *  is used (its identity is part of the node key). */
+TSR_API tsr_node_t *tsr_source_fits(tsr_graph_t *g, const char *path, int hdu);
+
+/** Caller memory as a node.  `data` holds prod(shape) values of `dtype`,
+ *  axis 0 fastest.  `wcs` may be NULL; it is copied.  tsr_source_buffer copies
+ *  the data; tsr_source_buffer_ref borrows it, and the memory must outlive the
+ *  graph. */
+TSR_API tsr_node_t *tsr_source_buffer(tsr_graph_t *g, tsr_dtype_t dtype, int ndim,
+                                      const int64_t *shape, const void *data,
+                                      const tsr_wcs_t *wcs);
+TSR_API tsr_node_t *tsr_source_buffer_ref(tsr_graph_t *g, tsr_dtype_t dtype, int ndim,
+                                          const int64_t *shape, const void *data,
+                                          const tsr_wcs_t *wcs);
+
+/* ------------------------------------------------------------------ */
+/* Reprojection                                                       */
+
+typedef enum {
+  TSR_ORDER_NEAREST   = 0,
+  TSR_ORDER_BILINEAR  = 1,
+  TSR_ORDER_BIQUADRATIC = 2,
+  TSR_ORDER_BICUBIC   = 3
+} tsr_order_t;
+
+typedef struct {
+  int     order;              /* tsr_order_t; default bilinear */
+  double  mapping_tolerance;  /* pixels; 0 = exact transform at every pixel; default 1e-4 */
+  int     roundtrip;          /* 1 = NaN where output->input->output moves > 1 px (reproject's default) */
+  int     dtype;              /* 0 = float32, or float64 when the input is float64 */
+  int64_t block[2];           /* output chunk shape (x, y); 0 = default 512 x 512 */
+} tsr_interp_opts_t;
+
+#define TSR_INTERP_OPTS_INIT { TSR_ORDER_BILINEAR, 1e-4, 1, 0, { 0, 0 } }
+
+/** Parse "nearest-neighbor", "bilinear", "biquadratic", "bicubic" (or
+ *  "0".."3").  @return the order or -1. */
+TSR_API int tsr_order_parse(const char *s);
+TSR_API const char *tsr_order_name(int order);
+
+/** Reproject `src` onto `target` by interpolation (reproject_interp).
+ *  The celestial axes of src are mapped; extra leading axes (cubes) are
+ *  broadcast: the target gains them.  `target` is copied; `opts` may be NULL
+ *  for defaults.  @return the data node (its footprint is tsr_footprint()),
+ *  or NULL with the error on the graph. */
+TSR_API tsr_node_t *tsr_reproject_interp(tsr_graph_t *g, tsr_node_t *src,
+                                         const tsr_wcs_t *target,
+                                         const tsr_interp_opts_t *opts);
+
+/** The footprint plane of a reprojection node (1 where the output is finite
+ *  for interp), computed together with the data.  NULL if `n` has none. */
+TSR_API tsr_node_t *tsr_footprint(tsr_graph_t *g, tsr_node_t *n);
+
+/* ------------------------------------------------------------------ */
+/* Running                                                            */
+
+/** Progress: `done` of `total` tasks finished.  Called in the calling thread. */
+typedef void (*tsr_progress_fn)(void *ud, int64_t done, int64_t total);
+
+typedef struct {
+  tsr_progress_fn progress;       /* may be NULL */
+  void *progress_ud;
+  volatile int *cancel;           /* may be NULL; when *cancel becomes non-zero the run stops with TSR_ECANCELED */
+} tsr_run_opts_t;
+
+#define TSR_RUN_OPTS_INIT { NULL, NULL, NULL }
+
+/** Compute `region` of `node` (NULL = all) into `dst`, C-contiguous over the
+ *  region with axis 0 fastest, of the node's dtype.  `dst_bytes` must be at
+ *  least region size x dtype size.  Only the chunks meeting the region run.
+ *  @return 0, or a negative code with the message in tsr_errmsg(ctx). */
+TSR_API int tsr_compute(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region,
+                        void *dst, size_t dst_bytes, const tsr_run_opts_t *opts);
+
+/** Compute `region` (NULL = all) of `n` nodes of equal shape and write each to
+ *  a FITS file, band by band, so memory stays bounded by one band of chunks.
+ *  Planes computed together (data and footprint) are computed once.  Each file
+ *  is written under a temporary name in the same directory and renamed when
+ *  complete; on failure nothing is left.  The header is the node's WCS with
+ *  NAXISn of the region and CRPIX shifted so the region's WCS stays right.
+ *  @return 0 or a negative code. */
+TSR_API int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes,
+                           const char *const *paths, const tsr_region_t *region,
+                           const tsr_run_opts_t *opts);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TESSERA_H */
