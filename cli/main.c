@@ -1,1 +1,423 @@
-int main(void){return 0;}
+/* main.c -- the `tessera` command line tool (public API only).
+ *
+ * Exit status: 0 on success, 2 on a usage error, 1 on any other failure, 130
+ * when interrupted.  Every failure prints one line on stderr that says what
+ * and where; outputs are written under temporary names by the library, so a
+ * failed or interrupted run leaves nothing behind.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <tessera/tessera.h>
+
+#include "progress.h"
+#include "sample.h"
+
+#define EXIT_USAGE 2
+#define EXIT_INTERRUPTED 130
+
+static volatile int interrupted;
+
+static void on_signal(int sig) {
+  (void)sig;
+  interrupted = 1;
+}
+
+static void install_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+static int usage_error(const char *fmt, ...) {
+  va_list ap;
+  fprintf(stderr, "tessera: ");
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, " (see 'tessera help')\n");
+  return EXIT_USAGE;
+}
+
+static int fail(const char *msg) {
+  fprintf(stderr, "tessera: %s\n", msg);
+  return 1;
+}
+
+static const char usage_text[] =
+    "usage: tessera COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  reproject INPUT --target TARGET -o OUT [options]\n"
+    "      reproject a FITS image onto the WCS and shape of TARGET (a .hdr header\n"
+    "      file with NAXISn, or a FITS file)\n"
+    "        --hdu N                 input HDU, 1-based (default: first with data)\n"
+    "        --method interp         reprojection method\n"
+    "        --order ORDER           nearest-neighbor|bilinear|biquadratic|bicubic\n"
+    "                                (default bilinear)\n"
+    "        --region X1:X2,Y1:Y2    compute only this output region (FITS-style,\n"
+    "                                1-based, inclusive); OUT holds exactly it\n"
+    "        --block WxH             output block size (default 512x512)\n"
+    "        --mapping-tolerance PX  coordinate interpolation error allowed, in\n"
+    "                                input pixels (default 1e-4; 0 = exact)\n"
+    "        --no-roundtrip          skip reproject's round-trip coordinate check\n"
+    "        --footprint FILE        also write the footprint\n"
+    "        --dtype float32|float64 output type (default float32, float64 for a\n"
+    "                                float64 input)\n"
+    "        --progress | --quiet    force the progress bar / print nothing\n"
+    "  info FILE [--hdu N]         shape, dtype and WCS of a FITS image\n"
+    "  sample DIR                  write the sample sky image and target header\n"
+    "  demo [DIR]                  make the sample (default ./sample) and reproject it\n"
+    "  version                     print the version\n"
+    "  help                        print this text\n";
+
+static int parse_int64(const char *s, int64_t *v) {
+  char *end;
+  long long x;
+  errno = 0;
+  x = strtoll(s, &end, 10);
+  if (errno || end == s || *end)
+    return -1;
+  *v = x;
+  return 0;
+}
+
+/* "X1:X2,Y1:Y2" (FITS 1-based inclusive) -> zero-based half-open. */
+static int parse_region(const char *s, tsr_region_t *r) {
+  long long v[4];
+  int used = 0;
+  memset(r, 0, sizeof *r);
+  for (int a = 0; a < TSR_MAX_DIMS; a++)
+    r->start[a] = 0, r->stop[a] = 1;
+  if (sscanf(s, "%lld:%lld,%lld:%lld%n", &v[0], &v[1], &v[2], &v[3], &used) != 4 ||
+      s[used] != '\0')
+    return -1;
+  r->start[0] = v[0] - 1;
+  r->stop[0] = v[1];
+  r->start[1] = v[2] - 1;
+  r->stop[1] = v[3];
+  return 0;
+}
+
+static int parse_block(const char *s, int64_t b[2]) {
+  long long w, h;
+  int used = 0;
+  if (sscanf(s, "%lldx%lld%n", &w, &h, &used) != 2 || s[used] != '\0' || w < 1 || h < 1 ||
+      w > (1 << 20) || h > (1 << 20))
+    return -1;
+  b[0] = w;
+  b[1] = h;
+  return 0;
+}
+
+static int is_fits_file(const char *path) {
+  char head[9] = {0};
+  FILE *f = fopen(path, "rb");
+  size_t n;
+  if (f == NULL)
+    return 0;
+  n = fread(head, 1, 9, f);
+  fclose(f);
+  return n == 9 && memcmp(head, "SIMPLE  =", 9) == 0;
+}
+
+/* A target from a FITS file (its header and shape) or a header text file. */
+static int read_target(tsr_ctx_t *ctx, const char *path, tsr_wcs_t **out) {
+  if (is_fits_file(path))
+    return tsr_wcs_read_fits(ctx, path, 0, out);
+  return tsr_wcs_read_hdr(ctx, path, out);
+}
+
+typedef struct {
+  const char *input, *target, *output, *footprint;
+  int hdu;
+  tsr_interp_opts_t interp;
+  int has_region;
+  tsr_region_t region;
+  int progress;  /* 0 auto, 1 always, -1 never */
+  int quiet;
+} reproject_args_t;
+
+/* Run the reprojection described by `a`; returns an exit status. */
+static int run_reproject(const reproject_args_t *a) {
+  tsr_ctx_t *ctx = NULL;
+  tsr_graph_t *g = NULL;
+  tsr_wcs_t *target = NULL;
+  tsr_node_t *src, *out, *fp = NULL;
+  tsr_node_t *nodes[2];
+  const char *paths[2];
+  int n = 1, rc, status = 1;
+  tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
+  cli_progress_t prog;
+  double t0 = cli_now();
+
+  if (tsr_ctx_new(&ctx, NULL) != 0)
+    return fail("out of memory");
+  if ((rc = read_target(ctx, a->target, &target)) != 0) {
+    fail(tsr_errmsg(ctx));
+    goto out;
+  }
+  if (tsr_graph_new(ctx, &g) != 0) {
+    fail(tsr_errmsg(ctx));
+    goto out;
+  }
+  src = tsr_source_fits(g, a->input, a->hdu);
+  out = tsr_reproject_interp(g, src, target, &a->interp);
+  if (a->footprint)
+    fp = tsr_footprint(g, out);
+  if (tsr_graph_status(g) != 0) {
+    fail(tsr_graph_errmsg(g));
+    goto out;
+  }
+  nodes[0] = out;
+  paths[0] = a->output;
+  if (fp) {
+    nodes[1] = fp;
+    paths[1] = a->footprint;
+    n = 2;
+  }
+  cli_progress_init(&prog, a->quiet ? -1 : a->progress, "reproject");
+  ro.progress = cli_progress_cb;
+  ro.progress_ud = &prog;
+  ro.cancel = &interrupted;
+  install_signals();
+  rc = tsr_write_fits(g, n, nodes, paths, a->has_region ? &a->region : NULL, &ro);
+  cli_progress_end(&prog);
+  if (rc == TSR_ECANCELED || interrupted) {
+    fprintf(stderr, "tessera: interrupted; no output written\n");
+    status = EXIT_INTERRUPTED;
+    goto out;
+  }
+  if (rc != 0) {
+    fail(tsr_errmsg(ctx));
+    goto out;
+  }
+  if (!a->quiet) {
+    tsr_region_t r = a->has_region ? a->region : tsr_region_of(out);
+    fprintf(stderr, "tessera: wrote %s (%" PRId64 " x %" PRId64 " %s%s%s) in %.3f s\n",
+            a->output, r.stop[0] - r.start[0], r.stop[1] - r.start[1],
+            tsr_dtype_name(tsr_node_dtype(out)), fp ? ", footprint " : "", fp ? a->footprint : "",
+            cli_now() - t0);
+  }
+  status = 0;
+out:
+  tsr_graph_free(g);
+  tsr_wcs_free(target);
+  tsr_ctx_free(ctx);
+  return status;
+}
+
+static int cmd_reproject(int argc, char **argv) {
+  enum { O_TARGET = 256, O_HDU, O_METHOD, O_ORDER, O_REGION, O_BLOCK, O_TOL, O_NORT, O_FP,
+         O_DTYPE, O_PROGRESS, O_QUIET };
+  static const struct option opts[] = {
+      {"target", required_argument, NULL, O_TARGET},
+      {"output", required_argument, NULL, 'o'},
+      {"hdu", required_argument, NULL, O_HDU},
+      {"method", required_argument, NULL, O_METHOD},
+      {"order", required_argument, NULL, O_ORDER},
+      {"region", required_argument, NULL, O_REGION},
+      {"block", required_argument, NULL, O_BLOCK},
+      {"mapping-tolerance", required_argument, NULL, O_TOL},
+      {"no-roundtrip", no_argument, NULL, O_NORT},
+      {"footprint", required_argument, NULL, O_FP},
+      {"dtype", required_argument, NULL, O_DTYPE},
+      {"progress", no_argument, NULL, O_PROGRESS},
+      {"quiet", no_argument, NULL, O_QUIET},
+      {NULL, 0, NULL, 0}};
+  reproject_args_t a;
+  tsr_interp_opts_t dflt = TSR_INTERP_OPTS_INIT;
+  int c;
+  int64_t v;
+
+  memset(&a, 0, sizeof a);
+  a.interp = dflt;
+  opterr = 0;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, ":o:", opts, NULL)) != -1) {
+    switch (c) {
+    case O_TARGET: a.target = optarg; break;
+    case 'o': a.output = optarg; break;
+    case O_HDU:
+      if (parse_int64(optarg, &v) != 0 || v < 0 || v > 100000)
+        return usage_error("--hdu '%s': expected an HDU number >= 1 (0 = first with data)", optarg);
+      a.hdu = (int)v;
+      break;
+    case O_METHOD:
+      if (strcmp(optarg, "interp") != 0)
+        return usage_error("--method '%s': expected interp", optarg);
+      break;
+    case O_ORDER:
+      if ((a.interp.order = tsr_order_parse(optarg)) < 0)
+        return usage_error("--order '%s': expected nearest-neighbor, bilinear, biquadratic or bicubic",
+                           optarg);
+      break;
+    case O_REGION:
+      if (parse_region(optarg, &a.region) != 0)
+        return usage_error("--region '%s': expected X1:X2,Y1:Y2 (1-based, inclusive)", optarg);
+      a.has_region = 1;
+      break;
+    case O_BLOCK:
+      if (parse_block(optarg, a.interp.block) != 0)
+        return usage_error("--block '%s': expected WxH with 1 <= W, H <= 1048576", optarg);
+      break;
+    case O_TOL: {
+      char *end;
+      double t = strtod(optarg, &end);
+      if (end == optarg || *end || !(t >= 0 && t <= 1))
+        return usage_error("--mapping-tolerance '%s': expected pixels in [0, 1]", optarg);
+      a.interp.mapping_tolerance = t;
+      break;
+    }
+    case O_NORT: a.interp.roundtrip = 0; break;
+    case O_FP: a.footprint = optarg; break;
+    case O_DTYPE:
+      if (strcmp(optarg, "float32") == 0)
+        a.interp.dtype = TSR_F32;
+      else if (strcmp(optarg, "float64") == 0)
+        a.interp.dtype = TSR_F64;
+      else
+        return usage_error("--dtype '%s': expected float32 or float64", optarg);
+      break;
+    case O_PROGRESS: a.progress = 1; break;
+    case O_QUIET: a.quiet = 1; break;
+    case ':': return usage_error("reproject: option '%s' needs a value", argv[optind - 1]);
+    default: return usage_error("reproject: unknown option '%s'", argv[optind - 1]);
+    }
+  }
+  if (optind < argc)
+    a.input = argv[optind++];
+  if (optind < argc)
+    return usage_error("reproject: unexpected argument '%s'", argv[optind]);
+  if (a.input == NULL)
+    return usage_error("reproject: missing INPUT");
+  if (a.target == NULL)
+    return usage_error("reproject: missing --target TARGET");
+  if (a.output == NULL)
+    return usage_error("reproject: missing -o OUT");
+  return run_reproject(&a);
+}
+
+static int cmd_info(int argc, char **argv) {
+  tsr_ctx_t *ctx = NULL;
+  tsr_graph_t *g = NULL;
+  tsr_node_t *n;
+  int64_t hdu = 0;
+  const char *path = NULL;
+  char desc[512];
+  int status = 1;
+
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--hdu") == 0 && i + 1 < argc) {
+      if (parse_int64(argv[++i], &hdu) != 0 || hdu < 0)
+        return usage_error("--hdu '%s': expected an HDU number >= 1", argv[i]);
+    } else if (argv[i][0] == '-') {
+      return usage_error("info: unknown option '%s'", argv[i]);
+    } else if (path == NULL) {
+      path = argv[i];
+    } else {
+      return usage_error("info: unexpected argument '%s'", argv[i]);
+    }
+  }
+  if (path == NULL)
+    return usage_error("info: missing FILE");
+  if (tsr_ctx_new(&ctx, NULL) != 0 || tsr_graph_new(ctx, &g) != 0)
+    return fail("out of memory");
+  n = tsr_source_fits(g, path, (int)hdu);
+  if (n == NULL) {
+    fail(tsr_graph_errmsg(g));
+    goto out;
+  }
+  printf("file:  %s\n", path);
+  printf("shape: ");
+  for (int a = 0; a < tsr_node_ndim(n); a++)
+    printf("%s%" PRId64, a ? " x " : "", tsr_node_shape(n, a));
+  printf(" (NAXIS1 x NAXIS2%s)\n", tsr_node_ndim(n) > 2 ? " x ..." : "");
+  printf("dtype: %s\n", tsr_dtype_name(tsr_node_dtype(n)));
+  if (tsr_node_wcs(n) == NULL) {
+    printf("wcs:   none\n");
+  } else if (tsr_wcs_describe(ctx, tsr_node_wcs(n), desc, sizeof desc) == 0) {
+    printf("wcs:   %s\n", desc);
+  } else {
+    printf("wcs:   unreadable: %s\n", tsr_errmsg(ctx));
+  }
+  status = 0;
+out:
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+  return status;
+}
+
+static int cmd_sample(int argc, char **argv) {
+  char msg[1024];
+  if (argc != 2)
+    return usage_error("sample: expected one argument, the output directory");
+  if (tsr_cli_sample_write(argv[1], msg, sizeof msg) != 0)
+    return fail(msg);
+  printf("%s\n", msg);
+  return 0;
+}
+
+static int cmd_demo(int argc, char **argv) {
+  const char *dir = argc > 1 ? argv[1] : "sample";
+  char msg[1024], in[PATH_MAX], tgt[PATH_MAX], out[PATH_MAX];
+  reproject_args_t a;
+  tsr_interp_opts_t dflt = TSR_INTERP_OPTS_INIT;
+  double t0;
+  int st;
+
+  if (argc > 2)
+    return usage_error("demo: expected at most one argument, the directory");
+  t0 = cli_now();
+  if (tsr_cli_sample_write(dir, msg, sizeof msg) != 0)
+    return fail(msg);
+  printf("%s (%.2f s)\n", msg, cli_now() - t0);
+  snprintf(in, sizeof in, "%s/%s", dir, TSR_SAMPLE_IMAGE);
+  snprintf(tgt, sizeof tgt, "%s/%s", dir, TSR_SAMPLE_TARGET);
+  snprintf(out, sizeof out, "%s/%s", dir, "reprojected.fits");
+  memset(&a, 0, sizeof a);
+  a.input = in;
+  a.target = tgt;
+  a.output = out;
+  a.interp = dflt;
+  a.quiet = 1;
+  t0 = cli_now();
+  st = run_reproject(&a);
+  if (st == 0)
+    printf("reprojected %s (ICRS, TAN) onto %s (Galactic, ZEA): wrote %s in %.3f s\n", in, tgt,
+           out, cli_now() - t0);
+  return st;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2)
+    return usage_error("missing COMMAND");
+  if (strcmp(argv[1], "reproject") == 0)
+    return cmd_reproject(argc - 1, argv + 1);
+  if (strcmp(argv[1], "info") == 0)
+    return cmd_info(argc - 1, argv + 1);
+  if (strcmp(argv[1], "sample") == 0)
+    return cmd_sample(argc - 1, argv + 1);
+  if (strcmp(argv[1], "demo") == 0)
+    return cmd_demo(argc - 1, argv + 1);
+  if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+    printf("tessera %s\n", tsr_version_string());
+    return 0;
+  }
+  if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+    fputs(usage_text, stdout);
+    return 0;
+  }
+  return usage_error("unknown command '%s'", argv[1]);
+}

@@ -1,0 +1,447 @@
+/* reproject_interp.c -- reprojection by interpolation (reproject_interp).
+ *
+ * Semantics follow reproject 0.10 (REFERENCE.md 3.2): pixel centres at
+ * integers; an input coordinate within half a pixel outside the edge pixel
+ * centres takes the edge value (reproject pads the image by one edge pixel),
+ * beyond that the output is NaN; orders 0 and 1 propagate a NaN to every
+ * output whose stencil (1 or 2 x 2 pixels, zero weights included, as scipy
+ * does) touches it.  Orders 2 and 3 are B-splines with scipy's prefilter; see
+ * spline.c for how a NaN spoils only the outputs whose support touches it.
+ *
+ * Blocks: each output block maps its boundary to find the input window it
+ * needs (plus the kernel's halo) and reads only that; a block that misses the
+ * input is NaN without reading anything.  Extra leading axes (cubes) are
+ * broadcast: the mapping is computed once per block and applied to every
+ * plane.  The data and footprint planes are computed together.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "mapping.h"
+#include "spline.h"
+#include "wcs.h"
+
+#define DEFAULT_BLOCK 512
+
+typedef struct {
+  tsr_wcs_t *target;     /* output celestial WCS (the target, as given) */
+  int order;
+  double tol;
+  int roundtrip;
+  char in_what[160];     /* 'input "a.fits"' */
+} interp_params_t;
+
+typedef struct {
+  tsr__map_t *map;
+  double *xin, *yin;     /* coordinates of the current box */
+  size_t cap;
+} interp_state_t;
+
+static void params_free(tsr_ctx_t *ctx, void *p) {
+  interp_params_t *ip = p;
+  if (ip == NULL)
+    return;
+  tsr_wcs_free(ip->target);
+  tsr__free(ctx, ip);
+}
+
+static void params_encode(const tsr_node_t *n, tsr__buf_t *b) {
+  const interp_params_t *ip = n->params;
+  tsr__buf_put_i64(b, ip->order);
+  tsr__buf_put_f64(b, ip->tol);
+  tsr__buf_put_i64(b, ip->roundtrip);
+  tsr__wcs_encode(ip->target, b);
+}
+
+static int interp_start(tsr_node_t *n, void **state) {
+  tsr_ctx_t *ctx = n->graph->ctx;
+  interp_params_t *ip = n->params;
+  interp_state_t *st = tsr__calloc(ctx, 1, sizeof *st);
+  int rc;
+  *state = NULL;
+  if (st == NULL)
+    return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
+  rc = tsr__map_new(ctx, ip->target, "target", n->inputs[0]->wcs, ip->in_what, ip->tol,
+                    ip->roundtrip != 0, &st->map);
+  if (rc != 0) {
+    tsr__free(ctx, st);
+    return rc;
+  }
+  *state = st;
+  return 0;
+}
+
+static void interp_stop(tsr_node_t *n, void *state) {
+  interp_state_t *st = state;
+  if (st == NULL)
+    return;
+  tsr__map_free(st->map);
+  tsr__free(n->graph->ctx, st->xin);
+  tsr__free(n->graph->ctx, st->yin);
+  tsr__free(n->graph->ctx, st);
+}
+
+/* Pixels of input support around coordinate bounds, per order. */
+static int halo(int order) { return order <= 1 ? 2 : 3; }
+
+static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t *out,
+                               tsr_region_t *win, bool *empty) {
+  interp_state_t *st = state;
+  const interp_params_t *ip = n->params;
+  tsr_node_t *in = n->inputs[i];
+  double lo[2], hi[2];
+  bool none, full;
+  int rc;
+
+  rc = tsr__map_bounds(st->map, out->start[0], out->stop[0], out->start[1], out->stop[1],
+                       in->shape[0], in->shape[1], lo, hi, &none, &full);
+  if (rc != 0)
+    return rc;
+  *win = *out;
+  if (none) {
+    *empty = true;
+    return 0;
+  }
+  for (int a = 0; a < 2; a++) {
+    if (full) {
+      win->start[a] = 0;
+      win->stop[a] = in->shape[a];
+      continue;
+    }
+    /* Interior pixels of exact cells may stray a little past the sampled
+     * boundary; a margin proportional to the extent covers the curvature. */
+    double margin = halo(ip->order) + 0.01 * (hi[a] - lo[a]);
+    double s = floor(lo[a] - margin), e = floor(hi[a] + margin) + 1;
+    if (e <= -1.0 || s >= (double)in->shape[a] + 1.0) {
+      *empty = true;
+      return 0;
+    }
+    win->start[a] = s < 0 ? 0 : (int64_t)s;
+    win->stop[a] = e > (double)in->shape[a] ? in->shape[a] : (int64_t)e;
+  }
+  if (ip->order >= 2)
+    tsr__spline_expand_window(win, in->shape);
+  return 0;
+}
+
+/* Orders 0 and 1 over one output row, for each input/output type pair. */
+#define DEFINE_ROW_KERNELS(TIN, TOUT, SUF)                                                    \
+  static void row_nearest_##SUF(const TIN *src, int64_t sx0, int64_t sy0, int64_t sw,       \
+                                int64_t sh, int64_t nx, int64_t ny, const double *xs,       \
+                                const double *ys, int64_t n, TOUT *dst, TOUT *fp) {         \
+    for (int64_t k = 0; k < n; k++) {                                                        \
+      double x = xs[k], y = ys[k];                                                           \
+      TOUT v = (TOUT)NAN;                                                                    \
+      if (x >= -0.5 && x <= (double)nx - 0.5 && y >= -0.5 && y <= (double)ny - 0.5) {        \
+        int64_t ix = (int64_t)floor(x + 0.5), iy = (int64_t)floor(y + 0.5);                  \
+        if (ix > nx - 1) ix = nx - 1;                                                         \
+        if (iy > ny - 1) iy = ny - 1;                                                         \
+        ix -= sx0, iy -= sy0;                                                                 \
+        if (ix >= 0 && iy >= 0 && ix < sw && iy < sh)                                         \
+          v = (TOUT)src[iy * sw + ix];                                                        \
+      }                                                                                      \
+      dst[k] = v;                                                                            \
+      if (fp) fp[k] = (TOUT)(v == v);                                                        \
+    }                                                                                        \
+  }                                                                                          \
+  static void row_bilinear_##SUF(const TIN *src, int64_t sx0, int64_t sy0, int64_t sw,      \
+                                 int64_t sh, int64_t nx, int64_t ny, const double *xs,      \
+                                 const double *ys, int64_t n, TOUT *dst, TOUT *fp) {        \
+    for (int64_t k = 0; k < n; k++) {                                                        \
+      double x = xs[k], y = ys[k];                                                           \
+      TOUT v = (TOUT)NAN;                                                                    \
+      if (x >= -0.5 && x <= (double)nx - 0.5 && y >= -0.5 && y <= (double)ny - 0.5) {        \
+        double fx0 = floor(x), fy0 = floor(y);                                               \
+        double fx = x - fx0, fy = y - fy0;                                                   \
+        int64_t i0 = (int64_t)fx0, j0 = (int64_t)fy0, i1 = i0 + 1, j1 = j0 + 1;              \
+        /* Clamp to the edge pixel: reproject pads by one edge pixel. */                     \
+        if (i0 < 0) i0 = 0;                                                                   \
+        if (j0 < 0) j0 = 0;                                                                   \
+        if (i1 > nx - 1) i1 = nx - 1;                                                         \
+        if (j1 > ny - 1) j1 = ny - 1;                                                         \
+        i0 -= sx0, i1 -= sx0, j0 -= sy0, j1 -= sy0;                                           \
+        if (i0 >= 0 && j0 >= 0 && i1 < sw && j1 < sh && i1 >= 0 && j1 >= 0) {                \
+          const TIN *r0 = src + j0 * sw, *r1 = src + j1 * sw;                                \
+          double a = (double)r0[i0] + fx * ((double)r0[i1] - (double)r0[i0]);                \
+          double b = (double)r1[i0] + fx * ((double)r1[i1] - (double)r1[i0]);                \
+          /* A NaN anywhere in the 2x2 spoils even at zero weight (0 * NaN is NaN), \
+           * as in scipy. */                                                                 \
+          v = (TOUT)(a + fy * (b - a));                                                      \
+        }                                                                                    \
+      }                                                                                      \
+      dst[k] = v;                                                                            \
+      if (fp) fp[k] = (TOUT)(v == v);                                                        \
+    }                                                                                        \
+  }
+
+DEFINE_ROW_KERNELS(float, float, ff)
+DEFINE_ROW_KERNELS(float, double, fd)
+DEFINE_ROW_KERNELS(double, float, df)
+DEFINE_ROW_KERNELS(double, double, dd)
+
+static void fill_plane(void *p, tsr_dtype_t dt, size_t off, int64_t n, double v) {
+  if (dt == TSR_F32)
+    for (int64_t k = 0; k < n; k++)
+      ((float *)p)[off + (size_t)k] = (float)v;
+  else
+    for (int64_t k = 0; k < n; k++)
+      ((double *)p)[off + (size_t)k] = v;
+}
+
+static int interp_compute(tsr__task_t *t) {
+  tsr_node_t *n = t->node;
+  const interp_params_t *ip = n->params;
+  interp_state_t *st = t->state;
+  const tsr__window_t *w = &t->in[0];
+  const tsr_node_t *in = n->inputs[0];
+  int64_t x0 = t->out.start[0], x1 = t->out.stop[0], y0 = t->out.start[1], y1 = t->out.stop[1];
+  int64_t bw = x1 - x0, bh = y1 - y0;
+  size_t npix = (size_t)bw * (size_t)bh;
+  int rc;
+
+  if (w->data == NULL) {
+    for (int64_t q = t->out.start[3]; q < t->out.stop[3]; q++)
+      for (int64_t z = t->out.start[2]; z < t->out.stop[2]; z++)
+        for (int64_t y = 0; y < bh; y++) {
+          size_t off = tsr__task_offset(t, 0, y, z - t->out.start[2], q - t->out.start[3]);
+          if (t->planes[0])
+            fill_plane(t->planes[0], n->dtype, off, bw, NAN);
+          if (t->planes[1])
+            fill_plane(t->planes[1], n->dtype, off, bw, 0.0);
+        }
+    return 0;
+  }
+  if (npix > st->cap) {
+    tsr__free(t->ctx, st->xin);
+    tsr__free(t->ctx, st->yin);
+    st->xin = tsr__mallocarray(t->ctx, npix, sizeof(double));
+    st->yin = tsr__mallocarray(t->ctx, npix, sizeof(double));
+    st->cap = st->xin && st->yin ? npix : 0;
+    if (st->cap == 0)
+      return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory for coordinates", n->name);
+  }
+  if ((rc = tsr__map_box(st->map, x0, x1, y0, y1, st->xin, st->yin)) != 0)
+    return rc;
+
+  {
+    int64_t sx0 = w->win.start[0], sy0 = w->win.start[1];
+    int64_t sw = w->win.stop[0] - sx0, sh = w->win.stop[1] - sy0;
+    size_t plane_in = (size_t)sw * (size_t)sh, es_in = tsr_dtype_size(in->dtype);
+    int64_t wz = w->win.stop[2] - w->win.start[2];
+    tsr__spline_t *sp = NULL;
+
+    for (int64_t q = t->out.start[3]; q < t->out.stop[3]; q++)
+      for (int64_t z = t->out.start[2]; z < t->out.stop[2]; z++) {
+        const char *src = (const char *)w->data +
+                          ((size_t)(q - w->win.start[3]) * (size_t)wz + (size_t)(z - w->win.start[2])) *
+                              plane_in * es_in;
+        if (ip->order >= 2) {
+          rc = tsr__spline_run(t->ctx, &sp, ip->order, src, in->dtype, &w->win, in->shape,
+                               st->xin, st->yin, bw, bh, t, z - t->out.start[2],
+                               q - t->out.start[3]);
+          if (rc != 0) {
+            tsr__spline_free(t->ctx, sp);
+            return rc;
+          }
+          continue;
+        }
+        for (int64_t y = 0; y < bh; y++) {
+          size_t off = tsr__task_offset(t, 0, y, z - t->out.start[2], q - t->out.start[3]);
+          const double *xs = st->xin + (size_t)(y * bw), *ys = st->yin + (size_t)(y * bw);
+          bool f32in = in->dtype == TSR_F32, f32out = n->dtype == TSR_F32;
+          void *d = t->planes[0] ? (char *)t->planes[0] + off * tsr_dtype_size(n->dtype) : NULL;
+          void *fp = t->planes[1] ? (char *)t->planes[1] + off * tsr_dtype_size(n->dtype) : NULL;
+          if (d == NULL) {
+            /* Only the footprint is wanted: compute data into the footprint
+             * row, then turn it into 0/1. */
+            d = fp;
+            fp = NULL;
+          }
+#define CALL(SUF, TIN, TOUT)                                                                    \
+  (ip->order == 0 ? row_nearest_##SUF : row_bilinear_##SUF)((const TIN *)src, sx0, sy0, sw, sh, \
+                                                            in->shape[0], in->shape[1], xs, ys, \
+                                                            bw, (TOUT *)d, (TOUT *)fp)
+          if (f32in && f32out)
+            CALL(ff, float, float);
+          else if (f32in)
+            CALL(fd, float, double);
+          else if (f32out)
+            CALL(df, double, float);
+          else
+            CALL(dd, double, double);
+#undef CALL
+          if (t->planes[0] == NULL) {
+            if (f32out)
+              for (int64_t k = 0; k < bw; k++)
+                ((float *)d)[k] = (float)(((float *)d)[k] == ((float *)d)[k]);
+            else
+              for (int64_t k = 0; k < bw; k++)
+                ((double *)d)[k] = (double)(((double *)d)[k] == ((double *)d)[k]);
+          }
+        }
+      }
+    tsr__spline_free(t->ctx, sp);
+  }
+  return 0;
+}
+
+static const tsr__op_t interp_op = {
+    .name = "reproject_interp",
+    .version = 1,
+    .flags = TSR__OP_SUBBOX,
+    .input_region = interp_input_region,
+    .start = interp_start,
+    .stop = interp_stop,
+    .compute = interp_compute,
+    .encode = params_encode,
+    .free_params = params_free,
+};
+
+int tsr_order_parse(const char *s) {
+  static const char *const names[] = {"nearest-neighbor", "bilinear", "biquadratic", "bicubic"};
+  if (s == NULL)
+    return -1;
+  for (int i = 0; i < 4; i++)
+    if (strcmp(s, names[i]) == 0)
+      return i;
+  if (strcmp(s, "nearest") == 0)
+    return 0;
+  if (s[0] >= '0' && s[0] <= '3' && s[1] == '\0')
+    return s[0] - '0';
+  return -1;
+}
+
+const char *tsr_order_name(int order) {
+  static const char *const names[] = {"nearest-neighbor", "bilinear", "biquadratic", "bicubic"};
+  return order >= 0 && order <= 3 ? names[order] : "unknown";
+}
+
+/* Copy the input's non-celestial axis keywords (3 and 4) onto the output WCS,
+ * so a reprojected cube keeps its spectral axis. */
+static int add_extra_axes(tsr_wcs_t *out, const tsr_wcs_t *src, int ndim) {
+  static const char *const stems[] = {"CTYPE", "CRVAL", "CDELT", "CRPIX", "CUNIT", "CNAME"};
+  char kw[16], val[72];
+  int rc;
+  for (int a = 3; a <= ndim; a++) {
+    for (size_t s = 0; s < sizeof stems / sizeof stems[0]; s++) {
+      snprintf(kw, sizeof kw, "%s%d", stems[s], a);
+      int i = tsr__wcs_find(src, kw);
+      if (i < 0 || tsr__wcs_find(out, kw) >= 0)
+        continue;
+      tsr__card_value(src->cards + (size_t)i * 80, val, sizeof val);
+      if ((rc = tsr__wcs_set(out, kw, val)) != 0)
+        return rc;
+    }
+    snprintf(kw, sizeof kw, "PC%d_%d", a, a);
+    int i = tsr__wcs_find(src, kw);
+    if (i >= 0 && tsr__wcs_find(out, kw) < 0) {
+      tsr__card_value(src->cards + (size_t)i * 80, val, sizeof val);
+      if ((rc = tsr__wcs_set(out, kw, val)) != 0)
+        return rc;
+    }
+  }
+  if (tsr__wcs_find(out, "WCSAXES") >= 0) {
+    snprintf(val, sizeof val, "%d", ndim);
+    if ((rc = tsr__wcs_set(out, "WCSAXES", val)) != 0)
+      return rc;
+  }
+  return 0;
+}
+
+tsr_node_t *tsr_reproject_interp(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_t *target,
+                                 const tsr_interp_opts_t *opts) {
+  tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+  interp_params_t *ip;
+  tsr_node_t *n;
+  tsr_ctx_t *ctx;
+  tsr__map_t *probe = NULL;
+  int ndim;
+
+  if (!tsr__graph_check(g))
+    return NULL;
+  ctx = g->ctx;
+  if (opts)
+    o = *opts;
+  if (src == NULL || target == NULL)
+    return tsr__graph_fail(g, TSR_EINVAL, "reproject_interp: input or target is NULL");
+  if (o.order < 0 || o.order > 3)
+    return tsr__graph_fail(g, TSR_EINVAL,
+                           "reproject_interp: order %d out of range [0, 3] (nearest-neighbor, "
+                           "bilinear, biquadratic, bicubic)",
+                           o.order);
+  if (!(o.mapping_tolerance >= 0.0 && o.mapping_tolerance <= 1.0))
+    return tsr__graph_fail(g, TSR_EINVAL,
+                           "reproject_interp: mapping tolerance %g px out of range [0, 1]",
+                           o.mapping_tolerance);
+  if (o.dtype != 0 && o.dtype != TSR_F32 && o.dtype != TSR_F64)
+    return tsr__graph_fail(g, TSR_EINVAL, "reproject_interp: dtype %d is not float32 or float64",
+                           o.dtype);
+  for (int a = 0; a < 2; a++)
+    if (o.block[a] < 0 || o.block[a] > (1 << 20))
+      return tsr__graph_fail(g, TSR_EINVAL,
+                             "reproject_interp: block size %lld out of range [1, 1048576]",
+                             (long long)o.block[a]);
+  if (src->wcs == NULL)
+    return tsr__graph_fail(g, TSR_EWCS, "reproject_interp: input %s has no WCS", src->name);
+  if (src->ndim < 2)
+    return tsr__graph_fail(g, TSR_EINVAL,
+                           "reproject_interp: input %s has %d axis; expected at least 2",
+                           src->name, src->ndim);
+  if (target->naxis < 2 || target->shape[0] < 1 || target->shape[1] < 1)
+    return tsr__graph_fail(g, TSR_EINVAL,
+                           "reproject_interp: target needs 2 celestial axes with NAXIS1 and "
+                           "NAXIS2; it has NAXIS = %d",
+                           target->naxis);
+  for (int a = 2; a < target->naxis; a++)
+    if (a >= src->ndim || target->shape[a] != src->shape[a])
+      return tsr__graph_fail(g, TSR_EINVAL,
+                             "reproject_interp: target has %d axes but input %s has %d; extra "
+                             "axes must match the input's (NAXIS%d = %lld)",
+                             target->naxis, src->name, src->ndim, a + 1,
+                             (long long)(a < src->ndim ? src->shape[a] : 0));
+  ip = tsr__calloc(ctx, 1, sizeof *ip);
+  if (ip == NULL)
+    return tsr__graph_fail(g, TSR_ENOMEM, "reproject_interp: out of memory");
+  ip->order = o.order;
+  ip->tol = o.mapping_tolerance;
+  ip->roundtrip = o.roundtrip != 0;
+  snprintf(ip->in_what, sizeof ip->in_what, "input %s", src->name);
+  ip->target = tsr_wcs_copy(ctx, target);
+  if (ip->target == NULL) {
+    params_free(ctx, ip);
+    return tsr__graph_fail(g, TSR_ENOMEM, "reproject_interp: out of memory");
+  }
+  /* Validate both WCSs and the frame pair now, not when running. */
+  if (tsr__map_new(ctx, target, "target", src->wcs, ip->in_what, ip->tol, ip->roundtrip,
+                   &probe) != 0) {
+    params_free(ctx, ip);
+    tsr__err_prefix(ctx, "reproject_interp");
+    return tsr__graph_fail_ctx(g, TSR_EWCS);
+  }
+  tsr__map_free(probe);
+
+  n = tsr__node_alloc(g, &interp_op, ip);
+  if (n == NULL)
+    return NULL;
+  ndim = src->ndim;
+  n->ndim = ndim;
+  n->n_inputs = 1;
+  n->inputs[0] = src;
+  n->n_planes = 2;
+  n->dtype = o.dtype ? (tsr_dtype_t)o.dtype : src->dtype == TSR_F64 ? TSR_F64 : TSR_F32;
+  n->shape[0] = target->shape[0];
+  n->shape[1] = target->shape[1];
+  for (int a = 2; a < ndim; a++)
+    n->shape[a] = src->shape[a];
+  n->chunk[0] = o.block[0] ? o.block[0] : DEFAULT_BLOCK;
+  n->chunk[1] = o.block[1] ? o.block[1] : DEFAULT_BLOCK;
+  for (int a = 2; a < ndim; a++)
+    n->chunk[a] = n->shape[a];
+  n->wcs = tsr_wcs_copy(ctx, target);
+  if (n->wcs == NULL || add_extra_axes(n->wcs, src->wcs, ndim) != 0) {
+    tsr__node_discard(n);
+    return tsr__graph_fail(g, TSR_ENOMEM, "reproject_interp: out of memory");
+  }
+  return tsr__node_finish(n);
+}

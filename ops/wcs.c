@@ -1,0 +1,314 @@
+/* wcs.c -- wcslib wrapper for mapping: parse, per-process copies, batched
+ * pixel <-> unit-vector transforms, and celestial frame rotations.
+ *
+ * Positions travel between WCSs as unit vectors, so a frame change is one
+ * 3x3 rotation and there is no longitude wrap to get wrong.  The rotations
+ * are built from the same defining constants astropy uses (USNO circular 179
+ * frame bias for ICRS -> FK5, the J2000 Galactic pole and longitude of the
+ * NCP, and the IAU 2006 Fukushima-Williams angles at J2000 for the mean
+ * ecliptic), so they agree with astropy to rounding.  wcslib calls are
+ * batched (its projection routines are vectorised) through scratch arrays
+ * owned by the tsr__cel_t.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <wcslib/wcs.h>
+#include <wcslib/wcserr.h>
+#include <wcslib/wcshdr.h>
+#include <wcslib/wcsmath.h>
+
+#include "wcs.h"
+
+#define BATCH 512
+#undef D2R
+#define D2R (M_PI / 180.0)
+#define AS2R (M_PI / (180.0 * 3600.0))
+
+struct tsr__cel_s {
+  tsr_ctx_t *ctx;
+  struct wcsprm *wcs;       /* 2-axis celestial copy, wcsset done */
+  int lng;                  /* world axis of longitude in wcs (0 or 1) */
+  tsr__frame_t frame;
+  bool plain_tan;
+  char proj[4];
+  double pix[2 * BATCH], img[2 * BATCH], phi[BATCH], theta[BATCH], world[2 * BATCH];
+  int stat[BATCH];
+};
+
+static void card_string(const tsr_wcs_t *w, const char *kw, char *buf, size_t cap) {
+  int i = tsr__wcs_find(w, kw);
+  char v[72];
+  size_t n = 0;
+  buf[0] = '\0';
+  if (i < 0)
+    return;
+  tsr__card_value(w->cards + (size_t)i * 80, v, sizeof v);
+  for (const char *p = v; *p && n + 1 < cap; p++)
+    if (*p != '\'' && *p != ' ')
+      buf[n++] = *p;
+  buf[n] = '\0';
+}
+
+static int frame_of(tsr_ctx_t *ctx, const struct wcsprm *wcs, const tsr_wcs_t *w,
+                    const char *what, tsr__frame_t *frame) {
+  char radesys[72], xc[5];
+  double equinox = wcs->equinox;
+  bool has_equinox = !undefined(equinox) && !isnan(equinox);
+
+  memcpy(xc, wcs->ctype[wcs->lng], 4);
+  xc[4] = '\0';
+  card_string(w, "RADESYS", radesys, sizeof radesys);
+  if (radesys[0] == '\0')
+    card_string(w, "RADECSYS", radesys, sizeof radesys);
+  if (strcmp(xc, "GLON") == 0) {
+    *frame = TSR__FRAME_GAL;
+    return 0;
+  }
+  if (strcmp(xc, "ELON") == 0) {
+    if (has_equinox && fabs(equinox - 2000.0) > 1e-9)
+      return tsr__err(ctx, TSR_ENOTSUP,
+                      "%s: ecliptic coordinates of equinox %g are not supported; "
+                      "expected EQUINOX = 2000",
+                      what, equinox);
+    *frame = TSR__FRAME_ECL;
+    return 0;
+  }
+  if (strcmp(xc, "RA--") != 0)
+    return tsr__err(ctx, TSR_ENOTSUP,
+                    "%s: celestial axes %.8s / %.8s are not supported; expected RA/DEC, "
+                    "GLON/GLAT or ELON/ELAT",
+                    what, wcs->ctype[wcs->lng], wcs->ctype[wcs->lat]);
+  if (radesys[0] == '\0')
+    strcpy(radesys, !has_equinox ? "ICRS" : equinox < 1984.0 ? "FK4" : "FK5");
+  if (strcmp(radesys, "ICRS") == 0) {
+    *frame = TSR__FRAME_ICRS;
+    return 0;
+  }
+  if (strcmp(radesys, "FK5") == 0) {
+    if (has_equinox && fabs(equinox - 2000.0) > 1e-9)
+      return tsr__err(ctx, TSR_ENOTSUP,
+                      "%s: FK5 with EQUINOX = %g is not supported; expected EQUINOX = 2000",
+                      what, equinox);
+    *frame = TSR__FRAME_FK5;
+    return 0;
+  }
+  return tsr__err(ctx, TSR_ENOTSUP,
+                  "%s: RADESYS = '%s' is not supported; expected ICRS or FK5 (J2000)", what,
+                  radesys);
+}
+
+int tsr__cel_new(tsr_ctx_t *ctx, const tsr_wcs_t *w, const char *what, tsr__cel_t **out) {
+  tsr__cel_t *c = NULL;
+  struct wcsprm *all = NULL;
+  char *hdr = NULL;
+  int nreject = 0, nwcs = 0, status, rc = TSR_ENOMEM;
+  int nsub = 2, axes[2] = {1, 2};
+
+  *out = NULL;
+  c = tsr__calloc(ctx, 1, sizeof *c);
+  hdr = tsr__malloc(ctx, (size_t)w->ncards * 80 + 1);
+  if (c == NULL || hdr == NULL) {
+    tsr__err(ctx, rc, "%s: out of memory", what);
+    goto out;
+  }
+  c->ctx = ctx;
+  memcpy(hdr, w->cards, (size_t)w->ncards * 80);
+  hdr[(size_t)w->ncards * 80] = '\0';
+  status = wcspih(hdr, w->ncards, WCSHDR_all, 0, &nreject, &nwcs, &all);
+  if (status != 0 || nwcs < 1) {
+    rc = tsr__err(ctx, TSR_EWCS, "%s: no WCS could be parsed from the header", what);
+    goto out;
+  }
+  wcserr_enable(1);
+  if ((status = wcsset(&all[0])) != 0) {
+    rc = tsr__err(ctx, TSR_EWCS, "%s: wcslib: %s", what,
+                  all[0].err && all[0].err->msg ? all[0].err->msg : wcs_errmsg[status]);
+    goto out;
+  }
+  if (all[0].lng < 0 || all[0].lat < 0) {
+    rc = tsr__err(ctx, TSR_EWCS, "%s: no celestial axes (CTYPE1 = '%s', CTYPE2 = '%s')", what,
+                  all[0].ctype[0], all[0].naxis > 1 ? all[0].ctype[1] : "");
+    goto out;
+  }
+  if (!((all[0].lng == 0 && all[0].lat == 1) || (all[0].lng == 1 && all[0].lat == 0))) {
+    rc = tsr__err(ctx, TSR_ENOTSUP,
+                  "%s: celestial axes must be the first two (they are axes %d and %d)", what,
+                  all[0].lng + 1, all[0].lat + 1);
+    goto out;
+  }
+  c->wcs = tsr__calloc(ctx, 1, sizeof *c->wcs);
+  if (c->wcs == NULL) {
+    rc = tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", what);
+    goto out;
+  }
+  c->wcs->flag = -1;
+  if ((status = wcssub(1, &all[0], &nsub, axes, c->wcs)) != 0 || (status = wcsset(c->wcs)) != 0) {
+    rc = tsr__err(ctx, TSR_EWCS, "%s: wcslib: %s", what,
+                  c->wcs->err && c->wcs->err->msg ? c->wcs->err->msg : wcs_errmsg[status]);
+    goto out;
+  }
+  c->lng = c->wcs->lng;
+  if ((rc = frame_of(ctx, c->wcs, w, what, &c->frame)) != 0)
+    goto out;
+  memcpy(c->proj, c->wcs->ctype[0] + 5, 3);
+  c->proj[3] = '\0';
+  c->plain_tan = strcmp(c->wcs->cel.prj.code, "TAN") == 0 && c->wcs->lin.dispre == NULL &&
+                 c->wcs->lin.disseq == NULL && strlen(c->wcs->ctype[0]) <= 8;
+  *out = c;
+  c = NULL;
+  rc = 0;
+out:
+  if (all)
+    wcsvfree(&nwcs, &all);
+  tsr__free(ctx, hdr);
+  tsr__cel_free(c);
+  return rc;
+}
+
+void tsr__cel_free(tsr__cel_t *c) {
+  if (c == NULL)
+    return;
+  if (c->wcs) {
+    wcsfree(c->wcs);
+    tsr__free(c->ctx, c->wcs);
+  }
+  tsr__free(c->ctx, c);
+}
+
+tsr__frame_t tsr__cel_frame(const tsr__cel_t *c) { return c->frame; }
+bool tsr__cel_is_plain_tan(const tsr__cel_t *c) { return c->plain_tan; }
+const char *tsr__cel_proj(const tsr__cel_t *c) { return c->wcs->cel.prj.code; }
+
+void tsr__cel_pix2vec(tsr__cel_t *c, size_t n, const double *x, const double *y, double *v) {
+  for (size_t i0 = 0; i0 < n; i0 += BATCH) {
+    int m = (int)(n - i0 < BATCH ? n - i0 : BATCH);
+    for (int i = 0; i < m; i++) {
+      /* wcslib pixels are 1-based. */
+      c->pix[2 * i] = x[i0 + (size_t)i] + 1.0;
+      c->pix[2 * i + 1] = y[i0 + (size_t)i] + 1.0;
+      c->stat[i] = 0;
+    }
+    wcsp2s(c->wcs, m, 2, c->pix, c->img, c->phi, c->theta, c->world, c->stat);
+    for (int i = 0; i < m; i++) {
+      double *o = v + 3 * (i0 + (size_t)i);
+      double lon = c->world[2 * i + c->lng] * D2R, lat = c->world[2 * i + 1 - c->lng] * D2R;
+      if (c->stat[i] != 0 || !isfinite(lon) || !isfinite(lat)) {
+        o[0] = o[1] = o[2] = NAN;
+        continue;
+      }
+      double cl = cos(lat);
+      o[0] = cl * cos(lon);
+      o[1] = cl * sin(lon);
+      o[2] = sin(lat);
+    }
+  }
+}
+
+void tsr__cel_vec2pix(tsr__cel_t *c, size_t n, const double *v, double *x, double *y) {
+  for (size_t i0 = 0; i0 < n; i0 += BATCH) {
+    int m = (int)(n - i0 < BATCH ? n - i0 : BATCH);
+    for (int i = 0; i < m; i++) {
+      const double *p = v + 3 * (i0 + (size_t)i);
+      double lon = atan2(p[1], p[0]) / D2R, lat;
+      double h = hypot(p[0], p[1]);
+      lat = atan2(p[2], h) / D2R;
+      if (lon < 0)
+        lon += 360.0;
+      if (!isfinite(lon) || !isfinite(lat))
+        lon = lat = 0.0, c->stat[i] = -1;
+      else
+        c->stat[i] = 0;
+      c->world[2 * i + c->lng] = lon;
+      c->world[2 * i + 1 - c->lng] = lat;
+    }
+    {
+      int st2[BATCH];
+      memset(st2, 0, sizeof(int) * (size_t)m);
+      wcss2p(c->wcs, m, 2, c->world, c->phi, c->theta, c->img, c->pix, st2);
+      for (int i = 0; i < m; i++) {
+        size_t k = i0 + (size_t)i;
+        if (c->stat[i] != 0 || st2[i] != 0 || !isfinite(c->pix[2 * i]) ||
+            !isfinite(c->pix[2 * i + 1])) {
+          x[k] = y[k] = NAN;
+        } else {
+          x[k] = c->pix[2 * i] - 1.0;
+          y[k] = c->pix[2 * i + 1] - 1.0;
+        }
+      }
+    }
+  }
+}
+
+/* astropy's rotation_matrix(angle, axis): rotates the coordinate frame. */
+static void rot(int axis, double a, double m[9]) {
+  double c = cos(a), s = sin(a);
+  memset(m, 0, 9 * sizeof *m);
+  if (axis == 0) {
+    m[0] = 1, m[4] = c, m[5] = s, m[7] = -s, m[8] = c;
+  } else if (axis == 1) {
+    m[0] = c, m[2] = -s, m[4] = 1, m[6] = s, m[8] = c;
+  } else {
+    m[0] = c, m[1] = s, m[3] = -s, m[4] = c, m[8] = 1;
+  }
+}
+
+static void mul(const double a[9], const double b[9], double r[9]) {
+  double t[9];
+  for (int i = 0; i < 3; i++)
+    for (int j = 0; j < 3; j++)
+      t[3 * i + j] = a[3 * i] * b[j] + a[3 * i + 1] * b[3 + j] + a[3 * i + 2] * b[6 + j];
+  memcpy(r, t, sizeof t);
+}
+
+static void transpose(double m[9]) {
+  for (int i = 0; i < 3; i++)
+    for (int j = i + 1; j < 3; j++) {
+      double t = m[3 * i + j];
+      m[3 * i + j] = m[3 * j + i];
+      m[3 * j + i] = t;
+    }
+}
+
+/* ICRS -> each frame. */
+static void from_icrs(tsr__frame_t f, double m[9]) {
+  double a[9], b[9];
+  static const double ident[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+  if (f == TSR__FRAME_ICRS) {
+    memcpy(m, ident, sizeof ident);
+    return;
+  }
+  if (f == TSR__FRAME_ECL) {
+    /* erfa.ecm06 at J2000: R1(eps_A) . fw2m(gamb, phib, psib, eps_A), whose
+     * obliquity factors cancel, leaving R3(-psib) R1(phib) R3(gamb). */
+    rot(2, -(-0.041775) * AS2R, m);
+    rot(0, 84381.412819 * AS2R, a);
+    mul(m, a, m);
+    rot(2, -0.052928 * AS2R, a);
+    mul(m, a, m);
+    return;
+  }
+  /* USNO circular 179 frame bias, as astropy's _icrs_to_fk5_matrix. */
+  rot(0, 19.9 / 3600000.0 * D2R, m);
+  rot(1, 9.1 / 3600000.0 * D2R, a);
+  mul(m, a, m);
+  rot(2, -22.9 / 3600000.0 * D2R, a);
+  mul(m, a, m);
+  if (f == TSR__FRAME_FK5)
+    return;
+  /* FK5 J2000 -> Galactic from the north Galactic pole and lon of the NCP. */
+  rot(2, (180.0 - 122.9319185680026) * D2R, a);
+  rot(1, (90.0 - 27.12825118085622) * D2R, b);
+  mul(a, b, a);
+  rot(2, 192.8594812065348 * D2R, b);
+  mul(a, b, a);
+  mul(a, m, m);
+}
+
+void tsr__frame_matrix(tsr__frame_t from, tsr__frame_t to, double m[9]) {
+  double a[9];
+  from_icrs(from, a);
+  transpose(a);
+  from_icrs(to, m);
+  mul(m, a, m);
+}

@@ -1,0 +1,35 @@
+/* mapping.h -- output pixel -> input pixel coordinates for reprojection. */
+#ifndef TSR_OPS_MAPPING_H
+#define TSR_OPS_MAPPING_H
+
+#include "internal.h"
+
+typedef struct tsr__map_s tsr__map_t;
+
+/* The mapping from pixels of `out` to pixels of `in` (celestial axes).
+ * `tol` is the largest interpolation error allowed, in input pixels (0 =
+ * exact transforms at every pixel); `roundtrip` sets NaN where mapping back
+ * moves a pixel by more than 1 (reproject's roundtrip_coords).  Owned by the
+ * calling process. */
+int tsr__map_new(tsr_ctx_t *ctx, const tsr_wcs_t *out, const char *out_what,
+                 const tsr_wcs_t *in, const char *in_what, double tol, bool roundtrip,
+                 tsr__map_t **m);
+void tsr__map_free(tsr__map_t *m);
+
+/* Input coordinates of every output pixel of [x0,x1) x [y0,y1), row-major
+ * into xin/yin ((x1-x0)*(y1-y0) each); NaN where undefined.  The values do
+ * not depend on the box: the grid is anchored to the global pixel grid. */
+int tsr__map_box(tsr__map_t *m, int64_t x0, int64_t x1, int64_t y0, int64_t y1, double *xin,
+                 double *yin);
+
+/* Bounds of the input coordinates of the box: *none when nothing maps,
+ * *full when the mapping is undefined in part of the box or jumps (seams),
+ * else [lo, hi] per axis. */
+int tsr__map_bounds(tsr__map_t *m, int64_t x0, int64_t x1, int64_t y0, int64_t y1,
+                    int64_t in_nx, int64_t in_ny, double lo[2], double hi[2], bool *none,
+                    bool *full);
+
+/* Which mapping is used: "homography", "grid" or "exact" (for info). */
+const char *tsr__map_kind(const tsr__map_t *m);
+
+#endif

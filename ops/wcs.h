@@ -1,0 +1,38 @@
+/* wcs.h -- celestial WCS for mapping: wcslib copies and frame rotations. */
+#ifndef TSR_OPS_WCS_H
+#define TSR_OPS_WCS_H
+
+#include "internal.h"
+
+typedef enum {
+  TSR__FRAME_ICRS = 1,
+  TSR__FRAME_FK5 = 2,   /* FK5, equinox J2000 */
+  TSR__FRAME_GAL = 3,   /* Galactic (astropy's definition, from FK5 J2000) */
+  TSR__FRAME_ECL = 4    /* barycentric mean ecliptic and equinox of J2000 (IAU 2006) */
+} tsr__frame_t;
+
+typedef struct tsr__cel_s tsr__cel_t;
+
+/* Parse the celestial part of `w` (pixel axes 0 and 1 must be the longitude
+ * and latitude axes, in either order) into a private wcslib copy.  `what`
+ * names the WCS in messages ('input "a.fits"', 'target "t.hdr"').  The copy
+ * belongs to the calling process; never share it between threads. */
+int tsr__cel_new(tsr_ctx_t *ctx, const tsr_wcs_t *w, const char *what, tsr__cel_t **out);
+void tsr__cel_free(tsr__cel_t *c);
+tsr__frame_t tsr__cel_frame(const tsr__cel_t *c);
+/* True for a plain gnomonic (TAN) projection without distortions: then a
+ * TAN -> TAN mapping is exactly a homography. */
+bool tsr__cel_is_plain_tan(const tsr__cel_t *c);
+const char *tsr__cel_proj(const tsr__cel_t *c);   /* "TAN", "SIN", ... */
+
+/* Pixel (0-based) -> unit vector of the world position in the WCS's frame,
+ * for n points; v is n x 3.  Invalid pixels give NaN vectors. */
+void tsr__cel_pix2vec(tsr__cel_t *c, size_t n, const double *x, const double *y, double *v);
+/* Unit vectors -> pixels (0-based); NaN where the projection is undefined. */
+void tsr__cel_vec2pix(tsr__cel_t *c, size_t n, const double *v, double *x, double *y);
+
+/* The rotation taking unit vectors of frame `from` to frame `to` (row-major
+ * 3x3), agreeing with astropy's transform graph. */
+void tsr__frame_matrix(tsr__frame_t from, tsr__frame_t to, double m[9]);
+
+#endif

@@ -1,0 +1,408 @@
+/* test-interp.c -- reproject_interp with known answers, on in-memory images:
+ * identity, integer shifts, a 90 degree rotation, NaN stencils, cubes,
+ * block-size and region invariance, grid accuracy, and frame rotations
+ * against astropy. */
+#include <tessera/tessera.h>
+
+#include "harness.h"
+#include "internal.h"
+#include "wcs.h"
+
+typedef struct {
+  tsr_ctx_t *ctx;
+  tsr_graph_t *g;
+} env_t;
+
+static void env_open(env_t *e) {
+  ASSERT_OK(tsr_ctx_new(&e->ctx, NULL));
+  ASSERT_OK(tsr_graph_new(e->ctx, &e->g));
+}
+
+static void env_close(env_t *e) {
+  tsr_graph_free(e->g);
+  tsr_ctx_free(e->ctx);
+}
+
+/* A header for an nx x ny image; `extra` cards override the defaults. */
+static tsr_wcs_t *make_wcs(env_t *e, int nx, int ny, const char *ctype1, const char *ctype2,
+                           double crval1, double crval2, double crpix1, double crpix2,
+                           double cdelt, const char *extra) {
+  char hdr[4096];
+  tsr_wcs_t *w = NULL;
+  snprintf(hdr, sizeof hdr,
+           "NAXIS   = 2\nNAXIS1  = %d\nNAXIS2  = %d\nCTYPE1  = '%s'\nCTYPE2  = '%s'\n"
+           "CRVAL1  = %.12f\nCRVAL2  = %.12f\nCRPIX1  = %.12f\nCRPIX2  = %.12f\n"
+           "CDELT1  = %.15g\nCDELT2  = %.15g\n%s",
+           nx, ny, ctype1, ctype2, crval1, crval2, crpix1, crpix2, -cdelt, cdelt, extra ? extra : "");
+  if (tsr_wcs_parse(e->ctx, hdr, strlen(hdr), "test header", 1, &w) != 0)
+    th_fail(__FILE__, __LINE__, "header: %s", tsr_errmsg(e->ctx));
+  return w;
+}
+
+static float *smooth_image(int nx, int ny, unsigned seed) {
+  float *d = malloc(sizeof(float) * (size_t)nx * (size_t)ny);
+  for (int y = 0; y < ny; y++)
+    for (int x = 0; x < nx; x++)
+      d[y * nx + x] = (float)(10 + 3 * sin(0.11 * x + seed) + 2 * cos(0.07 * y - 0.3 * seed) +
+                              0.01 * x * y / nx);
+  return d;
+}
+
+static float *reproject(env_t *e, tsr_node_t *src, tsr_wcs_t *target, tsr_interp_opts_t *o,
+                        const tsr_region_t *r) {
+  tsr_node_t *n = tsr_reproject_interp(e->g, src, target, o);
+  tsr_region_t full;
+  size_t count;
+  float *out;
+  if (n == NULL)
+    th_fail(__FILE__, __LINE__, "reproject_interp: %s", tsr_graph_errmsg(e->g));
+  full = tsr_region_of(n);
+  if (r == NULL)
+    r = &full;
+  count = (size_t)tsr_region_size(r);
+  out = malloc(count * sizeof(float));
+  if (tsr_compute(e->g, n, r, out, count * sizeof(float), NULL) != 0)
+    th_fail(__FILE__, __LINE__, "compute: %s", tsr_errmsg(e->ctx));
+  return out;
+}
+
+TEST(identity_reproduces_the_input) {
+  env_t e;
+  env_open(&e);
+  tsr_wcs_t *w = make_wcs(&e, 60, 50, "RA---TAN", "DEC--TAN", 150, 2, 30.5, 25.5, 0.001, NULL);
+  float *d = smooth_image(60, 50, 1);
+  int64_t shape[2] = {60, 50};
+  tsr_node_t *src = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, w);
+  for (int order = 0; order <= 3; order++) {
+    tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+    o.order = order;
+    float *out = reproject(&e, src, w, &o, NULL);
+    for (int i = 0; i < 60 * 50; i++)
+      ASSERT_NEAR(out[i], d[i], order == 0 ? 0 : 2e-5);
+    free(out);
+  }
+  free(d);
+  tsr_wcs_free(w);
+  env_close(&e);
+}
+
+TEST(integer_shift_moves_pixels) {
+  env_t e;
+  env_open(&e);
+  tsr_wcs_t *win = make_wcs(&e, 40, 30, "RA---SIN", "DEC--SIN", 30, -40, 20.5, 15.5, 0.002, NULL);
+  /* The target's reference pixel is 3 right and 2 down: out(x, y) = in(x - 3, y + 2). */
+  tsr_wcs_t *wout = make_wcs(&e, 40, 30, "RA---SIN", "DEC--SIN", 30, -40, 23.5, 13.5, 0.002, NULL);
+  float *d = smooth_image(40, 30, 2);
+  int64_t shape[2] = {40, 30};
+  tsr_node_t *src = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, win);
+  for (int order = 0; order <= 1; order++) {
+    tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+    o.order = order;
+    o.mapping_tolerance = 0;
+    float *out = reproject(&e, src, wout, &o, NULL);
+    for (int y = 0; y < 30; y++)
+      for (int x = 0; x < 40; x++) {
+        int xi = x - 3, yi = y + 2;
+        float v = out[y * 40 + x];
+        if (xi < 0 || yi >= 30)
+          ASSERT(isnan(v));
+        else
+          ASSERT_NEAR(v, d[yi * 40 + xi], 1e-4);
+      }
+    free(out);
+  }
+  free(d);
+  tsr_wcs_free(win);
+  tsr_wcs_free(wout);
+  env_close(&e);
+}
+
+TEST(rotation_by_90_degrees) {
+  env_t e;
+  env_open(&e);
+  tsr_wcs_t *win = make_wcs(&e, 33, 33, "RA---TAN", "DEC--TAN", 200, 10, 17, 17, 0.001, NULL);
+  tsr_wcs_t *wout = make_wcs(&e, 33, 33, "RA---TAN", "DEC--TAN", 200, 10, 17, 17, 0.001,
+                             "PC1_1   = 0.0\nPC1_2   = -1.0\nPC2_1   = 1.0\nPC2_2   = 0.0\n");
+  float *d = smooth_image(33, 33, 3);
+  int64_t shape[2] = {33, 33};
+  tsr_node_t *src = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, win);
+  tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+  o.order = 0;
+  float *out = reproject(&e, src, wout, &o, NULL);
+  /* Output intermediate coords: CDELT . PC . (x - 16, y - 16) = (cd (y - 16), cd (x - 16))
+   * with CDELT1 = -cd, so the input pixel is (16 - (y - 16), 16 + (x - 16)). */
+  for (int y = 0; y < 33; y++)
+    for (int x = 0; x < 33; x++) {
+      int xi = 16 - (y - 16), yi = 16 + (x - 16);
+      ASSERT_NEAR(out[y * 33 + x], d[yi * 33 + xi], 0);
+    }
+  free(out);
+  free(d);
+  tsr_wcs_free(win);
+  tsr_wcs_free(wout);
+  env_close(&e);
+}
+
+TEST(nan_spoils_only_its_stencil) {
+  env_t e;
+  env_open(&e);
+  tsr_wcs_t *w = make_wcs(&e, 40, 40, "RA---TAN", "DEC--TAN", 10, 10, 20.5, 20.5, 0.001, NULL);
+  tsr_wcs_t *half = make_wcs(&e, 80, 80, "RA---TAN", "DEC--TAN", 10, 10, 40.5, 40.5, 0.0005, NULL);
+  float *d = smooth_image(40, 40, 4);
+  int64_t shape[2] = {40, 40};
+  d[20 * 40 + 20] = NAN;
+  tsr_node_t *src = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, w);
+  for (int order = 0; order <= 3; order++) {
+    tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+    o.order = order;
+    float *out = reproject(&e, src, half, &o, NULL);
+    int nan = 0, far_nan = 0;
+    for (int y = 0; y < 80; y++)
+      for (int x = 0; x < 80; x++) {
+        /* Output pixel centre in input pixels. */
+        double xi = 20 + (x - 39.5) * 0.5, yi = 20 + (y - 39.5) * 0.5;
+        double dist = fmax(fabs(xi - 20), fabs(yi - 20));
+        if (isnan(out[y * 80 + x])) {
+          nan++;
+          if (dist > (order + 1) * 0.5 + 0.5)
+            far_nan++;
+        }
+      }
+    ASSERT(nan > 0);
+    ASSERT_INT_EQ(far_nan, 0);
+    if (order == 1)
+      ASSERT_INT_EQ(nan, 16); /* outputs whose 2x2 stencil holds input (20, 20) */
+    free(out);
+  }
+  free(d);
+  tsr_wcs_free(w);
+  tsr_wcs_free(half);
+  env_close(&e);
+}
+
+/* Every block size, region and order gives the same bits (grid anchored globally). */
+TEST(block_size_and_regions_are_invisible) {
+  env_t e;
+  env_open(&e);
+  tsr_wcs_t *win = make_wcs(&e, 150, 130, "RA---SIN", "DEC--SIN", 120, 35, 75, 65, 0.002, NULL);
+  tsr_wcs_t *wout = make_wcs(&e, 140, 120, "GLON-ZEA", "GLAT-ZEA", 0, 0, 70, 60, 0.0023,
+                             "PC1_1 = 0.9\nPC1_2 = 0.4358898944\nPC2_1 = -0.4358898944\nPC2_2 = 0.9\n");
+  /* Put the output's centre on the input's: ICRS (120, 35) in Galactic. */
+  tsr__wcs_set(wout, "CRVAL1", "185.8417588");
+  tsr__wcs_set(wout, "CRVAL2", "28.4505547");
+  float *d = smooth_image(150, 130, 5);
+  int64_t shape[2] = {150, 130};
+  tsr_node_t *src = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, win);
+  const int64_t blocks[][2] = {{0, 0}, {16, 16}, {37, 53}, {140, 1}, {7, 120}};
+  for (int order = 0; order <= 3; order++)
+    for (int t = 0; t < 2; t++) {
+      float *ref = NULL;
+      int finite = 0;
+      for (size_t b = 0; b < sizeof blocks / sizeof blocks[0]; b++) {
+        tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+        o.order = order;
+        o.mapping_tolerance = t ? 0 : 1e-4;
+        o.block[0] = blocks[b][0];
+        o.block[1] = blocks[b][1];
+        float *out = reproject(&e, src, wout, &o, NULL);
+        if (ref == NULL) {
+          ref = out;
+          for (int i = 0; i < 140 * 120; i++)
+            finite += isfinite(ref[i]);
+          ASSERT(finite > 140 * 120 / 3);
+          continue;
+        }
+        ASSERT(memcmp(ref, out, sizeof(float) * 140 * 120) == 0);
+        free(out);
+      }
+      /* A region is the same slice of the whole. */
+      {
+        tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+        tsr_region_t r = {{33, 41, 0, 0}, {97, 58, 1, 1}};
+        o.order = order;
+        o.mapping_tolerance = t ? 0 : 1e-4;
+        o.block[0] = o.block[1] = 32;
+        float *part = reproject(&e, src, wout, &o, &r);
+        for (int y = 41; y < 58; y++)
+          ASSERT(memcmp(part + (y - 41) * 64, ref + y * 140 + 33, 64 * sizeof(float)) == 0);
+        free(part);
+      }
+      free(ref);
+    }
+  free(d);
+  tsr_wcs_free(win);
+  tsr_wcs_free(wout);
+  env_close(&e);
+}
+
+/* Bilinear interpolation of a ramp is exact, so the output is the mapped
+ * coordinate: the grid stays within its tolerance of exact transforms. */
+TEST(grid_mapping_within_tolerance) {
+  env_t e;
+  env_open(&e);
+  tsr_wcs_t *win = make_wcs(&e, 400, 400, "RA---ZEA", "DEC--ZEA", 60, 60, 200, 200, 0.01, NULL);
+  tsr_wcs_t *wout = make_wcs(&e, 300, 300, "RA---AIT", "DEC--AIT", 62, 58, 150, 150, 0.012, NULL);
+  double *d = malloc(sizeof(double) * 400 * 400);
+  int64_t shape[2] = {400, 400};
+  for (int y = 0; y < 400; y++)
+    for (int x = 0; x < 400; x++)
+      d[y * 400 + x] = x;
+  tsr_node_t *src = tsr_source_buffer(e.g, TSR_F64, 2, shape, d, win);
+  double *res[2];
+  for (int t = 0; t < 2; t++) {
+    tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+    o.mapping_tolerance = t ? 0 : 1e-4;
+    tsr_node_t *n = tsr_reproject_interp(e.g, src, wout, &o);
+    ASSERT(n != NULL);
+    res[t] = malloc(sizeof(double) * 300 * 300);
+    ASSERT_OK(tsr_compute(e.g, n, NULL, res[t], sizeof(double) * 300 * 300, NULL));
+  }
+  double maxerr = 0;
+  int both = 0;
+  for (int i = 0; i < 300 * 300; i++) {
+    ASSERT_INT_EQ(isnan(res[0][i]), isnan(res[1][i]));
+    if (!isnan(res[0][i])) {
+      maxerr = fmax(maxerr, fabs(res[0][i] - res[1][i]));
+      both++;
+    }
+  }
+  ASSERT(both > 1000);
+  ASSERT(maxerr <= 1e-4);
+  free(res[0]);
+  free(res[1]);
+  free(d);
+  tsr_wcs_free(win);
+  tsr_wcs_free(wout);
+  env_close(&e);
+}
+
+TEST(cube_planes_are_broadcast) {
+  env_t e;
+  env_open(&e);
+  tsr_wcs_t *w2 = make_wcs(&e, 50, 40, "RA---TAN", "DEC--TAN", 40, 40, 25, 20, 0.001, NULL);
+  tsr_wcs_t *wo = make_wcs(&e, 45, 45, "RA---TAN", "DEC--TAN", 40.01, 40.005, 22, 22, 0.0011, NULL);
+  char hdr3[2048];
+  tsr_wcs_t *w3;
+  snprintf(hdr3, sizeof hdr3,
+           "NAXIS   = 3\nNAXIS1  = 50\nNAXIS2  = 40\nNAXIS3  = 3\nCTYPE1  = 'RA---TAN'\n"
+           "CTYPE2  = 'DEC--TAN'\nCTYPE3  = 'VRAD'\nCRVAL1  = 40.0\nCRVAL2  = 40.0\nCRVAL3  = 0.0\n"
+           "CRPIX1  = 25.0\nCRPIX2  = 20.0\nCRPIX3  = 1.0\nCDELT1  = -0.001\nCDELT2  = 0.001\n"
+           "CDELT3  = 1000.0\nCUNIT3  = 'm/s'\n");
+  ASSERT_OK(tsr_wcs_parse(e.ctx, hdr3, strlen(hdr3), "cube header", 1, &w3));
+  float *cube = malloc(sizeof(float) * 50 * 40 * 3);
+  for (int z = 0; z < 3; z++) {
+    float *p = smooth_image(50, 40, 10 + z);
+    memcpy(cube + z * 2000, p, sizeof(float) * 2000);
+    free(p);
+  }
+  int64_t s3[3] = {50, 40, 3}, s2[2] = {50, 40};
+  tsr_node_t *c = tsr_source_buffer(e.g, TSR_F32, 3, s3, cube, w3);
+  tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+  tsr_node_t *rc = tsr_reproject_interp(e.g, c, wo, &o);
+  ASSERT(rc != NULL);
+  ASSERT_INT_EQ(tsr_node_ndim(rc), 3);
+  ASSERT_INT_EQ(tsr_node_shape(rc, 2), 3);
+  int nc = 0;
+  (void)tsr_wcs_cards(tsr_node_wcs(rc), &nc);
+  ASSERT(tsr__wcs_find(tsr_node_wcs(rc), "CTYPE3") >= 0);
+  float *all = malloc(sizeof(float) * 45 * 45 * 3);
+  ASSERT_OK(tsr_compute(e.g, rc, NULL, all, sizeof(float) * 45 * 45 * 3, NULL));
+  for (int z = 0; z < 3; z++) {
+    tsr_node_t *p = tsr_source_buffer(e.g, TSR_F32, 2, s2, cube + z * 2000, w2);
+    float *one = reproject(&e, p, wo, &o, NULL);
+    ASSERT(memcmp(one, all + z * 45 * 45, sizeof(float) * 45 * 45) == 0);
+    free(one);
+  }
+  free(all);
+  free(cube);
+  tsr_wcs_free(w2);
+  tsr_wcs_free(w3);
+  tsr_wcs_free(wo);
+  env_close(&e);
+}
+
+TEST(block_missing_the_input_is_nan) {
+  env_t e;
+  env_open(&e);
+  tsr_wcs_t *win = make_wcs(&e, 20, 20, "RA---TAN", "DEC--TAN", 10, 10, 10, 10, 0.001, NULL);
+  tsr_wcs_t *wout = make_wcs(&e, 64, 64, "RA---TAN", "DEC--TAN", 10, 10, 10, 10, 0.001, NULL);
+  float *d = smooth_image(20, 20, 6);
+  int64_t shape[2] = {20, 20};
+  tsr_node_t *src = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, win);
+  tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+  tsr_node_t *n;
+  o.block[0] = o.block[1] = 32;
+  n = tsr_reproject_interp(e.g, src, wout, &o);
+  tsr_node_t *fp = tsr_footprint(e.g, n);
+  ASSERT(fp != NULL);
+  float *out = malloc(sizeof(float) * 64 * 64);
+  ASSERT_OK(tsr_compute(e.g, fp, NULL, out, sizeof(float) * 64 * 64, NULL));
+  for (int y = 0; y < 64; y++)
+    for (int x = 0; x < 64; x++)
+      ASSERT_INT_EQ(out[y * 64 + x], (x < 20 && y < 20) ? 1 : 0);
+  free(out);
+  free(d);
+  tsr_wcs_free(win);
+  tsr_wcs_free(wout);
+  env_close(&e);
+}
+
+TEST(frames_agree_with_astropy) {
+  /* ICRS (ra, dec) -> Galactic, FK5 J2000, barycentric mean ecliptic J2000,
+   * as computed by astropy 5.2. */
+  static const double ref[][8] = {
+      {10.0, 20.0, 119.269367737601726, -42.790392864604470, 10.000008502254534,
+       20.000001529485864, 17.160129300277287, 14.411817173969595},
+      {266.4, -28.9, 0.028603668653339, 0.022577095966811, 266.400007945370533,
+       -28.899994641850149, 266.834223129768702, -5.500271165723371},
+      {83.8221, -5.3911, 209.013743276101962, -19.381581644127866, 83.822106067808150,
+       -5.391105223646767, 82.985379042227549, -28.680074689943577}};
+  const tsr__frame_t frames[3] = {TSR__FRAME_GAL, TSR__FRAME_FK5, TSR__FRAME_ECL};
+  const double mas = 1.0 / 3600000.0;
+  for (size_t k = 0; k < 3; k++) {
+    double ra = ref[k][0] * M_PI / 180, dec = ref[k][1] * M_PI / 180;
+    double v[3] = {cos(dec) * cos(ra), cos(dec) * sin(ra), sin(dec)};
+    for (int f = 0; f < 3; f++) {
+      double m[9], r[3];
+      tsr__frame_matrix(TSR__FRAME_ICRS, frames[f], m);
+      for (int i = 0; i < 3; i++)
+        r[i] = m[3 * i] * v[0] + m[3 * i + 1] * v[1] + m[3 * i + 2] * v[2];
+      double lon = atan2(r[1], r[0]) * 180 / M_PI, lat = asin(r[2]) * 180 / M_PI;
+      if (lon < 0)
+        lon += 360;
+      double dlon = fmod(lon - ref[k][2 + 2 * f] + 540, 360) - 180;
+      ASSERT_NEAR(dlon * cos(lat * M_PI / 180), 0, 0.01 * mas);
+      ASSERT_NEAR(lat, ref[k][3 + 2 * f], 0.01 * mas);
+    }
+  }
+}
+
+TEST(bad_options_are_reported) {
+  env_t e;
+  env_open(&e);
+  tsr_wcs_t *w = make_wcs(&e, 10, 10, "RA---TAN", "DEC--TAN", 10, 10, 5, 5, 0.001, NULL);
+  float d[100] = {0};
+  int64_t shape[2] = {10, 10};
+  tsr_node_t *nowcs = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, NULL);
+  tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+  ASSERT(tsr_reproject_interp(e.g, nowcs, w, &o) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(e.g), TSR_EWCS);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(e.g), "has no WCS");
+  env_close(&e);
+  env_open(&e);
+  tsr_node_t *src = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, w);
+  o.order = 7;
+  ASSERT(tsr_reproject_interp(e.g, src, w, &o) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(e.g), "order 7 out of range [0, 3]");
+  env_close(&e);
+  env_open(&e);
+  src = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, w);
+  o.order = 1;
+  o.mapping_tolerance = -1;
+  ASSERT(tsr_reproject_interp(e.g, src, w, &o) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(e.g), "mapping tolerance -1 px out of range [0, 1]");
+  tsr_wcs_free(w);
+  env_close(&e);
+}
+
+TEST_MAIN()
