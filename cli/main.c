@@ -121,15 +121,18 @@ static int parse_block(const char *s, int64_t b[2]) {
   return 0;
 }
 
+/* A FITS file starts with a SIMPLE card and has no line breaks in its
+ * 80-column cards; a header text file (which may also start with SIMPLE) has
+ * one card per line. */
 static int is_fits_file(const char *path) {
-  char head[9] = {0};
+  char head[81] = {0};
   FILE *f = fopen(path, "rb");
   size_t n;
   if (f == NULL)
     return 0;
-  n = fread(head, 1, 9, f);
+  n = fread(head, 1, 81, f);
   fclose(f);
-  return n == 9 && memcmp(head, "SIMPLE  =", 9) == 0;
+  return n == 81 && memcmp(head, "SIMPLE  =", 9) == 0 && memchr(head, '\n', 81) == NULL;
 }
 
 /* A target from a FITS file (its header and shape) or a header text file. */
