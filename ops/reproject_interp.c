@@ -23,6 +23,7 @@
 #include "wcs.h"
 
 #define DEFAULT_BLOCK 512
+#define BAND_ROWS 32 /* a multiple of the mapping grid */
 
 typedef struct {
   tsr_wcs_t *target;     /* output celestial WCS (the target, as given) */
@@ -125,16 +126,20 @@ static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_regi
   return 0;
 }
 
-/* Orders 0 and 1 over one output row, for each input/output type pair. */
+/* Orders 0 and 1 over one output row, for each input/output type pair.
+ * Coordinates that pass the range test are >= -0.5, so x + 1 > 0 and the
+ * truncating conversion is floor (libm's floor is a call on baseline x86-64).
+ * Interior pixels skip the edge clamps. */
 #define DEFINE_ROW_KERNELS(TIN, TOUT, SUF)                                                    \
   static void row_nearest_##SUF(const TIN *src, int64_t sx0, int64_t sy0, int64_t sw,       \
                                 int64_t sh, int64_t nx, int64_t ny, const double *xs,       \
                                 const double *ys, int64_t n, TOUT *dst, TOUT *fp) {         \
+    const double xmax = (double)nx - 0.5, ymax = (double)ny - 0.5;                          \
     for (int64_t k = 0; k < n; k++) {                                                        \
       double x = xs[k], y = ys[k];                                                           \
       TOUT v = (TOUT)NAN;                                                                    \
-      if (x >= -0.5 && x <= (double)nx - 0.5 && y >= -0.5 && y <= (double)ny - 0.5) {        \
-        int64_t ix = (int64_t)floor(x + 0.5), iy = (int64_t)floor(y + 0.5);                  \
+      if (x >= -0.5 && x <= xmax && y >= -0.5 && y <= ymax) {                                \
+        int64_t ix = (int64_t)(x + 1.5) - 1, iy = (int64_t)(y + 1.5) - 1;                    \
         if (ix > nx - 1) ix = nx - 1;                                                         \
         if (iy > ny - 1) iy = ny - 1;                                                         \
         ix -= sx0, iy -= sy0;                                                                 \
@@ -148,20 +153,23 @@ static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_regi
   static void row_bilinear_##SUF(const TIN *src, int64_t sx0, int64_t sy0, int64_t sw,      \
                                  int64_t sh, int64_t nx, int64_t ny, const double *xs,      \
                                  const double *ys, int64_t n, TOUT *dst, TOUT *fp) {        \
+    const double xmax = (double)nx - 0.5, ymax = (double)ny - 0.5;                          \
     for (int64_t k = 0; k < n; k++) {                                                        \
       double x = xs[k], y = ys[k];                                                           \
       TOUT v = (TOUT)NAN;                                                                    \
-      if (x >= -0.5 && x <= (double)nx - 0.5 && y >= -0.5 && y <= (double)ny - 0.5) {        \
-        double fx0 = floor(x), fy0 = floor(y);                                               \
-        double fx = x - fx0, fy = y - fy0;                                                   \
-        int64_t i0 = (int64_t)fx0, j0 = (int64_t)fy0, i1 = i0 + 1, j1 = j0 + 1;              \
-        /* Clamp to the edge pixel: reproject pads by one edge pixel. */                     \
-        if (i0 < 0) i0 = 0;                                                                   \
-        if (j0 < 0) j0 = 0;                                                                   \
-        if (i1 > nx - 1) i1 = nx - 1;                                                         \
-        if (j1 > ny - 1) j1 = ny - 1;                                                         \
+      if (x >= -0.5 && x <= xmax && y >= -0.5 && y <= ymax) {                                \
+        int64_t i0 = (int64_t)(x + 1.0) - 1, j0 = (int64_t)(y + 1.0) - 1;                    \
+        double fx = x - (double)i0, fy = y - (double)j0;                                     \
+        int64_t i1 = i0 + 1, j1 = j0 + 1;                                                     \
+        if (i0 < 0 || j0 < 0 || i1 > nx - 1 || j1 > ny - 1) {                                 \
+          /* Clamp to the edge pixel: reproject pads by one edge pixel. */                   \
+          if (i0 < 0) i0 = 0;                                                                 \
+          if (j0 < 0) j0 = 0;                                                                 \
+          if (i1 > nx - 1) i1 = nx - 1;                                                       \
+          if (j1 > ny - 1) j1 = ny - 1;                                                       \
+        }                                                                                    \
         i0 -= sx0, i1 -= sx0, j0 -= sy0, j1 -= sy0;                                           \
-        if (i0 >= 0 && j0 >= 0 && i1 < sw && j1 < sh && i1 >= 0 && j1 >= 0) {                \
+        if (i0 >= 0 && j0 >= 0 && i1 < sw && j1 < sh) {                                      \
           const TIN *r0 = src + j0 * sw, *r1 = src + j1 * sw;                                \
           double a = (double)r0[i0] + fx * ((double)r0[i1] - (double)r0[i0]);                \
           double b = (double)r1[i0] + fx * ((double)r1[i1] - (double)r1[i0]);                \
@@ -189,6 +197,64 @@ static void fill_plane(void *p, tsr_dtype_t dt, size_t off, int64_t n, double v)
       ((double *)p)[off + (size_t)k] = v;
 }
 
+/* Orders 0 and 1 for output rows [ya, yb) of every plane, with coordinates
+ * xs/ys of those rows. */
+static void interp_rows(tsr__task_t *t, const tsr__window_t *w, int64_t ya, int64_t yb,
+                        const double *xs, const double *ys) {
+  tsr_node_t *n = t->node;
+  const interp_params_t *ip = n->params;
+  const tsr_node_t *in = n->inputs[0];
+  int64_t bw = t->out.stop[0] - t->out.start[0];
+  int64_t sx0 = w->win.start[0], sy0 = w->win.start[1];
+  int64_t sw = w->win.stop[0] - sx0, sh = w->win.stop[1] - sy0;
+  int64_t wz = w->win.stop[2] - w->win.start[2];
+  size_t plane_in = (size_t)sw * (size_t)sh, es_in = tsr_dtype_size(in->dtype);
+  size_t es = tsr_dtype_size(n->dtype);
+  bool f32in = in->dtype == TSR_F32, f32out = n->dtype == TSR_F32;
+
+  for (int64_t q = t->out.start[3]; q < t->out.stop[3]; q++)
+    for (int64_t z = t->out.start[2]; z < t->out.stop[2]; z++) {
+      const char *src = (const char *)w->data +
+                        ((size_t)(q - w->win.start[3]) * (size_t)wz + (size_t)(z - w->win.start[2])) *
+                            plane_in * es_in;
+      for (int64_t y = ya; y < yb; y++) {
+        size_t off = tsr__task_offset(t, 0, y - t->out.start[1], z - t->out.start[2],
+                                      q - t->out.start[3]);
+        const double *xr = xs + (size_t)((y - ya) * bw), *yr = ys + (size_t)((y - ya) * bw);
+        void *d = t->planes[0] ? (char *)t->planes[0] + off * es : NULL;
+        void *fp = t->planes[1] ? (char *)t->planes[1] + off * es : NULL;
+        bool only_fp = d == NULL;
+        if (only_fp) {
+          /* Only the footprint is wanted: compute the data into its row,
+           * then turn it into 0/1. */
+          d = fp;
+          fp = NULL;
+        }
+#define CALL(SUF, TIN, TOUT)                                                                    \
+  (ip->order == 0 ? row_nearest_##SUF : row_bilinear_##SUF)((const TIN *)src, sx0, sy0, sw, sh, \
+                                                            in->shape[0], in->shape[1], xr, yr, \
+                                                            bw, (TOUT *)d, (TOUT *)fp)
+        if (f32in && f32out)
+          CALL(ff, float, float);
+        else if (f32in)
+          CALL(fd, float, double);
+        else if (f32out)
+          CALL(df, double, float);
+        else
+          CALL(dd, double, double);
+#undef CALL
+        if (only_fp) {
+          if (f32out)
+            for (int64_t k = 0; k < bw; k++)
+              ((float *)d)[k] = (float)(((float *)d)[k] == ((float *)d)[k]);
+          else
+            for (int64_t k = 0; k < bw; k++)
+              ((double *)d)[k] = (double)(((double *)d)[k] == ((double *)d)[k]);
+        }
+      }
+    }
+}
+
 static int interp_compute(tsr__task_t *t) {
   tsr_node_t *n = t->node;
   const interp_params_t *ip = n->params;
@@ -197,7 +263,11 @@ static int interp_compute(tsr__task_t *t) {
   const tsr_node_t *in = n->inputs[0];
   int64_t x0 = t->out.start[0], x1 = t->out.stop[0], y0 = t->out.start[1], y1 = t->out.stop[1];
   int64_t bw = x1 - x0, bh = y1 - y0;
-  size_t npix = (size_t)bw * (size_t)bh;
+  /* Orders 0/1 map and interpolate BAND rows at a time so the coordinates
+   * stay in cache; splines evaluate the whole box per plane after building
+   * that plane's coefficients. */
+  int64_t band = ip->order >= 2 ? bh : BAND_ROWS;
+  size_t npix = (size_t)bw * (size_t)(band < bh ? band : bh);
   int rc;
 
   if (w->data == NULL) {
@@ -221,12 +291,25 @@ static int interp_compute(tsr__task_t *t) {
     if (st->cap == 0)
       return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory for coordinates", n->name);
   }
+
+  if (ip->order <= 1) {
+    /* Bands end on multiples of BAND_ROWS, so they never split a grid cell. */
+    for (int64_t ya = y0; ya < y1;) {
+      int64_t yb = (ya / BAND_ROWS + 1) * BAND_ROWS;
+      if (yb > y1)
+        yb = y1;
+      if ((rc = tsr__map_box(st->map, x0, x1, ya, yb, st->xin, st->yin)) != 0)
+        return rc;
+      interp_rows(t, w, ya, yb, st->xin, st->yin);
+      ya = yb;
+    }
+    return 0;
+  }
+
   if ((rc = tsr__map_box(st->map, x0, x1, y0, y1, st->xin, st->yin)) != 0)
     return rc;
-
   {
-    int64_t sx0 = w->win.start[0], sy0 = w->win.start[1];
-    int64_t sw = w->win.stop[0] - sx0, sh = w->win.stop[1] - sy0;
+    int64_t sw = w->win.stop[0] - w->win.start[0], sh = w->win.stop[1] - w->win.start[1];
     size_t plane_in = (size_t)sw * (size_t)sh, es_in = tsr_dtype_size(in->dtype);
     int64_t wz = w->win.stop[2] - w->win.start[2];
     tsr__spline_t *sp = NULL;
@@ -236,54 +319,14 @@ static int interp_compute(tsr__task_t *t) {
         const char *src = (const char *)w->data +
                           ((size_t)(q - w->win.start[3]) * (size_t)wz + (size_t)(z - w->win.start[2])) *
                               plane_in * es_in;
-        if (ip->order >= 2) {
-          rc = tsr__spline_run(t->ctx, &sp, ip->order, src, in->dtype, &w->win, in->shape,
-                               st->xin, st->yin, bw, bh, t, z - t->out.start[2],
-                               q - t->out.start[3]);
-          if (rc != 0) {
-            tsr__spline_free(t->ctx, sp);
-            return rc;
-          }
-          continue;
-        }
-        for (int64_t y = 0; y < bh; y++) {
-          size_t off = tsr__task_offset(t, 0, y, z - t->out.start[2], q - t->out.start[3]);
-          const double *xs = st->xin + (size_t)(y * bw), *ys = st->yin + (size_t)(y * bw);
-          bool f32in = in->dtype == TSR_F32, f32out = n->dtype == TSR_F32;
-          void *d = t->planes[0] ? (char *)t->planes[0] + off * tsr_dtype_size(n->dtype) : NULL;
-          void *fp = t->planes[1] ? (char *)t->planes[1] + off * tsr_dtype_size(n->dtype) : NULL;
-          if (d == NULL) {
-            /* Only the footprint is wanted: compute data into the footprint
-             * row, then turn it into 0/1. */
-            d = fp;
-            fp = NULL;
-          }
-#define CALL(SUF, TIN, TOUT)                                                                    \
-  (ip->order == 0 ? row_nearest_##SUF : row_bilinear_##SUF)((const TIN *)src, sx0, sy0, sw, sh, \
-                                                            in->shape[0], in->shape[1], xs, ys, \
-                                                            bw, (TOUT *)d, (TOUT *)fp)
-          if (f32in && f32out)
-            CALL(ff, float, float);
-          else if (f32in)
-            CALL(fd, float, double);
-          else if (f32out)
-            CALL(df, double, float);
-          else
-            CALL(dd, double, double);
-#undef CALL
-          if (t->planes[0] == NULL) {
-            if (f32out)
-              for (int64_t k = 0; k < bw; k++)
-                ((float *)d)[k] = (float)(((float *)d)[k] == ((float *)d)[k]);
-            else
-              for (int64_t k = 0; k < bw; k++)
-                ((double *)d)[k] = (double)(((double *)d)[k] == ((double *)d)[k]);
-          }
-        }
+        rc = tsr__spline_run(t->ctx, &sp, ip->order, src, in->dtype, &w->win, in->shape, st->xin,
+                             st->yin, bw, bh, t, z - t->out.start[2], q - t->out.start[3]);
+        if (rc != 0)
+          break;
       }
     tsr__spline_free(t->ctx, sp);
   }
-  return 0;
+  return rc;
 }
 
 static const tsr__op_t interp_op = {
