@@ -1,0 +1,981 @@
+/* fits.c -- FITS images as lazy sources, and FITS files as band-by-band sinks.
+ *
+ * DESIGN: a FITS source reads only the header when the node is built: the
+ * image's shape and equivalent BITPIX, its cards (validated as a WCS by
+ * header.c when they name one), and the file's identity (real path, size,
+ * mtime in ns, inode), which together with the header cards make the node
+ * key, so an edited file is a different node.  Data are read when a run asks
+ * for a region: each process opens its own fitsfile (op->start) and reads
+ * exactly the task's box with fits_read_subset, as float, with cfitsio
+ * applying BSCALE/BZERO and turning BLANK into NaN; tile-compressed images
+ * decompress only the tiles the box meets.  We never ask cfitsio to parse
+ * user paths (fits_open_diskfile), and every cfitsio status is turned into a
+ * message naming the file at this boundary, with cfitsio's message stack
+ * cleared so that it never leaks into a later, unrelated error.
+ *
+ * tsr_write_fits computes the request band by band (a band spans the whole
+ * region in x, one chunk row in y and one chunk along the other axes) into
+ * one buffer per output plane, so memory is one band per plane plus what the
+ * run holds, never the whole image.  Files are written under a temporary
+ * name in their own directory (created before anything is computed, so an
+ * unwritable path fails at once), closed, fsynced and renamed only when
+ * every file is complete; on any error or cancel the temporary files are
+ * removed and existing outputs are left as they were.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fitsio.h>
+
+#include "internal.h"
+#include "io.h"
+
+/* Bands of ops that compute any sub-box (sources) are cut to about this
+ * many bytes per plane; they have no chunk rows worth keeping whole. */
+#define BAND_TARGET_BYTES ((int64_t)16 << 20)
+
+/* Translate a cfitsio status: "fits: <what>: cfitsio 104 (could not open the named file)". */
+static int fits_fail(tsr_ctx_t *ctx, int status, const char *fmt, ...) TSR__PRINTF(3, 4);
+static int fits_fail(tsr_ctx_t *ctx, int status, const char *fmt, ...) {
+  char head[TSR__ERRMSG_CAP / 2], text[FLEN_STATUS];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(head, sizeof head, fmt, ap);
+  va_end(ap);
+  fits_get_errstatus(status, text);
+  fits_clear_errmsg();
+  return tsr__err(ctx, status == MEMORY_ALLOCATION ? TSR_ENOMEM : TSR_EFITS,
+                  "fits: %s: cfitsio %d (%s)", head, status, text);
+}
+
+static const char *base_name(const char *path) {
+  const char *s = strrchr(path, '/');
+  return s ? s + 1 : path;
+}
+
+static int64_t mtime_ns(const struct stat *st) {
+  return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+/* ------------------------------------------------------------------ */
+/* Opening an image HDU                                               */
+
+typedef struct {
+  fitsfile *f;               /* open at the chosen HDU, or NULL */
+  struct stat st;            /* of the file when opened */
+  int hdu;                   /* 1-based, resolved */
+  int naxis;
+  int64_t shape[TSR_MAX_DIMS];
+  int bitpix;                /* BITPIX as stored */
+  int equiv;                 /* equivalent BITPIX (fits_get_img_equivtype) */
+  char *raw;                 /* every card as read, END included; cfitsio-owned */
+  int nraw;
+  char *cards;               /* NAXIS, NAXISn, then the descriptive cards; tsr__malloc */
+  int ncards;
+} image_t;
+
+static void image_close(tsr_ctx_t *ctx, image_t *im) {
+  int status = 0;
+  if (im->raw)
+    fits_free_memory(im->raw, &status);
+  if (im->f)
+    fits_close_file(im->f, &status);
+  fits_clear_errmsg();
+  tsr__free(ctx, im->cards);
+  im->raw = NULL;
+  im->f = NULL;
+  im->cards = NULL;
+}
+
+/* Cards that describe the file's layout or the stored integers rather than
+ * the image: the node's data are floats with scaling applied, and a written
+ * file gets its own.  cfitsio's two boilerplate COMMENT cards are dropped
+ * too, or every round trip would add another pair. */
+static bool card_structural(const char *card) {
+  static const char *const exact[] = {"",       "END",      "SIMPLE",  "XTENSION", "BITPIX",
+                                      "NAXIS",  "EXTEND",   "PCOUNT",  "GCOUNT",   "BSCALE",
+                                      "BZERO",  "BLANK",    "DATAMIN", "DATAMAX",  "CHECKSUM",
+                                      "DATASUM", "ZIMAGE",  "ZBITPIX", "ZCMPTYPE", "ZQUANTIZ",
+                                      "ZDITHER0", "ZSIMPLE", "ZEXTEND", "ZBLOCKED", "ZPCOUNT",
+                                      "ZGCOUNT", "ZHECKSUM", "ZDATASUM", "ZTENSION", "TFIELDS"};
+  static const char *const numbered[] = {"NAXIS", "ZNAXIS", "ZTILE", "ZNAME", "ZVAL",
+                                         "TTYPE", "TFORM"};
+  char kw[9];
+  tsr__io_keyword(card, kw);
+  for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+    if (strcmp(kw, exact[i]) == 0)
+      return true;
+  for (size_t i = 0; i < sizeof numbered / sizeof numbered[0]; i++) {
+    size_t n = strlen(numbered[i]);
+    if (strncmp(kw, numbered[i], n) == 0 && kw[n] >= '0' && kw[n] <= '9') {
+      const char *p = kw + n;
+      while (*p >= '0' && *p <= '9')
+        p++;
+      if (*p == '\0')
+        return true;
+    }
+  }
+  if (strcmp(kw, "COMMENT") == 0 &&
+      (strncmp(card + 10, "FITS (Flexible Image Transport System) format is", 48) == 0 ||
+       strncmp(card + 10, "and Astrophysics', volume 376, page 359;", 40) == 0))
+    return true;
+  return false;
+}
+
+/* Build im->cards: NAXIS and NAXISn as the image has them (a compressed
+ * image's table keywords are converted by cfitsio), then the rest. */
+static int image_cards(tsr_ctx_t *ctx, image_t *im) {
+  char *c;
+  im->cards = tsr__mallocarray(ctx, (size_t)im->nraw + TSR_MAX_DIMS + 1, TSR__CARD + 1);
+  if (im->cards == NULL)
+    return tsr__err(ctx, TSR_ENOMEM, "fits: out of memory for %d header cards", im->nraw);
+  c = im->cards;
+  /* snprintf writes a NUL after each card; the next card overwrites it. */
+  snprintf(c, TSR__CARD + 1, "%-8s= %20d%-50s", "NAXIS", im->naxis, "");
+  c += TSR__CARD;
+  for (int a = 0; a < im->naxis; a++, c += TSR__CARD) {
+    char kw[9];
+    snprintf(kw, sizeof kw, "NAXIS%d", a + 1);
+    snprintf(c, TSR__CARD + 1, "%-8s= %20" PRId64 "%-50s", kw, im->shape[a], "");
+  }
+  for (int i = 0; i < im->nraw; i++) {
+    const char *card = im->raw + (size_t)i * TSR__CARD;
+    if (card_structural(card))
+      continue;
+    memcpy(c, card, TSR__CARD);
+    c += TSR__CARD;
+  }
+  im->ncards = (int)((c - im->cards) / TSR__CARD);
+  return 0;
+}
+
+/* Open `path` at image HDU `hdu` (0 = the first with NAXIS > 0) and read
+ * what a source needs; see tsr_source_fits for the rules.  On error the
+ * message is on ctx; image_close() releases *im either way. */
+static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
+  unsigned char magic[9] = {0};
+  ssize_t got;
+  bool gz;
+  int fd, status = 0, type = 0;
+  LONGLONG naxes[TSR_MAX_DIMS];
+
+  memset(im, 0, sizeof *im);
+  if (path == NULL || path[0] == '\0')
+    return tsr__err(ctx, TSR_EINVAL, "fits: the path is NULL or empty");
+  if (hdu < 0)
+    return tsr__err(ctx, TSR_EINVAL,
+                    "fits: HDU %d of \"%s\" is out of range; HDUs count from 1 (0 = the first "
+                    "image with data)",
+                    hdu, path);
+  fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return tsr__err(ctx, TSR_EIO, "fits: cannot open \"%s\": %s", path, strerror(errno));
+  if (fstat(fd, &im->st) != 0 || S_ISDIR(im->st.st_mode)) {
+    int e = S_ISDIR(im->st.st_mode) ? EISDIR : errno;
+    close(fd);
+    return tsr__err(ctx, TSR_EIO, "fits: cannot open \"%s\": %s", path, strerror(e));
+  }
+  got = read(fd, magic, sizeof magic);
+  close(fd);
+  if (im->st.st_size == 0)
+    return tsr__err(ctx, TSR_EFITS, "fits: \"%s\" is empty (0 bytes), not a FITS file", path);
+  /* cfitsio would say "could not interpret the first keyword"; a FITS file
+   * begins with SIMPLE in column 1.  gzip files are left to cfitsio, which
+   * inflates them in memory. */
+  gz = got >= 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+  if (!gz && (got < 9 || memcmp(magic, "SIMPLE  =", 9) != 0))
+    return tsr__err(ctx, TSR_EFITS,
+                    "fits: \"%s\" is not a FITS file (it does not begin with \"SIMPLE  =\")", path);
+  if (fits_open_diskfile(&im->f, path, READONLY, &status))
+    return fits_fail(ctx, status, "cannot open \"%s\"", path);
+
+  if (hdu == 0) {
+    for (int h = 1;; h++) {
+      if (fits_movabs_hdu(im->f, h, &type, &status)) {
+        if (status == END_OF_FILE && h > 1) {
+          fits_clear_errmsg();
+          return tsr__err(ctx, TSR_EFITS,
+                          "fits: \"%s\" has no image HDU with data (NAXIS > 0) among its %d HDUs",
+                          path, h - 1);
+        }
+        return fits_fail(ctx, status, "cannot read HDU %d of \"%s\"", h, path);
+      }
+      if (type != IMAGE_HDU)
+        continue;
+      if (fits_get_img_dim(im->f, &im->naxis, &status))
+        return fits_fail(ctx, status, "cannot read HDU %d of \"%s\"", h, path);
+      if (im->naxis > 0) {
+        im->hdu = h;
+        break;
+      }
+    }
+  } else {
+    if (fits_movabs_hdu(im->f, hdu, &type, &status)) {
+      int nhdu = 0, st2 = 0;
+      if (status != END_OF_FILE)
+        return fits_fail(ctx, status, "cannot read HDU %d of \"%s\"", hdu, path);
+      fits_clear_errmsg();
+      fits_get_num_hdus(im->f, &nhdu, &st2);
+      fits_clear_errmsg();
+      return tsr__err(ctx, TSR_EFITS, "fits: \"%s\" has no HDU %d (it has %d)", path, hdu, nhdu);
+    }
+    if (type != IMAGE_HDU)
+      return tsr__err(ctx, TSR_EFITS, "fits: \"%s\" HDU %d is %s, not an image", path, hdu,
+                      type == BINARY_TBL ? "a binary table" : "an ASCII table");
+    if (fits_get_img_dim(im->f, &im->naxis, &status))
+      return fits_fail(ctx, status, "cannot read HDU %d of \"%s\"", hdu, path);
+    if (im->naxis == 0)
+      return tsr__err(ctx, TSR_EFITS, "fits: \"%s\" HDU %d has no image data (NAXIS = 0)", path,
+                      hdu);
+    im->hdu = hdu;
+  }
+  if (im->naxis > TSR_MAX_DIMS)
+    return tsr__err(ctx, TSR_ENOTSUP, "fits: \"%s\" HDU %d has %d axes; at most %d are supported",
+                    path, im->hdu, im->naxis, TSR_MAX_DIMS);
+  if (fits_get_img_sizell(im->f, im->naxis, naxes, &status) ||
+      fits_get_img_type(im->f, &im->bitpix, &status) ||
+      fits_get_img_equivtype(im->f, &im->equiv, &status))
+    return fits_fail(ctx, status, "cannot read the image size of \"%s\" HDU %d", path, im->hdu);
+  for (int a = 0; a < TSR_MAX_DIMS; a++)
+    im->shape[a] = a < im->naxis ? (int64_t)naxes[a] : 1;
+  for (int a = 0; a < im->naxis; a++)
+    if (im->shape[a] < 1 || im->shape[a] > (INT64_C(1) << 40))
+      return tsr__err(ctx, TSR_EINVAL,
+                      "fits: \"%s\" HDU %d: NAXIS%d = %" PRId64 ": %s", path, im->hdu, a + 1,
+                      im->shape[a], im->shape[a] < 1 ? "zero-size axis" : "axis longer than 2^40");
+
+  /* A truncated file opens fine (cfitsio reads only the header) and would
+   * fail chunk by chunk later; say so now.  Compressed images keep their
+   * data in a table heap and gzip files are inflated, so only plain images
+   * are checked against the file size. */
+  if (!gz) {
+    int compressed = fits_is_compressed_image(im->f, &status);
+    LONGLONG head, data, end;
+    if (!compressed && !fits_get_hduaddrll(im->f, &head, &data, &end, &status)) {
+      int64_t bytes = (int64_t)(im->bitpix < 0 ? -im->bitpix : im->bitpix) / 8;
+      for (int a = 0; a < im->naxis; a++)
+        bytes *= im->shape[a];
+      if ((int64_t)im->st.st_size < (int64_t)data + bytes)
+        return tsr__err(ctx, TSR_EFITS,
+                        "fits: \"%s\" is truncated: HDU %d needs %" PRId64
+                        " bytes of data ending at byte %" PRId64 ", the file ends after %" PRId64,
+                        path, im->hdu, bytes, (int64_t)data + bytes, (int64_t)im->st.st_size);
+    }
+    if (status)
+      return fits_fail(ctx, status, "cannot read the layout of \"%s\" HDU %d", path, im->hdu);
+  }
+  if (fits_convert_hdr2str(im->f, 0, NULL, 0, &im->raw, &im->nraw, &status))
+    return fits_fail(ctx, status, "cannot read the header of \"%s\" HDU %d", path, im->hdu);
+  return image_cards(ctx, im);
+}
+
+/* ------------------------------------------------------------------ */
+/* The source op                                                      */
+
+typedef struct {
+  char *path;            /* as given: messages */
+  char *real;            /* realpath: opening (immune to chdir) and the key */
+  int hdu;               /* 1-based, resolved */
+  int datatype;          /* TFLOAT or TDOUBLE, the node's dtype */
+  int64_t size, mtime_ns, ino; /* identity when the node was built */
+  char *header;          /* every card as read, for the key */
+  size_t header_len;
+} fits_params_t;
+
+static void fits_free_params(tsr_ctx_t *ctx, void *params) {
+  fits_params_t *fp = params;
+  tsr__free(ctx, fp->path);
+  tsr__free(ctx, fp->real);
+  tsr__free(ctx, fp->header);
+  tsr__free(ctx, fp);
+}
+
+static void fits_encode(const tsr_node_t *n, tsr__buf_t *b) {
+  const fits_params_t *fp = n->params;
+  tsr__buf_put_str(b, fp->real);
+  tsr__buf_put_i64(b, fp->size);
+  tsr__buf_put_i64(b, fp->mtime_ns);
+  tsr__buf_put_i64(b, fp->ino);
+  tsr__buf_put_i64(b, fp->hdu);
+  tsr__buf_put_i64(b, fp->datatype);
+  tsr__buf_put_i64(b, (int64_t)fp->header_len);
+  tsr__buf_put(b, fp->header, fp->header_len);
+}
+
+/* Per-run state in this process: the file, open at the HDU. */
+static int fits_start(tsr_node_t *n, void **state) {
+  const fits_params_t *fp = n->params;
+  tsr_ctx_t *ctx = n->graph->ctx;
+  fitsfile *f = NULL;
+  struct stat st;
+  int status = 0, type;
+
+  *state = NULL;
+  if (stat(fp->real, &st) != 0)
+    return tsr__err(ctx, TSR_EIO, "fits: cannot open \"%s\": %s", fp->path, strerror(errno));
+  /* The key promises the data of the file as it was when the graph was
+   * built; reading a different file under it would poison caches. */
+  if ((int64_t)st.st_size != fp->size || mtime_ns(&st) != fp->mtime_ns ||
+      (int64_t)st.st_ino != fp->ino)
+    return tsr__err(ctx, TSR_EIO,
+                    "fits: \"%s\" changed since the graph was built (size, modification time or "
+                    "inode differ); build the graph again",
+                    fp->path);
+  if (fits_open_diskfile(&f, fp->real, READONLY, &status) ||
+      fits_movabs_hdu(f, fp->hdu, &type, &status)) {
+    int rc = fits_fail(ctx, status, "cannot open HDU %d of \"%s\"", fp->hdu, fp->path);
+    status = 0;
+    if (f)
+      fits_close_file(f, &status);
+    fits_clear_errmsg();
+    return rc;
+  }
+  *state = f;
+  return 0;
+}
+
+static void fits_stop(tsr_node_t *n, void *state) {
+  int status = 0;
+  (void)n;
+  if (state)
+    fits_close_file(state, &status);
+  fits_clear_errmsg();
+}
+
+/* Read task->out into plane 0.  The leading axes over which the destination
+ * is laid out contiguously are read in one fits_read_subset call; the
+ * others are looped over. */
+static int fits_compute(tsr__task_t *t) {
+  const tsr_node_t *n = t->node;
+  const fits_params_t *fp = n->params;
+  const tsr_region_t *r = &t->out;
+  fitsfile *f = t->state;
+  size_t es = tsr_dtype_size(n->dtype);
+  int64_t ext[TSR_MAX_DIMS], cstride[TSR_MAX_DIMS], idx[TSR_MAX_DIMS] = {0, 0, 0, 0};
+  float fnan = NAN;
+  double dnan = NAN;
+  int k, status = 0;
+
+  if (t->planes[0] == NULL)
+    return 0;
+  for (int a = 0; a < TSR_MAX_DIMS; a++)
+    ext[a] = r->stop[a] - r->start[a];
+  cstride[0] = 1;
+  for (int a = 1; a < TSR_MAX_DIMS; a++)
+    cstride[a] = cstride[a - 1] * ext[a - 1];
+  for (k = 1; k < TSR_MAX_DIMS; k++)
+    if (ext[k] > 1 && t->stride[k] != cstride[k])
+      break;
+  for (;;) {
+    long fpix[TSR_MAX_DIMS], lpix[TSR_MAX_DIMS], inc[TSR_MAX_DIMS] = {1, 1, 1, 1};
+    int64_t off = 0, count = 1;
+    int anynul = 0;
+    char *dst;
+
+    for (int a = 0; a < TSR_MAX_DIMS; a++) {
+      if (a < k) {
+        count *= ext[a];
+        fpix[a] = (long)r->start[a] + 1;
+        lpix[a] = (long)r->stop[a];
+      } else {
+        fpix[a] = lpix[a] = (long)(r->start[a] + idx[a]) + 1;
+        off += idx[a] * t->stride[a];
+      }
+    }
+    dst = (char *)t->planes[0] + (size_t)off * es;
+    if (fits_read_subset(f, fp->datatype, fpix, lpix, inc,
+                         fp->datatype == TFLOAT ? (void *)&fnan : (void *)&dnan, dst, &anynul,
+                         &status)) {
+      char where[160];
+      tsr__region_format(r, n->ndim, where, sizeof where);
+      return fits_fail(t->ctx, status, "cannot read %s of \"%s\" HDU %d", where, fp->path, fp->hdu);
+    }
+    /* Infinities are no more usable than BLANK: make them NaN. */
+    if (fp->datatype == TFLOAT) {
+      float *p = (float *)dst;
+      for (int64_t i = 0; i < count; i++)
+        if (!isfinite(p[i]))
+          p[i] = NAN;
+    } else {
+      double *p = (double *)dst;
+      for (int64_t i = 0; i < count; i++)
+        if (!isfinite(p[i]))
+          p[i] = NAN;
+    }
+    int a = k;
+    for (; a < TSR_MAX_DIMS; a++) {
+      if (++idx[a] < ext[a])
+        break;
+      idx[a] = 0;
+    }
+    if (a >= TSR_MAX_DIMS)
+      break;
+  }
+  return 0;
+}
+
+static const tsr__op_t fits_op = {
+    .name = "fits",
+    .version = 1,
+    .flags = TSR__OP_SOURCE | TSR__OP_SUBBOX,
+    .start = fits_start,
+    .stop = fits_stop,
+    .compute = fits_compute,
+    .encode = fits_encode,
+    .free_params = fits_free_params,
+};
+
+tsr_node_t *tsr_source_fits(tsr_graph_t *g, const char *path, int hdu) {
+  tsr_ctx_t *ctx;
+  image_t im;
+  fits_params_t *fp = NULL;
+  tsr_wcs_t *wcs = NULL;
+  tsr_node_t *n = NULL;
+  char *real;
+  tsr_dtype_t dtype;
+  int rc;
+
+  if (!tsr__graph_check(g))
+    return NULL;
+  ctx = g->ctx;
+  rc = image_open(ctx, path, hdu, &im);
+  if (rc == 0 && tsr__io_has_ctype(im.cards, im.ncards)) {
+    char what[TSR__ERRMSG_CAP / 2];
+    snprintf(what, sizeof what, "fits: \"%s\" HDU %d", path, im.hdu);
+    rc = tsr__io_wcs_make(ctx, im.cards, im.ncards, what, 1, &wcs);
+  }
+  if (rc != 0)
+    goto out;
+  fp = tsr__calloc(ctx, 1, sizeof *fp);
+  real = realpath(path, NULL);
+  if (fp != NULL) {
+    fp->path = tsr__strdup(ctx, path);
+    fp->real = tsr__strdup(ctx, real ? real : path);
+    fp->header_len = (size_t)im.nraw * TSR__CARD;
+    fp->header = tsr__malloc(ctx, fp->header_len);
+  }
+  free(real);
+  if (fp == NULL || fp->path == NULL || fp->real == NULL || fp->header == NULL) {
+    rc = tsr__err(ctx, TSR_ENOMEM, "fits: out of memory opening \"%s\"", path);
+    goto out;
+  }
+  memcpy(fp->header, im.raw, fp->header_len);
+  fp->hdu = im.hdu;
+  /* float64 where float32 cannot hold every value: 32- and 64-bit integers
+   * (signed or not, scaled or not) and doubles. */
+  fp->datatype = im.equiv == DOUBLE_IMG || im.equiv == LONG_IMG || im.equiv == ULONG_IMG ||
+                         im.equiv == LONGLONG_IMG || im.equiv == ULONGLONG_IMG ||
+                         im.bitpix == LONG_IMG || im.bitpix == LONGLONG_IMG ||
+                         im.bitpix == DOUBLE_IMG
+                     ? TDOUBLE
+                     : TFLOAT;
+  fp->size = (int64_t)im.st.st_size;
+  fp->mtime_ns = mtime_ns(&im.st);
+  fp->ino = (int64_t)im.st.st_ino;
+  dtype = fp->datatype == TDOUBLE ? TSR_F64 : TSR_F32;
+
+  n = tsr__node_alloc(g, &fits_op, fp);
+  fp = NULL; /* the node owns it now, even on failure */
+  if (n == NULL) {
+    rc = TSR_ENOMEM;
+    goto out;
+  }
+  n->ndim = im.naxis;
+  n->dtype = dtype;
+  /* One chunk: a source reads any box directly, chunks only matter to
+   * ops that compute whole ones. */
+  for (int a = 0; a < im.naxis; a++)
+    n->shape[a] = n->chunk[a] = im.shape[a];
+  n->wcs = wcs;
+  wcs = NULL;
+  snprintf(n->name, sizeof n->name, "fits#%d(\"%.64s\")", g->n_nodes + 1, base_name(path));
+out:
+  image_close(ctx, &im);
+  tsr_wcs_free(wcs);
+  if (fp)
+    fits_free_params(ctx, fp);
+  /* A failed node_alloc has already put its error on the graph. */
+  if (rc != 0)
+    return tsr__graph_fail_ctx(g, rc);
+  return tsr__node_finish(n);
+}
+
+int tsr_wcs_read_fits(tsr_ctx_t *ctx, const char *path, int hdu, tsr_wcs_t **out) {
+  image_t im;
+  int rc;
+
+  tsr__api_check(ctx != NULL && out != NULL, "tsr_wcs_read_fits: NULL argument");
+  *out = NULL;
+  rc = image_open(ctx, path, hdu, &im);
+  if (rc == 0) {
+    char what[TSR__ERRMSG_CAP / 2];
+    snprintf(what, sizeof what, "fits: \"%s\" HDU %d", path, im.hdu);
+    if (!tsr__io_has_ctype(im.cards, im.ncards))
+      rc = tsr__err(ctx, TSR_EWCS, "%s: no WCS (no CTYPEn keywords)", what);
+    else
+      rc = tsr__io_wcs_make(ctx, im.cards, im.ncards, what, 1, out);
+  }
+  image_close(ctx, &im);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Writing                                                            */
+
+typedef struct {
+  const char *path;        /* final name, as given */
+  char *tmp;               /* temporary name in the same directory; NULL once renamed */
+  fitsfile *f;             /* the open temporary file, or NULL */
+  tsr_node_t *node;
+  void *band;              /* borrowed: the band buffer of (node->owner, node->plane) */
+} out_file_t;
+
+typedef struct {
+  tsr_node_t *owner;
+  void *dst[TSR__MAX_PLANES]; /* band buffers, owned; NULL for planes not written */
+} out_owner_t;
+
+typedef struct {
+  tsr_ctx_t *ctx;
+  tsr_region_t r;          /* the region written */
+  const tsr_run_opts_t *opts;
+  tsr__run_t *run;
+  int n, n_owners;
+  out_file_t *files;
+  out_owner_t *owners;
+  int64_t rows;            /* band height when no owner imposes chunk rows */
+  int64_t max_band;        /* elements in the largest band */
+  int64_t total;           /* tasks over all bands and owners */
+} writer_t;
+
+/* End of the band that starts at `pos` on axis a: the next chunk boundary
+ * of any owner that computes whole chunks (a band that cut its chunks would
+ * compute them twice), else `rows` rows (axis 1) or one plane. */
+static int64_t band_end(const writer_t *w, int a, int64_t pos) {
+  int64_t e = INT64_MAX;
+  for (int i = 0; i < w->n_owners; i++) {
+    const tsr_node_t *o = w->owners[i].owner;
+    if (o->op->flags & TSR__OP_SUBBOX)
+      continue;
+    int64_t b = (pos / o->chunk[a] + 1) * o->chunk[a];
+    if (b < e)
+      e = b;
+  }
+  if (e == INT64_MAX)
+    e = pos + (a == 1 ? w->rows : 1);
+  return e < w->r.stop[a] ? e : w->r.stop[a];
+}
+
+static int create_temp(writer_t *w, out_file_t *of) {
+  const char *base = base_name(of->path);
+  int dirlen = (int)(base - of->path), status = 0, fd = -1;
+  struct stat st;
+  size_t cap;
+
+  if (base[0] == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
+    return tsr__err(w->ctx, TSR_EINVAL, "fits: cannot create \"%s\": not a file name", of->path);
+  if (stat(of->path, &st) == 0 && S_ISDIR(st.st_mode))
+    return tsr__err(w->ctx, TSR_EIO, "fits: cannot create \"%s\": %s", of->path, strerror(EISDIR));
+  cap = (size_t)dirlen + strlen(base) + 48;
+  of->tmp = tsr__malloc(w->ctx, cap);
+  if (of->tmp == NULL)
+    return tsr__err(w->ctx, TSR_ENOMEM, "fits: out of memory");
+  snprintf(of->tmp, cap, "%.*s.%s.tsr-%ld.tmp", dirlen, of->path, base, (long)getpid());
+  /* Probe with open(2) for errno ("Permission denied", "No such file or
+   * directory"), which cfitsio would reduce to "could not create".  A file
+   * of that name can only be left by a dead process that had our pid. */
+  for (int attempt = 0; fd < 0; attempt++) {
+    fd = open(of->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd >= 0)
+      break;
+    if (errno == EEXIST && attempt == 0 && unlink(of->tmp) == 0)
+      continue;
+    int e = errno;
+    tsr__free(w->ctx, of->tmp);
+    of->tmp = NULL;
+    return tsr__err(w->ctx, TSR_EIO, "fits: cannot create \"%s\": %s", of->path, strerror(e));
+  }
+  close(fd);
+  /* cfitsio will not create over an existing file: hand it the name back. */
+  unlink(of->tmp);
+  if (fits_create_diskfile(&of->f, of->tmp, &status)) {
+    of->f = NULL;
+    return fits_fail(w->ctx, status, "cannot create \"%s\"", of->path);
+  }
+  return 0;
+}
+
+/* Pixel keywords follow the region: CRPIXn[a] and IRAF's LTVn move by
+ * -start of their axis.  Returns the 0-based axis or -1. */
+static int shifted_axis(const char *kw, int ndim) {
+  const char *p;
+  if (strncmp(kw, "CRPIX", 5) == 0)
+    p = kw + 5;
+  else if (strncmp(kw, "LTV", 3) == 0)
+    p = kw + 3;
+  else
+    return -1;
+  if (*p < '1' || *p > '9')
+    return -1;
+  int a = *p++ - '1';
+  if (*p >= 'A' && *p <= 'Z' && kw[0] == 'C')
+    p++; /* alternate WCS: CRPIX1A */
+  if (*p != '\0' || a >= ndim)
+    return -1;
+  return a;
+}
+
+/* A numeric card "KEYWORD = <value %.17g> / <original comment>". */
+static void number_card(char card[TSR__CARD + 1], const char *kw, double v, const char *old) {
+  char num[32], comment[TSR__CARD + 1] = "";
+  const char *slash = old ? memchr(old + 10, '/', TSR__CARD - 10) : NULL;
+  snprintf(num, sizeof num, "%.17g", v);
+  if (slash) {
+    int n = (int)(old + TSR__CARD - slash - 1);
+    snprintf(comment, sizeof comment, "%.*s", n, slash + 1);
+    for (char *e = comment + strlen(comment); e > comment && e[-1] == ' ';)
+      *--e = '\0';
+  }
+  if (comment[0])
+    snprintf(card, TSR__CARD + 1, "%-8.8s= %20s /%-.48s", kw, num, comment);
+  else
+    snprintf(card, TSR__CARD + 1, "%-8.8s= %20s", kw, num);
+  memset(card + strlen(card), ' ', TSR__CARD - strlen(card));
+  card[TSR__CARD] = '\0';
+}
+
+static int write_header(writer_t *w, out_file_t *of) {
+  const tsr_node_t *n = of->node;
+  const tsr_wcs_t *wcs = n->wcs;
+  long naxes[TSR_MAX_DIMS];
+  bool have_crpix[TSR_MAX_DIMS] = {false, false, false, false};
+  char card[TSR__CARD + 1], text[TSR__ERRMSG_CAP / 2], where[160];
+  int status = 0;
+
+  for (int a = 0; a < n->ndim; a++)
+    naxes[a] = (long)(w->r.stop[a] - w->r.start[a]);
+  fits_create_img(of->f, n->dtype == TSR_F64 ? DOUBLE_IMG : FLOAT_IMG, n->ndim, naxes, &status);
+  for (int i = 0; wcs != NULL && i < wcs->ncards && status == 0; i++) {
+    const char *c = wcs->cards + (size_t)i * TSR__CARD;
+    char kw[9], val[72];
+    int a;
+    tsr__io_keyword(c, kw);
+    if (card_structural(c) || strcmp(kw, "ORIGIN") == 0)
+      continue;
+    memcpy(card, c, TSR__CARD);
+    card[TSR__CARD] = '\0';
+    if ((a = shifted_axis(kw, n->ndim)) >= 0) {
+      if (kw[0] == 'C' && kw[6] == '\0')
+        have_crpix[a] = true;
+      if (w->r.start[a] != 0) {
+        char *e;
+        double v;
+        tsr__card_value(c, val, sizeof val);
+        v = strtod(val, &e);
+        if (e != val)
+          number_card(card, kw, v - (double)w->r.start[a], c);
+      }
+    }
+    fits_write_record(of->f, card, &status);
+  }
+  /* CRPIX defaults to 0; a region that starts elsewhere needs it written. */
+  for (int a = 0; wcs != NULL && a < n->ndim && status == 0; a++) {
+    if (have_crpix[a] || w->r.start[a] == 0)
+      continue;
+    char kw[9];
+    snprintf(kw, sizeof kw, "CRPIX%d", a + 1);
+    number_card(card, kw, -(double)w->r.start[a], NULL);
+    fits_write_record(of->f, card, &status);
+  }
+  snprintf(text, sizeof text, "tessera %s", tsr_version_string());
+  fits_write_key_str(of->f, "ORIGIN", text, "written by tessera", &status);
+  tsr__region_format(&w->r, n->ndim, where, sizeof where);
+  snprintf(text, sizeof text, "tessera: %s, region %s (0-based, half-open)", n->name, where);
+  fits_write_history(of->f, text, &status);
+  if (status)
+    return fits_fail(w->ctx, status, "cannot write the header of \"%s\"", of->path);
+  return 0;
+}
+
+/* Write `band` (laid out contiguously in of->band) to its place in the file. */
+static int write_band(writer_t *w, out_file_t *of, const tsr_region_t *band) {
+  int ndim = of->node->ndim, status = 0;
+  int dt = of->node->dtype == TSR_F64 ? TDOUBLE : TFLOAT;
+  long fpix[TSR_MAX_DIMS], lpix[TSR_MAX_DIMS];
+  LONGLONG first[TSR_MAX_DIMS];
+  bool partial = false, contiguous = true;
+
+  for (int a = 0; a < ndim; a++) {
+    int64_t ext = band->stop[a] - band->start[a];
+    fpix[a] = (long)(band->start[a] - w->r.start[a]) + 1;
+    lpix[a] = (long)(band->stop[a] - w->r.start[a]);
+    first[a] = fpix[a];
+    if (partial && ext > 1)
+      contiguous = false;
+    if (ext != w->r.stop[a] - w->r.start[a])
+      partial = true;
+  }
+  if (contiguous)
+    fits_write_pixll(of->f, dt, first, (LONGLONG)tsr_region_size(band), of->band, &status);
+  else
+    fits_write_subset(of->f, dt, fpix, lpix, of->band, &status);
+  if (status) {
+    char where[160];
+    tsr__region_format(band, ndim, where, sizeof where);
+    return fits_fail(w->ctx, status, "cannot write %s of \"%s\"", where, of->path);
+  }
+  return 0;
+}
+
+/* Visit every band in file order.  Without a run, only measure: the
+ * largest band and the number of tasks.  With one, compute each band once
+ * per owner (planes of one owner together) and write it to every file. */
+static int for_each_band(writer_t *w, bool compute) {
+  tsr_region_t b = w->r;
+  int rc;
+  for (int64_t w0 = w->r.start[3], w1; w0 < w->r.stop[3]; w0 = w1) {
+    w1 = band_end(w, 3, w0);
+    for (int64_t z0 = w->r.start[2], z1; z0 < w->r.stop[2]; z0 = z1) {
+      z1 = band_end(w, 2, z0);
+      for (int64_t y0 = w->r.start[1], y1; y0 < w->r.stop[1]; y0 = y1) {
+        int64_t st[TSR_MAX_DIMS];
+        y1 = band_end(w, 1, y0);
+        b.start[1] = y0, b.stop[1] = y1;
+        b.start[2] = z0, b.stop[2] = z1;
+        b.start[3] = w0, b.stop[3] = w1;
+        if (!compute) {
+          if (tsr_region_size(&b) > w->max_band)
+            w->max_band = tsr_region_size(&b);
+          for (int i = 0; i < w->n_owners; i++)
+            w->total += tsr__run_count_tasks(w->run, w->owners[i].owner, &b);
+          continue;
+        }
+        /* Sources are one task per band, so the run never sees a cancel
+         * between them: check here too. */
+        if (w->opts && w->opts->cancel && *w->opts->cancel)
+          return tsr__err(w->ctx, TSR_ECANCELED, "run: canceled");
+        tsr__contiguous_strides(&b, st);
+        for (int i = 0; i < w->n_owners; i++) {
+          rc = tsr__run_region(w->run, w->owners[i].owner, &b, w->owners[i].dst, st);
+          if (rc != 0 && rc != TSR_ECANCELED) {
+            int f = 0;
+            while (w->files[f].node->owner != w->owners[i].owner)
+              f++;
+            tsr__err_prefix(w->ctx, "fits: writing \"%s\"", w->files[f].path);
+          }
+          if (rc != 0)
+            return rc;
+        }
+        for (int i = 0; i < w->n; i++)
+          if ((rc = write_band(w, &w->files[i], &b)) != 0)
+            return rc;
+      }
+    }
+  }
+  return 0;
+}
+
+/* Close, sync and publish every file; the renames come last, so a failure
+ * before them leaves no output at all. */
+static int finish_files(writer_t *w) {
+  for (int i = 0; i < w->n; i++) {
+    out_file_t *of = &w->files[i];
+    int status = 0, fd;
+    fits_close_file(of->f, &status);
+    of->f = NULL;
+    if (status)
+      return fits_fail(w->ctx, status, "cannot write \"%s\"", of->path);
+    fd = open(of->tmp, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0) {
+      int e = errno;
+      if (fd >= 0)
+        close(fd);
+      return tsr__err(w->ctx, TSR_EIO, "fits: cannot sync \"%s\": %s", of->path, strerror(e));
+    }
+    close(fd);
+  }
+  for (int i = 0; i < w->n; i++) {
+    out_file_t *of = &w->files[i];
+    if (rename(of->tmp, of->path) != 0)
+      return tsr__err(w->ctx, TSR_EIO, "fits: cannot rename \"%s\" to \"%s\": %s", of->tmp,
+                      of->path, strerror(errno));
+    tsr__free(w->ctx, of->tmp);
+    of->tmp = NULL;
+  }
+  /* Make the renames durable too; a failure here loses nothing written. */
+  for (int i = 0; i < w->n; i++) {
+    const char *base = base_name(w->files[i].path);
+    char dir[PATH_MAX];
+    int fd;
+    snprintf(dir, sizeof dir, "%.*s", (int)(base - w->files[i].path), w->files[i].path);
+    fd = open(dir[0] ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+      (void)fsync(fd);
+      close(fd);
+    }
+  }
+  return 0;
+}
+
+/* The file a path names: its directory's real path and its base name, so
+ * that "a.fits" and "./a.fits" are seen as one output. */
+static char *canonical_name(tsr_ctx_t *ctx, const char *path) {
+  const char *base = base_name(path);
+  size_t dirlen = (size_t)(base - path);
+  char dir[PATH_MAX], *real, *out;
+  size_t cap;
+  if (dirlen >= sizeof dir)
+    return tsr__strdup(ctx, path);
+  memcpy(dir, path, dirlen);
+  dir[dirlen] = '\0';
+  real = realpath(dirlen ? dir : ".", NULL);
+  if (real == NULL)
+    return tsr__strdup(ctx, path);
+  cap = strlen(real) + strlen(base) + 2;
+  out = tsr__malloc(ctx, cap);
+  if (out)
+    snprintf(out, cap, "%s/%s", real, base);
+  free(real);
+  return out;
+}
+
+int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *const *paths,
+                   const tsr_region_t *region, const tsr_run_opts_t *opts) {
+  tsr_ctx_t *ctx;
+  writer_t w;
+  char **canon = NULL;
+  size_t maxes = 4;
+  int rc;
+
+  tsr__api_check(g != NULL, "tsr_write_fits: graph is NULL");
+  ctx = g->ctx;
+  memset(&w, 0, sizeof w);
+  w.ctx = ctx;
+  w.opts = opts;
+  if (n < 1 || nodes == NULL || paths == NULL)
+    return tsr__err(ctx, TSR_EINVAL, "write_fits: %d outputs; expected nodes and paths for 1 or more",
+                    n);
+  for (int i = 0; i < n; i++) {
+    const tsr_node_t *a = nodes[i], *z = nodes[0];
+    if (a == NULL || a->graph != g)
+      return tsr__err(ctx, TSR_EINVAL, "write_fits: node %d is NULL or from another graph", i);
+    if (paths[i] == NULL || paths[i][0] == '\0')
+      return tsr__err(ctx, TSR_EINVAL, "write_fits: path %d is NULL or empty", i);
+    if (a->ndim != z->ndim || memcmp(a->shape, z->shape, sizeof a->shape) != 0) {
+      char sa[160], sz[160];
+      tsr_region_t ra, rz;
+      tsr__region_full(&ra, a->ndim, a->shape);
+      tsr__region_full(&rz, z->ndim, z->shape);
+      tsr__region_format(&ra, a->ndim, sa, sizeof sa);
+      tsr__region_format(&rz, z->ndim, sz, sizeof sz);
+      return tsr__err(ctx, TSR_EINVAL,
+                      "write_fits: %s (for \"%s\") has extent %s but %s (for \"%s\") has %s; "
+                      "outputs written together must have one shape",
+                      a->name, paths[i], sa, z->name, paths[0], sz);
+    }
+  }
+  if ((rc = tsr__check_request(g, nodes[0], region, &w.r)) != 0)
+    return rc;
+
+  rc = TSR_ENOMEM;
+  w.files = tsr__calloc(ctx, (size_t)n, sizeof *w.files);
+  w.owners = tsr__calloc(ctx, (size_t)n, sizeof *w.owners);
+  canon = tsr__calloc(ctx, (size_t)n, sizeof *canon);
+  if (w.files == NULL || w.owners == NULL || canon == NULL) {
+    tsr__err(ctx, rc, "write_fits: out of memory");
+    goto out;
+  }
+  w.n = n;
+  for (int i = 0; i < n; i++) {
+    if ((canon[i] = canonical_name(ctx, paths[i])) == NULL) {
+      tsr__err(ctx, rc, "write_fits: out of memory");
+      goto out;
+    }
+    for (int j = 0; j < i; j++)
+      if (strcmp(canon[i], canon[j]) == 0) {
+        rc = tsr__err(ctx, TSR_EINVAL, "write_fits: outputs %d and %d are the same file (\"%s\")",
+                      j, i, paths[i]);
+        goto out;
+      }
+  }
+
+  /* Group the outputs by the node whose op computes them. */
+  for (int i = 0; i < n; i++) {
+    tsr_node_t *o = nodes[i]->owner;
+    int k = 0;
+    while (k < w.n_owners && w.owners[k].owner != o)
+      k++;
+    if (k == w.n_owners)
+      w.owners[w.n_owners++].owner = o;
+    w.files[i].path = paths[i];
+    w.files[i].node = nodes[i];
+    if (tsr_dtype_size(nodes[i]->dtype) > maxes)
+      maxes = tsr_dtype_size(nodes[i]->dtype);
+  }
+  w.rows = BAND_TARGET_BYTES / (int64_t)maxes / (w.r.stop[0] - w.r.start[0]);
+  if (w.rows < 1)
+    w.rows = 1;
+
+  /* Every output must be creatable before anything is computed. */
+  for (int i = 0; i < n; i++)
+    if ((rc = create_temp(&w, &w.files[i])) != 0)
+      goto out;
+  for (int i = 0; i < n; i++)
+    if ((rc = write_header(&w, &w.files[i])) != 0)
+      goto out;
+
+  if ((rc = tsr__run_new(g, opts, &w.run)) != 0)
+    goto out;
+  for_each_band(&w, false);
+  tsr__run_set_total(w.run, w.total);
+  for (int i = 0; i < n; i++) {
+    out_owner_t *ow = w.owners;
+    tsr_node_t *nd = nodes[i];
+    while (ow->owner != nd->owner)
+      ow++;
+    if (ow->dst[nd->plane] == NULL) {
+      ow->dst[nd->plane] =
+          tsr__mallocarray(ctx, (size_t)w.max_band, tsr_dtype_size(nd->dtype));
+      if (ow->dst[nd->plane] == NULL) {
+        rc = tsr__err(ctx, TSR_ENOMEM, "write_fits: out of memory for a band of %" PRId64
+                                       " values of %s", w.max_band, nd->name);
+        goto out;
+      }
+    }
+    w.files[i].band = ow->dst[nd->plane];
+  }
+  if ((rc = for_each_band(&w, true)) != 0)
+    goto out;
+  tsr__run_free(w.run);
+  w.run = NULL;
+  rc = finish_files(&w);
+out:
+  tsr__run_free(w.run);
+  for (int i = 0; w.files && i < w.n; i++) {
+    out_file_t *of = &w.files[i];
+    int status = 0;
+    if (of->f)
+      fits_close_file(of->f, &status);
+    if (of->tmp)
+      unlink(of->tmp);
+    tsr__free(ctx, of->tmp);
+  }
+  fits_clear_errmsg();
+  for (int i = 0; w.owners && i < w.n_owners; i++)
+    for (int p = 0; p < TSR__MAX_PLANES; p++)
+      tsr__free(ctx, w.owners[i].dst[p]);
+  for (int i = 0; canon && i < n; i++)
+    tsr__free(ctx, canon[i]);
+  tsr__free(ctx, canon);
+  tsr__free(ctx, w.owners);
+  tsr__free(ctx, w.files);
+  return rc;
+}

@@ -1,0 +1,763 @@
+/* header.c -- WCS headers: text to a validated tsr_wcs_t, and queries on it.
+ *
+ * DESIGN: a WCS enters tessera as FITS header cards, from a FITS file
+ * (fits.c), a header text file or caller text.  Whatever the source, the
+ * cards are normalised to 80 columns, stopped at END, and validated once,
+ * here, with wcslib (wcspih, the fixes astropy also applies that keep the
+ * meaning of a header, then wcsset), so a broken header fails when the graph
+ * is built, with wcslib's own words, the keyword it is about, and the name of
+ * the file.  The tsr_wcs_t keeps the cards as read; wcslib structures never
+ * outlive a call, which keeps the engine free of wcslib and every process
+ * free to build its own copies.  wcslib keeps a little global state (the
+ * wcserr switch), so these functions are used by one thread at a time, as
+ * the rest of a context is.
+ *
+ * Header text comes in two forms: a FITS header block (80-column cards back
+ * to back, no newlines) or one card per line as astropy's Header.totextfile
+ * and Montage templates write it; lines may end in "\r\n", be shorter than
+ * 80 columns, or be written loosely ("NAXIS = 2"), and such a line is
+ * re-spaced into a standard card, as astropy does, rather than silently
+ * ignored by wcslib.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <wcslib/wcs.h>
+#include <wcslib/wcserr.h>
+#include <wcslib/wcsfix.h>
+#include <wcslib/wcshdr.h>
+#include <wcslib/wcsmath.h>
+
+#include "internal.h"
+#include "io.h"
+
+/* ------------------------------------------------------------------ */
+/* Cards                                                              */
+
+void tsr__io_keyword(const char *card, char kw[9]) {
+  int n = 8;
+  memcpy(kw, card, 8);
+  while (n > 0 && kw[n - 1] == ' ')
+    n--;
+  kw[n] = '\0';
+}
+
+/* "CTYPE" followed by 1-2 digits and nothing else: a primary-WCS CTYPEn. */
+static bool is_ctype(const char *kw) {
+  size_t n = strlen(kw);
+  if (strncmp(kw, "CTYPE", 5) != 0 || n < 6 || n > 7)
+    return false;
+  for (size_t i = 5; i < n; i++)
+    if (!isdigit((unsigned char)kw[i]))
+      return false;
+  return kw[5] != '0';
+}
+
+bool tsr__io_has_ctype(const char *cards, int ncards) {
+  char kw[9];
+  for (int i = 0; i < ncards; i++) {
+    tsr__io_keyword(cards + (size_t)i * TSR__CARD, kw);
+    if (is_ctype(kw))
+      return true;
+  }
+  return false;
+}
+
+static bool card_blank(const char *card) {
+  for (int i = 0; i < TSR__CARD; i++)
+    if (card[i] != ' ')
+      return false;
+  return true;
+}
+
+static bool card_is_end(const char *card) {
+  char kw[9];
+  tsr__io_keyword(card, kw);
+  return strcmp(kw, "END") == 0;
+}
+
+/* A card written loosely ("naxis = 2": '=' before column 9, or a lower-case
+ * keyword) is re-spaced into "NAXIS   = 2": wcspih would otherwise drop it
+ * without a word, and astropy reads such lines the same way. */
+static void card_normalise(char *card) {
+  const char *eq = memchr(card, '=', 9);
+  char kw[9], value[TSR__CARD + 1];
+  int k = 0;
+
+  if (eq == NULL)
+    return;
+  for (const char *p = card; p < eq; p++) {
+    if (*p == ' ')
+      continue;
+    if (k > 0 && p[-1] == ' ')
+      return; /* blank inside the keyword: not a keyword */
+    if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+      return;
+    kw[k++] = (char)toupper((unsigned char)*p);
+  }
+  if (k == 0)
+    return;
+  kw[k] = '\0';
+  if (eq - card == 8) {
+    char head[TSR__CARD + 1];
+    snprintf(head, sizeof head, "%-8s", kw); /* '=' already in place */
+    memcpy(card, head, 8);
+    return;
+  }
+  {
+    const char *v = eq + 1;
+    while (v < card + TSR__CARD && *v == ' ')
+      v++;
+    memcpy(value, v, (size_t)(card + TSR__CARD - v));
+    value[card + TSR__CARD - v] = '\0';
+  }
+  snprintf(card, TSR__CARD + 1, "%-8s= %-70.70s", kw, value);
+}
+
+/* Check one line or card for bytes a FITS header cannot hold. */
+static int check_ascii(tsr_ctx_t *ctx, const char *what, const char *unit, int num,
+                       const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 32 || c > 126)
+      return tsr__err(ctx, TSR_EINVAL,
+                      "%s: %s %d, column %zu: byte 0x%02x is not printable ASCII "
+                      "(a FITS header is ASCII text)",
+                      what, unit, num, i + 1, c);
+  }
+  return 0;
+}
+
+/* Split header text into 80-column cards up to END (exclusive), dropping
+ * blank cards.  *out (allocated, ncards x 80) belongs to the caller. */
+static int text_to_cards(tsr_ctx_t *ctx, const char *text, size_t len, const char *what,
+                         char **out, int *ncards) {
+  const char *end = text + len, *p = text;
+  const char *nl = memchr(text, '\n', len < TSR__CARD + 1 ? len : TSR__CARD + 1);
+  bool lines;
+  size_t cap = 1;
+  char *cards = NULL, line[TSR__CARD + 1];
+  int n = 0, num = 0, rc = 0;
+
+  *out = NULL;
+  *ncards = 0;
+  /* A FITS block has no newline in its first card; a text file has one
+   * within 81 bytes unless its first line is too long, which the line
+   * reader reports.  A block that turns out to hold a newline before END is
+   * read as lines too. */
+  lines = nl != NULL;
+  if (!lines && memchr(text, '\n', len) != NULL) {
+    for (const char *e = text; e < end; e += TSR__CARD) {
+      size_t m = (size_t)(end - e) < TSR__CARD ? (size_t)(end - e) : TSR__CARD;
+      if (memchr(e, '\n', m) != NULL) {
+        lines = true;
+        break;
+      }
+      if (m == TSR__CARD && card_is_end(e))
+        break;
+    }
+  }
+  for (const char *q = text; q < end; q++)
+    cap += *q == '\n';
+  if (!lines)
+    cap = len / TSR__CARD + 1;
+  rc = TSR_ENOMEM;
+  cards = tsr__mallocarray(ctx, cap, TSR__CARD);
+  if (cards == NULL) {
+    tsr__err(ctx, rc, "%s: out of memory for %zu header cards", what, cap);
+    goto out;
+  }
+  while (p < end) {
+    size_t ln;
+    const char *next;
+    num++;
+    if (lines) {
+      const char *e = memchr(p, '\n', (size_t)(end - p));
+      next = e ? e + 1 : end;
+      ln = (size_t)((e ? e : end) - p);
+      if (ln > 0 && p[ln - 1] == '\r')
+        ln--;
+      while (ln > TSR__CARD && (p[ln - 1] == ' ' || p[ln - 1] == '\t'))
+        ln--;
+      if (ln > TSR__CARD) {
+        rc = tsr__err(ctx, TSR_EINVAL,
+                      "%s: line %d is %zu characters long; a header card has at most 80", what,
+                      num, ln);
+        goto out;
+      }
+    } else {
+      ln = (size_t)(end - p) < TSR__CARD ? (size_t)(end - p) : TSR__CARD;
+      next = p + ln;
+    }
+    memcpy(line, p, ln);
+    /* Tabs in hand-written header files are spacing, not content. */
+    for (size_t i = 0; lines && i < ln; i++)
+      if (line[i] == '\t')
+        line[i] = ' ';
+    if ((rc = check_ascii(ctx, what, lines ? "line" : "card", num, line, ln)) != 0)
+      goto out;
+    memset(line + ln, ' ', TSR__CARD - ln);
+    line[TSR__CARD] = '\0';
+    p = next;
+    if (card_blank(line))
+      continue;
+    if (lines)
+      card_normalise(line);
+    if (card_is_end(line))
+      break;
+    memcpy(cards + (size_t)n * TSR__CARD, line, TSR__CARD);
+    n++;
+  }
+  *out = cards;
+  *ncards = n;
+  cards = NULL;
+  rc = 0;
+out:
+  tsr__free(ctx, cards);
+  return rc;
+}
+
+/* Integer value of a card ("2048", also "2048." as some writers put it). */
+static bool card_int(const char *card, int64_t *v) {
+  char val[72], *e;
+  double d;
+  tsr__card_value(card, val, sizeof val);
+  if (val[0] == '\0')
+    return false;
+  errno = 0;
+  d = strtod(val, &e);
+  if (e == val || *e != '\0' || errno != 0 || d != floor(d) || fabs(d) > 9.0e15)
+    return false;
+  *v = (int64_t)d;
+  return true;
+}
+
+static int find_card(const char *cards, int ncards, const char *keyword) {
+  char kw[9];
+  for (int i = 0; i < ncards; i++) {
+    tsr__io_keyword(cards + (size_t)i * TSR__CARD, kw);
+    if (strcmp(kw, keyword) == 0)
+      return i;
+  }
+  return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* wcslib                                                             */
+
+/* The fixes astropy applies by default that translate non-standard
+ * spellings without changing what a header means (cylfix, which moves the
+ * reference point, is left out).  Their own failures are not errors: wcsset
+ * reports whatever still matters. */
+static void apply_fixes(struct wcsprm *w) {
+  /* Each fix may leave a message in w->err (celfix runs wcsset itself), and
+   * wcslib overwrites the next one without freeing it: clear as we go. */
+  cdfix(w);
+  wcserr_clear(&w->err);
+  datfix(w);
+  wcserr_clear(&w->err);
+  unitfix(0, w);
+  wcserr_clear(&w->err);
+  spcfix(w);
+  wcserr_clear(&w->err);
+  celfix(w);
+  wcserr_clear(&w->err);
+}
+
+/* A singular CD/PC matrix passes wcsset (matinv rarely sees an exact zero
+ * pivot) yet makes world -> pixel meaningless, so check it ourselves with
+ * rows scaled to unit size and partial pivoting. */
+static bool matrix_singular(const struct wcsprm *w, int k) {
+  double m[16];
+  if (k > 4)
+    k = 4;
+  for (int i = 0; i < k; i++) {
+    double big = 0;
+    for (int j = 0; j < k; j++) {
+      m[i * k + j] = w->cdelt[i] * w->pc[i * w->naxis + j];
+      if (fabs(m[i * k + j]) > big)
+        big = fabs(m[i * k + j]);
+    }
+    if (!(big > 0) || !isfinite(big))
+      return true;
+    for (int j = 0; j < k; j++)
+      m[i * k + j] /= big;
+  }
+  for (int c = 0; c < k; c++) {
+    int piv = c;
+    for (int i = c + 1; i < k; i++)
+      if (fabs(m[i * k + c]) > fabs(m[piv * k + c]))
+        piv = i;
+    if (fabs(m[piv * k + c]) < 1e-12)
+      return true;
+    if (piv != c)
+      for (int j = 0; j < k; j++) {
+        double t = m[c * k + j];
+        m[c * k + j] = m[piv * k + j];
+        m[piv * k + j] = t;
+      }
+    for (int i = c + 1; i < k; i++) {
+      double f = m[i * k + c] / m[c * k + c];
+      for (int j = c; j < k; j++)
+        m[i * k + j] -= f * m[c * k + j];
+    }
+  }
+  return false;
+}
+
+/* Append "; the header has KEY = value" for keywords that a wcslib message
+ * names (CTYPE1, PV2_1, ...), or for every CTYPEn when it names none, so the
+ * message shows what was received. */
+static void describe_keywords(const char *msg, const char *cards, int ncards, char *buf,
+                              size_t cap) {
+  size_t used = 0;
+  int named = 0;
+  buf[0] = '\0';
+  for (const char *p = msg; *p;) {
+    char tok[16];
+    size_t t = 0;
+    if (!isupper((unsigned char)*p) || (p > msg && isalnum((unsigned char)p[-1]))) {
+      p++;
+      continue;
+    }
+    while ((isupper((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '_') && t < 15)
+      tok[t++] = *p++;
+    tok[t] = '\0';
+    if (t > 8 || !isdigit((unsigned char)tok[t - 1]))
+      continue;
+    int i = find_card(cards, ncards, tok);
+    if (i >= 0 && used < cap) {
+      char val[72];
+      tsr__card_value(cards + (size_t)i * TSR__CARD, val, sizeof val);
+      used += (size_t)snprintf(buf + used, cap - used, "%s%s = %s", named ? ", " : "; the header has ",
+                               tok, val);
+      named++;
+    }
+  }
+  if (named > 0)
+    return;
+  for (int i = 0; i < ncards && used < cap; i++) {
+    char kw[9], val[72];
+    tsr__io_keyword(cards + (size_t)i * TSR__CARD, kw);
+    if (!is_ctype(kw))
+      continue;
+    tsr__card_value(cards + (size_t)i * TSR__CARD, val, sizeof val);
+    used += (size_t)snprintf(buf + used, cap - used, "%s%s = %s", named ? ", " : "; the header has ",
+                             kw, val);
+    named++;
+  }
+}
+
+/* Free wcspih's structures.  wcsfree leaves the messages that a failed
+ * wcsset stored in the sub-structures (celprm, prjprm, ...) behind, so they
+ * are cleared first; wcserr_clear resets each pointer, so nothing is freed
+ * twice. */
+static void wcs_free_all(int *nwcs, struct wcsprm **all) {
+  if (*all == NULL)
+    return;
+  for (int i = 0; i < *nwcs; i++) {
+    struct wcsprm *w = &(*all)[i];
+    wcserr_clear(&w->lin.err);
+    wcserr_clear(&w->cel.err);
+    wcserr_clear(&w->cel.prj.err);
+    wcserr_clear(&w->spc.err);
+  }
+  wcsvfree(nwcs, all);
+}
+
+/* Parse cards with wcslib and set up the primary WCS.  On success *all and
+ * *nwcs are wcspih's array (free with wcs_free_all) and *prim points into it. */
+static int wcs_build(tsr_ctx_t *ctx, const char *cards, int ncards, const char *what,
+                     struct wcsprm **all, int *nwcs, struct wcsprm **prim) {
+  static int err_enabled;
+  char *hdr = NULL;
+  int nreject = 0, status, rc;
+  struct wcsprm *w = NULL;
+
+  *all = NULL;
+  *nwcs = 0;
+  *prim = NULL;
+  if (!err_enabled) {
+    wcserr_enable(1);
+    err_enabled = 1;
+  }
+  rc = TSR_ENOMEM;
+  /* wcspih may edit the header it is given (ctrl < 0), so give it a copy. */
+  hdr = tsr__mallocarray(ctx, (size_t)ncards + 1, TSR__CARD);
+  if (hdr == NULL) {
+    tsr__err(ctx, rc, "%s: out of memory", what);
+    goto out;
+  }
+  memcpy(hdr, cards, (size_t)ncards * TSR__CARD);
+  memset(hdr + (size_t)ncards * TSR__CARD, ' ', TSR__CARD);
+  status = wcspih(hdr, ncards, WCSHDR_all, 0, &nreject, nwcs, all);
+  if (status != 0) {
+    rc = tsr__err(ctx, status == 2 ? TSR_ENOMEM : TSR_EWCS,
+                  "%s: wcslib: cannot parse the header (wcspih status %d)", what, status);
+    goto out;
+  }
+  for (int i = 0; i < *nwcs; i++)
+    if ((*all)[i].alt[0] == ' ' || (*all)[i].alt[0] == '\0')
+      w = &(*all)[i];
+  if (w == NULL) {
+    rc = tsr__err(ctx, TSR_EWCS, "%s: no WCS (no primary CTYPEn keywords)", what);
+    goto out;
+  }
+  apply_fixes(w);
+  status = wcsset(w);
+  if (status != 0) {
+    char keys[512];
+    const char *msg = w->err && w->err->msg ? w->err->msg : wcs_errmsg[status];
+    describe_keywords(msg, cards, ncards, keys, sizeof keys);
+    rc = tsr__err(ctx, status == WCSERR_MEMORY ? TSR_ENOMEM : TSR_EWCS, "%s: wcslib: %s%s%s", what,
+                  msg, keys,
+                  strstr(msg, "projection code")
+                      ? "; expected a FITS projection code (TAN, SIN, ARC, ZEA, STG, CAR, MER, "
+                        "CEA, AIT, MOL, HPX, ...)"
+                      : "");
+    goto out;
+  }
+  if (matrix_singular(w, w->naxis)) {
+    rc = tsr__err(ctx, TSR_EWCS,
+                  "%s: the linear transformation (CDi_j, or PCi_j times CDELTi) is singular; "
+                  "each pixel axis must map to an independent direction",
+                  what);
+    goto out;
+  }
+  *prim = w;
+  rc = 0;
+out:
+  if (rc != 0)
+    wcs_free_all(nwcs, all);
+  tsr__free(ctx, hdr);
+  return rc;
+}
+
+int tsr__io_wcs_make(tsr_ctx_t *ctx, const char *cards, int ncards, const char *what,
+                     int need_shape, tsr_wcs_t **out) {
+  static const char need[] = "a target header needs NAXIS and NAXISn (the output shape)";
+  struct wcsprm *all = NULL, *w = NULL;
+  int nwcs = 0, naxis = -1, rc;
+  int64_t shape[TSR_MAX_DIMS] = {0, 0, 0, 0}, v;
+  int i;
+
+  *out = NULL;
+  if ((i = find_card(cards, ncards, "NAXIS")) >= 0) {
+    if (!card_int(cards + (size_t)i * TSR__CARD, &v) || v < 0) {
+      char val[72];
+      tsr__card_value(cards + (size_t)i * TSR__CARD, val, sizeof val);
+      return tsr__err(ctx, TSR_EINVAL, "%s: NAXIS = %s is not a count of axes", what, val);
+    }
+    if (v > TSR_MAX_DIMS)
+      return tsr__err(ctx, TSR_ENOTSUP, "%s: NAXIS = %" PRId64 "; at most %d axes are supported",
+                      what, v, TSR_MAX_DIMS);
+    naxis = (int)v;
+  }
+  if (need_shape && naxis < 0)
+    return tsr__err(ctx, TSR_EINVAL, "%s: NAXIS missing; %s", what, need);
+  if (need_shape && naxis == 0)
+    return tsr__err(ctx, TSR_EINVAL, "%s: NAXIS = 0; %s", what, need);
+  for (int a = 0; a < naxis; a++) {
+    char kw[9];
+    snprintf(kw, sizeof kw, "NAXIS%d", a + 1);
+    if ((i = find_card(cards, ncards, kw)) < 0) {
+      if (need_shape)
+        return tsr__err(ctx, TSR_EINVAL, "%s: %s missing; %s", what, kw, need);
+      continue;
+    }
+    if (!card_int(cards + (size_t)i * TSR__CARD, &v)) {
+      char val[72];
+      tsr__card_value(cards + (size_t)i * TSR__CARD, val, sizeof val);
+      return tsr__err(ctx, TSR_EINVAL, "%s: %s = %s is not an integer", what, kw, val);
+    }
+    if (v < 1)
+      return tsr__err(ctx, TSR_EINVAL, "%s: %s = %" PRId64 ": zero-size axis (expected >= 1)",
+                      what, kw, v);
+    if (v > (INT64_C(1) << 40))
+      return tsr__err(ctx, TSR_ERANGE, "%s: %s = %" PRId64 " is out of range [1, 2^40]", what,
+                      kw, v);
+    shape[a] = v;
+  }
+  if (!tsr__io_has_ctype(cards, ncards))
+    return tsr__err(ctx, TSR_EWCS, "%s: no WCS (no CTYPEn keywords)", what);
+  if ((rc = wcs_build(ctx, cards, ncards, what, &all, &nwcs, &w)) != 0)
+    return rc;
+  if (naxis < 0) {
+    /* No NAXIS: the axes the WCS keywords describe, of unknown length. */
+    naxis = w->naxis;
+    if (naxis > TSR_MAX_DIMS) {
+      rc = tsr__err(ctx, TSR_ENOTSUP, "%s: the WCS has %d axes; at most %d are supported", what,
+                    naxis, TSR_MAX_DIMS);
+      goto out;
+    }
+  }
+  rc = tsr__wcs_new(ctx, cards, ncards, naxis, shape, out);
+  if (rc != 0)
+    tsr__err_prefix(ctx, "%s", what);
+out:
+  wcs_free_all(&nwcs, &all);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Public                                                             */
+
+int tsr_wcs_parse(tsr_ctx_t *ctx, const char *text, size_t len, const char *what, int need_shape,
+                  tsr_wcs_t **out) {
+  char *cards = NULL;
+  int ncards = 0, rc;
+
+  tsr__api_check(ctx != NULL && out != NULL, "tsr_wcs_parse: NULL argument");
+  *out = NULL;
+  if (what == NULL)
+    what = "header";
+  if (text == NULL)
+    return tsr__err(ctx, TSR_EINVAL, "%s: header text is NULL", what);
+  if ((rc = text_to_cards(ctx, text, len, what, &cards, &ncards)) != 0)
+    return rc;
+  if (ncards == 0)
+    rc = tsr__err(ctx, TSR_EINVAL, "%s: empty header (no cards before END)", what);
+  else
+    rc = tsr__io_wcs_make(ctx, cards, ncards, what, need_shape, out);
+  tsr__free(ctx, cards);
+  return rc;
+}
+
+int tsr_wcs_read_hdr(tsr_ctx_t *ctx, const char *path, tsr_wcs_t **out) {
+  /* A header file is small; anything past this is not one. */
+  enum { MAX_HDR_BYTES = 64 << 20 };
+  char what[TSR__ERRMSG_CAP / 2];
+  char *text = NULL;
+  FILE *fp = NULL;
+  size_t len = 0, cap = 0;
+  int rc;
+
+  tsr__api_check(ctx != NULL && out != NULL, "tsr_wcs_read_hdr: NULL argument");
+  *out = NULL;
+  if (path == NULL)
+    return tsr__err(ctx, TSR_EINVAL, "target: header path is NULL");
+  snprintf(what, sizeof what, "target \"%s\"", path);
+  fp = fopen(path, "rb");
+  if (fp == NULL) {
+    rc = tsr__err(ctx, TSR_EIO, "%s: cannot open: %s", what, strerror(errno));
+    goto out;
+  }
+  for (;;) {
+    size_t got;
+    if (len == cap) {
+      char *t;
+      cap = cap ? 2 * cap : 16384;
+      if (cap > MAX_HDR_BYTES) {
+        rc = tsr__err(ctx, TSR_EINVAL, "%s: larger than %d MiB; not a header file", what,
+                      MAX_HDR_BYTES >> 20);
+        goto out;
+      }
+      t = tsr__realloc(ctx, text, cap);
+      if (t == NULL) {
+        rc = tsr__err(ctx, TSR_ENOMEM, "%s: out of memory reading the header", what);
+        goto out;
+      }
+      text = t;
+    }
+    got = fread(text + len, 1, cap - len, fp);
+    len += got;
+    if (got == 0) {
+      if (ferror(fp)) {
+        rc = tsr__err(ctx, TSR_EIO, "%s: cannot read: %s", what, strerror(errno));
+        goto out;
+      }
+      break;
+    }
+  }
+  if (len == 0) {
+    rc = tsr__err(ctx, TSR_EINVAL, "%s: the file is empty; expected FITS header cards", what);
+    goto out;
+  }
+  rc = tsr_wcs_parse(ctx, text, len, what, 1, out);
+out:
+  if (fp != NULL)
+    fclose(fp);
+  tsr__free(ctx, text);
+  return rc;
+}
+
+/* The celestial frame, as a reader would name it. */
+static void frame_name(const struct wcsprm *w, char *buf, size_t cap) {
+  if (strncmp(w->lngtyp, "GLON", 4) == 0)
+    snprintf(buf, cap, "Galactic");
+  else if (strncmp(w->lngtyp, "ELON", 4) == 0)
+    snprintf(buf, cap, "Ecliptic");
+  else if (strncmp(w->lngtyp, "RA", 2) == 0) {
+    if (strncmp(w->radesys, "FK5", 3) == 0)
+      snprintf(buf, cap, "FK5(J%g)", undefined(w->equinox) ? 2000.0 : w->equinox);
+    else if (strncmp(w->radesys, "FK4", 3) == 0)
+      snprintf(buf, cap, "%s(B%g)", w->radesys, undefined(w->equinox) ? 1950.0 : w->equinox);
+    else
+      snprintf(buf, cap, "%s", w->radesys[0] ? w->radesys : "ICRS");
+  } else {
+    char lng[8], lat[8];
+    int n = 0;
+    while (n < 4 && w->lngtyp[n] && w->lngtyp[n] != ' ')
+      n++;
+    snprintf(lng, sizeof lng, "%.*s", n, w->lngtyp);
+    n = 0;
+    while (n < 4 && w->lattyp[n] && w->lattyp[n] != ' ')
+      n++;
+    snprintf(lat, sizeof lat, "%.*s", n, w->lattyp);
+    snprintf(buf, cap, "%s/%s", lng, lat);
+  }
+}
+
+int tsr_wcs_describe(tsr_ctx_t *ctx, const tsr_wcs_t *wcs, char *buf, size_t cap) {
+  struct wcsprm *all = NULL, *w = NULL;
+  int nwcs = 0, rc;
+  size_t used = 0;
+  char shape[128] = "", *s = shape;
+
+  tsr__api_check(ctx != NULL && wcs != NULL && buf != NULL, "tsr_wcs_describe: NULL argument");
+  if (cap == 0)
+    return tsr__err(ctx, TSR_EINVAL, "wcs_describe: buffer capacity is 0");
+  buf[0] = '\0';
+  if ((rc = wcs_build(ctx, wcs->cards, wcs->ncards, "wcs", &all, &nwcs, &w)) != 0)
+    return rc;
+  for (int a = 0; a < wcs->naxis; a++) {
+    size_t left = sizeof shape - (size_t)(s - shape);
+    if (wcs->shape[a] > 0)
+      s += snprintf(s, left, "%s%" PRId64, a ? " x " : "", wcs->shape[a]);
+    else
+      s += snprintf(s, left, "%s?", a ? " x " : "");
+  }
+  if (w->lng >= 0 && w->lat >= 0) {
+    char proj[72], frame[80];
+    const char *code = w->ctype[w->lng] + 5;
+    int lng = w->lng, lat = w->lat;
+    double m00 = w->cdelt[lng] * w->pc[lng * w->naxis + lng];
+    double m01 = w->cdelt[lng] * w->pc[lng * w->naxis + lat];
+    double m10 = w->cdelt[lat] * w->pc[lat * w->naxis + lng];
+    double m11 = w->cdelt[lat] * w->pc[lat * w->naxis + lat];
+    double scale = sqrt(fabs(m00 * m11 - m01 * m10)) * 3600.0; /* arcsec per pixel */
+    double pix[8] = {0}, img[8], world[8], phi, theta;
+    int stat = 0;
+    bool have_shape = wcs->naxis >= 2 && wcs->shape[lng] > 0 && wcs->shape[lat] > 0;
+
+    while (*code == '-')
+      code++;
+    snprintf(proj, sizeof proj, "%s", *code ? code : "linear");
+    for (char *e = proj + strlen(proj); e > proj && e[-1] == ' ';)
+      *--e = '\0';
+    frame_name(w, frame, sizeof frame);
+    used += (size_t)snprintf(buf, cap, "%s %s, %s", proj, frame, shape);
+    if (used < cap) {
+      if (scale >= 3600.0)
+        used += (size_t)snprintf(buf + used, cap - used, ", %.3f deg/px", scale / 3600.0);
+      else if (scale >= 60.0)
+        used += (size_t)snprintf(buf + used, cap - used, ", %.3f arcmin/px", scale / 60.0);
+      else
+        used += (size_t)snprintf(buf + used, cap - used, ", %.3f arcsec/px", scale);
+    }
+    /* World coordinates of the image centre, or of the reference pixel
+     * when the shape is unknown. */
+    for (int a = 0; a < w->naxis && a < 8; a++)
+      pix[a] = a < wcs->naxis && wcs->shape[a] > 0 && have_shape ? 0.5 * (double)(wcs->shape[a] + 1)
+                                                                  : w->crpix[a];
+    if (w->naxis <= 8 && wcsp2s(w, 1, w->naxis, pix, img, &phi, &theta, world, &stat) == 0 &&
+        used < cap) {
+      const char *ln = strncmp(w->lngtyp, "RA", 2) == 0     ? "RA"
+                       : strncmp(w->lngtyp, "GLON", 4) == 0 ? "l"
+                       : strncmp(w->lngtyp, "ELON", 4) == 0 ? "lon"
+                                                             : "lon";
+      const char *lt = strncmp(w->lngtyp, "RA", 2) == 0     ? "Dec"
+                       : strncmp(w->lngtyp, "GLON", 4) == 0 ? "b"
+                                                             : "lat";
+      used += (size_t)snprintf(buf + used, cap - used, ", %s %s %.5f %s %.5f",
+                               have_shape ? "centre" : "reference", ln, world[lng], lt,
+                               world[lat]);
+    }
+  } else {
+    used += (size_t)snprintf(buf, cap, "non-celestial (");
+    for (int a = 0; a < w->naxis && used < cap; a++) {
+      char t[72];
+      snprintf(t, sizeof t, "%s", w->ctype[a]);
+      for (char *e = t + strlen(t); e > t && e[-1] == ' ';)
+        *--e = '\0';
+      used += (size_t)snprintf(buf + used, cap - used, "%s%s", a ? ", " : "", t[0] ? t : "?");
+    }
+    if (used < cap)
+      used += (size_t)snprintf(buf + used, cap - used, "), %s", shape);
+  }
+  rc = used < cap ? 0 : tsr__err(ctx, TSR_ERANGE, "wcs_describe: %zu bytes are too few", cap);
+  wcs_free_all(&nwcs, &all);
+  return rc;
+}
+
+int tsr_wcs_pix2world(tsr_ctx_t *ctx, const tsr_wcs_t *wcs, size_t n, const double *x,
+                      const double *y, double *lon, double *lat) {
+  enum { BATCH = 256 };
+  struct wcsprm *all = NULL, *w = NULL;
+  double *pix = NULL, *img = NULL, *world = NULL, *phi = NULL, *theta = NULL;
+  int *stat = NULL;
+  int nwcs = 0, rc, nel;
+
+  tsr__api_check(ctx != NULL && wcs != NULL, "tsr_wcs_pix2world: NULL argument");
+  if (n == 0)
+    return 0;
+  if (x == NULL || y == NULL || lon == NULL || lat == NULL)
+    return tsr__err(ctx, TSR_EINVAL, "wcs_pix2world: NULL coordinate array");
+  if ((rc = wcs_build(ctx, wcs->cards, wcs->ncards, "wcs", &all, &nwcs, &w)) != 0)
+    return rc;
+  if (w->lng < 0 || w->lat < 0) {
+    rc = tsr__err(ctx, TSR_EWCS, "wcs_pix2world: the WCS has no celestial axes");
+    goto out;
+  }
+  nel = w->naxis;
+  rc = TSR_ENOMEM;
+  pix = tsr__mallocarray(ctx, (size_t)BATCH * (size_t)nel, sizeof *pix);
+  img = tsr__mallocarray(ctx, (size_t)BATCH * (size_t)nel, sizeof *img);
+  world = tsr__mallocarray(ctx, (size_t)BATCH * (size_t)nel, sizeof *world);
+  phi = tsr__mallocarray(ctx, BATCH, sizeof *phi);
+  theta = tsr__mallocarray(ctx, BATCH, sizeof *theta);
+  stat = tsr__mallocarray(ctx, BATCH, sizeof *stat);
+  if (!pix || !img || !world || !phi || !theta || !stat) {
+    tsr__err(ctx, rc, "wcs_pix2world: out of memory");
+    goto out;
+  }
+  for (size_t i0 = 0; i0 < n; i0 += BATCH) {
+    int m = (int)(n - i0 < BATCH ? n - i0 : BATCH), status;
+    /* The first two pixel axes carry the image; any others sit at pixel 0
+     * (1 in wcslib's 1-based convention). */
+    for (int k = 0; k < m; k++) {
+      for (int a = 0; a < nel; a++)
+        pix[k * nel + a] = 1.0;
+      pix[k * nel + 0] = x[i0 + (size_t)k] + 1.0;
+      if (nel > 1)
+        pix[k * nel + 1] = y[i0 + (size_t)k] + 1.0;
+    }
+    status = wcsp2s(w, m, nel, pix, img, phi, theta, world, stat);
+    if (status != 0 && status != WCSERR_BAD_PIX) {
+      rc = tsr__err(ctx, TSR_EWCS, "wcs_pix2world: wcslib: %s",
+                    w->err && w->err->msg ? w->err->msg : wcs_errmsg[status]);
+      goto out;
+    }
+    for (int k = 0; k < m; k++) {
+      bool ok = (status == 0 || stat[k] == 0) && isfinite(world[k * nel + w->lng]) &&
+                isfinite(world[k * nel + w->lat]);
+      lon[i0 + (size_t)k] = ok ? world[k * nel + w->lng] : NAN;
+      lat[i0 + (size_t)k] = ok ? world[k * nel + w->lat] : NAN;
+    }
+  }
+  rc = 0;
+out:
+  tsr__free(ctx, pix);
+  tsr__free(ctx, img);
+  tsr__free(ctx, world);
+  tsr__free(ctx, phi);
+  tsr__free(ctx, theta);
+  tsr__free(ctx, stat);
+  wcs_free_all(&nwcs, &all);
+  return rc;
+}

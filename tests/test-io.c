@@ -1,0 +1,1335 @@
+/* test-io.c -- FITS sources and sinks, header files and WCS validation (io/).
+ *
+ * Fixtures are written here with cfitsio into the harness's scratch
+ * directory; every error test checks the exact words of the message.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fitsio.h>
+
+#include "harness.h"
+#include "internal.h"
+
+/* ------------------------------------------------------------------ */
+/* Fixtures                                                           */
+
+/* `status` is the caller's cfitsio status variable. */
+#define CHECK_FITS(expr)                                                         \
+  do {                                                                           \
+    if ((expr) != 0) {                                                           \
+      char th_t[FLEN_STATUS];                                                    \
+      fits_get_errstatus(status, th_t);                                          \
+      th_fail(__FILE__, __LINE__, "%s: cfitsio %d (%s)", #expr, status, th_t);   \
+    }                                                                            \
+  } while (0)
+
+/* Write an image HDU (appending to `path` if `append`) with raw values of
+ * `datatype`; `cards` (NULL-terminated, may be NULL) are written as they
+ * are, and scaling is switched off for the write so values land raw. */
+static void put_image(const char *path, bool append, int bitpix, int naxis, const long *naxes,
+                      int datatype, const void *data, const char *const *cards) {
+  fitsfile *f = NULL;
+  int status = 0;
+  long long count = 1;
+  if (!append)
+    unlink(path);
+  if (append)
+    CHECK_FITS(fits_open_diskfile(&f, path, READWRITE, &status));
+  else
+    CHECK_FITS(fits_create_diskfile(&f, path, &status));
+  CHECK_FITS(fits_create_img(f, bitpix, naxis, (long *)naxes, &status));
+  for (int i = 0; cards && cards[i]; i++)
+    CHECK_FITS(fits_write_record(f, cards[i], &status));
+  for (int a = 0; a < naxis; a++)
+    count *= naxes[a];
+  if (data != NULL && count > 0) {
+    CHECK_FITS(fits_set_hdustruc(f, &status));
+    CHECK_FITS(fits_set_bscale(f, 1.0, 0.0, &status));
+    CHECK_FITS(fits_write_img(f, datatype, 1, count, (void *)data, &status));
+  }
+  CHECK_FITS(fits_close_file(f, &status));
+}
+
+/* An x + 100 y + 10000 z float image of the given shape. */
+static float *ramp(int naxis, const long *naxes) {
+  long n = 1;
+  for (int a = 0; a < naxis; a++)
+    n *= naxes[a];
+  float *d = malloc((size_t)n * sizeof *d);
+  for (long i = 0; i < n; i++) {
+    long x = i % naxes[0], y = naxis > 1 ? (i / naxes[0]) % naxes[1] : 0;
+    long z = naxis > 2 ? i / (naxes[0] * naxes[1]) : 0;
+    d[i] = (float)(x + 100 * y + 10000 * z);
+  }
+  return d;
+}
+
+static const char *const tan_cards[] = {
+    "CTYPE1  = 'RA---TAN'",      "CTYPE2  = 'DEC--TAN'",      "CRPIX1  = 16.5",
+    "CRPIX2  = 10.5",            "CRVAL1  = 10.6847",         "CRVAL2  = 41.26875",
+    "CDELT1  = -0.000277777777777778", "CDELT2  = 0.000277777777777778",
+    "RADESYS = 'ICRS'",          NULL};
+
+static const char tan_hdr[] = "SIMPLE  = T\n"
+                              "NAXIS   = 2\n"
+                              "NAXIS1  = 2048\n"
+                              "NAXIS2  = 2048\n"
+                              "CTYPE1  = 'RA---TAN'\n"
+                              "CTYPE2  = 'DEC--TAN'\n"
+                              "CRPIX1  = 1024.5\n"
+                              "CRPIX2  = 1024.5\n"
+                              "CRVAL1  = 10.6847\n"
+                              "CRVAL2  = 41.26875\n"
+                              "CDELT1  = -0.000277777777777778\n"
+                              "CDELT2  = 0.000277777777777778\n"
+                              "RADESYS = 'ICRS'\n"
+                              "END\n";
+
+static tsr_ctx_t *ctx_new(void) {
+  tsr_ctx_t *ctx = NULL;
+  ASSERT_OK(tsr_ctx_new(&ctx, NULL));
+  return ctx;
+}
+
+static tsr_graph_t *graph_new(tsr_ctx_t *ctx) {
+  tsr_graph_t *g = NULL;
+  ASSERT_OK(tsr_graph_new(ctx, &g));
+  return g;
+}
+
+static void write_text(const char *path, const char *text, size_t len) {
+  FILE *fp = fopen(path, "wb");
+  ASSERT(fp != NULL);
+  ASSERT(fwrite(text, 1, len, fp) == len);
+  fclose(fp);
+}
+
+/* Read a whole float image (and its header keywords on request) with cfitsio. */
+static float *read_back(const char *path, int *naxis, long naxes[4], int *bitpix) {
+  fitsfile *f = NULL;
+  int status = 0, anynul = 0;
+  long n = 1;
+  float nul = NAN;
+  naxes[0] = naxes[1] = naxes[2] = naxes[3] = 1;
+  CHECK_FITS(fits_open_diskfile(&f, path, READONLY, &status));
+  CHECK_FITS(fits_get_img_param(f, 4, bitpix, naxis, naxes, &status));
+  for (int a = 0; a < *naxis; a++)
+    n *= naxes[a];
+  float *d = malloc((size_t)n * sizeof *d);
+  CHECK_FITS(fits_read_img(f, TFLOAT, 1, n, &nul, d, &anynul, &status));
+  CHECK_FITS(fits_close_file(f, &status));
+  return d;
+}
+
+static void read_key(const char *path, const char *key, char *value) {
+  fitsfile *f = NULL;
+  int status = 0;
+  CHECK_FITS(fits_open_diskfile(&f, path, READONLY, &status));
+  CHECK_FITS(fits_read_keyword(f, key, value, NULL, &status));
+  CHECK_FITS(fits_close_file(f, &status));
+}
+
+static bool file_exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+/* Temporary files of tsr_write_fits left in `dir`. */
+static int count_temps(const char *dir) {
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  int n = 0;
+  ASSERT(d != NULL);
+  while ((e = readdir(d)) != NULL)
+    if (strstr(e->d_name, ".tsr-") != NULL)
+      n++;
+  closedir(d);
+  return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading: BITPIX, scaling, BLANK, non-finite values                 */
+
+typedef struct {
+  int bitpix, datatype;
+  double bscale, bzero;
+  long long blank;     /* 0 = no BLANK card */
+  tsr_dtype_t dtype;   /* expected node dtype */
+} bitpix_case;
+
+static void check_bitpix(const bitpix_case *c) {
+  enum { NX = 7, NY = 5 };
+  long naxes[2] = {NX, NY};
+  double raw[NX * NY];
+  unsigned char b8[NX * NY];
+  short b16[NX * NY];
+  int b32[NX * NY];
+  long long b64[NX * NY];
+  float f32[NX * NY];
+  void *data;
+  char scale[81], zero[81], blank[81];
+  const char *cards[4] = {scale, zero, NULL, NULL};
+  const char *path = th_path("bitpix.fits");
+
+  snprintf(scale, sizeof scale, "BSCALE  = %.17g", c->bscale);
+  snprintf(zero, sizeof zero, "BZERO   = %.17g", c->bzero);
+  if (c->blank) {
+    snprintf(blank, sizeof blank, "BLANK   = %lld", c->blank);
+    cards[2] = blank;
+  }
+  for (int i = 0; i < NX * NY; i++) {
+    raw[i] = (double)(i % 50) + 1;
+    if (i == 3 && c->blank)
+      raw[i] = (double)c->blank;
+  }
+  if (c->bitpix < 0) {
+    raw[3] = NAN;
+    raw[4] = INFINITY;
+    raw[5] = -INFINITY;
+  }
+  for (int i = 0; i < NX * NY; i++) {
+    b8[i] = (unsigned char)raw[i];
+    b16[i] = (short)raw[i];
+    b32[i] = (int)raw[i];
+    b64[i] = (long long)raw[i];
+    f32[i] = (float)raw[i];
+  }
+  data = c->bitpix == 8 ? (void *)b8 : c->bitpix == 16 ? (void *)b16 : c->bitpix == 32 ? (void *)b32
+       : c->bitpix == 64 ? (void *)b64 : c->bitpix == -32 ? (void *)f32 : (void *)raw;
+  put_image(path, false, c->bitpix, 2, naxes, c->datatype, data, cards);
+
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *n = tsr_source_fits(g, path, 0);
+  ASSERT(n != NULL);
+  ASSERT_INT_EQ(tsr_node_dtype(n), c->dtype);
+  ASSERT_INT_EQ(tsr_node_ndim(n), 2);
+  ASSERT_INT_EQ(tsr_node_shape(n, 0), NX);
+  ASSERT_INT_EQ(tsr_node_shape(n, 1), NY);
+  ASSERT_INT_EQ(tsr_node_chunk(n, 1), NY);
+  ASSERT(tsr_node_wcs(n) == NULL);
+  double out[NX * NY];
+  float outf[NX * NY];
+  if (c->dtype == TSR_F64) {
+    ASSERT_OK(tsr_compute(g, n, NULL, out, sizeof out, NULL));
+  } else {
+    ASSERT_OK(tsr_compute(g, n, NULL, outf, sizeof outf, NULL));
+    for (int i = 0; i < NX * NY; i++)
+      out[i] = outf[i];
+  }
+  for (int i = 0; i < NX * NY; i++) {
+    bool nan = (i == 3 && c->blank) || (c->bitpix < 0 && i >= 3 && i <= 5);
+    if (nan) {
+      if (!isnan(out[i]))
+        th_fail(__FILE__, __LINE__, "BITPIX %d: pixel %d is %g, expected NaN", c->bitpix, i,
+                out[i]);
+    } else {
+      ASSERT_NEAR(out[i], raw[i] * c->bscale + c->bzero, 1e-6 * fabs(raw[i] * c->bscale + c->bzero));
+    }
+  }
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
+TEST(fits_bitpix_8_scaled_blank) {
+  bitpix_case c = {BYTE_IMG, TBYTE, 2.0, 10.0, 255, TSR_F32};
+  check_bitpix(&c);
+}
+
+TEST(fits_bitpix_16_scaled_blank) {
+  bitpix_case c = {SHORT_IMG, TSHORT, 0.5, -3.0, -32768, TSR_F32};
+  check_bitpix(&c);
+}
+
+TEST(fits_bitpix_32_is_float64) {
+  bitpix_case c = {LONG_IMG, TINT, 1.0, 0.0, -999, TSR_F64};
+  check_bitpix(&c);
+  bitpix_case d = {LONG_IMG, TINT, 0.25, 7.0, -999, TSR_F64};
+  check_bitpix(&d);
+}
+
+TEST(fits_bitpix_64_is_float64) {
+  bitpix_case c = {LONGLONG_IMG, TLONGLONG, 1.0, 5.0, -77, TSR_F64};
+  check_bitpix(&c);
+}
+
+TEST(fits_bitpix_m32_inf_is_nan) {
+  bitpix_case c = {FLOAT_IMG, TFLOAT, 1.0, 0.0, 0, TSR_F32};
+  check_bitpix(&c);
+}
+
+TEST(fits_bitpix_m64_scaled_inf_is_nan) {
+  bitpix_case c = {DOUBLE_IMG, TDOUBLE, 2.0, 1.0, 0, TSR_F64};
+  check_bitpix(&c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Regions, strides, cubes, HDUs, compression                          */
+
+TEST(fits_region_equals_slice_of_full) {
+  long naxes[2] = {37, 23};
+  float *d = ramp(2, naxes), full[37 * 23], part[15 * 14];
+  const char *path = th_path("ramp.fits");
+  put_image(path, false, FLOAT_IMG, 2, naxes, TFLOAT, d, tan_cards);
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *n = tsr_source_fits(g, path, 0);
+  ASSERT(n != NULL);
+  ASSERT_OK(tsr_compute(g, n, NULL, full, sizeof full, NULL));
+  for (int i = 0; i < 37 * 23; i++)
+    ASSERT_INT_EQ(full[i], d[i]);
+  tsr_region_t r = {{5, 3, 0, 0}, {20, 17, 1, 1}};
+  ASSERT_OK(tsr_compute(g, n, &r, part, sizeof part, NULL));
+  for (int y = 0; y < 14; y++)
+    for (int x = 0; x < 15; x++)
+      ASSERT_INT_EQ(part[y * 15 + x], full[(y + 3) * 37 + x + 5]);
+  /* Out of range is the engine's error, before any read. */
+  tsr_region_t bad = {{30, 0, 0, 0}, {40, 5, 1, 1}};
+  ASSERT_INT_EQ(tsr_compute(g, n, &bad, part, sizeof part, NULL), TSR_ERANGE);
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+  free(d);
+}
+
+/* A destination with padded rows and planes takes the row-by-row path. */
+TEST(fits_strided_destination) {
+  long naxes[3] = {11, 9, 4};
+  float *d = ramp(3, naxes);
+  const char *path = th_path("strided.fits");
+  put_image(path, false, FLOAT_IMG, 3, naxes, TFLOAT, d, NULL);
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *n = tsr_source_fits(g, path, 0);
+  ASSERT(n != NULL);
+  tsr_region_t r = {{2, 1, 1, 0}, {9, 8, 4, 1}};
+  int64_t stride[4] = {1, 10, 100, 300};
+  float buf[300];
+  void *dst[TSR__MAX_PLANES] = {buf, NULL};
+  for (int i = 0; i < 300; i++)
+    buf[i] = -1;
+  tsr__run_t *run = NULL;
+  ASSERT_OK(tsr__run_new(g, NULL, &run));
+  ASSERT_OK(tsr__run_region(run, n, &r, dst, stride));
+  tsr__run_free(run);
+  for (int z = 0; z < 3; z++)
+    for (int y = 0; y < 7; y++)
+      for (int x = 0; x < 10; x++) {
+        float v = buf[z * 100 + y * 10 + x];
+        if (x < 7)
+          ASSERT_INT_EQ(v, d[((z + 1) * 9 + y + 1) * 11 + x + 2]);
+        else
+          ASSERT_INT_EQ(v, -1); /* padding untouched */
+      }
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+  free(d);
+}
+
+TEST(fits_cube_region) {
+  long naxes[3] = {10, 8, 6};
+  float *d = ramp(3, naxes), part[5 * 4 * 3];
+  const char *path = th_path("cube.fits");
+  put_image(path, false, FLOAT_IMG, 3, naxes, TFLOAT, d, NULL);
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *n = tsr_source_fits(g, path, 0);
+  ASSERT(n != NULL);
+  ASSERT_INT_EQ(tsr_node_ndim(n), 3);
+  ASSERT_INT_EQ(tsr_node_shape(n, 2), 6);
+  tsr_region_t r = {{2, 1, 2, 0}, {7, 5, 5, 1}};
+  ASSERT_OK(tsr_compute(g, n, &r, part, sizeof part, NULL));
+  for (int z = 0; z < 3; z++)
+    for (int y = 0; y < 4; y++)
+      for (int x = 0; x < 5; x++)
+        ASSERT_INT_EQ(part[(z * 4 + y) * 5 + x], (x + 2) + 100 * (y + 1) + 10000 * (z + 2));
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+  free(d);
+}
+
+TEST(fits_hdu_selection) {
+  long naxes[2] = {6, 4}, one = 0;
+  float *d = ramp(2, naxes), out[24];
+  const char *path = th_path("hdus.fits");
+  put_image(path, false, 8, 0, &one, TBYTE, NULL, NULL); /* empty primary */
+  put_image(path, true, FLOAT_IMG, 2, naxes, TFLOAT, d, NULL);
+  {
+    fitsfile *f = NULL;
+    int status = 0;
+    char *ttype[] = {"A"}, *tform[] = {"1E"};
+    CHECK_FITS(fits_open_diskfile(&f, path, READWRITE, &status));
+    CHECK_FITS(fits_create_tbl(f, BINARY_TBL, 0, 1, ttype, tform, NULL, "T", &status));
+    CHECK_FITS(fits_close_file(f, &status));
+  }
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *a = tsr_source_fits(g, path, 0), *b = tsr_source_fits(g, path, 2);
+  ASSERT(a != NULL);
+  ASSERT(a == b); /* same file, same HDU: one node */
+  ASSERT_OK(tsr_compute(g, a, NULL, out, sizeof out, NULL));
+  for (int i = 0; i < 24; i++)
+    ASSERT_INT_EQ(out[i], d[i]);
+  ASSERT_STR_CONTAINS(tsr_node_name(a), "fits#1(\"hdus.fits\")");
+  tsr_graph_free(g);
+
+  g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, path, 1) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(g), TSR_EFITS);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "hdus.fits\" HDU 1 has no image data (NAXIS = 0)");
+  /* The first error sticks: later constructors return NULL at once. */
+  ASSERT(tsr_source_fits(g, path, 2) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "HDU 1 has no image data");
+  tsr_graph_free(g);
+
+  g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, path, 5) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "hdus.fits\" has no HDU 5 (it has 3)");
+  tsr_graph_free(g);
+  g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, path, 3) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "hdus.fits\" HDU 3 is a binary table, not an image");
+  tsr_graph_free(g);
+  g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, path, -1) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(g), TSR_EINVAL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "HDUs count from 1");
+  tsr_graph_free(g);
+
+  /* Only empty HDUs. */
+  const char *empty = th_path("empty-primary.fits");
+  put_image(empty, false, 8, 0, &one, TBYTE, NULL, NULL);
+  g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, empty, 0) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g),
+                      "empty-primary.fits\" has no image HDU with data (NAXIS > 0) among its 1 HDUs");
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+  free(d);
+}
+
+TEST(fits_tile_compressed) {
+  enum { NX = 64, NY = 40 };
+  long naxes[2] = {NX, NY};
+  short d[NX * NY];
+  float out[NX * NY], part[20 * 10];
+  const char *path = th_path("rice.fits");
+  fitsfile *f = NULL;
+  int status = 0;
+  for (int i = 0; i < NX * NY; i++)
+    d[i] = (short)((i * 37) % 3000 - 1000);
+  unlink(path);
+  CHECK_FITS(fits_create_diskfile(&f, path, &status));
+  CHECK_FITS(fits_set_compression_type(f, RICE_1, &status));
+  CHECK_FITS(fits_create_img(f, SHORT_IMG, 2, naxes, &status));
+  for (int i = 0; tan_cards[i]; i++)
+    CHECK_FITS(fits_write_record(f, tan_cards[i], &status));
+  CHECK_FITS(fits_write_img(f, TSHORT, 1, NX * NY, d, &status));
+  CHECK_FITS(fits_close_file(f, &status));
+
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *n = tsr_source_fits(g, path, 0);
+  ASSERT(n != NULL);
+  ASSERT_INT_EQ(tsr_node_dtype(n), TSR_F32);
+  ASSERT_INT_EQ(tsr_node_shape(n, 0), NX);
+  ASSERT(tsr_node_wcs(n) != NULL);
+  ASSERT_INT_EQ(tsr_wcs_shape(tsr_node_wcs(n), 1), NY);
+  ASSERT_OK(tsr_compute(g, n, NULL, out, sizeof out, NULL));
+  for (int i = 0; i < NX * NY; i++)
+    ASSERT_INT_EQ(out[i], d[i]);
+  tsr_region_t r = {{30, 25, 0, 0}, {50, 35, 1, 1}};
+  ASSERT_OK(tsr_compute(g, n, &r, part, sizeof part, NULL));
+  for (int y = 0; y < 10; y++)
+    for (int x = 0; x < 20; x++)
+      ASSERT_INT_EQ(part[y * 20 + x], d[(y + 25) * NX + x + 30]);
+  /* The WCS of a compressed image has the image's keywords, not the table's. */
+  int nc = 0;
+  const char *cards = tsr_wcs_cards(tsr_node_wcs(n), &nc);
+  ASSERT(strstr(cards, "ZIMAGE") == NULL);
+  ASSERT(strstr(cards, "TFORM1") == NULL);
+  ASSERT_STR_CONTAINS(cards, "CTYPE1  = 'RA---TAN'");
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
+/* ------------------------------------------------------------------ */
+/* Bad files                                                          */
+
+TEST(fits_truncated_is_reported) {
+  long naxes[2] = {200, 200};
+  float *d = ramp(2, naxes);
+  const char *path = th_path("trunc.fits");
+  put_image(path, false, FLOAT_IMG, 2, naxes, TFLOAT, d, NULL);
+  ASSERT_OK(truncate(path, 50000));
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, path, 0) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(g), TSR_EFITS);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g),
+                      "trunc.fits\" is truncated: HDU 1 needs 160000 bytes of data ending at byte "
+                      "162880, the file ends after 50000");
+  tsr_graph_free(g);
+  /* A header cut short: cfitsio's own words, and no crash. */
+  ASSERT_OK(truncate(path, 1000));
+  g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, path, 0) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "fits: cannot open \"");
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "trunc.fits\": cfitsio ");
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+  free(d);
+}
+
+TEST(fits_not_fits_missing_empty) {
+  const char *txt = th_path("notes.txt"), *none = th_path("missing.fits"),
+             *empty = th_path("empty.fits");
+  write_text(txt, "hello, this is not FITS\n", 24);
+  write_text(empty, "", 0);
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, txt, 0) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(g), TSR_EFITS);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g),
+                      "notes.txt\" is not a FITS file (it does not begin with \"SIMPLE  =\")");
+  tsr_graph_free(g);
+  g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, none, 0) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(g), TSR_EIO);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "fits: cannot open \"");
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "missing.fits\": No such file or directory");
+  tsr_graph_free(g);
+  g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, empty, 0) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "empty.fits\" is empty (0 bytes), not a FITS file");
+  tsr_graph_free(g);
+  g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, th_tmpdir(), 0) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "Is a directory");
+  tsr_graph_free(g);
+  tsr_wcs_t *w = NULL;
+  ASSERT_INT_EQ(tsr_wcs_read_fits(ctx, none, 0, &w), TSR_EIO);
+  ASSERT(w == NULL);
+  tsr_ctx_free(ctx);
+}
+
+TEST(fits_shape_errors) {
+  long zero[2] = {10, 0}, five[5] = {2, 2, 2, 2, 2};
+  float d[32] = {0};
+  const char *z = th_path("zero.fits"), *f5 = th_path("five.fits");
+  put_image(z, false, FLOAT_IMG, 2, zero, TFLOAT, NULL, NULL);
+  put_image(f5, false, FLOAT_IMG, 5, five, TFLOAT, d, NULL);
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, z, 0) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(g), TSR_EINVAL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "zero.fits\" HDU 1: NAXIS2 = 0: zero-size axis");
+  tsr_graph_free(g);
+  g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, f5, 0) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(g), TSR_ENOTSUP);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "five.fits\" HDU 1 has 5 axes; at most 4 are supported");
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
+TEST(fits_bad_wcs_is_a_build_error) {
+  long naxes[2] = {8, 8};
+  float d[64] = {0};
+  const char *bad[] = {"CTYPE1  = 'RA---XYZ'", "CTYPE2  = 'DEC--XYZ'", NULL};
+  const char *path = th_path("badwcs.fits"), *plain = th_path("nowcs.fits");
+  put_image(path, false, FLOAT_IMG, 2, naxes, TFLOAT, d, bad);
+  put_image(plain, false, FLOAT_IMG, 2, naxes, TFLOAT, d, NULL);
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, path, 0) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(g), TSR_EWCS);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g),
+                      "badwcs.fits\" HDU 1: wcslib: Unrecognized projection code (XYZ in CTYPE1); "
+                      "the header has CTYPE1 = 'RA---XYZ'");
+  tsr_graph_free(g);
+  g = graph_new(ctx);
+  tsr_node_t *n = tsr_source_fits(g, plain, 0);
+  ASSERT(n != NULL);
+  ASSERT(tsr_node_wcs(n) == NULL);
+  tsr_graph_free(g);
+  tsr_wcs_t *w = NULL;
+  ASSERT_INT_EQ(tsr_wcs_read_fits(ctx, plain, 0, &w), TSR_EWCS);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "nowcs.fits\" HDU 1: no WCS (no CTYPEn keywords)");
+  tsr_ctx_free(ctx);
+}
+
+TEST(fits_read_wcs) {
+  long naxes[2] = {32, 20};
+  float *d = ramp(2, naxes);
+  const char *path = th_path("wcs.fits");
+  put_image(path, false, FLOAT_IMG, 2, naxes, TFLOAT, d, tan_cards);
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_wcs_t *w = NULL;
+  char buf[256];
+  ASSERT_OK(tsr_wcs_read_fits(ctx, path, 0, &w));
+  ASSERT_INT_EQ(tsr_wcs_naxis(w), 2);
+  ASSERT_INT_EQ(tsr_wcs_shape(w, 0), 32);
+  ASSERT_INT_EQ(tsr_wcs_shape(w, 1), 20);
+  ASSERT_OK(tsr_wcs_describe(ctx, w, buf, sizeof buf));
+  ASSERT_STR_CONTAINS(buf, "TAN ICRS, 32 x 20, 1.000 arcsec/px, centre RA 10.68470 Dec 41.26875");
+  tsr_wcs_free(w);
+  tsr_ctx_free(ctx);
+  free(d);
+}
+
+/* ------------------------------------------------------------------ */
+/* Keys                                                               */
+
+TEST(fits_key_follows_file_identity) {
+  long naxes[2] = {9, 7};
+  float *d = ramp(2, naxes), out[63];
+  const char *path = th_path("key.fits");
+  uint8_t k1[16], k2[16], k3[16];
+  put_image(path, false, FLOAT_IMG, 2, naxes, TFLOAT, d, NULL);
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g1 = graph_new(ctx), *g2 = graph_new(ctx), *g3;
+  tsr_node_t *a = tsr_source_fits(g1, path, 0), *b = tsr_source_fits(g2, path, 1);
+  ASSERT(a && b);
+  tsr_node_key(a, k1);
+  tsr_node_key(b, k2);
+  ASSERT(memcmp(k1, k2, 16) == 0);
+
+  struct stat st;
+  ASSERT_OK(stat(path, &st));
+  struct timespec ts[2] = {st.st_atim, st.st_mtim};
+  ts[1].tv_sec += 10;
+  ts[1].tv_nsec = 123456789;
+  ASSERT_OK(utimensat(AT_FDCWD, path, ts, 0));
+  g3 = graph_new(ctx);
+  tsr_node_t *c = tsr_source_fits(g3, path, 0);
+  ASSERT(c != NULL);
+  tsr_node_key(c, k3);
+  ASSERT(memcmp(k1, k3, 16) != 0);
+  ASSERT_OK(tsr_compute(g3, c, NULL, out, sizeof out, NULL));
+  /* The old graph's node stands for the file as it was. */
+  ASSERT_INT_EQ(tsr_compute(g1, a, NULL, out, sizeof out, NULL), TSR_EIO);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "key.fits\" changed since the graph was built");
+  tsr_graph_free(g1);
+  tsr_graph_free(g2);
+  tsr_graph_free(g3);
+  tsr_ctx_free(ctx);
+  free(d);
+}
+
+/* ------------------------------------------------------------------ */
+/* Header text                                                        */
+
+static void block_of(char *out, const char *const *cards) {
+  size_t n = 0;
+  for (int i = 0; cards[i]; i++, n += 80) {
+    char c[81];
+    snprintf(c, sizeof c, "%-80s", cards[i]);
+    memcpy(out + n, c, 80);
+  }
+  out[n] = '\0';
+}
+
+TEST(header_block_and_lines) {
+  static const char *const cards[] = {
+      "SIMPLE  =                    T", "NAXIS   =                    2",
+      "NAXIS1  =                  300", "NAXIS2  =                  200",
+      "CTYPE1  = 'GLON-CAR'",           "CTYPE2  = 'GLAT-CAR'",
+      "CRPIX1  = 150.5",                "CRPIX2  = 100.5",
+      "CDELT1  = -0.01",                "CDELT2  = 0.01",
+      "END",                            "this is after END and ignored", NULL};
+  char block[80 * 16], buf[256];
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_wcs_t *a = NULL, *b = NULL, *c = NULL;
+  int na, nb, nc;
+  block_of(block, cards);
+  ASSERT_OK(tsr_wcs_parse(ctx, block, strlen(block), "block", 1, &a));
+  ASSERT_INT_EQ(tsr_wcs_naxis(a), 2);
+  ASSERT_INT_EQ(tsr_wcs_shape(a, 0), 300);
+  ASSERT_INT_EQ(tsr_wcs_shape(a, 1), 200);
+  tsr_wcs_cards(a, &na);
+  ASSERT_INT_EQ(na, 10);
+  ASSERT_OK(tsr_wcs_describe(ctx, a, buf, sizeof buf));
+  ASSERT_STR_CONTAINS(buf, "CAR Galactic, 300 x 200, 36.000 arcsec/px, centre l 0.00000 b 0.00000");
+
+  /* The same as loose lines, with CRLF, blank lines, tabs and short lines. */
+  const char *lines = "SIMPLE = T\r\n"
+                      "\r\n"
+                      "naxis = 2\r\n"
+                      "naxis1  = 300\r\n"
+                      "NAXIS2\t= 200\r\n"
+                      "CTYPE1  = 'GLON-CAR'\r\n"
+                      "CTYPE2  = 'GLAT-CAR'\r\n"
+                      "CRPIX1  = 150.5 / reference pixel\r\n"
+                      "CRPIX2  = 100.5\r\n"
+                      "CDELT1  = -0.01\r\n"
+                      "CDELT2  = 0.01\r\n"
+                      "END\r\n";
+  ASSERT_OK(tsr_wcs_parse(ctx, lines, strlen(lines), "lines", 1, &b));
+  ASSERT_INT_EQ(tsr_wcs_shape(b, 1), 200);
+  const char *cb = tsr_wcs_cards(b, &nb);
+  ASSERT_INT_EQ(nb, 10);
+  ASSERT(strncmp(cb + 1 * 80, "NAXIS   = 2 ", 12) == 0);
+  ASSERT(strncmp(cb + 3 * 80, "NAXIS2  = 200 ", 14) == 0);
+
+  /* One card per line without END, as Montage writes templates. */
+  ASSERT_OK(tsr_wcs_parse(ctx, tan_hdr, strlen(tan_hdr) - 4, "montage", 1, &c));
+  tsr_wcs_cards(c, &nc);
+  ASSERT_INT_EQ(nc, 13);
+  ASSERT_OK(tsr_wcs_describe(ctx, c, buf, sizeof buf));
+  ASSERT_STR_CONTAINS(buf, "TAN ICRS, 2048 x 2048, 1.000 arcsec/px, centre RA 10.68470 Dec 41.26875");
+
+  /* need_shape = 0 accepts a header without NAXISn. */
+  tsr_wcs_t *d = NULL;
+  const char *noshape = "CTYPE1 = 'RA---SIN'\nCTYPE2 = 'DEC--SIN'\nCDELT1 = -1\nCDELT2 = 1\n";
+  ASSERT_OK(tsr_wcs_parse(ctx, noshape, strlen(noshape), "noshape", 0, &d));
+  ASSERT_INT_EQ(tsr_wcs_naxis(d), 2);
+  ASSERT_INT_EQ(tsr_wcs_shape(d, 0), 0);
+  tsr_wcs_free(a);
+  tsr_wcs_free(b);
+  tsr_wcs_free(c);
+  tsr_wcs_free(d);
+  tsr_ctx_free(ctx);
+}
+
+static void expect_parse_error(const char *text, int need_shape, int code, const char *msg) {
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_wcs_t *w = (tsr_wcs_t *)1;
+  int rc = tsr_wcs_parse(ctx, text, strlen(text), "target \"t.hdr\"", need_shape, &w);
+  if (rc != code)
+    th_fail(__FILE__, __LINE__, "rc %d (%s), expected %d; message: %s", rc, tsr_err_name(rc), code,
+            tsr_errmsg(ctx));
+  ASSERT(w == NULL);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), msg);
+  tsr_ctx_free(ctx);
+}
+
+TEST(header_errors) {
+  expect_parse_error("NAXIS = 2\nNAXIS1 = 100\nCTYPE1 = 'RA---TAN'\nCTYPE2 = 'DEC--TAN'\n", 1,
+                     TSR_EINVAL,
+                     "target \"t.hdr\": NAXIS2 missing; a target header needs NAXIS and NAXISn "
+                     "(the output shape)");
+  expect_parse_error("CTYPE1 = 'RA---TAN'\nCTYPE2 = 'DEC--TAN'\n", 1, TSR_EINVAL,
+                     "target \"t.hdr\": NAXIS missing; a target header needs NAXIS and NAXISn");
+  expect_parse_error("NAXIS = 2\nNAXIS1 = 10\nNAXIS2 = 10\nCTYPE1 = 'RA---XYZ'\n"
+                     "CTYPE2 = 'DEC--XYZ'\n",
+                     1, TSR_EWCS,
+                     "target \"t.hdr\": wcslib: Unrecognized projection code (XYZ in CTYPE1); the "
+                     "header has CTYPE1 = 'RA---XYZ'; expected a FITS projection code (TAN, SIN");
+  expect_parse_error("NAXIS = 2\nNAXIS1 = 10\nNAXIS2 = 10\nCRPIX1 = 5\nOBJECT = 'M31'\n", 1,
+                     TSR_EWCS, "target \"t.hdr\": no WCS (no CTYPEn keywords)");
+  expect_parse_error("NAXIS = 2\nNAXIS1 = 10\nNAXIS2 = 10\nCTYPE1 = 'RA---TAN'   / this comment "
+                     "makes the line far longer than eighty columns\n",
+                     1, TSR_EINVAL, "target \"t.hdr\": line 4 is 82 characters long; a header card "
+                                    "has at most 80");
+  expect_parse_error("NAXIS = 5\nCTYPE1 = 'RA---TAN'\n", 1, TSR_ENOTSUP,
+                     "target \"t.hdr\": NAXIS = 5; at most 4 axes are supported");
+  expect_parse_error("NAXIS = 2\nNAXIS1 = 0\nNAXIS2 = 10\nCTYPE1 = 'RA---TAN'\n", 1, TSR_EINVAL,
+                     "target \"t.hdr\": NAXIS1 = 0: zero-size axis (expected >= 1)");
+  expect_parse_error("NAXIS = 2\nNAXIS1 = 10\nNAXIS2 = 10\nCTYPE1 = 'RA---TAN'\n"
+                     "CTYPE2 = 'DEC--TAN'\nCD1_1 = 1e-4\nCD1_2 = 2e-4\nCD2_1 = 1e-4\nCD2_2 = 2e-4\n",
+                     1, TSR_EWCS, "target \"t.hdr\": the linear transformation (CDi_j, or PCi_j "
+                                  "times CDELTi) is singular");
+  expect_parse_error("NAXIS = 2\nNAXIS1 = 10\nNAXIS2 = 10\nCTYPE1 = 'RA---TAN'\n"
+                     "CTYPE2 = 'DEC--SIN'\n",
+                     1, TSR_EWCS,
+                     "wcslib: Inconsistent projection types (expected DEC--TAN, got DEC--SIN in "
+                     "CTYPE2); the header has CTYPE2 = 'DEC--SIN'");
+  expect_parse_error("NAXIS = 2\nNAXIS1 = 10\nNAXIS2 = 10\nCTYPE1 = 'RA---TAN'\n", 1, TSR_EWCS,
+                     "wcslib: Unmatched celestial axes; the header has CTYPE1 = 'RA---TAN'");
+  expect_parse_error("NAXIS = 2\nNAXIS1 = 1\xc3\xa9\n", 1, TSR_EINVAL,
+                     "target \"t.hdr\": line 2, column 11: byte 0xc3 is not printable ASCII");
+  expect_parse_error("\n\n   \nEND\n", 1, TSR_EINVAL, "target \"t.hdr\": empty header");
+}
+
+TEST(header_file) {
+  const char *crlf = th_path("crlf.hdr"), *empty = th_path("empty.hdr"),
+             *missing = th_path("nope.hdr");
+  char text[2048], *o = text;
+  for (const char *p = tan_hdr; *p; p++) {
+    if (*p == '\n')
+      *o++ = '\r';
+    *o++ = *p;
+  }
+  *o = '\0';
+  write_text(crlf, text, strlen(text));
+  write_text(empty, "", 0);
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_wcs_t *w = NULL;
+  ASSERT_OK(tsr_wcs_read_hdr(ctx, crlf, &w));
+  ASSERT_INT_EQ(tsr_wcs_shape(w, 0), 2048);
+  tsr_wcs_free(w);
+  w = NULL;
+  ASSERT_INT_EQ(tsr_wcs_read_hdr(ctx, missing, &w), TSR_EIO);
+  ASSERT(w == NULL);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "target \"");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "nope.hdr\": cannot open: No such file or directory");
+  ASSERT_INT_EQ(tsr_wcs_read_hdr(ctx, empty, &w), TSR_EINVAL);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "empty.hdr\": the file is empty; expected FITS header cards");
+  /* A FITS file read as a header: the block up to END, data ignored. */
+  long naxes[2] = {32, 20};
+  float *d = ramp(2, naxes);
+  const char *fits = th_path("as-header.fits");
+  put_image(fits, false, FLOAT_IMG, 2, naxes, TFLOAT, d, tan_cards);
+  ASSERT_OK(tsr_wcs_read_hdr(ctx, fits, &w));
+  ASSERT_INT_EQ(tsr_wcs_shape(w, 0), 32);
+  tsr_wcs_free(w);
+  free(d);
+  tsr_ctx_free(ctx);
+}
+
+TEST(wcs_pix2world) {
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_wcs_t *w = NULL;
+  ASSERT_OK(tsr_wcs_parse(ctx, tan_hdr, strlen(tan_hdr), "t", 1, &w));
+  double x[3] = {1023.5, 1023.5 + 3600, 0}, y[3] = {1023.5, 1023.5, 0}, lon[3], lat[3];
+  ASSERT_OK(tsr_wcs_pix2world(ctx, w, 3, x, y, lon, lat));
+  ASSERT_NEAR(lon[0], 10.6847, 1e-10);
+  ASSERT_NEAR(lat[0], 41.26875, 1e-10);
+  /* One degree east along the row through the reference point: RA decreases with x. */
+  ASSERT(lon[1] < 10.6847);
+  ASSERT_NEAR(lat[1], 41.26875, 0.02);
+  tsr_wcs_free(w);
+
+  /* Outside a SIN projection's disc there is no sky: NaN. */
+  const char *sin = "NAXIS = 2\nNAXIS1 = 10\nNAXIS2 = 10\nCTYPE1 = 'RA---SIN'\n"
+                    "CTYPE2 = 'DEC--SIN'\nCRPIX1 = 1\nCRPIX2 = 1\nCDELT1 = -1\nCDELT2 = 1\n";
+  ASSERT_OK(tsr_wcs_parse(ctx, sin, strlen(sin), "sin", 1, &w));
+  double sx[2] = {0, 200}, sy[2] = {0, 0};
+  ASSERT_OK(tsr_wcs_pix2world(ctx, w, 2, sx, sy, lon, lat));
+  ASSERT(isfinite(lon[0]) && isfinite(lat[0]));
+  ASSERT(isnan(lon[1]) && isnan(lat[1]));
+  tsr_wcs_free(w);
+
+  const char *lin = "NAXIS = 1\nNAXIS1 = 10\nCTYPE1 = 'WAVE'\nCRVAL1 = 5e-7\nCDELT1 = 1e-9\n";
+  char buf[128];
+  ASSERT_OK(tsr_wcs_parse(ctx, lin, strlen(lin), "lin", 1, &w));
+  ASSERT_OK(tsr_wcs_describe(ctx, w, buf, sizeof buf));
+  ASSERT_STR_CONTAINS(buf, "non-celestial (WAVE), 10");
+  ASSERT_INT_EQ(tsr_wcs_pix2world(ctx, w, 2, sx, sy, lon, lat), TSR_EWCS);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "no celestial axes");
+  tsr_wcs_free(w);
+  tsr_ctx_free(ctx);
+}
+
+/* ------------------------------------------------------------------ */
+/* Writing                                                            */
+
+static tsr_wcs_t *tan_wcs(tsr_ctx_t *ctx, int nx, int ny) {
+  char text[1024];
+  tsr_wcs_t *w = NULL;
+  snprintf(text, sizeof text,
+           "NAXIS = 2\nNAXIS1 = %d\nNAXIS2 = %d\nCTYPE1 = 'RA---TAN'\nCTYPE2 = 'DEC--TAN'\n"
+           "CRPIX1 = 15.25 / Pixel coordinate of reference point\nCRPIX2 = 10.5\n"
+           "CRVAL1 = 10.6847\nCRVAL2 = 41.26875\nCDELT1 = -0.001\nCDELT2 = 0.001\n"
+           "BSCALE = 3\nHISTORY kept as it was\n",
+           nx, ny);
+  ASSERT_OK(tsr_wcs_parse(ctx, text, strlen(text), "tan", 1, &w));
+  return w;
+}
+
+TEST(write_round_trip) {
+  enum { NX = 30, NY = 20 };
+  long naxes[2] = {NX, NY};
+  float *d = ramp(2, naxes);
+  double dd[NX * NY];
+  const char *out = th_path("out.fits"), *out64 = th_path("out64.fits"),
+             *sub = th_path("sub.fits");
+  char v[FLEN_VALUE];
+  int naxis, bitpix;
+  long got[4];
+  int64_t shape[2] = {NX, NY};
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_wcs_t *w = tan_wcs(ctx, NX, NY);
+  d[7] = NAN;
+  for (int i = 0; i < NX * NY; i++)
+    dd[i] = d[i] + 0.25;
+  tsr_node_t *n = tsr_source_buffer(g, TSR_F32, 2, shape, d, w);
+  tsr_node_t *n64 = tsr_source_buffer(g, TSR_F64, 2, shape, dd, w);
+  ASSERT(n && n64);
+  write_text(out, "an older file", 13); /* replaced on success */
+  ASSERT_OK(tsr_write_fits(g, 1, &n, &out, NULL, NULL));
+  float *back = read_back(out, &naxis, got, &bitpix);
+  ASSERT_INT_EQ(bitpix, -32);
+  ASSERT_INT_EQ(naxis, 2);
+  ASSERT_INT_EQ(got[0], NX);
+  ASSERT_INT_EQ(got[1], NY);
+  for (int i = 0; i < NX * NY; i++)
+    if (i == 7)
+      ASSERT(isnan(back[i]));
+    else
+      ASSERT_INT_EQ(back[i], d[i]);
+  free(back);
+  read_key(out, "CRPIX1", v);
+  ASSERT_STR_CONTAINS(v, "15.25");
+  read_key(out, "ORIGIN", v);
+  ASSERT_STR_CONTAINS(v, "'tessera 0.1.0'");
+  {
+    fitsfile *f = NULL;
+    int status = 0, nkeys = 0;
+    char *hdr = NULL;
+    CHECK_FITS(fits_open_diskfile(&f, out, READONLY, &status));
+    CHECK_FITS(fits_hdr2str(f, 0, NULL, 0, &hdr, &nkeys, &status));
+    ASSERT_STR_CONTAINS(hdr, "HISTORY tessera: buffer#1, region [0:30, 0:20]");
+    ASSERT_STR_CONTAINS(hdr, "HISTORY kept as it was");
+    ASSERT(strstr(hdr, "BSCALE") == NULL);
+    ASSERT(strstr(strstr(hdr, "NAXIS2") + 80, "NAXIS") == NULL); /* no second NAXIS set */
+    fits_free_memory(hdr, &status);
+    CHECK_FITS(fits_close_file(f, &status));
+  }
+  /* The written header is a valid WCS again. */
+  tsr_wcs_t *rw = NULL;
+  ASSERT_OK(tsr_wcs_read_fits(ctx, out, 0, &rw));
+  tsr_wcs_free(rw);
+
+  ASSERT_OK(tsr_write_fits(g, 1, &n64, &out64, NULL, NULL));
+  back = read_back(out64, &naxis, got, &bitpix);
+  ASSERT_INT_EQ(bitpix, -64);
+  ASSERT_NEAR(back[NX + 1], dd[NX + 1], 1e-6);
+  free(back);
+
+  /* A region: NAXISn of the region, CRPIX shifted so the WCS stays right. */
+  tsr_region_t r = {{5, 4, 0, 0}, {25, 16, 1, 1}};
+  ASSERT_OK(tsr_write_fits(g, 1, &n, &sub, &r, NULL));
+  back = read_back(sub, &naxis, got, &bitpix);
+  ASSERT_INT_EQ(got[0], 20);
+  ASSERT_INT_EQ(got[1], 12);
+  for (int y = 0; y < 12; y++)
+    for (int x = 0; x < 20; x++)
+      ASSERT_INT_EQ(back[y * 20 + x], d[(y + 4) * NX + x + 5]);
+  free(back);
+  read_key(sub, "CRPIX1", v);
+  ASSERT_NEAR(atof(v), 10.25, 0);
+  read_key(sub, "CRPIX2", v);
+  ASSERT_NEAR(atof(v), 6.5, 0);
+  {
+    fitsfile *f = NULL;
+    int status = 0;
+    char card[FLEN_CARD];
+    CHECK_FITS(fits_open_diskfile(&f, sub, READONLY, &status));
+    CHECK_FITS(fits_read_card(f, "CRPIX1", card, &status));
+    ASSERT_STR_CONTAINS(card, "/ Pixel coordinate of reference point");
+    CHECK_FITS(fits_close_file(f, &status));
+  }
+  /* Same sky position at the same data pixel in both files. */
+  tsr_wcs_t *wf = NULL, *ws = NULL;
+  ASSERT_OK(tsr_wcs_read_fits(ctx, out, 0, &wf));
+  ASSERT_OK(tsr_wcs_read_fits(ctx, sub, 0, &ws));
+  double xf = 12, yf = 9, xs = 7, ys = 5, l1, b1, l2, b2;
+  ASSERT_OK(tsr_wcs_pix2world(ctx, wf, 1, &xf, &yf, &l1, &b1));
+  ASSERT_OK(tsr_wcs_pix2world(ctx, ws, 1, &xs, &ys, &l2, &b2));
+  ASSERT_NEAR(l1, l2, 1e-12);
+  ASSERT_NEAR(b1, b2, 1e-12);
+  tsr_wcs_free(wf);
+  tsr_wcs_free(ws);
+  ASSERT_INT_EQ(count_temps(th_tmpdir()), 0);
+
+  /* No WCS on the node: no WCS cards, and no CRPIX invented. */
+  const char *nowcs = th_path("nowcs-out.fits");
+  tsr_node_t *plain = tsr_source_buffer(g, TSR_F32, 2, shape, d, NULL);
+  ASSERT_OK(tsr_write_fits(g, 1, &plain, &nowcs, &r, NULL));
+  {
+    fitsfile *f = NULL;
+    int status = 0;
+    char val[FLEN_VALUE];
+    CHECK_FITS(fits_open_diskfile(&f, nowcs, READONLY, &status));
+    fits_read_keyword(f, "CRPIX1", val, NULL, &status);
+    ASSERT_INT_EQ(status, KEY_NO_EXIST);
+    status = 0;
+    fits_clear_errmsg();
+    CHECK_FITS(fits_close_file(f, &status));
+  }
+  tsr_wcs_free(w);
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+  free(d);
+}
+
+/* A FITS file copied through a source, in bands (a source has no chunk
+ * rows, so bands are cut by size: use an image larger than one band). */
+TEST(write_fits_source_in_bands) {
+  long naxes[2] = {2100, 2200}; /* 18.5 MB of float32: two bands */
+  float *d = ramp(2, naxes);
+  const char *in = th_path("big.fits"), *out = th_path("big-out.fits");
+  int naxis, bitpix;
+  long got[4];
+  put_image(in, false, FLOAT_IMG, 2, naxes, TFLOAT, d, tan_cards);
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *n = tsr_source_fits(g, in, 0);
+  ASSERT(n != NULL);
+  ASSERT_OK(tsr_write_fits(g, 1, &n, &out, NULL, NULL));
+  float *back = read_back(out, &naxis, got, &bitpix);
+  ASSERT_INT_EQ(got[1], 2200);
+  for (long i = 0; i < 2100L * 2200L; i++)
+    if (back[i] != d[i])
+      th_fail(__FILE__, __LINE__, "pixel %ld: %g vs %g", i, back[i], d[i]);
+  free(back);
+  free(d);
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
+/* Brackets in names are not cfitsio's extended syntax here, and a file can
+ * be rewritten from itself (the input closes before the rename). */
+TEST(write_over_its_own_input) {
+  long naxes[2] = {12, 9};
+  float *d = ramp(2, naxes), out[54];
+  const char *path = th_path("img[1].fits");
+  int naxis, bitpix;
+  long got[4];
+  put_image(path, false, FLOAT_IMG, 2, naxes, TFLOAT, d, tan_cards);
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *n = tsr_source_fits(g, path, 0);
+  ASSERT(n != NULL);
+  ASSERT_STR_CONTAINS(tsr_node_name(n), "(\"img[1].fits\")");
+  tsr_region_t r = {{3, 2, 0, 0}, {9, 11, 1, 1}};
+  ASSERT_INT_EQ(tsr_write_fits(g, 1, &n, &path, &r, NULL), TSR_ERANGE);
+  r.stop[1] = 8;
+  ASSERT_OK(tsr_write_fits(g, 1, &n, &path, &r, NULL));
+  tsr_graph_free(g);
+  float *back = read_back(path, &naxis, got, &bitpix);
+  ASSERT_INT_EQ(got[0], 6);
+  ASSERT_INT_EQ(got[1], 6);
+  {
+    fitsfile *f = NULL;
+    int status = 0, nkeys = 0;
+    char *hdr = NULL, *first;
+    CHECK_FITS(fits_open_diskfile(&f, path, READONLY, &status));
+    CHECK_FITS(fits_hdr2str(f, 0, NULL, 0, &hdr, &nkeys, &status));
+    /* cfitsio's boilerplate once, not once per generation. */
+    first = strstr(hdr, "COMMENT   FITS (Flexible Image");
+    ASSERT(first != NULL);
+    ASSERT(strstr(first + 80, "COMMENT   FITS (Flexible Image") == NULL);
+    ASSERT_STR_CONTAINS(hdr, "CRPIX1  =                 13.5");
+    fits_free_memory(hdr, &status);
+    CHECK_FITS(fits_close_file(f, &status));
+  }
+  for (int y = 0; y < 6; y++)
+    for (int x = 0; x < 6; x++)
+      ASSERT_INT_EQ(back[y * 6 + x], d[(y + 2) * 12 + x + 3]);
+  free(back);
+  /* And read again as a source: same values, through the new header. */
+  g = graph_new(ctx);
+  n = tsr_source_fits(g, path, 0);
+  ASSERT(n != NULL && tsr_node_wcs(n) != NULL);
+  ASSERT_OK(tsr_compute(g, n, NULL, out, sizeof out, NULL));
+  ASSERT_INT_EQ(out[7], d[3 * 12 + 4]);
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+  free(d);
+}
+
+/* A two-plane op that computes whole chunks, to check bands follow the
+ * chunk grid and that planes of one owner are computed once, together. */
+static int gen_calls, gen_fail_at;
+static int gen_compute(tsr__task_t *t) {
+  const tsr_region_t *r = &t->out;
+  if (++gen_calls == gen_fail_at)
+    return tsr__err(t->ctx, TSR_EINVAL, "gen: made to fail");
+  for (int64_t z = r->start[2]; z < r->stop[2]; z++)
+    for (int64_t y = r->start[1]; y < r->stop[1]; y++)
+      for (int64_t x = r->start[0]; x < r->stop[0]; x++) {
+        size_t o = tsr__task_offset(t, x - r->start[0], y - r->start[1], z - r->start[2], 0);
+        float v = (float)(x + 100 * y + 10000 * z);
+        if (t->planes[0])
+          ((float *)t->planes[0])[o] = v;
+        if (t->planes[1])
+          ((float *)t->planes[1])[o] = -v;
+      }
+  return 0;
+}
+static void gen_encode(const tsr_node_t *n, tsr__buf_t *b) {
+  (void)n;
+  tsr__buf_put_str(b, "gen");
+}
+static const tsr__op_t gen_op = {.name = "gen", .version = 1, .compute = gen_compute,
+                                 .encode = gen_encode};
+
+static tsr_node_t *gen_node(tsr_graph_t *g) {
+  tsr_node_t *n = tsr__node_alloc(g, &gen_op, NULL);
+  ASSERT(n != NULL);
+  n->ndim = 3;
+  n->shape[0] = 23, n->shape[1] = 17, n->shape[2] = 3;
+  n->chunk[0] = 7, n->chunk[1] = 5, n->chunk[2] = 2;
+  n->n_planes = 2;
+  n->dtype = TSR_F32;
+  return tsr__node_finish(n);
+}
+
+TEST(write_planes_together_by_chunk_rows) {
+  const char *pa = th_path("gen-data.fits"), *pb = th_path("gen-foot.fits");
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *n = gen_node(g), *fp = tsr_footprint(g, n);
+  ASSERT(n && fp);
+  tsr_node_t *nodes[2] = {n, fp};
+  const char *paths[2] = {pa, pb};
+  int naxis, bitpix;
+  long got[4];
+
+  gen_calls = 0;
+  ASSERT_OK(tsr_write_fits(g, 2, nodes, paths, NULL, NULL));
+  ASSERT_INT_EQ(gen_calls, 4 * 4 * 2); /* every chunk once, for both planes */
+  float *a = read_back(pa, &naxis, got, &bitpix), *b = read_back(pb, &naxis, got, &bitpix);
+  ASSERT_INT_EQ(naxis, 3);
+  ASSERT_INT_EQ(got[2], 3);
+  for (int z = 0; z < 3; z++)
+    for (int y = 0; y < 17; y++)
+      for (int x = 0; x < 23; x++) {
+        ASSERT_INT_EQ(a[(z * 17 + y) * 23 + x], x + 100 * y + 10000 * z);
+        ASSERT_INT_EQ(b[(z * 17 + y) * 23 + x], -(x + 100 * y + 10000 * z));
+      }
+  free(a);
+  free(b);
+
+  /* A region: only the chunks meeting it, each once. */
+  tsr_region_t r = {{3, 2, 1, 0}, {20, 15, 3, 1}};
+  gen_calls = 0;
+  ASSERT_OK(tsr_write_fits(g, 2, nodes, paths, &r, NULL));
+  ASSERT_INT_EQ(gen_calls, 3 * 3 * 2);
+  a = read_back(pa, &naxis, got, &bitpix);
+  ASSERT_INT_EQ(got[0], 17);
+  ASSERT_INT_EQ(got[1], 13);
+  ASSERT_INT_EQ(got[2], 2);
+  for (int z = 0; z < 2; z++)
+    for (int y = 0; y < 13; y++)
+      for (int x = 0; x < 17; x++)
+        ASSERT_INT_EQ(a[(z * 13 + y) * 17 + x], (x + 3) + 100 * (y + 2) + 10000 * (z + 1));
+  free(a);
+
+  /* The same node to two files shares one computation. */
+  tsr_node_t *twice[2] = {n, n};
+  gen_calls = 0;
+  ASSERT_OK(tsr_write_fits(g, 2, twice, paths, NULL, NULL));
+  ASSERT_INT_EQ(gen_calls, 32);
+  b = read_back(pb, &naxis, got, &bitpix);
+  ASSERT_INT_EQ(b[23 * 17 + 5], 5 + 10000);
+  free(b);
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
+static volatile int cancel_flag;
+static int progress_calls;
+static int64_t progress_total;
+static void cancel_after_3(void *ud, int64_t done, int64_t total) {
+  (void)ud;
+  progress_calls++;
+  progress_total = total;
+  if (done >= 3)
+    cancel_flag = 1;
+}
+
+TEST(write_cancel_leaves_nothing) {
+  const char *pa = th_path("cancel-a.fits"), *pb = th_path("cancel-b.fits");
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *n = gen_node(g), *fp = tsr_footprint(g, n);
+  tsr_node_t *nodes[2] = {n, fp};
+  const char *paths[2] = {pa, pb};
+  tsr_run_opts_t opts = TSR_RUN_OPTS_INIT;
+  char buf[32] = "";
+  opts.progress = cancel_after_3;
+  opts.cancel = &cancel_flag;
+  write_text(pa, "previous", 8);
+  ASSERT_INT_EQ(tsr_write_fits(g, 2, nodes, paths, NULL, &opts), TSR_ECANCELED);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "canceled");
+  ASSERT_INT_EQ(progress_total, 32);
+  ASSERT_INT_EQ(count_temps(th_tmpdir()), 0);
+  ASSERT(!file_exists(pb));
+  FILE *f = fopen(pa, "rb");
+  ASSERT(f != NULL);
+  ASSERT(fread(buf, 1, sizeof buf, f) == 8);
+  fclose(f);
+  ASSERT(strcmp(buf, "previous") == 0);
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
+TEST(write_error_mid_run_leaves_nothing) {
+  const char *pa = th_path("fail-a.fits"), *pb = th_path("fail-b.fits");
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *n = gen_node(g), *fp = tsr_footprint(g, n);
+  tsr_node_t *nodes[2] = {fp, n};
+  const char *paths[2] = {pa, pb};
+  gen_calls = 0;
+  gen_fail_at = 20; /* after several bands were written */
+  ASSERT_INT_EQ(tsr_write_fits(g, 2, nodes, paths, NULL, NULL), TSR_EINVAL);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "fits: writing \"");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "fail-a.fits\": gen#1 chunk [21:23, 0:5, 2:3]: gen: made to fail");
+  ASSERT(!file_exists(pa) && !file_exists(pb));
+  ASSERT_INT_EQ(count_temps(th_tmpdir()), 0);
+  gen_fail_at = 0;
+
+  /* A source whose file changed under the graph. */
+  long naxes[2] = {9, 7};
+  float *d = ramp(2, naxes);
+  const char *in = th_path("changing.fits");
+  put_image(in, false, FLOAT_IMG, 2, naxes, TFLOAT, d, NULL);
+  tsr_node_t *src = tsr_source_fits(g, in, 0);
+  ASSERT(src != NULL);
+  put_image(in, false, FLOAT_IMG, 2, naxes, TFLOAT, d, tan_cards);
+  /* File times can be coarser than two writes apart: make the change plain. */
+  struct timespec ts[2] = {{0, UTIME_OMIT}, {1000000000, 0}};
+  ASSERT_OK(utimensat(AT_FDCWD, in, ts, 0));
+  ASSERT_INT_EQ(tsr_write_fits(g, 1, &src, &pa, NULL, NULL), TSR_EIO);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "changing.fits\" changed since the graph was built");
+  ASSERT(!file_exists(pa));
+  ASSERT_INT_EQ(count_temps(th_tmpdir()), 0);
+  free(d);
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
+TEST(write_unwritable_fails_before_computing) {
+  char dir[4096], path[4200], good[4200];
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *n = gen_node(g);
+  const char *paths[2];
+  tsr_node_t *nodes[2] = {n, n};
+
+  snprintf(good, sizeof good, "%s", th_path("fine.fits"));
+  snprintf(path, sizeof path, "%s/no/such/dir/x.fits", th_tmpdir());
+  paths[0] = good;
+  paths[1] = path;
+  gen_calls = 0;
+  ASSERT_INT_EQ(tsr_write_fits(g, 2, nodes, paths, NULL, NULL), TSR_EIO);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "fits: cannot create \"");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "/no/such/dir/x.fits\": No such file or directory");
+  ASSERT_INT_EQ(gen_calls, 0);
+  ASSERT(!file_exists(good));
+  ASSERT_INT_EQ(count_temps(th_tmpdir()), 0);
+
+  ASSERT_INT_EQ(tsr_write_fits(g, 1, nodes, (const char *[]){th_tmpdir()}, NULL, NULL), TSR_EIO);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "\": Is a directory");
+
+  paths[1] = good;
+  ASSERT_INT_EQ(tsr_write_fits(g, 2, nodes, paths, NULL, NULL), TSR_EINVAL);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "write_fits: outputs 0 and 1 are the same file");
+
+  if (geteuid() != 0) {
+    snprintf(dir, sizeof dir, "%s", th_path("readonly"));
+    ASSERT_OK(mkdir(dir, 0755));
+    ASSERT_OK(chmod(dir, 0555));
+    snprintf(path, sizeof path, "%s/x.fits", dir);
+    paths[0] = path;
+    ASSERT_INT_EQ(tsr_write_fits(g, 1, nodes, paths, NULL, NULL), TSR_EIO);
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "readonly/x.fits\": Permission denied");
+    ASSERT_INT_EQ(count_temps(dir), 0);
+    chmod(dir, 0755);
+  }
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
+TEST(write_checks_its_arguments) {
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx), *g2 = graph_new(ctx);
+  int64_t s1[2] = {4, 4}, s2[2] = {4, 5};
+  float d[20] = {0};
+  tsr_node_t *a = tsr_source_buffer(g, TSR_F32, 2, s1, d, NULL);
+  tsr_node_t *b = tsr_source_buffer(g, TSR_F32, 2, s2, d, NULL);
+  tsr_node_t *c = tsr_source_buffer(g2, TSR_F32, 2, s1, d, NULL);
+  const char *paths[2] = {th_path("a1.fits"), th_path("a2.fits")};
+  tsr_node_t *ab[2] = {a, b}, *ac[2] = {a, c};
+  ASSERT_INT_EQ(tsr_write_fits(g, 2, ab, paths, NULL, NULL), TSR_EINVAL);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "has extent [0:4, 0:5] but buffer#1");
+  ASSERT_INT_EQ(tsr_write_fits(g, 2, ac, paths, NULL, NULL), TSR_EINVAL);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "write_fits: node 1 is NULL or from another graph");
+  tsr_region_t r = {{0, 0, 0, 0}, {5, 4, 1, 1}};
+  ASSERT_INT_EQ(tsr_write_fits(g, 1, ab, paths, &r, NULL), TSR_ERANGE);
+  ASSERT(!file_exists(paths[0]));
+  ASSERT_INT_EQ(tsr_write_fits(g, 0, ab, paths, NULL, NULL), TSR_EINVAL);
+  tsr_graph_free(g);
+  tsr_graph_free(g2);
+  tsr_ctx_free(ctx);
+}
+
+/* Fail the k-th allocation for k = 1, 2, ... until a run needs fewer: each
+ * time the answer is success or TSR_ENOMEM, and nothing leaks. */
+static int oom_k, oom_n, oom_live;
+static void *oom_malloc(void *ud, size_t n) {
+  (void)ud;
+  if (++oom_n == oom_k)
+    return NULL;
+  void *p = malloc(n);
+  oom_live += p != NULL;
+  return p;
+}
+static void *oom_realloc(void *ud, void *p, size_t n) {
+  (void)ud;
+  if (++oom_n == oom_k)
+    return NULL;
+  void *q = realloc(p, n);
+  oom_live += q != NULL && p == NULL;
+  return q;
+}
+static void oom_free(void *ud, void *p) {
+  (void)ud;
+  oom_live -= p != NULL;
+  free(p);
+}
+
+TEST(out_of_memory_is_reported) {
+  long naxes[2] = {40, 30};
+  float *d = ramp(2, naxes);
+  const char *in = th_path("oom.fits"), *out = th_path("oom-out.fits");
+  tsr_ctx_options_t opts = {{oom_malloc, oom_realloc, oom_free, NULL}};
+  put_image(in, false, FLOAT_IMG, 2, naxes, TFLOAT, d, tan_cards);
+  for (oom_k = 1;; oom_k++) {
+    tsr_ctx_t *ctx = NULL;
+    tsr_graph_t *g = NULL;
+    tsr_wcs_t *w = NULL;
+    int rc;
+    oom_n = 0;
+    oom_live = 0;
+    unlink(out);
+    if (tsr_ctx_new(&ctx, &opts) != 0)
+      continue;
+    if (tsr_graph_new(ctx, &g) == 0) {
+      tsr_node_t *n = tsr_source_fits(g, in, 0);
+      rc = n ? tsr_write_fits(g, 1, &n, &out, NULL, NULL) : tsr_graph_status(g);
+      if (rc != 0) {
+        ASSERT_INT_EQ(rc, TSR_ENOMEM);
+        ASSERT_STR_CONTAINS(n ? tsr_errmsg(ctx) : tsr_graph_errmsg(g), "out of memory");
+        ASSERT(!file_exists(out));
+      }
+      tsr_graph_free(g);
+    }
+    rc = tsr_wcs_parse(ctx, tan_hdr, strlen(tan_hdr), "t", 1, &w);
+    if (rc != 0)
+      ASSERT_INT_EQ(rc, TSR_ENOMEM);
+    else {
+      char buf[200];
+      double x = 3, y = 4, lon, lat;
+      rc = tsr_wcs_describe(ctx, w, buf, sizeof buf);
+      ASSERT(rc == 0 || rc == TSR_ENOMEM);
+      rc = tsr_wcs_pix2world(ctx, w, 1, &x, &y, &lon, &lat);
+      ASSERT(rc == 0 || rc == TSR_ENOMEM);
+    }
+    tsr_wcs_free(w);
+    tsr_ctx_free(ctx);
+    if (oom_live != 0)
+      th_fail(__FILE__, __LINE__, "failing allocation %d leaks %d blocks", oom_k, oom_live);
+    if (oom_n < oom_k)
+      break; /* nothing failed: every path was tried */
+  }
+  ASSERT(oom_k > 10);
+  ASSERT_INT_EQ(count_temps(th_tmpdir()), 0);
+  free(d);
+}
+
+int main(int argc, char **argv) {
+  /* Create the scratch directory before the tests fork, so that they share
+   * it and the harness removes it at the end. */
+  th_tmpdir();
+  return th_main(argc, argv);
+}
