@@ -24,6 +24,7 @@
 
 #define DEFAULT_BLOCK 512
 #define BAND_ROWS 32 /* a multiple of the mapping grid */
+#define TILE_COLS 64
 
 typedef struct {
   tsr_wcs_t *target;     /* output celestial WCS (the target, as given) */
@@ -37,6 +38,7 @@ typedef struct {
   tsr__map_t *map;
   double *xin, *yin;     /* coordinates of the current box */
   size_t cap;
+  tsr__spline_t *spline; /* orders 2, 3: coefficient tiles kept for the run */
 } interp_state_t;
 
 static void params_free(tsr_ctx_t *ctx, void *p) {
@@ -78,6 +80,7 @@ static void interp_stop(tsr_node_t *n, void *state) {
   if (st == NULL)
     return;
   tsr__map_free(st->map);
+  tsr__spline_free(n->graph->ctx, st->spline);
   tsr__free(n->graph->ctx, st->xin);
   tsr__free(n->graph->ctx, st->yin);
   tsr__free(n->graph->ctx, st);
@@ -217,10 +220,14 @@ static void interp_rows(tsr__task_t *t, const tsr__window_t *w, int64_t ya, int6
       const char *src = (const char *)w->data +
                         ((size_t)(q - w->win.start[3]) * (size_t)wz + (size_t)(z - w->win.start[2])) *
                             plane_in * es_in;
+      /* Walk the band in columns of TILE_COLS so that the input pixels a
+       * column of the band touches stay in L1 from one row to the next. */
+      for (int64_t c0 = 0; c0 < bw; c0 += TILE_COLS)
       for (int64_t y = ya; y < yb; y++) {
-        size_t off = tsr__task_offset(t, 0, y - t->out.start[1], z - t->out.start[2],
+        int64_t cn = bw - c0 < TILE_COLS ? bw - c0 : TILE_COLS;
+        size_t off = tsr__task_offset(t, c0, y - t->out.start[1], z - t->out.start[2],
                                       q - t->out.start[3]);
-        const double *xr = xs + (size_t)((y - ya) * bw), *yr = ys + (size_t)((y - ya) * bw);
+        const double *xr = xs + (size_t)((y - ya) * bw + c0), *yr = ys + (size_t)((y - ya) * bw + c0);
         void *d = t->planes[0] ? (char *)t->planes[0] + off * es : NULL;
         void *fp = t->planes[1] ? (char *)t->planes[1] + off * es : NULL;
         bool only_fp = d == NULL;
@@ -233,7 +240,7 @@ static void interp_rows(tsr__task_t *t, const tsr__window_t *w, int64_t ya, int6
 #define CALL(SUF, TIN, TOUT)                                                                    \
   (ip->order == 0 ? row_nearest_##SUF : row_bilinear_##SUF)((const TIN *)src, sx0, sy0, sw, sh, \
                                                             in->shape[0], in->shape[1], xr, yr, \
-                                                            bw, (TOUT *)d, (TOUT *)fp)
+                                                            cn, (TOUT *)d, (TOUT *)fp)
         if (f32in && f32out)
           CALL(ff, float, float);
         else if (f32in)
@@ -245,10 +252,10 @@ static void interp_rows(tsr__task_t *t, const tsr__window_t *w, int64_t ya, int6
 #undef CALL
         if (only_fp) {
           if (f32out)
-            for (int64_t k = 0; k < bw; k++)
+            for (int64_t k = 0; k < cn; k++)
               ((float *)d)[k] = (float)(((float *)d)[k] == ((float *)d)[k]);
           else
-            for (int64_t k = 0; k < bw; k++)
+            for (int64_t k = 0; k < cn; k++)
               ((double *)d)[k] = (double)(((double *)d)[k] == ((double *)d)[k]);
         }
       }
@@ -312,19 +319,18 @@ static int interp_compute(tsr__task_t *t) {
     int64_t sw = w->win.stop[0] - w->win.start[0], sh = w->win.stop[1] - w->win.start[1];
     size_t plane_in = (size_t)sw * (size_t)sh, es_in = tsr_dtype_size(in->dtype);
     int64_t wz = w->win.stop[2] - w->win.start[2];
-    tsr__spline_t *sp = NULL;
 
     for (int64_t q = t->out.start[3]; q < t->out.stop[3]; q++)
       for (int64_t z = t->out.start[2]; z < t->out.stop[2]; z++) {
         const char *src = (const char *)w->data +
                           ((size_t)(q - w->win.start[3]) * (size_t)wz + (size_t)(z - w->win.start[2])) *
                               plane_in * es_in;
-        rc = tsr__spline_run(t->ctx, &sp, ip->order, src, in->dtype, &w->win, in->shape, st->xin,
-                             st->yin, bw, bh, t, z - t->out.start[2], q - t->out.start[3]);
+        rc = tsr__spline_run(t->ctx, &st->spline, ip->order, src, in->dtype, &w->win, in->shape,
+                             st->xin, st->yin, bw, bh, t, z - t->out.start[2], q - t->out.start[3],
+                             q * in->shape[2] + z);
         if (rc != 0)
           break;
       }
-    tsr__spline_free(t->ctx, sp);
   }
   return rc;
 }

@@ -19,13 +19,25 @@
  *   5 x 5 neighbourhood within the tile's margin, else 0) before filtering and
  *   set NaN only on outputs whose (order + 1)^2 support touches a NaN sample.
  */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
 #include "spline.h"
 
-#define TILE 128
+#define TILE 256
 #define HALO 24
+
+/* Coefficients of finished tiles, kept for the run: neighbouring blocks
+ * need the same tiles, and a tile's coefficients never depend on the block
+ * that asked first.  Least recently used tiles go past the budget. */
+#define CACHE_TILES 128   /* 128 x 512 KiB = 64 MiB */
+
+typedef struct {
+  int64_t plane, kx, ky;  /* input plane and tile index */
+  uint64_t used;          /* LRU clock */
+  double *coef;           /* TILE x TILE, rows of TILE */
+} tile_entry_t;
 
 struct tsr__spline_s {
   double *coef;      /* coefficients over padded [cx0, cx1) x [cy0, cy1) */
@@ -36,6 +48,9 @@ struct tsr__spline_s {
   size_t line_cap;
   unsigned char *nanmask; /* window-sized: 1 where the input is NaN */
   size_t mask_cap;
+  tile_entry_t cache[CACHE_TILES];
+  int n_cached;
+  uint64_t clock;
 };
 
 static int64_t floordiv(int64_t a, int64_t b) {
@@ -61,25 +76,28 @@ void tsr__spline_expand_window(tsr_region_t *win, const int64_t *in_shape) {
   }
 }
 
-/* scipy's recursive prefilter of one line with mirror boundaries. */
+/* scipy's recursive prefilter of one line with mirror boundaries.  The
+ * causal initialisation sums z^k terms; past HORIZON terms they are below
+ * 1e-18 of the data (|z| <= 0.268), so the sum stops there. */
+#define HORIZON 32
 static void filter_line(double *c, int64_t n, int order) {
-  double z = order == 3 ? sqrt(3.0) - 2.0 : sqrt(8.0) - 3.0;
-  double gain = (1.0 - z) * (1.0 - 1.0 / z);
+  const double z = order == 3 ? sqrt(3.0) - 2.0 : sqrt(8.0) - 3.0;
+  const double gain = (1.0 - z) * (1.0 - 1.0 / z);
   if (n < 2)
     return;
-  for (int64_t i = 0; i < n; i++)
-    c[i] *= gain;
   {
     /* Causal initialisation, mirror-symmetric extension. */
-    double zi = z, zn1 = pow(z, (double)(n - 1)), c0 = c[0] + zn1 * c[n - 1];
-    for (int64_t i = 1; i < n - 1; i++) {
+    double zi = z, zn1 = n - 1 < 2 * HORIZON ? pow(z, (double)(n - 1)) : 0.0;
+    double c0 = c[0] + zn1 * c[n - 1];
+    int64_t m = n - 1 < HORIZON ? n - 1 : HORIZON;
+    for (int64_t i = 1; i < m; i++) {
       c0 += zi * (c[i] + zn1 * c[n - 1 - i]);
       zi *= z;
     }
-    c[0] = c0 / (1.0 - zn1 * zn1);
+    c[0] = gain * c0 / (1.0 - zn1 * zn1);
   }
   for (int64_t i = 1; i < n; i++)
-    c[i] += z * c[i - 1];
+    c[i] = gain * c[i] + z * c[i - 1];
   c[n - 1] = (z * c[n - 2] + c[n - 1]) * z / (z * z - 1.0);
   for (int64_t i = n - 2; i >= 0; i--)
     c[i] = z * (c[i + 1] - c[i]);
@@ -109,62 +127,118 @@ static inline double load(const void *src, tsr_dtype_t dt, size_t i) {
   return dt == TSR_F32 ? (double)((const float *)src)[i] : ((const double *)src)[i];
 }
 
-int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *src,
-                    tsr_dtype_t dt, const tsr_region_t *win, const int64_t *in_shape,
-                    const double *xin, const double *yin, int64_t bw, int64_t bh,
-                    tsr__task_t *t, int64_t z, int64_t q) {
-  tsr__spline_t *sp = *spp;
+/* What evaluation needs: the coefficients over padded [cx0, cx1) x
+ * [cy0, cy1) (row length cw) and the NaN mask of the window (NULL when the
+ * window has no NaN). */
+typedef struct {
+  const double *coef;
+  int64_t cw, cx0, cy0, cx1, cy1, NX, NY, nx, ny;
+  const unsigned char *nanmask;
+  int64_t wx0, wy0, ww, wh;
+} eval_ctx_t;
+
+/* Does the support [sx, sx+n) x [sy, sy+n) (padded indices) touch a NaN input? */
+static bool support_spoiled(const eval_ctx_t *e, int64_t sx, int64_t sy, int n) {
+  for (int l = 0; l < n; l++) {
+    int64_t dy = mirror(sy + l, e->NY) - 1;
+    dy = dy < 0 ? 0 : dy > e->ny - 1 ? e->ny - 1 : dy;
+    for (int k = 0; k < n; k++) {
+      int64_t dx = mirror(sx + k, e->NX) - 1;
+      dx = dx < 0 ? 0 : dx > e->nx - 1 ? e->nx - 1 : dx;
+      if (dx < e->wx0 || dy < e->wy0 || dx >= e->wx0 + e->ww || dy >= e->wy0 + e->wh ||
+          e->nanmask[(dy - e->wy0) * e->ww + (dx - e->wx0)])
+        return true;
+    }
+  }
+  return false;
+}
+
+/* The sum of n x n coefficients with weights, mirroring indices near the
+ * image edges; NAN if the window lacks a coefficient. */
+static inline __attribute__((always_inline)) double
+sum_support(const eval_ctx_t *e, int64_t sx, int64_t sy, int n, const double *wx,
+            const double *wy) {
+  double s = 0;
+  if (sx >= e->cx0 && sy >= e->cy0 && sx + n <= e->cx1 && sy + n <= e->cy1) {
+    const double *p = e->coef + (sy - e->cy0) * e->cw + (sx - e->cx0);
+    for (int l = 0; l < n; l++, p += e->cw) {
+      double r = 0;
+      for (int k = 0; k < n; k++)
+        r += wx[k] * p[k];
+      s += wy[l] * r;
+    }
+    return s;
+  }
+  for (int l = 0; l < n; l++) {
+    int64_t iy = mirror(sy + l, e->NY);
+    double r = 0;
+    if (iy < e->cy0 || iy >= e->cy1)
+      return NAN;
+    for (int k = 0; k < n; k++) {
+      int64_t ix = mirror(sx + k, e->NX);
+      if (ix < e->cx0 || ix >= e->cx1)
+        return NAN;
+      r += wx[k] * e->coef[(iy - e->cy0) * e->cw + (ix - e->cx0)];
+    }
+    s += wy[l] * r;
+  }
+  return s;
+}
+
+/* Cubic B-spline at input pixel (x, y); NaN outside [-0.5, n - 0.5] or on a
+ * support touching a NaN.  xp = x + 1 >= 0.5, so truncation is floor. */
+static inline double eval3(const eval_ctx_t *e, double x, double y) {
+  const double sixth = 1.0 / 6.0;
+  double wx[4], wy[4], xp, yp, f, g;
+  int64_t sx, sy;
+  if (!(x >= -0.5 && x <= (double)e->nx - 0.5 && y >= -0.5 && y <= (double)e->ny - 0.5))
+    return NAN;
+  xp = x + 1.0, yp = y + 1.0;
+  sx = (int64_t)xp - 1, sy = (int64_t)yp - 1;
+  f = xp - (double)(sx + 1), g = 1.0 - f;
+  wx[0] = g * g * g * sixth;
+  wx[3] = f * f * f * sixth;
+  wx[1] = (3 * f * f * f - 6 * f * f + 4) * sixth;
+  wx[2] = 1.0 - wx[0] - wx[1] - wx[3];
+  f = yp - (double)(sy + 1), g = 1.0 - f;
+  wy[0] = g * g * g * sixth;
+  wy[3] = f * f * f * sixth;
+  wy[1] = (3 * f * f * f - 6 * f * f + 4) * sixth;
+  wy[2] = 1.0 - wy[0] - wy[1] - wy[3];
+  if (e->nanmask && support_spoiled(e, sx, sy, 4))
+    return NAN;
+  return sum_support(e, sx, sy, 4, wx, wy);
+}
+
+/* Quadratic B-spline; the support starts at round(xp) - 1. */
+static inline double eval2(const eval_ctx_t *e, double x, double y) {
+  double wx[3], wy[3], xp, yp, f;
+  int64_t sx, sy;
+  if (!(x >= -0.5 && x <= (double)e->nx - 0.5 && y >= -0.5 && y <= (double)e->ny - 0.5))
+    return NAN;
+  xp = x + 1.0, yp = y + 1.0;
+  sx = (int64_t)(xp + 0.5) - 1, sy = (int64_t)(yp + 0.5) - 1;
+  f = xp - (double)(sx + 1);
+  wx[0] = 0.5 * (0.5 - f) * (0.5 - f);
+  wx[1] = 0.75 - f * f;
+  wx[2] = 0.5 * (0.5 + f) * (0.5 + f);
+  f = yp - (double)(sy + 1);
+  wy[0] = 0.5 * (0.5 - f) * (0.5 - f);
+  wy[1] = 0.75 - f * f;
+  wy[2] = 0.5 * (0.5 + f) * (0.5 + f);
+  if (e->nanmask && support_spoiled(e, sx, sy, 3))
+    return NAN;
+  return sum_support(e, sx, sy, 3, wx, wy);
+}
+
+/* Coefficients of tile (kx, ky) into out (TILE x TILE), from the tile and
+ * its margin of the window's data. */
+static void compute_tile(tsr__spline_t *sp, double *out, int order, const void *src,
+                         tsr_dtype_t dt, const tsr_region_t *win, const int64_t *in_shape,
+                         int64_t kx, int64_t ky, bool any_nan) {
   int64_t nx = in_shape[0], ny = in_shape[1], NX = nx + 2, NY = ny + 2;
   int64_t wx0 = win->start[0], wy0 = win->start[1];
-  int64_t ww = win->stop[0] - wx0, wh = win->stop[1] - wy0;
-  /* Padded samples available from the window. */
-  int64_t ax0 = wx0 == 0 ? 0 : wx0 + 1, ax1 = win->stop[0] == nx ? NX : win->stop[0] + 1;
-  int64_t ay0 = wy0 == 0 ? 0 : wy0 + 1, ay1 = win->stop[1] == ny ? NY : win->stop[1] + 1;
-  int64_t cx0, cx1, cy0, cy1, kx0, kx1, ky0, ky1;
-  bool any_nan = false;
-  int rc;
-
-  if (sp == NULL) {
-    sp = tsr__calloc(ctx, 1, sizeof *sp);
-    if (sp == NULL)
-      return tsr__err(ctx, TSR_ENOMEM, "spline: out of memory");
-    *spp = sp;
-  }
-  /* Tiles whose margins lie inside the available samples. */
-  kx0 = floordiv(ax0 + HALO + TILE - 1, TILE);
-  if (ax0 == 0)
-    kx0 = 0;
-  kx1 = floordiv(ax1 - HALO, TILE);
-  if (ax1 == NX)
-    kx1 = floordiv(NX - 1, TILE) + 1;
-  ky0 = floordiv(ay0 + HALO + TILE - 1, TILE);
-  if (ay0 == 0)
-    ky0 = 0;
-  ky1 = floordiv(ay1 - HALO, TILE);
-  if (ay1 == NY)
-    ky1 = floordiv(NY - 1, TILE) + 1;
-  cx0 = kx0 * TILE, cx1 = kx1 * TILE < NX ? kx1 * TILE : NX;
-  cy0 = ky0 * TILE, cy1 = ky1 * TILE < NY ? ky1 * TILE : NY;
-  if (cx1 <= cx0 || cy1 <= cy0)
-    cx1 = cx0, cy1 = cy0;
-
-  if ((rc = grow(ctx, (void **)&sp->coef, &sp->coef_cap,
-                 (size_t)((cx1 - cx0) * (cy1 - cy0) + 1), sizeof(double))) != 0 ||
-      (rc = grow(ctx, (void **)&sp->tile, &sp->tile_cap,
-                 (size_t)(TILE + 2 * HALO) * (TILE + 2 * HALO), sizeof(double))) != 0 ||
-      (rc = grow(ctx, (void **)&sp->line, &sp->line_cap, (size_t)(TILE + 2 * HALO),
-                 sizeof(double))) != 0 ||
-      (rc = grow(ctx, (void **)&sp->nanmask, &sp->mask_cap, (size_t)(ww * wh), 1)) != 0)
-    return rc;
-
-  for (int64_t k = 0; k < ww * wh; k++) {
-    double v = load(src, dt, (size_t)k);
-    sp->nanmask[k] = !isfinite(v);
-    any_nan |= sp->nanmask[k];
-  }
-
-  for (int64_t ky = ky0; ky < ky1; ky++)
-    for (int64_t kx = kx0; kx < kx1; kx++) {
+  int64_t ww = win->stop[0] - wx0;
       int64_t ex0 = kx * TILE - HALO, ex1 = (kx + 1) * TILE + HALO;
       int64_t ey0 = ky * TILE - HALO, ey1 = (ky + 1) * TILE + HALO;
       if (ex0 < 0) ex0 = 0;
@@ -220,99 +294,136 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
       int64_t tx0 = kx * TILE, tx1 = tx0 + TILE > NX ? NX : tx0 + TILE;
       int64_t ty0 = ky * TILE, ty1 = ty0 + TILE > NY ? NY : ty0 + TILE;
       for (int64_t p = ty0; p < ty1; p++)
-        memcpy(sp->coef + (p - cy0) * (cx1 - cx0) + (tx0 - cx0), b + (p - ey0) * ew + (tx0 - ex0),
+        memcpy(out + (p - ty0) * TILE, b + (p - ey0) * ew + (tx0 - ex0),
+               (size_t)(tx1 - tx0) * sizeof(double));
+}
+
+int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *src,
+                    tsr_dtype_t dt, const tsr_region_t *win, const int64_t *in_shape,
+                    const double *xin, const double *yin, int64_t bw, int64_t bh,
+                    tsr__task_t *t, int64_t z, int64_t q, int64_t plane_id) {
+  tsr__spline_t *sp = *spp;
+  int64_t nx = in_shape[0], ny = in_shape[1], NX = nx + 2, NY = ny + 2;
+  int64_t wx0 = win->start[0], wy0 = win->start[1];
+  int64_t ww = win->stop[0] - wx0, wh = win->stop[1] - wy0;
+  /* Padded samples available from the window. */
+  int64_t ax0 = wx0 == 0 ? 0 : wx0 + 1, ax1 = win->stop[0] == nx ? NX : win->stop[0] + 1;
+  int64_t ay0 = wy0 == 0 ? 0 : wy0 + 1, ay1 = win->stop[1] == ny ? NY : win->stop[1] + 1;
+  int64_t cx0, cx1, cy0, cy1, kx0, kx1, ky0, ky1;
+  bool any_nan = false;
+  int rc;
+
+  if (sp == NULL) {
+    sp = tsr__calloc(ctx, 1, sizeof *sp);
+    if (sp == NULL)
+      return tsr__err(ctx, TSR_ENOMEM, "spline: out of memory");
+    *spp = sp;
+  }
+  /* Tiles whose margins lie inside the available samples. */
+  kx0 = floordiv(ax0 + HALO + TILE - 1, TILE);
+  if (ax0 == 0)
+    kx0 = 0;
+  kx1 = floordiv(ax1 - HALO, TILE);
+  if (ax1 == NX)
+    kx1 = floordiv(NX - 1, TILE) + 1;
+  ky0 = floordiv(ay0 + HALO + TILE - 1, TILE);
+  if (ay0 == 0)
+    ky0 = 0;
+  ky1 = floordiv(ay1 - HALO, TILE);
+  if (ay1 == NY)
+    ky1 = floordiv(NY - 1, TILE) + 1;
+  cx0 = kx0 * TILE, cx1 = kx1 * TILE < NX ? kx1 * TILE : NX;
+  cy0 = ky0 * TILE, cy1 = ky1 * TILE < NY ? ky1 * TILE : NY;
+  if (cx1 <= cx0 || cy1 <= cy0)
+    cx1 = cx0, cy1 = cy0;
+
+  if ((rc = grow(ctx, (void **)&sp->coef, &sp->coef_cap,
+                 (size_t)((cx1 - cx0) * (cy1 - cy0) + 1), sizeof(double))) != 0 ||
+      (rc = grow(ctx, (void **)&sp->tile, &sp->tile_cap,
+                 (size_t)(TILE + 2 * HALO) * (TILE + 2 * HALO), sizeof(double))) != 0 ||
+      (rc = grow(ctx, (void **)&sp->line, &sp->line_cap, (size_t)(TILE + 2 * HALO),
+                 sizeof(double))) != 0 ||
+      (rc = grow(ctx, (void **)&sp->nanmask, &sp->mask_cap, (size_t)(ww * wh), 1)) != 0)
+    return rc;
+
+  /* A branch-free scan first (it vectorises); the mask only when needed. */
+  if (dt == TSR_F32) {
+    const float *p = src;
+    int bad = 0;
+    for (int64_t k = 0; k < ww * wh; k++)
+      bad |= !(fabsf(p[k]) <= FLT_MAX);
+    any_nan = bad != 0;
+  } else {
+    const double *p = src;
+    int bad = 0;
+    for (int64_t k = 0; k < ww * wh; k++)
+      bad |= !(fabs(p[k]) <= DBL_MAX);
+    any_nan = bad != 0;
+  }
+  if (any_nan)
+    for (int64_t k = 0; k < ww * wh; k++)
+      sp->nanmask[k] = !isfinite(load(src, dt, (size_t)k));
+
+  for (int64_t ky = ky0; ky < ky1; ky++)
+    for (int64_t kx = kx0; kx < kx1; kx++) {
+      tile_entry_t *e = NULL;
+      int64_t tx0 = kx * TILE, tx1 = tx0 + TILE > NX ? NX : tx0 + TILE;
+      int64_t ty0 = ky * TILE, ty1 = ty0 + TILE > NY ? NY : ty0 + TILE;
+      for (int i = 0; i < sp->n_cached; i++)
+        if (sp->cache[i].kx == kx && sp->cache[i].ky == ky && sp->cache[i].plane == plane_id) {
+          e = &sp->cache[i];
+          break;
+        }
+      if (e == NULL) {
+        if (sp->n_cached < CACHE_TILES) {
+          e = &sp->cache[sp->n_cached];
+          e->coef = tsr__mallocarray(ctx, (size_t)TILE * TILE, sizeof(double));
+          if (e->coef == NULL)
+            return tsr__err(ctx, TSR_ENOMEM, "spline: out of memory");
+          sp->n_cached++;
+        } else {
+          e = &sp->cache[0];
+          for (int i = 1; i < CACHE_TILES; i++)
+            if (sp->cache[i].used < e->used)
+              e = &sp->cache[i];
+        }
+        e->plane = plane_id, e->kx = kx, e->ky = ky;
+        compute_tile(sp, e->coef, order, src, dt, win, in_shape, kx, ky, any_nan);
+      }
+      e->used = ++sp->clock;
+      for (int64_t p = ty0; p < ty1; p++)
+        memcpy(sp->coef + (p - cy0) * (cx1 - cx0) + (tx0 - cx0), e->coef + (p - ty0) * TILE,
                (size_t)(tx1 - tx0) * sizeof(double));
     }
 
   {
-    int64_t cw = cx1 - cx0;
-    size_t es = tsr_dtype_size(t->node->dtype);
+    eval_ctx_t e = {sp->coef, cx1 - cx0, cx0, cy0, cx1, cy1, NX, NY, nx, ny,
+                    any_nan ? sp->nanmask : NULL, wx0, wy0, ww, wh};
     bool f32 = t->node->dtype == TSR_F32;
-    for (int64_t y = 0; y < bh; y++) {
-      size_t off = tsr__task_offset(t, 0, y, z, q);
-      for (int64_t x = 0; x < bw; x++) {
-        double xi = xin[y * bw + x], yi = yin[y * bw + x], v = NAN;
-        if (xi >= -0.5 && xi <= (double)nx - 0.5 && yi >= -0.5 && yi <= (double)ny - 0.5) {
-          double xp = xi + 1.0, yp = yi + 1.0, wx[4], wy[4], f;
-          int64_t sx, sy, ix[4], iy[4];
-          if (order == 3) {
-            double fl = floor(xp);
-            f = xp - fl;
-            sx = (int64_t)fl - 1;
-            wx[0] = (1 - f) * (1 - f) * (1 - f) / 6.0;
-            wx[1] = (3 * f * f * f - 6 * f * f + 4) / 6.0;
-            wx[2] = (-3 * f * f * f + 3 * f * f + 3 * f + 1) / 6.0;
-            wx[3] = f * f * f / 6.0;
-            fl = floor(yp);
-            f = yp - fl;
-            sy = (int64_t)fl - 1;
-            wy[0] = (1 - f) * (1 - f) * (1 - f) / 6.0;
-            wy[1] = (3 * f * f * f - 6 * f * f + 4) / 6.0;
-            wy[2] = (-3 * f * f * f + 3 * f * f + 3 * f + 1) / 6.0;
-            wy[3] = f * f * f / 6.0;
-          } else {
-            double fl = floor(xp + 0.5);
-            f = xp - fl;
-            sx = (int64_t)fl - 1;
-            wx[0] = 0.5 * (0.5 - f) * (0.5 - f);
-            wx[1] = 0.75 - f * f;
-            wx[2] = 0.5 * (0.5 + f) * (0.5 + f);
-            fl = floor(yp + 0.5);
-            f = yp - fl;
-            sy = (int64_t)fl - 1;
-            wy[0] = 0.5 * (0.5 - f) * (0.5 - f);
-            wy[1] = 0.75 - f * f;
-            wy[2] = 0.5 * (0.5 + f) * (0.5 + f);
-          }
-          bool ok = true, spoiled = false;
-          for (int k = 0; k <= order; k++) {
-            ix[k] = mirror(sx + k, NX);
-            iy[k] = mirror(sy + k, NY);
-            ok = ok && ix[k] >= cx0 && ix[k] < cx1 && iy[k] >= cy0 && iy[k] < cy1;
-          }
-          if (ok && any_nan) {
-            for (int l = 0; l <= order && !spoiled; l++) {
-              int64_t dy = iy[l] - 1;
-              dy = dy < 0 ? 0 : dy > ny - 1 ? ny - 1 : dy;
-              for (int k = 0; k <= order; k++) {
-                int64_t dx = ix[k] - 1;
-                dx = dx < 0 ? 0 : dx > nx - 1 ? nx - 1 : dx;
-                if (dx < wx0 || dy < wy0 || dx >= wx0 + ww || dy >= wy0 + wh ||
-                    sp->nanmask[(dy - wy0) * ww + (dx - wx0)]) {
-                  spoiled = true;
-                  break;
-                }
-              }
+    /* Small tiles of output keep the coefficients they read in cache: a
+     * rotated mapping walks the coefficient array diagonally. */
+    for (int64_t ty = 0; ty < bh; ty += 32)
+      for (int64_t tx = 0; tx < bw; tx += 64)
+        for (int64_t y = ty; y < bh && y < ty + 32; y++) {
+          size_t off = tsr__task_offset(t, 0, y, z, q);
+          for (int64_t x = tx; x < bw && x < tx + 64; x++) {
+            double v = order == 3 ? eval3(&e, xin[y * bw + x], yin[y * bw + x])
+                                  : eval2(&e, xin[y * bw + x], yin[y * bw + x]);
+            if (t->planes[0]) {
+              if (f32)
+                ((float *)t->planes[0])[off + (size_t)x] = (float)v;
+              else
+                ((double *)t->planes[0])[off + (size_t)x] = v;
+            }
+            if (t->planes[1]) {
+              double fp = v == v ? 1.0 : 0.0;
+              if (f32)
+                ((float *)t->planes[1])[off + (size_t)x] = (float)fp;
+              else
+                ((double *)t->planes[1])[off + (size_t)x] = fp;
             }
           }
-          if (ok && !spoiled) {
-            double s = 0;
-            for (int l = 0; l <= order; l++) {
-              const double *row = sp->coef + (iy[l] - cy0) * cw;
-              double r = 0;
-              for (int k = 0; k <= order; k++)
-                r += wx[k] * row[ix[k] - cx0];
-              s += wy[l] * r;
-            }
-            v = s;
-          }
         }
-        if (t->planes[0]) {
-          if (f32)
-            ((float *)t->planes[0])[off + (size_t)x] = (float)v;
-          else
-            ((double *)t->planes[0])[off + (size_t)x] = v;
-        }
-        if (t->planes[1]) {
-          double fp = isnan(v) ? 0.0 : 1.0;
-          if (f32)
-            ((float *)t->planes[1])[off + (size_t)x] = (float)fp;
-          else
-            ((double *)t->planes[1])[off + (size_t)x] = fp;
-        }
-      }
-    }
-    (void)es;
   }
   return 0;
 }
@@ -320,6 +431,8 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
 void tsr__spline_free(tsr_ctx_t *ctx, tsr__spline_t *sp) {
   if (sp == NULL)
     return;
+  for (int i = 0; i < sp->n_cached; i++)
+    tsr__free(ctx, sp->cache[i].coef);
   tsr__free(ctx, sp->coef);
   tsr__free(ctx, sp->tile);
   tsr__free(ctx, sp->line);
