@@ -163,6 +163,7 @@ static int run_reproject(const reproject_args_t *a) {
   int n = 1, rc, status = 1;
   tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
   cli_progress_t prog;
+  tsr_region_t region = a->region;
   double t0 = cli_now();
 
   if (tsr_ctx_new(&ctx, NULL) != 0)
@@ -183,6 +184,30 @@ static int run_reproject(const reproject_args_t *a) {
     fail(tsr_graph_errmsg(g));
     goto out;
   }
+  if (a->has_region) {
+    /* Say what is wrong in the terms the user typed (1-based, inclusive). */
+    int64_t nx = tsr_node_shape(out, 0), ny = tsr_node_shape(out, 1);
+    long long x1 = region.start[0] + 1, x2 = region.stop[0], y1 = region.start[1] + 1,
+              y2 = region.stop[1];
+    if (x2 < x1 || y2 < y1) {
+      fprintf(stderr, "tessera: --region %lld:%lld,%lld:%lld is empty: expected X1 <= X2 and Y1 <= Y2\n",
+              x1, x2, y1, y2);
+      goto out;
+    }
+    if (x1 < 1 || y1 < 1 || x2 > nx || y2 > ny) {
+      fprintf(stderr,
+              "tessera: --region %lld:%lld,%lld:%lld is outside the output, which is %" PRId64
+              " x %" PRId64 "; expected 1 <= X1 <= X2 <= %" PRId64 " and 1 <= Y1 <= Y2 <= %" PRId64
+              "\n",
+              x1, x2, y1, y2, nx, ny, nx, ny);
+      goto out;
+    }
+    /* Planes of a cube: all of them. */
+    for (int ax = 2; ax < TSR_MAX_DIMS; ax++) {
+      region.start[ax] = 0;
+      region.stop[ax] = tsr_node_shape(out, ax);
+    }
+  }
   nodes[0] = out;
   paths[0] = a->output;
   if (fp) {
@@ -195,7 +220,7 @@ static int run_reproject(const reproject_args_t *a) {
   ro.progress_ud = &prog;
   ro.cancel = &interrupted;
   install_signals();
-  rc = tsr_write_fits(g, n, nodes, paths, a->has_region ? &a->region : NULL, &ro);
+  rc = tsr_write_fits(g, n, nodes, paths, a->has_region ? &region : NULL, &ro);
   cli_progress_end(&prog);
   if (rc == TSR_ECANCELED || interrupted) {
     fprintf(stderr, "tessera: interrupted; no output written\n");
@@ -207,7 +232,7 @@ static int run_reproject(const reproject_args_t *a) {
     goto out;
   }
   if (!a->quiet) {
-    tsr_region_t r = a->has_region ? a->region : tsr_region_of(out);
+    tsr_region_t r = a->has_region ? region : tsr_region_of(out);
     fprintf(stderr, "tessera: wrote %s (%" PRId64 " x %" PRId64 " %s%s%s) in %.3f s\n",
             a->output, r.stop[0] - r.start[0], r.stop[1] - r.start[1],
             tsr_dtype_name(tsr_node_dtype(out)), fp ? ", footprint " : "", fp ? a->footprint : "",

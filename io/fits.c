@@ -676,7 +676,8 @@ int tsr_wcs_read_fits(tsr_ctx_t *ctx, const char *path, int hdu, tsr_wcs_t **out
 typedef struct {
   const char *path;        /* final name, as given */
   char *tmp;               /* temporary name in the same directory; NULL once renamed */
-  fitsfile *f;             /* the open temporary file, or NULL */
+  int fd;                  /* the open temporary file, or -1 */
+  int64_t data_off;        /* bytes of header before the data */
   tsr_node_t *node;
   void *band;              /* borrowed: the band buffer of (node->owner, node->plane) */
 } out_file_t;
@@ -697,7 +698,12 @@ typedef struct {
   int64_t rows;            /* band height when no owner imposes chunk rows */
   int64_t max_band;        /* elements in the largest band */
   int64_t total;           /* tasks over all bands and owners */
+  unsigned char *swap;     /* SWAP_BYTES of scratch for big-endian data */
 } writer_t;
+
+/* Data are converted to big-endian through a scratch buffer of this size,
+ * so that band buffers stay native and may be shared by several outputs. */
+#define SWAP_BYTES (1 << 20)
 
 /* End of the band that starts at `pos` on axis a: the next chunk boundary
  * of any owner that computes whole chunks (a band that cut its chunks would
@@ -719,7 +725,7 @@ static int64_t band_end(const writer_t *w, int a, int64_t pos) {
 
 static int create_temp(writer_t *w, out_file_t *of) {
   const char *base = base_name(of->path);
-  int dirlen = (int)(base - of->path), status = 0, fd = -1;
+  int dirlen = (int)(base - of->path), fd = -1;
   struct stat st;
   size_t cap;
 
@@ -746,13 +752,7 @@ static int create_temp(writer_t *w, out_file_t *of) {
     of->tmp = NULL;
     return tsr__err(w->ctx, TSR_EIO, "fits: cannot create \"%s\": %s", of->path, strerror(e));
   }
-  close(fd);
-  /* cfitsio will not create over an existing file: hand it the name back. */
-  unlink(of->tmp);
-  if (fits_create_diskfile(&of->f, of->tmp, &status)) {
-    of->f = NULL;
-    return fits_fail(w->ctx, status, "cannot create \"%s\"", of->path);
-  }
+  of->fd = fd;
   return 0;
 }
 
@@ -795,23 +795,49 @@ static void number_card(char card[TSR__CARD + 1], const char *kw, double v, cons
   card[TSR__CARD] = '\0';
 }
 
+/* Append one 80-column card (NUL-terminated, shorter is blank-padded) to a
+ * growing header. */
+static int put_card(tsr__buf_t *b, const char *card) {
+  char c[TSR__CARD];
+  size_t n = strlen(card);
+  memset(c, ' ', sizeof c);
+  memcpy(c, card, n < TSR__CARD ? n : TSR__CARD);
+  tsr__buf_put(b, c, TSR__CARD);
+  return b->oom ? TSR_ENOMEM : 0;
+}
+
+/* The header is written directly: the node's cards are already FITS cards
+ * (validated by wcslib when read), and the structural ones are fixed
+ * formats.  cfitsio would also zero-fill the whole data unit when the file
+ * is closed, writing every output twice. */
 static int write_header(writer_t *w, out_file_t *of) {
   const tsr_node_t *n = of->node;
   const tsr_wcs_t *wcs = n->wcs;
-  long naxes[TSR_MAX_DIMS];
   bool have_crpix[TSR_MAX_DIMS] = {false, false, false, false};
   char card[TSR__CARD + 1], text[TSR__ERRMSG_CAP / 2], where[160];
-  int status = 0;
+  tsr__buf_t b;
+  int rc = 0;
 
-  for (int a = 0; a < n->ndim; a++)
-    naxes[a] = (long)(w->r.stop[a] - w->r.start[a]);
-  fits_create_img(of->f, n->dtype == TSR_F64 ? DOUBLE_IMG : FLOAT_IMG, n->ndim, naxes, &status);
-  for (int i = 0; wcs != NULL && i < wcs->ncards && status == 0; i++) {
+  tsr__buf_init(&b, w->ctx);
+  put_card(&b, "SIMPLE  =                    T / conforms to FITS standard");
+  snprintf(card, sizeof card, "BITPIX  = %20d / IEEE %s", n->dtype == TSR_F64 ? -64 : -32,
+           n->dtype == TSR_F64 ? "double" : "single");
+  put_card(&b, card);
+  snprintf(card, sizeof card, "NAXIS   = %20d", n->ndim);
+  put_card(&b, card);
+  for (int a = 0; a < n->ndim; a++) {
+    char kw[9];
+    snprintf(kw, sizeof kw, "NAXIS%d", a + 1);
+    snprintf(card, sizeof card, "%-8s= %20" PRId64, kw, w->r.stop[a] - w->r.start[a]);
+    put_card(&b, card);
+  }
+  put_card(&b, "EXTEND  =                    T");
+  for (int i = 0; wcs != NULL && i < wcs->ncards; i++) {
     const char *c = wcs->cards + (size_t)i * TSR__CARD;
     char kw[9], val[72];
     int a;
     tsr__io_keyword(c, kw);
-    if (card_structural(c) || strcmp(kw, "ORIGIN") == 0)
+    if (card_structural(c) || strcmp(kw, "ORIGIN") == 0 || strcmp(kw, "EXTEND") == 0)
       continue;
     memcpy(card, c, TSR__CARD);
     card[TSR__CARD] = '\0';
@@ -827,54 +853,106 @@ static int write_header(writer_t *w, out_file_t *of) {
           number_card(card, kw, v - (double)w->r.start[a], c);
       }
     }
-    fits_write_record(of->f, card, &status);
+    put_card(&b, card);
   }
   /* CRPIX defaults to 0; a region that starts elsewhere needs it written. */
-  for (int a = 0; wcs != NULL && a < n->ndim && status == 0; a++) {
+  for (int a = 0; wcs != NULL && a < n->ndim; a++) {
     if (have_crpix[a] || w->r.start[a] == 0)
       continue;
     char kw[9];
     snprintf(kw, sizeof kw, "CRPIX%d", a + 1);
     number_card(card, kw, -(double)w->r.start[a], NULL);
-    fits_write_record(of->f, card, &status);
+    put_card(&b, card);
   }
-  snprintf(text, sizeof text, "tessera %s", tsr_version_string());
-  fits_write_key_str(of->f, "ORIGIN", text, "written by tessera", &status);
+  snprintf(card, sizeof card, "ORIGIN  = 'tessera %s' / written by tessera", tsr_version_string());
+  put_card(&b, card);
   tsr__region_format(&w->r, n->ndim, where, sizeof where);
   snprintf(text, sizeof text, "tessera: %s, region %s (0-based, half-open)", n->name, where);
-  fits_write_history(of->f, text, &status);
-  if (status)
-    return fits_fail(w->ctx, status, "cannot write the header of \"%s\"", of->path);
+  for (size_t off = 0, len = strlen(text); off < len; off += 72) {
+    snprintf(card, sizeof card, "HISTORY %.72s", text + off);
+    put_card(&b, card);
+  }
+  put_card(&b, "END");
+  while (b.len % 2880 != 0 && !b.oom)
+    tsr__buf_put(&b, "                                        ", 40);
+  if (b.oom) {
+    rc = tsr__err(w->ctx, TSR_ENOMEM, "fits: out of memory writing the header of \"%s\"", of->path);
+    goto out;
+  }
+  for (size_t done = 0; done < b.len;) {
+    ssize_t k = pwrite(of->fd, b.p + done, b.len - done, (off_t)done);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0) {
+      rc = tsr__err(w->ctx, TSR_EIO, "fits: cannot write \"%s\": %s", of->path,
+                    strerror(k < 0 ? errno : EIO));
+      goto out;
+    }
+    done += (size_t)k;
+  }
+  of->data_off = (int64_t)b.len;
+out:
+  tsr__buf_release(&b);
+  return rc;
+}
+
+/* pwrite all of p[0, n) at off. */
+static int write_all(writer_t *w, out_file_t *of, const void *p, size_t n, int64_t off) {
+  const unsigned char *q = p;
+  while (n > 0) {
+    ssize_t k = pwrite(of->fd, q, n, (off_t)off);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0)
+      return tsr__err(w->ctx, TSR_EIO, "fits: cannot write \"%s\": %s", of->path,
+                      strerror(k < 0 ? errno : EIO));
+    q += k, off += k, n -= (size_t)k;
+  }
   return 0;
 }
 
-/* Write `band` (laid out contiguously in of->band) to its place in the file. */
+/* Write `band` (laid out contiguously in of->band) to its place in the file:
+ * bands span the region's whole x extent, so each (y range, plane) is one
+ * contiguous run of the file. */
 static int write_band(writer_t *w, out_file_t *of, const tsr_region_t *band) {
-  int ndim = of->node->ndim, status = 0;
-  int dt = of->node->dtype == TSR_F64 ? TDOUBLE : TFLOAT;
-  long fpix[TSR_MAX_DIMS], lpix[TSR_MAX_DIMS];
-  LONGLONG first[TSR_MAX_DIMS];
-  bool partial = false, contiguous = true;
+  size_t es = tsr_dtype_size(of->node->dtype);
+  int64_t ext[TSR_MAX_DIMS], rext[TSR_MAX_DIMS];
+  const unsigned char *src = of->band;
+  int rc;
 
-  for (int a = 0; a < ndim; a++) {
-    int64_t ext = band->stop[a] - band->start[a];
-    fpix[a] = (long)(band->start[a] - w->r.start[a]) + 1;
-    lpix[a] = (long)(band->stop[a] - w->r.start[a]);
-    first[a] = fpix[a];
-    if (partial && ext > 1)
-      contiguous = false;
-    if (ext != w->r.stop[a] - w->r.start[a])
-      partial = true;
+  for (int a = 0; a < TSR_MAX_DIMS; a++) {
+    ext[a] = band->stop[a] - band->start[a];
+    rext[a] = w->r.stop[a] - w->r.start[a];
   }
-  if (contiguous)
-    fits_write_pixll(of->f, dt, first, (LONGLONG)tsr_region_size(band), of->band, &status);
-  else
-    fits_write_subset(of->f, dt, fpix, lpix, of->band, &status);
-  if (status) {
-    char where[160];
-    tsr__region_format(band, ndim, where, sizeof where);
-    return fits_fail(w->ctx, status, "cannot write %s of \"%s\"", where, of->path);
-  }
+  for (int64_t q = 0; q < ext[3]; q++)
+    for (int64_t z = 0; z < ext[2]; z++) {
+      int64_t first = (((band->start[3] - w->r.start[3] + q) * rext[2] + (band->start[2] - w->r.start[2] + z)) *
+                           rext[1] + (band->start[1] - w->r.start[1])) * rext[0];
+      size_t bytes = (size_t)(ext[1] * ext[0]) * es;
+      int64_t off = of->data_off + first * (int64_t)es;
+      for (size_t done = 0; done < bytes;) {
+        size_t n = bytes - done < SWAP_BYTES ? bytes - done : SWAP_BYTES;
+        if (es == 4) {
+          for (size_t i = 0; i < n; i += 4) {
+            uint32_t u;
+            memcpy(&u, src + done + i, 4);
+            u = __builtin_bswap32(u);
+            memcpy(w->swap + i, &u, 4);
+          }
+        } else {
+          for (size_t i = 0; i < n; i += 8) {
+            uint64_t u;
+            memcpy(&u, src + done + i, 8);
+            u = __builtin_bswap64(u);
+            memcpy(w->swap + i, &u, 8);
+          }
+        }
+        if ((rc = write_all(w, of, w->swap, n, off + (int64_t)done)) != 0)
+          return rc;
+        done += n;
+      }
+      src += bytes;
+    }
   return 0;
 }
 
@@ -932,13 +1010,19 @@ static int for_each_band(writer_t *w, bool compute) {
  * astropy we leave durability across a power loss to the filesystem rather
  * than pay an fsync of every output. */
 static int finish_files(writer_t *w) {
+  static const unsigned char zeros[2880];
   for (int i = 0; i < w->n; i++) {
     out_file_t *of = &w->files[i];
-    int status = 0;
-    fits_close_file(of->f, &status);
-    of->f = NULL;
-    if (status)
-      return fits_fail(w->ctx, status, "cannot write \"%s\"", of->path);
+    int64_t end = of->data_off + tsr_region_size(&w->r) * (int64_t)tsr_dtype_size(of->node->dtype);
+    int rc;
+    /* The data unit is padded with zeros to a multiple of 2880 bytes. */
+    if (end % 2880 != 0 && (rc = write_all(w, of, zeros, (size_t)(2880 - end % 2880), end)) != 0)
+      return rc;
+    if (close(of->fd) != 0) {
+      of->fd = -1;
+      return tsr__err(w->ctx, TSR_EIO, "fits: cannot write \"%s\": %s", of->path, strerror(errno));
+    }
+    of->fd = -1;
   }
   for (int i = 0; i < w->n; i++) {
     out_file_t *of = &w->files[i];
@@ -1020,6 +1104,13 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
     goto out;
   }
   w.n = n;
+  for (int i = 0; i < n; i++)
+    w.files[i].fd = -1;
+  w.swap = tsr__malloc(ctx, SWAP_BYTES);
+  if (w.swap == NULL) {
+    tsr__err(ctx, rc, "write_fits: out of memory");
+    goto out;
+  }
   for (int i = 0; i < n; i++) {
     if ((canon[i] = canonical_name(ctx, paths[i])) == NULL) {
       tsr__err(ctx, rc, "write_fits: out of memory");
@@ -1087,14 +1178,13 @@ out:
   tsr__run_free(w.run);
   for (int i = 0; w.files && i < w.n; i++) {
     out_file_t *of = &w.files[i];
-    int status = 0;
-    if (of->f)
-      fits_close_file(of->f, &status);
+    if (of->fd >= 0)
+      close(of->fd);
     if (of->tmp)
       unlink(of->tmp);
     tsr__free(ctx, of->tmp);
   }
-  fits_clear_errmsg();
+  tsr__free(ctx, w.swap);
   for (int i = 0; w.owners && i < w.n_owners; i++)
     for (int p = 0; p < TSR__MAX_PLANES; p++)
       tsr__free(ctx, w.owners[i].dst[p]);

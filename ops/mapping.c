@@ -490,6 +490,40 @@ out:
   return rc;
 }
 
+/* Does any pixel of the boundary of the box, or of a 4-pixel interior grid,
+ * map?  Sets *none when none does. */
+static int dense_probe(tsr__map_t *m, int64_t x0, int64_t x1, int64_t y0, int64_t y1, bool *none) {
+  enum { STRIDE = 4, CHUNK = 1024 };
+  double xo[CHUNK], yo[CHUNK], xi[CHUNK], yi[CHUNK];
+  int n = 0, rc;
+  *none = true;
+  for (int64_t y = y0; y < y1 && *none; y++) {
+    bool full_row = y == y0 || y == y1 - 1;
+    bool grid_row = (y - y0) % STRIDE == 0;
+    for (int64_t x = x0; x < x1; x++) {
+      if (!(full_row || x == x0 || x == x1 - 1 || (grid_row && (x - x0) % STRIDE == 0)))
+        continue;
+      xo[n] = (double)x, yo[n++] = (double)y;
+      if (n < CHUNK)
+        continue;
+      if ((rc = exact(m, (size_t)n, xo, yo, xi, yi, NULL, false)) != 0)
+        return rc;
+      for (int k = 0; k < n; k++)
+        if (isfinite(xi[k]) && isfinite(yi[k]))
+          *none = false;
+      n = 0;
+    }
+  }
+  if (n > 0 && *none) {
+    if ((rc = exact(m, (size_t)n, xo, yo, xi, yi, NULL, false)) != 0)
+      return rc;
+    for (int k = 0; k < n; k++)
+      if (isfinite(xi[k]) && isfinite(yi[k]))
+        *none = false;
+  }
+  return 0;
+}
+
 int tsr__map_bounds(tsr__map_t *m, int64_t x0, int64_t x1, int64_t y0, int64_t y1,
                     int64_t in_nx, int64_t in_ny, double lo[2], double hi[2], bool *none,
                     bool *full) {
@@ -550,7 +584,14 @@ int tsr__map_bounds(tsr__map_t *m, int64_t x0, int64_t x1, int64_t y0, int64_t y
     lo[1] = fmin(lo[1], yi[k]), hi[1] = fmax(hi[1], yi[k]);
   }
   if (nvalid == 0) {
-    *none = true;
+    /* Nothing sampled maps, but a valid part could slip between samples
+     * (a face edge of TSC, a sliver of an all-sky projection's outline).
+     * Before skipping the block, walk every pixel of its boundary and a
+     * 4-pixel interior grid; any hit makes the window the whole input. */
+    rc = dense_probe(m, x0, x1, y0, y1, none);
+    if (rc != 0)
+      goto out;
+    *full = !*none;
   } else if (nvalid < n) {
     *full = true;
   } else {

@@ -157,6 +157,35 @@ static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_regi
                                  int64_t sh, int64_t nx, int64_t ny, const double *xs,      \
                                  const double *ys, int64_t n, TOUT *dst, TOUT *fp) {        \
     const double xmax = (double)nx - 0.5, ymax = (double)ny - 0.5;                          \
+    /* When every coordinate of the segment has its whole 2 x 2 stencil inside \
+     * the image and the window (the common case), skip the per-pixel checks; \
+     * NaN coordinates fail the min/max test and take the checked path. */   \
+    {                                                                                        \
+      double lx = xs[0], hx = xs[0], ly = ys[0], hy = ys[0];                                 \
+      for (int64_t k = 1; k < n; k++) {                                                      \
+        lx = xs[k] < lx ? xs[k] : lx;                                                        \
+        hx = xs[k] > hx ? xs[k] : hx;                                                        \
+        ly = ys[k] < ly ? ys[k] : ly;                                                        \
+        hy = ys[k] > hy ? ys[k] : hy;                                                        \
+      }                                                                                      \
+      double lox = (double)(sx0 > 0 ? sx0 : 0), loy = (double)(sy0 > 0 ? sy0 : 0);           \
+      double hix = (double)(sx0 + sw < nx ? sx0 + sw : nx) - 1.0;                            \
+      double hiy = (double)(sy0 + sh < ny ? sy0 + sh : ny) - 1.0;                            \
+      if (lx >= lox && ly >= loy && hx < hix && hy < hiy) {                                  \
+        for (int64_t k = 0; k < n; k++) {                                                    \
+          double x = xs[k], y = ys[k];                                                       \
+          int64_t i0 = (int64_t)x, j0 = (int64_t)y;                                          \
+          double fx = x - (double)i0, fy = y - (double)j0;                                   \
+          const TIN *r0 = src + (j0 - sy0) * sw + (i0 - sx0), *r1 = r0 + sw;                 \
+          double a = (double)r0[0] + fx * ((double)r0[1] - (double)r0[0]);                   \
+          double b = (double)r1[0] + fx * ((double)r1[1] - (double)r1[0]);                   \
+          TOUT v = (TOUT)(a + fy * (b - a));                                                 \
+          dst[k] = v;                                                                        \
+          if (fp) fp[k] = (TOUT)(v == v);                                                    \
+        }                                                                                    \
+        return;                                                                              \
+      }                                                                                      \
+    }                                                                                        \
     for (int64_t k = 0; k < n; k++) {                                                        \
       double x = xs[k], y = ys[k];                                                           \
       TOUT v = (TOUT)NAN;                                                                    \

@@ -31,6 +31,7 @@ struct tsr__cel_s {
   int lng;                  /* world axis of longitude in wcs (0 or 1) */
   tsr__frame_t frame;
   bool plain_tan;
+  int batch;                /* points per wcslib call: BATCH, or 1 (see tsr__cel_new) */
   char proj[4];
   double pix[2 * BATCH], img[2 * BATCH], phi[BATCH], theta[BATCH], world[2 * BATCH];
   int stat[BATCH];
@@ -153,6 +154,13 @@ int tsr__cel_new(tsr_ctx_t *ctx, const tsr_wcs_t *w, const char *what, tsr__cel_
     goto out;
   memcpy(c->proj, c->wcs->ctype[0] + 5, 3);
   c->proj[3] = '\0';
+  /* wcslib 7.12's quad-cube projections (TSC, CSC, QSC) give wrong
+   * coordinates for some points when called on a vector of points (a row at
+   * constant y lands on the wrong face); one point per call is right. */
+  c->batch = strcmp(c->wcs->cel.prj.code, "TSC") == 0 || strcmp(c->wcs->cel.prj.code, "CSC") == 0 ||
+                     strcmp(c->wcs->cel.prj.code, "QSC") == 0
+                 ? 1
+                 : BATCH;
   c->plain_tan = strcmp(c->wcs->cel.prj.code, "TAN") == 0 && c->wcs->lin.dispre == NULL &&
                  c->wcs->lin.disseq == NULL && strlen(c->wcs->ctype[0]) <= 8;
   *out = c;
@@ -189,7 +197,9 @@ void tsr__cel_pix2vec(tsr__cel_t *c, size_t n, const double *x, const double *y,
       c->pix[2 * i + 1] = y[i0 + (size_t)i] + 1.0;
       c->stat[i] = 0;
     }
-    wcsp2s(c->wcs, m, 2, c->pix, c->img, c->phi, c->theta, c->world, c->stat);
+    for (int k = 0; k < m; k += c->batch)
+      wcsp2s(c->wcs, m - k < c->batch ? m - k : c->batch, 2, c->pix + 2 * k, c->img + 2 * k,
+             c->phi + k, c->theta + k, c->world + 2 * k, c->stat + k);
     for (int i = 0; i < m; i++) {
       double *o = v + 3 * (i0 + (size_t)i);
       double lon = c->world[2 * i + c->lng] * D2R, lat = c->world[2 * i + 1 - c->lng] * D2R;
@@ -225,7 +235,9 @@ void tsr__cel_vec2pix(tsr__cel_t *c, size_t n, const double *v, double *x, doubl
     {
       int st2[BATCH];
       memset(st2, 0, sizeof(int) * (size_t)m);
-      wcss2p(c->wcs, m, 2, c->world, c->phi, c->theta, c->img, c->pix, st2);
+      for (int k = 0; k < m; k += c->batch)
+        wcss2p(c->wcs, m - k < c->batch ? m - k : c->batch, 2, c->world + 2 * k, c->phi + k,
+               c->theta + k, c->img + 2 * k, c->pix + 2 * k, st2 + k);
       for (int i = 0; i < m; i++) {
         size_t k = i0 + (size_t)i;
         if (c->stat[i] != 0 || st2[i] != 0 || !isfinite(c->pix[2 * i]) ||

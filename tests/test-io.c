@@ -1002,10 +1002,9 @@ TEST(write_over_its_own_input) {
     char *hdr = NULL, *first;
     CHECK_FITS(fits_open_diskfile(&f, path, READONLY, &status));
     CHECK_FITS(fits_hdr2str(f, 0, NULL, 0, &hdr, &nkeys, &status));
-    /* cfitsio's boilerplate once, not once per generation. */
+    /* cfitsio's boilerplate at most once, not once per generation. */
     first = strstr(hdr, "COMMENT   FITS (Flexible Image");
-    ASSERT(first != NULL);
-    ASSERT(strstr(first + 80, "COMMENT   FITS (Flexible Image") == NULL);
+    ASSERT(first == NULL || strstr(first + 80, "COMMENT   FITS (Flexible Image") == NULL);
     ASSERT_STR_CONTAINS(hdr, "CRPIX1  =                 13.5");
     fits_free_memory(hdr, &status);
     CHECK_FITS(fits_close_file(f, &status));

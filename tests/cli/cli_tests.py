@@ -1,0 +1,769 @@
+#!/usr/bin/python3
+"""Tests of the `tessera` command line tool: regions, block sizes, footprints, dtypes,
+`tessera info`, and the bad-input catalogue.
+
+Usage:
+    /usr/bin/python3 cli_tests.py --tessera PATH/TO/tessera [--workdir DIR]
+                                  [--only SUBSTRING] [--slow] [--list] [--keep]
+
+Prints TAP and exits 1 if anything failed; skips ('1..0 # SKIP') when astropy cannot be
+imported.  Shares its input generators and helpers with ../conformance/conformance.py.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "conformance"))
+
+import conformance as C  # noqa: E402
+
+ORDERS = C.ORDERS
+
+
+def load():
+    C.import_stack()
+    C.install_ecliptic_mapping()
+    global np, fits, WCS
+    np, fits, WCS = C.np, C.fits, C.WCS
+
+
+class Ctx:
+    def __init__(self, tessera, workdir):
+        self.tessera = tessera
+        self.workdir = workdir
+        self.cache = {}
+        self.n = 0
+
+    def path(self, *names):
+        return os.path.join(self.workdir, *names)
+
+    def memo(self, key, fn):
+        if key not in self.cache:
+            self.cache[key] = fn()
+        return self.cache[key]
+
+    def run(self, args, cwd=None, timeout=300):
+        cmd = [self.tessera] + list(args)
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                               cwd=cwd or self.workdir)
+        except subprocess.TimeoutExpired:
+            raise C.CaseFailure("timed out after %ds: %s" % (timeout, " ".join(cmd)))
+        except OSError as e:
+            raise C.CaseFailure("cannot run %s: %s" % (self.tessera, e))
+        r.cmd = " ".join(cmd)
+        return r
+
+    def reproject(self, inp, tgt, out, extra=(), quiet=True):
+        """Run `tessera reproject`; raise unless it succeeds; return (raw data, header)."""
+        if os.path.exists(out):
+            os.unlink(out)
+        args = ["reproject", inp, "--target", tgt, "-o", out] + (["--quiet"] if quiet else []) + list(extra)
+        r = self.run(args)
+        if r.returncode != 0:
+            raise C.CaseFailure("tessera exited %d: %s\n  command: %s" % (r.returncode, r.stderr.strip()[:500], r.cmd))
+        return read_raw(out)
+
+
+def read_raw(path):
+    """Data as stored (dtype as in the file, no scaling) and the header."""
+    if not os.path.exists(path):
+        raise C.CaseFailure("%s was not written" % path)
+    with fits.open(path, memmap=False, do_not_scale_image_data=True) as hl:
+        d = hl[0].data
+        if d is None:
+            raise C.CaseFailure("%s has no data" % path)
+        return np.array(d), hl[0].header.copy()
+
+
+def bits_equal(a, b):
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def describe_diff(chk, a, b, what):
+    """Why a (tested) and b (expected) are not bit-identical."""
+    if a.shape != b.shape:
+        chk.fail("%s: shape %s, expected %s" % (what, a.shape, b.shape))
+        return
+    if a.dtype != b.dtype:
+        chk.fail("%s: dtype %s, expected %s" % (what, a.dtype, b.dtype))
+        return
+    af, bf = a.astype(np.float64), b.astype(np.float64)
+    an, bn = np.isnan(af), np.isnan(bf)
+    nmask = int((an != bn).sum())
+    d = np.where(~an & ~bn, np.abs(af - bf), 0.0)
+    nval = int((d > 0).sum())
+    msg = "%s: not bit-identical: %d NaN mask differences, %d value differences" % (what, nmask, nval)
+    if nval:
+        k = np.unravel_index(np.argmax(d), d.shape)
+        msg += ", max |diff| %.3g at %s (%.9g vs %.9g)" % (d[k], C.fmt_pix(k), af[k], bf[k])
+    if nmask:
+        k = tuple(np.argwhere(an != bn)[0])
+        msg += "; first mask difference at %s (%r vs %r)" % (C.fmt_pix(k), af[k], bf[k])
+    if nmask == 0 and nval == 0:
+        msg += " (only NaN payload bits differ)"
+    chk.fail(msg)
+
+
+# ---------------------------------------------------------------------------
+# Scenarios
+
+def scenario_main(ctx):
+    """NaN holes + partial overlap + rotation: exercises edges and NaN handling in every block."""
+    def make():
+        nx, ny = 260, 240
+        hin = C.cel_header("TAN", nx, ny, (150.0, 30.0), 3.0, rot_deg=4.0)
+        hout = C.cel_header("ZEA", 300, 260, (150.0 + 0.05, 30.0 - 0.03), 2.7, rot_deg=-33.0)
+        img = C.punch_nan_holes(C.sky_image(ny, nx, 101), 102)
+        inp = ctx.path("main.fits")
+        tgt = ctx.path("main.hdr")
+        C.write_fits(inp, img, hin, np.float32)
+        C.write_hdr(tgt, hout)
+        return dict(inp=inp, tgt=tgt, hin=hin, hout=hout, img=img, nx=300, ny=260)
+    return ctx.memo("main", make)
+
+
+def full_output(ctx, order="bilinear", tol=None, block=None):
+    sc = scenario_main(ctx)
+    extra = ["--order", order]
+    if tol is not None:
+        extra += ["--mapping-tolerance", str(tol)]
+    if block:
+        extra += ["--block", block]
+    key = ("full", order, tol, block)
+
+    def go():
+        out = ctx.path("full.%s.%s.%s.fits" % (order, "dflt" if tol is None else tol, block or "noblock"))
+        return ctx.reproject(sc["inp"], sc["tgt"], out, extra)
+    return ctx.memo(key, go)
+
+
+def region_test(ctx, region, order="bilinear", block=None):
+    def fn():
+        chk = C.Check()
+        sc = scenario_main(ctx)
+        full, fh = full_output(ctx, order, None, block)
+        (x1, x2), (y1, y2) = [[int(v) for v in p.split(":")] for p in region.split(",")]
+        extra = ["--order", order, "--region", region] + (["--block", block] if block else [])
+        out = ctx.path("region.%s.%s.%s.fits" % (region.replace(":", "_").replace(",", "-"), order, block or "noblock"))
+        got, gh = ctx.reproject(sc["inp"], sc["tgt"], out, extra)
+        want = full[y1 - 1:y2, x1 - 1:x2]
+        chk.expect(gh.get("NAXIS1") == x2 - x1 + 1 and gh.get("NAXIS2") == y2 - y1 + 1,
+                   "region file NAXIS1=%s NAXIS2=%s, expected %d %d"
+                   % (gh.get("NAXIS1"), gh.get("NAXIS2"), x2 - x1 + 1, y2 - y1 + 1))
+        if bits_equal(got, want):
+            chk.note("bit-identical to full[%d:%d, %d:%d] (%d pixels, %d NaN)"
+                     % (y1 - 1, y2, x1 - 1, x2, want.size, int(np.isnan(want.astype(float)).sum())))
+        else:
+            describe_diff(chk, got, want, "region %s" % region)
+        # WCS: region pixel (i, j) is full pixel (x1-1+i, y1-1+j)
+        wf = WCS(fh).celestial
+        wr = WCS(gh).celestial
+        h, w = y2 - y1 + 1, x2 - x1 + 1
+        pts = [(0, 0), (w - 1, h - 1), (w - 1, 0), (0, h - 1), (w // 2, h // 2)]
+        worst = 0.0
+        for (i, j) in pts:
+            a = wr.pixel_to_world(i, j)
+            b = wf.pixel_to_world(x1 - 1 + i, y1 - 1 + j)
+            worst = max(worst, a.separation(b).to_value("arcsec"))
+        chk.note("CRPIX region %s/%s vs full %s/%s; max sky offset of matching pixels %.3g arcsec"
+                 % (gh.get("CRPIX1"), gh.get("CRPIX2"), fh.get("CRPIX1"), fh.get("CRPIX2"), worst))
+        chk.expect(worst < 1e-6, "region WCS is off by %.3g arcsec (CRPIX not shifted right?)" % worst)
+        return chk
+    return fn
+
+
+def block_test(ctx, order, exact, block):
+    def fn():
+        chk = C.Check()
+        tol = 0 if exact else None
+        base, _ = full_output(ctx, order, tol, None)
+        got, _ = full_output(ctx, order, tol, block)
+        if bits_equal(got, base):
+            chk.note("bit-identical to the default block size (%d NaN of %d)"
+                     % (int(np.isnan(base.astype(float)).sum()), base.size))
+        else:
+            describe_diff(chk, got, base, "--block %s" % block)
+        return chk
+    return fn
+
+
+def footprint_test(ctx, order, region=None):
+    def fn():
+        chk = C.Check()
+        sc = scenario_main(ctx)
+        tag = "%s.%s" % (order, (region or "all").replace(":", "_").replace(",", "-"))
+        out = ctx.path("fpout.%s.fits" % tag)
+        fp = ctx.path("fp.%s.fits" % tag)
+        for p in (out, fp):
+            if os.path.exists(p):
+                os.unlink(p)
+        extra = ["--order", order, "--footprint", fp] + (["--region", region] if region else [])
+        data, dh = ctx.reproject(sc["inp"], sc["tgt"], out, extra)
+        f, fh = read_raw(fp)
+        if f.shape != data.shape:
+            chk.fail("footprint shape %s, output %s" % (f.shape, data.shape))
+            return chk
+        fv = f.astype(np.float64)
+        want = np.isfinite(data.astype(np.float64)).astype(np.float64)
+        nbad = int((fv != want).sum())
+        chk.note("footprint dtype %s BITPIX %s; %d ones, %d zeros, %d other values; %d differ from isfinite(output)"
+                 % (f.dtype, fh.get("BITPIX"), int((fv == 1).sum()), int((fv == 0).sum()),
+                    int(((fv != 0) & (fv != 1)).sum()), nbad))
+        chk.expect(nbad == 0, "%d footprint pixels differ from isfinite(output)" % nbad)
+        chk.expect(0 < want.sum() < want.size, "degenerate test: output all finite or all NaN")
+        wd, wf = WCS(dh).celestial, WCS(fh).celestial
+        a = wd.pixel_to_world(3, 5)
+        b = wf.pixel_to_world(3, 5)
+        sep = a.separation(b).to_value("arcsec")
+        chk.expect(sep < 1e-6, "footprint WCS differs from the output's by %.3g arcsec" % sep)
+        return chk
+    return fn
+
+
+def dtype_test(ctx, in_dtype, opt, want_bitpix):
+    def fn():
+        chk = C.Check()
+        key = "dtype_%s" % in_dtype
+
+        def make():
+            nx, ny = 120, 110
+            hin = C.cel_header("TAN", nx, ny, (20.0, -5.0), 2.0)
+            hout = C.cel_header("TAN", 100, 100, (20.0 + 0.002, -5.0), 2.2, rot_deg=10.0)
+            inp = ctx.path("%s.fits" % key)
+            tgt = ctx.path("%s.hdr" % key)
+            C.write_fits(inp, C.sky_image(ny, nx, 5), hin, in_dtype)
+            C.write_hdr(tgt, hout)
+            return inp, tgt
+        inp, tgt = ctx.memo(key, make)
+        out = ctx.path("%s.%s.out.fits" % (key, opt or "default"))
+        data, h = ctx.reproject(inp, tgt, out, ["--dtype", opt] if opt else [])
+        chk.note("input %s, option %s: output BITPIX %s, dtype %s"
+                 % (in_dtype, opt or "(none)", h.get("BITPIX"), data.dtype))
+        chk.expect(h.get("BITPIX") == want_bitpix, "BITPIX %s, expected %d" % (h.get("BITPIX"), want_bitpix))
+        chk.expect("BSCALE" not in h and "BZERO" not in h, "float output carries BSCALE/BZERO")
+        return chk
+    return fn
+
+
+def integer_input_test(ctx):
+    """BITPIX 16 with BSCALE/BZERO/BLANK: read as float with scaling and BLANK -> NaN."""
+    def fn():
+        chk = C.Check()
+        nx, ny = 140, 120
+        hin = C.cel_header("TAN", nx, ny, (50.0, 10.0), 2.0)
+        hout = C.cel_header("TAN", 120, 110, (50.0 + 0.003, 10.0 - 0.001), 2.3, rot_deg=-7.0)
+        img = C.sky_image(ny, nx, 77)
+        q = np.round((img - 4.0) / 0.001).astype(np.int16)
+        q[30:34, 40:45] = -32768
+        inp = ctx.path("int16.fits")
+        tgt = ctx.path("int16.hdr")
+        # write the raw integers, then add the scaling cards without touching the data
+        C.write_fits(inp, q, hin, np.int16)
+        with fits.open(inp, mode="update", do_not_scale_image_data=True) as hl:
+            hl[0].header["BSCALE"] = 0.001
+            hl[0].header["BZERO"] = 4.0
+            hl[0].header["BLANK"] = -32768
+        C.write_hdr(tgt, hout)
+        rh = fits.getheader(inp)
+        scaled = np.array(fits.getdata(inp), dtype=np.float64)
+        chk.note("input BITPIX %s BSCALE %s BZERO %s BLANK %s; astropy reads it with %d NaN"
+                 % (rh.get("BITPIX"), rh.get("BSCALE"), rh.get("BZERO"), rh.get("BLANK"),
+                    int(np.isnan(scaled).sum())))
+        chk.expect(rh.get("BITPIX") == 16 and int(np.isnan(scaled).sum()) == 20, "test input not as intended")
+        out = ctx.path("int16.out.fits")
+        data, oh = ctx.reproject(inp, tgt, out, ["--mapping-tolerance", "0"])
+        chk.note("output BITPIX %s" % oh.get("BITPIX"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref, _ = C.reproject_interp((scaled, WCS(hin)), fits.Header.fromtextfile(tgt), order=1)
+        rng = float(np.nanmax(scaled) - np.nanmin(scaled))
+        C.compare(chk, ref, data.astype(np.float64), rng, C.TOL_EXACT)
+        return chk
+    return fn
+
+
+def info_test(ctx, in_dtype, cube=False):
+    def fn():
+        chk = C.Check()
+        nx, ny = 123, 97
+        hin = C.cel_header("SIN", nx, ny, (83.63, 22.01), 4.0, frame="icrs")
+        img = C.sky_image(ny, nx, 9)
+        if cube:
+            hin = hin.copy()
+            hin["NAXIS"] = 3
+            hin["NAXIS3"] = 4
+            img = np.stack([img] * 4)
+        path = ctx.path("info_%s%s.fits" % (in_dtype, "_cube" if cube else ""))
+        C.write_fits(path, img, hin, in_dtype)
+        r = ctx.run(["info", path])
+        chk.note("exit %d; stdout:" % r.returncode)
+        for line in r.stdout.splitlines():
+            chk.note("  | " + line)
+        if r.stderr.strip():
+            chk.note("stderr: " + r.stderr.strip())
+        chk.expect(r.returncode == 0, "exit status %d" % r.returncode)
+        dims = [nx, ny] + ([4] if cube else [])
+        pat = r"\b" + r"\D+".join(str(d) for d in dims) + r"\b"
+        chk.expect(re.search(pat, r.stdout) is not None, "shape %s not printed (looked for /%s/)" % (dims, pat))
+        chk.expect(in_dtype in r.stdout, "dtype %s not printed" % in_dtype)
+        chk.expect("SIN" in r.stdout, "no WCS summary (projection SIN not mentioned)")
+        chk.expect(re.search(r"ICRS|RA|equatorial", r.stdout, re.I) is not None, "no celestial frame in the WCS summary")
+        return chk
+    return fn
+
+
+def fits_target_test(ctx):
+    """TARGET given as a FITS file (its header and shape) = the same as the .hdr."""
+    def fn():
+        chk = C.Check()
+        sc = scenario_main(ctx)
+        ref, rh = full_output(ctx, "bilinear", None, None)
+        tf = ctx.path("target_as_image.fits")
+        h = sc["hout"].copy()
+        for k in ("NAXIS", "NAXIS1", "NAXIS2"):
+            h.remove(k, ignore_missing=True)
+        fits.PrimaryHDU(np.zeros((sc["ny"], sc["nx"]), np.int16), header=h).writeto(tf, overwrite=True)
+        got, gh = ctx.reproject(sc["inp"], tf, ctx.path("fits_target.out.fits"), ["--order", "bilinear"])
+        if bits_equal(got, ref):
+            chk.note("bit-identical to the .hdr target's output")
+        else:
+            describe_diff(chk, got, ref, "FITS target")
+        return chk
+    return fn
+
+
+def hdu_test(ctx):
+    """An image in extension 1 (empty primary): default HDU and --hdu 2 both find it."""
+    def fn():
+        chk = C.Check()
+        b = bad_inputs(ctx)
+        ref, _ = ctx.reproject(b["good"], b["tgt"], ctx.path("hdu_single.out.fits"))
+        for label, extra in (("default --hdu", []), ("--hdu 2", ["--hdu", "2"])):
+            got, _ = ctx.reproject(b["mef"], b["tgt"], ctx.path("hdu_mef.out.fits"), extra)
+            if bits_equal(got, ref):
+                chk.note("%s: bit-identical to the single-HDU file's output" % label)
+            else:
+                describe_diff(chk, got, ref, label)
+        return chk
+    return fn
+
+
+def quiet_test(ctx):
+    def fn():
+        chk = C.Check()
+        b = bad_inputs(ctx)
+        out = ctx.path("quiet.out.fits")
+        r = ctx.run(["reproject", b["good"], "--target", b["tgt"], "-o", out, "--quiet"])
+        chk.note("--quiet: exit %d, stdout %r, stderr %r" % (r.returncode, r.stdout, r.stderr))
+        chk.expect(r.returncode == 0, "exit %d" % r.returncode)
+        chk.expect(r.stdout == "" and r.stderr == "", "--quiet printed something")
+        os.unlink(out)
+        r = ctx.run(["reproject", b["good"], "--target", b["tgt"], "-o", out])
+        chk.note("default: exit %d, stdout %r, stderr %r" % (r.returncode, r.stdout, r.stderr))
+        chk.expect(r.returncode == 0, "exit %d" % r.returncode)
+        chk.expect("\r" not in r.stderr, "a progress bar was drawn on a non-terminal stderr")
+        return chk
+    return fn
+
+
+def cube_region_test(ctx):
+    """A 3-plane cube with a 2-D target: NAXIS3 kept; a region is the slice of every plane."""
+    def fn():
+        chk = C.Check()
+
+        def make():
+            nx, ny, nz = 150, 140, 3
+            hin = C.cel_header("TAN", nx, ny, (210.8, 54.35), 3.0)
+            full = hin.copy()
+            full["NAXIS"] = 3
+            full["NAXIS3"] = nz
+            full["CTYPE3"] = "FREQ"
+            full["CUNIT3"] = "Hz"
+            full["CRVAL3"] = 1.4204e9
+            full["CDELT3"] = 1.0e5
+            full["CRPIX3"] = 1.0
+            data = np.stack([C.punch_nan_holes(C.sky_image(ny, nx, 60 + k), 61 + k) for k in range(nz)])
+            inp, tgt = ctx.path("cube.fits"), ctx.path("cube.hdr")
+            C.write_fits(inp, data, full, np.float32)
+            C.write_hdr(tgt, C.cel_header("TAN", 130, 120, (210.8 + 0.003, 54.35), 3.3, rot_deg=-19.0))
+            return inp, tgt
+        inp, tgt = ctx.memo("cube", make)
+        fp = ctx.path("cube.fp.fits")
+        a, ah = ctx.reproject(inp, tgt, ctx.path("cube.out.fits"), ["--order", "bicubic", "--block", "40x30",
+                                                                     "--footprint", fp])
+        chk.expect(ah.get("NAXIS") == 3 and ah.get("NAXIS3") == 3 and a.shape == (3, 120, 130),
+                   "output NAXIS %s shape %s, expected 3 planes of 130 x 120" % (ah.get("NAXIS"), a.shape))
+        f, _ = read_raw(fp)
+        chk.expect(f.shape == a.shape, "footprint shape %s, output %s" % (f.shape, a.shape))
+        if f.shape == a.shape:
+            nbad = int((f.astype(float) != np.isfinite(a.astype(float))).sum())
+            chk.expect(nbad == 0, "cube footprint differs from isfinite(output) at %d pixels" % nbad)
+        region = "21:90,35:101"
+        b, bh = ctx.reproject(inp, tgt, ctx.path("cube.region.fits"), ["--order", "bicubic", "--region", region])
+        want = a[:, 34:101, 20:90]
+        if bits_equal(b, want):
+            chk.note("region %s bit-identical to the slice of all 3 planes" % region)
+        else:
+            describe_diff(chk, b, want, "cube region %s" % region)
+        return chk
+    return fn
+
+
+# ---------------------------------------------------------------------------
+# Bad-input catalogue
+
+def bad_inputs(ctx):
+    """Files for the catalogue, made once."""
+    def make():
+        d = ctx.path("bad")
+        os.makedirs(d, exist_ok=True)
+        nx, ny = 100, 100
+        hin = C.cel_header("TAN", nx, ny, (10.0, 10.0), 2.0)
+        img = C.sky_image(ny, nx, 3)
+        good = os.path.join(d, "good.fits")
+        C.write_fits(good, img, hin, np.float32)
+        tgt = os.path.join(d, "target.hdr")
+        C.write_hdr(tgt, C.cel_header("TAN", 100, 100, (10.0, 10.0), 2.1, rot_deg=5.0))
+        text = os.path.join(d, "notfits.fits")
+        with open(text, "w") as f:
+            f.write("This is a plain text file, not FITS.\n" * 20)
+        # truncated: header + half of the data
+        trunc = os.path.join(d, "cut.fits")
+        big = C.sky_image(400, 400, 4)
+        C.write_fits(trunc, big, C.cel_header("TAN", 400, 400, (10.0, 10.0), 0.5), np.float32)
+        with fits.open(trunc) as hl:
+            datloc = hl[0].fileinfo()["datLoc"]
+        size = os.path.getsize(trunc)
+        with open(trunc, "r+b") as f:
+            f.truncate(datloc + (size - datloc) // 2)
+        nowcs = os.path.join(d, "nowcs.fits")
+        fits.PrimaryHDU(img.astype(np.float32)).writeto(nowcs, overwrite=True)
+        xyz = os.path.join(d, "badproj.fits")
+        hx = hin.copy()
+        hx["CTYPE1"] = "RA---XYZ"
+        hx["CTYPE2"] = "DEC--XYZ"
+        C.write_fits(xyz, img, hx, np.float32)
+        non2 = os.path.join(d, "noshape.hdr")
+        h2 = C.cel_header("TAN", 100, 100, (10.0, 10.0), 2.1)
+        del h2["NAXIS2"]
+        C.write_hdr(non2, h2)
+        mef = os.path.join(d, "mef.fits")
+        h = hin.copy()
+        for k in ("NAXIS", "NAXIS1", "NAXIS2"):
+            h.remove(k, ignore_missing=True)
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(img.astype(np.float32), header=h, name="SCI")]).writeto(mef, overwrite=True)
+        return dict(dir=d, good=good, tgt=tgt, text=text, trunc=trunc, nowcs=nowcs, xyz=xyz, non2=non2,
+                    mef=mef)
+    return ctx.memo("bad", make)
+
+
+# Each case: (name, args builder, expected exit, regexes that stderr must all match).
+# The comment above each case records the stderr observed from the CLI at the time of
+# writing (paths under the work directory shortened to bad/ and badrun-*/).
+def bad_cases():
+    g = lambda b, o, *more: ["reproject", b["good"], "--target", b["tgt"], "-o", o] + list(more)  # noqa: E731
+    return [
+        # tessera: fits: cannot open "bad/missing.fits": No such file or directory
+        ("missing input file",
+         lambda b, o: ["reproject", os.path.join(b["dir"], "missing.fits"), "--target", b["tgt"], "-o", o],
+         1, [r"missing\.fits", r"(?i)no such file"]),
+        # tessera: fits: "bad/notfits.fits" is not a FITS file (it does not begin with "SIMPLE  =")
+        ("input not FITS (a text file)",
+         lambda b, o: ["reproject", b["text"], "--target", b["tgt"], "-o", o],
+         1, [r"notfits\.fits", r"(?i)not a FITS file"]),
+        # tessera: fits: "bad/cut.fits" is truncated: HDU 1 needs 640000 bytes of data ending at
+        # byte 642880, the file ends after 324000
+        ("truncated FITS input (cut in the middle of its data)",
+         lambda b, o: ["reproject", b["trunc"], "--target", b["tgt"], "-o", o],
+         1, [r"cut\.fits", r"(?i)truncated|end of file|ends after"]),
+        # tessera: reproject_interp: input fits#1("nowcs.fits") has no WCS
+        ("input without WCS",
+         lambda b, o: ["reproject", b["nowcs"], "--target", b["tgt"], "-o", o],
+         1, [r"nowcs\.fits", r"(?i)no (celestial )?WCS"]),
+        # tessera: fits: "bad/badproj.fits" HDU 1: wcslib: Unrecognized projection code (XYZ in
+        # CTYPE1); the header has CTYPE1 = 'RA---XYZ'; expected a FITS projection code (TAN, SIN, ...)
+        ("unknown projection CTYPE1='RA---XYZ'",
+         lambda b, o: ["reproject", b["xyz"], "--target", b["tgt"], "-o", o],
+         1, [r"badproj\.fits", r"XYZ", r"(?i)projection"]),
+        # tessera: target "bad/noshape.hdr": NAXIS2 missing; a target header needs NAXIS and NAXISn
+        # (the output shape)
+        ("target .hdr without NAXIS2",
+         lambda b, o: ["reproject", b["good"], "--target", b["non2"], "-o", o],
+         1, [r"noshape\.hdr", r"NAXIS2"]),
+        # tessera: target "bad/nope.hdr": cannot open: No such file or directory
+        ("missing target file",
+         lambda b, o: ["reproject", b["good"], "--target", os.path.join(b["dir"], "nope.hdr"), "-o", o],
+         1, [r"nope\.hdr", r"(?i)no such file"]),
+        # tessera: --region 1:10,5000:5010 is outside the output, which is 100 x 100; expected
+        # 1 <= X1 <= X2 <= 100 and 1 <= Y1 <= Y2 <= 100
+        # (an earlier build said "compute: region [0:10, 4999:5010] is outside reproject_interp#2,
+        # whose extent is [0:100, 0:100]", naming neither --region nor what the user typed)
+        ("--region 1:10,5000:5010 outside a 100x100 output",
+         lambda b, o: g(b, o, "--region", "1:10,5000:5010"),
+         1, [r"--region", r"(?i)outside"]),
+        # tessera: --region 10:5,1:10 is empty: expected X1 <= X2 and Y1 <= Y2
+        ("zero-size --region 10:5,1:10",
+         lambda b, o: g(b, o, "--region", "10:5,1:10"),
+         1, [r"--region", r"(?i)empty|zero"]),
+        # tessera: fits: cannot create "/nonexistent-dir/x.fits": No such file or directory
+        ("unwritable output path -o /nonexistent-dir/x.fits",
+         lambda b, o: ["reproject", b["good"], "--target", b["tgt"], "-o", "/nonexistent-dir/x.fits"],
+         1, [r"/nonexistent-dir/x\.fits", r"(?i)no such file|cannot create"]),
+        # tessera: reproject: unknown option '--frobnicate' (see 'tessera help')
+        ("unknown option --frobnicate",
+         lambda b, o: g(b, o, "--frobnicate"),
+         2, [r"--frobnicate", r"(?i)unknown option"]),
+        # tessera: reproject: missing -o OUT (see 'tessera help')
+        ("missing -o",
+         lambda b, o: ["reproject", b["good"], "--target", b["tgt"]],
+         2, [r"-o\b", r"(?i)missing"]),
+        # tessera: --order 'trilinear': expected nearest-neighbor, bilinear, biquadratic or bicubic
+        # (see 'tessera help')
+        ("bad --order value trilinear",
+         lambda b, o: g(b, o, "--order", "trilinear"),
+         2, [r"--order", r"trilinear"]),
+        # tessera: --block '0x5': expected WxH with 1 <= W, H <= 1048576 (see 'tessera help')
+        ("bad --block value 0x5",
+         lambda b, o: g(b, o, "--block", "0x5"),
+         2, [r"--block", r"0x5"]),
+        # (beyond the brief's list) --hdu naming an HDU without data, and one that does not exist
+        # tessera: fits: "bad/mef.fits" HDU 1 has no image data (NAXIS = 0)
+        ("--hdu 1 of a file whose primary HDU is empty",
+         lambda b, o: ["reproject", b["mef"], "--target", b["tgt"], "-o", o, "--hdu", "1"],
+         1, [r"mef\.fits", r"(?i)HDU 1|hdu 1"]),
+        # tessera: fits: "bad/mef.fits" has no HDU 7 (it has 2)
+        ("--hdu 7 of a file with 2 HDUs",
+         lambda b, o: ["reproject", b["mef"], "--target", b["tgt"], "-o", o, "--hdu", "7"],
+         1, [r"mef\.fits", r"7"]),
+    ]
+
+
+def listing(d):
+    out = set()
+    for root, dirs, files in os.walk(d):
+        for f in files + dirs:
+            out.add(os.path.relpath(os.path.join(root, f), d))
+    return out
+
+
+def bad_test(ctx, name, build, want_rc, patterns):
+    def fn():
+        chk = C.Check()
+        b = bad_inputs(ctx)
+        run_dir = ctx.path("badrun-%s" % re.sub(r"\W+", "_", name))
+        shutil.rmtree(run_dir, ignore_errors=True)
+        os.makedirs(run_dir)
+        out = os.path.join(run_dir, "out.fits")
+        before_in = listing(b["dir"])
+        r = ctx.run(build(b, out), cwd=run_dir, timeout=120)
+        err = r.stderr.rstrip("\n")
+        lines = [l for l in err.splitlines() if l.strip()]
+        chk.note("command: %s" % r.cmd.replace(ctx.workdir + os.sep, ""))
+        chk.note("exit %d, stderr: %r" % (r.returncode, err))
+        if r.stdout.strip():
+            chk.note("stdout: %r" % r.stdout.strip()[:300])
+        chk.expect(r.returncode == want_rc, "exit status %d, expected %d" % (r.returncode, want_rc))
+        chk.expect(len(lines) == 1, "stderr has %d lines, expected one" % len(lines))
+        for p in patterns:
+            chk.expect(re.search(p, err) is not None, "stderr does not match /%s/" % p)
+        chk.expect("Segmentation" not in err and r.returncode >= 0, "crashed (signal %d)" % -r.returncode)
+        left = sorted(listing(run_dir))
+        chk.expect(not left, "files left in the output directory: %s" % left)
+        new_in = sorted(listing(b["dir"]) - before_in)
+        chk.expect(not new_in, "files left next to the inputs: %s" % new_in)
+        if os.path.isdir("/nonexistent-dir"):
+            chk.fail("/nonexistent-dir exists")
+        return chk
+    return fn
+
+
+# ---------------------------------------------------------------------------
+
+def build_tests(ctx, slow):
+    tests = []
+    # regions
+    for region, order, block in [
+            ("1:40,231:260", "bilinear", None),         # corner (top left, partly outside the input)
+            ("261:300,231:260", "bilinear", None),     # corner (top right)
+            ("1:40,1:30", "bilinear", None),           # corner entirely outside the input (all NaN)
+            ("57:130,71:149", "bilinear", None),       # interior
+            ("1:300,100:100", "bilinear", None),       # one row
+            ("150:150,1:260", "bilinear", None),       # one column
+            ("150:150,200:200", "bilinear", None),     # one pixel
+            ("60:200,60:130", "bilinear", "64x64"),    # crossing block borders
+            ("60:200,60:130", "bicubic", "64x64"),
+            ("60:200,60:130", "nearest-neighbor", "64x64"),
+            ("60:200,60:130", "biquadratic", "64x64")]:
+        tests.append(("region %s order=%s%s equals the slice of the full output, CRPIX shifted"
+                      % (region, order, (" --block " + block) if block else ""),
+                      region_test(ctx, region, order, block)))
+    # block sizes
+    for order in ORDERS:
+        for exact in (False, True):
+            for block in ("32x32", "64x48", "512x512", "1000x7"):
+                tests.append(("block %s bit-identical to default, order=%s %s"
+                              % (block, order, "tol=0" if exact else "tol=default"),
+                              block_test(ctx, order, exact, block)))
+    # footprint
+    for order in ("bilinear", "bicubic", "nearest-neighbor"):
+        tests.append(("--footprint equals isfinite(output) order=%s" % order, footprint_test(ctx, order)))
+    tests.append(("--footprint with --region 40:210,30:200", footprint_test(ctx, "bilinear", "40:210,30:200")))
+    # dtypes
+    for in_dtype, opt, bitpix in [("float32", None, -32), ("float64", None, -64),
+                                  ("float32", "float64", -64), ("float64", "float32", -32),
+                                  ("float32", "float32", -32)]:
+        tests.append(("dtype: %s input, %s -> BITPIX %d" % (in_dtype, ("--dtype " + opt) if opt else "default", bitpix),
+                      dtype_test(ctx, in_dtype, opt, bitpix)))
+    tests.append(("integer input BITPIX 16 with BSCALE/BZERO/BLANK matches reproject", integer_input_test(ctx)))
+    # targets, HDUs, verbosity, cubes
+    tests.append(("TARGET as a FITS image equals the .hdr target", fits_target_test(ctx)))
+    tests.append(("input in extension HDU: default and --hdu 2 equal the single-HDU result", hdu_test(ctx)))
+    tests.append(("--quiet prints nothing; default prints no progress bar on a pipe", quiet_test(ctx)))
+    tests.append(("cube with 2-D target: NAXIS3 kept, footprint, --region slice of every plane",
+                  cube_region_test(ctx)))
+    # info
+    tests.append(("info on a float32 image", info_test(ctx, "float32")))
+    tests.append(("info on a float64 image", info_test(ctx, "float64")))
+    tests.append(("info on a 3-D cube", info_test(ctx, "float32", cube=True)))
+    # bad input
+    for name, build, rc, pats in bad_cases():
+        tests.append(("bad input: %s -> exit %d, one-line message, no output" % (name, rc),
+                      bad_test(ctx, name, build, rc, pats)))
+    if slow:
+        tests += slow_tests(ctx)
+    return tests
+
+
+def slow_tests(ctx):
+    """A 2000 x 1800 output: block invariance and regions at a realistic size."""
+    tests = []
+
+    def make():
+        nx, ny = 1500, 1400
+        hin = C.cel_header("TAN", nx, ny, (280.0, -20.0), 1.0, rot_deg=2.0)
+        hout = C.cel_header("TAN", 2000, 1800, (280.0 + 0.01, -20.0 + 0.02), 0.8, rot_deg=31.0, frame="gal")
+        from astropy.wcs.utils import wcs_to_celestial_frame
+        c = WCS(hin).pixel_to_world(750, 700).transform_to("galactic")
+        hout["CRVAL1"], hout["CRVAL2"] = c.l.deg, c.b.deg
+        img = C.punch_nan_holes(C.sky_image(ny, nx, 201, ngauss=80), 202, nholes=30, nsingles=200)
+        inp, tgt = ctx.path("big.fits"), ctx.path("big.hdr")
+        C.write_fits(inp, img, hin, np.float32)
+        C.write_hdr(tgt, hout)
+        return inp, tgt
+
+    def big(order, tol, block, region=None):
+        inp, tgt = ctx.memo("big", make)
+        key = ("big", order, tol, block, region)
+
+        def go():
+            extra = ["--order", order] + (["--mapping-tolerance", str(tol)] if tol is not None else []) \
+                + (["--block", block] if block else []) + (["--region", region] if region else [])
+            out = ctx.path("big.%s.%s.%s.%s.fits" % (order, tol, block, (region or "all").replace(":", "_").replace(",", "-")))
+            return ctx.reproject(inp, tgt, out, extra)
+        return ctx.memo(key, go)
+
+    for order in ORDERS:
+        for tol in (None, 0):
+            for block in ("1000x7", "97x131"):
+                def fn(order=order, tol=tol, block=block):
+                    chk = C.Check()
+                    a, _ = big(order, tol, None)
+                    b, _ = big(order, tol, block)
+                    if bits_equal(a, b):
+                        chk.note("bit-identical")
+                    else:
+                        describe_diff(chk, b, a, "--block %s" % block)
+                    return chk
+                tests.append(("slow: 2000x1800 block %s bit-identical, order=%s %s"
+                              % (block, order, "tol=0" if tol == 0 else "tol=default"), fn))
+    for region in ("1:2000,900:900", "513:1024,513:1024", "1999:2000,1:1800"):
+        def fn(region=region):
+            chk = C.Check()
+            a, _ = big("bicubic", None, None)
+            b, _ = big("bicubic", None, None, region)
+            (x1, x2), (y1, y2) = [[int(v) for v in p.split(":")] for p in region.split(",")]
+            want = a[y1 - 1:y2, x1 - 1:x2]
+            if bits_equal(b, want):
+                chk.note("bit-identical")
+            else:
+                describe_diff(chk, b, want, "region %s" % region)
+            return chk
+        tests.append(("slow: 2000x1800 region %s bicubic bit-identical" % region, fn))
+    return tests
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tessera", required=True)
+    ap.add_argument("--workdir")
+    ap.add_argument("--only", action="append", default=[])
+    ap.add_argument("--slow", action="store_true")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        load()
+    except Exception as e:  # noqa: BLE001
+        print("1..0 # SKIP no /usr/bin/python3 with astropy/reproject (%s: %s)" % (type(e).__name__, e))
+        return 0
+    warnings.simplefilter("ignore")
+    tmp = None
+    if args.workdir:
+        workdir = os.path.abspath(args.workdir)
+        os.makedirs(workdir, exist_ok=True)
+    else:
+        workdir = tmp = tempfile.mkdtemp(prefix="tsr-cli-")
+    tessera = os.path.abspath(args.tessera) if os.path.sep in args.tessera else args.tessera
+    ctx = Ctx(tessera, workdir)
+    tests = build_tests(ctx, args.slow)
+    if args.only:
+        tests = [t for t in tests if any(s.lower() in t[0].lower() for s in args.only)]
+    if args.list:
+        for name, _ in tests:
+            print(name)
+        return 0
+    t_start = time.time()
+    print("1..%d" % len(tests))
+    print("# tessera: %s; workdir: %s" % (tessera, workdir))
+    sys.stdout.flush()
+    npass = nfail = 0
+    for i, (name, fn) in enumerate(tests, 1):
+        t0 = time.time()
+        try:
+            chk = fn()
+        except C.CaseFailure as e:
+            chk = C.Check()
+            chk.fail(str(e))
+        except Exception:  # noqa: BLE001
+            chk = C.Check()
+            chk.fail("exception:\n" + traceback.format_exc())
+        if chk.failed:
+            nfail += 1
+        else:
+            npass += 1
+        print("%s %d - %s" % ("not ok" if chk.failed else "ok", i, name))
+        for n in chk.notes:
+            for line in str(n).splitlines():
+                print("# " + line)
+        print("# (%.2f s)" % (time.time() - t0))
+        sys.stdout.flush()
+    print("# %d passed, %d failed (%.1f s)" % (npass, nfail, time.time() - t_start))
+    if tmp and not args.keep and nfail == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+    elif tmp:
+        print("# files kept in %s" % tmp)
+    return 1 if nfail else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
