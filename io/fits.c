@@ -314,7 +314,15 @@ typedef struct {
 typedef struct {
   fitsfile *f;
   int fd;                /* >= 0: plain IEEE data, read by mapping windows */
+  const unsigned char *map; /* the whole file, when small enough to map once */
+  size_t map_len;
 } fits_state_t;
+
+/* Files up to this size are mapped once per run, so each page faults in
+ * once however many windows overlap it; larger ones map each window's rows
+ * and unmap them after the task, which keeps resident memory bounded by the
+ * windows in flight. */
+#define MAP_WHOLE_BYTES ((size_t)256 << 20)
 
 static void fits_free_params(tsr_ctx_t *ctx, void *params) {
   fits_params_t *fp = params;
@@ -363,6 +371,13 @@ static int fits_start(tsr_node_t *n, void **state) {
     return tsr__err(ctx, TSR_ENOMEM, "fits: out of memory opening \"%s\"", fp->path);
   fs->fd = -1;
   if (fp->raw_offset >= 0 && (fs->fd = open(fp->real, O_RDONLY | O_CLOEXEC)) >= 0) {
+    if ((size_t)st.st_size <= MAP_WHOLE_BYTES) {
+      void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fs->fd, 0);
+      if (m != MAP_FAILED) {
+        fs->map = m;
+        fs->map_len = (size_t)st.st_size;
+      }
+    }
     *state = fs;
     return 0;
   }
@@ -389,6 +404,8 @@ static void fits_stop(tsr_node_t *n, void *state) {
     fits_close_file(fs->f, &status);
   if (fs->fd >= 0)
     close(fs->fd);
+  if (fs->map)
+    munmap((void *)fs->map, fs->map_len);
   fits_clear_errmsg();
   tsr__free(n->graph->ctx, fs);
 }
@@ -449,7 +466,7 @@ static int raw_read(tsr__task_t *t, const fits_params_t *fp, const fits_state_t 
   sigjmp_buf jb;
   void *volatile map = NULL;
   volatile size_t map_len = 0;
-  int rc = 0;
+  volatile int rc = 0;
 
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_sigbus;
@@ -463,6 +480,10 @@ static int raw_read(tsr__task_t *t, const fits_params_t *fp, const fits_state_t 
                        (size_t)(((w * fp->shape[2] + z) * fp->shape[1] + r->start[1]) * fp->shape[0]) * es;
         size_t len = (size_t)((r->stop[1] - r->start[1]) * fp->shape[0]) * es;
         size_t at = first / page * page;
+        if (fs->map) {
+          raw_copy_rows(t, fp, fs->map + first, z, w);
+          continue;
+        }
         map_len = len + (first - at);
         map = mmap(NULL, map_len, PROT_READ, MAP_SHARED, fs->fd, (off_t)at);
         if (map == MAP_FAILED) {
