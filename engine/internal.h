@@ -196,8 +196,9 @@ typedef void (*tsr__encode_fn)(const tsr_node_t *n, tsr__buf_t *b);
 /* Tasks and running (engine/plan.c, engine/exec_serial.c)              */
 
 typedef struct {
-  const void *data;              /* NULL when the op said the input is not needed */
+  const void *data;              /* element win.start; NULL when the op said the input is not needed */
   tsr_region_t win;              /* the window held, in the input's pixels (clipped) */
+  int64_t stride[TSR_MAX_DIMS];  /* element strides of data; stride[0] = 1 */
   const tsr_node_t *node;
 } tsr__window_t;
 

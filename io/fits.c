@@ -422,45 +422,55 @@ static void on_sigbus(int sig) {
   raise(SIGBUS);
 }
 
-/* Copy rows [y0, y1) of plane (z, w) of task->out from `base`, the mapped
- * big-endian data of those rows (row y0 first), making non-finite values NaN. */
-static void raw_copy_rows(tsr__task_t *t, const fits_params_t *fp, const unsigned char *base,
-                          int64_t z, int64_t w) {
+/* Byte-swap n big-endian IEEE values to native, making non-finite ones NaN. */
+static void swap_values(void *dst, const unsigned char *p, int64_t n, bool f32) {
+  if (f32) {
+    float *o = dst;
+    for (int64_t i = 0; i < n; i++) {
+      uint32_t u;
+      float v;
+      memcpy(&u, p + 4 * i, 4);
+      u = __builtin_bswap32(u);
+      memcpy(&v, &u, 4);
+      o[i] = isfinite(v) ? v : NAN;
+    }
+  } else {
+    double *o = dst;
+    for (int64_t i = 0; i < n; i++) {
+      uint64_t u;
+      double v;
+      memcpy(&u, p + 8 * i, 8);
+      u = __builtin_bswap64(u);
+      memcpy(&v, &u, 8);
+      o[i] = isfinite(v) ? v : NAN;
+    }
+  }
+}
+
+/* Called for each plane (z, w) of a region with `base`, the mapped data of
+ * the region's first row in that plane (whole rows follow). */
+typedef void (*plane_fn)(void *arg, const unsigned char *base, int64_t z, int64_t w);
+
+/* Copy a plane's rows of task->out from the mapped data. */
+static void copy_task_rows(void *arg, const unsigned char *base, int64_t z, int64_t w) {
+  tsr__task_t *t = arg;
+  const fits_params_t *fp = t->node->params;
   const tsr_region_t *r = &t->out;
-  int64_t nx = r->stop[0] - r->start[0];
   bool f32 = fp->datatype == TFLOAT;
   size_t es = f32 ? 4 : 8;
   for (int64_t y = r->start[1]; y < r->stop[1]; y++) {
     const unsigned char *p = base + (size_t)((y - r->start[1]) * fp->shape[0] + r->start[0]) * es;
     size_t dst = tsr__task_offset(t, 0, y - r->start[1], z - r->start[2], w - r->start[3]);
-    if (f32) {
-      float *o = (float *)t->planes[0] + dst;
-      for (int64_t i = 0; i < nx; i++) {
-        uint32_t u;
-        float v;
-        memcpy(&u, p + 4 * i, 4);
-        u = __builtin_bswap32(u);
-        memcpy(&v, &u, 4);
-        o[i] = isfinite(v) ? v : NAN;
-      }
-    } else {
-      double *o = (double *)t->planes[0] + dst;
-      for (int64_t i = 0; i < nx; i++) {
-        uint64_t u;
-        double v;
-        memcpy(&u, p + 8 * i, 8);
-        u = __builtin_bswap64(u);
-        memcpy(&v, &u, 8);
-        o[i] = isfinite(v) ? v : NAN;
-      }
-    }
+    swap_values((char *)t->planes[0] + dst * es, p, r->stop[0] - r->start[0], f32);
   }
 }
 
-/* Map the file span of each plane's window rows, copy, unmap: only the
- * window's pages are touched, and none stay resident after the task. */
-static int raw_read(tsr__task_t *t, const fits_params_t *fp, const fits_state_t *fs) {
-  const tsr_region_t *r = &t->out;
+/* Map the data of region r plane by plane and call fn on each.  A file
+ * mapped whole for the run is used as is; otherwise the span of the
+ * region's rows is mapped for the call and unmapped after, so only the
+ * window's pages are touched and none stay resident. */
+static int raw_planes(tsr_ctx_t *ctx, const fits_params_t *fp, const fits_state_t *fs,
+                      const tsr_region_t *r, int ndim, plane_fn fn, void *arg) {
   size_t es = fp->datatype == TFLOAT ? 4 : 8, page = (size_t)sysconf(_SC_PAGESIZE);
   struct sigaction sa, old;
   sigjmp_buf jb;
@@ -481,17 +491,17 @@ static int raw_read(tsr__task_t *t, const fits_params_t *fp, const fits_state_t 
         size_t len = (size_t)((r->stop[1] - r->start[1]) * fp->shape[0]) * es;
         size_t at = first / page * page;
         if (fs->map) {
-          raw_copy_rows(t, fp, fs->map + first, z, w);
+          fn(arg, fs->map + first, z, w);
           continue;
         }
         map_len = len + (first - at);
         map = mmap(NULL, map_len, PROT_READ, MAP_SHARED, fs->fd, (off_t)at);
         if (map == MAP_FAILED) {
           map = NULL;
-          rc = tsr__err(t->ctx, TSR_EIO, "fits: cannot map \"%s\": %s", fp->path, strerror(errno));
+          rc = tsr__err(ctx, TSR_EIO, "fits: cannot map \"%s\": %s", fp->path, strerror(errno));
           break;
         }
-        raw_copy_rows(t, fp, (const unsigned char *)map + (first - at), z, w);
+        fn(arg, (const unsigned char *)map + (first - at), z, w);
         munmap(map, map_len);
         map = NULL;
       }
@@ -499,8 +509,8 @@ static int raw_read(tsr__task_t *t, const fits_params_t *fp, const fits_state_t 
     char where[160];
     if (map)
       munmap(map, map_len);
-    tsr__region_format(r, t->node->ndim, where, sizeof where);
-    rc = tsr__err(t->ctx, TSR_EIO,
+    tsr__region_format(r, ndim, where, sizeof where);
+    rc = tsr__err(ctx, TSR_EIO,
                   "fits: \"%s\" was truncated while being read (reading %s of HDU %d)", fp->path,
                   where, fp->hdu);
   }
@@ -527,7 +537,7 @@ static int fits_compute(tsr__task_t *t) {
   if (t->planes[0] == NULL)
     return 0;
   if (fs->fd >= 0)
-    return raw_read(t, fp, fs);
+    return raw_planes(t->ctx, fp, fs, &t->out, n->ndim, copy_task_rows, t);
   for (int a = 0; a < TSR_MAX_DIMS; a++)
     ext[a] = r->stop[a] - r->start[a];
   cstride[0] = 1;

@@ -134,7 +134,7 @@ static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_regi
  * truncating conversion is floor (libm's floor is a call on baseline x86-64).
  * Interior pixels skip the edge clamps. */
 #define DEFINE_ROW_KERNELS(TIN, TOUT, SUF)                                                    \
-  static void row_nearest_##SUF(const TIN *src, int64_t sx0, int64_t sy0, int64_t sw,       \
+  static void row_nearest_##SUF(const TIN *src, int64_t rs, int64_t sx0, int64_t sy0, int64_t sw, \
                                 int64_t sh, int64_t nx, int64_t ny, const double *xs,       \
                                 const double *ys, int64_t n, TOUT *dst, TOUT *fp) {         \
     const double xmax = (double)nx - 0.5, ymax = (double)ny - 0.5;                          \
@@ -147,13 +147,13 @@ static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_regi
         if (iy > ny - 1) iy = ny - 1;                                                         \
         ix -= sx0, iy -= sy0;                                                                 \
         if (ix >= 0 && iy >= 0 && ix < sw && iy < sh)                                         \
-          v = (TOUT)src[iy * sw + ix];                                                        \
+          v = (TOUT)src[iy * rs + ix];                                                        \
       }                                                                                      \
       dst[k] = v;                                                                            \
       if (fp) fp[k] = (TOUT)(v == v);                                                        \
     }                                                                                        \
   }                                                                                          \
-  static void row_bilinear_##SUF(const TIN *src, int64_t sx0, int64_t sy0, int64_t sw,      \
+  static void row_bilinear_##SUF(const TIN *src, int64_t rs, int64_t sx0, int64_t sy0, int64_t sw, \
                                  int64_t sh, int64_t nx, int64_t ny, const double *xs,      \
                                  const double *ys, int64_t n, TOUT *dst, TOUT *fp) {        \
     const double xmax = (double)nx - 0.5, ymax = (double)ny - 0.5;                          \
@@ -176,7 +176,7 @@ static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_regi
           double x = xs[k], y = ys[k];                                                       \
           int64_t i0 = (int64_t)x, j0 = (int64_t)y;                                          \
           double fx = x - (double)i0, fy = y - (double)j0;                                   \
-          const TIN *r0 = src + (j0 - sy0) * sw + (i0 - sx0), *r1 = r0 + sw;                 \
+          const TIN *r0 = src + (j0 - sy0) * rs + (i0 - sx0), *r1 = r0 + rs;                 \
           double a = (double)r0[0] + fx * ((double)r0[1] - (double)r0[0]);                   \
           double b = (double)r1[0] + fx * ((double)r1[1] - (double)r1[0]);                   \
           TOUT v = (TOUT)(a + fy * (b - a));                                                 \
@@ -202,7 +202,7 @@ static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_regi
         }                                                                                    \
         i0 -= sx0, i1 -= sx0, j0 -= sy0, j1 -= sy0;                                           \
         if (i0 >= 0 && j0 >= 0 && i1 < sw && j1 < sh) {                                      \
-          const TIN *r0 = src + j0 * sw, *r1 = src + j1 * sw;                                \
+          const TIN *r0 = src + j0 * rs, *r1 = src + j1 * rs;                                \
           double a = (double)r0[i0] + fx * ((double)r0[i1] - (double)r0[i0]);                \
           double b = (double)r1[i0] + fx * ((double)r1[i1] - (double)r1[i0]);                \
           /* A NaN anywhere in the 2x2 spoils even at zero weight (0 * NaN is NaN), \
@@ -239,16 +239,15 @@ static void interp_rows(tsr__task_t *t, const tsr__window_t *w, int64_t ya, int6
   int64_t bw = t->out.stop[0] - t->out.start[0];
   int64_t sx0 = w->win.start[0], sy0 = w->win.start[1];
   int64_t sw = w->win.stop[0] - sx0, sh = w->win.stop[1] - sy0;
-  int64_t wz = w->win.stop[2] - w->win.start[2];
-  size_t plane_in = (size_t)sw * (size_t)sh, es_in = tsr_dtype_size(in->dtype);
+  size_t es_in = tsr_dtype_size(in->dtype);
   size_t es = tsr_dtype_size(n->dtype);
   bool f32in = in->dtype == TSR_F32, f32out = n->dtype == TSR_F32;
 
   for (int64_t q = t->out.start[3]; q < t->out.stop[3]; q++)
     for (int64_t z = t->out.start[2]; z < t->out.stop[2]; z++) {
       const char *src = (const char *)w->data +
-                        ((size_t)(q - w->win.start[3]) * (size_t)wz + (size_t)(z - w->win.start[2])) *
-                            plane_in * es_in;
+                        (size_t)((q - w->win.start[3]) * w->stride[3] +
+                                 (z - w->win.start[2]) * w->stride[2]) * es_in;
       /* Walk the band in columns of TILE_COLS so that the input pixels a
        * column of the band touches stay in L1 from one row to the next. */
       for (int64_t c0 = 0; c0 < bw; c0 += TILE_COLS)
@@ -267,7 +266,8 @@ static void interp_rows(tsr__task_t *t, const tsr__window_t *w, int64_t ya, int6
           fp = NULL;
         }
 #define CALL(SUF, TIN, TOUT)                                                                    \
-  (ip->order == 0 ? row_nearest_##SUF : row_bilinear_##SUF)((const TIN *)src, sx0, sy0, sw, sh, \
+  (ip->order == 0 ? row_nearest_##SUF : row_bilinear_##SUF)((const TIN *)src, w->stride[1], sx0, \
+                                                            sy0, sw, sh,                        \
                                                             in->shape[0], in->shape[1], xr, yr, \
                                                             cn, (TOUT *)d, (TOUT *)fp)
         if (f32in && f32out)
@@ -345,16 +345,15 @@ static int interp_compute(tsr__task_t *t) {
   if ((rc = tsr__map_box(st->map, x0, x1, y0, y1, st->xin, st->yin)) != 0)
     return rc;
   {
-    int64_t sw = w->win.stop[0] - w->win.start[0], sh = w->win.stop[1] - w->win.start[1];
-    size_t plane_in = (size_t)sw * (size_t)sh, es_in = tsr_dtype_size(in->dtype);
-    int64_t wz = w->win.stop[2] - w->win.start[2];
+    size_t es_in = tsr_dtype_size(in->dtype);
 
     for (int64_t q = t->out.start[3]; q < t->out.stop[3]; q++)
       for (int64_t z = t->out.start[2]; z < t->out.stop[2]; z++) {
         const char *src = (const char *)w->data +
-                          ((size_t)(q - w->win.start[3]) * (size_t)wz + (size_t)(z - w->win.start[2])) *
-                              plane_in * es_in;
-        rc = tsr__spline_run(t->ctx, &st->spline, ip->order, src, in->dtype, &w->win, in->shape,
+                          (size_t)((q - w->win.start[3]) * w->stride[3] +
+                                   (z - w->win.start[2]) * w->stride[2]) * es_in;
+        rc = tsr__spline_run(t->ctx, &st->spline, ip->order, src, w->stride[1], in->dtype,
+                             &w->win, in->shape,
                              st->xin, st->yin, bw, bh, t, z - t->out.start[2], q - t->out.start[3],
                              q * in->shape[2] + z);
         if (rc != 0)

@@ -234,11 +234,10 @@ static inline double eval2(const eval_ctx_t *e, double x, double y) {
 /* Coefficients of tile (kx, ky) into out (TILE x TILE), from the tile and
  * its margin of the window's data. */
 static void compute_tile(tsr__spline_t *sp, double *out, int order, const void *src,
-                         tsr_dtype_t dt, const tsr_region_t *win, const int64_t *in_shape,
+                         int64_t rs, tsr_dtype_t dt, const tsr_region_t *win, const int64_t *in_shape,
                          int64_t kx, int64_t ky, bool any_nan) {
   int64_t nx = in_shape[0], ny = in_shape[1], NX = nx + 2, NY = ny + 2;
   int64_t wx0 = win->start[0], wy0 = win->start[1];
-  int64_t ww = win->stop[0] - wx0;
       int64_t ex0 = kx * TILE - HALO, ex1 = (kx + 1) * TILE + HALO;
       int64_t ey0 = ky * TILE - HALO, ey1 = (ky + 1) * TILE + HALO;
       if (ex0 < 0) ex0 = 0;
@@ -254,7 +253,7 @@ static void compute_tile(tsr__spline_t *sp, double *out, int order, const void *
         for (int64_t i = 0; i < ew; i++) {
           int64_t dx = ex0 + i - 1;
           dx = dx < 0 ? 0 : dx > nx - 1 ? nx - 1 : dx;
-          b[j * ew + i] = load(src, dt, (size_t)((dy - wy0) * ww + (dx - wx0)));
+          b[j * ew + i] = load(src, dt, (size_t)((dy - wy0) * rs + (dx - wx0)));
         }
       }
       if (any_nan) {
@@ -273,7 +272,7 @@ static void compute_tile(tsr__spline_t *sp, double *out, int order, const void *
                 int64_t dy = ey0 + jj - 1, dx = ex0 + ii - 1;
                 dy = dy < 0 ? 0 : dy > ny - 1 ? ny - 1 : dy;
                 dx = dx < 0 ? 0 : dx > nx - 1 ? nx - 1 : dx;
-                double v = load(src, dt, (size_t)((dy - wy0) * ww + (dx - wx0)));
+                double v = load(src, dt, (size_t)((dy - wy0) * rs + (dx - wx0)));
                 if (isfinite(v))
                   s += v, cnt++;
               }
@@ -299,7 +298,7 @@ static void compute_tile(tsr__spline_t *sp, double *out, int order, const void *
 }
 
 int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *src,
-                    tsr_dtype_t dt, const tsr_region_t *win, const int64_t *in_shape,
+                    int64_t rs, tsr_dtype_t dt, const tsr_region_t *win, const int64_t *in_shape,
                     const double *xin, const double *yin, int64_t bw, int64_t bh,
                     tsr__task_t *t, int64_t z, int64_t q, int64_t plane_id) {
   tsr__spline_t *sp = *spp;
@@ -347,22 +346,23 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
     return rc;
 
   /* A branch-free scan first (it vectorises); the mask only when needed. */
-  if (dt == TSR_F32) {
-    const float *p = src;
+  for (int64_t y = 0; y < wh; y++) {
     int bad = 0;
-    for (int64_t k = 0; k < ww * wh; k++)
-      bad |= !(fabsf(p[k]) <= FLT_MAX);
-    any_nan = bad != 0;
-  } else {
-    const double *p = src;
-    int bad = 0;
-    for (int64_t k = 0; k < ww * wh; k++)
-      bad |= !(fabs(p[k]) <= DBL_MAX);
-    any_nan = bad != 0;
+    if (dt == TSR_F32) {
+      const float *p = (const float *)src + y * rs;
+      for (int64_t k = 0; k < ww; k++)
+        bad |= !(fabsf(p[k]) <= FLT_MAX);
+    } else {
+      const double *p = (const double *)src + y * rs;
+      for (int64_t k = 0; k < ww; k++)
+        bad |= !(fabs(p[k]) <= DBL_MAX);
+    }
+    any_nan |= bad != 0;
   }
   if (any_nan)
-    for (int64_t k = 0; k < ww * wh; k++)
-      sp->nanmask[k] = !isfinite(load(src, dt, (size_t)k));
+    for (int64_t y = 0; y < wh; y++)
+      for (int64_t k = 0; k < ww; k++)
+        sp->nanmask[y * ww + k] = !isfinite(load(src, dt, (size_t)(y * rs + k)));
 
   for (int64_t ky = ky0; ky < ky1; ky++)
     for (int64_t kx = kx0; kx < kx1; kx++) {
@@ -388,7 +388,7 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
               e = &sp->cache[i];
         }
         e->plane = plane_id, e->kx = kx, e->ky = ky;
-        compute_tile(sp, e->coef, order, src, dt, win, in_shape, kx, ky, any_nan);
+        compute_tile(sp, e->coef, order, src, rs, dt, win, in_shape, kx, ky, any_nan);
       }
       e->used = ++sp->clock;
       for (int64_t p = ty0; p < ty1; p++)

@@ -154,13 +154,17 @@ int tsr__cel_new(tsr_ctx_t *ctx, const tsr_wcs_t *w, const char *what, tsr__cel_
     goto out;
   memcpy(c->proj, c->wcs->ctype[0] + 5, 3);
   c->proj[3] = '\0';
-  /* wcslib 7.12's quad-cube projections (TSC, CSC, QSC) give wrong
-   * coordinates for some points when called on a vector of points (a row at
-   * constant y lands on the wrong face); one point per call is right. */
-  c->batch = strcmp(c->wcs->cel.prj.code, "TSC") == 0 || strcmp(c->wcs->cel.prj.code, "CSC") == 0 ||
-                     strcmp(c->wcs->cel.prj.code, "QSC") == 0
-                 ? 1
-                 : BATCH;
+  /* wcslib 7.12's quad-cube projections (TSC, CSC, QSC) and HEALPix (HPX)
+   * give wrong pixel -> world results for some points when called on a
+   * vector of points at one pixel y (a row lands on the wrong face); one
+   * point per call is right.  The other projections were checked clean. */
+  {
+    static const char *const unbatched[] = {"TSC", "CSC", "QSC", "HPX"};
+    c->batch = BATCH;
+    for (size_t k = 0; k < sizeof unbatched / sizeof unbatched[0]; k++)
+      if (strcmp(c->wcs->cel.prj.code, unbatched[k]) == 0)
+        c->batch = 1;
+  }
   c->plain_tan = strcmp(c->wcs->cel.prj.code, "TAN") == 0 && c->wcs->lin.dispre == NULL &&
                  c->wcs->lin.disseq == NULL && strlen(c->wcs->ctype[0]) <= 8;
   *out = c;

@@ -409,31 +409,38 @@ TEST(frames_agree_with_astropy) {
 }
 
 TEST(bad_options_are_reported) {
-  env_t e;
-  env_open(&e);
-  tsr_wcs_t *w = make_wcs(&e, 10, 10, "RA---TAN", "DEC--TAN", 10, 10, 5, 5, 0.001, NULL);
+  /* The WCS lives in its own context: each case below gets a fresh graph. */
+  env_t keep, e;
+  env_open(&keep);
+  tsr_wcs_t *w = make_wcs(&keep, 10, 10, "RA---TAN", "DEC--TAN", 10, 10, 5, 5, 0.001, NULL);
   float d[100] = {0};
   int64_t shape[2] = {10, 10};
-  tsr_node_t *nowcs = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, NULL);
   tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+
+  env_open(&e);
+  tsr_node_t *nowcs = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, NULL);
   ASSERT(tsr_reproject_interp(e.g, nowcs, w, &o) == NULL);
   ASSERT_INT_EQ(tsr_graph_status(e.g), TSR_EWCS);
   ASSERT_STR_CONTAINS(tsr_graph_errmsg(e.g), "has no WCS");
   env_close(&e);
+
   env_open(&e);
   tsr_node_t *src = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, w);
   o.order = 7;
   ASSERT(tsr_reproject_interp(e.g, src, w, &o) == NULL);
   ASSERT_STR_CONTAINS(tsr_graph_errmsg(e.g), "order 7 out of range [0, 3]");
   env_close(&e);
+
   env_open(&e);
   src = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, w);
   o.order = 1;
   o.mapping_tolerance = -1;
   ASSERT(tsr_reproject_interp(e.g, src, w, &o) == NULL);
   ASSERT_STR_CONTAINS(tsr_graph_errmsg(e.g), "mapping tolerance -1 px out of range [0, 1]");
-  tsr_wcs_free(w);
   env_close(&e);
+
+  tsr_wcs_free(w);
+  env_close(&keep);
 }
 
 TEST_MAIN()

@@ -16,7 +16,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 import warnings
@@ -652,7 +651,6 @@ def slow_tests(ctx):
         nx, ny = 1500, 1400
         hin = C.cel_header("TAN", nx, ny, (280.0, -20.0), 1.0, rot_deg=2.0)
         hout = C.cel_header("TAN", 2000, 1800, (280.0 + 0.01, -20.0 + 0.02), 0.8, rot_deg=31.0, frame="gal")
-        from astropy.wcs.utils import wcs_to_celestial_frame
         c = WCS(hin).pixel_to_world(750, 700).transform_to("galactic")
         hout["CRVAL1"], hout["CRVAL2"] = c.l.deg, c.b.deg
         img = C.punch_nan_holes(C.sky_image(ny, nx, 201, ngauss=80), 202, nholes=30, nsingles=200)
@@ -717,14 +715,8 @@ def main(argv=None):
         print("1..0 # SKIP no /usr/bin/python3 with astropy/reproject (%s: %s)" % (type(e).__name__, e))
         return 0
     warnings.simplefilter("ignore")
-    tmp = None
-    if args.workdir:
-        workdir = os.path.abspath(args.workdir)
-        os.makedirs(workdir, exist_ok=True)
-    else:
-        workdir = tmp = tempfile.mkdtemp(prefix="tsr-cli-")
     tessera = os.path.abspath(args.tessera) if os.path.sep in args.tessera else args.tessera
-    ctx = Ctx(tessera, workdir)
+    ctx = Ctx(tessera, None)
     tests = build_tests(ctx, args.slow)
     if args.only:
         tests = [t for t in tests if any(s.lower() in t[0].lower() for s in args.only)]
@@ -732,6 +724,7 @@ def main(argv=None):
         for name, _ in tests:
             print(name)
         return 0
+    ctx.workdir = workdir = C.open_workdir(args.workdir, "tsr-cli-")
     t_start = time.time()
     print("1..%d" % len(tests))
     print("# tessera: %s; workdir: %s" % (tessera, workdir))
@@ -758,10 +751,7 @@ def main(argv=None):
         print("# (%.2f s)" % (time.time() - t0))
         sys.stdout.flush()
     print("# %d passed, %d failed (%.1f s)" % (npass, nfail, time.time() - t_start))
-    if tmp and not args.keep and nfail == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-    elif tmp:
-        print("# files kept in %s" % tmp)
+    C.close_workdir(workdir, nfail > 0, args.keep)
     return 1 if nfail else 0
 
 

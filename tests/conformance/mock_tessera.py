@@ -131,7 +131,6 @@ def main():
         if order >= 2 and os.environ.get("MOCK_NANCONFINE"):
             nanm = np.isnan(pl)
             v = map_coordinates(np.pad(np.where(nanm, 0, pl), 1, "edge"), cc + 1, order=order, mode="constant", cval=np.nan)
-            sp = map_coordinates(np.pad(nanm.astype(float), 1, "edge"), cc + 1, order=1, mode="constant", cval=1)
             import scipy.ndimage as nd
             grown = nd.binary_dilation(nanm, iterations=2) if order == 3 else nd.binary_dilation(nanm, iterations=1)
             touch = map_coordinates(np.pad(grown.astype(float), 1, "edge"), cc + 1, order=0, mode="constant", cval=1) > 0
@@ -139,7 +138,6 @@ def main():
             for i in range(2):
                 v[(cc[i] < -0.5) | (cc[i] > pl.shape[i] - 0.5)] = np.nan
         else:
-            v = C.reproject_interp.__globals__["map_coordinates"] if False else None
             from reproject.array_utils import map_coordinates as rmc
             v = rmc(pl, cc, order=order, cval=np.nan, mode="constant")
         outs.append(v.reshape(oy.shape))
