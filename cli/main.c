@@ -142,15 +142,30 @@ static int read_target(tsr_ctx_t *ctx, const char *path, tsr_wcs_t **out) {
   return tsr_wcs_read_hdr(ctx, path, out);
 }
 
+/* Reprojection methods the CLI knows; each has its options struct in
+ * reproject_args_t and one case in build_reprojection(). */
+typedef enum { METHOD_INTERP = 0 } method_t;
+
 typedef struct {
   const char *input, *target, *output, *footprint;
   int hdu;
+  method_t method;
   tsr_interp_opts_t interp;
   int has_region;
   tsr_region_t region;
   int progress;  /* 0 auto, 1 always, -1 never */
   int quiet;
 } reproject_args_t;
+
+/* The reprojection node for a->method (NULL with the error on the graph). */
+static tsr_node_t *build_reprojection(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_t *target,
+                                      const reproject_args_t *a) {
+  switch (a->method) {
+  case METHOD_INTERP:
+    return tsr_reproject_interp(g, src, target, &a->interp);
+  }
+  return NULL;
+}
 
 /* Run the reprojection described by `a`; returns an exit status. */
 static int run_reproject(const reproject_args_t *a) {
@@ -177,7 +192,7 @@ static int run_reproject(const reproject_args_t *a) {
     goto out;
   }
   src = tsr_source_fits(g, a->input, a->hdu);
-  out = tsr_reproject_interp(g, src, target, &a->interp);
+  out = build_reprojection(g, src, target, a);
   if (a->footprint)
     fp = tsr_footprint(g, out);
   if (tsr_graph_status(g) != 0) {
@@ -283,7 +298,9 @@ static int cmd_reproject(int argc, char **argv) {
       a.hdu = (int)v;
       break;
     case O_METHOD:
-      if (strcmp(optarg, "interp") != 0)
+      if (strcmp(optarg, "interp") == 0)
+        a.method = METHOD_INTERP;
+      else
         return usage_error("--method '%s': expected interp", optarg);
       break;
     case O_ORDER:
