@@ -67,6 +67,8 @@ static int interp_start(tsr_node_t *n, void **state) {
     return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
   rc = tsr__map_new(ctx, ip->target, "target", n->inputs[0]->wcs, ip->in_what, ip->tol,
                     ip->roundtrip != 0, &st->map);
+  if (rc == 0 && ip->order >= 2 && (rc = tsr__spline_new(ctx, &st->spline)) != 0)
+    tsr__map_free(st->map);
   if (rc != 0) {
     tsr__free(ctx, st);
     return rc;
@@ -124,8 +126,12 @@ static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_regi
     win->start[a] = s < 0 ? 0 : (int64_t)s;
     win->stop[a] = e > (double)in->shape[a] ? in->shape[a] : (int64_t)e;
   }
-  if (ip->order >= 2)
-    tsr__spline_expand_window(win, in->shape);
+  if (ip->order >= 2) {
+    /* Planes are whole along axes 2 and 3, so their ids are contiguous. */
+    int64_t p0 = out->start[3] * in->shape[2] + out->start[2];
+    int64_t p1 = (out->stop[3] - 1) * in->shape[2] + out->stop[2];
+    tsr__spline_window(st->spline, win, in->shape, p0, p1 - p0);
+  }
   return 0;
 }
 

@@ -30,8 +30,9 @@
 
 /* Coefficients of finished tiles, kept for the run: neighbouring blocks
  * need the same tiles, and a tile's coefficients never depend on the block
- * that asked first.  Least recently used tiles go past the budget. */
-#define CACHE_TILES 128   /* 128 x 512 KiB = 64 MiB */
+ * that asked first.  Least recently used tiles go past the budget, but
+ * never one that the task in flight was promised (see tsr__spline_window). */
+#define CACHE_TILES 128   /* 128 x 512 KiB = 64 MiB, a soft budget */
 
 typedef struct {
   int64_t plane, kx, ky;  /* input plane and tile index */
@@ -44,13 +45,14 @@ struct tsr__spline_s {
   size_t coef_cap;
   double *tile;      /* one tile with its margin */
   size_t tile_cap;
-  double *line;
-  size_t line_cap;
+  double *acc;       /* a row of column accumulators */
+  size_t acc_cap;
   unsigned char *nanmask; /* window-sized: 1 where the input is NaN */
   size_t mask_cap;
-  tile_entry_t cache[CACHE_TILES];
-  int n_cached;
+  tile_entry_t *cache;
+  int n_cached, cap_cached;
   uint64_t clock;
+  uint64_t task_start; /* entries used at or after this belong to the task in flight */
 };
 
 static int64_t floordiv(int64_t a, int64_t b) {
@@ -58,22 +60,69 @@ static int64_t floordiv(int64_t a, int64_t b) {
   return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
 }
 
-void tsr__spline_expand_window(tsr_region_t *win, const int64_t *in_shape) {
+int tsr__spline_new(tsr_ctx_t *ctx, tsr__spline_t **out) {
+  *out = tsr__calloc(ctx, 1, sizeof **out);
+  return *out ? 0 : tsr__err(ctx, TSR_ENOMEM, "spline: out of memory");
+}
+
+static tile_entry_t *cache_find(tsr__spline_t *sp, int64_t plane, int64_t kx, int64_t ky) {
+  for (int i = 0; i < sp->n_cached; i++)
+    if (sp->cache[i].kx == kx && sp->cache[i].ky == ky && sp->cache[i].plane == plane)
+      return &sp->cache[i];
+  return NULL;
+}
+
+/* The tiles whose coefficients the padded sample range [p0, p1) of one axis
+ * touches (mirrored at the image edges). */
+static void tile_span(int64_t p0, int64_t p1, int64_t N, int64_t *t0, int64_t *t1) {
+  if (p0 <= 3)
+    p0 = 0;
+  if (p1 >= N - 3)
+    p1 = N;
+  if (p0 < 0)
+    p0 = 0;
+  if (p1 > N)
+    p1 = N;
+  *t0 = floordiv(p0, TILE);
+  *t1 = p1 > p0 ? floordiv(p1 - 1, TILE) + 1 : *t0;
+}
+
+void tsr__spline_window(tsr__spline_t *sp, tsr_region_t *win, const int64_t *in_shape,
+                        int64_t plane0, int64_t nplanes) {
+  int64_t NX = in_shape[0] + 2, NY = in_shape[1] + 2, kx0, kx1, ky0, ky1;
+  tsr_region_t w = *win;
+
+  sp->task_start = sp->clock + 1;
+  /* Padded index p holds data[clamp(p - 1)]; the support reaches 2 past. */
+  tile_span(win->start[0] + 1 - 2, win->stop[0] + 1 + 2, NX, &kx0, &kx1);
+  tile_span(win->start[1] + 1 - 2, win->stop[1] + 1 + 2, NY, &ky0, &ky1);
+  for (int64_t ky = ky0; ky < ky1; ky++)
+    for (int64_t kx = kx0; kx < kx1; kx++) {
+      bool all = true;
+      for (int64_t pl = plane0; pl < plane0 + nplanes; pl++) {
+        tile_entry_t *e = cache_find(sp, pl, kx, ky);
+        if (e)
+          e->used = ++sp->clock; /* promised to this task: not evicted before it ends */
+        else
+          all = false;
+      }
+      if (all)
+        continue;
+      /* The tile and its margin, as data indices. */
+      int64_t x0 = kx * TILE - HALO - 1, x1 = (kx + 1) * TILE + HALO - 1;
+      int64_t y0 = ky * TILE - HALO - 1, y1 = (ky + 1) * TILE + HALO - 1;
+      if (x0 < w.start[0]) w.start[0] = x0;
+      if (x1 > w.stop[0]) w.stop[0] = x1;
+      if (y0 < w.start[1]) w.start[1] = y0;
+      if (y1 > w.stop[1]) w.stop[1] = y1;
+    }
   for (int a = 0; a < 2; a++) {
-    int64_t n = in_shape[a], N = n + 2;
-    /* Padded indices the evaluation may touch (support of 4 plus mirroring). */
-    int64_t p0 = win->start[a] + 1 - 2, p1 = win->stop[a] + 1 + 2;
-    if (p0 < 0)
-      p0 = 0;
-    if (p1 > N)
-      p1 = N;
-    int64_t t0 = floordiv(p0, TILE), t1 = floordiv(p1 - 1, TILE) + 1;
-    int64_t e0 = t0 * TILE - HALO, e1 = t1 * TILE + HALO;
-    /* Padded index p holds data[clamp(p - 1)]. */
-    int64_t d0 = e0 - 1, d1 = e1 - 1;
-    win->start[a] = d0 < 0 ? 0 : d0;
-    win->stop[a] = d1 > n ? n : d1;
+    if (w.start[a] < 0)
+      w.start[a] = 0;
+    if (w.stop[a] > in_shape[a])
+      w.stop[a] = in_shape[a];
   }
+  *win = w;
 }
 
 /* scipy's recursive prefilter of one line with mirror boundaries.  The
@@ -101,6 +150,50 @@ static void filter_line(double *c, int64_t n, int order) {
   c[n - 1] = (z * c[n - 2] + c[n - 1]) * z / (z * z - 1.0);
   for (int64_t i = n - 2; i >= 0; i--)
     c[i] = z * (c[i + 1] - c[i]);
+}
+
+/* filter_line applied to every column of a w-wide, n-high block at once:
+ * the same operations in the same order per column, but row by row, so
+ * the loops run along memory and vectorise.  acc holds w doubles. */
+static void filter_columns(double *b, int64_t w, int64_t n, int order, double *acc) {
+  const double z = order == 3 ? sqrt(3.0) - 2.0 : sqrt(8.0) - 3.0;
+  const double gain = (1.0 - z) * (1.0 - 1.0 / z);
+  if (n < 2)
+    return;
+  {
+    double zi = z, zn1 = n - 1 < 2 * HORIZON ? pow(z, (double)(n - 1)) : 0.0;
+    int64_t m = n - 1 < HORIZON ? n - 1 : HORIZON;
+    const double *last = b + (n - 1) * w;
+    for (int64_t x = 0; x < w; x++)
+      acc[x] = b[x] + zn1 * last[x];
+    for (int64_t i = 1; i < m; i++) {
+      const double *ri = b + i * w, *rm = b + (n - 1 - i) * w;
+      for (int64_t x = 0; x < w; x++)
+        acc[x] += zi * (ri[x] + zn1 * rm[x]);
+      zi *= z;
+    }
+    const double d = 1.0 - zn1 * zn1;
+    for (int64_t x = 0; x < w; x++)
+      b[x] = gain * acc[x] / d;
+  }
+  for (int64_t i = 1; i < n; i++) {
+    double *r = b + i * w;
+    const double *p = r - w;
+    for (int64_t x = 0; x < w; x++)
+      r[x] = gain * r[x] + z * p[x];
+  }
+  {
+    double *r = b + (n - 1) * w;
+    const double *p = r - w, d = z * z - 1.0;
+    for (int64_t x = 0; x < w; x++)
+      r[x] = (z * p[x] + r[x]) * z / d;
+  }
+  for (int64_t i = n - 2; i >= 0; i--) {
+    double *r = b + i * w;
+    const double *q = r + w;
+    for (int64_t x = 0; x < w; x++)
+      r[x] = z * (q[x] - r[x]);
+  }
 }
 
 static inline int64_t mirror(int64_t i, int64_t N) {
@@ -280,13 +373,7 @@ static void compute_tile(tsr__spline_t *sp, double *out, int order, const void *
           }
       }
       /* scipy filters axis 0 (y) first, then x. */
-      for (int64_t i = 0; i < ew; i++) {
-        for (int64_t j = 0; j < eh; j++)
-          sp->line[j] = b[j * ew + i];
-        filter_line(sp->line, eh, order);
-        for (int64_t j = 0; j < eh; j++)
-          b[j * ew + i] = sp->line[j];
-      }
+      filter_columns(b, ew, eh, order, sp->acc);
       for (int64_t j = 0; j < eh; j++)
         filter_line(b + j * ew, ew, order);
       /* Keep the tile's core. */
@@ -305,32 +392,27 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
   int64_t nx = in_shape[0], ny = in_shape[1], NX = nx + 2, NY = ny + 2;
   int64_t wx0 = win->start[0], wy0 = win->start[1];
   int64_t ww = win->stop[0] - wx0, wh = win->stop[1] - wy0;
-  /* Padded samples available from the window. */
-  int64_t ax0 = wx0 == 0 ? 0 : wx0 + 1, ax1 = win->stop[0] == nx ? NX : win->stop[0] + 1;
-  int64_t ay0 = wy0 == 0 ? 0 : wy0 + 1, ay1 = win->stop[1] == ny ? NY : win->stop[1] + 1;
   int64_t cx0, cx1, cy0, cy1, kx0, kx1, ky0, ky1;
   bool any_nan = false;
   int rc;
 
-  if (sp == NULL) {
-    sp = tsr__calloc(ctx, 1, sizeof *sp);
-    if (sp == NULL)
-      return tsr__err(ctx, TSR_ENOMEM, "spline: out of memory");
-    *spp = sp;
+  /* The tiles the coordinates need (their support, mirrored at the edges). */
+  {
+    double lx = INFINITY, hx = -INFINITY, ly = INFINITY, hy = -INFINITY;
+    for (int64_t k = 0; k < bw * bh; k++) {
+      double x = xin[k], y = yin[k];
+      if (!(x >= -0.5 && x <= (double)nx - 0.5 && y >= -0.5 && y <= (double)ny - 0.5))
+        continue;
+      lx = x < lx ? x : lx, hx = x > hx ? x : hx;
+      ly = y < ly ? y : ly, hy = y > hy ? y : hy;
+    }
+    if (lx > hx) {
+      kx0 = kx1 = ky0 = ky1 = 0;
+    } else {
+      tile_span((int64_t)(lx + 1.0) - 2, (int64_t)(hx + 1.0) + 4, NX, &kx0, &kx1);
+      tile_span((int64_t)(ly + 1.0) - 2, (int64_t)(hy + 1.0) + 4, NY, &ky0, &ky1);
+    }
   }
-  /* Tiles whose margins lie inside the available samples. */
-  kx0 = floordiv(ax0 + HALO + TILE - 1, TILE);
-  if (ax0 == 0)
-    kx0 = 0;
-  kx1 = floordiv(ax1 - HALO, TILE);
-  if (ax1 == NX)
-    kx1 = floordiv(NX - 1, TILE) + 1;
-  ky0 = floordiv(ay0 + HALO + TILE - 1, TILE);
-  if (ay0 == 0)
-    ky0 = 0;
-  ky1 = floordiv(ay1 - HALO, TILE);
-  if (ay1 == NY)
-    ky1 = floordiv(NY - 1, TILE) + 1;
   cx0 = kx0 * TILE, cx1 = kx1 * TILE < NX ? kx1 * TILE : NX;
   cy0 = ky0 * TILE, cy1 = ky1 * TILE < NY ? ky1 * TILE : NY;
   if (cx1 <= cx0 || cy1 <= cy0)
@@ -340,7 +422,7 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
                  (size_t)((cx1 - cx0) * (cy1 - cy0) + 1), sizeof(double))) != 0 ||
       (rc = grow(ctx, (void **)&sp->tile, &sp->tile_cap,
                  (size_t)(TILE + 2 * HALO) * (TILE + 2 * HALO), sizeof(double))) != 0 ||
-      (rc = grow(ctx, (void **)&sp->line, &sp->line_cap, (size_t)(TILE + 2 * HALO),
+      (rc = grow(ctx, (void **)&sp->acc, &sp->acc_cap, (size_t)(TILE + 2 * HALO),
                  sizeof(double))) != 0 ||
       (rc = grow(ctx, (void **)&sp->nanmask, &sp->mask_cap, (size_t)(ww * wh), 1)) != 0)
     return rc;
@@ -366,27 +448,44 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
 
   for (int64_t ky = ky0; ky < ky1; ky++)
     for (int64_t kx = kx0; kx < kx1; kx++) {
-      tile_entry_t *e = NULL;
       int64_t tx0 = kx * TILE, tx1 = tx0 + TILE > NX ? NX : tx0 + TILE;
       int64_t ty0 = ky * TILE, ty1 = ty0 + TILE > NY ? NY : ty0 + TILE;
-      for (int i = 0; i < sp->n_cached; i++)
-        if (sp->cache[i].kx == kx && sp->cache[i].ky == ky && sp->cache[i].plane == plane_id) {
-          e = &sp->cache[i];
-          break;
-        }
+      tile_entry_t *e = cache_find(sp, plane_id, kx, ky);
       if (e == NULL) {
-        if (sp->n_cached < CACHE_TILES) {
-          e = &sp->cache[sp->n_cached];
-          e->coef = tsr__mallocarray(ctx, (size_t)TILE * TILE, sizeof(double));
-          if (e->coef == NULL)
+        /* A tile this task was not promised: the window holds its margin. */
+        int victim = -1;
+        if (sp->n_cached >= CACHE_TILES)
+          for (int i = 0; i < sp->n_cached; i++)
+            if (sp->cache[i].used < sp->task_start &&
+                (victim < 0 || sp->cache[i].used < sp->cache[victim].used))
+              victim = i;
+        if (victim < 0) {
+          if (sp->n_cached == sp->cap_cached) {
+            int cap = sp->cap_cached ? 2 * sp->cap_cached : 64;
+            tile_entry_t *c = tsr__realloc(ctx, sp->cache, (size_t)cap * sizeof *c);
+            if (c == NULL)
+              return tsr__err(ctx, TSR_ENOMEM, "spline: out of memory");
+            sp->cache = c;
+            sp->cap_cached = cap;
+          }
+          victim = sp->n_cached;
+          sp->cache[victim].coef = tsr__mallocarray(ctx, (size_t)TILE * TILE, sizeof(double));
+          if (sp->cache[victim].coef == NULL)
             return tsr__err(ctx, TSR_ENOMEM, "spline: out of memory");
           sp->n_cached++;
-        } else {
-          e = &sp->cache[0];
-          for (int i = 1; i < CACHE_TILES; i++)
-            if (sp->cache[i].used < e->used)
-              e = &sp->cache[i];
         }
+        {
+          /* tsr__spline_window put this tile's margin in the window; check
+           * rather than read outside it. */
+          int64_t mx0 = kx * TILE - HALO - 1, mx1 = (kx + 1) * TILE + HALO - 1;
+          int64_t my0 = ky * TILE - HALO - 1, my1 = (ky + 1) * TILE + HALO - 1;
+          if ((mx0 > 0 && mx0 < wx0) || (mx1 < nx && mx1 > wx0 + ww) ||
+              (my0 > 0 && my0 < wy0) || (my1 < ny && my1 > wy0 + wh))
+            return tsr__err(ctx, TSR_EINVAL,
+                            "spline: internal error: tile (%lld, %lld) is not inside the window",
+                            (long long)kx, (long long)ky);
+        }
+        e = &sp->cache[victim];
         e->plane = plane_id, e->kx = kx, e->ky = ky;
         compute_tile(sp, e->coef, order, src, rs, dt, win, in_shape, kx, ky, any_nan);
       }
@@ -433,9 +532,10 @@ void tsr__spline_free(tsr_ctx_t *ctx, tsr__spline_t *sp) {
     return;
   for (int i = 0; i < sp->n_cached; i++)
     tsr__free(ctx, sp->cache[i].coef);
+  tsr__free(ctx, sp->cache);
   tsr__free(ctx, sp->coef);
   tsr__free(ctx, sp->tile);
-  tsr__free(ctx, sp->line);
+  tsr__free(ctx, sp->acc);
   tsr__free(ctx, sp->nanmask);
   tsr__free(ctx, sp);
 }

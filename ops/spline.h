@@ -6,9 +6,17 @@
 
 typedef struct tsr__spline_s tsr__spline_t;
 
-/* Grow an input window (input pixels) so that it holds everything the
- * tile-anchored prefilter needs for the coefficients under it. */
-void tsr__spline_expand_window(tsr_region_t *win, const int64_t *in_shape);
+/* The run's spline state: coefficient tiles kept for the run.  One per
+ * input node and process; free with tsr__spline_free. */
+int tsr__spline_new(tsr_ctx_t *ctx, tsr__spline_t **out);
+
+/* Grow the input window `win` (input pixels, already holding the support of
+ * every coordinate of the task) so that it also holds the margin of every
+ * coefficient tile under it that is not cached yet for input planes
+ * [plane0, plane0 + nplanes), and promise the cached ones to the task:
+ * they stay until the next call.  Call right before the task's compute. */
+void tsr__spline_window(tsr__spline_t *sp, tsr_region_t *win, const int64_t *in_shape,
+                        int64_t plane0, int64_t nplanes);
 
 /* Interpolate one input plane `src` (dtype dt, rows `row_stride` elements
  * apart, laid over window `win` of an
