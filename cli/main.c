@@ -63,9 +63,24 @@ static const char usage_text[] =
     "      reproject a FITS image onto the WCS and shape of TARGET (a .hdr header\n"
     "      file with NAXISn, or a FITS file)\n"
     "        --hdu N                 input HDU, 1-based (default: first with data)\n"
-    "        --method interp         reprojection method\n"
+    "        --method interp|adaptive\n"
+    "                                reprojection method (default interp)\n"
     "        --order ORDER           nearest-neighbor|bilinear|biquadratic|bicubic\n"
-    "                                (default bilinear)\n"
+    "                                (default bilinear; interp only)\n"
+    "      adaptive only (reproject_adaptive's options and defaults):\n"
+    "        --kernel gaussian|hann  (default gaussian)\n"
+    "        --kernel-width PX       Gaussian width, +-1 sigma (default 1.3)\n"
+    "        --sample-region-width PX  Gaussian truncation width (default 4)\n"
+    "        --boundary-mode MODE    strict|constant|grid-constant|ignore|\n"
+    "                                ignore_threshold|nearest (default strict)\n"
+    "        --boundary-fill-value V       constant modes (default 0)\n"
+    "        --boundary-ignore-threshold F ignore_threshold mode (default 0.5)\n"
+    "        --x-cyclic, --y-cyclic  wrap that input axis\n"
+    "        --center-jacobian       Jacobian from transforms at +-0.5 px\n"
+    "        --despike-jacobian      replace Jacobian spikes (all-sky wraps)\n"
+    "        --conserve-flux         scale by the pixel area ratio (flux images)\n"
+    "        --bad-value-mode strict|ignore|constant  NaN/inf inputs (default strict)\n"
+    "        --bad-fill-value V      bad-value-mode constant (default 0)\n"
     "        --region X1:X2,Y1:Y2    compute only this output region (FITS-style,\n"
     "                                1-based, inclusive); OUT holds exactly it\n"
     "        --block WxH             output block size (default 512x512)\n"
@@ -91,6 +106,14 @@ static int parse_int64(const char *s, int64_t *v) {
     return -1;
   *v = x;
   return 0;
+}
+
+/* A finite real number, the whole string. */
+static int parse_real(const char *s, double *v) {
+  char *end;
+  errno = 0;
+  *v = strtod(s, &end);
+  return errno || end == s || *end || !isfinite(*v) ? -1 : 0;
 }
 
 /* "X1:X2,Y1:Y2" (FITS 1-based inclusive) -> zero-based half-open. */
@@ -144,13 +167,16 @@ static int read_target(tsr_ctx_t *ctx, const char *path, tsr_wcs_t **out) {
 
 /* Reprojection methods the CLI knows; each has its options struct in
  * reproject_args_t and one case in build_reprojection(). */
-typedef enum { METHOD_INTERP = 0 } method_t;
+typedef enum { METHOD_INTERP = 0, METHOD_ADAPTIVE } method_t;
 
 typedef struct {
   const char *input, *target, *output, *footprint;
   int hdu;
   method_t method;
   tsr_interp_opts_t interp;
+  tsr_adaptive_opts_t adaptive;  /* block, tolerance, roundtrip, dtype come from interp */
+  const char *adaptive_opt;      /* first adaptive-only option given, for usage errors */
+  int order_given;               /* --order was given (interp only) */
   int has_region;
   tsr_region_t region;
   int progress;  /* 0 auto, 1 always, -1 never */
@@ -163,6 +189,15 @@ static tsr_node_t *build_reprojection(tsr_graph_t *g, tsr_node_t *src, const tsr
   switch (a->method) {
   case METHOD_INTERP:
     return tsr_reproject_interp(g, src, target, &a->interp);
+  case METHOD_ADAPTIVE: {
+    tsr_adaptive_opts_t o = a->adaptive;
+    o.mapping_tolerance = a->interp.mapping_tolerance;
+    o.roundtrip = a->interp.roundtrip;
+    o.dtype = a->interp.dtype;
+    o.block[0] = a->interp.block[0];
+    o.block[1] = a->interp.block[1];
+    return tsr_reproject_adaptive(g, src, target, &o);
+  }
   }
   return NULL;
 }
@@ -264,7 +299,23 @@ out:
 static int cmd_reproject(int argc, char **argv) {
   enum { O_TARGET = 256, O_HDU, O_METHOD, O_ORDER, O_REGION, O_BLOCK, O_TOL, O_NORT, O_FP,
          O_DTYPE, O_PROGRESS, O_QUIET };
+  /* Options of --method adaptive. */
+  enum { A_KERNEL = 512, A_KWIDTH, A_SRW, A_BMODE, A_BFILL, A_BTHRESH, A_XCYC, A_YCYC, A_CENTER,
+         A_DESPIKE, A_CONSERVE, A_BADMODE, A_BADFILL };
   static const struct option opts[] = {
+      {"kernel", required_argument, NULL, A_KERNEL},
+      {"kernel-width", required_argument, NULL, A_KWIDTH},
+      {"sample-region-width", required_argument, NULL, A_SRW},
+      {"boundary-mode", required_argument, NULL, A_BMODE},
+      {"boundary-fill-value", required_argument, NULL, A_BFILL},
+      {"boundary-ignore-threshold", required_argument, NULL, A_BTHRESH},
+      {"x-cyclic", no_argument, NULL, A_XCYC},
+      {"y-cyclic", no_argument, NULL, A_YCYC},
+      {"center-jacobian", no_argument, NULL, A_CENTER},
+      {"despike-jacobian", no_argument, NULL, A_DESPIKE},
+      {"conserve-flux", no_argument, NULL, A_CONSERVE},
+      {"bad-value-mode", required_argument, NULL, A_BADMODE},
+      {"bad-fill-value", required_argument, NULL, A_BADFILL},
       {"target", required_argument, NULL, O_TARGET},
       {"output", required_argument, NULL, 'o'},
       {"hdu", required_argument, NULL, O_HDU},
@@ -286,6 +337,10 @@ static int cmd_reproject(int argc, char **argv) {
 
   memset(&a, 0, sizeof a);
   a.interp = dflt;
+  {
+    tsr_adaptive_opts_t adflt = TSR_ADAPTIVE_OPTS_INIT;
+    a.adaptive = adflt;
+  }
   opterr = 0;
   optind = 1;
   while ((c = getopt_long(argc, argv, ":o:", opts, NULL)) != -1) {
@@ -300,10 +355,13 @@ static int cmd_reproject(int argc, char **argv) {
     case O_METHOD:
       if (strcmp(optarg, "interp") == 0)
         a.method = METHOD_INTERP;
+      else if (strcmp(optarg, "adaptive") == 0)
+        a.method = METHOD_ADAPTIVE;
       else
-        return usage_error("--method '%s': expected interp", optarg);
+        return usage_error("--method '%s': expected interp or adaptive", optarg);
       break;
     case O_ORDER:
+      a.order_given = 1;
       if ((a.interp.order = tsr_order_parse(optarg)) < 0)
         return usage_error("--order '%s': expected nearest-neighbor, bilinear, biquadratic or bicubic",
                            optarg);
@@ -337,6 +395,52 @@ static int cmd_reproject(int argc, char **argv) {
       break;
     case O_PROGRESS: a.progress = 1; break;
     case O_QUIET: a.quiet = 1; break;
+    case A_KERNEL:
+      if ((a.adaptive.kernel = tsr_kernel_parse(optarg)) < 0)
+        return usage_error("--kernel '%s': expected gaussian or hann", optarg);
+      goto adaptive_only;
+    case A_KWIDTH:
+      if (parse_real(optarg, &a.adaptive.kernel_width) != 0 || !(a.adaptive.kernel_width > 0) ||
+          a.adaptive.kernel_width > 100)
+        return usage_error("--kernel-width '%s': expected output pixels in (0, 100]", optarg);
+      goto adaptive_only;
+    case A_SRW:
+      if (parse_real(optarg, &a.adaptive.sample_region_width) != 0 ||
+          !(a.adaptive.sample_region_width > 0) || a.adaptive.sample_region_width > 100)
+        return usage_error("--sample-region-width '%s': expected output pixels in (0, 100]", optarg);
+      goto adaptive_only;
+    case A_BMODE:
+      if ((a.adaptive.boundary_mode = tsr_boundary_parse(optarg)) < 0)
+        return usage_error("--boundary-mode '%s': expected strict, constant, grid-constant, ignore, "
+                           "ignore_threshold or nearest", optarg);
+      goto adaptive_only;
+    case A_BFILL:
+      if (parse_real(optarg, &a.adaptive.boundary_fill_value) != 0)
+        return usage_error("--boundary-fill-value '%s': expected a finite number", optarg);
+      goto adaptive_only;
+    case A_BTHRESH:
+      if (parse_real(optarg, &a.adaptive.boundary_ignore_threshold) != 0 ||
+          !(a.adaptive.boundary_ignore_threshold >= 0 && a.adaptive.boundary_ignore_threshold <= 1))
+        return usage_error("--boundary-ignore-threshold '%s': expected a fraction in [0, 1]", optarg);
+      goto adaptive_only;
+    case A_XCYC: a.adaptive.x_cyclic = 1; goto adaptive_only;
+    case A_YCYC: a.adaptive.y_cyclic = 1; goto adaptive_only;
+    case A_CENTER: a.adaptive.center_jacobian = 1; goto adaptive_only;
+    case A_DESPIKE: a.adaptive.despike_jacobian = 1; goto adaptive_only;
+    case A_CONSERVE: a.adaptive.conserve_flux = 1; goto adaptive_only;
+    case A_BADMODE:
+      if ((a.adaptive.bad_value_mode = tsr_bad_value_parse(optarg)) < 0)
+        return usage_error("--bad-value-mode '%s': expected strict, ignore or constant", optarg);
+      goto adaptive_only;
+    case A_BADFILL:
+      if (parse_real(optarg, &a.adaptive.bad_fill_value) != 0)
+        return usage_error("--bad-fill-value '%s': expected a finite number", optarg);
+      goto adaptive_only;
+    adaptive_only:
+      for (int k = 0; a.adaptive_opt == NULL && opts[k].name; k++)
+        if (opts[k].val == c)
+          a.adaptive_opt = opts[k].name;
+      break;
     case ':': return usage_error("reproject: option '%s' needs a value", argv[optind - 1]);
     default: return usage_error("reproject: unknown option '%s'", argv[optind - 1]);
     }
@@ -351,6 +455,10 @@ static int cmd_reproject(int argc, char **argv) {
     return usage_error("reproject: missing --target TARGET");
   if (a.output == NULL)
     return usage_error("reproject: missing -o OUT");
+  if (a.adaptive_opt && a.method != METHOD_ADAPTIVE)
+    return usage_error("reproject: option '--%s' applies to --method adaptive only", a.adaptive_opt);
+  if (a.order_given && a.method == METHOD_ADAPTIVE)
+    return usage_error("reproject: option '--order' applies to --method interp only");
   return run_reproject(&a);
 }
 

@@ -230,6 +230,67 @@ TSR_API tsr_node_t *tsr_reproject_interp(tsr_graph_t *g, tsr_node_t *src,
                                          const tsr_wcs_t *target,
                                          const tsr_interp_opts_t *opts);
 
+/* Adaptive resampling (reproject_adaptive, DeForest 2004). */
+typedef enum { TSR_KERNEL_GAUSSIAN = 0, TSR_KERNEL_HANN = 1 } tsr_kernel_t;
+
+typedef enum {
+  TSR_BOUNDARY_STRICT = 0,           /* NaN if any sample falls outside the input */
+  TSR_BOUNDARY_CONSTANT = 1,         /* outside samples = fill value; NaN if none inside */
+  TSR_BOUNDARY_GRID_CONSTANT = 2,    /* as constant, but all outside gives the fill value */
+  TSR_BOUNDARY_IGNORE = 3,           /* drop outside samples; NaN if none inside */
+  TSR_BOUNDARY_IGNORE_THRESHOLD = 4, /* ignore, unless the outside weight fraction > threshold */
+  TSR_BOUNDARY_NEAREST = 5           /* outside samples take the nearest input pixel */
+} tsr_boundary_t;
+
+typedef enum {
+  TSR_BAD_STRICT = 0,     /* NaN/inf inputs propagate */
+  TSR_BAD_IGNORE = 1,     /* NaN/inf samples get no weight */
+  TSR_BAD_CONSTANT = 2    /* NaN/inf samples take bad_fill_value */
+} tsr_bad_value_t;
+
+typedef struct {
+  int     kernel;                     /* tsr_kernel_t; default gaussian */
+  double  kernel_width;               /* Gaussian +-1 sigma, output pixels; default 1.3 */
+  double  sample_region_width;        /* Gaussian truncation, output pixels; default 4 */
+  int     boundary_mode;              /* tsr_boundary_t; default strict */
+  double  boundary_fill_value;        /* constant modes; default 0 */
+  double  boundary_ignore_threshold;  /* ignore_threshold mode, [0, 1]; default 0.5 */
+  int     x_cyclic, y_cyclic;         /* wrap that input axis (overrides boundary_mode) */
+  int     center_jacobian;            /* 1 = Jacobian from exact transforms at +-0.5 px */
+  int     despike_jacobian;           /* 1 = replace Jacobian spikes (all-sky wrap points) */
+  int     conserve_flux;              /* 1 = multiply by |det J| (flux, not surface brightness) */
+  int     bad_value_mode;             /* tsr_bad_value_t; default strict */
+  double  bad_fill_value;             /* bad_value_mode constant; default 0 */
+  int     roundtrip;                  /* 1 = NaN where output->input->output moves > 1 px */
+  double  mapping_tolerance;          /* pixels; 0 = exact transform at every pixel; default 1e-4 */
+  int     dtype;                      /* 0 = float32, or float64 when the input is float64 */
+  int64_t block[2];                   /* output chunk shape (x, y); 0 = default 512 x 512 */
+} tsr_adaptive_opts_t;
+
+#define TSR_ADAPTIVE_OPTS_INIT                                                         \
+  { TSR_KERNEL_GAUSSIAN, 1.3, 4.0, TSR_BOUNDARY_STRICT, 0.0, 0.5, 0, 0, 0, 0, 0,      \
+    TSR_BAD_STRICT, 0.0, 1, 1e-4, 0, { 0, 0 } }
+
+/** Parse "gaussian", "hann"/"hanning"; "strict", "constant", "grid-constant",
+ *  "ignore", "ignore_threshold", "nearest"; "strict", "ignore", "constant"
+ *  (case-insensitive).  @return the enum value or -1. */
+TSR_API int tsr_kernel_parse(const char *s);
+TSR_API int tsr_boundary_parse(const char *s);
+TSR_API int tsr_bad_value_parse(const char *s);
+
+/** Reproject `src` onto `target` by adaptive, anti-aliased resampling
+ *  (reproject_adaptive): per output pixel the Jacobian of the output->input
+ *  mapping, its singular values padded to at least 1 (magnitudes; the sign
+ *  is kept, unlike reproject, so a flipped and down-sampled axis still
+ *  averages), and a Gaussian or Hann kernel sampled over the input pixels of
+ *  the resulting region.  Cubes are broadcast as for tsr_reproject_interp.
+ *  Every block size gives the same bits.  `target` is copied; `opts` may be
+ *  NULL for defaults.  @return the data node (footprint: tsr_footprint(), 1
+ *  where the output is not NaN), or NULL with the error on the graph. */
+TSR_API tsr_node_t *tsr_reproject_adaptive(tsr_graph_t *g, tsr_node_t *src,
+                                           const tsr_wcs_t *target,
+                                           const tsr_adaptive_opts_t *opts);
+
 /** The footprint plane of a reprojection node (1 where the output is finite
  *  for interp), computed together with the data.  NULL if `n` has none. */
 TSR_API tsr_node_t *tsr_footprint(tsr_graph_t *g, tsr_node_t *n);
@@ -244,9 +305,13 @@ typedef struct {
   tsr_progress_fn progress;       /* may be NULL */
   void *progress_ud;
   volatile int *cancel;           /* may be NULL; when *cancel becomes non-zero the run stops with TSR_ECANCELED */
+  int jobs;                       /* 1 = serial, in the calling process (default); N > 1 = a pool of
+                                     N worker processes forked for the run; 0 = one per online CPU */
+  int retries;                    /* pool: times a task is retried after its worker dies (default 2) */
+  double task_timeout_s;          /* pool: a task running longer is killed and retried; 0 = none */
 } tsr_run_opts_t;
 
-#define TSR_RUN_OPTS_INIT { NULL, NULL, NULL }
+#define TSR_RUN_OPTS_INIT { NULL, NULL, NULL, 1, 2, 0.0 }
 
 /** Compute `region` of `node` (NULL = all) into `dst`, C-contiguous over the
  *  region with axis 0 fastest, of the node's dtype.  `dst_bytes` must be at
