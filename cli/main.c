@@ -63,7 +63,7 @@ static const char usage_text[] =
     "      reproject a FITS image onto the WCS and shape of TARGET (a .hdr header\n"
     "      file with NAXISn, or a FITS file)\n"
     "        --hdu N                 input HDU, 1-based (default: first with data)\n"
-    "        --method interp|adaptive\n"
+    "        --method interp|adaptive|exact\n"
     "                                reprojection method (default interp)\n"
     "        --order ORDER           nearest-neighbor|bilinear|biquadratic|bicubic\n"
     "                                (default bilinear; interp only)\n"
@@ -81,6 +81,9 @@ static const char usage_text[] =
     "        --conserve-flux         scale by the pixel area ratio (flux images)\n"
     "        --bad-value-mode strict|ignore|constant  NaN/inf inputs (default strict)\n"
     "        --bad-fill-value V      bad-value-mode constant (default 0)\n"
+    "      exact only (reproject_exact: overlap-weighted mean, footprint = coverage):\n"
+    "        --nan-mode propagate|ignore  NaN inputs spoil the outputs they touch, as\n"
+    "                                in reproject (default), or get no weight\n"
     "        --region X1:X2,Y1:Y2    compute only this output region (FITS-style,\n"
     "                                1-based, inclusive); OUT holds exactly it\n"
     "        --block WxH             output block size (default 512x512)\n"
@@ -91,6 +94,10 @@ static const char usage_text[] =
     "        --dtype float32|float64 output type (default float32, float64 for a\n"
     "                                float64 input)\n"
     "        --progress | --quiet    force the progress bar / print nothing\n"
+    "        -j, --jobs N            worker processes (default 0 = one per CPU;\n"
+    "                                1 = compute in this process)\n"
+    "        --retries N             retries of a block whose worker died (default 2)\n"
+    "        --task-timeout S        kill and retry a block running longer (default none)\n"
     "  info FILE [--hdu N]         shape, dtype and WCS of a FITS image\n"
     "  sample DIR                  write the sample sky image and target header\n"
     "  demo [DIR]                  make the sample (default ./sample) and reproject it\n"
@@ -167,7 +174,7 @@ static int read_target(tsr_ctx_t *ctx, const char *path, tsr_wcs_t **out) {
 
 /* Reprojection methods the CLI knows; each has its options struct in
  * reproject_args_t and one case in build_reprojection(). */
-typedef enum { METHOD_INTERP = 0, METHOD_ADAPTIVE } method_t;
+typedef enum { METHOD_INTERP = 0, METHOD_ADAPTIVE, METHOD_EXACT } method_t;
 
 typedef struct {
   const char *input, *target, *output, *footprint;
@@ -177,10 +184,16 @@ typedef struct {
   tsr_adaptive_opts_t adaptive;  /* block, tolerance, roundtrip, dtype come from interp */
   const char *adaptive_opt;      /* first adaptive-only option given, for usage errors */
   int order_given;               /* --order was given (interp only) */
+  tsr_exact_opts_t exact;        /* nan_mode; block and dtype come from interp */
+  const char *nan_mode_opt;      /* --nan-mode was given (exact only) */
+  const char *mapping_opt;       /* --mapping-tolerance / --no-roundtrip given (not exact) */
   int has_region;
   tsr_region_t region;
   int progress;  /* 0 auto, 1 always, -1 never */
   int quiet;
+  int jobs;      /* worker processes; 0 = one per CPU (the CLI's default) */
+  int retries;
+  double task_timeout_s;
 } reproject_args_t;
 
 /* The reprojection node for a->method (NULL with the error on the graph). */
@@ -197,6 +210,13 @@ static tsr_node_t *build_reprojection(tsr_graph_t *g, tsr_node_t *src, const tsr
     o.block[0] = a->interp.block[0];
     o.block[1] = a->interp.block[1];
     return tsr_reproject_adaptive(g, src, target, &o);
+  }
+  case METHOD_EXACT: {
+    tsr_exact_opts_t o = a->exact;
+    o.dtype = a->interp.dtype;
+    o.block[0] = a->interp.block[0];
+    o.block[1] = a->interp.block[1];
+    return tsr_reproject_exact(g, src, target, &o);
   }
   }
   return NULL;
@@ -269,6 +289,9 @@ static int run_reproject(const reproject_args_t *a) {
   ro.progress = cli_progress_cb;
   ro.progress_ud = &prog;
   ro.cancel = &interrupted;
+  ro.jobs = a->jobs;
+  ro.retries = a->retries;
+  ro.task_timeout_s = a->task_timeout_s;
   install_signals();
   rc = tsr_write_fits(g, n, nodes, paths, a->has_region ? &region : NULL, &ro);
   cli_progress_end(&prog);
@@ -298,10 +321,12 @@ out:
 
 static int cmd_reproject(int argc, char **argv) {
   enum { O_TARGET = 256, O_HDU, O_METHOD, O_ORDER, O_REGION, O_BLOCK, O_TOL, O_NORT, O_FP,
-         O_DTYPE, O_PROGRESS, O_QUIET };
+         O_DTYPE, O_PROGRESS, O_QUIET, O_RETRIES, O_TIMEOUT };
   /* Options of --method adaptive. */
   enum { A_KERNEL = 512, A_KWIDTH, A_SRW, A_BMODE, A_BFILL, A_BTHRESH, A_XCYC, A_YCYC, A_CENTER,
          A_DESPIKE, A_CONSERVE, A_BADMODE, A_BADFILL };
+  /* Options of --method exact. */
+  enum { E_NANMODE = 768 };
   static const struct option opts[] = {
       {"kernel", required_argument, NULL, A_KERNEL},
       {"kernel-width", required_argument, NULL, A_KWIDTH},
@@ -316,6 +341,7 @@ static int cmd_reproject(int argc, char **argv) {
       {"conserve-flux", no_argument, NULL, A_CONSERVE},
       {"bad-value-mode", required_argument, NULL, A_BADMODE},
       {"bad-fill-value", required_argument, NULL, A_BADFILL},
+      {"nan-mode", required_argument, NULL, E_NANMODE},
       {"target", required_argument, NULL, O_TARGET},
       {"output", required_argument, NULL, 'o'},
       {"hdu", required_argument, NULL, O_HDU},
@@ -329,6 +355,9 @@ static int cmd_reproject(int argc, char **argv) {
       {"dtype", required_argument, NULL, O_DTYPE},
       {"progress", no_argument, NULL, O_PROGRESS},
       {"quiet", no_argument, NULL, O_QUIET},
+      {"jobs", required_argument, NULL, 'j'},
+      {"retries", required_argument, NULL, O_RETRIES},
+      {"task-timeout", required_argument, NULL, O_TIMEOUT},
       {NULL, 0, NULL, 0}};
   reproject_args_t a;
   tsr_interp_opts_t dflt = TSR_INTERP_OPTS_INIT;
@@ -341,9 +370,11 @@ static int cmd_reproject(int argc, char **argv) {
     tsr_adaptive_opts_t adflt = TSR_ADAPTIVE_OPTS_INIT;
     a.adaptive = adflt;
   }
+  a.jobs = 0;
+  a.retries = 2;
   opterr = 0;
   optind = 1;
-  while ((c = getopt_long(argc, argv, ":o:", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":o:j:", opts, NULL)) != -1) {
     switch (c) {
     case O_TARGET: a.target = optarg; break;
     case 'o': a.output = optarg; break;
@@ -357,8 +388,10 @@ static int cmd_reproject(int argc, char **argv) {
         a.method = METHOD_INTERP;
       else if (strcmp(optarg, "adaptive") == 0)
         a.method = METHOD_ADAPTIVE;
+      else if (strcmp(optarg, "exact") == 0)
+        a.method = METHOD_EXACT;
       else
-        return usage_error("--method '%s': expected interp or adaptive", optarg);
+        return usage_error("--method '%s': expected interp, adaptive or exact", optarg);
       break;
     case O_ORDER:
       a.order_given = 1;
@@ -381,9 +414,10 @@ static int cmd_reproject(int argc, char **argv) {
       if (end == optarg || *end || !(t >= 0 && t <= 1))
         return usage_error("--mapping-tolerance '%s': expected pixels in [0, 1]", optarg);
       a.interp.mapping_tolerance = t;
+      a.mapping_opt = "mapping-tolerance";
       break;
     }
-    case O_NORT: a.interp.roundtrip = 0; break;
+    case O_NORT: a.interp.roundtrip = 0; a.mapping_opt = "no-roundtrip"; break;
     case O_FP: a.footprint = optarg; break;
     case O_DTYPE:
       if (strcmp(optarg, "float32") == 0)
@@ -395,6 +429,26 @@ static int cmd_reproject(int argc, char **argv) {
       break;
     case O_PROGRESS: a.progress = 1; break;
     case O_QUIET: a.quiet = 1; break;
+    case 'j':
+      if (parse_int64(optarg, &v) != 0 || v < 0 || v > 4096)
+        return usage_error("--jobs '%s': expected a number of worker processes, 0 to 4096 "
+                           "(0 = one per CPU, 1 = no workers)",
+                           optarg);
+      a.jobs = (int)v;
+      break;
+    case O_RETRIES:
+      if (parse_int64(optarg, &v) != 0 || v < 0 || v > 100)
+        return usage_error("--retries '%s': expected 0 to 100", optarg);
+      a.retries = (int)v;
+      break;
+    case O_TIMEOUT: {
+      char *end;
+      double t = strtod(optarg, &end);
+      if (end == optarg || *end || !(t >= 0 && t <= 1e6))
+        return usage_error("--task-timeout '%s': expected seconds, 0 (none) to 1e6", optarg);
+      a.task_timeout_s = t;
+      break;
+    }
     case A_KERNEL:
       if ((a.adaptive.kernel = tsr_kernel_parse(optarg)) < 0)
         return usage_error("--kernel '%s': expected gaussian or hann", optarg);
@@ -436,6 +490,15 @@ static int cmd_reproject(int argc, char **argv) {
       if (parse_real(optarg, &a.adaptive.bad_fill_value) != 0)
         return usage_error("--bad-fill-value '%s': expected a finite number", optarg);
       goto adaptive_only;
+    case E_NANMODE:
+      if (strcmp(optarg, "propagate") == 0)
+        a.exact.nan_mode = TSR_NAN_PROPAGATE;
+      else if (strcmp(optarg, "ignore") == 0)
+        a.exact.nan_mode = TSR_NAN_IGNORE;
+      else
+        return usage_error("--nan-mode '%s': expected propagate or ignore", optarg);
+      a.nan_mode_opt = "nan-mode";
+      break;
     adaptive_only:
       for (int k = 0; a.adaptive_opt == NULL && opts[k].name; k++)
         if (opts[k].val == c)
@@ -457,6 +520,14 @@ static int cmd_reproject(int argc, char **argv) {
     return usage_error("reproject: missing -o OUT");
   if (a.adaptive_opt && a.method != METHOD_ADAPTIVE)
     return usage_error("reproject: option '--%s' applies to --method adaptive only", a.adaptive_opt);
+  if (a.nan_mode_opt && a.method != METHOD_EXACT)
+    return usage_error("reproject: option '--%s' applies to --method exact only", a.nan_mode_opt);
+  if (a.method == METHOD_EXACT && a.order_given)
+    return usage_error("reproject: option '--order' does not apply to --method exact "
+                       "(it applies to --method interp only)");
+  if (a.method == METHOD_EXACT && a.mapping_opt)
+    return usage_error("reproject: option '--%s' does not apply to --method exact (corners "
+                       "are mapped exactly)", a.mapping_opt);
   if (a.order_given && a.method == METHOD_ADAPTIVE)
     return usage_error("reproject: option '--order' applies to --method interp only");
   return run_reproject(&a);
@@ -545,6 +616,7 @@ static int cmd_demo(int argc, char **argv) {
   a.output = out;
   a.interp = dflt;
   a.quiet = 1;
+  a.retries = 2;
   t0 = cli_now();
   st = run_reproject(&a);
   if (st == 0)

@@ -235,6 +235,11 @@ void tsr__run_set_total(tsr__run_t *run, int64_t total);
  * resolve NULL to the whole node; sets the ctx message on error. */
 int tsr__check_request(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region,
                        tsr_region_t *r);
+/* Copy box `sub` (absolute indices) from a buffer laid over region `from`
+ * with element strides sf into one laid over region `to` with strides st. */
+void tsr__copy_box(void *dst, const tsr_region_t *to, const int64_t *st, const void *src,
+                   const tsr_region_t *from, const int64_t *sf, const tsr_region_t *sub,
+                   size_t esize);
 /* Strides (elements) of a buffer laid contiguously over r, axis 0 fastest. */
 void tsr__contiguous_strides(const tsr_region_t *r, int64_t stride[TSR_MAX_DIMS]);
 int tsr__run_region(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,

@@ -20,33 +20,50 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
+#include "run.h"
 
-typedef struct {
-  tsr_node_t *node;
-  void *state;
-} node_state_t;
 
-struct tsr__run_s {
-  tsr_graph_t *g;
-  tsr_ctx_t *ctx;
-  tsr_run_opts_t opts;
-  node_state_t *states;
-  int n_states, cap_states;
-  int64_t done, total;
-};
-
-int tsr__run_new(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **out) {
+int tsr__run_new_local(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **out) {
   tsr__run_t *run = tsr__calloc(g->ctx, 1, sizeof *run);
+  tsr_run_opts_t dflt = TSR_RUN_OPTS_INIT;
   *out = NULL;
   if (run == NULL)
     return tsr__err(g->ctx, TSR_ENOMEM, "run: out of memory");
   run->g = g;
   run->ctx = g->ctx;
-  if (opts)
-    run->opts = *opts;
+  run->opts = opts ? *opts : dflt;
   g->running++;
+  *out = run;
+  return 0;
+}
+
+int tsr__run_new(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **out) {
+  tsr__run_t *run;
+  long jobs = opts ? opts->jobs : 1;
+  int rc;
+
+  if (jobs < 0 || jobs > 4096)
+    return tsr__err(g->ctx, TSR_EINVAL, "run: jobs = %ld out of range [0, 4096] (0 = one per CPU)",
+                    jobs);
+  if (opts && (opts->retries < 0 || opts->retries > 100))
+    return tsr__err(g->ctx, TSR_EINVAL, "run: retries = %d out of range [0, 100]", opts->retries);
+  if (opts && !(opts->task_timeout_s >= 0))
+    return tsr__err(g->ctx, TSR_EINVAL, "run: task timeout %g s must be >= 0 (0 = none)",
+                    opts->task_timeout_s);
+  if ((rc = tsr__run_new_local(g, opts, &run)) != 0)
+    return rc;
+  if (jobs == 0) {
+    jobs = sysconf(_SC_NPROCESSORS_ONLN);
+    if (jobs < 1)
+      jobs = 1;
+  }
+  if (jobs > 1 && (rc = tsr__pool_start(run, (int)jobs, &run->pool)) != 0) {
+    tsr__run_free(run);
+    return rc;
+  }
   *out = run;
   return 0;
 }
@@ -54,6 +71,7 @@ int tsr__run_new(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **out) {
 void tsr__run_free(tsr__run_t *run) {
   if (run == NULL)
     return;
+  tsr__pool_stop(run->pool);
   for (int i = run->n_states - 1; i >= 0; i--) {
     tsr_node_t *n = run->states[i].node;
     if (n->op->stop)
@@ -64,7 +82,7 @@ void tsr__run_free(tsr__run_t *run) {
   tsr__free(run->ctx, run);
 }
 
-static int node_state(tsr__run_t *run, tsr_node_t *n, void **state) {
+int tsr__node_state(tsr__run_t *run, tsr_node_t *n, void **state) {
   int rc;
   for (int i = 0; i < run->n_states; i++)
     if (run->states[i].node == n) {
@@ -136,9 +154,9 @@ void tsr__contiguous_strides(const tsr_region_t *r, int64_t stride[TSR_MAX_DIMS]
 
 /* Copy box `sub` (absolute indices) from a buffer laid over region `from` with
  * strides sf into one laid over region `to` with strides st. */
-static void copy_box(void *dst, const tsr_region_t *to, const int64_t *st, const void *src,
-                     const tsr_region_t *from, const int64_t *sf, const tsr_region_t *sub,
-                     size_t esize) {
+void tsr__copy_box(void *dst, const tsr_region_t *to, const int64_t *st, const void *src,
+                   const tsr_region_t *from, const int64_t *sf, const tsr_region_t *sub,
+                   size_t esize) {
   int64_t nx = sub->stop[0] - sub->start[0];
   for (int64_t w = sub->start[3]; w < sub->stop[3]; w++)
     for (int64_t z = sub->start[2]; z < sub->stop[2]; z++)
@@ -156,7 +174,7 @@ static int run_owner(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
                      void *const *dst, const int64_t *stride, bool top);
 
 /* Compute one task: `sub` of owner node n into dst (laid over `dreg`). */
-static int run_task(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_t *sub,
+int tsr__run_task(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_t *sub,
                     const tsr_region_t *dreg, void *const *dst, const int64_t *stride) {
   tsr_ctx_t *ctx = run->ctx;
   tsr__task_t t;
@@ -224,10 +242,10 @@ static int run_owner(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
   void *scratch[TSR__MAX_PLANES] = {0};
   int rc;
 
-  if ((rc = node_state(run, n, &state)) != 0)
+  if ((rc = tsr__node_state(run, n, &state)) != 0)
     return rc;
   if (n->op->flags & TSR__OP_SOURCE) {
-    rc = run_task(run, n, state, region, region, dst, stride);
+    rc = tsr__run_task(run, n, state, region, region, dst, stride);
     if (rc == 0 && top && run->opts.progress)
       run->opts.progress(run->opts.progress_ud, ++run->done, run->total);
     return rc;
@@ -248,7 +266,7 @@ static int run_owner(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
     }
     if (tsr__region_intersect(&chunk, region, &sub, n->ndim)) {
       if (n->op->flags & TSR__OP_SUBBOX) {
-        rc = run_task(run, n, state, &sub, region, dst, stride);
+        rc = tsr__run_task(run, n, state, &sub, region, dst, stride);
       } else {
         /* The op computes whole chunks: compute into scratch, copy the part asked for. */
         int64_t cst[TSR_MAX_DIMS];
@@ -268,10 +286,10 @@ static int run_owner(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
             }
           }
         }
-        rc = run_task(run, n, state, &chunk, &chunk, scratch, cst);
+        rc = tsr__run_task(run, n, state, &chunk, &chunk, scratch, cst);
         for (int p = 0; rc == 0 && p < n->n_planes; p++)
           if (dst[p])
-            copy_box(dst[p], region, stride, scratch[p], &chunk, cst, &sub, es);
+            tsr__copy_box(dst[p], region, stride, scratch[p], &chunk, cst, &sub, es);
       }
       if (rc != 0) {
         char where[128];
@@ -301,6 +319,10 @@ out:
 
 int tsr__run_region(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
                     void *const *dst, const int64_t *stride) {
+  /* Sources are one read: not worth a trip to a worker. */
+  if (run->pool && !(n->op->flags & TSR__OP_SOURCE)) {
+    return tsr__pool_run(run->pool, n, region, dst, stride);
+  }
   return run_owner(run, n, region, dst, stride, true);
 }
 

@@ -291,6 +291,33 @@ TSR_API tsr_node_t *tsr_reproject_adaptive(tsr_graph_t *g, tsr_node_t *src,
                                            const tsr_wcs_t *target,
                                            const tsr_adaptive_opts_t *opts);
 
+/* Exact overlap (reproject_exact). */
+typedef enum {
+  TSR_NAN_PROPAGATE = 0,  /* an output touching a NaN input is NaN (reproject) */
+  TSR_NAN_IGNORE = 1      /* NaN inputs get no weight: mean over the finite ones */
+} tsr_nan_mode_t;
+
+typedef struct {
+  int     nan_mode;       /* tsr_nan_mode_t; default propagate */
+  int     dtype;          /* 0 = float32, or float64 when the input is float64 */
+  int64_t block[2];       /* output chunk shape (x, y); 0 = default 512 x 512 */
+} tsr_exact_opts_t;
+
+#define TSR_EXACT_OPTS_INIT { TSR_NAN_PROPAGATE, 0, { 0, 0 } }
+
+/** Reproject `src` onto `target` by exact pixel overlap (reproject_exact):
+ *  each output pixel is the mean of the input pixels it covers weighted by
+ *  the fraction of its solid angle each covers (pixels are the spherical
+ *  quadrilaterals between their corners); surface brightness is conserved.
+ *  Small pixels (under ~20 arcsec) are clipped in a plane, large ones on the
+ *  sphere.  Cubes are broadcast as for tsr_reproject_interp.  Every block
+ *  size gives the same result.  `target` is copied; `opts` may be NULL for
+ *  defaults.  @return the data node (footprint: tsr_footprint(), the summed
+ *  overlap fractions in [0, 1]), or NULL with the error on the graph. */
+TSR_API tsr_node_t *tsr_reproject_exact(tsr_graph_t *g, tsr_node_t *src,
+                                        const tsr_wcs_t *target,
+                                        const tsr_exact_opts_t *opts);
+
 /** The footprint plane of a reprojection node (1 where the output is finite
  *  for interp), computed together with the data.  NULL if `n` has none. */
 TSR_API tsr_node_t *tsr_footprint(tsr_graph_t *g, tsr_node_t *n);

@@ -1,0 +1,666 @@
+/* exec_pool.c -- the process-pool executor: block-tasks on forked workers.
+ *
+ * DESIGN: workers are forked from the caller when a run starts, after the
+ * graph is built and before this process starts any thread or event loop,
+ * so they inherit the graph, user callbacks and caller memory without a
+ * copy.  Each worker owns its own per-run op states (wcslib copies, open
+ * files) and loops on blocking reads of fixed-size task messages from a
+ * socketpair; it computes the task with the same tsr__run_task the serial
+ * executor uses (so results are bit-identical) into a result slot of a
+ * shared anonymous mapping made before the fork, and answers with a small
+ * message.  Bulk data never crosses the sockets.
+ *
+ * The parent drives everything from a libuv loop: one uv_pipe_t per worker,
+ * tasks handed out on demand (no static split), results copied from their
+ * slot into the destination as they arrive, a timer that watches the
+ * cancel flag and per-task timeouts.  A worker that dies (a signal, an exit,
+ * or a kill after a timeout) shows up as end-of-file on its socket: the
+ * parent reaps it, forks a replacement and retries its task, up to
+ * `retries` times, after which the run fails with a message naming the
+ * node, the chunk and how the worker died.  Workers ignore SIGINT: the
+ * parent decides, and on any exit from the pool every worker is sent
+ * SIGKILL and reaped, so no zombies or strays are left.
+ *
+ * Process ownership: everything here is touched by the parent only, except
+ * worker_main and what it calls, which run in the child.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "run.h"
+
+#define MSG_MAGIC 0x50525354u /* "TSRP" */
+#define MSG_VERSION 1
+enum { MSG_TASK = 1, MSG_DONE = 2, MSG_FAIL = 3 };
+
+/* One message, either way: fixed size, zeroed before use (Redis childinfo). */
+typedef struct {
+  uint32_t magic;
+  uint16_t version;
+  uint16_t type;
+  int32_t node_id;              /* owner node computed */
+  int32_t slot;                 /* result slot */
+  int32_t attempt;              /* 0 on the first try */
+  int32_t rc;                   /* MSG_FAIL: the error code */
+  uint32_t planes;              /* bit p: plane p wanted */
+  uint32_t pad;
+  int64_t start[TSR_MAX_DIMS];  /* the task's box */
+  int64_t stop[TSR_MAX_DIMS];
+  char msg[512];                /* MSG_FAIL: the worker's message */
+} pool_msg_t;
+
+enum { TASK_PENDING = 0, TASK_RUNNING = 1, TASK_DONE = 2 };
+
+typedef struct {
+  int64_t start[TSR_MAX_DIMS], stop[TSR_MAX_DIMS];
+  int attempt;
+  int state;                    /* TASK_* */
+} pool_task_t;
+
+typedef struct worker_s {
+  struct tsr__pool_s *pool;
+  pid_t pid;                    /* 0 when no process */
+  int fd;                       /* parent end of the socketpair */
+  uv_pipe_t *pipe;              /* watching fd; heap, freed when libuv has closed it */
+  int64_t task;                 /* index into the current task list, or -1 */
+  uint64_t started_ms;          /* when the task was sent */
+  pool_msg_t tx;                /* the message being written */
+  pool_msg_t rx;                /* the reply being read */
+  size_t rx_len;
+} worker_t;
+
+struct tsr__pool_s {
+  tsr__run_t *run;
+  tsr_ctx_t *ctx;
+  int jobs;
+  worker_t *workers;
+  unsigned char *slots;         /* shared: n_slots x slot_bytes */
+  size_t slot_bytes, map_bytes;
+  int n_slots;
+  bool *slot_busy;
+  uv_loop_t loop;
+  bool loop_open;
+  uv_timer_t timer;
+  /* The current tsr__pool_run. */
+  tsr_node_t *node;
+  const tsr_region_t *region;
+  void *const *dst;
+  const int64_t *stride;
+  pool_task_t *tasks;
+  int64_t n_tasks, next, n_done;
+  int rc;                       /* first failure, 0 if none */
+};
+
+static uint64_t now_ms(void) { return uv_hrtime() / 1000000u; }
+
+static size_t region_count(const int64_t *start, const int64_t *stop) {
+  size_t n = 1;
+  for (int a = 0; a < TSR_MAX_DIMS; a++)
+    n *= (size_t)(stop[a] - start[a]);
+  return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Worker side (child process)                                        */
+
+static bool read_full(int fd, void *p, size_t n) {
+  char *q = p;
+  while (n > 0) {
+    ssize_t k = read(fd, q, n);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0)
+      return false;
+    q += k, n -= (size_t)k;
+  }
+  return true;
+}
+
+static bool write_full(int fd, const void *p, size_t n) {
+  const char *q = p;
+  while (n > 0) {
+    ssize_t k = write(fd, q, n);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0)
+      return false;
+    q += k, n -= (size_t)k;
+  }
+  return true;
+}
+
+/* TSR_TEST_CRASH_CHUNK="cx,cy[,always|hang]": the worker given the task of
+ * that chunk (chunk grid indices) dies by SIGSEGV on the first attempt, or
+ * on every one, or hangs (for timeouts).  A test hook for the fault paths;
+ * it costs one getenv per task. */
+static void maybe_crash(const tsr_node_t *n, const pool_msg_t *m) {
+  const char *e = getenv("TSR_TEST_CRASH_CHUNK");
+  long long cx, cy;
+  char mode[16] = "";
+  if (e == NULL || sscanf(e, "%lld,%lld,%15s", &cx, &cy, mode) < 2)
+    return;
+  if (m->start[0] / n->chunk[0] != cx || m->start[1] / n->chunk[1] != cy)
+    return;
+  if (strcmp(mode, "hang") == 0)
+    for (;;)
+      pause();
+  if (m->attempt == 0 || strcmp(mode, "always") == 0)
+    raise(SIGSEGV);
+}
+
+static void worker_main(tsr__pool_t *p, int fd) {
+  tsr__run_t *run = NULL;
+  pool_msg_t m, r;
+
+  signal(SIGINT, SIG_IGN);
+  signal(SIGTERM, SIG_DFL);
+  signal(SIGPIPE, SIG_IGN);
+  /* A fresh run: this process opens its own files and wcslib copies. */
+  if (tsr__run_new_local(p->run->g, &p->run->opts, &run) != 0)
+    _exit(3);
+  while (read_full(fd, &m, sizeof m)) {
+    tsr_node_t *n = NULL;
+    void *state = NULL;
+    void *dst[TSR__MAX_PLANES] = {0};
+    int64_t stride[TSR_MAX_DIMS];
+    tsr_region_t box;
+    size_t count, es;
+    int rc;
+
+    if (m.magic != MSG_MAGIC || m.version != MSG_VERSION || m.type != MSG_TASK)
+      _exit(4);
+    for (n = p->run->g->first; n && n->id != m.node_id; n = n->next)
+      ;
+    if (n == NULL)
+      _exit(5);
+    maybe_crash(n, &m);
+    memcpy(box.start, m.start, sizeof box.start);
+    memcpy(box.stop, m.stop, sizeof box.stop);
+    count = region_count(m.start, m.stop);
+    es = tsr_dtype_size(n->dtype);
+    for (int pl = 0; pl < n->n_planes; pl++)
+      if (m.planes & (1u << pl))
+        dst[pl] = p->slots + (size_t)m.slot * p->slot_bytes + (size_t)pl * count * es;
+    tsr__contiguous_strides(&box, stride);
+    memset(&r, 0, sizeof r);
+    r.magic = MSG_MAGIC;
+    r.version = MSG_VERSION;
+    r.slot = m.slot;
+    rc = tsr__node_state(run, n, &state);
+    if (rc == 0)
+      rc = tsr__run_task(run, n, state, &box, &box, dst, stride);
+    r.type = rc == 0 ? MSG_DONE : MSG_FAIL;
+    r.rc = rc;
+    if (rc != 0)
+      snprintf(r.msg, sizeof r.msg, "%s", tsr_errmsg(run->ctx));
+    if (!write_full(fd, &r, sizeof r))
+      break;
+  }
+  /* Leave without freeing: the memory is the parent's copy-on-write image,
+   * and atexit handlers belong to the parent. */
+  _exit(0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Parent side                                                        */
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void worker_died(worker_t *w);
+
+static void on_pipe_closed(uv_handle_t *h) { free(h); }
+
+/* Watch w->fd on the loop. */
+static int watch(tsr__pool_t *p, worker_t *w) {
+  /* libuv owns the handle until its close callback: plain malloc, freed there. */
+  w->pipe = malloc(sizeof *w->pipe);
+  if (w->pipe == NULL)
+    return tsr__err(p->ctx, TSR_ENOMEM, "executor: out of memory");
+  uv_pipe_init(&p->loop, w->pipe, 0);
+  w->pipe->data = w;
+  if (uv_pipe_open(w->pipe, w->fd) != 0) {
+    uv_close((uv_handle_t *)w->pipe, on_pipe_closed);
+    w->pipe = NULL;
+    return tsr__err(p->ctx, TSR_EWORKER, "executor: cannot watch a worker's socket");
+  }
+  return 0;
+}
+
+static void unwatch(worker_t *w) {
+  if (w->pipe) {
+    uv_read_stop((uv_stream_t *)w->pipe);
+    uv_close((uv_handle_t *)w->pipe, on_pipe_closed); /* closes fd too */
+    w->pipe = NULL;
+    w->fd = -1;
+  }
+}
+
+static int fork_worker(tsr__pool_t *p, worker_t *w) {
+  int sv[2];
+  pid_t pid;
+
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    return tsr__err(p->ctx, TSR_EWORKER, "executor: cannot create a socket pair: %s",
+                    strerror(errno));
+  fflush(NULL);
+  pid = fork();
+  if (pid < 0) {
+    int e = errno;
+    close(sv[0]);
+    close(sv[1]);
+    return tsr__err(p->ctx, TSR_EWORKER, "executor: cannot fork a worker: %s", strerror(e));
+  }
+  if (pid == 0) {
+    /* Only this worker's end stays open: another worker's socket held here
+     * would hide that worker's death from the parent. */
+    for (int i = 0; i < p->jobs; i++)
+      if (p->workers[i].pid != 0 && p->workers[i].fd >= 0)
+        close(p->workers[i].fd);
+    close(sv[0]);
+    worker_main(p, sv[1]);
+  }
+  close(sv[1]);
+  memset(w, 0, sizeof *w);
+  w->pool = p;
+  w->pid = pid;
+  w->fd = sv[0];
+  w->task = -1;
+  return p->loop_open ? watch(p, w) : 0;
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  worker_t *w = h->data;
+  (void)suggested;
+  *buf = uv_buf_init((char *)&w->rx + w->rx_len, (unsigned)(sizeof w->rx - w->rx_len));
+}
+
+static void fail(tsr__pool_t *p, int rc) {
+  if (p->rc == 0)
+    p->rc = rc;
+  uv_stop(&p->loop);
+}
+
+/* A write in flight: its own request and copy of the message, because the
+ * worker's reply (and the next task) can come before libuv calls back. */
+typedef struct {
+  uv_write_t req;
+  worker_t *w;
+  pid_t pid;                    /* the worker it was for */
+  pool_msg_t msg;
+} write_t;
+
+static void on_written(uv_write_t *req, int status) {
+  write_t *wr = req->data;
+  worker_t *w = wr->w;
+  tsr_ctx_t *ctx = w->pool->ctx;
+  if (status != 0 && w->pid == wr->pid && w->pid != 0)
+    worker_died(w);
+  tsr__free(ctx, wr);
+}
+
+/* Hand the next pending task to idle worker w, if any. */
+static void dispatch(tsr__pool_t *p, worker_t *w) {
+  int slot = -1;
+  if (p->rc != 0 || w->pid == 0 || w->task >= 0)
+    return;
+  if (p->run->opts.cancel && *p->run->opts.cancel) {
+    tsr__err(p->ctx, TSR_ECANCELED, "run: canceled");
+    fail(p, TSR_ECANCELED);
+    return;
+  }
+  /* Tasks before `next` are running or done; a retried one moves it back. */
+  while (p->next < p->n_tasks && p->tasks[p->next].state != TASK_PENDING)
+    p->next++;
+  if (p->next >= p->n_tasks)
+    return;
+  for (int s = 0; s < p->n_slots; s++)
+    if (!p->slot_busy[s]) {
+      slot = s;
+      break;
+    }
+  if (slot < 0)
+    return;
+  pool_task_t *t = &p->tasks[p->next];
+  memset(&w->tx, 0, sizeof w->tx);
+  w->tx.magic = MSG_MAGIC;
+  w->tx.version = MSG_VERSION;
+  w->tx.type = MSG_TASK;
+  w->tx.node_id = p->node->id;
+  w->tx.slot = slot;
+  w->tx.attempt = t->attempt;
+  for (int pl = 0; pl < p->node->n_planes; pl++)
+    if (p->dst[pl])
+      w->tx.planes |= 1u << pl;
+  memcpy(w->tx.start, t->start, sizeof t->start);
+  memcpy(w->tx.stop, t->stop, sizeof t->stop);
+  w->task = p->next++;
+  t->state = TASK_RUNNING;
+  w->started_ms = now_ms();
+  p->slot_busy[slot] = true;
+  write_t *wr = tsr__malloc(p->ctx, sizeof *wr);
+  if (wr == NULL) {
+    tsr__err(p->ctx, TSR_ENOMEM, "executor: out of memory");
+    fail(p, TSR_ENOMEM);
+    return;
+  }
+  wr->w = w;
+  wr->pid = w->pid;
+  wr->msg = w->tx;
+  wr->req.data = wr;
+  uv_buf_t b = uv_buf_init((char *)&wr->msg, sizeof wr->msg);
+  if (uv_write(&wr->req, (uv_stream_t *)w->pipe, &b, 1, on_written) != 0) {
+    tsr__free(p->ctx, wr);
+    worker_died(w);
+  }
+}
+
+static void dispatch_all(tsr__pool_t *p) {
+  for (int i = 0; i < p->jobs; i++)
+    dispatch(p, &p->workers[i]);
+  if (p->n_done == p->n_tasks)
+    uv_stop(&p->loop);
+}
+
+static void handle_reply(worker_t *w) {
+  tsr__pool_t *p = w->pool;
+  pool_msg_t *r = &w->rx;
+  pool_task_t *t;
+
+  if (r->magic != MSG_MAGIC || r->version != MSG_VERSION || w->task < 0 ||
+      r->slot != w->tx.slot) {
+    tsr__err(p->ctx, TSR_EWORKER, "executor: a worker sent a malformed reply");
+    fail(p, TSR_EWORKER);
+    return;
+  }
+  t = &p->tasks[w->task];
+  p->slot_busy[r->slot] = false;
+  w->task = -1;
+  if (r->type == MSG_FAIL) {
+    /* An error of the computation itself (bad data, out of memory): as in
+     * a serial run, the run fails with the worker's message. */
+    tsr__err(p->ctx, r->rc < 0 ? r->rc : TSR_EWORKER, "%.*s", (int)sizeof r->msg, r->msg);
+    fail(p, r->rc < 0 ? r->rc : TSR_EWORKER);
+    return;
+  }
+  {
+    tsr_node_t *n = p->node;
+    size_t count = region_count(t->start, t->stop), es = tsr_dtype_size(n->dtype);
+    tsr_region_t box;
+    int64_t st[TSR_MAX_DIMS];
+    memcpy(box.start, t->start, sizeof box.start);
+    memcpy(box.stop, t->stop, sizeof box.stop);
+    tsr__contiguous_strides(&box, st);
+    for (int pl = 0; pl < n->n_planes; pl++)
+      if (p->dst[pl])
+        tsr__copy_box(p->dst[pl], p->region, p->stride,
+                      p->slots + (size_t)r->slot * p->slot_bytes + (size_t)pl * count * es, &box,
+                      st, &box, es);
+  }
+  t->state = TASK_DONE;
+  p->n_done++;
+  if (p->run->opts.progress)
+    p->run->opts.progress(p->run->opts.progress_ud, ++p->run->done, p->run->total);
+  dispatch_all(p);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  worker_t *w = s->data;
+  (void)buf;
+  if (nread < 0) {
+    worker_died(w);
+    return;
+  }
+  w->rx_len += (size_t)nread;
+  if (w->rx_len == sizeof w->rx) {
+    w->rx_len = 0;
+    handle_reply(w);
+  }
+}
+
+static void on_closed(uv_handle_t *h) { (void)h; }
+
+static void describe_status(int status, char *buf, size_t cap) {
+  if (WIFSIGNALED(status))
+    snprintf(buf, cap, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  else if (WIFEXITED(status))
+    snprintf(buf, cap, "exited with status %d", WEXITSTATUS(status));
+  else
+    snprintf(buf, cap, "ended (status 0x%x)", status);
+}
+
+/* The worker's socket closed: reap it, retry its task on a replacement. */
+static void worker_died(worker_t *w) {
+  tsr__pool_t *p = w->pool;
+  int status = 0;
+  char how[128];
+
+  if (w->pid == 0)
+    return;
+  unwatch(w);
+  while (waitpid(w->pid, &status, 0) < 0 && errno == EINTR)
+    ;
+  w->pid = 0;
+  describe_status(status, how, sizeof how);
+  if (w->task >= 0) {
+    pool_task_t *t = &p->tasks[w->task];
+    p->slot_busy[w->tx.slot] = false;
+    w->task = -1;
+    if (++t->attempt > p->run->opts.retries) {
+      char where[160];
+      tsr_region_t box;
+      memcpy(box.start, t->start, sizeof box.start);
+      memcpy(box.stop, t->stop, sizeof box.stop);
+      tsr__region_format(&box, p->node->ndim, where, sizeof where);
+      tsr__err(p->ctx, TSR_EWORKER, "executor: chunk %s of node %s: worker %s after %d %s",
+               where, p->node->name, how, p->run->opts.retries,
+               p->run->opts.retries == 1 ? "retry" : "retries");
+      fail(p, TSR_EWORKER);
+      return;
+    }
+    /* Retry it next. */
+    t->state = TASK_PENDING;
+    if ((int64_t)(t - p->tasks) < p->next)
+      p->next = t - p->tasks;
+  }
+  if (p->rc != 0)
+    return;
+  if (fork_worker(p, w) != 0) {
+    fail(p, TSR_EWORKER);
+    return;
+  }
+  uv_read_start((uv_stream_t *)w->pipe, alloc_cb, on_read);
+  dispatch_all(p);
+}
+
+static void on_timer(uv_timer_t *tm) {
+  tsr__pool_t *p = tm->data;
+  double limit = p->run->opts.task_timeout_s;
+  if (p->run->opts.cancel && *p->run->opts.cancel) {
+    tsr__err(p->ctx, TSR_ECANCELED, "run: canceled");
+    fail(p, TSR_ECANCELED);
+    return;
+  }
+  if (limit > 0) {
+    uint64_t now = now_ms();
+    for (int i = 0; i < p->jobs; i++) {
+      worker_t *w = &p->workers[i];
+      if (w->pid != 0 && w->task >= 0 && (double)(now - w->started_ms) > limit * 1000.0)
+        kill(w->pid, SIGKILL); /* its end-of-file brings it to worker_died */
+    }
+  }
+}
+
+/* The largest chunk result any node of the graph can produce. */
+static size_t largest_chunk_bytes(tsr_graph_t *g) {
+  size_t m = 0;
+  for (tsr_node_t *n = g->first; n; n = n->next) {
+    if (n->op == NULL || (n->op->flags & TSR__OP_SOURCE))
+      continue;
+    size_t c = (size_t)n->n_planes * tsr_dtype_size(n->dtype);
+    for (int a = 0; a < TSR_MAX_DIMS; a++)
+      c *= (size_t)n->chunk[a];
+    if (c > m)
+      m = c;
+  }
+  return m;
+}
+
+int tsr__pool_start(tsr__run_t *run, int jobs, tsr__pool_t **out) {
+  tsr_ctx_t *ctx = run->ctx;
+  tsr__pool_t *p;
+  int rc = TSR_ENOMEM;
+
+  *out = NULL;
+  p = tsr__calloc(ctx, 1, sizeof *p);
+  if (p == NULL)
+    return tsr__err(ctx, rc, "executor: out of memory");
+  p->run = run;
+  p->ctx = ctx;
+  p->jobs = jobs;
+  p->n_slots = 2 * jobs;
+  p->slot_bytes = (largest_chunk_bytes(run->g) + 63) / 64 * 64;
+  if (p->slot_bytes == 0)
+    p->slot_bytes = 64;
+  p->workers = tsr__calloc(ctx, (size_t)jobs, sizeof *p->workers);
+  p->slot_busy = tsr__calloc(ctx, (size_t)p->n_slots, sizeof *p->slot_busy);
+  if (p->workers == NULL || p->slot_busy == NULL) {
+    tsr__err(ctx, rc, "executor: out of memory");
+    goto out;
+  }
+  for (int i = 0; i < jobs; i++)
+    p->workers[i].fd = -1;
+  /* Shared before the fork, so every worker writes where the parent reads. */
+  p->map_bytes = p->slot_bytes * (size_t)p->n_slots;
+  p->slots = mmap(NULL, p->map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p->slots == MAP_FAILED) {
+    p->slots = NULL;
+    rc = tsr__err(ctx, TSR_ENOMEM, "executor: cannot map %zu bytes of shared memory: %s",
+                  p->map_bytes, strerror(errno));
+    goto out;
+  }
+  for (int i = 0; i < jobs; i++)
+    if ((rc = fork_worker(p, &p->workers[i])) != 0)
+      goto out;
+  /* The loop comes after the first forks: the workers never see it. */
+  if (uv_loop_init(&p->loop) != 0) {
+    rc = tsr__err(ctx, TSR_EWORKER, "executor: cannot create an event loop");
+    goto out;
+  }
+  p->loop_open = true;
+  uv_timer_init(&p->loop, &p->timer);
+  p->timer.data = p;
+  for (int i = 0; i < jobs; i++)
+    if ((rc = watch(p, &p->workers[i])) != 0)
+      goto out;
+  *out = p;
+  return 0;
+out:
+  tsr__pool_stop(p);
+  return rc;
+}
+
+int tsr__pool_run(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, void *const *dst,
+                  const int64_t *stride) {
+  int64_t lo[TSR_MAX_DIMS], hi[TSR_MAX_DIMS], c[TSR_MAX_DIMS], count = 1;
+
+  p->node = n;
+  p->region = region;
+  p->dst = dst;
+  p->stride = stride;
+  p->rc = 0;
+  p->next = p->n_done = 0;
+  for (int a = 0; a < TSR_MAX_DIMS; a++) {
+    lo[a] = region->start[a] / n->chunk[a];
+    hi[a] = (region->stop[a] + n->chunk[a] - 1) / n->chunk[a];
+    count *= hi[a] - lo[a];
+  }
+  p->tasks = tsr__calloc(p->ctx, (size_t)count, sizeof *p->tasks);
+  if (p->tasks == NULL)
+    return tsr__err(p->ctx, TSR_ENOMEM, "executor: out of memory for %" PRId64 " tasks", count);
+  /* The tasks: each chunk's part of the region, in FITS order. */
+  p->n_tasks = 0;
+  memcpy(c, lo, sizeof c);
+  for (;;) {
+    pool_task_t *t = &p->tasks[p->n_tasks];
+    bool empty = false;
+    for (int a = 0; a < TSR_MAX_DIMS; a++) {
+      int64_t s = c[a] * n->chunk[a], e = s + n->chunk[a];
+      t->start[a] = s > region->start[a] ? s : region->start[a];
+      t->stop[a] = e < region->stop[a] ? e : region->stop[a];
+      if (t->stop[a] > n->shape[a])
+        t->stop[a] = n->shape[a];
+      empty |= t->stop[a] <= t->start[a];
+    }
+    if (!empty)
+      p->n_tasks++;
+    int a = 0;
+    for (; a < TSR_MAX_DIMS; a++) {
+      if (++c[a] < hi[a])
+        break;
+      c[a] = lo[a];
+    }
+    if (a == TSR_MAX_DIMS)
+      break;
+  }
+  for (int i = 0; i < p->jobs; i++)
+    if (p->workers[i].pipe)
+      uv_read_start((uv_stream_t *)p->workers[i].pipe, alloc_cb, on_read);
+  uv_timer_start(&p->timer, on_timer, 50, 50);
+  dispatch_all(p);
+  if (p->n_done < p->n_tasks && p->rc == 0)
+    uv_run(&p->loop, UV_RUN_DEFAULT);
+  uv_timer_stop(&p->timer);
+  for (int i = 0; i < p->jobs; i++)
+    if (p->workers[i].pipe)
+      uv_read_stop((uv_stream_t *)p->workers[i].pipe);
+  tsr__free(p->ctx, p->tasks);
+  p->tasks = NULL;
+  if (p->rc == 0 && p->n_done < p->n_tasks)
+    return tsr__err(p->ctx, TSR_EWORKER, "executor: the event loop stopped with %" PRId64
+                                         " of %" PRId64 " tasks done",
+                    p->n_done, p->n_tasks);
+  return p->rc;
+}
+
+void tsr__pool_stop(tsr__pool_t *p) {
+  if (p == NULL)
+    return;
+  /* Workers may be mid-task after a failure or a cancel: kill rather than
+   * wait, then reap every one. */
+  for (int i = 0; p->workers && i < p->jobs; i++) {
+    worker_t *w = &p->workers[i];
+    if (w->pid != 0)
+      kill(w->pid, SIGKILL);
+  }
+  for (int i = 0; p->workers && i < p->jobs; i++) {
+    worker_t *w = &p->workers[i];
+    int status;
+    if (w->pipe)
+      unwatch(w);
+    else if (w->fd >= 0)
+      close(w->fd);
+    if (w->pid != 0)
+      while (waitpid(w->pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    w->pid = 0;
+  }
+  if (p->loop_open) {
+    uv_close((uv_handle_t *)&p->timer, on_closed);
+    uv_run(&p->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&p->loop);
+  }
+  if (p->slots)
+    munmap(p->slots, p->map_bytes);
+  tsr__free(p->ctx, p->workers);
+  tsr__free(p->ctx, p->slot_busy);
+  tsr__free(p->ctx, p->tasks);
+  tsr__free(p->ctx, p);
+}

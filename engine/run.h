@@ -1,0 +1,43 @@
+/* run.h -- the state of one run, shared by the planner (plan.c) and the
+ * process pool (exec_pool.c).  Private to engine/. */
+#ifndef TSR_ENGINE_RUN_H
+#define TSR_ENGINE_RUN_H
+
+#include "internal.h"
+
+typedef struct tsr__pool_s tsr__pool_t;
+
+typedef struct {
+  tsr_node_t *node;
+  void *state;
+} node_state_t;
+
+struct tsr__run_s {
+  tsr_graph_t *g;
+  tsr_ctx_t *ctx;
+  tsr_run_opts_t opts;
+  node_state_t *states;         /* op->start results of this process */
+  int n_states, cap_states;
+  int64_t done, total;          /* top-level tasks, for progress */
+  tsr__pool_t *pool;            /* worker processes, or NULL to run here */
+};
+
+/* The node's per-run state in this process, started on first use. */
+int tsr__node_state(tsr__run_t *run, tsr_node_t *n, void **state);
+/* Compute `sub` of owner node n into dst laid over `dreg` with strides;
+ * resolves the inputs' windows first.  The unit of work of every executor. */
+int tsr__run_task(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_t *sub,
+                  const tsr_region_t *dreg, void *const *dst, const int64_t *stride);
+/* A fresh run for a worker process: no states, no pool. */
+int tsr__run_new_local(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **out);
+
+/* The pool (exec_pool.c).  Forks `jobs` workers for the run's graph; the
+ * caller must not have started threads. */
+int tsr__pool_start(tsr__run_t *run, int jobs, tsr__pool_t **out);
+/* Compute every chunk of owner n meeting `region` on the workers, into dst. */
+int tsr__pool_run(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, void *const *dst,
+                  const int64_t *stride);
+/* Stop and reap every worker; frees the pool. */
+void tsr__pool_stop(tsr__pool_t *p);
+
+#endif

@@ -1,0 +1,869 @@
+/* reproject_exact.c -- flux-conserving reprojection by exact pixel overlap
+ * (reproject_exact).
+ *
+ * Each output pixel is the overlap-weighted mean of the input pixels it
+ * covers: value = sum(v_i f_i) / sum(f_i), where f_i is the fraction of the
+ * output pixel's solid angle covered by input pixel i (pixels are the
+ * spherical quadrilaterals with great-circle edges between their corners,
+ * REFERENCE.md 3.3); the footprint is sum(f_i), in [0, 1].
+ *
+ * Per block: the input window is the input image's part that the block, grown
+ * by one output pixel, maps into (plus a margin), so every input pixel that
+ * meets the block is in it and the block transforms only that window's
+ * corners, not the whole input as reproject does.  The corners
+ * ((w+1) x (h+1) points at half-integer input pixels) are mapped into output
+ * pixel coordinates through a tsr__map_t of a copy of the input WCS whose
+ * CRPIX is shifted by half a pixel, so its integer pixels are the corners: a
+ * homography for TAN -> TAN (exact to rounding), exact wcslib transforms
+ * otherwise (mapping tolerance 0).  Each input pixel's candidate output
+ * pixels are its corners' bounding box with reproject 0.10's rounding
+ * ((int)(min + 0.5) .. (int)(max + 0.5)), clipped to the block.
+ *
+ * Two geometries, chosen once per node (in start, from a 9 x 9 sample of the
+ * output grid) so that results never depend on the block size:
+ * - pixel plane: when input and output pixels are all smaller than
+ *   TSR__PLANAR_RAD (about 20 arcsec, reproject #589's planar criterion) and
+ *   the output projection's area scale varies by less than PLANE_GRAD per
+ *   pixel, the overlap is computed in output pixel coordinates: the input
+ *   quadrilateral (corners mapped exactly) clipped against the unit square of
+ *   the output pixel (Sutherland-Hodgman, axis-aligned).  A gnomonic (TAN)
+ *   output maps great circles to straight lines, so the polygons are exact;
+ *   for other projections the edge curvature and the area-scale variation
+ *   over one pixel bound the error of the fraction by about PLANE_GRAD / 2.
+ *   This is also precise for the tiniest pixels, where differences of unit
+ *   vectors run out of digits.
+ * - sphere: otherwise every pair is clipped with unit vectors (output corner
+ *   vectors and pixel solid angles computed once per block; input corner
+ *   vectors rotated into the output frame), in the gnomonic tangent plane
+ *   for small pairs and on the sphere for large ones (overlap.c).
+ *
+ * Seams: an input pixel whose corners do not all map into output pixel
+ * coordinates, or whose corners spread over more than seam_lim output pixels
+ * (half the output, and several times the largest mapped input pixel), lies
+ * across a projection seam (CAR/AIT at +-180 deg) or edge.  Its bounding box
+ * would span the whole row, so instead its candidates are boxes of
+ * `margin` output pixels around each corner that does map (merged where
+ * they meet), and its overlaps are computed with unit vectors, which have no
+ * seam.  An input pixel with an undefined corner in its own WCS is skipped.
+ *
+ * Accumulation runs over input pixels in global (y, x) order and the
+ * fractions do not depend on the window, so each output pixel sums the same
+ * terms in the same order whatever the block size.  The pair table (input
+ * offset, output index, fraction) is built once per block and applied to
+ * every plane of a cube.  NaN inputs: by default (TSR_NAN_PROPAGATE) an
+ * output pixel is NaN when any candidate input pixel is NaN, as in
+ * reproject 0.10, where value * 0 still adds a NaN; the footprint counts the
+ * NaN inputs' fractions too.  TSR_NAN_IGNORE leaves NaN inputs out of both
+ * sums, so the value is the mean over finite inputs and the footprint their
+ * coverage.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mapping.h"
+#include "overlap.h"
+#include "wcs.h"
+
+#define DEFAULT_BLOCK 512
+#define NSAMPLE 9          /* per axis, for the geometry decision in start */
+#define PLANE_GRAD 1e-6    /* largest relative area-scale change per output pixel for the pixel plane */
+
+typedef struct {
+  tsr_wcs_t *target;       /* output celestial WCS */
+  tsr_wcs_t *corners;      /* the input WCS, CRPIX + 0.5: pixel (i, j) is corner (i - 0.5, j - 0.5) */
+  int nan_mode;            /* TSR_NAN_PROPAGATE or TSR_NAN_IGNORE */
+  char in_what[160];
+} exact_params_t;
+
+typedef struct {
+  uint32_t in;             /* element offset of the input pixel in the window's plane */
+  uint32_t out;            /* index in the block, row-major */
+  double f;                /* fraction of the output pixel covered */
+} pair_t;
+
+typedef struct {
+  int64_t x0, x1, y0, y1;  /* inclusive */
+} cbox_t;
+
+typedef struct {
+  tsr__map_t *map;         /* output pixel -> input pixel: windows */
+  tsr__map_t *cmap;        /* input corner index -> output pixel */
+  tsr__cel_t *cin, *cout;
+  double rot[9];           /* input frame -> output frame */
+  bool rotate;
+  bool pixel_plane;        /* geometry (see the top of the file) */
+  double seam_lim;         /* corner spread (output px) that marks a seam pixel */
+  double margin;           /* candidate half-size around each corner of a seam pixel */
+  /* Per-block scratch, reused. */
+  double *cx, *cy, *tx, *ty, *iv;
+  size_t ccap;
+  double *ov, *oarea, *sum, *wsum;
+  unsigned char *spoil;
+  size_t bcap;
+  pair_t *pairs;
+  size_t npairs, pcap;
+} exact_state_t;
+
+static void params_free(tsr_ctx_t *ctx, void *p) {
+  exact_params_t *ep = p;
+  if (ep == NULL)
+    return;
+  tsr_wcs_free(ep->target);
+  tsr_wcs_free(ep->corners);
+  tsr__free(ctx, ep);
+}
+
+static void params_encode(const tsr_node_t *n, tsr__buf_t *b) {
+  const exact_params_t *ep = n->params;
+  tsr__buf_put_i64(b, ep->nan_mode);
+  tsr__wcs_encode(ep->target, b);
+}
+
+static void rotate_vecs(const double r[9], size_t n, double *v) {
+  for (size_t i = 0; i < n; i++) {
+    double *p = v + 3 * i, a = p[0], b = p[1], c = p[2];
+    p[0] = r[0] * a + r[1] * b + r[2] * c;
+    p[1] = r[3] * a + r[4] * b + r[5] * c;
+    p[2] = r[6] * a + r[7] * b + r[8] * c;
+  }
+}
+
+/* Unit vectors (output frame) of n input pixel positions. */
+static void in_vecs(exact_state_t *st, size_t n, const double *x, const double *y, double *v) {
+  tsr__cel_pix2vec(st->cin, n, x, y, v);
+  if (st->rotate)
+    rotate_vecs(st->rot, n, v);
+}
+
+static double chord(const double *a, const double *b) {
+  double d[3] = {a[0] - b[0], a[1] - b[1], a[2] - b[2]};
+  return sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
+}
+
+/* Decide the geometry and the seam limits from a sample of the output grid:
+ * pixel sizes on the sky, the variation of the output's area scale, and how
+ * large input pixels look in output pixels. */
+static void analyse(exact_state_t *st, int64_t nx, int64_t ny) {
+  double area[NSAMPLE][NSAMPLE], sx[NSAMPLE], sy[NSAMPLE];
+  double dout = 0, din = 0, ext = 1.0, grad = 0;
+  double s = 0.25 * (double)(nx < ny ? nx : ny) / (NSAMPLE - 1);
+  int nvalid = 0;
+  s = s < 0.5 ? 0.5 : s > 64 ? 64 : s;
+  for (int a = 0; a < NSAMPLE; a++) {
+    sx[a] = floor((double)(nx - 1) * a / (NSAMPLE - 1) + 0.5);
+    sy[a] = floor((double)(ny - 1) * a / (NSAMPLE - 1) + 0.5);
+  }
+  for (int b = 0; b < NSAMPLE; b++)
+    for (int a = 0; a < NSAMPLE; a++) {
+      double x = sx[a], y = sy[b];
+      double px[9] = {x - 0.5, x + 0.5, x + 0.5, x - 0.5, x - s, x + s, x + s, x - s, x};
+      double py[9] = {y - 0.5, y - 0.5, y + 0.5, y + 0.5, y - s, y - s, y + s, y + s, y};
+      double v[27], u[2], w[2], iv[12], ox[4], oy[4];
+      area[b][a] = NAN;
+      tsr__cel_pix2vec(st->cout, 9, px, py, v);
+      if (!isfinite(v[0] + v[3] + v[6] + v[9] + v[12] + v[15] + v[18] + v[21] + v[24]))
+        continue;
+      nvalid++;
+      dout = fmax(dout, fmax(chord(v, v + 6), chord(v + 3, v + 9)));
+      area[b][a] = tsr__sph_area(v + 12, 4) / (4 * s * s);
+      /* The input pixel under this output pixel. */
+      {
+        double c[3] = {v[24], v[25], v[26]}, rt[9];
+        memcpy(rt, st->rot, sizeof rt);
+        if (st->rotate) {
+          /* output -> input is the transpose */
+          for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++)
+              rt[3 * i + j] = st->rot[3 * j + i];
+          rotate_vecs(rt, 1, c);
+        }
+        tsr__cel_vec2pix(st->cin, 1, c, &u[0], &u[1]);
+      }
+      if (!isfinite(u[0] + u[1]))
+        continue;
+      {
+        double cxp[4] = {u[0] - 0.5, u[0] + 0.5, u[0] + 0.5, u[0] - 0.5};
+        double cyp[4] = {u[1] - 0.5, u[1] - 0.5, u[1] + 0.5, u[1] + 0.5};
+        in_vecs(st, 4, cxp, cyp, iv);
+        if (!isfinite(iv[0] + iv[3] + iv[6] + iv[9]))
+          continue;
+        din = fmax(din, fmax(chord(iv, iv + 6), chord(iv + 3, iv + 9)));
+        tsr__cel_vec2pix(st->cout, 4, iv, ox, oy);
+        if (!isfinite(ox[0] + ox[1] + ox[2] + ox[3] + oy[0] + oy[1] + oy[2] + oy[3]))
+          continue;
+        w[0] = fmax(fmax(ox[0], ox[1]), fmax(ox[2], ox[3])) - fmin(fmin(ox[0], ox[1]), fmin(ox[2], ox[3]));
+        w[1] = fmax(fmax(oy[0], oy[1]), fmax(oy[2], oy[3])) - fmin(fmin(oy[0], oy[1]), fmin(oy[2], oy[3]));
+        /* A sample on a seam itself would look huge; ignore those. */
+        if (w[0] < 0.25 * (double)nx && w[1] < 0.25 * (double)ny)
+          ext = fmax(ext, fmax(w[0], w[1]));
+      }
+    }
+  for (int b = 0; b < NSAMPLE; b++)
+    for (int a = 0; a < NSAMPLE; a++) {
+      double A = area[b][a];
+      if (!(A > 0))
+        continue;
+      if (a + 1 < NSAMPLE && area[b][a + 1] > 0 && sx[a + 1] > sx[a])
+        grad = fmax(grad, fabs(area[b][a + 1] - A) / (0.5 * (A + area[b][a + 1])) / (sx[a + 1] - sx[a]));
+      if (b + 1 < NSAMPLE && area[b + 1][a] > 0 && sy[b + 1] > sy[b])
+        grad = fmax(grad, fabs(area[b + 1][a] - A) / (0.5 * (A + area[b + 1][a])) / (sy[b + 1] - sy[b]));
+    }
+  st->pixel_plane = nvalid > 0 && dout <= TSR__PLANAR_RAD && din <= TSR__PLANAR_RAD &&
+                    grad <= PLANE_GRAD;
+  st->seam_lim = fmax(0.5 * (double)(nx > ny ? nx : ny), 4.0 * ext + 4.0);
+  st->margin = 2.0 * ext + 2.0;
+}
+
+static int exact_start(tsr_node_t *n, void **state) {
+  tsr_ctx_t *ctx = n->graph->ctx;
+  exact_params_t *ep = n->params;
+  exact_state_t *st = tsr__calloc(ctx, 1, sizeof *st);
+  int rc;
+  *state = NULL;
+  if (st == NULL)
+    return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
+  if ((rc = tsr__map_new(ctx, ep->target, "target", n->inputs[0]->wcs, ep->in_what, 1e-4, false,
+                         &st->map)) != 0 ||
+      (rc = tsr__map_new(ctx, ep->corners, ep->in_what, ep->target, "target", 0.0, false,
+                         &st->cmap)) != 0 ||
+      (rc = tsr__cel_new(ctx, n->inputs[0]->wcs, ep->in_what, &st->cin)) != 0 ||
+      (rc = tsr__cel_new(ctx, ep->target, "target", &st->cout)) != 0)
+    goto out;
+  st->rotate = tsr__cel_frame(st->cin) != tsr__cel_frame(st->cout);
+  tsr__frame_matrix(tsr__cel_frame(st->cin), tsr__cel_frame(st->cout), st->rot);
+  analyse(st, n->shape[0], n->shape[1]);
+  *state = st;
+  st = NULL;
+  rc = 0;
+out:
+  if (st) {
+    tsr__map_free(st->map);
+    tsr__map_free(st->cmap);
+    tsr__cel_free(st->cin);
+    tsr__cel_free(st->cout);
+    tsr__free(ctx, st);
+  }
+  return rc;
+}
+
+static void exact_stop(tsr_node_t *n, void *state) {
+  exact_state_t *st = state;
+  tsr_ctx_t *ctx = n->graph->ctx;
+  if (st == NULL)
+    return;
+  tsr__map_free(st->map);
+  tsr__map_free(st->cmap);
+  tsr__cel_free(st->cin);
+  tsr__cel_free(st->cout);
+  tsr__free(ctx, st->cx);
+  tsr__free(ctx, st->cy);
+  tsr__free(ctx, st->tx);
+  tsr__free(ctx, st->ty);
+  tsr__free(ctx, st->iv);
+  tsr__free(ctx, st->ov);
+  tsr__free(ctx, st->oarea);
+  tsr__free(ctx, st->sum);
+  tsr__free(ctx, st->wsum);
+  tsr__free(ctx, st->spoil);
+  tsr__free(ctx, st->pairs);
+  tsr__free(ctx, st);
+}
+
+static int exact_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t *out,
+                              tsr_region_t *win, bool *empty) {
+  exact_state_t *st = state;
+  tsr_node_t *in = n->inputs[i];
+  double lo[2], hi[2];
+  bool none, full;
+  int rc;
+
+  /* Grown by one output pixel: the block's outer pixel edges, and reproject's
+   * rounded candidate boxes, reach half a pixel and more past the centres. */
+  rc = tsr__map_bounds(st->map, out->start[0] - 1, out->stop[0] + 1, out->start[1] - 1,
+                       out->stop[1] + 1, in->shape[0], in->shape[1], lo, hi, &none, &full);
+  if (rc != 0)
+    return rc;
+  *win = *out;
+  if (none) {
+    *empty = true;
+    return 0;
+  }
+  for (int a = 0; a < 2; a++) {
+    if (full) {
+      win->start[a] = 0;
+      win->stop[a] = in->shape[a];
+      continue;
+    }
+    /* Two input pixels cover an input pixel's half-diagonal plus rounding;
+     * the proportional part covers curvature between boundary samples. */
+    double margin = 2.0 + 0.01 * (hi[a] - lo[a]);
+    double s = floor(lo[a] - margin), e = floor(hi[a] + margin) + 1;
+    if (e <= 0.0 || s >= (double)in->shape[a]) {
+      *empty = true;
+      return 0;
+    }
+    win->start[a] = s < 0 ? 0 : (int64_t)s;
+    win->stop[a] = e > (double)in->shape[a] ? in->shape[a] : (int64_t)e;
+  }
+  return 0;
+}
+
+static int grow(tsr_ctx_t *ctx, void **p, size_t n, size_t size) {
+  void *q = tsr__mallocarray(ctx, n, size);
+  if (q == NULL)
+    return TSR_ENOMEM;
+  tsr__free(ctx, *p);
+  *p = q;
+  return 0;
+}
+
+/* Truncation toward zero after +0.5, as reproject's (int)(x + .5), on a
+ * value first kept in a range where the conversion is defined. */
+static inline int64_t rp_round(double x) {
+  x += 0.5;
+  if (x > 4e15)
+    x = 4e15;
+  if (x < -4e15)
+    x = -4e15;
+  return (int64_t)x;
+}
+
+/* Candidate output boxes (inclusive, clipped to the block [bx0, bx1] x
+ * [by0, by1]) of the input pixel with output-pixel corners (qx, qy).  Returns
+ * the number of boxes (0..4); *seam says whether the pixel needed the seam
+ * treatment (its overlaps must then use unit vectors). */
+static int candidates(const exact_state_t *st, const double qx[4], const double qy[4], int64_t bx0,
+                      int64_t bx1, int64_t by0, int64_t by1, cbox_t box[4], bool *seam) {
+  double lx = qx[0], hx = qx[0], ly = qy[0], hy = qy[0];
+  int nb = 0;
+  for (int k = 1; k < 4; k++) {
+    lx = qx[k] < lx ? qx[k] : lx;
+    hx = qx[k] > hx ? qx[k] : hx;
+    ly = qy[k] < ly ? qy[k] : ly;
+    hy = qy[k] > hy ? qy[k] : hy;
+  }
+  *seam = !isfinite(qx[0] + qx[1] + qx[2] + qx[3] + qy[0] + qy[1] + qy[2] + qy[3]) ||
+          hx - lx > st->seam_lim || hy - ly > st->seam_lim;
+  if (!*seam) {
+    cbox_t b = {rp_round(lx), rp_round(hx), rp_round(ly), rp_round(hy)};
+    if (b.x0 < bx0) b.x0 = bx0;
+    if (b.x1 > bx1) b.x1 = bx1;
+    if (b.y0 < by0) b.y0 = by0;
+    if (b.y1 > by1) b.y1 = by1;
+    if (b.x0 > b.x1 || b.y0 > b.y1)
+      return 0;
+    box[0] = b;
+    return 1;
+  }
+  for (int k = 0; k < 4; k++) {
+    if (!isfinite(qx[k]) || !isfinite(qy[k]))
+      continue;
+    cbox_t b = {rp_round(qx[k] - st->margin), rp_round(qx[k] + st->margin),
+                rp_round(qy[k] - st->margin), rp_round(qy[k] + st->margin)};
+    box[nb++] = b;
+  }
+  /* Merge boxes that meet, so that no output pixel is visited twice. */
+  for (bool merged = true; merged;) {
+    merged = false;
+    for (int a = 0; a < nb && !merged; a++)
+      for (int b = a + 1; b < nb && !merged; b++)
+        if (box[a].x0 <= box[b].x1 && box[b].x0 <= box[a].x1 && box[a].y0 <= box[b].y1 &&
+            box[b].y0 <= box[a].y1) {
+          box[a].x0 = box[a].x0 < box[b].x0 ? box[a].x0 : box[b].x0;
+          box[a].x1 = box[a].x1 > box[b].x1 ? box[a].x1 : box[b].x1;
+          box[a].y0 = box[a].y0 < box[b].y0 ? box[a].y0 : box[b].y0;
+          box[a].y1 = box[a].y1 > box[b].y1 ? box[a].y1 : box[b].y1;
+          box[b] = box[--nb];
+          merged = true;
+        }
+  }
+  {
+    int m = 0;
+    for (int a = 0; a < nb; a++) {
+      cbox_t b = box[a];
+      if (b.x0 < bx0) b.x0 = bx0;
+      if (b.x1 > bx1) b.x1 = bx1;
+      if (b.y0 < by0) b.y0 = by0;
+      if (b.y1 > by1) b.y1 = by1;
+      if (b.x0 <= b.x1 && b.y0 <= b.y1)
+        box[m++] = b;
+    }
+    return m;
+  }
+}
+
+static int push_pair(tsr_ctx_t *ctx, exact_state_t *st, uint32_t in, uint32_t out, double f) {
+  if (st->npairs == st->pcap) {
+    size_t cap = st->pcap ? 2 * st->pcap : 65536;
+    pair_t *p = tsr__realloc(ctx, st->pairs, cap * sizeof *p);
+    if (p == NULL)
+      return TSR_ENOMEM;
+    st->pairs = p;
+    st->pcap = cap;
+  }
+  st->pairs[st->npairs].in = in;
+  st->pairs[st->npairs].out = out;
+  st->pairs[st->npairs++].f = f;
+  return 0;
+}
+
+/* Output corner vectors and pixel solid angles of the block. */
+static int block_vectors(tsr_ctx_t *ctx, exact_state_t *st, int64_t x0, int64_t y0, int64_t bw,
+                         int64_t bh) {
+  size_t nc = (size_t)(bw + 1) * (size_t)(bh + 1);
+  double *xs = tsr__mallocarray(ctx, nc, sizeof(double));
+  double *ys = tsr__mallocarray(ctx, nc, sizeof(double));
+  if (xs == NULL || ys == NULL) {
+    tsr__free(ctx, xs);
+    tsr__free(ctx, ys);
+    return TSR_ENOMEM;
+  }
+  for (int64_t j = 0; j <= bh; j++)
+    for (int64_t i = 0; i <= bw; i++) {
+      xs[(size_t)(j * (bw + 1) + i)] = (double)(x0 + i) - 0.5;
+      ys[(size_t)(j * (bw + 1) + i)] = (double)(y0 + j) - 0.5;
+    }
+  tsr__cel_pix2vec(st->cout, nc, xs, ys, st->ov);
+  tsr__free(ctx, xs);
+  tsr__free(ctx, ys);
+  for (int64_t j = 0; j < bh; j++)
+    for (int64_t i = 0; i < bw; i++) {
+      double q[12];
+      size_t c0 = (size_t)(j * (bw + 1) + i), c3 = c0 + (size_t)(bw + 1);
+      memcpy(q, st->ov + 3 * c0, 3 * sizeof(double));
+      memcpy(q + 3, st->ov + 3 * (c0 + 1), 3 * sizeof(double));
+      memcpy(q + 6, st->ov + 3 * (c3 + 1), 3 * sizeof(double));
+      memcpy(q + 9, st->ov + 3 * c3, 3 * sizeof(double));
+      st->oarea[j * bw + i] = tsr__sph_area(q, 4);
+    }
+  return 0;
+}
+
+static void out_quad(const exact_state_t *st, int64_t bw, int64_t i, int64_t j, double q[12]) {
+  size_t c0 = (size_t)(j * (bw + 1) + i), c3 = c0 + (size_t)(bw + 1);
+  memcpy(q, st->ov + 3 * c0, 3 * sizeof(double));
+  memcpy(q + 3, st->ov + 3 * (c0 + 1), 3 * sizeof(double));
+  memcpy(q + 6, st->ov + 3 * (c3 + 1), 3 * sizeof(double));
+  memcpy(q + 9, st->ov + 3 * c3, 3 * sizeof(double));
+}
+
+static void fill_rows(tsr__task_t *t, double v, int plane) {
+  tsr_node_t *n = t->node;
+  int64_t bw = t->out.stop[0] - t->out.start[0], bh = t->out.stop[1] - t->out.start[1];
+  if (t->planes[plane] == NULL)
+    return;
+  for (int64_t q = t->out.start[3]; q < t->out.stop[3]; q++)
+    for (int64_t z = t->out.start[2]; z < t->out.stop[2]; z++)
+      for (int64_t y = 0; y < bh; y++) {
+        size_t off = tsr__task_offset(t, 0, y, z - t->out.start[2], q - t->out.start[3]);
+        if (n->dtype == TSR_F32)
+          for (int64_t k = 0; k < bw; k++)
+            ((float *)t->planes[plane])[off + (size_t)k] = (float)v;
+        else
+          for (int64_t k = 0; k < bw; k++)
+            ((double *)t->planes[plane])[off + (size_t)k] = v;
+      }
+}
+
+/* Build the block's pair table. */
+static int build_pairs(tsr__task_t *t, exact_state_t *st) {
+  tsr_node_t *n = t->node;
+  const tsr__window_t *w = &t->in[0];
+  int64_t x0 = t->out.start[0], x1 = t->out.stop[0], y0 = t->out.start[1], y1 = t->out.stop[1];
+  int64_t bw = x1 - x0;
+  int64_t wx0 = w->win.start[0], wy0 = w->win.start[1];
+  int64_t nwx = w->win.stop[0] - wx0, nwy = w->win.stop[1] - wy0;
+  int64_t ncx = nwx + 1;
+  bool have_ov = false;
+  int rc;
+
+  st->npairs = 0;
+  if (!st->pixel_plane) {
+    /* Input corner vectors of the whole window. */
+    size_t nc = (size_t)ncx * (size_t)(nwy + 1);
+    for (int64_t j = 0; j <= nwy; j++)
+      for (int64_t i = 0; i <= nwx; i++) {
+        st->tx[(size_t)(j * ncx + i)] = (double)(wx0 + i) - 0.5;
+        st->ty[(size_t)(j * ncx + i)] = (double)(wy0 + j) - 0.5;
+      }
+    in_vecs(st, nc, st->tx, st->ty, st->iv);
+    if ((rc = block_vectors(t->ctx, st, x0, y0, bw, y1 - y0)) != 0)
+      return tsr__err(t->ctx, rc, "%s: out of memory", n->name);
+    have_ov = true;
+  }
+  for (int64_t j = 0; j < nwy; j++) {
+    const double *cx0 = st->cx + (size_t)(j * ncx), *cx1 = cx0 + ncx;
+    const double *cy0 = st->cy + (size_t)(j * ncx), *cy1 = cy0 + ncx;
+    for (int64_t i = 0; i < nwx; i++) {
+      double qx[4] = {cx0[i], cx0[i + 1], cx1[i + 1], cx1[i]};
+      double qy[4] = {cy0[i], cy0[i + 1], cy1[i + 1], cy1[i]};
+      cbox_t box[4];
+      bool seam;
+      int nb = candidates(st, qx, qy, x0, x1 - 1, y0, y1 - 1, box, &seam);
+      uint32_t in = (uint32_t)(j * w->stride[1] + i);
+      double p[12];
+      if (nb == 0)
+        continue;
+      if (st->pixel_plane && !seam) {
+        for (int64_t jj = box[0].y0; jj <= box[0].y1; jj++) {
+          double ry[4] = {qy[0] - (double)jj, qy[1] - (double)jj, qy[2] - (double)jj, qy[3] - (double)jj};
+          for (int64_t ii = box[0].x0; ii <= box[0].x1; ii++) {
+            double rx[4] = {qx[0] - (double)ii, qx[1] - (double)ii, qx[2] - (double)ii, qx[3] - (double)ii};
+            double f = tsr__quad_box_area(rx, ry, -0.5, 0.5, -0.5, 0.5);
+            if (f > 0 && (rc = push_pair(t->ctx, st, in, (uint32_t)((jj - y0) * bw + (ii - x0)),
+                                         f > 1.0 ? 1.0 : f)) != 0)
+              return tsr__err(t->ctx, rc, "%s: out of memory for the overlap table", n->name);
+          }
+        }
+        continue;
+      }
+      /* Unit vectors for this input pixel. */
+      if (st->pixel_plane) {
+        double cxp[4] = {(double)(wx0 + i) - 0.5, (double)(wx0 + i) + 0.5, (double)(wx0 + i) + 0.5,
+                         (double)(wx0 + i) - 0.5};
+        double cyp[4] = {(double)(wy0 + j) - 0.5, (double)(wy0 + j) - 0.5, (double)(wy0 + j) + 0.5,
+                         (double)(wy0 + j) + 0.5};
+        in_vecs(st, 4, cxp, cyp, p);
+        if (!have_ov) {
+          if ((rc = block_vectors(t->ctx, st, x0, y0, bw, y1 - y0)) != 0)
+            return tsr__err(t->ctx, rc, "%s: out of memory", n->name);
+          have_ov = true;
+        }
+      } else {
+        size_t c0 = (size_t)(j * ncx + i), c3 = c0 + (size_t)ncx;
+        memcpy(p, st->iv + 3 * c0, 3 * sizeof(double));
+        memcpy(p + 3, st->iv + 3 * (c0 + 1), 3 * sizeof(double));
+        memcpy(p + 6, st->iv + 3 * (c3 + 1), 3 * sizeof(double));
+        memcpy(p + 9, st->iv + 3 * c3, 3 * sizeof(double));
+      }
+      if (!isfinite(p[0] + p[1] + p[2] + p[3] + p[4] + p[5] + p[6] + p[7] + p[8] + p[9] + p[10] + p[11]))
+        continue;
+      for (int b = 0; b < nb; b++)
+        for (int64_t jj = box[b].y0; jj <= box[b].y1; jj++)
+          for (int64_t ii = box[b].x0; ii <= box[b].x1; ii++) {
+            double q[12];
+            size_t o = (size_t)((jj - y0) * bw + (ii - x0));
+            out_quad(st, bw, ii - x0, jj - y0, q);
+            if (!isfinite(q[0] + q[3] + q[6] + q[9] + q[1] + q[4] + q[7] + q[10] + q[2] + q[5] + q[8] + q[11]))
+              continue;
+            double f = tsr__sph_overlap_frac(p, q, st->oarea[o]);
+            if (f > 0 && (rc = push_pair(t->ctx, st, in, (uint32_t)o, f)) != 0)
+              return tsr__err(t->ctx, rc, "%s: out of memory for the overlap table", n->name);
+          }
+    }
+  }
+  return 0;
+}
+
+/* Mark every output pixel that a NaN input pixel of this plane is a
+ * candidate for (reproject 0.10 adds value * fraction even at fraction 0). */
+static void spoil_nans(tsr__task_t *t, exact_state_t *st, const char *src, size_t es) {
+  const tsr__window_t *w = &t->in[0];
+  int64_t x0 = t->out.start[0], x1 = t->out.stop[0], y0 = t->out.start[1], y1 = t->out.stop[1];
+  int64_t bw = x1 - x0;
+  int64_t nwx = w->win.stop[0] - w->win.start[0], nwy = w->win.stop[1] - w->win.start[1];
+  int64_t ncx = nwx + 1;
+  for (int64_t j = 0; j < nwy; j++) {
+    const char *row = src + (size_t)(j * w->stride[1]) * es;
+    for (int64_t i = 0; i < nwx; i++) {
+      double v = es == 4 ? (double)((const float *)row)[i] : ((const double *)row)[i];
+      if (v == v)
+        continue;
+      const double *cx0 = st->cx + (size_t)(j * ncx), *cx1 = cx0 + ncx;
+      const double *cy0 = st->cy + (size_t)(j * ncx), *cy1 = cy0 + ncx;
+      double qx[4] = {cx0[i], cx0[i + 1], cx1[i + 1], cx1[i]};
+      double qy[4] = {cy0[i], cy0[i + 1], cy1[i + 1], cy1[i]};
+      cbox_t box[4];
+      bool seam;
+      int nb = candidates(st, qx, qy, x0, x1 - 1, y0, y1 - 1, box, &seam);
+      for (int b = 0; b < nb; b++)
+        for (int64_t jj = box[b].y0; jj <= box[b].y1; jj++)
+          for (int64_t ii = box[b].x0; ii <= box[b].x1; ii++)
+            st->spoil[(jj - y0) * bw + (ii - x0)] = 1;
+    }
+  }
+}
+
+static int exact_compute(tsr__task_t *t) {
+  tsr_node_t *n = t->node;
+  const exact_params_t *ep = n->params;
+  exact_state_t *st = t->state;
+  const tsr__window_t *w = &t->in[0];
+  const tsr_node_t *in = n->inputs[0];
+  int64_t x0 = t->out.start[0], x1 = t->out.stop[0], y0 = t->out.start[1], y1 = t->out.stop[1];
+  int64_t bw = x1 - x0, bh = y1 - y0;
+  size_t nb = (size_t)bw * (size_t)bh;
+  size_t es_in = tsr_dtype_size(in->dtype);
+  int rc;
+
+  if (w->data == NULL) {
+    fill_rows(t, NAN, 0);
+    fill_rows(t, 0.0, 1);
+    return 0;
+  }
+  {
+    int64_t nwx = w->win.stop[0] - w->win.start[0], nwy = w->win.stop[1] - w->win.start[1];
+    size_t nc = (size_t)(nwx + 1) * (size_t)(nwy + 1);
+    if ((double)nwy * (double)w->stride[1] >= 4294967295.0)
+      return tsr__err(t->ctx, TSR_ENOTSUP,
+                      "%s: input window %lld x %lld of %s is too large for one block; expected "
+                      "fewer than 2^32 pixels (use a smaller --block)",
+                      n->name, (long long)nwx, (long long)nwy, in->name);
+    if (nc > st->ccap) {
+      rc = grow(t->ctx, (void **)&st->cx, nc, sizeof(double));
+      rc = rc ? rc : grow(t->ctx, (void **)&st->cy, nc, sizeof(double));
+      rc = rc ? rc : grow(t->ctx, (void **)&st->tx, nc, sizeof(double));
+      rc = rc ? rc : grow(t->ctx, (void **)&st->ty, nc, sizeof(double));
+      rc = rc ? rc : grow(t->ctx, (void **)&st->iv, nc, 3 * sizeof(double));
+      st->ccap = rc ? 0 : nc;
+      if (rc)
+        return tsr__err(t->ctx, rc, "%s: out of memory for %zu corners", n->name, nc);
+    }
+    if (nb > st->bcap) {
+      size_t nbc = (size_t)(bw + 1) * (size_t)(bh + 1);
+      rc = grow(t->ctx, (void **)&st->ov, nbc, 3 * sizeof(double));
+      rc = rc ? rc : grow(t->ctx, (void **)&st->oarea, nb, sizeof(double));
+      rc = rc ? rc : grow(t->ctx, (void **)&st->sum, nb, sizeof(double));
+      rc = rc ? rc : grow(t->ctx, (void **)&st->wsum, nb, sizeof(double));
+      rc = rc ? rc : grow(t->ctx, (void **)&st->spoil, nb, 1);
+      st->bcap = rc ? 0 : nb;
+      if (rc)
+        return tsr__err(t->ctx, rc, "%s: out of memory for a %lld x %lld block", n->name,
+                        (long long)bw, (long long)bh);
+    }
+    /* The window's corners in output pixels. */
+    if ((rc = tsr__map_box(st->cmap, w->win.start[0], w->win.stop[0] + 1, w->win.start[1],
+                           w->win.stop[1] + 1, st->cx, st->cy)) != 0)
+      return rc;
+  }
+  if ((rc = build_pairs(t, st)) != 0)
+    return rc;
+
+  for (int64_t q = t->out.start[3]; q < t->out.stop[3]; q++)
+    for (int64_t z = t->out.start[2]; z < t->out.stop[2]; z++) {
+      const char *src = (const char *)w->data + (size_t)((q - w->win.start[3]) * w->stride[3] +
+                                                          (z - w->win.start[2]) * w->stride[2]) *
+                                                     es_in;
+      const pair_t *pr = st->pairs;
+      size_t np = st->npairs;
+      double *sum = st->sum, *ws = st->wsum;
+      memset(sum, 0, nb * sizeof(double));
+      memset(ws, 0, nb * sizeof(double));
+      memset(st->spoil, 0, nb);
+      if (ep->nan_mode == TSR_NAN_IGNORE) {
+        if (es_in == 4)
+          for (size_t k = 0; k < np; k++) {
+            double v = ((const float *)src)[pr[k].in];
+            if (v == v)
+              sum[pr[k].out] += v * pr[k].f, ws[pr[k].out] += pr[k].f;
+          }
+        else
+          for (size_t k = 0; k < np; k++) {
+            double v = ((const double *)src)[pr[k].in];
+            if (v == v)
+              sum[pr[k].out] += v * pr[k].f, ws[pr[k].out] += pr[k].f;
+          }
+      } else {
+        if (es_in == 4)
+          for (size_t k = 0; k < np; k++)
+            sum[pr[k].out] += ((const float *)src)[pr[k].in] * pr[k].f, ws[pr[k].out] += pr[k].f;
+        else
+          for (size_t k = 0; k < np; k++)
+            sum[pr[k].out] += ((const double *)src)[pr[k].in] * pr[k].f, ws[pr[k].out] += pr[k].f;
+        spoil_nans(t, st, src, es_in);
+      }
+      for (int64_t y = 0; y < bh; y++) {
+        size_t off = tsr__task_offset(t, 0, y, z - t->out.start[2], q - t->out.start[3]);
+        for (int64_t x = 0; x < bw; x++) {
+          size_t o = (size_t)(y * bw + x);
+          double wv = ws[o];
+          double v = wv > 0 && !st->spoil[o] ? sum[o] / wv : NAN;
+          double fp = wv > 1.0 ? 1.0 : wv;
+          if (n->dtype == TSR_F32) {
+            if (t->planes[0])
+              ((float *)t->planes[0])[off + (size_t)x] = (float)v;
+            if (t->planes[1])
+              ((float *)t->planes[1])[off + (size_t)x] = (float)fp;
+          } else {
+            if (t->planes[0])
+              ((double *)t->planes[0])[off + (size_t)x] = v;
+            if (t->planes[1])
+              ((double *)t->planes[1])[off + (size_t)x] = fp;
+          }
+        }
+      }
+    }
+  return 0;
+}
+
+static const tsr__op_t exact_op = {
+    .name = "reproject_exact",
+    .version = 1,
+    .flags = 0,
+    .input_region = exact_input_region,
+    .start = exact_start,
+    .stop = exact_stop,
+    .compute = exact_compute,
+    .encode = params_encode,
+    .free_params = params_free,
+};
+
+/* Copy the input's non-celestial axis keywords (3 and 4) onto the output WCS,
+ * so a reprojected cube keeps its spectral axis. */
+static int add_extra_axes(tsr_wcs_t *out, const tsr_wcs_t *src, int ndim) {
+  static const char *const stems[] = {"CTYPE", "CRVAL", "CDELT", "CRPIX", "CUNIT", "CNAME"};
+  char kw[16], val[72];
+  int rc;
+  for (int a = 3; a <= ndim; a++) {
+    for (size_t s = 0; s < sizeof stems / sizeof stems[0]; s++) {
+      snprintf(kw, sizeof kw, "%s%d", stems[s], a);
+      int i = tsr__wcs_find(src, kw);
+      if (i < 0 || tsr__wcs_find(out, kw) >= 0)
+        continue;
+      tsr__card_value(src->cards + (size_t)i * 80, val, sizeof val);
+      if ((rc = tsr__wcs_set(out, kw, val)) != 0)
+        return rc;
+    }
+    snprintf(kw, sizeof kw, "PC%d_%d", a, a);
+    int i = tsr__wcs_find(src, kw);
+    if (i >= 0 && tsr__wcs_find(out, kw) < 0) {
+      tsr__card_value(src->cards + (size_t)i * 80, val, sizeof val);
+      if ((rc = tsr__wcs_set(out, kw, val)) != 0)
+        return rc;
+    }
+  }
+  if (tsr__wcs_find(out, "WCSAXES") >= 0) {
+    snprintf(val, sizeof val, "%d", ndim);
+    if ((rc = tsr__wcs_set(out, "WCSAXES", val)) != 0)
+      return rc;
+  }
+  return 0;
+}
+
+/* The input WCS with CRPIX1/2 + 0.5 and NAXIS1/2 + 1: its integer pixels are
+ * the input's pixel corners.  Distortions (SIP, TPV) are functions of
+ * pixel - CRPIX or of intermediate coordinates, so they shift along. */
+static tsr_wcs_t *corner_wcs(tsr_ctx_t *ctx, const tsr_wcs_t *src) {
+  tsr_wcs_t *w = tsr_wcs_copy(ctx, src);
+  if (w == NULL)
+    return NULL;
+  for (int a = 0; a < 2; a++) {
+    char kw[16], val[72];
+    double crpix = 0.0;
+    snprintf(kw, sizeof kw, "CRPIX%d", a + 1);
+    int i = tsr__wcs_find(w, kw);
+    if (i >= 0) {
+      tsr__card_value(w->cards + (size_t)i * 80, val, sizeof val);
+      crpix = strtod(val, NULL);
+    }
+    snprintf(val, sizeof val, "%.17g", crpix + 0.5);
+    if (tsr__wcs_set(w, kw, val) != 0) {
+      tsr_wcs_free(w);
+      return NULL;
+    }
+    if (w->shape[a] > 0)
+      w->shape[a] += 1;
+    snprintf(kw, sizeof kw, "NAXIS%d", a + 1);
+    if (tsr__wcs_find(w, kw) >= 0) {
+      snprintf(val, sizeof val, "%lld", (long long)w->shape[a]);
+      if (tsr__wcs_set(w, kw, val) != 0) {
+        tsr_wcs_free(w);
+        return NULL;
+      }
+    }
+  }
+  return w;
+}
+
+tsr_node_t *tsr_reproject_exact(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_t *target,
+                                const tsr_exact_opts_t *opts) {
+  tsr_exact_opts_t o = TSR_EXACT_OPTS_INIT;
+  exact_params_t *ep;
+  tsr_node_t *n;
+  tsr_ctx_t *ctx;
+  tsr__map_t *probe = NULL;
+  int ndim;
+
+  if (!tsr__graph_check(g))
+    return NULL;
+  ctx = g->ctx;
+  if (opts)
+    o = *opts;
+  if (src == NULL || target == NULL)
+    return tsr__graph_fail(g, TSR_EINVAL, "reproject_exact: input or target is NULL");
+  if (o.nan_mode != TSR_NAN_PROPAGATE && o.nan_mode != TSR_NAN_IGNORE)
+    return tsr__graph_fail(g, TSR_EINVAL,
+                           "reproject_exact: nan_mode %d is not TSR_NAN_PROPAGATE (0) or "
+                           "TSR_NAN_IGNORE (1)",
+                           o.nan_mode);
+  if (o.dtype != 0 && o.dtype != TSR_F32 && o.dtype != TSR_F64)
+    return tsr__graph_fail(g, TSR_EINVAL, "reproject_exact: dtype %d is not float32 or float64",
+                           o.dtype);
+  for (int a = 0; a < 2; a++)
+    if (o.block[a] < 0 || o.block[a] > (1 << 20))
+      return tsr__graph_fail(g, TSR_EINVAL,
+                             "reproject_exact: block size %lld out of range [1, 1048576]",
+                             (long long)o.block[a]);
+  if (src->wcs == NULL)
+    return tsr__graph_fail(g, TSR_EWCS, "reproject_exact: input %s has no WCS", src->name);
+  if (src->ndim < 2)
+    return tsr__graph_fail(g, TSR_EINVAL,
+                           "reproject_exact: input %s has %d axis; expected at least 2",
+                           src->name, src->ndim);
+  if (target->naxis < 2 || target->shape[0] < 1 || target->shape[1] < 1)
+    return tsr__graph_fail(g, TSR_EINVAL,
+                           "reproject_exact: target needs 2 celestial axes with NAXIS1 and "
+                           "NAXIS2; it has NAXIS = %d",
+                           target->naxis);
+  for (int a = 2; a < target->naxis; a++)
+    if (a >= src->ndim || target->shape[a] != src->shape[a])
+      return tsr__graph_fail(g, TSR_EINVAL,
+                             "reproject_exact: target has %d axes but input %s has %d; extra "
+                             "axes must match the input's (NAXIS%d = %lld)",
+                             target->naxis, src->name, src->ndim, a + 1,
+                             (long long)(a < src->ndim ? src->shape[a] : 0));
+  ep = tsr__calloc(ctx, 1, sizeof *ep);
+  if (ep == NULL)
+    return tsr__graph_fail(g, TSR_ENOMEM, "reproject_exact: out of memory");
+  ep->nan_mode = o.nan_mode;
+  snprintf(ep->in_what, sizeof ep->in_what, "input %s", src->name);
+  ep->target = tsr_wcs_copy(ctx, target);
+  ep->corners = corner_wcs(ctx, src->wcs);
+  if (ep->target == NULL || ep->corners == NULL) {
+    params_free(ctx, ep);
+    return tsr__graph_fail(g, TSR_ENOMEM, "reproject_exact: out of memory");
+  }
+  /* Validate both WCSs and the frame pair now, not when running. */
+  if (tsr__map_new(ctx, target, "target", src->wcs, ep->in_what, 1e-4, false, &probe) != 0) {
+    params_free(ctx, ep);
+    tsr__err_prefix(ctx, "reproject_exact");
+    return tsr__graph_fail_ctx(g, TSR_EWCS);
+  }
+  tsr__map_free(probe);
+
+  n = tsr__node_alloc(g, &exact_op, ep);
+  if (n == NULL)
+    return NULL;
+  ndim = src->ndim;
+  n->ndim = ndim;
+  n->n_inputs = 1;
+  n->inputs[0] = src;
+  n->n_planes = 2;
+  n->dtype = o.dtype ? (tsr_dtype_t)o.dtype : src->dtype == TSR_F64 ? TSR_F64 : TSR_F32;
+  n->shape[0] = target->shape[0];
+  n->shape[1] = target->shape[1];
+  for (int a = 2; a < ndim; a++)
+    n->shape[a] = src->shape[a];
+  n->chunk[0] = o.block[0] ? o.block[0] : DEFAULT_BLOCK;
+  n->chunk[1] = o.block[1] ? o.block[1] : DEFAULT_BLOCK;
+  for (int a = 2; a < ndim; a++)
+    n->chunk[a] = n->shape[a];
+  n->wcs = tsr_wcs_copy(ctx, target);
+  if (n->wcs == NULL || add_extra_axes(n->wcs, src->wcs, ndim) != 0) {
+    tsr__node_discard(n);
+    return tsr__graph_fail(g, TSR_ENOMEM, "reproject_exact: out of memory");
+  }
+  return tsr__node_finish(n);
+}

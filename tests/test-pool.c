@@ -1,0 +1,283 @@
+/* test-pool.c -- the process-pool executor: same bits as serial, faults,
+ * timeouts, cancellation, and no process left behind. */
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <tessera/tessera.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static tsr_ctx_t *ctx;
+static tsr_graph_t *g;
+static tsr_wcs_t *win, *wout;
+static float *image;
+
+static void setup(int n, int m) {
+  char hi[1024], ho[1024];
+  int64_t shape[2] = {n, n};
+  snprintf(hi, sizeof hi,
+           "NAXIS = 2\nNAXIS1 = %d\nNAXIS2 = %d\nCTYPE1 = 'RA---SIN'\nCTYPE2 = 'DEC--SIN'\n"
+           "CRVAL1 = 150.0\nCRVAL2 = 2.0\nCRPIX1 = %g\nCRPIX2 = %g\nCDELT1 = -0.0003\n"
+           "CDELT2 = 0.0003\n",
+           n, n, n / 2.0, n / 2.0);
+  snprintf(ho, sizeof ho,
+           "NAXIS = 2\nNAXIS1 = %d\nNAXIS2 = %d\nCTYPE1 = 'GLON-ZEA'\nCTYPE2 = 'GLAT-ZEA'\n"
+           "CRVAL1 = 236.8\nCRVAL2 = 42.0\nCRPIX1 = %g\nCRPIX2 = %g\nCDELT1 = -0.00033\n"
+           "CDELT2 = 0.00033\nPC1_1 = 0.9\nPC1_2 = 0.43589\nPC2_1 = -0.43589\nPC2_2 = 0.9\n",
+           m, m, m / 2.0, m / 2.0);
+  ASSERT_OK(tsr_ctx_new(&ctx, NULL));
+  ASSERT_OK(tsr_graph_new(ctx, &g));
+  ASSERT_OK(tsr_wcs_parse(ctx, hi, strlen(hi), "input", 1, &win));
+  ASSERT_OK(tsr_wcs_parse(ctx, ho, strlen(ho), "target", 1, &wout));
+  image = malloc(sizeof(float) * (size_t)n * (size_t)n);
+  for (int y = 0; y < n; y++)
+    for (int x = 0; x < n; x++)
+      image[(size_t)y * n + x] = (float)(sin(0.05 * x) + cos(0.031 * y) + 0.001 * x * y);
+  (void)shape;
+}
+
+static tsr_node_t *reprojection(int n, int order, int64_t block) {
+  int64_t shape[2] = {n, n};
+  tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+  tsr_node_t *src = tsr_source_buffer_ref(g, TSR_F32, 2, shape, image, win);
+  o.order = order;
+  o.block[0] = o.block[1] = block;
+  tsr_node_t *r = tsr_reproject_interp(g, src, wout, &o);
+  if (r == NULL)
+    th_fail(__FILE__, __LINE__, "%s", tsr_graph_errmsg(g));
+  return r;
+}
+
+/* No child of this process may be left, running or zombie. */
+static void assert_no_children(void) {
+  int st;
+  pid_t p = waitpid(-1, &st, WNOHANG);
+  ASSERT(p == -1 && errno == ECHILD);
+}
+
+static float *compute(tsr_node_t *n, int m, const tsr_run_opts_t *ro, int expect) {
+  float *out = malloc(sizeof(float) * (size_t)m * (size_t)m);
+  int rc = tsr_compute(g, n, NULL, out, sizeof(float) * (size_t)m * (size_t)m, ro);
+  if (rc != expect)
+    th_fail(__FILE__, __LINE__, "compute returned %d (%s), expected %d", rc, tsr_errmsg(ctx),
+            expect);
+  return out;
+}
+
+TEST(pool_equals_serial_for_every_order) {
+  setup(300, 280);
+  for (int order = 0; order <= 3; order++) {
+    tsr_node_t *n = reprojection(300, order, 48);
+    tsr_run_opts_t serial = TSR_RUN_OPTS_INIT, pool = TSR_RUN_OPTS_INIT;
+    float *a = compute(n, 280, &serial, 0);
+    for (int jobs = 2; jobs <= 5; jobs += 3) {
+      pool.jobs = jobs;
+      float *b = compute(n, 280, &pool, 0);
+      ASSERT(memcmp(a, b, sizeof(float) * 280 * 280) == 0);
+      free(b);
+      assert_no_children();
+    }
+    free(a);
+  }
+}
+
+TEST(more_workers_than_blocks_and_a_single_block) {
+  setup(120, 100);
+  tsr_node_t *one = reprojection(120, 1, 0); /* 512 default: one block */
+  tsr_run_opts_t serial = TSR_RUN_OPTS_INIT, pool = TSR_RUN_OPTS_INIT;
+  float *a = compute(one, 100, &serial, 0);
+  pool.jobs = 8;
+  float *b = compute(one, 100, &pool, 0);
+  ASSERT(memcmp(a, b, sizeof(float) * 100 * 100) == 0);
+  free(b);
+  tsr_node_t *few = reprojection(120, 1, 60); /* 4 blocks, 8 workers */
+  b = compute(few, 100, &pool, 0);
+  ASSERT(memcmp(a, b, sizeof(float) * 100 * 100) == 0);
+  free(a);
+  free(b);
+  assert_no_children();
+}
+
+static void count_progress(void *ud, int64_t done, int64_t total) {
+  int64_t *seen = ud;
+  seen[0] = done;
+  seen[1] = total;
+}
+
+TEST(progress_counts_every_block) {
+  setup(200, 200);
+  tsr_node_t *n = reprojection(200, 1, 50);
+  tsr_run_opts_t pool = TSR_RUN_OPTS_INIT;
+  int64_t seen[2] = {0, 0};
+  pool.jobs = 2;
+  pool.progress = count_progress;
+  pool.progress_ud = seen;
+  free(compute(n, 200, &pool, 0));
+  ASSERT_INT_EQ(seen[0], 16);
+  ASSERT_INT_EQ(seen[1], 16);
+}
+
+TEST(a_worker_crashing_once_is_replaced_and_the_result_is_right) {
+  setup(200, 200);
+  tsr_node_t *n = reprojection(200, 1, 50);
+  tsr_run_opts_t serial = TSR_RUN_OPTS_INIT, pool = TSR_RUN_OPTS_INIT;
+  float *a = compute(n, 200, &serial, 0);
+  setenv("TSR_TEST_CRASH_CHUNK", "1,2", 1);
+  pool.jobs = 2;
+  float *b = compute(n, 200, &pool, 0);
+  unsetenv("TSR_TEST_CRASH_CHUNK");
+  ASSERT(memcmp(a, b, sizeof(float) * 200 * 200) == 0);
+  free(a);
+  free(b);
+  assert_no_children();
+}
+
+TEST(a_task_that_keeps_crashing_fails_the_run_clearly) {
+  setup(200, 200);
+  tsr_node_t *n = reprojection(200, 1, 50);
+  tsr_run_opts_t pool = TSR_RUN_OPTS_INIT;
+  setenv("TSR_TEST_CRASH_CHUNK", "1,2,always", 1);
+  pool.jobs = 2;
+  free(compute(n, 200, &pool, TSR_EWORKER));
+  unsetenv("TSR_TEST_CRASH_CHUNK");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "executor: chunk [50:100, 100:150] of node reproject_interp#");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "killed by signal 11");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "after 2 retries");
+  assert_no_children();
+}
+
+TEST(a_hanging_task_times_out) {
+  setup(200, 200);
+  tsr_node_t *n = reprojection(200, 1, 50);
+  tsr_run_opts_t pool = TSR_RUN_OPTS_INIT;
+  setenv("TSR_TEST_CRASH_CHUNK", "0,0,hang", 1);
+  pool.jobs = 2;
+  pool.retries = 1;
+  pool.task_timeout_s = 0.3;
+  free(compute(n, 200, &pool, TSR_EWORKER));
+  unsetenv("TSR_TEST_CRASH_CHUNK");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "killed by signal 9");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "after 1 retry");
+  assert_no_children();
+}
+
+TEST(cancel_stops_the_workers) {
+  setup(200, 200);
+  tsr_node_t *n = reprojection(200, 1, 20);
+  tsr_run_opts_t pool = TSR_RUN_OPTS_INIT;
+  volatile int cancel = 1;
+  pool.jobs = 2;
+  pool.cancel = &cancel;
+  free(compute(n, 200, &pool, TSR_ECANCELED));
+  assert_no_children();
+}
+
+TEST(bad_run_options_are_reported) {
+  setup(50, 50);
+  tsr_node_t *n = reprojection(50, 1, 0);
+  tsr_run_opts_t o = TSR_RUN_OPTS_INIT;
+  o.jobs = -3;
+  free(compute(n, 50, &o, TSR_EINVAL));
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "jobs = -3 out of range [0, 4096]");
+  o.jobs = 2;
+  o.retries = -1;
+  free(compute(n, 50, &o, TSR_EINVAL));
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "retries = -1 out of range [0, 100]");
+}
+
+/* Processes named `comm` whose command line mentions `needle`. */
+static int count_processes(const char *comm, const char *needle) {
+  DIR *d = opendir("/proc");
+  struct dirent *e;
+  int found = 0;
+  while (d && (e = readdir(d)) != NULL) {
+    char path[512], buf[8192];
+    FILE *f;
+    size_t n;
+    if (e->d_name[0] < '0' || e->d_name[0] > '9')
+      continue;
+    snprintf(path, sizeof path, "/proc/%s/comm", e->d_name);
+    if ((f = fopen(path, "r")) == NULL)
+      continue;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    if (strncmp(buf, comm, strlen(comm)) != 0)
+      continue;
+    snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+    if ((f = fopen(path, "r")) == NULL)
+      continue;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    for (size_t i = 0; i < n; i++)
+      if (buf[i] == '\0')
+        buf[i] = ' ';
+    buf[n] = '\0';
+    if (strstr(buf, needle))
+      found++;
+  }
+  if (d)
+    closedir(d);
+  return found;
+}
+
+/* Interrupt the CLI mid-run: exit 130, no output, no temp file, no process. */
+TEST(sigint_to_the_cli_leaves_nothing_behind) {
+  char tessera[4096], in[4096], tgt[4096], out[4096];
+  snprintf(tessera, sizeof tessera, "%s/cli/tessera", th_builddir());
+  if (access(tessera, X_OK) != 0)
+    th_skip("no built tessera");
+  setup(2048, 2048);
+  {
+    int64_t shape[2] = {2048, 2048};
+    tsr_node_t *src = tsr_source_buffer_ref(g, TSR_F32, 2, shape, image, win);
+    const char *p = th_path("big.fits");
+    ASSERT_OK(tsr_write_fits(g, 1, &src, &p, NULL, NULL));
+    snprintf(in, sizeof in, "%s", p);
+  }
+  {
+    int nc;
+    const char *cards = tsr_wcs_cards(wout, &nc);
+    snprintf(tgt, sizeof tgt, "%s", th_path("target.hdr"));
+    FILE *f = fopen(tgt, "w");
+    ASSERT(f != NULL);
+    for (int i = 0; i < nc; i++)
+      fprintf(f, "%.80s\n", cards + 80 * i);
+    fclose(f);
+  }
+  snprintf(out, sizeof out, "%s", th_path("interrupted.fits"));
+  pid_t pid = fork();
+  if (pid == 0) {
+    /* Exact transforms at every pixel: seconds of work to interrupt. */
+    execl(tessera, "tessera", "reproject", in, "--target", tgt, "-o", out, "--mapping-tolerance",
+          "0", "--block", "64x64", "-j", "2", "--quiet", (char *)NULL);
+    _exit(127);
+  }
+  struct timespec ts = {0, 400 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  kill(pid, SIGINT);
+  int st = 0;
+  ASSERT(waitpid(pid, &st, 0) == pid);
+  ASSERT(WIFEXITED(st));
+  ASSERT_INT_EQ(WEXITSTATUS(st), 130);
+  ASSERT(access(out, F_OK) != 0);
+  /* Workers die with their parent's pool: no tessera process may remain. */
+  ASSERT_INT_EQ(count_processes("tessera", out), 0);
+  {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "ls -a '%s' | grep -c tsr- || true", th_tmpdir());
+    FILE *ls = popen(cmd, "r");
+    char line[64] = "0";
+    if (ls && fgets(line, sizeof line, ls) == NULL)
+      strcpy(line, "0");
+    if (ls)
+      pclose(ls);
+    ASSERT_INT_EQ(atoi(line), 0);
+  }
+}
+
+TEST_MAIN()
