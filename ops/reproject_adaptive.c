@@ -426,15 +426,44 @@ static void plan_pixel(const adaptive_params_t *ap, int64_t nx_in, int64_t ny_in
   p->status = PIX_NAN;
   if (isnan(J[0]) || isnan(J[1]) || isnan(J[2]) || isnan(J[3]) || isnan(cx) || isnan(cy))
     return;
-  svd2x2(J, U, s, V);
-  /* Pad magnitudes, keep signs (reproject pads the signed value; see top). */
-  s[0] = copysign(fmax(1.0, fabs(s[0])), s[0]);
-  s[1] = copysign(fmax(1.0, fabs(s[1])), s[1]);
-  svd2x2_compose(U, s, V, Jp);
-  inv[0] = 1.0 / s[0];
-  inv[1] = 1.0 / s[1];
-  svd2x2_compose(V, inv, U, p->m);
   p->det = fabs(J[0] * J[3] - J[1] * J[2]);
+  {
+    /* The singular values need only two square roots (s0 = Q + R >= |s1| =
+     * |Q - R|).  When neither is padded, J_pad = J and M = J^-1; when both
+     * are, J_pad = U diag(1, sign s1) V^T is the orthogonal polar factor of
+     * J, (J +- cof J) / (2Q or 2R), and M its transpose.  Only the mixed
+     * case needs the angles of the full SVD. */
+    double E = (J[0] + J[3]) / 2, F = (J[0] - J[3]) / 2;
+    double G = (J[2] + J[1]) / 2, H = (J[2] - J[1]) / 2;
+    double Q = sqrt(E * E + H * H), R = sqrt(F * F + G * G);
+    double s0 = Q + R, s1 = Q - R, d = J[0] * J[3] - J[1] * J[2];
+    if (fabs(s1) >= 1.0 && d != 0) {
+      memcpy(Jp, J, sizeof Jp);
+      p->m[0] = J[3] / d, p->m[1] = -J[1] / d, p->m[2] = -J[2] / d, p->m[3] = J[0] / d;
+      s[0] = s0, s[1] = s1;
+    } else if (s0 <= 1.0 && (Q > R || R > Q)) {
+      if (Q > R) { /* rotation */
+        double c = E / Q, sn = H / Q;
+        Jp[0] = c, Jp[1] = -sn, Jp[2] = sn, Jp[3] = c;
+      } else { /* reflection */
+        double c = F / R, sn = G / R;
+        Jp[0] = c, Jp[1] = sn, Jp[2] = sn, Jp[3] = -c;
+      }
+      p->m[0] = Jp[0], p->m[1] = Jp[2], p->m[2] = Jp[1], p->m[3] = Jp[3];
+      s[0] = 1.0, s[1] = Q > R ? 1.0 : -1.0;
+    } else {
+      svd2x2(J, U, s, V);
+      /* Pad magnitudes, keep signs (reproject pads the signed value; see top). */
+      s[0] = copysign(fmax(1.0, fabs(s[0])), s[0]);
+      s[1] = copysign(fmax(1.0, fabs(s[1])), s[1]);
+      svd2x2_compose(U, s, V, Jp);
+      inv[0] = 1.0 / s[0];
+      inv[1] = 1.0 / s[1];
+      svd2x2_compose(V, inv, U, p->m);
+    }
+    inv[0] = 1.0 / s[0];
+    inv[1] = 1.0 / s[1];
+  }
   if (ap->kernel == TSR_KERNEL_HANN) {
     double P1x = -Jp[0] + Jp[1], P1y = -Jp[2] + Jp[3];
     double P2x = Jp[0] + Jp[1], P2y = Jp[2] + Jp[3];
