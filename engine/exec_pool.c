@@ -66,14 +66,38 @@ typedef struct {
   int state;                    /* TASK_* */
 } pool_task_t;
 
+/* One submitted request: the chunks of a node meeting a region, and where
+ * their results go.  Batches are served in submission order. */
+typedef struct {
+  bool used;
+  int64_t id;                   /* submission number */
+  tsr_node_t *node;
+  tsr_region_t region;
+  void *dst[TSR__MAX_PLANES];
+  int64_t stride[TSR_MAX_DIMS];
+  pool_task_t *tasks;
+  int64_t n_tasks, next, n_done;
+} batch_t;
+
+#define MAX_BATCHES 32
+/* Tasks a worker may hold at once: the second waits in its socket while it
+ * computes the first, so it stays busy while the parent writes a band. */
+#define DEPTH 2
+
+typedef struct {
+  int batch;                    /* index into pool->batches */
+  int64_t task;
+  int slot;
+  uint64_t sent_ms;
+} inflight_t;
+
 typedef struct worker_s {
   struct tsr__pool_s *pool;
   pid_t pid;                    /* 0 when no process */
   int fd;                       /* parent end of the socketpair */
   uv_pipe_t *pipe;              /* watching fd; heap, freed when libuv has closed it */
-  int64_t task;                 /* index into the current task list, or -1 */
-  uint64_t started_ms;          /* when the task was sent */
-  pool_msg_t tx;                /* the message being written */
+  inflight_t inflight[DEPTH];   /* sent, not answered, oldest first */
+  int n_inflight;
   pool_msg_t rx;                /* the reply being read */
   size_t rx_len;
 } worker_t;
@@ -90,13 +114,9 @@ struct tsr__pool_s {
   uv_loop_t loop;
   bool loop_open;
   uv_timer_t timer;
-  /* The current tsr__pool_run. */
-  tsr_node_t *node;
-  const tsr_region_t *region;
-  void *const *dst;
-  const int64_t *stride;
-  pool_task_t *tasks;
-  int64_t n_tasks, next, n_done;
+  batch_t batches[MAX_BATCHES];
+  int64_t next_id;
+  int64_t waiting;              /* the batch tsr__pool_wait is waiting for */
   int rc;                       /* first failure, 0 if none */
 };
 
@@ -272,7 +292,6 @@ static int fork_worker(tsr__pool_t *p, worker_t *w) {
   w->pool = p;
   w->pid = pid;
   w->fd = sv[0];
-  w->task = -1;
   return p->loop_open ? watch(p, w) : 0;
 }
 
@@ -306,92 +325,121 @@ static void on_written(uv_write_t *req, int status) {
   tsr__free(ctx, wr);
 }
 
-/* Hand the next pending task to idle worker w, if any. */
+/* The oldest batch with a pending task, and that task; false if none. */
+static bool next_task(tsr__pool_t *p, int *bi, int64_t *ti) {
+  int best = -1;
+  for (int i = 0; i < MAX_BATCHES; i++) {
+    batch_t *b = &p->batches[i];
+    if (!b->used)
+      continue;
+    while (b->next < b->n_tasks && b->tasks[b->next].state != TASK_PENDING)
+      b->next++;
+    if (b->next < b->n_tasks && (best < 0 || b->id < p->batches[best].id))
+      best = i;
+  }
+  if (best < 0)
+    return false;
+  *bi = best;
+  *ti = p->batches[best].next;
+  return true;
+}
+
+/* Give worker w tasks until it holds DEPTH or none is left. */
 static void dispatch(tsr__pool_t *p, worker_t *w) {
-  int slot = -1;
-  if (p->rc != 0 || w->pid == 0 || w->task >= 0)
-    return;
-  if (p->run->opts.cancel && *p->run->opts.cancel) {
-    tsr__err(p->ctx, TSR_ECANCELED, "run: canceled");
-    fail(p, TSR_ECANCELED);
-    return;
-  }
-  /* Tasks before `next` are running or done; a retried one moves it back. */
-  while (p->next < p->n_tasks && p->tasks[p->next].state != TASK_PENDING)
-    p->next++;
-  if (p->next >= p->n_tasks)
-    return;
-  for (int s = 0; s < p->n_slots; s++)
-    if (!p->slot_busy[s]) {
-      slot = s;
-      break;
+  while (p->rc == 0 && w->pid != 0 && w->n_inflight < DEPTH) {
+    int slot = -1, bi;
+    int64_t ti;
+    if (p->run->opts.cancel && *p->run->opts.cancel) {
+      tsr__err(p->ctx, TSR_ECANCELED, "run: canceled");
+      fail(p, TSR_ECANCELED);
+      return;
     }
-  if (slot < 0)
-    return;
-  pool_task_t *t = &p->tasks[p->next];
-  memset(&w->tx, 0, sizeof w->tx);
-  w->tx.magic = MSG_MAGIC;
-  w->tx.version = MSG_VERSION;
-  w->tx.type = MSG_TASK;
-  w->tx.node_id = p->node->id;
-  w->tx.slot = slot;
-  w->tx.attempt = t->attempt;
-  for (int pl = 0; pl < p->node->n_planes; pl++)
-    if (p->dst[pl])
-      w->tx.planes |= 1u << pl;
-  memcpy(w->tx.start, t->start, sizeof t->start);
-  memcpy(w->tx.stop, t->stop, sizeof t->stop);
-  w->task = p->next++;
-  t->state = TASK_RUNNING;
-  w->started_ms = now_ms();
-  p->slot_busy[slot] = true;
-  write_t *wr = tsr__malloc(p->ctx, sizeof *wr);
-  if (wr == NULL) {
-    tsr__err(p->ctx, TSR_ENOMEM, "executor: out of memory");
-    fail(p, TSR_ENOMEM);
-    return;
+    if (!next_task(p, &bi, &ti))
+      return;
+    for (int s = 0; s < p->n_slots; s++)
+      if (!p->slot_busy[s]) {
+        slot = s;
+        break;
+      }
+    if (slot < 0)
+      return;
+    batch_t *b = &p->batches[bi];
+    pool_task_t *t = &b->tasks[ti];
+    write_t *wr = tsr__calloc(p->ctx, 1, sizeof *wr);
+    if (wr == NULL) {
+      tsr__err(p->ctx, TSR_ENOMEM, "executor: out of memory");
+      fail(p, TSR_ENOMEM);
+      return;
+    }
+    wr->w = w;
+    wr->pid = w->pid;
+    wr->msg.magic = MSG_MAGIC;
+    wr->msg.version = MSG_VERSION;
+    wr->msg.type = MSG_TASK;
+    wr->msg.node_id = b->node->id;
+    wr->msg.slot = slot;
+    wr->msg.attempt = t->attempt;
+    for (int pl = 0; pl < b->node->n_planes; pl++)
+      if (b->dst[pl])
+        wr->msg.planes |= 1u << pl;
+    memcpy(wr->msg.start, t->start, sizeof t->start);
+    memcpy(wr->msg.stop, t->stop, sizeof t->stop);
+    t->state = TASK_RUNNING;
+    b->next = ti + 1;
+    p->slot_busy[slot] = true;
+    w->inflight[w->n_inflight++] = (inflight_t){bi, ti, slot, now_ms()};
+    wr->req.data = wr;
+    uv_buf_t buf = uv_buf_init((char *)&wr->msg, sizeof wr->msg);
+    if (uv_write(&wr->req, (uv_stream_t *)w->pipe, &buf, 1, on_written) != 0) {
+      tsr__free(p->ctx, wr);
+      worker_died(w);
+      return;
+    }
   }
-  wr->w = w;
-  wr->pid = w->pid;
-  wr->msg = w->tx;
-  wr->req.data = wr;
-  uv_buf_t b = uv_buf_init((char *)&wr->msg, sizeof wr->msg);
-  if (uv_write(&wr->req, (uv_stream_t *)w->pipe, &b, 1, on_written) != 0) {
-    tsr__free(p->ctx, wr);
-    worker_died(w);
-  }
+}
+
+static bool batch_done(tsr__pool_t *p, int64_t id) {
+  for (int i = 0; i < MAX_BATCHES; i++)
+    if (p->batches[i].used && p->batches[i].id == id)
+      return p->batches[i].n_done == p->batches[i].n_tasks;
+  return true;
 }
 
 static void dispatch_all(tsr__pool_t *p) {
   for (int i = 0; i < p->jobs; i++)
     dispatch(p, &p->workers[i]);
-  if (p->n_done == p->n_tasks)
+  if (batch_done(p, p->waiting))
     uv_stop(&p->loop);
 }
 
 static void handle_reply(worker_t *w) {
   tsr__pool_t *p = w->pool;
   pool_msg_t *r = &w->rx;
+  inflight_t f;
+  batch_t *b;
   pool_task_t *t;
 
-  if (r->magic != MSG_MAGIC || r->version != MSG_VERSION || w->task < 0 ||
-      r->slot != w->tx.slot) {
+  if (r->magic != MSG_MAGIC || r->version != MSG_VERSION || w->n_inflight == 0 ||
+      r->slot != w->inflight[0].slot) {
     tsr__err(p->ctx, TSR_EWORKER, "executor: a worker sent a malformed reply");
     fail(p, TSR_EWORKER);
     return;
   }
-  t = &p->tasks[w->task];
-  p->slot_busy[r->slot] = false;
-  w->task = -1;
+  /* Replies come in the order tasks were sent. */
+  f = w->inflight[0];
+  memmove(w->inflight, w->inflight + 1, (size_t)--w->n_inflight * sizeof *w->inflight);
+  b = &p->batches[f.batch];
+  t = &b->tasks[f.task];
   if (r->type == MSG_FAIL) {
     /* An error of the computation itself (bad data, out of memory): as in
      * a serial run, the run fails with the worker's message. */
+    p->slot_busy[f.slot] = false;
     tsr__err(p->ctx, r->rc < 0 ? r->rc : TSR_EWORKER, "%.*s", (int)sizeof r->msg, r->msg);
     fail(p, r->rc < 0 ? r->rc : TSR_EWORKER);
     return;
   }
   {
-    tsr_node_t *n = p->node;
+    tsr_node_t *n = b->node;
     size_t count = region_count(t->start, t->stop), es = tsr_dtype_size(n->dtype);
     tsr_region_t box;
     int64_t st[TSR_MAX_DIMS];
@@ -399,13 +447,14 @@ static void handle_reply(worker_t *w) {
     memcpy(box.stop, t->stop, sizeof box.stop);
     tsr__contiguous_strides(&box, st);
     for (int pl = 0; pl < n->n_planes; pl++)
-      if (p->dst[pl])
-        tsr__copy_box(p->dst[pl], p->region, p->stride,
-                      p->slots + (size_t)r->slot * p->slot_bytes + (size_t)pl * count * es, &box,
+      if (b->dst[pl])
+        tsr__copy_box(b->dst[pl], &b->region, b->stride,
+                      p->slots + (size_t)f.slot * p->slot_bytes + (size_t)pl * count * es, &box,
                       st, &box, es);
   }
+  p->slot_busy[f.slot] = false;
   t->state = TASK_DONE;
-  p->n_done++;
+  b->n_done++;
   if (p->run->opts.progress)
     p->run->opts.progress(p->run->opts.progress_ud, ++p->run->done, p->run->total);
   dispatch_all(p);
@@ -436,7 +485,7 @@ static void describe_status(int status, char *buf, size_t cap) {
     snprintf(buf, cap, "ended (status 0x%x)", status);
 }
 
-/* The worker's socket closed: reap it, retry its task on a replacement. */
+/* The worker's socket closed: reap it, retry its tasks on a replacement. */
 static void worker_died(worker_t *w) {
   tsr__pool_t *p = w->pool;
   int status = 0;
@@ -449,27 +498,28 @@ static void worker_died(worker_t *w) {
     ;
   w->pid = 0;
   describe_status(status, how, sizeof how);
-  if (w->task >= 0) {
-    pool_task_t *t = &p->tasks[w->task];
-    p->slot_busy[w->tx.slot] = false;
-    w->task = -1;
-    if (++t->attempt > p->run->opts.retries) {
+  for (int k = 0; k < w->n_inflight; k++) {
+    inflight_t *f = &w->inflight[k];
+    batch_t *b = &p->batches[f->batch];
+    pool_task_t *t = &b->tasks[f->task];
+    p->slot_busy[f->slot] = false;
+    t->state = TASK_PENDING;
+    if (f->task < b->next)
+      b->next = f->task;
+    /* Only the task it was computing is to blame; the queued one is not. */
+    if (k == 0 && ++t->attempt > p->run->opts.retries && p->rc == 0) {
       char where[160];
       tsr_region_t box;
       memcpy(box.start, t->start, sizeof box.start);
       memcpy(box.stop, t->stop, sizeof box.stop);
-      tsr__region_format(&box, p->node->ndim, where, sizeof where);
+      tsr__region_format(&box, b->node->ndim, where, sizeof where);
       tsr__err(p->ctx, TSR_EWORKER, "executor: chunk %s of node %s: worker %s after %d %s",
-               where, p->node->name, how, p->run->opts.retries,
+               where, b->node->name, how, p->run->opts.retries,
                p->run->opts.retries == 1 ? "retry" : "retries");
       fail(p, TSR_EWORKER);
-      return;
     }
-    /* Retry it next. */
-    t->state = TASK_PENDING;
-    if ((int64_t)(t - p->tasks) < p->next)
-      p->next = t - p->tasks;
   }
+  w->n_inflight = 0;
   if (p->rc != 0)
     return;
   if (fork_worker(p, w) != 0) {
@@ -492,7 +542,10 @@ static void on_timer(uv_timer_t *tm) {
     uint64_t now = now_ms();
     for (int i = 0; i < p->jobs; i++) {
       worker_t *w = &p->workers[i];
-      if (w->pid != 0 && w->task >= 0 && (double)(now - w->started_ms) > limit * 1000.0)
+      /* The head task is the one computing; it started when the previous
+       * one finished, at the latest when it was sent. */
+      if (w->pid != 0 && w->n_inflight > 0 &&
+          (double)(now - w->inflight[0].sent_ms) > limit * 1000.0)
         kill(w->pid, SIGKILL); /* its end-of-file brings it to worker_died */
     }
   }
@@ -525,7 +578,7 @@ int tsr__pool_start(tsr__run_t *run, int jobs, tsr__pool_t **out) {
   p->run = run;
   p->ctx = ctx;
   p->jobs = jobs;
-  p->n_slots = 2 * jobs;
+  p->n_slots = DEPTH * jobs;
   p->slot_bytes = (largest_chunk_bytes(run->g) + 63) / 64 * 64;
   if (p->slot_bytes == 0)
     p->slot_bytes = 64;
@@ -560,6 +613,8 @@ int tsr__pool_start(tsr__run_t *run, int jobs, tsr__pool_t **out) {
   for (int i = 0; i < jobs; i++)
     if ((rc = watch(p, &p->workers[i])) != 0)
       goto out;
+  for (int i = 0; i < jobs; i++)
+    uv_read_start((uv_stream_t *)p->workers[i].pipe, alloc_cb, on_read);
   *out = p;
   return 0;
 out:
@@ -567,40 +622,49 @@ out:
   return rc;
 }
 
-int tsr__pool_run(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, void *const *dst,
-                  const int64_t *stride) {
+int tsr__pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, void *const *dst,
+                     const int64_t *stride, int64_t *ticket) {
   int64_t lo[TSR_MAX_DIMS], hi[TSR_MAX_DIMS], c[TSR_MAX_DIMS], count = 1;
+  batch_t *b = NULL;
 
-  p->node = n;
-  p->region = region;
-  p->dst = dst;
-  p->stride = stride;
-  p->rc = 0;
-  p->next = p->n_done = 0;
+  if (p->rc != 0)
+    return p->rc;
+  for (int i = 0; i < MAX_BATCHES && b == NULL; i++)
+    if (!p->batches[i].used)
+      b = &p->batches[i];
+  if (b == NULL)
+    return tsr__err(p->ctx, TSR_EBUSY, "executor: more than %d requests in flight", MAX_BATCHES);
   for (int a = 0; a < TSR_MAX_DIMS; a++) {
     lo[a] = region->start[a] / n->chunk[a];
     hi[a] = (region->stop[a] + n->chunk[a] - 1) / n->chunk[a];
     count *= hi[a] - lo[a];
   }
-  p->tasks = tsr__calloc(p->ctx, (size_t)count, sizeof *p->tasks);
-  if (p->tasks == NULL)
+  memset(b, 0, sizeof *b);
+  b->tasks = tsr__calloc(p->ctx, (size_t)count, sizeof *b->tasks);
+  if (b->tasks == NULL)
     return tsr__err(p->ctx, TSR_ENOMEM, "executor: out of memory for %" PRId64 " tasks", count);
+  b->used = true;
+  b->id = ++p->next_id;
+  b->node = n;
+  b->region = *region;
+  for (int pl = 0; pl < TSR__MAX_PLANES; pl++)
+    b->dst[pl] = dst[pl];
+  memcpy(b->stride, stride, sizeof b->stride);
   /* The tasks: each chunk's part of the region, in FITS order. */
-  p->n_tasks = 0;
   memcpy(c, lo, sizeof c);
   for (;;) {
-    pool_task_t *t = &p->tasks[p->n_tasks];
+    pool_task_t *t = &b->tasks[b->n_tasks];
     bool empty = false;
     for (int a = 0; a < TSR_MAX_DIMS; a++) {
-      int64_t s = c[a] * n->chunk[a], e = s + n->chunk[a];
-      t->start[a] = s > region->start[a] ? s : region->start[a];
+      int64_t s0 = c[a] * n->chunk[a], e = s0 + n->chunk[a];
+      t->start[a] = s0 > region->start[a] ? s0 : region->start[a];
       t->stop[a] = e < region->stop[a] ? e : region->stop[a];
       if (t->stop[a] > n->shape[a])
         t->stop[a] = n->shape[a];
       empty |= t->stop[a] <= t->start[a];
     }
     if (!empty)
-      p->n_tasks++;
+      b->n_tasks++;
     int a = 0;
     for (; a < TSR_MAX_DIMS; a++) {
       if (++c[a] < hi[a])
@@ -610,24 +674,43 @@ int tsr__pool_run(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, voi
     if (a == TSR_MAX_DIMS)
       break;
   }
+  *ticket = b->id;
+  /* Hand out what idle workers can take now; the rest goes out as results
+   * come back, inside tsr__pool_wait. */
   for (int i = 0; i < p->jobs; i++)
-    if (p->workers[i].pipe)
-      uv_read_start((uv_stream_t *)p->workers[i].pipe, alloc_cb, on_read);
+    dispatch(p, &p->workers[i]);
+  return p->rc;
+}
+
+int tsr__pool_wait(tsr__pool_t *p, int64_t ticket) {
+  batch_t *b = NULL;
+  int rc;
+  for (int i = 0; i < MAX_BATCHES; i++)
+    if (p->batches[i].used && p->batches[i].id == ticket)
+      b = &p->batches[i];
+  if (b == NULL)
+    return tsr__err(p->ctx, TSR_EINVAL, "executor: no request %" PRId64 " in flight", ticket);
+  p->waiting = ticket;
   uv_timer_start(&p->timer, on_timer, 50, 50);
   dispatch_all(p);
-  if (p->n_done < p->n_tasks && p->rc == 0)
+  if (b->n_done < b->n_tasks && p->rc == 0)
     uv_run(&p->loop, UV_RUN_DEFAULT);
   uv_timer_stop(&p->timer);
-  for (int i = 0; i < p->jobs; i++)
-    if (p->workers[i].pipe)
-      uv_read_stop((uv_stream_t *)p->workers[i].pipe);
-  tsr__free(p->ctx, p->tasks);
-  p->tasks = NULL;
-  if (p->rc == 0 && p->n_done < p->n_tasks)
-    return tsr__err(p->ctx, TSR_EWORKER, "executor: the event loop stopped with %" PRId64
-                                         " of %" PRId64 " tasks done",
-                    p->n_done, p->n_tasks);
-  return p->rc;
+  rc = p->rc;
+  if (rc == 0 && b->n_done < b->n_tasks)
+    rc = tsr__err(p->ctx, TSR_EWORKER,
+                  "executor: the event loop stopped with %" PRId64 " of %" PRId64 " tasks done",
+                  b->n_done, b->n_tasks);
+  tsr__free(p->ctx, b->tasks);
+  memset(b, 0, sizeof *b);
+  return rc;
+}
+
+int tsr__pool_run(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, void *const *dst,
+                  const int64_t *stride) {
+  int64_t ticket;
+  int rc = tsr__pool_submit(p, n, region, dst, stride, &ticket);
+  return rc != 0 ? rc : tsr__pool_wait(p, ticket);
 }
 
 void tsr__pool_stop(tsr__pool_t *p) {
@@ -659,8 +742,9 @@ void tsr__pool_stop(tsr__pool_t *p) {
   }
   if (p->slots)
     munmap(p->slots, p->map_bytes);
+  for (int i = 0; i < MAX_BATCHES; i++)
+    tsr__free(p->ctx, p->batches[i].tasks);
   tsr__free(p->ctx, p->workers);
   tsr__free(p->ctx, p->slot_busy);
-  tsr__free(p->ctx, p->tasks);
   tsr__free(p->ctx, p);
 }

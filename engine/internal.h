@@ -244,5 +244,13 @@ void tsr__copy_box(void *dst, const tsr_region_t *to, const int64_t *st, const v
 void tsr__contiguous_strides(const tsr_region_t *r, int64_t stride[TSR_MAX_DIMS]);
 int tsr__run_region(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
                     void *const *dst, const int64_t *stride);
+/* The same in two steps, so a caller can overlap its own work (writing the
+ * previous band) with the computation: submit returns a ticket at once on a
+ * pool (dst and the region must stay valid until the wait) and computes
+ * before returning on a serial run (ticket 0).  At most 32 in flight. */
+bool tsr__run_async(const tsr__run_t *run);
+int tsr__run_submit(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
+                    void *const *dst, const int64_t *stride, int64_t *ticket);
+int tsr__run_wait(tsr__run_t *run, int64_t ticket);
 
 #endif

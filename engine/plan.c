@@ -317,6 +317,20 @@ out:
   return rc;
 }
 
+bool tsr__run_async(const tsr__run_t *run) { return run->pool != NULL; }
+
+int tsr__run_submit(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
+                    void *const *dst, const int64_t *stride, int64_t *ticket) {
+  *ticket = 0;
+  if (run->pool && !(n->op->flags & TSR__OP_SOURCE))
+    return tsr__pool_submit(run->pool, n, region, dst, stride, ticket);
+  return run_owner(run, n, region, dst, stride, true);
+}
+
+int tsr__run_wait(tsr__run_t *run, int64_t ticket) {
+  return ticket != 0 ? tsr__pool_wait(run->pool, ticket) : 0;
+}
+
 int tsr__run_region(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
                     void *const *dst, const int64_t *stride) {
   /* Sources are one read: not worth a trip to a worker. */

@@ -34,7 +34,14 @@ int tsr__run_new_local(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **
 /* The pool (exec_pool.c).  Forks `jobs` workers for the run's graph; the
  * caller must not have started threads. */
 int tsr__pool_start(tsr__run_t *run, int jobs, tsr__pool_t **out);
-/* Compute every chunk of owner n meeting `region` on the workers, into dst. */
+/* Queue every chunk of owner n meeting `region` for the workers, results
+ * into dst (which must stay valid until the wait); returns at once with a
+ * ticket.  Requests are served in order; at most 32 in flight. */
+int tsr__pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, void *const *dst,
+                     const int64_t *stride, int64_t *ticket);
+/* Run the pool until the request `ticket` is complete (later ones go on). */
+int tsr__pool_wait(tsr__pool_t *p, int64_t ticket);
+/* Submit and wait. */
 int tsr__pool_run(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, void *const *dst,
                   const int64_t *stride);
 /* Stop and reap every worker; frees the pool. */

@@ -710,12 +710,15 @@ typedef struct {
   int fd;                  /* the open temporary file, or -1 */
   int64_t data_off;        /* bytes of header before the data */
   tsr_node_t *node;
-  void *band;              /* borrowed: the band buffer of (node->owner, node->plane) */
+  void *band[2];           /* borrowed: the band buffers of (node->owner, node->plane) */
 } out_file_t;
 
+/* With a process pool, band b + 1 computes while band b is written: two
+ * sets of band buffers, used in turn. */
 typedef struct {
   tsr_node_t *owner;
-  void *dst[TSR__MAX_PLANES]; /* band buffers, owned; NULL for planes not written */
+  void *dst[2][TSR__MAX_PLANES]; /* band buffers, owned; NULL for planes not written */
+  int64_t ticket[2];       /* the computation filling each set */
 } out_owner_t;
 
 typedef struct {
@@ -730,6 +733,9 @@ typedef struct {
   int64_t max_band;        /* elements in the largest band */
   int64_t total;           /* tasks over all bands and owners */
   unsigned char *swap;     /* SWAP_BYTES of scratch for big-endian data */
+  int n_sets;              /* band buffer sets: 2 when the run is asynchronous */
+  tsr_region_t band[2];    /* the band each set holds */
+  int64_t stride[2][TSR_MAX_DIMS];
 } writer_t;
 
 /* Data are converted to big-endian through a scratch buffer of this size,
@@ -945,10 +951,10 @@ static int write_all(writer_t *w, out_file_t *of, const void *p, size_t n, int64
 /* Write `band` (laid out contiguously in of->band) to its place in the file:
  * bands span the region's whole x extent, so each (y range, plane) is one
  * contiguous run of the file. */
-static int write_band(writer_t *w, out_file_t *of, const tsr_region_t *band) {
+static int write_band(writer_t *w, out_file_t *of, const tsr_region_t *band, int set) {
   size_t es = tsr_dtype_size(of->node->dtype);
   int64_t ext[TSR_MAX_DIMS], rext[TSR_MAX_DIMS];
-  const unsigned char *src = of->band;
+  const unsigned char *src = of->band[set];
   int rc;
 
   for (int a = 0; a < TSR_MAX_DIMS; a++) {
@@ -990,9 +996,46 @@ static int write_band(writer_t *w, out_file_t *of, const tsr_region_t *band) {
 /* Visit every band in file order.  Without a run, only measure: the
  * largest band and the number of tasks.  With one, compute each band once
  * per owner (planes of one owner together) and write it to every file. */
+/* Start computing band set `set` for owner i. */
+static int band_submit(writer_t *w, int i, int set) {
+  out_owner_t *o = &w->owners[i];
+  int rc = tsr__run_submit(w->run, o->owner, &w->band[set], o->dst[set], w->stride[set],
+                           &o->ticket[set]);
+  if (rc != 0 && rc != TSR_ECANCELED) {
+    int f = 0;
+    while (w->files[f].node->owner != o->owner)
+      f++;
+    tsr__err_prefix(w->ctx, "fits: writing \"%s\"", w->files[f].path);
+  }
+  return rc;
+}
+
+/* Wait for band set `set` and write it to every file. */
+static int band_finish(writer_t *w, int set) {
+  int rc;
+  for (int i = 0; i < w->n_owners; i++) {
+    out_owner_t *o = &w->owners[i];
+    if ((rc = tsr__run_wait(w->run, o->ticket[set])) != 0) {
+      if (rc != TSR_ECANCELED) {
+        int f = 0;
+        while (w->files[f].node->owner != o->owner)
+          f++;
+        tsr__err_prefix(w->ctx, "fits: writing \"%s\"", w->files[f].path);
+      }
+      return rc;
+    }
+    o->ticket[set] = 0;
+  }
+  for (int i = 0; i < w->n; i++)
+    if ((rc = write_band(w, &w->files[i], &w->band[set], set)) != 0)
+      return rc;
+  return 0;
+}
+
 static int for_each_band(writer_t *w, bool compute) {
   tsr_region_t b = w->r;
-  int rc;
+  int rc, set = 0;
+  bool have_prev = false;
   for (int64_t w0 = w->r.start[3], w1; w0 < w->r.stop[3]; w0 = w1) {
     w1 = band_end(w, 3, w0);
     for (int64_t z0 = w->r.start[2], z1; z0 < w->r.stop[2]; z0 = z1) {
@@ -1015,23 +1058,23 @@ static int for_each_band(writer_t *w, bool compute) {
         if (w->opts && w->opts->cancel && *w->opts->cancel)
           return tsr__err(w->ctx, TSR_ECANCELED, "run: canceled");
         tsr__contiguous_strides(&b, st);
-        for (int i = 0; i < w->n_owners; i++) {
-          rc = tsr__run_region(w->run, w->owners[i].owner, &b, w->owners[i].dst, st);
-          if (rc != 0 && rc != TSR_ECANCELED) {
-            int f = 0;
-            while (w->files[f].node->owner != w->owners[i].owner)
-              f++;
-            tsr__err_prefix(w->ctx, "fits: writing \"%s\"", w->files[f].path);
-          }
-          if (rc != 0)
+        memcpy(w->stride[set], st, sizeof st);
+        w->band[set] = b;
+        for (int i = 0; i < w->n_owners; i++)
+          if ((rc = band_submit(w, i, set)) != 0)
             return rc;
-        }
-        for (int i = 0; i < w->n; i++)
-          if ((rc = write_band(w, &w->files[i], &b)) != 0)
-            return rc;
+        /* Write the previous band while this one computes (on a pool). */
+        if (w->n_sets == 2 && have_prev && (rc = band_finish(w, 1 - set)) != 0)
+          return rc;
+        if (w->n_sets == 1 && (rc = band_finish(w, set)) != 0)
+          return rc;
+        have_prev = true;
+        set = (set + 1) % w->n_sets;
       }
     }
   }
+  if (compute && w->n_sets == 2 && have_prev && (rc = band_finish(w, 1 - set)) != 0)
+    return rc;
   return 0;
 }
 
@@ -1184,21 +1227,24 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
     goto out;
   for_each_band(&w, false);
   tsr__run_set_total(w.run, w.total);
+  w.n_sets = tsr__run_async(w.run) && w.n_owners <= 16 ? 2 : 1;
   for (int i = 0; i < n; i++) {
     out_owner_t *ow = w.owners;
     tsr_node_t *nd = nodes[i];
     while (ow->owner != nd->owner)
       ow++;
-    if (ow->dst[nd->plane] == NULL) {
-      ow->dst[nd->plane] =
-          tsr__mallocarray(ctx, (size_t)w.max_band, tsr_dtype_size(nd->dtype));
-      if (ow->dst[nd->plane] == NULL) {
-        rc = tsr__err(ctx, TSR_ENOMEM, "write_fits: out of memory for a band of %" PRId64
-                                       " values of %s", w.max_band, nd->name);
-        goto out;
+    for (int set = 0; set < w.n_sets; set++) {
+      if (ow->dst[set][nd->plane] == NULL) {
+        ow->dst[set][nd->plane] =
+            tsr__mallocarray(ctx, (size_t)w.max_band, tsr_dtype_size(nd->dtype));
+        if (ow->dst[set][nd->plane] == NULL) {
+          rc = tsr__err(ctx, TSR_ENOMEM, "write_fits: out of memory for a band of %" PRId64
+                                         " values of %s", w.max_band, nd->name);
+          goto out;
+        }
       }
+      w.files[i].band[set] = ow->dst[set][nd->plane];
     }
-    w.files[i].band = ow->dst[nd->plane];
   }
   if ((rc = for_each_band(&w, true)) != 0)
     goto out;
@@ -1217,8 +1263,9 @@ out:
   }
   tsr__free(ctx, w.swap);
   for (int i = 0; w.owners && i < w.n_owners; i++)
-    for (int p = 0; p < TSR__MAX_PLANES; p++)
-      tsr__free(ctx, w.owners[i].dst[p]);
+    for (int set = 0; set < 2; set++)
+      for (int p = 0; p < TSR__MAX_PLANES; p++)
+        tsr__free(ctx, w.owners[i].dst[set][p]);
   for (int i = 0; canon && i < n; i++)
     tsr__free(ctx, canon[i]);
   tsr__free(ctx, canon);

@@ -252,13 +252,23 @@ TEST(sigint_to_the_cli_leaves_nothing_behind) {
   snprintf(out, sizeof out, "%s", th_path("interrupted.fits"));
   pid_t pid = fork();
   if (pid == 0) {
-    /* Exact transforms at every pixel: seconds of work to interrupt. */
+    /* Exact transforms at every pixel, bicubic, small blocks: seconds of
+     * work to interrupt. */
     execl(tessera, "tessera", "reproject", in, "--target", tgt, "-o", out, "--mapping-tolerance",
-          "0", "--block", "64x64", "-j", "2", "--quiet", (char *)NULL);
+          "0", "--order", "bicubic", "--block", "24x24", "-j", "2", "--quiet", (char *)NULL);
     _exit(127);
   }
-  struct timespec ts = {0, 400 * 1000 * 1000};
-  nanosleep(&ts, NULL);
+  /* Interrupt once the output is being written (its temp file exists). */
+  {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "ls -a '%s' | grep -q 'interrupted.fits.tsr-'", th_tmpdir());
+    for (int i = 0; i < 200 && system(cmd) != 0; i++) {
+      struct timespec ts = {0, 10 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
   kill(pid, SIGINT);
   int st = 0;
   ASSERT(waitpid(pid, &st, 0) == pid);
