@@ -572,6 +572,19 @@ def bad_cases():
         ("interp option --order with --method adaptive",
          lambda b, o: g(b, o, "--method", "adaptive", "--order", "bicubic"),
          2, [r"--order", r"(?i)interp only"]),
+        # --method exact options
+        ("bad --nan-mode value zero",
+         lambda b, o: g(b, o, "--method", "exact", "--nan-mode", "zero"),
+         2, [r"--nan-mode", r"zero", r"propagate", r"ignore"]),
+        ("exact option --nan-mode with --method interp",
+         lambda b, o: g(b, o, "--nan-mode", "ignore"),
+         2, [r"--nan-mode", r"(?i)exact only"]),
+        ("interp option --order with --method exact",
+         lambda b, o: g(b, o, "--method", "exact", "--order", "bicubic"),
+         2, [r"--order", r"(?i)does not apply to --method exact"]),
+        ("--mapping-tolerance with --method exact",
+         lambda b, o: g(b, o, "--method", "exact", "--mapping-tolerance", "0"),
+         2, [r"--mapping-tolerance", r"(?i)does not apply to --method exact"]),
         # (beyond the brief's list) --hdu naming an HDU without data, and one that does not exist
         # tessera: fits: "bad/mef.fits" HDU 1 has no image data (NAXIS = 0)
         ("--hdu 1 of a file whose primary HDU is empty",
