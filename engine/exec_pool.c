@@ -5,8 +5,9 @@
  * so they inherit the graph, user callbacks and caller memory without a
  * copy.  Each worker owns its own per-run op states (wcslib copies, open
  * files) and loops on blocking reads of fixed-size task messages from a
- * socketpair; it computes the task with the same tsr__run_task the serial
- * executor uses (so results are bit-identical) into a result slot of a
+ * socketpair; it computes the task with the same tsr__run_chunk the serial
+ * executor uses (so results are bit-identical, and a run's chunk cache is
+ * consulted and filled by the workers themselves) into a result slot of a
  * shared anonymous mapping made before the fork, and answers with a small
  * message.  Bulk data never crosses the sockets.
  *
@@ -179,6 +180,7 @@ static void maybe_crash(const tsr_node_t *n, const pool_msg_t *m) {
 
 static void worker_main(tsr__pool_t *p, int fd) {
   tsr__run_t *run = NULL;
+  tsr__scratch_t scratch = {{0}, 0};  /* whole chunks, kept from task to task */
   pool_msg_t m, r;
 
   signal(SIGINT, SIG_IGN);
@@ -217,7 +219,7 @@ static void worker_main(tsr__pool_t *p, int fd) {
     r.slot = m.slot;
     rc = tsr__node_state(run, n, &state);
     if (rc == 0)
-      rc = tsr__run_task(run, n, state, &box, &box, dst, stride);
+      rc = tsr__run_chunk(run, n, state, &box, &box, dst, stride, &scratch);
     r.type = rc == 0 ? MSG_DONE : MSG_FAIL;
     r.rc = rc;
     if (rc != 0)

@@ -12,6 +12,12 @@
  * inside the request (their values do not depend on the chunk), others
  * compute the whole chunk into scratch and the request's part is copied out.
  *
+ * With a chunk cache (run options' `cache`), the unit is always a whole
+ * chunk with all its planes: it is looked up before it is computed, and
+ * stored after, in whichever process computes it (tsr__run_chunk), so a
+ * second request costs only decompression and a rerun after a crash
+ * computes only what was not stored.
+ *
  * Per-node run state (op->start, e.g. wcslib copies) is created lazily the
  * first time a node runs and released when the run ends, in the process that
  * runs it.  Cancellation is checked between tasks.
@@ -22,6 +28,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "internal.h"
 #include "run.h"
 
@@ -72,6 +79,9 @@ void tsr__run_free(tsr__run_t *run) {
   if (run == NULL)
     return;
   tsr__pool_stop(run->pool);
+  /* Workers never free their runs: this is the process that started it. */
+  if (run->opts.cache)
+    tsr__cache_run_end(run->opts.cache, run->ctx);
   for (int i = run->n_states - 1; i >= 0; i--) {
     tsr_node_t *n = run->states[i].node;
     if (n->op->stop)
@@ -234,12 +244,70 @@ out:
   return rc;
 }
 
+void tsr__scratch_release(tsr_ctx_t *ctx, tsr__scratch_t *s) {
+  for (int p = 0; p < TSR__MAX_PLANES; p++) {
+    tsr__free(ctx, s->p[p]);
+    s->p[p] = NULL;
+  }
+  s->bytes = 0;
+}
+
+int tsr__run_chunk(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_t *sub,
+                   const tsr_region_t *dreg, void *const *dst, const int64_t *stride,
+                   tsr__scratch_t *scratch) {
+  tsr_ctx_t *ctx = run->ctx;
+  tsr_cache_t *cache = run->opts.cache;
+  tsr_region_t chunk;
+  int64_t cst[TSR_MAX_DIMS];
+  size_t es = tsr_dtype_size(n->dtype), need;
+  void *planes[TSR__MAX_PLANES] = {0};
+  int rc;
+
+  if (cache == NULL && (n->op->flags & TSR__OP_SUBBOX))
+    return tsr__run_task(run, n, state, sub, dreg, dst, stride);
+  for (int a = 0; a < TSR_MAX_DIMS; a++) {
+    chunk.start[a] = sub->start[a] / n->chunk[a] * n->chunk[a];
+    chunk.stop[a] = chunk.start[a] + n->chunk[a];
+    if (chunk.stop[a] > n->shape[a])
+      chunk.stop[a] = n->shape[a];
+  }
+  need = (size_t)tsr_region_size(&chunk) * es;
+  if (scratch->bytes < need) {
+    /* Sized for a full chunk of this node, so edge chunks reuse it. */
+    int64_t full = 1;
+    for (int a = 0; a < TSR_MAX_DIMS; a++)
+      full *= n->chunk[a];
+    tsr__scratch_release(ctx, scratch);
+    scratch->bytes = (size_t)full * es > need ? (size_t)full * es : need;
+  }
+  /* The cache keeps every plane; without it only the planes asked for. */
+  for (int p = 0; p < n->n_planes; p++) {
+    if (cache == NULL && dst[p] == NULL)
+      continue;
+    if (scratch->p[p] == NULL && (scratch->p[p] = tsr__malloc(ctx, scratch->bytes)) == NULL)
+      return tsr__err(ctx, TSR_ENOMEM, "run: out of memory for a chunk of %s", n->name);
+    planes[p] = scratch->p[p];
+  }
+  tsr__contiguous_strides(&chunk, cst);
+  if (cache == NULL || !tsr__cache_get(cache, n, &chunk, planes)) {
+    rc = tsr__run_task(run, n, state, &chunk, &chunk, planes, cst);
+    if (rc != 0)
+      return rc;
+    if (cache)
+      tsr__cache_put(cache, n, &chunk, planes);
+  }
+  for (int p = 0; p < n->n_planes; p++)
+    if (dst[p])
+      tsr__copy_box(dst[p], dreg, stride, planes[p], &chunk, cst, sub, es);
+  return 0;
+}
+
 static int run_owner(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
                      void *const *dst, const int64_t *stride, bool top) {
   tsr_ctx_t *ctx = run->ctx;
   int64_t lo[TSR_MAX_DIMS], hi[TSR_MAX_DIMS], c[TSR_MAX_DIMS];
   void *state = NULL;
-  void *scratch[TSR__MAX_PLANES] = {0};
+  tsr__scratch_t scratch = {{0}, 0};
   int rc;
 
   if ((rc = tsr__node_state(run, n, &state)) != 0)
@@ -265,32 +333,7 @@ static int run_owner(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
       goto out;
     }
     if (tsr__region_intersect(&chunk, region, &sub, n->ndim)) {
-      if (n->op->flags & TSR__OP_SUBBOX) {
-        rc = tsr__run_task(run, n, state, &sub, region, dst, stride);
-      } else {
-        /* The op computes whole chunks: compute into scratch, copy the part asked for. */
-        int64_t cst[TSR_MAX_DIMS];
-        size_t es = tsr_dtype_size(n->dtype);
-        tsr__contiguous_strides(&chunk, cst);
-        for (int p = 0; p < n->n_planes; p++) {
-          if (dst[p] == NULL)
-            continue;
-          if (scratch[p] == NULL) {
-            int64_t cap = 1;
-            for (int a = 0; a < TSR_MAX_DIMS; a++)
-              cap *= n->chunk[a];
-            scratch[p] = tsr__mallocarray(ctx, (size_t)cap, es);
-            if (scratch[p] == NULL) {
-              rc = tsr__err(ctx, TSR_ENOMEM, "run: out of memory for a chunk of %s", n->name);
-              goto out;
-            }
-          }
-        }
-        rc = tsr__run_task(run, n, state, &chunk, &chunk, scratch, cst);
-        for (int p = 0; rc == 0 && p < n->n_planes; p++)
-          if (dst[p])
-            tsr__copy_box(dst[p], region, stride, scratch[p], &chunk, cst, &sub, es);
-      }
+      rc = tsr__run_chunk(run, n, state, &sub, region, dst, stride, &scratch);
       if (rc != 0) {
         char where[128];
         tsr__region_format(&sub, n->ndim, where, sizeof where);
@@ -312,8 +355,7 @@ static int run_owner(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
   }
   rc = 0;
 out:
-  for (int p = 0; p < TSR__MAX_PLANES; p++)
-    tsr__free(ctx, scratch[p]);
+  tsr__scratch_release(ctx, &scratch);
   return rc;
 }
 

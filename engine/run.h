@@ -28,6 +28,22 @@ int tsr__node_state(tsr__run_t *run, tsr_node_t *n, void **state);
  * resolves the inputs' windows first.  The unit of work of every executor. */
 int tsr__run_task(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_t *sub,
                   const tsr_region_t *dreg, void *const *dst, const int64_t *stride);
+/* Chunk-sized buffers, one per plane, reused from chunk to chunk. */
+typedef struct {
+  void *p[TSR__MAX_PLANES];
+  size_t bytes;                 /* capacity of each, in bytes */
+} tsr__scratch_t;
+
+/* Compute `sub` (inside one chunk of owner node n) into dst laid over
+ * `dreg`: through the run's cache when it has one (the whole chunk is
+ * looked up, or computed into scratch, stored and the part copied out),
+ * else as tsr__run_task, computing whole chunks into scratch for ops that
+ * are not TSR__OP_SUBBOX.  The serial executor and the pool workers both
+ * call it, so every executor uses the cache. */
+int tsr__run_chunk(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_t *sub,
+                   const tsr_region_t *dreg, void *const *dst, const int64_t *stride,
+                   tsr__scratch_t *scratch);
+void tsr__scratch_release(tsr_ctx_t *ctx, tsr__scratch_t *s);
 /* A fresh run for a worker process: no states, no pool. */
 int tsr__run_new_local(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **out);
 

@@ -47,6 +47,7 @@ typedef struct tsr_ctx_s   tsr_ctx_t;   /* allocator, options, last error; one t
 typedef struct tsr_graph_s tsr_graph_t; /* owns every node created in it */
 typedef struct tsr_node_s  tsr_node_t;  /* borrowed from its graph; never freed alone */
 typedef struct tsr_wcs_s   tsr_wcs_t;   /* a WCS header plus the pixel shape it describes */
+typedef struct tsr_cache_s tsr_cache_t; /* an on-disk chunk cache; outlives the runs that use it */
 
 /* ------------------------------------------------------------------ */
 /* Errors                                                             */
@@ -336,9 +337,11 @@ typedef struct {
                                      N worker processes forked for the run; 0 = one per online CPU */
   int retries;                    /* pool: times a task is retried after its worker dies (default 2) */
   double task_timeout_s;          /* pool: a task running longer is killed and retried; 0 = none */
+  tsr_cache_t *cache;             /* may be NULL; chunks are looked up here before they are
+                                     computed and stored after (borrowed; every executor) */
 } tsr_run_opts_t;
 
-#define TSR_RUN_OPTS_INIT { NULL, NULL, NULL, 1, 2, 0.0 }
+#define TSR_RUN_OPTS_INIT { NULL, NULL, NULL, 1, 2, 0.0, NULL }
 
 /** Compute `region` of `node` (NULL = all) into `dst`, C-contiguous over the
  *  region with axis 0 fastest, of the node's dtype.  `dst_bytes` must be at
@@ -357,6 +360,76 @@ TSR_API int tsr_compute(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *re
 TSR_API int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes,
                            const char *const *paths, const tsr_region_t *region,
                            const tsr_run_opts_t *opts);
+
+/* ------------------------------------------------------------------ */
+/* Chunk cache                                                        */
+
+/** A directory of immutable, zstd-compressed chunk files named by (node
+ *  key, chunk index).  Node keys cover op versions, parameters and input
+ *  file identity, so a changed input or option is a miss, never a stale
+ *  hit.  With run options' `cache` set, every executor looks a chunk up
+ *  before computing it and stores it after; a second request of a region
+ *  costs only decompression, and a run killed halfway resumes on rerun.
+ *  Several processes may read and write one directory at once.  A cache
+ *  never makes a run fail: a corrupt, truncated or foreign chunk file is a
+ *  miss (deleted and recomputed), and a full disk or an unwritable
+ *  directory sets the cache aside; each such event is a warning
+ *  (tsr_cache_warning, and tsr_errmsg(ctx) after the run). */
+
+#define TSR_CACHE_MIN_BYTES (UINT64_C(1) << 20)
+#define TSR_CACHE_MAX_BYTES (UINT64_C(1) << 62)
+#define TSR_CACHE_DEFAULT_BYTES (UINT64_C(4) << 30)  /* the CLI's default budget */
+
+typedef struct {
+  uint64_t entries;          /* chunk files in the directory now */
+  uint64_t bytes;            /* their size on disk */
+  uint64_t raw_bytes;        /* their size decompressed */
+  double   ratio;            /* raw_bytes / bytes; 0 when empty */
+  uint64_t max_bytes;        /* this handle's budget */
+  /* Cumulative over the runs recorded in <dir>/stats (all processes; two
+   * runs ending at the same instant may lose one's counts). */
+  uint64_t hits, misses, stores, evictions, dropped;  /* dropped = bad files deleted */
+  int      n_runs;           /* entries of runs[], newest first */
+  struct {
+    int64_t  end_unix_s;     /* when the run ended */
+    uint64_t hits, misses, stores;
+  } runs[8];
+  /* Through this handle since it was opened (every process of its runs). */
+  uint64_t session_hits, session_misses, session_stores, session_dropped;
+  uint64_t session_raw_stored;   /* bytes stored, before compression */
+  uint64_t session_zip_stored;   /* the same, compressed, headers included */
+  double   session_compress_s;   /* CPU time spent shuffling + compressing, summed over processes */
+  double   session_decompress_s; /* ... decompressing + unshuffling hits */
+  uint64_t warnings;             /* warnings met by this handle */
+} tsr_cache_stats_t;
+
+/** tsr_cache_open() : use directory `dir` (created if missing, with its
+ *  parents) as a chunk cache of at most `max_bytes` on disk, in
+ *  [TSR_CACHE_MIN_BYTES, TSR_CACHE_MAX_BYTES].  Chunks past the budget are
+ *  evicted least recently used first (a hit counts as a use).  `dir` is
+ *  copied.  A directory that cannot be created or written does not fail the
+ *  open: the handle is set aside (every lookup misses) with a warning.
+ *  @return 0 and *out (free with tsr_cache_close), or TSR_EINVAL /
+ *  TSR_ENOMEM with *out = NULL and the message in tsr_errmsg(ctx).
+ *  The handle is used with graphs of the same ctx, by one thread at a
+ *  time; processes forked by a run may use it. */
+TSR_API int tsr_cache_open(tsr_ctx_t *ctx, const char *dir, uint64_t max_bytes,
+                           tsr_cache_t **out);
+/** Record this handle's counts in <dir>/stats and free it.  Accepts NULL.
+ *  Must not be called while a run uses it. */
+TSR_API void tsr_cache_close(tsr_cache_t *c);
+/** Scan the directory and fill *out.  @return 0, or TSR_ECACHE when the
+ *  directory cannot be read (message in tsr_errmsg). */
+TSR_API int tsr_cache_stats(tsr_cache_t *c, tsr_cache_stats_t *out);
+/** Evict least recently used chunks until the directory is within the
+ *  budget; also removes temporary files left by killed processes.
+ *  @return 0 or TSR_ECACHE. */
+TSR_API int tsr_cache_trim(tsr_cache_t *c);
+/** Delete every chunk file and the stats.  @return 0 or TSR_ECACHE. */
+TSR_API int tsr_cache_clear(tsr_cache_t *c);
+/** The last warning of this handle ("" if none).  Owned by c; valid until
+ *  its next use. */
+TSR_API const char *tsr_cache_warning(const tsr_cache_t *c);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,908 @@
+/* cache.c -- the on-disk chunk cache: immutable zstd chunk files.
+ *
+ * DESIGN: a cache is a directory of immutable files, one per (owner node
+ * key, chunk index), at <dir>/<first 2 hex of key>/<32 hex key>-<c0.c1.c2.c3>.tsc.
+ * A file is a fixed 128-byte header (magic "TSRC", format version, dtype,
+ * plane count, the chunk's box, raw and frame sizes, and a hash of the header
+ * itself) followed by one zstd frame (level 1, content size and content
+ * checksum on) of the chunk's planes, byte-shuffled: byte k of every element
+ * comes before byte k+1 of any, so the slowly varying sign and exponent bytes
+ * of floats sit together and compress, while the noisy low mantissa bytes
+ * cost little time.  The planner asks before computing a chunk and stores the
+ * chunk after (plan.c, tsr__run_chunk), in whichever process computes it.
+ *
+ * Invariants and concurrency: a file is only ever published whole, by
+ * writing <dir>/tmp/<name>.<pid>.tmp and renaming it into place, so a reader
+ * sees either no file or a complete one, and two processes storing the same
+ * chunk at once both succeed (the contents are equal; the last rename wins).
+ * Nothing is locked: files are opened per operation, no descriptor is held,
+ * and a reader that finds anything wrong with a file (short, long, foreign
+ * magic, other format version, other dtype or box, a frame whose content
+ * size or checksum disagrees) deletes it and reports a miss, so the chunk is
+ * recomputed and stored again.  Least recently used order is the files'
+ * mtime, set explicitly on store and on every hit (atime is unreliable under
+ * noatime; an explicit timestamp also has full ns resolution, where the
+ * kernel's own clock for file times is coarse); eviction deletes the oldest
+ * first.  The byte total is kept as a running estimate and made exact by a
+ * scan whenever it passes the budget; a scan trims to 7/8 of the budget so
+ * that a full cache does not rescan on every store.
+ *
+ * Processes: the handle is created in the caller's process; a run's pool
+ * workers are forked afterwards and use their copy of it.  Counters and the
+ * last warning live in a small MAP_SHARED mapping made at open, so what the
+ * workers count is seen by the parent.  Everything else a worker touches
+ * (the ZSTD contexts and scratch buffers, created lazily) is its private
+ * copy-on-write memory, so no handle or buffer is ever shared between
+ * processes.  The library never prints: warnings are counted, the last one
+ * is kept (tsr_cache_warning) and copied into the ctx message after a run.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_createCCtx_advanced: contexts on the ctx allocator */
+#include <zstd.h>
+
+#include "cache.h"
+
+#define CACHE_MAGIC "TSRC"
+#define CACHE_FORMAT 1
+#define HDR_BYTES 128
+#define FILTER_SHUFFLE 1
+#define ZLEVEL 1
+#define STATS_MAGIC "tessera-cache-stats 1"
+#define MAX_RUNS 8
+/* A temporary file this old is a leftover of a killed process even if its
+ * pid has been reused. */
+#define TMP_STALE_S 3600
+
+/* Counters shared by every process of the handle's runs (MAP_SHARED). */
+typedef struct {
+  atomic_uint_fast64_t hits, misses, stores, dropped, evictions, warnings;
+  atomic_uint_fast64_t raw_stored, zip_stored;   /* bytes */
+  atomic_uint_fast64_t compress_ns, decompress_ns;
+  atomic_int_fast64_t disk_bytes;                /* estimate of the directory's total */
+  atomic_int stores_off;                         /* a store failed: stop storing this run */
+  atomic_flag trimming;                          /* one automatic trim at a time */
+  atomic_flag msg_lock;                          /* guards warning[] */
+  char warning[512];
+} shared_t;
+
+struct tsr_cache_s {
+  tsr_ctx_t *ctx;                /* allocator; one thread at a time */
+  char *dir;                     /* owned copy */
+  uint64_t max_bytes;
+  bool aside;                    /* no usable directory: every lookup misses */
+  shared_t *sh;                  /* shared with forked workers */
+  /* Private to each process (copies after a fork). */
+  ZSTD_CCtx *cctx;
+  ZSTD_DCtx *dctx;
+  unsigned char *raw, *file;     /* shuffled planes; a whole file */
+  size_t raw_cap, file_cap;
+  /* Parent only: counts already written to <dir>/stats. */
+  uint64_t flushed[5];           /* hits, misses, stores, evictions, dropped */
+  uint64_t run_warnings;         /* warnings count at the last run end */
+  char warning[512];             /* tsr_cache_warning's copy */
+};
+
+typedef struct {
+  int64_t mtime_ns;
+  uint64_t size;
+  uint64_t raw;                  /* from the header, when asked for */
+  char name[144];                /* relative to dir: "ab/<key>-<index>.tsc" */
+} entry_t;
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void *zalloc(void *opaque, size_t size) { return tsr__malloc(opaque, size); }
+static void zfree(void *opaque, void *p) { tsr__free(opaque, p); }
+
+static void warn(tsr_cache_t *c, const char *fmt, ...) TSR__PRINTF(2, 3);
+static void warn(tsr_cache_t *c, const char *fmt, ...) {
+  char buf[sizeof c->sh->warning];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  atomic_fetch_add(&c->sh->warnings, 1);
+  /* A bounded spin: a worker killed while holding the lock must not hang
+   * the parent; losing one warning's text is harmless. */
+  for (int i = 0; i < 1000000; i++)
+    if (!atomic_flag_test_and_set(&c->sh->msg_lock)) {
+      memcpy(c->sh->warning, buf, sizeof buf);
+      atomic_flag_clear(&c->sh->msg_lock);
+      return;
+    }
+}
+
+static void put_le(unsigned char *p, uint64_t v, int n) {
+  for (int i = 0; i < n; i++)
+    p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_le(const unsigned char *p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; i++)
+    v |= (uint64_t)p[i] << (8 * i);
+  return v;
+}
+
+static void key_hex(const uint8_t key[16], char hex[33]) {
+  static const char digits[] = "0123456789abcdef";
+  for (int i = 0; i < 16; i++) {
+    hex[2 * i] = digits[key[i] >> 4];
+    hex[2 * i + 1] = digits[key[i] & 15];
+  }
+  hex[32] = '\0';
+}
+
+/* "ab/<key>-c0.c1.c2.c3.tsc" for the chunk whose box is `chunk`. */
+static void chunk_name(const tsr_node_t *n, const tsr_region_t *chunk, char *buf, size_t cap) {
+  char hex[33];
+  key_hex(n->key, hex);
+  snprintf(buf, cap, "%.2s/%s-%" PRId64 ".%" PRId64 ".%" PRId64 ".%" PRId64 ".tsc", hex, hex,
+           chunk->start[0] / n->chunk[0], chunk->start[1] / n->chunk[1],
+           chunk->start[2] / n->chunk[2], chunk->start[3] / n->chunk[3]);
+}
+
+static bool grow(tsr_cache_t *c, unsigned char **p, size_t *cap, size_t need) {
+  if (*cap >= need)
+    return true;
+  unsigned char *q = tsr__malloc(c->ctx, need);
+  if (q == NULL)
+    return false;
+  tsr__free(c->ctx, *p);
+  *p = q;
+  *cap = need;
+  return true;
+}
+
+/* Byte shuffle: byte b of element i of `in` (n elements of `es` bytes)
+ * goes to out[b * total + i], so that one plane's bytes take their own
+ * stretch of every byte plane of a `total`-element array.  Floats get an
+ * unrolled loop, the common case. */
+static void shuffle(unsigned char *restrict out, const unsigned char *restrict in, size_t n,
+                    size_t total, size_t es) {
+  if (es == 4) {
+    unsigned char *o0 = out, *o1 = out + total, *o2 = out + 2 * total, *o3 = out + 3 * total;
+    for (size_t i = 0; i < n; i++) {
+      o0[i] = in[4 * i];
+      o1[i] = in[4 * i + 1];
+      o2[i] = in[4 * i + 2];
+      o3[i] = in[4 * i + 3];
+    }
+    return;
+  }
+  for (size_t i = 0; i < n; i++)
+    for (size_t b = 0; b < es; b++)
+      out[b * total + i] = in[es * i + b];
+}
+
+/* The inverse of shuffle. */
+static void unshuffle(unsigned char *restrict out, const unsigned char *restrict in, size_t n,
+                      size_t total, size_t es) {
+  if (es == 4) {
+    const unsigned char *i0 = in, *i1 = in + total, *i2 = in + 2 * total, *i3 = in + 3 * total;
+    for (size_t i = 0; i < n; i++) {
+      out[4 * i] = i0[i];
+      out[4 * i + 1] = i1[i];
+      out[4 * i + 2] = i2[i];
+      out[4 * i + 3] = i3[i];
+    }
+    return;
+  }
+  for (size_t i = 0; i < n; i++)
+    for (size_t b = 0; b < es; b++)
+      out[es * i + b] = in[b * total + i];
+}
+
+static bool read_full(int fd, void *p, size_t n) {
+  char *q = p;
+  while (n > 0) {
+    ssize_t k = read(fd, q, n);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0)
+      return false;
+    q += k, n -= (size_t)k;
+  }
+  return true;
+}
+
+static bool write_full(int fd, const void *p, size_t n) {
+  const char *q = p;
+  while (n > 0) {
+    ssize_t k = write(fd, q, n);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k < 0)
+      return false;
+    if (k == 0) {
+      errno = ENOSPC;
+      return false;
+    }
+    q += k, n -= (size_t)k;
+  }
+  return true;
+}
+
+/* The current time as a file timestamp, at full resolution. */
+static void stamp_now(struct timespec ts[2]) {
+  clock_gettime(CLOCK_REALTIME, &ts[0]);
+  ts[1] = ts[0];
+}
+
+/* mkdir -p; 0 if `path` is a directory afterwards, else an errno value. */
+static int make_dirs(const char *path) {
+  char buf[PATH_MAX];
+  struct stat st;
+  size_t n = strlen(path);
+  if (n == 0 || n >= sizeof buf)
+    return ENAMETOOLONG;
+  memcpy(buf, path, n + 1);
+  for (size_t i = 1; i <= n; i++) {
+    if (buf[i] != '/' && buf[i] != '\0')
+      continue;
+    char keep = buf[i];
+    buf[i] = '\0';
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+      return errno;
+    buf[i] = keep;
+  }
+  if (stat(path, &st) != 0)
+    return errno;
+  return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+}
+
+/* ------------------------------------------------------------------ */
+/* Lookups and stores                                                 */
+
+bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chunk,
+                    void *const *planes) {
+  char name[160], path[PATH_MAX], why[160] = "";
+  size_t es = tsr_dtype_size(n->dtype), count = (size_t)tsr_region_size(chunk);
+  size_t raw = count * es * (size_t)n->n_planes, size = 0;
+  uint64_t t0 = now_ns();
+  bool hit = false;
+  struct stat st;
+  int fd = -1;
+
+  if (c->aside)
+    goto out;
+  chunk_name(n, chunk, name, sizeof name);
+  snprintf(path, sizeof path, "%s/%s", c->dir, name);
+  fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    goto out; /* not stored (or unreadable): a plain miss */
+  if (fstat(fd, &st) != 0)
+    goto out;
+  size = (size_t)st.st_size;
+  if (size < HDR_BYTES) {
+    snprintf(why, sizeof why, "truncated: %zu bytes, shorter than the %d-byte header", size,
+             HDR_BYTES);
+    goto out;
+  }
+  if (!grow(c, &c->file, &c->file_cap, size) || !grow(c, &c->raw, &c->raw_cap, raw))
+    goto out; /* out of memory: compute instead */
+  if (!read_full(fd, c->file, size)) {
+    snprintf(why, sizeof why, "read failed: %s", strerror(errno ? errno : EIO));
+    goto out;
+  }
+  {
+    const unsigned char *h = c->file;
+    uint64_t frame = get_le(h + 104, 8);
+    if (memcmp(h, CACHE_MAGIC, 4) != 0) {
+      snprintf(why, sizeof why, "not a tessera chunk file (bad magic)");
+      goto out;
+    }
+    if (get_le(h + 4, 2) != CACHE_FORMAT || get_le(h + 6, 2) != HDR_BYTES) {
+      snprintf(why, sizeof why, "format version %u, expected %u", (unsigned)get_le(h + 4, 2),
+               CACHE_FORMAT);
+      goto out;
+    }
+    if (XXH3_64bits(h, 120) != get_le(h + 120, 8)) {
+      snprintf(why, sizeof why, "header checksum mismatch");
+      goto out;
+    }
+    if (h[8] != (unsigned)n->dtype || h[9] != (unsigned)n->n_planes || h[10] != es ||
+        h[11] != FILTER_SHUFFLE || memcmp(h + 16, n->key, 16) != 0) {
+      snprintf(why, sizeof why, "holds another dtype, plane count or key");
+      goto out;
+    }
+    for (int a = 0; a < TSR_MAX_DIMS; a++)
+      if ((int64_t)get_le(h + 32 + 8 * a, 8) != chunk->start[a] ||
+          (int64_t)get_le(h + 64 + 8 * a, 8) != chunk->stop[a]) {
+        snprintf(why, sizeof why, "holds another chunk shape");
+        goto out;
+      }
+    if (get_le(h + 96, 8) != raw) {
+      snprintf(why, sizeof why, "wrong size: %" PRIu64 " bytes decompressed, expected %zu",
+               get_le(h + 96, 8), raw);
+      goto out;
+    }
+    if (frame != size - HDR_BYTES) {
+      snprintf(why, sizeof why, "%s: %zu bytes, expected %" PRIu64,
+               size - HDR_BYTES < frame ? "truncated" : "wrong size", size,
+               frame + HDR_BYTES);
+      goto out;
+    }
+    unsigned long long fcs = ZSTD_getFrameContentSize(h + HDR_BYTES, frame);
+    if (fcs != raw) {
+      snprintf(why, sizeof why, "zstd frame content size %llu, expected %zu", fcs, raw);
+      goto out;
+    }
+  }
+  if (c->dctx == NULL) {
+    ZSTD_customMem mem = {zalloc, zfree, c->ctx};
+    c->dctx = ZSTD_createDCtx_advanced(mem);
+    if (c->dctx == NULL)
+      goto out;
+  }
+  {
+    size_t d = ZSTD_decompressDCtx(c->dctx, c->raw, raw, c->file + HDR_BYTES, size - HDR_BYTES);
+    if (ZSTD_isError(d)) {
+      snprintf(why, sizeof why, "zstd: %s", ZSTD_getErrorName(d));
+      goto out;
+    }
+    if (d != raw) {
+      snprintf(why, sizeof why, "wrong size: %zu bytes decompressed, expected %zu", d, raw);
+      goto out;
+    }
+  }
+  for (int p = 0; p < n->n_planes; p++)
+    unshuffle(planes[p], c->raw + (size_t)p * count, count, count * (size_t)n->n_planes, es);
+  /* A hit is a use: move it to the young end of the LRU order. */
+  {
+    struct timespec ts[2];
+    stamp_now(ts);
+    futimens(fd, ts);
+  }
+  hit = true;
+out:
+  if (fd >= 0)
+    close(fd);
+  if (why[0]) {
+    /* Deleting it makes the recomputed chunk's store replace it. */
+    unlink(path);
+    atomic_fetch_add(&c->sh->dropped, 1);
+    warn(c, "cache: dropped chunk file \"%s\": %s; recomputing it", path, why);
+  }
+  if (hit) {
+    atomic_fetch_add(&c->sh->hits, 1);
+    atomic_fetch_add(&c->sh->decompress_ns, now_ns() - t0);
+  } else {
+    atomic_fetch_add(&c->sh->misses, 1);
+  }
+  return hit;
+}
+
+/* A store failed for a reason that will not go away within the run (full
+ * disk, read-only or vanished directory): step aside, the run goes on. */
+static void step_aside(tsr_cache_t *c, int err, const char *what, const char *path) {
+  if (atomic_exchange(&c->sh->stores_off, 1) == 0)
+    warn(c, "cache: cannot %s \"%s\": %s; not storing chunks for the rest of the run", what, path,
+         strerror(err));
+}
+
+static int trim_to(tsr_cache_t *c, uint64_t target);
+
+void tsr__cache_put(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chunk,
+                    void *const *planes) {
+  char name[160], path[PATH_MAX], tmp[PATH_MAX];
+  size_t es = tsr_dtype_size(n->dtype), count = (size_t)tsr_region_size(chunk);
+  size_t raw = count * es * (size_t)n->n_planes, z;
+  uint64_t t0 = now_ns();
+  unsigned char *h;
+  struct timespec ts[2];
+  int fd = -1;
+
+  if (c->aside || atomic_load(&c->sh->stores_off))
+    return;
+  chunk_name(n, chunk, name, sizeof name);
+  snprintf(path, sizeof path, "%s/%s", c->dir, name);
+  /* Another process stored it meanwhile: the contents would be equal. */
+  if (access(path, F_OK) == 0)
+    return;
+  if (c->cctx == NULL) {
+    ZSTD_customMem mem = {zalloc, zfree, c->ctx};
+    c->cctx = ZSTD_createCCtx_advanced(mem);
+    if (c->cctx == NULL)
+      return;
+    ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_compressionLevel, ZLEVEL);
+    ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_checksumFlag, 1);
+    ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_contentSizeFlag, 1);
+  }
+  if (!grow(c, &c->raw, &c->raw_cap, raw) ||
+      !grow(c, &c->file, &c->file_cap, HDR_BYTES + ZSTD_compressBound(raw)))
+    return; /* out of memory: the chunk is simply not kept */
+  for (int p = 0; p < n->n_planes; p++)
+    shuffle(c->raw + (size_t)p * count, planes[p], count, count * (size_t)n->n_planes, es);
+  z = ZSTD_compress2(c->cctx, c->file + HDR_BYTES, c->file_cap - HDR_BYTES, c->raw, raw);
+  if (ZSTD_isError(z)) {
+    warn(c, "cache: zstd: %s; chunk not stored", ZSTD_getErrorName(z));
+    return;
+  }
+  h = c->file;
+  memset(h, 0, HDR_BYTES);
+  memcpy(h, CACHE_MAGIC, 4);
+  put_le(h + 4, CACHE_FORMAT, 2);
+  put_le(h + 6, HDR_BYTES, 2);
+  h[8] = (unsigned char)n->dtype;
+  h[9] = (unsigned char)n->n_planes;
+  h[10] = (unsigned char)es;
+  h[11] = FILTER_SHUFFLE;
+  memcpy(h + 16, n->key, 16);
+  for (int a = 0; a < TSR_MAX_DIMS; a++) {
+    put_le(h + 32 + 8 * a, (uint64_t)chunk->start[a], 8);
+    put_le(h + 64 + 8 * a, (uint64_t)chunk->stop[a], 8);
+  }
+  put_le(h + 96, raw, 8);
+  put_le(h + 104, z, 8);
+  put_le(h + 120, XXH3_64bits(h, 120), 8);
+
+  /* Publish atomically: a reader sees no file or a whole one.  No fsync:
+   * after a power loss a chunk may be short or empty, which its header and
+   * checksum reveal, and it is then recomputed; the cache holds nothing
+   * that cannot be recomputed, and an fsync per chunk would cost more than
+   * computing many of them. */
+  snprintf(tmp, sizeof tmp, "%s/tmp/%.*s.%ld.tmp", c->dir, (int)(strlen(name) - 7), name + 3,
+           (long)getpid());
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0 && errno == ENOENT) {
+    /* Cleared by another process meanwhile: make tmp/ again. */
+    char d[PATH_MAX];
+    snprintf(d, sizeof d, "%s/tmp", c->dir);
+    make_dirs(d);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  }
+  if (fd < 0) {
+    step_aside(c, errno, "create", tmp);
+    return;
+  }
+  if (!write_full(fd, c->file, HDR_BYTES + z)) {
+    int e = errno;
+    close(fd);
+    unlink(tmp);
+    step_aside(c, e, "write", tmp);
+    return;
+  }
+  stamp_now(ts);
+  futimens(fd, ts);
+  if (close(fd) != 0) {
+    int e = errno;
+    unlink(tmp);
+    step_aside(c, e, "write", tmp);
+    return;
+  }
+  if (rename(tmp, path) != 0) {
+    int e = errno;
+    if (e == ENOENT) {
+      char d[PATH_MAX];
+      snprintf(d, sizeof d, "%s/%.2s", c->dir, name);
+      make_dirs(d);
+      e = rename(tmp, path) == 0 ? 0 : errno;
+    }
+    if (e != 0) {
+      unlink(tmp);
+      step_aside(c, e, "rename into", path);
+      return;
+    }
+  }
+  atomic_fetch_add(&c->sh->stores, 1);
+  atomic_fetch_add(&c->sh->raw_stored, raw);
+  atomic_fetch_add(&c->sh->zip_stored, HDR_BYTES + z);
+  atomic_fetch_add(&c->sh->compress_ns, now_ns() - t0);
+  if (atomic_fetch_add(&c->sh->disk_bytes, (int64_t)(HDR_BYTES + z)) + (int64_t)(HDR_BYTES + z) >
+          (int64_t)c->max_bytes &&
+      !atomic_flag_test_and_set(&c->sh->trimming)) {
+    trim_to(c, c->max_bytes - c->max_bytes / 8);
+    atomic_flag_clear(&c->sh->trimming);
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* Scans, trimming, stats                                             */
+
+static bool is_hex2(const char *s) {
+  return strlen(s) == 2 && strchr("0123456789abcdef", s[0]) && strchr("0123456789abcdef", s[1]);
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), m = strlen(suffix);
+  return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* Every chunk file, into *out (freed by the caller); with `headers` the raw
+ * size is read from each header.  Also removes leftover temporary files of
+ * dead processes.  Returns 0 or TSR_ECACHE / TSR_ENOMEM with a message. */
+static int scan(tsr_cache_t *c, bool headers, entry_t **out, size_t *n_out) {
+  char path[PATH_MAX];
+  entry_t *v = NULL;
+  size_t n = 0, cap = 0;
+  DIR *top = NULL, *sub = NULL;
+  struct dirent *de, *fe;
+  int rc = 0;
+  time_t now = time(NULL);
+
+  *out = NULL;
+  *n_out = 0;
+  top = opendir(c->dir);
+  if (top == NULL) {
+    rc = tsr__err(c->ctx, TSR_ECACHE, "cache: cannot read \"%s\": %s", c->dir, strerror(errno));
+    goto out;
+  }
+  while ((de = readdir(top)) != NULL) {
+    bool tmpdir = strcmp(de->d_name, "tmp") == 0;
+    if (!tmpdir && !is_hex2(de->d_name))
+      continue;
+    snprintf(path, sizeof path, "%s/%s", c->dir, de->d_name);
+    sub = opendir(path);
+    if (sub == NULL)
+      continue;
+    while ((fe = readdir(sub)) != NULL) {
+      struct stat st;
+      if (fe->d_name[0] == '.' || fstatat(dirfd(sub), fe->d_name, &st, 0) != 0 ||
+          !S_ISREG(st.st_mode))
+        continue;
+      if (tmpdir) {
+        /* <name>.<pid>.tmp: remove it if its writer is gone. */
+        const char *end = strrchr(fe->d_name, '.'), *dot = end;
+        long pid = 0;
+        while (dot && dot > fe->d_name && dot[-1] != '.')
+          dot--;
+        if (end && dot > fe->d_name)
+          pid = strtol(dot, NULL, 10);
+        if (now - st.st_mtime > TMP_STALE_S ||
+            (pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH))
+          unlinkat(dirfd(sub), fe->d_name, 0);
+        continue;
+      }
+      if (!ends_with(fe->d_name, ".tsc") || strlen(fe->d_name) > 130)
+        continue;
+      if (n == cap) {
+        size_t nc = cap ? 2 * cap : 256;
+        entry_t *q = tsr__realloc(c->ctx, v, nc * sizeof *v);
+        if (q == NULL) {
+          rc = tsr__err(c->ctx, TSR_ENOMEM, "cache: out of memory scanning \"%s\"", c->dir);
+          goto out;
+        }
+        v = q;
+        cap = nc;
+      }
+      entry_t *e = &v[n++];
+      e->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+      e->size = (uint64_t)st.st_size;
+      e->raw = 0;
+      snprintf(e->name, sizeof e->name, "%s/%s", de->d_name, fe->d_name);
+      if (headers) {
+        unsigned char h[HDR_BYTES];
+        int fd = openat(dirfd(sub), fe->d_name, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+          if (read_full(fd, h, sizeof h) && memcmp(h, CACHE_MAGIC, 4) == 0)
+            e->raw = get_le(h + 96, 8);
+          close(fd);
+        }
+      }
+    }
+    closedir(sub);
+    sub = NULL;
+  }
+out:
+  if (sub)
+    closedir(sub);
+  if (top)
+    closedir(top);
+  if (rc != 0) {
+    tsr__free(c->ctx, v);
+    return rc;
+  }
+  *out = v;
+  *n_out = n;
+  return 0;
+}
+
+static int by_age(const void *a, const void *b) {
+  const entry_t *x = a, *y = b;
+  if (x->mtime_ns != y->mtime_ns)
+    return x->mtime_ns < y->mtime_ns ? -1 : 1;
+  return strcmp(x->name, y->name);
+}
+
+/* Evict the least recently used chunks until at most `target` bytes stay. */
+static int trim_to(tsr_cache_t *c, uint64_t target) {
+  entry_t *v = NULL;
+  size_t n = 0;
+  uint64_t total = 0;
+  int rc;
+
+  if (c->aside)
+    return 0;
+  if ((rc = scan(c, false, &v, &n)) != 0)
+    return rc;
+  for (size_t i = 0; i < n; i++)
+    total += v[i].size;
+  if (total > target) {
+    qsort(v, n, sizeof *v, by_age);
+    for (size_t i = 0; i < n && total > target; i++) {
+      char path[PATH_MAX];
+      snprintf(path, sizeof path, "%s/%s", c->dir, v[i].name);
+      if (unlink(path) == 0 || errno == ENOENT) {
+        total -= v[i].size;
+        atomic_fetch_add(&c->sh->evictions, 1);
+      }
+    }
+  }
+  atomic_store(&c->sh->disk_bytes, (int64_t)total);
+  tsr__free(c->ctx, v);
+  return 0;
+}
+
+int tsr_cache_trim(tsr_cache_t *c) {
+  tsr__api_check(c != NULL, "tsr_cache_trim: NULL cache");
+  return trim_to(c, c->max_bytes);
+}
+
+int tsr_cache_clear(tsr_cache_t *c) {
+  entry_t *v = NULL;
+  size_t n = 0;
+  char path[PATH_MAX];
+  int rc;
+
+  tsr__api_check(c != NULL, "tsr_cache_clear: NULL cache");
+  if (c->aside)
+    return 0;
+  if ((rc = scan(c, false, &v, &n)) != 0)
+    return rc;
+  for (size_t i = 0; i < n; i++) {
+    snprintf(path, sizeof path, "%s/%s", c->dir, v[i].name);
+    if (unlink(path) != 0 && errno != ENOENT && rc == 0)
+      rc = tsr__err(c->ctx, TSR_ECACHE, "cache: cannot delete \"%s\": %s", path, strerror(errno));
+    /* Empty subdirectories go too; one still holding files stays. */
+    path[strlen(c->dir) + 3] = '\0';
+    rmdir(path);
+  }
+  snprintf(path, sizeof path, "%s/stats", c->dir);
+  unlink(path);
+  atomic_store(&c->sh->disk_bytes, 0);
+  tsr__free(c->ctx, v);
+  return rc;
+}
+
+typedef struct {
+  uint64_t tot[5];               /* hits, misses, stores, evictions, dropped */
+  int n_runs;
+  int64_t run_end[MAX_RUNS];
+  uint64_t run[MAX_RUNS][3];     /* hits, misses, stores */
+} stats_file_t;
+
+static const char *const stat_names[5] = {"hits", "misses", "stores", "evictions", "dropped"};
+
+/* Read <dir>/stats; a missing or unreadable file is all zeros. */
+static void stats_read(tsr_cache_t *c, stats_file_t *s) {
+  char path[PATH_MAX], line[256];
+  FILE *f;
+  memset(s, 0, sizeof *s);
+  snprintf(path, sizeof path, "%s/stats", c->dir);
+  f = fopen(path, "re");
+  if (f == NULL)
+    return;
+  if (fgets(line, sizeof line, f) == NULL || strncmp(line, STATS_MAGIC, strlen(STATS_MAGIC)) != 0) {
+    fclose(f);
+    return;
+  }
+  while (fgets(line, sizeof line, f)) {
+    char word[32];
+    unsigned long long v, h, m, st;
+    long long t;
+    if (sscanf(line, "run %lld %llu %llu %llu", &t, &h, &m, &st) == 4) {
+      if (s->n_runs < MAX_RUNS) {
+        s->run_end[s->n_runs] = t;
+        s->run[s->n_runs][0] = h;
+        s->run[s->n_runs][1] = m;
+        s->run[s->n_runs][2] = st;
+        s->n_runs++;
+      }
+    } else if (sscanf(line, "%31s %llu", word, &v) == 2) {
+      for (int i = 0; i < 5; i++)
+        if (strcmp(word, stat_names[i]) == 0)
+          s->tot[i] = v;
+    }
+  }
+  fclose(f);
+}
+
+/* Add the counts since the last flush to <dir>/stats as one run.  Two
+ * processes flushing at the same instant may lose one's counts (read, add,
+ * rename is not atomic as a whole); the stats are advisory, and a lock
+ * would make every run pay for it. */
+static void stats_flush(tsr_cache_t *c) {
+  uint64_t now[5] = {atomic_load(&c->sh->hits), atomic_load(&c->sh->misses),
+                     atomic_load(&c->sh->stores), atomic_load(&c->sh->evictions),
+                     atomic_load(&c->sh->dropped)};
+  uint64_t d[5];
+  bool any = false;
+  stats_file_t s;
+  char path[PATH_MAX], tmp[PATH_MAX];
+  FILE *f;
+
+  for (int i = 0; i < 5; i++) {
+    d[i] = now[i] - c->flushed[i];
+    any |= d[i] != 0;
+  }
+  if (c->aside || !any)
+    return;
+  stats_read(c, &s);
+  snprintf(path, sizeof path, "%s/stats", c->dir);
+  snprintf(tmp, sizeof tmp, "%s/tmp/stats.%ld.tmp", c->dir, (long)getpid());
+  f = fopen(tmp, "we");
+  if (f == NULL)
+    return;
+  fprintf(f, "%s\n", STATS_MAGIC);
+  for (int i = 0; i < 5; i++)
+    fprintf(f, "%s %" PRIu64 "\n", stat_names[i], s.tot[i] + d[i]);
+  fprintf(f, "run %lld %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", (long long)time(NULL), d[0], d[1],
+          d[2]);
+  for (int i = 0; i < s.n_runs && i < MAX_RUNS - 1; i++)
+    fprintf(f, "run %lld %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", (long long)s.run_end[i],
+            s.run[i][0], s.run[i][1], s.run[i][2]);
+  if (fclose(f) != 0 || rename(tmp, path) != 0) {
+    unlink(tmp);
+    return;
+  }
+  memcpy(c->flushed, now, sizeof now);
+}
+
+void tsr__cache_run_end(tsr_cache_t *c, tsr_ctx_t *ctx) {
+  uint64_t w = atomic_load(&c->sh->warnings);
+  stats_flush(c);
+  if (w != c->run_warnings) {
+    c->run_warnings = w;
+    tsr__err(ctx, 0, "%s", tsr_cache_warning(c));
+  }
+  /* A full disk may have been freed by the next run. */
+  atomic_store(&c->sh->stores_off, 0);
+}
+
+int tsr_cache_stats(tsr_cache_t *c, tsr_cache_stats_t *out) {
+  entry_t *v = NULL;
+  size_t n = 0;
+  stats_file_t s;
+  int rc;
+
+  tsr__api_check(c != NULL && out != NULL, "tsr_cache_stats: NULL argument");
+  memset(out, 0, sizeof *out);
+  out->max_bytes = c->max_bytes;
+  out->session_hits = atomic_load(&c->sh->hits);
+  out->session_misses = atomic_load(&c->sh->misses);
+  out->session_stores = atomic_load(&c->sh->stores);
+  out->session_dropped = atomic_load(&c->sh->dropped);
+  out->session_raw_stored = atomic_load(&c->sh->raw_stored);
+  out->session_zip_stored = atomic_load(&c->sh->zip_stored);
+  out->session_compress_s = (double)atomic_load(&c->sh->compress_ns) * 1e-9;
+  out->session_decompress_s = (double)atomic_load(&c->sh->decompress_ns) * 1e-9;
+  out->warnings = atomic_load(&c->sh->warnings);
+  if (c->aside)
+    return 0;
+  if ((rc = scan(c, true, &v, &n)) != 0)
+    return rc;
+  for (size_t i = 0; i < n; i++) {
+    out->entries++;
+    out->bytes += v[i].size;
+    out->raw_bytes += v[i].raw;
+  }
+  out->ratio = out->bytes ? (double)out->raw_bytes / (double)out->bytes : 0.0;
+  tsr__free(c->ctx, v);
+  stats_read(c, &s);
+  out->hits = s.tot[0];
+  out->misses = s.tot[1];
+  out->stores = s.tot[2];
+  out->evictions = s.tot[3];
+  out->dropped = s.tot[4];
+  out->n_runs = s.n_runs;
+  for (int i = 0; i < s.n_runs; i++) {
+    out->runs[i].end_unix_s = s.run_end[i];
+    out->runs[i].hits = s.run[i][0];
+    out->runs[i].misses = s.run[i][1];
+    out->runs[i].stores = s.run[i][2];
+  }
+  return 0;
+}
+
+const char *tsr_cache_warning(const tsr_cache_t *c) {
+  tsr_cache_t *m = (tsr_cache_t *)c; /* the copy is a cache of shared state */
+  for (int i = 0; i < 1000000; i++)
+    if (!atomic_flag_test_and_set(&m->sh->msg_lock)) {
+      memcpy(m->warning, m->sh->warning, sizeof m->warning);
+      atomic_flag_clear(&m->sh->msg_lock);
+      break;
+    }
+  m->warning[sizeof m->warning - 1] = '\0';
+  return m->warning;
+}
+
+/* ------------------------------------------------------------------ */
+/* Open and close                                                     */
+
+int tsr_cache_open(tsr_ctx_t *ctx, const char *dir, uint64_t max_bytes, tsr_cache_t **out) {
+  tsr_cache_t *c = NULL;
+  char tmp[PATH_MAX];
+  int rc = TSR_ENOMEM, e;
+
+  tsr__api_check(ctx != NULL && out != NULL, "tsr_cache_open: NULL argument");
+  *out = NULL;
+  if (max_bytes < TSR_CACHE_MIN_BYTES || max_bytes > TSR_CACHE_MAX_BYTES)
+    return tsr__err(ctx, TSR_EINVAL, "cache: max_bytes=%" PRIu64 " out of range [1 MiB, 2^62]",
+                    max_bytes);
+  if (dir == NULL || dir[0] == '\0')
+    return tsr__err(ctx, TSR_EINVAL, "cache: the directory name is empty");
+  if (strlen(dir) > PATH_MAX - 256)
+    return tsr__err(ctx, TSR_EINVAL, "cache: directory name of %zu bytes is too long (at most %d)",
+                    strlen(dir), PATH_MAX - 256);
+  c = tsr__calloc(ctx, 1, sizeof *c);
+  if (c == NULL)
+    goto out;
+  c->ctx = ctx;
+  c->max_bytes = max_bytes;
+  if ((c->dir = tsr__strdup(ctx, dir)) == NULL)
+    goto out;
+  /* Strip trailing slashes, so that paths built from it stay canonical. */
+  for (size_t k = strlen(c->dir); k > 1 && c->dir[k - 1] == '/'; k--)
+    c->dir[k - 1] = '\0';
+  c->sh = mmap(NULL, sizeof *c->sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (c->sh == MAP_FAILED) {
+    c->sh = NULL;
+    goto out;
+  }
+  memset(c->sh, 0, sizeof *c->sh);
+  atomic_flag_clear(&c->sh->trimming);
+  atomic_flag_clear(&c->sh->msg_lock);
+  snprintf(tmp, sizeof tmp, "%s/tmp", c->dir);
+  if ((e = make_dirs(c->dir)) != 0 || (e = make_dirs(tmp)) != 0) {
+    warn(c, "cache: cannot use \"%s\" as a cache directory: %s; running without a cache",
+         c->dir, strerror(e));
+    c->aside = true;
+  } else if (access(tmp, W_OK) != 0) {
+    /* Readable but not writable (a shared read-only cache): lookups still hit. */
+    warn(c, "cache: cannot write in \"%s\": %s; chunks will not be stored", c->dir,
+         strerror(errno));
+    atomic_store(&c->sh->stores_off, 1);
+  } else {
+    trim_to(c, c->max_bytes); /* exact total, and within a budget that may have shrunk */
+  }
+  c->run_warnings = 0;
+  *out = c;
+  return 0;
+out:
+  tsr_cache_close(c);
+  return tsr__err(ctx, rc, "cache: out of memory opening \"%s\"", dir);
+}
+
+void tsr_cache_close(tsr_cache_t *c) {
+  if (c == NULL)
+    return;
+  if (c->sh)
+    stats_flush(c);
+  ZSTD_freeCCtx(c->cctx);
+  ZSTD_freeDCtx(c->dctx);
+  tsr__free(c->ctx, c->raw);
+  tsr__free(c->ctx, c->file);
+  if (c->sh)
+    munmap(c->sh, sizeof *c->sh);
+  tsr__free(c->ctx, c->dir);
+  tsr__free(c->ctx, c);
+}

@@ -1,0 +1,25 @@
+/* cache.h -- the on-disk chunk cache, as the planner sees it (cache.c).
+ * Private to engine/; the public half is tsr_cache_* in tessera.h. */
+#ifndef TSR_ENGINE_CACHE_H
+#define TSR_ENGINE_CACHE_H
+
+#include "internal.h"
+
+/* Fill planes[0 .. n->n_planes) (each contiguous over `chunk`, axis 0
+ * fastest) with the stored chunk of owner node n whose box is `chunk`.
+ * @return true on a hit.  Any fault (missing, truncated, corrupt, other
+ * version, other shape) is a miss; a bad file is deleted and a warning
+ * recorded.  Safe in any process forked after tsr_cache_open. */
+bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chunk,
+                    void *const *planes);
+/* Store a computed chunk (same layout as tsr__cache_get).  Never fails the
+ * caller: a full disk or an unwritable directory turns stores off for this
+ * handle with a warning.  May evict least recently used chunks. */
+void tsr__cache_put(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chunk,
+                    void *const *planes);
+/* A run that used the cache ended (in the process that started it): add
+ * its hits and misses to <dir>/stats, and if it met warnings, put the last
+ * one in ctx's message (the run itself succeeded). */
+void tsr__cache_run_end(tsr_cache_t *c, tsr_ctx_t *ctx);
+
+#endif
