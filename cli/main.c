@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include <tessera/tessera.h>
 
@@ -98,6 +100,15 @@ static const char usage_text[] =
     "                                1 = compute in this process)\n"
     "        --retries N             retries of a block whose worker died (default 2)\n"
     "        --task-timeout S        kill and retry a block running longer (default none)\n"
+    "        --cache DIR             keep computed blocks zstd-compressed in DIR and\n"
+    "                                reuse them (default: $TESSERA_CACHE, if set)\n"
+    "        --no-cache              ignore $TESSERA_CACHE\n"
+    "        --cache-max-bytes N     cache budget; least recently used blocks are\n"
+    "                                evicted past it; suffix K, M, G or T (default 4G)\n"
+    "  cache stats|trim|clear DIR [--cache-max-bytes N]\n"
+    "                              a cache's entries, size, compression ratio and\n"
+    "                              the hits and misses of its last runs | evict down\n"
+    "                              to the budget | delete every block\n"
     "  info FILE [--hdu N]         shape, dtype and WCS of a FITS image\n"
     "  sample DIR                  write the sample sky image and target header\n"
     "  demo [DIR]                  make the sample (default ./sample) and reproject it\n"
@@ -138,6 +149,31 @@ static int parse_region(const char *s, tsr_region_t *r) {
   r->start[1] = v[2] - 1;
   r->stop[1] = v[3];
   return 0;
+}
+
+/* Bytes with an optional binary suffix K, M, G or T ("512M"), within
+ * [TSR_CACHE_MIN_BYTES, TSR_CACHE_MAX_BYTES]. */
+static int parse_bytes(const char *s, uint64_t *v) {
+  char *end;
+  unsigned long long x;
+  int shift = 0;
+  if (*s == '-' || *s == '\0')
+    return -1;
+  errno = 0;
+  x = strtoull(s, &end, 10);
+  if (errno || end == s)
+    return -1;
+  switch (*end) {
+  case 'K': case 'k': shift = 10; end++; break;
+  case 'M': case 'm': shift = 20; end++; break;
+  case 'G': case 'g': shift = 30; end++; break;
+  case 'T': case 't': shift = 40; end++; break;
+  default: break;
+  }
+  if (*end || x > (TSR_CACHE_MAX_BYTES >> shift))
+    return -1;
+  *v = (uint64_t)x << shift;
+  return *v >= TSR_CACHE_MIN_BYTES ? 0 : -1;
 }
 
 static int parse_block(const char *s, int64_t b[2]) {
@@ -194,6 +230,8 @@ typedef struct {
   int jobs;      /* worker processes; 0 = one per CPU (the CLI's default) */
   int retries;
   double task_timeout_s;
+  const char *cache_dir;         /* --cache or $TESSERA_CACHE; NULL = none */
+  uint64_t cache_max_bytes;      /* 0 = TSR_CACHE_DEFAULT_BYTES */
 } reproject_args_t;
 
 /* The reprojection node for a->method (NULL with the error on the graph). */
@@ -234,10 +272,20 @@ static int run_reproject(const reproject_args_t *a) {
   tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
   cli_progress_t prog;
   tsr_region_t region = a->region;
+  tsr_cache_t *cache = NULL;
   double t0 = cli_now();
 
   if (tsr_ctx_new(&ctx, NULL) != 0)
     return fail("out of memory");
+  /* A cache that cannot be used sets itself aside with a warning; only a
+   * bad budget or no memory stops here. */
+  if (a->cache_dir && tsr_cache_open(ctx, a->cache_dir,
+                                     a->cache_max_bytes ? a->cache_max_bytes
+                                                        : TSR_CACHE_DEFAULT_BYTES,
+                                     &cache) != 0) {
+    fail(tsr_errmsg(ctx));
+    goto out;
+  }
   if ((rc = read_target(ctx, a->target, &target)) != 0) {
     fail(tsr_errmsg(ctx));
     goto out;
@@ -292,9 +340,12 @@ static int run_reproject(const reproject_args_t *a) {
   ro.jobs = a->jobs;
   ro.retries = a->retries;
   ro.task_timeout_s = a->task_timeout_s;
+  ro.cache = cache;
   install_signals();
   rc = tsr_write_fits(g, n, nodes, paths, a->has_region ? &region : NULL, &ro);
   cli_progress_end(&prog);
+  if (cache && tsr_cache_warning(cache)[0])
+    fprintf(stderr, "tessera: warning: %s\n", tsr_cache_warning(cache));
   if (rc == TSR_ECANCELED || interrupted) {
     fprintf(stderr, "tessera: interrupted; no output written\n");
     status = EXIT_INTERRUPTED;
@@ -315,13 +366,14 @@ static int run_reproject(const reproject_args_t *a) {
 out:
   tsr_graph_free(g);
   tsr_wcs_free(target);
+  tsr_cache_close(cache);
   tsr_ctx_free(ctx);
   return status;
 }
 
 static int cmd_reproject(int argc, char **argv) {
   enum { O_TARGET = 256, O_HDU, O_METHOD, O_ORDER, O_REGION, O_BLOCK, O_TOL, O_NORT, O_FP,
-         O_DTYPE, O_PROGRESS, O_QUIET, O_RETRIES, O_TIMEOUT };
+         O_DTYPE, O_PROGRESS, O_QUIET, O_RETRIES, O_TIMEOUT, O_CACHE, O_NO_CACHE, O_CACHE_MAX };
   /* Options of --method adaptive. */
   enum { A_KERNEL = 512, A_KWIDTH, A_SRW, A_BMODE, A_BFILL, A_BTHRESH, A_XCYC, A_YCYC, A_CENTER,
          A_DESPIKE, A_CONSERVE, A_BADMODE, A_BADFILL };
@@ -358,6 +410,9 @@ static int cmd_reproject(int argc, char **argv) {
       {"jobs", required_argument, NULL, 'j'},
       {"retries", required_argument, NULL, O_RETRIES},
       {"task-timeout", required_argument, NULL, O_TIMEOUT},
+      {"cache", required_argument, NULL, O_CACHE},
+      {"no-cache", no_argument, NULL, O_NO_CACHE},
+      {"cache-max-bytes", required_argument, NULL, O_CACHE_MAX},
       {NULL, 0, NULL, 0}};
   reproject_args_t a;
   tsr_interp_opts_t dflt = TSR_INTERP_OPTS_INIT;
@@ -372,6 +427,8 @@ static int cmd_reproject(int argc, char **argv) {
   }
   a.jobs = 0;
   a.retries = 2;
+  if (getenv("TESSERA_CACHE") && getenv("TESSERA_CACHE")[0])
+    a.cache_dir = getenv("TESSERA_CACHE");
   opterr = 0;
   optind = 1;
   while ((c = getopt_long(argc, argv, ":o:j:", opts, NULL)) != -1) {
@@ -449,6 +506,17 @@ static int cmd_reproject(int argc, char **argv) {
       a.task_timeout_s = t;
       break;
     }
+    case O_CACHE:
+      if (optarg[0] == '\0')
+        return usage_error("--cache '': expected a directory");
+      a.cache_dir = optarg;
+      break;
+    case O_NO_CACHE: a.cache_dir = NULL; break;
+    case O_CACHE_MAX:
+      if (parse_bytes(optarg, &a.cache_max_bytes) != 0)
+        return usage_error("--cache-max-bytes '%s': expected bytes with an optional K, M, G or T "
+                           "suffix, in [1M, 2^62]", optarg);
+      break;
     case A_KERNEL:
       if ((a.adaptive.kernel = tsr_kernel_parse(optarg)) < 0)
         return usage_error("--kernel '%s': expected gaussian or hann", optarg);
@@ -583,6 +651,99 @@ out:
   return status;
 }
 
+/* tessera cache stats|trim|clear DIR [--cache-max-bytes N] */
+static int cmd_cache(int argc, char **argv) {
+  const char *verb = NULL, *dir = NULL;
+  uint64_t max_bytes = 0;
+  tsr_ctx_t *ctx = NULL;
+  tsr_cache_t *c = NULL;
+  tsr_cache_stats_t st;
+  struct stat sb;
+  int status = 1;
+
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--cache-max-bytes") == 0 && i + 1 < argc) {
+      if (parse_bytes(argv[++i], &max_bytes) != 0)
+        return usage_error("--cache-max-bytes '%s': expected bytes with an optional K, M, G or T "
+                           "suffix, in [1M, 2^62]", argv[i]);
+    } else if (argv[i][0] == '-') {
+      return usage_error("cache: unknown option '%s'", argv[i]);
+    } else if (verb == NULL) {
+      verb = argv[i];
+    } else if (dir == NULL) {
+      dir = argv[i];
+    } else {
+      return usage_error("cache: unexpected argument '%s'", argv[i]);
+    }
+  }
+  if (verb == NULL || (strcmp(verb, "stats") != 0 && strcmp(verb, "trim") != 0 &&
+                       strcmp(verb, "clear") != 0))
+    return usage_error("cache: expected stats, trim or clear, got '%s'", verb ? verb : "");
+  if (dir == NULL)
+    dir = getenv("TESSERA_CACHE");
+  if (dir == NULL || dir[0] == '\0')
+    return usage_error("cache %s: missing DIR", verb);
+  /* Inspecting must not create a cache where there is none. */
+  if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+    fprintf(stderr, "tessera: cache %s: \"%s\" is not a cache directory\n", verb, dir);
+    return 1;
+  }
+  if (tsr_ctx_new(&ctx, NULL) != 0)
+    return fail("out of memory");
+  /* Opening trims to the budget: only trim has a default one, so that
+   * stats and clear never evict what a larger budget keeps. */
+  if (tsr_cache_open(ctx, dir,
+                     max_bytes        ? max_bytes
+                     : verb[0] == 't' ? TSR_CACHE_DEFAULT_BYTES
+                                      : TSR_CACHE_MAX_BYTES,
+                     &c) != 0) {
+    fail(tsr_errmsg(ctx));
+    goto out;
+  }
+  if (tsr_cache_warning(c)[0]) {
+    fail(tsr_cache_warning(c));
+    goto out;
+  }
+  if (strcmp(verb, "trim") == 0 && tsr_cache_trim(c) != 0) {
+    fail(tsr_errmsg(ctx));
+    goto out;
+  }
+  if (strcmp(verb, "clear") == 0 && tsr_cache_clear(c) != 0) {
+    fail(tsr_errmsg(ctx));
+    goto out;
+  }
+  if (tsr_cache_stats(c, &st) != 0) {
+    fail(tsr_errmsg(ctx));
+    goto out;
+  }
+  if (strcmp(verb, "stats") != 0) {
+    printf("%s: %" PRIu64 " entries, %.1f MiB\n", dir, st.entries, (double)st.bytes / 1048576.0);
+  } else {
+    printf("cache:       %s\n", dir);
+    printf("entries:     %" PRIu64 "\n", st.entries);
+    printf("bytes:       %" PRIu64 " (%.1f MiB)\n", st.bytes, (double)st.bytes / 1048576.0);
+    printf("raw bytes:   %" PRIu64 " (%.1f MiB)\n", st.raw_bytes, (double)st.raw_bytes / 1048576.0);
+    printf("ratio:       %.3f\n", st.ratio);
+    printf("hits:        %" PRIu64 "\n", st.hits);
+    printf("misses:      %" PRIu64 "\n", st.misses);
+    printf("stores:      %" PRIu64 "\n", st.stores);
+    printf("evictions:   %" PRIu64 "\n", st.evictions);
+    printf("dropped:     %" PRIu64 " (bad files deleted)\n", st.dropped);
+    for (int i = 0; i < st.n_runs; i++) {
+      char when[64];
+      time_t t = (time_t)st.runs[i].end_unix_s;
+      strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime(&t));
+      printf("run %s:  %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " stored\n", when,
+             st.runs[i].hits, st.runs[i].misses, st.runs[i].stores);
+    }
+  }
+  status = 0;
+out:
+  tsr_cache_close(c);
+  tsr_ctx_free(ctx);
+  return status;
+}
+
 static int cmd_sample(int argc, char **argv) {
   char msg[1024];
   if (argc != 2)
@@ -634,6 +795,8 @@ int main(int argc, char **argv) {
     return cmd_info(argc - 1, argv + 1);
   if (strcmp(argv[1], "sample") == 0)
     return cmd_sample(argc - 1, argv + 1);
+  if (strcmp(argv[1], "cache") == 0)
+    return cmd_cache(argc - 1, argv + 1);
   if (strcmp(argv[1], "demo") == 0)
     return cmd_demo(argc - 1, argv + 1);
   if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
