@@ -594,6 +594,19 @@ def bad_cases():
         ("--hdu 7 of a file with 2 HDUs",
          lambda b, o: ["reproject", b["mef"], "--target", b["tgt"], "-o", o, "--hdu", "7"],
          1, [r"mef\.fits", r"7"]),
+        # tessera: --cache-max-bytes '0': expected bytes with an optional K, M, G or T suffix, in [1M, 2^62] (see 'tessera help')
+        ("--cache-max-bytes 0", lambda b, o: g(b, o, "--cache", "c", "--cache-max-bytes", "0"),
+         2, [r"--cache-max-bytes '0'", r"\[1M, 2\^62\]"]),
+        ("--cache-max-bytes 12X", lambda b, o: g(b, o, "--cache", "c", "--cache-max-bytes", "12X"),
+         2, [r"--cache-max-bytes '12X'", r"K, M, G or T"]),
+        ("--cache-max-bytes 100K (below 1M)",
+         lambda b, o: g(b, o, "--cache", "c", "--cache-max-bytes", "100K"), 2, [r"'100K'"]),
+        # tessera: cache: expected stats, trim or clear, got 'purge' (see 'tessera help')
+        ("cache purge", lambda b, o: ["cache", "purge", b["dir"]], 2, [r"stats, trim or clear"]),
+        # tessera: cache stats: "bad/nocache" is not a cache directory
+        ("cache stats of a missing directory",
+         lambda b, o: ["cache", "stats", os.path.join(b["dir"], "nocache")], 1,
+         [r"nocache", r"not a cache directory"]),
     ]
 
 
@@ -632,6 +645,88 @@ def bad_test(ctx, name, build, want_rc, patterns):
         chk.expect(not new_in, "files left next to the inputs: %s" % new_in)
         if os.path.isdir("/nonexistent-dir"):
             chk.fail("/nonexistent-dir exists")
+        return chk
+    return fn
+
+
+def cache_stats(ctx, d):
+    r = ctx.run(["cache", "stats", d])
+    if r.returncode != 0:
+        raise C.CaseFailure("cache stats exited %d: %s" % (r.returncode, r.stderr.strip()))
+    vals = {}
+    for line in r.stdout.splitlines():
+        m = re.match(r"(entries|bytes|raw bytes|ratio|hits|misses|stores|evictions|dropped):\s+([0-9.]+)", line)
+        if m:
+            vals[m.group(1)] = float(m.group(2))
+    return vals, r.stdout
+
+
+def cache_test(ctx, method):
+    """--cache: a rerun is served from the cache, bit-identical; stats, trim, clear; a
+    corrupt block is recomputed with a warning; $TESSERA_CACHE; an unusable DIR."""
+    def fn():
+        chk = C.Check()
+        sc = scenario_main(ctx)
+        d = ctx.path("cache-%s" % method)
+        shutil.rmtree(d, ignore_errors=True)
+        extra = ["--method", method, "--block", "64x64", "-j", "1"]
+        ref, _ = ctx.reproject(sc["inp"], sc["tgt"], ctx.path("cache-ref-%s.fits" % method), extra)
+        out = ctx.path("cache-out-%s.fits" % method)
+        a, _ = ctx.reproject(sc["inp"], sc["tgt"], out, extra + ["--cache", d])
+        b, _ = ctx.reproject(sc["inp"], sc["tgt"], out, extra + ["-j", "2", "--cache", d])
+        chk.expect(bits_equal(a, ref), "first run with --cache differs from a run without")
+        chk.expect(bits_equal(b, ref), "second run (from the cache, -j 2) differs")
+        v, text = cache_stats(ctx, d)
+        chk.note(text.strip())
+        n = 5 * 5   # 300 x 260 in 64 x 64 blocks
+        chk.expect(v.get("entries") == n, "entries %s, expected %d" % (v.get("entries"), n))
+        chk.expect(v.get("hits") == n and v.get("misses") == n,
+                   "hits %s misses %s, expected %d each" % (v.get("hits"), v.get("misses"), n))
+        chk.expect(v.get("ratio", 0) > 1.0, "compression ratio %s" % v.get("ratio"))
+        # A corrupt block: recomputed, one warning line, same bits.
+        files = sorted(f for f in listing(d) if f.endswith(".tsc"))
+        victim = os.path.join(d, files[3])
+        with open(victim, "r+b") as f:
+            f.seek(200)
+            f.write(b"\xff\x00\xff\x00")
+        if os.path.exists(out):
+            os.unlink(out)
+        r = ctx.run(["reproject", sc["inp"], "--target", sc["tgt"], "-o", out, "--quiet", "--cache", d]
+                    + extra)
+        chk.note("after corrupting %s: exit %d, stderr %r" % (files[3], r.returncode, r.stderr.strip()))
+        chk.expect(r.returncode == 0, "exit %d" % r.returncode)
+        chk.expect("dropped chunk file" in r.stderr, "no warning about the corrupt block")
+        chk.expect(bits_equal(read_raw(out)[0], ref), "result after a corrupt block differs")
+        v, _ = cache_stats(ctx, d)
+        chk.expect(v.get("dropped") == 1 and v.get("entries") == n,
+                   "dropped %s entries %s after the rerun" % (v.get("dropped"), v.get("entries")))
+        # $TESSERA_CACHE is the default; --no-cache ignores it.
+        env = dict(os.environ, TESSERA_CACHE=d)
+        r = subprocess.run([ctx.tessera, "reproject", sc["inp"], "--target", sc["tgt"], "-o", out,
+                            "--quiet"] + extra, capture_output=True, text=True, env=env, timeout=300)
+        chk.expect(r.returncode == 0, "with $TESSERA_CACHE: exit %d %s" % (r.returncode, r.stderr))
+        v2, _ = cache_stats(ctx, d)
+        chk.expect(v2.get("hits") == v.get("hits") + n, "$TESSERA_CACHE was not used")
+        r = subprocess.run([ctx.tessera, "reproject", sc["inp"], "--target", sc["tgt"], "-o", out,
+                            "--quiet", "--no-cache"] + extra, capture_output=True, text=True, env=env,
+                           timeout=300)
+        v3, _ = cache_stats(ctx, d)
+        chk.expect(r.returncode == 0 and v3.get("hits") == v2.get("hits"), "--no-cache used the cache")
+        # trim to 1M keeps at most 1 MiB; clear empties it.
+        r = ctx.run(["cache", "trim", d, "--cache-max-bytes", "1M"])
+        v, _ = cache_stats(ctx, d)
+        chk.note("trim: %r" % r.stdout.strip())
+        chk.expect(r.returncode == 0 and v.get("bytes", 1e99) <= 1 << 20, "trim left %s bytes" % v.get("bytes"))
+        r = ctx.run(["cache", "clear", d])
+        v, _ = cache_stats(ctx, d)
+        chk.expect(r.returncode == 0 and v.get("entries") == 0, "clear left %s entries" % v.get("entries"))
+        # A file where the directory should be: the run succeeds with a warning.
+        r = ctx.run(["reproject", sc["inp"], "--target", sc["tgt"], "-o", out, "--quiet", "--cache",
+                     sc["inp"]] + extra)
+        chk.note("--cache FILE: exit %d, stderr %r" % (r.returncode, r.stderr.strip()))
+        chk.expect(r.returncode == 0, "--cache on a file: exit %d" % r.returncode)
+        chk.expect("warning" in r.stderr and "without a cache" in r.stderr, "no warning for --cache FILE")
+        chk.expect(bits_equal(read_raw(out)[0], ref), "result with an unusable cache differs")
         return chk
     return fn
 
@@ -684,6 +779,10 @@ def build_tests(ctx, slow):
     tests.append(("info on a float32 image", info_test(ctx, "float32")))
     tests.append(("info on a float64 image", info_test(ctx, "float64")))
     tests.append(("info on a 3-D cube", info_test(ctx, "float32", cube=True)))
+    # chunk cache
+    for method in ("interp", "exact"):
+        tests.append(("--cache %s: rerun from the cache bit-identical; stats, trim, clear, corrupt "
+                      "block, $TESSERA_CACHE, unusable DIR" % method, cache_test(ctx, method)))
     # bad input
     for name, build, rc, pats in bad_cases():
         tests.append(("bad input: %s -> exit %d, one-line message, no output" % (name, rc),
