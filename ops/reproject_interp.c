@@ -19,10 +19,10 @@
 #include <string.h>
 
 #include "mapping.h"
+#include "reproject.h"
 #include "spline.h"
 #include "wcs.h"
 
-#define DEFAULT_BLOCK 512
 #define BAND_ROWS 32 /* a multiple of the mapping grid */
 #define TILE_COLS 64
 
@@ -400,54 +400,17 @@ const char *tsr_order_name(int order) {
   return order >= 0 && order <= 3 ? names[order] : "unknown";
 }
 
-/* Copy the input's non-celestial axis keywords (3 and 4) onto the output WCS,
- * so a reprojected cube keeps its spectral axis. */
-static int add_extra_axes(tsr_wcs_t *out, const tsr_wcs_t *src, int ndim) {
-  static const char *const stems[] = {"CTYPE", "CRVAL", "CDELT", "CRPIX", "CUNIT", "CNAME"};
-  char kw[16], val[72];
-  int rc;
-  for (int a = 3; a <= ndim; a++) {
-    for (size_t s = 0; s < sizeof stems / sizeof stems[0]; s++) {
-      snprintf(kw, sizeof kw, "%s%d", stems[s], a);
-      int i = tsr__wcs_find(src, kw);
-      if (i < 0 || tsr__wcs_find(out, kw) >= 0)
-        continue;
-      tsr__card_value(src->cards + (size_t)i * 80, val, sizeof val);
-      if ((rc = tsr__wcs_set(out, kw, val)) != 0)
-        return rc;
-    }
-    snprintf(kw, sizeof kw, "PC%d_%d", a, a);
-    int i = tsr__wcs_find(src, kw);
-    if (i >= 0 && tsr__wcs_find(out, kw) < 0) {
-      tsr__card_value(src->cards + (size_t)i * 80, val, sizeof val);
-      if ((rc = tsr__wcs_set(out, kw, val)) != 0)
-        return rc;
-    }
-  }
-  if (tsr__wcs_find(out, "WCSAXES") >= 0) {
-    snprintf(val, sizeof val, "%d", ndim);
-    if ((rc = tsr__wcs_set(out, "WCSAXES", val)) != 0)
-      return rc;
-  }
-  return 0;
-}
-
 tsr_node_t *tsr_reproject_interp(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_t *target,
                                  const tsr_interp_opts_t *opts) {
   tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
   interp_params_t *ip;
-  tsr_node_t *n;
   tsr_ctx_t *ctx;
-  tsr__map_t *probe = NULL;
-  int ndim;
 
   if (!tsr__graph_check(g))
     return NULL;
   ctx = g->ctx;
   if (opts)
     o = *opts;
-  if (src == NULL || target == NULL)
-    return tsr__graph_fail(g, TSR_EINVAL, "reproject_interp: input or target is NULL");
   if (o.order < 0 || o.order > 3)
     return tsr__graph_fail(g, TSR_EINVAL,
                            "reproject_interp: order %d out of range [0, 3] (nearest-neighbor, "
@@ -457,32 +420,8 @@ tsr_node_t *tsr_reproject_interp(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_
     return tsr__graph_fail(g, TSR_EINVAL,
                            "reproject_interp: mapping tolerance %g px out of range [0, 1]",
                            o.mapping_tolerance);
-  if (o.dtype != 0 && o.dtype != TSR_F32 && o.dtype != TSR_F64)
-    return tsr__graph_fail(g, TSR_EINVAL, "reproject_interp: dtype %d is not float32 or float64",
-                           o.dtype);
-  for (int a = 0; a < 2; a++)
-    if (o.block[a] < 0 || o.block[a] > (1 << 20))
-      return tsr__graph_fail(g, TSR_EINVAL,
-                             "reproject_interp: block size %lld out of range [1, 1048576]",
-                             (long long)o.block[a]);
-  if (src->wcs == NULL)
-    return tsr__graph_fail(g, TSR_EWCS, "reproject_interp: input %s has no WCS", src->name);
-  if (src->ndim < 2)
-    return tsr__graph_fail(g, TSR_EINVAL,
-                           "reproject_interp: input %s has %d axis; expected at least 2",
-                           src->name, src->ndim);
-  if (target->naxis < 2 || target->shape[0] < 1 || target->shape[1] < 1)
-    return tsr__graph_fail(g, TSR_EINVAL,
-                           "reproject_interp: target needs 2 celestial axes with NAXIS1 and "
-                           "NAXIS2; it has NAXIS = %d",
-                           target->naxis);
-  for (int a = 2; a < target->naxis; a++)
-    if (a >= src->ndim || target->shape[a] != src->shape[a])
-      return tsr__graph_fail(g, TSR_EINVAL,
-                             "reproject_interp: target has %d axes but input %s has %d; extra "
-                             "axes must match the input's (NAXIS%d = %lld)",
-                             target->naxis, src->name, src->ndim, a + 1,
-                             (long long)(a < src->ndim ? src->shape[a] : 0));
+  if (!tsr__reproject_check(g, "reproject_interp", src, target, o.dtype, o.block))
+    return NULL;
   ip = tsr__calloc(ctx, 1, sizeof *ip);
   if (ip == NULL)
     return tsr__graph_fail(g, TSR_ENOMEM, "reproject_interp: out of memory");
@@ -495,36 +434,5 @@ tsr_node_t *tsr_reproject_interp(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_
     params_free(ctx, ip);
     return tsr__graph_fail(g, TSR_ENOMEM, "reproject_interp: out of memory");
   }
-  /* Validate both WCSs and the frame pair now, not when running. */
-  if (tsr__map_new(ctx, target, "target", src->wcs, ip->in_what, ip->tol, ip->roundtrip,
-                   &probe) != 0) {
-    params_free(ctx, ip);
-    tsr__err_prefix(ctx, "reproject_interp");
-    return tsr__graph_fail_ctx(g, TSR_EWCS);
-  }
-  tsr__map_free(probe);
-
-  n = tsr__node_alloc(g, &interp_op, ip);
-  if (n == NULL)
-    return NULL;
-  ndim = src->ndim;
-  n->ndim = ndim;
-  n->n_inputs = 1;
-  n->inputs[0] = src;
-  n->n_planes = 2;
-  n->dtype = o.dtype ? (tsr_dtype_t)o.dtype : src->dtype == TSR_F64 ? TSR_F64 : TSR_F32;
-  n->shape[0] = target->shape[0];
-  n->shape[1] = target->shape[1];
-  for (int a = 2; a < ndim; a++)
-    n->shape[a] = src->shape[a];
-  n->chunk[0] = o.block[0] ? o.block[0] : DEFAULT_BLOCK;
-  n->chunk[1] = o.block[1] ? o.block[1] : DEFAULT_BLOCK;
-  for (int a = 2; a < ndim; a++)
-    n->chunk[a] = n->shape[a];
-  n->wcs = tsr_wcs_copy(ctx, target);
-  if (n->wcs == NULL || add_extra_axes(n->wcs, src->wcs, ndim) != 0) {
-    tsr__node_discard(n);
-    return tsr__graph_fail(g, TSR_ENOMEM, "reproject_interp: out of memory");
-  }
-  return tsr__node_finish(n);
+  return tsr__reproject_node(g, &interp_op, ip, src, target, o.dtype, o.block);
 }

@@ -1,0 +1,114 @@
+/* reproject.c -- node construction shared by reproject_interp, _adaptive
+ * and _exact.  They differ in their kernels, not in what a reprojection
+ * node is: the target's pixel grid, extra input axes broadcast, a data and
+ * a footprint plane, and the same validation of the input and target. */
+#include <stdio.h>
+
+#include "mapping.h"
+#include "reproject.h"
+
+bool tsr__reproject_check(tsr_graph_t *g, const char *op, const tsr_node_t *src,
+                          const tsr_wcs_t *target, int dtype, const int64_t block[2]) {
+  char in_what[160];
+  tsr__map_t *probe = NULL;
+
+  if (src == NULL || target == NULL)
+    return tsr__graph_fail(g, TSR_EINVAL, "%s: input or target is NULL", op), false;
+  if (dtype != 0 && dtype != TSR_F32 && dtype != TSR_F64)
+    return tsr__graph_fail(g, TSR_EINVAL, "%s: dtype %d is not float32 or float64", op, dtype),
+           false;
+  for (int a = 0; a < 2; a++)
+    if (block[a] < 0 || block[a] > (1 << 20))
+      return tsr__graph_fail(g, TSR_EINVAL, "%s: block size %lld out of range [1, 1048576]", op,
+                             (long long)block[a]),
+             false;
+  if (src->wcs == NULL)
+    return tsr__graph_fail(g, TSR_EWCS, "%s: input %s has no WCS", op, src->name), false;
+  if (src->ndim < 2)
+    return tsr__graph_fail(g, TSR_EINVAL, "%s: input %s has %d axis; expected at least 2", op,
+                           src->name, src->ndim),
+           false;
+  if (target->naxis < 2 || target->shape[0] < 1 || target->shape[1] < 1)
+    return tsr__graph_fail(g, TSR_EINVAL,
+                           "%s: target needs 2 celestial axes with NAXIS1 and NAXIS2; it has "
+                           "NAXIS = %d",
+                           op, target->naxis),
+           false;
+  for (int a = 2; a < target->naxis; a++)
+    if (a >= src->ndim || target->shape[a] != src->shape[a])
+      return tsr__graph_fail(g, TSR_EINVAL,
+                             "%s: target has %d axes but input %s has %d; extra axes must match "
+                             "the input's (NAXIS%d = %lld)",
+                             op, target->naxis, src->name, src->ndim, a + 1,
+                             (long long)(a < src->ndim ? src->shape[a] : 0)),
+             false;
+  /* Both WCSs and the frame pair are checked now, not when running. */
+  snprintf(in_what, sizeof in_what, "input %s", src->name);
+  if (tsr__map_new(g->ctx, target, "target", src->wcs, in_what, 1e-4, false, &probe) != 0) {
+    tsr__err_prefix(g->ctx, "%s", op);
+    tsr__graph_fail_ctx(g, TSR_EWCS);
+    return false;
+  }
+  tsr__map_free(probe);
+  return true;
+}
+
+/* Copy the input's non-celestial axis keywords (3 and 4) onto the output WCS,
+ * so a reprojected cube keeps its spectral axis. */
+static int add_extra_axes(tsr_wcs_t *out, const tsr_wcs_t *src, int ndim) {
+  static const char *const stems[] = {"CTYPE", "CRVAL", "CDELT", "CRPIX", "CUNIT", "CNAME"};
+  char kw[16], val[72];
+  int rc;
+  for (int a = 3; a <= ndim; a++) {
+    for (size_t s = 0; s < sizeof stems / sizeof stems[0]; s++) {
+      snprintf(kw, sizeof kw, "%s%d", stems[s], a);
+      int i = tsr__wcs_find(src, kw);
+      if (i < 0 || tsr__wcs_find(out, kw) >= 0)
+        continue;
+      tsr__card_value(src->cards + (size_t)i * 80, val, sizeof val);
+      if ((rc = tsr__wcs_set(out, kw, val)) != 0)
+        return rc;
+    }
+    snprintf(kw, sizeof kw, "PC%d_%d", a, a);
+    int i = tsr__wcs_find(src, kw);
+    if (i >= 0 && tsr__wcs_find(out, kw) < 0) {
+      tsr__card_value(src->cards + (size_t)i * 80, val, sizeof val);
+      if ((rc = tsr__wcs_set(out, kw, val)) != 0)
+        return rc;
+    }
+  }
+  if (tsr__wcs_find(out, "WCSAXES") >= 0) {
+    snprintf(val, sizeof val, "%d", ndim);
+    if ((rc = tsr__wcs_set(out, "WCSAXES", val)) != 0)
+      return rc;
+  }
+  return 0;
+}
+
+tsr_node_t *tsr__reproject_node(tsr_graph_t *g, const tsr__op_t *op, void *params,
+                                tsr_node_t *src, const tsr_wcs_t *target, int dtype,
+                                const int64_t block[2]) {
+  tsr_node_t *n = tsr__node_alloc(g, op, params);
+  int ndim = src->ndim;
+  if (n == NULL)
+    return NULL;
+  n->ndim = ndim;
+  n->n_inputs = 1;
+  n->inputs[0] = src;
+  n->n_planes = 2;
+  n->dtype = dtype ? (tsr_dtype_t)dtype : src->dtype == TSR_F64 ? TSR_F64 : TSR_F32;
+  n->shape[0] = target->shape[0];
+  n->shape[1] = target->shape[1];
+  for (int a = 2; a < ndim; a++)
+    n->shape[a] = src->shape[a];
+  n->chunk[0] = block[0] ? block[0] : TSR__DEFAULT_BLOCK;
+  n->chunk[1] = block[1] ? block[1] : TSR__DEFAULT_BLOCK;
+  for (int a = 2; a < ndim; a++)
+    n->chunk[a] = n->shape[a];
+  n->wcs = tsr_wcs_copy(g->ctx, target);
+  if (n->wcs == NULL || add_extra_axes(n->wcs, src->wcs, ndim) != 0) {
+    tsr__node_discard(n);
+    return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op->name);
+  }
+  return tsr__node_finish(n);
+}

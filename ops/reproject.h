@@ -1,0 +1,27 @@
+/* reproject.h -- what the three reprojection ops share: checking a source
+ * and target pair, and building the node (data and footprint planes). */
+#ifndef TSR_OPS_REPROJECT_H
+#define TSR_OPS_REPROJECT_H
+
+#include "internal.h"
+
+#define TSR__DEFAULT_BLOCK 512
+
+/* The checks every reprojection makes the same way: the input has a WCS
+ * and 2 or more axes, the target 2 celestial axes with a shape and extra
+ * axes equal to the input's, dtype and block in range, and both WCSs parse
+ * into a mapping (frames included).  `op` names the op in messages.  On
+ * failure the error is on the graph and false is returned. */
+bool tsr__reproject_check(tsr_graph_t *g, const char *op, const tsr_node_t *src,
+                          const tsr_wcs_t *target, int dtype, const int64_t block[2]);
+
+/* The reprojection node of `op` with `params` (ownership passes, even on
+ * failure): the target's shape plus the input's extra axes, chunks of
+ * `block` (0 = default) by whole extra axes, two planes (data and
+ * footprint), dtype as asked or following the input, and the target's WCS
+ * with the input's extra-axis keywords.  NULL with the error on the graph. */
+tsr_node_t *tsr__reproject_node(tsr_graph_t *g, const tsr__op_t *op, void *params,
+                                tsr_node_t *src, const tsr_wcs_t *target, int dtype,
+                                const int64_t block[2]);
+
+#endif
