@@ -174,8 +174,11 @@ static void maybe_crash(const tsr_node_t *n, const pool_msg_t *m) {
   if (strcmp(mode, "hang") == 0)
     for (;;)
       pause();
-  if (m->attempt == 0 || strcmp(mode, "always") == 0)
+  if (m->attempt == 0 || strcmp(mode, "always") == 0) {
+    /* The default action, not a sanitizer's handler: die by the signal. */
+    signal(SIGSEGV, SIG_DFL);
     raise(SIGSEGV);
+  }
 }
 
 static void worker_main(tsr__pool_t *p, int fd) {
@@ -694,8 +697,11 @@ int tsr__pool_wait(tsr__pool_t *p, int64_t ticket) {
     return tsr__err(p->ctx, TSR_EINVAL, "executor: no request %" PRId64 " in flight", ticket);
   p->waiting = ticket;
   uv_timer_start(&p->timer, on_timer, 50, 50);
-  dispatch_all(p);
-  if (b->n_done < b->n_tasks && p->rc == 0)
+  /* Not dispatch_all: a uv_stop made outside uv_run would stay pending and
+   * end the next wait's loop before it starts. */
+  for (int i = 0; i < p->jobs; i++)
+    dispatch(p, &p->workers[i]);
+  while (b->n_done < b->n_tasks && p->rc == 0)
     uv_run(&p->loop, UV_RUN_DEFAULT);
   uv_timer_stop(&p->timer);
   rc = p->rc;
