@@ -34,6 +34,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -627,8 +628,52 @@ out:
   return rc;
 }
 
+/* Writing a task to a worker that just died raises SIGPIPE, which would
+ * kill the caller.  A library must not change the process's dispositions,
+ * so SIGPIPE is blocked while the pool talks to its workers and a SIGPIPE
+ * raised meanwhile is discarded (the dead worker shows up as end-of-file). */
+typedef struct {
+  sigset_t old;
+  bool pending_before;
+} sigpipe_guard_t;
+
+static void sigpipe_block(sigpipe_guard_t *g) {
+  sigset_t set, pend;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  sigprocmask(SIG_BLOCK, &set, &g->old);
+  sigpending(&pend);
+  g->pending_before = sigismember(&pend, SIGPIPE);
+}
+
+static void sigpipe_restore(const sigpipe_guard_t *g) {
+  sigset_t set, pend;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  sigpending(&pend);
+  if (!g->pending_before && sigismember(&pend, SIGPIPE)) {
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR)
+      ;
+  }
+  sigprocmask(SIG_SETMASK, &g->old, NULL);
+}
+
+static int pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region,
+                       void *const *dst, const int64_t *stride, int64_t *ticket);
+
 int tsr__pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, void *const *dst,
                      const int64_t *stride, int64_t *ticket) {
+  sigpipe_guard_t g;
+  int rc;
+  sigpipe_block(&g);
+  rc = pool_submit(p, n, region, dst, stride, ticket);
+  sigpipe_restore(&g);
+  return rc;
+}
+
+static int pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region,
+                       void *const *dst, const int64_t *stride, int64_t *ticket) {
   int64_t lo[TSR_MAX_DIMS], hi[TSR_MAX_DIMS], c[TSR_MAX_DIMS], count = 1;
   batch_t *b = NULL;
 
@@ -687,7 +732,18 @@ int tsr__pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, 
   return p->rc;
 }
 
+static int pool_wait(tsr__pool_t *p, int64_t ticket);
+
 int tsr__pool_wait(tsr__pool_t *p, int64_t ticket) {
+  sigpipe_guard_t g;
+  int rc;
+  sigpipe_block(&g);
+  rc = pool_wait(p, ticket);
+  sigpipe_restore(&g);
+  return rc;
+}
+
+static int pool_wait(tsr__pool_t *p, int64_t ticket) {
   batch_t *b = NULL;
   int rc;
   for (int i = 0; i < MAX_BATCHES; i++)
