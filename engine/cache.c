@@ -4,11 +4,11 @@
  * key, chunk index), at <dir>/<first 2 hex of key>/<32 hex key>-<c0.c1.c2.c3>.tsc.
  * A file is a fixed 128-byte header (magic "TSRC", format version, dtype,
  * plane count, the chunk's box, raw and frame sizes, and a hash of the header
- * itself) followed by one zstd frame (level 1, content size and content
- * checksum on) of the chunk's planes, byte-shuffled: byte k of every element
- * comes before byte k+1 of any, so the slowly varying sign and exponent bytes
- * of floats sit together and compress, while the noisy low mantissa bytes
- * cost little time.  The planner asks before computing a chunk and stores the
+ * itself) followed by one zstd frame per plane (level 1, content size and
+ * content checksum on; a request for the data plane alone decompresses only
+ * it), each byte-shuffled: byte k of every element comes before byte k+1 of
+ * any, so the slowly varying sign and exponent bytes of floats sit together
+ * and compress, while the noisy low mantissa bytes cost little time.  The planner asks before computing a chunk and stores the
  * chunk after (plan.c, tsr__run_chunk), in whichever process computes it.
  *
  * Invariants and concurrency: a file is only ever published whole, by
@@ -53,9 +53,18 @@
 #include <xxhash.h>
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_createCCtx_advanced: contexts on the ctx allocator */
 #include <zstd.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "cache.h"
 
+/* Header, little-endian: 0 magic[4] | 4 u16 format | 6 u16 header bytes |
+ * 8 u8 dtype | 9 u8 planes | 10 u8 element bytes | 11 u8 filter | 12 pad |
+ * 16 node key[16] | 32 i64 start[4] | 64 i64 stop[4] | 96 u64 raw bytes per
+ * plane | 104 u64 frame bytes of plane 0, 112 of plane 1 | 120 u64 XXH3-64
+ * of bytes 0..119. */
+_Static_assert(TSR__MAX_PLANES <= 2, "the header has room for two frame sizes");
 #define CACHE_MAGIC "TSRC"
 #define CACHE_FORMAT 1
 #define HDR_BYTES 128
@@ -174,39 +183,78 @@ static bool grow(tsr_cache_t *c, unsigned char **p, size_t *cap, size_t need) {
 
 /* Byte shuffle: byte b of element i of `in` (n elements of `es` bytes)
  * goes to out[b * total + i], so that one plane's bytes take their own
- * stretch of every byte plane of a `total`-element array.  Floats get an
- * unrolled loop, the common case. */
+ * stretch of every byte plane of a `total`-element array.  Floats take an
+ * SSE2 path, 16 elements at a time (a byte transpose by two rounds of
+ * even/odd byte splits); the scalar loops do the rest and other sizes. */
 static void shuffle(unsigned char *restrict out, const unsigned char *restrict in, size_t n,
                     size_t total, size_t es) {
+  size_t i = 0;
   if (es == 4) {
-    unsigned char *o0 = out, *o1 = out + total, *o2 = out + 2 * total, *o3 = out + 3 * total;
-    for (size_t i = 0; i < n; i++) {
-      o0[i] = in[4 * i];
-      o1[i] = in[4 * i + 1];
-      o2[i] = in[4 * i + 2];
-      o3[i] = in[4 * i + 3];
+#if defined(__SSE2__)
+    const __m128i lo = _mm_set1_epi16(0x00ff);
+    for (; i + 16 <= n; i += 16) {
+      __m128i r0 = _mm_loadu_si128((const __m128i *)(in + 4 * i));
+      __m128i r1 = _mm_loadu_si128((const __m128i *)(in + 4 * i + 16));
+      __m128i r2 = _mm_loadu_si128((const __m128i *)(in + 4 * i + 32));
+      __m128i r3 = _mm_loadu_si128((const __m128i *)(in + 4 * i + 48));
+      /* Bytes 0 and 2 of elements 0..7 (e01) and 8..15 (e23); 1 and 3 in o01, o23. */
+      __m128i e01 = _mm_packus_epi16(_mm_and_si128(r0, lo), _mm_and_si128(r1, lo));
+      __m128i e23 = _mm_packus_epi16(_mm_and_si128(r2, lo), _mm_and_si128(r3, lo));
+      __m128i o01 = _mm_packus_epi16(_mm_srli_epi16(r0, 8), _mm_srli_epi16(r1, 8));
+      __m128i o23 = _mm_packus_epi16(_mm_srli_epi16(r2, 8), _mm_srli_epi16(r3, 8));
+      _mm_storeu_si128((__m128i *)(out + i),
+                       _mm_packus_epi16(_mm_and_si128(e01, lo), _mm_and_si128(e23, lo)));
+      _mm_storeu_si128((__m128i *)(out + 2 * total + i),
+                       _mm_packus_epi16(_mm_srli_epi16(e01, 8), _mm_srli_epi16(e23, 8)));
+      _mm_storeu_si128((__m128i *)(out + total + i),
+                       _mm_packus_epi16(_mm_and_si128(o01, lo), _mm_and_si128(o23, lo)));
+      _mm_storeu_si128((__m128i *)(out + 3 * total + i),
+                       _mm_packus_epi16(_mm_srli_epi16(o01, 8), _mm_srli_epi16(o23, 8)));
+    }
+#endif
+    for (; i < n; i++) {
+      out[i] = in[4 * i];
+      out[total + i] = in[4 * i + 1];
+      out[2 * total + i] = in[4 * i + 2];
+      out[3 * total + i] = in[4 * i + 3];
     }
     return;
   }
-  for (size_t i = 0; i < n; i++)
+  for (; i < n; i++)
     for (size_t b = 0; b < es; b++)
       out[b * total + i] = in[es * i + b];
 }
 
-/* The inverse of shuffle. */
+/* The inverse of shuffle, for n elements starting at `in` in each byte
+ * plane (planes `total` bytes apart).  SSE2: interleave bytes of planes 0|1
+ * and 2|3, then 16-bit pairs of those. */
 static void unshuffle(unsigned char *restrict out, const unsigned char *restrict in, size_t n,
                       size_t total, size_t es) {
+  size_t i = 0;
   if (es == 4) {
-    const unsigned char *i0 = in, *i1 = in + total, *i2 = in + 2 * total, *i3 = in + 3 * total;
-    for (size_t i = 0; i < n; i++) {
-      out[4 * i] = i0[i];
-      out[4 * i + 1] = i1[i];
-      out[4 * i + 2] = i2[i];
-      out[4 * i + 3] = i3[i];
+#if defined(__SSE2__)
+    for (; i + 16 <= n; i += 16) {
+      __m128i p0 = _mm_loadu_si128((const __m128i *)(in + i));
+      __m128i p1 = _mm_loadu_si128((const __m128i *)(in + total + i));
+      __m128i p2 = _mm_loadu_si128((const __m128i *)(in + 2 * total + i));
+      __m128i p3 = _mm_loadu_si128((const __m128i *)(in + 3 * total + i));
+      __m128i ab_lo = _mm_unpacklo_epi8(p0, p1), ab_hi = _mm_unpackhi_epi8(p0, p1);
+      __m128i cd_lo = _mm_unpacklo_epi8(p2, p3), cd_hi = _mm_unpackhi_epi8(p2, p3);
+      _mm_storeu_si128((__m128i *)(out + 4 * i), _mm_unpacklo_epi16(ab_lo, cd_lo));
+      _mm_storeu_si128((__m128i *)(out + 4 * i + 16), _mm_unpackhi_epi16(ab_lo, cd_lo));
+      _mm_storeu_si128((__m128i *)(out + 4 * i + 32), _mm_unpacklo_epi16(ab_hi, cd_hi));
+      _mm_storeu_si128((__m128i *)(out + 4 * i + 48), _mm_unpackhi_epi16(ab_hi, cd_hi));
+    }
+#endif
+    for (; i < n; i++) {
+      out[4 * i] = in[i];
+      out[4 * i + 1] = in[total + i];
+      out[4 * i + 2] = in[2 * total + i];
+      out[4 * i + 3] = in[3 * total + i];
     }
     return;
   }
-  for (size_t i = 0; i < n; i++)
+  for (; i < n; i++)
     for (size_t b = 0; b < es; b++)
       out[es * i + b] = in[b * total + i];
 }
@@ -273,10 +321,11 @@ static int make_dirs(const char *path) {
 /* Lookups and stores                                                 */
 
 bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chunk,
-                    void *const *planes) {
+                    const tsr_region_t *sub, const tsr_region_t *dreg, void *const *dst,
+                    const int64_t *stride) {
   char name[160], path[PATH_MAX], why[160] = "";
   size_t es = tsr_dtype_size(n->dtype), count = (size_t)tsr_region_size(chunk);
-  size_t raw = count * es * (size_t)n->n_planes, size = 0;
+  size_t plane_raw = count * es, size = 0;
   uint64_t t0 = now_ns();
   bool hit = false;
   struct stat st;
@@ -297,7 +346,7 @@ bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
              HDR_BYTES);
     goto out;
   }
-  if (!grow(c, &c->file, &c->file_cap, size) || !grow(c, &c->raw, &c->raw_cap, raw))
+  if (!grow(c, &c->file, &c->file_cap, size) || !grow(c, &c->raw, &c->raw_cap, plane_raw))
     goto out; /* out of memory: compute instead */
   if (!read_full(fd, c->file, size)) {
     snprintf(why, sizeof why, "read failed: %s", strerror(errno ? errno : EIO));
@@ -305,7 +354,7 @@ bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
   }
   {
     const unsigned char *h = c->file;
-    uint64_t frame = get_le(h + 104, 8);
+    uint64_t frames = 0;
     if (memcmp(h, CACHE_MAGIC, 4) != 0) {
       snprintf(why, sizeof why, "not a tessera chunk file (bad magic)");
       goto out;
@@ -330,20 +379,16 @@ bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
         snprintf(why, sizeof why, "holds another chunk shape");
         goto out;
       }
-    if (get_le(h + 96, 8) != raw) {
-      snprintf(why, sizeof why, "wrong size: %" PRIu64 " bytes decompressed, expected %zu",
-               get_le(h + 96, 8), raw);
+    if (get_le(h + 96, 8) != plane_raw) {
+      snprintf(why, sizeof why, "wrong size: %" PRIu64 " bytes per plane, expected %zu",
+               get_le(h + 96, 8), plane_raw);
       goto out;
     }
-    if (frame != size - HDR_BYTES) {
+    for (int p = 0; p < n->n_planes; p++)
+      frames += get_le(h + 104 + 8 * p, 8);
+    if (frames != size - HDR_BYTES) {
       snprintf(why, sizeof why, "%s: %zu bytes, expected %" PRIu64,
-               size - HDR_BYTES < frame ? "truncated" : "wrong size", size,
-               frame + HDR_BYTES);
-      goto out;
-    }
-    unsigned long long fcs = ZSTD_getFrameContentSize(h + HDR_BYTES, frame);
-    if (fcs != raw) {
-      snprintf(why, sizeof why, "zstd frame content size %llu, expected %zu", fcs, raw);
+               size - HDR_BYTES < frames ? "truncated" : "wrong size", size, frames + HDR_BYTES);
       goto out;
     }
   }
@@ -353,19 +398,45 @@ bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
     if (c->dctx == NULL)
       goto out;
   }
+  /* Only the planes wanted are decompressed (each is its own frame), and
+   * straight into the destination, row by row: no scratch copy. */
   {
-    size_t d = ZSTD_decompressDCtx(c->dctx, c->raw, raw, c->file + HDR_BYTES, size - HDR_BYTES);
-    if (ZSTD_isError(d)) {
-      snprintf(why, sizeof why, "zstd: %s", ZSTD_getErrorName(d));
-      goto out;
-    }
-    if (d != raw) {
-      snprintf(why, sizeof why, "wrong size: %zu bytes decompressed, expected %zu", d, raw);
-      goto out;
+    int64_t cst[TSR_MAX_DIMS];
+    size_t nx = (size_t)(sub->stop[0] - sub->start[0]), off = HDR_BYTES;
+    tsr__contiguous_strides(chunk, cst);
+    for (int p = 0; p < n->n_planes; p++) {
+      size_t frame = (size_t)get_le(c->file + 104 + 8 * p, 8), d;
+      const unsigned char *f = c->file + off;
+      off += frame;
+      if (dst[p] == NULL)
+        continue;
+      unsigned long long fcs = ZSTD_getFrameContentSize(f, frame);
+      if (fcs != plane_raw) {
+        snprintf(why, sizeof why, "zstd frame of plane %d: content size %llu, expected %zu", p,
+                 fcs, plane_raw);
+        goto out;
+      }
+      d = ZSTD_decompressDCtx(c->dctx, c->raw, plane_raw, f, frame);
+      if (ZSTD_isError(d)) {
+        snprintf(why, sizeof why, "zstd: %s", ZSTD_getErrorName(d));
+        goto out;
+      }
+      if (d != plane_raw) {
+        snprintf(why, sizeof why, "wrong size: %zu bytes decompressed, expected %zu", d, plane_raw);
+        goto out;
+      }
+      for (int64_t w = sub->start[3]; w < sub->stop[3]; w++)
+        for (int64_t z = sub->start[2]; z < sub->stop[2]; z++)
+          for (int64_t y = sub->start[1]; y < sub->stop[1]; y++) {
+            int64_t is = (sub->start[0] - chunk->start[0]) + (y - chunk->start[1]) * cst[1] +
+                         (z - chunk->start[2]) * cst[2] + (w - chunk->start[3]) * cst[3];
+            int64_t id = (sub->start[0] - dreg->start[0]) + (y - dreg->start[1]) * stride[1] +
+                         (z - dreg->start[2]) * stride[2] + (w - dreg->start[3]) * stride[3];
+            unshuffle((unsigned char *)dst[p] + (size_t)id * es, c->raw + (size_t)is, nx, count,
+                      es);
+          }
     }
   }
-  for (int p = 0; p < n->n_planes; p++)
-    unshuffle(planes[p], c->raw + (size_t)p * count, count, count * (size_t)n->n_planes, es);
   /* A hit is a use: move it to the young end of the LRU order. */
   {
     struct timespec ts[2];
@@ -405,7 +476,7 @@ void tsr__cache_put(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
                     void *const *planes) {
   char name[160], path[PATH_MAX], tmp[PATH_MAX];
   size_t es = tsr_dtype_size(n->dtype), count = (size_t)tsr_region_size(chunk);
-  size_t raw = count * es * (size_t)n->n_planes, z;
+  size_t plane_raw = count * es, raw = plane_raw * (size_t)n->n_planes, z;
   uint64_t t0 = now_ns();
   unsigned char *h;
   struct timespec ts[2];
@@ -427,18 +498,28 @@ void tsr__cache_put(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
     ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_checksumFlag, 1);
     ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_contentSizeFlag, 1);
   }
-  if (!grow(c, &c->raw, &c->raw_cap, raw) ||
-      !grow(c, &c->file, &c->file_cap, HDR_BYTES + ZSTD_compressBound(raw)))
+  if (!grow(c, &c->raw, &c->raw_cap, plane_raw) ||
+      !grow(c, &c->file, &c->file_cap,
+            HDR_BYTES + (size_t)n->n_planes * ZSTD_compressBound(plane_raw)))
     return; /* out of memory: the chunk is simply not kept */
-  for (int p = 0; p < n->n_planes; p++)
-    shuffle(c->raw + (size_t)p * count, planes[p], count, count * (size_t)n->n_planes, es);
-  z = ZSTD_compress2(c->cctx, c->file + HDR_BYTES, c->file_cap - HDR_BYTES, c->raw, raw);
-  if (ZSTD_isError(z)) {
-    warn(c, "cache: zstd: %s; chunk not stored", ZSTD_getErrorName(z));
-    return;
+  /* One frame per plane, so that a request for one plane (the data without
+   * its footprint) decompresses only that one. */
+  z = 0;
+  for (int p = 0; p < n->n_planes; p++) {
+    size_t zp;
+    shuffle(c->raw, planes[p], count, count, es);
+    zp = ZSTD_compress2(c->cctx, c->file + HDR_BYTES + z, c->file_cap - HDR_BYTES - z, c->raw,
+                        plane_raw);
+    if (ZSTD_isError(zp)) {
+      warn(c, "cache: zstd: %s; chunk not stored", ZSTD_getErrorName(zp));
+      return;
+    }
+    put_le(c->file + 104 + 8 * p, zp, 8);
+    z += zp;
   }
   h = c->file;
-  memset(h, 0, HDR_BYTES);
+  memset(h, 0, 104);
+  memset(h + 104 + 8 * n->n_planes, 0, 120 - 104 - 8 * (size_t)n->n_planes);
   memcpy(h, CACHE_MAGIC, 4);
   put_le(h + 4, CACHE_FORMAT, 2);
   put_le(h + 6, HDR_BYTES, 2);
@@ -451,8 +532,7 @@ void tsr__cache_put(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
     put_le(h + 32 + 8 * a, (uint64_t)chunk->start[a], 8);
     put_le(h + 64 + 8 * a, (uint64_t)chunk->stop[a], 8);
   }
-  put_le(h + 96, raw, 8);
-  put_le(h + 104, z, 8);
+  put_le(h + 96, plane_raw, 8);
   put_le(h + 120, XXH3_64bits(h, 120), 8);
 
   /* Publish atomically: a reader sees no file or a whole one.  No fsync:
@@ -594,7 +674,7 @@ static int scan(tsr_cache_t *c, bool headers, entry_t **out, size_t *n_out) {
         int fd = openat(dirfd(sub), fe->d_name, O_RDONLY | O_CLOEXEC);
         if (fd >= 0) {
           if (read_full(fd, h, sizeof h) && memcmp(h, CACHE_MAGIC, 4) == 0)
-            e->raw = get_le(h + 96, 8);
+            e->raw = get_le(h + 96, 8) * h[9];
           close(fd);
         }
       }

@@ -5,14 +5,16 @@
 
 #include "internal.h"
 
-/* Fill planes[0 .. n->n_planes) (each contiguous over `chunk`, axis 0
- * fastest) with the stored chunk of owner node n whose box is `chunk`.
- * @return true on a hit.  Any fault (missing, truncated, corrupt, other
+/* Look up the stored chunk of owner node n whose box is `chunk`, and on a
+ * hit copy its part `sub` of every wanted plane (dst[p] != NULL) into dst,
+ * laid over `dreg` with element strides `stride`.  @return true on a hit.  Any fault (missing, truncated, corrupt, other
  * version, other shape) is a miss; a bad file is deleted and a warning
  * recorded.  Safe in any process forked after tsr_cache_open. */
 bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chunk,
-                    void *const *planes);
-/* Store a computed chunk (same layout as tsr__cache_get).  Never fails the
+                    const tsr_region_t *sub, const tsr_region_t *dreg, void *const *dst,
+                    const int64_t *stride);
+/* Store a computed chunk: planes[0 .. n->n_planes), each contiguous over
+ * `chunk`, axis 0 fastest.  Never fails the
  * caller: a full disk or an unwritable directory turns stores off for this
  * handle with a warning.  May evict least recently used chunks. */
 void tsr__cache_put(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chunk,

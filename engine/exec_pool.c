@@ -195,7 +195,6 @@ static void worker_main(tsr__pool_t *p, int fd) {
     _exit(3);
   while (read_full(fd, &m, sizeof m)) {
     tsr_node_t *n = NULL;
-    void *state = NULL;
     void *dst[TSR__MAX_PLANES] = {0};
     int64_t stride[TSR_MAX_DIMS];
     tsr_region_t box;
@@ -221,9 +220,7 @@ static void worker_main(tsr__pool_t *p, int fd) {
     r.magic = MSG_MAGIC;
     r.version = MSG_VERSION;
     r.slot = m.slot;
-    rc = tsr__node_state(run, n, &state);
-    if (rc == 0)
-      rc = tsr__run_chunk(run, n, state, &box, &box, dst, stride, &scratch);
+    rc = tsr__run_chunk(run, n, &box, &box, dst, stride, &scratch);
     r.type = rc == 0 ? MSG_DONE : MSG_FAIL;
     r.rc = rc;
     if (rc != 0)

@@ -252,7 +252,7 @@ void tsr__scratch_release(tsr_ctx_t *ctx, tsr__scratch_t *s) {
   s->bytes = 0;
 }
 
-int tsr__run_chunk(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_t *sub,
+int tsr__run_chunk(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *sub,
                    const tsr_region_t *dreg, void *const *dst, const int64_t *stride,
                    tsr__scratch_t *scratch) {
   tsr_ctx_t *ctx = run->ctx;
@@ -261,16 +261,26 @@ int tsr__run_chunk(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region
   int64_t cst[TSR_MAX_DIMS];
   size_t es = tsr_dtype_size(n->dtype), need;
   void *planes[TSR__MAX_PLANES] = {0};
+  void *state = NULL;
   int rc;
 
-  if (cache == NULL && (n->op->flags & TSR__OP_SUBBOX))
+  if (cache == NULL && (n->op->flags & TSR__OP_SUBBOX)) {
+    if ((rc = tsr__node_state(run, n, &state)) != 0)
+      return rc;
     return tsr__run_task(run, n, state, sub, dreg, dst, stride);
+  }
   for (int a = 0; a < TSR_MAX_DIMS; a++) {
     chunk.start[a] = sub->start[a] / n->chunk[a] * n->chunk[a];
     chunk.stop[a] = chunk.start[a] + n->chunk[a];
     if (chunk.stop[a] > n->shape[a])
       chunk.stop[a] = n->shape[a];
   }
+  /* The node's run state (wcslib copies, mapping set-up) is made only when
+   * a chunk is computed: a request served from the cache never pays it. */
+  if (cache && tsr__cache_get(cache, n, &chunk, sub, dreg, dst, stride))
+    return 0;
+  if ((rc = tsr__node_state(run, n, &state)) != 0)
+    return rc;
   need = (size_t)tsr_region_size(&chunk) * es;
   if (scratch->bytes < need) {
     /* Sized for a full chunk of this node, so edge chunks reuse it. */
@@ -289,13 +299,11 @@ int tsr__run_chunk(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region
     planes[p] = scratch->p[p];
   }
   tsr__contiguous_strides(&chunk, cst);
-  if (cache == NULL || !tsr__cache_get(cache, n, &chunk, planes)) {
-    rc = tsr__run_task(run, n, state, &chunk, &chunk, planes, cst);
-    if (rc != 0)
-      return rc;
-    if (cache)
-      tsr__cache_put(cache, n, &chunk, planes);
-  }
+  rc = tsr__run_task(run, n, state, &chunk, &chunk, planes, cst);
+  if (rc != 0)
+    return rc;
+  if (cache)
+    tsr__cache_put(cache, n, &chunk, planes);
   for (int p = 0; p < n->n_planes; p++)
     if (dst[p])
       tsr__copy_box(dst[p], dreg, stride, planes[p], &chunk, cst, sub, es);
@@ -306,13 +314,13 @@ static int run_owner(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
                      void *const *dst, const int64_t *stride, bool top) {
   tsr_ctx_t *ctx = run->ctx;
   int64_t lo[TSR_MAX_DIMS], hi[TSR_MAX_DIMS], c[TSR_MAX_DIMS];
-  void *state = NULL;
   tsr__scratch_t scratch = {{0}, 0};
   int rc;
 
-  if ((rc = tsr__node_state(run, n, &state)) != 0)
-    return rc;
   if (n->op->flags & TSR__OP_SOURCE) {
+    void *state = NULL;
+    if ((rc = tsr__node_state(run, n, &state)) != 0)
+      return rc;
     rc = tsr__run_task(run, n, state, region, region, dst, stride);
     if (rc == 0 && top && run->opts.progress)
       run->opts.progress(run->opts.progress_ud, ++run->done, run->total);
@@ -333,7 +341,7 @@ static int run_owner(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
       goto out;
     }
     if (tsr__region_intersect(&chunk, region, &sub, n->ndim)) {
-      rc = tsr__run_chunk(run, n, state, &sub, region, dst, stride, &scratch);
+      rc = tsr__run_chunk(run, n, &sub, region, dst, stride, &scratch);
       if (rc != 0) {
         char where[128];
         tsr__region_format(&sub, n->ndim, where, sizeof where);

@@ -38,9 +38,10 @@ typedef struct {
  * `dreg`: through the run's cache when it has one (the whole chunk is
  * looked up, or computed into scratch, stored and the part copied out),
  * else as tsr__run_task, computing whole chunks into scratch for ops that
- * are not TSR__OP_SUBBOX.  The serial executor and the pool workers both
- * call it, so every executor uses the cache. */
-int tsr__run_chunk(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_t *sub,
+ * are not TSR__OP_SUBBOX.  Starts the node's run state (tsr__node_state)
+ * only if it computes.  The serial executor and the pool workers both call
+ * it, so every executor uses the cache. */
+int tsr__run_chunk(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *sub,
                    const tsr_region_t *dreg, void *const *dst, const int64_t *stride,
                    tsr__scratch_t *scratch);
 void tsr__scratch_release(tsr_ctx_t *ctx, tsr__scratch_t *s);

@@ -276,8 +276,15 @@ static void truncate_half(const char *path) { ASSERT_OK(truncate(path, file_size
 static void truncate_header(const char *path) { ASSERT_OK(truncate(path, 20)); }
 static void flip_frame_byte(const char *path) {
   FILE *f = fopen(path, "r+b");
-  long at = file_size(path) - 9; /* inside the frame's data, before the checksum */
+  unsigned char le[8];
+  long frame0 = 0, at;
   int ch;
+  /* The middle of the data plane's frame (its size is at byte 104). */
+  fseek(f, 104, SEEK_SET);
+  ASSERT(fread(le, 1, 8, f) == 8);
+  for (int i = 7; i >= 0; i--)
+    frame0 = frame0 << 8 | le[i];
+  at = 128 + frame0 / 2;
   fseek(f, at, SEEK_SET);
   ch = fgetc(f);
   fseek(f, at, SEEK_SET);
