@@ -744,12 +744,13 @@ typedef struct {
 
 /* End of the band that starts at `pos` on axis a: the next chunk boundary
  * of any owner that computes whole chunks (a band that cut its chunks would
- * compute them twice), else `rows` rows (axis 1) or one plane. */
+ * compute them twice), else `rows` rows (axis 1) or one plane.  With a chunk
+ * cache every owner computes whole chunks (to store them). */
 static int64_t band_end(const writer_t *w, int a, int64_t pos) {
   int64_t e = INT64_MAX;
   for (int i = 0; i < w->n_owners; i++) {
     const tsr_node_t *o = w->owners[i].owner;
-    if (o->op->flags & TSR__OP_SUBBOX)
+    if ((o->op->flags & TSR__OP_SUBBOX) && !(w->opts && w->opts->cache))
       continue;
     int64_t b = (pos / o->chunk[a] + 1) * o->chunk[a];
     if (b < e)
