@@ -346,6 +346,11 @@ bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
              HDR_BYTES);
     goto out;
   }
+  if (size > HDR_BYTES + (size_t)n->n_planes * ZSTD_compressBound(plane_raw)) {
+    /* Larger than any frame of this chunk could be: not worth reading. */
+    snprintf(why, sizeof why, "wrong size: %zu bytes, more than this chunk can take", size);
+    goto out;
+  }
   if (!grow(c, &c->file, &c->file_cap, size) || !grow(c, &c->raw, &c->raw_cap, plane_raw))
     goto out; /* out of memory: compute instead */
   if (!read_full(fd, c->file, size)) {
@@ -647,8 +652,10 @@ static int scan(tsr_cache_t *c, bool headers, entry_t **out, size_t *n_out) {
           dot--;
         if (end && dot > fe->d_name)
           pid = strtol(dot, NULL, 10);
+        /* A writer takes milliseconds; the age also protects a writer on
+         * another host sharing the directory, whose pid means nothing here. */
         if (now - st.st_mtime > TMP_STALE_S ||
-            (pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH))
+            (now - st.st_mtime > 60 && pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH))
           unlinkat(dirfd(sub), fe->d_name, 0);
         continue;
       }
@@ -852,7 +859,8 @@ void tsr__cache_run_end(tsr_cache_t *c, tsr_ctx_t *ctx) {
   stats_flush(c);
   if (w != c->run_warnings) {
     c->run_warnings = w;
-    tsr__err(ctx, 0, "%s", tsr_cache_warning(c));
+    if (ctx)
+      tsr__err(ctx, 0, "%s", tsr_cache_warning(c));
   }
   /* A full disk may have been freed by the next run. */
   atomic_store(&c->sh->stores_off, 0);

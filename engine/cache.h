@@ -21,7 +21,8 @@ void tsr__cache_put(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
                     void *const *planes);
 /* A run that used the cache ended (in the process that started it): add
  * its hits and misses to <dir>/stats, and if it met warnings, put the last
- * one in ctx's message (the run itself succeeded). */
+ * one in ctx's message; ctx is NULL for a failed run, whose message is its
+ * error. */
 void tsr__cache_run_end(tsr_cache_t *c, tsr_ctx_t *ctx);
 
 #endif

@@ -228,6 +228,10 @@ void tsr__fill_nan(void *dst, tsr_dtype_t dt, const tsr_region_t *r, const int64
 typedef struct tsr__run_s tsr__run_t;
 int tsr__run_new(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **out);
 void tsr__run_free(tsr__run_t *run);
+/* Mark the run as successful before tsr__run_free, which then leaves the
+ * cache's last warning of the run (if any) as the ctx message; a failed run
+ * keeps its error message. */
+void tsr__run_succeeded(tsr__run_t *run);
 /* Number of tasks that computing `region` of `n` will run (for progress). */
 int64_t tsr__run_count_tasks(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region);
 void tsr__run_set_total(tsr__run_t *run, int64_t total);

@@ -81,7 +81,7 @@ void tsr__run_free(tsr__run_t *run) {
   tsr__pool_stop(run->pool);
   /* Workers never free their runs: this is the process that started it. */
   if (run->opts.cache)
-    tsr__cache_run_end(run->opts.cache, run->ctx);
+    tsr__cache_run_end(run->opts.cache, run->ok ? run->ctx : NULL);
   for (int i = run->n_states - 1; i >= 0; i--) {
     tsr_node_t *n = run->states[i].node;
     if (n->op->stop)
@@ -117,6 +117,8 @@ int tsr__node_state(tsr__run_t *run, tsr_node_t *n, void **state) {
 }
 
 void tsr__run_set_total(tsr__run_t *run, int64_t total) { run->total = total; }
+
+void tsr__run_succeeded(tsr__run_t *run) { run->ok = true; }
 
 /* The index range of chunks along each axis that meet `r`. */
 static void chunk_span(const tsr_node_t *n, const tsr_region_t *r, int64_t lo[], int64_t hi[]) {
@@ -446,6 +448,8 @@ int tsr_compute(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region, vo
   planes[node->plane] = dst;
   tsr__run_set_total(run, tsr__run_count_tasks(run, node, &r));
   rc = tsr__run_region(run, node->owner, &r, planes, stride);
+  if (rc == 0)
+    tsr__run_succeeded(run);
   tsr__run_free(run);
   return rc;
 }

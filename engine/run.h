@@ -20,6 +20,7 @@ struct tsr__run_s {
   int n_states, cap_states;
   int64_t done, total;          /* top-level tasks, for progress */
   tsr__pool_t *pool;            /* worker processes, or NULL to run here */
+  bool ok;                      /* tsr__run_succeeded was called: report cache warnings */
 };
 
 /* The node's per-run state in this process, started on first use. */

@@ -1249,6 +1249,7 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
   }
   if ((rc = for_each_band(&w, true)) != 0)
     goto out;
+  tsr__run_succeeded(w.run);
   tsr__run_free(w.run);
   w.run = NULL;
   rc = finish_files(&w);

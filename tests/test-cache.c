@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -366,6 +367,40 @@ TEST(a_store_that_fails_midway_steps_aside_and_the_run_succeeds) {
   ASSERT_INT_EQ(st.session_stores, 0);
   ASSERT_INT_EQ(st.warnings, 1);   /* once, not once per chunk */
   ASSERT_STR_CONTAINS(tsr_cache_warning(c), "not storing chunks");
+  tsr_cache_close(c);
+  free(ref), free(a);
+}
+
+TEST(a_write_cut_short_steps_aside_and_leaves_no_temporary_file) {
+  tsr_cache_t *c;
+  tsr_cache_stats_t st;
+  struct rlimit rl = {8192, 8192};
+  char tmp[1024];
+  setup();
+  tsr_node_t *n = count_node(256, 128, 128, 12.0, 1);   /* noise: ~100 kB per chunk */
+  const char *dir = th_path("efbig");
+  float *ref = compute(n, NULL);
+  ASSERT_OK(tsr_cache_open(ctx, dir, 64 << 20, &c));
+  /* Files may not grow past 8 kB: every write fails partway (EFBIG), as it
+   * would on a disk that fills up. */
+  signal(SIGXFSZ, SIG_IGN);
+  ASSERT_OK(setrlimit(RLIMIT_FSIZE, &rl));
+  float *a = compute(n, c);
+  ASSERT(memcmp(a, ref, 256 * 128 * sizeof(float)) == 0);
+  ASSERT_OK(tsr_cache_stats(c, &st));
+  ASSERT_INT_EQ(st.session_stores, 0);
+  ASSERT_INT_EQ(st.entries, 0);
+  ASSERT_INT_EQ(st.warnings, 1);
+  ASSERT_STR_CONTAINS(tsr_cache_warning(c), "cannot write");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "not storing chunks");
+  snprintf(tmp, sizeof tmp, "%s/tmp", dir);
+  DIR *d = opendir(tmp);
+  struct dirent *de;
+  int left = 0;
+  while ((de = readdir(d)) != NULL)
+    left += de->d_name[0] != '.' && strncmp(de->d_name, "stats.", 6) != 0;
+  closedir(d);
+  ASSERT_INT_EQ(left, 0);
   tsr_cache_close(c);
   free(ref), free(a);
 }
