@@ -272,6 +272,13 @@ void tsr__map_free(tsr__map_t *m) {
   tsr__free(m->ctx, m);
 }
 
+bool tsr__map_homography(const tsr__map_t *m, double H[9]) {
+  if (!m->homog)
+    return false;
+  memcpy(H, m->H, sizeof m->H);
+  return true;
+}
+
 const char *tsr__map_kind(const tsr__map_t *m) {
   return m->homog ? "homography" : m->tol > 0 ? "grid" : "exact";
 }

@@ -32,4 +32,24 @@ int tsr__map_bounds(tsr__map_t *m, int64_t x0, int64_t x1, int64_t y0, int64_t y
 /* Which mapping is used: "homography", "grid" or "exact" (for info). */
 const char *tsr__map_kind(const tsr__map_t *m);
 
+/* When the mapping is a homography, copy it to H (row-major 3 x 3, output
+ * pixel (x, y, 1) -> input (u, v, w), defined where w > 0) and return true.
+ * tsr__map_box evaluates it exactly as tsr__map_homog_point does, so a kernel
+ * may compute coordinates itself and get the same bits. */
+bool tsr__map_homography(const tsr__map_t *m, double H[9]);
+
+/* The homography at one pixel, with tsr__map_box's arithmetic. */
+static inline void tsr__map_homog_point(const double H[9], double x, double y, double *u,
+                                        double *v) {
+  double bu = H[1] * y + H[2], bv = H[4] * y + H[5], bw = H[7] * y + H[8];
+  double w = H[6] * x + bw;
+  if (w > 0) {
+    double r = 1.0 / w;
+    *u = (H[0] * x + bu) * r;
+    *v = (H[3] * x + bv) * r;
+  } else {
+    *u = *v = __builtin_nan("");
+  }
+}
+
 #endif

@@ -221,10 +221,68 @@ static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_regi
     }                                                                                        \
   }
 
+/* Orders 0 and 1 when the mapping is a homography: the coordinates are
+ * computed here with tsr__map_box's arithmetic (same bits) instead of being
+ * written to and read back from arrays.  A projective map sends a row
+ * segment to a straight segment wherever w > 0 (w is linear along the row),
+ * so if both ends are interior every pixel is.  Otherwise the segment goes
+ * through the checked kernel. */
+#define DEFINE_HOMOG_KERNELS(TIN, TOUT, SUF)                                                  \
+  static bool homog_interior_##SUF(const double *H, int64_t sx0, int64_t sy0, int64_t sw,    \
+                                   int64_t sh, int64_t nx, int64_t ny, int64_t x0,           \
+                                   int64_t n, double y, int order) {                         \
+    double u0, v0, u1, v1;                                                                   \
+    double lox = (double)(sx0 > 0 ? sx0 : 0), loy = (double)(sy0 > 0 ? sy0 : 0);             \
+    double hix = (double)(sx0 + sw < nx ? sx0 + sw : nx) - 1.0;                              \
+    double hiy = (double)(sy0 + sh < ny ? sy0 + sh : ny) - 1.0;                              \
+    tsr__map_homog_point(H, (double)x0, y, &u0, &v0);                                        \
+    tsr__map_homog_point(H, (double)(x0 + n - 1), y, &u1, &v1);                              \
+    if (order == 0) /* nearest reads round(x): half a pixel more room */                    \
+      lox -= 0.5, loy -= 0.5, hix += 0.5, hiy += 0.5;                                        \
+    return u0 >= lox && u1 >= lox && u0 < hix && u1 < hix && v0 >= loy && v1 >= loy &&       \
+           v0 < hiy && v1 < hiy;                                                             \
+  }                                                                                          \
+  static void homog_bilinear_##SUF(const TIN *src, int64_t rs, int64_t sx0, int64_t sy0,     \
+                                   const double *H, int64_t x0, int64_t n, double y,         \
+                                   TOUT *dst, TOUT *fp) {                                    \
+    double bu = H[1] * y + H[2], bv = H[4] * y + H[5], bw = H[7] * y + H[8];                 \
+    for (int64_t k = 0; k < n; k++) {                                                        \
+      double xx = (double)(x0 + k);                                                          \
+      double r = 1.0 / (H[6] * xx + bw);                                                     \
+      double x = (H[0] * xx + bu) * r, yy = (H[3] * xx + bv) * r;                            \
+      int64_t i0 = (int64_t)x, j0 = (int64_t)yy;                                             \
+      double fx = x - (double)i0, fy = yy - (double)j0;                                      \
+      const TIN *r0 = src + (j0 - sy0) * rs + (i0 - sx0), *r1 = r0 + rs;                     \
+      double a = (double)r0[0] + fx * ((double)r0[1] - (double)r0[0]);                       \
+      double b = (double)r1[0] + fx * ((double)r1[1] - (double)r1[0]);                       \
+      TOUT v = (TOUT)(a + fy * (b - a));                                                     \
+      dst[k] = v;                                                                            \
+      if (fp) fp[k] = (TOUT)(v == v);                                                        \
+    }                                                                                        \
+  }                                                                                          \
+  static void homog_nearest_##SUF(const TIN *src, int64_t rs, int64_t sx0, int64_t sy0,      \
+                                  const double *H, int64_t x0, int64_t n, double y,          \
+                                  TOUT *dst, TOUT *fp) {                                     \
+    double bu = H[1] * y + H[2], bv = H[4] * y + H[5], bw = H[7] * y + H[8];                 \
+    for (int64_t k = 0; k < n; k++) {                                                        \
+      double xx = (double)(x0 + k);                                                          \
+      double r = 1.0 / (H[6] * xx + bw);                                                     \
+      double x = (H[0] * xx + bu) * r, yy = (H[3] * xx + bv) * r;                            \
+      int64_t ix = (int64_t)(x + 1.5) - 1, iy = (int64_t)(yy + 1.5) - 1;                     \
+      TOUT v = (TOUT)src[(iy - sy0) * rs + (ix - sx0)];                                      \
+      dst[k] = v;                                                                            \
+      if (fp) fp[k] = (TOUT)(v == v);                                                        \
+    }                                                                                        \
+  }
+
 DEFINE_ROW_KERNELS(float, float, ff)
 DEFINE_ROW_KERNELS(float, double, fd)
 DEFINE_ROW_KERNELS(double, float, df)
 DEFINE_ROW_KERNELS(double, double, dd)
+DEFINE_HOMOG_KERNELS(float, float, ff)
+DEFINE_HOMOG_KERNELS(float, double, fd)
+DEFINE_HOMOG_KERNELS(double, float, df)
+DEFINE_HOMOG_KERNELS(double, double, dd)
 
 static void fill_plane(void *p, tsr_dtype_t dt, size_t off, int64_t n, double v) {
   if (dt == TSR_F32)
@@ -238,7 +296,7 @@ static void fill_plane(void *p, tsr_dtype_t dt, size_t off, int64_t n, double v)
 /* Orders 0 and 1 for output rows [ya, yb) of every plane, with coordinates
  * xs/ys of those rows. */
 static void interp_rows(tsr__task_t *t, const tsr__window_t *w, int64_t ya, int64_t yb,
-                        const double *xs, const double *ys) {
+                        const double *xs, const double *ys, const double *H) {
   tsr_node_t *n = t->node;
   const interp_params_t *ip = n->params;
   const tsr_node_t *in = n->inputs[0];
@@ -261,7 +319,8 @@ static void interp_rows(tsr__task_t *t, const tsr__window_t *w, int64_t ya, int6
         int64_t cn = bw - c0 < TILE_COLS ? bw - c0 : TILE_COLS;
         size_t off = tsr__task_offset(t, c0, y - t->out.start[1], z - t->out.start[2],
                                       q - t->out.start[3]);
-        const double *xr = xs + (size_t)((y - ya) * bw + c0), *yr = ys + (size_t)((y - ya) * bw + c0);
+        const double *xr, *yr;
+        double hx[TILE_COLS], hy[TILE_COLS];
         void *d = t->planes[0] ? (char *)t->planes[0] + off * es : NULL;
         void *fp = t->planes[1] ? (char *)t->planes[1] + off * es : NULL;
         bool only_fp = d == NULL;
@@ -270,6 +329,35 @@ static void interp_rows(tsr__task_t *t, const tsr__window_t *w, int64_t ya, int6
            * then turn it into 0/1. */
           d = fp;
           fp = NULL;
+        }
+        if (H != NULL) {
+          int64_t gx = t->out.start[0] + c0;
+#define HCALL(SUF, TIN, TOUT)                                                                   \
+  (homog_interior_##SUF(H, sx0, sy0, sw, sh, in->shape[0], in->shape[1], gx, cn, (double)y,     \
+                        ip->order)                                                              \
+       ? ((ip->order == 0 ? homog_nearest_##SUF : homog_bilinear_##SUF)(                        \
+              (const TIN *)src, w->stride[1], sx0, sy0, H, gx, cn, (double)y, (TOUT *)d,        \
+              (TOUT *)fp),                                                                      \
+          true)                                                                                 \
+       : false)
+          bool done;
+          if (f32in && f32out)
+            done = HCALL(ff, float, float);
+          else if (f32in)
+            done = HCALL(fd, float, double);
+          else if (f32out)
+            done = HCALL(df, double, float);
+          else
+            done = HCALL(dd, double, double);
+#undef HCALL
+          if (done)
+            goto footprint;
+          for (int64_t k = 0; k < cn; k++)
+            tsr__map_homog_point(H, (double)(gx + k), (double)y, &hx[k], &hy[k]);
+          xr = hx, yr = hy;
+        } else {
+          xr = xs + (size_t)((y - ya) * bw + c0);
+          yr = ys + (size_t)((y - ya) * bw + c0);
         }
 #define CALL(SUF, TIN, TOUT)                                                                    \
   (ip->order == 0 ? row_nearest_##SUF : row_bilinear_##SUF)((const TIN *)src, w->stride[1], sx0, \
@@ -285,6 +373,7 @@ static void interp_rows(tsr__task_t *t, const tsr__window_t *w, int64_t ya, int6
         else
           CALL(dd, double, double);
 #undef CALL
+      footprint:
         if (only_fp) {
           if (f32out)
             for (int64_t k = 0; k < cn; k++)
@@ -335,6 +424,14 @@ static int interp_compute(tsr__task_t *t) {
   }
 
   if (ip->order <= 1) {
+    double H[9];
+    if (tsr__map_homography(st->map, H)) {
+      for (int64_t ya = y0, yb; ya < y1; ya = yb) {
+        yb = (ya / BAND_ROWS + 1) * BAND_ROWS < y1 ? (ya / BAND_ROWS + 1) * BAND_ROWS : y1;
+        interp_rows(t, w, ya, yb, NULL, NULL, H);
+      }
+      return 0;
+    }
     /* Bands end on multiples of BAND_ROWS, so they never split a grid cell. */
     for (int64_t ya = y0; ya < y1;) {
       int64_t yb = (ya / BAND_ROWS + 1) * BAND_ROWS;
@@ -342,7 +439,7 @@ static int interp_compute(tsr__task_t *t) {
         yb = y1;
       if ((rc = tsr__map_box(st->map, x0, x1, ya, yb, st->xin, st->yin)) != 0)
         return rc;
-      interp_rows(t, w, ya, yb, st->xin, st->yin);
+      interp_rows(t, w, ya, yb, st->xin, st->yin, NULL);
       ya = yb;
     }
     return 0;
