@@ -12,6 +12,15 @@
 
 #include "tessera/tessera.h"
 
+/* Hot loops built twice, for baseline x86-64 and for AVX2, at -O3, with the
+ * version picked when the library loads (GCC function multiversioning).
+ * AVX2 does not enable FMA, so floating-point results are the same bits. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define TSR__MULTIVERSION __attribute__((target_clones("avx2", "default"), optimize("O3")))
+#else
+#define TSR__MULTIVERSION
+#endif
+
 #if defined(__GNUC__)
 #define TSR__PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define TSR__UNUSED __attribute__((unused))

@@ -424,13 +424,8 @@ static void on_sigbus(int sig) {
 
 /* Integer forms of the byte-swap loops, so that compilers vectorise them
  * (reading: swap, then replace every value whose exponent is all ones, inf
- * or NaN, with the canonical quiet NaN).  Built twice, for baseline x86-64
- * and for AVX2 (byte shuffles), and picked when the library loads. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define TSR__MULTIVERSION __attribute__((target_clones("avx2", "default"), optimize("O3")))
-#else
-#define TSR__MULTIVERSION
-#endif
+ * or NaN, with the canonical quiet NaN).  TSR__MULTIVERSION builds them for
+ * baseline x86-64 and for AVX2 (byte shuffles). */
 
 TSR__MULTIVERSION
 static void swap_values32(uint32_t *restrict o, const unsigned char *restrict p, int64_t n) {

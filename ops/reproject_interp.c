@@ -242,7 +242,7 @@ static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_regi
     return u0 >= lox && u1 >= lox && u0 < hix && u1 < hix && v0 >= loy && v1 >= loy &&       \
            v0 < hiy && v1 < hiy;                                                             \
   }                                                                                          \
-  static void homog_bilinear_##SUF(const TIN *src, int64_t rs, int64_t sx0, int64_t sy0,     \
+  TSR__MULTIVERSION static void homog_bilinear_##SUF(const TIN *src, int64_t rs, int64_t sx0, int64_t sy0,     \
                                    const double *H, int64_t x0, int64_t n, double y,         \
                                    TOUT *dst, TOUT *fp) {                                    \
     double bu = H[1] * y + H[2], bv = H[4] * y + H[5], bw = H[7] * y + H[8];                 \
@@ -260,7 +260,7 @@ static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_regi
       if (fp) fp[k] = (TOUT)(v == v);                                                        \
     }                                                                                        \
   }                                                                                          \
-  static void homog_nearest_##SUF(const TIN *src, int64_t rs, int64_t sx0, int64_t sy0,      \
+  TSR__MULTIVERSION static void homog_nearest_##SUF(const TIN *src, int64_t rs, int64_t sx0, int64_t sy0,      \
                                   const double *H, int64_t x0, int64_t n, double y,          \
                                   TOUT *dst, TOUT *fp) {                                     \
     double bu = H[1] * y + H[2], bv = H[4] * y + H[5], bw = H[7] * y + H[8];                 \
