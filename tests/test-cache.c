@@ -25,6 +25,7 @@ static atomic_long *computes;
 typedef struct {
   double scale;
   int noise;
+  long fail_at;      /* > 0: the computation with this count fails */
 } cnt_params_t;
 
 static uint32_t mix(uint64_t x) {
@@ -38,7 +39,8 @@ static uint32_t mix(uint64_t x) {
 
 static int cnt_compute(tsr__task_t *t) {
   const cnt_params_t *pp = t->node->params;
-  atomic_fetch_add(computes, 1);
+  if (atomic_fetch_add(computes, 1) + 1 == pp->fail_at)
+    return tsr__err(t->ctx, TSR_EIO, "test_count: failing on purpose");
   for (int64_t y = t->out.start[1]; y < t->out.stop[1]; y++)
     for (int64_t x = t->out.start[0]; x < t->out.stop[0]; x++) {
       size_t off = tsr__task_offset(t, x - t->out.start[0], y - t->out.start[1], 0, 0);
@@ -86,6 +88,7 @@ static tsr_node_t *count_node(int64_t nx, int64_t ny, int64_t chunk, double scal
   tsr_node_t *n;
   pp->scale = scale;
   pp->noise = noise;
+  pp->fail_at = 0;
   n = tsr__node_alloc(g, &cnt_op, pp);
   ASSERT(n != NULL);
   n->ndim = 2;
@@ -403,6 +406,23 @@ TEST(a_write_cut_short_steps_aside_and_leaves_no_temporary_file) {
   ASSERT_INT_EQ(left, 0);
   tsr_cache_close(c);
   free(ref), free(a);
+}
+
+TEST(a_failed_run_keeps_its_error_message_over_cache_warnings) {
+  tsr_cache_t *c;
+  char tmp[1024];
+  setup();
+  tsr_node_t *n = count_node(256, 128, 64, 13.0, 0);
+  ((cnt_params_t *)n->params)->fail_at = 3;
+  const char *dir = th_path("failrun");
+  ASSERT_OK(tsr_cache_open(ctx, dir, 64 << 20, &c));
+  snprintf(tmp, sizeof tmp, "%s/tmp", dir);
+  ASSERT_OK(rmdir(tmp));
+  fclose(fopen(tmp, "w"));
+  free(compute_region(n, NULL, c, 1, TSR_EIO));
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "failing on purpose");
+  ASSERT_STR_CONTAINS(tsr_cache_warning(c), "not storing chunks");
+  tsr_cache_close(c);
 }
 
 static volatile int cancel_flag;
