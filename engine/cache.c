@@ -467,6 +467,15 @@ out:
   return hit;
 }
 
+bool tsr__cache_has(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chunk) {
+  char name[160], path[PATH_MAX];
+  if (c->aside)
+    return false;
+  chunk_name(n, chunk, name, sizeof name);
+  snprintf(path, sizeof path, "%s/%s", c->dir, name);
+  return access(path, F_OK) == 0;
+}
+
 /* A store failed for a reason that will not go away within the run (full
  * disk, read-only or vanished directory): step aside, the run goes on. */
 static void step_aside(tsr_cache_t *c, int err, const char *what, const char *path) {

@@ -13,6 +13,9 @@
 bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chunk,
                     const tsr_region_t *sub, const tsr_region_t *dreg, void *const *dst,
                     const int64_t *stride);
+/* True if a file for the chunk exists (it may still turn out bad): a cheap
+ * test the planner uses to keep probable hits away from the workers. */
+bool tsr__cache_has(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chunk);
 /* Store a computed chunk: planes[0 .. n->n_planes), each contiguous over
  * `chunk`, axis 0 fastest.  Never fails the
  * caller: a full disk or an unwritable directory turns stores off for this

@@ -657,21 +657,23 @@ static void sigpipe_restore(const sigpipe_guard_t *g) {
 }
 
 static int pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region,
-                       void *const *dst, const int64_t *stride, int64_t *ticket);
+                       void *const *dst, const int64_t *stride, const uint8_t *skip,
+                       int64_t *ticket);
 
 int tsr__pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, void *const *dst,
-                     const int64_t *stride, int64_t *ticket) {
+                     const int64_t *stride, const uint8_t *skip, int64_t *ticket) {
   sigpipe_guard_t g;
   int rc;
   sigpipe_block(&g);
-  rc = pool_submit(p, n, region, dst, stride, ticket);
+  rc = pool_submit(p, n, region, dst, stride, skip, ticket);
   sigpipe_restore(&g);
   return rc;
 }
 
 static int pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region,
-                       void *const *dst, const int64_t *stride, int64_t *ticket) {
-  int64_t lo[TSR_MAX_DIMS], hi[TSR_MAX_DIMS], c[TSR_MAX_DIMS], count = 1;
+                       void *const *dst, const int64_t *stride, const uint8_t *skip,
+                       int64_t *ticket) {
+  int64_t lo[TSR_MAX_DIMS], hi[TSR_MAX_DIMS], c[TSR_MAX_DIMS], count = 1, k = 0;
   batch_t *b = NULL;
 
   if (p->rc != 0)
@@ -710,8 +712,9 @@ static int pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region
         t->stop[a] = n->shape[a];
       empty |= t->stop[a] <= t->start[a];
     }
-    if (!empty)
+    if (!empty && !(skip && skip[k]))
       b->n_tasks++;
+    k++;
     int a = 0;
     for (; a < TSR_MAX_DIMS; a++) {
       if (++c[a] < hi[a])
@@ -770,7 +773,7 @@ static int pool_wait(tsr__pool_t *p, int64_t ticket) {
 int tsr__pool_run(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, void *const *dst,
                   const int64_t *stride) {
   int64_t ticket;
-  int rc = tsr__pool_submit(p, n, region, dst, stride, &ticket);
+  int rc = tsr__pool_submit(p, n, region, dst, stride, NULL, &ticket);
   return rc != 0 ? rc : tsr__pool_wait(p, ticket);
 }
 

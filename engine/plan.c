@@ -67,7 +67,11 @@ int tsr__run_new(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **out) {
     if (jobs < 1)
       jobs = 1;
   }
-  if (jobs > 1 && (rc = tsr__pool_start(run, (int)jobs, &run->pool)) != 0) {
+  /* With a cache the workers are forked only when a chunk misses: a
+   * request served from the cache costs no fork. */
+  if (jobs > 1 && opts && opts->cache)
+    run->lazy_jobs = (int)jobs;
+  else if (jobs > 1 && (rc = tsr__pool_start(run, (int)jobs, &run->pool)) != 0) {
     tsr__run_free(run);
     return rc;
   }
@@ -369,13 +373,83 @@ out:
   return rc;
 }
 
-bool tsr__run_async(const tsr__run_t *run) { return run->pool != NULL; }
+bool tsr__run_async(const tsr__run_t *run) { return run->pool != NULL || run->lazy_jobs > 1; }
+
+/* A pool run with a cache: the planner asks the cache before scheduling.
+ * Chunks whose files exist are left out of the workers' batch and read
+ * here, after the batch is handed out, so the workers compute the misses
+ * while this process decompresses the hits (a file that turns out bad is
+ * computed here).  A request that is all hits never touches the workers:
+ * a cached region costs decompression only, on any executor. */
+static int submit_cached(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
+                         void *const *dst, const int64_t *stride, int64_t *ticket) {
+  tsr_ctx_t *ctx = run->ctx;
+  int64_t lo[TSR_MAX_DIMS], hi[TSR_MAX_DIMS], c[TSR_MAX_DIMS], count = 1, k, n_skip = 0;
+  tsr__scratch_t scratch = {{0}, 0};
+  uint8_t *skip = NULL;
+  int rc = 0;
+
+  chunk_span(n, region, lo, hi);
+  for (int a = 0; a < TSR_MAX_DIMS; a++)
+    count *= hi[a] - lo[a];
+  skip = tsr__calloc(ctx, (size_t)count, 1);
+  if (skip == NULL)
+    return tsr__err(ctx, TSR_ENOMEM, "run: out of memory planning %" PRId64 " chunks", count);
+  /* Two passes over the chunk grid in FITS order, as the pool numbers it. */
+  for (int pass = 0; pass < 2; pass++) {
+    memcpy(c, lo, sizeof c);
+    for (k = 0; k < count; k++) {
+      tsr_region_t chunk, sub;
+      for (int a = 0; a < TSR_MAX_DIMS; a++) {
+        chunk.start[a] = c[a] * n->chunk[a];
+        chunk.stop[a] = chunk.start[a] + n->chunk[a];
+        if (chunk.stop[a] > n->shape[a])
+          chunk.stop[a] = n->shape[a];
+      }
+      if (pass == 0) {
+        skip[k] = tsr__cache_has(run->opts.cache, n, &chunk);
+        n_skip += skip[k];
+      } else if (skip[k] && tsr__region_intersect(&chunk, region, &sub, n->ndim)) {
+        if (run->opts.cancel && *run->opts.cancel) {
+          rc = tsr__err(ctx, TSR_ECANCELED, "run: canceled");
+          goto out;
+        }
+        if ((rc = tsr__run_chunk(run, n, &sub, region, dst, stride, &scratch)) != 0) {
+          char where[128];
+          tsr__region_format(&sub, n->ndim, where, sizeof where);
+          tsr__err_prefix(ctx, "%s chunk %s", n->name, where);
+          goto out;
+        }
+        if (run->opts.progress)
+          run->opts.progress(run->opts.progress_ud, ++run->done, run->total);
+      }
+      for (int a = 0; a < TSR_MAX_DIMS; a++) {
+        if (++c[a] < hi[a])
+          break;
+        c[a] = lo[a];
+      }
+    }
+    if (pass == 0 && n_skip < count) {
+      if (run->pool == NULL && (rc = tsr__pool_start(run, run->lazy_jobs, &run->pool)) != 0)
+        goto out;
+      if ((rc = tsr__pool_submit(run->pool, n, region, dst, stride, skip, ticket)) != 0)
+        goto out;
+    }
+  }
+out:
+  tsr__scratch_release(ctx, &scratch);
+  tsr__free(ctx, skip);
+  return rc;
+}
 
 int tsr__run_submit(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
                     void *const *dst, const int64_t *stride, int64_t *ticket) {
   *ticket = 0;
-  if (run->pool && !(n->op->flags & TSR__OP_SOURCE))
-    return tsr__pool_submit(run->pool, n, region, dst, stride, ticket);
+  if ((run->pool || run->lazy_jobs > 1) && !(n->op->flags & TSR__OP_SOURCE)) {
+    if (run->opts.cache)
+      return submit_cached(run, n, region, dst, stride, ticket);
+    return tsr__pool_submit(run->pool, n, region, dst, stride, NULL, ticket);
+  }
   return run_owner(run, n, region, dst, stride, true);
 }
 
@@ -386,8 +460,10 @@ int tsr__run_wait(tsr__run_t *run, int64_t ticket) {
 int tsr__run_region(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
                     void *const *dst, const int64_t *stride) {
   /* Sources are one read: not worth a trip to a worker. */
-  if (run->pool && !(n->op->flags & TSR__OP_SOURCE)) {
-    return tsr__pool_run(run->pool, n, region, dst, stride);
+  if ((run->pool || run->lazy_jobs > 1) && !(n->op->flags & TSR__OP_SOURCE)) {
+    int64_t ticket = 0;
+    int rc = tsr__run_submit(run, n, region, dst, stride, &ticket);
+    return rc != 0 ? rc : tsr__run_wait(run, ticket);
   }
   return run_owner(run, n, region, dst, stride, true);
 }

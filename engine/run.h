@@ -20,6 +20,7 @@ struct tsr__run_s {
   int n_states, cap_states;
   int64_t done, total;          /* top-level tasks, for progress */
   tsr__pool_t *pool;            /* worker processes, or NULL to run here */
+  int lazy_jobs;                /* > 1: a pool of this many is forked at the first miss */
   bool ok;                      /* tsr__run_succeeded was called: report cache warnings */
 };
 
@@ -54,9 +55,12 @@ int tsr__run_new_local(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **
 int tsr__pool_start(tsr__run_t *run, int jobs, tsr__pool_t **out);
 /* Queue every chunk of owner n meeting `region` for the workers, results
  * into dst (which must stay valid until the wait); returns at once with a
- * ticket.  Requests are served in order; at most 32 in flight. */
+ * ticket.  Requests are served in order; at most 32 in flight.  `skip` may
+ * be NULL, or hold one flag per chunk of the region's chunk grid in FITS
+ * order (axis 0 fastest): flagged chunks are left out (the caller fills
+ * them, e.g. from the cache). */
 int tsr__pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, void *const *dst,
-                     const int64_t *stride, int64_t *ticket);
+                     const int64_t *stride, const uint8_t *skip, int64_t *ticket);
 /* Run the pool until the request `ticket` is complete (later ones go on). */
 int tsr__pool_wait(tsr__pool_t *p, int64_t ticket);
 /* Submit and wait. */

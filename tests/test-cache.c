@@ -649,6 +649,34 @@ TEST(pool_with_a_cache_equals_serial) {
   free(ref), free(a), free(b), free(d);
 }
 
+TEST(pool_with_partly_cached_and_corrupt_chunks) {
+  tsr_cache_t *c;
+  tsr_cache_stats_t st;
+  const char *dir = th_path("poolmix");
+  setup();
+  tsr_node_t *n = count_node(256, 256, 64, 14.0, 0);   /* 16 chunks */
+  float *ref = compute(n, NULL);
+  long base = atomic_load(computes);
+  tsr_region_t r = box2(30, 100, 40, 70);
+  ASSERT_OK(tsr_cache_open(ctx, dir, 64 << 20, &c));
+  free(compute_region(n, &r, c, 2, 0));        /* 4 chunks, on workers */
+  ASSERT_INT_EQ(atomic_load(computes) - base, 4);
+  float *a = compute_region(n, NULL, c, 2, 0);  /* 4 hits here, 12 on workers */
+  ASSERT_INT_EQ(atomic_load(computes) - base, 16);
+  ASSERT(memcmp(a, ref, 256 * 256 * sizeof(float)) == 0);
+  truncate_half(chunk_file(dir, n, 2, 2));
+  float *b = compute_region(n, NULL, c, 2, 0);  /* the bad one is recomputed */
+  ASSERT_INT_EQ(atomic_load(computes) - base, 17);
+  ASSERT(memcmp(b, ref, 256 * 256 * sizeof(float)) == 0);
+  ASSERT_OK(tsr_cache_stats(c, &st));
+  ASSERT_INT_EQ(st.entries, 16);
+  ASSERT_INT_EQ(st.session_dropped, 1);
+  ASSERT_INT_EQ(st.runs[0].hits, 15);
+  ASSERT_INT_EQ(st.runs[1].hits, 4);
+  tsr_cache_close(c);
+  free(ref), free(a), free(b);
+}
+
 /* A small image with a TAN WCS written to a FITS file through the API. */
 static void write_fits_image(const char *path, float bias) {
   char hdr[1024];
