@@ -2,6 +2,7 @@
  * and _exact.  They differ in their kernels, not in what a reprojection
  * node is: the target's pixel grid, extra input axes broadcast, a data and
  * a footprint plane, and the same validation of the input and target. */
+#include <math.h>
 #include <stdio.h>
 
 #include "mapping.h"
@@ -51,6 +52,37 @@ bool tsr__reproject_check(tsr_graph_t *g, const char *op, const tsr_node_t *src,
   }
   tsr__map_free(probe);
   return true;
+}
+
+int tsr__reproject_window(tsr__map_t *m, const tsr_region_t *out, int64_t grow,
+                          const tsr_node_t *in, double halo, tsr_region_t *win, bool *empty) {
+  double lo[2], hi[2];
+  bool none, full;
+  int rc = tsr__map_bounds(m, out->start[0] - grow, out->stop[0] + grow, out->start[1] - grow,
+                           out->stop[1] + grow, in->shape[0], in->shape[1], lo, hi, &none, &full);
+  if (rc != 0)
+    return rc;
+  *win = *out;
+  if (none) {
+    *empty = true;
+    return 0;
+  }
+  for (int a = 0; a < 2; a++) {
+    if (full) {
+      win->start[a] = 0;
+      win->stop[a] = in->shape[a];
+      continue;
+    }
+    double margin = halo + 0.01 * (hi[a] - lo[a]);
+    double s = floor(lo[a] - margin), e = floor(hi[a] + margin) + 1;
+    if (e <= 0.0 || s >= (double)in->shape[a]) {
+      *empty = true;
+      return 0;
+    }
+    win->start[a] = s < 0 ? 0 : (int64_t)s;
+    win->stop[a] = e > (double)in->shape[a] ? in->shape[a] : (int64_t)e;
+  }
+  return 0;
 }
 
 /* Copy the input's non-celestial axis keywords (3 and 4) onto the output WCS,

@@ -24,4 +24,14 @@ tsr_node_t *tsr__reproject_node(tsr_graph_t *g, const tsr__op_t *op, void *param
                                 tsr_node_t *src, const tsr_wcs_t *target, int dtype,
                                 const int64_t block[2]);
 
+/* The input window that output box `out`, grown by `grow` pixels, needs:
+ * the bounds of its mapped boundary widened by `halo` input pixels and 1%
+ * of their extent (curvature between boundary samples), or the whole input
+ * where the mapping is undefined in part of the box or jumps (seams).  Sets
+ * *empty when nothing maps or the bounds miss the input.  Axes past 1 are
+ * copied from `out`. */
+struct tsr__map_s;
+int tsr__reproject_window(struct tsr__map_s *m, const tsr_region_t *out, int64_t grow,
+                          const tsr_node_t *in, double halo, tsr_region_t *win, bool *empty);
+
 #endif

@@ -274,40 +274,10 @@ static void exact_stop(tsr_node_t *n, void *state) {
 static int exact_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t *out,
                               tsr_region_t *win, bool *empty) {
   exact_state_t *st = state;
-  tsr_node_t *in = n->inputs[i];
-  double lo[2], hi[2];
-  bool none, full;
-  int rc;
-
   /* Grown by one output pixel: the block's outer pixel edges, and reproject's
-   * rounded candidate boxes, reach half a pixel and more past the centres. */
-  rc = tsr__map_bounds(st->map, out->start[0] - 1, out->stop[0] + 1, out->start[1] - 1,
-                       out->stop[1] + 1, in->shape[0], in->shape[1], lo, hi, &none, &full);
-  if (rc != 0)
-    return rc;
-  *win = *out;
-  if (none) {
-    *empty = true;
-    return 0;
-  }
-  for (int a = 0; a < 2; a++) {
-    if (full) {
-      win->start[a] = 0;
-      win->stop[a] = in->shape[a];
-      continue;
-    }
-    /* Two input pixels cover an input pixel's half-diagonal plus rounding;
-     * the proportional part covers curvature between boundary samples. */
-    double margin = 2.0 + 0.01 * (hi[a] - lo[a]);
-    double s = floor(lo[a] - margin), e = floor(hi[a] + margin) + 1;
-    if (e <= 0.0 || s >= (double)in->shape[a]) {
-      *empty = true;
-      return 0;
-    }
-    win->start[a] = s < 0 ? 0 : (int64_t)s;
-    win->stop[a] = e > (double)in->shape[a] ? in->shape[a] : (int64_t)e;
-  }
-  return 0;
+   * rounded candidate boxes, reach half a pixel and more past the centres;
+   * two input pixels cover an input pixel's half-diagonal plus rounding. */
+  return tsr__reproject_window(st->map, out, 1, n->inputs[i], 2.0, win, empty);
 }
 
 static int grow(tsr_ctx_t *ctx, void **p, size_t n, size_t size) {

@@ -96,36 +96,9 @@ static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_regi
   interp_state_t *st = state;
   const interp_params_t *ip = n->params;
   tsr_node_t *in = n->inputs[i];
-  double lo[2], hi[2];
-  bool none, full;
-  int rc;
-
-  rc = tsr__map_bounds(st->map, out->start[0], out->stop[0], out->start[1], out->stop[1],
-                       in->shape[0], in->shape[1], lo, hi, &none, &full);
-  if (rc != 0)
+  int rc = tsr__reproject_window(st->map, out, 0, in, halo(ip->order), win, empty);
+  if (rc != 0 || *empty)
     return rc;
-  *win = *out;
-  if (none) {
-    *empty = true;
-    return 0;
-  }
-  for (int a = 0; a < 2; a++) {
-    if (full) {
-      win->start[a] = 0;
-      win->stop[a] = in->shape[a];
-      continue;
-    }
-    /* Interior pixels of exact cells may stray a little past the sampled
-     * boundary; a margin proportional to the extent covers the curvature. */
-    double margin = halo(ip->order) + 0.01 * (hi[a] - lo[a]);
-    double s = floor(lo[a] - margin), e = floor(hi[a] + margin) + 1;
-    if (e <= -1.0 || s >= (double)in->shape[a] + 1.0) {
-      *empty = true;
-      return 0;
-    }
-    win->start[a] = s < 0 ? 0 : (int64_t)s;
-    win->stop[a] = e > (double)in->shape[a] ? in->shape[a] : (int64_t)e;
-  }
   if (ip->order >= 2) {
     /* Planes are whole along axes 2 and 3, so their ids are contiguous. */
     int64_t p0 = out->start[3] * in->shape[2] + out->start[2];
