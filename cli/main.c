@@ -88,7 +88,7 @@ static const char usage_text[] =
     "                                in reproject (default), or get no weight\n"
     "        --region X1:X2,Y1:Y2    compute only this output region (FITS-style,\n"
     "                                1-based, inclusive); OUT holds exactly it\n"
-    "        --block WxH             output block size (default 512x512)\n"
+    "        --block WxH             output block size (default 256x256)\n"
     "        --mapping-tolerance PX  coordinate interpolation error allowed, in\n"
     "                                input pixels (default 1e-4; 0 = exact)\n"
     "        --no-roundtrip          skip reproject's round-trip coordinate check\n"
