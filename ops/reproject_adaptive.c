@@ -78,6 +78,7 @@ typedef struct {
   size_t pix_cap;
   bool have;
   int64_t bx0, bx1, by0, by1;
+  int64_t ulo[2], uhi[2];  /* union of the sample boxes, clamped into the input */
   /* scratch */
   double *xs, *ys, *xa, *ya, *xb, *yb, *jac, *v;
   size_t xs_cap, jac_cap, v_cap;
@@ -555,17 +556,32 @@ static int prep(tsr_node_t *n, adaptive_state_t *st, tsr_ctx_t *ctx, int64_t x0,
   if ((rc = jacobians(n, st, ctx, fx0, fx1, fy0, fy1)) != 0)
     return rc;
   {
-    int64_t fw = fx1 - fx0;
+    int64_t fw = fx1 - fx0, nx = in->shape[0], ny = in->shape[1];
+    st->ulo[0] = st->ulo[1] = INT64_MAX;
+    st->uhi[0] = st->uhi[1] = INT64_MIN;
     for (int64_t y = y0; y < y1; y++)
       for (int64_t x = x0; x < x1; x++) {
         size_t f = (size_t)((y - fy0) * fw + (x - fx0));
+        pix_t *p = &st->pix[(size_t)((y - y0) * w + (x - x0))];
         double J[4];
         if (ap->despike)
           despike_one(st->jac, fw, fx0, fy0, n->shape[0], n->shape[1], x - fx0, y - fy0, J);
         else
           memcpy(J, st->jac + 4 * f, sizeof J);
-        plan_pixel(ap, in->shape[0], in->shape[1], st->xs[f], st->ys[f], J,
-                   &st->pix[(size_t)((y - y0) * w + (x - x0))]);
+        plan_pixel(ap, nx, ny, st->xs[f], st->ys[f], J, p);
+        if (p->status != PIX_SAMPLE)
+          continue;
+        /* The window is the union of the sample boxes, each clamped into
+         * the input (nearest mode's clamp; the other modes use the part
+         * inside): gathered here, while the pixel is in cache. */
+        int64_t a0 = p->l < 0 ? 0 : p->l > nx - 1 ? nx - 1 : p->l;
+        int64_t a1 = p->r < 0 ? 0 : p->r > nx - 1 ? nx - 1 : p->r;
+        int64_t b0 = p->b < 0 ? 0 : p->b > ny - 1 ? ny - 1 : p->b;
+        int64_t b1 = p->t < 0 ? 0 : p->t > ny - 1 ? ny - 1 : p->t;
+        st->ulo[0] = a0 < st->ulo[0] ? a0 : st->ulo[0];
+        st->uhi[0] = a1 > st->uhi[0] ? a1 : st->uhi[0];
+        st->ulo[1] = b0 < st->ulo[1] ? b0 : st->ulo[1];
+        st->uhi[1] = b1 > st->uhi[1] ? b1 : st->uhi[1];
       }
   }
   st->have = true;
@@ -579,28 +595,13 @@ static int adaptive_input_region(tsr_node_t *n, void *state, int i, const tsr_re
   const adaptive_params_t *ap = n->params;
   const tsr_node_t *in = n->inputs[i];
   int64_t nx = in->shape[0], ny = in->shape[1];
-  int64_t lo[2] = {INT64_MAX, INT64_MAX}, hi[2] = {INT64_MIN, INT64_MIN};
-  size_t npix;
+  int64_t lo[2], hi[2];
   int rc;
 
   if ((rc = prep(n, st, n->graph->ctx, out->start[0], out->stop[0], out->start[1], out->stop[1])) != 0)
     return rc;
-  npix = (size_t)(out->stop[0] - out->start[0]) * (size_t)(out->stop[1] - out->start[1]);
-  for (size_t k = 0; k < npix; k++) {
-    const pix_t *p = &st->pix[k];
-    if (p->status != PIX_SAMPLE)
-      continue;
-    /* Every sample is a pixel of the box clamped into the input (nearest
-     * mode's clamp; the other modes use the part inside). */
-    int64_t a0 = p->l < 0 ? 0 : p->l > nx - 1 ? nx - 1 : p->l;
-    int64_t a1 = p->r < 0 ? 0 : p->r > nx - 1 ? nx - 1 : p->r;
-    int64_t b0 = p->b < 0 ? 0 : p->b > ny - 1 ? ny - 1 : p->b;
-    int64_t b1 = p->t < 0 ? 0 : p->t > ny - 1 ? ny - 1 : p->t;
-    lo[0] = a0 < lo[0] ? a0 : lo[0];
-    hi[0] = a1 > hi[0] ? a1 : hi[0];
-    lo[1] = b0 < lo[1] ? b0 : lo[1];
-    hi[1] = b1 > hi[1] ? b1 : hi[1];
-  }
+  memcpy(lo, st->ulo, sizeof lo);
+  memcpy(hi, st->uhi, sizeof hi);
   *win = *out;
   if (lo[0] > hi[0] || lo[1] > hi[1]) {
     *empty = true;
