@@ -531,11 +531,6 @@ static int raw_planes(tsr_ctx_t *ctx, const fits_params_t *fp, const fits_state_
           rc = tsr__err(ctx, TSR_EIO, "fits: cannot map \"%s\": %s", fp->path, strerror(errno));
           break;
         }
-        /* A window narrower than a quarter of the rows would have the
-         * kernel's read-around pull in whole neighbouring rows: a 256^2
-         * region of a 16384^2 image read 33 MB from disk instead of 2.5. */
-        if (4 * (r->stop[0] - r->start[0]) < fp->shape[0])
-          madvise(map, map_len, MADV_RANDOM);
         fn(arg, (const unsigned char *)map + (first - at), z, w);
         munmap(map, map_len);
         map = NULL;

@@ -133,8 +133,14 @@ tsr_node_t *tsr__reproject_node(tsr_graph_t *g, const tsr__op_t *op, void *param
   n->shape[1] = target->shape[1];
   for (int a = 2; a < ndim; a++)
     n->shape[a] = src->shape[a];
-  n->chunk[0] = block[0] ? block[0] : TSR__DEFAULT_BLOCK;
-  n->chunk[1] = block[1] ? block[1] : TSR__DEFAULT_BLOCK;
+  {
+    int64_t in_bytes = (int64_t)tsr_dtype_size(src->dtype), dflt;
+    for (int a = 0; a < src->ndim; a++)
+      in_bytes *= src->shape[a];
+    dflt = in_bytes > TSR__LARGE_INPUT_BYTES ? TSR__DEFAULT_BLOCK_LARGE : TSR__DEFAULT_BLOCK;
+    n->chunk[0] = block[0] ? block[0] : dflt;
+    n->chunk[1] = block[1] ? block[1] : dflt;
+  }
   for (int a = 2; a < ndim; a++)
     n->chunk[a] = n->shape[a];
   n->wcs = tsr_wcs_copy(g->ctx, target);

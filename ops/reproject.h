@@ -5,7 +5,14 @@
 
 #include "internal.h"
 
-#define TSR__DEFAULT_BLOCK 256 /* measured: 15-25% faster than 512 (cache footprint of the windows) */
+/* Default output blocks, measured on the ANCHORS case and a 16384^2 one:
+ * 256^2 is 15-26% faster than 512^2 while the input fits the 256 MiB that
+ * io maps whole (windows stay in cache); past that, where each window is
+ * mapped on its own, 512^2 is 25% faster (fewer overlapping windows to
+ * fault in). */
+#define TSR__DEFAULT_BLOCK 256
+#define TSR__DEFAULT_BLOCK_LARGE 512
+#define TSR__LARGE_INPUT_BYTES ((int64_t)256 << 20)
 
 /* The checks every reprojection makes the same way: the input has a WCS
  * and 2 or more axes, the target 2 celestial axes with a shape and extra

@@ -212,7 +212,7 @@ typedef struct {
   double  mapping_tolerance;  /* pixels; 0 = exact transform at every pixel; default 1e-4 */
   int     roundtrip;          /* 1 = NaN where output->input->output moves > 1 px (reproject's default) */
   int     dtype;              /* 0 = float32, or float64 when the input is float64 */
-  int64_t block[2];           /* output chunk shape (x, y); 0 = default 256 x 256 */
+  int64_t block[2];           /* output chunk shape (x, y); 0 = default (256 x 256; 512 x 512 for inputs over 256 MiB) */
 } tsr_interp_opts_t;
 
 #define TSR_INTERP_OPTS_INIT { TSR_ORDER_BILINEAR, 1e-4, 1, 0, { 0, 0 } }
@@ -265,7 +265,7 @@ typedef struct {
   int     roundtrip;                  /* 1 = NaN where output->input->output moves > 1 px */
   double  mapping_tolerance;          /* pixels; 0 = exact transform at every pixel; default 1e-4 */
   int     dtype;                      /* 0 = float32, or float64 when the input is float64 */
-  int64_t block[2];                   /* output chunk shape (x, y); 0 = default 256 x 256 */
+  int64_t block[2];                   /* output chunk shape (x, y); 0 = default (256 x 256; 512 x 512 for inputs over 256 MiB) */
 } tsr_adaptive_opts_t;
 
 #define TSR_ADAPTIVE_OPTS_INIT                                                         \
@@ -301,7 +301,7 @@ typedef enum {
 typedef struct {
   int     nan_mode;       /* tsr_nan_mode_t; default propagate */
   int     dtype;          /* 0 = float32, or float64 when the input is float64 */
-  int64_t block[2];       /* output chunk shape (x, y); 0 = default 256 x 256 */
+  int64_t block[2];       /* output chunk shape (x, y); 0 = default (256 x 256; 512 x 512 for inputs over 256 MiB) */
 } tsr_exact_opts_t;
 
 #define TSR_EXACT_OPTS_INIT { TSR_NAN_PROPAGATE, 0, { 0, 0 } }
