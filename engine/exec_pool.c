@@ -801,7 +801,11 @@ void tsr__pool_stop(tsr__pool_t *p) {
   }
   if (p->loop_open) {
     uv_close((uv_handle_t *)&p->timer, on_closed);
-    uv_run(&p->loop, UV_RUN_DEFAULT);
+    /* Run the close callbacks (they free the pipe handles).  A uv_stop made
+     * outside the loop (a failure or cancel while submitting) ends the first
+     * run at once, so run until nothing is left. */
+    for (int k = 0; k < 8 && uv_run(&p->loop, UV_RUN_DEFAULT) != 0; k++)
+      ;
     uv_loop_close(&p->loop);
   }
   if (p->slots)

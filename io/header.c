@@ -374,7 +374,6 @@ static void wcs_free_all(int *nwcs, struct wcsprm **all) {
  * *nwcs are wcspih's array (free with wcs_free_all) and *prim points into it. */
 static int wcs_build(tsr_ctx_t *ctx, const char *cards, int ncards, const char *what,
                      struct wcsprm **all, int *nwcs, struct wcsprm **prim) {
-  static int err_enabled;
   char *hdr = NULL;
   int nreject = 0, status, rc;
   struct wcsprm *w = NULL;
@@ -382,10 +381,10 @@ static int wcs_build(tsr_ctx_t *ctx, const char *cards, int ncards, const char *
   *all = NULL;
   *nwcs = 0;
   *prim = NULL;
-  if (!err_enabled) {
-    wcserr_enable(1);
-    err_enabled = 1;
-  }
+  /* wcslib's messaging is one global switch, and the transforms in ops/
+   * turn it off (failing points are expected there): turn it on for each
+   * parse, whose messages the user sees. */
+  wcserr_enable(1);
   rc = TSR_ENOMEM;
   /* wcspih may edit the header it is given (ctrl < 0), so give it a copy. */
   hdr = tsr__mallocarray(ctx, (size_t)ncards + 1, TSR__CARD);
@@ -716,11 +715,13 @@ int tsr_wcs_pix2world(tsr_ctx_t *ctx, const tsr_wcs_t *wcs, size_t n, const doub
   }
   nel = w->naxis;
   rc = TSR_ENOMEM;
-  pix = tsr__mallocarray(ctx, (size_t)BATCH * (size_t)nel, sizeof *pix);
-  img = tsr__mallocarray(ctx, (size_t)BATCH * (size_t)nel, sizeof *img);
-  world = tsr__mallocarray(ctx, (size_t)BATCH * (size_t)nel, sizeof *world);
-  phi = tsr__mallocarray(ctx, BATCH, sizeof *phi);
-  theta = tsr__mallocarray(ctx, BATCH, sizeof *theta);
+  /* Zeroed: wcslib reads phi and theta back even for points its projection
+   * step rejected (the results are then discarded by stat). */
+  pix = tsr__calloc(ctx, (size_t)BATCH * (size_t)nel, sizeof *pix);
+  img = tsr__calloc(ctx, (size_t)BATCH * (size_t)nel, sizeof *img);
+  world = tsr__calloc(ctx, (size_t)BATCH * (size_t)nel, sizeof *world);
+  phi = tsr__calloc(ctx, BATCH, sizeof *phi);
+  theta = tsr__calloc(ctx, BATCH, sizeof *theta);
   stat = tsr__mallocarray(ctx, BATCH, sizeof *stat);
   if (!pix || !img || !world || !phi || !theta || !stat) {
     tsr__err(ctx, rc, "wcs_pix2world: out of memory");

@@ -193,6 +193,10 @@ bool tsr__cel_is_plain_tan(const tsr__cel_t *c) { return c->plain_tan; }
 const char *tsr__cel_proj(const tsr__cel_t *c) { return c->wcs->cel.prj.code; }
 
 void tsr__cel_pix2vec(tsr__cel_t *c, size_t n, const double *x, const double *y, double *v) {
+  /* Points outside a projection fail by the thousand and are reported as
+   * NaN; with wcslib's (global) error messaging on, each failure would
+   * allocate a message that the next one leaks.  Parsing turns it back on. */
+  wcserr_enable(0);
   for (size_t i0 = 0; i0 < n; i0 += BATCH) {
     int m = (int)(n - i0 < BATCH ? n - i0 : BATCH);
     for (int i = 0; i < m; i++) {
@@ -220,6 +224,7 @@ void tsr__cel_pix2vec(tsr__cel_t *c, size_t n, const double *x, const double *y,
 }
 
 void tsr__cel_vec2pix(tsr__cel_t *c, size_t n, const double *v, double *x, double *y) {
+  wcserr_enable(0); /* see tsr__cel_pix2vec */
   for (size_t i0 = 0; i0 < n; i0 += BATCH) {
     int m = (int)(n - i0 < BATCH ? n - i0 : BATCH);
     for (int i = 0; i < m; i++) {

@@ -307,7 +307,7 @@ TEST(flipped_and_down_sampled_axis_is_averaged) {
   int64_t shape[2] = {nx, ny};
   tsr_node_t *sa = tsr_source_buffer(e.g, TSR_F64, 2, shape, da, wa);
   tsr_node_t *sb = tsr_source_buffer(e.g, TSR_F64, 2, shape, db, wb);
-  double *stripes = malloc(sizeof(double) * (size_t)(nx * ny));
+  double *stripes = calloc((size_t)(nx * ny), sizeof(double)); /* hashed when the node is made */
   tsr_node_t *ss = tsr_source_buffer_ref(e.g, TSR_F64, 2, shape, stripes, wb);
   for (int k = 0; k < 2; k++) {
     tsr_adaptive_opts_t o = TSR_ADAPTIVE_OPTS_INIT;
