@@ -18,6 +18,11 @@
  *   #464).  We fill NaN samples (with the mean of finite samples in their
  *   5 x 5 neighbourhood within the tile's margin, else 0) before filtering and
  *   set NaN only on outputs whose (order + 1)^2 support touches a NaN sample.
+ *
+ * Finished tiles are kept for the run with the NaN mask of their samples, so
+ * a task whose tiles are all cached needs no input at all: its window
+ * shrinks to the margins of the tiles it still has to compute (one pixel
+ * when there are none), and each input pixel is read about once per run.
  */
 #include <float.h>
 #include <math.h>
@@ -26,7 +31,15 @@
 #include "spline.h"
 
 #define TILE 256
+#define TILE_SHIFT 8
 #define HALO 24
+/* A stored tile holds its TILE x TILE core plus the first OVER coefficients
+ * of the next tiles, computed from this tile's own margin: a support of up
+ * to 4 x 4 that starts in the core then lies in one tile, and evaluation
+ * reads the cache in place.  Which tile serves a support depends only on
+ * where the support starts, so results stay independent of the block. */
+#define OVER 3
+#define TS (TILE + OVER)
 
 /* Coefficients of finished tiles, kept for the run: neighbouring blocks
  * need the same tiles, and a tile's coefficients never depend on the block
@@ -37,18 +50,21 @@
 typedef struct {
   int64_t plane, kx, ky;  /* input plane and tile index */
   uint64_t used;          /* LRU clock */
-  double *coef;           /* TILE x TILE, rows of TILE */
+  double *coef;           /* TS x TS, rows of TS */
+  unsigned char *nan;     /* TS x TS, 1 where the padded sample is NaN; NULL if none is */
 } tile_entry_t;
 
 struct tsr__spline_s {
-  double *coef;      /* coefficients over padded [cx0, cx1) x [cy0, cy1) */
-  size_t coef_cap;
-  double *tile;      /* one tile with its margin */
+  const double **tab; /* the task's tiles, row-major over [kx0, kx1) x [ky0, ky1) */
+  size_t tab_cap;
+  const unsigned char **ntab; /* their NaN masks */
+  size_t ntab_cap;
+  double *tile;      /* one tile with its margin, then its transpose */
   size_t tile_cap;
+  unsigned char *tmask; /* NaN mask of the tile with its margin */
+  size_t tmask_cap;
   double *acc;       /* a row of column accumulators */
   size_t acc_cap;
-  unsigned char *nanmask; /* window-sized: 1 where the input is NaN */
-  size_t mask_cap;
   tile_entry_t *cache;
   int n_cached, cap_cached;
   uint64_t clock;
@@ -91,6 +107,7 @@ void tsr__spline_window(tsr__spline_t *sp, tsr_region_t *win, const int64_t *in_
                         int64_t plane0, int64_t nplanes) {
   int64_t NX = in_shape[0] + 2, NY = in_shape[1] + 2, kx0, kx1, ky0, ky1;
   tsr_region_t w = *win;
+  bool need = false;
 
   sp->task_start = sp->clock + 1;
   /* Padded index p holds data[clamp(p - 1)]; the support reaches 2 past. */
@@ -109,52 +126,37 @@ void tsr__spline_window(tsr__spline_t *sp, tsr_region_t *win, const int64_t *in_
       if (all)
         continue;
       /* The tile and its margin, as data indices. */
-      int64_t x0 = kx * TILE - HALO - 1, x1 = (kx + 1) * TILE + HALO - 1;
-      int64_t y0 = ky * TILE - HALO - 1, y1 = (ky + 1) * TILE + HALO - 1;
-      if (x0 < w.start[0]) w.start[0] = x0;
-      if (x1 > w.stop[0]) w.stop[0] = x1;
-      if (y0 < w.start[1]) w.start[1] = y0;
-      if (y1 > w.stop[1]) w.stop[1] = y1;
+      int64_t x0 = kx * TILE - HALO - 1, x1 = (kx + 1) * TILE + OVER + HALO - 1;
+      int64_t y0 = ky * TILE - HALO - 1, y1 = (ky + 1) * TILE + OVER + HALO - 1;
+      if (!need || x0 < w.start[0]) w.start[0] = x0;
+      if (!need || x1 > w.stop[0]) w.stop[0] = x1;
+      if (!need || y0 < w.start[1]) w.start[1] = y0;
+      if (!need || y1 > w.stop[1]) w.stop[1] = y1;
+      need = true;
     }
   for (int a = 0; a < 2; a++) {
     if (w.start[a] < 0)
       w.start[a] = 0;
     if (w.stop[a] > in_shape[a])
       w.stop[a] = in_shape[a];
+    if (!need) {
+      /* Every tile is cached: a token read of one pixel. */
+      w.start[a] = win->start[a] < 0 ? 0 : win->start[a] >= in_shape[a] ? in_shape[a] - 1
+                                                                        : win->start[a];
+      w.stop[a] = w.start[a] + 1;
+    }
   }
   *win = w;
 }
 
-/* scipy's recursive prefilter of one line with mirror boundaries.  The
- * causal initialisation sums z^k terms; past HORIZON terms they are below
- * 1e-18 of the data (|z| <= 0.268), so the sum stops there. */
+/* The causal initialisation of scipy's recursive prefilter (mirror
+ * boundaries) sums z^k terms; past HORIZON terms they are below 1e-18 of the
+ * data (|z| <= 0.268), so the sum stops there. */
 #define HORIZON 32
-static void filter_line(double *c, int64_t n, int order) {
-  const double z = order == 3 ? sqrt(3.0) - 2.0 : sqrt(8.0) - 3.0;
-  const double gain = (1.0 - z) * (1.0 - 1.0 / z);
-  if (n < 2)
-    return;
-  {
-    /* Causal initialisation, mirror-symmetric extension. */
-    double zi = z, zn1 = n - 1 < 2 * HORIZON ? pow(z, (double)(n - 1)) : 0.0;
-    double c0 = c[0] + zn1 * c[n - 1];
-    int64_t m = n - 1 < HORIZON ? n - 1 : HORIZON;
-    for (int64_t i = 1; i < m; i++) {
-      c0 += zi * (c[i] + zn1 * c[n - 1 - i]);
-      zi *= z;
-    }
-    c[0] = gain * c0 / (1.0 - zn1 * zn1);
-  }
-  for (int64_t i = 1; i < n; i++)
-    c[i] = gain * c[i] + z * c[i - 1];
-  c[n - 1] = (z * c[n - 2] + c[n - 1]) * z / (z * z - 1.0);
-  for (int64_t i = n - 2; i >= 0; i--)
-    c[i] = z * (c[i + 1] - c[i]);
-}
 
-/* filter_line applied to every column of a w-wide, n-high block at once:
- * the same operations in the same order per column, but row by row, so
- * the loops run along memory and vectorise.  acc holds w doubles. */
+/* scipy's prefilter of every column of a w-wide, n-high block at once:
+ * row by row, so the loops run along memory and vectorise.  acc holds w
+ * doubles. */
 static void filter_columns(double *b, int64_t w, int64_t n, int order, double *acc) {
   const double z = order == 3 ? sqrt(3.0) - 2.0 : sqrt(8.0) - 3.0;
   const double gain = (1.0 - z) * (1.0 - 1.0 / z);
@@ -220,41 +222,86 @@ static inline double load(const void *src, tsr_dtype_t dt, size_t i) {
   return dt == TSR_F32 ? (double)((const float *)src)[i] : ((const double *)src)[i];
 }
 
-/* What evaluation needs: the coefficients over padded [cx0, cx1) x
- * [cy0, cy1) (row length cw) and the NaN mask of the window (NULL when the
- * window has no NaN). */
+/* What evaluation needs: the task's tiles and their NaN masks (tab and
+ * ntab, nkx wide, from tile (kx0, ky0)); any_nan when some mask exists. */
 typedef struct {
-  const double *coef;
-  int64_t cw, cx0, cy0, cx1, cy1, NX, NY, nx, ny;
-  const unsigned char *nanmask;
-  int64_t wx0, wy0, ww, wh;
+  const double *const *tab;
+  const unsigned char *const *ntab;
+  int64_t kx0, ky0, kx1, ky1, nkx, NX, NY, nx, ny;
+  bool any_nan;
 } eval_ctx_t;
 
-/* Does the support [sx, sx+n) x [sy, sy+n) (padded indices) touch a NaN input? */
+/* The index of the tile holding padded index (ix, iy) in its core, or -1. */
+static inline int64_t tile_index(const eval_ctx_t *e, int64_t ix, int64_t iy) {
+  int64_t kx = ix >> TILE_SHIFT, ky = iy >> TILE_SHIFT;
+  if (kx < e->kx0 || kx >= e->kx1 || ky < e->ky0 || ky >= e->ky1)
+    return -1;
+  return (ky - e->ky0) * e->nkx + (kx - e->kx0);
+}
+
+static inline const double *tile_of(const eval_ctx_t *e, int64_t ix, int64_t iy) {
+  int64_t i = tile_index(e, ix, iy);
+  return i < 0 ? NULL : e->tab[i];
+}
+
+/* Does the support [sx, sx+n) x [sy, sy+n) (padded indices) touch a NaN
+ * sample?  The masks are laid out as the coefficients (see sum_support);
+ * a missing tile counts as NaN. */
 static bool support_spoiled(const eval_ctx_t *e, int64_t sx, int64_t sy, int n) {
+  if (sx >= 0 && sy >= 0 && sx + n <= e->NX && sy + n <= e->NY) {
+    int64_t i = tile_index(e, sx, sy);
+    if (i < 0)
+      return true;
+    const unsigned char *m = e->ntab[i];
+    if (m == NULL)
+      return false;
+    m += (sy & (TILE - 1)) * TS + (sx & (TILE - 1));
+    for (int l = 0; l < n; l++, m += TS)
+      for (int k = 0; k < n; k++)
+        if (m[k])
+          return true;
+    return false;
+  }
   for (int l = 0; l < n; l++) {
-    int64_t dy = mirror(sy + l, e->NY) - 1;
-    dy = dy < 0 ? 0 : dy > e->ny - 1 ? e->ny - 1 : dy;
+    int64_t iy = mirror(sy + l, e->NY);
     for (int k = 0; k < n; k++) {
-      int64_t dx = mirror(sx + k, e->NX) - 1;
-      dx = dx < 0 ? 0 : dx > e->nx - 1 ? e->nx - 1 : dx;
-      if (dx < e->wx0 || dy < e->wy0 || dx >= e->wx0 + e->ww || dy >= e->wy0 + e->wh ||
-          e->nanmask[(dy - e->wy0) * e->ww + (dx - e->wx0)])
+      int64_t ix = mirror(sx + k, e->NX), i = tile_index(e, ix, iy);
+      if (i < 0)
+        return true;
+      if (e->ntab[i] && e->ntab[i][(iy & (TILE - 1)) * TS + (ix & (TILE - 1))])
         return true;
     }
   }
   return false;
 }
 
-/* The sum of n x n coefficients with weights, mirroring indices near the
- * image edges; NAN if the window lacks a coefficient. */
+typedef double v4d __attribute__((vector_size(32)));
+
+
+/* The sum of n x n coefficients with weights.  Inside the image the support
+ * comes from the tile its start lies in; at the edges indices are mirrored
+ * and each coefficient comes from the core of its own tile.  NAN if the task
+ * lacks a tile (it never should). */
 static inline __attribute__((always_inline)) double
 sum_support(const eval_ctx_t *e, int64_t sx, int64_t sy, int n, const double *wx,
             const double *wy) {
   double s = 0;
-  if (sx >= e->cx0 && sy >= e->cy0 && sx + n <= e->cx1 && sy + n <= e->cy1) {
-    const double *p = e->coef + (sy - e->cy0) * e->cw + (sx - e->cx0);
-    for (int l = 0; l < n; l++, p += e->cw) {
+  if (sx >= 0 && sy >= 0 && sx + n <= e->NX && sy + n <= e->NY) {
+    const double *p = tile_of(e, sx, sy);
+    if (p == NULL)
+      return NAN;
+    p += (sy & (TILE - 1)) * TS + (sx & (TILE - 1));
+    if (n == 4) {
+      /* Columns weighted by wy first, then the row by wx: 4-wide vectors. */
+      v4d r0, r1, r2, r3, w;
+      memcpy(&r0, p, sizeof r0), memcpy(&r1, p + TS, sizeof r1);
+      memcpy(&r2, p + 2 * TS, sizeof r2), memcpy(&r3, p + 3 * TS, sizeof r3);
+      memcpy(&w, wx, sizeof w);
+      v4d a = (r0 * wy[0] + r1 * wy[1]) + (r2 * wy[2] + r3 * wy[3]);
+      a *= w;
+      return (a[0] + a[1]) + (a[2] + a[3]);
+    }
+    for (int l = 0; l < n; l++, p += TS) {
       double r = 0;
       for (int k = 0; k < n; k++)
         r += wx[k] * p[k];
@@ -265,22 +312,38 @@ sum_support(const eval_ctx_t *e, int64_t sx, int64_t sy, int n, const double *wx
   for (int l = 0; l < n; l++) {
     int64_t iy = mirror(sy + l, e->NY);
     double r = 0;
-    if (iy < e->cy0 || iy >= e->cy1)
-      return NAN;
     for (int k = 0; k < n; k++) {
       int64_t ix = mirror(sx + k, e->NX);
-      if (ix < e->cx0 || ix >= e->cx1)
+      const double *p = tile_of(e, ix, iy);
+      if (p == NULL)
         return NAN;
-      r += wx[k] * e->coef[(iy - e->cy0) * e->cw + (ix - e->cx0)];
+      r += wx[k] * p[(iy & (TILE - 1)) * TS + (ix & (TILE - 1))];
     }
     s += wy[l] * r;
   }
   return s;
 }
 
+/* Tiles computed for earlier blocks have left the cache by the time a
+ * later block reads them, and a rotated walk defeats the hardware
+ * prefetcher: ask for the support of a pixel a little ahead. */
+/* (Inlined: GCC deems a function of prefetches alone pure and drops its calls.) */
+#define PREFETCH 32
+static inline __attribute__((always_inline)) void prefetch_support(const eval_ctx_t *e, double x, double y) {
+  if (!(x >= 0.0 && y >= 0.0 && x < (double)(e->NX - 5) && y < (double)(e->NY - 5)))
+    return;
+  int64_t sx = (int64_t)x, sy = (int64_t)y; /* the support starts at floor(x + 1) - 1 */
+  const double *p = tile_of(e, sx, sy);
+  if (p == NULL)
+    return;
+  p += (sy & (TILE - 1)) * TS + (sx & (TILE - 1));
+  for (int l = 0; l < 4; l++)
+    __builtin_prefetch(p + l * TS), __builtin_prefetch(p + l * TS + 3);
+}
+
 /* Cubic B-spline at input pixel (x, y); NaN outside [-0.5, n - 0.5] or on a
  * support touching a NaN.  xp = x + 1 >= 0.5, so truncation is floor. */
-static inline double eval3(const eval_ctx_t *e, double x, double y) {
+static inline __attribute__((always_inline)) double eval3(const eval_ctx_t *e, double x, double y) {
   const double sixth = 1.0 / 6.0;
   double wx[4], wy[4], xp, yp, f, g;
   int64_t sx, sy;
@@ -298,13 +361,13 @@ static inline double eval3(const eval_ctx_t *e, double x, double y) {
   wy[3] = f * f * f * sixth;
   wy[1] = (3 * f * f * f - 6 * f * f + 4) * sixth;
   wy[2] = 1.0 - wy[0] - wy[1] - wy[3];
-  if (e->nanmask && support_spoiled(e, sx, sy, 4))
+  if (e->any_nan && support_spoiled(e, sx, sy, 4))
     return NAN;
   return sum_support(e, sx, sy, 4, wx, wy);
 }
 
 /* Quadratic B-spline; the support starts at round(xp) - 1. */
-static inline double eval2(const eval_ctx_t *e, double x, double y) {
+static inline __attribute__((always_inline)) double eval2(const eval_ctx_t *e, double x, double y) {
   double wx[3], wy[3], xp, yp, f;
   int64_t sx, sy;
   if (!(x >= -0.5 && x <= (double)e->nx - 0.5 && y >= -0.5 && y <= (double)e->ny - 0.5))
@@ -319,69 +382,113 @@ static inline double eval2(const eval_ctx_t *e, double x, double y) {
   wy[0] = 0.5 * (0.5 - f) * (0.5 - f);
   wy[1] = 0.75 - f * f;
   wy[2] = 0.5 * (0.5 + f) * (0.5 + f);
-  if (e->nanmask && support_spoiled(e, sx, sy, 3))
+  if (e->any_nan && support_spoiled(e, sx, sy, 3))
     return NAN;
   return sum_support(e, sx, sy, 3, wx, wy);
 }
 
-/* Coefficients of tile (kx, ky) into out (TILE x TILE), from the tile and
- * its margin of the window's data. */
-static void compute_tile(tsr__spline_t *sp, double *out, int order, const void *src,
-                         int64_t rs, tsr_dtype_t dt, const tsr_region_t *win, const int64_t *in_shape,
-                         int64_t kx, int64_t ky, bool any_nan) {
+/* Gather P over padded columns [ex0, ex0 + ew) of data row dy into b, where
+ * P(p) = data[clamp(p - 1)]: clamps only at the image's edges. */
+static void gather_row(double *b, const void *src, tsr_dtype_t dt, int64_t rs, int64_t wx0,
+                       int64_t wy0, int64_t dy, int64_t ex0, int64_t ew, int64_t nx) {
+  int64_t i0 = 1 - ex0 > 0 ? 1 - ex0 : 0, i1 = nx + 1 - ex0 < ew ? nx + 1 - ex0 : ew;
+  size_t row = (size_t)((dy - wy0) * rs - wx0);
+  for (int64_t i = 0; i < i0; i++)
+    b[i] = load(src, dt, row);
+  if (dt == TSR_F32) {
+    const float *p = (const float *)src + row + (ex0 - 1);
+    for (int64_t i = i0; i < i1; i++)
+      b[i] = (double)p[i];
+  } else {
+    const double *p = (const double *)src + row + (ex0 - 1);
+    for (int64_t i = i0; i < i1; i++)
+      b[i] = p[i];
+  }
+  for (int64_t i = i1 > i0 ? i1 : i0; i < ew; i++)
+    b[i] = load(src, dt, row + (size_t)(nx - 1));
+}
+
+/* n values at coordinates xs/ys into v; `ahead` coordinates are readable
+ * (for prefetching). */
+TSR__MULTIVERSION static void eval_segment(const eval_ctx_t *e, int order, const double *xs,
+                                           const double *ys, int64_t n, int64_t ahead,
+                                           double *v) {
+  for (int64_t k = 0; k < n; k++) {
+    if (k + PREFETCH < ahead)
+      prefetch_support(e, xs[k + PREFETCH], ys[k + PREFETCH]);
+    v[k] = order == 3 ? eval3(e, xs[k], ys[k]) : eval2(e, xs[k], ys[k]);
+  }
+}
+
+/* The coefficients and NaN mask of tile (e->kx, e->ky) into e, from the
+ * tile, its overlap and its margin of the window's data. */
+static int compute_tile(tsr_ctx_t *ctx, tsr__spline_t *sp, tile_entry_t *e, int order,
+                        const void *src, int64_t rs, tsr_dtype_t dt, const tsr_region_t *win,
+                        const int64_t *in_shape) {
   int64_t nx = in_shape[0], ny = in_shape[1], NX = nx + 2, NY = ny + 2;
-  int64_t wx0 = win->start[0], wy0 = win->start[1];
-      int64_t ex0 = kx * TILE - HALO, ex1 = (kx + 1) * TILE + HALO;
-      int64_t ey0 = ky * TILE - HALO, ey1 = (ky + 1) * TILE + HALO;
-      if (ex0 < 0) ex0 = 0;
-      if (ey0 < 0) ey0 = 0;
-      if (ex1 > NX) ex1 = NX;
-      if (ey1 > NY) ey1 = NY;
-      int64_t ew = ex1 - ex0, eh = ey1 - ey0;
-      double *b = sp->tile;
-      /* Gather P over the tile's margin; P(p) = data[clamp(p - 1)]. */
-      for (int64_t j = 0; j < eh; j++) {
-        int64_t dy = ey0 + j - 1;
-        dy = dy < 0 ? 0 : dy > ny - 1 ? ny - 1 : dy;
-        for (int64_t i = 0; i < ew; i++) {
-          int64_t dx = ex0 + i - 1;
-          dx = dx < 0 ? 0 : dx > nx - 1 ? nx - 1 : dx;
-          b[j * ew + i] = load(src, dt, (size_t)((dy - wy0) * rs + (dx - wx0)));
-        }
+  int64_t wx0 = win->start[0], wy0 = win->start[1], kx = e->kx, ky = e->ky;
+  int64_t ex0 = kx * TILE - HALO, ex1 = (kx + 1) * TILE + OVER + HALO;
+  int64_t ey0 = ky * TILE - HALO, ey1 = (ky + 1) * TILE + OVER + HALO;
+  if (ex0 < 0) ex0 = 0;
+  if (ey0 < 0) ey0 = 0;
+  if (ex1 > NX) ex1 = NX;
+  if (ey1 > NY) ey1 = NY;
+  int64_t ew = ex1 - ex0, eh = ey1 - ey0;
+  int64_t tx0 = kx * TILE, tx1 = tx0 + TS > NX ? NX : tx0 + TS;
+  int64_t ty0 = ky * TILE, ty1 = ty0 + TS > NY ? NY : ty0 + TS;
+  double *b = sp->tile, *bt = sp->tile + ew * eh;
+  unsigned char *m = sp->tmask;
+  int bad = 0;
+
+  for (int64_t j = 0; j < eh; j++) {
+    int64_t dy = ey0 + j - 1;
+    dy = dy < 0 ? 0 : dy > ny - 1 ? ny - 1 : dy;
+    gather_row(b + j * ew, src, dt, rs, wx0, wy0, dy, ex0, ew, nx);
+  }
+  /* A branch-free scan first (it vectorises); the mask only when needed. */
+  for (int64_t k = 0; k < ew * eh; k++)
+    bad |= !(fabs(b[k]) <= DBL_MAX);
+  tsr__free(ctx, e->nan);
+  e->nan = NULL;
+  if (bad) {
+    e->nan = tsr__malloc(ctx, (size_t)TS * TS);
+    if (e->nan == NULL)
+      return tsr__err(ctx, TSR_ENOMEM, "spline: out of memory");
+    for (int64_t k = 0; k < ew * eh; k++)
+      m[k] = !isfinite(b[k]);
+    for (int64_t p = ty0; p < ty1; p++)
+      for (int64_t x = tx0; x < tx1; x++)
+        e->nan[(p - ty0) * TS + (x - tx0)] = m[(p - ey0) * ew + (x - ex0)];
+    /* Fill NaN samples from finite neighbours inside the margin only, so
+     * the fill depends on the tile, not on the window. */
+    for (int64_t j = 0; j < eh; j++)
+      for (int64_t i = 0; i < ew; i++) {
+        if (!m[j * ew + i])
+          continue;
+        double sum = 0;
+        int cnt = 0;
+        for (int64_t jj = j - 2; jj <= j + 2; jj++)
+          for (int64_t ii = i - 2; ii <= i + 2; ii++)
+            if (jj >= 0 && ii >= 0 && jj < eh && ii < ew && !m[jj * ew + ii])
+              sum += b[jj * ew + ii], cnt++;
+        b[j * ew + i] = cnt ? sum / cnt : 0.0;
       }
-      if (any_nan) {
-        /* Fill NaN samples from finite neighbours inside the margin only, so
-         * the fill depends on the tile, not on the window. */
-        for (int64_t j = 0; j < eh; j++)
-          for (int64_t i = 0; i < ew; i++) {
-            if (isfinite(b[j * ew + i]))
-              continue;
-            double s = 0;
-            int cnt = 0;
-            for (int64_t jj = j - 2; jj <= j + 2; jj++)
-              for (int64_t ii = i - 2; ii <= i + 2; ii++) {
-                if (jj < 0 || ii < 0 || jj >= eh || ii >= ew)
-                  continue;
-                int64_t dy = ey0 + jj - 1, dx = ex0 + ii - 1;
-                dy = dy < 0 ? 0 : dy > ny - 1 ? ny - 1 : dy;
-                dx = dx < 0 ? 0 : dx > nx - 1 ? nx - 1 : dx;
-                double v = load(src, dt, (size_t)((dy - wy0) * rs + (dx - wx0)));
-                if (isfinite(v))
-                  s += v, cnt++;
-              }
-            b[j * ew + i] = cnt ? s / cnt : 0.0;
-          }
-      }
-      /* scipy filters axis 0 (y) first, then x. */
-      filter_columns(b, ew, eh, order, sp->acc);
-      for (int64_t j = 0; j < eh; j++)
-        filter_line(b + j * ew, ew, order);
-      /* Keep the tile's core. */
-      int64_t tx0 = kx * TILE, tx1 = tx0 + TILE > NX ? NX : tx0 + TILE;
-      int64_t ty0 = ky * TILE, ty1 = ty0 + TILE > NY ? NY : ty0 + TILE;
-      for (int64_t p = ty0; p < ty1; p++)
-        memcpy(out + (p - ty0) * TILE, b + (p - ey0) * ew + (tx0 - ex0),
-               (size_t)(tx1 - tx0) * sizeof(double));
+  }
+  /* scipy filters axis 0 (y) first, then x.  Along x the lines are filtered
+   * as columns of the transpose: the same operations per line, but they
+   * vectorise across lines instead of running one recursion at a time. */
+  filter_columns(b, ew, eh, order, sp->acc);
+  for (int64_t j0 = 0; j0 < eh; j0 += 16)
+    for (int64_t i = 0; i < ew; i++)
+      for (int64_t j = j0; j < eh && j < j0 + 16; j++)
+        bt[i * eh + j] = b[j * ew + i];
+  filter_columns(bt, eh, ew, order, sp->acc);
+  /* Keep the core and the overlap. */
+  for (int64_t x0 = tx0; x0 < tx1; x0 += 16)
+    for (int64_t p = ty0; p < ty1; p++)
+      for (int64_t x = x0; x < tx1 && x < x0 + 16; x++)
+        e->coef[(p - ty0) * TS + (x - tx0)] = bt[(x - ex0) * eh + (p - ey0)];
+  return 0;
 }
 
 int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *src,
@@ -392,7 +499,7 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
   int64_t nx = in_shape[0], ny = in_shape[1], NX = nx + 2, NY = ny + 2;
   int64_t wx0 = win->start[0], wy0 = win->start[1];
   int64_t ww = win->stop[0] - wx0, wh = win->stop[1] - wy0;
-  int64_t cx0, cx1, cy0, cy1, kx0, kx1, ky0, ky1;
+  int64_t kx0, kx1, ky0, ky1;
   bool any_nan = false;
   int rc;
 
@@ -413,43 +520,22 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
       tile_span((int64_t)(ly + 1.0) - 2, (int64_t)(hy + 1.0) + 4, NY, &ky0, &ky1);
     }
   }
-  cx0 = kx0 * TILE, cx1 = kx1 * TILE < NX ? kx1 * TILE : NX;
-  cy0 = ky0 * TILE, cy1 = ky1 * TILE < NY ? ky1 * TILE : NY;
-  if (cx1 <= cx0 || cy1 <= cy0)
-    cx1 = cx0, cy1 = cy0;
+  if (kx1 <= kx0 || ky1 <= ky0)
+    kx1 = kx0, ky1 = ky0;
 
-  if ((rc = grow(ctx, (void **)&sp->coef, &sp->coef_cap,
-                 (size_t)((cx1 - cx0) * (cy1 - cy0) + 1), sizeof(double))) != 0 ||
-      (rc = grow(ctx, (void **)&sp->tile, &sp->tile_cap,
-                 (size_t)(TILE + 2 * HALO) * (TILE + 2 * HALO), sizeof(double))) != 0 ||
-      (rc = grow(ctx, (void **)&sp->acc, &sp->acc_cap, (size_t)(TILE + 2 * HALO),
-                 sizeof(double))) != 0 ||
-      (rc = grow(ctx, (void **)&sp->nanmask, &sp->mask_cap, (size_t)(ww * wh), 1)) != 0)
-    return rc;
-
-  /* A branch-free scan first (it vectorises); the mask only when needed. */
-  for (int64_t y = 0; y < wh; y++) {
-    int bad = 0;
-    if (dt == TSR_F32) {
-      const float *p = (const float *)src + y * rs;
-      for (int64_t k = 0; k < ww; k++)
-        bad |= !(fabsf(p[k]) <= FLT_MAX);
-    } else {
-      const double *p = (const double *)src + y * rs;
-      for (int64_t k = 0; k < ww; k++)
-        bad |= !(fabs(p[k]) <= DBL_MAX);
-    }
-    any_nan |= bad != 0;
+  {
+    size_t ntiles = (size_t)((kx1 - kx0) * (ky1 - ky0) + 1);
+    size_t ext = (size_t)(TS + 2 * HALO);
+    if ((rc = grow(ctx, (void **)&sp->tab, &sp->tab_cap, ntiles, sizeof(double *))) != 0 ||
+        (rc = grow(ctx, (void **)&sp->ntab, &sp->ntab_cap, ntiles, sizeof(char *))) != 0 ||
+        (rc = grow(ctx, (void **)&sp->tile, &sp->tile_cap, 2 * ext * ext, sizeof(double))) != 0 ||
+        (rc = grow(ctx, (void **)&sp->tmask, &sp->tmask_cap, ext * ext, 1)) != 0 ||
+        (rc = grow(ctx, (void **)&sp->acc, &sp->acc_cap, ext, sizeof(double))) != 0)
+      return rc;
   }
-  if (any_nan)
-    for (int64_t y = 0; y < wh; y++)
-      for (int64_t k = 0; k < ww; k++)
-        sp->nanmask[y * ww + k] = !isfinite(load(src, dt, (size_t)(y * rs + k)));
 
   for (int64_t ky = ky0; ky < ky1; ky++)
     for (int64_t kx = kx0; kx < kx1; kx++) {
-      int64_t tx0 = kx * TILE, tx1 = tx0 + TILE > NX ? NX : tx0 + TILE;
-      int64_t ty0 = ky * TILE, ty1 = ty0 + TILE > NY ? NY : ty0 + TILE;
       tile_entry_t *e = cache_find(sp, plane_id, kx, ky);
       if (e == NULL) {
         /* A tile this task was not promised: the window holds its margin. */
@@ -469,7 +555,8 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
             sp->cap_cached = cap;
           }
           victim = sp->n_cached;
-          sp->cache[victim].coef = tsr__mallocarray(ctx, (size_t)TILE * TILE, sizeof(double));
+          memset(&sp->cache[victim], 0, sizeof sp->cache[victim]);
+          sp->cache[victim].coef = tsr__mallocarray(ctx, (size_t)TS * TS, sizeof(double));
           if (sp->cache[victim].coef == NULL)
             return tsr__err(ctx, TSR_ENOMEM, "spline: out of memory");
           sp->n_cached++;
@@ -477,27 +564,31 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
         {
           /* tsr__spline_window put this tile's margin in the window; check
            * rather than read outside it. */
-          int64_t mx0 = kx * TILE - HALO - 1, mx1 = (kx + 1) * TILE + HALO - 1;
-          int64_t my0 = ky * TILE - HALO - 1, my1 = (ky + 1) * TILE + HALO - 1;
-          if ((mx0 > 0 && mx0 < wx0) || (mx1 < nx && mx1 > wx0 + ww) ||
-              (my0 > 0 && my0 < wy0) || (my1 < ny && my1 > wy0 + wh))
+          int64_t mx0 = kx * TILE - HALO - 1, mx1 = (kx + 1) * TILE + OVER + HALO - 1;
+          int64_t my0 = ky * TILE - HALO - 1, my1 = (ky + 1) * TILE + OVER + HALO - 1;
+          mx0 = mx0 < 0 ? 0 : mx0, my0 = my0 < 0 ? 0 : my0;
+          mx1 = mx1 > nx ? nx : mx1, my1 = my1 > ny ? ny : my1;
+          if (mx0 < wx0 || mx1 > wx0 + ww || my0 < wy0 || my1 > wy0 + wh)
             return tsr__err(ctx, TSR_EINVAL,
                             "spline: internal error: tile (%lld, %lld) is not inside the window",
                             (long long)kx, (long long)ky);
         }
         e = &sp->cache[victim];
         e->plane = plane_id, e->kx = kx, e->ky = ky;
-        compute_tile(sp, e->coef, order, src, rs, dt, win, in_shape, kx, ky, any_nan);
+        if ((rc = compute_tile(ctx, sp, e, order, src, rs, dt, win, in_shape)) != 0) {
+          e->plane = -1; /* half-made: never found again */
+          return rc;
+        }
       }
       e->used = ++sp->clock;
-      for (int64_t p = ty0; p < ty1; p++)
-        memcpy(sp->coef + (p - cy0) * (cx1 - cx0) + (tx0 - cx0), e->coef + (p - ty0) * TILE,
-               (size_t)(tx1 - tx0) * sizeof(double));
+      /* The arrays outlive a realloc of the cache table. */
+      sp->tab[(ky - ky0) * (kx1 - kx0) + (kx - kx0)] = e->coef;
+      sp->ntab[(ky - ky0) * (kx1 - kx0) + (kx - kx0)] = e->nan;
+      any_nan |= e->nan != NULL;
     }
 
   {
-    eval_ctx_t e = {sp->coef, cx1 - cx0, cx0, cy0, cx1, cy1, NX, NY, nx, ny,
-                    any_nan ? sp->nanmask : NULL, wx0, wy0, ww, wh};
+    eval_ctx_t e = {sp->tab, sp->ntab, kx0, ky0, kx1, ky1, kx1 - kx0, NX, NY, nx, ny, any_nan};
     bool f32 = t->node->dtype == TSR_F32;
     /* Small tiles of output keep the coefficients they read in cache: a
      * rotated mapping walks the coefficient array diagonally. */
@@ -505,21 +596,23 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
       for (int64_t tx = 0; tx < bw; tx += 64)
         for (int64_t y = ty; y < bh && y < ty + 32; y++) {
           size_t off = tsr__task_offset(t, 0, y, z, q);
-          for (int64_t x = tx; x < bw && x < tx + 64; x++) {
-            double v = order == 3 ? eval3(&e, xin[y * bw + x], yin[y * bw + x])
-                                  : eval2(&e, xin[y * bw + x], yin[y * bw + x]);
+          int64_t n = bw - tx < 64 ? bw - tx : 64;
+          double v[64];
+          eval_segment(&e, order, xin + y * bw + tx, yin + y * bw + tx, n, bw - tx, v);
+          for (int64_t k = 0; k < n; k++) {
+            size_t o = off + (size_t)(tx + k);
             if (t->planes[0]) {
               if (f32)
-                ((float *)t->planes[0])[off + (size_t)x] = (float)v;
+                ((float *)t->planes[0])[o] = (float)v[k];
               else
-                ((double *)t->planes[0])[off + (size_t)x] = v;
+                ((double *)t->planes[0])[o] = v[k];
             }
             if (t->planes[1]) {
-              double fp = v == v ? 1.0 : 0.0;
+              double fp = v[k] == v[k] ? 1.0 : 0.0;
               if (f32)
-                ((float *)t->planes[1])[off + (size_t)x] = (float)fp;
+                ((float *)t->planes[1])[o] = (float)fp;
               else
-                ((double *)t->planes[1])[off + (size_t)x] = fp;
+                ((double *)t->planes[1])[o] = fp;
             }
           }
         }
@@ -530,12 +623,15 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
 void tsr__spline_free(tsr_ctx_t *ctx, tsr__spline_t *sp) {
   if (sp == NULL)
     return;
-  for (int i = 0; i < sp->n_cached; i++)
+  for (int i = 0; i < sp->n_cached; i++) {
     tsr__free(ctx, sp->cache[i].coef);
+    tsr__free(ctx, sp->cache[i].nan);
+  }
   tsr__free(ctx, sp->cache);
-  tsr__free(ctx, sp->coef);
+  tsr__free(ctx, sp->tab);
+  tsr__free(ctx, sp->ntab);
   tsr__free(ctx, sp->tile);
+  tsr__free(ctx, sp->tmask);
   tsr__free(ctx, sp->acc);
-  tsr__free(ctx, sp->nanmask);
   tsr__free(ctx, sp);
 }
