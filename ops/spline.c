@@ -26,9 +26,7 @@
  */
 #include <float.h>
 #include <math.h>
-#include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "spline.h"
 
@@ -48,13 +46,6 @@
  * that asked first.  Least recently used tiles go past the budget, but
  * never one that the task in flight was promised (see tsr__spline_window). */
 #define CACHE_TILES 128   /* 128 x 524 KiB = 66 MiB, a soft budget */
-
-/* The first CACHE_TILES coefficient arrays are slots of one reservation,
- * asking the kernel for transparent huge pages: first-touch faults of 4 KiB
- * pages on the 40 MB of fresh coefficients of a 2048^2 image took longer
- * than computing them.  Pages are touched only as tiles are made. */
-#define HUGE_PAGE ((size_t)2 << 20)
-#define TILE_BYTES ((size_t)TS * TS * sizeof(double))
 
 typedef struct {
   int64_t plane, kx, ky;  /* input plane and tile index */
@@ -76,7 +67,6 @@ struct tsr__spline_s {
   size_t acc_cap;
   tile_entry_t *cache;
   int n_cached, cap_cached;
-  void *slab;        /* CACHE_TILES arrays, from a huge-page boundary */
   uint64_t clock;
   uint64_t task_start; /* entries used at or after this belong to the task in flight */
 };
@@ -560,23 +550,6 @@ static int compute_tile(tsr_ctx_t *ctx, tsr__spline_t *sp, tile_entry_t *e, int 
   return 0;
 }
 
-/* The coefficient array of cache entry i (see HUGE_PAGE). */
-static double *tile_array(tsr_ctx_t *ctx, tsr__spline_t *sp, int i) {
-  if (i >= CACHE_TILES)
-    return tsr__mallocarray(ctx, (size_t)TS * TS, sizeof(double));
-  if (sp->slab == NULL) {
-    size_t len = CACHE_TILES * TILE_BYTES;
-    if ((sp->slab = tsr__malloc(ctx, len + HUGE_PAGE)) == NULL)
-      return NULL;
-#ifdef MADV_HUGEPAGE
-    uintptr_t a = ((uintptr_t)sp->slab + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
-    (void)madvise((void *)a, len, MADV_HUGEPAGE); /* advice only */
-#endif
-  }
-  uintptr_t base = ((uintptr_t)sp->slab + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
-  return (double *)(base + (size_t)i * TILE_BYTES);
-}
-
 int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *src,
                     int64_t rs, tsr_dtype_t dt, const tsr_region_t *win, const int64_t *in_shape,
                     const double *xin, const double *yin, int64_t bw, int64_t bh,
@@ -642,7 +615,7 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
           }
           victim = sp->n_cached;
           memset(&sp->cache[victim], 0, sizeof sp->cache[victim]);
-          sp->cache[victim].coef = tile_array(ctx, sp, victim);
+          sp->cache[victim].coef = tsr__mallocarray(ctx, (size_t)TS * TS, sizeof(double));
           if (sp->cache[victim].coef == NULL)
             return tsr__err(ctx, TSR_ENOMEM, "spline: out of memory");
           sp->n_cached++;
@@ -710,12 +683,10 @@ void tsr__spline_free(tsr_ctx_t *ctx, tsr__spline_t *sp) {
   if (sp == NULL)
     return;
   for (int i = 0; i < sp->n_cached; i++) {
-    if (i >= CACHE_TILES)
-      tsr__free(ctx, sp->cache[i].coef);
+    tsr__free(ctx, sp->cache[i].coef);
     tsr__free(ctx, sp->cache[i].nan);
   }
   tsr__free(ctx, sp->cache);
-  tsr__free(ctx, sp->slab);
   tsr__free(ctx, sp->tab);
   tsr__free(ctx, sp->ntab);
   tsr__free(ctx, sp->tile);
