@@ -239,6 +239,13 @@ static inline int64_t tile_index(const eval_ctx_t *e, int64_t ix, int64_t iy) {
   return (ky - e->ky0) * e->nkx + (kx - e->kx0);
 }
 
+/* The offset of padded index (ix, iy) in the arrays of the tile whose core
+ * holds it (a support starting there runs on into the overlap): x-major,
+ * rows of TS along y. */
+static inline int64_t tile_off(int64_t ix, int64_t iy) {
+  return (ix & (TILE - 1)) * TS + (iy & (TILE - 1));
+}
+
 static inline const double *tile_of(const eval_ctx_t *e, int64_t ix, int64_t iy) {
   int64_t i = tile_index(e, ix, iy);
   return i < 0 ? NULL : e->tab[i];
@@ -255,10 +262,10 @@ static bool support_spoiled(const eval_ctx_t *e, int64_t sx, int64_t sy, int n) 
     const unsigned char *m = e->ntab[i];
     if (m == NULL)
       return false;
-    m += (sy & (TILE - 1)) * TS + (sx & (TILE - 1));
-    for (int l = 0; l < n; l++, m += TS)
-      for (int k = 0; k < n; k++)
-        if (m[k])
+    m += tile_off(sx, sy);
+    for (int k = 0; k < n; k++, m += TS)
+      for (int l = 0; l < n; l++)
+        if (m[l])
           return true;
     return false;
   }
@@ -268,7 +275,7 @@ static bool support_spoiled(const eval_ctx_t *e, int64_t sx, int64_t sy, int n) 
       int64_t ix = mirror(sx + k, e->NX), i = tile_index(e, ix, iy);
       if (i < 0)
         return true;
-      if (e->ntab[i] && e->ntab[i][(iy & (TILE - 1)) * TS + (ix & (TILE - 1))])
+      if (e->ntab[i] && e->ntab[i][tile_off(ix, iy)])
         return true;
     }
   }
@@ -281,7 +288,8 @@ typedef double v4d __attribute__((vector_size(32)));
 /* The sum of n x n coefficients with weights.  Inside the image the support
  * comes from the tile its start lies in; at the edges indices are mirrored
  * and each coefficient comes from the core of its own tile.  NAN if the task
- * lacks a tile (it never should). */
+ * lacks a tile (it never should).  Tiles are x-major: a support is n runs
+ * of n coefficients along y. */
 static inline __attribute__((always_inline)) double
 sum_support(const eval_ctx_t *e, int64_t sx, int64_t sy, int n, const double *wx,
             const double *wy) {
@@ -290,36 +298,37 @@ sum_support(const eval_ctx_t *e, int64_t sx, int64_t sy, int n, const double *wx
     const double *p = tile_of(e, sx, sy);
     if (p == NULL)
       return NAN;
-    p += (sy & (TILE - 1)) * TS + (sx & (TILE - 1));
+    p += tile_off(sx, sy);
     if (n == 4) {
-      /* Columns weighted by wy first, then the row by wx: 4-wide vectors. */
+      /* The runs weighted by wx, then the sum along y by wy: 4-wide
+       * vectors, as eval3x4 does it. */
       v4d r0, r1, r2, r3, w;
       memcpy(&r0, p, sizeof r0), memcpy(&r1, p + TS, sizeof r1);
       memcpy(&r2, p + 2 * TS, sizeof r2), memcpy(&r3, p + 3 * TS, sizeof r3);
-      memcpy(&w, wx, sizeof w);
-      v4d a = (r0 * wy[0] + r1 * wy[1]) + (r2 * wy[2] + r3 * wy[3]);
+      memcpy(&w, wy, sizeof w);
+      v4d a = (r0 * wx[0] + r1 * wx[1]) + (r2 * wx[2] + r3 * wx[3]);
       a *= w;
       return (a[0] + a[1]) + (a[2] + a[3]);
     }
-    for (int l = 0; l < n; l++, p += TS) {
+    for (int k = 0; k < n; k++, p += TS) {
       double r = 0;
-      for (int k = 0; k < n; k++)
-        r += wx[k] * p[k];
-      s += wy[l] * r;
+      for (int l = 0; l < n; l++)
+        r += wy[l] * p[l];
+      s += wx[k] * r;
     }
     return s;
   }
-  for (int l = 0; l < n; l++) {
-    int64_t iy = mirror(sy + l, e->NY);
+  for (int k = 0; k < n; k++) {
+    int64_t ix = mirror(sx + k, e->NX);
     double r = 0;
-    for (int k = 0; k < n; k++) {
-      int64_t ix = mirror(sx + k, e->NX);
+    for (int l = 0; l < n; l++) {
+      int64_t iy = mirror(sy + l, e->NY);
       const double *p = tile_of(e, ix, iy);
       if (p == NULL)
         return NAN;
-      r += wx[k] * p[(iy & (TILE - 1)) * TS + (ix & (TILE - 1))];
+      r += wy[l] * p[tile_off(ix, iy)];
     }
-    s += wy[l] * r;
+    s += wx[k] * r;
   }
   return s;
 }
@@ -336,9 +345,9 @@ static inline __attribute__((always_inline)) void prefetch_support(const eval_ct
   const double *p = tile_of(e, sx, sy);
   if (p == NULL)
     return;
-  p += (sy & (TILE - 1)) * TS + (sx & (TILE - 1));
-  for (int l = 0; l < 4; l++)
-    __builtin_prefetch(p + l * TS), __builtin_prefetch(p + l * TS + 3);
+  p += tile_off(sx, sy);
+  for (int k = 0; k < 4; k++)
+    __builtin_prefetch(p + k * TS), __builtin_prefetch(p + k * TS + 3);
 }
 
 /* Cubic B-spline at input pixel (x, y); NaN outside [-0.5, n - 0.5] or on a
@@ -371,8 +380,8 @@ typedef int64_t v4di __attribute__((vector_size(32)));
 
 /* Four cubic values at once, when all four supports lie inside the image,
  * away from NaNs (the caller checks): the same operations in the same order
- * as eval3 and sum_support, so the same bits.  Rows of each support are
- * weighted by wy, and the four column sums, transposed, by wx. */
+ * as eval3 and sum_support, so the same bits.  The runs along y of each
+ * support are weighted by wx, and the four sums, transposed, by wy. */
 static inline __attribute__((always_inline)) void eval3x4(const eval_ctx_t *e, const double *xs,
                                                           const double *ys, double *v) {
   v4d x, y, xp, yp, wx[4], wy[4], a[4], f;
@@ -385,11 +394,12 @@ static inline __attribute__((always_inline)) void eval3x4(const eval_ctx_t *e, c
   CUBIC_WEIGHTS(wy, f, 1.0 - f);
   for (int j = 0; j < 4; j++) {
     int64_t sx = ix[j] - 1, sy = iy[j] - 1;
-    const double *p = tile_of(e, sx, sy) + (sy & (TILE - 1)) * TS + (sx & (TILE - 1));
+    const double *p = e->tab[((sy >> TILE_SHIFT) - e->ky0) * e->nkx + ((sx >> TILE_SHIFT) - e->kx0)] +
+                      tile_off(sx, sy);
     v4d r0, r1, r2, r3;
     memcpy(&r0, p, sizeof r0), memcpy(&r1, p + TS, sizeof r1);
     memcpy(&r2, p + 2 * TS, sizeof r2), memcpy(&r3, p + 3 * TS, sizeof r3);
-    a[j] = (r0 * wy[0][j] + r1 * wy[1][j]) + (r2 * wy[2][j] + r3 * wy[3][j]);
+    a[j] = (r0 * wx[0][j] + r1 * wx[1][j]) + (r2 * wx[2][j] + r3 * wx[3][j]);
   }
   {
     v4d lo01 = __builtin_shuffle(a[0], a[1], (v4di){0, 4, 2, 6});
@@ -400,7 +410,7 @@ static inline __attribute__((always_inline)) void eval3x4(const eval_ctx_t *e, c
     v4d c1 = __builtin_shuffle(hi01, hi23, (v4di){0, 1, 4, 5});
     v4d c2 = __builtin_shuffle(lo01, lo23, (v4di){2, 3, 6, 7});
     v4d c3 = __builtin_shuffle(hi01, hi23, (v4di){2, 3, 6, 7});
-    v4d r = (c0 * wx[0] + c1 * wx[1]) + (c2 * wx[2] + c3 * wx[3]);
+    v4d r = (c0 * wy[0] + c1 * wy[1]) + (c2 * wy[2] + c3 * wy[3]);
     memcpy(v, &r, sizeof r);
   }
 }
@@ -426,48 +436,28 @@ static inline __attribute__((always_inline)) double eval2(const eval_ctx_t *e, d
   return sum_support(e, sx, sy, 3, wx, wy);
 }
 
-/* Gather P over padded columns [ex0, ex0 + ew) of data row dy into b, where
- * P(p) = data[clamp(p - 1)]: clamps only at the image's edges. */
-static void gather_row(double *b, const void *src, tsr_dtype_t dt, int64_t rs, int64_t wx0,
-                       int64_t wy0, int64_t dy, int64_t ex0, int64_t ew, int64_t nx) {
-  int64_t i0 = 1 - ex0 > 0 ? 1 - ex0 : 0, i1 = nx + 1 - ex0 < ew ? nx + 1 - ex0 : ew;
-  size_t row = (size_t)((dy - wy0) * rs - wx0);
-  for (int64_t i = 0; i < i0; i++)
-    b[i] = load(src, dt, row);
-  if (dt == TSR_F32) {
-    const float *p = (const float *)src + row + (ex0 - 1);
-    for (int64_t i = i0; i < i1; i++)
-      b[i] = (double)p[i];
-  } else {
-    const double *p = (const double *)src + row + (ex0 - 1);
-    for (int64_t i = i0; i < i1; i++)
-      b[i] = p[i];
-  }
-  for (int64_t i = i1 > i0 ? i1 : i0; i < ew; i++)
-    b[i] = load(src, dt, row + (size_t)(nx - 1));
-}
-
 /* n values at coordinates xs/ys into v; `ahead` coordinates are readable
  * (for prefetching). */
 TSR__MULTIVERSION static void eval_segment(const eval_ctx_t *e, int order, const double *xs,
                                            const double *ys, int64_t n, int64_t ahead,
                                            double *v) {
   /* Groups of four go through eval3x4 when every support is inside the
-   * image (0 <= x < nx - 1) and its tile is at hand. */
+   * image (0 <= x < nx - 1). */
   const double xmax = (double)e->nx - 1.0, ymax = (double)e->ny - 1.0;
   bool vec = order == 3 && !e->any_nan && e->NX < INT32_MAX / 2 && e->NY < INT32_MAX / 2;
   for (int64_t k = 0; k < n;) {
     if (vec && k + 4 <= n) {
-      const double *x = xs + k, *y = ys + k;
-      bool in = true;
-      for (int j = 0; j < 4; j++)
-        in &= x[j] >= 0.0 && x[j] < xmax && y[j] >= 0.0 && y[j] < ymax &&
-              tile_of(e, (int64_t)x[j], (int64_t)y[j]) != NULL;
-      if (in) {
+      /* The task's tiles cover the support of every coordinate in range
+       * (tsr__spline_run), so only the range is checked. */
+      v4d x, y;
+      v4di in;
+      memcpy(&x, xs + k, sizeof x), memcpy(&y, ys + k, sizeof y);
+      in = (x >= 0.0) & (x < xmax) & (y >= 0.0) & (y < ymax);
+      if ((in[0] & in[1] & in[2] & in[3]) != 0) {
         for (int j = 0; j < 4; j++)
           if (k + j + PREFETCH < ahead)
             prefetch_support(e, xs[k + j + PREFETCH], ys[k + j + PREFETCH]);
-        eval3x4(e, x, y, v + k);
+        eval3x4(e, xs + k, ys + k, v + k);
         k += 4;
         continue;
       }
@@ -477,6 +467,114 @@ TSR__MULTIVERSION static void eval_segment(const eval_ctx_t *e, int order, const
     v[k] = order == 3 ? eval3(e, xs[k], ys[k]) : eval2(e, xs[k], ys[k]);
     k++;
   }
+}
+
+/* Lanes of a where m is set, else of b. */
+#define select4(m, a, b) ((v4d)(((v4di)(a) & (m)) | ((v4di)(b) & ~(m))))
+
+/* The bounds of the n coordinates (xs, ys) inside [-0.5, xmax] x [-0.5, ymax];
+ * lx > hx when there are none.  Four lanes at a time, branch-free. */
+TSR__MULTIVERSION static void coord_bounds(const double *xs, const double *ys, int64_t n,
+                                           double xmax, double ymax, double *lx, double *hx,
+                                           double *ly, double *hy) {
+  const v4d inf = {INFINITY, INFINITY, INFINITY, INFINITY};
+  v4d l0 = inf, h0 = -inf, l1 = inf, h1 = -inf;
+  int64_t k = 0;
+  for (; k + 4 <= n; k += 4) {
+    v4d x, y;
+    memcpy(&x, xs + k, sizeof x), memcpy(&y, ys + k, sizeof y);
+    v4di in = (x >= -0.5) & (x <= xmax) & (y >= -0.5) & (y <= ymax);
+    v4d xl = select4(in, x, inf), xh = select4(in, x, -inf);
+    v4d yl = select4(in, y, inf), yh = select4(in, y, -inf);
+    l0 = select4(xl < l0, xl, l0), h0 = select4(xh > h0, xh, h0);
+    l1 = select4(yl < l1, yl, l1), h1 = select4(yh > h1, yh, h1);
+  }
+  *lx = INFINITY, *hx = -INFINITY, *ly = INFINITY, *hy = -INFINITY;
+  for (int j = 0; j < 4; j++) {
+    *lx = l0[j] < *lx ? l0[j] : *lx, *hx = h0[j] > *hx ? h0[j] : *hx;
+    *ly = l1[j] < *ly ? l1[j] : *ly, *hy = h1[j] > *hy ? h1[j] : *hy;
+  }
+  for (; k < n; k++) {
+    double x = xs[k], y = ys[k];
+    if (!(x >= -0.5 && x <= xmax && y >= -0.5 && y <= ymax))
+      continue;
+    *lx = x < *lx ? x : *lx, *hx = x > *hx ? x : *hx;
+    *ly = y < *ly ? y : *ly, *hy = y > *hy ? y : *hy;
+  }
+}
+
+/* n values v into the data plane d and footprint plane fp (either may be
+ * NULL) from element off on; f32 says the planes' type. */
+static void store_segment(void *d, void *fp, bool f32, size_t off, const double *v, int64_t n) {
+  if (d && f32)
+    for (int64_t k = 0; k < n; k++)
+      ((float *)d)[off + (size_t)k] = (float)v[k];
+  else if (d)
+    memcpy((double *)d + off, v, (size_t)n * sizeof *v);
+  if (fp && f32)
+    for (int64_t k = 0; k < n; k++)
+      ((float *)fp)[off + (size_t)k] = v[k] == v[k] ? 1.0f : 0.0f;
+  else if (fp)
+    for (int64_t k = 0; k < n; k++)
+      ((double *)fp)[off + (size_t)k] = v[k] == v[k] ? 1.0 : 0.0;
+}
+
+/* Gather P over padded columns [ex0, ex0 + ew) of data row dy into b, where
+ * P(p) = data[clamp(p - 1)]: clamps only at the image's edges.  Returns
+ * nonzero if a value is not finite (checked branch-free, in the same pass). */
+TSR__MULTIVERSION static int gather_row(double *b, const void *src, tsr_dtype_t dt, int64_t rs,
+                                        int64_t wx0, int64_t wy0, int64_t dy, int64_t ex0,
+                                        int64_t ew, int64_t nx) {
+  int64_t i0 = 1 - ex0 > 0 ? 1 - ex0 : 0, i1 = nx + 1 - ex0 < ew ? nx + 1 - ex0 : ew;
+  size_t row = (size_t)((dy - wy0) * rs - wx0);
+  int bad = 0;
+  for (int64_t i = 0; i < i0; i++)
+    b[i] = load(src, dt, row);
+  if (dt == TSR_F32) {
+    const float *p = (const float *)src + row + (ex0 - 1);
+    for (int64_t i = i0; i < i1; i++) {
+      b[i] = (double)p[i];
+      bad |= !(fabsf(p[i]) <= FLT_MAX);
+    }
+  } else {
+    const double *p = (const double *)src + row + (ex0 - 1);
+    for (int64_t i = i0; i < i1; i++) {
+      b[i] = p[i];
+      bad |= !(fabs(p[i]) <= DBL_MAX);
+    }
+  }
+  for (int64_t i = i1 > i0 ? i1 : i0; i < ew; i++)
+    b[i] = load(src, dt, row + (size_t)(nx - 1));
+  if (i0 > 0)
+    bad |= !isfinite(b[0]);
+  if (i1 < ew)
+    bad |= !isfinite(b[ew - 1]);
+  return bad;
+}
+
+/* bt (w rows of h) = the transpose of b (h rows of w), by 4 x 4 blocks. */
+TSR__MULTIVERSION static void transpose(double *restrict bt, const double *restrict b, int64_t w,
+                                        int64_t h) {
+  int64_t h4 = h / 4 * 4, w4 = w / 4 * 4;
+  for (int64_t j = 0; j < h4; j += 4)
+    for (int64_t i = 0; i < w4; i += 4) {
+      v4d a0, a1, a2, a3;
+      memcpy(&a0, b + j * w + i, sizeof a0), memcpy(&a1, b + (j + 1) * w + i, sizeof a1);
+      memcpy(&a2, b + (j + 2) * w + i, sizeof a2), memcpy(&a3, b + (j + 3) * w + i, sizeof a3);
+      v4d lo01 = __builtin_shuffle(a0, a1, (v4di){0, 4, 2, 6});
+      v4d hi01 = __builtin_shuffle(a0, a1, (v4di){1, 5, 3, 7});
+      v4d lo23 = __builtin_shuffle(a2, a3, (v4di){0, 4, 2, 6});
+      v4d hi23 = __builtin_shuffle(a2, a3, (v4di){1, 5, 3, 7});
+      v4d c0 = __builtin_shuffle(lo01, lo23, (v4di){0, 1, 4, 5});
+      v4d c1 = __builtin_shuffle(hi01, hi23, (v4di){0, 1, 4, 5});
+      v4d c2 = __builtin_shuffle(lo01, lo23, (v4di){2, 3, 6, 7});
+      v4d c3 = __builtin_shuffle(hi01, hi23, (v4di){2, 3, 6, 7});
+      memcpy(bt + i * h + j, &c0, sizeof c0), memcpy(bt + (i + 1) * h + j, &c1, sizeof c1);
+      memcpy(bt + (i + 2) * h + j, &c2, sizeof c2), memcpy(bt + (i + 3) * h + j, &c3, sizeof c3);
+    }
+  for (int64_t j = 0; j < h; j++)
+    for (int64_t i = j < h4 ? w4 : 0; i < w; i++)
+      bt[i * h + j] = b[j * w + i];
 }
 
 /* The coefficients and NaN mask of tile (e->kx, e->ky) into e, from the
@@ -502,11 +600,9 @@ static int compute_tile(tsr_ctx_t *ctx, tsr__spline_t *sp, tile_entry_t *e, int 
   for (int64_t j = 0; j < eh; j++) {
     int64_t dy = ey0 + j - 1;
     dy = dy < 0 ? 0 : dy > ny - 1 ? ny - 1 : dy;
-    gather_row(b + j * ew, src, dt, rs, wx0, wy0, dy, ex0, ew, nx);
+    bad |= gather_row(b + j * ew, src, dt, rs, wx0, wy0, dy, ex0, ew, nx);
   }
-  /* A branch-free scan first (it vectorises); the mask only when needed. */
-  for (int64_t k = 0; k < ew * eh; k++)
-    bad |= !(fabs(b[k]) <= DBL_MAX);
+  /* The mask only when needed. */
   tsr__free(ctx, e->nan);
   e->nan = NULL;
   if (bad) {
@@ -515,9 +611,9 @@ static int compute_tile(tsr_ctx_t *ctx, tsr__spline_t *sp, tile_entry_t *e, int 
       return tsr__err(ctx, TSR_ENOMEM, "spline: out of memory");
     for (int64_t k = 0; k < ew * eh; k++)
       m[k] = !isfinite(b[k]);
-    for (int64_t p = ty0; p < ty1; p++)
-      for (int64_t x = tx0; x < tx1; x++)
-        e->nan[(p - ty0) * TS + (x - tx0)] = m[(p - ey0) * ew + (x - ex0)];
+    for (int64_t x = tx0; x < tx1; x++)
+      for (int64_t p = ty0; p < ty1; p++)
+        e->nan[(x - tx0) * TS + (p - ty0)] = m[(p - ey0) * ew + (x - ex0)];
     /* Fill NaN samples from finite neighbours inside the margin only, so
      * the fill depends on the tile, not on the window. */
     for (int64_t j = 0; j < eh; j++)
@@ -535,18 +631,15 @@ static int compute_tile(tsr_ctx_t *ctx, tsr__spline_t *sp, tile_entry_t *e, int 
   }
   /* scipy filters axis 0 (y) first, then x.  Along x the lines are filtered
    * as columns of the transpose: the same operations per line, but they
-   * vectorise across lines instead of running one recursion at a time. */
+   * vectorise across lines instead of running one recursion at a time.
+   * The transpose is x-major, as the tile arrays are: the core and the
+   * overlap are then whole runs of it. */
   filter_columns(b, ew, eh, order, sp->acc);
-  for (int64_t j0 = 0; j0 < eh; j0 += 16)
-    for (int64_t i = 0; i < ew; i++)
-      for (int64_t j = j0; j < eh && j < j0 + 16; j++)
-        bt[i * eh + j] = b[j * ew + i];
+  transpose(bt, b, ew, eh);
   filter_columns(bt, eh, ew, order, sp->acc);
-  /* Keep the core and the overlap. */
-  for (int64_t x0 = tx0; x0 < tx1; x0 += 16)
-    for (int64_t p = ty0; p < ty1; p++)
-      for (int64_t x = x0; x < tx1 && x < x0 + 16; x++)
-        e->coef[(p - ty0) * TS + (x - tx0)] = bt[(x - ex0) * eh + (p - ey0)];
+  for (int64_t x = tx0; x < tx1; x++)
+    memcpy(e->coef + (x - tx0) * TS, bt + (x - ex0) * eh + (ty0 - ey0),
+           (size_t)(ty1 - ty0) * sizeof(double));
   return 0;
 }
 
@@ -564,14 +657,8 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
 
   /* The tiles the coordinates need (their support, mirrored at the edges). */
   {
-    double lx = INFINITY, hx = -INFINITY, ly = INFINITY, hy = -INFINITY;
-    for (int64_t k = 0; k < bw * bh; k++) {
-      double x = xin[k], y = yin[k];
-      if (!(x >= -0.5 && x <= (double)nx - 0.5 && y >= -0.5 && y <= (double)ny - 0.5))
-        continue;
-      lx = x < lx ? x : lx, hx = x > hx ? x : hx;
-      ly = y < ly ? y : ly, hy = y > hy ? y : hy;
-    }
+    double lx, hx, ly, hy;
+    coord_bounds(xin, yin, bw * bh, (double)nx - 0.5, (double)ny - 0.5, &lx, &hx, &ly, &hy);
     if (lx > hx) {
       kx0 = kx1 = ky0 = ky1 = 0;
     } else {
@@ -658,22 +745,7 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
           int64_t n = bw - tx < 64 ? bw - tx : 64;
           double v[64];
           eval_segment(&e, order, xin + y * bw + tx, yin + y * bw + tx, n, bw - tx, v);
-          for (int64_t k = 0; k < n; k++) {
-            size_t o = off + (size_t)(tx + k);
-            if (t->planes[0]) {
-              if (f32)
-                ((float *)t->planes[0])[o] = (float)v[k];
-              else
-                ((double *)t->planes[0])[o] = v[k];
-            }
-            if (t->planes[1]) {
-              double fp = v[k] == v[k] ? 1.0 : 0.0;
-              if (f32)
-                ((float *)t->planes[1])[o] = (float)fp;
-              else
-                ((double *)t->planes[1])[o] = fp;
-            }
-          }
+          store_segment(t->planes[0], t->planes[1], f32, off + (size_t)tx, v, n);
         }
   }
   return 0;
