@@ -45,6 +45,8 @@
 enum { MSG_TASK = 1, MSG_DONE = 2, MSG_FAIL = 3 };
 
 /* One message, either way: fixed size, zeroed before use (Redis childinfo). */
+#define MSG_SPARSE 1u
+
 typedef struct {
   uint32_t magic;
   uint16_t version;
@@ -54,7 +56,7 @@ typedef struct {
   int32_t attempt;              /* 0 on the first try */
   int32_t rc;                   /* MSG_FAIL: the error code */
   uint32_t planes;              /* bit p: plane p wanted */
-  uint32_t pad;
+  uint32_t flags;               /* MSG_SPARSE: the run is sparse (tsr__task_t) */
   int64_t start[TSR_MAX_DIMS];  /* the task's box */
   int64_t stop[TSR_MAX_DIMS];
   char msg[512];                /* MSG_FAIL: the worker's message */
@@ -220,6 +222,7 @@ static void worker_main(tsr__pool_t *p, int fd) {
     r.magic = MSG_MAGIC;
     r.version = MSG_VERSION;
     r.slot = m.slot;
+    run->sparse = (m.flags & MSG_SPARSE) != 0;
     rc = tsr__run_chunk(run, n, &box, &box, dst, stride, &scratch);
     r.type = rc == 0 ? MSG_DONE : MSG_FAIL;
     r.rc = rc;
@@ -382,6 +385,7 @@ static void dispatch(tsr__pool_t *p, worker_t *w) {
     wr->msg.node_id = b->node->id;
     wr->msg.slot = slot;
     wr->msg.attempt = t->attempt;
+    wr->msg.flags = p->run->sparse ? MSG_SPARSE : 0;
     for (int pl = 0; pl < b->node->n_planes; pl++)
       if (b->dst[pl])
         wr->msg.planes |= 1u << pl;

@@ -220,6 +220,10 @@ struct tsr__task_s {
   int64_t stride[TSR_MAX_DIMS];  /* destination strides in elements; stride[0] = 1 */
   int n_in;
   tsr__window_t in[TSR__MAX_INPUTS];
+  /* The run asks for a small part of its output (under 1/16): its windows
+   * are scattered, so a source should read exactly them and not read
+   * ahead around them. */
+  bool sparse;
 };
 
 /* Element pointer into a task's plane p at index (x, y, z, w) relative to out.start. */
@@ -243,7 +247,11 @@ void tsr__run_free(tsr__run_t *run);
 void tsr__run_succeeded(tsr__run_t *run);
 /* Number of tasks that computing `region` of `n` will run (for progress). */
 int64_t tsr__run_count_tasks(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region);
-void tsr__run_set_total(tsr__run_t *run, int64_t total);
+/* Record the request: `total` top-level tasks (for progress) for region r of
+ * node n.  A region much smaller than its node makes the run sparse (see
+ * tsr__task_t). */
+void tsr__run_set_request(tsr__run_t *run, int64_t total, const tsr_node_t *n,
+                          const tsr_region_t *r);
 /* Validate a request (graph status, region inside the node, non-empty) and
  * resolve NULL to the whole node; sets the ctx message on error. */
 int tsr__check_request(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region,

@@ -120,7 +120,13 @@ int tsr__node_state(tsr__run_t *run, tsr_node_t *n, void **state) {
   return 0;
 }
 
-void tsr__run_set_total(tsr__run_t *run, int64_t total) { run->total = total; }
+void tsr__run_set_request(tsr__run_t *run, int64_t total, const tsr_node_t *n,
+                          const tsr_region_t *r) {
+  tsr_region_t full;
+  tsr__region_full(&full, n->ndim, n->shape);
+  run->total = total;
+  run->sparse = tsr_region_size(r) < tsr_region_size(&full) / 16;
+}
 
 void tsr__run_succeeded(tsr__run_t *run) { run->ok = true; }
 
@@ -201,6 +207,7 @@ int tsr__run_task(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_
   t.ctx = ctx;
   t.node = n;
   t.state = state;
+  t.sparse = run->sparse;
   t.out = *sub;
   memcpy(t.stride, stride, sizeof t.stride);
   for (int p = 0; p < n->n_planes; p++) {
@@ -522,7 +529,7 @@ int tsr_compute(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region, vo
     return rc;
   tsr__contiguous_strides(&r, stride);
   planes[node->plane] = dst;
-  tsr__run_set_total(run, tsr__run_count_tasks(run, node, &r));
+  tsr__run_set_request(run, tsr__run_count_tasks(run, node, &r), node, &r);
   rc = tsr__run_region(run, node->owner, &r, planes, stride);
   if (rc == 0)
     tsr__run_succeeded(run);

@@ -22,6 +22,7 @@ struct tsr__run_s {
   tsr__pool_t *pool;            /* worker processes, or NULL to run here */
   int lazy_jobs;                /* > 1: a pool of this many is forked at the first miss */
   bool ok;                      /* tsr__run_succeeded was called: report cache warnings */
+  bool sparse;                  /* see tsr__task_t */
 };
 
 /* The node's per-run state in this process, started on first use. */
