@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,7 @@ enum { MSG_TASK = 1, MSG_DONE = 2, MSG_FAIL = 3 };
 
 /* One message, either way: fixed size, zeroed before use (Redis childinfo). */
 #define MSG_SPARSE 1u
+#define MSG_DIRECT 2u  /* write into dst (shared memory), not into the slot */
 
 typedef struct {
   uint32_t magic;
@@ -56,9 +58,13 @@ typedef struct {
   int32_t attempt;              /* 0 on the first try */
   int32_t rc;                   /* MSG_FAIL: the error code */
   uint32_t planes;              /* bit p: plane p wanted */
-  uint32_t flags;               /* MSG_SPARSE: the run is sparse (tsr__task_t) */
+  uint32_t flags;               /* MSG_SPARSE: the run is sparse (tsr__task_t); MSG_DIRECT */
   int64_t start[TSR_MAX_DIMS];  /* the task's box */
   int64_t stop[TSR_MAX_DIMS];
+  uint64_t dst[TSR__MAX_PLANES]; /* MSG_DIRECT: the destination of each plane, */
+  int64_t dstart[TSR_MAX_DIMS]; /* laid over the region starting here */
+  int64_t dstop[TSR_MAX_DIMS];
+  int64_t dstride[TSR_MAX_DIMS]; /* with these strides */
   char msg[512];                /* MSG_FAIL: the worker's message */
 } pool_msg_t;
 
@@ -81,12 +87,13 @@ typedef struct {
   int64_t stride[TSR_MAX_DIMS];
   pool_task_t *tasks;
   int64_t n_tasks, next, n_done;
+  bool direct;                  /* dst is shared memory: workers write it themselves */
 } batch_t;
 
 #define MAX_BATCHES 32
 /* Tasks a worker may hold at once: the second waits in its socket while it
  * computes the first, so it stays busy while the parent writes a band. */
-#define DEPTH 2
+#define DEPTH 4
 
 typedef struct {
   int batch;                    /* index into pool->batches */
@@ -199,7 +206,7 @@ static void worker_main(tsr__pool_t *p, int fd) {
     tsr_node_t *n = NULL;
     void *dst[TSR__MAX_PLANES] = {0};
     int64_t stride[TSR_MAX_DIMS];
-    tsr_region_t box;
+    tsr_region_t box, dreg;
     size_t count, es;
     int rc;
 
@@ -218,12 +225,22 @@ static void worker_main(tsr__pool_t *p, int fd) {
       if (m.planes & (1u << pl))
         dst[pl] = p->slots + (size_t)m.slot * p->slot_bytes + (size_t)pl * count * es;
     tsr__contiguous_strides(&box, stride);
+    if (m.flags & MSG_DIRECT) {
+      /* Straight into the caller's shared destination: no copy in the parent. */
+      for (int pl = 0; pl < n->n_planes; pl++)
+        dst[pl] = (m.planes & (1u << pl)) ? (void *)(uintptr_t)m.dst[pl] : NULL;
+      memcpy(dreg.start, m.dstart, sizeof dreg.start);
+      memcpy(dreg.stop, m.dstop, sizeof dreg.stop);
+      memcpy(stride, m.dstride, sizeof m.dstride);
+    } else {
+      dreg = box;
+    }
     memset(&r, 0, sizeof r);
     r.magic = MSG_MAGIC;
     r.version = MSG_VERSION;
     r.slot = m.slot;
     run->sparse = (m.flags & MSG_SPARSE) != 0;
-    rc = tsr__run_chunk(run, n, &box, &box, dst, stride, &scratch);
+    rc = tsr__run_chunk(run, n, &box, &dreg, dst, stride, &scratch);
     r.type = rc == 0 ? MSG_DONE : MSG_FAIL;
     r.rc = rc;
     if (rc != 0)
@@ -386,6 +403,14 @@ static void dispatch(tsr__pool_t *p, worker_t *w) {
     wr->msg.slot = slot;
     wr->msg.attempt = t->attempt;
     wr->msg.flags = p->run->sparse ? MSG_SPARSE : 0;
+    if (b->direct) {
+      wr->msg.flags |= MSG_DIRECT;
+      for (int pl = 0; pl < b->node->n_planes; pl++)
+        wr->msg.dst[pl] = (uint64_t)(uintptr_t)b->dst[pl];
+      memcpy(wr->msg.dstart, b->region.start, sizeof wr->msg.dstart);
+      memcpy(wr->msg.dstop, b->region.stop, sizeof wr->msg.dstop);
+      memcpy(wr->msg.dstride, b->stride, sizeof wr->msg.dstride);
+    }
     for (int pl = 0; pl < b->node->n_planes; pl++)
       if (b->dst[pl])
         wr->msg.planes |= 1u << pl;
@@ -453,7 +478,7 @@ static void handle_reply(worker_t *w) {
     memcpy(box.start, t->start, sizeof box.start);
     memcpy(box.stop, t->stop, sizeof box.stop);
     tsr__contiguous_strides(&box, st);
-    for (int pl = 0; pl < n->n_planes; pl++)
+    for (int pl = 0; pl < n->n_planes && !b->direct; pl++)
       if (b->dst[pl])
         tsr__copy_box(b->dst[pl], &b->region, b->stride,
                       p->slots + (size_t)f.slot * p->slot_bytes + (size_t)pl * count * es, &box,
@@ -703,6 +728,14 @@ static int pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region
   for (int pl = 0; pl < TSR__MAX_PLANES; pl++)
     b->dst[pl] = dst[pl];
   memcpy(b->stride, stride, sizeof b->stride);
+  b->direct = true;
+  for (int pl = 0; pl < n->n_planes; pl++)
+    if (dst[pl]) {
+      size_t last = 0;
+      for (int a = 0; a < TSR_MAX_DIMS; a++)
+        last += (size_t)((region->stop[a] - region->start[a] - 1) * stride[a]);
+      b->direct &= tsr__run_is_shared(p->run, dst[pl], (last + 1) * tsr_dtype_size(n->dtype));
+    }
   /* The tasks: each chunk's part of the region, in FITS order. */
   memcpy(c, lo, sizeof c);
   for (;;) {
@@ -772,6 +805,17 @@ static int pool_wait(tsr__pool_t *p, int64_t ticket) {
   tsr__free(p->ctx, b->tasks);
   memset(b, 0, sizeof *b);
   return rc;
+}
+
+void tsr__pool_poll(tsr__pool_t *p) {
+  sigpipe_guard_t g;
+  if (p == NULL || p->rc != 0)
+    return;
+  sigpipe_block(&g);
+  uv_run(&p->loop, UV_RUN_NOWAIT);
+  for (int i = 0; i < p->jobs && p->rc == 0; i++)
+    dispatch(p, &p->workers[i]);
+  sigpipe_restore(&g);
 }
 
 int tsr__pool_run(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, void *const *dst,

@@ -270,8 +270,16 @@ int tsr__run_region(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
  * pool (dst and the region must stay valid until the wait) and computes
  * before returning on a serial run (ticket 0).  At most 32 in flight. */
 bool tsr__run_async(const tsr__run_t *run);
+/* Memory that the run's pool workers write results into directly, sparing
+ * this process a copy of every block: a shared mapping made before they
+ * are forked.  NULL when the run has no pool or its workers already run
+ * (use private memory then).  Owned by the run: tsr__run_free unmaps it. */
+void *tsr__run_shared_alloc(tsr__run_t *run, size_t bytes);
 int tsr__run_submit(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
                     void *const *dst, const int64_t *stride, int64_t *ticket);
 int tsr__run_wait(tsr__run_t *run, int64_t ticket);
+/* Keep the run's workers fed while this process is busy between waits
+ * (see tsr__pool_poll); nothing without a pool. */
+void tsr__run_poll(tsr__run_t *run);
 
 #endif

@@ -26,6 +26,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -67,14 +68,11 @@ int tsr__run_new(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **out) {
     if (jobs < 1)
       jobs = 1;
   }
-  /* With a cache the workers are forked only when a chunk misses: a
-   * request served from the cache costs no fork. */
-  if (jobs > 1 && opts && opts->cache)
+  /* Workers are forked at the first task for them: a request served from
+   * the cache costs no fork, and destinations made by
+   * tsr__run_shared_alloc before then are shared with them. */
+  if (jobs > 1)
     run->lazy_jobs = (int)jobs;
-  else if (jobs > 1 && (rc = tsr__pool_start(run, (int)jobs, &run->pool)) != 0) {
-    tsr__run_free(run);
-    return rc;
-  }
   *out = run;
   return 0;
 }
@@ -83,6 +81,9 @@ void tsr__run_free(tsr__run_t *run) {
   if (run == NULL)
     return;
   tsr__pool_stop(run->pool);
+  for (int i = 0; i < run->n_shared; i++)
+    munmap(run->shared[i].p, run->shared[i].bytes);
+  tsr__free(run->ctx, run->shared);
   /* Workers never free their runs: this is the process that started it. */
   if (run->opts.cache)
     tsr__cache_run_end(run->opts.cache, run->ok ? run->ctx : NULL);
@@ -382,6 +383,36 @@ out:
 
 bool tsr__run_async(const tsr__run_t *run) { return run->pool != NULL || run->lazy_jobs > 1; }
 
+void *tsr__run_shared_alloc(tsr__run_t *run, size_t bytes) {
+  void *p;
+  if (run->pool != NULL || run->lazy_jobs <= 1 || bytes == 0)
+    return NULL;
+  if (run->n_shared == run->cap_shared) {
+    int cap = run->cap_shared ? 2 * run->cap_shared : 8;
+    void *s = tsr__realloc(run->ctx, run->shared, (size_t)cap * sizeof *run->shared);
+    if (s == NULL)
+      return NULL;
+    run->shared = s;
+    run->cap_shared = cap;
+  }
+  p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    return NULL;
+  run->shared[run->n_shared].p = p;
+  run->shared[run->n_shared++].bytes = bytes;
+  return p;
+}
+
+bool tsr__run_is_shared(const tsr__run_t *run, const void *p, size_t bytes) {
+  const char *c = p;
+  for (int i = 0; i < run->n_shared; i++) {
+    const char *s = run->shared[i].p;
+    if (c >= s && c + bytes <= s + run->shared[i].bytes)
+      return true;
+  }
+  return false;
+}
+
 /* A pool run with a cache: the planner asks the cache before scheduling.
  * Chunks whose files exist are left out of the workers' batch and read
  * here, after the batch is handed out, so the workers compute the misses
@@ -453,11 +484,19 @@ int tsr__run_submit(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
                     void *const *dst, const int64_t *stride, int64_t *ticket) {
   *ticket = 0;
   if ((run->pool || run->lazy_jobs > 1) && !(n->op->flags & TSR__OP_SOURCE)) {
+    int rc;
     if (run->opts.cache)
       return submit_cached(run, n, region, dst, stride, ticket);
+    if (run->pool == NULL && (rc = tsr__pool_start(run, run->lazy_jobs, &run->pool)) != 0)
+      return rc;
     return tsr__pool_submit(run->pool, n, region, dst, stride, NULL, ticket);
   }
   return run_owner(run, n, region, dst, stride, true);
+}
+
+void tsr__run_poll(tsr__run_t *run) {
+  if (run->pool)
+    tsr__pool_poll(run->pool);
 }
 
 int tsr__run_wait(tsr__run_t *run, int64_t ticket) {

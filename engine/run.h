@@ -23,8 +23,12 @@ struct tsr__run_s {
   int lazy_jobs;                /* > 1: a pool of this many is forked at the first miss */
   bool ok;                      /* tsr__run_succeeded was called: report cache warnings */
   bool sparse;                  /* see tsr__task_t */
+  struct { void *p; size_t bytes; } *shared; /* tsr__run_shared_alloc maps */
+  int n_shared, cap_shared;
 };
 
+/* Does [p, p + bytes) lie in one tsr__run_shared_alloc map? */
+bool tsr__run_is_shared(const tsr__run_t *run, const void *p, size_t bytes);
 /* The node's per-run state in this process, started on first use. */
 int tsr__node_state(tsr__run_t *run, tsr_node_t *n, void **state);
 /* Compute `sub` of owner node n into dst laid over `dreg` with strides;
@@ -64,6 +68,10 @@ int tsr__pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, 
                      const int64_t *stride, const uint8_t *skip, int64_t *ticket);
 /* Run the pool until the request `ticket` is complete (later ones go on). */
 int tsr__pool_wait(tsr__pool_t *p, int64_t ticket);
+/* Take in the replies that have arrived and hand out tasks to idle
+ * workers, without blocking: a caller busy between waits (writing a band)
+ * calls this now and then so the workers do not run dry. */
+void tsr__pool_poll(tsr__pool_t *p);
 /* Submit and wait. */
 int tsr__pool_run(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, void *const *dst,
                   const int64_t *stride);

@@ -766,21 +766,25 @@ int tsr_wcs_read_fits(tsr_ctx_t *ctx, const char *path, int hdu, tsr_wcs_t **out
 /* ------------------------------------------------------------------ */
 /* Writing                                                            */
 
+/* With a process pool, band b + 1 computes while band b is written: two
+ * sets of band buffers, used in turn.  (A third set measured slower: more
+ * fresh shared pages to fault in, and no less waiting.) */
+#define MAX_SETS 2
+
 typedef struct {
   const char *path;        /* final name, as given */
   char *tmp;               /* temporary name in the same directory; NULL once renamed */
   int fd;                  /* the open temporary file, or -1 */
   int64_t data_off;        /* bytes of header before the data */
   tsr_node_t *node;
-  void *band[2];           /* borrowed: the band buffers of (node->owner, node->plane) */
+  void *band[MAX_SETS];    /* borrowed: the band buffers of (node->owner, node->plane) */
 } out_file_t;
 
-/* With a process pool, band b + 1 computes while band b is written: two
- * sets of band buffers, used in turn. */
 typedef struct {
   tsr_node_t *owner;
-  void *dst[2][TSR__MAX_PLANES]; /* band buffers, owned; NULL for planes not written */
-  int64_t ticket[2];       /* the computation filling each set */
+  void *dst[MAX_SETS][TSR__MAX_PLANES]; /* band buffers, owned unless shared; NULL if not written */
+  bool shared[MAX_SETS][TSR__MAX_PLANES]; /* from tsr__run_shared_alloc: the run owns it */
+  int64_t ticket[MAX_SETS]; /* the computation filling each set */
 } out_owner_t;
 
 typedef struct {
@@ -795,9 +799,9 @@ typedef struct {
   int64_t max_band;        /* elements in the largest band */
   int64_t total;           /* tasks over all bands and owners */
   unsigned char *swap;     /* SWAP_BYTES of scratch for big-endian data */
-  int n_sets;              /* band buffer sets: 2 when the run is asynchronous */
-  tsr_region_t band[2];    /* the band each set holds */
-  int64_t stride[2][TSR_MAX_DIMS];
+  int n_sets;              /* band buffer sets: MAX_SETS when the run is asynchronous */
+  tsr_region_t band[MAX_SETS]; /* the band each set holds */
+  int64_t stride[MAX_SETS][TSR_MAX_DIMS];
 } writer_t;
 
 /* Data are converted to big-endian through a scratch buffer of this size,
@@ -1039,6 +1043,7 @@ static int write_band(writer_t *w, out_file_t *of, const tsr_region_t *band, int
         if ((rc = write_all(w, of, w->swap, n, off + (int64_t)done)) != 0)
           return rc;
         done += n;
+        tsr__run_poll(w->run);
       }
       src += bytes;
     }
@@ -1087,7 +1092,7 @@ static int band_finish(writer_t *w, int set) {
 static int for_each_band(writer_t *w, bool compute) {
   tsr_region_t b = w->r;
   int rc, set = 0;
-  bool have_prev = false;
+  int in_flight = 0;
   for (int64_t w0 = w->r.start[3], w1; w0 < w->r.stop[3]; w0 = w1) {
     w1 = band_end(w, 3, w0);
     for (int64_t z0 = w->r.start[2], z1; z0 < w->r.stop[2]; z0 = z1) {
@@ -1115,18 +1120,20 @@ static int for_each_band(writer_t *w, bool compute) {
         for (int i = 0; i < w->n_owners; i++)
           if ((rc = band_submit(w, i, set)) != 0)
             return rc;
-        /* Write the previous band while this one computes (on a pool). */
-        if (w->n_sets == 2 && have_prev && (rc = band_finish(w, 1 - set)) != 0)
-          return rc;
-        if (w->n_sets == 1 && (rc = band_finish(w, set)) != 0)
-          return rc;
-        have_prev = true;
+        /* With every set in use, write the oldest band while the others
+         * compute (on a pool; serially, the one just computed). */
+        if (++in_flight == w->n_sets) {
+          if ((rc = band_finish(w, (set + 1) % w->n_sets)) != 0)
+            return rc;
+          in_flight--;
+        }
         set = (set + 1) % w->n_sets;
       }
     }
   }
-  if (compute && w->n_sets == 2 && have_prev && (rc = band_finish(w, 1 - set)) != 0)
-    return rc;
+  for (; in_flight > 0; in_flight--)
+    if ((rc = band_finish(w, (set - in_flight + w->n_sets) % w->n_sets)) != 0)
+      return rc;
   return 0;
 }
 
@@ -1279,7 +1286,7 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
     goto out;
   for_each_band(&w, false);
   tsr__run_set_request(w.run, w.total, nodes[0], &w.r);
-  w.n_sets = tsr__run_async(w.run) && w.n_owners <= 16 ? 2 : 1;
+  w.n_sets = tsr__run_async(w.run) && w.n_owners <= 16 ? MAX_SETS : 1;
   for (int i = 0; i < n; i++) {
     out_owner_t *ow = w.owners;
     tsr_node_t *nd = nodes[i];
@@ -1287,8 +1294,14 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
       ow++;
     for (int set = 0; set < w.n_sets; set++) {
       if (ow->dst[set][nd->plane] == NULL) {
-        ow->dst[set][nd->plane] =
-            tsr__mallocarray(ctx, (size_t)w.max_band, tsr_dtype_size(nd->dtype));
+        /* Pool workers write shared bands themselves; else this process
+         * copies each block from its result slot. */
+        size_t bytes = (size_t)w.max_band * tsr_dtype_size(nd->dtype);
+        ow->dst[set][nd->plane] = tsr__run_shared_alloc(w.run, bytes);
+        ow->shared[set][nd->plane] = ow->dst[set][nd->plane] != NULL;
+        if (ow->dst[set][nd->plane] == NULL)
+          ow->dst[set][nd->plane] =
+              tsr__mallocarray(ctx, (size_t)w.max_band, tsr_dtype_size(nd->dtype));
         if (ow->dst[set][nd->plane] == NULL) {
           rc = tsr__err(ctx, TSR_ENOMEM, "write_fits: out of memory for a band of %" PRId64
                                          " values of %s", w.max_band, nd->name);
@@ -1316,9 +1329,10 @@ out:
   }
   tsr__free(ctx, w.swap);
   for (int i = 0; w.owners && i < w.n_owners; i++)
-    for (int set = 0; set < 2; set++)
+    for (int set = 0; set < MAX_SETS; set++)
       for (int p = 0; p < TSR__MAX_PLANES; p++)
-        tsr__free(ctx, w.owners[i].dst[set][p]);
+        if (!w.owners[i].shared[set][p])
+          tsr__free(ctx, w.owners[i].dst[set][p]);
   for (int i = 0; canon && i < n; i++)
     tsr__free(ctx, canon[i]);
   tsr__free(ctx, canon);

@@ -85,6 +85,56 @@ TEST(pool_equals_serial_for_every_order) {
   }
 }
 
+/* The whole contents of a file, or NULL. */
+static unsigned char *slurp(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  unsigned char *buf = NULL;
+  long n;
+  if (f == NULL)
+    return NULL;
+  if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0 &&
+      (buf = malloc((size_t)n)) != NULL && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+    free(buf);
+    buf = NULL;
+  }
+  *len = buf ? (size_t)n : 0;
+  fclose(f);
+  return buf;
+}
+
+/* Written with workers, the data and footprint files are the serial ones,
+ * byte for byte: the workers write their blocks into the shared bands
+ * themselves, over several bands, also when one of them dies mid-run. */
+TEST(files_written_by_workers_equal_serial_ones) {
+  setup(300, 280);
+  for (int order = 1; order <= 3; order += 2) {
+    tsr_node_t *n = reprojection(300, order, 40);
+    tsr_node_t *nodes[2] = {n, tsr_footprint(g, n)};
+    const char *ser[2] = {th_path("ser-data.fits"), th_path("ser-fp.fits")};
+    const char *par[2] = {th_path("par-data.fits"), th_path("par-fp.fits")};
+    tsr_run_opts_t serial = TSR_RUN_OPTS_INIT, pool = TSR_RUN_OPTS_INIT;
+    ASSERT(nodes[1] != NULL);
+    ASSERT_OK(tsr_write_fits(g, 2, nodes, ser, NULL, &serial));
+    pool.jobs = 2;
+    for (int crash = 0; crash < 2; crash++) {
+      if (crash)
+        setenv("TSR_TEST_CRASH_CHUNK", "3,2", 1);
+      ASSERT_OK(tsr_write_fits(g, 2, nodes, par, NULL, &pool));
+      unsetenv("TSR_TEST_CRASH_CHUNK");
+      assert_no_children();
+      for (int f = 0; f < 2; f++) {
+        size_t la, lb;
+        unsigned char *a = slurp(ser[f], &la), *b = slurp(par[f], &lb);
+        ASSERT(a != NULL && b != NULL);
+        ASSERT_INT_EQ(la, lb);
+        ASSERT(memcmp(a, b, la) == 0);
+        free(a);
+        free(b);
+      }
+    }
+  }
+}
+
 TEST(more_workers_than_blocks_and_a_single_block) {
   setup(120, 100);
   tsr_node_t *one = reprojection(120, 1, 0); /* 512 default: one block */
