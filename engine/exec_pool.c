@@ -1,19 +1,23 @@
 /* exec_pool.c -- the process-pool executor: block-tasks on forked workers.
  *
- * DESIGN: workers are forked from the caller when a run starts, after the
- * graph is built and before this process starts any thread or event loop,
- * so they inherit the graph, user callbacks and caller memory without a
- * copy.  Each worker owns its own per-run op states (wcslib copies, open
+ * DESIGN: workers are forked from the caller when the run hands out its
+ * first task, after the graph is built and before this process starts any
+ * thread or event loop, so they inherit the graph, user callbacks and
+ * caller memory without a copy (a request served from the cache forks
+ * none).  Each worker owns its own per-run op states (wcslib copies, open
  * files) and loops on blocking reads of fixed-size task messages from a
  * socketpair; it computes the task with the same tsr__run_chunk the serial
  * executor uses (so results are bit-identical, and a run's chunk cache is
  * consulted and filled by the workers themselves) into a result slot of a
  * shared anonymous mapping made before the fork, and answers with a small
- * message.  Bulk data never crosses the sockets.
+ * message.  When the destination itself is shared memory made before the
+ * fork (tsr__run_shared_alloc: the FITS writer's bands), the worker writes
+ * there directly and the parent copies nothing.  Bulk data never crosses
+ * the sockets.
  *
  * The parent drives everything from a libuv loop: one uv_pipe_t per worker,
  * tasks handed out on demand (no static split), results copied from their
- * slot into the destination as they arrive, a timer that watches the
+ * slot into the destination as they arrive (unless written there already), a timer that watches the
  * cancel flag and per-task timeouts.  A worker that dies (a signal, an exit,
  * or a kill after a timeout) shows up as end-of-file on its socket: the
  * parent reaps it, forks a replacement and retries its task, up to
