@@ -33,6 +33,8 @@ static void node_free(tsr_node_t *n) {
   tsr_ctx_t *ctx = n->graph->ctx;
   if (n->op && n->op->free_params && n->params)
     n->op->free_params(ctx, n->params);
+  if (n->inputs != n->inputs_inline)
+    tsr__free(ctx, n->inputs);
   tsr_wcs_free(n->wcs);
   tsr__free(ctx, n);
 }
@@ -82,6 +84,7 @@ tsr_node_t *tsr__node_alloc(tsr_graph_t *g, const tsr__op_t *op, void *params) {
   n->graph = g;
   n->op = op;
   n->params = params;
+  n->inputs = n->inputs_inline;
   n->n_planes = 1;
   n->owner = n;
   n->dtype = TSR_F32;
@@ -89,6 +92,26 @@ tsr_node_t *tsr__node_alloc(tsr_graph_t *g, const tsr__op_t *op, void *params) {
     n->shape[a] = n->chunk[a] = 1;
   snprintf(n->name, sizeof n->name, "%s#%d", op ? op->name : "plane", g->n_nodes + 1);
   return n;
+}
+
+int tsr__node_set_inputs(tsr_node_t *n, int count) {
+  if (count < 0 || count > TSR__MAX_INPUTS) {
+    tsr__graph_fail(n->graph, TSR_EINVAL, "graph: %d inputs out of range [0, %d]", count,
+                    TSR__MAX_INPUTS);
+    return TSR_EINVAL;
+  }
+  if (count > TSR__INLINE_INPUTS) {
+    tsr_node_t **in = tsr__calloc(n->graph->ctx, (size_t)count, sizeof *in);
+    if (in == NULL) {
+      tsr__graph_fail(n->graph, TSR_ENOMEM, "graph: out of memory for %d inputs", count);
+      return TSR_ENOMEM;
+    }
+    if (n->inputs != n->inputs_inline)
+      tsr__free(n->graph->ctx, n->inputs);
+    n->inputs = in;
+  }
+  n->n_inputs = count;
+  return 0;
 }
 
 void tsr__node_discard(tsr_node_t *n) {

@@ -34,7 +34,8 @@
 #define tsr__api_check(cond, msg) assert((cond) && (msg))
 
 #define TSR__ERRMSG_CAP 1024
-#define TSR__MAX_INPUTS 8
+#define TSR__INLINE_INPUTS 8   /* inputs held in the node itself; more are allocated */
+#define TSR__MAX_INPUTS 100000 /* a mosaic's inputs, and a sanity bound */
 #define TSR__MAX_PLANES 2
 
 /* ------------------------------------------------------------------ */
@@ -161,7 +162,8 @@ struct tsr_node_s {
   const tsr__op_t *op;            /* NULL for a plane view */
   void *params;                   /* op-owned, freed with op->free_params */
   int n_inputs;
-  tsr_node_t *inputs[TSR__MAX_INPUTS];
+  tsr_node_t **inputs;            /* inputs_inline, or allocated by tsr__node_set_inputs */
+  tsr_node_t *inputs_inline[TSR__INLINE_INPUTS];
   int ndim;
   int64_t shape[TSR_MAX_DIMS];    /* axes >= ndim are 1 */
   int64_t chunk[TSR_MAX_DIMS];    /* chunk shape; axes >= ndim are 1 */
@@ -194,6 +196,9 @@ bool tsr__graph_check(tsr_graph_t *g);            /* false if the graph has an e
 tsr_node_t *tsr__node_alloc(tsr_graph_t *g, const tsr__op_t *op, void *params);
 tsr_node_t *tsr__node_finish(tsr_node_t *n);
 void tsr__node_discard(tsr_node_t *n);            /* free an unfinished node */
+/* Room for `count` inputs (n->inputs[0..count)), set n_inputs; 0 or TSR_ENOMEM
+ * (recorded on the graph). */
+int tsr__node_set_inputs(tsr_node_t *n, int count);
 /* Record a build error on the graph (and the ctx); returns NULL. */
 tsr_node_t *tsr__graph_fail(tsr_graph_t *g, int code, const char *fmt, ...) TSR__PRINTF(3, 4);
 /* Move the ctx's message onto the graph as its build error. */
@@ -219,7 +224,7 @@ struct tsr__task_s {
   void *planes[TSR__MAX_PLANES]; /* destination of each plane (NULL = not wanted) */
   int64_t stride[TSR_MAX_DIMS];  /* destination strides in elements; stride[0] = 1 */
   int n_in;
-  tsr__window_t in[TSR__MAX_INPUTS];
+  tsr__window_t *in;             /* n_in windows, one per input */
   /* The run asks for a small part of its output (under 1/16): its windows
    * are scattered, so a source should read exactly them and not read
    * ahead around them. */

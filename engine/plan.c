@@ -196,12 +196,16 @@ void tsr__copy_box(void *dst, const tsr_region_t *to, const int64_t *st, const v
 static int run_owner(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
                      void *const *dst, const int64_t *stride, bool top);
 
-/* Compute one task: `sub` of owner node n into dst (laid over `dreg`). */
+/* Compute one task: `sub` of owner node n into dst (laid over `dreg`).
+ * Inputs that are planes of one owner over the same window (a
+ * reprojection's data and footprint) are computed together, once. */
 int tsr__run_task(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_t *sub,
                     const tsr_region_t *dreg, void *const *dst, const int64_t *stride) {
   tsr_ctx_t *ctx = run->ctx;
   tsr__task_t t;
-  void *bufs[TSR__MAX_INPUTS] = {0};
+  tsr__window_t in_inline[TSR__INLINE_INPUTS];
+  bool need_inline[TSR__INLINE_INPUTS];
+  bool *need = need_inline;
   int rc = 0;
 
   memset(&t, 0, sizeof t);
@@ -219,42 +223,71 @@ int tsr__run_task(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_
     t.planes[p] = (char *)dst[p] + off * tsr_dtype_size(n->dtype);
   }
   t.n_in = n->n_inputs;
+  t.in = in_inline;
+  if (n->n_inputs > TSR__INLINE_INPUTS) {
+    t.in = tsr__calloc(ctx, (size_t)n->n_inputs, sizeof *t.in);
+    need = tsr__calloc(ctx, (size_t)n->n_inputs, sizeof *need);
+    if (t.in == NULL || need == NULL) {
+      rc = tsr__err(ctx, TSR_ENOMEM, "run: out of memory for %d inputs", n->n_inputs);
+      goto out;
+    }
+  } else {
+    memset(in_inline, 0, sizeof in_inline);
+  }
+  /* The windows first, then the reads, so that planes can be grouped. */
   for (int i = 0; i < n->n_inputs; i++) {
     tsr_node_t *in = n->inputs[i];
-    tsr_region_t win, full;
+    tsr_region_t full;
     bool empty = false;
-    int64_t st[TSR_MAX_DIMS];
-    void *pl[TSR__MAX_PLANES] = {0};
 
     t.in[i].node = in;
-    rc = n->op->input_region(n, state, i, sub, &win, &empty);
+    t.in[i].data = NULL;
+    need[i] = false;
+    rc = n->op->input_region(n, state, i, sub, &t.in[i].win, &empty);
     if (rc != 0)
       goto out;
     tsr__region_full(&full, in->ndim, in->shape);
-    if (empty || !tsr__region_intersect(&win, &full, &win, in->ndim))
+    need[i] = !empty && tsr__region_intersect(&t.in[i].win, &full, &t.in[i].win, in->ndim);
+  }
+  for (int i = 0; i < n->n_inputs; i++) {
+    tsr_node_t *in = n->inputs[i];
+    const tsr_region_t *win = &t.in[i].win;
+    int64_t st[TSR_MAX_DIMS];
+    void *pl[TSR__MAX_PLANES] = {0};
+
+    if (!need[i] || t.in[i].data != NULL)
       continue;
+    tsr__contiguous_strides(win, st);
     /* Always a compact copy, even of caller memory: windows of odd widths
      * avoid the cache-set aliasing of power-of-two image rows, which makes
      * interpolation over a rotated footprint a third slower. */
-    bufs[i] = tsr__mallocarray(ctx, (size_t)tsr_region_size(&win), tsr_dtype_size(in->dtype));
-    if (bufs[i] == NULL) {
-      rc = tsr__err(ctx, TSR_ENOMEM, "run: out of memory for an input window of %" PRId64 " values",
-                    tsr_region_size(&win));
-      goto out;
+    for (int k = i; k < n->n_inputs; k++) {
+      tsr_node_t *o = n->inputs[k];
+      if (!need[k] || t.in[k].data != NULL || o->owner != in->owner || pl[o->plane] != NULL ||
+          memcmp(&t.in[k].win, win, sizeof *win) != 0)
+        continue;
+      pl[o->plane] = tsr__mallocarray(ctx, (size_t)tsr_region_size(win), tsr_dtype_size(o->dtype));
+      if (pl[o->plane] == NULL) {
+        rc = tsr__err(ctx, TSR_ENOMEM,
+                      "run: out of memory for an input window of %" PRId64 " values",
+                      tsr_region_size(win));
+        goto out; /* those made so far are held by their inputs */
+      }
+      t.in[k].data = pl[o->plane];
+      memcpy(t.in[k].stride, st, sizeof st);
     }
-    tsr__contiguous_strides(&win, st);
-    pl[in->plane] = bufs[i];
-    rc = run_owner(run, in->owner, &win, pl, st, false);
-    if (rc != 0)
+    if ((rc = run_owner(run, in->owner, win, pl, st, false)) != 0)
       goto out;
-    t.in[i].data = bufs[i];
-    t.in[i].win = win;
-    memcpy(t.in[i].stride, st, sizeof st);
   }
   rc = n->op->compute(&t);
 out:
-  for (int i = 0; i < n->n_inputs; i++)
-    tsr__free(ctx, bufs[i]);
+  /* Each buffer is held by exactly one input. */
+  for (int i = 0; t.in && i < n->n_inputs; i++)
+    tsr__free(ctx, (void *)t.in[i].data);
+  if (t.in != in_inline)
+    tsr__free(ctx, t.in);
+  if (need != need_inline)
+    tsr__free(ctx, need);
   return rc;
 }
 
