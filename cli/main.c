@@ -20,20 +20,18 @@
 
 #include <tessera/tessera.h>
 
+#include "cli.h"
 #include "progress.h"
 #include "sample.h"
 
-#define EXIT_USAGE 2
-#define EXIT_INTERRUPTED 130
-
-static volatile int interrupted;
+volatile int interrupted;
 
 static void on_signal(int sig) {
   (void)sig;
   interrupted = 1;
 }
 
-static void install_signals(void) {
+void install_signals(void) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
@@ -42,7 +40,7 @@ static void install_signals(void) {
   sigaction(SIGTERM, &sa, NULL);
 }
 
-static int usage_error(const char *fmt, ...) {
+int usage_error(const char *fmt, ...) {
   va_list ap;
   fprintf(stderr, "tessera: ");
   va_start(ap, fmt);
@@ -52,7 +50,7 @@ static int usage_error(const char *fmt, ...) {
   return EXIT_USAGE;
 }
 
-static int fail(const char *msg) {
+int fail(const char *msg) {
   fprintf(stderr, "tessera: %s\n", msg);
   return 1;
 }
@@ -106,6 +104,30 @@ static const char usage_text[] =
     "        --no-cache              ignore $TESSERA_CACHE\n"
     "        --cache-max-bytes N     cache budget; least recently used blocks are\n"
     "                                evicted past it; suffix K, M, G or T (default 4G)\n"
+    "  mosaic IN... (--target TARGET | --auto) -o OUT [options]\n"
+    "      reproject every input onto one target and combine them\n"
+    "      (reproject_and_coadd); each input is read only where it lands\n"
+    "        --auto                  a target covering every input (see mosaic-header)\n"
+    "        --combine C             mean|sum|first|last|min|max|median (default mean,\n"
+    "                                footprint-weighted)\n"
+    "        --weights W             a weight map per input, in order (repeat)\n"
+    "        --match-background      subtract per-input offsets solved from the\n"
+    "                                overlaps' median differences\n"
+    "        --background-reference N  keep input N's level (default: mean offset 0)\n"
+    "        --blank V               value where no input covers (default nan)\n"
+    "        --footprint FILE        also write the summed footprint\n"
+    "        --method, --order, --mapping-tolerance, --no-roundtrip, --dtype,\n"
+    "        --block, --hdu, -j, --cache, --quiet, --progress  as for reproject\n"
+    "  mosaic-header IN... -o TARGET.hdr [options]\n"
+    "      write a target covering every input (find_optimal_celestial_wcs)\n"
+    "        --projection XXX        (default TAN)\n"
+    "        --frame F               icrs|fk5|galactic|ecliptic (default: the first\n"
+    "                                input's)\n"
+    "        --resolution ARCSEC     pixel size (default: the finest input's)\n"
+    "        --reference LON,LAT     CRVAL in degrees (default: the mean of the\n"
+    "                                inputs' reference points)\n"
+    "        --auto-rotate           turn the grid to the minimum-area rectangle\n"
+    "      (these also go with mosaic --auto)\n"
     "  cache stats|trim|clear DIR [--cache-max-bytes N]\n"
     "                              a cache's entries, size, compression ratio and\n"
     "                              the hits and misses of its last runs | evict down\n"
@@ -116,7 +138,7 @@ static const char usage_text[] =
     "  version                     print the version\n"
     "  help                        print this text\n";
 
-static int parse_int64(const char *s, int64_t *v) {
+int parse_int64(const char *s, int64_t *v) {
   char *end;
   long long x;
   errno = 0;
@@ -128,7 +150,7 @@ static int parse_int64(const char *s, int64_t *v) {
 }
 
 /* A finite real number, the whole string. */
-static int parse_real(const char *s, double *v) {
+int parse_real(const char *s, double *v) {
   char *end;
   errno = 0;
   *v = strtod(s, &end);
@@ -154,7 +176,7 @@ static int parse_region(const char *s, tsr_region_t *r) {
 
 /* Bytes with an optional binary suffix K, M, G or T ("512M"), within
  * [TSR_CACHE_MIN_BYTES, TSR_CACHE_MAX_BYTES]. */
-static int parse_bytes(const char *s, uint64_t *v) {
+int parse_bytes(const char *s, uint64_t *v) {
   char *end;
   unsigned long long x;
   int shift = 0;
@@ -177,7 +199,7 @@ static int parse_bytes(const char *s, uint64_t *v) {
   return *v >= TSR_CACHE_MIN_BYTES ? 0 : -1;
 }
 
-static int parse_block(const char *s, int64_t b[2]) {
+int parse_block(const char *s, int64_t b[2]) {
   long long w, h;
   int used = 0;
   if (sscanf(s, "%lldx%lld%n", &w, &h, &used) != 2 || s[used] != '\0' || w < 1 || h < 1 ||
@@ -203,7 +225,7 @@ static int is_fits_file(const char *path) {
 }
 
 /* A target from a FITS file (its header and shape) or a header text file. */
-static int read_target(tsr_ctx_t *ctx, const char *path, tsr_wcs_t **out) {
+int read_target(tsr_ctx_t *ctx, const char *path, tsr_wcs_t **out) {
   if (is_fits_file(path))
     return tsr_wcs_read_fits(ctx, path, 0, out);
   return tsr_wcs_read_hdr(ctx, path, out);
@@ -792,6 +814,10 @@ int main(int argc, char **argv) {
     return usage_error("missing COMMAND");
   if (strcmp(argv[1], "reproject") == 0)
     return cmd_reproject(argc - 1, argv + 1);
+  if (strcmp(argv[1], "mosaic") == 0)
+    return cmd_mosaic(argc - 1, argv + 1);
+  if (strcmp(argv[1], "mosaic-header") == 0)
+    return cmd_mosaic_header(argc - 1, argv + 1);
   if (strcmp(argv[1], "info") == 0)
     return cmd_info(argc - 1, argv + 1);
   if (strcmp(argv[1], "sample") == 0)

@@ -154,6 +154,7 @@ typedef struct tsr__op_s {
 enum {
   TSR__OP_SOURCE = 1u << 0,  /* no inputs; compute reads any region directly */
   TSR__OP_SUBBOX = 1u << 1,  /* any sub-box of a chunk is computed bit-identically */
+  TSR__OP_REPROJECT = 1u << 2, /* inputs[0] mapped onto the node's WCS; NaN off its edges */
 };
 
 struct tsr_node_s {

@@ -824,7 +824,7 @@ static int adaptive_compute(tsr__task_t *t) {
 static const tsr__op_t adaptive_op = {
     .name = "reproject_adaptive",
     .version = 1,
-    .flags = TSR__OP_SUBBOX,
+    .flags = TSR__OP_SUBBOX | TSR__OP_REPROJECT,
     .input_region = adaptive_input_region,
     .start = adaptive_start,
     .stop = adaptive_stop,

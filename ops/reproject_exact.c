@@ -671,7 +671,7 @@ static int exact_compute(tsr__task_t *t) {
 static const tsr__op_t exact_op = {
     .name = "reproject_exact",
     .version = 1,
-    .flags = 0,
+    .flags = TSR__OP_REPROJECT,
     .input_region = exact_input_region,
     .start = exact_start,
     .stop = exact_stop,

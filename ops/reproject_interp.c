@@ -442,7 +442,7 @@ static int interp_compute(tsr__task_t *t) {
 static const tsr__op_t interp_op = {
     .name = "reproject_interp",
     .version = 1,
-    .flags = TSR__OP_SUBBOX,
+    .flags = TSR__OP_SUBBOX | TSR__OP_REPROJECT,
     .input_region = interp_input_region,
     .start = interp_start,
     .stop = interp_stop,

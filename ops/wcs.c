@@ -188,6 +188,19 @@ void tsr__cel_free(tsr__cel_t *c) {
   tsr__free(c->ctx, c);
 }
 
+void tsr__cel_crpix(const tsr__cel_t *c, double p[2]) {
+  p[0] = c->wcs->crpix[0] - 1.0;
+  p[1] = c->wcs->crpix[1] - 1.0;
+}
+
+void tsr__cel_scales(const tsr__cel_t *c, double s[2]) {
+  /* wcsset turns CDi_j into PC with CDELT 1, so PC x CDELT covers both. */
+  for (int j = 0; j < 2; j++) {
+    double a = c->wcs->cdelt[0] * c->wcs->pc[0 * 2 + j], b = c->wcs->cdelt[1] * c->wcs->pc[1 * 2 + j];
+    s[j] = sqrt(a * a + b * b);
+  }
+}
+
 tsr__frame_t tsr__cel_frame(const tsr__cel_t *c) { return c->frame; }
 bool tsr__cel_is_plain_tan(const tsr__cel_t *c) { return c->plain_tan; }
 const char *tsr__cel_proj(const tsr__cel_t *c) { return c->wcs->cel.prj.code; }

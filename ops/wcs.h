@@ -20,6 +20,11 @@ typedef struct tsr__cel_s tsr__cel_t;
 int tsr__cel_new(tsr_ctx_t *ctx, const tsr_wcs_t *w, const char *what, tsr__cel_t **out);
 void tsr__cel_free(tsr__cel_t *c);
 tsr__frame_t tsr__cel_frame(const tsr__cel_t *c);
+/* The reference pixel (CRPIX, 0-based). */
+void tsr__cel_crpix(const tsr__cel_t *c, double p[2]);
+/* Degrees per pixel along each pixel axis at the reference point, as
+ * astropy's proj_plane_pixel_scales: the column norms of CDELT x PC (or CD). */
+void tsr__cel_scales(const tsr__cel_t *c, double s[2]);
 /* True for a plain gnomonic (TAN) projection without distortions: then a
  * TAN -> TAN mapping is exactly a homography. */
 bool tsr__cel_is_plain_tan(const tsr__cel_t *c);

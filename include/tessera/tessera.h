@@ -20,6 +20,7 @@
 #ifndef TESSERA_H
 #define TESSERA_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -342,6 +343,80 @@ typedef struct {
 } tsr_run_opts_t;
 
 #define TSR_RUN_OPTS_INIT { NULL, NULL, NULL, 1, 2, 0.0, NULL }
+
+/* ------------------------------------------------------------------ */
+/* Mosaics                                                            */
+
+/** How tsr_coadd combines the inputs that cover an output pixel.  Each
+ *  input's footprint f (times its weight) is 0 where its value is NaN. */
+typedef enum {
+  TSR_COMBINE_MEAN = 0,   /* sum(f * v) / sum(f) (reproject_and_coadd's 'mean') */
+  TSR_COMBINE_SUM,        /* sum(f * v) */
+  TSR_COMBINE_FIRST,      /* the first input (in order) with f > 0 */
+  TSR_COMBINE_LAST,       /* the last input with f > 0 */
+  TSR_COMBINE_MIN,        /* the smallest value with f > 0 */
+  TSR_COMBINE_MAX,        /* the largest value with f > 0 */
+  TSR_COMBINE_MEDIAN      /* the median of the values with f > 0 (unweighted) */
+} tsr_combine_t;
+
+/** "mean", "sum", "first", "last", "min", "max", "median" -> tsr_combine_t, or -1. */
+TSR_API int tsr_combine_parse(const char *s);
+TSR_API const char *tsr_combine_name(int combine);
+
+typedef struct {
+  int     combine;        /* tsr_combine_t; default mean */
+  double  blank;          /* value where no input covers (total footprint 0); default NaN */
+  int     dtype;          /* 0 = float64 if any input is float64, else float32 */
+  int64_t block[2];       /* output chunk shape; 0 = the first input's */
+  const double *offsets;  /* NULL, or one additive offset per input, subtracted from its
+                             values (see tsr_coadd_match_background); copied */
+} tsr_coadd_opts_t;
+
+#define TSR_COADD_OPTS_INIT { TSR_COMBINE_MEAN, NAN, 0, { 0, 0 }, NULL }
+
+/** A mosaic of `n` reprojections (reproject_and_coadd): `inputs[i]` is the
+ *  data node of a reprojection (any method) onto one common target grid;
+ *  its footprint plane is used with it.  `weights` is NULL or n nodes (each
+ *  may be NULL) on the same grid, e.g. weight maps reprojected the same way:
+ *  they multiply the footprints (NaN weights count as 0).  Each input is
+ *  read only where its edges, mapped into the target, say it can cover: a
+ *  region of the mosaic computes only the inputs and blocks it meets.
+ *  @return the data node (footprint: tsr_footprint(), the summed footprints
+ *  for mean, sum and median, else the chosen input's), or NULL with the
+ *  error on the graph.  Nodes are borrowed; `opts` may be NULL. */
+TSR_API tsr_node_t *tsr_coadd(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
+                              tsr_node_t *const *weights, const tsr_coadd_opts_t *opts);
+
+/** Additive background offsets for tsr_coadd (match_background): for each
+ *  pair of inputs that overlap, the median of their difference where both
+ *  footprints are > 0; then the offsets c minimising the sum over pairs of
+ *  (c_i - c_j - median_ij)^2, solved exactly (a deterministic least-squares
+ *  solve, not reproject's shuffled gradient descent), with c[reference] = 0,
+ *  or mean(c) = 0 when reference < 0.  Inputs with no overlap keep 0.
+ *  Computes the overlaps now (with `run`, may be NULL).
+ *  @return 0 with offsets[0..n) set, or a negative code. */
+TSR_API int tsr_coadd_match_background(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
+                                       tsr_node_t *const *weights, int reference,
+                                       const tsr_run_opts_t *run, double *offsets);
+
+typedef struct {
+  const char *frame;      /* "icrs", "fk5", "galactic", "ecliptic"; NULL = the first input's */
+  const char *projection; /* three letters; NULL = "TAN" */
+  double  resolution;     /* degrees per pixel; 0 = the finest input's */
+  int     has_reference;  /* use reference_lon/lat (degrees, in `frame`) as CRVAL */
+  double  reference_lon, reference_lat;
+  int     auto_rotate;    /* rotate to the minimum-area rectangle around the inputs */
+} tsr_optimal_wcs_opts_t;
+
+#define TSR_OPTIMAL_WCS_OPTS_INIT { NULL, NULL, 0.0, 0, 0.0, 0.0, 0 }
+
+/** A target that covers every input (find_optimal_celestial_wcs): the
+ *  inputs' corners projected with `projection` about the mean of their
+ *  reference points, at the finest input resolution unless given.
+ *  @return 0 and *out (free with tsr_wcs_free), or a negative code. */
+TSR_API int tsr_optimal_wcs(tsr_ctx_t *ctx, int n, const tsr_wcs_t *const *inputs,
+                            const tsr_optimal_wcs_opts_t *opts, tsr_wcs_t **out);
+
 
 /** Compute `region` of `node` (NULL = all) into `dst`, C-contiguous over the
  *  region with axis 0 fastest, of the node's dtype.  `dst_bytes` must be at

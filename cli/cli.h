@@ -1,0 +1,34 @@
+/* cli.h -- what the tessera commands share: exit codes, messages, option
+ * parsers and the interrupt flag (defined in main.c). */
+#ifndef TSR_CLI_H
+#define TSR_CLI_H
+
+#include <stdint.h>
+#include <tessera/tessera.h>
+
+#define EXIT_USAGE 2
+#define EXIT_INTERRUPTED 130
+
+/* Set by SIGINT / SIGTERM once install_signals() ran; runs poll it. */
+extern volatile int interrupted;
+void install_signals(void);
+
+/* "tessera: <message> (see 'tessera help')" on stderr; returns EXIT_USAGE. */
+int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "tessera: <msg>" on stderr; returns 1. */
+int fail(const char *msg);
+
+/* 0 on success, -1 if s is not entirely what is expected. */
+int parse_int64(const char *s, int64_t *v);
+int parse_real(const char *s, double *v);     /* finite */
+int parse_block(const char *s, int64_t b[2]); /* WxH, 1 to 1048576 each */
+int parse_bytes(const char *s, uint64_t *v);  /* N[K|M|G|T] in [1M, 2^62] */
+
+/* A target from a FITS file (its header and shape) or a header text file;
+ * *out is the caller's (tsr_wcs_free). */
+int read_target(tsr_ctx_t *ctx, const char *path, tsr_wcs_t **out);
+
+int cmd_mosaic(int argc, char **argv);
+int cmd_mosaic_header(int argc, char **argv);
+
+#endif
