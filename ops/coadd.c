@@ -400,10 +400,11 @@ static int fetch(tsr_graph_t *g, tsr_node_t *n, const tsr_region_t *r, const tsr
   if (n->dtype == TSR_F64)
     return tsr_compute(g, n, r, out, count * sizeof(double), run);
   {
-    /* float32 into the top half, widened in place from the end. */
+    /* float32 into the top half, widened in place from the start: out[k]
+     * overwrites only floats of index below k, already read. */
     float *f = (float *)out + count;
     int rc = tsr_compute(g, n, r, f, count * sizeof(float), run);
-    for (size_t k = count; rc == 0 && k-- > 0;)
+    for (size_t k = 0; rc == 0 && k < count; k++)
       out[k] = (double)f[k];
     return rc;
   }
