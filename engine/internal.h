@@ -103,6 +103,9 @@ int tsr__wcs_find(const tsr_wcs_t *w, const char *keyword);
 void tsr__card_value(const char *card, char *buf, size_t cap);
 /* Set or add a card "KEYWORD = value" (value text already formatted). */
 int tsr__wcs_set(tsr_wcs_t *w, const char *keyword, const char *value);
+/* Pixel axis `axis` becomes pixels start, start + step, ... (n of them):
+ * CRPIX, the axis's column of CD (or PC) and NAXIS follow.  0 or TSR_ENOMEM. */
+int tsr__wcs_slice_axis(tsr_wcs_t *w, int axis, int64_t start, int64_t step, int64_t n);
 /* Remove every card whose keyword matches exactly. */
 void tsr__wcs_del(tsr_wcs_t *w, const char *keyword);
 /* Encode the cards that matter for coordinates (not COMMENT, HISTORY, blank,

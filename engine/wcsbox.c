@@ -196,3 +196,55 @@ void tsr__wcs_encode(const tsr_wcs_t *w, tsr__buf_t *b) {
   }
   tsr__free(w->ctx, kv);
 }
+
+/* Pixel axis `axis` (0-based) of w becomes pixels start, start + step, ...
+ * (n of them): CRPIX moves and the axis's column of the linear transform
+ * (CDi_j, or PCi_j with CDELT) scales by step; NAXIS follows. */
+int tsr__wcs_slice_axis(tsr_wcs_t *w, int axis, int64_t start, int64_t step, int64_t n) {
+  char kw[16], val[40], buf[72];
+  int i;
+  double crpix = 0.0;
+  snprintf(kw, sizeof kw, "CRPIX%d", axis + 1);
+  if ((i = tsr__wcs_find(w, kw)) >= 0) {
+    tsr__card_value(w->cards + (size_t)i * 80, buf, sizeof buf);
+    crpix = strtod(buf, NULL);
+  }
+  snprintf(val, sizeof val, "%.17g", (crpix - 1.0 - (double)start) / (double)step + 1.0);
+  if (tsr__wcs_set(w, kw, val) != 0)
+    return TSR_ENOMEM;
+  if (step != 1) {
+    bool cd = false;
+    for (int r = 1; r <= (w->naxis > 0 ? w->naxis : 2); r++) {
+      snprintf(kw, sizeof kw, "CD%d_%d", r, axis + 1);
+      if ((i = tsr__wcs_find(w, kw)) >= 0) {
+        cd = true;
+        tsr__card_value(w->cards + (size_t)i * 80, buf, sizeof buf);
+        snprintf(val, sizeof val, "%.17g", strtod(buf, NULL) * (double)step);
+        if (tsr__wcs_set(w, kw, val) != 0)
+          return TSR_ENOMEM;
+      }
+    }
+    for (int r = 1; !cd && r <= (w->naxis > 0 ? w->naxis : 2); r++) {
+      double v = r == axis + 1 ? 1.0 : 0.0;
+      snprintf(kw, sizeof kw, "PC%d_%d", r, axis + 1);
+      if ((i = tsr__wcs_find(w, kw)) >= 0) {
+        tsr__card_value(w->cards + (size_t)i * 80, buf, sizeof buf);
+        v = strtod(buf, NULL);
+      }
+      if (v != 0.0) {
+        snprintf(val, sizeof val, "%.17g", v * (double)step);
+        if (tsr__wcs_set(w, kw, val) != 0)
+          return TSR_ENOMEM;
+      }
+    }
+  }
+  if (axis < TSR_MAX_DIMS)
+    w->shape[axis] = n;
+  snprintf(kw, sizeof kw, "NAXIS%d", axis + 1);
+  if (tsr__wcs_find(w, kw) >= 0) {
+    snprintf(val, sizeof val, "%lld", (long long)n);
+    if (tsr__wcs_set(w, kw, val) != 0)
+      return TSR_ENOMEM;
+  }
+  return 0;
+}

@@ -345,6 +345,98 @@ typedef struct {
 #define TSR_RUN_OPTS_INIT { NULL, NULL, NULL, 1, 2, 0.0, NULL }
 
 /* ------------------------------------------------------------------ */
+/* Array ops                                                          */
+/* Lazy like everything else: a region of the result computes only the  */
+/* blocks and input windows it needs.  Results are float64 when an      */
+/* operand is, else float32; the WCS is the first full-shape operand's. */
+
+/** Elementwise functions.  Binary ones broadcast as numpy does (each axis
+ *  equal, or 1 in one operand); min and max propagate NaN (np.minimum). */
+typedef enum {
+  TSR_ADD = 0, TSR_SUB, TSR_MUL, TSR_DIV, TSR_POW, TSR_MIN, TSR_MAX, /* binary */
+  TSR_ABS, TSR_SQRT, TSR_EXP, TSR_LOG, TSR_LOG10, TSR_ISNAN          /* unary; isnan gives 1 or 0 */
+} tsr_elementwise_t;
+
+/** a OP b, elementwise.  @return the node, or NULL with the error on the graph. */
+TSR_API tsr_node_t *tsr_binary(tsr_graph_t *g, int op, tsr_node_t *a, tsr_node_t *b);
+/** a OP s (tsr_binary_scalar) and s OP a (tsr_scalar_binary). */
+TSR_API tsr_node_t *tsr_binary_scalar(tsr_graph_t *g, int op, tsr_node_t *a, double s);
+TSR_API tsr_node_t *tsr_scalar_binary(tsr_graph_t *g, int op, double s, tsr_node_t *a);
+TSR_API tsr_node_t *tsr_unary(tsr_graph_t *g, int op, tsr_node_t *a);
+/** Values limited to [lo, hi]; NaN stays NaN. */
+TSR_API tsr_node_t *tsr_clip(tsr_graph_t *g, tsr_node_t *a, double lo, double hi);
+/** a where mask is nonzero (NaN counts as nonzero, as in numpy), else b. */
+TSR_API tsr_node_t *tsr_where(tsr_graph_t *g, tsr_node_t *mask, tsr_node_t *a, tsr_node_t *b);
+/** NaN -> nan, +inf -> posinf, -inf -> neginf; a NaN posinf / neginf means
+ *  the largest finite value of a's type (numpy's default). */
+TSR_API tsr_node_t *tsr_nan_to_num(tsr_graph_t *g, tsr_node_t *a, double nan, double posinf,
+                                   double neginf);
+TSR_API tsr_node_t *tsr_astype(tsr_graph_t *g, tsr_node_t *a, tsr_dtype_t dtype);
+
+typedef enum {
+  TSR_REDUCE_SUM = 0, TSR_REDUCE_MEAN, TSR_REDUCE_MIN, TSR_REDUCE_MAX, TSR_REDUCE_COUNT,
+  TSR_REDUCE_STD          /* population standard deviation (ddof = 0) */
+} tsr_reduce_t;
+
+/** Reduce `a` over `axis` (0-based; the axis is removed) or over all axes
+ *  (axis = -1: a 1-element result).  With nan_ignoring, NaNs are skipped
+ *  (nansum, nanmean, ...; count counts the non-NaN values), else any NaN
+ *  makes the result NaN (count counts every value).  An empty nanmean,
+ *  nanmin, nanmax or nanstd is NaN, an empty nansum 0.  float64 result. */
+TSR_API tsr_node_t *tsr_reduce(tsr_graph_t *g, int op, tsr_node_t *a, int axis, int nan_ignoring);
+
+/** a[start:stop:step] per axis (NULL arrays: 0, the length, 1; steps >= 1).
+ *  The WCS follows: CRPIX shifts and each axis's column of CD or PC scales
+ *  by its step, so every pixel keeps its world position. */
+TSR_API tsr_node_t *tsr_slice(tsr_graph_t *g, tsr_node_t *a, const int64_t *start,
+                              const int64_t *stop, const int64_t *step);
+/** The width x height box of `a` centred on (lon, lat) (degrees, a's frame),
+ *  clipped to the image, with its WCS (astropy's Cutout2D, mode 'trim'). */
+TSR_API tsr_node_t *tsr_cutout(tsr_graph_t *g, tsr_node_t *a, double lon, double lat,
+                               int64_t width, int64_t height);
+/** The smallest box of `a` holding the footprint of the image described by
+ *  `box` (its edges mapped into a), with its WCS. */
+TSR_API tsr_node_t *tsr_crop_to(tsr_graph_t *g, tsr_node_t *a, const tsr_wcs_t *box);
+/** n arrays of one shape stacked along a new axis `axis` (up to 4 axes). */
+TSR_API tsr_node_t *tsr_stack(tsr_graph_t *g, int n, tsr_node_t *const *nodes, int axis);
+/** n arrays joined along existing axis `axis` (other axes equal). */
+TSR_API tsr_node_t *tsr_concatenate(tsr_graph_t *g, int n, tsr_node_t *const *nodes, int axis);
+
+/** One block of a tsr_map_blocks node, as the callback sees it. */
+typedef struct {
+  tsr_region_t out;               /* the block, in output pixels */
+  void *data;                     /* write here: C-contiguous over out (axis 0 fastest), of dtype */
+  tsr_dtype_t dtype;
+  int n_inputs;
+  const void *const *inputs;      /* input i over in_regions[i] (the block grown by the halo,
+                                     clipped to the input), C-contiguous, of in_dtypes[i] */
+  const tsr_region_t *in_regions;
+  const tsr_dtype_t *in_dtypes;
+} tsr_block_t;
+
+/** Compute one block; 0, or a negative TSR_E* code (or any nonzero) to fail
+ *  the run.  May run in a worker process; must not keep pointers. */
+typedef int (*tsr_block_fn)(void *user, const tsr_block_t *block);
+
+typedef struct {
+  const char *name;        /* required: names the computation in keys and messages */
+  const void *params;      /* bytes that, with name, identify the computation: hashed into */
+  size_t  params_len;      /* the key (so the cache and merging work); copied */
+  int     dtype;           /* output type, TSR_F32 or TSR_F64 (required) */
+  int     ndim;            /* 0 = the first input's */
+  int64_t shape[4];        /* 0 = the first input's; inputs must have this shape */
+  int64_t chunk[4];        /* 0 = the first input's */
+  int64_t halo[4];         /* extra input pixels each side of a block */
+  const tsr_wcs_t *wcs;    /* NULL = the first input's; copied */
+} tsr_map_blocks_opts_t;
+
+/** A node computed block by block by fn(user, block) (dask's map_blocks).
+ *  The callback and user pointer are borrowed for the graph's life.
+ *  @return the node, or NULL with the error on the graph. */
+TSR_API tsr_node_t *tsr_map_blocks(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
+                                   tsr_block_fn fn, void *user, const tsr_map_blocks_opts_t *opts);
+
+/* ------------------------------------------------------------------ */
 /* Mosaics                                                            */
 
 /** How tsr_coadd combines the inputs that cover an output pixel.  Each
