@@ -220,6 +220,12 @@ typedef struct {
   const tsr_node_t *node;
 } tsr__window_t;
 
+/* Element k of an input window, as a double. */
+static inline double tsr__window_value(const tsr__window_t *w, size_t k) {
+  return w->node->dtype == TSR_F32 ? (double)((const float *)w->data)[k]
+                                   : ((const double *)w->data)[k];
+}
+
 struct tsr__task_s {
   tsr_ctx_t *ctx;
   tsr_node_t *node;              /* the owner node being computed */

@@ -73,9 +73,7 @@ static int coadd_input_region(tsr_node_t *n, void *state, int i, const tsr_regio
 }
 
 static inline double value_at(const tsr__window_t *w, int64_t x, int64_t y) {
-  size_t k = (size_t)((x - w->win.start[0]) + (y - w->win.start[1]) * w->stride[1]);
-  return w->node->dtype == TSR_F32 ? (double)((const float *)w->data)[k]
-                                   : ((const double *)w->data)[k];
+  return tsr__window_value(w, (size_t)((x - w->win.start[0]) + (y - w->win.start[1]) * w->stride[1]));
 }
 
 static int cmp_double(const void *a, const void *b) {

@@ -70,11 +70,6 @@ static inline double ew_apply(const ew_params_t *p, double a, double b, double c
   }
 }
 
-static inline double load(const tsr__window_t *w, size_t k) {
-  return w->node->dtype == TSR_F32 ? (double)((const float *)w->data)[k]
-                                   : ((const double *)w->data)[k];
-}
-
 static int ew_compute(tsr__task_t *t) {
   const tsr_node_t *n = t->node;
   const ew_params_t *p = n->params;
@@ -105,7 +100,7 @@ static int ew_compute(tsr__task_t *t) {
           if (p->scalar_pos == SC_LEFT)
             v[k++] = p->s[0];
           for (int i = 0; i < t->n_in; i++)
-            v[k++] = load(&t->in[i], base[i] + (size_t)(x * sx[i]));
+            v[k++] = tsr__window_value(&t->in[i], base[i] + (size_t)(x * sx[i]));
           if (p->scalar_pos == SC_RIGHT)
             v[k++] = p->s[0];
           res = ew_apply(p, v[0], v[1], v[2]);

@@ -123,11 +123,6 @@ static int red_input_region(tsr_node_t *n, void *state, int i, const tsr_region_
   return 0;
 }
 
-static inline double load(const tsr__window_t *w, size_t k) {
-  return w->node->dtype == TSR_F32 ? (double)((const float *)w->data)[k]
-                                   : ((const double *)w->data)[k];
-}
-
 static int red_compute(tsr__task_t *t) {
   const red_params_t *p = t->node->params;
   const tsr__window_t *w = &t->in[0];
@@ -144,7 +139,7 @@ static int red_compute(tsr__task_t *t) {
         for (int64_t y = 0; y < w->win.stop[1] - w->win.start[1]; y++) {
           k = (size_t)(y * w->stride[1] + z * w->stride[2] + q * w->stride[3]);
           for (int64_t x = 0; x < w->win.stop[0] - w->win.start[0]; x++)
-            stats_add(&s, load(w, k + (size_t)x));
+            stats_add(&s, tsr__window_value(w, k + (size_t)x));
         }
     {
       const double v[NSTATS] = {s.n, s.sum, s.mean, s.m2, s.min, s.max, s.nnan};
@@ -185,7 +180,7 @@ static int red_compute(tsr__task_t *t) {
               base += (size_t)(ic[a] * w->stride[a]);
             stats_init(&s);
             for (int64_t k = 0; k < len; k++)
-              stats_add(&s, load(w, base + (size_t)(k * step)));
+              stats_add(&s, tsr__window_value(w, base + (size_t)(k * step)));
             out[tsr__task_offset(t, x, y, z, q)] = stats_result(&s, p->op, p->nan_ignoring);
           }
   }

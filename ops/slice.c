@@ -42,8 +42,7 @@ static int slice_input_region(tsr_node_t *n, void *state, int i, const tsr_regio
 }
 
 static void copy_value(const tsr__task_t *t, size_t dst, const tsr__window_t *w, size_t src) {
-  double v = w->node->dtype == TSR_F32 ? (double)((const float *)w->data)[src]
-                                       : ((const double *)w->data)[src];
+  double v = tsr__window_value(w, src);
   if (t->node->dtype == TSR_F32)
     ((float *)t->planes[0])[dst] = (float)v;
   else
