@@ -128,6 +128,10 @@ static const char usage_text[] =
     "                                inputs' reference points)\n"
     "        --auto-rotate           turn the grid to the minimum-area rectangle\n"
     "      (these also go with mosaic --auto)\n"
+    "  preview FITS -o PNG [--stretch linear|sqrt|log|asinh]\n"
+    "          [--scale zscale|minmax|PERCENT] [--hdu N] [--max-size PX]\n"
+    "      an 8-bit PNG of a 2-D image, NaN transparent (default zscale, linear,\n"
+    "      at most 2048 pixels on a side)\n"
     "  cache stats|trim|clear DIR [--cache-max-bytes N]\n"
     "                              a cache's entries, size, compression ratio and\n"
     "                              the hits and misses of its last runs | evict down\n"
@@ -624,6 +628,92 @@ static int cmd_reproject(int argc, char **argv) {
   return run_reproject(&a);
 }
 
+/* tessera preview FITS -o PNG: a quick look, as ds9 or astropy would scale it. */
+static int cmd_preview(int argc, char **argv) {
+  enum { P_STRETCH = 256, P_SCALE, P_HDU, P_MAX };
+  static const struct option opts[] = {{"stretch", required_argument, NULL, P_STRETCH},
+                                       {"scale", required_argument, NULL, P_SCALE},
+                                       {"hdu", required_argument, NULL, P_HDU},
+                                       {"max-size", required_argument, NULL, P_MAX},
+                                       {"output", required_argument, NULL, 'o'},
+                                       {NULL, 0, NULL, 0}};
+  tsr_preview_opts_t po = TSR_PREVIEW_OPTS_INIT;
+  const char *in = NULL, *out = NULL;
+  int c, hdu = 0, status = 1;
+  int64_t v;
+  tsr_ctx_t *ctx = NULL;
+  tsr_graph_t *g = NULL;
+
+  opterr = 0;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, ":o:", opts, NULL)) != -1) {
+    switch (c) {
+    case 'o': out = optarg; break;
+    case P_STRETCH:
+      if (strcmp(optarg, "linear") == 0)
+        po.stretch = TSR_STRETCH_LINEAR;
+      else if (strcmp(optarg, "sqrt") == 0)
+        po.stretch = TSR_STRETCH_SQRT;
+      else if (strcmp(optarg, "log") == 0)
+        po.stretch = TSR_STRETCH_LOG;
+      else if (strcmp(optarg, "asinh") == 0)
+        po.stretch = TSR_STRETCH_ASINH;
+      else
+        return usage_error("preview: --stretch '%s': expected linear, sqrt, log or asinh", optarg);
+      break;
+    case P_SCALE:
+      if (strcmp(optarg, "zscale") == 0)
+        po.scale = TSR_SCALE_ZSCALE;
+      else if (strcmp(optarg, "minmax") == 0)
+        po.scale = TSR_SCALE_MINMAX;
+      else if (parse_real(optarg, &po.percent) == 0 && po.percent > 0 && po.percent <= 100)
+        po.scale = TSR_SCALE_PERCENT;
+      else
+        return usage_error("preview: --scale '%s': expected zscale, minmax or a percentage in "
+                           "(0, 100]", optarg);
+      break;
+    case P_HDU:
+      if (parse_int64(optarg, &v) != 0 || v < 0 || v > 100000)
+        return usage_error("preview: --hdu '%s': expected an HDU number >= 1", optarg);
+      hdu = (int)v;
+      break;
+    case P_MAX:
+      if (parse_int64(optarg, &v) != 0 || v < 1 || v > 65536)
+        return usage_error("preview: --max-size '%s': expected pixels, 1 to 65536", optarg);
+      po.max_size = (int)v;
+      break;
+    case ':': return usage_error("preview: option '%s' needs a value", argv[optind - 1]);
+    default: return usage_error("preview: unknown option '%s'", argv[optind - 1]);
+    }
+  }
+  if (optind < argc)
+    in = argv[optind++];
+  if (optind < argc)
+    return usage_error("preview: unexpected argument '%s'", argv[optind]);
+  if (in == NULL || out == NULL)
+    return usage_error("preview: expected FITS -o PNG");
+  if (tsr_ctx_new(&ctx, NULL) != 0 || tsr_graph_new(ctx, &g) != 0) {
+    fail("out of memory");
+    goto out;
+  }
+  {
+    tsr_node_t *src = tsr_source_fits(g, in, hdu);
+    if (src == NULL) {
+      fail(tsr_graph_errmsg(g));
+      goto out;
+    }
+    if (tsr_write_png(g, src, out, &po) != 0) {
+      fail(tsr_errmsg(ctx));
+      goto out;
+    }
+  }
+  status = 0;
+out:
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+  return status;
+}
+
 static int cmd_info(int argc, char **argv) {
   tsr_ctx_t *ctx = NULL;
   tsr_graph_t *g = NULL;
@@ -814,6 +904,8 @@ int main(int argc, char **argv) {
     return usage_error("missing COMMAND");
   if (strcmp(argv[1], "reproject") == 0)
     return cmd_reproject(argc - 1, argv + 1);
+  if (strcmp(argv[1], "preview") == 0)
+    return cmd_preview(argc - 1, argv + 1);
   if (strcmp(argv[1], "mosaic") == 0)
     return cmd_mosaic(argc - 1, argv + 1);
   if (strcmp(argv[1], "mosaic-header") == 0)

@@ -78,9 +78,14 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
   while ((c = getopt_long(argc, argv, "-:o:j:", mosaic_opts, NULL)) != -1) {
     /* In header mode only the target's options apply. */
     if (header_only && c != 1 && c != 'o' && c != M_PROJ && c != M_FRAME && c != M_RES &&
-        c != M_ROTATE && c != M_REFERENCE && c != M_HDU && c != ':' && c != '?')
-      return usage_error("mosaic-header: option '%s' does not apply (it writes a header only)",
-                         argv[optind - 1]);
+        c != M_ROTATE && c != M_REFERENCE && c != M_HDU && c != ':' && c != '?') {
+      const char *name = "?";
+      for (int k = 0; mosaic_opts[k].name; k++)
+        if (mosaic_opts[k].val == c)
+          name = mosaic_opts[k].name;
+      return usage_error("mosaic-header: option '--%s' does not apply (it writes a header only)",
+                         c == 'j' ? "jobs" : name);
+    }
     switch (c) {
     case 1: a->inputs[a->n++] = optarg; break;
     case M_TARGET: a->target = optarg; break;

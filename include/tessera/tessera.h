@@ -529,6 +529,27 @@ TSR_API int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes,
                            const tsr_run_opts_t *opts);
 
 /* ------------------------------------------------------------------ */
+/* Previews                                                           */
+
+typedef enum { TSR_STRETCH_LINEAR = 0, TSR_STRETCH_SQRT, TSR_STRETCH_LOG, TSR_STRETCH_ASINH } tsr_stretch_t;
+typedef enum { TSR_SCALE_ZSCALE = 0, TSR_SCALE_MINMAX, TSR_SCALE_PERCENT } tsr_scale_t;
+
+typedef struct {
+  int    stretch;         /* tsr_stretch_t (astropy's: log a = 1000, asinh a = 0.1); default linear */
+  int    scale;           /* tsr_scale_t: the interval mapped to black..white; default zscale */
+  double percent;         /* TSR_SCALE_PERCENT: the central percentage kept (e.g. 99.5) */
+  int    max_size;        /* pixels on the longer side at most (a strided view); default 2048 */
+} tsr_preview_opts_t;
+
+#define TSR_PREVIEW_OPTS_INIT { TSR_STRETCH_LINEAR, TSR_SCALE_ZSCALE, 99.5, 2048 }
+
+/** Write 2-D node `n` as an 8-bit grey + alpha PNG (NaN transparent, north
+ *  up as in ds9: FITS row 1 at the bottom), under a temporary name renamed
+ *  when complete.  @return 0 or a negative code. */
+TSR_API int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path,
+                          const tsr_preview_opts_t *opts);
+
+/* ------------------------------------------------------------------ */
 /* Chunk cache                                                        */
 
 /** A directory of immutable, zstd-compressed chunk files named by (node

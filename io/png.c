@@ -1,0 +1,252 @@
+/* png.c -- previews: a 2-D node as an 8-bit PNG with astropy's scalings.
+ *
+ * The image is computed at most max_size pixels on a side (a strided slice
+ * of the node, so a preview of a huge lazy graph computes only what it
+ * shows), scaled to [0, 1] by an interval (IRAF's zscale as astropy's
+ * ZScaleInterval, min-max, or a central percentile), stretched (linear,
+ * sqrt, log, asinh, with astropy's default parameters), and written as grey
+ * plus alpha: NaN pixels are transparent.  FITS rows go bottom-up, PNG rows
+ * top-down, so the rows are flipped.  The file is written under a temporary
+ * name and renamed when complete.
+ */
+#include <errno.h>
+#include <math.h>
+#include <png.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* astropy's ZScaleInterval(n_samples=1000, contrast=0.25, max_reject=0.5,
+ * min_npixels=5, krej=2.5, max_iterations=5) on the n finite values v. */
+static void zscale(tsr_ctx_t *ctx, const double *v, size_t n, double *lo, double *hi) {
+  size_t stride = (size_t)fmax(1.0, (double)n / 1000.0), npix = 0;
+  double *s = tsr__mallocarray(ctx, 1000, sizeof *s);
+  unsigned char *bad = NULL, *grown = NULL;
+  double slope = 0, icpt = 0;
+  size_t ngood, last, minpix, ngrow;
+  if (s == NULL)
+    return;
+  for (size_t k = 0; k < n && npix < 1000; k += stride)
+    s[npix++] = v[k];
+  qsort(s, npix, sizeof *s, cmp_double);
+  *lo = s[0], *hi = s[npix - 1];
+  minpix = (size_t)fmax(5.0, (double)(size_t)((double)npix * 0.5));
+  ngrow = (size_t)fmax(1.0, (double)(size_t)((double)npix * 0.01));
+  bad = tsr__calloc(ctx, npix, 1);
+  grown = tsr__calloc(ctx, npix, 1);
+  if (bad == NULL || grown == NULL)
+    goto out;
+  ngood = npix, last = npix + 1;
+  for (int it = 0; it < 5; it++) {
+    double sw = 0, sx = 0, sy = 0, sxx = 0, sxy = 0, mean = 0, var = 0, thr;
+    size_t cnt = 0;
+    if (ngood >= last || ngood < minpix)
+      break;
+    for (size_t k = 0; k < npix; k++)
+      if (!bad[k]) {
+        double x = (double)k;
+        sw += 1, sx += x, sy += s[k], sxx += x * x, sxy += x * s[k];
+      }
+    slope = (sw * sxy - sx * sy) / (sw * sxx - sx * sx);
+    icpt = (sy - slope * sx) / sw;
+    for (size_t k = 0; k < npix; k++)
+      if (!bad[k])
+        mean += s[k] - (icpt + slope * (double)k), cnt++;
+    mean /= (double)cnt;
+    for (size_t k = 0; k < npix; k++)
+      if (!bad[k]) {
+        double d = s[k] - (icpt + slope * (double)k) - mean;
+        var += d * d;
+      }
+    thr = 2.5 * sqrt(var / (double)cnt);
+    for (size_t k = 0; k < npix; k++) {
+      double f = s[k] - (icpt + slope * (double)k);
+      if (f < -thr || f > thr)
+        bad[k] = 1;
+    }
+    /* np.convolve(bad, ones(ngrow), mode='same'): grow each rejection. */
+    for (size_t k = 0; k < npix; k++) {
+      size_t a = k + (ngrow - 1) / 2 >= ngrow - 1 ? k + (ngrow - 1) / 2 - (ngrow - 1) : 0;
+      size_t b = k + (ngrow - 1) / 2 < npix ? k + (ngrow - 1) / 2 : npix - 1;
+      grown[k] = 0;
+      for (size_t j = a; j <= b; j++)
+        grown[k] |= bad[j];
+    }
+    memcpy(bad, grown, npix);
+    last = ngood;
+    ngood = 0;
+    for (size_t k = 0; k < npix; k++)
+      ngood += !bad[k];
+  }
+  if (ngood >= minpix) {
+    double median = npix % 2 ? s[npix / 2] : 0.5 * (s[npix / 2 - 1] + s[npix / 2]);
+    double center = (double)((npix - 1) / 2);
+    slope /= 0.25;
+    *lo = fmax(*lo, median - (center - 1) * slope);
+    *hi = fmin(*hi, median + ((double)npix - center) * slope);
+  }
+out:
+  tsr__free(ctx, s);
+  tsr__free(ctx, bad);
+  tsr__free(ctx, grown);
+}
+
+/* numpy's percentile (linear) of the sorted values s[0..n). */
+static double percentile(const double *s, size_t n, double p) {
+  double r = p / 100.0 * (double)(n - 1);
+  size_t i = (size_t)r;
+  return i + 1 < n ? s[i] + (r - (double)i) * (s[i + 1] - s[i]) : s[n - 1];
+}
+
+static double stretch(int kind, double v) {
+  switch (kind) {
+  case TSR_STRETCH_SQRT: return sqrt(v);
+  case TSR_STRETCH_LOG: return log(1000.0 * v + 1.0) / log(1001.0);
+  case TSR_STRETCH_ASINH: return asinh(v / 0.1) / asinh(10.0);
+  default: return v;
+  }
+}
+
+/* The image as grey + alpha rows into f; 0, or -1 if libpng failed.  Kept
+ * apart so that no local of the caller lives across libpng's longjmp. */
+static int encode(FILE *f, const double *img, int64_t nx, int64_t ny, double lo, double hi,
+                  int kind, unsigned char *row) {
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+  png_infop info = png ? png_create_info_struct(png) : NULL;
+  if (info == NULL) {
+    png_destroy_write_struct(&png, NULL);
+    return -1;
+  }
+  if (setjmp(png_jmpbuf(png))) {
+    png_destroy_write_struct(&png, &info);
+    return -1;
+  }
+  png_init_io(png, f);
+  png_set_IHDR(png, info, (png_uint_32)nx, (png_uint_32)ny, 8, PNG_COLOR_TYPE_GRAY_ALPHA,
+               PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_write_info(png, info);
+  for (int64_t y = ny - 1; y >= 0; y--) {
+    for (int64_t x = 0; x < nx; x++) {
+      double v = img[y * nx + x];
+      if (!isfinite(v)) {
+        row[2 * x] = 0, row[2 * x + 1] = 0;
+        continue;
+      }
+      v = hi > lo ? (v - lo) / (hi - lo) : 0.0;
+      v = stretch(kind, v < 0 ? 0 : v > 1 ? 1 : v);
+      row[2 * x] = (unsigned char)lround(255.0 * (v < 0 ? 0 : v > 1 ? 1 : v));
+      row[2 * x + 1] = 255;
+    }
+    png_write_row(png, row);
+  }
+  png_write_end(png, NULL);
+  png_destroy_write_struct(&png, &info);
+  return 0;
+}
+
+int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path, const tsr_preview_opts_t *opts) {
+  tsr_preview_opts_t o = TSR_PREVIEW_OPTS_INIT;
+  tsr_ctx_t *ctx;
+  tsr_node_t *view = n;
+  double *img = NULL, *fin = NULL, lo = 0, hi = 1;
+  unsigned char *row = NULL;
+  char *tmp = NULL;
+  FILE *f = NULL;
+  int64_t nx, ny, step = 1;
+  size_t nfin = 0;
+  int rc = 0;
+
+  tsr__api_check(g != NULL && path != NULL, "tsr_write_png: NULL argument");
+  ctx = g->ctx;
+  if (opts)
+    o = *opts;
+  if (!tsr__graph_check(g))
+    return tsr__err(ctx, g->status, "%s", g->errmsg);
+  if (n == NULL || n->ndim != 2)
+    return tsr__err(ctx, TSR_EINVAL, "preview: expected a 2-D image%s%s",
+                    n ? "; got one with axes: " : "", n ? (n->ndim > 2 ? "more than 2" : "1") : "");
+  if (o.stretch < TSR_STRETCH_LINEAR || o.stretch > TSR_STRETCH_ASINH || o.scale < TSR_SCALE_ZSCALE ||
+      o.scale > TSR_SCALE_PERCENT || (o.scale == TSR_SCALE_PERCENT && !(o.percent > 0 && o.percent <= 100)) ||
+      o.max_size < 1)
+    return tsr__err(ctx, TSR_EINVAL, "preview: bad options (stretch %d, scale %d, percent %g, "
+                                     "max size %d)", o.stretch, o.scale, o.percent, o.max_size);
+  nx = n->shape[0], ny = n->shape[1];
+  while ((nx + step - 1) / step > o.max_size || (ny + step - 1) / step > o.max_size)
+    step++;
+  if (step > 1) {
+    int64_t st[2] = {step, step};
+    view = tsr_slice(g, n, NULL, NULL, st);
+    if (view == NULL)
+      return tsr__err(ctx, g->status, "%s", g->errmsg);
+  }
+  nx = view->shape[0], ny = view->shape[1];
+  img = tsr__mallocarray(ctx, (size_t)(nx * ny), sizeof *img);
+  fin = tsr__mallocarray(ctx, (size_t)(nx * ny), sizeof *fin);
+  row = tsr__mallocarray(ctx, (size_t)nx, 2);
+  tmp = tsr__malloc(ctx, strlen(path) + 32);
+  if (!img || !fin || !row || !tmp) {
+    rc = tsr__err(ctx, TSR_ENOMEM, "preview: out of memory for %lld x %lld pixels", (long long)nx,
+                  (long long)ny);
+    goto out;
+  }
+  {
+    tsr_node_t *d = view->dtype == TSR_F64 ? view : tsr_astype(g, view, TSR_F64);
+    if (d == NULL) {
+      rc = tsr__err(ctx, g->status, "%s", g->errmsg);
+      goto out;
+    }
+    if ((rc = tsr_compute(g, d, NULL, img, (size_t)(nx * ny) * sizeof *img, NULL)) != 0)
+      goto out;
+  }
+  for (int64_t k = 0; k < nx * ny; k++)
+    if (isfinite(img[k]))
+      fin[nfin++] = img[k];
+  if (nfin > 0) {
+    if (o.scale == TSR_SCALE_ZSCALE) {
+      zscale(ctx, fin, nfin, &lo, &hi);
+    } else {
+      qsort(fin, nfin, sizeof *fin, cmp_double);
+      lo = fin[0], hi = fin[nfin - 1];
+      if (o.scale == TSR_SCALE_PERCENT) {
+        lo = percentile(fin, nfin, (100.0 - o.percent) / 2);
+        hi = percentile(fin, nfin, 100.0 - (100.0 - o.percent) / 2);
+      }
+    }
+  }
+  snprintf(tmp, strlen(path) + 32, "%s.tsr-%ld.tmp", path, (long)getpid());
+  if ((f = fopen(tmp, "wb")) == NULL) {
+    rc = tsr__err(ctx, TSR_EIO, "preview: cannot write \"%s\": %s", path, strerror(errno));
+    goto out;
+  }
+  if (encode(f, img, nx, ny, lo, hi, o.stretch, row) != 0) {
+    rc = tsr__err(ctx, TSR_EIO, "preview: cannot write \"%s\" (libpng failed)", path);
+    goto out;
+  }
+  if (fclose(f) != 0) {
+    f = NULL;
+    rc = tsr__err(ctx, TSR_EIO, "preview: cannot write \"%s\": %s", path, strerror(errno));
+    goto out;
+  }
+  f = NULL;
+  if (rename(tmp, path) != 0)
+    rc = tsr__err(ctx, TSR_EIO, "preview: cannot rename to \"%s\": %s", path, strerror(errno));
+out:
+  if (f)
+    fclose(f);
+  if (rc != 0 && tmp)
+    unlink(tmp);
+  tsr__free(ctx, img);
+  tsr__free(ctx, fin);
+  tsr__free(ctx, row);
+  tsr__free(ctx, tmp);
+  return rc;
+}
