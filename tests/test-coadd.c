@@ -289,4 +289,60 @@ TEST(bad_mosaics_are_reported) {
   }
 }
 
+/* Copies a buffer and counts the blocks asked of it. */
+typedef struct {
+  const float *img;
+  int calls;
+} counted_t;
+
+static int counted_copy(void *user, const tsr_block_t *b) {
+  counted_t *c = user;
+  int64_t w = b->out.stop[0] - b->out.start[0];
+  c->calls++;
+  for (int64_t y = b->out.start[1]; y < b->out.stop[1]; y++)
+    for (int64_t x = b->out.start[0]; x < b->out.stop[0]; x++)
+      ((float *)b->data)[(y - b->out.start[1]) * w + (x - b->out.start[0])] = c->img[y * 40 + x];
+  return 0;
+}
+
+/* A region of the mosaic computes only the inputs it meets, and of those
+ * only the blocks it needs. */
+TEST(a_region_reads_only_the_inputs_and_blocks_it_meets) {
+  scene_t s;
+  counted_t cnt[3];
+  tsr_node_t *r[3];
+  scene_open(&s, 0);
+  for (int i = 0; i < 3; i++) {
+    int64_t shape[2] = {40, 30};
+    tsr_map_blocks_opts_t mo = {0};
+    tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
+    char name[16];
+    tsr_node_t *buf = tsr_source_buffer_ref(s.g, TSR_F32, 2, shape, s.img[i], s.tw[i]);
+    cnt[i].img = s.img[i], cnt[i].calls = 0;
+    snprintf(name, sizeof name, "counted%d", i);
+    mo.name = name;
+    mo.dtype = TSR_F32;
+    mo.chunk[0] = mo.chunk[1] = 10;
+    io.order = TSR_ORDER_NEAREST;
+    io.block[0] = io.block[1] = 8;
+    r[i] = tsr_reproject_interp(s.g, tsr_map_blocks(s.g, 1, &buf, counted_copy, &cnt[i], &mo), s.target, &io);
+    ASSERT(r[i] != NULL);
+  }
+  tsr_node_t *m = tsr_coadd(s.g, 3, r, NULL, NULL);
+  ASSERT(m != NULL);
+  {
+    /* Target x 2..8, y 1..6: inside input 0 only (inputs 1 and 2 start at
+     * x 25 and y 18). */
+    tsr_region_t reg = {{2, 1, 0, 0}, {8, 6, 1, 1}};
+    float out[6 * 5];
+    ASSERT_OK(tsr_compute(s.g, m, &reg, out, sizeof out, NULL));
+    ASSERT_INT_EQ(cnt[1].calls, 0);
+    ASSERT_INT_EQ(cnt[2].calls, 0);
+    ASSERT(cnt[0].calls >= 1 && cnt[0].calls <= 4); /* the 10 x 10 blocks under an 8 x 8 block + halo */
+    for (int k = 0; k < 30; k++)
+      ASSERT(out[k] == out[k]);
+  }
+  scene_close(&s);
+}
+
 TEST_MAIN()
