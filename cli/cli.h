@@ -28,6 +28,13 @@ int parse_bytes(const char *s, uint64_t *v);  /* N[K|M|G|T] in [1M, 2^62] */
  * *out is the caller's (tsr_wcs_free). */
 int read_target(tsr_ctx_t *ctx, const char *path, tsr_wcs_t **out);
 
+/* --executor local|mpi; prints the usage error and returns nonzero if bad. */
+int cli_parse_executor(const char *s, int *mpi);
+/* Start MPI and point ro->mpi_comm at MPI_COMM_WORLD; sets cli_mpi_rank.
+ * Messages and progress come from rank 0 only. */
+int cli_mpi_begin(tsr_ctx_t *ctx, tsr_run_opts_t *ro);
+extern int cli_mpi_rank;
+
 int cmd_mosaic(int argc, char **argv);
 int cmd_mosaic_header(int argc, char **argv);
 

@@ -50,6 +50,28 @@ int usage_error(const char *fmt, ...) {
   return EXIT_USAGE;
 }
 
+int cli_mpi_rank;
+
+int cli_parse_executor(const char *s, int *mpi) {
+  if (strcmp(s, "local") == 0)
+    *mpi = 0;
+  else if (strcmp(s, "mpi") == 0)
+    *mpi = 1;
+  else
+    return usage_error("--executor '%s': expected local or mpi", s);
+  if (*mpi && !tsr_has_mpi())
+    return usage_error("--executor mpi: this tessera was built without MPI (install "
+                       "libopenmpi-dev and rebuild)");
+  return 0;
+}
+
+int cli_mpi_begin(tsr_ctx_t *ctx, tsr_run_opts_t *ro) {
+  int size = 1;
+  if (tsr_mpi_init(ctx, NULL, NULL, &ro->mpi_comm, &cli_mpi_rank, &size) != 0)
+    return fail(tsr_errmsg(ctx));
+  return 0;
+}
+
 int fail(const char *msg) {
   fprintf(stderr, "tessera: %s\n", msg);
   return 1;
@@ -102,6 +124,8 @@ static const char usage_text[] =
     "        --cache DIR             keep computed blocks zstd-compressed in DIR and\n"
     "                                reuse them (default: $TESSERA_CACHE, if set)\n"
     "        --no-cache              ignore $TESSERA_CACHE\n"
+    "        --executor local|mpi    mpi: run under mpirun, every rank computing\n"
+    "                                blocks for rank 0, which writes OUT\n"
     "        --cache-max-bytes N     cache budget; least recently used blocks are\n"
     "                                evicted past it; suffix K, M, G or T (default 4G)\n"
     "  mosaic IN... (--target TARGET | --auto) -o OUT [options]\n"
@@ -259,6 +283,7 @@ typedef struct {
   double task_timeout_s;
   const char *cache_dir;         /* --cache or $TESSERA_CACHE; NULL = none */
   uint64_t cache_max_bytes;      /* 0 = TSR_CACHE_DEFAULT_BYTES */
+  int mpi;                       /* --executor mpi */
 } reproject_args_t;
 
 /* The reprojection node for a->method (NULL with the error on the graph). */
@@ -304,6 +329,8 @@ static int run_reproject(const reproject_args_t *a) {
 
   if (tsr_ctx_new(&ctx, NULL) != 0)
     return fail("out of memory");
+  if (a->mpi && cli_mpi_begin(ctx, &ro) != 0)
+    goto out;
   /* A cache that cannot be used sets itself aside with a warning; only a
    * bad budget or no memory stops here. */
   if (a->cache_dir && tsr_cache_open(ctx, a->cache_dir,
@@ -360,7 +387,7 @@ static int run_reproject(const reproject_args_t *a) {
     paths[1] = a->footprint;
     n = 2;
   }
-  cli_progress_init(&prog, a->quiet ? -1 : a->progress, "reproject");
+  cli_progress_init(&prog, a->quiet || cli_mpi_rank ? -1 : a->progress, "reproject");
   ro.progress = cli_progress_cb;
   ro.progress_ud = &prog;
   ro.cancel = &interrupted;
@@ -379,10 +406,11 @@ static int run_reproject(const reproject_args_t *a) {
     goto out;
   }
   if (rc != 0) {
-    fail(tsr_errmsg(ctx));
+    if (cli_mpi_rank == 0)
+      fail(tsr_errmsg(ctx));
     goto out;
   }
-  if (!a->quiet) {
+  if (!a->quiet && cli_mpi_rank == 0) {
     tsr_region_t r = a->has_region ? region : tsr_region_of(out);
     fprintf(stderr, "tessera: wrote %s (%" PRId64 " x %" PRId64 " %s%s%s) in %.3f s\n",
             a->output, r.stop[0] - r.start[0], r.stop[1] - r.start[1],
@@ -395,12 +423,15 @@ out:
   tsr_wcs_free(target);
   tsr_cache_close(cache);
   tsr_ctx_free(ctx);
+  if (a->mpi)
+    tsr_mpi_finalize();
   return status;
 }
 
 static int cmd_reproject(int argc, char **argv) {
   enum { O_TARGET = 256, O_HDU, O_METHOD, O_ORDER, O_REGION, O_BLOCK, O_TOL, O_NORT, O_FP,
-         O_DTYPE, O_PROGRESS, O_QUIET, O_RETRIES, O_TIMEOUT, O_CACHE, O_NO_CACHE, O_CACHE_MAX };
+         O_DTYPE, O_PROGRESS, O_QUIET, O_RETRIES, O_TIMEOUT, O_CACHE, O_NO_CACHE, O_CACHE_MAX,
+         O_EXECUTOR };
   /* Options of --method adaptive. */
   enum { A_KERNEL = 512, A_KWIDTH, A_SRW, A_BMODE, A_BFILL, A_BTHRESH, A_XCYC, A_YCYC, A_CENTER,
          A_DESPIKE, A_CONSERVE, A_BADMODE, A_BADFILL };
@@ -440,6 +471,7 @@ static int cmd_reproject(int argc, char **argv) {
       {"cache", required_argument, NULL, O_CACHE},
       {"no-cache", no_argument, NULL, O_NO_CACHE},
       {"cache-max-bytes", required_argument, NULL, O_CACHE_MAX},
+      {"executor", required_argument, NULL, O_EXECUTOR},
       {NULL, 0, NULL, 0}};
   reproject_args_t a;
   tsr_interp_opts_t dflt = TSR_INTERP_OPTS_INIT;
@@ -539,6 +571,10 @@ static int cmd_reproject(int argc, char **argv) {
       a.cache_dir = optarg;
       break;
     case O_NO_CACHE: a.cache_dir = NULL; break;
+    case O_EXECUTOR:
+      if (cli_parse_executor(optarg, &a.mpi) != 0)
+        return EXIT_USAGE;
+      break;
     case O_CACHE_MAX:
       if (parse_bytes(optarg, &a.cache_max_bytes) != 0)
         return usage_error("--cache-max-bytes '%s': expected bytes with an optional K, M, G or T "

@@ -15,7 +15,7 @@ typedef struct {
   int n, n_weights;
   const char *target, *output, *footprint, *cache_dir;
   int hdu, method, quiet, progress, jobs, match_background, background_reference;
-  int auto_target, has_target_opts;
+  int auto_target, has_target_opts, mpi;
   tsr_interp_opts_t interp;
   tsr_coadd_opts_t coadd;
   tsr_optimal_wcs_opts_t optimal;
@@ -23,7 +23,7 @@ typedef struct {
 
 enum { M_TARGET = 256, M_AUTO, M_PROJ, M_FRAME, M_RES, M_ROTATE, M_COMBINE, M_WEIGHTS, M_MATCH,
        M_BGREF, M_BLANK, M_FP, M_METHOD, M_ORDER, M_DTYPE, M_BLOCK, M_CACHE, M_QUIET, M_PROGRESS,
-       M_HDU, M_TOL, M_NORT, M_REFERENCE };
+       M_HDU, M_TOL, M_NORT, M_REFERENCE, M_EXECUTOR };
 
 static const struct option mosaic_opts[] = {
     {"target", required_argument, NULL, M_TARGET},
@@ -50,6 +50,7 @@ static const struct option mosaic_opts[] = {
     {"cache", required_argument, NULL, M_CACHE},
     {"quiet", no_argument, NULL, M_QUIET},
     {"progress", no_argument, NULL, M_PROGRESS},
+    {"executor", required_argument, NULL, M_EXECUTOR},
     {"output", required_argument, NULL, 'o'},
     {NULL, 0, NULL, 0}};
 
@@ -194,6 +195,10 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
         return usage_error("mosaic: --cache '': expected a directory");
       a->cache_dir = optarg;
       break;
+    case M_EXECUTOR:
+      if (cli_parse_executor(optarg, &a->mpi) != 0)
+        return EXIT_USAGE;
+      break;
     case M_QUIET: a->quiet = 1; break;
     case M_PROGRESS: a->progress = 1; break;
     case 'o': a->output = optarg; break;
@@ -281,6 +286,8 @@ int cmd_mosaic(int argc, char **argv) {
     fail("out of memory");
     goto out;
   }
+  if (a.mpi && cli_mpi_begin(ctx, &ro) != 0)
+    goto out;
   if (a.cache_dir && tsr_cache_open(ctx, a.cache_dir, TSR_CACHE_DEFAULT_BYTES, &cache) != 0) {
     fail(tsr_errmsg(ctx));
     goto out;
@@ -325,7 +332,7 @@ int cmd_mosaic(int argc, char **argv) {
     fail(tsr_graph_errmsg(g));
     goto out;
   }
-  cli_progress_init(&prog, a.quiet ? -1 : a.progress, "mosaic");
+  cli_progress_init(&prog, a.quiet || cli_mpi_rank ? -1 : a.progress, "mosaic");
   ro.progress = cli_progress_cb;
   ro.progress_ud = &prog;
   rc = tsr_write_fits(g, a.footprint ? 2 : 1, nodes, paths, NULL, &ro);
@@ -336,10 +343,11 @@ int cmd_mosaic(int argc, char **argv) {
     goto out;
   }
   if (rc != 0) {
-    fail(tsr_errmsg(ctx));
+    if (cli_mpi_rank == 0)
+      fail(tsr_errmsg(ctx));
     goto out;
   }
-  if (!a.quiet)
+  if (!a.quiet && cli_mpi_rank == 0)
     fprintf(stderr, "tessera: wrote %s (%" PRId64 " x %" PRId64 " %s, %s of %d inputs) in %.3f s\n",
             a.output, tsr_node_shape(out, 0), tsr_node_shape(out, 1),
             tsr_dtype_name(tsr_node_dtype(out)), tsr_combine_name(a.coadd.combine), a.n,
@@ -353,6 +361,8 @@ out:
   free(data);
   free(wts);
   free(offsets);
+  if (a.mpi)
+    tsr_mpi_finalize();
   rc = status;
 done:
   free(a.inputs);

@@ -285,6 +285,23 @@ int tsr__run_region(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
  * pool (dst and the region must stay valid until the wait) and computes
  * before returning on a serial run (ticket 0).  At most 32 in flight. */
 bool tsr__run_async(const tsr__run_t *run);
+typedef struct tsr__mpi_s tsr__mpi_t;
+/* The MPI executor (exec_mpi.c; without MPI these fail with TSR_ENOTSUP).
+ * tsr__mpi_open is collective: every rank of opts->mpi_comm calls it with its
+ * request, and it fails on every rank unless all requests have one key.
+ * Then rank 0 attaches it to its run (submit / wait as the pool) and the
+ * others call tsr__mpi_serve until rank 0's tsr__mpi_close(status), whose
+ * status they return. */
+int tsr__mpi_rank(const tsr_run_opts_t *opts);
+int tsr__mpi_open(tsr_ctx_t *ctx, const tsr_run_opts_t *opts, const tsr_node_t *root,
+                  const tsr_region_t *r, tsr__mpi_t **out);
+void tsr__mpi_attach(tsr__mpi_t *m, tsr__run_t *run);
+int tsr__mpi_serve(tsr__mpi_t *m, tsr_graph_t *g, const tsr_run_opts_t *opts);
+int tsr__mpi_submit(tsr__mpi_t *m, tsr_node_t *n, const tsr_region_t *region, void *const *dst,
+                    const int64_t *stride, int64_t *ticket);
+int tsr__mpi_wait(tsr__mpi_t *m, int64_t ticket);
+void tsr__mpi_close(tsr__mpi_t *m, int status);
+
 /* Memory that the run's pool workers write results into directly, sparing
  * this process a copy of every block: a shared mapping made before they
  * are forked.  NULL when the run has no pool or its workers already run

@@ -71,7 +71,7 @@ int tsr__run_new(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **out) {
   /* Workers are forked at the first task for them: a request served from
    * the cache costs no fork, and destinations made by
    * tsr__run_shared_alloc before then are shared with them. */
-  if (jobs > 1)
+  if (jobs > 1 && !(opts && opts->mpi_comm))
     run->lazy_jobs = (int)jobs;
   *out = run;
   return 0;
@@ -414,7 +414,9 @@ out:
   return rc;
 }
 
-bool tsr__run_async(const tsr__run_t *run) { return run->pool != NULL || run->lazy_jobs > 1; }
+bool tsr__run_async(const tsr__run_t *run) {
+  return run->pool != NULL || run->lazy_jobs > 1 || run->mpi != NULL;
+}
 
 void *tsr__run_shared_alloc(tsr__run_t *run, size_t bytes) {
   void *p;
@@ -516,6 +518,8 @@ out:
 int tsr__run_submit(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
                     void *const *dst, const int64_t *stride, int64_t *ticket) {
   *ticket = 0;
+  if (run->mpi && !(n->op->flags & TSR__OP_SOURCE))
+    return tsr__mpi_submit(run->mpi, n, region, dst, stride, ticket);
   if ((run->pool || run->lazy_jobs > 1) && !(n->op->flags & TSR__OP_SOURCE)) {
     int rc;
     if (run->opts.cache)
@@ -533,13 +537,15 @@ void tsr__run_poll(tsr__run_t *run) {
 }
 
 int tsr__run_wait(tsr__run_t *run, int64_t ticket) {
+  if (ticket != 0 && run->mpi)
+    return tsr__mpi_wait(run->mpi, ticket);
   return ticket != 0 ? tsr__pool_wait(run->pool, ticket) : 0;
 }
 
 int tsr__run_region(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
                     void *const *dst, const int64_t *stride) {
   /* Sources are one read: not worth a trip to a worker. */
-  if ((run->pool || run->lazy_jobs > 1) && !(n->op->flags & TSR__OP_SOURCE)) {
+  if ((run->pool || run->lazy_jobs > 1 || run->mpi) && !(n->op->flags & TSR__OP_SOURCE)) {
     int64_t ticket = 0;
     int rc = tsr__run_submit(run, n, region, dst, stride, &ticket);
     return rc != 0 ? rc : tsr__run_wait(run, ticket);
@@ -585,6 +591,7 @@ int tsr_compute(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region, vo
                 size_t dst_bytes, const tsr_run_opts_t *opts) {
   tsr_region_t r;
   tsr__run_t *run = NULL;
+  tsr__mpi_t *mpi = NULL;
   int64_t stride[TSR_MAX_DIMS];
   void *planes[TSR__MAX_PLANES] = {0};
   int rc;
@@ -597,14 +604,29 @@ int tsr_compute(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region, vo
                     "compute: destination of %zu bytes is too small for %" PRId64
                     " values of %s",
                     dst_bytes, tsr_region_size(&r), tsr_dtype_name(node->dtype));
-  if ((rc = tsr__run_new(g, opts, &run)) != 0)
+  if (opts && opts->mpi_comm) {
+    /* Every rank comes here with the same request; ranks other than 0 serve. */
+    if ((rc = tsr__mpi_open(g->ctx, opts, node, &r, &mpi)) != 0)
+      return rc;
+    if (tsr__mpi_rank(opts) != 0) {
+      rc = tsr__mpi_serve(mpi, g, opts);
+      tsr__mpi_close(mpi, rc);
+      return rc;
+    }
+  }
+  if ((rc = tsr__run_new(g, opts, &run)) != 0) {
+    tsr__mpi_close(mpi, rc);
     return rc;
+  }
+  if (mpi)
+    tsr__mpi_attach(mpi, run);
   tsr__contiguous_strides(&r, stride);
   planes[node->plane] = dst;
   tsr__run_set_request(run, tsr__run_count_tasks(run, node, &r), node, &r);
   rc = tsr__run_region(run, node->owner, &r, planes, stride);
   if (rc == 0)
     tsr__run_succeeded(run);
+  tsr__mpi_close(mpi, rc);
   tsr__run_free(run);
   return rc;
 }

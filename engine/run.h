@@ -23,6 +23,7 @@ struct tsr__run_s {
   int lazy_jobs;                /* > 1: a pool of this many is forked at the first miss */
   bool ok;                      /* tsr__run_succeeded was called: report cache warnings */
   bool sparse;                  /* see tsr__task_t */
+  tsr__mpi_t *mpi;              /* rank 0 of an MPI run (exec_mpi.c), or NULL */
   struct { void *p; size_t bytes; } *shared; /* tsr__run_shared_alloc maps */
   int n_shared, cap_shared;
 };

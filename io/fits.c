@@ -1192,6 +1192,7 @@ static char *canonical_name(tsr_ctx_t *ctx, const char *path) {
 
 int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *const *paths,
                    const tsr_region_t *region, const tsr_run_opts_t *opts) {
+  tsr__mpi_t *mpi = NULL;
   tsr_ctx_t *ctx;
   writer_t w;
   char **canon = NULL;
@@ -1227,6 +1228,17 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
   }
   if ((rc = tsr__check_request(g, nodes[0], region, &w.r)) != 0)
     return rc;
+  if (opts && opts->mpi_comm) {
+    /* Every rank comes here with the same request: rank 0 writes, the
+     * others compute blocks for it and return its status. */
+    if ((rc = tsr__mpi_open(ctx, opts, nodes[0], &w.r, &mpi)) != 0)
+      return rc;
+    if (tsr__mpi_rank(opts) != 0) {
+      rc = tsr__mpi_serve(mpi, g, opts);
+      tsr__mpi_close(mpi, rc);
+      return rc;
+    }
+  }
 
   rc = TSR_ENOMEM;
   w.files = tsr__calloc(ctx, (size_t)n, sizeof *w.files);
@@ -1284,6 +1296,8 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
 
   if ((rc = tsr__run_new(g, opts, &w.run)) != 0)
     goto out;
+  if (mpi)
+    tsr__mpi_attach(mpi, w.run);
   for_each_band(&w, false);
   tsr__run_set_request(w.run, w.total, nodes[0], &w.r);
   w.n_sets = tsr__run_async(w.run) && w.n_owners <= 16 ? MAX_SETS : 1;
@@ -1314,10 +1328,10 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
   if ((rc = for_each_band(&w, true)) != 0)
     goto out;
   tsr__run_succeeded(w.run);
-  tsr__run_free(w.run);
-  w.run = NULL;
   rc = finish_files(&w);
 out:
+  /* The ranks learn the status only now: the files are renamed first. */
+  tsr__mpi_close(mpi, rc);
   tsr__run_free(w.run);
   for (int i = 0; w.files && i < w.n; i++) {
     out_file_t *of = &w.files[i];

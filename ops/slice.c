@@ -86,9 +86,13 @@ tsr_node_t *tsr_slice(tsr_graph_t *g, tsr_node_t *a, const int64_t *start, const
   if (a == NULL)
     return tsr__graph_fail(g, TSR_EINVAL, "slice: input is NULL");
   for (int ax = 0; ax < TSR_MAX_DIMS; ax++) {
-    int64_t s0 = start ? start[ax] : 0, s1 = stop ? stop[ax] : a->shape[ax], st = step ? step[ax] : 1;
-    if (ax >= a->ndim)
-      s0 = 0, s1 = 1, st = 1;
+    /* The arrays hold a->ndim entries: read no further. */
+    int64_t s0 = 0, s1 = a->shape[ax], st = 1;
+    if (ax < a->ndim) {
+      s0 = start ? start[ax] : 0;
+      s1 = stop ? stop[ax] : a->shape[ax];
+      st = step ? step[ax] : 1;
+    }
     if (st < 1)
       return tsr__graph_fail(g, TSR_EINVAL, "slice: step %lld on axis %d; expected >= 1",
                              (long long)st, ax + 1);

@@ -340,9 +340,24 @@ typedef struct {
   double task_timeout_s;          /* pool: a task running longer is killed and retried; 0 = none */
   tsr_cache_t *cache;             /* may be NULL; chunks are looked up here before they are
                                      computed and stored after (borrowed; every executor) */
+  void *mpi_comm;                 /* NULL, or a pointer to an MPI_Comm (MPI initialised): run
+                                     SPMD on its ranks.  Every rank makes the same call on the
+                                     same graph; rank 0 hands out blocks, writes files and fills
+                                     dst, the others compute (serially) and return the run's
+                                     status.  Needs a build with MPI (tsr_has_mpi()). */
 } tsr_run_opts_t;
 
-#define TSR_RUN_OPTS_INIT { NULL, NULL, NULL, 1, 2, 0.0, NULL }
+#define TSR_RUN_OPTS_INIT { NULL, NULL, NULL, 1, 2, 0.0, NULL, NULL }
+
+/** 1 if this library was built with the MPI executor, else 0. */
+TSR_API int tsr_has_mpi(void);
+/** For programs that do not call MPI themselves (the CLI): MPI_Init if
+ *  needed, then *comm = a pointer to MPI_COMM_WORLD (for mpi_comm) and
+ *  *rank, *size.  tsr_mpi_finalize() at the end.  @return 0, or TSR_ENOTSUP
+ *  without MPI (message in ctx). */
+TSR_API int tsr_mpi_init(tsr_ctx_t *ctx, int *argc, char ***argv, void **comm, int *rank,
+                         int *size);
+TSR_API void tsr_mpi_finalize(void);
 
 /* ------------------------------------------------------------------ */
 /* Array ops                                                          */
@@ -385,7 +400,8 @@ typedef enum {
  *  nanmin, nanmax or nanstd is NaN, an empty nansum 0.  float64 result. */
 TSR_API tsr_node_t *tsr_reduce(tsr_graph_t *g, int op, tsr_node_t *a, int axis, int nan_ignoring);
 
-/** a[start:stop:step] per axis (NULL arrays: 0, the length, 1; steps >= 1).
+/** a[start:stop:step] per axis, arrays of a's number of axes (NULL arrays:
+ *  0, the length, 1; steps >= 1).
  *  The WCS follows: CRPIX shifts and each axis's column of CD or PC scales
  *  by its step, so every pixel keeps its world position. */
 TSR_API tsr_node_t *tsr_slice(tsr_graph_t *g, tsr_node_t *a, const int64_t *start,
