@@ -39,8 +39,9 @@ typedef struct {
 } task_msg_t;
 
 typedef struct {
-  int32_t status, planes;
+  int32_t status, planes;  /* planes: bit p set when plane p's data follow */
   int64_t task;
+  int64_t bytes;           /* per plane */
   char msg[480];
 } reply_msg_t;
 
@@ -244,7 +245,8 @@ int tsr__mpi_serve(tsr__mpi_t *m, tsr_graph_t *g, const tsr_run_opts_t *opts) {
     run->sparse = t.sparse != 0;
     rc = tsr__run_chunk(run, n, &box, &box, dst, stride, &scratch);
     r.status = rc;
-    r.planes = t.planes;
+    r.planes = rc == 0 ? t.planes : 0;
+    r.bytes = (int64_t)(count * es);
     if (rc != 0)
       snprintf(r.msg, sizeof r.msg, "%s (on rank %d)", tsr_errmsg(m->ctx), m->rank);
     MPI_Send(&r, (int)sizeof r, MPI_BYTE, 0, TAG_REPLY, m->comm);
@@ -348,7 +350,7 @@ static int dispatch(tsr__mpi_t *m) {
       int64_t ti;
       int rc;
       if (!next_task(m, rank, &bi, &ti))
-        return 0;
+        break; /* none for this rank; maybe for the next */
       if ((rc = send_task(m, rank, bi, ti)) != 0)
         return rc;
     }
@@ -415,6 +417,28 @@ static int take_reply(tsr__mpi_t *m) {
   return 0;
 }
 
+/* Take one reply from any rank and drop it (and its data): the run is
+ * ending, and the batch it belongs to may be gone. */
+static void drain_reply(tsr__mpi_t *m) {
+  reply_msg_t r;
+  MPI_Status st;
+  if (MPI_Recv(&r, (int)sizeof r, MPI_BYTE, MPI_ANY_SOURCE, TAG_REPLY, m->comm, &st) != MPI_SUCCESS) {
+    for (int rank = 1; rank < m->size; rank++)
+      m->inflight[rank] = 0; /* a rank is gone: nothing more will come */
+    return;
+  }
+  m->inflight[st.MPI_SOURCE]--;
+  for (int pl = 0; pl < TSR__MAX_PLANES; pl++)
+    if ((r.planes & (1 << pl)) && grow_buf(m, (size_t)r.bytes) == 0)
+      MPI_Recv(m->buf, (int)r.bytes, MPI_BYTE, st.MPI_SOURCE, TAG_DATA, m->comm, MPI_STATUS_IGNORE);
+}
+
+static void drain(tsr__mpi_t *m) {
+  for (int rank = 1; rank < m->size; rank++)
+    while (m->inflight[rank] > 0)
+      drain_reply(m);
+}
+
 int tsr__mpi_wait(tsr__mpi_t *m, int64_t ticket) {
   mbatch_t *b = NULL;
   int rc = 0;
@@ -443,12 +467,8 @@ int tsr__mpi_wait(tsr__mpi_t *m, int64_t ticket) {
         rc = take_reply(m);
     }
   }
-  if (rc != 0) {
-    /* Drain what is in flight so the ranks are idle before DONE. */
-    for (int rank = 1; rank < m->size; rank++)
-      while (m->inflight[rank] > 0 && take_reply(m) == 0)
-        ;
-  }
+  if (rc != 0)
+    drain(m); /* so that the ranks are idle before DONE */
   tsr__free(m->ctx, b->tasks);
   memset(b, 0, sizeof *b);
   return rc;
@@ -459,9 +479,7 @@ void tsr__mpi_close(tsr__mpi_t *m, int status) {
     return;
   if (m->rank == 0) {
     task_msg_t done;
-    for (int rank = 1; rank < m->size; rank++)
-      while (m->inflight[rank] > 0 && take_reply(m) == 0)
-        ;
+    drain(m);
     memset(&done, 0, sizeof done);
     done.type = T_DONE;
     done.status = status;
