@@ -21,7 +21,9 @@
 #include <inttypes.h>
 #include <mpi.h>
 #include <stdio.h>
+#include <sched.h>
 #include <string.h>
+#include <time.h>
 
 #include "run.h"
 
@@ -80,6 +82,28 @@ static int mpi_fail(tsr_ctx_t *ctx, int err, const char *what) {
   int len = 0;
   MPI_Error_string(err, s, &len);
   return tsr__err(ctx, TSR_EWORKER, "mpi: %s: %.*s", what, len, s);
+}
+
+/* Wait until a message with `tag` from `src` is there, sleeping between
+ * probes: a blocking MPI_Recv spins, and rank 0 spinning takes a CPU from
+ * the ranks that compute when there are as many ranks as CPUs (or more). */
+static void await(tsr__mpi_t *m, int src, int tag) {
+  struct timespec t0, now;
+  int flag = 0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    if (MPI_Iprobe(src, tag, m->comm, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS || flag)
+      return;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    /* Yield for the first 200 us (a reply is usually that close), then
+     * sleep: a nanosleep costs the kernel's 50 us timer slack at least. */
+    if ((now.tv_sec - t0.tv_sec) * 1000000000L + (now.tv_nsec - t0.tv_nsec) < 200000) {
+      sched_yield();
+    } else {
+      struct timespec ts = {0, 20000};
+      nanosleep(&ts, NULL);
+    }
+  }
 }
 
 int tsr__mpi_rank(const tsr_run_opts_t *opts) {
@@ -211,6 +235,7 @@ int tsr__mpi_serve(tsr__mpi_t *m, tsr_graph_t *g, const tsr_run_opts_t *opts) {
     size_t count, es;
     int err;
 
+    await(m, 0, TAG_TASK);
     if ((err = MPI_Recv(&t, (int)sizeof t, MPI_BYTE, 0, TAG_TASK, m->comm, MPI_STATUS_IGNORE)) !=
         MPI_SUCCESS) {
       rc = mpi_fail(m->ctx, err, "rank 0 is gone");
@@ -365,6 +390,7 @@ static int take_reply(tsr__mpi_t *m) {
   mtask_t *t;
   int err, src, retries = m->run ? m->run->opts.retries : 2;
   int64_t ti;
+  await(m, MPI_ANY_SOURCE, TAG_REPLY);
   if ((err = MPI_Recv(&r, (int)sizeof r, MPI_BYTE, MPI_ANY_SOURCE, TAG_REPLY, m->comm, &st)) !=
       MPI_SUCCESS)
     return mpi_fail(m->ctx, err, "a rank is gone (Open MPI ends the job; rerun with a cache to "
