@@ -345,10 +345,11 @@ tsr_node_t *tsr_coadd(tsr_graph_t *g, int n, tsr_node_t *const *inputs, tsr_node
     return tsr__graph_fail(g, TSR_ENOMEM, "coadd: out of memory");
   }
   for (int i = 0; i < n; i++) {
-    if (cover_box(ctx, inputs[i], cp->box[i]) != 0) {
+    int rc = cover_box(ctx, inputs[i], cp->box[i]);
+    if (rc != 0) {
       tsr__err_prefix(ctx, "coadd: input %d", i + 1);
       params_free(ctx, cp);
-      return tsr__graph_fail_ctx(g, TSR_EWCS);
+      return tsr__graph_fail_ctx(g, rc);
     }
     cp->offset[i] = o.offsets ? o.offsets[i] : 0.0;
   }

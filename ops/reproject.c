@@ -45,10 +45,13 @@ bool tsr__reproject_check(tsr_graph_t *g, const char *op, const tsr_node_t *src,
              false;
   /* Both WCSs and the frame pair are checked now, not when running. */
   snprintf(in_what, sizeof in_what, "input %s", src->name);
-  if (tsr__map_new(g->ctx, target, "target", src->wcs, in_what, 1e-4, false, &probe) != 0) {
-    tsr__err_prefix(g->ctx, "%s", op);
-    tsr__graph_fail_ctx(g, TSR_EWCS);
-    return false;
+  {
+    int rc = tsr__map_new(g->ctx, target, "target", src->wcs, in_what, 1e-4, false, &probe);
+    if (rc != 0) {
+      tsr__err_prefix(g->ctx, "%s", op);
+      tsr__graph_fail_ctx(g, rc); /* TSR_EWCS, or TSR_ENOMEM */
+      return false;
+    }
   }
   tsr__map_free(probe);
   return true;

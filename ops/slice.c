@@ -142,10 +142,13 @@ static int world_to_pixel(tsr_graph_t *g, const tsr_node_t *a, const char *op, s
   double v[3 * 64];
   if (a->wcs == NULL)
     return tsr__graph_fail(g, TSR_EWCS, "%s: %s has no WCS", op, a->name), TSR_EWCS;
-  if (tsr__cel_new(g->ctx, a->wcs, a->name, &c) != 0) {
-    tsr__err_prefix(g->ctx, "%s", op);
-    tsr__graph_fail_ctx(g, TSR_EWCS);
-    return TSR_EWCS;
+  {
+    int rc = tsr__cel_new(g->ctx, a->wcs, a->name, &c);
+    if (rc != 0) {
+      tsr__err_prefix(g->ctx, "%s", op);
+      tsr__graph_fail_ctx(g, rc);
+      return rc;
+    }
   }
   for (size_t k = 0; k < np; k++) {
     double l = lon[k] * M_PI / 180, b = lat[k] * M_PI / 180;
@@ -196,11 +199,15 @@ tsr_node_t *tsr_crop_to(tsr_graph_t *g, tsr_node_t *a, const tsr_wcs_t *box) {
     return NULL;
   if (a == NULL || box == NULL || a->wcs == NULL)
     return tsr__graph_fail(g, TSR_EINVAL, "crop: expected an input with a WCS and a box WCS");
-  if (tsr__cel_new(g->ctx, box, "crop box", &c) != 0 ||
-      tsr__cel_new(g->ctx, a->wcs, a->name, &ca) != 0) {
-    tsr__cel_free(c);
-    tsr__err_prefix(g->ctx, "crop");
-    return tsr__graph_fail_ctx(g, TSR_EWCS);
+  {
+    int rc = tsr__cel_new(g->ctx, box, "crop box", &c);
+    if (rc == 0)
+      rc = tsr__cel_new(g->ctx, a->wcs, a->name, &ca);
+    if (rc != 0) {
+      tsr__cel_free(c);
+      tsr__err_prefix(g->ctx, "crop");
+      return tsr__graph_fail_ctx(g, rc);
+    }
   }
   /* The box image's edges, 11 points each, into a's frame and pixels. */
   for (int k = 0; k < 11; k++) {

@@ -108,6 +108,8 @@ int tsr__cel_new(tsr_ctx_t *ctx, const tsr_wcs_t *w, const char *what, tsr__cel_
 
   *out = NULL;
   c = tsr__calloc(ctx, 1, sizeof *c);
+  if (c)
+    c->ctx = ctx; /* tsr__cel_free needs it, whatever fails next */
   hdr = tsr__malloc(ctx, (size_t)w->ncards * 80 + 1);
   if (c == NULL || hdr == NULL) {
     tsr__err(ctx, rc, "%s: out of memory", what);

@@ -1,0 +1,190 @@
+/* test-alloc.c -- allocation-failure injection: through the allocator
+ * hooks, fail the k-th allocation, for every k of a run, of a reprojection
+ * by each method, a mosaic, a chain of array ops and a FITS write.  Every
+ * run must end in success (with the right result) or in TSR_ENOMEM with
+ * an "out of memory" message, and give back every byte it took. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <tessera/tessera.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+typedef struct {
+  long count;        /* allocations so far */
+  long fail_at;      /* fail this one (1-based); 0 = never */
+  long live;         /* blocks held */
+  int failed;        /* the failure happened */
+} alloc_state_t;
+
+static void *a_malloc(void *ud, size_t n) {
+  alloc_state_t *s = ud;
+  if (++s->count == s->fail_at) {
+    s->failed = 1;
+    return NULL;
+  }
+  void *p = malloc(n);
+  s->live += p != NULL;
+  return p;
+}
+
+static void *a_realloc(void *ud, void *p, size_t n) {
+  alloc_state_t *s = ud;
+  if (++s->count == s->fail_at) {
+    s->failed = 1;
+    return NULL;
+  }
+  void *q = realloc(p, n);
+  if (p == NULL && q != NULL)
+    s->live++;
+  return q;
+}
+
+static void a_free(void *ud, void *p) {
+  alloc_state_t *s = ud;
+  if (p)
+    s->live--;
+  free(p);
+}
+
+static float image[48 * 40], image2[48 * 40];
+
+/* One scenario: build a graph and compute `out` (count values); returns the
+ * status.  `what` 0..5 reprojections (orders 0-3, adaptive, exact), 6 a
+ * mosaic, 7 array ops, 8 a FITS write. */
+static int scenario(tsr_ctx_t *ctx, int what, double *out, int *n_out) {
+  static const char *hin =
+      "NAXIS = 2\nNAXIS1 = 48\nNAXIS2 = 40\nCTYPE1 = 'RA---TAN'\nCTYPE2 = 'DEC--TAN'\n"
+      "CRVAL1 = 20.0\nCRVAL2 = 5.0\nCRPIX1 = 24.5\nCRPIX2 = 20.5\nCDELT1 = -0.001\nCDELT2 = 0.001\n";
+  static const char *hin2 =
+      "NAXIS = 2\nNAXIS1 = 48\nNAXIS2 = 40\nCTYPE1 = 'RA---TAN'\nCTYPE2 = 'DEC--TAN'\n"
+      "CRVAL1 = 20.02\nCRVAL2 = 5.01\nCRPIX1 = 24.5\nCRPIX2 = 20.5\nCDELT1 = -0.001\nCDELT2 = 0.001\n";
+  static const char *hout =
+      "NAXIS = 2\nNAXIS1 = 50\nNAXIS2 = 44\nCTYPE1 = 'RA---SIN'\nCTYPE2 = 'DEC--SIN'\n"
+      "CRVAL1 = 20.01\nCRVAL2 = 5.0\nCRPIX1 = 25\nCRPIX2 = 22\nCDELT1 = -0.0011\nCDELT2 = 0.0011\n"
+      "PC1_1 = 0.96\nPC1_2 = -0.28\nPC2_1 = 0.28\nPC2_2 = 0.96\n";
+  tsr_wcs_t *wi = NULL, *wi2 = NULL, *wo = NULL;
+  tsr_graph_t *g = NULL;
+  tsr_node_t *n = NULL;
+  int64_t shape[2] = {48, 40};
+  int rc;
+
+  if ((rc = tsr_wcs_parse(ctx, hin, strlen(hin), "in", 1, &wi)) != 0 ||
+      (rc = tsr_wcs_parse(ctx, hin2, strlen(hin2), "in2", 1, &wi2)) != 0 ||
+      (rc = tsr_wcs_parse(ctx, hout, strlen(hout), "out", 1, &wo)) != 0 ||
+      (rc = tsr_graph_new(ctx, &g)) != 0)
+    goto out;
+  {
+    tsr_node_t *src = tsr_source_buffer_ref(g, TSR_F32, 2, shape, image, wi);
+    tsr_node_t *src2 = tsr_source_buffer_ref(g, TSR_F32, 2, shape, image2, wi2);
+    tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
+    io.block[0] = 20, io.block[1] = 16;
+    if (what <= 3) {
+      io.order = what;
+      n = tsr_reproject_interp(g, src, wo, &io);
+    } else if (what == 4) {
+      tsr_adaptive_opts_t ao = TSR_ADAPTIVE_OPTS_INIT;
+      ao.block[0] = ao.block[1] = 24;
+      n = tsr_reproject_adaptive(g, src, wo, &ao);
+    } else if (what == 5) {
+      tsr_exact_opts_t eo = TSR_EXACT_OPTS_INIT;
+      eo.block[0] = eo.block[1] = 24;
+      n = tsr_reproject_exact(g, src, wo, &eo);
+    } else if (what == 6 || what == 8) {
+      tsr_node_t *r[2] = {tsr_reproject_interp(g, src, wo, &io), tsr_reproject_interp(g, src2, wo, &io)};
+      tsr_coadd_opts_t co = TSR_COADD_OPTS_INIT;
+      co.combine = what == 6 ? TSR_COMBINE_MEDIAN : TSR_COMBINE_MEAN;
+      n = tsr_coadd(g, 2, r, NULL, &co);
+    } else {
+      tsr_node_t *r = tsr_reproject_interp(g, src, wo, &io);
+      tsr_node_t *s = tsr_binary(g, TSR_ADD, tsr_unary(g, TSR_SQRT, tsr_binary_scalar(g, TSR_MUL, r, 2)), r);
+      int64_t st[2] = {2, 3}, sp[2] = {50, 44}, step[2] = {2, 1};
+      n = tsr_reduce(g, TSR_REDUCE_SUM, tsr_slice(g, s, st, sp, step), 0, 1);
+    }
+  }
+  if ((rc = tsr_graph_status(g)) != 0)
+    goto out;
+  *n_out = (int)(tsr_node_shape(n, 0) * tsr_node_shape(n, 1));
+  if (what == 8) {
+    char path[512];
+    const char *p = path;
+    snprintf(path, sizeof path, "%s", th_path("alloc.fits"));
+    rc = tsr_write_fits(g, 1, &n, &p, NULL, NULL);
+    if (rc == 0)
+      unlink(path);
+    else if (access(path, F_OK) == 0)
+      th_fail(__FILE__, __LINE__, "a failed write left %s behind", path);
+  } else {
+    tsr_node_t *d = tsr_node_dtype(n) == TSR_F64 ? n : tsr_astype(g, n, TSR_F64);
+    if ((rc = tsr_graph_status(g)) == 0)
+      rc = tsr_compute(g, d, NULL, out, sizeof(double) * (size_t)*n_out, NULL);
+  }
+out:
+  tsr_graph_free(g);
+  tsr_wcs_free(wi);
+  tsr_wcs_free(wi2);
+  tsr_wcs_free(wo);
+  return rc;
+}
+
+static void inject(int what, const char *name) {
+  static double ref[50 * 44], out[50 * 44];
+  alloc_state_t s = {0, 0, 0, 0};
+  tsr_ctx_options_t o;
+  tsr_ctx_t *ctx;
+  int n_ref = 0, n = 0, ok = 0, enomem = 0;
+  long total;
+
+  for (int k = 0; k < 48 * 40; k++) {
+    image[k] = (float)(sin(k * 0.05) + (k % 17 == 0 ? NAN : 1.0));
+    image2[k] = (float)(cos(k * 0.03) + 0.5);
+  }
+  memset(&o, 0, sizeof o);
+  o.alloc.malloc_fn = a_malloc, o.alloc.realloc_fn = a_realloc, o.alloc.free_fn = a_free;
+  o.alloc.ud = &s;
+  ASSERT_OK(tsr_ctx_new(&ctx, &o));
+  ASSERT_OK(scenario(ctx, what, ref, &n_ref));
+  tsr_ctx_free(ctx);
+  total = s.count;
+  ASSERT_INT_EQ(s.live, 0);
+  for (long k = 1; k <= total + 1; k++) {
+    alloc_state_t f = {0, k, 0, 0};
+    int rc;
+    o.alloc.ud = &f;
+    if (tsr_ctx_new(&ctx, &o) != 0) {
+      ASSERT(f.failed && f.live == 0);
+      enomem++;
+      continue;
+    }
+    rc = scenario(ctx, what, out, &n);
+    if (rc == 0) {
+      ok++;
+      if (what != 8 && memcmp(ref, out, sizeof(double) * (size_t)n_ref) != 0)
+        th_fail(__FILE__, __LINE__, "%s: allocation %ld failed, the run succeeded with another result",
+                name, k);
+    } else {
+      if (rc != TSR_ENOMEM || !strstr(tsr_errmsg(ctx), "out of memory"))
+        th_fail(__FILE__, __LINE__, "%s: allocation %ld of %ld failed: rc %d, \"%s\"", name, k, total,
+                rc, tsr_errmsg(ctx));
+      enomem++;
+    }
+    tsr_ctx_free(ctx);
+    if (f.live != 0)
+      th_fail(__FILE__, __LINE__, "%s: allocation %ld failed: %ld blocks never freed", name, k, f.live);
+  }
+  printf("# %s: %ld allocations; %d runs ended in TSR_ENOMEM, %d succeeded\n", name, total, enomem, ok);
+}
+
+TEST(interp_nearest) { inject(0, "interp nearest"); }
+TEST(interp_bilinear) { inject(1, "interp bilinear"); }
+TEST(interp_biquadratic) { inject(2, "interp biquadratic"); }
+TEST(interp_bicubic) { inject(3, "interp bicubic"); }
+TEST(adaptive) { inject(4, "adaptive"); }
+TEST(exact) { inject(5, "exact"); }
+TEST(mosaic_median) { inject(6, "mosaic median"); }
+TEST(array_ops_chain) { inject(7, "array ops"); }
+TEST(mosaic_written_to_fits) { inject(8, "mosaic to FITS"); }
+
+TEST_MAIN()
