@@ -18,11 +18,13 @@ int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "tessera: <msg>" on stderr; returns 1. */
 int fail(const char *msg);
 
-/* 0 on success, -1 if s is not entirely what is expected. */
+/* 0 on success, -1 if s is not entirely what is expected (options.c). */
 int parse_int64(const char *s, int64_t *v);
 int parse_real(const char *s, double *v);     /* finite */
 int parse_block(const char *s, int64_t b[2]); /* WxH, 1 to 1048576 each */
 int parse_bytes(const char *s, uint64_t *v);  /* N[K|M|G|T] in [1M, 2^62] */
+/* X1:X2,Y1:Y2, FITS-style (1-based, inclusive) -> a zero-based half-open region. */
+int parse_region(const char *s, tsr_region_t *r);
 
 /* A target from a FITS file (its header and shape) or a header text file;
  * *out is the caller's (tsr_wcs_free). */

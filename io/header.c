@@ -133,6 +133,79 @@ static int check_ascii(tsr_ctx_t *ctx, const char *what, const char *unit, int n
   return 0;
 }
 
+/* A value card ("KEYWORD = value / comment") must hold a FITS value: a
+ * string in quotes (doubled quotes inside) that is closed, T or F, or a
+ * number, or nothing.  wcslib's header parser overruns its buffers on some
+ * malformed values (an unclosed string, found by fuzzing), so nothing else
+ * reaches it.  With ctx NULL, only says -1 (no message). */
+static int check_value(tsr_ctx_t *ctx, const char *what, const char *unit, int num,
+                       const char *card) {
+  const char *v = card + 10, *end = card + TSR__CARD;
+  char kw[9];
+  if (memcmp(card + 8, "= ", 2) != 0)
+    return 0; /* commentary and other cards carry no value */
+  memcpy(kw, card, 8);
+  kw[8] = '\0';
+  for (int i = 7; i >= 0 && kw[i] == ' '; i--)
+    kw[i] = '\0';
+  while (v < end && *v == ' ')
+    v++;
+  if (v == end || *v == '/')
+    return 0; /* no value: undefined */
+  if (*v == '\'') {
+    const char *q = v + 1;
+    for (; q < end; q++)
+      if (*q == '\'') {
+        if (q + 1 < end && q[1] == '\'')
+          q++; /* a doubled quote stands for one */
+        else
+          break;
+      }
+    if (q >= end)
+      return ctx ? tsr__err(ctx, TSR_EWCS, "%s: %s %d: %s has a string value with no closing quote",
+                            what, unit, num, kw)
+                 : -1;
+    /* wcslib leaks its message on a unit string it cannot parse (found by
+     * fuzzing): let only unit characters through. */
+    if (strncmp(kw, "CUNIT", 5) == 0)
+      for (const char *u = v + 1; u < q; u++)
+        if (!isalnum((unsigned char)*u) && !strchr(" .^*/()+-", *u))
+          return ctx ? tsr__err(ctx, TSR_EWCS,
+                                "%s: %s %d: %s = %.*s is not a unit (letters, digits and . ^ * / "
+                                "( ) + - only)",
+                                what, unit, num, kw, (int)(q - v + 1), v)
+                     : -1;
+    v = q + 1;
+  } else {
+    const char *s = v;
+    while (v < end && *v != ' ' && *v != '/')
+      v++;
+    {
+      char tok[TSR__CARD + 1], *e;
+      size_t n = (size_t)(v - s);
+      memcpy(tok, s, n);
+      tok[n] = '\0';
+      for (size_t i = 0; i < n; i++)
+        if (tok[i] == 'D' || tok[i] == 'd')
+          tok[i] = 'E'; /* FITS allows a D exponent */
+      if (!(n == 1 && (tok[0] == 'T' || tok[0] == 'F')) && (strtod(tok, &e), *e != '\0'))
+        return ctx ? tsr__err(ctx, TSR_EWCS,
+                              "%s: %s %d: %s = %.*s is not a FITS value (a number, 'a string', T "
+                              "or F)",
+                              what, unit, num, kw, (int)n, s)
+                   : -1;
+    }
+  }
+  while (v < end && *v == ' ')
+    v++;
+  if (v < end && *v != '/')
+    return ctx ? tsr__err(ctx, TSR_EWCS,
+                          "%s: %s %d: %s has text after its value (a comment starts with '/')",
+                          what, unit, num, kw)
+               : -1;
+  return 0;
+}
+
 /* Split header text into 80-column cards up to END (exclusive), dropping
  * blank cards.  *out (allocated, ncards x 80) belongs to the caller. */
 static int text_to_cards(tsr_ctx_t *ctx, const char *text, size_t len, const char *what,
@@ -210,6 +283,8 @@ static int text_to_cards(tsr_ctx_t *ctx, const char *text, size_t len, const cha
       card_normalise(line);
     if (card_is_end(line))
       break;
+    if ((rc = check_value(ctx, what, lines ? "line" : "card", num, line)) != 0)
+      goto out;
     memcpy(cards + (size_t)n * TSR__CARD, line, TSR__CARD);
     n++;
   }
@@ -250,23 +325,41 @@ static int find_card(const char *cards, int ncards, const char *keyword) {
 /* ------------------------------------------------------------------ */
 /* wcslib                                                             */
 
+/* The messages wcslib may have left in a wcsprm and its parts.  celfix's
+ * wcsset sets one in the celprm, and a later wcsset re-initialises the
+ * celprm without freeing it (a leak found by fuzzing). */
+static void clear_errors(struct wcsprm *w) {
+  wcserr_clear(&w->err);
+  wcserr_clear(&w->lin.err);
+  wcserr_clear(&w->cel.err);
+  wcserr_clear(&w->cel.prj.err);
+  wcserr_clear(&w->spc.err);
+}
+
 /* The fixes astropy applies by default that translate non-standard
  * spellings without changing what a header means (cylfix, which moves the
  * reference point, is left out).  Their own failures are not errors: wcsset
  * reports whatever still matters. */
 static void apply_fixes(struct wcsprm *w) {
-  /* Each fix may leave a message in w->err (celfix runs wcsset itself), and
-   * wcslib overwrites the next one without freeing it: clear as we go. */
+  /* Each fix may leave a message (celfix runs wcsset itself), and wcslib
+   * overwrites the next one without freeing it: clear as we go. */
   cdfix(w);
-  wcserr_clear(&w->err);
+  clear_errors(w);
   datfix(w);
-  wcserr_clear(&w->err);
+  clear_errors(w);
   unitfix(0, w);
-  wcserr_clear(&w->err);
+  clear_errors(w);
   spcfix(w);
-  wcserr_clear(&w->err);
-  celfix(w);
-  wcserr_clear(&w->err);
+  clear_errors(w);
+  /* celfix only translates the AIPS projections NCP and GLS, and it runs a
+   * wcsset of its own whose allocations a later wcsset can leak (found by
+   * fuzzing a SIP header with a broken CTYPE): call it only for those. */
+  for (int i = 0; i < w->naxis; i++)
+    if (strstr(w->ctype[i], "-NCP") || strstr(w->ctype[i], "-GLS")) {
+      celfix(w);
+      clear_errors(w);
+      break;
+    }
 }
 
 /* A singular CD/PC matrix passes wcsset (matinv rarely sees an exact zero
@@ -392,9 +485,22 @@ static int wcs_build(tsr_ctx_t *ctx, const char *cards, int ncards, const char *
     tsr__err(ctx, rc, "%s: out of memory", what);
     goto out;
   }
-  memcpy(hdr, cards, (size_t)ncards * TSR__CARD);
-  memset(hdr + (size_t)ncards * TSR__CARD, ' ', TSR__CARD);
-  status = wcspih(hdr, ncards, WCSHDR_all, 0, &nreject, nwcs, all);
+  {
+    /* Cards from a FITS file were never checked: leave out the malformed
+     * ones, and any byte that is not printable ASCII (wcslib's parser
+     * overran a buffer on one, found by fuzzing). */
+    int k = 0;
+    for (int i = 0; i < ncards; i++) {
+      const char *c = cards + (size_t)i * TSR__CARD;
+      bool ascii = true;
+      for (int j = 0; j < TSR__CARD; j++)
+        ascii &= c[j] >= 32 && c[j] <= 126;
+      if (ascii && check_value(NULL, what, "card", i + 1, c) == 0)
+        memcpy(hdr + (size_t)k++ * TSR__CARD, c, TSR__CARD);
+    }
+    memset(hdr + (size_t)k * TSR__CARD, ' ', TSR__CARD);
+    status = wcspih(hdr, k, WCSHDR_all, 0, &nreject, nwcs, all);
+  }
   if (status != 0) {
     rc = tsr__err(ctx, status == 2 ? TSR_ENOMEM : TSR_EWCS,
                   "%s: wcslib: cannot parse the header (wcspih status %d)", what, status);

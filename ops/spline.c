@@ -378,6 +378,13 @@ static inline __attribute__((always_inline)) double eval3(const eval_ctx_t *e, d
 }
 
 typedef int32_t v4si __attribute__((vector_size(16)));
+
+/* Lanes i0..i3 of the 8 lanes of a then b (GCC's and clang's spellings). */
+#if defined(__clang__)
+#define SHUF4(a, b, i0, i1, i2, i3) __builtin_shufflevector(a, b, i0, i1, i2, i3)
+#else
+#define SHUF4(a, b, i0, i1, i2, i3) __builtin_shuffle(a, b, (v4di){i0, i1, i2, i3})
+#endif
 typedef int64_t v4di __attribute__((vector_size(32)));
 
 /* Four cubic values at once, when all four supports lie inside the image,
@@ -404,14 +411,14 @@ static inline __attribute__((always_inline)) void eval3x4(const eval_ctx_t *e, c
     a[j] = (r0 * wx[0][j] + r1 * wx[1][j]) + (r2 * wx[2][j] + r3 * wx[3][j]);
   }
   {
-    v4d lo01 = __builtin_shuffle(a[0], a[1], (v4di){0, 4, 2, 6});
-    v4d hi01 = __builtin_shuffle(a[0], a[1], (v4di){1, 5, 3, 7});
-    v4d lo23 = __builtin_shuffle(a[2], a[3], (v4di){0, 4, 2, 6});
-    v4d hi23 = __builtin_shuffle(a[2], a[3], (v4di){1, 5, 3, 7});
-    v4d c0 = __builtin_shuffle(lo01, lo23, (v4di){0, 1, 4, 5});
-    v4d c1 = __builtin_shuffle(hi01, hi23, (v4di){0, 1, 4, 5});
-    v4d c2 = __builtin_shuffle(lo01, lo23, (v4di){2, 3, 6, 7});
-    v4d c3 = __builtin_shuffle(hi01, hi23, (v4di){2, 3, 6, 7});
+    v4d lo01 = SHUF4(a[0], a[1], 0, 4, 2, 6);
+    v4d hi01 = SHUF4(a[0], a[1], 1, 5, 3, 7);
+    v4d lo23 = SHUF4(a[2], a[3], 0, 4, 2, 6);
+    v4d hi23 = SHUF4(a[2], a[3], 1, 5, 3, 7);
+    v4d c0 = SHUF4(lo01, lo23, 0, 1, 4, 5);
+    v4d c1 = SHUF4(hi01, hi23, 0, 1, 4, 5);
+    v4d c2 = SHUF4(lo01, lo23, 2, 3, 6, 7);
+    v4d c3 = SHUF4(hi01, hi23, 2, 3, 6, 7);
     v4d r = (c0 * wy[0] + c1 * wy[1]) + (c2 * wy[2] + c3 * wy[3]);
     memcpy(v, &r, sizeof r);
   }
@@ -563,14 +570,14 @@ TSR__MULTIVERSION static void transpose(double *restrict bt, const double *restr
       v4d a0, a1, a2, a3;
       memcpy(&a0, b + j * w + i, sizeof a0), memcpy(&a1, b + (j + 1) * w + i, sizeof a1);
       memcpy(&a2, b + (j + 2) * w + i, sizeof a2), memcpy(&a3, b + (j + 3) * w + i, sizeof a3);
-      v4d lo01 = __builtin_shuffle(a0, a1, (v4di){0, 4, 2, 6});
-      v4d hi01 = __builtin_shuffle(a0, a1, (v4di){1, 5, 3, 7});
-      v4d lo23 = __builtin_shuffle(a2, a3, (v4di){0, 4, 2, 6});
-      v4d hi23 = __builtin_shuffle(a2, a3, (v4di){1, 5, 3, 7});
-      v4d c0 = __builtin_shuffle(lo01, lo23, (v4di){0, 1, 4, 5});
-      v4d c1 = __builtin_shuffle(hi01, hi23, (v4di){0, 1, 4, 5});
-      v4d c2 = __builtin_shuffle(lo01, lo23, (v4di){2, 3, 6, 7});
-      v4d c3 = __builtin_shuffle(hi01, hi23, (v4di){2, 3, 6, 7});
+      v4d lo01 = SHUF4(a0, a1, 0, 4, 2, 6);
+      v4d hi01 = SHUF4(a0, a1, 1, 5, 3, 7);
+      v4d lo23 = SHUF4(a2, a3, 0, 4, 2, 6);
+      v4d hi23 = SHUF4(a2, a3, 1, 5, 3, 7);
+      v4d c0 = SHUF4(lo01, lo23, 0, 1, 4, 5);
+      v4d c1 = SHUF4(hi01, hi23, 0, 1, 4, 5);
+      v4d c2 = SHUF4(lo01, lo23, 2, 3, 6, 7);
+      v4d c3 = SHUF4(hi01, hi23, 2, 3, 6, 7);
       memcpy(bt + i * h + j, &c0, sizeof c0), memcpy(bt + (i + 1) * h + j, &c1, sizeof c1);
       memcpy(bt + (i + 2) * h + j, &c2, sizeof c2), memcpy(bt + (i + 3) * h + j, &c3, sizeof c3);
     }

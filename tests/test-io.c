@@ -1326,6 +1326,68 @@ TEST(out_of_memory_is_reported) {
   free(d);
 }
 
+/* Inputs the fuzzers found crashing or leaking (tests/fuzz/regress): each
+ * must be refused or read without a crash, and, under the sanitizers or
+ * valgrind, without a leak. */
+TEST(fuzz_regressions) {
+  char dir[1024];
+  DIR *d;
+  struct dirent *e;
+  int n = 0;
+  snprintf(dir, sizeof dir, "%s/fuzz/regress", th_srcdir());
+  d = opendir(dir);
+  ASSERT(d != NULL);
+  while ((e = readdir(d)) != NULL) {
+    char path[2048];
+    FILE *f;
+    char *buf;
+    long len;
+    tsr_ctx_t *ctx;
+    tsr_wcs_t *w = NULL;
+    tsr_graph_t *g;
+    if (e->d_name[0] == '.')
+      continue;
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    f = fopen(path, "rb");
+    ASSERT(f != NULL);
+    fseek(f, 0, SEEK_END);
+    len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = malloc((size_t)len + 1);
+    ASSERT(fread(buf, 1, (size_t)len, f) == (size_t)len);
+    fclose(f);
+    ASSERT_OK(tsr_ctx_new(&ctx, NULL));
+    if (tsr_wcs_parse(ctx, buf, (size_t)len, "fuzz input", 1, &w) == 0)
+      tsr_wcs_free(w);
+    w = NULL;
+    if (tsr_wcs_read_fits(ctx, path, 0, &w) == 0)
+      tsr_wcs_free(w);
+    ASSERT_OK(tsr_graph_new(ctx, &g));
+    (void)tsr_source_fits(g, path, 0);
+    tsr_graph_free(g);
+    tsr_ctx_free(ctx);
+    free(buf);
+    n++;
+  }
+  closedir(d);
+  ASSERT(n >= 4);
+}
+
+/* wcslib overran a buffer on an unclosed string (found by fuzzing). */
+TEST(unclosed_string_value_is_refused) {
+  static const char hdr[] = "NAXIS = 2\nNAXIS1 = 10\nNAXIS2 = 8\nCTYPE1 = 'RA\n"
+                            "CTYPE2 = 'DEC--TAN'\nCRVAL1 = 30\n";
+  static const char bad[] = "NAXIS = 2\nCRVAL1 = 3x0\n";
+  tsr_ctx_t *ctx;
+  tsr_wcs_t *w = NULL;
+  ASSERT_OK(tsr_ctx_new(&ctx, NULL));
+  ASSERT(tsr_wcs_parse(ctx, hdr, strlen(hdr), "t.hdr", 1, &w) == TSR_EWCS);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "t.hdr: line 4: CTYPE1 has a string value with no closing quote");
+  ASSERT(tsr_wcs_parse(ctx, bad, strlen(bad), "t.hdr", 0, &w) == TSR_EWCS);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "t.hdr: line 2: CRVAL1 = 3x0 is not a FITS value");
+  tsr_ctx_free(ctx);
+}
+
 int main(int argc, char **argv) {
   /* Create the scratch directory before the tests fork, so that they share
    * it and the harness removes it at the end. */
