@@ -8,7 +8,8 @@ build=${1:-build}
 
 packages=(meson ninja-build pkg-config gcc libc6-dev
           libuv1-dev wcslib-dev libcfitsio-dev libzstd-dev libxxhash-dev libpng-dev
-          python3-reproject python3-shapely python3-pil valgrind libopenmpi-dev openmpi-bin)
+          python3-reproject python3-shapely python3-pil valgrind libopenmpi-dev openmpi-bin
+          clang-14 libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
