@@ -748,7 +748,10 @@ int tsr_wcs_describe(tsr_ctx_t *ctx, const tsr_wcs_t *wcs, char *buf, size_t cap
     double scale = sqrt(fabs(m00 * m11 - m01 * m10)) * 3600.0; /* arcsec per pixel */
     double pix[8] = {0}, img[8], world[8], phi, theta;
     int stat = 0;
-    bool have_shape = wcs->naxis >= 2 && wcs->shape[lng] > 0 && wcs->shape[lat] > 0;
+    /* The celestial axes may be any of a header's (up to 99): shapes are
+     * kept for the first four only. */
+    bool have_shape = wcs->naxis >= 2 && lng < TSR_MAX_DIMS && lat < TSR_MAX_DIMS &&
+                      wcs->shape[lng] > 0 && wcs->shape[lat] > 0;
 
     while (*code == '-')
       code++;
