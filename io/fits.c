@@ -1001,10 +1001,23 @@ out:
 }
 
 /* pwrite all of p[0, n) at off. */
+/* TSR_TEST_WRITE_FAIL=N: the N-th data write of the process fails with
+ * ENOSPC, as on a full disk (a test hook; tmpfs quotas need privileges the
+ * test machines may not grant). */
+static ssize_t data_pwrite(int fd, const void *p, size_t n, off_t off) {
+  static long count;
+  const char *e = getenv("TSR_TEST_WRITE_FAIL");
+  if (e && ++count == atol(e)) {
+    errno = ENOSPC;
+    return -1;
+  }
+  return pwrite(fd, p, n, off);
+}
+
 static int write_all(writer_t *w, out_file_t *of, const void *p, size_t n, int64_t off) {
   const unsigned char *q = p;
   while (n > 0) {
-    ssize_t k = pwrite(of->fd, q, n, (off_t)off);
+    ssize_t k = data_pwrite(of->fd, q, n, (off_t)off);
     if (k < 0 && errno == EINTR)
       continue;
     if (k <= 0)
