@@ -23,6 +23,9 @@ int parse_int64(const char *s, int64_t *v);
 int parse_real(const char *s, double *v);     /* finite */
 int parse_block(const char *s, int64_t b[2]); /* WxH, 1 to 1048576 each */
 int parse_bytes(const char *s, uint64_t *v);  /* N[K|M|G|T] in [1M, 2^62] */
+/* --method: 0 interp, 1 adaptive, 2 exact; --dtype: TSR_F32 or TSR_F64; -1 if neither. */
+int parse_method(const char *s);
+int parse_dtype(const char *s);
 /* X1:X2,Y1:Y2, FITS-style (1-based, inclusive) -> a zero-based half-open region. */
 int parse_region(const char *s, tsr_region_t *r);
 

@@ -427,16 +427,13 @@ static int cmd_reproject(int argc, char **argv) {
         return usage_error("--hdu '%s': expected an HDU number >= 1 (0 = first with data)", optarg);
       a.hdu = (int)v;
       break;
-    case O_METHOD:
-      if (strcmp(optarg, "interp") == 0)
-        a.method = METHOD_INTERP;
-      else if (strcmp(optarg, "adaptive") == 0)
-        a.method = METHOD_ADAPTIVE;
-      else if (strcmp(optarg, "exact") == 0)
-        a.method = METHOD_EXACT;
-      else
+    case O_METHOD: {
+      int m = parse_method(optarg);
+      if (m < 0)
         return usage_error("--method '%s': expected interp, adaptive or exact", optarg);
+      a.method = (method_t)m; /* METHOD_INTERP, METHOD_ADAPTIVE, METHOD_EXACT */
       break;
+    }
     case O_ORDER:
       a.order_given = 1;
       if ((a.interp.order = tsr_order_parse(optarg)) < 0)
@@ -464,11 +461,7 @@ static int cmd_reproject(int argc, char **argv) {
     case O_NORT: a.interp.roundtrip = 0; a.mapping_opt = "no-roundtrip"; break;
     case O_FP: a.footprint = optarg; break;
     case O_DTYPE:
-      if (strcmp(optarg, "float32") == 0)
-        a.interp.dtype = TSR_F32;
-      else if (strcmp(optarg, "float64") == 0)
-        a.interp.dtype = TSR_F64;
-      else
+      if ((a.interp.dtype = parse_dtype(optarg)) < 0)
         return usage_error("--dtype '%s': expected float32 or float64", optarg);
       break;
     case O_PROGRESS: a.progress = 1; break;

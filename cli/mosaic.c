@@ -147,13 +147,7 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
       break;
     case M_FP: a->footprint = optarg; break;
     case M_METHOD:
-      if (strcmp(optarg, "interp") == 0)
-        a->method = 0;
-      else if (strcmp(optarg, "adaptive") == 0)
-        a->method = 1;
-      else if (strcmp(optarg, "exact") == 0)
-        a->method = 2;
-      else
+      if ((a->method = parse_method(optarg)) < 0)
         return usage_error("mosaic: --method '%s': expected interp, adaptive or exact", optarg);
       break;
     case M_ORDER:
@@ -162,11 +156,7 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
                            "or bicubic", optarg);
       break;
     case M_DTYPE:
-      if (strcmp(optarg, "float32") == 0)
-        a->coadd.dtype = TSR_F32;
-      else if (strcmp(optarg, "float64") == 0)
-        a->coadd.dtype = TSR_F64;
-      else
+      if ((a->coadd.dtype = parse_dtype(optarg)) < 0)
         return usage_error("mosaic: --dtype '%s': expected float32 or float64", optarg);
       break;
     case M_BLOCK:

@@ -85,3 +85,21 @@ int parse_block(const char *s, int64_t b[2]) {
   return 0;
 }
 
+
+/* --method: 0 interp, 1 adaptive, 2 exact; -1 otherwise. */
+int parse_method(const char *s) {
+  static const char *const names[] = {"interp", "adaptive", "exact"};
+  for (int i = 0; i < 3; i++)
+    if (strcmp(s, names[i]) == 0)
+      return i;
+  return -1;
+}
+
+/* --dtype: TSR_F32 or TSR_F64; -1 otherwise. */
+int parse_dtype(const char *s) {
+  if (strcmp(s, "float32") == 0)
+    return TSR_F32;
+  if (strcmp(s, "float64") == 0)
+    return TSR_F64;
+  return -1;
+}
