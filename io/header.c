@@ -32,6 +32,7 @@
 #include <wcslib/wcsfix.h>
 #include <wcslib/wcshdr.h>
 #include <wcslib/wcsmath.h>
+#include <wcslib/wcsunits.h>
 
 #include "internal.h"
 #include "io.h"
@@ -513,8 +514,53 @@ static int wcs_build(tsr_ctx_t *ctx, const char *cards, int ncards, const char *
     rc = tsr__err(ctx, TSR_EWCS, "%s: no WCS (no primary CTYPEn keywords)", what);
     goto out;
   }
+  /* wcslib drops the message it allocates for a unit string it cannot
+   * parse (a leak, found by fuzzing), so the fixes and a first wcsset run
+   * with messages off (wcserr_set then allocates nothing); units are
+   * checked the same way, and only a failure for another reason runs
+   * wcsset again with messages, for its words. */
+  wcserr_enable(0);
   apply_fixes(w);
-  status = wcsset(w);
+  {
+    /* A failed wcsset leaves allocations that a second one on the same
+     * struct leaks: keep a fresh copy for the run that gives the words. */
+    struct wcsprm fresh;
+    memset(&fresh, 0, sizeof fresh);
+    fresh.flag = -1;
+    bool have_fresh = wcssub(1, w, 0x0, 0x0, &fresh) == 0;
+    status = wcsset(w);
+    for (int i = 0; status != 0 && i < w->naxis; i++) {
+      static const char *const angular[] = {"RA--", "DEC-", "GLON", "GLAT", "ELON", "ELAT"};
+      int func;
+      double scale, offset, power, units[WCSUNITS_NTYPE];
+      bool angle = false;
+      if (!w->cunit[i][0])
+        continue;
+      for (int k = 0; k < 6; k++)
+        angle |= strncmp(w->ctype[i], angular[k], 4) == 0;
+      if (wcsulexe(w->cunit[i], &func, &scale, units, NULL) != 0 ||
+          (angle && wcsunitse(w->cunit[i], "deg", &scale, &offset, &power, NULL) != 0)) {
+        wcserr_enable(1);
+        if (have_fresh)
+          wcsfree(&fresh);
+        rc = tsr__err(ctx, TSR_EWCS, "%s: CUNIT%d = '%s' is not %s", what, i + 1, w->cunit[i],
+                      angle ? "an angle (deg, rad, arcmin, arcsec, ...)" : "a unit wcslib can read");
+        goto out;
+      }
+    }
+    wcserr_enable(1);
+    if (status != 0 && have_fresh) {
+      int st = wcsset(&fresh);
+      if (st != 0 && fresh.err && fresh.err->msg) {
+        /* Take the words; w keeps the status. */
+        wcserr_clear(&w->err);
+        w->err = fresh.err;
+        fresh.err = NULL;
+      }
+    }
+    if (have_fresh)
+      wcsfree(&fresh);
+  }
   if (status != 0) {
     char keys[512];
     const char *msg = w->err && w->err->msg ? w->err->msg : wcs_errmsg[status];
