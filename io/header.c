@@ -487,6 +487,22 @@ static int wcs_build(tsr_ctx_t *ctx, const char *cards, int ncards, const char *
     goto out;
   }
   {
+    /* wcspih trusts NAXIS: one that is not a small whole number made it
+     * write out of bounds (found by fuzzing).  (A later NAXIS card may
+     * override an earlier one, as a later card does.) */
+    for (int i = 0; i < ncards; i++) {
+      const char *c = cards + (size_t)i * TSR__CARD;
+      int64_t v;
+      if (memcmp(c, "NAXIS   =", 9) != 0)
+        continue;
+      if (!card_int(c, &v) || v < 0 || v > 99) {
+        rc = tsr__err(ctx, TSR_EWCS, "%s: NAXIS = %.20s: expected one whole number from 0 to 99",
+                      what, c + 10);
+        goto out;
+      }
+    }
+  }
+  {
     /* Cards from a FITS file were never checked: leave out the malformed
      * ones, and any byte that is not printable ASCII (wcslib's parser
      * overran a buffer on one, found by fuzzing). */
