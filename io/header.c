@@ -342,8 +342,8 @@ static void clear_errors(struct wcsprm *w) {
  * reference point, is left out).  Their own failures are not errors: wcsset
  * reports whatever still matters. */
 static void apply_fixes(struct wcsprm *w) {
-  /* Each fix may leave a message (celfix runs wcsset itself), and wcslib
-   * overwrites the next one without freeing it: clear as we go. */
+  /* Each fix may leave a message, and wcslib overwrites the next one
+   * without freeing it: clear as we go. */
   cdfix(w);
   clear_errors(w);
   datfix(w);
@@ -352,15 +352,10 @@ static void apply_fixes(struct wcsprm *w) {
   clear_errors(w);
   spcfix(w);
   clear_errors(w);
-  /* celfix only translates the AIPS projections NCP and GLS, and it runs a
-   * wcsset of its own whose allocations a later wcsset can leak (found by
-   * fuzzing a SIP header with a broken CTYPE): call it only for those. */
-  for (int i = 0; i < w->naxis; i++)
-    if (strstr(w->ctype[i], "-NCP") || strstr(w->ctype[i], "-GLS")) {
-      celfix(w);
-      clear_errors(w);
-      break;
-    }
+  /* No celfix: it only translates the AIPS projections NCP and GLS, by a
+   * wcsset of its own whose allocations leak when a distortion is present
+   * (found by fuzzing).  Such headers are refused by wcsset as unknown
+   * projections (see tsr_wcs_parse). */
 }
 
 /* A singular CD/PC matrix passes wcsset (matinv rarely sees an exact zero
