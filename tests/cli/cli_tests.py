@@ -461,8 +461,35 @@ def bad_inputs(ctx):
         for k in ("NAXIS", "NAXIS1", "NAXIS2"):
             h.remove(k, ignore_missing=True)
         fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(img.astype(np.float32), header=h, name="SCI")]).writeto(mef, overwrite=True)
+        # Truncated files of every BITPIX (header whole, data cut).
+        cut = {}
+        for bp, dt in ((8, np.uint8), (16, ">i2"), (32, ">i4"), (64, ">i8"), (-64, ">f8")):
+            p = os.path.join(d, "cut%d%s.fits" % (abs(bp), "f" if bp < 0 else ""))
+            fits.PrimaryHDU((big * 10).astype(dt), header=C.cel_header("TAN", 400, 400, (10.0, 10.0), 0.5)).writeto(p, overwrite=True)
+            with fits.open(p) as hl:
+                loc = hl[0].fileinfo()["datLoc"]
+            with open(p, "r+b") as f:
+                f.truncate(loc + 2880)
+            cut[bp] = p
+        # A zero-length axis, an absurd NAXIS, a singular CD matrix, a target
+        # with its shape but no WCS.
+        zero = os.path.join(d, "zero.hdr")
+        hz = C.cel_header("TAN", 100, 100, (10.0, 10.0), 2.1)
+        hz["NAXIS1"] = 0
+        C.write_hdr(zero, hz)
+        absurd = os.path.join(d, "absurd.hdr")
+        with open(absurd, "w") as f:
+            f.write("NAXIS   = 1000\nNAXIS1  = 10\nNAXIS2  = 10\nCTYPE1  = 'RA---TAN'\n"
+                    "CTYPE2  = 'DEC--TAN'\n")
+        sing = os.path.join(d, "singular.hdr")
+        hs = C.cel_header("TAN", 100, 100, (10.0, 10.0), 2.1, use_cd=True)
+        hs["CD1_1"], hs["CD1_2"], hs["CD2_1"], hs["CD2_2"] = 1e-3, 2e-3, 2e-3, 4e-3
+        C.write_hdr(sing, hs)
+        shapeonly = os.path.join(d, "shapeonly.hdr")
+        with open(shapeonly, "w") as f:
+            f.write("NAXIS   = 2\nNAXIS1  = 100\nNAXIS2  = 100\n")
         return dict(dir=d, good=good, tgt=tgt, text=text, trunc=trunc, nowcs=nowcs, xyz=xyz, non2=non2,
-                    mef=mef)
+                    mef=mef, cut=cut, zero=zero, absurd=absurd, sing=sing, shapeonly=shapeonly)
     return ctx.memo("bad", make)
 
 
@@ -607,6 +634,28 @@ def bad_cases():
         ("cache stats of a missing directory",
          lambda b, o: ["cache", "stats", os.path.join(b["dir"], "nocache")], 1,
          [r"nocache", r"not a cache directory"]),
+        # truncated files of each BITPIX
+        ("truncated BITPIX 8 input", lambda b, o: ["reproject", b["cut"][8], "--target", b["tgt"], "-o", o],
+         1, [r"cut8\.fits", r"(?i)truncat|end of file|short"]),
+        ("truncated BITPIX 16 input", lambda b, o: ["reproject", b["cut"][16], "--target", b["tgt"], "-o", o],
+         1, [r"cut16\.fits", r"(?i)truncat|end of file|short"]),
+        ("truncated BITPIX 32 input", lambda b, o: ["reproject", b["cut"][32], "--target", b["tgt"], "-o", o],
+         1, [r"cut32\.fits", r"(?i)truncat|end of file|short"]),
+        ("truncated BITPIX 64 input", lambda b, o: ["reproject", b["cut"][64], "--target", b["tgt"], "-o", o],
+         1, [r"cut64\.fits", r"(?i)truncat|end of file|short"]),
+        ("truncated BITPIX -64 input", lambda b, o: ["reproject", b["cut"][-64], "--target", b["tgt"], "-o", o],
+         1, [r"cut64f\.fits", r"(?i)truncat|end of file|short"]),
+        ("target with a zero-length axis", lambda b, o: ["reproject", b["good"], "--target", b["zero"], "-o", o],
+         1, [r"zero\.hdr", r"NAXIS1"]),
+        ("target with NAXIS = 1000", lambda b, o: ["reproject", b["good"], "--target", b["absurd"], "-o", o],
+         1, [r"absurd\.hdr", r"NAXIS = 1000", r"at most 4 axes"]),
+        ("target with a singular CD matrix", lambda b, o: ["reproject", b["good"], "--target", b["sing"], "-o", o],
+         1, [r"singular\.hdr", r"singular"]),
+        ("target with NAXISn but no WCS", lambda b, o: ["reproject", b["good"], "--target", b["shapeonly"], "-o", o],
+         1, [r"shapeonly\.hdr", r"(?i)wcs|ctype"]),
+        ("negative --block -64x64", lambda b, o: g(b, o, "--block", "-64x64"), 2, [r"--block '-64x64'"]),
+        ("huge --block 2000000x64", lambda b, o: g(b, o, "--block", "2000000x64"), 2,
+         [r"--block '2000000x64'", r"1048576"]),
         # mosaic and preview
         ("mosaic without a target",
          lambda b, o: ["mosaic", b["good"], "-o", o], 2,
