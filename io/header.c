@@ -143,6 +143,21 @@ static int check_value(tsr_ctx_t *ctx, const char *what, const char *unit, int n
                        const char *card) {
   const char *v = card + 10, *end = card + TSR__CARD;
   char kw[9];
+  bool blank = false;
+  /* The keyword: A-Z, 0-9, - and _, then spaces (wcslib's lexer overran a
+   * buffer on other bytes there, found by fuzzing). */
+  for (int i = 0; i < 8; i++) {
+    char ch = card[i];
+    if (ch == ' ')
+      blank = true;
+    else if (blank || !((ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+                        ch == '_'))
+      return ctx ? tsr__err(ctx, TSR_EWCS,
+                            "%s: %s %d: \"%.8s\" is not a FITS keyword (expected KEYWORD = "
+                            "value, the keyword of A-Z, 0-9, - and _)",
+                            what, unit, num, card)
+                 : -1;
+  }
   if (memcmp(card + 8, "= ", 2) != 0)
     return 0; /* commentary and other cards carry no value */
   memcpy(kw, card, 8);
