@@ -104,9 +104,9 @@ static void card_normalise(char *card) {
   if (k == 0)
     return;
   kw[k] = '\0';
-  if (eq - card == 8) {
+  if (eq - card == 8 && card[9] == ' ') {
     char head[TSR__CARD + 1];
-    snprintf(head, sizeof head, "%-8s", kw); /* '=' already in place */
+    snprintf(head, sizeof head, "%-8s", kw); /* '= ' already in place */
     memcpy(card, head, 8);
     return;
   }
@@ -158,6 +158,12 @@ static int check_value(tsr_ctx_t *ctx, const char *what, const char *unit, int n
                             what, unit, num, card)
                  : -1;
   }
+  if (card[8] == '=' && card[9] != ' ')
+    /* wcslib's lexer dereferenced NULL on "KEY     =4" (found by fuzzing). */
+    return ctx ? tsr__err(ctx, TSR_EWCS,
+                          "%s: %s %d: %.8s has no space after its '=' (expected \"= value\")",
+                          what, unit, num, card)
+               : -1;
   if (memcmp(card + 8, "= ", 2) != 0)
     return 0; /* commentary and other cards carry no value */
   memcpy(kw, card, 8);
