@@ -69,6 +69,24 @@ bool tsr__io_has_ctype(const char *cards, int ncards) {
   return false;
 }
 
+/* The Digitized Sky Survey plate-solution keywords.  wcspih turns them
+ * into a distortion, but Debian's wcslib 7.12 reads uninitialised memory
+ * doing so whenever the set is incomplete (found by fuzzing: one CNPIX2
+ * made a valid TAN header singular), and even for a complete set; so they
+ * are left out, and the CTYPEn/CDi_j solution such headers also carry is
+ * used, as SWarp and Montage do. */
+static bool is_dss_keyword(const char *card) {
+  static const char *const exact[] = {"CNPIX1", "CNPIX2", "XPIXELSZ", "YPIXELSZ", "PLATEID"};
+  char kw[9];
+  tsr__io_keyword(card, kw);
+  for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+    if (strcmp(kw, exact[i]) == 0)
+      return true;
+  return strncmp(kw, "PLT", 3) == 0 || strncmp(kw, "AMDX", 4) == 0 ||
+         strncmp(kw, "AMDY", 4) == 0 ||
+         (strncmp(kw, "PPO", 3) == 0 && kw[3] >= '1' && kw[3] <= '9' && kw[4] == '\0');
+}
+
 static bool card_blank(const char *card) {
   for (int i = 0; i < TSR__CARD; i++)
     if (card[i] != ' ')
@@ -521,14 +539,18 @@ static int wcs_build(tsr_ctx_t *ctx, const char *cards, int ncards, const char *
   {
     /* Cards from a FITS file were never checked: leave out the malformed
      * ones, and any byte that is not printable ASCII (wcslib's parser
-     * overran a buffer on one, found by fuzzing). */
+     * overran a buffer on one, found by fuzzing).  Every WCS keyword is a
+     * value card, so only those go to wcspih: its lexer read uninitialised
+     * memory and then dereferenced NULL when a keyword it knows came with
+     * no "= " ("CNPIX2  4=" then "CTYPE1", found by fuzzing). */
     int k = 0;
     for (int i = 0; i < ncards; i++) {
       const char *c = cards + (size_t)i * TSR__CARD;
       bool ascii = true;
       for (int j = 0; j < TSR__CARD; j++)
         ascii &= c[j] >= 32 && c[j] <= 126;
-      if (ascii && check_value(NULL, what, "card", i + 1, c) == 0)
+      if (ascii && memcmp(c + 8, "= ", 2) == 0 && !is_dss_keyword(c) &&
+          check_value(NULL, what, "card", i + 1, c) == 0)
         memcpy(hdr + (size_t)k++ * TSR__CARD, c, TSR__CARD);
     }
     memset(hdr + (size_t)k * TSR__CARD, ' ', TSR__CARD);

@@ -1480,6 +1480,32 @@ TEST(unclosed_string_value_is_refused) {
   tsr_ctx_free(ctx);
 }
 
+/* wcslib's DSS plate-solution translation read uninitialised memory (an
+ * incomplete set made a valid TAN header singular, found by fuzzing): such
+ * keywords are left out and the CTYPEn solution is used. */
+TEST(dss_keywords_are_left_out) {
+  static const char tan[] = "NAXIS = 2\nNAXIS1 = 10\nNAXIS2 = 8\nCTYPE1 = 'RA---TAN'\n"
+                            "CTYPE2 = 'DEC--TAN'\nCRVAL1 = 30\nCRVAL2 = 10\nCDELT1 = -0.01\n"
+                            "CDELT2 = 0.01\nCRPIX1 = 5\nCRPIX2 = 4\n";
+  static const char dss[] = "CNPIX2  = 4\nPLTRAH  = 3\nPPO3    = 127000.\nAMDX1   = 67.1\n"
+                            "XPIXELSZ= 25.28\nPLATEID = 'A0X1'\n";
+  char both[1024];
+  double x[2] = {0, 7.5}, y[2] = {0, 3.25}, lon[2][2], lat[2][2];
+  tsr_ctx_t *ctx;
+  tsr_wcs_t *a = NULL, *b = NULL;
+  snprintf(both, sizeof both, "%s%s", tan, dss);
+  ASSERT_OK(tsr_ctx_new(&ctx, NULL));
+  ASSERT_OK(tsr_wcs_parse(ctx, tan, strlen(tan), "tan.hdr", 1, &a));
+  ASSERT_OK(tsr_wcs_parse(ctx, both, strlen(both), "dss.hdr", 1, &b));
+  ASSERT_OK(tsr_wcs_pix2world(ctx, a, 2, x, y, lon[0], lat[0]));
+  ASSERT_OK(tsr_wcs_pix2world(ctx, b, 2, x, y, lon[1], lat[1]));
+  for (int i = 0; i < 2; i++)
+    ASSERT(lon[0][i] == lon[1][i] && lat[0][i] == lat[1][i]);
+  tsr_wcs_free(a);
+  tsr_wcs_free(b);
+  tsr_ctx_free(ctx);
+}
+
 int main(int argc, char **argv) {
   /* Create the scratch directory before the tests fork, so that they share
    * it and the harness removes it at the end. */
