@@ -108,6 +108,18 @@ int tsr__wcs_set(tsr_wcs_t *w, const char *keyword, const char *value);
 int tsr__wcs_slice_axis(tsr_wcs_t *w, int axis, int64_t start, int64_t step, int64_t n);
 /* Remove every card whose keyword matches exactly. */
 void tsr__wcs_del(tsr_wcs_t *w, const char *keyword);
+/* Check one 80-column card before wcslib reads it: a value card
+ * ("KEYWORD = value / comment") must hold a FITS value (a closed string, T,
+ * F, a number or nothing), its keyword A-Z, 0-9, - and _.  wcslib's parser
+ * overruns buffers or leaks on others (found by fuzzing).  0, or TSR_EWCS
+ * with "<what>: <unit> <num>: ..." on ctx; with ctx NULL only -1. */
+int tsr__card_check(tsr_ctx_t *ctx, const char *what, const char *unit, int num,
+                    const char *card);
+/* Copy into `out` (room for ncards cards) the cards that may go to wcspih:
+ * printable ASCII value cards that pass tsr__card_check, without the DSS
+ * plate-solution keywords.  Returns how many.  Both io/ (validation) and
+ * ops/ (mapping) parse through it, so they see the same WCS. */
+int tsr__cards_for_wcslib(const char *cards, int ncards, char *out);
 /* Encode the cards that matter for coordinates (not COMMENT, HISTORY, blank,
  * nor data-only keywords), sorted, for keys. */
 void tsr__wcs_encode(const tsr_wcs_t *w, tsr__buf_t *b);

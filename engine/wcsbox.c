@@ -248,3 +248,133 @@ int tsr__wcs_slice_axis(tsr_wcs_t *w, int axis, int64_t start, int64_t step, int
   }
   return 0;
 }
+
+/* A value card ("KEYWORD = value / comment") must hold a FITS value: a
+ * string in quotes (doubled quotes inside) that is closed, T or F, or a
+ * number, or nothing.  wcslib's header parser overruns its buffers on some
+ * malformed values (an unclosed string, found by fuzzing), so nothing else
+ * reaches it.  (Contract in internal.h.) */
+int tsr__card_check(tsr_ctx_t *ctx, const char *what, const char *unit, int num,
+                       const char *card) {
+  const char *v = card + 10, *end = card + 80;
+  char kw[9];
+  bool blank = false;
+  /* The keyword: A-Z, 0-9, - and _, then spaces (wcslib's lexer overran a
+   * buffer on other bytes there, found by fuzzing). */
+  for (int i = 0; i < 8; i++) {
+    char ch = card[i];
+    if (ch == ' ')
+      blank = true;
+    else if (blank || !((ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+                        ch == '_'))
+      return ctx ? tsr__err(ctx, TSR_EWCS,
+                            "%s: %s %d: \"%.8s\" is not a FITS keyword (expected KEYWORD = "
+                            "value, the keyword of A-Z, 0-9, - and _)",
+                            what, unit, num, card)
+                 : -1;
+  }
+  if (card[8] == '=' && card[9] != ' ')
+    /* wcslib's lexer dereferenced NULL on "KEY     =4" (found by fuzzing). */
+    return ctx ? tsr__err(ctx, TSR_EWCS,
+                          "%s: %s %d: %.8s has no space after its '=' (expected \"= value\")",
+                          what, unit, num, card)
+               : -1;
+  if (memcmp(card + 8, "= ", 2) != 0)
+    return 0; /* commentary and other cards carry no value */
+  memcpy(kw, card, 8);
+  kw[8] = '\0';
+  for (int i = 7; i >= 0 && kw[i] == ' '; i--)
+    kw[i] = '\0';
+  while (v < end && *v == ' ')
+    v++;
+  if (v == end || *v == '/')
+    return 0; /* no value: undefined */
+  if (*v == '\'') {
+    const char *q = v + 1;
+    for (; q < end; q++)
+      if (*q == '\'') {
+        if (q + 1 < end && q[1] == '\'')
+          q++; /* a doubled quote stands for one */
+        else
+          break;
+      }
+    if (q >= end)
+      return ctx ? tsr__err(ctx, TSR_EWCS, "%s: %s %d: %s has a string value with no closing quote",
+                            what, unit, num, kw)
+                 : -1;
+    /* wcslib leaks its message on a unit string it cannot parse (found by
+     * fuzzing): let only unit characters through. */
+    if (strncmp(kw, "CUNIT", 5) == 0)
+      for (const char *u = v + 1; u < q; u++)
+        if (!isalnum((unsigned char)*u) && !strchr(" .^*/()+-", *u))
+          return ctx ? tsr__err(ctx, TSR_EWCS,
+                                "%s: %s %d: %s = %.*s is not a unit (letters, digits and . ^ * / "
+                                "( ) + - only)",
+                                what, unit, num, kw, (int)(q - v + 1), v)
+                     : -1;
+    v = q + 1;
+  } else {
+    const char *s = v;
+    while (v < end && *v != ' ' && *v != '/')
+      v++;
+    {
+      char tok[80 + 1], *e;
+      size_t n = (size_t)(v - s);
+      memcpy(tok, s, n);
+      tok[n] = '\0';
+      for (size_t i = 0; i < n; i++)
+        if (tok[i] == 'D' || tok[i] == 'd')
+          tok[i] = 'E'; /* FITS allows a D exponent */
+      if (!(n == 1 && (tok[0] == 'T' || tok[0] == 'F')) && (strtod(tok, &e), *e != '\0'))
+        return ctx ? tsr__err(ctx, TSR_EWCS,
+                              "%s: %s %d: %s = %.*s is not a FITS value (a number, 'a string', T "
+                              "or F)",
+                              what, unit, num, kw, (int)n, s)
+                   : -1;
+    }
+  }
+  while (v < end && *v == ' ')
+    v++;
+  if (v < end && *v != '/')
+    return ctx ? tsr__err(ctx, TSR_EWCS,
+                          "%s: %s %d: %s has text after its value (a comment starts with '/')",
+                          what, unit, num, kw)
+               : -1;
+  return 0;
+}
+
+/* The Digitized Sky Survey plate-solution keywords.  wcspih turns them
+ * into a distortion, but Debian's wcslib 7.12 reads uninitialised memory
+ * doing so whenever the set is incomplete (found by fuzzing: one CNPIX2
+ * made a valid TAN header singular), and even for a complete set; so they
+ * are left out, and the CTYPEn/CDi_j solution such headers also carry is
+ * used, as SWarp and Montage do. */
+static bool is_dss_keyword(const char *card) {
+  static const char *const exact[] = {"CNPIX1", "CNPIX2", "XPIXELSZ", "YPIXELSZ", "PLATEID"};
+  char kw[9];
+  card_keyword(card, kw);
+  for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+    if (strcmp(kw, exact[i]) == 0)
+      return true;
+  return strncmp(kw, "PLT", 3) == 0 || strncmp(kw, "AMDX", 4) == 0 ||
+         strncmp(kw, "AMDY", 4) == 0 ||
+         (strncmp(kw, "PPO", 3) == 0 && kw[3] >= '1' && kw[3] <= '9' && kw[4] == '\0');
+}
+
+int tsr__cards_for_wcslib(const char *cards, int ncards, char *out) {
+  int k = 0;
+  for (int i = 0; i < ncards; i++) {
+    const char *c = cards + (size_t)i * 80;
+    bool ascii = true;
+    for (int j = 0; j < 80; j++)
+      ascii &= c[j] >= 32 && c[j] <= 126;
+    /* Every WCS keyword is a value card, so only those go: wcslib's lexer
+     * dereferenced NULL on a keyword it knows with no "= " after it, and
+     * overran a buffer on a byte that is not printable ASCII (both found by
+     * fuzzing). */
+    if (ascii && memcmp(c + 8, "= ", 2) == 0 && !is_dss_keyword(c) &&
+        tsr__card_check(NULL, NULL, NULL, 0, c) == 0)
+      memcpy(out + (size_t)k++ * 80, c, 80);
+  }
+  return k;
+}

@@ -110,15 +110,19 @@ int tsr__cel_new(tsr_ctx_t *ctx, const tsr_wcs_t *w, const char *what, tsr__cel_
   c = tsr__calloc(ctx, 1, sizeof *c);
   if (c)
     c->ctx = ctx; /* tsr__cel_free needs it, whatever fails next */
-  hdr = tsr__malloc(ctx, (size_t)w->ncards * 80 + 1);
+  hdr = tsr__malloc(ctx, (size_t)w->ncards * 80 + 81);
   if (c == NULL || hdr == NULL) {
     tsr__err(ctx, rc, "%s: out of memory", what);
     goto out;
   }
   c->ctx = ctx;
-  memcpy(hdr, w->cards, (size_t)w->ncards * 80);
-  hdr[(size_t)w->ncards * 80] = '\0';
-  status = wcspih(hdr, w->ncards, WCSHDR_all, 0, &nreject, &nwcs, &all);
+  {
+    /* The same cards io/ validated with: wcspih crashed on others. */
+    int k = tsr__cards_for_wcslib(w->cards, w->ncards, hdr);
+    memset(hdr + (size_t)k * 80, ' ', 80);
+    hdr[(size_t)k * 80 + 80] = '\0';
+    status = wcspih(hdr, k, WCSHDR_all, 0, &nreject, &nwcs, &all);
+  }
   if (status != 0 || nwcs < 1) {
     rc = tsr__err(ctx, TSR_EWCS, "%s: no WCS could be parsed from the header", what);
     goto out;

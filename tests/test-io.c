@@ -1449,8 +1449,16 @@ TEST(fuzz_regressions) {
     ASSERT(fread(buf, 1, (size_t)len, f) == (size_t)len);
     fclose(f);
     ASSERT_OK(tsr_ctx_new(&ctx, NULL));
-    if (tsr_wcs_parse(ctx, buf, (size_t)len, "fuzz input", 1, &w) == 0)
+    if (tsr_wcs_parse(ctx, buf, (size_t)len, "fuzz input", 1, &w) == 0) {
+      /* As fuzz_hdr does: a reprojection onto itself parses the cards
+       * again in ops/ (where one crash was). */
+      int64_t shape[2] = {4, 4};
+      float img[16] = {0};
+      ASSERT_OK(tsr_graph_new(ctx, &g));
+      (void)tsr_reproject_interp(g, tsr_source_buffer(g, TSR_F32, 2, shape, img, w), w, NULL);
+      tsr_graph_free(g);
       tsr_wcs_free(w);
+    }
     w = NULL;
     if (tsr_wcs_read_fits(ctx, path, 0, &w) == 0)
       tsr_wcs_free(w);
