@@ -405,6 +405,41 @@ static void grid_release(tsr__map_t *m, grid_t *g) {
   tsr__free(m->ctx, g->trust);
 }
 
+/* The homography at every pixel of [x0, x1) x [y0, y1) (incremental
+ * stepping would drift); NaN behind the projection plane.  Four pixels at
+ * a time in explicit vectors (GCC will not if-convert the NaN case), with
+ * the same operations as the scalar tail, so the same bits. */
+typedef double hv4d __attribute__((vector_size(32)));
+typedef int64_t hv4di __attribute__((vector_size(32)));
+TSR__MULTIVERSION static void homog_box(const double *H, int64_t x0, int64_t x1, int64_t y0,
+                                        int64_t y1, double *xin, double *yin) {
+  int64_t w = x1 - x0;
+  const hv4d nan4 = {NAN, NAN, NAN, NAN};
+  for (int64_t y = y0; y < y1; y++) {
+    double *px = xin + (size_t)((y - y0) * w), *py = yin + (size_t)((y - y0) * w);
+    double yy = (double)y;
+    double bu = H[1] * yy + H[2], bv = H[4] * yy + H[5], bw = H[7] * yy + H[8];
+    int64_t x = 0;
+    hv4d xx = {(double)x0, (double)x0 + 1.0, (double)x0 + 2.0, (double)x0 + 3.0};
+    for (; x + 4 <= w; x += 4, xx += 4.0) {
+      hv4d ww = H[6] * xx + bw;
+      hv4d r = 1.0 / ww;
+      hv4d u = (H[0] * xx + bu) * r, v = (H[3] * xx + bv) * r;
+      hv4di m = ww > 0.0;
+      u = (hv4d)(((hv4di)u & m) | ((hv4di)nan4 & ~m));
+      v = (hv4d)(((hv4di)v & m) | ((hv4di)nan4 & ~m));
+      memcpy(px + x, &u, sizeof u), memcpy(py + x, &v, sizeof v);
+    }
+    for (; x < w; x++) {
+      double xs = (double)(x0 + x);
+      double ww = H[6] * xs + bw;
+      double r = 1.0 / ww;
+      px[x] = ww > 0 ? (H[0] * xs + bu) * r : NAN;
+      py[x] = ww > 0 ? (H[3] * xs + bv) * r : NAN;
+    }
+  }
+}
+
 int tsr__map_box(tsr__map_t *m, int64_t x0, int64_t x1, int64_t y0, int64_t y1, double *xin,
                  double *yin) {
   int64_t w = x1 - x0;
@@ -414,23 +449,7 @@ int tsr__map_box(tsr__map_t *m, int64_t x0, int64_t x1, int64_t y0, int64_t y1, 
   size_t *idx = NULL;
 
   if (m->homog) {
-    /* Incremental stepping would drift; evaluate each pixel directly. */
-    for (int64_t y = y0; y < y1; y++) {
-      double *px = xin + (size_t)((y - y0) * w), *py = yin + (size_t)((y - y0) * w);
-      double yy = (double)y;
-      double bu = m->H[1] * yy + m->H[2], bv = m->H[4] * yy + m->H[5], bw = m->H[7] * yy + m->H[8];
-      for (int64_t x = x0; x < x1; x++) {
-        double xx = (double)x;
-        double ww = m->H[6] * xx + bw;
-        if (ww > 0) {
-          double r = 1.0 / ww;
-          px[x - x0] = (m->H[0] * xx + bu) * r;
-          py[x - x0] = (m->H[3] * xx + bv) * r;
-        } else {
-          px[x - x0] = py[x - x0] = NAN;
-        }
-      }
-    }
+    homog_box(m->H, x0, x1, y0, y1, xin, yin);
     return 0;
   }
 

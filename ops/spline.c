@@ -159,7 +159,8 @@ void tsr__spline_window(tsr__spline_t *sp, tsr_region_t *win, const int64_t *in_
 /* scipy's prefilter of every column of a w-wide, n-high block at once:
  * row by row, so the loops run along memory and vectorise.  acc holds w
  * doubles. */
-static void filter_columns(double *b, int64_t w, int64_t n, int order, double *acc) {
+TSR__MULTIVERSION static void filter_columns(double *b, int64_t w, int64_t n, int order,
+                                             double *acc) {
   const double z = order == 3 ? sqrt(3.0) - 2.0 : sqrt(8.0) - 3.0;
   const double gain = (1.0 - z) * (1.0 - 1.0 / z);
   if (n < 2)
