@@ -402,10 +402,14 @@ static inline __attribute__((always_inline)) void eval3x4(const eval_ctx_t *e, c
   CUBIC_WEIGHTS(wx, f, 1.0 - f);
   f = yp - __builtin_convertvector(iy, v4d);
   CUBIC_WEIGHTS(wy, f, 1.0 - f);
+  /* Tile and offset of each support, as tile_index and tile_off compute
+   * them, four lanes at once (the caller keeps them in int32 range). */
+  v4si sxv = ix - 1, syv = iy - 1;
+  v4si ti = ((syv >> TILE_SHIFT) - (int32_t)e->ky0) * (int32_t)e->nkx +
+            ((sxv >> TILE_SHIFT) - (int32_t)e->kx0);
+  v4si to = (sxv & (TILE - 1)) * TS + (syv & (TILE - 1));
   for (int j = 0; j < 4; j++) {
-    int64_t sx = ix[j] - 1, sy = iy[j] - 1;
-    const double *p = e->tab[((sy >> TILE_SHIFT) - e->ky0) * e->nkx + ((sx >> TILE_SHIFT) - e->kx0)] +
-                      tile_off(sx, sy);
+    const double *p = e->tab[ti[j]] + to[j];
     v4d r0, r1, r2, r3;
     memcpy(&r0, p, sizeof r0), memcpy(&r1, p + TS, sizeof r1);
     memcpy(&r2, p + 2 * TS, sizeof r2), memcpy(&r3, p + 3 * TS, sizeof r3);
