@@ -340,7 +340,7 @@ sum_support(const eval_ctx_t *e, int64_t sx, int64_t sy, int n, const double *wx
  * later block reads them, and a rotated walk defeats the hardware
  * prefetcher: ask for the support of a pixel a little ahead. */
 /* (Inlined: GCC deems a function of prefetches alone pure and drops its calls.) */
-#define PREFETCH 32
+#define PREFETCH 64
 static inline __attribute__((always_inline)) void prefetch_support(const eval_ctx_t *e, double x, double y) {
   if (!(x >= 0.0 && y >= 0.0 && x < (double)(e->NX - 5) && y < (double)(e->NY - 5)))
     return;
