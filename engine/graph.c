@@ -148,6 +148,19 @@ tsr_node_t *tsr__node_finish(tsr_node_t *n) {
     if (n->chunk[a] <= 0 || n->chunk[a] > n->shape[a])
       n->chunk[a] = n->shape[a];
   }
+  /* Inputs come only from this graph: a node of another one would be a
+   * dangling edge once that graph is freed (nodes are immutable and name
+   * their inputs when made, so no cycle can be formed). */
+  for (int i = 0; i < n->n_inputs; i++)
+    if (n->inputs[i] == NULL || n->inputs[i]->graph != g) {
+      char name[sizeof n->name];
+      const char *what = n->inputs[i] == NULL ? "NULL" : "a node of another graph";
+      memcpy(name, n->name, sizeof name);
+      tsr__node_discard(n);
+      return tsr__graph_fail(g, TSR_EINVAL,
+                             "%s: input %d is %s; a node's inputs must be nodes of its own graph",
+                             name, i + 1, what);
+    }
   tsr__buf_init(&b, g->ctx);
   node_compute_key(n, &b);
   if (b.oom) {
@@ -204,8 +217,9 @@ static tsr_node_t *node_plane(tsr_graph_t *g, tsr_node_t *owner, int plane) {
 tsr_node_t *tsr_footprint(tsr_graph_t *g, tsr_node_t *n) {
   if (!tsr__graph_check(g))
     return NULL;
-  if (n == NULL)
-    return tsr__graph_fail(g, TSR_EINVAL, "footprint: node is NULL");
+  if (n == NULL || n->graph != g)
+    return tsr__graph_fail(g, TSR_EINVAL, "footprint: node is %s",
+                           n == NULL ? "NULL" : "a node of another graph");
   if (n->owner != n || n->n_planes < 2)
     return tsr__graph_fail(g, TSR_EINVAL, "footprint: node %s has no footprint plane", n->name);
   return node_plane(g, n, 1);

@@ -226,4 +226,84 @@ TEST(cancel_stops_a_run) {
   tsr_ctx_free(ctx);
 }
 
+/* The API misuse catalogue: each wrong graph gives its exact message, on
+ * the graph (a build error) or on the context (a compute error). */
+static int noop_block(void *user, const tsr_block_t *b) {
+  (void)user, (void)b;
+  return 0;
+}
+
+TEST(api_misuse_catalogue) {
+  tsr_ctx_t *ctx;
+  tsr_graph_t *g, *h;
+  int64_t s8[2] = {8, 8}, s4[2] = {4, 8};
+  static float a[64], b[32];
+  double out[64];
+  tsr_map_blocks_opts_t o = {0};
+  tsr_node_t *A, *B, *C, *in[2];
+  ASSERT_OK(tsr_ctx_new(&ctx, NULL));
+#define FRESH()                                                                                    \
+  do {                                                                                             \
+    ASSERT_OK(tsr_graph_new(ctx, &g));                                                             \
+    A = tsr_source_buffer(g, TSR_F32, 2, s8, a, NULL);                                             \
+    C = tsr_source_buffer(g, TSR_F32, 2, s4, b, NULL);                                             \
+    ASSERT(A != NULL && C != NULL);                                                                \
+  } while (0)
+  ASSERT_OK(tsr_graph_new(ctx, &h));
+  B = tsr_source_buffer(h, TSR_F32, 2, s8, a, NULL);
+
+  /* Edges between graphs (the only way to try to close a cycle: a node
+   * names its inputs when it is made, and they must exist). */
+  FRESH();
+  ASSERT(tsr_binary(g, TSR_ADD, A, B) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g),
+                      "input 2 is a node of another graph; a node's inputs must be nodes of its own graph");
+  tsr_graph_free(g);
+  FRESH();
+  in[0] = B;
+  o.name = "cb";
+  o.dtype = TSR_F32;
+  ASSERT(tsr_map_blocks(g, 1, in, noop_block, NULL, &o) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "input 1 is a node of another graph");
+  tsr_graph_free(g);
+  FRESH();
+  ASSERT(tsr_footprint(g, B) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "footprint: node is a node of another graph");
+  tsr_graph_free(g);
+  FRESH();
+  ASSERT(tsr_compute(g, B, NULL, out, sizeof out, NULL) == TSR_EINVAL);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "compute: node is NULL or from another graph");
+  tsr_graph_free(g);
+
+  /* NULL operands. */
+  FRESH();
+  ASSERT(tsr_binary(g, TSR_ADD, A, NULL) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "add: operand 2 is NULL");
+  tsr_graph_free(g);
+
+  /* Shapes and dtypes of user callbacks and elementwise ops. */
+  FRESH();
+  in[0] = A, in[1] = C;
+  ASSERT(tsr_map_blocks(g, 2, in, noop_block, NULL, &o) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "map_blocks \"cb\": input 2 has 4 on axis 1 but the "
+                                           "output has 8; inputs must have the output's shape");
+  tsr_graph_free(g);
+  FRESH();
+  o.dtype = 0;
+  ASSERT(tsr_map_blocks(g, 1, &A, noop_block, NULL, &o) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "map_blocks \"cb\": output dtype 0; expected float32 or float64");
+  tsr_graph_free(g);
+  FRESH();
+  ASSERT(tsr_binary(g, TSR_ADD, A, C) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "add: shapes do not broadcast: axis 1 has 4 in");
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "expected equal lengths or 1");
+  /* A build error is sticky: later calls return NULL and keep the first message. */
+  ASSERT(tsr_binary_scalar(g, TSR_MUL, A, 2.0) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "add: shapes do not broadcast");
+  tsr_graph_free(g);
+#undef FRESH
+  tsr_graph_free(h);
+  tsr_ctx_free(ctx);
+}
+
 TEST_MAIN()
