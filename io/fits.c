@@ -189,13 +189,37 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
     return tsr__err(ctx, TSR_EIO, "fits: cannot open \"%s\": %s", path, strerror(e));
   }
   got = read(fd, magic, sizeof magic);
-  close(fd);
-  if (im->st.st_size == 0)
+  if (im->st.st_size == 0) {
+    close(fd);
     return tsr__err(ctx, TSR_EFITS, "fits: \"%s\" is empty (0 bytes), not a FITS file", path);
+  }
   /* cfitsio would say "could not interpret the first keyword"; a FITS file
    * begins with SIMPLE in column 1.  gzip files are left to cfitsio, which
    * inflates them in memory. */
   gz = got >= 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+  if (gz) {
+    /* cfitsio allocates what the gzip trailer claims (the size modulo
+     * 2^32) before inflating: a damaged trailer made it ask for 4 GiB for a
+     * 40-byte file (found by fuzzing).  Deflate expands at most 1032 to 1,
+     * so a larger claim cannot be true. */
+    unsigned char t[4];
+    uint32_t isize;
+    if (im->st.st_size < 18 || pread(fd, t, 4, im->st.st_size - 4) != 4) {
+      close(fd);
+      return tsr__err(ctx, TSR_EFITS,
+                      "fits: \"%s\" is a truncated gzip file (%lld bytes; expected at least 18)",
+                      path, (long long)im->st.st_size);
+    }
+    isize = (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24;
+    if ((double)isize > 1032.0 * (double)im->st.st_size + 1024.0) {
+      close(fd);
+      return tsr__err(ctx, TSR_EFITS,
+                      "fits: \"%s\" is a damaged gzip file: its trailer claims %" PRIu32
+                      " bytes inflated from %lld (deflate expands at most 1032 to 1)",
+                      path, isize, (long long)im->st.st_size);
+    }
+  }
+  close(fd);
   if (!gz && (got < 9 || memcmp(magic, "SIMPLE  =", 9) != 0))
     return tsr__err(ctx, TSR_EFITS,
                     "fits: \"%s\" is not a FITS file (it does not begin with \"SIMPLE  =\")", path);

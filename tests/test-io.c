@@ -295,6 +295,49 @@ TEST(fits_region_equals_slice_of_full) {
   free(d);
 }
 
+/* A gzip-compressed FITS file reads as the plain one (cfitsio inflates it);
+ * one whose trailer claims an impossible size is refused before cfitsio
+ * allocates that size (4 GiB for a 40-byte file, found by fuzzing). */
+TEST(fits_gzip_and_damaged_gzip) {
+  long naxes[2] = {37, 23};
+  float *d = ramp(2, naxes), full[37 * 23];
+  const char *path = th_path("gz.fits"), *gz = th_path("gz.fits.gz");
+  char cmd[2048];
+  put_image(path, false, FLOAT_IMG, 2, naxes, TFLOAT, d, tan_cards);
+  snprintf(cmd, sizeof cmd, "gzip -c '%s' > '%s'", path, gz);
+  ASSERT(system(cmd) == 0);
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *n = tsr_source_fits(g, gz, 0);
+  ASSERT(n != NULL);
+  ASSERT_OK(tsr_compute(g, n, NULL, full, sizeof full, NULL));
+  for (int i = 0; i < 37 * 23; i++)
+    ASSERT_INT_EQ(full[i], d[i]);
+  tsr_graph_free(g);
+  {
+    /* The trailer's size field (the last 4 bytes) set to 2^32 - 1. */
+    FILE *f = fopen(gz, "r+b");
+    ASSERT(f != NULL);
+    ASSERT(fseek(f, -4, SEEK_END) == 0);
+    ASSERT(fwrite("\xff\xff\xff\xff", 1, 4, f) == 4);
+    fclose(f);
+  }
+  g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, gz, 0) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(g), TSR_EFITS);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "gz.fits.gz\" is a damaged gzip file: its trailer claims "
+                                           "4294967295 bytes inflated from");
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "(deflate expands at most 1032 to 1)");
+  tsr_graph_free(g);
+  write_text(gz, "\x1f\x8b\x08", 3);
+  g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, gz, 0) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "gz.fits.gz\" is a truncated gzip file (3 bytes; expected at least 18)");
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+  free(d);
+}
+
 /* A destination with padded rows and planes takes the row-by-row path. */
 TEST(fits_strided_destination) {
   long naxes[3] = {11, 9, 4};
