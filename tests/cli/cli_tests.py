@@ -11,6 +11,7 @@ imported.  Shares its input generators and helpers with ../conformance/conforman
 """
 
 import argparse
+import gzip
 import os
 import re
 import shutil
@@ -488,8 +489,15 @@ def bad_inputs(ctx):
         shapeonly = os.path.join(d, "shapeonly.hdr")
         with open(shapeonly, "w") as f:
             f.write("NAXIS   = 2\nNAXIS1  = 100\nNAXIS2  = 100\n")
+        # A gzip file whose trailer claims 4 GiB (cfitsio would allocate it).
+        gzbad = os.path.join(d, "damaged.fits.gz")
+        with open(good, "rb") as f:
+            raw = gzip.compress(f.read())
+        with open(gzbad, "wb") as f:
+            f.write(raw[:-4] + b"\xff\xff\xff\xff")
         return dict(dir=d, good=good, tgt=tgt, text=text, trunc=trunc, nowcs=nowcs, xyz=xyz, non2=non2,
-                    mef=mef, cut=cut, zero=zero, absurd=absurd, sing=sing, shapeonly=shapeonly)
+                    mef=mef, cut=cut, zero=zero, absurd=absurd, sing=sing, shapeonly=shapeonly,
+                    gzbad=gzbad)
     return ctx.memo("bad", make)
 
 
@@ -512,6 +520,12 @@ def bad_cases():
         ("truncated FITS input (cut in the middle of its data)",
          lambda b, o: ["reproject", b["trunc"], "--target", b["tgt"], "-o", o],
          1, [r"cut\.fits", r"(?i)truncated|end of file|ends after"]),
+        # tessera: fits: "bad/damaged.fits.gz" is a damaged gzip file: its trailer claims
+        # 4294967295 bytes inflated from 30012 (deflate expands at most 1032 to 1)
+        ("gzip input with a damaged trailer",
+         lambda b, o: ["reproject", b["gzbad"], "--target", b["tgt"], "-o", o],
+         1, [r"damaged\.fits\.gz", r"damaged gzip file: its trailer claims 4294967295 bytes",
+             r"deflate expands at most 1032 to 1"]),
         # tessera: reproject_interp: input fits#1("nowcs.fits") has no WCS
         ("input without WCS",
          lambda b, o: ["reproject", b["nowcs"], "--target", b["tgt"], "-o", o],
