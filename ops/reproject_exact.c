@@ -69,6 +69,11 @@
 
 #define NSAMPLE 9          /* per axis, for the geometry decision in start */
 #define PLANE_GRAD 1e-6    /* largest relative area-scale change per output pixel for the pixel plane */
+/* Overlaps below this fraction of an output pixel are rounding, not sky: on
+ * aligned grids a neighbour's shared edge maps to within ~1e-10 px of it and
+ * left a ring of finite pixels (footprint ~1e-11) where reproject 0.10 has
+ * NaN.  A true overlap this small carries 1e-8 of a pixel's flux. */
+#define MIN_FRAC 1e-8
 
 typedef struct {
   tsr_wcs_t *target;       /* output celestial WCS */
@@ -482,7 +487,7 @@ static int build_pairs(tsr__task_t *t, exact_state_t *st) {
           for (int64_t ii = box[0].x0; ii <= box[0].x1; ii++) {
             double rx[4] = {qx[0] - (double)ii, qx[1] - (double)ii, qx[2] - (double)ii, qx[3] - (double)ii};
             double f = tsr__quad_box_area(rx, ry, -0.5, 0.5, -0.5, 0.5);
-            if (f > 0 && (rc = push_pair(t->ctx, st, in, (uint32_t)((jj - y0) * bw + (ii - x0)),
+            if (f > MIN_FRAC && (rc = push_pair(t->ctx, st, in, (uint32_t)((jj - y0) * bw + (ii - x0)),
                                          f > 1.0 ? 1.0 : f)) != 0)
               return tsr__err(t->ctx, rc, "%s: out of memory for the overlap table", n->name);
           }
@@ -519,7 +524,7 @@ static int build_pairs(tsr__task_t *t, exact_state_t *st) {
             if (!isfinite(q[0] + q[3] + q[6] + q[9] + q[1] + q[4] + q[7] + q[10] + q[2] + q[5] + q[8] + q[11]))
               continue;
             double f = tsr__sph_overlap_frac(p, q, st->oarea[o]);
-            if (f > 0 && (rc = push_pair(t->ctx, st, in, (uint32_t)o, f)) != 0)
+            if (f > MIN_FRAC && (rc = push_pair(t->ctx, st, in, (uint32_t)o, f)) != 0)
               return tsr__err(t->ctx, rc, "%s: out of memory for the overlap table", n->name);
           }
     }

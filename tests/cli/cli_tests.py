@@ -292,6 +292,71 @@ def integer_input_test(ctx):
     return fn
 
 
+def degenerate_input_test(ctx, kind):
+    """Inputs that are valid but degenerate must run and agree with reproject 0.10,
+    not fail or invent values.  'nan': an image with no finite pixel gives an
+    all-NaN output for every method, and the footprint reproject gives (0, but the
+    covered fraction for exact).  'one': a 1x1 image onto a 32x32 target and onto
+    a 1x1 target equals reproject for every order, exact, and adaptive with each
+    boundary mode (the 32x32 grid is offset by a fraction of a pixel: on an aligned
+    grid adaptive's sample-region edge falls exactly on input pixels, a tie that
+    rounding decides)."""
+    def fn():
+        from reproject import reproject_adaptive, reproject_exact
+        chk = C.Check()
+        big = C.cel_header("TAN", 32, 32, (10.0, 20.0), 3.6, crpix=(16.3, 15.6))
+        one = C.cel_header("TAN", 1, 1, (10.0, 20.0), 3.6, crpix=(1.0, 1.0))
+        tgt_big, tgt_one = ctx.path("degen-32.hdr"), ctx.path("degen-1.hdr")
+        C.write_hdr(tgt_big, big)
+        C.write_hdr(tgt_one, one)
+        runs = [("interp", o, ["--order", o]) for o in ORDERS] + [("exact", None, ["--method", "exact"])]
+        runs += [("adaptive", m, ["--method", "adaptive", "--boundary-mode", m])
+                 for m in ("strict", "ignore", "constant", "nearest")]
+
+        def reference(inp, th, method, opt):
+            shape = (th["NAXIS2"], th["NAXIS1"])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if method == "interp":
+                    return C.reproject_interp(inp, WCS(th), shape_out=shape, order=opt)
+                if method == "exact":
+                    return reproject_exact(inp, WCS(th), shape_out=shape)
+                return reproject_adaptive(inp, WCS(th), shape_out=shape, boundary_mode=opt)
+
+        if kind == "nan":
+            inp = ctx.path("degen-nan.fits")
+            C.write_fits(inp, np.full((32, 32), np.nan), big, np.float32)
+            for method, opt, extra in runs:
+                out, fpo = ctx.path("degen-nan.out.fits"), ctx.path("degen-nan.fp.fits")
+                data, _ = ctx.reproject(inp, tgt_big, out, extra + ["--footprint", fpo])
+                fp, _ = read_raw(fpo)
+                _, rfp = reference((np.full((32, 32), np.nan), WCS(big)), big, method, opt)
+                chk.expect(np.isnan(data).all(), "%s %s: %d finite pixels from an all-NaN input"
+                           % (method, opt, int(np.isfinite(data).sum())))
+                d = float(np.abs(fp - rfp).max())
+                chk.expect(d <= 1e-6, "%s %s: footprint differs from reproject's by %.3g" % (method, opt, d))
+            return chk
+        inp = ctx.path("degen-one.fits")
+        C.write_fits(inp, np.array([[5.0]]), one, np.float32)
+        for tgt, th in ((tgt_big, big), (tgt_one, one)):
+            for method, opt, extra in runs:
+                out = ctx.path("degen-one.out.fits")
+                data, _ = ctx.reproject(inp, tgt, out, extra)
+                ref, _ = reference((np.array([[5.0]]), WCS(one)), th, method, opt)
+                what = "%s %s onto %dx%d" % (method, opt or "", th["NAXIS1"], th["NAXIS2"])
+                chk.expect(data.shape == ref.shape, "%s: shape %s, reproject %s" % (what, data.shape, ref.shape))
+                if data.shape != ref.shape:
+                    continue
+                same_nan = (np.isnan(data) == np.isnan(ref)).all()
+                chk.expect(same_nan, "%s: NaN masks differ (%d finite, reproject %d)"
+                           % (what, int(np.isfinite(data).sum()), int(np.isfinite(ref).sum())))
+                if same_nan and np.isfinite(ref).any():
+                    d = float(np.nanmax(np.abs(data.astype(np.float64) - ref)))
+                    chk.expect(d <= 1e-5 * 5.0, "%s: max |diff| %.3g against reproject" % (what, d))
+        return chk
+    return fn
+
+
 def info_test(ctx, in_dtype, cube=False):
     def fn():
         chk = C.Check()
@@ -881,6 +946,11 @@ def build_tests(ctx, slow):
     tests.append(("--quiet prints nothing; default prints no progress bar on a pipe", quiet_test(ctx)))
     tests.append(("cube with 2-D target: NAXIS3 kept, footprint, --region slice of every plane",
                   cube_region_test(ctx)))
+    # valid but degenerate inputs
+    tests.append(("degenerate input: an all-NaN image gives an all-NaN output and reproject's footprint, every method",
+                  degenerate_input_test(ctx, "nan")))
+    tests.append(("degenerate input: a 1x1 image onto 32x32 and 1x1 targets equals reproject, every method",
+                  degenerate_input_test(ctx, "one")))
     # info
     tests.append(("info on a float32 image", info_test(ctx, "float32")))
     tests.append(("info on a float64 image", info_test(ctx, "float64")))

@@ -406,6 +406,16 @@ def build_tests(env, slow):
         return Case(env, "x_ident", C.sky_image(80, 90, 51), h, h)
     get_ident = lazy("ident", make_ident)
     tests.append(("identity (same WCS) reproduces the input to 1e-10", lambda: ident_check(get_ident)))
+    def make_aligned(proj, scale):
+        def make():
+            hin = C.cel_header(proj, 40, 30, (150.0, 2.0), scale, crpix=(20.0, 15.0))
+            hout = C.cel_header(proj, 52, 44, (150.0, 2.0), scale, crpix=(27.0, 21.0))
+            return Case(env, "x_aligned_%s_%g" % (proj, scale), C.sky_image(30, 40, 52), hin, hout)
+        return make
+    for proj, scale in (("TAN", 3.6), ("CAR", 60.0), ("ZEA", 600.0)):
+        get = lazy("aligned%s%g" % (proj, scale), make_aligned(proj, scale))
+        tests.append(("aligned grids (%s, %g arcsec, integer shift): the same NaN mask as 0.10, values to 1e-10"
+                      % (proj, scale), lambda g=get: aligned_check(g)))
     tests.append(("--block 37x23 bit-identical to the default block",
                   lambda: block_check(getters["x_tan_tan"])))
 
@@ -467,6 +477,26 @@ def ident_check(get):
     chk.note("max|out - in|/range %.3g, max|footprint - 1| %.3g" % (d, np.abs(gfp - 1).max()))
     chk.expect(d <= 1e-10, "identity differs by %.3g of range" % d)
     chk.expect(np.abs(gfp - 1).max() <= 1e-9, "identity footprint not 1 to 1e-9")
+    return chk
+
+
+def aligned_check(get):
+    """Pixels that share only an edge or a corner with the input overlap it by
+    nothing; rounding must not make them finite (reproject 0.10 gives NaN)."""
+    chk = C.Check()
+    case = get()
+    got, gfp = case.tessera()
+    ref, rfp = case.reference()
+    mism = np.isnan(got) != np.isnan(ref)
+    chk.note("NaN mask mismatches %d; finite: tessera %d, 0.10 %d"
+             % (int(mism.sum()), int(np.isfinite(got).sum()), int(np.isfinite(ref).sum())))
+    chk.expect(not mism.any(), "%d NaN mask mismatches, first at %s"
+               % (int(mism.sum()), tuple(np.argwhere(mism)[0]) if mism.any() else ()))
+    both = np.isfinite(got) & np.isfinite(ref)
+    d = float(np.abs(np.where(both, got - ref, 0.0)).max()) / case.rng
+    df = float(np.abs(gfp - rfp).max())
+    chk.note("max|data diff|/range %.3g, max|footprint diff| %.3g" % (d, df))
+    chk.expect(d <= 1e-10 and df <= 1e-9, "aligned grid differs from 0.10: data %.3g, footprint %.3g" % (d, df))
     return chk
 
 
