@@ -361,6 +361,17 @@ static bool is_dss_keyword(const char *card) {
          (strncmp(kw, "PPO", 3) == 0 && kw[3] >= '1' && kw[3] <= '9' && kw[4] == '\0');
 }
 
+/* Does a value card hold a value?  "KEY     =" alone is legal FITS (an
+ * undefined value), but wcslib's lexer, finding no value, echoed the card's
+ * remains to stdout (found by fuzzing: blank lines before the error
+ * message), and an undefined value tells wcslib nothing. */
+static bool has_value(const char *card) {
+  for (int j = 10; j < 80; j++)
+    if (card[j] != ' ')
+      return card[j] != '/';
+  return false;
+}
+
 int tsr__cards_for_wcslib(const char *cards, int ncards, char *out) {
   int k = 0;
   for (int i = 0; i < ncards; i++) {
@@ -372,7 +383,7 @@ int tsr__cards_for_wcslib(const char *cards, int ncards, char *out) {
      * dereferenced NULL on a keyword it knows with no "= " after it, and
      * overran a buffer on a byte that is not printable ASCII (both found by
      * fuzzing). */
-    if (ascii && memcmp(c + 8, "= ", 2) == 0 && !is_dss_keyword(c) &&
+    if (ascii && memcmp(c + 8, "= ", 2) == 0 && has_value(c) && !is_dss_keyword(c) &&
         tsr__card_check(NULL, NULL, NULL, 0, c) == 0)
       memcpy(out + (size_t)k++ * 80, c, 80);
   }
