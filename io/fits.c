@@ -41,9 +41,14 @@
 #include "internal.h"
 #include "io.h"
 
-/* Bands of ops that compute any sub-box (sources) are cut to about this
- * many bytes per plane; they have no chunk rows worth keeping whole. */
-#define BAND_TARGET_BYTES ((int64_t)16 << 20)
+/* Bands of ops that compute any sub-box (sources, reprojections) are cut
+ * to about this many bytes per plane: a band buffer that stays in L2 and
+ * faults in few fresh pages is written faster (2048^2 float64 outputs,
+ * measured: nearest 52 -> 42 ms, bicubic 114 -> 103 ms against 16 MB
+ * bands), but never flatter than half a chunk wide (see band_rows) while
+ * that fits in BAND_MAX_BYTES. */
+#define BAND_TARGET_BYTES ((int64_t)2 << 20)
+#define BAND_MAX_BYTES ((int64_t)16 << 20)
 
 /* Translate a cfitsio status: "fits: <what>: cfitsio 104 (could not open the named file)". */
 static int fits_fail(tsr_ctx_t *ctx, int status, const char *fmt, ...) TSR__PRINTF(3, 4);
@@ -832,6 +837,29 @@ typedef struct {
  * so that band buffers stay native and may be shared by several outputs. */
 #define SWAP_BYTES (1 << 20)
 
+/* Rows per band of sub-box ops.  A band cuts their chunks into tasks as
+ * tall as the band; a task much flatter than wide reads a window many times
+ * its size once the mapping rotates (a 16384^2 run with 512^2 chunks in
+ * 32-row bands took 25% longer), so tasks are kept at least half as tall as
+ * a chunk is wide. */
+static int64_t band_rows(const writer_t *w, size_t maxes) {
+  int64_t row_bytes = (int64_t)maxes * (w->r.stop[0] - w->r.start[0]);
+  int64_t rows = BAND_TARGET_BYTES / row_bytes, most = BAND_MAX_BYTES / row_bytes;
+  for (int i = 0; i < w->n_owners; i++) {
+    const tsr_node_t *o = w->owners[i].owner;
+    int64_t half = (o->chunk[0] + 1) / 2;
+    if (o->ndim < 2)
+      continue;
+    if (half > o->chunk[1])
+      half = o->chunk[1]; /* a whole chunk row is enough */
+    if (half > most)
+      half = most;
+    if (half > rows)
+      rows = half;
+  }
+  return rows < 1 ? 1 : rows;
+}
+
 /* End of the band that starts at `pos` on axis a: the next chunk boundary
  * of any owner that computes whole chunks (a band that cut its chunks would
  * compute them twice), else `rows` rows (axis 1) or one plane.  With a chunk
@@ -1319,9 +1347,7 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
     if (tsr_dtype_size(nodes[i]->dtype) > maxes)
       maxes = tsr_dtype_size(nodes[i]->dtype);
   }
-  w.rows = BAND_TARGET_BYTES / (int64_t)maxes / (w.r.stop[0] - w.r.start[0]);
-  if (w.rows < 1)
-    w.rows = 1;
+  w.rows = band_rows(&w, maxes);
 
   /* Every output must be creatable before anything is computed. */
   for (int i = 0; i < n; i++)
