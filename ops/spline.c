@@ -46,8 +46,24 @@
 /* Coefficients of finished tiles, kept for the run: neighbouring blocks
  * need the same tiles, and a tile's coefficients never depend on the block
  * that asked first.  Least recently used tiles go past the budget, but
- * never one that the task in flight was promised (see tsr__spline_window). */
-#define CACHE_TILES 128   /* 128 x 524 KiB = 66 MiB, a soft budget */
+ * never one that the task in flight was promised (see tsr__spline_window);
+ * an evicted tile's memory takes the next tile.  The budget follows the
+ * input: blocks walk the output band by band, and a band's tiles lie in a
+ * strip a few tiles deep across the input (CACHE_STRIPS strips of its longer
+ * side hold them) and within the tiles of a row of tasks (more when the
+ * output down-samples), per plane.  More only costs fresh pages: a 2048^2
+ * bicubic run with 128 tiles was 3-7% slower, from page faults, and computed
+ * no fewer tiles; with 4 strips alone, a 45 degree 4x down-sampling
+ * computed 21% more. */
+#define CACHE_STRIPS 4
+#define CACHE_TILES_MAX 128 /* 128 x 524 KiB = 66 MiB */
+
+static int cache_budget(const int64_t *in_shape, int64_t task_tiles, int64_t tasks_across) {
+  int64_t across = ((in_shape[0] > in_shape[1] ? in_shape[0] : in_shape[1]) + 2 + TILE - 1) / TILE;
+  int64_t strips = CACHE_STRIPS * across, band = task_tiles * tasks_across;
+  int64_t n = ((strips > band ? strips : band) + 4) * in_shape[2] * in_shape[3];
+  return n < CACHE_TILES_MAX ? (int)n : CACHE_TILES_MAX;
+}
 
 typedef struct {
   int64_t plane, kx, ky;  /* input plane and tile index */
@@ -697,6 +713,9 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
   }
   if (kx1 <= kx0 || ky1 <= ky0)
     kx1 = kx0, ky1 = ky0;
+  /* At most a band of tasks' tiles are in use at once (see CACHE_STRIPS). */
+  int budget = cache_budget(in_shape, (kx1 - kx0) * (ky1 - ky0),
+                            (t->node->shape[0] + t->node->chunk[0] - 1) / t->node->chunk[0]);
 
   {
     size_t ntiles = (size_t)((kx1 - kx0) * (ky1 - ky0) + 1);
@@ -715,7 +734,7 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
       if (e == NULL) {
         /* A tile this task was not promised: the window holds its margin. */
         int victim = -1;
-        if (sp->n_cached >= CACHE_TILES)
+        if (sp->n_cached >= budget)
           for (int i = 0; i < sp->n_cached; i++)
             if (sp->cache[i].used < sp->task_start &&
                 (victim < 0 || sp->cache[i].used < sp->cache[victim].used))
