@@ -117,8 +117,9 @@ int tsr__card_check(tsr_ctx_t *ctx, const char *what, const char *unit, int num,
                     const char *card);
 /* Copy into `out` (room for ncards cards) the cards that may go to wcspih:
  * printable ASCII value cards with a value that pass tsr__card_check,
- * without the DSS plate-solution keywords.  Returns how many.  Both io/ (validation) and
- * ops/ (mapping) parse through it, so they see the same WCS. */
+ * without the DSS plate-solution keywords.  Returns how many.  Both io/
+ * (validation) and ops/ (mapping) parse through it, so they see the same
+ * WCS. */
 int tsr__cards_for_wcslib(const char *cards, int ncards, char *out);
 /* Encode the cards that matter for coordinates (not COMMENT, HISTORY, blank,
  * nor data-only keywords), sorted, for keys. */

@@ -254,6 +254,17 @@ int tsr__wcs_slice_axis(tsr_wcs_t *w, int axis, int64_t start, int64_t step, int
  * number, or nothing.  wcslib's header parser overruns its buffers on some
  * malformed values (an unclosed string, found by fuzzing), so nothing else
  * reaches it.  (Contract in internal.h.) */
+/* Does a value card hold a value?  "KEY     =" alone is legal FITS (an
+ * undefined value), but wcslib's lexer, finding no value, echoed the card's
+ * remains to stdout (found by fuzzing: blank lines before the error
+ * message), and an undefined value tells wcslib nothing. */
+static bool has_value(const char *card) {
+  for (int j = 10; j < 80; j++)
+    if (card[j] != ' ')
+      return card[j] != '/';
+  return false;
+}
+
 int tsr__card_check(tsr_ctx_t *ctx, const char *what, const char *unit, int num,
                        const char *card) {
   const char *v = card + 10, *end = card + 80;
@@ -285,10 +296,10 @@ int tsr__card_check(tsr_ctx_t *ctx, const char *what, const char *unit, int num,
   kw[8] = '\0';
   for (int i = 7; i >= 0 && kw[i] == ' '; i--)
     kw[i] = '\0';
-  while (v < end && *v == ' ')
-    v++;
-  if (v == end || *v == '/')
+  if (!has_value(card))
     return 0; /* no value: undefined */
+  while (*v == ' ')
+    v++;
   if (*v == '\'') {
     const char *q = v + 1;
     for (; q < end; q++)
@@ -359,17 +370,6 @@ static bool is_dss_keyword(const char *card) {
   return strncmp(kw, "PLT", 3) == 0 || strncmp(kw, "AMDX", 4) == 0 ||
          strncmp(kw, "AMDY", 4) == 0 ||
          (strncmp(kw, "PPO", 3) == 0 && kw[3] >= '1' && kw[3] <= '9' && kw[4] == '\0');
-}
-
-/* Does a value card hold a value?  "KEY     =" alone is legal FITS (an
- * undefined value), but wcslib's lexer, finding no value, echoed the card's
- * remains to stdout (found by fuzzing: blank lines before the error
- * message), and an undefined value tells wcslib nothing. */
-static bool has_value(const char *card) {
-  for (int j = 10; j < 80; j++)
-    if (card[j] != ' ')
-      return card[j] != '/';
-  return false;
 }
 
 int tsr__cards_for_wcslib(const char *cards, int ncards, char *out) {

@@ -324,25 +324,25 @@ def degenerate_input_test(ctx, kind):
                 return reproject_adaptive(inp, WCS(th), shape_out=shape, boundary_mode=opt)
 
         if kind == "nan":
-            inp = ctx.path("degen-nan.fits")
-            C.write_fits(inp, np.full((32, 32), np.nan), big, np.float32)
+            inp, img = ctx.path("degen-nan.fits"), np.full((32, 32), np.nan)
+            C.write_fits(inp, img, big, np.float32)
             for method, opt, extra in runs:
                 out, fpo = ctx.path("degen-nan.out.fits"), ctx.path("degen-nan.fp.fits")
                 data, _ = ctx.reproject(inp, tgt_big, out, extra + ["--footprint", fpo])
                 fp, _ = read_raw(fpo)
-                _, rfp = reference((np.full((32, 32), np.nan), WCS(big)), big, method, opt)
+                _, rfp = reference((img, WCS(big)), big, method, opt)
                 chk.expect(np.isnan(data).all(), "%s %s: %d finite pixels from an all-NaN input"
                            % (method, opt, int(np.isfinite(data).sum())))
                 d = float(np.abs(fp - rfp).max())
                 chk.expect(d <= 1e-6, "%s %s: footprint differs from reproject's by %.3g" % (method, opt, d))
             return chk
-        inp = ctx.path("degen-one.fits")
-        C.write_fits(inp, np.array([[5.0]]), one, np.float32)
+        inp, img = ctx.path("degen-one.fits"), np.array([[5.0]])
+        C.write_fits(inp, img, one, np.float32)
         for tgt, th in ((tgt_big, big), (tgt_one, one)):
             for method, opt, extra in runs:
                 out = ctx.path("degen-one.out.fits")
                 data, _ = ctx.reproject(inp, tgt, out, extra)
-                ref, _ = reference((np.array([[5.0]]), WCS(one)), th, method, opt)
+                ref, _ = reference((img, WCS(one)), th, method, opt)
                 what = "%s %s onto %dx%d" % (method, opt or "", th["NAXIS1"], th["NAXIS2"])
                 chk.expect(data.shape == ref.shape, "%s: shape %s, reproject %s" % (what, data.shape, ref.shape))
                 if data.shape != ref.shape:
