@@ -135,6 +135,10 @@ int th_main(int argc, char **argv) {
       only = argv[a];
   }
   setvbuf(stdout, NULL, _IOLBF, 0);
+  /* The scratch directory is made here, before the tests fork: made in a
+   * test's child, its name would die with the child and nobody would remove
+   * it. Tests share it, so each names its own files. */
+  th_tmpdir();
   for (int i = 0; i < n_tests; i++)
     if (!only || strcmp(only, tests[i].name) == 0)
       n_run++;

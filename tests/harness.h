@@ -22,7 +22,8 @@ int th_main(int argc, char **argv);
 void th_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4), noreturn));
 void th_skip(const char *why) __attribute__((noreturn));
-/* A scratch directory for this test program, created on first use. */
+/* The scratch directory of this test program, shared by its tests and
+ * removed at the end (kept with TSR_TEST_KEEP=1). */
 const char *th_tmpdir(void);
 /* Path inside th_tmpdir(); returns a static buffer rotated over 8 slots. */
 const char *th_path(const char *name);

@@ -1557,9 +1557,4 @@ TEST(dss_keywords_are_left_out) {
   tsr_ctx_free(ctx);
 }
 
-int main(int argc, char **argv) {
-  /* Create the scratch directory before the tests fork, so that they share
-   * it and the harness removes it at the end. */
-  th_tmpdir();
-  return th_main(argc, argv);
-}
+TEST_MAIN()
