@@ -5,8 +5,11 @@
  * header.c when they name one), and the file's identity (real path, size,
  * mtime in ns, inode), which together with the header cards make the node
  * key, so an edited file is a different node.  Data are read when a run asks
- * for a region: each process opens its own fitsfile (op->start) and reads
- * exactly the task's box with fits_read_subset, as float, with cfitsio
+ * for a region, by each process for itself (op->start).  Plain IEEE float
+ * images -- most inputs -- are found by hdu.c and read by mapping the file:
+ * a window is a byte swap from the page cache, and cfitsio is never loaded.
+ * Everything else goes to cfitsio (loaded on first use, see cfitsio.h),
+ * which reads exactly the task's box with fits_read_subset, as float,
  * applying BSCALE/BZERO and turning BLANK into NaN; tile-compressed images
  * decompress only the tiles the box meets.  We never ask cfitsio to parse
  * user paths (fits_open_diskfile), and every cfitsio status is turned into a
@@ -36,9 +39,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <fitsio.h>
-
-#include "internal.h"
+#include "cfitsio.h"
 #include "io.h"
 
 /* Bands of ops that compute any sub-box (sources, reprojections) are cut
@@ -58,8 +59,10 @@ static int fits_fail(tsr_ctx_t *ctx, int status, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(head, sizeof head, fmt, ap);
   va_end(ap);
-  fits_get_errstatus(status, text);
-  fits_clear_errmsg();
+  /* A status comes from a cfitsio call, so cfitsio is loaded. */
+  const tsr__cfitsio_t *cf = tsr__cfitsio_loaded();
+  cf->get_errstatus(status, text);
+  cf->clear_errmsg();
   return tsr__err(ctx, status == MEMORY_ALLOCATION ? TSR_ENOMEM : TSR_EFITS,
                   "fits: %s: cfitsio %d (%s)", head, status, text);
 }
@@ -84,20 +87,25 @@ typedef struct {
   int64_t shape[TSR_MAX_DIMS];
   int bitpix;                /* BITPIX as stored */
   int equiv;                 /* equivalent BITPIX (fits_get_img_equivtype) */
-  char *raw;                 /* every card as read, END included; cfitsio-owned */
+  char *raw;                 /* every card as read, END included */
   int nraw;
+  bool raw_cfitsio;          /* raw is cfitsio's (fits_free_memory), else tsr__malloc */
   char *cards;               /* NAXIS, NAXISn, then the descriptive cards; tsr__malloc */
   int ncards;
   int64_t raw_offset;        /* byte offset of plain IEEE float data, or -1 */
 } image_t;
 
 static void image_close(tsr_ctx_t *ctx, image_t *im) {
+  const tsr__cfitsio_t *cf = tsr__cfitsio_loaded();
   int status = 0;
-  if (im->raw)
-    fits_free_memory(im->raw, &status);
+  if (im->raw && im->raw_cfitsio)
+    cf->free_memory(im->raw, &status);
+  else
+    tsr__free(ctx, im->raw);
   if (im->f)
-    fits_close_file(im->f, &status);
-  fits_clear_errmsg();
+    cf->close_file(im->f, &status);
+  if (cf)
+    cf->clear_errmsg();
   tsr__free(ctx, im->cards);
   im->raw = NULL;
   im->f = NULL;
@@ -166,14 +174,48 @@ static int image_cards(tsr_ctx_t *ctx, image_t *im) {
   return 0;
 }
 
+/* A truncated file opens fine (only the header is read) and would fail
+ * chunk by chunk later; say so now. */
+static int check_size(tsr_ctx_t *ctx, const char *path, const image_t *im, int64_t data) {
+  int64_t bytes = (int64_t)(im->bitpix < 0 ? -im->bitpix : im->bitpix) / 8;
+  for (int a = 0; a < im->naxis; a++)
+    bytes *= im->shape[a];
+  if ((int64_t)im->st.st_size < data + bytes)
+    return tsr__err(ctx, TSR_EFITS,
+                    "fits: \"%s\" is truncated: HDU %d needs %" PRId64
+                    " bytes of data ending at byte %" PRId64 ", the file ends after %" PRId64,
+                    path, im->hdu, bytes, data + bytes, (int64_t)im->st.st_size);
+  return 0;
+}
+
+/* A plain float image, found without cfitsio: 1 if hdu.c took the file,
+ * 0 if cfitsio must read it, or an error. */
+static int image_open_plain(tsr_ctx_t *ctx, const char *path, int fd, int hdu, image_t *im) {
+  tsr__plain_hdu_t ph;
+  int rc = tsr__plain_hdu(ctx, fd, (int64_t)im->st.st_size, hdu, &ph);
+  if (rc <= 0)
+    return rc;
+  im->hdu = ph.hdu;
+  im->naxis = ph.naxis;
+  memcpy(im->shape, ph.shape, sizeof im->shape);
+  im->bitpix = im->equiv = ph.bitpix;
+  im->raw = ph.cards;
+  im->nraw = ph.ncards;
+  im->raw_offset = ph.data_off;
+  if ((rc = check_size(ctx, path, im, ph.data_off)) != 0)
+    return rc;
+  return (rc = image_cards(ctx, im)) != 0 ? rc : 1;
+}
+
 /* Open `path` at image HDU `hdu` (0 = the first with NAXIS > 0) and read
  * what a source needs; see tsr_source_fits for the rules.  On error the
  * message is on ctx; image_close() releases *im either way. */
 static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
+  const tsr__cfitsio_t *cf;
   unsigned char magic[9] = {0};
   ssize_t got;
   bool gz;
-  int fd, status = 0, type = 0;
+  int fd, rc, status = 0, type = 0;
   LONGLONG naxes[TSR_MAX_DIMS];
 
   memset(im, 0, sizeof *im);
@@ -224,18 +266,25 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
                       path, isize, (long long)im->st.st_size);
     }
   }
-  close(fd);
-  if (!gz && (got < 9 || memcmp(magic, "SIMPLE  =", 9) != 0))
+  if (!gz && (got < 9 || memcmp(magic, "SIMPLE  =", 9) != 0)) {
+    close(fd);
     return tsr__err(ctx, TSR_EFITS,
                     "fits: \"%s\" is not a FITS file (it does not begin with \"SIMPLE  =\")", path);
-  if (fits_open_diskfile(&im->f, path, READONLY, &status))
+  }
+  rc = gz ? 0 : image_open_plain(ctx, path, fd, hdu, im);
+  close(fd);
+  if (rc != 0)
+    return rc < 0 ? rc : 0;
+  if ((cf = tsr__cfitsio(ctx)) == NULL)
+    return TSR_ENOTSUP;
+  if (cf->open_diskfile(&im->f, path, READONLY, &status))
     return fits_fail(ctx, status, "cannot open \"%s\"", path);
 
   if (hdu == 0) {
     for (int h = 1;; h++) {
-      if (fits_movabs_hdu(im->f, h, &type, &status)) {
+      if (cf->movabs_hdu(im->f, h, &type, &status)) {
         if (status == END_OF_FILE && h > 1) {
-          fits_clear_errmsg();
+          cf->clear_errmsg();
           return tsr__err(ctx, TSR_EFITS,
                           "fits: \"%s\" has no image HDU with data (NAXIS > 0) among its %d HDUs",
                           path, h - 1);
@@ -244,7 +293,7 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
       }
       if (type != IMAGE_HDU)
         continue;
-      if (fits_get_img_dim(im->f, &im->naxis, &status))
+      if (cf->get_img_dim(im->f, &im->naxis, &status))
         return fits_fail(ctx, status, "cannot read HDU %d of \"%s\"", h, path);
       if (im->naxis > 0) {
         im->hdu = h;
@@ -252,19 +301,19 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
       }
     }
   } else {
-    if (fits_movabs_hdu(im->f, hdu, &type, &status)) {
+    if (cf->movabs_hdu(im->f, hdu, &type, &status)) {
       int nhdu = 0, st2 = 0;
       if (status != END_OF_FILE)
         return fits_fail(ctx, status, "cannot read HDU %d of \"%s\"", hdu, path);
-      fits_clear_errmsg();
-      fits_get_num_hdus(im->f, &nhdu, &st2);
-      fits_clear_errmsg();
+      cf->clear_errmsg();
+      cf->get_num_hdus(im->f, &nhdu, &st2);
+      cf->clear_errmsg();
       return tsr__err(ctx, TSR_EFITS, "fits: \"%s\" has no HDU %d (it has %d)", path, hdu, nhdu);
     }
     if (type != IMAGE_HDU)
       return tsr__err(ctx, TSR_EFITS, "fits: \"%s\" HDU %d is %s, not an image", path, hdu,
                       type == BINARY_TBL ? "a binary table" : "an ASCII table");
-    if (fits_get_img_dim(im->f, &im->naxis, &status))
+    if (cf->get_img_dim(im->f, &im->naxis, &status))
       return fits_fail(ctx, status, "cannot read HDU %d of \"%s\"", hdu, path);
     if (im->naxis == 0)
       return tsr__err(ctx, TSR_EFITS, "fits: \"%s\" HDU %d has no image data (NAXIS = 0)", path,
@@ -274,9 +323,9 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
   if (im->naxis > TSR_MAX_DIMS)
     return tsr__err(ctx, TSR_ENOTSUP, "fits: \"%s\" HDU %d has %d axes; at most %d are supported",
                     path, im->hdu, im->naxis, TSR_MAX_DIMS);
-  if (fits_get_img_sizell(im->f, im->naxis, naxes, &status) ||
-      fits_get_img_type(im->f, &im->bitpix, &status) ||
-      fits_get_img_equivtype(im->f, &im->equiv, &status))
+  if (cf->get_img_sizell(im->f, im->naxis, naxes, &status) ||
+      cf->get_img_type(im->f, &im->bitpix, &status) ||
+      cf->get_img_equivtype(im->f, &im->equiv, &status))
     return fits_fail(ctx, status, "cannot read the image size of \"%s\" HDU %d", path, im->hdu);
   for (int a = 0; a < TSR_MAX_DIMS; a++)
     im->shape[a] = a < im->naxis ? (int64_t)naxes[a] : 1;
@@ -286,31 +335,23 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
                       "fits: \"%s\" HDU %d: NAXIS%d = %" PRId64 ": %s", path, im->hdu, a + 1,
                       im->shape[a], im->shape[a] < 1 ? "zero-size axis" : "axis longer than 2^40");
 
-  /* A truncated file opens fine (cfitsio reads only the header) and would
-   * fail chunk by chunk later; say so now.  Compressed images keep their
-   * data in a table heap and gzip files are inflated, so only plain images
-   * are checked against the file size. */
+  /* Compressed images keep their data in a table heap and gzip files are
+   * inflated, so only plain images are checked against the file size. */
   if (!gz) {
-    int compressed = fits_is_compressed_image(im->f, &status);
+    int compressed = cf->is_compressed_image(im->f, &status);
     LONGLONG head, data, end;
-    if (!compressed && !fits_get_hduaddrll(im->f, &head, &data, &end, &status)) {
-      int64_t bytes = (int64_t)(im->bitpix < 0 ? -im->bitpix : im->bitpix) / 8;
-      for (int a = 0; a < im->naxis; a++)
-        bytes *= im->shape[a];
-      if ((int64_t)im->st.st_size < (int64_t)data + bytes)
-        return tsr__err(ctx, TSR_EFITS,
-                        "fits: \"%s\" is truncated: HDU %d needs %" PRId64
-                        " bytes of data ending at byte %" PRId64 ", the file ends after %" PRId64,
-                        path, im->hdu, bytes, (int64_t)data + bytes, (int64_t)im->st.st_size);
+    if (!compressed && !cf->get_hduaddrll(im->f, &head, &data, &end, &status)) {
+      if ((rc = check_size(ctx, path, im, (int64_t)data)) != 0)
+        return rc;
       /* IEEE floats stored as they will be used (no scaling, no BLANK) can
        * be copied straight from the page cache. */
       if ((im->bitpix == FLOAT_IMG || im->bitpix == DOUBLE_IMG) && im->equiv == im->bitpix) {
         double bscale = 1.0, bzero = 0.0;
         int st2 = 0;
-        fits_read_key(im->f, TDOUBLE, "BSCALE", &bscale, NULL, &st2);
+        cf->read_key(im->f, TDOUBLE, "BSCALE", &bscale, NULL, &st2);
         st2 = 0;
-        fits_read_key(im->f, TDOUBLE, "BZERO", &bzero, NULL, &st2);
-        fits_clear_errmsg();
+        cf->read_key(im->f, TDOUBLE, "BZERO", &bzero, NULL, &st2);
+        cf->clear_errmsg();
         if (bscale == 1.0 && bzero == 0.0)
           im->raw_offset = (int64_t)data;
       }
@@ -318,7 +359,8 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
     if (status)
       return fits_fail(ctx, status, "cannot read the layout of \"%s\" HDU %d", path, im->hdu);
   }
-  if (fits_convert_hdr2str(im->f, 0, NULL, 0, &im->raw, &im->nraw, &status))
+  im->raw_cfitsio = true;
+  if (cf->convert_hdr2str(im->f, 0, NULL, 0, &im->raw, &im->nraw, &status))
     return fits_fail(ctx, status, "cannot read the header of \"%s\" HDU %d", path, im->hdu);
   return image_cards(ctx, im);
 }
@@ -380,6 +422,7 @@ static void fits_encode(const tsr_node_t *n, tsr__buf_t *b) {
 static int fits_start(tsr_node_t *n, void **state) {
   const fits_params_t *fp = n->params;
   tsr_ctx_t *ctx = n->graph->ctx;
+  const tsr__cfitsio_t *cf;
   fits_state_t *fs;
   struct stat st;
   int status = 0, type;
@@ -410,13 +453,17 @@ static int fits_start(tsr_node_t *n, void **state) {
     *state = fs;
     return 0;
   }
-  if (fits_open_diskfile(&fs->f, fp->real, READONLY, &status) ||
-      fits_movabs_hdu(fs->f, fp->hdu, &type, &status)) {
+  if ((cf = tsr__cfitsio(ctx)) == NULL) {
+    tsr__free(ctx, fs);
+    return TSR_ENOTSUP;
+  }
+  if (cf->open_diskfile(&fs->f, fp->real, READONLY, &status) ||
+      cf->movabs_hdu(fs->f, fp->hdu, &type, &status)) {
     int rc = fits_fail(ctx, status, "cannot open HDU %d of \"%s\"", fp->hdu, fp->path);
     status = 0;
     if (fs->f)
-      fits_close_file(fs->f, &status);
-    fits_clear_errmsg();
+      cf->close_file(fs->f, &status);
+    cf->clear_errmsg();
     tsr__free(ctx, fs);
     return rc;
   }
@@ -429,13 +476,16 @@ static void fits_stop(tsr_node_t *n, void *state) {
   int status = 0;
   if (fs == NULL)
     return;
-  if (fs->f)
-    fits_close_file(fs->f, &status);
+  if (fs->f) {
+    /* An open fitsfile means cfitsio is loaded. */
+    const tsr__cfitsio_t *cf = tsr__cfitsio_loaded();
+    cf->close_file(fs->f, &status);
+    cf->clear_errmsg();
+  }
   if (fs->fd >= 0)
     close(fs->fd);
   if (fs->map)
     munmap((void *)fs->map, fs->map_len);
-  fits_clear_errmsg();
   tsr__free(n->graph->ctx, fs);
 }
 
@@ -654,7 +704,7 @@ static int fits_compute(tsr__task_t *t) {
       }
     }
     dst = (char *)t->planes[0] + (size_t)off * es;
-    if (fits_read_subset(f, fp->datatype, fpix, lpix, inc,
+    if (tsr__cfitsio_loaded()->read_subset(f, fp->datatype, fpix, lpix, inc,
                          fp->datatype == TFLOAT ? (void *)&fnan : (void *)&dnan, dst, &anynul,
                          &status)) {
       char where[160];

@@ -69,7 +69,7 @@ bool tsr__io_has_ctype(const char *cards, int ncards) {
   return false;
 }
 
-static bool card_blank(const char *card) {
+bool tsr__io_card_blank(const char *card) {
   for (int i = 0; i < TSR__CARD; i++)
     if (card[i] != ' ')
       return false;
@@ -205,7 +205,7 @@ static int text_to_cards(tsr_ctx_t *ctx, const char *text, size_t len, const cha
     memset(line + ln, ' ', TSR__CARD - ln);
     line[TSR__CARD] = '\0';
     p = next;
-    if (card_blank(line))
+    if (tsr__io_card_blank(line))
       continue;
     if (lines)
       card_normalise(line);

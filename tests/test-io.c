@@ -11,8 +11,10 @@
 
 #include <fitsio.h>
 
+#include "cfitsio.h"
 #include "harness.h"
 #include "internal.h"
+#include "io.h"
 
 /* ------------------------------------------------------------------ */
 /* Fixtures                                                           */
@@ -452,6 +454,215 @@ TEST(fits_hdu_selection) {
   tsr_graph_free(g);
   tsr_ctx_free(ctx);
   free(d);
+}
+
+/* Write a FITS file by hand: HDUs of cards ("" is a blank card; END and the
+ * padding are added) each followed by `bytes` of `data` (big-endian
+ * already) padded to 2880 bytes. */
+typedef struct {
+  const char *const *cards;
+  const void *data;
+  size_t bytes;
+} raw_hdu;
+
+static void put_raw(const char *path, int n, const raw_hdu *hdus) {
+  FILE *f = fopen(path, "wb");
+  ASSERT(f != NULL);
+  for (int h = 0; h < n; h++) {
+    char card[81];
+    long len = 0;
+    for (int i = 0; hdus[h].cards[i]; i++, len += 80) {
+      snprintf(card, sizeof card, "%-80s", hdus[h].cards[i]);
+      fwrite(card, 1, 80, f);
+    }
+    snprintf(card, sizeof card, "%-80s", "END");
+    fwrite(card, 1, 80, f);
+    for (len += 80; len % 2880; len++)
+      fputc(' ', f);
+    fwrite(hdus[h].data, 1, hdus[h].bytes, f);
+    for (size_t b = hdus[h].bytes; b % 2880; b++)
+      fputc(0, f);
+  }
+  ASSERT_OK(fclose(f));
+}
+
+/* Big-endian float32 or float64 copies of the ramp. */
+static unsigned char *be_ramp(int naxis, const long *naxes, int bytes_per, size_t *len) {
+  long n = 1;
+  for (int a = 0; a < naxis; a++)
+    n *= naxes[a];
+  float *d = ramp(naxis, naxes);
+  unsigned char *o = malloc((size_t)n * (size_t)bytes_per);
+  for (long i = 0; i < n; i++) {
+    unsigned char v[8];
+    if (bytes_per == 4)
+      memcpy(v, &d[i], 4);
+    else {
+      double x = d[i];
+      memcpy(v, &x, 8);
+    }
+    for (int b = 0; b < bytes_per; b++)
+      o[i * bytes_per + b] = v[bytes_per - 1 - b];
+  }
+  free(d);
+  *len = (size_t)n * (size_t)bytes_per;
+  return o;
+}
+
+/* What a source of `hdu` of `path` gives: node key, shape, dtype, WCS and
+ * bits, read by hdu.c or (via_cfitsio) by cfitsio. */
+typedef struct {
+  uint8_t key[16];
+  int ndim;
+  int64_t shape[TSR_MAX_DIMS];
+  tsr_dtype_t dtype;
+  char wcs[2048];
+  size_t bytes;
+  void *data;
+} read_result;
+
+static void read_source(const char *path, int hdu, bool via_cfitsio, read_result *r) {
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  memset(r, 0, sizeof *r);
+  tsr__plain_hdu_off = via_cfitsio;
+  tsr_node_t *n = tsr_source_fits(g, path, hdu);
+  tsr__plain_hdu_off = false;
+  ASSERT(n != NULL);
+  tsr_region_t reg = tsr_region_of(n);
+  tsr_node_key(n, r->key);
+  r->ndim = tsr_node_ndim(n);
+  for (int a = 0; a < r->ndim; a++)
+    r->shape[a] = tsr_node_shape(n, a);
+  r->dtype = tsr_node_dtype(n);
+  r->bytes = (size_t)tsr_region_size(&reg) * tsr_dtype_size(r->dtype);
+  r->data = malloc(r->bytes);
+  ASSERT_OK(tsr_compute(g, n, NULL, r->data, r->bytes, NULL));
+  if (tsr_node_wcs(n))
+    ASSERT_OK(tsr_wcs_describe(ctx, tsr_node_wcs(n), r->wcs, sizeof r->wcs));
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
+TEST(fits_plain_images_are_read_without_cfitsio_and_as_cfitsio_reads_them) {
+  long n2[2] = {7, 5}, n3[3] = {6, 4, 3};
+  size_t l2, l3;
+  unsigned char *d2 = be_ramp(2, n2, 4, &l2), *d3 = be_ramp(3, n3, 8, &l3);
+  static const char *const long_header[] = {
+      "SIMPLE  =                    T", "BITPIX  =                  -32",
+      "NAXIS   =                    2", "NAXIS1  =                    7",
+      "NAXIS2  =                    5", "", "CTYPE1  = 'RA---TAN'", "CTYPE2  = 'DEC--TAN'",
+      "CRVAL1  = 150.0 / deg", "CRVAL2  = 2.0", "CRPIX1  = 4.0", "", "CRPIX2  = 3.0",
+      "CDELT1  = -0.001", "CDELT2  = 0.001", "C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7",
+      "C8", "C9", "C10", "C11", "C12", "C13", "C14", "C15", "C16", "C17", "C18", "C19", "C20",
+      "C21", "C22", "C23", "C24", "C25", "C26", "C27", "C28", "C29", "", "", NULL};
+  /* Cards "Cn" stand for 30 COMMENT cards: the header takes two blocks. */
+  const char *cards[64];
+  char comments[30][32];
+  int k = 0;
+  for (int i = 0; long_header[i]; i++) {
+    if (long_header[i][0] == 'C' && long_header[i][1] >= '0' && long_header[i][1] <= '9') {
+      snprintf(comments[k], sizeof comments[k], "COMMENT card %d", k);
+      cards[i] = comments[k++];
+    } else {
+      cards[i] = long_header[i];
+    }
+    cards[i + 1] = NULL;
+  }
+  const char *p1 = th_path("plain-long.fits");
+  put_raw(p1, 1, (raw_hdu[]){{cards, d2, l2}});
+
+  static const char *const cube[] = {
+      "SIMPLE  =                    T", "BITPIX  =                  -64",
+      "NAXIS   =                    3", "NAXIS1  =                    6",
+      "NAXIS2  =                    4", "NAXIS3  =                    3",
+      "BSCALE  =                  1.0", "BZERO   =                  0.0", NULL};
+  const char *p2 = th_path("plain-cube.fits");
+  put_raw(p2, 1, (raw_hdu[]){{cube, d3, l3}});
+
+  /* An empty primary, a binary table with a row, an image extension. */
+  static const char *const empty[] = {"SIMPLE  =                    T",
+                                      "BITPIX  =                    8",
+                                      "NAXIS   =                    0", "EXTEND  =                    T",
+                                      NULL};
+  static const char *const table[] = {
+      "XTENSION= 'BINTABLE'", "BITPIX  =                    8", "NAXIS   =                    2",
+      "NAXIS1  =                    4", "NAXIS2  =                    1",
+      "PCOUNT  =                    0", "GCOUNT  =                    1",
+      "TFIELDS =                    1", "TFORM1  = '1E      '", NULL};
+  static const char *const ext[] = {"XTENSION= 'IMAGE   '", "BITPIX  =                  -32",
+                                    "NAXIS   =                    2", "NAXIS1  =                    7",
+                                    "NAXIS2  =                    5", "PCOUNT  =                    0",
+                                    "GCOUNT  =                    1", "EXTNAME = 'SCI     '", NULL};
+  const char *p3 = th_path("plain-ext.fits");
+  put_raw(p3, 3, (raw_hdu[]){{empty, NULL, 0}, {table, "\0\0\0\0", 4}, {ext, d2, l2}});
+
+  const struct { const char *path; int hdu, ndim; } cases[] = {
+      {p1, 0, 2}, {p2, 0, 3}, {p3, 0, 2}, {p3, 3, 2}};
+  enum { N = sizeof cases / sizeof cases[0] };
+  read_result plain[N], viacf;
+  for (int i = 0; i < N; i++) {
+    read_source(cases[i].path, cases[i].hdu, false, &plain[i]);
+    ASSERT_INT_EQ(plain[i].ndim, cases[i].ndim);
+  }
+  ASSERT(tsr__cfitsio_loaded() == NULL); /* all read without loading cfitsio */
+  ASSERT(memcmp(plain[2].key, plain[3].key, 16) == 0); /* HDU 0 found HDU 3 */
+  for (int i = 0; i < N; i++) {
+    read_source(cases[i].path, cases[i].hdu, true, &viacf);
+    ASSERT(memcmp(plain[i].key, viacf.key, 16) == 0);
+    ASSERT_INT_EQ(plain[i].ndim, viacf.ndim);
+    ASSERT(memcmp(plain[i].shape, viacf.shape, sizeof viacf.shape) == 0);
+    ASSERT_INT_EQ(plain[i].dtype, viacf.dtype);
+    ASSERT(plain[i].bytes == viacf.bytes && memcmp(plain[i].data, viacf.data, viacf.bytes) == 0);
+    ASSERT(strcmp(plain[i].wcs, viacf.wcs) == 0);
+    free(plain[i].data), free(viacf.data);
+  }
+  ASSERT(tsr__cfitsio_loaded() != NULL);
+  free(d2), free(d3);
+}
+
+TEST(fits_other_images_load_cfitsio) {
+  long naxes[2] = {6, 4};
+  short d[24];
+  float out[24];
+  for (int i = 0; i < 24; i++)
+    d[i] = (short)i;
+  const char *path = th_path("int16.fits");
+  put_image(path, false, SHORT_IMG, 2, naxes, TSHORT, d, NULL);
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  ASSERT(tsr__cfitsio_loaded() == NULL);
+  tsr_node_t *n = tsr_source_fits(g, path, 0);
+  ASSERT(n != NULL);
+  ASSERT(tsr__cfitsio_loaded() != NULL);
+  ASSERT_OK(tsr_compute(g, n, NULL, out, sizeof out, NULL));
+  for (int i = 0; i < 24; i++)
+    ASSERT_INT_EQ(out[i], i);
+  tsr_graph_free(g);
+
+  /* A float image whose header has a byte outside printable ASCII: hdu.c
+   * declines it and cfitsio reads it as before. */
+  long n2[2] = {7, 5};
+  size_t len;
+  unsigned char *be = be_ramp(2, n2, 4, &len);
+  static const char *const latin[] = {"SIMPLE  =                    T",
+                                      "BITPIX  =                  -32",
+                                      "NAXIS   =                    2",
+                                      "NAXIS1  =                    7",
+                                      "NAXIS2  =                    5",
+                                      "OBSERVER= 'Jos\xe9'", NULL};
+  const char *p2 = th_path("latin.fits");
+  put_raw(p2, 1, (raw_hdu[]){{latin, be, len}});
+  g = graph_new(ctx);
+  float o2[35];
+  n = tsr_source_fits(g, p2, 0);
+  ASSERT(n != NULL);
+  ASSERT_OK(tsr_compute(g, n, NULL, o2, sizeof o2, NULL));
+  for (int i = 0; i < 35; i++)
+    ASSERT_INT_EQ(o2[i], (i % 7) + 100 * (i / 7));
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+  free(be);
 }
 
 TEST(fits_tile_compressed) {

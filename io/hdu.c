@@ -1,0 +1,232 @@
+/* hdu.c -- finding a plain float image in a FITS file without cfitsio.
+ *
+ * DESIGN: most inputs are uncompressed files whose image is IEEE floats
+ * stored as they are used (no BSCALE/BZERO), and for those a source needs
+ * only the header cards and where the data start: a walk over the 2880-byte
+ * header blocks, HDU by HDU, gives both without loading cfitsio (see
+ * cfitsio.h for what loading it costs).  The walk declines everything else
+ * -- integer or scaled data, tile-compressed images, random groups, unknown
+ * extension types, any header not laid out exactly as the standard says
+ * (mandatory keywords out of order, no END, bytes outside printable ASCII)
+ * -- and then cfitsio reads the file as it always did, with the same results
+ * and the same messages.  So this is a fast path and never a second opinion:
+ * it never reports an error about the file.  The cards come out as cfitsio's
+ * fits_convert_hdr2str gives them (every card through END, verbatim, blank
+ * cards just before END dropped), so a node's key does not depend on which
+ * path read it.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io.h"
+
+#define BLOCK 2880
+/* A header longer than this is left to cfitsio (40 000 cards). */
+#define MAX_HEADER ((size_t)BLOCK * 1111)
+
+/* Read the header that starts at `off` into *buf (grown as needed) up to
+ * and including its END card.  Returns the number of cards through END,
+ * or 0 when there is no END card before the end of the file (or the cap),
+ * or TSR_ENOMEM. */
+static int read_header(tsr_ctx_t *ctx, int fd, int64_t off, char **buf, size_t *cap) {
+  size_t len = 0;
+  for (;;) {
+    if (len + BLOCK > MAX_HEADER)
+      return 0;
+    if (len + BLOCK > *cap) {
+      size_t ncap = *cap ? *cap * 4 : (size_t)BLOCK * 4;
+      char *nb = tsr__realloc(ctx, *buf, ncap);
+      if (nb == NULL)
+        return tsr__err(ctx, TSR_ENOMEM, "fits: out of memory reading a header");
+      *buf = nb;
+      *cap = ncap;
+    }
+    ssize_t got;
+    do
+      got = pread(fd, *buf + len, BLOCK, (off_t)(off + (int64_t)len));
+    while (got < 0 && errno == EINTR);
+    if (got != BLOCK)
+      return 0;
+    for (size_t c = len; c < len + BLOCK; c += TSR__CARD)
+      if (memcmp(*buf + c, "END", 3) == 0) {
+        for (size_t i = 3; i < TSR__CARD; i++)
+          if ((*buf)[c + i] != ' ')
+            return 0; /* "END" with something after it */
+        return (int)(c / TSR__CARD) + 1;
+      }
+    len += BLOCK;
+  }
+}
+
+static bool card_is(const char *card, const char *kw) {
+  size_t n = strlen(kw);
+  if (memcmp(card, kw, n) != 0)
+    return false;
+  for (size_t i = n; i < 8; i++)
+    if (card[i] != ' ')
+      return false;
+  return true;
+}
+
+/* The value of a mandatory card "KW      = value": an integer, a logical
+ * (returned as 1 or 0) or a string (into str).  False if the card is not
+ * exactly that. */
+static bool card_value(const char *card, const char *kw, int64_t *iv, char *str, size_t cap) {
+  char val[72], *e;
+  if (!card_is(card, kw) || card[8] != '=' || card[9] != ' ')
+    return false;
+  tsr__card_value(card, val, sizeof val);
+  if (str != NULL) {
+    size_t n = strlen(val);
+    if (n < 2 || val[0] != '\'' || val[n - 1] != '\'' || n - 2 >= cap)
+      return false;
+    memcpy(str, val + 1, n - 2);
+    while (n > 2 && str[n - 3] == ' ')
+      n--;
+    str[n - 2] = '\0';
+    return true;
+  }
+  if (strcmp(val, "T") == 0 || strcmp(val, "F") == 0) {
+    *iv = val[0] == 'T';
+    return true;
+  }
+  errno = 0;
+  long long v = strtoll(val, &e, 10);
+  if (e == val || *e != '\0' || errno != 0)
+    return false;
+  *iv = v;
+  return true;
+}
+
+/* BSCALE and BZERO, if present, must say "no scaling". */
+static bool unscaled(const char *cards, int n) {
+  for (int i = 0; i < n; i++) {
+    const char *c = cards + (size_t)i * TSR__CARD;
+    bool scale = card_is(c, "BSCALE");
+    if (scale || card_is(c, "BZERO")) {
+      char val[72], *e;
+      if (c[8] != '=')
+        return false;
+      tsr__card_value(c, val, sizeof val);
+      errno = 0;
+      double v = strtod(val, &e);
+      if (e == val || *e != '\0' || errno != 0 || v != (scale ? 1.0 : 0.0))
+        return false;
+    }
+  }
+  return true;
+}
+
+static bool printable(const char *cards, int n) {
+  for (size_t i = 0; i < (size_t)n * TSR__CARD; i++)
+    if (cards[i] < 0x20 || cards[i] > 0x7e)
+      return false;
+  return true;
+}
+
+static bool is_zimage(const char *cards, int n) {
+  int64_t v;
+  for (int i = 0; i < n; i++)
+    if (card_value(cards + (size_t)i * TSR__CARD, "ZIMAGE", &v, NULL, 0))
+      return v == 1;
+  return false;
+}
+
+bool tsr__plain_hdu_off;
+
+int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, int hdu, tsr__plain_hdu_t *out) {
+  char *buf = NULL;
+  size_t cap = 0;
+  int64_t off = 0;
+  int rc = 0;
+
+  memset(out, 0, sizeof *out);
+  if (tsr__plain_hdu_off)
+    return 0;
+  for (int h = 1; off < size && h <= 100000; h++) {
+    int ncards = read_header(ctx, fd, off, &buf, &cap), k = 0, naxis;
+    int64_t bitpix, v, pcount = 0, gcount = 1, elems = 1;
+    int64_t shape[999];
+    char xt[72] = "";
+    bool image;
+
+    if (ncards <= 0) {
+      rc = ncards;
+      goto out;
+    }
+    /* The mandatory keywords, in the standard's order. */
+    if (h == 1 ? !card_value(buf, "SIMPLE", &v, NULL, 0) || v != 1
+               : !card_value(buf, "XTENSION", NULL, xt, sizeof xt))
+      goto out;
+    if (++k >= ncards || !card_value(buf + k * TSR__CARD, "BITPIX", &bitpix, NULL, 0) ||
+        (bitpix != 8 && bitpix != 16 && bitpix != 32 && bitpix != 64 && bitpix != -32 &&
+         bitpix != -64))
+      goto out;
+    if (++k >= ncards || !card_value(buf + k * TSR__CARD, "NAXIS", &v, NULL, 0) || v < 0 ||
+        v > 999)
+      goto out;
+    naxis = (int)v;
+    for (int a = 0; a < naxis; a++) {
+      char kw[9];
+      snprintf(kw, sizeof kw, "NAXIS%d", a + 1);
+      if (++k >= ncards || !card_value(buf + k * TSR__CARD, kw, &shape[a], NULL, 0) ||
+          shape[a] < 0 || shape[a] > (INT64_C(1) << 40))
+        goto out;
+      if (__builtin_mul_overflow(elems, shape[a], &elems))
+        goto out;
+    }
+    if (h > 1 && (++k >= ncards || !card_value(buf + k * TSR__CARD, "PCOUNT", &pcount, NULL, 0) ||
+                  ++k >= ncards || !card_value(buf + k * TSR__CARD, "GCOUNT", &gcount, NULL, 0) ||
+                  pcount < 0 || gcount < 0 || pcount > (INT64_C(1) << 50) ||
+                  gcount > (INT64_C(1) << 20)))
+      goto out;
+    if (naxis == 0)
+      elems = 0;
+    if (h == 1 && naxis > 0 && shape[0] == 0)
+      goto out; /* random groups */
+
+    image = h == 1 || strcmp(xt, "IMAGE") == 0;
+    if (!image && strcmp(xt, "BINTABLE") != 0 && strcmp(xt, "TABLE") != 0)
+      goto out; /* an extension cfitsio may know better */
+    if (strcmp(xt, "BINTABLE") == 0 && is_zimage(buf, ncards))
+      goto out; /* a tile-compressed image */
+    if (hdu == 0 ? image && naxis > 0 : h == hdu) {
+      if (!image || naxis == 0 || naxis > TSR_MAX_DIMS || (bitpix != -32 && bitpix != -64) ||
+          pcount != 0 || gcount != 1 || !printable(buf, ncards) || !unscaled(buf, ncards))
+        goto out;
+      for (int a = 0; a < naxis; a++)
+        if (shape[a] < 1)
+          goto out;
+      /* Blank cards just before END are free space, not cards. */
+      int keep = ncards - 1;
+      while (keep > 0 && tsr__io_card_blank(buf + (size_t)(keep - 1) * TSR__CARD))
+        keep--;
+      memmove(buf + keep * TSR__CARD, buf + (ncards - 1) * TSR__CARD, TSR__CARD);
+      out->hdu = h;
+      out->naxis = naxis;
+      for (int a = 0; a < TSR_MAX_DIMS; a++)
+        out->shape[a] = a < naxis ? shape[a] : 1;
+      out->bitpix = (int)bitpix;
+      out->data_off = off + ((int64_t)ncards * TSR__CARD + BLOCK - 1) / BLOCK * BLOCK;
+      out->cards = buf;
+      out->ncards = keep + 1;
+      buf = NULL;
+      rc = 1;
+      goto out;
+    }
+    /* On to the next HDU: header blocks, then the data padded to blocks. */
+    int64_t bytes;
+    if (__builtin_add_overflow(elems, pcount, &bytes) ||
+        __builtin_mul_overflow(bytes, gcount * (bitpix < 0 ? -bitpix : bitpix) / 8, &bytes) ||
+        bytes > (INT64_C(1) << 60))
+      goto out;
+    off += ((int64_t)ncards * TSR__CARD + BLOCK - 1) / BLOCK * BLOCK;
+    off += (bytes + BLOCK - 1) / BLOCK * BLOCK;
+  }
+out:
+  tsr__free(ctx, buf);
+  return rc;
+}
