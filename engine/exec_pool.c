@@ -109,6 +109,7 @@ typedef struct {
 typedef struct worker_s {
   struct tsr__pool_s *pool;
   pid_t pid;                    /* 0 when no process */
+  bool retired;                 /* killed because the request is done; reaped at stop */
   int fd;                       /* parent end of the socketpair */
   uv_pipe_t *pipe;              /* watching fd; heap, freed when libuv has closed it */
   inflight_t inflight[DEPTH];   /* sent, not answered, oldest first */
@@ -373,7 +374,7 @@ static bool next_task(tsr__pool_t *p, int *bi, int64_t *ti) {
 
 /* Give worker w tasks until it holds DEPTH or none is left. */
 static void dispatch(tsr__pool_t *p, worker_t *w) {
-  while (p->rc == 0 && w->pid != 0 && w->n_inflight < DEPTH) {
+  while (p->rc == 0 && w->pid != 0 && !w->retired && w->n_inflight < DEPTH) {
     int slot = -1, bi;
     int64_t ti;
     if (p->run->opts.cancel && *p->run->opts.cancel) {
@@ -448,6 +449,42 @@ static void dispatch_all(tsr__pool_t *p) {
     uv_stop(&p->loop);
 }
 
+/* Every task of the request is done: no worker has anything left to do,
+ * so they are killed now and exit (freeing their memory takes a few ms)
+ * while the caller writes the last band, instead of when it stops the
+ * pool.  A later submission (the request's task count was short) forks
+ * new ones (revive). */
+static void retire_all(tsr__pool_t *p) {
+  for (int i = 0; i < MAX_BATCHES; i++)
+    if (p->batches[i].used && p->batches[i].n_done < p->batches[i].n_tasks)
+      return; /* the count was short: work is left */
+  for (int i = 0; i < p->jobs; i++) {
+    worker_t *w = &p->workers[i];
+    if (w->pid != 0 && !w->retired && w->n_inflight == 0) {
+      unwatch(w);
+      kill(w->pid, SIGKILL);
+      w->retired = true;
+    }
+  }
+}
+
+static int revive(tsr__pool_t *p) {
+  for (int i = 0; i < p->jobs; i++) {
+    worker_t *w = &p->workers[i];
+    int status, rc;
+    if (!w->retired)
+      continue;
+    while (waitpid(w->pid, &status, 0) < 0 && errno == EINTR)
+      ;
+    w->pid = 0;
+    w->retired = false;
+    if ((rc = fork_worker(p, w)) != 0)
+      return rc;
+    uv_read_start((uv_stream_t *)w->pipe, alloc_cb, on_read);
+  }
+  return 0;
+}
+
 static void handle_reply(worker_t *w) {
   tsr__pool_t *p = w->pool;
   pool_msg_t *r = &w->rx;
@@ -491,8 +528,11 @@ static void handle_reply(worker_t *w) {
   p->slot_busy[f.slot] = false;
   t->state = TASK_DONE;
   b->n_done++;
+  ++p->run->done;
   if (p->run->opts.progress)
-    p->run->opts.progress(p->run->opts.progress_ud, ++p->run->done, p->run->total);
+    p->run->opts.progress(p->run->opts.progress_ud, p->run->done, p->run->total);
+  if (p->run->total > 0 && p->run->done >= p->run->total)
+    retire_all(p);
   dispatch_all(p);
 }
 
@@ -710,6 +750,8 @@ static int pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region
   batch_t *b = NULL;
 
   if (p->rc != 0)
+    return p->rc;
+  if ((p->rc = revive(p)) != 0)
     return p->rc;
   for (int i = 0; i < MAX_BATCHES && b == NULL; i++)
     if (!p->batches[i].used)

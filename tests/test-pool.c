@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "internal.h"
 
 static tsr_ctx_t *ctx;
 static tsr_graph_t *g;
@@ -150,6 +151,35 @@ TEST(more_workers_than_blocks_and_a_single_block) {
   free(a);
   free(b);
   assert_no_children();
+}
+
+TEST(workers_retired_when_the_request_is_done_come_back_for_more) {
+  setup(200, 200);
+  tsr_node_t *n = reprojection(200, 1, 50); /* 16 blocks */
+  tsr_run_opts_t serial = TSR_RUN_OPTS_INIT, pool = TSR_RUN_OPTS_INIT;
+  float *ref = compute(n, 200, &serial, 0), *out = calloc(200 * 200, sizeof(float));
+  tsr_region_t whole = tsr_region_of(n), top = whole, bottom = whole;
+  int64_t stride[TSR_MAX_DIMS], ticket;
+  tsr__run_t *run;
+  top.stop[1] = bottom.start[1] = 100;
+  tsr__contiguous_strides(&whole, stride);
+  pool.jobs = 2;
+  ASSERT_OK(tsr__run_new(g, &pool, &run));
+  /* The request is said to be 16 tasks: the workers retire after the
+   * second half, and the third submission must bring them back. */
+  tsr__run_set_request(run, 16, n, &whole);
+  for (int k = 0; k < 3; k++) {
+    const tsr_region_t *r = k == 1 ? &bottom : &top;
+    void *dst[TSR__MAX_PLANES] = {out + (k == 1 ? 100 * 200 : 0)}; /* no footprint */
+    memset(dst[0], 0, 100 * 200 * sizeof(float));
+    ASSERT_OK(tsr__run_submit(run, n, r, dst, stride, &ticket));
+    ASSERT_OK(tsr__run_wait(run, ticket));
+    ASSERT(memcmp(dst[0], ref + (k == 1 ? 100 * 200 : 0), 100 * 200 * sizeof(float)) == 0);
+  }
+  tsr__run_succeeded(run);
+  tsr__run_free(run);
+  assert_no_children();
+  free(ref), free(out);
 }
 
 static void count_progress(void *ud, int64_t done, int64_t total) {
