@@ -793,6 +793,12 @@ int tsr__spline_run(tsr_ctx_t *ctx, tsr__spline_t **spp, int order, const void *
           size_t off = tsr__task_offset(t, 0, y, z, q);
           int64_t n = bw - tx < 64 ? bw - tx : 64;
           double v[64];
+          if (!f32 && t->planes[1] == NULL && t->planes[0] != NULL) {
+            /* float64 without a footprint: straight into the output. */
+            eval_segment(&e, order, xin + y * bw + tx, yin + y * bw + tx, n, bw - tx,
+                         (double *)t->planes[0] + off + (size_t)tx);
+            continue;
+          }
           eval_segment(&e, order, xin + y * bw + tx, yin + y * bw + tx, n, bw - tx, v);
           store_segment(t->planes[0], t->planes[1], f32, off + (size_t)tx, v, n);
         }
