@@ -165,6 +165,16 @@ typedef struct tsr__op_s {
   void (*encode)(const tsr_node_t *n, tsr__buf_t *b);
   /* Release n->params. */
   void (*free_params)(tsr_ctx_t *ctx, void *params);
+  /* Sources, optional: window `win` in place, valid while the node's state
+   * lives (a mapping of the whole file), instead of a copy: set *data, its
+   * element strides and whether the values are big-endian, and return
+   * true; false when there is none (the engine copies the window then).
+   * Values are as stored: non-finite ones are not made NaN. */
+  bool (*view)(tsr_node_t *n, void *state, const tsr_region_t *win, const void **data,
+               int64_t stride[TSR_MAX_DIMS], bool *big_endian);
+  /* Consumers, optional: may input `i` come as a view?  An op that says
+   * yes reads big-endian values and treats every non-finite one as NaN. */
+  bool (*takes_view)(const tsr_node_t *n, int i);
 } tsr__op_t;
 
 enum {
@@ -231,6 +241,10 @@ typedef struct {
   tsr_region_t win;              /* the window held, in the input's pixels (clipped) */
   int64_t stride[TSR_MAX_DIMS];  /* element strides of data; stride[0] = 1 */
   const tsr_node_t *node;
+  /* A view (op->view): data lie in place in the source's file mapping, not
+   * in a copy the task owns, and are big-endian (FITS order) when
+   * big_endian.  Only ops whose takes_view said yes get views. */
+  bool view, big_endian;
 } tsr__window_t;
 
 /* Element k of an input window, as a double. */
@@ -284,6 +298,10 @@ void tsr__run_set_request(tsr__run_t *run, int64_t total, const tsr_node_t *n,
  * resolve NULL to the whole node; sets the ctx message on error. */
 int tsr__check_request(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region,
                        tsr_region_t *r);
+/* Run fn(arg) so that a SIGBUS inside it (a mapped file truncated under
+ * us) returns TSR_EIO with *bus = true instead of killing the process;
+ * else fn's result, *bus = false.  See guard.c. */
+int tsr__sigbus_guard(int (*fn)(void *), void *arg, bool *bus);
 /* Copy box `sub` (absolute indices) from a buffer laid over region `from`
  * with element strides sf into one laid over region `to` with strides st. */
 void tsr__copy_box(void *dst, const tsr_region_t *to, const int64_t *st, const void *src,

@@ -196,6 +196,11 @@ void tsr__copy_box(void *dst, const tsr_region_t *to, const int64_t *st, const v
 static int run_owner(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
                      void *const *dst, const int64_t *stride, bool top);
 
+static int compute_task(void *t) {
+  tsr__task_t *task = t;
+  return task->node->op->compute(task);
+}
+
 /* Compute one task: `sub` of owner node n into dst (laid over `dreg`).
  * Inputs that are planes of one owner over the same window (a
  * reprojection's data and footprint) are computed together, once. */
@@ -205,7 +210,7 @@ int tsr__run_task(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_
   tsr__task_t t;
   tsr__window_t in_inline[TSR__INLINE_INPUTS];
   bool need_inline[TSR__INLINE_INPUTS];
-  bool *need = need_inline;
+  bool *need = need_inline, any_view = false, bus;
   int rc = 0;
 
   memset(&t, 0, sizeof t);
@@ -257,6 +262,17 @@ int tsr__run_task(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_
 
     if (!need[i] || t.in[i].data != NULL)
       continue;
+    /* A source that can show the window in place spares the copy to an op
+     * that reads it so. */
+    if (n->op->takes_view && n->op->takes_view(n, i) && in->owner == in && in->op->view) {
+      void *in_state;
+      if ((rc = tsr__node_state(run, in, &in_state)) != 0)
+        goto out;
+      if (in->op->view(in, in_state, win, &t.in[i].data, t.in[i].stride, &t.in[i].big_endian)) {
+        t.in[i].view = any_view = true;
+        continue;
+      }
+    }
     tsr__contiguous_strides(win, st);
     /* Always a compact copy, even of caller memory: windows of odd widths
      * avoid the cache-set aliasing of power-of-two image rows, which makes
@@ -279,11 +295,20 @@ int tsr__run_task(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_
     if ((rc = run_owner(run, in->owner, win, pl, st, false)) != 0)
       goto out;
   }
-  rc = n->op->compute(&t);
+  if (!any_view) {
+    rc = n->op->compute(&t);
+  } else if ((rc = tsr__sigbus_guard(compute_task, &t, &bus)) != 0 && bus) {
+    int i = 0;
+    while (!t.in[i].view)
+      i++;
+    rc = tsr__err(ctx, TSR_EIO, "run: %s, an input of %s, was truncated while it was read",
+                  t.in[i].node->name, n->name);
+  }
 out:
-  /* Each buffer is held by exactly one input. */
+  /* Each buffer is held by exactly one input; views by their source. */
   for (int i = 0; t.in && i < n->n_inputs; i++)
-    tsr__free(ctx, (void *)t.in[i].data);
+    if (!t.in[i].view)
+      tsr__free(ctx, (void *)t.in[i].data);
   if (t.in != in_inline)
     tsr__free(ctx, t.in);
   if (need != need_inline)

@@ -7,7 +7,9 @@
  * key, so an edited file is a different node.  Data are read when a run asks
  * for a region, by each process for itself (op->start).  Plain IEEE float
  * images -- most inputs -- are found by hdu.c and read by mapping the file:
- * a window is a byte swap from the page cache, and cfitsio is never loaded.
+ * a window is a byte swap from the page cache, or no copy at all for ops
+ * that read big-endian values in place (fits_view: the spline orders), and
+ * cfitsio is never loaded.
  * Everything else goes to cfitsio (loaded on first use, see cfitsio.h),
  * which reads exactly the task's box with fits_read_subset, as float,
  * applying BSCALE/BZERO and turning BLANK into NaN; tile-compressed images
@@ -33,8 +35,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <setjmp.h>
-#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -489,18 +489,6 @@ static void fits_stop(tsr_node_t *n, void *state) {
   tsr__free(n->graph->ctx, fs);
 }
 
-/* A file truncated by someone else while mapped raises SIGBUS on access;
- * turn that into an error for the task instead of a crash.  The handler is
- * installed only around the copy and the previous one restored. */
-static sigjmp_buf *volatile bus_jump;
-static void on_sigbus(int sig) {
-  (void)sig;
-  if (bus_jump)
-    siglongjmp(*bus_jump, 1);
-  signal(SIGBUS, SIG_DFL);
-  raise(SIGBUS);
-}
-
 /* Integer forms of the byte-swap loops, so that compilers vectorise them
  * (reading: swap, then replace every value whose exponent is all ones, inf
  * or NaN, with the canonical quiet NaN).  TSR__MULTIVERSION builds them for
@@ -605,59 +593,88 @@ static void fetch_rows(int fd, void *map, size_t map_len, size_t first, int64_t 
 /* Map the data of region r plane by plane and call fn on each.  A file
  * mapped whole for the run is used as is; otherwise the span of the
  * region's rows is mapped for the call and unmapped after, so only the
- * window's pages are touched and none stay resident. */
+ * window's pages are touched and none stay resident.  A file truncated by
+ * someone else meanwhile raises SIGBUS on access: tsr__sigbus_guard turns
+ * that into an error naming the file. */
+typedef struct {
+  tsr_ctx_t *ctx;
+  const fits_params_t *fp;
+  const fits_state_t *fs;
+  bool sparse;
+  const tsr_region_t *r;
+  plane_fn fn;
+  void *arg;
+  void *map;      /* the current partial mapping, for cleanup after a SIGBUS */
+  size_t map_len;
+} planes_job_t;
+
+static int map_planes(void *job) {
+  planes_job_t *volatile j = job;
+  const fits_params_t *fp = j->fp;
+  const fits_state_t *fs = j->fs;
+  const tsr_region_t *r = j->r;
+  size_t es = fp->datatype == TFLOAT ? 4 : 8, page = (size_t)sysconf(_SC_PAGESIZE);
+  for (int64_t w = r->start[3]; w < r->stop[3]; w++)
+    for (int64_t z = r->start[2]; z < r->stop[2]; z++) {
+      size_t first = (size_t)fp->raw_offset +
+                     (size_t)(((w * fp->shape[2] + z) * fp->shape[1] + r->start[1]) * fp->shape[0]) * es;
+      size_t len = (size_t)((r->stop[1] - r->start[1]) * fp->shape[0]) * es;
+      size_t at = first / page * page;
+      if (fs->map) {
+        j->fn(j->arg, fs->map + first, z, w);
+        continue;
+      }
+      j->map_len = len + (first - at);
+      j->map = mmap(NULL, j->map_len, PROT_READ, MAP_SHARED, fs->fd, (off_t)at);
+      if (j->map == MAP_FAILED) {
+        j->map = NULL;
+        return tsr__err(j->ctx, TSR_EIO, "fits: cannot map \"%s\": %s", fp->path, strerror(errno));
+      }
+      if (j->sparse && (size_t)(r->stop[0] - r->start[0]) * 4 < (size_t)fp->shape[0])
+        fetch_rows(fs->fd, j->map, j->map_len, first, fp->shape[0] * (int64_t)es,
+                   r->start[0] * (int64_t)es, (r->stop[0] - r->start[0]) * (int64_t)es,
+                   r->stop[1] - r->start[1], page);
+      j->fn(j->arg, (const unsigned char *)j->map + (first - at), z, w);
+      munmap(j->map, j->map_len);
+      j->map = NULL;
+    }
+  return 0;
+}
+
 static int raw_planes(tsr_ctx_t *ctx, const fits_params_t *fp, const fits_state_t *fs, bool sparse,
                       const tsr_region_t *r, int ndim, plane_fn fn, void *arg) {
-  size_t es = fp->datatype == TFLOAT ? 4 : 8, page = (size_t)sysconf(_SC_PAGESIZE);
-  struct sigaction sa, old;
-  sigjmp_buf jb;
-  void *volatile map = NULL;
-  volatile size_t map_len = 0;
-  volatile int rc = 0;
-
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_sigbus;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGBUS, &sa, &old);
-  if (sigsetjmp(jb, 1) == 0) {
-    bus_jump = &jb;
-    for (int64_t w = r->start[3]; w < r->stop[3] && rc == 0; w++)
-      for (int64_t z = r->start[2]; z < r->stop[2]; z++) {
-        size_t first = (size_t)fp->raw_offset +
-                       (size_t)(((w * fp->shape[2] + z) * fp->shape[1] + r->start[1]) * fp->shape[0]) * es;
-        size_t len = (size_t)((r->stop[1] - r->start[1]) * fp->shape[0]) * es;
-        size_t at = first / page * page;
-        if (fs->map) {
-          fn(arg, fs->map + first, z, w);
-          continue;
-        }
-        map_len = len + (first - at);
-        map = mmap(NULL, map_len, PROT_READ, MAP_SHARED, fs->fd, (off_t)at);
-        if (map == MAP_FAILED) {
-          map = NULL;
-          rc = tsr__err(ctx, TSR_EIO, "fits: cannot map \"%s\": %s", fp->path, strerror(errno));
-          break;
-        }
-        if (sparse && (size_t)(r->stop[0] - r->start[0]) * 4 < (size_t)fp->shape[0])
-          fetch_rows(fs->fd, map, map_len, first, fp->shape[0] * (int64_t)es,
-                     r->start[0] * (int64_t)es, (r->stop[0] - r->start[0]) * (int64_t)es,
-                     r->stop[1] - r->start[1], page);
-        fn(arg, (const unsigned char *)map + (first - at), z, w);
-        munmap(map, map_len);
-        map = NULL;
-      }
-  } else {
+  planes_job_t j = {ctx, fp, fs, sparse, r, fn, arg, NULL, 0};
+  bool bus;
+  int rc = tsr__sigbus_guard(map_planes, &j, &bus);
+  if (bus) {
     char where[160];
-    if (map)
-      munmap(map, map_len);
+    if (j.map)
+      munmap(j.map, j.map_len);
     tsr__region_format(r, ndim, where, sizeof where);
     rc = tsr__err(ctx, TSR_EIO,
                   "fits: \"%s\" was truncated while being read (reading %s of HDU %d)", fp->path,
                   where, fp->hdu);
   }
-  bus_jump = NULL;
-  sigaction(SIGBUS, &old, NULL);
   return rc;
+}
+
+/* The window in place in the run's mapping of the whole file, for ops that
+ * read big-endian values (see tsr__op_t.view). */
+static bool fits_view(tsr_node_t *n, void *state, const tsr_region_t *win, const void **data,
+                      int64_t stride[TSR_MAX_DIMS], bool *big_endian) {
+  const fits_params_t *fp = n->params;
+  const fits_state_t *fs = state;
+  size_t es = fp->datatype == TFLOAT ? 4 : 8, off = 0;
+  if (fs == NULL || fs->map == NULL)
+    return false;
+  stride[0] = 1;
+  for (int a = 1; a < TSR_MAX_DIMS; a++)
+    stride[a] = stride[a - 1] * fp->shape[a - 1];
+  for (int a = 0; a < TSR_MAX_DIMS; a++)
+    off += (size_t)(win->start[a] * stride[a]);
+  *data = fs->map + fp->raw_offset + off * es;
+  *big_endian = true;
+  return true;
 }
 
 /* Read task->out into plane 0.  The leading axes over which the destination
@@ -744,6 +761,7 @@ static const tsr__op_t fits_op = {
     .compute = fits_compute,
     .encode = fits_encode,
     .free_params = fits_free_params,
+    .view = fits_view,
 };
 
 tsr_node_t *tsr_source_fits(tsr_graph_t *g, const char *path, int hdu) {

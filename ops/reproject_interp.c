@@ -429,7 +429,7 @@ static int interp_compute(tsr__task_t *t) {
                           (size_t)((q - w->win.start[3]) * w->stride[3] +
                                    (z - w->win.start[2]) * w->stride[2]) * es_in;
         rc = tsr__spline_run(t->ctx, &st->spline, ip->order, src, w->stride[1], in->dtype,
-                             &w->win, in->shape,
+                             w->big_endian, &w->win, in->shape,
                              st->xin, st->yin, bw, bh, t, z - t->out.start[2], q - t->out.start[3],
                              q * in->shape[2] + z);
         if (rc != 0)
@@ -437,6 +437,14 @@ static int interp_compute(tsr__task_t *t) {
       }
   }
   return rc;
+}
+
+/* The spline orders copy the window into their tiles anyway, so they read
+ * a FITS input in place (tsr__op_t.view) rather than a copy of it. */
+static bool interp_takes_view(const tsr_node_t *n, int i) {
+  const interp_params_t *ip = n->params;
+  (void)i;
+  return ip->order >= 2;
 }
 
 static const tsr__op_t interp_op = {
@@ -449,6 +457,7 @@ static const tsr__op_t interp_op = {
     .compute = interp_compute,
     .encode = params_encode,
     .free_params = params_free,
+    .takes_view = interp_takes_view,
 };
 
 int tsr_order_parse(const char *s) {

@@ -1644,6 +1644,40 @@ TEST(io_faults_mid_run) {
     else
       ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "was truncated while being read");
   }
+  /* 2b. The same under a bicubic reprojection, which reads the file in
+   * place (a view of the mapping) rather than a copy: the tiles it needs
+   * after the first block lie past the new end. */
+  {
+    enum { W = 600, H = 300 };
+    static float img[W * H], res[W * H];
+    int64_t shape[2] = {W, H};
+    char text[512];
+    tsr_wcs_t *wcs;
+    const char *in = th_path("shrinking-view.fits");
+    for (int k = 0; k < W * H; k++)
+      img[k] = (float)(k % 977);
+    snprintf(text, sizeof text,
+             "NAXIS = 2\nNAXIS1 = %d\nNAXIS2 = %d\nCTYPE1 = 'RA---TAN'\nCTYPE2 = 'DEC--TAN'\n"
+             "CRPIX1 = 300\nCRPIX2 = 150\nCRVAL1 = 10.0\nCRVAL2 = 41.0\nCDELT1 = -0.001\n"
+             "CDELT2 = 0.001\n", W, H);
+    ASSERT_OK(tsr_wcs_parse(ctx, text, strlen(text), "view", 1, &wcs));
+    tsr_node_t *src = tsr_source_buffer(g, TSR_F32, 2, shape, img, wcs);
+    ASSERT_OK(tsr_write_fits(g, 1, &src, &in, NULL, NULL));
+    tsr_node_t *f = tsr_source_fits(g, in, 0);
+    tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
+    io.order = 3;
+    io.block[0] = 50, io.block[1] = 30;
+    tsr_node_t *r = tsr_reproject_interp(g, f, wcs, &io);
+    tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
+    ASSERT(r != NULL);
+    ro.progress = fault_after_first;
+    fault_path = in, fault_kind = 1;
+    ASSERT_INT_EQ(tsr_compute(g, r, NULL, res, sizeof res, &ro), TSR_EIO);
+    fault_kind = 0;
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "shrinking-view.fits");
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "was truncated while it was read");
+    tsr_wcs_free(wcs);
+  }
   /* 3. The cache directory removed after the first block: the run goes on
    * (the cache makes its directories again as it stores) with the right
    * values. */
