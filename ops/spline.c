@@ -708,11 +708,17 @@ static int compute_tile(tsr_ctx_t *ctx, tsr__spline_t *sp, tile_entry_t *e, int 
    * The transpose is x-major, as the tile arrays are: the core and the
    * overlap are then whole runs of it. */
   filter_columns(b, ew, eh, order, sp->acc);
-  transpose(bt, b, ew, eh);
-  filter_columns(bt, eh, ew, order, sp->acc);
-  for (int64_t x = tx0; x < tx1; x++)
-    memcpy(e->coef + (x - tx0) * TS, bt + (x - ex0) * eh + (ty0 - ey0),
-           (size_t)(ty1 - ty0) * sizeof(double));
+  /* Once y is filtered only the rows of the core and overlap are needed:
+   * x is filtered over those alone, and they are then rows of TS, as the
+   * tile is (one copy for a whole tile). */
+  transpose(bt, b + (ty0 - ey0) * ew, ew, ty1 - ty0);
+  filter_columns(bt, ty1 - ty0, ew, order, sp->acc);
+  if (ty1 - ty0 == TS)
+    memcpy(e->coef, bt + (tx0 - ex0) * TS, (size_t)((tx1 - tx0) * TS) * sizeof(double));
+  else
+    for (int64_t x = tx0; x < tx1; x++)
+      memcpy(e->coef + (x - tx0) * TS, bt + (x - ex0) * (ty1 - ty0),
+             (size_t)(ty1 - ty0) * sizeof(double));
   return 0;
 }
 
