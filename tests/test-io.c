@@ -479,7 +479,8 @@ static void put_raw(const char *path, int n, const raw_hdu *hdus) {
     fwrite(card, 1, 80, f);
     for (len += 80; len % 2880; len++)
       fputc(' ', f);
-    fwrite(hdus[h].data, 1, hdus[h].bytes, f);
+    if (hdus[h].bytes > 0)
+      fwrite(hdus[h].data, 1, hdus[h].bytes, f);
     for (size_t b = hdus[h].bytes; b % 2880; b++)
       fputc(0, f);
   }
