@@ -51,10 +51,10 @@ static int read_header(tsr_ctx_t *ctx, int fd, int64_t off, char **buf, size_t *
     if (got != BLOCK)
       return 0;
     for (size_t c = len; c < len + BLOCK; c += TSR__CARD)
-      if (memcmp(*buf + c, "END", 3) == 0) {
-        for (size_t i = 3; i < TSR__CARD; i++)
+      if (memcmp(*buf + c, "END     ", 8) == 0) {
+        for (size_t i = 8; i < TSR__CARD; i++)
           if ((*buf)[c + i] != ' ')
-            return 0; /* "END" with something after it */
+            return 0; /* an END card with something after it */
         return (int)(c / TSR__CARD) + 1;
       }
     len += BLOCK;

@@ -556,7 +556,8 @@ TEST(fits_plain_images_are_read_without_cfitsio_and_as_cfitsio_reads_them) {
       "CRVAL1  = 150.0 / deg", "CRVAL2  = 2.0", "CRPIX1  = 4.0", "", "CRPIX2  = 3.0",
       "CDELT1  = -0.001", "CDELT2  = 0.001", "C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7",
       "C8", "C9", "C10", "C11", "C12", "C13", "C14", "C15", "C16", "C17", "C18", "C19", "C20",
-      "C21", "C22", "C23", "C24", "C25", "C26", "C27", "C28", "C29", "", "", NULL};
+      "C21", "C22", "C23", "C24", "C25", "C26", "C27", "C28", "C29",
+      "ENDTIME = '2026-11-27T04:00:00' / a keyword that begins with END", "", "", NULL};
   /* Cards "Cn" stand for 30 COMMENT cards: the header takes two blocks. */
   const char *cards[64];
   char comments[30][32];
