@@ -665,11 +665,11 @@ static bool fits_view(tsr_node_t *n, void *state, const tsr_region_t *win, const
   const fits_params_t *fp = n->params;
   const fits_state_t *fs = state;
   size_t es = fp->datatype == TFLOAT ? 4 : 8, off = 0;
+  tsr_region_t full;
   if (fs == NULL || fs->map == NULL)
     return false;
-  stride[0] = 1;
-  for (int a = 1; a < TSR_MAX_DIMS; a++)
-    stride[a] = stride[a - 1] * fp->shape[a - 1];
+  tsr__region_full(&full, TSR_MAX_DIMS, fp->shape);
+  tsr__contiguous_strides(&full, stride);
   for (int a = 0; a < TSR_MAX_DIMS; a++)
     off += (size_t)(win->start[a] * stride[a]);
   *data = fs->map + fp->raw_offset + off * es;

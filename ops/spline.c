@@ -241,23 +241,30 @@ static int grow(tsr_ctx_t *ctx, void **p, size_t *cap, size_t n, size_t es) {
   return *p ? 0 : tsr__err(ctx, TSR_ENOMEM, "spline: out of memory");
 }
 
-static inline double load(const void *src, tsr_dtype_t dt, bool be, size_t i) {
-  if (!be)
-    return dt == TSR_F32 ? (double)((const float *)src)[i] : ((const double *)src)[i];
-  if (dt == TSR_F32) {
-    uint32_t u;
-    float f;
-    memcpy(&u, (const char *)src + 4 * i, 4);
-    u = __builtin_bswap32(u);
-    memcpy(&f, &u, 4);
-    return (double)f;
-  }
+/* A big-endian (FITS) value at p. */
+static inline float be_float(const unsigned char *p) {
+  uint32_t u;
+  float f;
+  memcpy(&u, p, 4);
+  u = __builtin_bswap32(u);
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+static inline double be_double(const unsigned char *p) {
   uint64_t u;
   double d;
-  memcpy(&u, (const char *)src + 8 * i, 8);
+  memcpy(&u, p, 8);
   u = __builtin_bswap64(u);
   memcpy(&d, &u, 8);
   return d;
+}
+
+static inline double load(const void *src, tsr_dtype_t dt, bool be, size_t i) {
+  if (!be)
+    return dt == TSR_F32 ? (double)((const float *)src)[i] : ((const double *)src)[i];
+  return dt == TSR_F32 ? (double)be_float((const unsigned char *)src + 4 * i)
+                       : be_double((const unsigned char *)src + 8 * i);
 }
 
 /* What evaluation needs: the task's tiles and their NaN masks (tab and
@@ -596,24 +603,15 @@ TSR__MULTIVERSION static int gather_row(double *b, const void *src, tsr_dtype_t 
     /* A view of the file: FITS values, big-endian (byte shuffles). */
     const unsigned char *p = (const unsigned char *)src + (row + (size_t)(ex0 - 1)) * 4;
     for (int64_t i = i0; i < i1; i++) {
-      uint32_t u;
-      float f;
-      memcpy(&u, p + 4 * i, 4);
-      u = __builtin_bswap32(u);
-      memcpy(&f, &u, 4);
+      float f = be_float(p + 4 * i);
       b[i] = (double)f;
       bad |= !(fabsf(f) <= FLT_MAX);
     }
   } else {
     const unsigned char *p = (const unsigned char *)src + (row + (size_t)(ex0 - 1)) * 8;
     for (int64_t i = i0; i < i1; i++) {
-      uint64_t u;
-      double d;
-      memcpy(&u, p + 8 * i, 8);
-      u = __builtin_bswap64(u);
-      memcpy(&d, &u, 8);
-      b[i] = d;
-      bad |= !(fabs(d) <= DBL_MAX);
+      b[i] = be_double(p + 8 * i);
+      bad |= !(fabs(b[i]) <= DBL_MAX);
     }
   }
   for (int64_t i = i1 > i0 ? i1 : i0; i < ew; i++)
