@@ -31,11 +31,13 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -69,6 +71,10 @@ typedef struct {
   int64_t dstart[TSR_MAX_DIMS]; /* laid over the region starting here */
   int64_t dstop[TSR_MAX_DIMS];
   int64_t dstride[TSR_MAX_DIMS]; /* with these strides */
+  uint64_t job_fn;              /* a job item (tsr__job_fn) rather than a chunk; 0 if not */
+  int64_t job_item;             /* its index */
+  int64_t tasks;                /* reply: chunk tasks the job item computed (progress) */
+  _Alignas(16) unsigned char job_args[TSR__JOB_ARGS];
   char msg[512];                /* MSG_FAIL: the worker's message */
 } pool_msg_t;
 
@@ -81,30 +87,49 @@ typedef struct {
 } pool_task_t;
 
 /* One submitted request: the chunks of a node meeting a region, and where
- * their results go.  Batches are served in submission order. */
+ * their results go; or the items of a job.  Batches are served in
+ * submission order. */
 typedef struct {
   bool used;
   int64_t id;                   /* submission number */
+  tsr__job_fn job_fn;           /* a job: node is NULL, a task per item */
+  unsigned char job_args[TSR__JOB_ARGS];
+  char job_what[160];
   tsr_node_t *node;
   tsr_region_t region;
   void *dst[TSR__MAX_PLANES];
   int64_t stride[TSR_MAX_DIMS];
   pool_task_t *tasks;
-  int64_t n_tasks, next, n_done;
+  int64_t n_tasks, n_done;
+  int64_t next, back;           /* pending tasks lie in [next, back) */
   bool direct;                  /* dst is shared memory: workers write it themselves */
 } batch_t;
 
 #define MAX_BATCHES 32
-/* Tasks a worker may hold at once: the second waits in its socket while it
- * computes the first, so it stays busy while the parent writes a band. */
-#define DEPTH 4
+/* Tasks a worker may hold at once: the others wait in its socket while it
+ * computes one, so it never waits for the parent between tasks. */
+#define DEPTH 8
+/* A worker answers after this many results, or sooner when nothing else is
+ * queued for it, or for a job item or a failure.  Waking a process costs
+ * tens of microseconds of CPU on a virtual machine, for the sleeper and
+ * for the waker, so the parent wakes once per batch of results. */
+#define REPLY_BATCH 4
 
 typedef struct {
   int batch;                    /* index into pool->batches */
   int64_t task;
   int slot;
-  uint64_t sent_ms;
 } inflight_t;
+
+/* What a worker process is doing, in shared memory, a cache line each:
+ * written by the worker, read by the parent for task timeouts and, when
+ * the worker dies, to know which task it was computing and which chunk. */
+typedef struct {
+  _Alignas(64) volatile int32_t slot; /* of the task or job item, -1 between them */
+  volatile int32_t node_id;     /* the chunk being computed: its node, or -1 */
+  volatile int64_t since_ns;    /* uv_hrtime() when that chunk started */
+  volatile int64_t start[TSR_MAX_DIMS], stop[TSR_MAX_DIMS];
+} worker_state_t;
 
 typedef struct worker_s {
   struct tsr__pool_s *pool;
@@ -114,6 +139,7 @@ typedef struct worker_s {
   uv_pipe_t *pipe;              /* watching fd; heap, freed when libuv has closed it */
   inflight_t inflight[DEPTH];   /* sent, not answered, oldest first */
   int n_inflight;
+  int n_items;                  /* job items among them */
   pool_msg_t rx;                /* the reply being read */
   size_t rx_len;
 } worker_t;
@@ -123,7 +149,8 @@ struct tsr__pool_s {
   tsr_ctx_t *ctx;
   int jobs;
   worker_t *workers;
-  unsigned char *slots;         /* shared: n_slots x slot_bytes */
+  unsigned char *slots;         /* shared: n_slots x slot_bytes, then `states` */
+  worker_state_t *states;       /* shared: one per worker */
   size_t slot_bytes, map_bytes;
   int n_slots;
   bool *slot_busy;
@@ -132,11 +159,10 @@ struct tsr__pool_s {
   uv_timer_t timer;
   batch_t batches[MAX_BATCHES];
   int64_t next_id;
+  bool last;                    /* the request's work is all submitted */
   int64_t waiting;              /* the batch tsr__pool_wait is waiting for */
   int rc;                       /* first failure, 0 if none */
 };
-
-static uint64_t now_ms(void) { return uv_hrtime() / 1000000u; }
 
 static size_t region_count(const int64_t *start, const int64_t *stop) {
   size_t n = 1;
@@ -174,84 +200,134 @@ static bool write_full(int fd, const void *p, size_t n) {
   return true;
 }
 
-/* TSR_TEST_CRASH_CHUNK="cx,cy[,always|hang]": the worker given the task of
- * that chunk (chunk grid indices) dies by SIGSEGV on the first attempt, or
- * on every one, or hangs (for timeouts).  A test hook for the fault paths;
- * it costs one getenv per task. */
-static void maybe_crash(const tsr_node_t *n, const pool_msg_t *m) {
+/* The worker's view while it computes: its shared record and the attempt
+ * number of the task or job item in hand. */
+typedef struct {
+  worker_state_t *state;
+  int attempt;
+} worker_ctx_t;
+
+/* Before each chunk a worker computes (tsr__run_t.chunk_hook): record it,
+ * then the test hook.  TSR_TEST_CRASH_CHUNK="cx,cy[,always|hang]": the
+ * worker computing that chunk (chunk grid indices) dies by SIGSEGV on the
+ * first attempt, or on every one, or hangs (for timeouts); it costs one
+ * getenv per chunk. */
+static void chunk_hook(void *ud, const tsr_node_t *n, const tsr_region_t *box) {
+  worker_ctx_t *wc = ud;
   const char *e = getenv("TSR_TEST_CRASH_CHUNK");
   long long cx, cy;
   char mode[16] = "";
+
+  wc->state->node_id = n->id;
+  memcpy((int64_t *)wc->state->start, box->start, sizeof box->start);
+  memcpy((int64_t *)wc->state->stop, box->stop, sizeof box->stop);
+  wc->state->since_ns = (int64_t)uv_hrtime();
   if (e == NULL || sscanf(e, "%lld,%lld,%15s", &cx, &cy, mode) < 2)
     return;
-  if (m->start[0] / n->chunk[0] != cx || m->start[1] / n->chunk[1] != cy)
+  if (box->start[0] / n->chunk[0] != cx || box->start[1] / n->chunk[1] != cy)
     return;
   if (strcmp(mode, "hang") == 0)
     for (;;)
       pause();
-  if (m->attempt == 0 || strcmp(mode, "always") == 0) {
+  if (wc->attempt == 0 || strcmp(mode, "always") == 0) {
     /* The default action, not a sanitizer's handler: die by the signal. */
     signal(SIGSEGV, SIG_DFL);
     raise(SIGSEGV);
   }
 }
 
-static void worker_main(tsr__pool_t *p, int fd) {
+/* Do task or job item m into reply r. */
+static void worker_do(tsr__pool_t *p, tsr__run_t *run, tsr__scratch_t *scratch,
+                      const pool_msg_t *m, pool_msg_t *r) {
+  tsr_node_t *n = NULL;
+  void *dst[TSR__MAX_PLANES] = {0};
+  int64_t stride[TSR_MAX_DIMS];
+  tsr_region_t box, dreg;
+  size_t count, es;
+  int rc;
+
+  memset(r, 0, sizeof *r);
+  r->magic = MSG_MAGIC;
+  r->version = MSG_VERSION;
+  r->slot = m->slot;
+  if (m->job_fn != 0) {
+    int64_t before = run->done;
+    rc = ((tsr__job_fn)(uintptr_t)m->job_fn)(run, m->job_args, m->job_item);
+    r->tasks = run->done - before;
+    goto out;
+  }
+  for (n = p->run->g->first; n && n->id != m->node_id; n = n->next)
+    ;
+  if (n == NULL)
+    _exit(5);
+  memcpy(box.start, m->start, sizeof box.start);
+  memcpy(box.stop, m->stop, sizeof box.stop);
+  count = region_count(m->start, m->stop);
+  es = tsr_dtype_size(n->dtype);
+  for (int pl = 0; pl < n->n_planes; pl++)
+    if (m->planes & (1u << pl))
+      dst[pl] = p->slots + (size_t)m->slot * p->slot_bytes + (size_t)pl * count * es;
+  tsr__contiguous_strides(&box, stride);
+  if (m->flags & MSG_DIRECT) {
+    /* Straight into the caller's shared destination: no copy in the parent. */
+    for (int pl = 0; pl < n->n_planes; pl++)
+      dst[pl] = (m->planes & (1u << pl)) ? (void *)(uintptr_t)m->dst[pl] : NULL;
+    memcpy(dreg.start, m->dstart, sizeof dreg.start);
+    memcpy(dreg.stop, m->dstop, sizeof dreg.stop);
+    memcpy(stride, m->dstride, sizeof m->dstride);
+  } else {
+    dreg = box;
+  }
+  run->sparse = (m->flags & MSG_SPARSE) != 0;
+  rc = tsr__run_chunk(run, n, &box, &dreg, dst, stride, scratch);
+out:
+  r->type = rc == 0 ? MSG_DONE : MSG_FAIL;
+  r->rc = rc;
+  if (rc != 0)
+    snprintf(r->msg, sizeof r->msg, "%s", tsr_errmsg(run->ctx));
+}
+
+static void worker_main(tsr__pool_t *p, int index, int fd) {
   tsr__run_t *run = NULL;
   tsr__scratch_t scratch = {{0}, 0};  /* whole chunks, kept from task to task */
-  pool_msg_t m, r;
+  pool_msg_t m, replies[REPLY_BATCH];
+  worker_ctx_t wc = {&p->states[index], 0};
+  int n_replies = 0;
 
   signal(SIGINT, SIG_IGN);
   signal(SIGTERM, SIG_DFL);
   signal(SIGPIPE, SIG_IGN);
-  /* A fresh run: this process opens its own files and wcslib copies. */
+  {
+    /* A batch process: woken (given a task) it does not preempt the
+     * parent, which would otherwise wait out a time slice on this CPU
+     * before it hands the other workers theirs. */
+    struct sched_param sp = {0};
+    (void)sched_setscheduler(0, SCHED_BATCH, &sp);
+  }
+  /* A fresh run: this process opens its own files and wcslib copies.  It
+   * reports progress through its replies, not by itself. */
   if (tsr__run_new_local(p->run->g, &p->run->opts, &run) != 0)
     _exit(3);
+  run->opts.progress = NULL;
+  run->chunk_hook = chunk_hook;
+  run->chunk_hook_ud = &wc;
   while (read_full(fd, &m, sizeof m)) {
-    tsr_node_t *n = NULL;
-    void *dst[TSR__MAX_PLANES] = {0};
-    int64_t stride[TSR_MAX_DIMS];
-    tsr_region_t box, dreg;
-    size_t count, es;
-    int rc;
-
+    int queued = 0;
     if (m.magic != MSG_MAGIC || m.version != MSG_VERSION || m.type != MSG_TASK)
       _exit(4);
-    for (n = p->run->g->first; n && n->id != m.node_id; n = n->next)
-      ;
-    if (n == NULL)
-      _exit(5);
-    maybe_crash(n, &m);
-    memcpy(box.start, m.start, sizeof box.start);
-    memcpy(box.stop, m.stop, sizeof box.stop);
-    count = region_count(m.start, m.stop);
-    es = tsr_dtype_size(n->dtype);
-    for (int pl = 0; pl < n->n_planes; pl++)
-      if (m.planes & (1u << pl))
-        dst[pl] = p->slots + (size_t)m.slot * p->slot_bytes + (size_t)pl * count * es;
-    tsr__contiguous_strides(&box, stride);
-    if (m.flags & MSG_DIRECT) {
-      /* Straight into the caller's shared destination: no copy in the parent. */
-      for (int pl = 0; pl < n->n_planes; pl++)
-        dst[pl] = (m.planes & (1u << pl)) ? (void *)(uintptr_t)m.dst[pl] : NULL;
-      memcpy(dreg.start, m.dstart, sizeof dreg.start);
-      memcpy(dreg.stop, m.dstop, sizeof dreg.stop);
-      memcpy(stride, m.dstride, sizeof m.dstride);
-    } else {
-      dreg = box;
-    }
-    memset(&r, 0, sizeof r);
-    r.magic = MSG_MAGIC;
-    r.version = MSG_VERSION;
-    r.slot = m.slot;
-    run->sparse = (m.flags & MSG_SPARSE) != 0;
-    rc = tsr__run_chunk(run, n, &box, &dreg, dst, stride, &scratch);
-    r.type = rc == 0 ? MSG_DONE : MSG_FAIL;
-    r.rc = rc;
-    if (rc != 0)
-      snprintf(r.msg, sizeof r.msg, "%s", tsr_errmsg(run->ctx));
-    if (!write_full(fd, &r, sizeof r))
+    wc.attempt = m.attempt;
+    wc.state->node_id = -1;
+    wc.state->since_ns = (int64_t)uv_hrtime();
+    wc.state->slot = m.slot;
+    worker_do(p, run, &scratch, &m, &replies[n_replies]);
+    wc.state->slot = -1;
+    /* Results wait for company while more work is queued here. */
+    if (++n_replies < REPLY_BATCH && m.job_fn == 0 && replies[n_replies - 1].type == MSG_DONE &&
+        ioctl(fd, FIONREAD, &queued) == 0 && queued >= (int)sizeof m)
+      continue;
+    if (!write_full(fd, replies, (size_t)n_replies * sizeof *replies))
       break;
+    n_replies = 0;
   }
   /* Leave without freeing: the memory is the parent's copy-on-write image,
    * and atexit handlers belong to the parent. */
@@ -298,6 +374,7 @@ static int fork_worker(tsr__pool_t *p, worker_t *w) {
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return tsr__err(p->ctx, TSR_EWORKER, "executor: cannot create a socket pair: %s",
                     strerror(errno));
+  p->states[w - p->workers].slot = -1;
   fflush(NULL);
   pid = fork();
   if (pid < 0) {
@@ -313,7 +390,7 @@ static int fork_worker(tsr__pool_t *p, worker_t *w) {
       if (p->workers[i].pid != 0 && p->workers[i].fd >= 0)
         close(p->workers[i].fd);
     close(sv[0]);
-    worker_main(p, sv[1]);
+    worker_main(p, (int)(w - p->workers), sv[1]);
   }
   close(sv[1]);
   memset(w, 0, sizeof *w);
@@ -353,60 +430,87 @@ static void on_written(uv_write_t *req, int status) {
   tsr__free(ctx, wr);
 }
 
-/* The oldest batch with a pending task, and that task; false if none. */
-static bool next_task(tsr__pool_t *p, int *bi, int64_t *ti) {
+/* Does batch b have a pending task?  Narrows [next, back) to them. */
+static bool has_pending(batch_t *b) {
+  while (b->next < b->back && b->tasks[b->next].state != TASK_PENDING)
+    b->next++;
+  while (b->back > b->next && b->tasks[b->back - 1].state != TASK_PENDING)
+    b->back--;
+  return b->next < b->back;
+}
+
+/* The task worker w takes next: of the oldest batch with one pending, the
+ * first pending, or the last for odd workers, so that two workers each go
+ * through neighbouring tasks (whose inputs overlap) from either end and
+ * meet in the middle.  False if none. */
+static bool next_task(tsr__pool_t *p, const worker_t *w, int *bi, int64_t *ti) {
+  bool from_back = (w - p->workers) % 2 == 1;
   int best = -1;
   for (int i = 0; i < MAX_BATCHES; i++) {
     batch_t *b = &p->batches[i];
-    if (!b->used)
+    if (!b->used || !has_pending(b))
       continue;
-    while (b->next < b->n_tasks && b->tasks[b->next].state != TASK_PENDING)
-      b->next++;
-    if (b->next < b->n_tasks && (best < 0 || b->id < p->batches[best].id))
+    /* A job item waits in a worker's socket while it does another only
+     * when enough are left for every other worker too: the worker goes on
+     * without waiting for the parent (a wake-up on a busy machine can take
+     * a millisecond or two), and none is left idle at the end while
+     * another holds two. */
+    if (b->job_fn != NULL &&
+        (w->n_items >= 2 || (w->n_items == 1 && b->back - b->next < p->jobs)))
+      continue;
+    if (best < 0 || b->id < p->batches[best].id)
       best = i;
   }
   if (best < 0)
     return false;
   *bi = best;
-  *ti = p->batches[best].next;
+  *ti = from_back ? p->batches[best].back - 1 : p->batches[best].next;
   return true;
 }
 
-/* Give worker w tasks until it holds DEPTH or none is left. */
-static void dispatch(tsr__pool_t *p, worker_t *w) {
-  while (p->rc == 0 && w->pid != 0 && !w->retired && w->n_inflight < DEPTH) {
-    int slot = -1, bi;
-    int64_t ti;
-    if (p->run->opts.cancel && *p->run->opts.cancel) {
-      tsr__err(p->ctx, TSR_ECANCELED, "run: canceled");
-      fail(p, TSR_ECANCELED);
-      return;
-    }
-    if (!next_task(p, &bi, &ti))
-      return;
-    for (int s = 0; s < p->n_slots; s++)
-      if (!p->slot_busy[s]) {
-        slot = s;
-        break;
-      }
-    if (slot < 0)
-      return;
-    batch_t *b = &p->batches[bi];
-    pool_task_t *t = &b->tasks[ti];
-    write_t *wr = tsr__calloc(p->ctx, 1, sizeof *wr);
-    if (wr == NULL) {
-      tsr__err(p->ctx, TSR_ENOMEM, "executor: out of memory");
-      fail(p, TSR_ENOMEM);
-      return;
-    }
-    wr->w = w;
-    wr->pid = w->pid;
-    wr->msg.magic = MSG_MAGIC;
-    wr->msg.version = MSG_VERSION;
-    wr->msg.type = MSG_TASK;
+/* Send worker w its next task; false if it has none to take. */
+static bool dispatch_one(tsr__pool_t *p, worker_t *w) {
+  int slot = -1, bi;
+  int64_t ti;
+  batch_t *b;
+  pool_task_t *t;
+  write_t *wr;
+  uv_buf_t buf;
+
+  if (p->run->opts.cancel && *p->run->opts.cancel) {
+    tsr__err(p->ctx, TSR_ECANCELED, "run: canceled");
+    fail(p, TSR_ECANCELED);
+    return false;
+  }
+  if (!next_task(p, w, &bi, &ti))
+    return false;
+  for (int s = 0; s < p->n_slots && slot < 0; s++)
+    if (!p->slot_busy[s])
+      slot = s;
+  if (slot < 0)
+    return false;
+  b = &p->batches[bi];
+  t = &b->tasks[ti];
+  wr = tsr__calloc(p->ctx, 1, sizeof *wr);
+  if (wr == NULL) {
+    tsr__err(p->ctx, TSR_ENOMEM, "executor: out of memory");
+    fail(p, TSR_ENOMEM);
+    return false;
+  }
+  wr->w = w;
+  wr->pid = w->pid;
+  wr->msg.magic = MSG_MAGIC;
+  wr->msg.version = MSG_VERSION;
+  wr->msg.type = MSG_TASK;
+  wr->msg.slot = slot;
+  wr->msg.attempt = t->attempt;
+  if (b->job_fn != NULL) {
+    wr->msg.job_fn = (uint64_t)(uintptr_t)b->job_fn;
+    wr->msg.job_item = ti;
+    memcpy(wr->msg.job_args, b->job_args, sizeof wr->msg.job_args);
+    w->n_items++;
+  } else {
     wr->msg.node_id = b->node->id;
-    wr->msg.slot = slot;
-    wr->msg.attempt = t->attempt;
     wr->msg.flags = p->run->sparse ? MSG_SPARSE : 0;
     if (b->direct) {
       wr->msg.flags |= MSG_DIRECT;
@@ -421,17 +525,31 @@ static void dispatch(tsr__pool_t *p, worker_t *w) {
         wr->msg.planes |= 1u << pl;
     memcpy(wr->msg.start, t->start, sizeof t->start);
     memcpy(wr->msg.stop, t->stop, sizeof t->stop);
-    t->state = TASK_RUNNING;
-    b->next = ti + 1;
-    p->slot_busy[slot] = true;
-    w->inflight[w->n_inflight++] = (inflight_t){bi, ti, slot, now_ms()};
-    wr->req.data = wr;
-    uv_buf_t buf = uv_buf_init((char *)&wr->msg, sizeof wr->msg);
-    if (uv_write(&wr->req, (uv_stream_t *)w->pipe, &buf, 1, on_written) != 0) {
-      tsr__free(p->ctx, wr);
-      worker_died(w);
-      return;
-    }
+  }
+  t->state = TASK_RUNNING;
+  p->slot_busy[slot] = true;
+  w->inflight[w->n_inflight++] = (inflight_t){bi, ti, slot};
+  wr->req.data = wr;
+  buf = uv_buf_init((char *)&wr->msg, sizeof wr->msg);
+  if (uv_write(&wr->req, (uv_stream_t *)w->pipe, &buf, 1, on_written) != 0) {
+    tsr__free(p->ctx, wr);
+    worker_died(w);
+    return false;
+  }
+  return true;
+}
+
+/* Hand out pending tasks until every worker holds DEPTH or has nothing it
+ * may take, round by round: the least loaded workers first, one each. */
+static void dispatch(tsr__pool_t *p) {
+  for (bool gave = true; gave && p->rc == 0;) {
+    gave = false;
+    for (int load = 0; load < DEPTH; load++)
+      for (int i = 0; i < p->jobs && p->rc == 0; i++) {
+        worker_t *w = &p->workers[i];
+        if (w->pid != 0 && !w->retired && w->n_inflight == load && dispatch_one(p, w))
+          gave = true;
+      }
   }
 }
 
@@ -443,21 +561,23 @@ static bool batch_done(tsr__pool_t *p, int64_t id) {
 }
 
 static void dispatch_all(tsr__pool_t *p) {
-  for (int i = 0; i < p->jobs; i++)
-    dispatch(p, &p->workers[i]);
+  dispatch(p);
   if (batch_done(p, p->waiting))
     uv_stop(&p->loop);
 }
 
-/* Every task of the request is done: no worker has anything left to do,
- * so they are killed now and exit (freeing their memory takes a few ms)
- * while the caller writes the last band, instead of when it stops the
- * pool.  A later submission (the request's task count was short) forks
- * new ones (revive). */
-static void retire_all(tsr__pool_t *p) {
-  for (int i = 0; i < MAX_BATCHES; i++)
-    if (p->batches[i].used && p->batches[i].n_done < p->batches[i].n_tasks)
-      return; /* the count was short: work is left */
+/* The request's work is all done or handed out (its tasks are all done, or
+ * the caller said its last submission went out): a worker with nothing
+ * left is killed now and exits (freeing its memory takes a millisecond or
+ * two) while the others finish and the caller writes the last band,
+ * instead of when the pool stops.  A later submission (the request's task
+ * count was short) forks new ones (revive). */
+static void retire_idle(tsr__pool_t *p) {
+  for (int i = 0; i < MAX_BATCHES; i++) {
+    batch_t *b = &p->batches[i];
+    if (b->used && has_pending(b))
+      return; /* pending work is left */
+  }
   for (int i = 0; i < p->jobs; i++) {
     worker_t *w = &p->workers[i];
     if (w->pid != 0 && !w->retired && w->n_inflight == 0) {
@@ -503,6 +623,7 @@ static void handle_reply(worker_t *w) {
   memmove(w->inflight, w->inflight + 1, (size_t)--w->n_inflight * sizeof *w->inflight);
   b = &p->batches[f.batch];
   t = &b->tasks[f.task];
+  w->n_items -= b->job_fn != NULL;
   if (r->type == MSG_FAIL) {
     /* An error of the computation itself (bad data, out of memory): as in
      * a serial run, the run fails with the worker's message. */
@@ -511,7 +632,7 @@ static void handle_reply(worker_t *w) {
     fail(p, r->rc < 0 ? r->rc : TSR_EWORKER);
     return;
   }
-  {
+  if (b->job_fn == NULL) {
     tsr_node_t *n = b->node;
     size_t count = region_count(t->start, t->stop), es = tsr_dtype_size(n->dtype);
     tsr_region_t box;
@@ -528,12 +649,13 @@ static void handle_reply(worker_t *w) {
   p->slot_busy[f.slot] = false;
   t->state = TASK_DONE;
   b->n_done++;
-  ++p->run->done;
+  /* Progress counts chunk tasks: a job item reports how many it did. */
+  p->run->done += b->job_fn != NULL ? r->tasks : 1;
   if (p->run->opts.progress)
     p->run->opts.progress(p->run->opts.progress_ud, p->run->done, p->run->total);
-  if (p->run->total > 0 && p->run->done >= p->run->total)
-    retire_all(p);
   dispatch_all(p);
+  if (p->last || (p->run->total > 0 && p->run->done >= p->run->total))
+    retire_idle(p);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
@@ -574,6 +696,15 @@ static void worker_died(worker_t *w) {
     ;
   w->pid = 0;
   describe_status(status, how, sizeof how);
+  /* Every task it held is pending again.  Only the one it was computing is
+   * to blame: done ones wait in its unsent replies, queued ones in its
+   * socket (the oldest, if it died between tasks, so that a worker that
+   * keeps dying still ends the run). */
+  int blamed = 0;
+  const worker_state_t *st = &p->states[w - p->workers];
+  for (int k = 0; k < w->n_inflight; k++)
+    if (w->inflight[k].slot == st->slot)
+      blamed = k;
   for (int k = 0; k < w->n_inflight; k++) {
     inflight_t *f = &w->inflight[k];
     batch_t *b = &p->batches[f->batch];
@@ -582,20 +713,35 @@ static void worker_died(worker_t *w) {
     t->state = TASK_PENDING;
     if (f->task < b->next)
       b->next = f->task;
-    /* Only the task it was computing is to blame; the queued one is not. */
-    if (k == 0 && ++t->attempt > p->run->opts.retries && p->rc == 0) {
+    if (f->task >= b->back)
+      b->back = f->task + 1;
+    if (k == blamed && ++t->attempt > p->run->opts.retries && p->rc == 0) {
+      const char *retries = p->run->opts.retries == 1 ? "retry" : "retries";
+      const tsr_node_t *n = b->node;
       char where[160];
       tsr_region_t box;
       memcpy(box.start, t->start, sizeof box.start);
       memcpy(box.stop, t->stop, sizeof box.stop);
-      tsr__region_format(&box, b->node->ndim, where, sizeof where);
-      tsr__err(p->ctx, TSR_EWORKER, "executor: chunk %s of node %s: worker %s after %d %s",
-               where, b->node->name, how, p->run->opts.retries,
-               p->run->opts.retries == 1 ? "retry" : "retries");
+      if (b->job_fn != NULL) {
+        /* A job item: name the chunk it was computing, if any. */
+        for (n = p->run->g->first; n && n->id != st->node_id; n = n->next)
+          ;
+        memcpy(box.start, (const int64_t *)st->start, sizeof box.start);
+        memcpy(box.stop, (const int64_t *)st->stop, sizeof box.stop);
+      }
+      if (n != NULL) {
+        tsr__region_format(&box, n->ndim, where, sizeof where);
+        tsr__err(p->ctx, TSR_EWORKER, "executor: chunk %s of node %s: worker %s after %d %s",
+                 where, n->name, how, p->run->opts.retries, retries);
+      } else {
+        tsr__err(p->ctx, TSR_EWORKER, "executor: %s: worker %s after %d %s", b->job_what, how,
+                 p->run->opts.retries, retries);
+      }
       fail(p, TSR_EWORKER);
     }
   }
   w->n_inflight = 0;
+  w->n_items = 0;
   if (p->rc != 0)
     return;
   if (fork_worker(p, w) != 0) {
@@ -615,13 +761,12 @@ static void on_timer(uv_timer_t *tm) {
     return;
   }
   if (limit > 0) {
-    uint64_t now = now_ms();
+    int64_t now = (int64_t)uv_hrtime();
     for (int i = 0; i < p->jobs; i++) {
+      /* The limit holds for each chunk, inside a job item too. */
       worker_t *w = &p->workers[i];
-      /* The head task is the one computing; it started when the previous
-       * one finished, at the latest when it was sent. */
-      if (w->pid != 0 && w->n_inflight > 0 &&
-          (double)(now - w->inflight[0].sent_ms) > limit * 1000.0)
+      if (w->pid != 0 && !w->retired && p->states[i].slot >= 0 &&
+          (double)(now - p->states[i].since_ns) > limit * 1e9)
         kill(w->pid, SIGKILL); /* its end-of-file brings it to worker_died */
     }
   }
@@ -667,7 +812,7 @@ int tsr__pool_start(tsr__run_t *run, int jobs, tsr__pool_t **out) {
   for (int i = 0; i < jobs; i++)
     p->workers[i].fd = -1;
   /* Shared before the fork, so every worker writes where the parent reads. */
-  p->map_bytes = p->slot_bytes * (size_t)p->n_slots;
+  p->map_bytes = p->slot_bytes * (size_t)p->n_slots + (size_t)jobs * sizeof *p->states;
   p->slots = mmap(NULL, p->map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (p->slots == MAP_FAILED) {
     p->slots = NULL;
@@ -675,6 +820,7 @@ int tsr__pool_start(tsr__run_t *run, int jobs, tsr__pool_t **out) {
                   p->map_bytes, strerror(errno));
     goto out;
   }
+  p->states = (worker_state_t *)(p->slots + p->slot_bytes * (size_t)p->n_slots);
   for (int i = 0; i < jobs; i++)
     if ((rc = fork_worker(p, &p->workers[i])) != 0)
       goto out;
@@ -764,6 +910,7 @@ static int pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region
     count *= hi[a] - lo[a];
   }
   memset(b, 0, sizeof *b);
+  p->last = false;
   b->tasks = tsr__calloc(p->ctx, (size_t)count, sizeof *b->tasks);
   if (b->tasks == NULL)
     return tsr__err(p->ctx, TSR_ENOMEM, "executor: out of memory for %" PRId64 " tasks", count);
@@ -807,12 +954,47 @@ static int pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region
     if (a == TSR_MAX_DIMS)
       break;
   }
+  b->back = b->n_tasks;
   *ticket = b->id;
   /* Hand out what idle workers can take now; the rest goes out as results
    * come back, inside tsr__pool_wait. */
-  for (int i = 0; i < p->jobs; i++)
-    dispatch(p, &p->workers[i]);
+  dispatch(p);
   return p->rc;
+}
+
+int tsr__pool_submit_jobs(tsr__pool_t *p, tsr__job_fn fn, const void *args, size_t len,
+                          int64_t n, bool last, const char *what, int64_t *ticket) {
+  sigpipe_guard_t g;
+  batch_t *b = NULL;
+  int rc;
+
+  *ticket = 0;
+  if (p->rc != 0)
+    return p->rc;
+  if ((p->rc = revive(p)) != 0)
+    return p->rc;
+  for (int i = 0; i < MAX_BATCHES && b == NULL; i++)
+    if (!p->batches[i].used)
+      b = &p->batches[i];
+  if (b == NULL)
+    return tsr__err(p->ctx, TSR_EBUSY, "executor: more than %d requests in flight", MAX_BATCHES);
+  memset(b, 0, sizeof *b);
+  b->tasks = tsr__calloc(p->ctx, n > 0 ? (size_t)n : 1, sizeof *b->tasks);
+  if (b->tasks == NULL)
+    return tsr__err(p->ctx, TSR_ENOMEM, "executor: out of memory for %" PRId64 " job items", n);
+  b->used = true;
+  b->id = ++p->next_id;
+  b->job_fn = fn;
+  memcpy(b->job_args, args, len);
+  snprintf(b->job_what, sizeof b->job_what, "%s", what);
+  b->n_tasks = b->back = n;
+  p->last = last;
+  *ticket = b->id;
+  sigpipe_block(&g);
+  dispatch(p);
+  rc = p->rc;
+  sigpipe_restore(&g);
+  return rc;
 }
 
 static int pool_wait(tsr__pool_t *p, int64_t ticket);
@@ -838,8 +1020,7 @@ static int pool_wait(tsr__pool_t *p, int64_t ticket) {
   uv_timer_start(&p->timer, on_timer, 50, 50);
   /* Not dispatch_all: a uv_stop made outside uv_run would stay pending and
    * end the next wait's loop before it starts. */
-  for (int i = 0; i < p->jobs; i++)
-    dispatch(p, &p->workers[i]);
+  dispatch(p);
   while (b->n_done < b->n_tasks && p->rc == 0)
     uv_run(&p->loop, UV_RUN_DEFAULT);
   uv_timer_stop(&p->timer);
@@ -859,8 +1040,7 @@ void tsr__pool_poll(tsr__pool_t *p) {
     return;
   sigpipe_block(&g);
   uv_run(&p->loop, UV_RUN_NOWAIT);
-  for (int i = 0; i < p->jobs && p->rc == 0; i++)
-    dispatch(p, &p->workers[i]);
+  dispatch(p);
   sigpipe_restore(&g);
 }
 

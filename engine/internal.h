@@ -316,6 +316,9 @@ int tsr__run_region(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
  * pool (dst and the region must stay valid until the wait) and computes
  * before returning on a serial run (ticket 0).  At most 32 in flight. */
 bool tsr__run_async(const tsr__run_t *run);
+/* Does the run compute on a process pool (running, or forked at its first
+ * submission)? */
+bool tsr__run_pooled(const tsr__run_t *run);
 typedef struct tsr__mpi_s tsr__mpi_t;
 /* The MPI executor (exec_mpi.c; without MPI these fail with TSR_ENOTSUP).
  * tsr__mpi_open is collective: every rank of opts->mpi_comm calls it with its
@@ -344,5 +347,32 @@ int tsr__run_wait(tsr__run_t *run, int64_t ticket);
 /* Keep the run's workers fed while this process is busy between waits
  * (see tsr__pool_poll); nothing without a pool. */
 void tsr__run_poll(tsr__run_t *run);
+
+/* Jobs: coarse work items that a caller hands to the run's pool workers
+ * whole, fn(run, args, i) for i in [0, n), so that each worker does all of
+ * an item's work (compute a band and write it) as a serial run would,
+ * with no message per chunk and no other busy process beside it.  `run`
+ * is the run of the process doing the item: a worker's own serial run
+ * (whose chunk tasks still honour the crash hook, the task timeout and the
+ * blame of the pool), or this run when it has no workers (serial, MPI).
+ * Items go out one per worker at a time, the even workers taking them
+ * from the front and the odd ones from the back, so each works through
+ * neighbouring items (their inputs overlap) and they meet in the middle.
+ * A worker is a fork of this process, so fn and every pointer in args
+ * must be valid there: code, and memory made before the run's first
+ * submission and not changed since.  An item must be safe to do twice (a
+ * worker that dies is replaced and its item retried).  fn returns 0 or a
+ * negative TSR_E* code with the run's ctx message set.  `last`: no other
+ * work follows in this request, so a worker with nothing left to take
+ * exits at once rather than when the run ends.  args are copied (len <=
+ * TSR__JOB_ARGS); `what` (copied) names the work in a failure.  Wait with
+ * tsr__run_wait; without workers the items are done before this returns
+ * (ticket 0). */
+#define TSR__JOB_ARGS 128
+typedef int (*tsr__job_fn)(tsr__run_t *run, const void *args, int64_t i);
+int tsr__run_submit_jobs(tsr__run_t *run, tsr__job_fn fn, const void *args, size_t len,
+                         int64_t n, bool last, const char *what, int64_t *ticket);
+/* The context of a run (for a job's errors). */
+tsr_ctx_t *tsr__run_ctx(tsr__run_t *run);
 
 #endif

@@ -336,6 +336,8 @@ int tsr__run_chunk(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *sub,
   void *state = NULL;
   int rc;
 
+  if (run->chunk_hook)
+    run->chunk_hook(run->chunk_hook_ud, n, sub);
   if (cache == NULL && (n->op->flags & TSR__OP_SUBBOX)) {
     if ((rc = tsr__node_state(run, n, &state)) != 0)
       return rc;
@@ -394,8 +396,8 @@ static int run_owner(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
     if ((rc = tsr__node_state(run, n, &state)) != 0)
       return rc;
     rc = tsr__run_task(run, n, state, region, region, dst, stride);
-    if (rc == 0 && top && run->opts.progress)
-      run->opts.progress(run->opts.progress_ud, ++run->done, run->total);
+    if (rc == 0 && top && (++run->done, run->opts.progress))
+      run->opts.progress(run->opts.progress_ud, run->done, run->total);
     return rc;
   }
   chunk_span(n, region, lo, hi);
@@ -420,8 +422,8 @@ static int run_owner(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
         tsr__err_prefix(ctx, "%s chunk %s", n->name, where);
         goto out;
       }
-      if (top && run->opts.progress)
-        run->opts.progress(run->opts.progress_ud, ++run->done, run->total);
+      if (top && (++run->done, run->opts.progress))
+        run->opts.progress(run->opts.progress_ud, run->done, run->total);
     }
     /* Next chunk index, axis 0 fastest. */
     int a = 0;
@@ -437,6 +439,10 @@ static int run_owner(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
 out:
   tsr__scratch_release(ctx, &scratch);
   return rc;
+}
+
+bool tsr__run_pooled(const tsr__run_t *run) {
+  return run->mpi == NULL && (run->pool != NULL || run->lazy_jobs > 1);
 }
 
 bool tsr__run_async(const tsr__run_t *run) {
@@ -518,8 +524,8 @@ static int submit_cached(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *reg
           tsr__err_prefix(ctx, "%s chunk %s", n->name, where);
           goto out;
         }
-        if (run->opts.progress)
-          run->opts.progress(run->opts.progress_ud, ++run->done, run->total);
+        if ((++run->done, run->opts.progress))
+          run->opts.progress(run->opts.progress_ud, run->done, run->total);
       }
       for (int a = 0; a < TSR_MAX_DIMS; a++) {
         if (++c[a] < hi[a])
@@ -555,6 +561,29 @@ int tsr__run_submit(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
   }
   return run_owner(run, n, region, dst, stride, true);
 }
+
+int tsr__run_submit_jobs(tsr__run_t *run, tsr__job_fn fn, const void *args, size_t len,
+                         int64_t n, bool last, const char *what, int64_t *ticket) {
+  int rc;
+  *ticket = 0;
+  if (len > TSR__JOB_ARGS)
+    return tsr__err(run->ctx, TSR_EINVAL, "run: %zu bytes of job arguments; at most %d", len,
+                    TSR__JOB_ARGS);
+  if (run->mpi == NULL && (run->pool || run->lazy_jobs > 1)) {
+    if (run->pool == NULL && (rc = tsr__pool_start(run, run->lazy_jobs, &run->pool)) != 0)
+      return rc;
+    return tsr__pool_submit_jobs(run->pool, fn, args, len, n, last, what, ticket);
+  }
+  for (int64_t i = 0; i < n; i++) {
+    if (run->opts.cancel && *run->opts.cancel)
+      return tsr__err(run->ctx, TSR_ECANCELED, "run: canceled");
+    if ((rc = fn(run, args, i)) != 0)
+      return rc;
+  }
+  return 0;
+}
+
+tsr_ctx_t *tsr__run_ctx(tsr__run_t *run) { return run->ctx; }
 
 void tsr__run_poll(tsr__run_t *run) {
   if (run->pool)

@@ -23,6 +23,10 @@ struct tsr__run_s {
   int lazy_jobs;                /* > 1: a pool of this many is forked at the first miss */
   bool ok;                      /* tsr__run_succeeded was called: report cache warnings */
   bool sparse;                  /* see tsr__task_t */
+  /* In a pool worker: called before each chunk is computed (the crash hook,
+   * and the shared record of what it computes, for timeouts and blame). */
+  void (*chunk_hook)(void *ud, const tsr_node_t *n, const tsr_region_t *box);
+  void *chunk_hook_ud;
   tsr__mpi_t *mpi;              /* rank 0 of an MPI run (exec_mpi.c), or NULL */
   struct { void *p; size_t bytes; } *shared; /* tsr__run_shared_alloc maps */
   int n_shared, cap_shared;
@@ -67,6 +71,9 @@ int tsr__pool_start(tsr__run_t *run, int jobs, tsr__pool_t **out);
  * them, e.g. from the cache). */
 int tsr__pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, void *const *dst,
                      const int64_t *stride, const uint8_t *skip, int64_t *ticket);
+/* Queue n job items (tsr__run_submit_jobs). */
+int tsr__pool_submit_jobs(tsr__pool_t *p, tsr__job_fn fn, const void *args, size_t len,
+                          int64_t n, bool last, const char *what, int64_t *ticket);
 /* Run the pool until the request `ticket` is complete (later ones go on). */
 int tsr__pool_wait(tsr__pool_t *p, int64_t ticket);
 /* Take in the replies that have arrived and hand out tasks to idle

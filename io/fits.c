@@ -897,6 +897,9 @@ typedef struct {
   int64_t total;           /* tasks over all bands and owners */
   unsigned char *swap;     /* SWAP_BYTES of scratch for big-endian data */
   int n_sets;              /* band buffer sets: MAX_SETS when the run is asynchronous */
+  bool band_jobs;          /* the pool's workers compute and write whole bands */
+  tsr_region_t *bands;     /* every band in file order (band_jobs) */
+  int64_t n_bands, cap_bands;
   tsr_region_t band[MAX_SETS]; /* the band each set holds */
   int64_t stride[MAX_SETS][TSR_MAX_DIMS];
 } writer_t;
@@ -1134,24 +1137,26 @@ static ssize_t data_pwrite(int fd, const void *p, size_t n, off_t off) {
   return pwrite(fd, p, n, off);
 }
 
-static int write_all(writer_t *w, out_file_t *of, const void *p, size_t n, int64_t off) {
+static int write_all(tsr_ctx_t *ctx, const out_file_t *of, const void *p, size_t n, int64_t off) {
   const unsigned char *q = p;
   while (n > 0) {
     ssize_t k = data_pwrite(of->fd, q, n, (off_t)off);
     if (k < 0 && errno == EINTR)
       continue;
     if (k <= 0)
-      return tsr__err(w->ctx, TSR_EIO, "fits: cannot write \"%s\": %s", of->path,
+      return tsr__err(ctx, TSR_EIO, "fits: cannot write \"%s\": %s", of->path,
                       strerror(k < 0 ? errno : EIO));
     q += k, off += k, n -= (size_t)k;
   }
   return 0;
 }
 
-/* Write `band` (laid out contiguously in of->band) to its place in the file:
- * bands span the region's whole x extent, so each (y range, plane) is one
- * contiguous run of the file. */
-static int write_band(writer_t *w, out_file_t *of, const tsr_region_t *band, int set) {
+/* Write `band` (laid out contiguously in of->band[set]) to its place in
+ * the file: bands span the region's whole x extent, so each (y range,
+ * plane) is one contiguous run of the file.  `run` is polled between
+ * pieces when this process drives a pool; NULL in a pool's worker. */
+static int write_band(const writer_t *w, tsr_ctx_t *ctx, tsr__run_t *run, const out_file_t *of,
+                      const tsr_region_t *band, int set) {
   size_t es = tsr_dtype_size(of->node->dtype);
   int64_t ext[TSR_MAX_DIMS], rext[TSR_MAX_DIMS];
   const unsigned char *src = of->band[set];
@@ -1173,13 +1178,48 @@ static int write_band(writer_t *w, out_file_t *of, const tsr_region_t *band, int
           to_big_endian32(w->swap, src + done, n / 4);
         else
           to_big_endian64(w->swap, src + done, n / 8);
-        if ((rc = write_all(w, of, w->swap, n, off + (int64_t)done)) != 0)
+        if ((rc = write_all(ctx, of, w->swap, n, off + (int64_t)done)) != 0)
           return rc;
         done += n;
-        tsr__run_poll(w->run);
+        if (run)
+          tsr__run_poll(run);
       }
       src += bytes;
     }
+  return 0;
+}
+
+/* Job item i of a pooled run (tsr__run_submit_jobs): band i / n_owners of
+ * owner i % n_owners, computed by this worker's own serial run into its
+ * copy of the owner's band buffer and written to the owner's files, as a
+ * serial run would: no other process touches the band, and the writes of
+ * the workers go on side by side as their computing does. */
+static int band_job(tsr__run_t *run, const void *args, int64_t i) {
+  tsr_ctx_t *ctx = tsr__run_ctx(run);
+  const writer_t *w;
+  const out_owner_t *o;
+  const tsr_region_t *band;
+  int64_t st[TSR_MAX_DIMS];
+  int rc;
+
+  memcpy(&w, args, sizeof w);
+  o = &w->owners[i % w->n_owners];
+  band = &w->bands[i / w->n_owners];
+  tsr__contiguous_strides(band, st);
+  tsr__run_set_request(run, 0, w->files[0].node, &w->r); /* sparse as the caller's run */
+  rc = tsr__run_region(run, o->owner, band, o->dst[0], st);
+  for (int f = 0; f < w->n; f++) {
+    const out_file_t *of = &w->files[f];
+    if (of->node->owner != o->owner)
+      continue;
+    if (rc != 0) {
+      if (rc != TSR_ECANCELED)
+        tsr__err_prefix(ctx, "fits: writing \"%s\"", of->path);
+      return rc;
+    }
+    if ((rc = write_band(w, ctx, NULL, of, band, 0)) != 0)
+      return rc;
+  }
   return 0;
 }
 
@@ -1217,7 +1257,7 @@ static int band_finish(writer_t *w, int set) {
     o->ticket[set] = 0;
   }
   for (int i = 0; i < w->n; i++)
-    if ((rc = write_band(w, &w->files[i], &w->band[set], set)) != 0)
+    if ((rc = write_band(w, w->ctx, w->run, &w->files[i], &w->band[set], set)) != 0)
       return rc;
   return 0;
 }
@@ -1239,6 +1279,15 @@ static int for_each_band(writer_t *w, bool compute) {
         if (!compute) {
           if (tsr_region_size(&b) > w->max_band)
             w->max_band = tsr_region_size(&b);
+          if (w->n_bands == w->cap_bands) {
+            int64_t cap = w->cap_bands ? 2 * w->cap_bands : 64;
+            tsr_region_t *nb = tsr__realloc(w->ctx, w->bands, (size_t)cap * sizeof *nb);
+            if (nb == NULL)
+              return tsr__err(w->ctx, TSR_ENOMEM, "write_fits: out of memory");
+            w->bands = nb;
+            w->cap_bands = cap;
+          }
+          w->bands[w->n_bands++] = b;
           for (int i = 0; i < w->n_owners; i++)
             w->total += tsr__run_count_tasks(w->run, w->owners[i].owner, &b);
           continue;
@@ -1282,7 +1331,7 @@ static int finish_files(writer_t *w) {
     int64_t end = of->data_off + tsr_region_size(&w->r) * (int64_t)tsr_dtype_size(of->node->dtype);
     int rc;
     /* The data unit is padded with zeros to a multiple of 2880 bytes. */
-    if (end % 2880 != 0 && (rc = write_all(w, of, zeros, (size_t)(2880 - end % 2880), end)) != 0)
+    if (end % 2880 != 0 && (rc = write_all(w->ctx, of, zeros, (size_t)(2880 - end % 2880), end)) != 0)
       return rc;
     if (close(of->fd) != 0) {
       of->fd = -1;
@@ -1429,9 +1478,13 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
     goto out;
   if (mpi)
     tsr__mpi_attach(mpi, w.run);
-  for_each_band(&w, false);
+  if ((rc = for_each_band(&w, false)) != 0)
+    goto out;
   tsr__run_set_request(w.run, w.total, nodes[0], &w.r);
-  w.n_sets = tsr__run_async(w.run) && w.n_owners <= 16 ? MAX_SETS : 1;
+  /* On a pool each worker computes and writes whole bands; its own copy
+   * of one band buffer per plane is all the memory it needs. */
+  w.band_jobs = tsr__run_pooled(w.run) && !getenv("TSR_NO_BAND_JOBS");
+  w.n_sets = !w.band_jobs && tsr__run_async(w.run) && w.n_owners <= 16 ? MAX_SETS : 1;
   for (int i = 0; i < n; i++) {
     out_owner_t *ow = w.owners;
     tsr_node_t *nd = nodes[i];
@@ -1442,7 +1495,7 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
         /* Pool workers write shared bands themselves; else this process
          * copies each block from its result slot. */
         size_t bytes = (size_t)w.max_band * tsr_dtype_size(nd->dtype);
-        ow->dst[set][nd->plane] = tsr__run_shared_alloc(w.run, bytes);
+        ow->dst[set][nd->plane] = w.band_jobs ? NULL : tsr__run_shared_alloc(w.run, bytes);
         ow->shared[set][nd->plane] = ow->dst[set][nd->plane] != NULL;
         if (ow->dst[set][nd->plane] == NULL)
           ow->dst[set][nd->plane] =
@@ -1456,8 +1509,18 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
       w.files[i].band[set] = ow->dst[set][nd->plane];
     }
   }
-  if ((rc = for_each_band(&w, true)) != 0)
+  if (w.band_jobs) {
+    const writer_t *wp = &w;
+    int64_t ticket;
+    char what[PATH_MAX + 16];
+    snprintf(what, sizeof what, "writing \"%s\"", w.files[0].path);
+    if ((rc = tsr__run_submit_jobs(w.run, band_job, &wp, sizeof wp, w.n_bands * w.n_owners, true,
+                                   what, &ticket)) != 0 ||
+        (rc = tsr__run_wait(w.run, ticket)) != 0)
+      goto out;
+  } else if ((rc = for_each_band(&w, true)) != 0) {
     goto out;
+  }
   tsr__run_succeeded(w.run);
   rc = finish_files(&w);
 out:
@@ -1473,6 +1536,7 @@ out:
     tsr__free(ctx, of->tmp);
   }
   tsr__free(ctx, w.swap);
+  tsr__free(ctx, w.bands);
   for (int i = 0; w.owners && i < w.n_owners; i++)
     for (int set = 0; set < MAX_SETS; set++)
       for (int p = 0; p < TSR__MAX_PLANES; p++)
