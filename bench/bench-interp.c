@@ -78,6 +78,8 @@ typedef struct {
   void *dst;
   size_t dst_bytes;
   tsr_dtype_t out_dtype;   /* of the last run's output in dst */
+  int jobs;                /* tsr_run_opts_t.jobs: 1 = serial */
+  int64_t block;           /* output block edge; 0 = the default */
 } bench_t;
 
 /* Fraction of finite values in the last output: a run that computed nothing
@@ -111,6 +113,7 @@ static int run_once(bench_t *b, int order, double tol, uint64_t *ns)
   tsr_interp_opts_t opts = TSR_INTERP_OPTS_INIT;
   opts.order = order;
   opts.mapping_tolerance = tol;
+  opts.block[0] = opts.block[1] = b->block;
   tsr_node_t *src = tsr_source_buffer(g, TSR_F32, 2, shape, b->data, b->in_wcs);
   tsr_node_t *out = tsr_reproject_interp(g, src, b->out_wcs, &opts);
   if (!out || tsr_graph_status(g) != 0) {
@@ -126,8 +129,10 @@ static int run_once(bench_t *b, int order, double tol, uint64_t *ns)
     return -1;
   }
   b->out_dtype = tsr_node_dtype(out);
+  tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
+  ro.jobs = b->jobs;
   uint64_t t0 = uv_hrtime();
-  rc = tsr_compute(g, out, NULL, b->dst, need, NULL);
+  rc = tsr_compute(g, out, NULL, b->dst, need, &ro);
   uint64_t t1 = uv_hrtime();
   if (rc != 0)
     printf("# tsr_compute: %s\n", tsr_errmsg(b->ctx));
@@ -138,14 +143,15 @@ static int run_once(bench_t *b, int order, double tol, uint64_t *ns)
 
 static void usage(void)
 {
-  fprintf(stderr, "usage: bench-interp [-n REPEATS] [-s SIZE] [-o ORDER] [-t 1e-4|0]\n");
+  fprintf(stderr, "usage: bench-interp [-n REPEATS] [-s SIZE] [-o ORDER] [-t 1e-4|0] [-j JOBS] "
+                  "[-b BLOCK]\n");
   exit(2);
 }
 
 int main(int argc, char **argv)
 {
-  int repeats = 7, only_order = -1, only_tol = -1;
-  int64_t n = 2048;
+  int repeats = 7, only_order = -1, only_tol = -1, jobs = 1;
+  int64_t n = 2048, block = 0;
   for (int i = 1; i < argc; i++) {
     if (i + 1 >= argc)
       usage();
@@ -162,10 +168,14 @@ int main(int argc, char **argv)
         usage();
     } else if (!strcmp(argv[i], "-t"))
       only_tol = atof(argv[++i]) == 0.0 ? 1 : 0;
+    else if (!strcmp(argv[i], "-j"))
+      jobs = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "-b"))
+      block = atoll(argv[++i]);
     else
       usage();
   }
-  if (repeats < 1 || n < 16)
+  if (repeats < 1 || n < 16 || jobs < 0 || block < 0)
     usage();
 
   uv_cpu_info_t *cpus = NULL;
@@ -212,7 +222,7 @@ int main(int argc, char **argv)
     status = 1;
     goto done;
   }
-  bench_t b = { ctx, win, wout, data, n, dst, dst_bytes, TSR_F32 };
+  bench_t b = { ctx, win, wout, data, n, dst, dst_bytes, TSR_F32, jobs, block };
 
   for (size_t ti = 0; ti < sizeof tols / sizeof tols[0]; ti++) {
     if (only_tol >= 0 && (int)ti != only_tol)
@@ -233,10 +243,11 @@ int main(int argc, char **argv)
       qsort(t, (size_t)repeats, sizeof *t, bench_cmp_u64);
       double med = repeats % 2 ? (double)t[repeats / 2]
                                : 0.5 * ((double)t[repeats / 2 - 1] + (double)t[repeats / 2]);
-      printf("bench=interp order=%s tol=%s size=%lldx%lld n=%d median_ms=%.2f Mpix_s=%.1f "
-             "min_ms=%.2f dtype=%s finite=%.4f\n", order_names[order], tols[ti].name,
-             (long long)n, (long long)n, repeats, med / 1e6, (double)(n * n) / (med / 1e9) / 1e6,
-             (double)t[0] / 1e6, tsr_dtype_name(b.out_dtype), finite_fraction(&b));
+      printf("bench=interp order=%s tol=%s size=%lldx%lld jobs=%d block=%lld n=%d median_ms=%.2f "
+             "Mpix_s=%.1f min_ms=%.2f dtype=%s finite=%.4f\n", order_names[order], tols[ti].name,
+             (long long)n, (long long)n, jobs, (long long)block, repeats, med / 1e6,
+             (double)(n * n) / (med / 1e9) / 1e6, (double)t[0] / 1e6,
+             tsr_dtype_name(b.out_dtype), finite_fraction(&b));
       fflush(stdout);
     }
   }

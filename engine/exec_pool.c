@@ -5,26 +5,33 @@
  * thread or event loop, so they inherit the graph, user callbacks and
  * caller memory without a copy (a request served from the cache forks
  * none).  Each worker owns its own per-run op states (wcslib copies, open
- * files) and loops on blocking reads of fixed-size task messages from a
- * socketpair; it computes the task with the same tsr__run_chunk the serial
- * executor uses (so results are bit-identical, and a run's chunk cache is
- * consulted and filled by the workers themselves) into a result slot of a
- * shared anonymous mapping made before the fork, and answers with a small
- * message.  When the destination itself is shared memory made before the
- * fork (tsr__run_shared_alloc: the FITS writer's bands), the worker writes
- * there directly and the parent copies nothing.  Bulk data never crosses
- * the sockets.
+ * files), runs as SCHED_BATCH (woken with work, it does not preempt the
+ * parent that is handing out more), and loops on blocking reads of
+ * fixed-size messages from a socketpair.  A message is either a chunk
+ * task, computed with the same tsr__run_chunk the serial executor uses
+ * into a result slot of a shared anonymous mapping made before the fork
+ * (so results are bit-identical, and a run's chunk cache is consulted and
+ * filled by the workers themselves), or a job item (tsr__run_submit_jobs):
+ * a caller's function run with the worker's own serial run, such as the
+ * FITS writer computing a whole band and writing it.  Bulk data never
+ * crosses the sockets.  Workers answer results in small batches while
+ * more work waits in their socket: each wake-up of the parent costs CPU.
  *
  * The parent drives everything from a libuv loop: one uv_pipe_t per worker,
- * tasks handed out on demand (no static split), results copied from their
- * slot into the destination as they arrive (unless written there already), a timer that watches the
- * cancel flag and per-task timeouts.  A worker that dies (a signal, an exit,
- * or a kill after a timeout) shows up as end-of-file on its socket: the
- * parent reaps it, forks a replacement and retries its task, up to
- * `retries` times, after which the run fails with a message naming the
- * node, the chunk and how the worker died.  Workers ignore SIGINT: the
- * parent decides, and on any exit from the pool every worker is sent
- * SIGKILL and reaped, so no zombies or strays are left.
+ * tasks handed out on demand (no static split; even workers from the front
+ * of a batch, odd ones from the back, so each goes through neighbours),
+ * results copied from their slot into the destination as they arrive, a
+ * timer that watches the cancel flag and per-chunk timeouts.  Each worker
+ * keeps a record in shared memory of the chunk it computes and since
+ * when, so a timeout or a death inside a job item still names the chunk.
+ * A worker that dies (a signal, an exit, or a kill after a timeout) shows
+ * up as end-of-file on its socket: the parent reaps it, forks a replacement
+ * and retries its task, up to `retries` times, after which the run fails
+ * with a message naming the node, the chunk and how the worker died.
+ * Workers ignore SIGINT: the parent decides, and on any exit from the pool
+ * every worker is sent SIGKILL and reaped, so no zombies or strays are
+ * left.  A worker with nothing left of a finished request is killed at
+ * once, so that its exit overlaps the others' last work.
  *
  * Process ownership: everything here is touched by the parent only, except
  * worker_main and what it calls, which run in the child.
@@ -53,7 +60,6 @@ enum { MSG_TASK = 1, MSG_DONE = 2, MSG_FAIL = 3 };
 
 /* One message, either way: fixed size, zeroed before use (Redis childinfo). */
 #define MSG_SPARSE 1u
-#define MSG_DIRECT 2u  /* write into dst (shared memory), not into the slot */
 
 typedef struct {
   uint32_t magic;
@@ -64,13 +70,9 @@ typedef struct {
   int32_t attempt;              /* 0 on the first try */
   int32_t rc;                   /* MSG_FAIL: the error code */
   uint32_t planes;              /* bit p: plane p wanted */
-  uint32_t flags;               /* MSG_SPARSE: the run is sparse (tsr__task_t); MSG_DIRECT */
+  uint32_t flags;               /* MSG_SPARSE: the run is sparse (tsr__task_t) */
   int64_t start[TSR_MAX_DIMS];  /* the task's box */
   int64_t stop[TSR_MAX_DIMS];
-  uint64_t dst[TSR__MAX_PLANES]; /* MSG_DIRECT: the destination of each plane, */
-  int64_t dstart[TSR_MAX_DIMS]; /* laid over the region starting here */
-  int64_t dstop[TSR_MAX_DIMS];
-  int64_t dstride[TSR_MAX_DIMS]; /* with these strides */
   uint64_t job_fn;              /* a job item (tsr__job_fn) rather than a chunk; 0 if not */
   int64_t job_item;             /* its index */
   int64_t tasks;                /* reply: chunk tasks the job item computed (progress) */
@@ -102,7 +104,6 @@ typedef struct {
   pool_task_t *tasks;
   int64_t n_tasks, n_done;
   int64_t next, back;           /* pending tasks lie in [next, back) */
-  bool direct;                  /* dst is shared memory: workers write it themselves */
 } batch_t;
 
 #define MAX_BATCHES 32
@@ -242,7 +243,7 @@ static void worker_do(tsr__pool_t *p, tsr__run_t *run, tsr__scratch_t *scratch,
   tsr_node_t *n = NULL;
   void *dst[TSR__MAX_PLANES] = {0};
   int64_t stride[TSR_MAX_DIMS];
-  tsr_region_t box, dreg;
+  tsr_region_t box;
   size_t count, es;
   int rc;
 
@@ -268,18 +269,8 @@ static void worker_do(tsr__pool_t *p, tsr__run_t *run, tsr__scratch_t *scratch,
     if (m->planes & (1u << pl))
       dst[pl] = p->slots + (size_t)m->slot * p->slot_bytes + (size_t)pl * count * es;
   tsr__contiguous_strides(&box, stride);
-  if (m->flags & MSG_DIRECT) {
-    /* Straight into the caller's shared destination: no copy in the parent. */
-    for (int pl = 0; pl < n->n_planes; pl++)
-      dst[pl] = (m->planes & (1u << pl)) ? (void *)(uintptr_t)m->dst[pl] : NULL;
-    memcpy(dreg.start, m->dstart, sizeof dreg.start);
-    memcpy(dreg.stop, m->dstop, sizeof dreg.stop);
-    memcpy(stride, m->dstride, sizeof m->dstride);
-  } else {
-    dreg = box;
-  }
   run->sparse = (m->flags & MSG_SPARSE) != 0;
-  rc = tsr__run_chunk(run, n, &box, &dreg, dst, stride, scratch);
+  rc = tsr__run_chunk(run, n, &box, &box, dst, stride, scratch);
 out:
   r->type = rc == 0 ? MSG_DONE : MSG_FAIL;
   r->rc = rc;
@@ -512,14 +503,6 @@ static bool dispatch_one(tsr__pool_t *p, worker_t *w) {
   } else {
     wr->msg.node_id = b->node->id;
     wr->msg.flags = p->run->sparse ? MSG_SPARSE : 0;
-    if (b->direct) {
-      wr->msg.flags |= MSG_DIRECT;
-      for (int pl = 0; pl < b->node->n_planes; pl++)
-        wr->msg.dst[pl] = (uint64_t)(uintptr_t)b->dst[pl];
-      memcpy(wr->msg.dstart, b->region.start, sizeof wr->msg.dstart);
-      memcpy(wr->msg.dstop, b->region.stop, sizeof wr->msg.dstop);
-      memcpy(wr->msg.dstride, b->stride, sizeof wr->msg.dstride);
-    }
     for (int pl = 0; pl < b->node->n_planes; pl++)
       if (b->dst[pl])
         wr->msg.planes |= 1u << pl;
@@ -640,7 +623,7 @@ static void handle_reply(worker_t *w) {
     memcpy(box.start, t->start, sizeof box.start);
     memcpy(box.stop, t->stop, sizeof box.stop);
     tsr__contiguous_strides(&box, st);
-    for (int pl = 0; pl < n->n_planes && !b->direct; pl++)
+    for (int pl = 0; pl < n->n_planes; pl++)
       if (b->dst[pl])
         tsr__copy_box(b->dst[pl], &b->region, b->stride,
                       p->slots + (size_t)f.slot * p->slot_bytes + (size_t)pl * count * es, &box,
@@ -921,14 +904,6 @@ static int pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region
   for (int pl = 0; pl < TSR__MAX_PLANES; pl++)
     b->dst[pl] = dst[pl];
   memcpy(b->stride, stride, sizeof b->stride);
-  b->direct = true;
-  for (int pl = 0; pl < n->n_planes; pl++)
-    if (dst[pl]) {
-      size_t last = 0;
-      for (int a = 0; a < TSR_MAX_DIMS; a++)
-        last += (size_t)((region->stop[a] - region->start[a] - 1) * stride[a]);
-      b->direct &= tsr__run_is_shared(p->run, dst[pl], (last + 1) * tsr_dtype_size(n->dtype));
-    }
   /* The tasks: each chunk's part of the region, in FITS order. */
   memcpy(c, lo, sizeof c);
   for (;;) {
@@ -1032,16 +1007,6 @@ static int pool_wait(tsr__pool_t *p, int64_t ticket) {
   tsr__free(p->ctx, b->tasks);
   memset(b, 0, sizeof *b);
   return rc;
-}
-
-void tsr__pool_poll(tsr__pool_t *p) {
-  sigpipe_guard_t g;
-  if (p == NULL || p->rc != 0)
-    return;
-  sigpipe_block(&g);
-  uv_run(&p->loop, UV_RUN_NOWAIT);
-  dispatch(p);
-  sigpipe_restore(&g);
 }
 
 int tsr__pool_run(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, void *const *dst,

@@ -336,17 +336,9 @@ int tsr__mpi_submit(tsr__mpi_t *m, tsr_node_t *n, const tsr_region_t *region, vo
 int tsr__mpi_wait(tsr__mpi_t *m, int64_t ticket);
 void tsr__mpi_close(tsr__mpi_t *m, int status);
 
-/* Memory that the run's pool workers write results into directly, sparing
- * this process a copy of every block: a shared mapping made before they
- * are forked.  NULL when the run has no pool or its workers already run
- * (use private memory then).  Owned by the run: tsr__run_free unmaps it. */
-void *tsr__run_shared_alloc(tsr__run_t *run, size_t bytes);
 int tsr__run_submit(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
                     void *const *dst, const int64_t *stride, int64_t *ticket);
 int tsr__run_wait(tsr__run_t *run, int64_t ticket);
-/* Keep the run's workers fed while this process is busy between waits
- * (see tsr__pool_poll); nothing without a pool. */
-void tsr__run_poll(tsr__run_t *run);
 
 /* Jobs: coarse work items that a caller hands to the run's pool workers
  * whole, fn(run, args, i) for i in [0, n), so that each worker does all of

@@ -26,7 +26,6 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -69,8 +68,7 @@ int tsr__run_new(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **out) {
       jobs = 1;
   }
   /* Workers are forked at the first task for them: a request served from
-   * the cache costs no fork, and destinations made by
-   * tsr__run_shared_alloc before then are shared with them. */
+   * the cache costs no fork. */
   if (jobs > 1 && !(opts && opts->mpi_comm))
     run->lazy_jobs = (int)jobs;
   *out = run;
@@ -81,9 +79,6 @@ void tsr__run_free(tsr__run_t *run) {
   if (run == NULL)
     return;
   tsr__pool_stop(run->pool);
-  for (int i = 0; i < run->n_shared; i++)
-    munmap(run->shared[i].p, run->shared[i].bytes);
-  tsr__free(run->ctx, run->shared);
   /* Workers never free their runs: this is the process that started it. */
   if (run->opts.cache)
     tsr__cache_run_end(run->opts.cache, run->ok ? run->ctx : NULL);
@@ -449,36 +444,6 @@ bool tsr__run_async(const tsr__run_t *run) {
   return run->pool != NULL || run->lazy_jobs > 1 || run->mpi != NULL;
 }
 
-void *tsr__run_shared_alloc(tsr__run_t *run, size_t bytes) {
-  void *p;
-  if (run->pool != NULL || run->lazy_jobs <= 1 || bytes == 0)
-    return NULL;
-  if (run->n_shared == run->cap_shared) {
-    int cap = run->cap_shared ? 2 * run->cap_shared : 8;
-    void *s = tsr__realloc(run->ctx, run->shared, (size_t)cap * sizeof *run->shared);
-    if (s == NULL)
-      return NULL;
-    run->shared = s;
-    run->cap_shared = cap;
-  }
-  p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED)
-    return NULL;
-  run->shared[run->n_shared].p = p;
-  run->shared[run->n_shared++].bytes = bytes;
-  return p;
-}
-
-bool tsr__run_is_shared(const tsr__run_t *run, const void *p, size_t bytes) {
-  const char *c = p;
-  for (int i = 0; i < run->n_shared; i++) {
-    const char *s = run->shared[i].p;
-    if (c >= s && c + bytes <= s + run->shared[i].bytes)
-      return true;
-  }
-  return false;
-}
-
 /* A pool run with a cache: the planner asks the cache before scheduling.
  * Chunks whose files exist are left out of the workers' batch and read
  * here, after the batch is handed out, so the workers compute the misses
@@ -584,11 +549,6 @@ int tsr__run_submit_jobs(tsr__run_t *run, tsr__job_fn fn, const void *args, size
 }
 
 tsr_ctx_t *tsr__run_ctx(tsr__run_t *run) { return run->ctx; }
-
-void tsr__run_poll(tsr__run_t *run) {
-  if (run->pool)
-    tsr__pool_poll(run->pool);
-}
 
 int tsr__run_wait(tsr__run_t *run, int64_t ticket) {
   if (ticket != 0 && run->mpi)

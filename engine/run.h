@@ -28,12 +28,8 @@ struct tsr__run_s {
   void (*chunk_hook)(void *ud, const tsr_node_t *n, const tsr_region_t *box);
   void *chunk_hook_ud;
   tsr__mpi_t *mpi;              /* rank 0 of an MPI run (exec_mpi.c), or NULL */
-  struct { void *p; size_t bytes; } *shared; /* tsr__run_shared_alloc maps */
-  int n_shared, cap_shared;
 };
 
-/* Does [p, p + bytes) lie in one tsr__run_shared_alloc map? */
-bool tsr__run_is_shared(const tsr__run_t *run, const void *p, size_t bytes);
 /* The node's per-run state in this process, started on first use. */
 int tsr__node_state(tsr__run_t *run, tsr_node_t *n, void **state);
 /* Compute `sub` of owner node n into dst laid over `dreg` with strides;
@@ -76,10 +72,6 @@ int tsr__pool_submit_jobs(tsr__pool_t *p, tsr__job_fn fn, const void *args, size
                           int64_t n, bool last, const char *what, int64_t *ticket);
 /* Run the pool until the request `ticket` is complete (later ones go on). */
 int tsr__pool_wait(tsr__pool_t *p, int64_t ticket);
-/* Take in the replies that have arrived and hand out tasks to idle
- * workers, without blocking: a caller busy between waits (writing a band)
- * calls this now and then so the workers do not run dry. */
-void tsr__pool_poll(tsr__pool_t *p);
 /* Submit and wait. */
 int tsr__pool_run(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, void *const *dst,
                   const int64_t *stride);

@@ -863,9 +863,9 @@ int tsr_wcs_read_fits(tsr_ctx_t *ctx, const char *path, int hdu, tsr_wcs_t **out
 /* ------------------------------------------------------------------ */
 /* Writing                                                            */
 
-/* With a process pool, band b + 1 computes while band b is written: two
- * sets of band buffers, used in turn.  (A third set measured slower: more
- * fresh shared pages to fault in, and no less waiting.) */
+/* With MPI, band b + 1 computes on the ranks while band b is written here:
+ * two sets of band buffers, used in turn.  (A pool's workers write their
+ * own bands: see band_job.) */
 #define MAX_SETS 2
 
 typedef struct {
@@ -879,8 +879,7 @@ typedef struct {
 
 typedef struct {
   tsr_node_t *owner;
-  void *dst[MAX_SETS][TSR__MAX_PLANES]; /* band buffers, owned unless shared; NULL if not written */
-  bool shared[MAX_SETS][TSR__MAX_PLANES]; /* from tsr__run_shared_alloc: the run owns it */
+  void *dst[MAX_SETS][TSR__MAX_PLANES]; /* band buffers, owned; NULL if not written */
   int64_t ticket[MAX_SETS]; /* the computation filling each set */
 } out_owner_t;
 
@@ -1153,9 +1152,9 @@ static int write_all(tsr_ctx_t *ctx, const out_file_t *of, const void *p, size_t
 
 /* Write `band` (laid out contiguously in of->band[set]) to its place in
  * the file: bands span the region's whole x extent, so each (y range,
- * plane) is one contiguous run of the file.  `run` is polled between
- * pieces when this process drives a pool; NULL in a pool's worker. */
-static int write_band(const writer_t *w, tsr_ctx_t *ctx, tsr__run_t *run, const out_file_t *of,
+ * plane) is one contiguous run of the file.  Errors go to ctx: the
+ * writer's, or a pool worker's. */
+static int write_band(const writer_t *w, tsr_ctx_t *ctx, const out_file_t *of,
                       const tsr_region_t *band, int set) {
   size_t es = tsr_dtype_size(of->node->dtype);
   int64_t ext[TSR_MAX_DIMS], rext[TSR_MAX_DIMS];
@@ -1181,8 +1180,6 @@ static int write_band(const writer_t *w, tsr_ctx_t *ctx, tsr__run_t *run, const 
         if ((rc = write_all(ctx, of, w->swap, n, off + (int64_t)done)) != 0)
           return rc;
         done += n;
-        if (run)
-          tsr__run_poll(run);
       }
       src += bytes;
     }
@@ -1217,7 +1214,7 @@ static int band_job(tsr__run_t *run, const void *args, int64_t i) {
         tsr__err_prefix(ctx, "fits: writing \"%s\"", of->path);
       return rc;
     }
-    if ((rc = write_band(w, ctx, NULL, of, band, 0)) != 0)
+    if ((rc = write_band(w, ctx, of, band, 0)) != 0)
       return rc;
   }
   return 0;
@@ -1257,7 +1254,7 @@ static int band_finish(writer_t *w, int set) {
     o->ticket[set] = 0;
   }
   for (int i = 0; i < w->n; i++)
-    if ((rc = write_band(w, w->ctx, w->run, &w->files[i], &w->band[set], set)) != 0)
+    if ((rc = write_band(w, w->ctx, &w->files[i], &w->band[set], set)) != 0)
       return rc;
   return 0;
 }
@@ -1483,7 +1480,7 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
   tsr__run_set_request(w.run, w.total, nodes[0], &w.r);
   /* On a pool each worker computes and writes whole bands; its own copy
    * of one band buffer per plane is all the memory it needs. */
-  w.band_jobs = tsr__run_pooled(w.run) && !getenv("TSR_NO_BAND_JOBS");
+  w.band_jobs = tsr__run_pooled(w.run);
   w.n_sets = !w.band_jobs && tsr__run_async(w.run) && w.n_owners <= 16 ? MAX_SETS : 1;
   for (int i = 0; i < n; i++) {
     out_owner_t *ow = w.owners;
@@ -1492,14 +1489,9 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
       ow++;
     for (int set = 0; set < w.n_sets; set++) {
       if (ow->dst[set][nd->plane] == NULL) {
-        /* Pool workers write shared bands themselves; else this process
-         * copies each block from its result slot. */
-        size_t bytes = (size_t)w.max_band * tsr_dtype_size(nd->dtype);
-        ow->dst[set][nd->plane] = w.band_jobs ? NULL : tsr__run_shared_alloc(w.run, bytes);
-        ow->shared[set][nd->plane] = ow->dst[set][nd->plane] != NULL;
-        if (ow->dst[set][nd->plane] == NULL)
-          ow->dst[set][nd->plane] =
-              tsr__mallocarray(ctx, (size_t)w.max_band, tsr_dtype_size(nd->dtype));
+        /* With band jobs the workers only touch it: each its own copy. */
+        ow->dst[set][nd->plane] =
+            tsr__mallocarray(ctx, (size_t)w.max_band, tsr_dtype_size(nd->dtype));
         if (ow->dst[set][nd->plane] == NULL) {
           rc = tsr__err(ctx, TSR_ENOMEM, "write_fits: out of memory for a band of %" PRId64
                                          " values of %s", w.max_band, nd->name);
@@ -1540,8 +1532,7 @@ out:
   for (int i = 0; w.owners && i < w.n_owners; i++)
     for (int set = 0; set < MAX_SETS; set++)
       for (int p = 0; p < TSR__MAX_PLANES; p++)
-        if (!w.owners[i].shared[set][p])
-          tsr__free(ctx, w.owners[i].dst[set][p]);
+        tsr__free(ctx, w.owners[i].dst[set][p]);
   for (int i = 0; canon && i < n; i++)
     tsr__free(ctx, canon[i]);
   tsr__free(ctx, canon);
