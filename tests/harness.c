@@ -4,6 +4,7 @@
 #endif
 #include "harness.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -74,6 +75,19 @@ const char *th_srcdir(void) {
 const char *th_builddir(void) {
   const char *s = getenv("TSR_TEST_BUILDDIR");
   return s && *s ? s : TSR_TEST_BUILDDIR;
+}
+
+int th_count_temps(const char *dir) {
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  int n = 0;
+  if (d == NULL)
+    th_fail(__FILE__, __LINE__, "cannot list %s", dir);
+  while ((e = readdir(d)) != NULL)
+    if (strstr(e->d_name, ".tsr-") != NULL)
+      n++;
+  closedir(d);
+  return n;
 }
 
 static void rm_rf(const char *dir) {

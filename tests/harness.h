@@ -31,6 +31,8 @@ const char *th_path(const char *name);
 const char *th_srcdir(void);
 /* Directory where the built tessera executable lives (build root /cli). */
 const char *th_builddir(void);
+/* Temporary files of tsr_write_fits (".tsr-" in the name) left in `dir`. */
+int th_count_temps(const char *dir);
 
 #define TEST(name)                                                   \
   static void test_##name(void);                                     \

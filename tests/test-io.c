@@ -140,18 +140,6 @@ static bool file_exists(const char *path) {
   return stat(path, &st) == 0;
 }
 
-/* Temporary files of tsr_write_fits left in `dir`. */
-static int count_temps(const char *dir) {
-  DIR *d = opendir(dir);
-  struct dirent *e;
-  int n = 0;
-  ASSERT(d != NULL);
-  while ((e = readdir(d)) != NULL)
-    if (strstr(e->d_name, ".tsr-") != NULL)
-      n++;
-  closedir(d);
-  return n;
-}
 
 /* ------------------------------------------------------------------ */
 /* Reading: BITPIX, scaling, BLANK, non-finite values                 */
@@ -1182,7 +1170,7 @@ TEST(write_round_trip) {
   ASSERT_NEAR(b1, b2, 1e-12);
   tsr_wcs_free(wf);
   tsr_wcs_free(ws);
-  ASSERT_INT_EQ(count_temps(th_tmpdir()), 0);
+  ASSERT_INT_EQ(th_count_temps(th_tmpdir()), 0);
 
   /* No WCS on the node: no WCS cards, and no CRPIX invented. */
   const char *nowcs = th_path("nowcs-out.fits");
@@ -1396,7 +1384,7 @@ TEST(write_cancel_leaves_nothing) {
   ASSERT_INT_EQ(tsr_write_fits(g, 2, nodes, paths, NULL, &opts), TSR_ECANCELED);
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "canceled");
   ASSERT_INT_EQ(progress_total, 32);
-  ASSERT_INT_EQ(count_temps(th_tmpdir()), 0);
+  ASSERT_INT_EQ(th_count_temps(th_tmpdir()), 0);
   ASSERT(!file_exists(pb));
   FILE *f = fopen(pa, "rb");
   ASSERT(f != NULL);
@@ -1420,7 +1408,7 @@ TEST(write_error_mid_run_leaves_nothing) {
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "fits: writing \"");
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "fail-a.fits\": gen#1 chunk [21:23, 0:5, 2:3]: gen: made to fail");
   ASSERT(!file_exists(pa) && !file_exists(pb));
-  ASSERT_INT_EQ(count_temps(th_tmpdir()), 0);
+  ASSERT_INT_EQ(th_count_temps(th_tmpdir()), 0);
   gen_fail_at = 0;
 
   /* A source whose file changed under the graph. */
@@ -1437,7 +1425,7 @@ TEST(write_error_mid_run_leaves_nothing) {
   ASSERT_INT_EQ(tsr_write_fits(g, 1, &src, &pa, NULL, NULL), TSR_EIO);
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "changing.fits\" changed since the graph was built");
   ASSERT(!file_exists(pa));
-  ASSERT_INT_EQ(count_temps(th_tmpdir()), 0);
+  ASSERT_INT_EQ(th_count_temps(th_tmpdir()), 0);
   free(d);
   tsr_graph_free(g);
   tsr_ctx_free(ctx);
@@ -1461,7 +1449,7 @@ TEST(write_unwritable_fails_before_computing) {
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "/no/such/dir/x.fits\": No such file or directory");
   ASSERT_INT_EQ(gen_calls, 0);
   ASSERT(!file_exists(good));
-  ASSERT_INT_EQ(count_temps(th_tmpdir()), 0);
+  ASSERT_INT_EQ(th_count_temps(th_tmpdir()), 0);
 
   ASSERT_INT_EQ(tsr_write_fits(g, 1, nodes, (const char *[]){th_tmpdir()}, NULL, NULL), TSR_EIO);
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "\": Is a directory");
@@ -1478,7 +1466,7 @@ TEST(write_unwritable_fails_before_computing) {
     paths[0] = path;
     ASSERT_INT_EQ(tsr_write_fits(g, 1, nodes, paths, NULL, NULL), TSR_EIO);
     ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "readonly/x.fits\": Permission denied");
-    ASSERT_INT_EQ(count_temps(dir), 0);
+    ASSERT_INT_EQ(th_count_temps(dir), 0);
     chmod(dir, 0755);
   }
   tsr_graph_free(g);
@@ -1578,7 +1566,7 @@ TEST(out_of_memory_is_reported) {
       break; /* nothing failed: every path was tried */
   }
   ASSERT(oom_k > 10);
-  ASSERT_INT_EQ(count_temps(th_tmpdir()), 0);
+  ASSERT_INT_EQ(th_count_temps(th_tmpdir()), 0);
   free(d);
 }
 
@@ -1617,7 +1605,7 @@ TEST(io_faults_mid_run) {
     unsetenv("TSR_TEST_WRITE_FAIL");
     ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "faulty.fits\": No space left on device");
     ASSERT(!file_exists(out));
-    ASSERT_INT_EQ(count_temps(th_tmpdir()), 0);
+    ASSERT_INT_EQ(th_count_temps(th_tmpdir()), 0);
   }
   /* 2. The input truncated after the first block was read. */
   {

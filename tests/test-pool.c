@@ -104,8 +104,8 @@ static unsigned char *slurp(const char *path, size_t *len) {
 }
 
 /* Written with workers, the data and footprint files are the serial ones,
- * byte for byte: the workers write their blocks into the shared bands
- * themselves, over several bands, also when one of them dies mid-run. */
+ * byte for byte, also when a worker dies mid-run (a one-band image: one
+ * worker computes and writes it, the other has nothing to do). */
 TEST(files_written_by_workers_equal_serial_ones) {
   setup(300, 280);
   for (int order = 1; order <= 3; order += 2) {
@@ -134,6 +134,95 @@ TEST(files_written_by_workers_equal_serial_ones) {
       }
     }
   }
+}
+
+static void count_progress(void *ud, int64_t done, int64_t total) {
+  int64_t *seen = ud;
+  seen[0] = done;
+  seen[1] = total;
+}
+
+static bool same_files(const char *pa, const char *pb) {
+  size_t la, lb;
+  unsigned char *a = slurp(pa, &la), *b = slurp(pb, &lb);
+  bool same = a != NULL && b != NULL && la == lb && memcmp(a, b, la) == 0;
+  free(a);
+  free(b);
+  return same;
+}
+
+/* Whole bands computed and written by the workers (band jobs), several for
+ * each, from both ends of the image: three files of two owners (a bilinear
+ * reprojection's data and footprint, a bicubic one) are the serial ones
+ * byte for byte, also when a worker dies mid-band, and progress counts
+ * every chunk task. */
+TEST(band_jobs_write_the_serial_files) {
+  setup(1024, 2048); /* 2048^2 float32 outputs: bands of 256 rows */
+  tsr_node_t *a = reprojection(1024, 1, 0), *b = reprojection(1024, 3, 0);
+  tsr_node_t *nodes[3] = {a, tsr_footprint(g, a), b};
+  const char *ser[3] = {th_path("bs-a.fits"), th_path("bs-fp.fits"), th_path("bs-b.fits")};
+  const char *par[3] = {th_path("bp-a.fits"), th_path("bp-fp.fits"), th_path("bp-b.fits")};
+  tsr_run_opts_t serial = TSR_RUN_OPTS_INIT, pool = TSR_RUN_OPTS_INIT;
+  int64_t seen[2] = {0, 0};
+  ASSERT(nodes[1] != NULL && b != NULL);
+  ASSERT_OK(tsr_write_fits(g, 3, nodes, ser, NULL, &serial));
+  pool.jobs = 2;
+  pool.progress = count_progress;
+  pool.progress_ud = seen;
+  for (int crash = 0; crash < 2; crash++) {
+    if (crash)
+      setenv("TSR_TEST_CRASH_CHUNK", "3,5", 1);
+    seen[0] = seen[1] = 0;
+    ASSERT_OK(tsr_write_fits(g, 3, nodes, par, NULL, &pool));
+    unsetenv("TSR_TEST_CRASH_CHUNK");
+    assert_no_children();
+    for (int f = 0; f < 3; f++)
+      ASSERT(same_files(ser[f], par[f]));
+    ASSERT(seen[1] >= 2 * 64); /* two owners, 8 x 8 chunks each */
+    ASSERT_INT_EQ(seen[0], seen[1]);
+  }
+}
+
+/* A band job whose chunk keeps crashing, hangs, or whose write finds the
+ * disk full: the write fails naming the chunk (or the file), and leaves
+ * no file, no temporary and no process. */
+TEST(band_jobs_fail_clearly_and_leave_nothing) {
+  setup(1024, 2048);
+  tsr_node_t *n = reprojection(1024, 1, 0);
+  const char *path = th_path("failing.fits");
+  tsr_run_opts_t pool = TSR_RUN_OPTS_INIT;
+  pool.jobs = 2;
+  setenv("TSR_TEST_CRASH_CHUNK", "2,6,always", 1);
+  ASSERT_INT_EQ(tsr_write_fits(g, 1, &n, &path, NULL, &pool), TSR_EWORKER);
+  unsetenv("TSR_TEST_CRASH_CHUNK");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "executor: chunk [512:768, 1536:1792] of node reproject_interp#");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "killed by signal 11");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "after 2 retries");
+  ASSERT(access(path, F_OK) != 0);
+  ASSERT_INT_EQ(th_count_temps(th_tmpdir()), 0);
+  assert_no_children();
+
+  setenv("TSR_TEST_CRASH_CHUNK", "7,0,hang", 1);
+  pool.retries = 1;
+  pool.task_timeout_s = 0.3;
+  ASSERT_INT_EQ(tsr_write_fits(g, 1, &n, &path, NULL, &pool), TSR_EWORKER);
+  unsetenv("TSR_TEST_CRASH_CHUNK");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "executor: chunk [1792:2048, 0:256] of node reproject_interp#");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "killed by signal 9");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "after 1 retry");
+  ASSERT(access(path, F_OK) != 0);
+  ASSERT_INT_EQ(th_count_temps(th_tmpdir()), 0);
+  assert_no_children();
+
+  /* The first data write of each worker fails, as on a full disk. */
+  setenv("TSR_TEST_WRITE_FAIL", "1", 1);
+  pool.task_timeout_s = 0;
+  ASSERT_INT_EQ(tsr_write_fits(g, 1, &n, &path, NULL, &pool), TSR_EIO);
+  unsetenv("TSR_TEST_WRITE_FAIL");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "failing.fits\": No space left on device");
+  ASSERT(access(path, F_OK) != 0);
+  ASSERT_INT_EQ(th_count_temps(th_tmpdir()), 0);
+  assert_no_children();
 }
 
 TEST(more_workers_than_blocks_and_a_single_block) {
@@ -180,12 +269,6 @@ TEST(workers_retired_when_the_request_is_done_come_back_for_more) {
   tsr__run_free(run);
   assert_no_children();
   free(ref), free(out);
-}
-
-static void count_progress(void *ud, int64_t done, int64_t total) {
-  int64_t *seen = ud;
-  seen[0] = done;
-  seen[1] = total;
 }
 
 TEST(progress_counts_every_block) {
