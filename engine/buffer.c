@@ -128,3 +128,18 @@ tsr_node_t *tsr_source_buffer_ref(tsr_graph_t *g, tsr_dtype_t dtype, int ndim,
                                   const int64_t *shape, const void *data, const tsr_wcs_t *wcs) {
   return make_buffer(g, dtype, ndim, shape, data, wcs, false);
 }
+
+bool tsr__buffer_overlaps(const tsr_graph_t *g, const void *p, size_t n) {
+  const char *a = p;
+  for (const tsr_node_t *nd = g->first; nd; nd = nd->next) {
+    const buffer_params_t *bp = nd->params;
+    size_t bytes = tsr_dtype_size(nd->dtype);
+    if (nd->op != &buffer_op)
+      continue;
+    for (int k = 0; k < nd->ndim; k++)
+      bytes *= (size_t)nd->shape[k];
+    if (a < (const char *)bp->data + bytes && (const char *)bp->data < a + n)
+      return true;
+  }
+  return false;
+}

@@ -45,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -149,6 +150,7 @@ struct tsr__pool_s {
   tsr__run_t *run;
   tsr_ctx_t *ctx;
   int jobs;
+  pid_t parent;                 /* this process */
   worker_t *workers;
   unsigned char *slots;         /* shared: n_slots x slot_bytes, then `states` */
   worker_state_t *states;       /* shared: one per worker */
@@ -288,6 +290,10 @@ static void worker_main(tsr__pool_t *p, int index, int fd) {
   signal(SIGINT, SIG_IGN);
   signal(SIGTERM, SIG_DFL);
   signal(SIGPIPE, SIG_IGN);
+  /* A parent killed outright takes the workers with it at once, rather
+   * than after they finished every task queued in their sockets. */
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != p->parent)
+    _exit(6);
   {
     /* A batch process: woken (given a task) it does not preempt the
      * parent, which would otherwise wait out a time slice on this CPU
@@ -782,6 +788,7 @@ int tsr__pool_start(tsr__run_t *run, int jobs, tsr__pool_t **out) {
   p->run = run;
   p->ctx = ctx;
   p->jobs = jobs;
+  p->parent = getpid();
   p->n_slots = DEPTH * jobs;
   p->slot_bytes = (largest_chunk_bytes(run->g) + 63) / 64 * 64;
   if (p->slot_bytes == 0)

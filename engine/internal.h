@@ -316,6 +316,8 @@ int tsr__run_region(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
  * pool (dst and the region must stay valid until the wait) and computes
  * before returning on a serial run (ticket 0).  At most 32 in flight. */
 bool tsr__run_async(const tsr__run_t *run);
+/* Does [p, p + n) meet the memory of a tsr_source_buffer_ref node of g? */
+bool tsr__buffer_overlaps(const tsr_graph_t *g, const void *p, size_t n);
 /* Does the run compute on a process pool (running, or forked at its first
  * submission)? */
 bool tsr__run_pooled(const tsr__run_t *run);

@@ -26,6 +26,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -79,6 +80,8 @@ void tsr__run_free(tsr__run_t *run) {
   if (run == NULL)
     return;
   tsr__pool_stop(run->pool);
+  for (int i = 0; i < run->n_unforked; i++)
+    (void)madvise(run->unforked[i].p, run->unforked[i].bytes, MADV_DOFORK);
   /* Workers never free their runs: this is the process that started it. */
   if (run->opts.cache)
     tsr__cache_run_end(run->opts.cache, run->ok ? run->ctx : NULL);
@@ -444,6 +447,31 @@ bool tsr__run_async(const tsr__run_t *run) {
   return run->pool != NULL || run->lazy_jobs > 1 || run->mpi != NULL;
 }
 
+/* Before the pool's first fork: the destination's pages are left out of
+ * the workers (MADV_DONTFORK) until the run ends.  Workers never touch it
+ * (results come back through shared slots), but shared with them every
+ * page the parent then copies a result into would first be copied whole
+ * (copy-on-write): 64 MB of page faults and copies for a 4096^2 float32
+ * request, more than the workers saved.  Not when a source node of the
+ * graph reads that memory (the workers need it). */
+static void shield_from_fork(tsr__run_t *run, const tsr_node_t *n, const tsr_region_t *region,
+                             void *const *dst, const int64_t *stride) {
+  long page = sysconf(_SC_PAGESIZE);
+  size_t bytes = tsr_dtype_size(n->dtype);
+  for (int a = 0; a < TSR_MAX_DIMS; a++)
+    bytes += (size_t)((region->stop[a] - region->start[a] - 1) * stride[a]) * tsr_dtype_size(n->dtype);
+  for (int pl = 0; pl < n->n_planes && page > 0; pl++) {
+    uintptr_t lo = ((uintptr_t)dst[pl] + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
+    uintptr_t hi = ((uintptr_t)dst[pl] + bytes) / (uintptr_t)page * (uintptr_t)page;
+    if (dst[pl] == NULL || hi <= lo || tsr__buffer_overlaps(run->g, dst[pl], bytes))
+      continue;
+    if (madvise((void *)lo, hi - lo, MADV_DONTFORK) == 0) {
+      run->unforked[run->n_unforked].p = (void *)lo;
+      run->unforked[run->n_unforked++].bytes = hi - lo;
+    }
+  }
+}
+
 /* A pool run with a cache: the planner asks the cache before scheduling.
  * Chunks whose files exist are left out of the workers' batch and read
  * here, after the batch is handed out, so the workers compute the misses
@@ -499,8 +527,11 @@ static int submit_cached(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *reg
       }
     }
     if (pass == 0 && n_skip < count) {
-      if (run->pool == NULL && (rc = tsr__pool_start(run, run->lazy_jobs, &run->pool)) != 0)
-        goto out;
+      if (run->pool == NULL) {
+        shield_from_fork(run, n, region, dst, stride);
+        if ((rc = tsr__pool_start(run, run->lazy_jobs, &run->pool)) != 0)
+          goto out;
+      }
       if ((rc = tsr__pool_submit(run->pool, n, region, dst, stride, skip, ticket)) != 0)
         goto out;
     }
@@ -520,8 +551,11 @@ int tsr__run_submit(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
     int rc;
     if (run->opts.cache)
       return submit_cached(run, n, region, dst, stride, ticket);
-    if (run->pool == NULL && (rc = tsr__pool_start(run, run->lazy_jobs, &run->pool)) != 0)
-      return rc;
+    if (run->pool == NULL) {
+      shield_from_fork(run, n, region, dst, stride);
+      if ((rc = tsr__pool_start(run, run->lazy_jobs, &run->pool)) != 0)
+        return rc;
+    }
     return tsr__pool_submit(run->pool, n, region, dst, stride, NULL, ticket);
   }
   return run_owner(run, n, region, dst, stride, true);

@@ -28,6 +28,8 @@ struct tsr__run_s {
   void (*chunk_hook)(void *ud, const tsr_node_t *n, const tsr_region_t *box);
   void *chunk_hook_ud;
   tsr__mpi_t *mpi;              /* rank 0 of an MPI run (exec_mpi.c), or NULL */
+  struct { void *p; size_t bytes; } unforked[TSR__MAX_PLANES]; /* see shield_from_fork */
+  int n_unforked;
 };
 
 /* The node's per-run state in this process, started on first use. */

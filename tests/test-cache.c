@@ -469,7 +469,7 @@ TEST(a_killed_run_resumes_on_rerun_serial_and_pool) {
     tsr_cache_t *c;
     char name[32];
     setup();
-    tsr_node_t *n = count_node(256, 256, 64, 7.0 + jobs, 0);
+    tsr_node_t *n = count_node(1024, 1024, 64, 7.0 + jobs, 0); /* 256 chunks */
     float *ref = compute(n, NULL);
     long base = atomic_load(computes);
     snprintf(name, sizeof name, "killed%d", jobs);
@@ -478,33 +478,34 @@ TEST(a_killed_run_resumes_on_rerun_serial_and_pool) {
     if (pid == 0) {
       /* Its own handle, as another process would have. */
       tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
-      float *a = malloc(256 * 256 * sizeof(float));
+      float *a = malloc(1024 * 1024 * sizeof(float));
       if (tsr_cache_open(ctx, dir, 64 << 20, &c) != 0)
         _exit(2);
       ro.cache = c;
       ro.jobs = jobs;
       ro.progress = die_after_5;
-      tsr_compute(g, n, NULL, a, 256 * 256 * sizeof(float), &ro);
+      tsr_compute(g, n, NULL, a, 1024 * 1024 * sizeof(float), &ro);
       _exit(0);
     }
     int status;
     ASSERT(waitpid(pid, &status, 0) == pid);
     ASSERT(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-    /* The killed parent's workers finish the task at hand, then see their
-     * socket close and exit: wait until nothing computes any more. */
+    /* The killed parent's workers die with it (they may have finished a
+     * few queued tasks first): wait until nothing computes any more.  The
+     * run must have been cut short: most chunks are left. */
     long first = -1;
     while (first != atomic_load(computes) - base) {
       first = atomic_load(computes) - base;
       usleep(300000);
     }
-    ASSERT(first >= 5 && first < 16);
+    ASSERT(first >= 5 && first < 128);
     ASSERT_OK(tsr_cache_open(ctx, dir, 64 << 20, &c));
     float *a = compute_region(n, NULL, c, jobs, 0);
-    ASSERT(memcmp(a, ref, 256 * 256 * sizeof(float)) == 0);
+    ASSERT(memcmp(a, ref, 1024 * 1024 * sizeof(float)) == 0);
     tsr_cache_stats_t st;
     ASSERT_OK(tsr_cache_stats(c, &st));
     ASSERT(st.runs[0].hits >= 5);
-    ASSERT_INT_EQ(st.runs[0].hits + st.runs[0].misses, 16);
+    ASSERT_INT_EQ(st.runs[0].hits + st.runs[0].misses, 256);
     /* Only what was not stored was computed again. */
     ASSERT_INT_EQ(atomic_load(computes) - base - first, (long)st.runs[0].misses);
     tsr_cache_close(c);
