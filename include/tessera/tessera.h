@@ -529,6 +529,9 @@ TSR_API int tsr_optimal_wcs(tsr_ctx_t *ctx, int n, const tsr_wcs_t *const *input
 /** Compute `region` of `node` (NULL = all) into `dst`, C-contiguous over the
  *  region with axis 0 fastest, of the node's dtype.  `dst_bytes` must be at
  *  least region size x dtype size.  Only the chunks meeting the region run.
+ *  On a pool (opts->jobs > 1) the workers do not map dst while they run
+ *  (the results come back through shared memory): a map_blocks callback
+ *  must not touch it, which it could not rely on anyway.
  *  @return 0, or a negative code with the message in tsr_errmsg(ctx). */
 TSR_API int tsr_compute(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region,
                         void *dst, size_t dst_bytes, const tsr_run_opts_t *opts);
