@@ -448,12 +448,12 @@ static bool next_task(tsr__pool_t *p, const worker_t *w, int *bi, int64_t *ti) {
     if (!b->used || !has_pending(b))
       continue;
     /* A job item waits in a worker's socket while it does another only
-     * when enough are left for every other worker too: the worker goes on
-     * without waiting for the parent (a wake-up on a busy machine can take
-     * a millisecond or two), and none is left idle at the end while
-     * another holds two. */
+     * while plenty are left: the worker goes on without waiting for the
+     * parent (a wake-up on a busy machine can take a millisecond or two),
+     * and near the end the last items go to whichever worker frees up
+     * first, none held back behind another. */
     if (b->job_fn != NULL &&
-        (w->n_items >= 2 || (w->n_items == 1 && b->back - b->next < p->jobs)))
+        (w->n_items >= 2 || (w->n_items == 1 && b->back - b->next < 2 * p->jobs)))
       continue;
     if (best < 0 || b->id < p->batches[best].id)
       best = i;
