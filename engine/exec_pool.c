@@ -879,21 +879,31 @@ int tsr__pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region, 
   return rc;
 }
 
-static int pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region,
-                       void *const *dst, const int64_t *stride, const uint8_t *skip,
-                       int64_t *ticket) {
-  int64_t lo[TSR_MAX_DIMS], hi[TSR_MAX_DIMS], c[TSR_MAX_DIMS], count = 1, k = 0;
-  batch_t *b = NULL;
-
+/* A free batch for a new submission, with workers to serve it (retired
+ * ones come back); the pool's failure if it has failed. */
+static int free_batch(tsr__pool_t *p, batch_t **out) {
+  *out = NULL;
   if (p->rc != 0)
     return p->rc;
   if ((p->rc = revive(p)) != 0)
     return p->rc;
-  for (int i = 0; i < MAX_BATCHES && b == NULL; i++)
+  for (int i = 0; i < MAX_BATCHES && *out == NULL; i++)
     if (!p->batches[i].used)
-      b = &p->batches[i];
-  if (b == NULL)
+      *out = &p->batches[i];
+  if (*out == NULL)
     return tsr__err(p->ctx, TSR_EBUSY, "executor: more than %d requests in flight", MAX_BATCHES);
+  return 0;
+}
+
+static int pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region,
+                       void *const *dst, const int64_t *stride, const uint8_t *skip,
+                       int64_t *ticket) {
+  int64_t lo[TSR_MAX_DIMS], hi[TSR_MAX_DIMS], c[TSR_MAX_DIMS], count = 1, k = 0;
+  batch_t *b;
+  int rc;
+
+  if ((rc = free_batch(p, &b)) != 0)
+    return rc;
   for (int a = 0; a < TSR_MAX_DIMS; a++) {
     lo[a] = region->start[a] / n->chunk[a];
     hi[a] = (region->stop[a] + n->chunk[a] - 1) / n->chunk[a];
@@ -947,19 +957,12 @@ static int pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region
 int tsr__pool_submit_jobs(tsr__pool_t *p, tsr__job_fn fn, const void *args, size_t len,
                           int64_t n, bool last, const char *what, int64_t *ticket) {
   sigpipe_guard_t g;
-  batch_t *b = NULL;
+  batch_t *b;
   int rc;
 
   *ticket = 0;
-  if (p->rc != 0)
-    return p->rc;
-  if ((p->rc = revive(p)) != 0)
-    return p->rc;
-  for (int i = 0; i < MAX_BATCHES && b == NULL; i++)
-    if (!p->batches[i].used)
-      b = &p->batches[i];
-  if (b == NULL)
-    return tsr__err(p->ctx, TSR_EBUSY, "executor: more than %d requests in flight", MAX_BATCHES);
+  if ((rc = free_batch(p, &b)) != 0)
+    return rc;
   memset(b, 0, sizeof *b);
   b->tasks = tsr__calloc(p->ctx, n > 0 ? (size_t)n : 1, sizeof *b->tasks);
   if (b->tasks == NULL)
