@@ -515,7 +515,6 @@ static void swap_values64(uint64_t *restrict o, const unsigned char *restrict p,
 }
 
 /* Native values to big-endian bytes, for writing. */
-/* Native values to big-endian bytes, for writing. */
 TSR__MULTIVERSION
 static void to_big_endian32(unsigned char *restrict o, const unsigned char *restrict p, size_t n) {
   for (size_t i = 0; i < n; i++) {
@@ -1231,9 +1230,6 @@ static int band_job(tsr__run_t *run, const void *args, int64_t i) {
   return 0;
 }
 
-/* Visit every band in file order.  Without a run, only measure: the
- * largest band and the number of tasks.  With one, compute each band once
- * per owner (planes of one owner together) and write it to every file. */
 /* Start computing band set `set` for owner i. */
 static int band_submit(writer_t *w, int i, int set) {
   out_owner_t *o = &w->owners[i];
@@ -1270,6 +1266,10 @@ static int band_finish(writer_t *w, int set) {
   return 0;
 }
 
+/* Visit every band in file order.  Without a run, only measure: the
+ * largest band, the number of tasks, and the list of bands (band jobs).
+ * With one, compute each band once per owner (planes of one owner
+ * together) and write it to every file. */
 static int for_each_band(writer_t *w, bool compute) {
   tsr_region_t b = w->r;
   int rc, set = 0;
@@ -1519,8 +1519,13 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
     snprintf(what, sizeof what, "writing \"%s\"", w.files[0].path);
     if ((rc = tsr__run_submit_jobs(w.run, band_job, &wp, sizeof wp, w.n_bands * w.n_owners, true,
                                    what, &ticket)) != 0 ||
-        (rc = tsr__run_wait(w.run, ticket)) != 0)
+        (rc = tsr__run_wait(w.run, ticket)) != 0) {
+      /* A job's own errors say which file already; a dead worker's name
+       * the node, and the file when there is one owner. */
+      if (rc == TSR_EWORKER && w.n_owners == 1)
+        tsr__err_prefix(ctx, "fits: writing \"%s\"", w.files[0].path);
       goto out;
+    }
   } else if ((rc = for_each_band(&w, true)) != 0) {
     goto out;
   }

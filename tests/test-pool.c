@@ -195,7 +195,9 @@ TEST(band_jobs_fail_clearly_and_leave_nothing) {
   setenv("TSR_TEST_CRASH_CHUNK", "2,6,always", 1);
   ASSERT_INT_EQ(tsr_write_fits(g, 1, &n, &path, NULL, &pool), TSR_EWORKER);
   unsetenv("TSR_TEST_CRASH_CHUNK");
-  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "executor: chunk [512:768, 1536:1792] of node reproject_interp#");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "fits: writing \"");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx),
+                      "failing.fits\": executor: chunk [512:768, 1536:1792] of node reproject_interp#");
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "killed by signal 11");
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "after 2 retries");
   ASSERT(access(path, F_OK) != 0);
