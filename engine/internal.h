@@ -349,9 +349,10 @@ int tsr__run_wait(tsr__run_t *run, int64_t ticket);
  * is the run of the process doing the item: a worker's own serial run
  * (whose chunk tasks still honour the crash hook, the task timeout and the
  * blame of the pool), or this run when it has no workers (serial, MPI).
- * Items go out one per worker at a time, the even workers taking them
- * from the front and the odd ones from the back, so each works through
- * neighbouring items (their inputs overlap) and they meet in the middle.
+ * Items go out on demand, the even workers taking them from the front and
+ * the odd ones from the back, so each works through neighbouring items
+ * (their inputs overlap) and they meet in the middle; a second one waits
+ * in a worker's socket only while plenty are left.
  * A worker is a fork of this process, so fn and every pointer in args
  * must be valid there: code, and memory made before the run's first
  * submission and not changed since.  An item must be safe to do twice (a

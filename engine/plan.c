@@ -465,11 +465,20 @@ static void shield_from_fork(tsr__run_t *run, const tsr_node_t *n, const tsr_reg
     uintptr_t hi = ((uintptr_t)dst[pl] + bytes) / (uintptr_t)page * (uintptr_t)page;
     if (dst[pl] == NULL || hi <= lo || tsr__buffer_overlaps(run->g, dst[pl], bytes))
       continue;
-    if (madvise((void *)lo, hi - lo, MADV_DONTFORK) == 0) {
+    if (run->n_unforked < TSR__MAX_PLANES && madvise((void *)lo, hi - lo, MADV_DONTFORK) == 0) {
       run->unforked[run->n_unforked].p = (void *)lo;
       run->unforked[run->n_unforked++].bytes = hi - lo;
     }
   }
+}
+
+/* The pool for a first submission into dst, if it has none yet. */
+static int ensure_pool(tsr__run_t *run, const tsr_node_t *n, const tsr_region_t *region,
+                       void *const *dst, const int64_t *stride) {
+  if (run->pool != NULL)
+    return 0;
+  shield_from_fork(run, n, region, dst, stride);
+  return tsr__pool_start(run, run->lazy_jobs, &run->pool);
 }
 
 /* A pool run with a cache: the planner asks the cache before scheduling.
@@ -527,11 +536,8 @@ static int submit_cached(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *reg
       }
     }
     if (pass == 0 && n_skip < count) {
-      if (run->pool == NULL) {
-        shield_from_fork(run, n, region, dst, stride);
-        if ((rc = tsr__pool_start(run, run->lazy_jobs, &run->pool)) != 0)
-          goto out;
-      }
+      if ((rc = ensure_pool(run, n, region, dst, stride)) != 0)
+        goto out;
       if ((rc = tsr__pool_submit(run->pool, n, region, dst, stride, skip, ticket)) != 0)
         goto out;
     }
@@ -551,11 +557,8 @@ int tsr__run_submit(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
     int rc;
     if (run->opts.cache)
       return submit_cached(run, n, region, dst, stride, ticket);
-    if (run->pool == NULL) {
-      shield_from_fork(run, n, region, dst, stride);
-      if ((rc = tsr__pool_start(run, run->lazy_jobs, &run->pool)) != 0)
-        return rc;
-    }
+    if ((rc = ensure_pool(run, n, region, dst, stride)) != 0)
+      return rc;
     return tsr__pool_submit(run->pool, n, region, dst, stride, NULL, ticket);
   }
   return run_owner(run, n, region, dst, stride, true);
@@ -568,7 +571,7 @@ int tsr__run_submit_jobs(tsr__run_t *run, tsr__job_fn fn, const void *args, size
   if (len > TSR__JOB_ARGS)
     return tsr__err(run->ctx, TSR_EINVAL, "run: %zu bytes of job arguments; at most %d", len,
                     TSR__JOB_ARGS);
-  if (run->mpi == NULL && (run->pool || run->lazy_jobs > 1)) {
+  if (tsr__run_pooled(run)) {
     if (run->pool == NULL && (rc = tsr__pool_start(run, run->lazy_jobs, &run->pool)) != 0)
       return rc;
     return tsr__pool_submit_jobs(run->pool, fn, args, len, n, last, what, ticket);
