@@ -61,7 +61,7 @@ static tsr_node_t *make_buffer(tsr_graph_t *g, tsr_dtype_t dtype, int ndim, cons
   tsr_ctx_t *ctx;
   buffer_params_t *bp;
   tsr_node_t *n;
-  int64_t count = 1;
+  int64_t nbytes_i;
   size_t nbytes;
 
   if (!tsr__graph_check(g))
@@ -80,12 +80,17 @@ static tsr_node_t *make_buffer(tsr_graph_t *g, tsr_dtype_t dtype, int ndim, cons
       return tsr__graph_fail(g, TSR_EINVAL,
                              "source_buffer: axis %d has length %" PRId64 ", expected 1 to 2^40", a,
                              shape[a]);
-    count *= shape[a];
+  }
+  if (!tsr__array_bytes(ndim, shape, (int64_t)tsr_dtype_size(dtype), &nbytes_i)) {
+    char dims[128];
+    tsr__shape_format(ndim, shape, dims, sizeof dims);
+    return tsr__graph_fail(g, TSR_EINVAL,
+                           "source_buffer: image too large: %s values is more than 2^60 bytes", dims);
   }
   if (wcs && wcs->naxis >= 1 && wcs->naxis > ndim)
     return tsr__graph_fail(g, TSR_EINVAL, "source_buffer: WCS has %d axes but the array has %d",
                            wcs->naxis, ndim);
-  nbytes = (size_t)count * tsr_dtype_size(dtype);
+  nbytes = (size_t)nbytes_i;
   bp = tsr__calloc(ctx, 1, sizeof *bp);
   if (bp == NULL)
     return tsr__graph_fail(g, TSR_ENOMEM, "source_buffer: out of memory");

@@ -148,6 +148,19 @@ tsr_node_t *tsr__node_finish(tsr_node_t *n) {
     if (n->chunk[a] <= 0 || n->chunk[a] > n->shape[a])
       n->chunk[a] = n->shape[a];
   }
+  {
+    int64_t bytes;
+    if (!tsr__array_bytes(n->ndim, n->shape, (int64_t)tsr_dtype_size(n->dtype), &bytes)) {
+      char name[sizeof n->name], dims[128];
+      memcpy(name, n->name, sizeof name);
+      tsr__shape_format(n->ndim, n->shape, dims, sizeof dims);
+      const char *dt = tsr_dtype_name(n->dtype);
+      tsr__node_discard(n);
+      return tsr__graph_fail(g, TSR_EINVAL,
+                             "%s: image too large: %s %s values is more than 2^60 bytes (1 EiB)",
+                             name, dims, dt);
+    }
+  }
   /* Inputs come only from this graph: a node of another one would be a
    * dangling edge once that graph is freed (nodes are immutable and name
    * their inputs when made, so no cycle can be formed). */

@@ -138,6 +138,17 @@ void tsr__region_full(tsr_region_t *r, int ndim, const int64_t *shape);
 /* "[x0:x1, y0:y1]" (0-based, half-open) for messages. */
 void tsr__region_format(const tsr_region_t *r, int ndim, char *buf, size_t cap);
 
+/* The largest array a node may describe, in bytes per plane.  Every node is
+ * checked against it when it is built (tsr__node_finish), so that any product
+ * of sizes within a node -- elements, bytes, offsets, two planes -- fits in
+ * int64_t without further checks.  1 EiB is far beyond any disk or memory. */
+#define TSR__MAX_BYTES ((int64_t)1 << 60)
+/* Bytes of an array of `shape` (ndim axes, each >= 0) with `elem_bytes` per
+ * value into *bytes; false when that exceeds TSR__MAX_BYTES (or overflows). */
+bool tsr__array_bytes(int ndim, const int64_t *shape, int64_t elem_bytes, int64_t *bytes);
+/* "2147483648 x 2147483648" for messages. */
+void tsr__shape_format(int ndim, const int64_t *shape, char *buf, size_t cap);
+
 /* ------------------------------------------------------------------ */
 /* Ops                                                                 */
 

@@ -69,11 +69,33 @@ tsr_region_t tsr_region_of(const tsr_node_t *n) {
 }
 
 int64_t tsr_region_size(const tsr_region_t *r) {
-  int64_t s = 1;
+  int64_t s = 1, len;
+  bool over = false;
   for (int a = 0; a < TSR_MAX_DIMS; a++) {
     if (r->stop[a] <= r->start[a])
       return 0;
-    s *= r->stop[a] - r->start[a];
+    /* A region may come from the caller, unchecked: saturate rather than
+     * wrap, so that a size check downstream sees it is too large. */
+    over = over || __builtin_sub_overflow(r->stop[a], r->start[a], &len) ||
+           __builtin_mul_overflow(s, len, &s);
   }
-  return s;
+  return over ? INT64_MAX : s;
+}
+
+bool tsr__array_bytes(int ndim, const int64_t *shape, int64_t elem_bytes, int64_t *bytes) {
+  int64_t b = elem_bytes;
+  for (int a = 0; a < ndim; a++)
+    if (shape[a] < 0 || __builtin_mul_overflow(b, shape[a], &b) || b > TSR__MAX_BYTES)
+      return false;
+  *bytes = b;
+  return b <= TSR__MAX_BYTES;
+}
+
+void tsr__shape_format(int ndim, const int64_t *shape, char *buf, size_t cap) {
+  size_t used = 0;
+  if (cap == 0)
+    return;
+  buf[0] = '\0';
+  for (int a = 0; a < ndim && used < cap; a++)
+    used += (size_t)snprintf(buf + used, cap - used, "%s%" PRId64, a ? " x " : "", shape[a]);
 }

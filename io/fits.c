@@ -177,14 +177,22 @@ static int image_cards(tsr_ctx_t *ctx, image_t *im) {
 /* A truncated file opens fine (only the header is read) and would fail
  * chunk by chunk later; say so now. */
 static int check_size(tsr_ctx_t *ctx, const char *path, const image_t *im, int64_t data) {
-  int64_t bytes = (int64_t)(im->bitpix < 0 ? -im->bitpix : im->bitpix) / 8;
-  for (int a = 0; a < im->naxis; a++)
-    bytes *= im->shape[a];
-  if ((int64_t)im->st.st_size < data + bytes)
+  int64_t bytes, end;
+  if (!tsr__array_bytes(im->naxis, im->shape, (im->bitpix < 0 ? -im->bitpix : im->bitpix) / 8,
+                        &bytes) ||
+      __builtin_add_overflow(data, bytes, &end)) {
+    char dims[128];
+    tsr__shape_format(im->naxis, im->shape, dims, sizeof dims);
+    return tsr__err(ctx, TSR_EFITS,
+                    "fits: \"%s\" HDU %d: image too large: %s values of BITPIX %d is more than "
+                    "2^60 bytes (the file has %" PRId64 " bytes)",
+                    path, im->hdu, dims, im->bitpix, (int64_t)im->st.st_size);
+  }
+  if ((int64_t)im->st.st_size < end)
     return tsr__err(ctx, TSR_EFITS,
                     "fits: \"%s\" is truncated: HDU %d needs %" PRId64
                     " bytes of data ending at byte %" PRId64 ", the file ends after %" PRId64,
-                    path, im->hdu, bytes, data + bytes, (int64_t)im->st.st_size);
+                    path, im->hdu, bytes, end, (int64_t)im->st.st_size);
   return 0;
 }
 
@@ -193,6 +201,9 @@ static int check_size(tsr_ctx_t *ctx, const char *path, const image_t *im, int64
 static int image_open_plain(tsr_ctx_t *ctx, const char *path, int fd, int hdu, image_t *im) {
   tsr__plain_hdu_t ph;
   int rc = tsr__plain_hdu(ctx, fd, (int64_t)im->st.st_size, hdu, &ph);
+  if (rc == TSR_ENOTSUP)
+    return tsr__err(ctx, rc, "fits: \"%s\" HDU %d has NAXIS = %d; at most %d axes are supported",
+                    path, ph.hdu, ph.naxis, TSR_MAX_DIMS);
   if (rc <= 0)
     return rc;
   im->hdu = ph.hdu;
@@ -321,7 +332,7 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
     im->hdu = hdu;
   }
   if (im->naxis > TSR_MAX_DIMS)
-    return tsr__err(ctx, TSR_ENOTSUP, "fits: \"%s\" HDU %d has %d axes; at most %d are supported",
+    return tsr__err(ctx, TSR_ENOTSUP, "fits: \"%s\" HDU %d has NAXIS = %d; at most %d axes are supported",
                     path, im->hdu, im->naxis, TSR_MAX_DIMS);
   if (cf->get_img_sizell(im->f, im->naxis, naxes, &status) ||
       cf->get_img_type(im->f, &im->bitpix, &status) ||

@@ -9,8 +9,11 @@
  * extension types, any header not laid out exactly as the standard says
  * (mandatory keywords out of order, no END, bytes outside printable ASCII)
  * -- and then cfitsio reads the file as it always did, with the same results
- * and the same messages.  So this is a fast path and never a second opinion:
- * it never reports an error about the file.  The cards come out as cfitsio's
+ * and the same messages.  So this is a fast path and not a second opinion,
+ * with one exception: cfitsio 4.2 overruns memory opening a header with more
+ * than about 100 axes, so a walk that meets NAXIS > 99 in any HDU up to the
+ * one asked for (or NAXIS above TSR_MAX_DIMS in that one) reports it and the
+ * file never reaches cfitsio.  The cards come out as cfitsio's
  * fits_convert_hdr2str gives them (every card through END, verbatim, blank
  * cards just before END dropped), so a node's key does not depend on which
  * path read it.
@@ -26,6 +29,8 @@
 #define BLOCK 2880
 /* A header longer than this is left to cfitsio (40 000 cards). */
 #define MAX_HEADER ((size_t)BLOCK * 1111)
+/* The most axes a header may have before cfitsio sees it (see above). */
+#define CFITSIO_MAX_AXES 99
 
 /* Read the header that starts at `off` into *buf (grown as needed) up to
  * and including its END card.  Returns the number of cards through END,
@@ -144,8 +149,6 @@ int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, int hdu, tsr__plain_hdu
   int rc = 0;
 
   memset(out, 0, sizeof *out);
-  if (tsr__plain_hdu_off)
-    return 0;
   for (int h = 1; off < size && h <= 100000; h++) {
     int ncards = read_header(ctx, fd, off, &buf, &cap), k = 0, naxis;
     int64_t bitpix, v, pcount = 0, gcount = 1, elems = 1;
@@ -169,6 +172,13 @@ int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, int hdu, tsr__plain_hdu
         v > 999)
       goto out;
     naxis = (int)v;
+    image = h == 1 || strcmp(xt, "IMAGE") == 0;
+    if (naxis > CFITSIO_MAX_AXES || (naxis > TSR_MAX_DIMS && image && (hdu == 0 || h == hdu))) {
+      out->hdu = h;
+      out->naxis = naxis;
+      rc = TSR_ENOTSUP;
+      goto out;
+    }
     for (int a = 0; a < naxis; a++) {
       char kw[9];
       snprintf(kw, sizeof kw, "NAXIS%d", a + 1);
@@ -188,13 +198,12 @@ int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, int hdu, tsr__plain_hdu
     if (h == 1 && naxis > 0 && shape[0] == 0)
       goto out; /* random groups */
 
-    image = h == 1 || strcmp(xt, "IMAGE") == 0;
     if (!image && strcmp(xt, "BINTABLE") != 0 && strcmp(xt, "TABLE") != 0)
       goto out; /* an extension cfitsio may know better */
     if (strcmp(xt, "BINTABLE") == 0 && is_zimage(buf, ncards))
       goto out; /* a tile-compressed image */
     if (hdu == 0 ? image && naxis > 0 : h == hdu) {
-      if (!image || naxis == 0 || naxis > TSR_MAX_DIMS || (bitpix != -32 && bitpix != -64) ||
+      if (tsr__plain_hdu_off || !image || naxis == 0 || naxis > TSR_MAX_DIMS || (bitpix != -32 && bitpix != -64) ||
           pcount != 0 || gcount != 1 || !printable(buf, ncards) || !unscaled(buf, ncards))
         goto out;
       for (int a = 0; a < naxis; a++)

@@ -45,11 +45,13 @@ typedef struct {
  * file `fd` of `size` bytes without cfitsio, if it is IEEE floats stored
  * unscaled in a header laid out exactly as the standard says.
  * @return 1 with *out filled (the caller frees out->cards with tsr__free),
- * 0 when cfitsio must read this file (never an error about the file), or
- * TSR_ENOMEM with the message on ctx. */
+ * 0 when cfitsio must read this file, TSR_ENOTSUP without a message when
+ * a header it walks has more axes than cfitsio or tessera can take (that
+ * HDU and its NAXIS in out->hdu and out->naxis), or TSR_ENOMEM. */
 int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, int hdu, tsr__plain_hdu_t *out);
 
-/* Tests set this to send every file to cfitsio, to compare the two paths. */
+/* Tests set this to send every file to cfitsio, to compare the two paths
+ * (the walk still refuses headers cfitsio cannot take). */
 extern bool tsr__plain_hdu_off;
 
 #endif

@@ -137,9 +137,9 @@ tsr_node_t *tsr__reproject_node(tsr_graph_t *g, const tsr__op_t *op, void *param
   for (int a = 2; a < ndim; a++)
     n->shape[a] = src->shape[a];
   {
-    int64_t in_bytes = (int64_t)tsr_dtype_size(src->dtype), dflt;
-    for (int a = 0; a < src->ndim; a++)
-      in_bytes *= src->shape[a];
+    int64_t in_bytes, dflt;
+    /* src is a built node, within TSR__MAX_BYTES. */
+    tsr__array_bytes(src->ndim, src->shape, (int64_t)tsr_dtype_size(src->dtype), &in_bytes);
     dflt = in_bytes > TSR__LARGE_INPUT_BYTES ? TSR__DEFAULT_BLOCK_LARGE : TSR__DEFAULT_BLOCK;
     n->chunk[0] = block[0] ? block[0] : dflt;
     n->chunk[1] = block[1] ? block[1] : dflt;

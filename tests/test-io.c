@@ -775,8 +775,114 @@ TEST(fits_shape_errors) {
   g = graph_new(ctx);
   ASSERT(tsr_source_fits(g, f5, 0) == NULL);
   ASSERT_INT_EQ(tsr_graph_status(g), TSR_ENOTSUP);
-  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "five.fits\" HDU 1 has 5 axes; at most 4 are supported");
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "five.fits\" HDU 1 has NAXIS = 5; at most 4 axes are supported");
   tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
+/* A 20 KB file may declare 2^31 x 2^31 pixels: the size arithmetic must
+ * refuse it (it overflowed, and a run then read far past the mapping), by
+ * both header paths.  A source under the limit but beyond the file is
+ * truncated; a buffer or a target over it is refused when built. */
+TEST(huge_declared_sizes_are_refused) {
+  static const char *const huge[] = {"SIMPLE  =                    T", "BITPIX  =                  -32",
+                                     "NAXIS   =                    2", "NAXIS1  =           2147483648",
+                                     "NAXIS2  =           2147483648", NULL};
+  static const char *const big[] = {"SIMPLE  =                    T", "BITPIX  =                  -32",
+                                    "NAXIS   =                    2", "NAXIS1  =              1048576",
+                                    "NAXIS2  =              1048576", NULL};
+  static const char zeros[17280];
+  const char *hp = th_path("huge.fits"), *bp = th_path("big-empty.fits");
+  put_raw(hp, 1, (raw_hdu[]){{huge, zeros, sizeof zeros}});
+  put_raw(bp, 1, (raw_hdu[]){{big, zeros, sizeof zeros}});
+  tsr_ctx_t *ctx = ctx_new();
+  for (int via = 0; via < 2; via++) {
+    tsr_graph_t *g = graph_new(ctx);
+    tsr__plain_hdu_off = via;
+    ASSERT(tsr_source_fits(g, hp, 0) == NULL);
+    ASSERT_INT_EQ(tsr_graph_status(g), TSR_EFITS);
+    ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "huge.fits\" HDU 1: image too large: 2147483648 x "
+                                             "2147483648 values of BITPIX -32 is more than 2^60 bytes");
+    tsr_graph_free(g);
+    g = graph_new(ctx);
+    ASSERT(tsr_source_fits(g, bp, 0) == NULL);
+    ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "big-empty.fits\" is truncated: HDU 1 needs "
+                                             "4398046511104 bytes of data");
+    tsr_graph_free(g);
+    tsr__plain_hdu_off = false;
+  }
+  int64_t shape[4] = {INT64_C(1) << 40, INT64_C(1) << 40, INT64_C(1) << 40, 2};
+  float one = 1;
+  tsr_graph_t *g = graph_new(ctx);
+  ASSERT(tsr_source_buffer_ref(g, TSR_F32, 4, shape, &one, NULL) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "source_buffer: image too large: 1099511627776 x "
+                                           "1099511627776 x 1099511627776 x 2 values");
+  tsr_graph_free(g);
+  /* A target of 2^40 x 2^40 pixels (from a header file) onto a small input. */
+  const char *hdr = th_path("huge-target.hdr");
+  static const char text[] = "NAXIS   = 2\nNAXIS1  = 1099511627776\nNAXIS2  = 1099511627776\n"
+                             "CTYPE1  = 'RA---TAN'\nCTYPE2  = 'DEC--TAN'\nCRVAL1  = 10\n"
+                             "CRVAL2  = 10\nCRPIX1  = 1\nCRPIX2  = 1\nCDELT1  = -1e-3\n"
+                             "CDELT2  = 1e-3\n";
+  write_text(hdr, text, sizeof text - 1);
+  tsr_wcs_t *target = NULL;
+  ASSERT_OK(tsr_wcs_read_hdr(ctx, hdr, &target));
+  int64_t s2[2] = {4, 4};
+  float d[16] = {0};
+  g = graph_new(ctx);
+  tsr_node_t *src = tsr_source_buffer_ref(g, TSR_F32, 2, s2, d, target);
+  ASSERT(src != NULL);
+  tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
+  ASSERT(tsr_reproject_interp(g, src, target, &io) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(g), TSR_EINVAL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "image too large: 1099511627776 x 1099511627776 "
+                                           "float32 values is more than 2^60 bytes");
+  tsr_graph_free(g);
+  tsr_wcs_free(target);
+  /* Region sizes saturate instead of wrapping. */
+  tsr_region_t r = {{0, 0, 0, 0}, {INT64_C(1) << 40, INT64_C(1) << 40, INT64_C(1) << 40, 1}};
+  ASSERT_INT_EQ(tsr_region_size(&r), INT64_MAX);
+  tsr_ctx_free(ctx);
+}
+
+/* cfitsio overruns memory opening a header of more than about 100 axes
+ * (NAXIS = 999 crashed `tessera info`): the header walk refuses them, by
+ * either path, and an image of more than 4 axes is refused by name. */
+TEST(too_many_axes_never_reach_cfitsio) {
+  static const int counts[] = {5, 104, 999};
+  static const char one[] = "NAXIS%-3d=                    1";
+  tsr_ctx_t *ctx = ctx_new();
+  for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+    int n = counts[c];
+    const char **cards = calloc((size_t)n + 8, sizeof *cards);
+    char(*text)[81] = calloc((size_t)n, sizeof *text);
+    int k = 0;
+    cards[k++] = "SIMPLE  =                    T";
+    cards[k++] = "BITPIX  =                  -32";
+    char nax[81];
+    snprintf(nax, sizeof nax, "NAXIS   = %20d", n);
+    cards[k++] = nax;
+    for (int a = 0; a < n; a++) {
+      snprintf(text[a], sizeof text[a], one, a + 1);
+      cards[k++] = text[a];
+    }
+    cards[k] = NULL;
+    char want[128];
+    snprintf(want, sizeof want, "axes.fits\" HDU 1 has NAXIS = %d; at most 4 axes are supported", n);
+    static const float zero[720];
+    put_raw(th_path("axes.fits"), 1, (raw_hdu[]){{cards, zero, sizeof zero}});
+    for (int via = 0; via < 2; via++) {
+      tsr_graph_t *g = graph_new(ctx);
+      tsr__plain_hdu_off = via;
+      ASSERT(tsr_source_fits(g, th_path("axes.fits"), 0) == NULL);
+      tsr__plain_hdu_off = false;
+      ASSERT_INT_EQ(tsr_graph_status(g), TSR_ENOTSUP);
+      ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), want);
+      tsr_graph_free(g);
+    }
+    free(cards);
+    free(text);
+  }
   tsr_ctx_free(ctx);
 }
 

@@ -114,7 +114,8 @@ typedef struct {
 
 /** The whole extent of `node`. */
 TSR_API tsr_region_t tsr_region_of(const tsr_node_t *node);
-/** Number of elements in `r` (0 if any axis is empty). */
+/** Number of elements in `r` (0 if any axis is empty, INT64_MAX if the count
+ *  does not fit in int64_t). */
 TSR_API int64_t tsr_region_size(const tsr_region_t *r);
 
 /* ------------------------------------------------------------------ */

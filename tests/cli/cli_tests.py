@@ -564,9 +564,29 @@ def bad_inputs(ctx):
             raw = gzip.compress(f.read())
         with open(gzbad, "wb") as f:
             f.write(raw[:-4] + b"\xff\xff\xff\xff")
+        # A 20 KB file declaring 2^31 x 2^31 float32 pixels (its size arithmetic
+        # overflowed), a file with NAXIS = 999 (cfitsio crashed opening it) and a
+        # target of 2^40 x 2^40 pixels.
+        def raw_fits(path, cards, nbytes):
+            text = "".join(("%-8s= %20s" % kv).ljust(80) for kv in cards) + "END".ljust(80)
+            text += " " * (-len(text) % 2880)
+            with open(path, "wb") as f:
+                f.write(text.encode() + b"\0" * nbytes)
+        wcs_cards = [(k, str(v) if not isinstance(v, str) else "'%s'" % v)
+                     for k, v in hin.items() if k.startswith(("CTYPE", "CRVAL", "CRPIX", "CDELT"))]
+        huge = os.path.join(d, "huge.fits")
+        raw_fits(huge, [("SIMPLE", "T"), ("BITPIX", "-32"), ("NAXIS", "2"), ("NAXIS1", str(2**31)),
+                        ("NAXIS2", str(2**31))] + wcs_cards, 17280)
+        axes999 = os.path.join(d, "axes999.fits")
+        raw_fits(axes999, [("SIMPLE", "T"), ("BITPIX", "-32"), ("NAXIS", "999")] +
+                 [("NAXIS%d" % (a + 1), "1") for a in range(999)], 2880)
+        hugetgt = os.path.join(d, "huge.hdr")
+        hh = C.cel_header("TAN", 100, 100, (10.0, 10.0), 2.1)
+        hh["NAXIS1"] = hh["NAXIS2"] = 2**40
+        C.write_hdr(hugetgt, hh)
         return dict(dir=d, good=good, tgt=tgt, text=text, trunc=trunc, nowcs=nowcs, xyz=xyz, non2=non2,
                     mef=mef, cut=cut, zero=zero, absurd=absurd, sing=sing, shapeonly=shapeonly, undef=undef,
-                    gzbad=gzbad)
+                    gzbad=gzbad, huge=huge, axes999=axes999, hugetgt=hugetgt)
     return ctx.memo("bad", make)
 
 
@@ -741,6 +761,25 @@ def bad_cases():
         ("negative --block -64x64", lambda b, o: g(b, o, "--block", "-64x64"), 2, [r"--block '-64x64'"]),
         ("huge --block 2000000x64", lambda b, o: g(b, o, "--block", "2000000x64"), 2,
          [r"--block '2000000x64'", r"1048576"]),
+        # tessera: fits: "bad/huge.fits" HDU 1: image too large: 2147483648 x 2147483648 values of
+        # BITPIX -32 is more than 2^60 bytes (the file has 20160 bytes)
+        # (an earlier build showed it in `info`, then died with SIGSEGV in the reproject run)
+        ("info of a 20 KB file declaring 2^31 x 2^31 pixels",
+         lambda b, o: ["info", b["huge"]], 1, [r"huge\.fits", r"image too large", r"2147483648 x 2147483648"]),
+        ("reproject of a 20 KB file declaring 2^31 x 2^31 pixels",
+         lambda b, o: ["reproject", b["huge"], "--target", b["tgt"], "-o", o, "-j", "1"], 1,
+         [r"huge\.fits", r"image too large"]),
+        ("preview of a 20 KB file declaring 2^31 x 2^31 pixels",
+         lambda b, o: ["preview", b["huge"], "-o", o + ".png"], 1, [r"huge\.fits", r"image too large"]),
+        # tessera: reproject_interp#2: image too large: 1099511627776 x 1099511627776 float32 values
+        # is more than 2^60 bytes (1 EiB)
+        ("target of 2^40 x 2^40 pixels",
+         lambda b, o: ["reproject", b["good"], "--target", b["hugetgt"], "-o", o], 1,
+         [r"image too large: 1099511627776 x 1099511627776"]),
+        # tessera: fits: "bad/axes999.fits" HDU 1 has NAXIS = 999; at most 4 axes are supported
+        # (cfitsio crashed opening it)
+        ("info of a file with NAXIS = 999",
+         lambda b, o: ["info", b["axes999"]], 1, [r"axes999\.fits", r"NAXIS = 999; at most 4 axes"]),
         # mosaic and preview
         ("mosaic without a target",
          lambda b, o: ["mosaic", b["good"], "-o", o], 2,
