@@ -1295,6 +1295,11 @@ static int for_each_band(writer_t *w, bool compute) {
         b.start[1] = y0, b.stop[1] = y1;
         b.start[2] = z0, b.stop[2] = z1;
         b.start[3] = w0, b.stop[3] = w1;
+        /* Sources are one task per band, so the run never sees a cancel
+         * between them, and measuring a huge output is a long loop of its
+         * own: check here too. */
+        if (w->opts && w->opts->cancel && *w->opts->cancel)
+          return tsr__err(w->ctx, TSR_ECANCELED, "run: canceled");
         if (!compute) {
           if (tsr_region_size(&b) > w->max_band)
             w->max_band = tsr_region_size(&b);
@@ -1311,10 +1316,6 @@ static int for_each_band(writer_t *w, bool compute) {
             w->total += tsr__run_count_tasks(w->run, w->owners[i].owner, &b);
           continue;
         }
-        /* Sources are one task per band, so the run never sees a cancel
-         * between them: check here too. */
-        if (w->opts && w->opts->cancel && *w->opts->cancel)
-          return tsr__err(w->ctx, TSR_ECANCELED, "run: canceled");
         tsr__contiguous_strides(&b, st);
         memcpy(w->stride[set], st, sizeof st);
         w->band[set] = b;
