@@ -364,9 +364,7 @@ int cmd_mosaic_header(int argc, char **argv) {
   mosaic_args_t a;
   tsr_ctx_t *ctx = NULL;
   tsr_wcs_t *target = NULL;
-  FILE *f = NULL;
-  int rc, nc;
-  const char *cards;
+  int rc;
 
   if ((rc = parse_args(argc, argv, 1, &a)) != 0)
     goto done;
@@ -379,17 +377,8 @@ int cmd_mosaic_header(int argc, char **argv) {
     fail(tsr_errmsg(ctx));
     goto out;
   }
-  cards = tsr_wcs_cards(target, &nc);
-  /* As astropy's Header.totextfile: one card per line, no END. */
-  if ((f = fopen(a.output, "w")) == NULL) {
-    fprintf(stderr, "tessera: mosaic-header: cannot write \"%s\"\n", a.output);
-    goto out;
-  }
-  for (int i = 0; i < nc; i++)
-    fprintf(f, "%.80s\n", cards + 80 * i);
-  if (fclose(f) != 0) {
-    fprintf(stderr, "tessera: mosaic-header: cannot write \"%s\"\n", a.output);
-    remove(a.output);
+  if (tsr_wcs_write_hdr(ctx, target, a.output) != 0) {
+    fail(tsr_errmsg(ctx));
     goto out;
   }
   fprintf(stderr, "tessera: wrote %s (%" PRId64 " x %" PRId64 ")\n", a.output,

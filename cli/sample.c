@@ -106,12 +106,11 @@ static const char target_header[] =
 int tsr_cli_sample_write(const char *dir, char *msg, size_t cap) {
   tsr_ctx_t *ctx = NULL;
   tsr_graph_t *g = NULL;
-  tsr_wcs_t *wcs = NULL;
+  tsr_wcs_t *wcs = NULL, *twcs = NULL;
   tsr_node_t *node;
   float *img = NULL;
   char path[4096], tpath[4096];
   int64_t shape[2] = {N, N};
-  FILE *f = NULL;
   int rc = -1;
 
   if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
@@ -158,21 +157,19 @@ int tsr_cli_sample_write(const char *dir, char *msg, size_t cap) {
     }
   }
   snprintf(tpath, sizeof tpath, "%s/%s", dir, TSR_SAMPLE_TARGET);
-  f = fopen(tpath, "w");
-  if (f == NULL || fputs(target_header, f) == EOF || fclose(f) != 0) {
-    snprintf(msg, cap, "sample: cannot write \"%s\": %s", tpath, strerror(errno));
-    f = NULL;
+  if (tsr_wcs_parse(ctx, target_header, sizeof target_header - 1, "sample target header", 1,
+                    &twcs) != 0 ||
+      tsr_wcs_write_hdr(ctx, twcs, tpath) != 0) {
+    snprintf(msg, cap, "sample: %s", tsr_errmsg(ctx));
     goto out;
   }
-  f = NULL;
   snprintf(msg, cap, "wrote %s (2048 x 2048 float32, TAN, ICRS) and %s (1800 x 1800, ZEA, Galactic)",
            path, tpath);
   rc = 0;
 out:
-  if (f)
-    fclose(f);
   tsr_graph_free(g);
   tsr_wcs_free(wcs);
+  tsr_wcs_free(twcs);
   tsr_ctx_free(ctx);
   free(img);
   return rc;

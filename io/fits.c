@@ -21,11 +21,12 @@
  * tsr_write_fits computes the request band by band (a band spans the whole
  * region in x, one chunk row in y and one chunk along the other axes) into
  * one buffer per output plane, so memory is one band per plane plus what the
- * run holds, never the whole image.  Files are written under a temporary
- * name in their own directory (created before anything is computed, so an
- * unwritable path fails at once), closed and renamed only when
- * every file is complete; on any error or cancel the temporary files are
- * removed and existing outputs are left as they were.
+ * run holds, never the whole image.  Files are created as output.c says
+ * (unnamed temporaries beside their targets, checked, created and measured
+ * against the free space before anything is computed, so a bad path or a
+ * full disk fails at once), named and renamed only when every file is
+ * complete; on any error or cancel the temporaries are dropped and existing
+ * outputs are left as they were.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -880,8 +881,7 @@ int tsr_wcs_read_fits(tsr_ctx_t *ctx, const char *path, int hdu, tsr_wcs_t **out
 
 typedef struct {
   const char *path;        /* final name, as given */
-  char *tmp;               /* temporary name in the same directory; NULL once renamed */
-  int fd;                  /* the open temporary file, or -1 */
+  tsr__out_t out;          /* the file being written (out.fd, shared with pool workers) */
   int64_t data_off;        /* bytes of header before the data */
   tsr_node_t *node;
   void *band[MAX_SETS];    /* borrowed: the band buffers of (node->owner, node->plane) */
@@ -957,39 +957,6 @@ static int64_t band_end(const writer_t *w, int a, int64_t pos) {
   if (e == INT64_MAX)
     e = pos + (a == 1 ? w->rows : 1);
   return e < w->r.stop[a] ? e : w->r.stop[a];
-}
-
-static int create_temp(writer_t *w, out_file_t *of) {
-  const char *base = base_name(of->path);
-  int dirlen = (int)(base - of->path), fd = -1;
-  struct stat st;
-  size_t cap;
-
-  if (base[0] == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
-    return tsr__err(w->ctx, TSR_EINVAL, "fits: cannot create \"%s\": not a file name", of->path);
-  if (stat(of->path, &st) == 0 && S_ISDIR(st.st_mode))
-    return tsr__err(w->ctx, TSR_EIO, "fits: cannot create \"%s\": %s", of->path, strerror(EISDIR));
-  cap = (size_t)dirlen + strlen(base) + 48;
-  of->tmp = tsr__malloc(w->ctx, cap);
-  if (of->tmp == NULL)
-    return tsr__err(w->ctx, TSR_ENOMEM, "fits: out of memory");
-  snprintf(of->tmp, cap, "%.*s.%s.tsr-%ld.tmp", dirlen, of->path, base, (long)getpid());
-  /* Probe with open(2) for errno ("Permission denied", "No such file or
-   * directory"), which cfitsio would reduce to "could not create".  A file
-   * of that name can only be left by a dead process that had our pid. */
-  for (int attempt = 0; fd < 0; attempt++) {
-    fd = open(of->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd >= 0)
-      break;
-    if (errno == EEXIST && attempt == 0 && unlink(of->tmp) == 0)
-      continue;
-    int e = errno;
-    tsr__free(w->ctx, of->tmp);
-    of->tmp = NULL;
-    return tsr__err(w->ctx, TSR_EIO, "fits: cannot create \"%s\": %s", of->path, strerror(e));
-  }
-  of->fd = fd;
-  return 0;
 }
 
 /* Pixel keywords follow the region: CRPIXn[a] and IRAF's LTVn move by
@@ -1116,7 +1083,7 @@ static int write_header(writer_t *w, out_file_t *of) {
     goto out;
   }
   for (size_t done = 0; done < b.len;) {
-    ssize_t k = pwrite(of->fd, b.p + done, b.len - done, (off_t)done);
+    ssize_t k = pwrite(of->out.fd, b.p + done, b.len - done, (off_t)done);
     if (k < 0 && errno == EINTR)
       continue;
     if (k <= 0) {
@@ -1149,7 +1116,7 @@ static ssize_t data_pwrite(int fd, const void *p, size_t n, off_t off) {
 static int write_all(tsr_ctx_t *ctx, const out_file_t *of, const void *p, size_t n, int64_t off) {
   const unsigned char *q = p;
   while (n > 0) {
-    ssize_t k = data_pwrite(of->fd, q, n, (off_t)off);
+    ssize_t k = data_pwrite(of->out.fd, q, n, (off_t)off);
     if (k < 0 && errno == EINTR)
       continue;
     if (k <= 0)
@@ -1353,30 +1320,67 @@ static int finish_files(writer_t *w) {
     /* The data unit is padded with zeros to a multiple of 2880 bytes. */
     if (end % 2880 != 0 && (rc = write_all(w->ctx, of, zeros, (size_t)(2880 - end % 2880), end)) != 0)
       return rc;
-    if (close(of->fd) != 0) {
-      of->fd = -1;
-      return tsr__err(w->ctx, TSR_EIO, "fits: cannot write \"%s\": %s", of->path, strerror(errno));
-    }
-    of->fd = -1;
+    if ((rc = tsr__out_seal(w->ctx, "fits", &of->out)) != 0)
+      return rc;
   }
   for (int i = 0; i < w->n; i++) {
-    out_file_t *of = &w->files[i];
-    if (rename(of->tmp, of->path) != 0)
-      return tsr__err(w->ctx, TSR_EIO, "fits: cannot rename \"%s\" to \"%s\": %s", of->tmp,
-                      of->path, strerror(errno));
-    tsr__free(w->ctx, of->tmp);
-    of->tmp = NULL;
+    int rc = tsr__out_commit(w->ctx, "fits", &w->files[i].out);
+    if (rc != 0)
+      return rc;
   }
   return 0;
 }
 
-/* The file a path names: its directory's real path and its base name, so
- * that "a.fits" and "./a.fits" are seen as one output. */
+/* Bytes of output file i once written (saturating: a size that does not fit
+ * in int64 is never free space). */
+static int64_t file_bytes(const writer_t *w, int i) {
+  int64_t n = (int64_t)tsr_dtype_size(w->files[i].node->dtype);
+  for (int a = 0; a < TSR_MAX_DIMS; a++)
+    if (__builtin_mul_overflow(n, w->r.stop[a] - w->r.start[a], &n))
+      return INT64_MAX;
+  if (__builtin_add_overflow(n, 2879 + w->files[i].data_off, &n))
+    return INT64_MAX;
+  return n / 2880 * 2880;
+}
+
+/* Refuse outputs that cannot fit before anything is planned: a 10^6 x 10^6
+ * target filled a small filesystem, a band at a time, before ENOSPC.  What
+ * counts is the sum of the outputs that share a filesystem (data and
+ * footprint).  Space others free or take meanwhile is the writes' to find. */
+static int check_room(writer_t *w) {
+  for (int i = 0; i < w->n; i++) {
+    struct stat si, sj;
+    int64_t need = 0;
+    int others = 0;
+    if (fstat(w->files[i].out.fd, &si) != 0)
+      continue;
+    for (int j = 0; j < w->n; j++)
+      if (fstat(w->files[j].out.fd, &sj) == 0 && sj.st_dev == si.st_dev) {
+        int64_t b = file_bytes(w, j);
+        need = need > INT64_MAX - b ? INT64_MAX : need + b;
+        others += j != i;
+      }
+    int rc = tsr__out_room(w->ctx, "fits", &w->files[i].out, need,
+                           others ? " with the other outputs on that filesystem" : "");
+    if (rc != 0)
+      return rc;
+  }
+  return 0;
+}
+
+/* The file a path names: where its symbolic links lead if it exists, else
+ * its directory's real path and its base name, so that "a.fits",
+ * "./a.fits" and a link to it are seen as one output. */
 static char *canonical_name(tsr_ctx_t *ctx, const char *path) {
   const char *base = base_name(path);
   size_t dirlen = (size_t)(base - path);
   char dir[PATH_MAX], *real, *out;
   size_t cap;
+  if ((real = realpath(path, NULL)) != NULL) {
+    out = tsr__strdup(ctx, real);
+    free(real);
+    return out;
+  }
   if (dirlen >= sizeof dir)
     return tsr__strdup(ctx, path);
   memcpy(dir, path, dirlen);
@@ -1452,7 +1456,7 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
   }
   w.n = n;
   for (int i = 0; i < n; i++)
-    w.files[i].fd = -1;
+    w.files[i].out.fd = w.files[i].out.dirfd = -1;
   w.swap = tsr__malloc(ctx, SWAP_BYTES);
   if (w.swap == NULL) {
     tsr__err(ctx, rc, "write_fits: out of memory");
@@ -1486,13 +1490,15 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
   }
   w.rows = band_rows(&w, maxes);
 
-  /* Every output must be creatable before anything is computed. */
+  /* Every output must be creatable, and fit, before anything is computed. */
   for (int i = 0; i < n; i++)
-    if ((rc = create_temp(&w, &w.files[i])) != 0)
+    if ((rc = tsr__out_open(ctx, "fits", paths[i], &w.files[i].out)) != 0)
       goto out;
   for (int i = 0; i < n; i++)
     if ((rc = write_header(&w, &w.files[i])) != 0)
       goto out;
+  if ((rc = check_room(&w)) != 0)
+    goto out;
 
   if ((rc = tsr__run_new(g, opts, &w.run)) != 0)
     goto out;
@@ -1548,12 +1554,7 @@ out:
   tsr__mpi_close(mpi, rc);
   tsr__run_free(w.run);
   for (int i = 0; w.files && i < w.n; i++) {
-    out_file_t *of = &w.files[i];
-    if (of->fd >= 0)
-      close(of->fd);
-    if (of->tmp)
-      unlink(of->tmp);
-    tsr__free(ctx, of->tmp);
+    tsr__out_discard(ctx, &w.files[i].out);
   }
   tsr__free(ctx, w.swap);
   tsr__free(ctx, w.bands);

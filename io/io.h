@@ -8,6 +8,9 @@
 #ifndef TSR_IO_H
 #define TSR_IO_H
 
+#include <limits.h>
+#include <stdio.h>
+
 #include "internal.h"
 
 #define TSR__CARD 80
@@ -53,5 +56,38 @@ int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, int hdu, tsr__plain_hdu
 /* Tests set this to send every file to cfitsio, to compare the two paths
  * (the walk still refuses headers cfitsio cannot take). */
 extern bool tsr__plain_hdu_off;
+
+/* An output file being written (output.c): every writer creates, publishes
+ * and gives up its files through these, so that special files are refused,
+ * symbolic links are followed, a killed run leaves nothing behind and a
+ * failed one deletes only what it created. */
+typedef struct {
+  const char *path;        /* as given; names the output in messages */
+  char *final;             /* the file replaced: path, or where its links lead; tsr__malloc */
+  const char *base;        /* final's last component (inside final) */
+  int dirfd;               /* final's directory (O_PATH), or -1 */
+  int fd;                  /* the temporary, open for writing; inherited by pool workers; or -1 */
+  char tmp[NAME_MAX + 1];  /* the temporary's name in dirfd while it has one, else "" */
+} tsr__out_t;
+
+/* Check `path` (see output.c) and create its temporary; `what` prefixes
+ * messages ("fits").  0, or TSR_EIO / TSR_EINVAL / TSR_ENOMEM with the
+ * message on ctx and nothing left to discard. */
+int tsr__out_open(tsr_ctx_t *ctx, const char *what, const char *path, tsr__out_t *o);
+/* 0 if `bytes` fit in the space left to us on the output's filesystem, else
+ * TSR_EIO: "<what>: output "x.fits" needs 4.0 TB<with>, 48 MB free on
+ * /mnt/x" (`with` says what else the bytes count, or is ""). */
+int tsr__out_room(tsr_ctx_t *ctx, const char *what, const tsr__out_t *o, int64_t bytes,
+                  const char *with);
+/* A stdio stream on a duplicate of o->fd (fclose it, and check that), or NULL. */
+FILE *tsr__out_stream(tsr_ctx_t *ctx, const char *what, const tsr__out_t *o);
+/* The contents are complete: name the temporary and close it. */
+int tsr__out_seal(tsr_ctx_t *ctx, const char *what, tsr__out_t *o);
+/* Rename the sealed temporary over the final name. */
+int tsr__out_commit(tsr_ctx_t *ctx, const char *what, tsr__out_t *o);
+/* Close, and remove the temporary if it is still there; never touches the
+ * final name.  Safe after tsr__out_open, failed or not, and twice (but
+ * not on a zeroed o: set fd and dirfd to -1 first). */
+void tsr__out_discard(tsr_ctx_t *ctx, tsr__out_t *o);
 
 #endif

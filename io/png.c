@@ -6,8 +6,8 @@
  * ZScaleInterval, min-max, or a central percentile), stretched (linear,
  * sqrt, log, asinh, with astropy's default parameters), and written as grey
  * plus alpha: NaN pixels are transparent.  FITS rows go bottom-up, PNG rows
- * top-down, so the rows are flipped.  The file is written under a temporary
- * name and renamed when complete.
+ * top-down, so the rows are flipped.  The output is checked and created
+ * (output.c) before anything is computed, and renamed when complete.
  */
 #include <errno.h>
 #include <math.h>
@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "io.h"
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -159,7 +159,7 @@ int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path, const tsr_pre
   tsr_node_t *view = n;
   double *img = NULL, *fin = NULL, lo = 0, hi = 1;
   unsigned char *row = NULL;
-  char *tmp = NULL;
+  tsr__out_t out = {.fd = -1, .dirfd = -1};
   FILE *f = NULL;
   int64_t nx, ny, step = 1;
   size_t nfin = 0;
@@ -192,12 +192,13 @@ int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path, const tsr_pre
   img = tsr__mallocarray(ctx, (size_t)(nx * ny), sizeof *img);
   fin = tsr__mallocarray(ctx, (size_t)(nx * ny), sizeof *fin);
   row = tsr__mallocarray(ctx, (size_t)nx, 2);
-  tmp = tsr__malloc(ctx, strlen(path) + 32);
-  if (!img || !fin || !row || !tmp) {
+  if (!img || !fin || !row) {
     rc = tsr__err(ctx, TSR_ENOMEM, "preview: out of memory for %lld x %lld pixels", (long long)nx,
                   (long long)ny);
     goto out;
   }
+  if ((rc = tsr__out_open(ctx, "preview", path, &out)) != 0)
+    goto out;
   {
     tsr_node_t *d = view->dtype == TSR_F64 ? view : tsr_astype(g, view, TSR_F64);
     if (d == NULL) {
@@ -222,9 +223,8 @@ int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path, const tsr_pre
       }
     }
   }
-  snprintf(tmp, strlen(path) + 32, "%s.tsr-%ld.tmp", path, (long)getpid());
-  if ((f = fopen(tmp, "wb")) == NULL) {
-    rc = tsr__err(ctx, TSR_EIO, "preview: cannot write \"%s\": %s", path, strerror(errno));
+  if ((f = tsr__out_stream(ctx, "preview", &out)) == NULL) {
+    rc = TSR_EIO;
     goto out;
   }
   if (encode(f, img, nx, ny, lo, hi, o.stretch, row) != 0) {
@@ -237,16 +237,14 @@ int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path, const tsr_pre
     goto out;
   }
   f = NULL;
-  if (rename(tmp, path) != 0)
-    rc = tsr__err(ctx, TSR_EIO, "preview: cannot rename to \"%s\": %s", path, strerror(errno));
+  if ((rc = tsr__out_seal(ctx, "preview", &out)) == 0)
+    rc = tsr__out_commit(ctx, "preview", &out);
 out:
   if (f)
     fclose(f);
-  if (rc != 0 && tmp)
-    unlink(tmp);
+  tsr__out_discard(ctx, &out);
   tsr__free(ctx, img);
   tsr__free(ctx, fin);
   tsr__free(ctx, row);
-  tsr__free(ctx, tmp);
   return rc;
 }

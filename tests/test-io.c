@@ -6,8 +6,15 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include <fitsio.h>
 
@@ -1558,7 +1565,7 @@ TEST(write_unwritable_fails_before_computing) {
   ASSERT_INT_EQ(th_count_temps(th_tmpdir()), 0);
 
   ASSERT_INT_EQ(tsr_write_fits(g, 1, nodes, (const char *[]){th_tmpdir()}, NULL, NULL), TSR_EIO);
-  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "\": Is a directory");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "\" exists and is a directory; expected a regular file");
 
   paths[1] = good;
   ASSERT_INT_EQ(tsr_write_fits(g, 2, nodes, paths, NULL, NULL), TSR_EINVAL);
@@ -1575,6 +1582,261 @@ TEST(write_unwritable_fails_before_computing) {
     ASSERT_INT_EQ(th_count_temps(dir), 0);
     chmod(dir, 0755);
   }
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
+/* ------------------------------------------------------------------ */
+/* Outputs: special files, symbolic links, temporaries, free space    */
+
+static mode_t lstat_type(const char *path) {
+  struct stat st;
+  ASSERT_OK(lstat(path, &st));
+  return st.st_mode & S_IFMT;
+}
+
+/* A path of each kind a writer must refuse; `dev` is a private copy of
+ * /dev/full when we may make one (root), else /dev/full itself, which only
+ * root could replace. */
+static int special_paths(const char *paths[4], const char *names[4]) {
+  static char fifo[4096], sock[4096], dev[4096], dir[4096];
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  int fd;
+  snprintf(fifo, sizeof fifo, "%s", th_path("a-fifo"));
+  snprintf(sock, sizeof sock, "%s", th_path("a-socket"));
+  snprintf(dir, sizeof dir, "%s", th_path("a-dir"));
+  snprintf(dev, sizeof dev, "%s", th_path("a-device"));
+  if (access(fifo, F_OK) != 0) {
+    ASSERT_OK(mkfifo(fifo, 0644));
+    ASSERT_OK(mkdir(dir, 0755));
+    ASSERT(strlen(sock) < sizeof sa.sun_path);
+    strcpy(sa.sun_path, sock);
+    ASSERT((fd = socket(AF_UNIX, SOCK_STREAM, 0)) >= 0);
+    ASSERT_OK(bind(fd, (struct sockaddr *)&sa, sizeof sa));
+    close(fd);
+    if (geteuid() != 0 || mknod(dev, S_IFCHR | 0666, makedev(1, 7)) != 0)
+      snprintf(dev, sizeof dev, "/dev/full");
+  }
+  paths[0] = dev, names[0] = "character device";
+  paths[1] = fifo, names[1] = "FIFO";
+  paths[2] = sock, names[2] = "socket";
+  paths[3] = dir, names[3] = "directory";
+  return 4;
+}
+
+TEST(outputs_refuse_special_files_before_computing) {
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *n = gen_node(g), *fp = tsr_footprint(g, n);
+  int64_t shape[2] = {4, 3};
+  static float img[12];
+  tsr_node_t *flat = tsr_source_buffer(g, TSR_F32, 2, shape, img, NULL);
+  const char *paths[4], *names[4], *link = th_path("link-to-special");
+  char want[512];
+  tsr_wcs_t *wcs;
+  ASSERT(fp != NULL && flat != NULL);
+  ASSERT_OK(tsr_wcs_parse(ctx, tan_hdr, sizeof tan_hdr - 1, "tan", 1, &wcs));
+  int k = special_paths(paths, names);
+  for (int i = 0; i < k; i++) {
+    mode_t before = lstat_type(paths[i]);
+    const char *two[2] = {th_path("beside.fits"), paths[i]};
+    tsr_node_t *nodes[2] = {n, fp};
+    snprintf(want, sizeof want, "output \"%s\" exists and is a %s; expected a regular file or a new path",
+             paths[i], names[i]);
+    gen_calls = 0;
+    ASSERT_INT_EQ(tsr_write_fits(g, 2, nodes, two, NULL, NULL), TSR_EIO);
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "fits: ");
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), want);
+    ASSERT_INT_EQ(gen_calls, 0);
+    ASSERT(!file_exists(two[0]));
+    ASSERT_INT_EQ(tsr_write_png(g, flat, paths[i], NULL), TSR_EIO);
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "preview: ");
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), want);
+    ASSERT_INT_EQ(tsr_wcs_write_hdr(ctx, wcs, paths[i]), TSR_EIO);
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "header: ");
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), want);
+    ASSERT_INT_EQ(lstat_type(paths[i]), before);
+    /* A link to one is refused the same way, and stays. */
+    unlink(link);
+    ASSERT_OK(symlink(paths[i], link));
+    ASSERT_INT_EQ(tsr_write_fits(g, 1, &n, &link, NULL, NULL), TSR_EIO);
+    snprintf(want, sizeof want, "leads to \"%s\", which is a %s;", paths[i], names[i]);
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), want);
+    ASSERT_INT_EQ(lstat_type(link), S_IFLNK);
+    ASSERT_INT_EQ(lstat_type(paths[i]), before);
+  }
+  ASSERT_INT_EQ(th_count_temps(th_tmpdir()), 0);
+  tsr_wcs_free(wcs);
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
+TEST(outputs_replace_what_a_link_leads_to) {
+  char dir[4096], real[4200], chain[4200];
+  const char *link = th_path("out-link.fits"), *dang = th_path("dangling.fits");
+  const char *made = th_path("made-by-link.fits"), *hdr = th_path("hdr-link.hdr");
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *n = gen_node(g);
+  tsr_wcs_t *wcs, *back;
+  int naxis, bitpix;
+  long got[4];
+  char buf[16] = "";
+  snprintf(dir, sizeof dir, "%s", th_path("link-target-dir"));
+  ASSERT_OK(mkdir(dir, 0755));
+  snprintf(real, sizeof real, "%s/real.fits", dir);
+  write_text(real, "previous", 8);
+  ASSERT_OK(symlink("link-target-dir/real.fits", link)); /* relative to the link */
+  snprintf(chain, sizeof chain, "%s", th_path("chain.fits"));
+  ASSERT_OK(symlink("out-link.fits", chain));            /* a link to a link */
+  gen_calls = 0, gen_fail_at = 3;
+  ASSERT_INT_EQ(tsr_write_fits(g, 1, &n, (const char *[]){chain}, NULL, NULL), TSR_EINVAL);
+  gen_fail_at = 0;
+  FILE *f = fopen(real, "rb");
+  ASSERT(f != NULL && fread(buf, 1, sizeof buf, f) == 8);
+  fclose(f);
+  ASSERT(strcmp(buf, "previous") == 0); /* a failed run leaves the target alone */
+  ASSERT_INT_EQ(lstat_type(chain), S_IFLNK);
+  ASSERT_OK(tsr_write_fits(g, 1, &n, (const char *[]){chain}, NULL, NULL));
+  ASSERT_INT_EQ(lstat_type(chain), S_IFLNK);
+  ASSERT_INT_EQ(lstat_type(link), S_IFLNK);
+  ASSERT_INT_EQ(lstat_type(real), S_IFREG);
+  float *d = read_back(link, &naxis, got, &bitpix);
+  ASSERT(naxis == 3 && got[0] == 23 && got[1] == 17 && d[23 * 4 + 9] == 409.0f);
+  free(d);
+  ASSERT_INT_EQ(th_count_temps(th_tmpdir()) + th_count_temps(dir), 0);
+  /* A dangling link: the file it names is created. */
+  ASSERT_OK(symlink("made-by-link.fits", dang));
+  ASSERT_OK(tsr_write_fits(g, 1, &n, &dang, NULL, NULL));
+  ASSERT_INT_EQ(lstat_type(dang), S_IFLNK);
+  ASSERT_INT_EQ(lstat_type(made), S_IFREG);
+  /* Header files follow the same rules. */
+  ASSERT_OK(tsr_wcs_parse(ctx, tan_hdr, sizeof tan_hdr - 1, "tan", 1, &wcs));
+  write_text(real, "previous", 8);
+  ASSERT_OK(symlink("link-target-dir/real.fits", hdr));
+  ASSERT_OK(tsr_wcs_write_hdr(ctx, wcs, hdr));
+  ASSERT_INT_EQ(lstat_type(hdr), S_IFLNK);
+  ASSERT_OK(tsr_wcs_read_hdr(ctx, real, &back));
+  ASSERT_INT_EQ(tsr_wcs_shape(back, 0), 2048);
+  tsr_wcs_free(back);
+  tsr_wcs_free(wcs);
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
+/* While a file is written, its directory shows no temporary (O_TMPFILE);
+ * where the filesystem has none (TSR_TEST_NO_TMPFILE), one named and
+ * locked temporary that the run removes or renames. */
+static const char *temps_dir;
+static int temps_seen;
+static void count_temps_now(void *ud, int64_t done, int64_t total) {
+  (void)ud, (void)done, (void)total;
+  int k = th_count_temps(temps_dir);
+  if (k > temps_seen)
+    temps_seen = k;
+}
+
+TEST(outputs_leave_no_named_temporary_while_written) {
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *n = gen_node(g);
+  const char *out = th_path("unnamed.fits");
+  tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
+  temps_dir = th_tmpdir();
+  ro.progress = count_temps_now;
+  for (int fallback = 0; fallback < 2; fallback++) {
+    if (fallback)
+      setenv("TSR_TEST_NO_TMPFILE", "1", 1);
+    for (int jobs = 1; jobs <= 2; jobs++) {
+      temps_seen = 0;
+      ro.jobs = jobs;
+      ASSERT_OK(tsr_write_fits(g, 1, &n, &out, NULL, &ro));
+      ASSERT_INT_EQ(temps_seen, fallback);
+      ASSERT_INT_EQ(th_count_temps(temps_dir), 0);
+      int naxis, bitpix;
+      long got[4];
+      float *d = read_back(out, &naxis, got, &bitpix);
+      ASSERT(d[2 * 23 * 17 + 23 * 16 + 22] == 22 + 1600 + 20000);
+      free(d);
+    }
+    unsetenv("TSR_TEST_NO_TMPFILE");
+  }
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
+/* Temporaries left by killed runs (".NAME.tsr-PID.tmp") are removed by the
+ * next run writing NAME when their process is gone and their lock free;
+ * nothing else is touched. */
+TEST(outputs_remove_stale_temporaries_only) {
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *n = gen_node(g);
+  const char *out = th_path("st.fits");
+  char dead[4200], mine[4200], live[4200], other[4200], locked[4200], link[4200], victim[4200];
+  /* PIDs above the kernel's limit (2^22) never exist. */
+  snprintf(dead, sizeof dead, "%s/.st.fits.tsr-99999999.tmp", th_tmpdir());
+  snprintf(mine, sizeof mine, "%s/.st.fits.tsr-%ld.tmp", th_tmpdir(), (long)getpid());
+  snprintf(live, sizeof live, "%s/.st.fits.tsr-%ld.tmp", th_tmpdir(), (long)getppid());
+  snprintf(other, sizeof other, "%s/.other.fits.tsr-99999999.tmp", th_tmpdir());
+  snprintf(locked, sizeof locked, "%s/.st.fits.tsr-99999997.tmp", th_tmpdir());
+  snprintf(link, sizeof link, "%s/.st.fits.tsr-99999998.tmp", th_tmpdir());
+  snprintf(victim, sizeof victim, "%s", th_path("not-a-temporary"));
+  write_text(dead, "x", 1);
+  write_text(mine, "x", 1);
+  write_text(live, "x", 1);
+  write_text(other, "x", 1);
+  write_text(locked, "x", 1);
+  write_text(victim, "x", 1);
+  ASSERT_OK(symlink(victim, link));
+  int lfd = open(locked, O_RDONLY);
+  ASSERT(lfd >= 0 && flock(lfd, LOCK_EX) == 0); /* a writer still at work, elsewhere */
+  setenv("TSR_TEST_NO_TMPFILE", "1", 1);
+  ASSERT_OK(tsr_write_fits(g, 1, &n, &out, NULL, NULL));
+  unsetenv("TSR_TEST_NO_TMPFILE");
+  ASSERT(!file_exists(dead) && !file_exists(mine));
+  ASSERT(file_exists(live) && file_exists(other) && file_exists(locked) && file_exists(victim));
+  ASSERT_INT_EQ(lstat_type(link), S_IFLNK);
+  close(lfd);
+  ASSERT_OK(tsr_write_fits(g, 1, &n, &out, NULL, NULL));
+  ASSERT(!file_exists(locked) && file_exists(live));
+  unlink(live), unlink(other), unlink(link), unlink(victim);
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
+/* An output bigger than the free space is refused before anything is
+ * planned or computed.  (A file size limit keeps a regression from filling
+ * the disk.) */
+TEST(outputs_that_cannot_fit_are_refused_at_once) {
+  struct rlimit rl = {64 << 20, 64 << 20};
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *n = tsr__node_alloc(g, &gen_op, NULL);
+  const char *pa = th_path("huge.fits"), *pb = th_path("huge-fp.fits");
+  signal(SIGXFSZ, SIG_IGN);
+  ASSERT_OK(setrlimit(RLIMIT_FSIZE, &rl));
+  n->ndim = 2;
+  n->shape[0] = n->shape[1] = 1000000;
+  n->chunk[0] = n->chunk[1] = 1024;
+  n->n_planes = 2;
+  n->dtype = TSR_F32;
+  ASSERT((n = tsr__node_finish(n)) != NULL);
+  tsr_node_t *nodes[2] = {n, tsr_footprint(g, n)};
+  const char *paths[2] = {pa, pb};
+  gen_calls = 0;
+  uint64_t t0 = uv_hrtime();
+  ASSERT_INT_EQ(tsr_write_fits(g, 1, nodes, paths, NULL, NULL), TSR_EIO);
+  ASSERT(uv_hrtime() - t0 < 1000000000u);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "fits: output \"");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "huge.fits\" needs 4.0 TB, ");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), " free on /");
+  ASSERT_INT_EQ(tsr_write_fits(g, 2, nodes, paths, NULL, NULL), TSR_EIO);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "huge.fits\" needs 8.0 TB with the other outputs on that "
+                                       "filesystem, ");
+  ASSERT_INT_EQ(gen_calls, 0);
+  ASSERT(!file_exists(pa) && !file_exists(pb));
+  ASSERT_INT_EQ(th_count_temps(th_tmpdir()), 0);
   tsr_graph_free(g);
   tsr_ctx_free(ctx);
 }

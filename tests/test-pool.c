@@ -391,6 +391,26 @@ static int count_processes(const char *comm, const char *needle) {
 }
 
 /* Interrupt the CLI mid-run: exit 130, no output, no temp file, no process. */
+/* True if process `pid` has an unnamed temporary file of `dir` open. */
+static bool writing_in(pid_t pid, const char *dir) {
+  char fds[64], link[4200], target[4200];
+  struct dirent *e;
+  bool found = false;
+  snprintf(fds, sizeof fds, "/proc/%ld/fd", (long)pid);
+  DIR *d = opendir(fds);
+  while (d != NULL && !found && (e = readdir(d)) != NULL) {
+    snprintf(link, sizeof link, "%s/%s", fds, e->d_name);
+    ssize_t k = readlink(link, target, sizeof target - 1);
+    if (k <= 0)
+      continue;
+    target[k] = '\0';
+    found = strncmp(target, dir, strlen(dir)) == 0 && strncmp(target + strlen(dir), "/#", 2) == 0;
+  }
+  if (d)
+    closedir(d);
+  return found;
+}
+
 TEST(sigint_to_the_cli_leaves_nothing_behind) {
   char tessera[4096], in[4096], tgt[4096], out[4096];
   snprintf(tessera, sizeof tessera, "%s/cli/tessera", th_builddir());
@@ -423,11 +443,10 @@ TEST(sigint_to_the_cli_leaves_nothing_behind) {
           "0", "--order", "bicubic", "--block", "24x24", "-j", "2", "--quiet", (char *)NULL);
     _exit(127);
   }
-  /* Interrupt once the output is being written (its temp file exists). */
+  /* Interrupt once the output is being written: its unnamed temporary
+   * (O_TMPFILE, "DIR/#inode (deleted)" in /proc) is open. */
   {
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "ls -a '%s' | grep -q 'interrupted.fits.tsr-'", th_tmpdir());
-    for (int i = 0; i < 200 && system(cmd) != 0; i++) {
+    for (int i = 0; i < 200 && !writing_in(pid, th_tmpdir()); i++) {
       struct timespec ts = {0, 10 * 1000 * 1000};
       nanosleep(&ts, NULL);
     }

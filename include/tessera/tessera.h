@@ -132,6 +132,11 @@ TSR_API int64_t tsr_region_size(const tsr_region_t *r);
  *  @return 0 and a new *out (free with tsr_wcs_free), or TSR_EIO / TSR_EWCS /
  *  TSR_EINVAL / TSR_ENOMEM with *out = NULL and a message naming the file. */
 TSR_API int tsr_wcs_read_hdr(tsr_ctx_t *ctx, const char *path, tsr_wcs_t **out);
+/** Write the cards of `wcs` to a header text file (one card per line, no END,
+ *  as astropy's Header.totextfile), which tsr_wcs_read_hdr reads back.  The
+ *  file is written and replaced as tsr_write_fits writes its outputs.
+ *  @return 0, or TSR_EIO / TSR_EINVAL / TSR_ENOMEM with the message on ctx. */
+TSR_API int tsr_wcs_write_hdr(tsr_ctx_t *ctx, const tsr_wcs_t *wcs, const char *path);
 /** Take the WCS and shape of an image HDU of a FITS file; `hdu` is 1-based,
  *  0 = the first HDU with image data. */
 TSR_API int tsr_wcs_read_fits(tsr_ctx_t *ctx, const char *path, int hdu, tsr_wcs_t **out);
@@ -540,8 +545,14 @@ TSR_API int tsr_compute(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *re
 /** Compute `region` (NULL = all) of `n` nodes of equal shape and write each to
  *  a FITS file, band by band, so memory stays bounded by one band of chunks.
  *  Planes computed together (data and footprint) are computed once.  Each file
- *  is written under a temporary name in the same directory and renamed when
- *  complete; on failure nothing is left.  The header is the node's WCS with
+ *  is written to an unnamed temporary file (O_TMPFILE; where the filesystem
+ *  lacks it, a ".NAME.tsr-PID.tmp" that the next run removes once its
+ *  process is gone) in the same directory and renamed when complete, so
+ *  neither a failure nor a kill leaves anything.  A path that exists must be
+ *  a regular file (devices, FIFOs, sockets and directories are refused
+ *  before anything is computed); a symbolic link is followed and the file it
+ *  leads to replaced.  An output larger than the space free on its
+ *  filesystem is refused at once.  The header is the node's WCS with
  *  NAXISn of the region and CRPIX shifted so the region's WCS stays right.
  *  @return 0 or a negative code. */
 TSR_API int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes,
@@ -564,8 +575,9 @@ typedef struct {
 #define TSR_PREVIEW_OPTS_INIT { TSR_STRETCH_LINEAR, TSR_SCALE_ZSCALE, 99.5, 2048 }
 
 /** Write 2-D node `n` as an 8-bit grey + alpha PNG (NaN transparent, north
- *  up as in ds9: FITS row 1 at the bottom), under a temporary name renamed
- *  when complete.  @return 0 or a negative code. */
+ *  up as in ds9: FITS row 1 at the bottom).  The path is checked and
+ *  the file created before anything is computed, and replaced as
+ *  tsr_write_fits replaces its outputs.  @return 0 or a negative code. */
 TSR_API int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path,
                           const tsr_preview_opts_t *opts);
 

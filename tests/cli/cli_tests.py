@@ -14,7 +14,11 @@ import argparse
 import gzip
 import os
 import re
+import resource
 import shutil
+import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -51,11 +55,14 @@ class Ctx:
             self.cache[key] = fn()
         return self.cache[key]
 
-    def run(self, args, cwd=None, timeout=300):
+    def run(self, args, cwd=None, timeout=300, env=None, max_file=None):
+        """max_file: a file size limit in bytes (writes past it fail with EFBIG), so that a
+        regression cannot fill the disk."""
         cmd = [self.tessera] + list(args)
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                               cwd=cwd or self.workdir)
+                               cwd=cwd or self.workdir, env=env,
+                               preexec_fn=(lambda: limit_file_size(max_file)) if max_file else None)
         except subprocess.TimeoutExpired:
             raise C.CaseFailure("timed out after %ds: %s" % (timeout, " ".join(cmd)))
         except OSError as e:
@@ -72,6 +79,11 @@ class Ctx:
         if r.returncode != 0:
             raise C.CaseFailure("tessera exited %d: %s\n  command: %s" % (r.returncode, r.stderr.strip()[:500], r.cmd))
         return read_raw(out)
+
+
+def limit_file_size(nbytes):
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
 
 
 def read_raw(path):
@@ -584,9 +596,12 @@ def bad_inputs(ctx):
         hh = C.cel_header("TAN", 100, 100, (10.0, 10.0), 2.1)
         hh["NAXIS1"] = hh["NAXIS2"] = 2**40
         C.write_hdr(hugetgt, hh)
+        # A 10^6 x 10^6 target: a 4 TB float32 output, more than any test disk holds.
+        huge4tb = os.path.join(d, "huge4tb.hdr")
+        C.write_hdr(huge4tb, C.cel_header("TAN", 10 ** 6, 10 ** 6, (10.0, 10.0), 2.1))
         return dict(dir=d, good=good, tgt=tgt, text=text, trunc=trunc, nowcs=nowcs, xyz=xyz, non2=non2,
                     mef=mef, cut=cut, zero=zero, absurd=absurd, sing=sing, shapeonly=shapeonly, undef=undef,
-                    gzbad=gzbad, huge=huge, axes999=axes999, hugetgt=hugetgt)
+                    gzbad=gzbad, huge=huge, axes999=axes999, hugetgt=hugetgt, huge4tb=huge4tb)
     return ctx.memo("bad", make)
 
 
@@ -823,7 +838,37 @@ def bad_cases():
          [r"--scale '150': expected zscale, minmax or a percentage"]),
         ("preview of a non-FITS file",
          lambda b, o: ["preview", b["text"], "-o", o], 1, [r"notfits\.fits"]),
+        # Outputs that exist and are not regular files (as root, -o /dev/full replaced the device
+        # with a 13 MB file; bad_test checks that /dev/full is still a character device).
+        # tessera: fits: output "/dev/full" exists and is a character device; expected a regular
+        # file or a new path
+        ("-o /dev/full (a character device)", lambda b, o: g(b, "/dev/full"), 1, [DEV_FULL]),
+        ("--footprint /dev/full", lambda b, o: g(b, o, "--footprint", "/dev/full"), 1, [DEV_FULL]),
+        ("mosaic -o /dev/full",
+         lambda b, o: ["mosaic", b["good"], "--target", b["tgt"], "-o", "/dev/full"], 1, [DEV_FULL]),
+        ("mosaic --footprint /dev/full",
+         lambda b, o: ["mosaic", b["good"], "--target", b["tgt"], "-o", o, "--footprint", "/dev/full"],
+         1, [DEV_FULL]),
+        # tessera: preview: output "/dev/full" exists and is a character device; ...
+        ("preview -o /dev/full", lambda b, o: ["preview", b["good"], "-o", "/dev/full"], 1,
+         [r"^tessera: preview: " + DEV_FULL]),
+        # tessera: header: output "/dev/full" exists and is a character device; ...
+        # (it said "cannot write" and then deleted the node with remove())
+        ("mosaic-header -o /dev/full", lambda b, o: ["mosaic-header", b["good"], "-o", "/dev/full"], 1,
+         [r"^tessera: header: " + DEV_FULL]),
+        # tessera: fits: output "badrun-.../" exists and is a directory; expected a regular file or a
+        # new path
+        ("-o a directory", lambda b, o: g(b, os.path.dirname(o)), 1,
+         [r"exists and is a directory; expected a regular file or a new path"]),
+        # tessera: fits: output "badrun-.../out.fits" needs 4.0 TB, 85 GB free on /work/...
+        # (it ran until the disk was full: ENOSPC on a 50 MB filesystem)
+        ("10^6 x 10^6 target (a 4 TB output) on a smaller disk",
+         lambda b, o: ["reproject", b["good"], "--target", b["huge4tb"], "-o", o], 1,
+         [r'out\.fits" needs 4\.0 TB, [0-9.]+ (bytes|[kMGT]B) free on /']),
     ]
+
+
+DEV_FULL = r'output "/dev/full" exists and is a character device; expected a regular file or a new path'
 
 
 def listing(d):
@@ -843,7 +888,7 @@ def bad_test(ctx, name, build, want_rc, patterns):
         os.makedirs(run_dir)
         out = os.path.join(run_dir, "out.fits")
         before_in = listing(b["dir"])
-        r = ctx.run(build(b, out), cwd=run_dir, timeout=120)
+        r = ctx.run(build(b, out), cwd=run_dir, timeout=120, max_file=64 << 20)
         err = r.stderr.rstrip("\n")
         lines = [l for l in err.splitlines() if l.strip()]
         chk.note("command: %s" % r.cmd.replace(ctx.workdir + os.sep, ""))
@@ -860,6 +905,7 @@ def bad_test(ctx, name, build, want_rc, patterns):
         chk.expect(not new_in, "files left next to the inputs: %s" % new_in)
         if os.path.isdir("/nonexistent-dir"):
             chk.fail("/nonexistent-dir exists")
+        chk.expect(stat.S_ISCHR(os.stat("/dev/full").st_mode), "/dev/full is no longer a character device")
         return chk
     return fn
 
@@ -946,6 +992,176 @@ def cache_test(ctx, method):
     return fn
 
 
+
+# ---------------------------------------------------------------------------
+# Outputs: special files, symbolic links, runs killed mid-write
+
+def output_options(b, node, other):
+    """Every output option of every subcommand, aimed at `node` (`other`: a normal path)."""
+    g = ["reproject", b["good"], "--target", b["tgt"]]
+    m = ["mosaic", b["good"], "--target", b["tgt"]]
+    return [("reproject -o", g + ["-o", node]),
+            ("reproject --footprint", g + ["-o", other, "--footprint", node]),
+            ("mosaic -o", m + ["-o", node]),
+            ("mosaic --footprint", m + ["-o", other, "--footprint", node]),
+            ("preview -o", ["preview", b["good"], "-o", node]),
+            ("mosaic-header -o", ["mosaic-header", b["good"], "-o", node])]
+
+
+def special_outputs_test(ctx):
+    """A character device, a FIFO, a socket or a directory given as any output is refused
+    with one line, nothing is computed or left, the node keeps its type, and a FIFO does not
+    hang the run.  (As root a private copy of /dev/full is used: the unfixed tool replaced the
+    node.)"""
+    def fn():
+        chk = C.Check()
+        b = bad_inputs(ctx)
+        d = ctx.path("special-out")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        nodes = []
+        dev = os.path.join(d, "full-device")
+        try:
+            os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+        except OSError:
+            dev = "/dev/full"
+        nodes.append((dev, "character device", stat.S_ISCHR))
+        fifo = os.path.join(d, "fifo")
+        os.mkfifo(fifo)
+        nodes.append((fifo, "FIFO", stat.S_ISFIFO))
+        sock = os.path.join(d, "socket")
+        with socket.socket(socket.AF_UNIX) as so:
+            so.bind(sock)
+        nodes.append((sock, "socket", stat.S_ISSOCK))
+        sub = os.path.join(d, "subdir")
+        os.makedirs(sub)
+        nodes.append((sub, "directory", stat.S_ISDIR))
+        before = listing(d)
+        for node, kind, is_kind in nodes:
+            for opt, args in output_options(b, node, os.path.join(d, "other.fits")):
+                t0 = time.time()
+                r = ctx.run(args, cwd=d, timeout=60, max_file=64 << 20)
+                lines = [l for l in r.stderr.splitlines() if l.strip()]
+                what = "%s %s" % (opt, kind)
+                chk.expect(r.returncode == 1, "%s: exit %d" % (what, r.returncode))
+                chk.expect(len(lines) == 1 and re.search(
+                    r'output "%s" exists and is a %s; expected a regular file or a new path'
+                    % (re.escape(node), kind), lines[0]) is not None, "%s: stderr %r" % (what, r.stderr))
+                chk.expect(r.stdout == "", "%s: stdout %r" % (what, r.stdout))
+                chk.expect(is_kind(os.lstat(node).st_mode), "%s: the node is no longer a %s" % (what, kind))
+                chk.expect(listing(d) == before, "%s: files changed: %s" % (what, sorted(listing(d) ^ before)))
+                if time.time() - t0 > 10:
+                    chk.fail("%s: took %.1f s" % (what, time.time() - t0))
+        chk.note("%d refusals checked" % (len(nodes) * 6))
+        return chk
+    return fn
+
+
+def written(good, path):
+    """A regular file at path whose contents pass good()."""
+    try:
+        return os.path.isfile(path) and not os.path.islink(path) and good(path)
+    except (OSError, ValueError):
+        return False
+
+
+def symlink_outputs_test(ctx):
+    """An output that is a symbolic link: the file it leads to is replaced and the link stays a
+    link, for every writer; a dangling link gets the file it names created."""
+    def fn():
+        chk = C.Check()
+        b = bad_inputs(ctx)
+        d = ctx.path("link-out")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(os.path.join(d, "real"))
+        direct = os.path.join(d, "direct.fits")
+        ctx.reproject(b["good"], b["tgt"], direct)
+        cases = [("reproject", lambda o: ["reproject", b["good"], "--target", b["tgt"], "-o", o, "--quiet"],
+                  lambda p: read_raw(p)[0].tobytes() == read_raw(direct)[0].tobytes()),
+                 ("preview", lambda o: ["preview", b["good"], "-o", o],
+                  lambda p: open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"),
+                 ("mosaic-header", lambda o: ["mosaic-header", b["good"], "-o", o],
+                  lambda p: open(p).readline().startswith("NAXIS"))]
+        for name, args, good in cases:
+            target = os.path.join(d, "real", name + ".out")
+            with open(target, "w") as f:
+                f.write("previous contents\n")
+            link = os.path.join(d, name + "-link")
+            os.symlink(os.path.join("real", name + ".out"), link)
+            r = ctx.run(args(link), cwd=d)
+            chk.expect(r.returncode == 0, "%s -o link: exit %d %s" % (name, r.returncode, r.stderr.strip()))
+            chk.expect(os.path.islink(link) and os.readlink(link) == os.path.join("real", name + ".out"),
+                       "%s: the link was replaced" % name)
+            chk.expect(written(good, target), "%s: the link's target was not written" % name)
+            dang = os.path.join(d, name + "-dangling")
+            made = os.path.join(d, "real", name + ".new")
+            os.symlink(made, dang)
+            r = ctx.run(args(dang), cwd=d)
+            chk.expect(r.returncode == 0 and os.path.islink(dang) and written(good, made),
+                       "%s -o dangling link: exit %d, target %s" % (name, r.returncode, os.path.exists(made)))
+        left = sorted(f for f in listing(d) if ".tsr-" in f)
+        chk.expect(not left, "temporaries left: %s" % left)
+        return chk
+    return fn
+
+
+def kill_test(ctx, fallback):
+    """SIGKILL a `reproject -j 2` at several moments of its run: nothing new is left in the
+    output directory (O_TMPFILE).  With fallback (TSR_TEST_NO_TMPFILE=1: as on a filesystem
+    without O_TMPFILE) a killed run leaves a named temporary, which the next run writing that
+    output removes, with one of a fake dead PID, keeping one of a live process."""
+    def fn():
+        chk = C.Check()
+        d = ctx.path("kill-%s" % ("named" if fallback else "unnamed"))
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        inp, tgt = ctx.path("kill-in.fits"), ctx.path("kill-target.hdr")
+        if not os.path.exists(inp):
+            C.write_fits(inp, C.sky_image(1000, 1000, 31), C.cel_header("TAN", 1000, 1000, (40.0, 20.0), 1.0),
+                         np.float32)
+            C.write_hdr(tgt, C.cel_header("TAN", 1400, 1400, (40.0, 20.0), 0.7, rot_deg=20.0))
+        env = dict(os.environ)
+        if fallback:
+            env["TSR_TEST_NO_TMPFILE"] = "1"
+        out = os.path.join(d, "kill.fits")
+        args = [ctx.tessera, "reproject", inp, "--target", tgt, "-o", out, "-j", "2", "--method", "exact",
+                "--quiet"]
+        t0 = time.time()
+        subprocess.run(args, env=env, check=True, capture_output=True, timeout=600)
+        full = time.time() - t0
+        os.unlink(out)
+        killed = most = 0
+        for frac in (0.1, 0.25, 0.4, 0.55, 0.7, 0.85):
+            p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(full * frac)
+            p.kill()
+            killed += p.wait() == -signal.SIGKILL
+            if os.path.exists(out):
+                os.unlink(out)
+            time.sleep(0.1)  # the workers die with their parent (PR_SET_PDEATHSIG)
+            left = sorted(listing(d))
+            most = max(most, len(left))
+            if not fallback:
+                chk.expect(not left, "a run killed at %.0f%% left %s" % (100 * frac, left))
+        chk.note("a full run takes %.2f s; %d of 6 runs killed before they ended" % (full, killed))
+        chk.expect(killed >= 3, "only %d runs were killed mid-run" % killed)
+        if not fallback:
+            return chk
+        # Each run removed the temporary of the killed run before it.
+        chk.expect(most == 1, "killed runs left up to %d temporaries at once" % most)
+        fake = os.path.join(d, ".kill.fits.tsr-99999999.tmp")   # above the kernel's PID limit
+        live = os.path.join(d, ".kill.fits.tsr-%d.tmp" % os.getpid())
+        for f in (fake, live):
+            with open(f, "w") as fh:
+                fh.write("x")
+        r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+        chk.expect(r.returncode == 0, "rerun: exit %d %s" % (r.returncode, r.stderr.strip()))
+        chk.expect(sorted(listing(d)) == sorted(["kill.fits", os.path.basename(live)]),
+                   "after the rerun: %s" % sorted(listing(d)))
+        return chk
+    return fn
+
+
 # ---------------------------------------------------------------------------
 
 def build_tests(ctx, slow):
@@ -1007,6 +1223,13 @@ def build_tests(ctx, slow):
     for name, build, rc, pats in bad_cases():
         tests.append(("bad input: %s -> exit %d, one-line message, no output" % (name, rc),
                       bad_test(ctx, name, build, rc, pats)))
+    tests.append(("outputs: a device, FIFO, socket or directory as any output is refused and kept",
+                  special_outputs_test(ctx)))
+    tests.append(("outputs: a symlink's target is replaced, the link kept; a dangling link's target made",
+                  symlink_outputs_test(ctx)))
+    tests.append(("outputs: SIGKILLed -j 2 runs leave no temporary (O_TMPFILE)", kill_test(ctx, False)))
+    tests.append(("outputs: without O_TMPFILE, the next run removes temporaries of dead runs only",
+                  kill_test(ctx, True)))
     if slow:
         tests += slow_tests(ctx)
     return tests
