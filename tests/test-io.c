@@ -799,7 +799,7 @@ TEST(huge_declared_sizes_are_refused) {
                                     "NAXIS   =                    2", "NAXIS1  =              1048576",
                                     "NAXIS2  =              1048576", NULL};
   static const char zeros[17280];
-  const char *hp = th_path("huge.fits"), *bp = th_path("big-empty.fits");
+  const char *hp = th_path("declares-huge.fits"), *bp = th_path("big-empty.fits");
   put_raw(hp, 1, (raw_hdu[]){{huge, zeros, sizeof zeros}});
   put_raw(bp, 1, (raw_hdu[]){{big, zeros, sizeof zeros}});
   tsr_ctx_t *ctx = ctx_new();
@@ -808,7 +808,7 @@ TEST(huge_declared_sizes_are_refused) {
     tsr__plain_hdu_off = via;
     ASSERT(tsr_source_fits(g, hp, 0) == NULL);
     ASSERT_INT_EQ(tsr_graph_status(g), TSR_EFITS);
-    ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "huge.fits\" HDU 1: image too large: 2147483648 x "
+    ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "declares-huge.fits\" HDU 1: image too large: 2147483648 x "
                                              "2147483648 values of BITPIX -32 is more than 2^60 bytes");
     tsr_graph_free(g);
     g = graph_new(ctx);
