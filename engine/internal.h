@@ -183,6 +183,11 @@ typedef struct tsr__op_s {
    * Values are as stored: non-finite ones are not made NaN. */
   bool (*view)(tsr_node_t *n, void *state, const tsr_region_t *win, const void **data,
                int64_t stride[TSR_MAX_DIMS], bool *big_endian);
+  /* Sources with views, optional: called after a consumer computed from a
+   * view; 0 if the data are still those the node's key stands for, else an
+   * error on the context (the consumer's task fails and stores nothing).
+   * Sources check their copies themselves, in compute. */
+  int (*recheck)(tsr_node_t *n, void *state);
   /* Consumers, optional: may input `i` come as a view?  An op that says
    * yes reads big-endian values and treats every non-finite one as NaN. */
   bool (*takes_view)(const tsr_node_t *n, int i);

@@ -302,6 +302,12 @@ int tsr__run_task(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_
     rc = tsr__err(ctx, TSR_EIO, "run: %s, an input of %s, was truncated while it was read",
                   t.in[i].node->name, n->name);
   }
+  for (int i = 0; rc == 0 && any_view && i < n->n_inputs; i++) {
+    tsr_node_t *in = n->inputs[i];
+    void *in_state;
+    if (t.in[i].view && in->op->recheck && (rc = tsr__node_state(run, in, &in_state)) == 0)
+      rc = in->op->recheck(in, in_state);
+  }
 out:
   /* Each buffer is held by exactly one input; views by their source. */
   for (int i = 0; t.in && i < n->n_inputs; i++)

@@ -73,8 +73,26 @@ static const char *base_name(const char *path) {
   return s ? s + 1 : path;
 }
 
-static int64_t mtime_ns(const struct stat *st) {
-  return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+/* What says a file is the one a node was built from: size, inode, and the
+ * modification and change times.  The change time is in it because no user
+ * can set it: `cp -p` or `touch -r` restore an edited file's size and mtime,
+ * but its ctime moves on every write (a restored original was served from
+ * the cache under the edited file's key). */
+typedef struct {
+  int64_t size, mtime_ns, ctime_ns, ino;
+} identity_t;
+
+static identity_t identity_of(const struct stat *st) {
+  identity_t id = {(int64_t)st->st_size,
+                   (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec,
+                   (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec,
+                   (int64_t)st->st_ino};
+  return id;
+}
+
+static bool identity_same(const identity_t *a, const identity_t *b) {
+  return a->size == b->size && a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns &&
+         a->ino == b->ino;
 }
 
 /* ------------------------------------------------------------------ */
@@ -385,7 +403,7 @@ typedef struct {
   char *real;            /* realpath: opening (immune to chdir) and the key */
   int hdu;               /* 1-based, resolved */
   int datatype;          /* TFLOAT or TDOUBLE, the node's dtype */
-  int64_t size, mtime_ns, ino; /* identity when the node was built */
+  identity_t id;         /* of the file when the node was built */
   char *header;          /* every card as read, for the key */
   size_t header_len;
   int64_t raw_offset;    /* plain big-endian IEEE data at this byte offset, or -1 */
@@ -418,13 +436,39 @@ static void fits_free_params(tsr_ctx_t *ctx, void *params) {
 static void fits_encode(const tsr_node_t *n, tsr__buf_t *b) {
   const fits_params_t *fp = n->params;
   tsr__buf_put_str(b, fp->real);
-  tsr__buf_put_i64(b, fp->size);
-  tsr__buf_put_i64(b, fp->mtime_ns);
-  tsr__buf_put_i64(b, fp->ino);
+  tsr__buf_put_i64(b, fp->id.size);
+  tsr__buf_put_i64(b, fp->id.mtime_ns);
+  tsr__buf_put_i64(b, fp->id.ctime_ns);
+  tsr__buf_put_i64(b, fp->id.ino);
   tsr__buf_put_i64(b, fp->hdu);
   tsr__buf_put_i64(b, fp->datatype);
   tsr__buf_put_i64(b, (int64_t)fp->header_len);
   tsr__buf_put(b, fp->header, fp->header_len);
+}
+
+/* The file (open as fd, or at its path when fd < 0) is still the one the
+ * node's key stands for: reading another under that key would poison
+ * caches.  `read` says the run has read from it already, so what it read
+ * may mix two versions of the file: the task fails, and as its blocks are
+ * stored only when it succeeds, nothing computed from them is kept. */
+static int check_identity(tsr_ctx_t *ctx, const fits_params_t *fp, int fd, bool read) {
+  struct stat st;
+  identity_t id;
+  if ((fd >= 0 ? fstat(fd, &st) : stat(fp->real, &st)) != 0)
+    return tsr__err(ctx, TSR_EIO, "fits: cannot open \"%s\": %s", fp->path, strerror(errno));
+  id = identity_of(&st);
+  if (identity_same(&id, &fp->id))
+    return 0;
+  if (read)
+    return tsr__err(ctx, TSR_EIO,
+                    "fits: input \"%s\" changed while it was read (its size, modification or "
+                    "change time or inode are not those it had when the graph was built); no "
+                    "result computed from it was kept",
+                    fp->path);
+  return tsr__err(ctx, TSR_EIO,
+                  "fits: \"%s\" changed since the graph was built (its size, modification or "
+                  "change time or inode differ); build the graph again",
+                  fp->path);
 }
 
 /* Per-run state in this process: the file open at the HDU in cfitsio, or
@@ -436,30 +480,27 @@ static int fits_start(tsr_node_t *n, void **state) {
   tsr_ctx_t *ctx = n->graph->ctx;
   const tsr__cfitsio_t *cf;
   fits_state_t *fs;
-  struct stat st;
-  int status = 0, type;
+  int status = 0, type, rc;
 
   *state = NULL;
-  if (stat(fp->real, &st) != 0)
-    return tsr__err(ctx, TSR_EIO, "fits: cannot open \"%s\": %s", fp->path, strerror(errno));
-  /* The key promises the data of the file as it was when the graph was
-   * built; reading a different file under it would poison caches. */
-  if ((int64_t)st.st_size != fp->size || mtime_ns(&st) != fp->mtime_ns ||
-      (int64_t)st.st_ino != fp->ino)
-    return tsr__err(ctx, TSR_EIO,
-                    "fits: \"%s\" changed since the graph was built (size, modification time or "
-                    "inode differ); build the graph again",
-                    fp->path);
+  if ((rc = check_identity(ctx, fp, -1, false)) != 0)
+    return rc;
   fs = tsr__calloc(ctx, 1, sizeof *fs);
   if (fs == NULL)
     return tsr__err(ctx, TSR_ENOMEM, "fits: out of memory opening \"%s\"", fp->path);
   fs->fd = -1;
   if (fp->raw_offset >= 0 && (fs->fd = open(fp->real, O_RDONLY | O_CLOEXEC)) >= 0) {
-    if ((size_t)st.st_size <= MAP_WHOLE_BYTES) {
-      void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fs->fd, 0);
+    /* The path may name another file by now. */
+    if ((rc = check_identity(ctx, fp, fs->fd, false)) != 0) {
+      close(fs->fd);
+      tsr__free(ctx, fs);
+      return rc;
+    }
+    if ((size_t)fp->id.size <= MAP_WHOLE_BYTES) {
+      void *m = mmap(NULL, (size_t)fp->id.size, PROT_READ, MAP_SHARED, fs->fd, 0);
       if (m != MAP_FAILED) {
         fs->map = m;
-        fs->map_len = (size_t)st.st_size;
+        fs->map_len = (size_t)fp->id.size;
       }
     }
     *state = fs;
@@ -471,7 +512,7 @@ static int fits_start(tsr_node_t *n, void **state) {
   }
   if (cf->open_diskfile(&fs->f, fp->real, READONLY, &status) ||
       cf->movabs_hdu(fs->f, fp->hdu, &type, &status)) {
-    int rc = fits_fail(ctx, status, "cannot open HDU %d of \"%s\"", fp->hdu, fp->path);
+    rc = fits_fail(ctx, status, "cannot open HDU %d of \"%s\"", fp->hdu, fp->path);
     status = 0;
     if (fs->f)
       cf->close_file(fs->f, &status);
@@ -705,8 +746,10 @@ static int fits_compute(tsr__task_t *t) {
 
   if (t->planes[0] == NULL)
     return 0;
-  if (fs->fd >= 0)
-    return raw_planes(t->ctx, fp, fs, t->sparse, &t->out, n->ndim, copy_task_rows, t);
+  if (fs->fd >= 0) {
+    int rc = raw_planes(t->ctx, fp, fs, t->sparse, &t->out, n->ndim, copy_task_rows, t);
+    return rc != 0 ? rc : check_identity(t->ctx, fp, fs->fd, true);
+  }
   for (int a = 0; a < TSR_MAX_DIMS; a++)
     ext[a] = r->stop[a] - r->start[a];
   cstride[0] = 1;
@@ -760,7 +803,13 @@ static int fits_compute(tsr__task_t *t) {
     if (a >= TSR_MAX_DIMS)
       break;
   }
-  return 0;
+  return check_identity(t->ctx, fp, -1, true);
+}
+
+/* After a consumer read views of the file (fits_view). */
+static int fits_recheck(tsr_node_t *n, void *state) {
+  const fits_state_t *fs = state;
+  return check_identity(n->graph->ctx, n->params, fs->fd, true);
 }
 
 static const tsr__op_t fits_op = {
@@ -773,6 +822,7 @@ static const tsr__op_t fits_op = {
     .encode = fits_encode,
     .free_params = fits_free_params,
     .view = fits_view,
+    .recheck = fits_recheck,
 };
 
 tsr_node_t *tsr_source_fits(tsr_graph_t *g, const char *path, int hdu) {
@@ -819,11 +869,9 @@ tsr_node_t *tsr_source_fits(tsr_graph_t *g, const char *path, int hdu) {
                          im.bitpix == DOUBLE_IMG
                      ? TDOUBLE
                      : TFLOAT;
-  fp->size = (int64_t)im.st.st_size;
   fp->raw_offset = im.raw_offset;
   memcpy(fp->shape, im.shape, sizeof fp->shape);
-  fp->mtime_ns = mtime_ns(&im.st);
-  fp->ino = (int64_t)im.st.st_ino;
+  fp->id = identity_of(&im.st);
   dtype = fp->datatype == TDOUBLE ? TSR_F64 : TSR_F32;
 
   n = tsr__node_alloc(g, &fits_op, fp);
