@@ -12,9 +12,12 @@
  * chunk after (plan.c, tsr__run_chunk), in whichever process computes it.
  *
  * Invariants and concurrency: a file is only ever published whole, by
- * writing <dir>/tmp/<name>.<pid>.tmp and renaming it into place, so a reader
- * sees either no file or a complete one, and two processes storing the same
- * chunk at once both succeed (the contents are equal; the last rename wins).
+ * writing <dir>/tmp/<name>.<pid>.tmp and renaming it into place without
+ * replacing anything, so a reader sees either no file or a complete one, and
+ * two processes storing the same chunk at once both succeed (the contents
+ * are equal; the first rename wins).  Only regular files and real
+ * subdirectories are the cache's: anything else in the directory is foreign
+ * and never followed, opened, counted or deleted (see "Foreign entries").
  * Nothing is locked: files are opened per operation, no descriptor is held,
  * and a reader that finds anything wrong with a file (short, long, foreign
  * magic, other format version, other dtype or box, a frame whose content
