@@ -761,12 +761,15 @@ static int cmd_cache(int argc, char **argv) {
   if (tsr_ctx_new(&ctx, NULL) != 0)
     return fail("out of memory");
   /* Opening trims to the budget: only trim has a default one, so that
-   * stats and clear never evict what a larger budget keeps. */
-  if (tsr_cache_open(ctx, dir,
-                     max_bytes        ? max_bytes
-                     : verb[0] == 't' ? TSR_CACHE_DEFAULT_BYTES
-                                      : TSR_CACHE_MAX_BYTES,
-                     &c) != 0) {
+   * clear never evicts what a larger budget keeps.  stats writes nothing at
+   * all, so it works on a cache it cannot write. */
+  if ((strcmp(verb, "stats") == 0
+           ? tsr_cache_open_read_only(ctx, dir, &c)
+           : tsr_cache_open(ctx, dir,
+                            max_bytes ? max_bytes
+                            : verb[0] == 't' ? TSR_CACHE_DEFAULT_BYTES
+                                             : TSR_CACHE_MAX_BYTES,
+                            &c)) != 0) {
     fail(tsr_errmsg(ctx));
     goto out;
   }
@@ -787,7 +790,10 @@ static int cmd_cache(int argc, char **argv) {
     goto out;
   }
   if (strcmp(verb, "stats") != 0) {
-    printf("%s: %" PRIu64 " entries, %.1f MiB\n", dir, st.entries, (double)st.bytes / 1048576.0);
+    printf("%s: %" PRIu64 " entries, %.1f MiB", dir, st.entries, (double)st.bytes / 1048576.0);
+    if (st.foreign)
+      printf("; %" PRIu64 " foreign entries left alone", st.foreign);
+    printf("\n");
   } else {
     printf("cache:       %s\n", dir);
     printf("entries:     %" PRIu64 "\n", st.entries);
@@ -799,6 +805,8 @@ static int cmd_cache(int argc, char **argv) {
     printf("stores:      %" PRIu64 "\n", st.stores);
     printf("evictions:   %" PRIu64 "\n", st.evictions);
     printf("dropped:     %" PRIu64 " (bad files deleted)\n", st.dropped);
+    printf("foreign:     %" PRIu64 " (symlinks, FIFOs, devices or other files: skipped, never "
+           "deleted)\n", st.foreign);
     for (int i = 0; i < st.n_runs; i++) {
       char when[64];
       time_t t = (time_t)st.runs[i].end_unix_s;

@@ -12,9 +12,12 @@
  * chunk after (plan.c, tsr__run_chunk), in whichever process computes it.
  *
  * Invariants and concurrency: a file is only ever published whole, by
- * writing <dir>/tmp/<name>.<pid>.tmp and renaming it into place, so a reader
- * sees either no file or a complete one, and two processes storing the same
- * chunk at once both succeed (the contents are equal; the last rename wins).
+ * writing <dir>/tmp/<name>.<pid>.tmp and renaming it into place without
+ * replacing anything, so a reader sees either no file or a complete one, and
+ * two processes storing the same chunk at once both succeed (the contents
+ * are equal; the first rename wins).  Only regular files and real
+ * subdirectories are the cache's: anything else in the directory is foreign
+ * and never followed, opened, counted or deleted (see "Foreign entries").
  * Nothing is locked: files are opened per operation, no descriptor is held,
  * and a reader that finds anything wrong with a file (short, long, foreign
  * magic, other format version, other dtype or box, a frame whose content
@@ -93,6 +96,7 @@ struct tsr_cache_s {
   char *dir;                     /* owned copy */
   uint64_t max_bytes;
   bool aside;                    /* no usable directory: every lookup misses */
+  bool read_only;                /* tsr_cache_open_read_only: nothing is ever written */
   shared_t *sh;                  /* shared with forked workers */
   /* Private to each process (copies after a fork). */
   ZSTD_CCtx *cctx;
@@ -108,6 +112,8 @@ struct tsr_cache_s {
 typedef struct {
   int64_t mtime_ns;
   uint64_t size;
+  dev_t dev;                     /* identity as scanned: only this file is deleted */
+  ino_t ino;
   uint64_t raw;                  /* from the header, when asked for */
   char name[144];                /* relative to dir: "ab/<key>-<index>.tsc" */
 } entry_t;
@@ -318,6 +324,86 @@ static int make_dirs(const char *path) {
 }
 
 /* ------------------------------------------------------------------ */
+/* Foreign entries                                                    */
+
+/* Only a regular file, or a real directory, where the cache puts one is
+ * the cache's.  Anything else inside the directory (a symlink, a FIFO, a
+ * device, a socket) was put there by someone else and is foreign: never
+ * followed, opened, counted or deleted.  Followed, a symlinked subdirectory
+ * would let a clear or an eviction delete files elsewhere, a symlinked
+ * entry would serve bytes from anywhere or count a huge file against the
+ * budget, and opening a FIFO blocks.  So everything below the top
+ * directory is reached through a descriptor of its subdirectory opened
+ * with O_NOFOLLOW, a file is lstat'ed before it is opened, and the open
+ * itself carries O_NOFOLLOW | O_NONBLOCK, so that an entry swapped between
+ * the two can neither redirect it nor block it.  The top directory was
+ * named by the user, and may be a symlink. */
+
+/* <dir>/<first len bytes of sub> as a directory descriptor, or -1 with
+ * errno (ELOOP or ENOTDIR when the entry is foreign). */
+static int open_subdir(const tsr_cache_t *c, const char *sub, int len) {
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/%.*s", c->dir, len, sub);
+  return open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+/* Regular file `name` of directory dfd opened for reading, *st filled; -1
+ * for anything else, which is not even opened. */
+static int open_regular(int dfd, const char *name, struct stat *st) {
+  int fd;
+  if (fstatat(dfd, name, st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st->st_mode))
+    return -1;
+  fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd >= 0 && (fstat(fd, st) != 0 || !S_ISREG(st->st_mode))) {
+    close(fd);
+    fd = -1;
+  }
+  return fd;
+}
+
+/* Delete `name` of dfd if it still is the regular file (dev, ino) that was
+ * seen, never what was put in its place since.  0 or an errno value; a
+ * file gone or replaced meanwhile gives ENOENT. */
+static int unlink_same(int dfd, const char *name, dev_t dev, ino_t ino) {
+  struct stat st;
+  if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+    return errno;
+  if (!S_ISREG(st.st_mode) || st.st_dev != dev || st.st_ino != ino)
+    return ENOENT;
+  return unlinkat(dfd, name, 0) == 0 ? 0 : errno;
+}
+
+/* Create `name` in <dir>/tmp for writing, exclusively and without following
+ * a link, so that nothing already there is opened; a regular file left by
+ * an earlier process with our pid is replaced.  *tfd gets tmp/'s descriptor
+ * (the caller closes it, also on failure when it is not -1).  The file's
+ * descriptor, or -1 with errno. */
+static int create_tmp(const tsr_cache_t *c, const char *name, int *tfd) {
+  const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  struct stat st;
+  int fd;
+  *tfd = open_subdir(c, "tmp", 3);
+  if (*tfd < 0 && errno == ENOENT) {
+    /* Cleared by another process meanwhile: make tmp/ again. */
+    char d[PATH_MAX];
+    snprintf(d, sizeof d, "%s/tmp", c->dir);
+    make_dirs(d);
+    *tfd = open_subdir(c, "tmp", 3);
+  }
+  if (*tfd < 0)
+    return -1;
+  fd = openat(*tfd, name, flags, 0644);
+  if (fd < 0 && errno == EEXIST && fstatat(*tfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (!S_ISREG(st.st_mode) || unlink_same(*tfd, name, st.st_dev, st.st_ino) != 0) {
+      errno = EEXIST;
+      return -1;
+    }
+    fd = openat(*tfd, name, flags, 0644);
+  }
+  return fd;
+}
+
+/* ------------------------------------------------------------------ */
 /* Lookups and stores                                                 */
 
 bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chunk,
@@ -329,17 +415,18 @@ bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
   uint64_t t0 = now_ns();
   bool hit = false;
   struct stat st;
-  int fd = -1;
+  int fd = -1, sfd = -1;
 
   if (c->aside)
     goto out;
   chunk_name(n, chunk, name, sizeof name);
   snprintf(path, sizeof path, "%s/%s", c->dir, name);
-  fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    goto out; /* not stored (or unreadable): a plain miss */
-  if (fstat(fd, &st) != 0)
+  sfd = open_subdir(c, name, 2);
+  if (sfd < 0)
     goto out;
+  fd = open_regular(sfd, name + 3, &st);
+  if (fd < 0)
+    goto out; /* not stored, unreadable or foreign: a plain miss */
   size = (size_t)st.st_size;
   if (size < HDR_BYTES) {
     snprintf(why, sizeof why, "truncated: %zu bytes, shorter than the %d-byte header", size,
@@ -443,7 +530,7 @@ bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
     }
   }
   /* A hit is a use: move it to the young end of the LRU order. */
-  {
+  if (!c->read_only) {
     struct timespec ts[2];
     stamp_now(ts);
     futimens(fd, ts);
@@ -454,10 +541,14 @@ out:
     close(fd);
   if (why[0]) {
     /* Deleting it makes the recomputed chunk's store replace it. */
-    unlink(path);
+    if (!c->read_only)
+      unlink_same(sfd, name + 3, st.st_dev, st.st_ino);
     atomic_fetch_add(&c->sh->dropped, 1);
-    warn(c, "cache: dropped chunk file \"%s\": %s; recomputing it", path, why);
+    warn(c, "cache: %s chunk file \"%s\": %s; recomputing it",
+         c->read_only ? "ignored" : "dropped", path, why);
   }
+  if (sfd >= 0)
+    close(sfd);
   if (hit) {
     atomic_fetch_add(&c->sh->hits, 1);
     atomic_fetch_add(&c->sh->decompress_ns, now_ns() - t0);
@@ -469,11 +560,16 @@ out:
 
 bool tsr__cache_has(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chunk) {
   char name[160], path[PATH_MAX];
+  struct stat st;
   if (c->aside)
     return false;
   chunk_name(n, chunk, name, sizeof name);
+  /* A probable hit is a regular file in a real subdirectory. */
+  snprintf(path, sizeof path, "%s/%.2s", c->dir, name);
+  if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+    return false;
   snprintf(path, sizeof path, "%s/%s", c->dir, name);
-  return access(path, F_OK) == 0;
+  return lstat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 /* A store failed for a reason that will not go away within the run (full
@@ -486,28 +582,71 @@ static void step_aside(tsr_cache_t *c, int err, const char *what, const char *pa
 
 static int trim_to(tsr_cache_t *c, uint64_t target);
 
+/* Move tmp/<tname> to <sub>/<file> without replacing anything: a file
+ * already there was stored by another process (the contents are equal) or
+ * is foreign.  *sfd is the subdirectory's descriptor, reopened when another
+ * process removed the emptied subdirectory meanwhile.  0 or an errno value
+ * (EEXIST: something is there). */
+static int publish(const tsr_cache_t *c, int tfd, const char *tname, int *sfd, const char *name) {
+  struct stat st;
+  for (int attempt = 0;; attempt++) {
+    int e;
+    if (renameat2(tfd, tname, *sfd, name + 3, RENAME_NOREPLACE) == 0)
+      return 0;
+    e = errno;
+    if (e == EINVAL) {
+      /* No RENAME_NOREPLACE on this filesystem: look first, then rename. */
+      if (fstatat(*sfd, name + 3, &st, AT_SYMLINK_NOFOLLOW) == 0)
+        return EEXIST;
+      e = renameat(tfd, tname, *sfd, name + 3) == 0 ? 0 : errno;
+    }
+    if (e != ENOENT || attempt > 0)
+      return e;
+    char d[PATH_MAX];
+    snprintf(d, sizeof d, "%s/%.2s", c->dir, name);
+    make_dirs(d);
+    close(*sfd);
+    if ((*sfd = open_subdir(c, name, 2)) < 0)
+      return errno;
+  }
+}
+
 void tsr__cache_put(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chunk,
                     void *const *planes) {
-  char name[160], path[PATH_MAX], tmp[PATH_MAX];
+  char name[160], path[PATH_MAX], tname[200];
   size_t es = tsr_dtype_size(n->dtype), count = (size_t)tsr_region_size(chunk);
   size_t plane_raw = count * es, raw = plane_raw * (size_t)n->n_planes, z;
   uint64_t t0 = now_ns();
   unsigned char *h;
   struct timespec ts[2];
-  int fd = -1;
+  struct stat st;
+  int fd = -1, sfd = -1, tfd = -1, e;
 
   if (c->aside || atomic_load(&c->sh->stores_off))
     return;
   chunk_name(n, chunk, name, sizeof name);
+  snprintf(path, sizeof path, "%s/%.2s", c->dir, name);
+  sfd = open_subdir(c, name, 2);
+  if (sfd < 0 && errno == ENOENT) {
+    make_dirs(path);
+    sfd = open_subdir(c, name, 2);
+  }
+  if (sfd < 0) {
+    /* A foreign entry in place of the subdirectory: store nothing through it. */
+    if (errno != ELOOP && errno != ENOTDIR)
+      step_aside(c, errno, "create", path);
+    goto out;
+  }
   snprintf(path, sizeof path, "%s/%s", c->dir, name);
-  /* Another process stored it meanwhile: the contents would be equal. */
-  if (access(path, F_OK) == 0)
-    return;
+  /* Stored by another process meanwhile (the contents would be equal), or
+   * a foreign entry is in the way. */
+  if (fstatat(sfd, name + 3, &st, AT_SYMLINK_NOFOLLOW) == 0)
+    goto out;
   if (c->cctx == NULL) {
     ZSTD_customMem mem = {zalloc, zfree, c->ctx};
     c->cctx = ZSTD_createCCtx_advanced(mem);
     if (c->cctx == NULL)
-      return;
+      goto out;
     ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_compressionLevel, ZLEVEL);
     ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_checksumFlag, 1);
     ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_contentSizeFlag, 1);
@@ -515,7 +654,7 @@ void tsr__cache_put(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
   if (!grow(c, &c->raw, &c->raw_cap, plane_raw) ||
       !grow(c, &c->file, &c->file_cap,
             HDR_BYTES + (size_t)n->n_planes * ZSTD_compressBound(plane_raw)))
-    return; /* out of memory: the chunk is simply not kept */
+    goto out; /* out of memory: the chunk is simply not kept */
   /* One frame per plane, so that a request for one plane (the data without
    * its footprint) decompresses only that one. */
   z = 0;
@@ -526,7 +665,7 @@ void tsr__cache_put(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
                         plane_raw);
     if (ZSTD_isError(zp)) {
       warn(c, "cache: zstd: %s; chunk not stored", ZSTD_getErrorName(zp));
-      return;
+      goto out;
     }
     put_le(c->file + 104 + 8 * p, zp, 8);
     z += zp;
@@ -554,48 +693,33 @@ void tsr__cache_put(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
    * checksum reveal, and it is then recomputed; the cache holds nothing
    * that cannot be recomputed, and an fsync per chunk would cost more than
    * computing many of them. */
-  snprintf(tmp, sizeof tmp, "%s/tmp/%.*s.%ld.tmp", c->dir, (int)(strlen(name) - 7), name + 3,
+  snprintf(tname, sizeof tname, "%.*s.%ld.tmp", (int)(strlen(name) - 7), name + 3,
            (long)getpid());
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0 && errno == ENOENT) {
-    /* Cleared by another process meanwhile: make tmp/ again. */
-    char d[PATH_MAX];
-    snprintf(d, sizeof d, "%s/tmp", c->dir);
-    make_dirs(d);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  }
+  fd = create_tmp(c, tname, &tfd);
   if (fd < 0) {
-    step_aside(c, errno, "create", tmp);
-    return;
+    snprintf(path, sizeof path, "%s/tmp/%s", c->dir, tname);
+    step_aside(c, errno, "create", path);
+    goto out;
   }
-  if (!write_full(fd, c->file, HDR_BYTES + z)) {
-    int e = errno;
-    close(fd);
-    unlink(tmp);
-    step_aside(c, e, "write", tmp);
-    return;
+  e = write_full(fd, c->file, HDR_BYTES + z) ? 0 : errno;
+  if (e == 0) {
+    stamp_now(ts);
+    futimens(fd, ts);
   }
-  stamp_now(ts);
-  futimens(fd, ts);
-  if (close(fd) != 0) {
-    int e = errno;
-    unlink(tmp);
-    step_aside(c, e, "write", tmp);
-    return;
+  if (close(fd) != 0 && e == 0)
+    e = errno;
+  fd = -1;
+  if (e != 0) {
+    unlinkat(tfd, tname, 0);
+    snprintf(path, sizeof path, "%s/tmp/%s", c->dir, tname);
+    step_aside(c, e, "write", path);
+    goto out;
   }
-  if (rename(tmp, path) != 0) {
-    int e = errno;
-    if (e == ENOENT) {
-      char d[PATH_MAX];
-      snprintf(d, sizeof d, "%s/%.2s", c->dir, name);
-      make_dirs(d);
-      e = rename(tmp, path) == 0 ? 0 : errno;
-    }
-    if (e != 0) {
-      unlink(tmp);
+  if ((e = publish(c, tfd, tname, &sfd, name)) != 0) {
+    unlinkat(tfd, tname, 0);
+    if (e != EEXIST)
       step_aside(c, e, "rename into", path);
-      return;
-    }
+    goto out;
   }
   atomic_fetch_add(&c->sh->stores, 1);
   atomic_fetch_add(&c->sh->raw_stored, raw);
@@ -607,6 +731,11 @@ void tsr__cache_put(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
     trim_to(c, c->max_bytes - c->max_bytes / 8);
     atomic_flag_clear(&c->sh->trimming);
   }
+out:
+  if (tfd >= 0)
+    close(tfd);
+  if (sfd >= 0)
+    close(sfd);
 }
 
 /* ------------------------------------------------------------------ */
@@ -621,16 +750,19 @@ static bool ends_with(const char *s, const char *suffix) {
   return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
-/* Every chunk file, into *out (freed by the caller); with `headers` the raw
- * size is read from each header.  Also removes leftover temporary files of
- * dead processes.  Returns 0 or TSR_ECACHE / TSR_ENOMEM with a message. */
-static int scan(tsr_cache_t *c, bool headers, entry_t **out, size_t *n_out) {
-  char path[PATH_MAX];
+/* Every chunk file, into *out (freed by the caller), and the number of
+ * foreign entries met (see "Foreign entries") into *n_foreign when it is
+ * not NULL; with `headers` the raw size is read from each header.  Also
+ * removes leftover temporary files of dead processes, unless read-only.
+ * Returns 0 or TSR_ECACHE / TSR_ENOMEM with a message. */
+static int scan(tsr_cache_t *c, bool headers, entry_t **out, size_t *n_out,
+                uint64_t *n_foreign) {
   entry_t *v = NULL;
   size_t n = 0, cap = 0;
+  uint64_t foreign = 0;
   DIR *top = NULL, *sub = NULL;
   struct dirent *de, *fe;
-  int rc = 0;
+  int rc = 0, sfd;
   time_t now = time(NULL);
 
   *out = NULL;
@@ -641,18 +773,33 @@ static int scan(tsr_cache_t *c, bool headers, entry_t **out, size_t *n_out) {
     goto out;
   }
   while ((de = readdir(top)) != NULL) {
+    struct stat st;
     bool tmpdir = strcmp(de->d_name, "tmp") == 0;
+    if (strcmp(de->d_name, "stats") == 0) {
+      foreign += fstatat(dirfd(top), "stats", &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                 !S_ISREG(st.st_mode);
+      continue;
+    }
     if (!tmpdir && !is_hex2(de->d_name))
       continue;
-    snprintf(path, sizeof path, "%s/%s", c->dir, de->d_name);
-    sub = opendir(path);
-    if (sub == NULL)
+    sfd = openat(dirfd(top), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (sfd < 0) {
+      foreign += errno == ELOOP || errno == ENOTDIR;
       continue;
+    }
+    if ((sub = fdopendir(sfd)) == NULL) {
+      close(sfd);
+      continue;
+    }
     while ((fe = readdir(sub)) != NULL) {
-      struct stat st;
-      if (fe->d_name[0] == '.' || fstatat(dirfd(sub), fe->d_name, &st, 0) != 0 ||
-          !S_ISREG(st.st_mode))
+      if (strcmp(fe->d_name, ".") == 0 || strcmp(fe->d_name, "..") == 0)
         continue;
+      if (fstatat(sfd, fe->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        continue;
+      if (!S_ISREG(st.st_mode)) {
+        foreign++;
+        continue;
+      }
       if (tmpdir) {
         /* <name>.<pid>.tmp: remove it if its writer is gone. */
         const char *end = strrchr(fe->d_name, '.'), *dot = end;
@@ -663,13 +810,16 @@ static int scan(tsr_cache_t *c, bool headers, entry_t **out, size_t *n_out) {
           pid = strtol(dot, NULL, 10);
         /* A writer takes milliseconds; the age also protects a writer on
          * another host sharing the directory, whose pid means nothing here. */
-        if (now - st.st_mtime > TMP_STALE_S ||
-            (now - st.st_mtime > 60 && pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH))
-          unlinkat(dirfd(sub), fe->d_name, 0);
+        if (!c->read_only &&
+            (now - st.st_mtime > TMP_STALE_S ||
+             (now - st.st_mtime > 60 && pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH)))
+          unlink_same(sfd, fe->d_name, st.st_dev, st.st_ino);
         continue;
       }
-      if (!ends_with(fe->d_name, ".tsc") || strlen(fe->d_name) > 130)
+      if (fe->d_name[0] == '.' || !ends_with(fe->d_name, ".tsc") || strlen(fe->d_name) > 130) {
+        foreign++;
         continue;
+      }
       if (n == cap) {
         size_t nc = cap ? 2 * cap : 256;
         entry_t *q = tsr__realloc(c->ctx, v, nc * sizeof *v);
@@ -683,11 +833,13 @@ static int scan(tsr_cache_t *c, bool headers, entry_t **out, size_t *n_out) {
       entry_t *e = &v[n++];
       e->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
       e->size = (uint64_t)st.st_size;
+      e->dev = st.st_dev;
+      e->ino = st.st_ino;
       e->raw = 0;
       snprintf(e->name, sizeof e->name, "%s/%s", de->d_name, fe->d_name);
       if (headers) {
         unsigned char h[HDR_BYTES];
-        int fd = openat(dirfd(sub), fe->d_name, O_RDONLY | O_CLOEXEC);
+        int fd = open_regular(sfd, fe->d_name, &st);
         if (fd >= 0) {
           if (read_full(fd, h, sizeof h) && memcmp(h, CACHE_MAGIC, 4) == 0)
             e->raw = get_le(h + 96, 8) * h[9];
@@ -709,7 +861,23 @@ out:
   }
   *out = v;
   *n_out = n;
+  if (n_foreign)
+    *n_foreign = foreign;
   return 0;
+}
+
+/* Delete scanned entry e.  *sfd and sub[0..1] keep the descriptor and name
+ * of the last subdirectory opened (-1 at first; the caller closes it).  0
+ * or an errno value; ENOENT if it is gone or no longer the file scanned. */
+static int remove_entry(const tsr_cache_t *c, const entry_t *e, int *sfd, char sub[2]) {
+  if (*sfd < 0 || memcmp(sub, e->name, 2) != 0) {
+    if (*sfd >= 0)
+      close(*sfd);
+    memcpy(sub, e->name, 2);
+    if ((*sfd = open_subdir(c, e->name, 2)) < 0)
+      return errno == ELOOP || errno == ENOTDIR ? ENOENT : errno;
+  }
+  return unlink_same(*sfd, e->name + 3, e->dev, e->ino);
 }
 
 static int by_age(const void *a, const void *b) {
@@ -724,59 +892,90 @@ static int trim_to(tsr_cache_t *c, uint64_t target) {
   entry_t *v = NULL;
   size_t n = 0;
   uint64_t total = 0;
-  int rc;
+  char sub[2];
+  int rc, sfd = -1;
 
-  if (c->aside)
+  if (c->aside || c->read_only)
     return 0;
-  if ((rc = scan(c, false, &v, &n)) != 0)
+  if ((rc = scan(c, false, &v, &n, NULL)) != 0)
     return rc;
   for (size_t i = 0; i < n; i++)
     total += v[i].size;
   if (total > target) {
     qsort(v, n, sizeof *v, by_age);
     for (size_t i = 0; i < n && total > target; i++) {
-      char path[PATH_MAX];
-      snprintf(path, sizeof path, "%s/%s", c->dir, v[i].name);
-      if (unlink(path) == 0 || errno == ENOENT) {
+      int e = remove_entry(c, &v[i], &sfd, sub);
+      if (e == 0 || e == ENOENT) {
         total -= v[i].size;
-        atomic_fetch_add(&c->sh->evictions, 1);
+        atomic_fetch_add(&c->sh->evictions, e == 0);
       }
     }
   }
+  if (sfd >= 0)
+    close(sfd);
   atomic_store(&c->sh->disk_bytes, (int64_t)total);
   tsr__free(c->ctx, v);
   return 0;
 }
 
+static int refuse_read_only(tsr_cache_t *c, const char *what) {
+  return tsr__err(c->ctx, TSR_EINVAL,
+                  "cache %s: \"%s\" was opened read-only (tsr_cache_open_read_only)", what, c->dir);
+}
+
 int tsr_cache_trim(tsr_cache_t *c) {
   tsr__api_check(c != NULL, "tsr_cache_trim: NULL cache");
+  if (c->read_only)
+    return refuse_read_only(c, "trim");
   return trim_to(c, c->max_bytes);
 }
 
 int tsr_cache_clear(tsr_cache_t *c) {
   entry_t *v = NULL;
   size_t n = 0;
-  char path[PATH_MAX];
-  int rc;
+  uint64_t removed = 0, failed = 0;
+  char path[PATH_MAX], first[PATH_MAX + 128] = "", sub[2];
+  struct stat st;
+  int rc, e, sfd = -1;
 
   tsr__api_check(c != NULL, "tsr_cache_clear: NULL cache");
+  if (c->read_only)
+    return refuse_read_only(c, "clear");
   if (c->aside)
     return 0;
-  if ((rc = scan(c, false, &v, &n)) != 0)
+  if ((rc = scan(c, false, &v, &n, NULL)) != 0)
     return rc;
-  for (size_t i = 0; i < n; i++) {
-    snprintf(path, sizeof path, "%s/%s", c->dir, v[i].name);
-    if (unlink(path) != 0 && errno != ENOENT && rc == 0)
-      rc = tsr__err(c->ctx, TSR_ECACHE, "cache: cannot delete \"%s\": %s", path, strerror(errno));
-    /* Empty subdirectories go too; one still holding files stays. */
-    path[strlen(c->dir) + 3] = '\0';
-    rmdir(path);
+  for (size_t i = 0; i <= n; i++) {
+    if (i == n) {
+      /* The stats file, if it is one. */
+      snprintf(path, sizeof path, "%s/stats", c->dir);
+      if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        break;
+      e = unlink_same(AT_FDCWD, path, st.st_dev, st.st_ino);
+    } else {
+      snprintf(path, sizeof path, "%s/%s", c->dir, v[i].name);
+      e = remove_entry(c, &v[i], &sfd, sub);
+    }
+    if (e == 0)
+      removed++;
+    else if (e != ENOENT && failed++ == 0)
+      snprintf(first, sizeof first, "\"%s\": %s", path, strerror(e));
+    /* A subdirectory goes when it is empty: after its last entry (scan
+     * lists them by subdirectory).  rmdir removes no symlink. */
+    if (i < n && (i + 1 == n || memcmp(v[i + 1].name, v[i].name, 2) != 0)) {
+      path[strlen(c->dir) + 3] = '\0';
+      rmdir(path);
+    }
   }
-  snprintf(path, sizeof path, "%s/stats", c->dir);
-  unlink(path);
+  if (sfd >= 0)
+    close(sfd);
   atomic_store(&c->sh->disk_bytes, 0);
   tsr__free(c->ctx, v);
-  return rc;
+  if (failed)
+    return tsr__err(c->ctx, TSR_ECACHE,
+                    "cache clear: removed %" PRIu64 " file%s; could not remove %" PRIu64 ": %s",
+                    removed, removed == 1 ? "" : "s", failed, first);
+  return 0;
 }
 
 typedef struct {
@@ -788,15 +987,20 @@ typedef struct {
 
 static const char *const stat_names[5] = {"hits", "misses", "stores", "evictions", "dropped"};
 
-/* Read <dir>/stats; a missing or unreadable file is all zeros. */
+/* Read <dir>/stats; a missing, unreadable or foreign file is all zeros. */
 static void stats_read(tsr_cache_t *c, stats_file_t *s) {
   char path[PATH_MAX], line[256];
+  struct stat sb;
   FILE *f;
+  int fd;
   memset(s, 0, sizeof *s);
   snprintf(path, sizeof path, "%s/stats", c->dir);
-  f = fopen(path, "re");
-  if (f == NULL)
+  if ((fd = open_regular(AT_FDCWD, path, &sb)) < 0)
     return;
+  if ((f = fdopen(fd, "r")) == NULL) {
+    close(fd);
+    return;
+  }
   if (fgets(line, sizeof line, f) == NULL || strncmp(line, STATS_MAGIC, strlen(STATS_MAGIC)) != 0) {
     fclose(f);
     return;
@@ -833,21 +1037,33 @@ static void stats_flush(tsr_cache_t *c) {
   uint64_t d[5];
   bool any = false;
   stats_file_t s;
-  char path[PATH_MAX], tmp[PATH_MAX];
+  char path[PATH_MAX], tname[64];
+  struct stat st;
   FILE *f;
+  int fd, tfd;
 
   for (int i = 0; i < 5; i++) {
     d[i] = now[i] - c->flushed[i];
     any |= d[i] != 0;
   }
-  if (c->aside || !any)
+  if (c->aside || c->read_only || !any)
+    return;
+  snprintf(path, sizeof path, "%s/stats", c->dir);
+  /* A foreign entry in its place is neither read nor replaced. */
+  if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
     return;
   stats_read(c, &s);
-  snprintf(path, sizeof path, "%s/stats", c->dir);
-  snprintf(tmp, sizeof tmp, "%s/tmp/stats.%ld.tmp", c->dir, (long)getpid());
-  f = fopen(tmp, "we");
-  if (f == NULL)
+  snprintf(tname, sizeof tname, "stats.%ld.tmp", (long)getpid());
+  fd = create_tmp(c, tname, &tfd);
+  if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
+    if (fd >= 0) {
+      close(fd);
+      unlinkat(tfd, tname, 0);
+    }
+    if (tfd >= 0)
+      close(tfd);
     return;
+  }
   fprintf(f, "%s\n", STATS_MAGIC);
   for (int i = 0; i < 5; i++)
     fprintf(f, "%s %" PRIu64 "\n", stat_names[i], s.tot[i] + d[i]);
@@ -856,10 +1072,12 @@ static void stats_flush(tsr_cache_t *c) {
   for (int i = 0; i < s.n_runs && i < MAX_RUNS - 1; i++)
     fprintf(f, "run %lld %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", (long long)s.run_end[i],
             s.run[i][0], s.run[i][1], s.run[i][2]);
-  if (fclose(f) != 0 || rename(tmp, path) != 0) {
-    unlink(tmp);
+  if (fclose(f) != 0 || renameat(tfd, tname, AT_FDCWD, path) != 0) {
+    unlinkat(tfd, tname, 0);
+    close(tfd);
     return;
   }
+  close(tfd);
   memcpy(c->flushed, now, sizeof now);
 }
 
@@ -895,7 +1113,7 @@ int tsr_cache_stats(tsr_cache_t *c, tsr_cache_stats_t *out) {
   out->warnings = atomic_load(&c->sh->warnings);
   if (c->aside)
     return 0;
-  if ((rc = scan(c, true, &v, &n)) != 0)
+  if ((rc = scan(c, true, &v, &n, &out->foreign)) != 0)
     return rc;
   for (size_t i = 0; i < n; i++) {
     out->entries++;
@@ -935,12 +1153,13 @@ const char *tsr_cache_warning(const tsr_cache_t *c) {
 /* ------------------------------------------------------------------ */
 /* Open and close                                                     */
 
-int tsr_cache_open(tsr_ctx_t *ctx, const char *dir, uint64_t max_bytes, tsr_cache_t **out) {
+static int open_cache(tsr_ctx_t *ctx, const char *dir, uint64_t max_bytes, bool read_only,
+                      tsr_cache_t **out) {
   tsr_cache_t *c = NULL;
   char tmp[PATH_MAX];
+  struct stat st;
   int rc = TSR_ENOMEM, e;
 
-  tsr__api_check(ctx != NULL && out != NULL, "tsr_cache_open: NULL argument");
   *out = NULL;
   if (max_bytes < TSR_CACHE_MIN_BYTES || max_bytes > TSR_CACHE_MAX_BYTES)
     return tsr__err(ctx, TSR_EINVAL, "cache: max_bytes=%" PRIu64 " out of range [1 MiB, 2^62]",
@@ -969,10 +1188,27 @@ int tsr_cache_open(tsr_ctx_t *ctx, const char *dir, uint64_t max_bytes, tsr_cach
   atomic_flag_clear(&c->sh->trimming);
   atomic_flag_clear(&c->sh->msg_lock);
   snprintf(tmp, sizeof tmp, "%s/tmp", c->dir);
-  if ((e = make_dirs(c->dir)) != 0 || (e = make_dirs(tmp)) != 0) {
+  if (read_only) {
+    /* Inspecting creates, stores, trims and records nothing. */
+    e = stat(c->dir, &st) != 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+    if (e != 0) {
+      rc = tsr__err(ctx, TSR_ECACHE, "cache: cannot read \"%s\": %s", c->dir, strerror(e));
+      goto out;
+    }
+    c->read_only = true;
+    atomic_store(&c->sh->stores_off, 1);
+  } else if ((e = make_dirs(c->dir)) != 0) {
     warn(c, "cache: cannot use \"%s\" as a cache directory: %s; running without a cache",
          c->dir, strerror(e));
     c->aside = true;
+  } else if (mkdir(tmp, 0777) != 0 && errno != EEXIST) {
+    warn(c, "cache: cannot write in \"%s\": %s; chunks will not be stored", c->dir,
+         strerror(errno));
+    atomic_store(&c->sh->stores_off, 1);
+  } else if (lstat(tmp, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    warn(c, "cache: \"%s\" is not a directory (a symlink or another foreign entry); chunks will "
+         "not be stored", tmp);
+    atomic_store(&c->sh->stores_off, 1);
   } else if (access(tmp, W_OK) != 0) {
     /* Readable but not writable (a shared read-only cache): lookups still hit. */
     warn(c, "cache: cannot write in \"%s\": %s; chunks will not be stored", c->dir,
@@ -986,7 +1222,19 @@ int tsr_cache_open(tsr_ctx_t *ctx, const char *dir, uint64_t max_bytes, tsr_cach
   return 0;
 out:
   tsr_cache_close(c);
-  return tsr__err(ctx, rc, "cache: out of memory opening \"%s\"", dir);
+  if (rc == TSR_ENOMEM)
+    tsr__err(ctx, rc, "cache: out of memory opening \"%s\"", dir);
+  return rc;
+}
+
+int tsr_cache_open(tsr_ctx_t *ctx, const char *dir, uint64_t max_bytes, tsr_cache_t **out) {
+  tsr__api_check(ctx != NULL && out != NULL, "tsr_cache_open: NULL argument");
+  return open_cache(ctx, dir, max_bytes, false, out);
+}
+
+int tsr_cache_open_read_only(tsr_ctx_t *ctx, const char *dir, tsr_cache_t **out) {
+  tsr__api_check(ctx != NULL && out != NULL, "tsr_cache_open_read_only: NULL argument");
+  return open_cache(ctx, dir, TSR_CACHE_MAX_BYTES, true, out);
 }
 
 void tsr_cache_close(tsr_cache_t *c) {

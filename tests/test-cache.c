@@ -3,12 +3,15 @@
  * LRU eviction, changed inputs, and every executor. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -746,6 +749,314 @@ TEST(a_changed_input_file_gives_fresh_results) {
   ASSERT_INT_EQ(st.runs[0].misses, 9);
   tsr_cache_close(c);
   free(ref1), free(a1), free(b1), free(ref2), free(a2);
+}
+
+/* ------------------------------------------------------------------ */
+/* Foreign entries: anything in the cache that is not a regular file (or a
+ * real subdirectory) was put there by someone else.  It is never followed,
+ * opened, counted or deleted. */
+
+static int count_entries(const char *dir) {
+  DIR *d = opendir(dir);
+  struct dirent *de;
+  int n = 0;
+  ASSERT(d != NULL);
+  while ((de = readdir(d)) != NULL)
+    n += de->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+static bool is_kind(const char *path, mode_t kind) {
+  struct stat st;
+  return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == kind;
+}
+
+/* The subdirectory holding n's chunk files. */
+static const char *chunk_subdir(const char *dir, const tsr_node_t *n) {
+  static char buf[1024];
+  const char *f = chunk_file(dir, n, 0, 0);
+  snprintf(buf, sizeof buf, "%.*s", (int)(strrchr(f, '/') - f), f);
+  return buf;
+}
+
+TEST(a_symlinked_subdirectory_is_neither_followed_nor_cleared) {
+  tsr_cache_t *c;
+  tsr_cache_stats_t st;
+  char sub[1024];
+  const char *dir = th_path("symdir"), *other = th_path("symdir-elsewhere");
+  setup();
+  tsr_node_t *n = count_node(128, 128, 64, 5.0, 0);   /* 4 chunks in one subdirectory */
+  float *ref = compute(n, NULL);
+  ASSERT_OK(tsr_cache_open(ctx, dir, 64 << 20, &c));
+  free(compute(n, c));
+  /* The reported case: the subdirectory moved elsewhere, a symlink to it in its place. */
+  snprintf(sub, sizeof sub, "%s", chunk_subdir(dir, n));
+  ASSERT_OK(rename(sub, other));
+  ASSERT_OK(symlink(other, sub));
+  long base = atomic_load(computes);
+  float *a = compute(n, c);
+  ASSERT(memcmp(a, ref, 128 * 128 * sizeof(float)) == 0);
+  ASSERT_INT_EQ(atomic_load(computes) - base, 4);   /* read through the link: misses */
+  ASSERT_INT_EQ(count_entries(other), 4);           /* and nothing stored there */
+  ASSERT_OK(tsr_cache_stats(c, &st));
+  ASSERT_INT_EQ(st.entries, 0);
+  ASSERT_INT_EQ(st.bytes, 0);
+  ASSERT_INT_EQ(st.foreign, 1);
+  ASSERT_OK(tsr_cache_trim(c));
+  ASSERT_OK(tsr_cache_clear(c));
+  ASSERT_INT_EQ(count_entries(other), 4);
+  ASSERT(is_kind(sub, S_IFLNK));
+  tsr_cache_close(c);
+  free(ref), free(a);
+}
+
+TEST(a_chunk_file_reached_through_a_symlink_is_a_miss_and_stays) {
+  tsr_cache_t *c;
+  tsr_cache_stats_t st;
+  const char *dir = th_path("symfile"), *moved = th_path("symfile-moved.tsc");
+  setup();
+  tsr_node_t *n = count_node(128, 128, 64, 6.0, 0);
+  float *ref = compute(n, NULL);
+  ASSERT_OK(tsr_cache_open(ctx, dir, 64 << 20, &c));
+  free(compute(n, c));
+  /* A valid chunk file, but reached through a symlink: its bits are not trusted. */
+  const char *f = chunk_file(dir, n, 1, 0);
+  long size = file_size(f);
+  ASSERT_OK(rename(f, moved));
+  ASSERT_OK(symlink(moved, f));
+  long base = atomic_load(computes);
+  float *a = compute(n, c);
+  ASSERT(memcmp(a, ref, 128 * 128 * sizeof(float)) == 0);
+  ASSERT_INT_EQ(atomic_load(computes) - base, 1);
+  ASSERT(is_kind(f, S_IFLNK));
+  ASSERT_INT_EQ(file_size(moved), size);
+  ASSERT_OK(tsr_cache_stats(c, &st));
+  ASSERT_INT_EQ(st.entries, 3);
+  ASSERT_INT_EQ(st.foreign, 1);
+  ASSERT_INT_EQ(st.warnings, 0);
+  ASSERT_OK(tsr_cache_clear(c));
+  ASSERT(is_kind(f, S_IFLNK));
+  ASSERT_INT_EQ(file_size(moved), size);
+  ASSERT(!exists(chunk_file(dir, n, 0, 0)));
+  tsr_cache_close(c);
+  free(ref), free(a);
+}
+
+TEST(a_symlink_to_a_huge_sparse_file_counts_nothing_and_evicts_nothing) {
+  tsr_cache_t *c;
+  tsr_cache_stats_t st;
+  const char *dir = th_path("sparse"), *huge = th_path("sparse-huge");
+  int fd;
+  setup();
+  /* 4 chunks of noise, about 100 kB each: well within a 1 MiB budget. */
+  tsr_node_t *n = count_node(128 * 4, 128, 128, 1.0, 1);
+  ASSERT_OK(tsr_cache_open(ctx, dir, 1 << 20, &c));
+  free(compute(n, c));
+  tsr_cache_close(c);
+  fd = open(huge, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ASSERT(fd >= 0);
+  ASSERT_OK(ftruncate(fd, (off_t)100 << 30));   /* 100 GB, sparse */
+  close(fd);
+  char link[1024];
+  snprintf(link, sizeof link, "%s", chunk_file(dir, n, 9, 0));  /* named like a chunk of n */
+  ASSERT_OK(symlink(huge, link));
+  /* Opening trims to the budget: it must not see 100 GB. */
+  ASSERT_OK(tsr_cache_open(ctx, dir, 1 << 20, &c));
+  for (int k = 0; k < 4; k++)
+    ASSERT(exists(chunk_file(dir, n, k, 0)));
+  long base = atomic_load(computes);
+  free(compute(n, c));
+  ASSERT_INT_EQ(atomic_load(computes) - base, 0);
+  /* Stores push the running total up: still no eviction because of the link. */
+  tsr_node_t *m = count_node(128 * 2, 128, 128, 2.0, 1);
+  free(compute(m, c));
+  ASSERT_OK(tsr_cache_stats(c, &st));
+  ASSERT_INT_EQ(st.entries, 6);
+  ASSERT(st.bytes < (1u << 20));
+  ASSERT_INT_EQ(st.foreign, 1);
+  ASSERT_OK(tsr_cache_trim(c));
+  tsr_cache_close(c);
+  for (int k = 0; k < 4; k++)
+    ASSERT(exists(chunk_file(dir, n, k, 0)));
+  ASSERT(is_kind(link, S_IFLNK));
+  ASSERT_INT_EQ(file_size(huge), (long)100 << 30);
+}
+
+TEST(fifos_in_the_cache_are_never_opened) {
+  tsr_cache_t *c;
+  tsr_cache_stats_t st;
+  char stats[1024], tmpname[1024], fake_sub[1024];
+  const char *dir = th_path("fifo");
+  setup();
+  tsr_node_t *n = count_node(128, 128, 64, 7.0, 0);
+  float *ref = compute(n, NULL);
+  ASSERT_OK(tsr_cache_open(ctx, dir, 64 << 20, &c));
+  free(compute(n, c));
+  tsr_cache_close(c);
+  /* A FIFO at a chunk's name, at the stats file, at the temporary name this
+   * process will store chunk (0, 1) under, and at a subdirectory's name.
+   * Opening any of them would block until the harness's timeout. */
+  const char *f11 = chunk_file(dir, n, 1, 1), *f01 = chunk_file(dir, n, 0, 1);
+  const char *base01 = strrchr(f01, '/') + 1;
+  snprintf(stats, sizeof stats, "%s/stats", dir);
+  snprintf(tmpname, sizeof tmpname, "%s/tmp/%.*s.%ld.tmp", dir, (int)(strlen(base01) - 4),
+           base01, (long)getpid());
+  snprintf(fake_sub, sizeof fake_sub, "%s/ff", dir);
+  ASSERT_OK(unlink(f11));
+  ASSERT_OK(unlink(f01));
+  ASSERT_OK(unlink(stats));
+  ASSERT_OK(mkfifo(f11, 0644));
+  ASSERT_OK(mkfifo(stats, 0644));
+  ASSERT_OK(mkfifo(tmpname, 0644));
+  ASSERT_OK(mkfifo(fake_sub, 0644));
+  ASSERT_OK(tsr_cache_open(ctx, dir, 64 << 20, &c));
+  long base = atomic_load(computes);
+  float *a = compute(n, c);
+  ASSERT(memcmp(a, ref, 128 * 128 * sizeof(float)) == 0);
+  ASSERT_INT_EQ(atomic_load(computes) - base, 2);
+  /* The pool's workers look up and store too. */
+  float *b = compute_region(n, NULL, c, 2, 0);
+  ASSERT(memcmp(b, ref, 128 * 128 * sizeof(float)) == 0);
+  ASSERT_OK(tsr_cache_stats(c, &st));
+  ASSERT_INT_EQ(st.foreign, 4);
+  ASSERT_OK(tsr_cache_trim(c));
+  ASSERT_OK(tsr_cache_clear(c));
+  tsr_cache_close(c);
+  ASSERT(is_kind(f11, S_IFIFO));
+  ASSERT(is_kind(stats, S_IFIFO));
+  ASSERT(is_kind(tmpname, S_IFIFO));
+  ASSERT(is_kind(fake_sub, S_IFIFO));
+  free(ref), free(a), free(b);
+}
+
+/* Root ignores permission bits.  To meet a real permission failure, `fn`
+ * runs in a child that, when started as root, gives `tree` to nobody and
+ * becomes nobody; the test fails if the child does.  `fn` NULL: only the
+ * change of owner. */
+static void as_nobody(const char *tree, void (*fn)(const char *), const char *arg) {
+  int status;
+  pid_t pid;
+  if (geteuid() == 0) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "chown -R 65534:65534 '%s'", tree);
+    ASSERT_OK(system(cmd));
+    ASSERT_OK(chmod(th_tmpdir(), 0711));
+  }
+  fflush(stdout);
+  pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    if (geteuid() == 0 && (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0))
+      _exit(2);
+    if (fn)
+      fn(arg);
+    fflush(stdout);
+    _exit(0);
+  }
+  ASSERT(waitpid(pid, &status, 0) == pid);
+  ASSERT(WIFEXITED(status));
+  ASSERT_INT_EQ(WEXITSTATUS(status), 0);
+}
+
+/* Names, kinds, sizes and mtimes (ns) of everything under dir. */
+static void snapshot(const char *dir, char *out, size_t cap) {
+  char cmd[2048];
+  FILE *p;
+  size_t k;
+  snprintf(cmd, sizeof cmd, "cd '%s' && find . -printf '%%p %%y %%s %%T@\\n' | sort", dir);
+  p = popen(cmd, "r");
+  ASSERT(p != NULL);
+  k = fread(out, 1, cap - 1, p);
+  out[k] = '\0';
+  pclose(p);
+  ASSERT(k > 0 && k < cap - 1);
+}
+
+static tsr_node_t *ro_node;
+
+static void stats_read_only(const char *dir) {
+  tsr_cache_t *c;
+  tsr_cache_stats_t st;
+  char tmp[1024];
+  /* Truly read-only for a non-root user: no write can succeed. */
+  snprintf(tmp, sizeof tmp, "%s/tmp", dir);
+  ASSERT(access(dir, W_OK) != 0 && access(tmp, W_OK) != 0);
+  ASSERT_OK(tsr_cache_open_read_only(ctx, dir, &c));
+  ASSERT(tsr_cache_warning(c)[0] == '\0');
+  ASSERT_OK(tsr_cache_stats(c, &st));
+  ASSERT_INT_EQ(st.entries, 4);
+  ASSERT_INT_EQ(st.stores, 4);
+  ASSERT_INT_EQ(st.n_runs, 1);
+  /* Lookups hit, and a hit does not touch the file. */
+  long base = atomic_load(computes);
+  free(compute(ro_node, c));
+  ASSERT_INT_EQ(atomic_load(computes) - base, 0);
+  ASSERT_INT_EQ(tsr_cache_trim(c), TSR_EINVAL);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "read-only");
+  ASSERT_INT_EQ(tsr_cache_clear(c), TSR_EINVAL);
+  tsr_cache_close(c);
+}
+
+TEST(stats_on_a_read_only_cache_works_and_writes_nothing) {
+  tsr_cache_t *c;
+  char cmd[2048], stale[1024];
+  static char before[1 << 16], after[1 << 16];
+  const char *dir = th_path("readonly");
+  struct timespec old[2] = {{time(NULL) - 7200, 0}, {time(NULL) - 7200, 0}};
+  setup();
+  ro_node = count_node(128, 128, 64, 8.0, 0);
+  ASSERT_OK(tsr_cache_open(ctx, dir, 64 << 20, &c));
+  free(compute(ro_node, c));
+  tsr_cache_close(c);
+  /* A leftover of a long dead writer, which a writable open would remove. */
+  snprintf(stale, sizeof stale, "%s/tmp/x.999999999.tmp", dir);
+  fclose(fopen(stale, "w"));
+  ASSERT_OK(utimensat(AT_FDCWD, stale, old, 0));
+  snprintf(cmd, sizeof cmd, "chmod -R a-w '%s'", dir);
+  ASSERT_OK(system(cmd));
+  snapshot(dir, before, sizeof before);
+  as_nobody(dir, stats_read_only, dir);
+  snapshot(dir, after, sizeof after);
+  ASSERT(strcmp(before, after) == 0);
+  snprintf(cmd, sizeof cmd, "chmod -R u+w '%s'", dir);
+  ASSERT_OK(system(cmd));
+}
+
+static void clear_blocked(const char *dir) {
+  tsr_cache_t *c;
+  ASSERT_OK(tsr_cache_open(ctx, dir, 64 << 20, &c));
+  ASSERT_INT_EQ(tsr_cache_clear(c), TSR_ECACHE);
+  /* 4 chunks of one node and the stats file go; the other node's 4 stay. */
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "cache clear: removed 5 files; could not remove 4: ");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "Permission denied");
+  tsr_cache_close(c);
+}
+
+TEST(clear_reports_what_it_could_not_remove) {
+  tsr_cache_t *c;
+  char cmd[2048], blocked[1024];
+  const char *dir = th_path("blocked");
+  setup();
+  tsr_node_t *n = count_node(128, 128, 64, 9.0, 0), *m = NULL;
+  snprintf(blocked, sizeof blocked, "%s", chunk_subdir(dir, n));
+  /* A second node whose chunks live in another subdirectory. */
+  for (double s = 10.0; m == NULL || strcmp(chunk_subdir(dir, m), blocked) == 0; s++)
+    m = count_node(128, 128, 64, s, 0);
+  ASSERT_OK(tsr_cache_open(ctx, dir, 64 << 20, &c));
+  free(compute(n, c));
+  free(compute(m, c));
+  tsr_cache_close(c);
+  as_nobody(dir, NULL, NULL);   /* only the chown */
+  snprintf(cmd, sizeof cmd, "chmod a-w '%s'", blocked);
+  ASSERT_OK(system(cmd));
+  as_nobody(dir, clear_blocked, dir);
+  for (int k = 0; k < 4; k++) {
+    ASSERT(exists(chunk_file(dir, n, k % 2, k / 2)));
+    ASSERT(!exists(chunk_file(dir, m, k % 2, k / 2)));
+  }
+  snprintf(cmd, sizeof cmd, "chmod u+w '%s'", blocked);
+  ASSERT_OK(system(cmd));
 }
 
 TEST_MAIN()

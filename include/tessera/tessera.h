@@ -594,7 +594,11 @@ TSR_API int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path,
  *  never makes a run fail: a corrupt, truncated or foreign chunk file is a
  *  miss (deleted and recomputed), and a full disk or an unwritable
  *  directory sets the cache aside; each such event is a warning
- *  (tsr_cache_warning, and tsr_errmsg(ctx) after the run). */
+ *  (tsr_cache_warning, and tsr_errmsg(ctx) after the run).  Anything inside
+ *  the directory that is not a regular file or a real subdirectory (a
+ *  symlink, FIFO, device, socket) is foreign: never followed, opened,
+ *  counted against the budget or deleted; a chunk behind one is a miss.
+ *  `dir` itself may be a symlink. */
 
 #define TSR_CACHE_MIN_BYTES (UINT64_C(1) << 20)
 #define TSR_CACHE_MAX_BYTES (UINT64_C(1) << 62)
@@ -621,6 +625,10 @@ typedef struct {
   double   session_compress_s;   /* CPU time spent shuffling + compressing, summed over processes */
   double   session_decompress_s; /* ... decompressing + unshuffling hits */
   uint64_t warnings;             /* warnings met by this handle */
+  uint64_t foreign;              /* entries not made by a cache (symlinks, FIFOs, devices,
+                                    sockets, other files where chunk files or their
+                                    subdirectories go): skipped, never followed, opened,
+                                    counted in bytes or deleted */
 } tsr_cache_stats_t;
 
 /** tsr_cache_open() : use directory `dir` (created if missing, with its
@@ -635,6 +643,15 @@ typedef struct {
  *  time; processes forked by a run may use it. */
 TSR_API int tsr_cache_open(tsr_ctx_t *ctx, const char *dir, uint64_t max_bytes,
                            tsr_cache_t **out);
+/** tsr_cache_open_read_only() : use the existing directory `dir` for
+ *  lookups and tsr_cache_stats only.  Nothing in it is ever created,
+ *  changed or deleted: no stores, no trimming, no stats recorded, a hit does
+ *  not refresh the chunk's LRU time and a bad chunk file is ignored, not
+ *  deleted.  Works on a directory the caller cannot write.
+ *  @return 0 and *out, or TSR_ECACHE when `dir` is not a readable directory,
+ *  TSR_EINVAL or TSR_ENOMEM; tsr_cache_trim and tsr_cache_clear on the
+ *  handle return TSR_EINVAL. */
+TSR_API int tsr_cache_open_read_only(tsr_ctx_t *ctx, const char *dir, tsr_cache_t **out);
 /** Record this handle's counts in <dir>/stats and free it.  Accepts NULL.
  *  Must not be called while a run uses it. */
 TSR_API void tsr_cache_close(tsr_cache_t *c);
@@ -645,7 +662,10 @@ TSR_API int tsr_cache_stats(tsr_cache_t *c, tsr_cache_stats_t *out);
  *  budget; also removes temporary files left by killed processes.
  *  @return 0 or TSR_ECACHE. */
 TSR_API int tsr_cache_trim(tsr_cache_t *c);
-/** Delete every chunk file and the stats.  @return 0 or TSR_ECACHE. */
+/** Delete every chunk file and the stats; foreign entries stay.  A file that
+ *  cannot be deleted does not stop the others.  @return 0, or TSR_ECACHE
+ *  with "cache clear: removed N files; could not remove M: "PATH": REASON"
+ *  (the first failure) in tsr_errmsg. */
 TSR_API int tsr_cache_clear(tsr_cache_t *c);
 /** The last warning of this handle ("" if none).  Owned by c; valid until
  *  its next use. */

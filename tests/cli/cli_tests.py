@@ -55,14 +55,15 @@ class Ctx:
             self.cache[key] = fn()
         return self.cache[key]
 
-    def run(self, args, cwd=None, timeout=300, env=None, max_file=None):
+    def run(self, args, cwd=None, timeout=300, env=None, max_file=None, **kw):
         """max_file: a file size limit in bytes (writes past it fail with EFBIG), so that a
-        regression cannot fill the disk."""
+        regression cannot fill the disk; kw: more subprocess.run arguments (user=...)."""
         cmd = [self.tessera] + list(args)
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                                cwd=cwd or self.workdir, env=env,
-                               preexec_fn=(lambda: limit_file_size(max_file)) if max_file else None)
+                               preexec_fn=(lambda: limit_file_size(max_file)) if max_file else None,
+                               **kw)
         except subprocess.TimeoutExpired:
             raise C.CaseFailure("timed out after %ds: %s" % (timeout, " ".join(cmd)))
         except OSError as e:
@@ -752,6 +753,22 @@ def bad_cases():
         ("cache stats of a missing directory",
          lambda b, o: ["cache", "stats", os.path.join(b["dir"], "nocache")], 1,
          [r"nocache", r"not a cache directory"]),
+        # foreign entries in a cache (issue 16, item 7)
+        # tessera: cache clear: removed 1 file; could not remove 3:
+        # "cachefx-blocked/ab/0123...-0.0.0.0.tsc": Permission denied
+        ("cache clear of chunk files it cannot remove",
+         lambda b, o: blocked_cache(b), 1,
+         [r"cache clear: removed 1 file; could not remove 3: ", r"cachefx-blocked/ab/",
+          r"Permission denied"]),
+        # tessera: cache stats: "cachefx-fifo" is not a cache directory
+        ("cache stats of a FIFO (must not hang)",
+         lambda b, o: ["cache", "stats", fifo_at(b, "cachefx-fifo")], 1,
+         [r"cachefx-fifo", r"not a cache directory"]),
+        # tessera: cache: "cachefx-tmpfifo/tmp" is not a directory (a symlink or another
+        # foreign entry); chunks will not be stored
+        ("cache clear with a FIFO in place of DIR/tmp",
+         lambda b, o: ["cache", "clear", fake_cache(b, "cachefx-tmpfifo", tmp_fifo=True)], 1,
+         [r"cachefx-tmpfifo/tmp\" is not a directory", r"foreign"]),
         # truncated files of each BITPIX
         ("truncated BITPIX 8 input", lambda b, o: ["reproject", b["cut"][8], "--target", b["tgt"], "-o", o],
          1, [r"cut8\.fits", r"(?i)truncat|end of file|short"]),
@@ -871,6 +888,55 @@ def bad_cases():
 DEV_FULL = r'output "/dev/full" exists and is a character device; expected a regular file or a new path'
 
 
+def fake_cache(b, name, n=3, tmp_fifo=False):
+    """A fresh cache directory beside the catalogue's inputs holding n files named like chunk
+    files (clear deletes by name) in subdirectory ab/, and tmp/ (a FIFO with tmp_fifo)."""
+    d = os.path.join(os.path.dirname(b["dir"]), name)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(os.path.join(d, "ab"))
+    for i in range(n):
+        with open(os.path.join(d, "ab", "%032x-%d.0.0.0.tsc" % (0x0123456789abcdef, i)), "wb") as f:
+            f.write(b"TSRC")
+    if tmp_fifo:
+        os.mkfifo(os.path.join(d, "tmp"))
+    else:
+        os.makedirs(os.path.join(d, "tmp"))
+    return d
+
+
+def fifo_at(b, name):
+    p = os.path.join(os.path.dirname(b["dir"]), name)
+    if os.path.lexists(p):
+        os.unlink(p)
+    os.mkfifo(p)
+    return p
+
+
+def as_nobody(tree):
+    """subprocess arguments that run tessera as nobody (uid 65534) owning `tree`, when we are
+    root: root ignores permission bits, so a permission failure would not be real.  The
+    directory holding `tree` (inside the work directory) is opened to traversal."""
+    if os.geteuid() != 0:
+        return {}
+    for root, dirs, files in os.walk(tree):
+        for n in dirs + files:
+            os.lchown(os.path.join(root, n), 65534, 65534)
+    os.lchown(tree, 65534, 65534)
+    parent = os.path.dirname(os.path.abspath(tree))
+    os.chmod(parent, os.stat(parent).st_mode | 0o011)
+    return dict(user=65534, group=65534, extra_groups=[])
+
+
+def blocked_cache(b):
+    """`cache clear` of a cache whose chunk subdirectory is not writable: (args, run kwargs)."""
+    d = fake_cache(b, "cachefx-blocked")
+    with open(os.path.join(d, "stats"), "w") as f:
+        f.write("tessera-cache-stats 1\n")
+    kw = as_nobody(d)
+    os.chmod(os.path.join(d, "ab"), 0o555)
+    return ["cache", "clear", d], kw
+
+
 def listing(d):
     out = set()
     for root, dirs, files in os.walk(d):
@@ -888,7 +954,9 @@ def bad_test(ctx, name, build, want_rc, patterns):
         os.makedirs(run_dir)
         out = os.path.join(run_dir, "out.fits")
         before_in = listing(b["dir"])
-        r = ctx.run(build(b, out), cwd=run_dir, timeout=120, max_file=64 << 20)
+        args = build(b, out)
+        args, kw = args if isinstance(args, tuple) else (args, {})   # kw: e.g. as_nobody()
+        r = ctx.run(args, cwd=run_dir, timeout=120, max_file=64 << 20, **kw)
         err = r.stderr.rstrip("\n")
         lines = [l for l in err.splitlines() if l.strip()]
         chk.note("command: %s" % r.cmd.replace(ctx.workdir + os.sep, ""))
@@ -916,7 +984,8 @@ def cache_stats(ctx, d):
         raise C.CaseFailure("cache stats exited %d: %s" % (r.returncode, r.stderr.strip()))
     vals = {}
     for line in r.stdout.splitlines():
-        m = re.match(r"(entries|bytes|raw bytes|ratio|hits|misses|stores|evictions|dropped):\s+([0-9.]+)", line)
+        m = re.match(r"(entries|bytes|raw bytes|ratio|hits|misses|stores|evictions|dropped|foreign):\s+([0-9.]+)",
+                     line)
         if m:
             vals[m.group(1)] = float(m.group(2))
     return vals, r.stdout
@@ -1162,6 +1231,132 @@ def kill_test(ctx, fallback):
     return fn
 
 
+def tree_state(d):
+    """Every entry under d with its kind, size and mtime (ns), not following symlinks."""
+    out = {}
+    for root, dirs, files in os.walk(d):
+        for n in dirs + files:
+            p = os.path.join(root, n)
+            st = os.lstat(p)
+            out[os.path.relpath(p, d)] = (st.st_mode >> 12, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def cache_foreign_test(ctx):
+    """Foreign entries in a cache (issue 16, item 7): clear does not follow a symlinked
+    subdirectory; a symlink to a 100 GB sparse file counts nothing and evicts nothing; FIFOs
+    hang neither stats, trim, clear nor runs; stats works on a read-only cache and writes
+    nothing; clear reports what it could not remove."""
+    def fn():
+        chk = C.Check()
+        sc = scenario_main(ctx)
+        extra = ["--block", "64x64", "-j", "1"]
+        n = 5 * 5
+        ref, _ = ctx.reproject(sc["inp"], sc["tgt"], ctx.path("foreign-ref.fits"), extra)
+        out = ctx.path("foreign-out.fits")
+
+        def fresh(name):
+            d = ctx.path(name)
+            shutil.rmtree(d, ignore_errors=True)
+            ctx.reproject(sc["inp"], sc["tgt"], out, extra + ["--cache", d])
+            subs = [e for e in os.listdir(d) if re.fullmatch(r"[0-9a-f]{2}", e)]
+            if len(subs) != 1:
+                raise C.CaseFailure("%s: chunk subdirectories %s, expected one" % (name, subs))
+            return d, os.path.join(d, subs[0])
+
+        def rerun(d, what, more=()):
+            if os.path.exists(out):
+                os.unlink(out)
+            r = ctx.run(["reproject", sc["inp"], "--target", sc["tgt"], "-o", out, "--quiet",
+                         "--cache", d] + extra + list(more), timeout=60)
+            chk.expect(r.returncode == 0, "%s: run exit %d: %s" % (what, r.returncode, r.stderr.strip()))
+            if r.returncode == 0:
+                chk.expect(bits_equal(read_raw(out)[0], ref), "%s: result differs" % what)
+
+        # The reported bug: a subdirectory replaced by a symlink to another directory.
+        d, sub = fresh("foreign-symdir")
+        other = ctx.path("foreign-elsewhere")
+        shutil.rmtree(other, ignore_errors=True)
+        os.rename(sub, other)
+        os.symlink(other, sub)
+        before = tree_state(other)
+        rerun(d, "symlinked subdirectory")
+        r = ctx.run(["cache", "clear", d])
+        chk.note("clear: exit %d, %r" % (r.returncode, r.stdout.strip()))
+        chk.expect(r.returncode == 0, "clear exit %d: %s" % (r.returncode, r.stderr.strip()))
+        chk.expect("1 foreign entries left alone" in r.stdout, "clear does not report the symlink")
+        chk.expect(tree_state(other) == before and len(before) == n,
+                   "the directory behind a symlinked subdirectory changed")
+        chk.expect(os.path.islink(sub), "the symlinked subdirectory was removed")
+
+        # A chunk-named symlink to a 100 GB sparse file: not counted, nothing evicted.
+        d, sub = fresh("foreign-sparse")
+        huge = ctx.path("foreign-huge")
+        with open(huge, "wb") as f:
+            f.truncate(100 << 30)
+        name = sorted(os.listdir(sub))[0]
+        os.symlink(huge, os.path.join(sub, name.split("-")[0] + "-99.0.0.0.tsc"))
+        rerun(d, "sparse symlink", ["--cache-max-bytes", "1G"])
+        v, text = cache_stats(ctx, d)
+        chk.note(text.strip())
+        chk.expect(v.get("entries") == n and v.get("foreign") == 1 and v.get("bytes", 1e99) < 1 << 30,
+                   "entries %s foreign %s bytes %s, expected %d, 1 and < 1 GiB"
+                   % (v.get("entries"), v.get("foreign"), v.get("bytes"), n))
+        chk.expect(v.get("evictions") == 0 and v.get("hits") == n,
+                   "evictions %s hits %s: the sparse file pushed chunks out"
+                   % (v.get("evictions"), v.get("hits")))
+        chk.expect(os.path.getsize(huge) == 100 << 30, "the sparse file changed")
+
+        # FIFOs where a chunk file, the stats file and a subdirectory go: nothing hangs.
+        d, sub = fresh("foreign-fifo")
+        victim = os.path.join(sub, sorted(os.listdir(sub))[0])
+        fifos = [victim, os.path.join(d, "stats"), os.path.join(d, "ff")]
+        for p in fifos:
+            if os.path.lexists(p):
+                os.unlink(p)
+            os.mkfifo(p)
+        rerun(d, "FIFOs in the cache")
+        rerun(d, "FIFOs in the cache, -j 2", ["-j", "2"])
+        for verb in ("stats", "trim", "clear"):
+            r = ctx.run(["cache", verb, d], timeout=30)
+            chk.expect(r.returncode == 0, "cache %s with FIFOs: exit %d: %s"
+                       % (verb, r.returncode, r.stderr.strip()))
+        chk.expect(all(os.path.exists(p) and not os.path.isfile(p) for p in fifos),
+                   "a FIFO was removed or replaced")
+
+        # stats on a read-only cache: works, and writes nothing (not even a stale temporary's
+        # removal), run as nobody when we are root.
+        d, sub = fresh("foreign-readonly")
+        stale = os.path.join(d, "tmp", "x.999999999.tmp")
+        open(stale, "w").close()
+        os.utime(stale, (time.time() - 7200, time.time() - 7200))
+        kw = as_nobody(d)
+        subprocess.run(["chmod", "-R", "a-w", d], check=True)
+        before = tree_state(d)
+        r = ctx.run(["cache", "stats", d], **kw)
+        chk.note("read-only stats: exit %d, stderr %r" % (r.returncode, r.stderr.strip()))
+        chk.expect(r.returncode == 0 and re.search(r"entries:\s+%d\n" % n, r.stdout) is not None,
+                   "stats on a read-only cache: exit %d: %s" % (r.returncode, r.stderr.strip()))
+        chk.expect(tree_state(d) == before, "stats changed the read-only cache")
+        subprocess.run(["chmod", "-R", "u+w", d], check=True)
+
+        # clear reports what it could not remove, and removes the rest.
+        d, sub = fresh("foreign-blocked")
+        kw = as_nobody(d)
+        os.chmod(sub, 0o555)
+        r = ctx.run(["cache", "clear", d], **kw)
+        chk.note("blocked clear: exit %d, stderr %r" % (r.returncode, r.stderr.strip()))
+        chk.expect(r.returncode == 1, "clear that could not remove: exit %d" % r.returncode)
+        chk.expect(re.fullmatch(r"tessera: cache clear: removed 1 file; could not remove %d: "
+                                r"\"[^\n]*\.tsc\": Permission denied\n" % n, r.stderr) is not None,
+                   "clear message %r" % r.stderr)
+        chk.expect(len(os.listdir(sub)) == n and not os.path.exists(os.path.join(d, "stats")),
+                   "clear did not keep going past what it could not remove")
+        os.chmod(sub, 0o755)
+        return chk
+    return fn
+
+
 # ---------------------------------------------------------------------------
 
 def build_tests(ctx, slow):
@@ -1219,6 +1414,8 @@ def build_tests(ctx, slow):
     for method in ("interp", "exact"):
         tests.append(("--cache %s: rerun from the cache bit-identical; stats, trim, clear, corrupt "
                       "block, $TESSERA_CACHE, unusable DIR" % method, cache_test(ctx, method)))
+    tests.append(("--cache with foreign entries: symlinked subdirectory, sparse symlink, FIFOs, "
+                  "read-only stats, clear that cannot remove", cache_foreign_test(ctx)))
     # bad input
     for name, build, rc, pats in bad_cases():
         tests.append(("bad input: %s -> exit %d, one-line message, no output" % (name, rc),
