@@ -287,7 +287,7 @@ static int find_card(const char *cards, int ncards, const char *keyword) {
  * infinity) or CRPIX1 = 1e300 gave an all-NaN image, and an output header
  * that astropy then refused.  The numbers that place and scale the primary
  * WCS are checked here, with the line and keyword, before wcslib sees them
- * (ranges also in README.md, "Target headers"):
+ * (ranges also in README.md, "Deliberate differences"):
  *   every one finite, and written as a FITS number;
  *   |CRPIXi| <= 1e12: far beyond any image, far below where a double
  *     stops resolving a pixel (2^53);
