@@ -337,23 +337,24 @@ static int fits_number(const char *val, double *v) {
   return digits && *p == '\0' && e != tok && *e == '\0';
 }
 
-/* The axis number if `kw` is `prefix` and a number (and "_" and a second
- * number when `pair`), as primary-WCS keywords are; else 0. */
+/* The (first) number if `kw` is `prefix` and a number (and "_" and a
+ * second number when `pair`), as primary-WCS keywords are; else -1.  SIP's
+ * A_0_2 gives 0; CRPIX0 does too, and names no axis. */
 static int keyword_axis(const char *kw, const char *prefix, bool pair) {
   size_t n = strlen(prefix);
   const char *p = kw + n;
   int axis = 0;
   if (strncmp(kw, prefix, n) != 0 || !isdigit((unsigned char)*p))
-    return 0;
+    return -1;
   for (; isdigit((unsigned char)*p) && axis < 1000; p++)
     axis = axis * 10 + (*p - '0');
   if (pair) {
     if (*p++ != '_' || !isdigit((unsigned char)*p))
-      return 0;
+      return -1;
     while (isdigit((unsigned char)*p))
       p++;
   }
-  return *p == '\0' && axis > 0 ? axis : 0;
+  return *p == '\0' ? axis : -1;
 }
 
 /* 1 if pixel axis `axis` (1-based) is a celestial longitude in degrees by
@@ -415,8 +416,8 @@ static int check_wcs_values(tsr_ctx_t *ctx, char *cards, int ncards, const int *
   }
   for (i = 0; i < ncards; i++) {
     char *card = cards + (size_t)i * TSR__CARD;
-    bool finite;
-    int crpix, crval, cdelt, nax, num;
+    bool finite, crpix, cdelt;
+    int crval, nax, num;
     double v;
 
     tsr__io_keyword(card, kw);
@@ -426,18 +427,20 @@ static int check_wcs_values(tsr_ctx_t *ctx, char *cards, int ncards, const int *
     finite = strcmp(kw, "LONPOLE") == 0 || strcmp(kw, "LATPOLE") == 0 ||
              keyword_axis(kw, "CROTA", false) > 0;
     for (size_t k = 0; !finite && k < sizeof finite_pairs / sizeof finite_pairs[0]; k++)
-      finite = keyword_axis(kw, finite_pairs[k], true) > 0;
-    crpix = keyword_axis(kw, "CRPIX", false);
-    crval = keyword_axis(kw, "CRVAL", false);
-    cdelt = keyword_axis(kw, "CDELT", false);
+      finite = keyword_axis(kw, finite_pairs[k], true) >= 0;
+    crpix = keyword_axis(kw, "CRPIX", false) > 0;
+    cdelt = keyword_axis(kw, "CDELT", false) > 0;
+    crval = keyword_axis(kw, "CRVAL", false); /* the axis, or <= 0 */
     nax = keyword_axis(kw, "NAXIS", false);
-    if (!finite && !crpix && !crval && !cdelt && !(nax && (naxis < 0 || nax <= naxis)))
+    if (naxis >= 0 && nax > naxis)
+      nax = 0; /* past NAXIS: names no axis of the image */
+    if (!finite && !crpix && !cdelt && crval <= 0 && nax <= 0)
       continue;
     if (val[0] == '\0')
       continue; /* an undefined value: wcslib's default stands */
     if (nums != NULL)
       snprintf(where, sizeof where, "%s %d: ", unit, nums[i]);
-    if (nax) {
+    if (nax > 0) {
       int64_t len;
       if (!card_int(card, &len))
         return tsr__err(ctx, TSR_EINVAL, "%s: %s%s = %s is not an integer", what, where, kw, val);
@@ -467,7 +470,7 @@ static int check_wcs_values(tsr_ctx_t *ctx, char *cards, int ncards, const int *
                       "%s: %s%s = %s is not a pixel scale (expected a nonzero number, or a CD "
                       "matrix)",
                       what, where, kw, val);
-    if (crval) {
+    if (crval > 0) {
       int cel = celestial_axis(cards, ncards, crval);
       if (cel == 2 && fabs(v) > 90)
         return tsr__err(ctx, TSR_ERANGE,

@@ -1030,6 +1030,7 @@ TEST(header_bad_numbers_are_refused_with_line_and_keyword) {
       {12, "PV2_1   = inf", TSR_EWCS, "line 12: PV2_1 = inf is not a finite number"},
       {12, "CROTA2  = nan", TSR_EWCS, "line 12: CROTA2 = nan is not a finite number"},
       {12, "LONPOLE = 1e400", TSR_EWCS, "line 12: LONPOLE = 1e400 is not a finite number"},
+      {12, "A_0_2   = nan", TSR_EWCS, "line 12: A_0_2 = nan is not a finite number"},
       {7, "CRVAL2  = 95", TSR_ERANGE,
        "line 7: CRVAL2 = 95 is not a latitude (expected -90 to 90 degrees)"},
       {6, "CRVAL1  = 1e300", TSR_ERANGE,
