@@ -59,10 +59,32 @@ static bool is_ctype(const char *kw) {
   return kw[5] != '0';
 }
 
+/* FITS keywords are upper case, but astropy reads "crval1  = 10" as
+ * CRVAL1 (and fixes the card), so a lower-case keyword is taken as its
+ * upper-case self wherever it comes from: a header file or a FITS input.
+ * Only a keyword field of letters, digits, - and _ followed by blanks is
+ * changed; anything else is left for tsr__card_check to refuse. */
+static void keyword_upcase(char *card) {
+  char up[8];
+  int n = 0;
+  while (n < 8 && card[n] != ' ') {
+    char ch = card[n];
+    if (!isalnum((unsigned char)ch) && ch != '-' && ch != '_')
+      return;
+    up[n++] = (char)toupper((unsigned char)ch);
+  }
+  for (int i = n; i < 8; i++)
+    if (card[i] != ' ')
+      return;
+  memcpy(card, up, (size_t)n);
+}
+
 bool tsr__io_has_ctype(const char *cards, int ncards) {
-  char kw[9];
+  char card[TSR__CARD], kw[9];
   for (int i = 0; i < ncards; i++) {
-    tsr__io_keyword(cards + (size_t)i * TSR__CARD, kw);
+    memcpy(card, cards + (size_t)i * TSR__CARD, TSR__CARD);
+    keyword_upcase(card);
+    tsr__io_keyword(card, kw);
     if (is_ctype(kw))
       return true;
   }
@@ -135,17 +157,19 @@ static int check_ascii(tsr_ctx_t *ctx, const char *what, const char *unit, int n
 }
 
 /* Split header text into 80-column cards up to END (exclusive), dropping
- * blank cards.  *out (allocated, ncards x 80) belongs to the caller. */
+ * blank cards.  *out (allocated, ncards x 80) and *nums (the line, or card,
+ * number of each, for messages) belong to the caller; *unit says which. */
 static int text_to_cards(tsr_ctx_t *ctx, const char *text, size_t len, const char *what,
-                         char **out, int *ncards) {
+                         char **out, int **nums, const char **unit, int *ncards) {
   const char *end = text + len, *p = text;
   const char *nl = memchr(text, '\n', len < TSR__CARD + 1 ? len : TSR__CARD + 1);
   bool lines;
   size_t cap = 1;
   char *cards = NULL, line[TSR__CARD + 1];
-  int n = 0, num = 0, rc = 0;
+  int *lnum = NULL, n = 0, num = 0, rc = 0;
 
   *out = NULL;
+  *nums = NULL;
   *ncards = 0;
   /* A FITS block has no newline in its first card; a text file has one
    * within 81 bytes unless its first line is too long, which the line
@@ -168,8 +192,10 @@ static int text_to_cards(tsr_ctx_t *ctx, const char *text, size_t len, const cha
   if (!lines)
     cap = len / TSR__CARD + 1;
   rc = TSR_ENOMEM;
+  *unit = lines ? "line" : "card";
   cards = tsr__mallocarray(ctx, cap, TSR__CARD);
-  if (cards == NULL) {
+  lnum = tsr__mallocarray(ctx, cap, sizeof *lnum);
+  if (cards == NULL || lnum == NULL) {
     tsr__err(ctx, rc, "%s: out of memory for %zu header cards", what, cap);
     goto out;
   }
@@ -209,19 +235,23 @@ static int text_to_cards(tsr_ctx_t *ctx, const char *text, size_t len, const cha
       continue;
     if (lines)
       card_normalise(line);
+    keyword_upcase(line);
     if (card_is_end(line))
       break;
-    if ((rc = tsr__card_check(ctx, what, lines ? "line" : "card", num, line)) != 0)
+    if ((rc = tsr__card_check(ctx, what, *unit, num, line)) != 0)
       goto out;
     memcpy(cards + (size_t)n * TSR__CARD, line, TSR__CARD);
-    n++;
+    lnum[n++] = num;
   }
   *out = cards;
+  *nums = lnum;
   *ncards = n;
   cards = NULL;
+  lnum = NULL;
   rc = 0;
 out:
   tsr__free(ctx, cards);
+  tsr__free(ctx, lnum);
   return rc;
 }
 
@@ -248,6 +278,211 @@ static int find_card(const char *cards, int ncards, const char *keyword) {
       return i;
   }
   return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Values of the WCS keywords                                          */
+
+/* wcslib takes any double, so a header with CRVAL1 = 1e400 (which reads as
+ * infinity) or CRPIX1 = 1e300 gave an all-NaN image, and an output header
+ * that astropy then refused.  The numbers that place and scale the primary
+ * WCS are checked here, with the line and keyword, before wcslib sees them
+ * (ranges also in README.md, "Deliberate differences"):
+ *   every one finite, and written as a FITS number;
+ *   |CRPIXi| <= 1e12: far beyond any image, far below where a double
+ *     stops resolving a pixel (2^53);
+ *   a celestial CRVALi in degrees: latitude in [-90, 90], longitude within
+ *     +-1e6 (beyond it a double places the reference point no better than
+ *     a micro-arcsecond);
+ *   CDELTi nonzero unless a CD matrix stands in for it (CD and PC are
+ *     checked as a whole: see matrix_singular);
+ *   NAXISi, for i <= NAXIS, a whole number in [1, 2^40]. */
+#define MAX_CRPIX 1e12
+#define MAX_CRVAL_LON 1e6
+
+/* `val` as a number of FITS' fixed or exponential form ([+-]digits[.digits]
+ * [E|D[+-]digits], as astropy reads it) into *v: 1 if it is one, -1 if it
+ * reads as infinite or NaN (1e400 overflows; nan and inf are no FITS
+ * numbers, but the message should say what matters), 0 otherwise. */
+static int fits_number(const char *val, double *v) {
+  char tok[72], *e;
+  const char *p = val;
+  bool digits = false;
+  size_t n = strlen(val);
+
+  *v = 0;
+  if (n == 0 || n >= sizeof tok)
+    return 0;
+  for (size_t i = 0; i <= n; i++)
+    tok[i] = val[i] == 'D' || val[i] == 'd' ? 'E' : val[i];
+  errno = 0;
+  *v = strtod(tok, &e);
+  if (e != tok && *e == '\0' && !isfinite(*v))
+    return -1;
+  if (*p == '+' || *p == '-')
+    p++;
+  for (; isdigit((unsigned char)*p); p++)
+    digits = true;
+  if (*p == '.')
+    for (p++; isdigit((unsigned char)*p); p++)
+      digits = true;
+  if (digits && strchr("EeDd", *p) != NULL && *p != '\0') {
+    p++;
+    if (*p == '+' || *p == '-')
+      p++;
+    digits = isdigit((unsigned char)*p);
+    while (isdigit((unsigned char)*p))
+      p++;
+  }
+  return digits && *p == '\0' && e != tok && *e == '\0';
+}
+
+/* The (first) number if `kw` is `prefix` and a number (and "_" and a
+ * second number when `pair`), as primary-WCS keywords are; else -1.  SIP's
+ * A_0_2 gives 0; CRPIX0 does too, and names no axis. */
+static int keyword_axis(const char *kw, const char *prefix, bool pair) {
+  size_t n = strlen(prefix);
+  const char *p = kw + n;
+  int axis = 0;
+  if (strncmp(kw, prefix, n) != 0 || !isdigit((unsigned char)*p))
+    return -1;
+  for (; isdigit((unsigned char)*p) && axis < 1000; p++)
+    axis = axis * 10 + (*p - '0');
+  if (pair) {
+    if (*p++ != '_' || !isdigit((unsigned char)*p))
+      return -1;
+    while (isdigit((unsigned char)*p))
+      p++;
+  }
+  return *p == '\0' ? axis : -1;
+}
+
+/* 1 if pixel axis `axis` (1-based) is a celestial longitude in degrees by
+ * its CTYPEi and CUNITi, 2 a latitude, else 0 (other units are converted,
+ * and then checked, by wcslib). */
+static int celestial_axis(const char *cards, int ncards, int axis) {
+  char kw[12], val[72];
+  const char *t;
+  int i;
+  snprintf(kw, sizeof kw, "CUNIT%d", axis);
+  if ((i = find_card(cards, ncards, kw)) >= 0) {
+    tsr__card_value(cards + (size_t)i * TSR__CARD, val, sizeof val);
+    if (strncmp(val, "'deg", 4) != 0 || strspn(val + 4, " ") != strlen(val + 4) - 1)
+      return 0;
+  }
+  snprintf(kw, sizeof kw, "CTYPE%d", axis);
+  if ((i = find_card(cards, ncards, kw)) < 0)
+    return 0;
+  tsr__card_value(cards + (size_t)i * TSR__CARD, val, sizeof val);
+  if (val[0] != '\'' || strlen(val) < 6)
+    return 0;
+  t = val + 1;
+  if (strncmp(t, "RA--", 4) == 0 || strncmp(t + 1, "LON", 3) == 0 || strncmp(t + 2, "LN", 2) == 0)
+    return 1;
+  if (strncmp(t, "DEC-", 4) == 0 || strncmp(t + 1, "LAT", 3) == 0 || strncmp(t + 2, "LT", 2) == 0)
+    return 2;
+  return 0;
+}
+
+/* wcslib's lexer takes "1.05D+01" for a number but converts only "1.05"
+ * (astropy.wcs reads such a CRVAL1 as 1.05, astropy.io.fits as 10.5): a D
+ * exponent in a number becomes an E, which means the same in FITS. */
+static void d_exponent_to_e(char *card, const char *val) {
+  double v;
+  char *p = card + 10;
+  if (strpbrk(val, "Dd") == NULL || fits_number(val, &v) != 1)
+    return;
+  while (*p == ' ')
+    p++;
+  for (size_t j = 0; val[j] != '\0'; j++)
+    if (p[j] == 'D' || p[j] == 'd')
+      p[j] = 'E';
+}
+
+/* Refuse the first number of the primary WCS that is out of the ranges
+ * above, and write D exponents as E for wcslib.  `nums` (may be NULL) gives
+ * each card's line or card number, named by `unit`, for the message; axes
+ * past `naxis` (when >= 0) have no NAXISi to check. */
+static int check_wcs_values(tsr_ctx_t *ctx, char *cards, int ncards, const int *nums,
+                            const char *unit, const char *what, int naxis) {
+  static const char *const finite_pairs[] = {"CD", "PC", "PV", "A_", "B_", "AP_", "BP_"};
+  bool has_cd = false;
+  char kw[9], val[72], where[32] = "";
+  int i;
+
+  for (i = 0; i < ncards && !has_cd; i++) {
+    tsr__io_keyword(cards + (size_t)i * TSR__CARD, kw);
+    has_cd = keyword_axis(kw, "CD", true) > 0;
+  }
+  for (i = 0; i < ncards; i++) {
+    char *card = cards + (size_t)i * TSR__CARD;
+    bool finite, crpix, cdelt;
+    int crval, nax, num;
+    double v;
+
+    tsr__io_keyword(card, kw);
+    tsr__card_value(card, val, sizeof val);
+    if (val[0] != '\'')
+      d_exponent_to_e(card, val);
+    finite = strcmp(kw, "LONPOLE") == 0 || strcmp(kw, "LATPOLE") == 0 ||
+             keyword_axis(kw, "CROTA", false) > 0;
+    for (size_t k = 0; !finite && k < sizeof finite_pairs / sizeof finite_pairs[0]; k++)
+      finite = keyword_axis(kw, finite_pairs[k], true) >= 0;
+    crpix = keyword_axis(kw, "CRPIX", false) > 0;
+    cdelt = keyword_axis(kw, "CDELT", false) > 0;
+    crval = keyword_axis(kw, "CRVAL", false); /* the axis, or <= 0 */
+    nax = keyword_axis(kw, "NAXIS", false);
+    if (naxis >= 0 && nax > naxis)
+      nax = 0; /* past NAXIS: names no axis of the image */
+    if (!finite && !crpix && !cdelt && crval <= 0 && nax <= 0)
+      continue;
+    if (val[0] == '\0')
+      continue; /* an undefined value: wcslib's default stands */
+    if (nums != NULL)
+      snprintf(where, sizeof where, "%s %d: ", unit, nums[i]);
+    if (nax > 0) {
+      int64_t len;
+      if (!card_int(card, &len))
+        return tsr__err(ctx, TSR_EINVAL, "%s: %s%s = %s is not an integer", what, where, kw, val);
+      if (len < 1)
+        return tsr__err(ctx, TSR_EINVAL, "%s: %s%s = %s: zero-size axis (expected >= 1)", what,
+                        where, kw, val);
+      if (len > (INT64_C(1) << 40))
+        return tsr__err(ctx, TSR_ERANGE, "%s: %s%s = %s is out of range [1, 2^40]", what, where,
+                        kw, val);
+      continue;
+    }
+    if ((num = fits_number(val, &v)) < 0)
+      return tsr__err(ctx, TSR_EWCS, "%s: %s%s = %s is not a finite number", what, where, kw,
+                      val);
+    if (num == 0)
+      return tsr__err(ctx, TSR_EWCS,
+                      "%s: %s%s = %s is not a number (expected FITS' form: digits with an "
+                      "optional sign, '.' and E or D exponent)",
+                      what, where, kw, val);
+    if (crpix && fabs(v) > MAX_CRPIX)
+      return tsr__err(ctx, TSR_ERANGE,
+                      "%s: %s%s = %s is out of range [-1e12, 1e12] (a reference pixel "
+                      "within 10^12 pixels of the image)",
+                      what, where, kw, val);
+    if (cdelt && v == 0 && !has_cd)
+      return tsr__err(ctx, TSR_EWCS,
+                      "%s: %s%s = %s is not a pixel scale (expected a nonzero number, or a CD "
+                      "matrix)",
+                      what, where, kw, val);
+    if (crval > 0) {
+      int cel = celestial_axis(cards, ncards, crval);
+      if (cel == 2 && fabs(v) > 90)
+        return tsr__err(ctx, TSR_ERANGE,
+                        "%s: %s%s = %s is not a latitude (expected -90 to 90 degrees)", what,
+                        where, kw, val);
+      if (cel == 1 && fabs(v) > MAX_CRVAL_LON)
+        return tsr__err(ctx, TSR_ERANGE,
+                        "%s: %s%s = %s is out of range [-1e6, 1e6] (a longitude in degrees)",
+                        what, where, kw, val);
+    }
+  }
+  return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -518,8 +753,10 @@ out:
   return rc;
 }
 
-int tsr__io_wcs_make(tsr_ctx_t *ctx, const char *cards, int ncards, const char *what,
-                     int need_shape, tsr_wcs_t **out) {
+/* tsr__io_wcs_make, for cards whose line numbers are known (nums, unit:
+ * see check_wcs_values). */
+static int wcs_make(tsr_ctx_t *ctx, char *cards, int ncards, const int *nums,
+                    const char *unit, const char *what, int need_shape, tsr_wcs_t **out) {
   static const char need[] = "a target header needs NAXIS and NAXISn (the output shape)";
   struct wcsprm *all = NULL, *w = NULL;
   int nwcs = 0, naxis = -1, rc;
@@ -542,26 +779,16 @@ int tsr__io_wcs_make(tsr_ctx_t *ctx, const char *cards, int ncards, const char *
     return tsr__err(ctx, TSR_EINVAL, "%s: NAXIS missing; %s", what, need);
   if (need_shape && naxis == 0)
     return tsr__err(ctx, TSR_EINVAL, "%s: NAXIS = 0; %s", what, need);
+  if ((rc = check_wcs_values(ctx, cards, ncards, nums, unit, what, naxis)) != 0)
+    return rc;
   for (int a = 0; a < naxis; a++) {
     char kw[9];
     snprintf(kw, sizeof kw, "NAXIS%d", a + 1);
-    if ((i = find_card(cards, ncards, kw)) < 0) {
-      if (need_shape)
-        return tsr__err(ctx, TSR_EINVAL, "%s: %s missing; %s", what, kw, need);
-      continue;
-    }
-    if (!card_int(cards + (size_t)i * TSR__CARD, &v)) {
-      char val[72];
-      tsr__card_value(cards + (size_t)i * TSR__CARD, val, sizeof val);
-      return tsr__err(ctx, TSR_EINVAL, "%s: %s = %s is not an integer", what, kw, val);
-    }
-    if (v < 1)
-      return tsr__err(ctx, TSR_EINVAL, "%s: %s = %" PRId64 ": zero-size axis (expected >= 1)",
-                      what, kw, v);
-    if (v > (INT64_C(1) << 40))
-      return tsr__err(ctx, TSR_ERANGE, "%s: %s = %" PRId64 " is out of range [1, 2^40]", what,
-                      kw, v);
-    shape[a] = v;
+    /* Every NAXISi present was checked above (the first one counts). */
+    if ((i = find_card(cards, ncards, kw)) >= 0 && card_int(cards + (size_t)i * TSR__CARD, &v))
+      shape[a] = v;
+    else if (i < 0 && need_shape)
+      return tsr__err(ctx, TSR_EINVAL, "%s: %s missing; %s", what, kw, need);
   }
   if (!tsr__io_has_ctype(cards, ncards))
     return tsr__err(ctx, TSR_EWCS, "%s: no WCS (no CTYPEn keywords)", what);
@@ -584,13 +811,32 @@ out:
   return rc;
 }
 
+int tsr__io_wcs_make(tsr_ctx_t *ctx, const char *cards, int ncards, const char *what,
+                     int need_shape, tsr_wcs_t **out) {
+  /* A FITS file's cards as stored: keywords are taken in upper case, as
+   * header text is (see keyword_upcase), in a copy that the new WCS keeps,
+   * so its key and any header written from it do not depend on the case. */
+  char *up = tsr__mallocarray(ctx, (size_t)ncards + 1, TSR__CARD);
+  int rc;
+  *out = NULL;
+  if (up == NULL)
+    return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory for %d header cards", what, ncards);
+  memcpy(up, cards, (size_t)ncards * TSR__CARD);
+  for (int i = 0; i < ncards; i++)
+    keyword_upcase(up + (size_t)i * TSR__CARD);
+  rc = wcs_make(ctx, up, ncards, NULL, NULL, what, need_shape, out);
+  tsr__free(ctx, up);
+  return rc;
+}
+
 /* ------------------------------------------------------------------ */
 /* Public                                                             */
 
 int tsr_wcs_parse(tsr_ctx_t *ctx, const char *text, size_t len, const char *what, int need_shape,
                   tsr_wcs_t **out) {
   char *cards = NULL;
-  int ncards = 0, rc;
+  const char *unit = NULL;
+  int *nums = NULL, ncards = 0, rc;
 
   tsr__api_check(ctx != NULL && out != NULL, "tsr_wcs_parse: NULL argument");
   *out = NULL;
@@ -598,13 +844,14 @@ int tsr_wcs_parse(tsr_ctx_t *ctx, const char *text, size_t len, const char *what
     what = "header";
   if (text == NULL)
     return tsr__err(ctx, TSR_EINVAL, "%s: header text is NULL", what);
-  if ((rc = text_to_cards(ctx, text, len, what, &cards, &ncards)) != 0)
+  if ((rc = text_to_cards(ctx, text, len, what, &cards, &nums, &unit, &ncards)) != 0)
     return rc;
   if (ncards == 0)
     rc = tsr__err(ctx, TSR_EINVAL, "%s: empty header (no cards before END)", what);
   else
-    rc = tsr__io_wcs_make(ctx, cards, ncards, what, need_shape, out);
+    rc = wcs_make(ctx, cards, ncards, nums, unit, what, need_shape, out);
   tsr__free(ctx, cards);
+  tsr__free(ctx, nums);
   return rc;
 }
 

@@ -3,6 +3,7 @@
  * Fixtures are written here with cfitsio into the harness's scratch
  * directory; every error test checks the exact words of the message.
  */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1085,7 +1086,7 @@ TEST(header_errors) {
   expect_parse_error("NAXIS = 5\nCTYPE1 = 'RA---TAN'\n", 1, TSR_ENOTSUP,
                      "target \"t.hdr\": NAXIS = 5; at most 4 axes are supported");
   expect_parse_error("NAXIS = 2\nNAXIS1 = 0\nNAXIS2 = 10\nCTYPE1 = 'RA---TAN'\n", 1, TSR_EINVAL,
-                     "target \"t.hdr\": NAXIS1 = 0: zero-size axis (expected >= 1)");
+                     "target \"t.hdr\": line 2: NAXIS1 = 0: zero-size axis (expected >= 1)");
   expect_parse_error("NAXIS = 2\nNAXIS1 = 10\nNAXIS2 = 10\nCTYPE1 = 'RA---TAN'\n"
                      "CTYPE2 = 'DEC--TAN'\nCD1_1 = 1e-4\nCD1_2 = 2e-4\nCD2_1 = 1e-4\nCD2_2 = 2e-4\n",
                      1, TSR_EWCS, "target \"t.hdr\": the linear transformation (CDi_j, or PCi_j "
@@ -1100,6 +1101,272 @@ TEST(header_errors) {
   expect_parse_error("NAXIS = 2\nNAXIS1 = 1\xc3\xa9\n", 1, TSR_EINVAL,
                      "target \"t.hdr\": line 2, column 11: byte 0xc3 is not printable ASCII");
   expect_parse_error("\n\n   \nEND\n", 1, TSR_EINVAL, "target \"t.hdr\": empty header");
+}
+
+/* A celestial TAN header of 12 lines with line `line` (1-based) replaced. */
+static const char *const wcs_lines[] = {
+    "NAXIS   = 2",          "NAXIS1  = 40",         "NAXIS2  = 30",
+    "CTYPE1  = 'RA---TAN'", "CTYPE2  = 'DEC--TAN'", "CRVAL1  = 10.6847",
+    "CRVAL2  = 41.26875",   "CRPIX1  = 20.5",       "CRPIX2  = 15.5",
+    "CDELT1  = -0.0002",    "CDELT2  = 0.0002",     "CUNIT1  = 'deg'",
+    NULL};
+
+static void wcs_text_with(char *buf, size_t cap, int line, const char *repl) {
+  size_t n = 0;
+  buf[0] = '\0';
+  for (int i = 0; wcs_lines[i]; i++)
+    n += (size_t)snprintf(buf + n, cap - n, "%s\n", i + 1 == line ? repl : wcs_lines[i]);
+}
+
+/* Bad numbers in a target header were taken as they came: CRVAL1 = nan or
+ * 1e400 (infinity) or CRPIX1 = 1e300 gave exit 0 and an all-NaN image. */
+TEST(header_bad_numbers_are_refused_with_line_and_keyword) {
+  static const struct {
+    int line;
+    const char *card;
+    int code;
+    const char *msg;
+  } cases[] = {
+      {6, "CRVAL1  = nan", TSR_EWCS, "line 6: CRVAL1 = nan is not a finite number"},
+      {6, "CRVAL1  = 1e400", TSR_EWCS, "line 6: CRVAL1 = 1e400 is not a finite number"},
+      {7, "CRVAL2  = -1D400 / overflows", TSR_EWCS, "line 7: CRVAL2 = -1D400 is not a finite number"},
+      {6, "crval1  = inf", TSR_EWCS, "line 6: CRVAL1 = inf is not a finite number"},
+      {8, "CRPIX1  = 1e300", TSR_ERANGE,
+       "line 8: CRPIX1 = 1e300 is out of range [-1e12, 1e12] (a reference pixel"},
+      {9, "CRPIX2  = -2e12", TSR_ERANGE, "line 9: CRPIX2 = -2e12 is out of range [-1e12, 1e12]"},
+      {10, "CDELT1  = 0", TSR_EWCS,
+       "line 10: CDELT1 = 0 is not a pixel scale (expected a nonzero number, or a CD matrix)"},
+      {11, "CDELT2  = 1e-400", TSR_EWCS, "line 11: CDELT2 = 1e-400 is not a pixel scale"},
+      {11, "CDELT2  = NaN", TSR_EWCS, "line 11: CDELT2 = NaN is not a finite number"},
+      {12, "PC1_2   = nan", TSR_EWCS, "line 12: PC1_2 = nan is not a finite number"},
+      {12, "CD2_2   = 1e999", TSR_EWCS, "line 12: CD2_2 = 1e999 is not a finite number"},
+      {12, "PV2_1   = inf", TSR_EWCS, "line 12: PV2_1 = inf is not a finite number"},
+      {12, "CROTA2  = nan", TSR_EWCS, "line 12: CROTA2 = nan is not a finite number"},
+      {12, "LONPOLE = 1e400", TSR_EWCS, "line 12: LONPOLE = 1e400 is not a finite number"},
+      {12, "A_0_2   = nan", TSR_EWCS, "line 12: A_0_2 = nan is not a finite number"},
+      {7, "CRVAL2  = 95", TSR_ERANGE,
+       "line 7: CRVAL2 = 95 is not a latitude (expected -90 to 90 degrees)"},
+      {6, "CRVAL1  = 1e300", TSR_ERANGE,
+       "line 6: CRVAL1 = 1e300 is out of range [-1e6, 1e6] (a longitude in degrees)"},
+      {6, "CRVAL1  = 0x10", TSR_EWCS, "line 6: CRVAL1 = 0x10 is not a number (expected FITS' form"},
+      {6, "CRVAL1  = '10.0'", TSR_EWCS, "line 6: CRVAL1 = '10.0' is not a number"},
+      {3, "NAXIS2  = 2000000000000", TSR_ERANGE,
+       "line 3: NAXIS2 = 2000000000000 is out of range [1, 2^40]"},
+      {2, "NAXIS1  = 4.5", TSR_EINVAL, "line 2: NAXIS1 = 4.5 is not an integer"},
+  };
+  char text[2048];
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    char want[256];
+    wcs_text_with(text, sizeof text, cases[k].line, cases[k].card);
+    snprintf(want, sizeof want, "target \"t.hdr\": %s", cases[k].msg);
+    expect_parse_error(text, 1, cases[k].code, want);
+  }
+  /* The same in a FITS header block: the card number is given. */
+  {
+    char block[80 * 13 + 1];
+    const char *cards[13];
+    for (int i = 0; i < 13; i++)
+      cards[i] = i == 5 ? "CRVAL1  =                  nan" : wcs_lines[i];
+    block_of(block, cards);
+    expect_parse_error(block, 1, TSR_EWCS, "target \"t.hdr\": card 6: CRVAL1 = nan is not a finite number");
+  }
+}
+
+/* What the checks must let through: D exponents, a far reference pixel, a
+ * zero CDELT that a CD matrix overrides, a big CRVAL on a spectral axis, a
+ * latitude in radians (wcslib converts it), an undefined value. */
+TEST(header_good_numbers_are_accepted) {
+  static const char *const good[][2] = {
+      {"6", "CRVAL1  = 1.05D+01"},      {"8", "CRPIX1  = -9.9e11"},
+      {"7", "CRVAL2  = -90"},          {"6", "CRVAL1  = 1e6"},
+      {"12", "CRVAL2  ="},             {"12", "LATPOLE = +9.0E1"},
+  };
+  char text[2048];
+  tsr_ctx_t *ctx = ctx_new();
+  for (size_t k = 0; k < sizeof good / sizeof good[0]; k++) {
+    tsr_wcs_t *w = NULL;
+    wcs_text_with(text, sizeof text, atoi(good[k][0]), good[k][1]);
+    if (tsr_wcs_parse(ctx, text, strlen(text), "t.hdr", 1, &w) != 0)
+      th_fail(__FILE__, __LINE__, "%s refused: %s", good[k][1], tsr_errmsg(ctx));
+    tsr_wcs_free(w);
+  }
+  static const char *const others[] = {
+      /* CD matrix with a stray CDELT1 = 0, which wcslib ignores */
+      "NAXIS = 2\nNAXIS1 = 10\nNAXIS2 = 10\nCTYPE1 = 'RA---TAN'\nCTYPE2 = 'DEC--TAN'\n"
+      "CDELT1 = 0\nCD1_1 = -0.01\nCD2_2 = 0.01\nCD1_2 = 0\nCD2_1 = 0\n",
+      /* a frequency axis */
+      "NAXIS = 3\nNAXIS1 = 10\nNAXIS2 = 10\nNAXIS3 = 4\nCTYPE1 = 'RA---TAN'\n"
+      "CTYPE2 = 'DEC--TAN'\nCTYPE3 = 'FREQ'\nCRVAL3 = 1.420405752E9\nCDELT3 = 1e6\n"
+      "CDELT1 = -0.01\nCDELT2 = 0.01\nCUNIT3 = 'Hz'\n",
+      /* angles in radians */
+      "NAXIS = 2\nNAXIS1 = 10\nNAXIS2 = 10\nCTYPE1 = 'RA---TAN'\nCTYPE2 = 'DEC--TAN'\n"
+      "CUNIT1 = 'rad'\nCUNIT2 = 'rad'\nCRVAL1 = 200\nCRVAL2 = 1.2\nCDELT1 = -1e-4\n"
+      "CDELT2 = 1e-4\n",
+  };
+  for (size_t k = 0; k < sizeof others / sizeof others[0]; k++) {
+    tsr_wcs_t *w = NULL;
+    if (tsr_wcs_parse(ctx, others[k], strlen(others[k]), "t.hdr", 1, &w) != 0)
+      th_fail(__FILE__, __LINE__, "header %zu refused: %s", k, tsr_errmsg(ctx));
+    tsr_wcs_free(w);
+  }
+  /* 1.05D+01 is 10.5, as a D exponent means. */
+  {
+    tsr_wcs_t *a = NULL, *b = NULL;
+    double x = 0, y = 0, lon[2], lat[2];
+    wcs_text_with(text, sizeof text, 6, "CRVAL1  = 1.05D+01");
+    ASSERT_OK(tsr_wcs_parse(ctx, text, strlen(text), "d.hdr", 1, &a));
+    wcs_text_with(text, sizeof text, 6, "CRVAL1  = 10.5");
+    ASSERT_OK(tsr_wcs_parse(ctx, text, strlen(text), "e.hdr", 1, &b));
+    ASSERT_OK(tsr_wcs_pix2world(ctx, a, 1, &x, &y, &lon[0], &lat[0]));
+    ASSERT_OK(tsr_wcs_pix2world(ctx, b, 1, &x, &y, &lon[1], &lat[1]));
+    if (!(lon[0] == lon[1] && lat[0] == lat[1]))
+      th_fail(__FILE__, __LINE__, "D exponent: (%.17g, %.17g) vs (%.17g, %.17g)", lon[0], lat[0],
+              lon[1], lat[1]);
+    tsr_wcs_free(a);
+    tsr_wcs_free(b);
+  }
+  tsr_ctx_free(ctx);
+}
+
+/* A FITS input's WCS cards get the same checks, naming the file. */
+TEST(fits_bad_numbers_are_refused) {
+  long naxes[2] = {8, 6};
+  float d[48] = {0};
+  static const char *const cards[][6] = {
+      {"CTYPE1  = 'RA---TAN'", "CTYPE2  = 'DEC--TAN'", "CRVAL1  = 1e400", "CDELT1  = -0.01",
+       "CDELT2  = 0.01", NULL},
+      {"CTYPE1  = 'RA---TAN'", "CTYPE2  = 'DEC--TAN'", "CRPIX2  = 1e300", "CDELT1  = -0.01",
+       "CDELT2  = 0.01", NULL},
+  };
+  static const char *const want[] = {"CRVAL1 = 1e400 is not a finite number",
+                                     "CRPIX2 = 1e300 is out of range [-1e12, 1e12]"};
+  const char *path = th_path("badnum.fits");
+  tsr_ctx_t *ctx = ctx_new();
+  for (int k = 0; k < 2; k++) {
+    char msg[256];
+    tsr_wcs_t *w = NULL;
+    tsr_graph_t *g = graph_new(ctx);
+    put_image(path, false, FLOAT_IMG, 2, naxes, TFLOAT, d, cards[k]);
+    snprintf(msg, sizeof msg, "badnum.fits\" HDU 1: %s", want[k]);
+    ASSERT(tsr_source_fits(g, path, 0) == NULL);
+    ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), msg);
+    tsr_graph_free(g);
+    ASSERT(tsr_wcs_read_fits(ctx, path, 0, &w) != 0);
+    ASSERT(w == NULL);
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), msg);
+  }
+  tsr_ctx_free(ctx);
+}
+
+/* Lower-case keywords: astropy reads "crval1  = 10" as CRVAL1, and a .hdr
+ * was read that way, but a FITS input with such cards had "no WCS".  Both
+ * now give what upper case gives: the same cards, keys and pixels. */
+static void lower_keywords(char *text, size_t len, bool lines, bool fits_file) {
+  /* Columns 1-8 of each card (or line); in a FITS file not the mandatory
+   * keywords, nor cfitsio's COMMENT cards. */
+  static const char *const keep[] = {"END", "SIMPLE", "BITPIX", "NAXIS", "EXTEND", "COMMENT"};
+  for (size_t i = 0; i < len;) {
+    size_t e = i;
+    bool lower = true;
+    while (e < len && text[e] != '\n' && (lines || e - i < 80))
+      e++;
+    for (size_t k = 0; fits_file && k < sizeof keep / sizeof keep[0]; k++)
+      lower &= strncmp(text + i, keep[k], strlen(keep[k])) != 0;
+    if (lower)
+      for (size_t j = i; j < e && j < i + 8; j++)
+        text[j] = (char)tolower((unsigned char)text[j]);
+    i = e + (lines ? 1 : 0);
+  }
+}
+
+TEST(lowercase_keywords_read_as_upper_case) {
+  long naxes[2] = {32, 20};
+  float *d = ramp(2, naxes);
+  const char *up = th_path("upper.fits"), *low = th_path("lower.fits");
+  char text[2048], block[80 * 16], upkey[2][16], lowkey[2][16];
+  float out[2][40 * 30];
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_wcs_t *wt[2] = {NULL, NULL}, *wf[2] = {NULL, NULL}, *wb = NULL;
+
+  /* Targets: a .hdr in lines, upper and lower case, and a block. */
+  wcs_text_with(text, sizeof text, 0, NULL);
+  ASSERT_OK(tsr_wcs_parse(ctx, text, strlen(text), "up.hdr", 1, &wt[0]));
+  lower_keywords(text, strlen(text), true, false);
+  ASSERT(strstr(text, "crval1  = 10.6847") != NULL);
+  ASSERT_OK(tsr_wcs_parse(ctx, text, strlen(text), "low.hdr", 1, &wt[1]));
+  block_of(block, wcs_lines);
+  lower_keywords(block, strlen(block), false, false);
+  ASSERT(strncmp(block + 5 * 80, "crval1  =", 9) == 0);
+  ASSERT_OK(tsr_wcs_parse(ctx, block, strlen(block), "low-block.hdr", 1, &wb));
+  {
+    int n0, n1, nb;
+    const char *c0 = tsr_wcs_cards(wt[0], &n0), *c1 = tsr_wcs_cards(wt[1], &n1);
+    const char *cb = tsr_wcs_cards(wb, &nb);
+    ASSERT_INT_EQ(n0, n1);
+    ASSERT_INT_EQ(n0, nb);
+    ASSERT(memcmp(c0, c1, (size_t)n0 * 80) == 0);
+    ASSERT(memcmp(c0, cb, (size_t)n0 * 80) == 0);
+  }
+
+  /* Inputs: the same FITS file, its WCS keywords upper and lower case. */
+  put_image(up, false, FLOAT_IMG, 2, naxes, TFLOAT, d, tan_cards);
+  {
+    FILE *f = fopen(up, "rb");
+    char *raw = malloc(2880 * 3);
+    size_t len;
+    ASSERT(f != NULL);
+    len = fread(raw, 1, 2880 * 3, f);
+    fclose(f);
+    lower_keywords(raw, 2880, false, true);
+    ASSERT(raw[80 * 3] == 'N' && raw[80 * 5] == 'E');
+    {
+      int found = 0;
+      for (int c = 0; c < 36; c++)
+        found += strncmp(raw + c * 80, "ctype1  = 'RA---TAN'", 20) == 0;
+      ASSERT_INT_EQ(found, 1);
+    }
+    write_text(low, raw, len);
+    free(raw);
+  }
+  ASSERT_OK(tsr_wcs_read_fits(ctx, up, 0, &wf[0]));
+  ASSERT_OK(tsr_wcs_read_fits(ctx, low, 0, &wf[1]));
+  {
+    int n0, n1;
+    const char *c0 = tsr_wcs_cards(wf[0], &n0), *c1 = tsr_wcs_cards(wf[1], &n1);
+    ASSERT_INT_EQ(n0, n1);
+    ASSERT(memcmp(c0, c1, (size_t)n0 * 80) == 0);
+  }
+  /* Reprojected onto the upper- and lower-case targets: the same keys (a
+   * node key hashes the target's cards) and the same pixels. */
+  for (int k = 0; k < 2; k++) {
+    tsr_graph_t *g = graph_new(ctx);
+    tsr_node_t *src = tsr_source_fits(g, k ? low : up, 0);
+    ASSERT(src != NULL);
+    ASSERT(tsr_node_wcs(src) != NULL);
+    tsr_node_t *r0 = tsr_reproject_interp(g, src, wt[0], NULL);
+    tsr_node_t *r1 = tsr_reproject_interp(g, src, k ? wt[1] : wb, NULL);
+    ASSERT(r0 != NULL && r1 != NULL);
+    tsr_node_key(r0, (uint8_t *)(k ? lowkey[0] : upkey[0]));
+    tsr_node_key(r1, (uint8_t *)(k ? lowkey[1] : upkey[1]));
+    ASSERT_OK(tsr_compute(g, r1, NULL, out[k], sizeof out[k], NULL));
+    tsr_graph_free(g);
+  }
+  ASSERT(memcmp(upkey[0], upkey[1], 16) == 0);
+  ASSERT(memcmp(lowkey[0], lowkey[1], 16) == 0);
+  ASSERT(memcmp(out[0], out[1], sizeof out[0]) == 0);
+  {
+    int finite = 0;
+    for (int i = 0; i < 40 * 30; i++)
+      finite += isfinite(out[0][i]);
+    ASSERT(finite > 100);
+  }
+  for (int k = 0; k < 2; k++) {
+    tsr_wcs_free(wt[k]);
+    tsr_wcs_free(wf[k]);
+  }
+  tsr_wcs_free(wb);
+  tsr_ctx_free(ctx);
+  free(d);
 }
 
 TEST(header_file) {

@@ -600,9 +600,29 @@ def bad_inputs(ctx):
         # A 10^6 x 10^6 target: a 4 TB float32 output, more than any test disk holds.
         huge4tb = os.path.join(d, "huge4tb.hdr")
         C.write_hdr(huge4tb, C.cel_header("TAN", 10 ** 6, 10 ** 6, (10.0, 10.0), 2.1))
+        # Bad numbers in the target (issue 16): each a copy of target.hdr with one card
+        # changed (astropy refuses to write NaN, so the text is edited).
+        with open(tgt) as f:
+            tlines = f.read().splitlines()
+        badnum = {}
+        for name, kw, val in (("crvalnan", "CRVAL1", "nan"), ("crvalinf", "CRVAL1", "1e400"),
+                              ("crpixfar", "CRPIX1", "1e300"), ("cdeltzero", "CDELT2", "0")):
+            i = next(k for k, line in enumerate(tlines) if line.startswith(kw + " "))
+            badnum[name] = os.path.join(d, name + ".hdr")
+            with open(badnum[name], "w") as f:
+                f.write("\n".join(tlines[:i] + ["%-8s= %s" % (kw, val)] + tlines[i + 1:]) + "\n")
+        # ... and in an input's header: CRVAL1 = 1e400 written over the card.
+        badnum["input"] = os.path.join(d, "crvalinf.fits")
+        with open(good, "rb") as f:
+            raw = bytearray(f.read())
+        i = raw.index(b"CRVAL1  =")
+        raw[i:i + 80] = b"%-80s" % b"CRVAL1  = 1e400"
+        with open(badnum["input"], "wb") as f:
+            f.write(raw)
         return dict(dir=d, good=good, tgt=tgt, text=text, trunc=trunc, nowcs=nowcs, xyz=xyz, non2=non2,
                     mef=mef, cut=cut, zero=zero, absurd=absurd, sing=sing, shapeonly=shapeonly, undef=undef,
-                    gzbad=gzbad, huge=huge, axes999=axes999, hugetgt=hugetgt, huge4tb=huge4tb)
+                    gzbad=gzbad, huge=huge, axes999=axes999, hugetgt=hugetgt, huge4tb=huge4tb,
+                    badnum=badnum)
     return ctx.memo("bad", make)
 
 
@@ -790,6 +810,29 @@ def bad_cases():
          1, [r"shapeonly\.hdr", r"(?i)wcs|ctype"]),
         ("target whose CTYPEn have no value", lambda b, o: ["reproject", b["good"], "--target", b["undef"], "-o", o],
          1, [r"no celestial axes", r"CTYPE1 = ''"]),
+        # tessera: target "bad/crvalnan.hdr": line 10: CRVAL1 = nan is not a finite number
+        # (an earlier build wrote an all-NaN image whose header astropy could not read)
+        ("target with CRVAL1 = nan",
+         lambda b, o: ["reproject", b["good"], "--target", b["badnum"]["crvalnan"], "-o", o], 1,
+         [r"crvalnan\.hdr\": line \d+: CRVAL1 = nan is not a finite number"]),
+        # tessera: target "bad/crvalinf.hdr": line 10: CRVAL1 = 1e400 is not a finite number
+        ("target with CRVAL1 = 1e400 (overflows a double)",
+         lambda b, o: ["reproject", b["good"], "--target", b["badnum"]["crvalinf"], "-o", o], 1,
+         [r"crvalinf\.hdr\": line \d+: CRVAL1 = 1e400 is not a finite number"]),
+        # tessera: target "bad/crpixfar.hdr": line 8: CRPIX1 = 1e300 is out of range [-1e12, 1e12]
+        # (a reference pixel within 10^12 pixels of the image)
+        ("target with CRPIX1 = 1e300",
+         lambda b, o: ["reproject", b["good"], "--target", b["badnum"]["crpixfar"], "-o", o], 1,
+         [r"crpixfar\.hdr\": line \d+: CRPIX1 = 1e300 is out of range \[-1e12, 1e12\]"]),
+        # tessera: target "bad/cdeltzero.hdr": line 13: CDELT2 = 0 is not a pixel scale (expected a
+        # nonzero number, or a CD matrix)
+        ("target with CDELT2 = 0",
+         lambda b, o: ["reproject", b["good"], "--target", b["badnum"]["cdeltzero"], "-o", o], 1,
+         [r"cdeltzero\.hdr\": line \d+: CDELT2 = 0 is not a pixel scale"]),
+        # tessera: fits: "bad/crvalinf.fits" HDU 1: CRVAL1 = 1e400 is not a finite number
+        ("input with CRVAL1 = 1e400",
+         lambda b, o: ["reproject", b["badnum"]["input"], "--target", b["tgt"], "-o", o], 1,
+         [r"crvalinf\.fits\" HDU 1: CRVAL1 = 1e400 is not a finite number"]),
         ("negative --block -64x64", lambda b, o: g(b, o, "--block", "-64x64"), 2, [r"--block '-64x64'"]),
         ("huge --block 2000000x64", lambda b, o: g(b, o, "--block", "2000000x64"), 2,
          [r"--block '2000000x64'", r"1048576"]),
