@@ -1034,6 +1034,39 @@ def cache_stats(ctx, d):
     return vals, r.stdout
 
 
+def restored_input_test(ctx):
+    """An input edited in place, then given back its size and modification time (as `cp -p` of
+    the original does): the cache must not serve the other version's blocks.  Before, the
+    file's identity was (path, size, mtime, inode), all equal again, so the rerun was served
+    from the cache; its change time (which no user can set) now tells them apart."""
+    def fn():
+        chk = C.Check()
+        sc = scenario_main(ctx)
+        d = ctx.path("cache-restored")
+        shutil.rmtree(d, ignore_errors=True)
+        inp = ctx.path("restored-in.fits")
+        shutil.copy2(sc["inp"], inp)
+        extra = ["--method", "exact", "--block", "64x64", "-j", "1", "--cache", d]
+        first, _ = ctx.reproject(inp, sc["tgt"], ctx.path("restored-1.fits"), extra)
+        st = os.stat(inp)
+        with fits.open(inp) as hl:
+            loc, n = hl[0].fileinfo()["datLoc"], hl[0].data.size
+        with open(inp, "r+b") as f:   # other values, same size, same inode
+            f.seek(loc)
+            f.write((np.arange(n, dtype=">f4") % 97).tobytes())
+        os.utime(inp, ns=(st.st_atime_ns, st.st_mtime_ns))
+        st2 = os.stat(inp)
+        chk.expect((st2.st_ino, st2.st_size, st2.st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns),
+                   "the edit changed inode, size or mtime")
+        second, _ = ctx.reproject(inp, sc["tgt"], ctx.path("restored-2.fits"), extra)
+        clean, _ = ctx.reproject(inp, sc["tgt"], ctx.path("restored-3.fits"), extra[:-2])
+        chk.expect(bits_equal(second, clean), "the rerun after the edit differs from a clean run "
+                   "(served from the cache?)")
+        chk.expect(not bits_equal(first, second), "the edit did not change the output")
+        return chk
+    return fn
+
+
 def cache_test(ctx, method):
     """--cache: a rerun is served from the cache, bit-identical; stats, trim, clear; a
     corrupt block is recomputed with a warning; $TESSERA_CACHE; an unusable DIR."""
@@ -1457,6 +1490,8 @@ def build_tests(ctx, slow):
     for method in ("interp", "exact"):
         tests.append(("--cache %s: rerun from the cache bit-identical; stats, trim, clear, corrupt "
                       "block, $TESSERA_CACHE, unusable DIR" % method, cache_test(ctx, method)))
+    tests.append(("--cache: an input edited in place, its size and mtime restored, is not served "
+                  "from the cache", restored_input_test(ctx)))
     tests.append(("--cache with foreign entries: symlinked subdirectory, sparse symlink, FIFOs, "
                   "read-only stats, clear that cannot remove", cache_foreign_test(ctx)))
     # bad input
