@@ -216,10 +216,13 @@ static int check_size(tsr_ctx_t *ctx, const char *path, const image_t *im, int64
 }
 
 /* A plain float image, found without cfitsio: 1 if hdu.c took the file,
- * 0 if cfitsio must read it, or an error. */
-static int image_open_plain(tsr_ctx_t *ctx, const char *path, int fd, int hdu, image_t *im) {
+ * 0 if cfitsio must read it, or an error.  A gzip file is only walked for
+ * headers cfitsio cannot take (see hdu.c). */
+static int image_open_plain(tsr_ctx_t *ctx, const char *path, int fd, bool gz, int hdu,
+                            image_t *im) {
   tsr__plain_hdu_t ph;
-  int rc = tsr__plain_hdu(ctx, fd, (int64_t)im->st.st_size, hdu, &ph);
+  int rc = gz ? tsr__gzip_hdu_axes(ctx, fd, hdu, &ph)
+              : tsr__plain_hdu(ctx, fd, (int64_t)im->st.st_size, hdu, &ph);
   if (rc == TSR_ENOTSUP)
     return tsr__err(ctx, rc, "fits: \"%s\" HDU %d has NAXIS = %d; at most %d axes are supported",
                     path, ph.hdu, ph.naxis, TSR_MAX_DIMS);
@@ -301,7 +304,7 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
     return tsr__err(ctx, TSR_EFITS,
                     "fits: \"%s\" is not a FITS file (it does not begin with \"SIMPLE  =\")", path);
   }
-  rc = gz ? 0 : image_open_plain(ctx, path, fd, hdu, im);
+  rc = image_open_plain(ctx, path, fd, gz, hdu, im);
   close(fd);
   if (rc != 0)
     return rc < 0 ? rc : 0;

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "io.h"
 
@@ -32,11 +33,31 @@
 /* The most axes a header may have before cfitsio sees it (see above). */
 #define CFITSIO_MAX_AXES 99
 
+/* The file being walked: read with pread, or inflated (gzip), where each
+ * read starts at or after the end of the previous one (gzseek forward). */
+typedef struct {
+  int fd;
+  gzFile gz;
+} source_t;
+
+static ssize_t source_read(source_t *s, void *buf, size_t n, int64_t off) {
+  ssize_t got;
+  if (s->gz == NULL) {
+    do
+      got = pread(s->fd, buf, n, (off_t)off);
+    while (got < 0 && errno == EINTR);
+    return got;
+  }
+  if (gzseek(s->gz, (z_off_t)off, SEEK_SET) != (z_off_t)off)
+    return -1;
+  return gzread(s->gz, buf, (unsigned)n);
+}
+
 /* Read the header that starts at `off` into *buf (grown as needed) up to
  * and including its END card.  Returns the number of cards through END,
  * or 0 when there is no END card before the end of the file (or the cap),
  * or TSR_ENOMEM. */
-static int read_header(tsr_ctx_t *ctx, int fd, int64_t off, char **buf, size_t *cap) {
+static int read_header(tsr_ctx_t *ctx, source_t *src, int64_t off, char **buf, size_t *cap) {
   size_t len = 0;
   for (;;) {
     if (len + BLOCK > MAX_HEADER)
@@ -49,11 +70,7 @@ static int read_header(tsr_ctx_t *ctx, int fd, int64_t off, char **buf, size_t *
       *buf = nb;
       *cap = ncap;
     }
-    ssize_t got;
-    do
-      got = pread(fd, *buf + len, BLOCK, (off_t)(off + (int64_t)len));
-    while (got < 0 && errno == EINTR);
-    if (got != BLOCK)
+    if (source_read(src, *buf + len, BLOCK, off + (int64_t)len) != BLOCK)
       return 0;
     for (size_t c = len; c < len + BLOCK; c += TSR__CARD)
       if (memcmp(*buf + c, "END     ", 8) == 0) {
@@ -142,7 +159,9 @@ static bool is_zimage(const char *cards, int n) {
 
 bool tsr__plain_hdu_off;
 
-int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, int hdu, tsr__plain_hdu_t *out) {
+/* The walk (see above); with `gz`, only to check the axes. */
+static int walk(tsr_ctx_t *ctx, source_t *src, int64_t size, int hdu, bool gz,
+                tsr__plain_hdu_t *out) {
   char *buf = NULL;
   size_t cap = 0;
   int64_t off = 0;
@@ -150,7 +169,7 @@ int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, int hdu, tsr__plain_hdu
 
   memset(out, 0, sizeof *out);
   for (int h = 1; off < size && h <= 100000; h++) {
-    int ncards = read_header(ctx, fd, off, &buf, &cap), k = 0, naxis;
+    int ncards = read_header(ctx, src, off, &buf, &cap), k = 0, naxis;
     int64_t bitpix, v, pcount = 0, gcount = 1, elems = 1;
     int64_t shape[999];
     char xt[72] = "";
@@ -203,7 +222,7 @@ int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, int hdu, tsr__plain_hdu
     if (strcmp(xt, "BINTABLE") == 0 && is_zimage(buf, ncards))
       goto out; /* a tile-compressed image */
     if (hdu == 0 ? image && naxis > 0 : h == hdu) {
-      if (tsr__plain_hdu_off || !image || naxis == 0 || naxis > TSR_MAX_DIMS || (bitpix != -32 && bitpix != -64) ||
+      if (gz || tsr__plain_hdu_off || !image || naxis == 0 || naxis > TSR_MAX_DIMS || (bitpix != -32 && bitpix != -64) ||
           pcount != 0 || gcount != 1 || !printable(buf, ncards) || !unscaled(buf, ncards))
         goto out;
       for (int a = 0; a < naxis; a++)
@@ -237,5 +256,25 @@ int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, int hdu, tsr__plain_hdu
   }
 out:
   tsr__free(ctx, buf);
+  return rc;
+}
+
+int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, int hdu, tsr__plain_hdu_t *out) {
+  source_t src = {fd, NULL};
+  return walk(ctx, &src, size, hdu, false, out);
+}
+
+int tsr__gzip_hdu_axes(tsr_ctx_t *ctx, int fd, int hdu, tsr__plain_hdu_t *out) {
+  source_t src = {-1, NULL};
+  int rc, dfd = dup(fd);
+  memset(out, 0, sizeof *out);
+  /* The duplicate shares the file offset, which the caller may have moved. */
+  if (dfd < 0 || lseek(dfd, 0, SEEK_SET) != 0 || (src.gz = gzdopen(dfd, "rb")) == NULL) {
+    if (dfd >= 0)
+      close(dfd);
+    return 0; /* cfitsio will say what is wrong */
+  }
+  rc = walk(ctx, &src, INT64_MAX, hdu, true, out);
+  gzclose(src.gz);
   return rc;
 }

@@ -53,6 +53,11 @@ typedef struct {
  * HDU and its NAXIS in out->hdu and out->naxis), or TSR_ENOMEM. */
 int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, int hdu, tsr__plain_hdu_t *out);
 
+/* The same walk over a gzip file `fd` (inflated as it goes, up to the HDU
+ * asked for), only to refuse headers with too many axes as above: 0, or
+ * TSR_ENOTSUP with out->hdu and out->naxis, or TSR_ENOMEM. */
+int tsr__gzip_hdu_axes(tsr_ctx_t *ctx, int fd, int hdu, tsr__plain_hdu_t *out);
+
 /* Tests set this to send every file to cfitsio, to compare the two paths
  * (the walk still refuses headers cfitsio cannot take). */
 extern bool tsr__plain_hdu_off;
