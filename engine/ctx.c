@@ -4,11 +4,21 @@
  * and zstd's customMem) and the message of the last failed call.  Every
  * allocation in the library goes through tsr__malloc and friends, so a test
  * can fail the k-th allocation and the library must answer TSR_ENOMEM, never
- * abort.  Messages are formatted once, into a fixed buffer, so reporting an
- * out-of-memory error never needs memory.  Contexts are used by one thread at
- * a time; nothing here is global except the static error tables.
+ * abort.
+ *
+ * Messages belong to a (thread, context) pair, so that calls of several
+ * threads on one context never see each other's errors: each thread keeps
+ * the messages of the last TSR__ERR_SLOTS contexts it used in thread-local
+ * slots, named by the context's id (unique for the life of the process, so
+ * a context allocated where a freed one was does not inherit its message).
+ * A message is formatted once, into a fixed buffer, so reporting an
+ * out-of-memory error never needs memory.  The allocator hooks are called
+ * from any thread that computes; they must be thread-safe if threads are
+ * used.  Nothing here is global except the id counter and the static error
+ * tables.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +64,35 @@ static void *libc_malloc(void *ud, size_t n) { (void)ud; return malloc(n); }
 static void *libc_realloc(void *ud, void *p, size_t n) { (void)ud; return realloc(p, n); }
 static void libc_free(void *ud, void *p) { (void)ud; free(p); }
 
+#define TSR__ERR_SLOTS 8
+
+typedef struct {
+  uint64_t ctx_id;   /* 0: free */
+  uint64_t used;     /* this thread's clock when last written */
+  char msg[TSR__ERRMSG_CAP];
+} err_slot_t;
+
+static _Thread_local err_slot_t err_slots[TSR__ERR_SLOTS];
+static _Thread_local uint64_t err_clock;
+static _Atomic uint64_t next_ctx_id = 1;
+
+/* The calling thread's slot of ctx, or NULL; with `take`, a slot is made
+ * for it, reusing the least recently written one. */
+static err_slot_t *err_slot(const tsr_ctx_t *ctx, bool take) {
+  err_slot_t *oldest = &err_slots[0];
+  for (int i = 0; i < TSR__ERR_SLOTS; i++) {
+    if (err_slots[i].ctx_id == ctx->id)
+      return &err_slots[i];
+    if (err_slots[i].used < oldest->used)
+      oldest = &err_slots[i];
+  }
+  if (!take)
+    return NULL;
+  oldest->ctx_id = ctx->id;
+  oldest->msg[0] = '\0';
+  return oldest;
+}
+
 int tsr_ctx_new(tsr_ctx_t **out, const tsr_ctx_options_t *opts) {
   tsr_alloc_t a = {libc_malloc, libc_realloc, libc_free, NULL};
   tsr_ctx_t *ctx;
@@ -70,6 +109,7 @@ int tsr_ctx_new(tsr_ctx_t **out, const tsr_ctx_options_t *opts) {
     return TSR_ENOMEM;
   memset(ctx, 0, sizeof *ctx);
   ctx->alloc = a;
+  ctx->id = atomic_fetch_add(&next_ctx_id, 1);
   *out = ctx;
   return 0;
 }
@@ -78,10 +118,19 @@ void tsr_ctx_free(tsr_ctx_t *ctx) {
   if (ctx == NULL)
     return;
   tsr__api_check(ctx->n_graphs == 0, "tsr_ctx_free: graphs still alive");
+  err_slot_t *sl = err_slot(ctx, false);
+  if (sl != NULL)
+    sl->ctx_id = 0;
   ctx->alloc.free_fn(ctx->alloc.ud, ctx);
 }
 
-const char *tsr_errmsg(const tsr_ctx_t *ctx) { return ctx ? ctx->errmsg : "no context"; }
+const char *tsr_errmsg(const tsr_ctx_t *ctx) {
+  const err_slot_t *sl;
+  if (ctx == NULL)
+    return "no context";
+  sl = err_slot(ctx, false);
+  return sl ? sl->msg : "";
+}
 
 void *tsr__malloc(tsr_ctx_t *ctx, size_t size) {
   return ctx->alloc.malloc_fn(ctx->alloc.ud, size ? size : 1);
@@ -120,7 +169,9 @@ char *tsr__strdup(tsr_ctx_t *ctx, const char *s) {
 }
 
 int tsr__verr(tsr_ctx_t *ctx, int code, const char *fmt, va_list ap) {
-  vsnprintf(ctx->errmsg, sizeof ctx->errmsg, fmt, ap);
+  err_slot_t *sl = err_slot(ctx, true);
+  vsnprintf(sl->msg, sizeof sl->msg, fmt, ap);
+  sl->used = ++err_clock;
   return code;
 }
 
@@ -138,11 +189,17 @@ void tsr__err_prefix(tsr_ctx_t *ctx, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(head, sizeof head, fmt, ap);
   va_end(ap);
-  memcpy(old, ctx->errmsg, sizeof old);
-  snprintf(ctx->errmsg, sizeof ctx->errmsg, "%s: %s", head, old);
+  err_slot_t *sl = err_slot(ctx, true);
+  memcpy(old, sl->msg, sizeof old);
+  snprintf(sl->msg, sizeof sl->msg, "%s: %s", head, old);
+  sl->used = ++err_clock;
 }
 
-void tsr__err_clear(tsr_ctx_t *ctx) { ctx->errmsg[0] = '\0'; }
+void tsr__err_clear(tsr_ctx_t *ctx) {
+  err_slot_t *sl = err_slot(ctx, false);
+  if (sl != NULL)
+    sl->msg[0] = '\0';
+}
 
 size_t tsr_dtype_size(tsr_dtype_t dt) {
   return dt == TSR_F32 ? 4 : dt == TSR_F64 ? 8 : 0;

@@ -60,7 +60,7 @@ bool tsr__graph_check(tsr_graph_t *g) { return g != NULL && g->status == 0; }
 tsr_node_t *tsr__graph_fail_ctx(tsr_graph_t *g, int code) {
   if (g->status == 0) {
     g->status = code;
-    memcpy(g->errmsg, g->ctx->errmsg, sizeof g->errmsg);
+    snprintf(g->errmsg, sizeof g->errmsg, "%s", tsr_errmsg(g->ctx));
   }
   return NULL;
 }

@@ -43,8 +43,8 @@
 
 struct tsr_ctx_s {
   tsr_alloc_t alloc;                  /* never NULL functions after tsr_ctx_new */
-  char errmsg[TSR__ERRMSG_CAP];       /* last error of a call on this ctx */
-  int n_graphs;                       /* live graphs; freeing ctx asserts 0 */
+  uint64_t id;                        /* unique in the process: names its messages (ctx.c) */
+  _Atomic int n_graphs;               /* live graphs; freeing ctx asserts 0 */
 };
 
 void *tsr__malloc(tsr_ctx_t *ctx, size_t size);
@@ -227,7 +227,7 @@ struct tsr_graph_s {
   int n_nodes;
   int status;                     /* first build error, 0 if none */
   char errmsg[TSR__ERRMSG_CAP];
-  int running;                    /* >0 while a run uses it */
+  _Atomic int running;            /* runs using it, from any thread; >0 forbids freeing */
 };
 
 /* Graph building (engine/graph.c).  tsr__node_alloc makes a node of op `op`
