@@ -12,7 +12,7 @@
  * chunk after (plan.c, tsr__run_chunk), in whichever process computes it.
  *
  * Invariants and concurrency: a file is only ever published whole, by
- * writing <dir>/tmp/<name>.<pid>.tmp and renaming it into place without
+ * writing <dir>/tmp/<name>.<pid>-<seq>.tmp and renaming it into place without
  * replacing anything, so a reader sees either no file or a complete one, and
  * two processes storing the same chunk at once both succeed (the contents
  * are equal; the first rename wins).  Only regular files and real
@@ -36,7 +36,17 @@
  * workers count is seen by the parent.  Everything else a worker touches
  * (the ZSTD contexts and scratch buffers, created lazily) is its private
  * copy-on-write memory, so no handle or buffer is ever shared between
- * processes.  The library never prints: warnings are counted, the last one
+ * processes.
+ *
+ * Threads: any number of threads may look up and store at once.  The
+ * counters are atomic; each lookup or store takes a work set (ZSTD
+ * contexts and buffers) from WORK_SLOTS slots claimed with an atomic flag,
+ * or a fresh one when all are busy, so decompression runs in parallel and
+ * nothing blocks.  A process forked while another thread held a slot finds
+ * that slot busy for ever, which costs it nothing (no lock is left held).
+ * Temporary names carry the pid and a per-process sequence number, so two
+ * threads storing the same chunk do not share one.  Flushing the stats
+ * (the end of a run, close) takes the handle's mutex.  The library never prints: warnings are counted, the last one
  * is kept (tsr_cache_warning) and copied into the ctx message after a run.
  */
 #include <dirent.h>
@@ -44,6 +54,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -91,18 +102,26 @@ typedef struct {
   char warning[512];
 } shared_t;
 
+/* What one lookup or store works with; see "Threads" above. */
+typedef struct {
+  atomic_flag busy;
+  ZSTD_CCtx *cctx;
+  ZSTD_DCtx *dctx;
+  unsigned char *raw, *file;     /* shuffled planes; a whole file */
+  size_t raw_cap, file_cap;
+} work_t;
+#define WORK_SLOTS 16
+
 struct tsr_cache_s {
-  tsr_ctx_t *ctx;                /* allocator; one thread at a time */
+  tsr_ctx_t *ctx;                /* allocator (called from any thread) */
   char *dir;                     /* owned copy */
   uint64_t max_bytes;
   bool aside;                    /* no usable directory: every lookup misses */
   bool read_only;                /* tsr_cache_open_read_only: nothing is ever written */
   shared_t *sh;                  /* shared with forked workers */
   /* Private to each process (copies after a fork). */
-  ZSTD_CCtx *cctx;
-  ZSTD_DCtx *dctx;
-  unsigned char *raw, *file;     /* shuffled planes; a whole file */
-  size_t raw_cap, file_cap;
+  work_t work[WORK_SLOTS];
+  pthread_mutex_t flush_lock;    /* guards the three fields below */
   /* Parent only: counts already written to <dir>/stats. */
   uint64_t flushed[5];           /* hits, misses, stores, evictions, dropped */
   uint64_t run_warnings;         /* warnings count at the last run end */
@@ -125,6 +144,37 @@ static uint64_t now_ns(void) {
 }
 
 static void *zalloc(void *opaque, size_t size) { return tsr__malloc(opaque, size); }
+
+static void work_release_buffers(tsr_cache_t *c, work_t *w) {
+  ZSTD_freeCCtx(w->cctx);
+  ZSTD_freeDCtx(w->dctx);
+  tsr__free(c->ctx, w->raw);
+  tsr__free(c->ctx, w->file);
+  w->cctx = NULL;
+  w->dctx = NULL;
+  w->raw = w->file = NULL;
+  w->raw_cap = w->file_cap = 0;
+}
+
+/* A free work set, or a fresh one (calloc'd; work_put frees it) when every
+ * slot is busy; NULL when out of memory. */
+static work_t *work_get(tsr_cache_t *c) {
+  for (int i = 0; i < WORK_SLOTS; i++)
+    if (!atomic_flag_test_and_set_explicit(&c->work[i].busy, memory_order_acquire))
+      return &c->work[i];
+  return tsr__calloc(c->ctx, 1, sizeof(work_t));
+}
+
+static void work_put(tsr_cache_t *c, work_t *w) {
+  if (w == NULL)
+    return;
+  if (w >= c->work && w < c->work + WORK_SLOTS) {
+    atomic_flag_clear_explicit(&w->busy, memory_order_release);
+    return;
+  }
+  work_release_buffers(c, w);
+  tsr__free(c->ctx, w);
+}
 static void zfree(void *opaque, void *p) { tsr__free(opaque, p); }
 
 static void warn(tsr_cache_t *c, const char *fmt, ...) TSR__PRINTF(2, 3);
@@ -416,6 +466,7 @@ bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
   bool hit = false;
   struct stat st;
   int fd = -1, sfd = -1;
+  work_t *w = NULL;
 
   if (c->aside)
     goto out;
@@ -438,14 +489,15 @@ bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
     snprintf(why, sizeof why, "wrong size: %zu bytes, more than this chunk can take", size);
     goto out;
   }
-  if (!grow(c, &c->file, &c->file_cap, size) || !grow(c, &c->raw, &c->raw_cap, plane_raw))
+  if ((w = work_get(c)) == NULL || !grow(c, &w->file, &w->file_cap, size) ||
+      !grow(c, &w->raw, &w->raw_cap, plane_raw))
     goto out; /* out of memory: compute instead */
-  if (!read_full(fd, c->file, size)) {
+  if (!read_full(fd, w->file, size)) {
     snprintf(why, sizeof why, "read failed: %s", strerror(errno ? errno : EIO));
     goto out;
   }
   {
-    const unsigned char *h = c->file;
+    const unsigned char *h = w->file;
     uint64_t frames = 0;
     if (memcmp(h, CACHE_MAGIC, 4) != 0) {
       snprintf(why, sizeof why, "not a tessera chunk file (bad magic)");
@@ -484,10 +536,10 @@ bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
       goto out;
     }
   }
-  if (c->dctx == NULL) {
+  if (w->dctx == NULL) {
     ZSTD_customMem mem = {zalloc, zfree, c->ctx};
-    c->dctx = ZSTD_createDCtx_advanced(mem);
-    if (c->dctx == NULL)
+    w->dctx = ZSTD_createDCtx_advanced(mem);
+    if (w->dctx == NULL)
       goto out;
   }
   /* Only the planes wanted are decompressed (each is its own frame), and
@@ -497,8 +549,8 @@ bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
     size_t nx = (size_t)(sub->stop[0] - sub->start[0]), off = HDR_BYTES;
     tsr__contiguous_strides(chunk, cst);
     for (int p = 0; p < n->n_planes; p++) {
-      size_t frame = (size_t)get_le(c->file + 104 + 8 * p, 8), d;
-      const unsigned char *f = c->file + off;
+      size_t frame = (size_t)get_le(w->file + 104 + 8 * p, 8), d;
+      const unsigned char *f = w->file + off;
       off += frame;
       if (dst[p] == NULL)
         continue;
@@ -508,7 +560,7 @@ bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
                  fcs, plane_raw);
         goto out;
       }
-      d = ZSTD_decompressDCtx(c->dctx, c->raw, plane_raw, f, frame);
+      d = ZSTD_decompressDCtx(w->dctx, w->raw, plane_raw, f, frame);
       if (ZSTD_isError(d)) {
         snprintf(why, sizeof why, "zstd: %s", ZSTD_getErrorName(d));
         goto out;
@@ -517,14 +569,14 @@ bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
         snprintf(why, sizeof why, "wrong size: %zu bytes decompressed, expected %zu", d, plane_raw);
         goto out;
       }
-      for (int64_t w = sub->start[3]; w < sub->stop[3]; w++)
+      for (int64_t q = sub->start[3]; q < sub->stop[3]; q++)
         for (int64_t z = sub->start[2]; z < sub->stop[2]; z++)
           for (int64_t y = sub->start[1]; y < sub->stop[1]; y++) {
             int64_t is = (sub->start[0] - chunk->start[0]) + (y - chunk->start[1]) * cst[1] +
-                         (z - chunk->start[2]) * cst[2] + (w - chunk->start[3]) * cst[3];
+                         (z - chunk->start[2]) * cst[2] + (q - chunk->start[3]) * cst[3];
             int64_t id = (sub->start[0] - dreg->start[0]) + (y - dreg->start[1]) * stride[1] +
-                         (z - dreg->start[2]) * stride[2] + (w - dreg->start[3]) * stride[3];
-            unshuffle((unsigned char *)dst[p] + (size_t)id * es, c->raw + (size_t)is, nx, count,
+                         (z - dreg->start[2]) * stride[2] + (q - dreg->start[3]) * stride[3];
+            unshuffle((unsigned char *)dst[p] + (size_t)id * es, w->raw + (size_t)is, nx, count,
                       es);
           }
     }
@@ -549,6 +601,7 @@ out:
   }
   if (sfd >= 0)
     close(sfd);
+  work_put(c, w);
   if (hit) {
     atomic_fetch_add(&c->sh->hits, 1);
     atomic_fetch_add(&c->sh->decompress_ns, now_ns() - t0);
@@ -621,6 +674,8 @@ void tsr__cache_put(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
   struct timespec ts[2];
   struct stat st;
   int fd = -1, sfd = -1, tfd = -1, e;
+  work_t *w = NULL;
+  static atomic_uint_fast64_t tmp_seq;
 
   if (c->aside || atomic_load(&c->sh->stores_off))
     return;
@@ -642,17 +697,19 @@ void tsr__cache_put(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
    * a foreign entry is in the way. */
   if (fstatat(sfd, name + 3, &st, AT_SYMLINK_NOFOLLOW) == 0)
     goto out;
-  if (c->cctx == NULL) {
+  if ((w = work_get(c)) == NULL)
+    goto out;
+  if (w->cctx == NULL) {
     ZSTD_customMem mem = {zalloc, zfree, c->ctx};
-    c->cctx = ZSTD_createCCtx_advanced(mem);
-    if (c->cctx == NULL)
+    w->cctx = ZSTD_createCCtx_advanced(mem);
+    if (w->cctx == NULL)
       goto out;
-    ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_compressionLevel, ZLEVEL);
-    ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_checksumFlag, 1);
-    ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_contentSizeFlag, 1);
+    ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, ZLEVEL);
+    ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_checksumFlag, 1);
+    ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_contentSizeFlag, 1);
   }
-  if (!grow(c, &c->raw, &c->raw_cap, plane_raw) ||
-      !grow(c, &c->file, &c->file_cap,
+  if (!grow(c, &w->raw, &w->raw_cap, plane_raw) ||
+      !grow(c, &w->file, &w->file_cap,
             HDR_BYTES + (size_t)n->n_planes * ZSTD_compressBound(plane_raw)))
     goto out; /* out of memory: the chunk is simply not kept */
   /* One frame per plane, so that a request for one plane (the data without
@@ -660,17 +717,17 @@ void tsr__cache_put(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
   z = 0;
   for (int p = 0; p < n->n_planes; p++) {
     size_t zp;
-    shuffle(c->raw, planes[p], count, count, es);
-    zp = ZSTD_compress2(c->cctx, c->file + HDR_BYTES + z, c->file_cap - HDR_BYTES - z, c->raw,
+    shuffle(w->raw, planes[p], count, count, es);
+    zp = ZSTD_compress2(w->cctx, w->file + HDR_BYTES + z, w->file_cap - HDR_BYTES - z, w->raw,
                         plane_raw);
     if (ZSTD_isError(zp)) {
       warn(c, "cache: zstd: %s; chunk not stored", ZSTD_getErrorName(zp));
       goto out;
     }
-    put_le(c->file + 104 + 8 * p, zp, 8);
+    put_le(w->file + 104 + 8 * p, zp, 8);
     z += zp;
   }
-  h = c->file;
+  h = w->file;
   memset(h, 0, 104);
   memset(h + 104 + 8 * n->n_planes, 0, 120 - 104 - 8 * (size_t)n->n_planes);
   memcpy(h, CACHE_MAGIC, 4);
@@ -693,15 +750,15 @@ void tsr__cache_put(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
    * checksum reveal, and it is then recomputed; the cache holds nothing
    * that cannot be recomputed, and an fsync per chunk would cost more than
    * computing many of them. */
-  snprintf(tname, sizeof tname, "%.*s.%ld.tmp", (int)(strlen(name) - 7), name + 3,
-           (long)getpid());
+  snprintf(tname, sizeof tname, "%.*s.%ld-%" PRIuFAST64 ".tmp", (int)(strlen(name) - 7), name + 3,
+           (long)getpid(), atomic_fetch_add(&tmp_seq, 1));
   fd = create_tmp(c, tname, &tfd);
   if (fd < 0) {
     snprintf(path, sizeof path, "%s/tmp/%s", c->dir, tname);
     step_aside(c, errno, "create", path);
     goto out;
   }
-  e = write_full(fd, c->file, HDR_BYTES + z) ? 0 : errno;
+  e = write_full(fd, w->file, HDR_BYTES + z) ? 0 : errno;
   if (e == 0) {
     stamp_now(ts);
     futimens(fd, ts);
@@ -732,6 +789,7 @@ void tsr__cache_put(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
     atomic_flag_clear(&c->sh->trimming);
   }
 out:
+  work_put(c, w);
   if (tfd >= 0)
     close(tfd);
   if (sfd >= 0)
@@ -801,7 +859,7 @@ static int scan(tsr_cache_t *c, bool headers, entry_t **out, size_t *n_out,
         continue;
       }
       if (tmpdir) {
-        /* <name>.<pid>.tmp: remove it if its writer is gone. */
+        /* <name>.<pid>-<seq>.tmp: remove it if its writer is gone. */
         const char *end = strrchr(fe->d_name, '.'), *dot = end;
         long pid = 0;
         while (dot && dot > fe->d_name && dot[-1] != '.')
@@ -1083,12 +1141,14 @@ static void stats_flush(tsr_cache_t *c) {
 
 void tsr__cache_run_end(tsr_cache_t *c, tsr_ctx_t *ctx) {
   uint64_t w = atomic_load(&c->sh->warnings);
+  pthread_mutex_lock(&c->flush_lock);
   stats_flush(c);
   if (w != c->run_warnings) {
     c->run_warnings = w;
     if (ctx)
       tsr__err(ctx, 0, "%s", tsr_cache_warning(c));
   }
+  pthread_mutex_unlock(&c->flush_lock);
   /* A full disk may have been freed by the next run. */
   atomic_store(&c->sh->stores_off, 0);
 }
@@ -1174,6 +1234,9 @@ static int open_cache(tsr_ctx_t *ctx, const char *dir, uint64_t max_bytes, bool 
     goto out;
   c->ctx = ctx;
   c->max_bytes = max_bytes;
+  pthread_mutex_init(&c->flush_lock, NULL);
+  for (int i = 0; i < WORK_SLOTS; i++)
+    atomic_flag_clear(&c->work[i].busy);
   if ((c->dir = tsr__strdup(ctx, dir)) == NULL)
     goto out;
   /* Strip trailing slashes, so that paths built from it stay canonical. */
@@ -1242,10 +1305,9 @@ void tsr_cache_close(tsr_cache_t *c) {
     return;
   if (c->sh)
     stats_flush(c);
-  ZSTD_freeCCtx(c->cctx);
-  ZSTD_freeDCtx(c->dctx);
-  tsr__free(c->ctx, c->raw);
-  tsr__free(c->ctx, c->file);
+  for (int i = 0; i < WORK_SLOTS; i++)
+    work_release_buffers(c, &c->work[i]);
+  pthread_mutex_destroy(&c->flush_lock);
   if (c->sh)
     munmap(c->sh, sizeof *c->sh);
   tsr__free(c->ctx, c->dir);
