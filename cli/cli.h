@@ -33,8 +33,10 @@ int parse_region(const char *s, tsr_region_t *r);
  * *out is the caller's (tsr_wcs_free). */
 int read_target(tsr_ctx_t *ctx, const char *path, tsr_wcs_t **out);
 
-/* --executor local|mpi; prints the usage error and returns nonzero if bad. */
-int cli_parse_executor(const char *s, int *mpi);
+/* --executor local|processes|threads|mpi into *mpi (1 for mpi) and
+ * *executor (a tsr_executor_t); prints the usage error and returns nonzero
+ * if bad. */
+int cli_parse_executor(const char *s, int *mpi, int *executor);
 /* Start MPI and point ro->mpi_comm at MPI_COMM_WORLD; sets cli_mpi_rank.
  * Messages and progress come from rank 0 only. */
 int cli_mpi_begin(tsr_ctx_t *ctx, tsr_run_opts_t *ro);

@@ -52,13 +52,17 @@ int usage_error(const char *fmt, ...) {
 
 int cli_mpi_rank;
 
-int cli_parse_executor(const char *s, int *mpi) {
-  if (strcmp(s, "local") == 0)
-    *mpi = 0;
+int cli_parse_executor(const char *s, int *mpi, int *executor) {
+  *mpi = 0;
+  *executor = TSR_EXECUTOR_DEFAULT;
+  if (strcmp(s, "processes") == 0)
+    *executor = TSR_EXECUTOR_PROCESSES;
+  else if (strcmp(s, "threads") == 0)
+    *executor = TSR_EXECUTOR_THREADS;
   else if (strcmp(s, "mpi") == 0)
     *mpi = 1;
-  else
-    return usage_error("--executor '%s': expected local or mpi", s);
+  else if (strcmp(s, "local") != 0)
+    return usage_error("--executor '%s': expected local, processes, threads or mpi", s);
   if (*mpi && !tsr_has_mpi())
     return usage_error("--executor mpi: this tessera was built without MPI (install "
                        "libopenmpi-dev and rebuild)");
@@ -117,15 +121,19 @@ static const char usage_text[] =
     "        --dtype float32|float64 output type (default float32, float64 for a\n"
     "                                float64 input)\n"
     "        --progress | --quiet    force the progress bar / print nothing\n"
-    "        -j, --jobs N            worker processes (default 0 = one per CPU;\n"
+    "        -j, --jobs N            workers (default 0 = one per CPU;\n"
     "                                1 = compute in this process)\n"
     "        --retries N             retries of a block whose worker died (default 2)\n"
     "        --task-timeout S        kill and retry a block running longer (default none)\n"
     "        --cache DIR             keep computed blocks zstd-compressed in DIR and\n"
     "                                reuse them (default: $TESSERA_CACHE, if set)\n"
     "        --no-cache              ignore $TESSERA_CACHE\n"
-    "        --executor local|mpi    mpi: run under mpirun, every rank computing\n"
-    "                                blocks for rank 0, which writes OUT\n"
+    "        --executor E            local (default): the faster of processes and\n"
+    "                                threads for the job; processes: forked\n"
+    "                                workers, a crashing block is retried;\n"
+    "                                threads: one process, no copies; mpi: run\n"
+    "                                under mpirun, every rank computing blocks for\n"
+    "                                rank 0, which writes OUT\n"
     "        --cache-max-bytes N     cache budget; least recently used blocks are\n"
     "                                evicted past it; suffix K, M, G or T (default 4G)\n"
     "  mosaic IN... (--target TARGET | --auto) -o OUT [options]\n"
@@ -212,6 +220,7 @@ typedef struct {
   const char *cache_dir;         /* --cache or $TESSERA_CACHE; NULL = none */
   uint64_t cache_max_bytes;      /* 0 = TSR_CACHE_DEFAULT_BYTES */
   int mpi;                       /* --executor mpi */
+  int executor;                  /* --executor local|processes|threads: a tsr_executor_t */
 } reproject_args_t;
 
 /* The reprojection node for a->method (NULL with the error on the graph). */
@@ -320,6 +329,7 @@ static int run_reproject(const reproject_args_t *a) {
   ro.progress_ud = &prog;
   ro.cancel = &interrupted;
   ro.jobs = a->jobs;
+  ro.executor = (tsr_executor_t)a->executor;
   ro.retries = a->retries;
   ro.task_timeout_s = a->task_timeout_s;
   ro.cache = cache;
@@ -493,7 +503,7 @@ static int cmd_reproject(int argc, char **argv) {
       break;
     case O_NO_CACHE: a.cache_dir = NULL; break;
     case O_EXECUTOR:
-      if (cli_parse_executor(optarg, &a.mpi) != 0)
+      if (cli_parse_executor(optarg, &a.mpi, &a.executor) != 0)
         return EXIT_USAGE;
       break;
     case O_CACHE_MAX:

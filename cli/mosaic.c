@@ -15,7 +15,7 @@ typedef struct {
   int n, n_weights;
   const char *target, *output, *footprint, *cache_dir;
   int hdu, method, quiet, progress, jobs, match_background, background_reference;
-  int auto_target, has_target_opts, mpi;
+  int auto_target, has_target_opts, mpi, executor;
   tsr_interp_opts_t interp;
   tsr_coadd_opts_t coadd;
   tsr_optimal_wcs_opts_t optimal;
@@ -186,7 +186,7 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
       a->cache_dir = optarg;
       break;
     case M_EXECUTOR:
-      if (cli_parse_executor(optarg, &a->mpi) != 0)
+      if (cli_parse_executor(optarg, &a->mpi, &a->executor) != 0)
         return EXIT_USAGE;
       break;
     case M_QUIET: a->quiet = 1; break;
@@ -301,6 +301,7 @@ int cmd_mosaic(int argc, char **argv) {
   }
   ro.cancel = &interrupted;
   ro.jobs = a.jobs;
+  ro.executor = (tsr_executor_t)a.executor;
   ro.cache = cache;
   install_signals();
   if (a.match_background && tsr_graph_status(g) == 0) {

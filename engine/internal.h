@@ -381,6 +381,14 @@ int tsr__run_wait(tsr__run_t *run, int64_t ticket);
  * (ticket 0). */
 #define TSR__JOB_ARGS 128
 typedef int (*tsr__job_fn)(tsr__run_t *run, const void *args, int64_t i);
+/* Does the run compute on several workers, processes or threads?  (Then a
+ * FITS writer hands out whole bands as jobs.) */
+bool tsr__run_parallel(const tsr__run_t *run);
+/* Buffer i (<= TSR__MAX_PLANES) of at least `bytes`, owned by the run of the
+ * process or thread doing a job item and freed with it: what a job item
+ * computes into (on the threads executor, items of one run run at once,
+ * so they cannot share the caller's buffers).  NULL when out of memory. */
+void *tsr__run_buffer(tsr__run_t *run, int i, size_t bytes);
 int tsr__run_submit_jobs(tsr__run_t *run, tsr__job_fn fn, const void *args, size_t len,
                          int64_t n, bool last, const char *what, int64_t *ticket);
 /* The context of a run (for a job's errors). */

@@ -61,6 +61,10 @@ int tsr__run_new(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **out) {
   if (opts && !(opts->task_timeout_s >= 0))
     return tsr__err(g->ctx, TSR_EINVAL, "run: task timeout %g s must be >= 0 (0 = none)",
                     opts->task_timeout_s);
+  if (opts && (opts->executor < TSR_EXECUTOR_DEFAULT || opts->executor > TSR_EXECUTOR_THREADS))
+    return tsr__err(g->ctx, TSR_EINVAL,
+                    "run: executor = %d; expected TSR_EXECUTOR_DEFAULT, _PROCESSES or _THREADS",
+                    (int)opts->executor);
   if ((rc = tsr__run_new_local(g, opts, &run)) != 0)
     return rc;
   if (jobs == 0) {
@@ -70,8 +74,12 @@ int tsr__run_new(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **out) {
   }
   /* Workers are forked at the first task for them: a request served from
    * the cache costs no fork. */
-  if (jobs > 1 && !(opts && opts->mpi_comm))
-    run->lazy_jobs = (int)jobs;
+  if (jobs > 1 && !(opts && opts->mpi_comm)) {
+    if (opts && opts->executor == TSR_EXECUTOR_THREADS)
+      run->threads = (int)jobs;
+    else
+      run->lazy_jobs = (int)jobs;
+  }
   *out = run;
   return 0;
 }
@@ -82,9 +90,13 @@ void tsr__run_free(tsr__run_t *run) {
   tsr__pool_stop(run->pool);
   for (int i = 0; i < run->n_unforked; i++)
     (void)madvise(run->unforked[i].p, run->unforked[i].bytes, MADV_DOFORK);
-  /* Workers never free their runs: this is the process that started it. */
-  if (run->opts.cache)
+  /* Pool workers never free their runs, and a threads worker's run is part
+   * of its caller's: this is the run that started it. */
+  if (run->opts.cache && !run->worker)
     tsr__cache_run_end(run->opts.cache, run->ok ? run->ctx : NULL);
+  tsr__scratch_release(run->ctx, &run->scratch);
+  for (int p = 0; p <= TSR__MAX_PLANES; p++)
+    tsr__free(run->ctx, run->bufs[p]);
   for (int i = run->n_states - 1; i >= 0; i--) {
     tsr_node_t *n = run->states[i].node;
     if (n->op->stop)
@@ -449,8 +461,79 @@ bool tsr__run_pooled(const tsr__run_t *run) {
   return run->mpi == NULL && (run->pool != NULL || run->lazy_jobs > 1);
 }
 
+bool tsr__run_parallel(const tsr__run_t *run) {
+  return tsr__run_pooled(run) || (run->mpi == NULL && run->threads > 1);
+}
+
 bool tsr__run_async(const tsr__run_t *run) {
   return run->pool != NULL || run->lazy_jobs > 1 || run->mpi != NULL;
+}
+
+void *tsr__run_buffer(tsr__run_t *run, int i, size_t bytes) {
+  if (run->buf_bytes[i] < bytes) {
+    tsr__free(run->ctx, run->bufs[i]);
+    run->buf_bytes[i] = 0;
+    if ((run->bufs[i] = tsr__malloc(run->ctx, bytes)) == NULL)
+      return NULL;
+    run->buf_bytes[i] = bytes;
+  }
+  return run->bufs[i];
+}
+
+/* The threads executor over the chunks of owner n meeting a region: item
+ * i is the i-th chunk in FITS order, computed by a thread's own run
+ * straight into dst. */
+typedef struct {
+  tsr_node_t *n;
+  const tsr_region_t *region;
+  void *const *dst;
+  const int64_t *stride;
+  int64_t lo[TSR_MAX_DIMS], hi[TSR_MAX_DIMS];
+} region_items_t;
+
+static int region_item(tsr__run_t *run, void *ud, int64_t i) {
+  const region_items_t *ri = ud;
+  tsr_node_t *n = ri->n;
+  tsr_region_t chunk, sub;
+  int rc;
+  for (int a = 0; a < TSR_MAX_DIMS; a++) {
+    int64_t span = ri->hi[a] - ri->lo[a], c = ri->lo[a] + i % span;
+    i /= span;
+    chunk.start[a] = c * n->chunk[a];
+    chunk.stop[a] = chunk.start[a] + n->chunk[a];
+    if (chunk.stop[a] > n->shape[a])
+      chunk.stop[a] = n->shape[a];
+  }
+  if (!tsr__region_intersect(&chunk, ri->region, &sub, n->ndim))
+    return 0;
+  rc = tsr__run_chunk(run, n, &sub, ri->region, ri->dst, ri->stride, &run->scratch);
+  if (rc != 0 && rc != TSR_ECANCELED) {
+    char where[128];
+    tsr__region_format(&sub, n->ndim, where, sizeof where);
+    tsr__err_prefix(run->ctx, "%s chunk %s", n->name, where);
+  }
+  return rc;
+}
+
+static int threads_region(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
+                          void *const *dst, const int64_t *stride) {
+  region_items_t ri = {n, region, dst, stride, {0}, {0}};
+  int64_t count = 1;
+  chunk_span(n, region, ri.lo, ri.hi);
+  for (int a = 0; a < TSR_MAX_DIMS; a++)
+    count *= ri.hi[a] - ri.lo[a];
+  return tsr__threads_run(run, run->threads, region_item, &ri, count, true);
+}
+
+/* Job items on threads: the job function is an item function. */
+typedef struct {
+  tsr__job_fn fn;
+  const void *args;
+} job_items_t;
+
+static int job_item(tsr__run_t *run, void *ud, int64_t i) {
+  const job_items_t *ji = ud;
+  return ji->fn(run, ji->args, i);
 }
 
 /* Before the pool's first fork: the destination's pages are left out of
@@ -559,6 +642,8 @@ int tsr__run_submit(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
   *ticket = 0;
   if (run->mpi && !(n->op->flags & TSR__OP_SOURCE))
     return tsr__mpi_submit(run->mpi, n, region, dst, stride, ticket);
+  if (run->threads > 1 && !(n->op->flags & TSR__OP_SOURCE))
+    return threads_region(run, n, region, dst, stride); /* done on return */
   if ((run->pool || run->lazy_jobs > 1) && !(n->op->flags & TSR__OP_SOURCE)) {
     int rc;
     if (run->opts.cache)
@@ -582,6 +667,10 @@ int tsr__run_submit_jobs(tsr__run_t *run, tsr__job_fn fn, const void *args, size
       return rc;
     return tsr__pool_submit_jobs(run->pool, fn, args, len, n, last, what, ticket);
   }
+  if (run->threads > 1 && run->mpi == NULL) {
+    job_items_t ji = {fn, args};
+    return tsr__threads_run(run, run->threads, job_item, &ji, n, false);
+  }
   for (int64_t i = 0; i < n; i++) {
     if (run->opts.cancel && *run->opts.cancel)
       return tsr__err(run->ctx, TSR_ECANCELED, "run: canceled");
@@ -602,7 +691,8 @@ int tsr__run_wait(tsr__run_t *run, int64_t ticket) {
 int tsr__run_region(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
                     void *const *dst, const int64_t *stride) {
   /* Sources are one read: not worth a trip to a worker. */
-  if ((run->pool || run->lazy_jobs > 1 || run->mpi) && !(n->op->flags & TSR__OP_SOURCE)) {
+  if ((run->pool || run->lazy_jobs > 1 || run->mpi || run->threads > 1) &&
+      !(n->op->flags & TSR__OP_SOURCE)) {
     int64_t ticket = 0;
     int rc = tsr__run_submit(run, n, region, dst, stride, &ticket);
     return rc != 0 ? rc : tsr__run_wait(run, ticket);

@@ -12,6 +12,12 @@ typedef struct {
   void *state;
 } node_state_t;
 
+/* Chunk-sized buffers, one per plane, reused from chunk to chunk. */
+typedef struct {
+  void *p[TSR__MAX_PLANES];
+  size_t bytes;                 /* capacity of each, in bytes */
+} tsr__scratch_t;
+
 struct tsr__run_s {
   tsr_graph_t *g;
   tsr_ctx_t *ctx;
@@ -30,7 +36,22 @@ struct tsr__run_s {
   tsr__mpi_t *mpi;              /* rank 0 of an MPI run (exec_mpi.c), or NULL */
   struct { void *p; size_t bytes; } unforked[TSR__MAX_PLANES]; /* see shield_from_fork */
   int n_unforked;
+  int threads;                  /* > 1: the threads executor with this many threads */
+  bool worker;                  /* a thread's run inside a threads run (exec_threads.c) */
+  tsr__scratch_t scratch;       /* a threads worker's chunk scratch */
+  void *bufs[TSR__MAX_PLANES + 1]; /* tsr__run_buffer's, freed with the run */
+  size_t buf_bytes[TSR__MAX_PLANES + 1];
 };
+
+/* The threads executor (exec_threads.c): item(run, ud, i) for every i in
+ * [0, n) on `jobs` threads, each with its own serial run of run's graph
+ * and options (the `run` it is given).  With `progress`, each item counts
+ * as one of the run's tasks; otherwise the threads' own runs report their
+ * tasks.  Returns when every item is done, or the first error (its message
+ * on run's ctx in the calling thread), or TSR_ECANCELED. */
+typedef int (*tsr__thread_item_fn)(tsr__run_t *run, void *ud, int64_t i);
+int tsr__threads_run(tsr__run_t *run, int jobs, tsr__thread_item_fn item, void *ud, int64_t n,
+                     bool progress);
 
 /* The node's per-run state in this process, started on first use. */
 int tsr__node_state(tsr__run_t *run, tsr_node_t *n, void **state);
@@ -38,11 +59,6 @@ int tsr__node_state(tsr__run_t *run, tsr_node_t *n, void **state);
  * resolves the inputs' windows first.  The unit of work of every executor. */
 int tsr__run_task(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_t *sub,
                   const tsr_region_t *dreg, void *const *dst, const int64_t *stride);
-/* Chunk-sized buffers, one per plane, reused from chunk to chunk. */
-typedef struct {
-  void *p[TSR__MAX_PLANES];
-  size_t bytes;                 /* capacity of each, in bytes */
-} tsr__scratch_t;
 
 /* Compute `sub` (inside one chunk of owner node n) into dst laid over
  * `dreg`: through the run's cache when it has one (the whole chunk is

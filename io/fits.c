@@ -1178,15 +1178,14 @@ static int write_all(tsr_ctx_t *ctx, const out_file_t *of, const void *p, size_t
   return 0;
 }
 
-/* Write `band` (laid out contiguously in of->band[set]) to its place in
- * the file: bands span the region's whole x extent, so each (y range,
- * plane) is one contiguous run of the file.  Errors go to ctx: the
- * writer's, or a pool worker's. */
+/* Write `band` (laid out contiguously at src) to its place in the file:
+ * bands span the region's whole x extent, so each (y range, plane) is one
+ * contiguous run of the file.  `swap` is SWAP_BYTES of scratch.  Errors go
+ * to ctx: the writer's, or a worker's. */
 static int write_band(const writer_t *w, tsr_ctx_t *ctx, const out_file_t *of,
-                      const tsr_region_t *band, int set) {
+                      const tsr_region_t *band, const unsigned char *src, unsigned char *swap) {
   size_t es = tsr_dtype_size(of->node->dtype);
   int64_t ext[TSR_MAX_DIMS], rext[TSR_MAX_DIMS];
-  const unsigned char *src = of->band[set];
   int rc;
 
   for (int a = 0; a < TSR_MAX_DIMS; a++) {
@@ -1202,10 +1201,10 @@ static int write_band(const writer_t *w, tsr_ctx_t *ctx, const out_file_t *of,
       for (size_t done = 0; done < bytes;) {
         size_t n = bytes - done < SWAP_BYTES ? bytes - done : SWAP_BYTES;
         if (es == 4)
-          to_big_endian32(w->swap, src + done, n / 4);
+          to_big_endian32(swap, src + done, n / 4);
         else
-          to_big_endian64(w->swap, src + done, n / 8);
-        if ((rc = write_all(ctx, of, w->swap, n, off + (int64_t)done)) != 0)
+          to_big_endian64(swap, src + done, n / 8);
+        if ((rc = write_all(ctx, of, swap, n, off + (int64_t)done)) != 0)
           return rc;
         done += n;
       }
@@ -1214,21 +1213,34 @@ static int write_band(const writer_t *w, tsr_ctx_t *ctx, const out_file_t *of,
   return 0;
 }
 
-/* Job item i of a pooled run (tsr__run_submit_jobs): a band (below) of
+/* Job item i of a parallel run (tsr__run_submit_jobs): a band (below) of
  * owner i % n_owners, computed by this worker's own serial run into its
- * copy of the owner's band buffer and written to the owner's files, as a
- * serial run would: no other process touches the band, and the writes of
- * the workers go on side by side as their computing does. */
+ * own band buffers (tsr__run_buffer: a pool worker's, or a thread's) and
+ * written to the owner's files, as a serial run would: no other worker
+ * touches the band, and the writes of the workers go on side by side as
+ * their computing does. */
 static int band_job(tsr__run_t *run, const void *args, int64_t i) {
   tsr_ctx_t *ctx = tsr__run_ctx(run);
   const writer_t *w;
   const out_owner_t *o;
   const tsr_region_t *band;
   int64_t st[TSR_MAX_DIMS];
+  void *planes[TSR__MAX_PLANES] = {0};
+  unsigned char *swap;
   int rc;
 
   memcpy(&w, args, sizeof w);
   o = &w->owners[i % w->n_owners];
+  for (int f = 0; f < w->n; f++) {
+    const tsr_node_t *nd = w->files[f].node;
+    if (nd->owner == o->owner &&
+        (planes[nd->plane] = tsr__run_buffer(run, nd->plane, (size_t)w->max_band *
+                                                                tsr_dtype_size(nd->dtype))) == NULL)
+      return tsr__err(ctx, TSR_ENOMEM, "write_fits: out of memory for a band of %" PRId64
+                                       " values of %s", w->max_band, nd->name);
+  }
+  if ((swap = tsr__run_buffer(run, TSR__MAX_PLANES, SWAP_BYTES)) == NULL)
+    return tsr__err(ctx, TSR_ENOMEM, "write_fits: out of memory");
   {
     /* Items run outward from the middle band: the pool's even workers go
      * through the first half of the items, up from the middle, the odd
@@ -1243,7 +1255,7 @@ static int band_job(tsr__run_t *run, const void *args, int64_t i) {
   }
   tsr__contiguous_strides(band, st);
   tsr__run_set_request(run, 0, w->files[0].node, &w->r); /* sparse as the caller's run */
-  rc = tsr__run_region(run, o->owner, band, o->dst[0], st);
+  rc = tsr__run_region(run, o->owner, band, planes, st);
   for (int f = 0; f < w->n; f++) {
     const out_file_t *of = &w->files[f];
     if (of->node->owner != o->owner)
@@ -1253,7 +1265,7 @@ static int band_job(tsr__run_t *run, const void *args, int64_t i) {
         tsr__err_prefix(ctx, "fits: writing \"%s\"", of->path);
       return rc;
     }
-    if ((rc = write_band(w, ctx, of, band, 0)) != 0)
+    if ((rc = write_band(w, ctx, of, band, planes[of->node->plane], swap)) != 0)
       return rc;
   }
   return 0;
@@ -1290,7 +1302,7 @@ static int band_finish(writer_t *w, int set) {
     o->ticket[set] = 0;
   }
   for (int i = 0; i < w->n; i++)
-    if ((rc = write_band(w, w->ctx, &w->files[i], &w->band[set], set)) != 0)
+    if ((rc = write_band(w, w->ctx, &w->files[i], &w->band[set], w->files[i].band[set], w->swap)) != 0)
       return rc;
   return 0;
 }
@@ -1560,16 +1572,16 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
   tsr__run_set_request(w.run, w.total, nodes[0], &w.r);
   /* On a pool each worker computes and writes whole bands; its own copy
    * of one band buffer per plane is all the memory it needs. */
-  w.band_jobs = tsr__run_pooled(w.run);
+  w.band_jobs = tsr__run_parallel(w.run);
   w.n_sets = !w.band_jobs && tsr__run_async(w.run) && w.n_owners <= 16 ? MAX_SETS : 1;
-  for (int i = 0; i < n; i++) {
+  /* With band jobs each worker computes into buffers of its own. */
+  for (int i = 0; i < n && !w.band_jobs; i++) {
     out_owner_t *ow = w.owners;
     tsr_node_t *nd = nodes[i];
     while (ow->owner != nd->owner)
       ow++;
     for (int set = 0; set < w.n_sets; set++) {
       if (ow->dst[set][nd->plane] == NULL) {
-        /* With band jobs the workers only touch it: each its own copy. */
         ow->dst[set][nd->plane] =
             tsr__mallocarray(ctx, (size_t)w.max_band, tsr_dtype_size(nd->dtype));
         if (ow->dst[set][nd->plane] == NULL) {

@@ -336,6 +336,15 @@ TSR_API tsr_node_t *tsr_footprint(tsr_graph_t *g, tsr_node_t *n);
 /** Progress: `done` of `total` tasks finished.  Called in the calling thread. */
 typedef void (*tsr_progress_fn)(void *ud, int64_t done, int64_t total);
 
+/** Where the N jobs of a run compute (tsr_run_opts_t.executor). */
+typedef enum {
+  TSR_EXECUTOR_DEFAULT = 0,       /* the measured best for the entry point (see the README) */
+  TSR_EXECUTOR_PROCESSES = 1,     /* forked worker processes: a crashing or hung block costs only
+                                     its worker (retries, task_timeout_s) */
+  TSR_EXECUTOR_THREADS = 2        /* threads of the calling process: results go straight into
+                                     dst or the output band, no copies; no isolation */
+} tsr_executor_t;
+
 typedef struct {
   tsr_progress_fn progress;       /* may be NULL */
   void *progress_ud;
@@ -351,9 +360,10 @@ typedef struct {
                                      same graph; rank 0 hands out blocks, writes files and fills
                                      dst, the others compute (serially) and return the run's
                                      status.  Needs a build with MPI (tsr_has_mpi()). */
+  tsr_executor_t executor;        /* for jobs > 1: processes or threads (default: see above) */
 } tsr_run_opts_t;
 
-#define TSR_RUN_OPTS_INIT { NULL, NULL, NULL, 1, 2, 0.0, NULL, NULL }
+#define TSR_RUN_OPTS_INIT { NULL, NULL, NULL, 1, 2, 0.0, NULL, NULL, TSR_EXECUTOR_DEFAULT }
 
 /** 1 if this library was built with the MPI executor, else 0. */
 TSR_API int tsr_has_mpi(void);
