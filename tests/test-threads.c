@@ -3,6 +3,7 @@
  * call, a cache shared by threads and processes, prompt cancellation.
  * Meant to run under ThreadSanitizer too (see .ci/run). */
 #include <pthread.h>
+#include <stdlib.h>
 #include <stdbool.h>
 #include <sys/wait.h>
 #include <tessera/tessera.h>
@@ -37,14 +38,19 @@ static void header(char *buf, size_t cap, int n, const char *ct1, const char *ct
 }
 
 /* Every kind of node: each method, a mosaic and a chained expression. */
-static void world_new(world_t *w) {
-  char h[1024];
-  int64_t shape[2] = {N_IN, N_IN};
+static void fill_images(void) {
   for (int y = 0; y < N_IN; y++)
     for (int x = 0; x < N_IN; x++) {
       image[y * N_IN + x] = (float)(sin(0.07 * x) + cos(0.043 * y) + 0.002 * x * y);
       image2[y * N_IN + x] = (float)(cos(0.05 * x + 0.02 * y) * 3.0);
     }
+}
+
+static void world_new(world_t *w) {
+  static pthread_once_t filled = PTHREAD_ONCE_INIT;
+  char h[1024];
+  int64_t shape[2] = {N_IN, N_IN};
+  pthread_once(&filled, fill_images);
   memset(w, 0, sizeof *w);
   ASSERT_OK(tsr_ctx_new(&w->ctx, NULL));
   ASSERT_OK(tsr_graph_new(w->ctx, &w->g));
@@ -295,7 +301,10 @@ TEST(a_cache_shared_by_threads_and_processes) {
         ro.cache = cache;
         if (k == 1 || k == 4)
           ro.jobs = 2, ro.executor = TSR_EXECUTOR_THREADS;
-        if (k == 3)
+        /* (Not under ThreadSanitizer, whose runtime can deadlock in a child
+         * forked while other threads run: seen once in 12 runs, never in 30
+         * without it.) */
+        if (k == 3 && getenv("TSR_TEST_TSAN") == NULL)
           ro.jobs = 2, ro.executor = TSR_EXECUTOR_PROCESSES;
         calls[k] = (call_t){&w, w.g, w.ctx, w.nodes[i], region_k(k + 2), ro, NULL, 0, ""};
       }
