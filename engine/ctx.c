@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "internal.h"
 
@@ -143,6 +144,21 @@ void tsr__err_prefix(tsr_ctx_t *ctx, const char *fmt, ...) {
 }
 
 void tsr__err_clear(tsr_ctx_t *ctx) { ctx->errmsg[0] = '\0'; }
+
+const char *tsr__strerror_fd(int err, char *buf, size_t cap) {
+  struct rlimit rl;
+  if (err == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    snprintf(buf, cap,
+             "too many open files (the limit is %llu descriptors; raise it with ulimit -n)",
+             (unsigned long long)rl.rlim_cur);
+    return buf;
+  }
+  if (err == ENFILE) {
+    snprintf(buf, cap, "too many open files in the system (the kernel's limit, fs.file-max)");
+    return buf;
+  }
+  return strerror(err);
+}
 
 size_t tsr_dtype_size(tsr_dtype_t dt) {
   return dt == TSR_F32 ? 4 : dt == TSR_F64 ? 8 : 0;
