@@ -5,7 +5,9 @@
  * header.c when they name one), and the file's identity (real path, size,
  * mtime in ns, inode), which together with the header cards make the node
  * key, so an edited file is a different node.  Data are read when a run asks
- * for a region, by each process for itself (op->start).  Plain IEEE float
+ * for a region, by each process for itself (op->start), which holds at most
+ * a bounded number of inputs open at a time, however many the graph has
+ * (see "The pool of open inputs").  Plain IEEE float
  * images -- most inputs -- are found by hdu.c and read by mapping the file:
  * a window is a byte swap from the page cache, or no copy at all for ops
  * that read big-endian values in place (fits_view: the spline orders), and
