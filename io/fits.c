@@ -72,6 +72,28 @@ static int fits_fail(tsr_ctx_t *ctx, int status, const char *fmt, ...) {
                   "fits: %s: cfitsio %d (%s)", head, status, text);
 }
 
+static bool fd_shortage(int e) { return e == EMFILE || e == ENFILE; }
+
+/* "fits: cannot open "x.fits": <why>", where running out of descriptors
+ * names the limit (tsr__strerror_fd). */
+static int open_fail(tsr_ctx_t *ctx, const char *path, int e) {
+  char why[160];
+  return tsr__err(ctx, TSR_EIO, "fits: cannot open \"%s\": %s", path,
+                  tsr__strerror_fd(e, why, sizeof why));
+}
+
+/* cfitsio could not open `path` (status, and errno `e` right after): when
+ * fopen ran out of descriptors say so, not cfitsio's "could not open the
+ * named file". */
+static int cfitsio_open_fail(tsr_ctx_t *ctx, int status, int e, const char *path, int hdu) {
+  if (status == FILE_NOT_OPENED && fd_shortage(e)) {
+    tsr__cfitsio_loaded()->clear_errmsg();
+    return open_fail(ctx, path, e);
+  }
+  return hdu > 0 ? fits_fail(ctx, status, "cannot open HDU %d of \"%s\"", hdu, path)
+                 : fits_fail(ctx, status, "cannot open \"%s\"", path);
+}
+
 static const char *base_name(const char *path) {
   const char *s = strrchr(path, '/');
   return s ? s + 1 : path;
@@ -263,7 +285,7 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
                     hdu, path);
   fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    return tsr__err(ctx, TSR_EIO, "fits: cannot open \"%s\": %s", path, strerror(errno));
+    return open_fail(ctx, path, errno);
   if (fstat(fd, &im->st) != 0 || S_ISDIR(im->st.st_mode)) {
     int e = S_ISDIR(im->st.st_mode) ? EISDIR : errno;
     close(fd);
@@ -311,8 +333,9 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
     return rc < 0 ? rc : 0;
   if ((cf = tsr__cfitsio(ctx)) == NULL)
     return TSR_ENOTSUP;
+  errno = 0;
   if (cf->open_diskfile(&im->f, path, READONLY, &status))
-    return fits_fail(ctx, status, "cannot open \"%s\"", path);
+    return cfitsio_open_fail(ctx, status, errno, path, 0);
 
   if (hdu == 0) {
     for (int h = 1;; h++) {
@@ -581,15 +604,12 @@ static void pool_trim(int keep) {
   }
 }
 
-static bool fd_shortage(int e) { return e == EMFILE || e == ENFILE; }
-
 /* Open the state's file as the node was built from it; under the lock.
  * 0, or an error on ctx with *shortage = the errno when descriptors ran
  * out (EMFILE, ENFILE), else 0. */
 static int state_open(tsr_ctx_t *ctx, fits_state_t *fs, int *shortage) {
   const fits_params_t *fp = fs->fp;
   const tsr__cfitsio_t *cf;
-  char why[160];
   int status = 0, type, rc, e;
 
   *shortage = 0;
@@ -599,8 +619,7 @@ static int state_open(tsr_ctx_t *ctx, fits_state_t *fs, int *shortage) {
     if ((fs->fd = open(fp->real, O_RDONLY | O_CLOEXEC)) < 0) {
       e = errno;
       *shortage = fd_shortage(e) ? e : 0;
-      return tsr__err(ctx, TSR_EIO, "fits: cannot open \"%s\": %s", fp->path,
-                      tsr__strerror_fd(e, why, sizeof why));
+      return open_fail(ctx, fp->path, e);
     }
     /* The path may name another file by now. */
     if ((rc = check_identity(ctx, fp, fs->fd, fs->read)) != 0) {
@@ -624,17 +643,9 @@ static int state_open(tsr_ctx_t *ctx, fits_state_t *fs, int *shortage) {
   }
   if (cf->open_diskfile(&fs->f, fp->real, READONLY, &status) ||
       cf->movabs_hdu(fs->f, fp->hdu, &type, &status)) {
-    /* cfitsio says only "could not open the named file"; fopen's errno
-     * says why. */
     e = errno;
-    if (fs->f == NULL && fd_shortage(e)) {
-      cf->clear_errmsg();
-      *shortage = e;
-      rc = tsr__err(ctx, TSR_EIO, "fits: cannot open \"%s\": %s", fp->path,
-                    tsr__strerror_fd(e, why, sizeof why));
-    } else {
-      rc = fits_fail(ctx, status, "cannot open HDU %d of \"%s\"", fp->hdu, fp->path);
-    }
+    *shortage = fs->f == NULL && fd_shortage(e) ? e : 0;
+    rc = cfitsio_open_fail(ctx, status, fs->f == NULL ? e : 0, fp->path, fp->hdu);
     status = 0;
     if (fs->f)
       cf->close_file(fs->f, &status);

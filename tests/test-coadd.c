@@ -528,8 +528,9 @@ static void tiles_close(tiles_t *t) {
 /* Under a limit of 40 descriptors a mosaic of 96 files gets the bits of
  * the same mosaic in memory, serially and on the pool, through copies
  * (bilinear) and views (bicubic) of the files, and holds at most
- * 40 / 4 = 10 of them open; with no descriptor left, the limit is named.
- * (Each input held a descriptor until the run ended: 96 did not fit.) */
+ * 40 / 4 = 10 of them open; with no descriptor left, running or building
+ * names the limit.  (Each input held a descriptor until the run ended: 96
+ * did not fit.) */
 TEST(a_mosaic_of_more_files_than_descriptors_gets_the_same_bits) {
   static float ref[MOSAIC_W * MOSAIC_H], out[MOSAIC_W * MOSAIC_H];
   static const int orders[2] = {TSR_ORDER_BILINEAR, TSR_ORDER_BICUBIC};
@@ -556,6 +557,8 @@ TEST(a_mosaic_of_more_files_than_descriptors_gets_the_same_bits) {
     ASSERT(tsr_compute(t.g, t.from_files, NULL, out, sizeof out, NULL) == TSR_EIO);
     ASSERT_STR_CONTAINS(tsr_errmsg(t.ctx), "too many open files (the limit is 40 descriptors; raise it "
                                            "with ulimit -n)");
+    ASSERT(tsr_source_fits(t.g, th_path("tile00.fits"), 0) == NULL);
+    ASSERT_STR_CONTAINS(tsr_graph_errmsg(t.g), "tile00.fits\": too many open files (the limit is 40");
     free_fds(fds, n);
     limit_fds(1024);
     tiles_close(&t);
