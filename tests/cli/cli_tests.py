@@ -870,6 +870,14 @@ def bad_cases():
          lambda b, o: (["mosaic", b["good"], b["good"], "--target", b["tgt"], "-o", o, "-j", "1"],
                        dict(max_fds=5)), 1,
          [r"good\.fits", r"too many open files \(the limit is 5 descriptors; raise it with ulimit -n\)"]),
+        # tessera: fits: writing "badrun-.../out.fits": executor: cannot create an event loop:
+        # too many open files (the limit is 8 descriptors; raise it with ulimit -n)
+        # (an earlier build died of SIGABRT in libuv, which aborts when it cannot make its
+        # signal pipe)
+        ("mosaic -j 2 under ulimit -n 8 (no descriptor left for the event loop)",
+         lambda b, o: (["mosaic", b["good"], b["good"], "--target", b["tgt"], "-o", o, "-j", "2"],
+                       dict(max_fds=8)), 1,
+         [r"executor: cannot create an event loop: too many open files \(the limit is 8 descriptors"]),
         # mosaic and preview
         ("mosaic without a target",
          lambda b, o: ["mosaic", b["good"], "-o", o], 2,
