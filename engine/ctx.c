@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "internal.h"
 
@@ -199,6 +200,21 @@ void tsr__err_clear(tsr_ctx_t *ctx) {
   err_slot_t *sl = err_slot(ctx, false);
   if (sl != NULL)
     sl->msg[0] = '\0';
+}
+
+const char *tsr__strerror_fd(int err, char *buf, size_t cap) {
+  struct rlimit rl;
+  if (err == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    snprintf(buf, cap,
+             "too many open files (the limit is %llu descriptors; raise it with ulimit -n)",
+             (unsigned long long)rl.rlim_cur);
+    return buf;
+  }
+  if (err == ENFILE) {
+    snprintf(buf, cap, "too many open files in the system (the kernel's limit, fs.file-max)");
+    return buf;
+  }
+  return strerror(err);
 }
 
 size_t tsr_dtype_size(tsr_dtype_t dt) {

@@ -37,6 +37,7 @@
  * worker_main and what it calls, which run in the child.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <sched.h>
 #include <signal.h>
@@ -364,13 +365,30 @@ static void unwatch(worker_t *w) {
   }
 }
 
+/* 0 if the descriptors that a process's first uv_loop_init needs are free
+ * (libuv's signal pipe, the epoll instance and the loop's eventfd), else
+ * the errno.  libuv aborts the process when it cannot make its signal
+ * pipe: under ulimit -n 8 a -j 2 run died of SIGABRT. */
+static int loop_descriptors(void) {
+  int fds[4], n = 0, e = 0;
+  while (n < 4 && (fds[n] = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
+    n++;
+  if (n < 4)
+    e = errno == EMFILE || errno == ENFILE ? errno : 0;
+  while (n > 0)
+    close(fds[--n]);
+  return e;
+}
+
 static int fork_worker(tsr__pool_t *p, worker_t *w) {
   int sv[2];
   pid_t pid;
 
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    char why[160];
     return tsr__err(p->ctx, TSR_EWORKER, "executor: cannot create a socket pair: %s",
-                    strerror(errno));
+                    tsr__strerror_fd(errno, why, sizeof why));
+  }
   p->states[w - p->workers].slot = -1;
   fflush(NULL);
   pid = fork();
@@ -779,7 +797,7 @@ static size_t largest_chunk_bytes(tsr_graph_t *g) {
 int tsr__pool_start(tsr__run_t *run, int jobs, tsr__pool_t **out) {
   tsr_ctx_t *ctx = run->ctx;
   tsr__pool_t *p;
-  int rc = TSR_ENOMEM;
+  int rc = TSR_ENOMEM, e;
 
   *out = NULL;
   p = tsr__calloc(ctx, 1, sizeof *p);
@@ -815,8 +833,10 @@ int tsr__pool_start(tsr__run_t *run, int jobs, tsr__pool_t **out) {
     if ((rc = fork_worker(p, &p->workers[i])) != 0)
       goto out;
   /* The loop comes after the first forks: the workers never see it. */
-  if (uv_loop_init(&p->loop) != 0) {
-    rc = tsr__err(ctx, TSR_EWORKER, "executor: cannot create an event loop");
+  if ((e = loop_descriptors()) != 0 || (e = -uv_loop_init(&p->loop)) != 0) {
+    char why[160];
+    rc = tsr__err(ctx, TSR_EWORKER, "executor: cannot create an event loop: %s",
+                  tsr__strerror_fd(e, why, sizeof why));
     goto out;
   }
   p->loop_open = true;

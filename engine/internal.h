@@ -61,6 +61,11 @@ int tsr__verr(tsr_ctx_t *ctx, int code, const char *fmt, va_list ap);
 /* Prefix the current message with "what: " (adds context on the way up). */
 void tsr__err_prefix(tsr_ctx_t *ctx, const char *fmt, ...) TSR__PRINTF(2, 3);
 void tsr__err_clear(tsr_ctx_t *ctx);
+/* strerror(err), except that running out of descriptors says which limit
+ * was reached and how to raise it (EMFILE: "too many open files (the limit
+ * is 900 descriptors; raise it with ulimit -n)"), since strerror's words
+ * alone read as if tessera had leaked them.  Written into buf when needed. */
+const char *tsr__strerror_fd(int err, char *buf, size_t cap);
 
 /* ------------------------------------------------------------------ */
 /* A growable byte buffer, for canonical encodings (engine/key.c)     */
@@ -176,18 +181,21 @@ typedef struct tsr__op_s {
   void (*encode)(const tsr_node_t *n, tsr__buf_t *b);
   /* Release n->params. */
   void (*free_params)(tsr_ctx_t *ctx, void *params);
-  /* Sources, optional: window `win` in place, valid while the node's state
-   * lives (a mapping of the whole file), instead of a copy: set *data, its
+  /* Sources, optional: window `win` in place, valid until recheck gives it
+   * back (a mapping of the whole file), instead of a copy: set *data, its
    * element strides and whether the values are big-endian, and return
    * true; false when there is none (the engine copies the window then).
    * Values are as stored: non-finite ones are not made NaN. */
   bool (*view)(tsr_node_t *n, void *state, const tsr_region_t *win, const void **data,
                int64_t stride[TSR_MAX_DIMS], bool *big_endian);
-  /* Sources with views, optional: called after a consumer computed from a
-   * view; 0 if the data are still those the node's key stands for, else an
-   * error on the context (the consumer's task fails and stores nothing).
-   * Sources check their copies themselves, in compute. */
-  int (*recheck)(tsr_node_t *n, void *state);
+  /* Sources with views: called once for every view handed out, when its
+   * consumer's task is done with it, which gives the view back.  With
+   * `check` (the task has succeeded so far): 0 if the data are still those
+   * the node's key stands for, else an error on the context (the task fails
+   * and stores nothing).  Without, the task failed already: only give the
+   * view back, leaving the message alone.  Sources check their copies
+   * themselves, in compute. */
+  int (*recheck)(tsr_node_t *n, void *state, bool check);
   /* Consumers, optional: may input `i` come as a view?  An op that says
    * yes reads big-endian values and treats every non-finite one as NaN. */
   bool (*takes_view)(const tsr_node_t *n, int i);

@@ -314,17 +314,20 @@ int tsr__run_task(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_
     rc = tsr__err(ctx, TSR_EIO, "run: %s, an input of %s, was truncated while it was read",
                   t.in[i].node->name, n->name);
   }
-  for (int i = 0; rc == 0 && any_view && i < n->n_inputs; i++) {
+out:
+  /* Each buffer is held by exactly one input; views by their source, which
+   * keeps its file open for them until they are given back, also when the
+   * task failed. */
+  for (int i = 0; t.in && i < n->n_inputs; i++) {
     tsr_node_t *in = n->inputs[i];
     void *in_state;
-    if (t.in[i].view && in->op->recheck && (rc = tsr__node_state(run, in, &in_state)) == 0)
-      rc = in->op->recheck(in, in_state);
-  }
-out:
-  /* Each buffer is held by exactly one input; views by their source. */
-  for (int i = 0; t.in && i < n->n_inputs; i++)
-    if (!t.in[i].view)
+    if (!t.in[i].view) {
       tsr__free(ctx, (void *)t.in[i].data);
+    } else if (in->op->recheck && tsr__node_state(run, in, &in_state) == 0) {
+      int r = in->op->recheck(in, in_state, rc == 0);
+      rc = rc != 0 ? rc : r;
+    }
+  }
   if (t.in != in_inline)
     tsr__free(ctx, t.in);
   if (need != need_inline)

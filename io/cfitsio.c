@@ -3,11 +3,16 @@
  * The soname is the one meson found at build time (TSR_CFITSIO_SONAME), so
  * the library loaded is the one the code was compiled against; the
  * unversioned name is tried after it, for a build tree moved to a machine
- * with only the development symlink.  Loading happens under pthread_once,
- * and the table is complete or not published at all.
+ * with only the development symlink.  Loading happens under a mutex, and
+ * the table is complete or not published at all.  A failed load is tried
+ * again by the next file that needs cfitsio: a process out of descriptors
+ * (a mosaic of many inputs under a low ulimit -n) cannot open the library,
+ * and a one-time failure would break every later file of the process.
  */
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,21 +22,29 @@
 #define TSR_CFITSIO_SONAME "libcfitsio.so"
 #endif
 
-static pthread_once_t once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static tsr__cfitsio_t table;
-static const tsr__cfitsio_t *loaded;
-static char why[512];
+static _Atomic(const tsr__cfitsio_t *) loaded;  /* set once, under lock, when complete */
+static char why[512];                           /* the last failure; under lock */
+static int why_errno;                           /* EMFILE or ENFILE when that was it, else 0 */
 
 static void load(void) {
   static const char *const names[] = {TSR_CFITSIO_SONAME, "libcfitsio.so"};
   void *lib = NULL;
+  why_errno = 0;
   for (size_t i = 0; i < sizeof names / sizeof names[0] && lib == NULL; i++) {
     lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
     if (lib == NULL && i == 0)
       snprintf(why, sizeof why, "%s", dlerror());
   }
-  if (lib == NULL)
+  if (lib == NULL) {
+    /* dlopen leaves errno alone, but its message ends with strerror's. */
+    if (strstr(why, strerror(ENFILE)) != NULL) /* "Too many open files in system" */
+      why_errno = ENFILE;
+    else if (strstr(why, strerror(EMFILE)) != NULL)
+      why_errno = EMFILE;
     return;
+  }
   /* dlsym returns void *; POSIX guarantees it converts to a function
    * pointer, which memcpy says without a cast ISO C forbids. */
 #define BIND(field, symbol)                                                         \
@@ -61,15 +74,32 @@ static void load(void) {
   BIND(get_errstatus, ffgerr);
   BIND(clear_errmsg, ffcmsg);
 #undef BIND
-  loaded = &table;
+  atomic_store_explicit(&loaded, &table, memory_order_release);
 }
 
 const tsr__cfitsio_t *tsr__cfitsio(tsr_ctx_t *ctx) {
-  pthread_once(&once, load);
-  if (loaded == NULL)
+  const tsr__cfitsio_t *cf = atomic_load_explicit(&loaded, memory_order_acquire);
+  char text[160];
+  int e;
+  if (cf != NULL)
+    return cf;
+  pthread_mutex_lock(&lock);
+  if ((cf = atomic_load_explicit(&loaded, memory_order_relaxed)) == NULL)
+    load();
+  cf = atomic_load_explicit(&loaded, memory_order_relaxed);
+  e = why_errno;
+  if (cf == NULL && e != 0)
+    tsr__err(ctx, TSR_EIO, "fits: cannot load cfitsio (%s), which this file needs: %s",
+             TSR_CFITSIO_SONAME, tsr__strerror_fd(e, text, sizeof text));
+  else if (cf == NULL)
     tsr__err(ctx, TSR_ENOTSUP, "fits: cannot load cfitsio (%s), which this file needs: %s",
              TSR_CFITSIO_SONAME, why);
-  return loaded;
+  pthread_mutex_unlock(&lock);
+  if (cf == NULL && e != 0)
+    errno = e;
+  return cf;
 }
 
-const tsr__cfitsio_t *tsr__cfitsio_loaded(void) { return loaded; }
+const tsr__cfitsio_t *tsr__cfitsio_loaded(void) {
+  return atomic_load_explicit(&loaded, memory_order_acquire);
+}

@@ -37,8 +37,11 @@ typedef struct {
 } tsr__cfitsio_t;
 
 /* cfitsio's functions, loading the library on the first call in this
- * process (thread-safe).  @return the table (static, never freed), or NULL
- * with TSR_ENOTSUP and a message naming the library and dlerror() on ctx. */
+ * process (thread-safe; a failed load is tried again at the next call).
+ * @return the table (static, never freed), or NULL with a message naming
+ * the library and dlerror() on ctx: TSR_ENOTSUP, or TSR_EIO with errno set
+ * to EMFILE or ENFILE when the process or the system was out of file
+ * descriptors. */
 const tsr__cfitsio_t *tsr__cfitsio(tsr_ctx_t *ctx);
 
 /* The table if cfitsio is loaded already, else NULL; never loads it (for

@@ -5,7 +5,9 @@
  * header.c when they name one), and the file's identity (real path, size,
  * mtime in ns, inode), which together with the header cards make the node
  * key, so an edited file is a different node.  Data are read when a run asks
- * for a region, by each process for itself (op->start).  Plain IEEE float
+ * for a region, by each process for itself (op->start), which holds at most
+ * a bounded number of inputs open at a time, however many the graph has
+ * (see "The pool of open inputs").  Plain IEEE float
  * images -- most inputs -- are found by hdu.c and read by mapping the file:
  * a window is a byte swap from the page cache, or no copy at all for ops
  * that read big-endian values in place (fits_view: the spline orders), and
@@ -36,7 +38,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -66,6 +70,28 @@ static int fits_fail(tsr_ctx_t *ctx, int status, const char *fmt, ...) {
   cf->clear_errmsg();
   return tsr__err(ctx, status == MEMORY_ALLOCATION ? TSR_ENOMEM : TSR_EFITS,
                   "fits: %s: cfitsio %d (%s)", head, status, text);
+}
+
+static bool fd_shortage(int e) { return e == EMFILE || e == ENFILE; }
+
+/* "fits: cannot open "x.fits": <why>", where running out of descriptors
+ * names the limit (tsr__strerror_fd). */
+static int open_fail(tsr_ctx_t *ctx, const char *path, int e) {
+  char why[160];
+  return tsr__err(ctx, TSR_EIO, "fits: cannot open \"%s\": %s", path,
+                  tsr__strerror_fd(e, why, sizeof why));
+}
+
+/* cfitsio could not open `path` (status, and errno `e` right after): when
+ * fopen ran out of descriptors say so, not cfitsio's "could not open the
+ * named file". */
+static int cfitsio_open_fail(tsr_ctx_t *ctx, int status, int e, const char *path, int hdu) {
+  if (status == FILE_NOT_OPENED && fd_shortage(e)) {
+    tsr__cfitsio_loaded()->clear_errmsg();
+    return open_fail(ctx, path, e);
+  }
+  return hdu > 0 ? fits_fail(ctx, status, "cannot open HDU %d of \"%s\"", hdu, path)
+                 : fits_fail(ctx, status, "cannot open \"%s\"", path);
 }
 
 static const char *base_name(const char *path) {
@@ -262,7 +288,7 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
                     hdu, path);
   fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    return tsr__err(ctx, TSR_EIO, "fits: cannot open \"%s\": %s", path, strerror(errno));
+    return open_fail(ctx, path, errno);
   if (fstat(fd, &im->st) != 0 || S_ISDIR(im->st.st_mode)) {
     int e = S_ISDIR(im->st.st_mode) ? EISDIR : errno;
     close(fd);
@@ -310,8 +336,9 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
     return rc < 0 ? rc : 0;
   if ((cf = tsr__cfitsio(ctx)) == NULL)
     return TSR_ENOTSUP;
+  errno = 0;
   if (cf->open_diskfile(&im->f, path, READONLY, &status))
-    return fits_fail(ctx, status, "cannot open \"%s\"", path);
+    return cfitsio_open_fail(ctx, status, errno, path, 0);
 
   if (hdu == 0) {
     for (int h = 1;; h++) {
@@ -413,14 +440,26 @@ typedef struct {
   int64_t shape[TSR_MAX_DIMS];
 } fits_params_t;
 
-/* Per-run state: the file open in cfitsio, or mapped when the data are
- * plain IEEE floats. */
-typedef struct {
+/* Per-run state in this process: the file open at the HDU in cfitsio, or
+ * mapped read-only for plain IEEE data (reading a window is then a byte
+ * swap from the page cache, several times faster than cfitsio's buffered
+ * reads; only the pages of the window's rows are touched).  The file is
+ * held open only while it is in the pool of open inputs (see "The pool of
+ * open inputs" below): f, fd and map are valid only between pool_acquire
+ * and pool_release. */
+typedef struct fits_state_s fits_state_t;
+struct fits_state_s {
+  const fits_params_t *fp;
   fitsfile *f;
   int fd;                /* >= 0: plain IEEE data, read by mapping windows */
   const unsigned char *map; /* the whole file, when small enough to map once */
   size_t map_len;
-} fits_state_t;
+  bool open;             /* in the pool's list, holding f or fd (and map) */
+  bool read;             /* data were read or viewed in this run: a change found
+                          * on reopening may have mixed two versions */
+  int busy;              /* reads and views in progress; never closed while > 0 */
+  fits_state_t *prev, *next; /* the pool's list, most recently used first */
+};
 
 /* Files up to this size are mapped once per run, so each page faults in
  * once however many windows overlap it; larger ones map each window's rows
@@ -474,29 +513,121 @@ static int check_identity(tsr_ctx_t *ctx, const fits_params_t *fp, int fd, bool 
                   fp->path);
 }
 
-/* Per-run state in this process: the file open at the HDU in cfitsio, or
- * mapped read-only for plain IEEE data (reading a window is then a byte
- * swap from the page cache, several times faster than cfitsio's buffered
- * reads; only the pages of the window's rows are touched). */
-static int fits_start(tsr_node_t *n, void **state) {
-  const fits_params_t *fp = n->params;
-  tsr_ctx_t *ctx = n->graph->ctx;
-  const tsr__cfitsio_t *cf;
-  fits_state_t *fs;
-  int status = 0, type, rc;
+/* ------------------------------------------------------------------ */
+/* The pool of open inputs                                            */
 
-  *state = NULL;
-  if ((rc = check_identity(ctx, fp, -1, false)) != 0)
-    return rc;
-  fs = tsr__calloc(ctx, 1, sizeof *fs);
-  if (fs == NULL)
-    return tsr__err(ctx, TSR_ENOMEM, "fits: out of memory opening \"%s\"", fp->path);
+/* A mosaic of N files used to hold N descriptors (and N mappings or
+ * cfitsio handles) until its run ended: 1000 inputs took 1003 descriptors,
+ * and under ulimit -n 900 the run failed.  So each process keeps at most
+ * `cap` inputs open, min(POOL_MAX_OPEN, RLIMIT_NOFILE's soft limit / 4)
+ * and at least 1, which leaves most descriptors to the cache, the outputs,
+ * cfitsio and the caller; to open another it closes the least recently
+ * used.  A closed input is opened again when a task next reads it, and
+ * checked to be the file the node was built from (check_identity), so a
+ * reopened input never mixes two versions of a file.  If the process runs
+ * out of descriptors all the same, every idle input is closed and the open
+ * tried once more before the limit is reported as such.
+ *
+ * Invariant: an input in use -- read by fits_compute, or viewed in place by
+ * a consumer between fits_view and fits_recheck -- is never closed, so a
+ * run is correct whatever the cap, which only the inputs in use at once can
+ * exceed.  They are few: a read holds its input only while it copies the
+ * window out, and only reproject_interp takes views, of its one input, for
+ * one task; a mosaic's task reads the windows of its inputs one after the
+ * other (each through that input's reprojection), so it holds at most one
+ * view and one read at a time, however many inputs it covers.
+ *
+ * Each process has its own pool: a forked worker inherits the parent's
+ * list and closes its copies of those inputs as it needs room.  The pool is
+ * global to the process because a graph may be computed from several
+ * threads at once, each call its own run; the lock guards the list and
+ * every state's open, busy, f, fd and map (which a state's own run reads
+ * without it while busy > 0). */
+#define POOL_MAX_OPEN 256
+
+static struct {
+  pthread_mutex_t lock;
+  fits_state_t *head, *tail; /* open states, most recently used first */
+  int n_open;
+  int cap;                   /* taken again whenever the pool is empty (ulimit may change) */
+} pool = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, 0, 0};
+
+static int pool_cap(void) {
+  struct rlimit rl;
+  int cap = POOL_MAX_OPEN;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+      rl.rlim_cur / 4 < (rlim_t)cap)
+    cap = (int)(rl.rlim_cur / 4);
+  return cap < 1 ? 1 : cap;
+}
+
+static void pool_unlink(fits_state_t *fs) {
+  *(fs->prev ? &fs->prev->next : &pool.head) = fs->next;
+  *(fs->next ? &fs->next->prev : &pool.tail) = fs->prev;
+  fs->prev = fs->next = NULL;
+}
+
+static void pool_push(fits_state_t *fs) {
+  fs->prev = NULL;
+  fs->next = pool.head;
+  *(pool.head ? &pool.head->prev : &pool.tail) = fs;
+  pool.head = fs;
+}
+
+/* Close an open state's file; under the lock. */
+static void state_close(fits_state_t *fs) {
+  int status = 0;
+  pool_unlink(fs);
+  pool.n_open--;
+  fs->open = false;
+  if (fs->f) {
+    /* An open fitsfile means cfitsio is loaded. */
+    const tsr__cfitsio_t *cf = tsr__cfitsio_loaded();
+    cf->close_file(fs->f, &status);
+    cf->clear_errmsg();
+    fs->f = NULL;
+  }
+  if (fs->fd >= 0)
+    close(fs->fd);
+  if (fs->map)
+    munmap((void *)fs->map, fs->map_len);
   fs->fd = -1;
-  if (fp->raw_offset >= 0 && (fs->fd = open(fp->real, O_RDONLY | O_CLOEXEC)) >= 0) {
+  fs->map = NULL;
+  fs->map_len = 0;
+}
+
+/* Close the least recently used idle inputs until at most `keep` are open
+ * (fewer cannot be: those in use stay); under the lock. */
+static void pool_trim(int keep) {
+  fits_state_t *prev;
+  for (fits_state_t *fs = pool.tail; fs != NULL && pool.n_open > keep; fs = prev) {
+    prev = fs->prev;
+    if (fs->busy == 0)
+      state_close(fs);
+  }
+}
+
+/* Open the state's file as the node was built from it; under the lock.
+ * 0, or an error on ctx with *shortage = the errno when descriptors ran
+ * out (EMFILE, ENFILE), else 0. */
+static int state_open(tsr_ctx_t *ctx, fits_state_t *fs, int *shortage) {
+  const fits_params_t *fp = fs->fp;
+  const tsr__cfitsio_t *cf;
+  int status = 0, type, rc, e;
+
+  *shortage = 0;
+  if ((rc = check_identity(ctx, fp, -1, fs->read)) != 0)
+    return rc;
+  if (fp->raw_offset >= 0) {
+    if ((fs->fd = open(fp->real, O_RDONLY | O_CLOEXEC)) < 0) {
+      e = errno;
+      *shortage = fd_shortage(e) ? e : 0;
+      return open_fail(ctx, fp->path, e);
+    }
     /* The path may name another file by now. */
-    if ((rc = check_identity(ctx, fp, fs->fd, false)) != 0) {
+    if ((rc = check_identity(ctx, fp, fs->fd, fs->read)) != 0) {
       close(fs->fd);
-      tsr__free(ctx, fs);
+      fs->fd = -1;
       return rc;
     }
     if ((size_t)fp->id.size <= MAP_WHOLE_BYTES) {
@@ -506,42 +637,99 @@ static int fits_start(tsr_node_t *n, void **state) {
         fs->map_len = (size_t)fp->id.size;
       }
     }
-    *state = fs;
     return 0;
   }
+  errno = 0;
   if ((cf = tsr__cfitsio(ctx)) == NULL) {
-    tsr__free(ctx, fs);
-    return TSR_ENOTSUP;
+    *shortage = fd_shortage(errno) ? errno : 0;
+    return *shortage ? TSR_EIO : TSR_ENOTSUP;
   }
   if (cf->open_diskfile(&fs->f, fp->real, READONLY, &status) ||
       cf->movabs_hdu(fs->f, fp->hdu, &type, &status)) {
-    rc = fits_fail(ctx, status, "cannot open HDU %d of \"%s\"", fp->hdu, fp->path);
+    e = errno;
+    *shortage = fs->f == NULL && fd_shortage(e) ? e : 0;
+    rc = cfitsio_open_fail(ctx, status, fs->f == NULL ? e : 0, fp->path, fp->hdu);
     status = 0;
     if (fs->f)
       cf->close_file(fs->f, &status);
     cf->clear_errmsg();
+    fs->f = NULL;
+    return rc;
+  }
+  return 0;
+}
+
+/* Have the state's file open, and keep it so until pool_release: 0, or an
+ * error on ctx.  `reading` says data will be read (or viewed). */
+static int pool_acquire(tsr_ctx_t *ctx, fits_state_t *fs, bool reading) {
+  int rc = 0, shortage;
+  pthread_mutex_lock(&pool.lock);
+  if (fs->open) {
+    pool_unlink(fs);
+  } else {
+    if (pool.n_open == 0)
+      pool.cap = pool_cap();
+    pool_trim(pool.cap - 1);
+    rc = state_open(ctx, fs, &shortage);
+    /* Short of descriptors below our cap (the caller's files, the cache's
+     * and outputs' hold the rest): give back every idle one, once. */
+    if (rc != 0 && shortage != 0) {
+      int before = pool.n_open;
+      pool_trim(0);
+      if (pool.n_open < before)
+        rc = state_open(ctx, fs, &shortage);
+    }
+    if (rc == 0) {
+      fs->open = true;
+      pool.n_open++;
+    }
+  }
+  if (rc == 0) {
+    pool_push(fs);
+    fs->busy++;
+    fs->read = fs->read || reading;
+  }
+  pthread_mutex_unlock(&pool.lock);
+  return rc;
+}
+
+static void pool_release(fits_state_t *fs) {
+  pthread_mutex_lock(&pool.lock);
+  fs->busy--;
+  pthread_mutex_unlock(&pool.lock);
+}
+
+/* Per-run state of a source: opened at once, so that a missing or changed
+ * file fails the run before any task, then left to the pool. */
+static int fits_start(tsr_node_t *n, void **state) {
+  tsr_ctx_t *ctx = n->graph->ctx;
+  fits_state_t *fs;
+  int rc;
+
+  *state = NULL;
+  fs = tsr__calloc(ctx, 1, sizeof *fs);
+  if (fs == NULL)
+    return tsr__err(ctx, TSR_ENOMEM, "fits: out of memory opening \"%s\"",
+                    ((const fits_params_t *)n->params)->path);
+  fs->fp = n->params;
+  fs->fd = -1;
+  if ((rc = pool_acquire(ctx, fs, false)) != 0) {
     tsr__free(ctx, fs);
     return rc;
   }
+  pool_release(fs);
   *state = fs;
   return 0;
 }
 
 static void fits_stop(tsr_node_t *n, void *state) {
   fits_state_t *fs = state;
-  int status = 0;
   if (fs == NULL)
     return;
-  if (fs->f) {
-    /* An open fitsfile means cfitsio is loaded. */
-    const tsr__cfitsio_t *cf = tsr__cfitsio_loaded();
-    cf->close_file(fs->f, &status);
-    cf->clear_errmsg();
-  }
-  if (fs->fd >= 0)
-    close(fs->fd);
-  if (fs->map)
-    munmap((void *)fs->map, fs->map_len);
+  pthread_mutex_lock(&pool.lock);
+  if (fs->open)
+    state_close(fs);
+  pthread_mutex_unlock(&pool.lock);
   tsr__free(n->graph->ctx, fs);
 }
 
@@ -714,15 +902,22 @@ static int raw_planes(tsr_ctx_t *ctx, const fits_params_t *fp, const fits_state_
 }
 
 /* The window in place in the run's mapping of the whole file, for ops that
- * read big-endian values (see tsr__op_t.view). */
+ * read big-endian values (see tsr__op_t.view).  The file stays open for the
+ * consumer until fits_recheck gives the view back. */
 static bool fits_view(tsr_node_t *n, void *state, const tsr_region_t *win, const void **data,
                       int64_t stride[TSR_MAX_DIMS], bool *big_endian) {
   const fits_params_t *fp = n->params;
-  const fits_state_t *fs = state;
+  fits_state_t *fs = state;
   size_t es = fp->datatype == TFLOAT ? 4 : 8, off = 0;
   tsr_region_t full;
-  if (fs == NULL || fs->map == NULL)
+  /* Failing to open, we leave the message for the copy, which reports it. */
+  if (fs == NULL || fp->raw_offset < 0 || (size_t)fp->id.size > MAP_WHOLE_BYTES ||
+      pool_acquire(n->graph->ctx, fs, true) != 0)
     return false;
+  if (fs->map == NULL) {
+    pool_release(fs);
+    return false;
+  }
   tsr__region_full(&full, TSR_MAX_DIMS, fp->shape);
   tsr__contiguous_strides(&full, stride);
   for (int a = 0; a < TSR_MAX_DIMS; a++)
@@ -734,8 +929,8 @@ static bool fits_view(tsr_node_t *n, void *state, const tsr_region_t *win, const
 
 /* Read task->out into plane 0.  The leading axes over which the destination
  * is laid out contiguously are read in one fits_read_subset call; the
- * others are looped over. */
-static int fits_compute(tsr__task_t *t) {
+ * others are looped over.  The state's file is open (fits_compute). */
+static int read_task(tsr__task_t *t) {
   const tsr_node_t *n = t->node;
   const fits_params_t *fp = n->params;
   const tsr_region_t *r = &t->out;
@@ -809,10 +1004,24 @@ static int fits_compute(tsr__task_t *t) {
   return check_identity(t->ctx, fp, -1, true);
 }
 
-/* After a consumer read views of the file (fits_view). */
-static int fits_recheck(tsr_node_t *n, void *state) {
-  const fits_state_t *fs = state;
-  return check_identity(n->graph->ctx, n->params, fs->fd, true);
+static int fits_compute(tsr__task_t *t) {
+  fits_state_t *fs = t->state;
+  int rc;
+  if (t->planes[0] == NULL)
+    return 0;
+  if ((rc = pool_acquire(t->ctx, fs, true)) != 0)
+    return rc;
+  rc = read_task(t);
+  pool_release(fs);
+  return rc;
+}
+
+/* A consumer is done with a view of the file (fits_view). */
+static int fits_recheck(tsr_node_t *n, void *state, bool check) {
+  fits_state_t *fs = state;
+  int rc = check ? check_identity(n->graph->ctx, n->params, fs->fd, true) : 0;
+  pool_release(fs);
+  return rc;
 }
 
 static const tsr__op_t fits_op = {

@@ -1,12 +1,19 @@
 /* test-coadd.c -- mosaics on in-memory images: known answers for every
  * combine function, weights and blank, regions and block sizes, the pool
- * and the cache, background offsets, the optimal WCS, and bad calls. */
+ * and the cache, background offsets, the optimal WCS, and bad calls; and
+ * mosaics of more FITS files than the process may hold open.  (This
+ * program does not link cfitsio, so it can watch the library's loading.) */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <tessera/tessera.h>
 #include <unistd.h>
 
+#include "cfitsio.h"
 #include "harness.h"
 
 typedef struct {
@@ -343,6 +350,260 @@ TEST(a_region_reads_only_the_inputs_and_blocks_it_meets) {
       ASSERT(out[k] == out[k]);
   }
   scene_close(&s);
+}
+
+/* ------------------------------------------------------------------ */
+/* More inputs than descriptors                                        */
+
+/* A FITS image of nx x ny values (BITPIX -32 is read by mapping the file,
+ * BITPIX 16 through cfitsio) on the scene's sky grid at pixel offset (ox,
+ * oy) of the target. */
+static void write_tile(const char *path, int bitpix, int nx, int ny, int ox, int oy,
+                       const float *v) {
+  char head[2880], card[81];
+  size_t bytes = (size_t)nx * (size_t)ny * (size_t)(bitpix < 0 ? 4 : 2), pad = (2880 - bytes % 2880) % 2880;
+  unsigned char *data = calloc(1, bytes + pad);
+  int n = 0;
+  FILE *f = fopen(path, "wb");
+  ASSERT(f != NULL && data != NULL);
+  memset(head, ' ', sizeof head);
+#define CARD(...) (snprintf(card, sizeof card, __VA_ARGS__), memcpy(head + 80 * n++, card, strlen(card)))
+  CARD("SIMPLE  =                    T");
+  CARD("BITPIX  = %20d", bitpix);
+  CARD("NAXIS   =                    2");
+  CARD("NAXIS1  = %20d", nx);
+  CARD("NAXIS2  = %20d", ny);
+  CARD("CTYPE1  = 'RA---TAN'");
+  CARD("CTYPE2  = 'DEC--TAN'");
+  CARD("CRVAL1  =                 30.0");
+  CARD("CRVAL2  =                 10.0");
+  CARD("CRPIX1  = %20d", 1 - ox);
+  CARD("CRPIX2  = %20d", 1 - oy);
+  CARD("CDELT1  =               -0.001");
+  CARD("CDELT2  =                0.001");
+  CARD("END");
+#undef CARD
+  for (int k = 0; k < nx * ny; k++) {
+    if (bitpix < 0) {
+      uint32_t u;
+      memcpy(&u, &v[k], 4);
+      for (int b = 0; b < 4; b++)
+        data[4 * k + b] = (unsigned char)(u >> (24 - 8 * b));
+    } else {
+      int16_t i = (int16_t)v[k];
+      data[2 * k] = (unsigned char)((uint16_t)i >> 8), data[2 * k + 1] = (unsigned char)i;
+    }
+  }
+  ASSERT(fwrite(head, 1, sizeof head, f) == sizeof head && fwrite(data, 1, bytes + pad, f) == bytes + pad);
+  ASSERT(fclose(f) == 0);
+  free(data);
+}
+
+static int open_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  int n = -1; /* not the DIR's own */
+  ASSERT(d != NULL);
+  while (readdir(d) != NULL)
+    n++;
+  closedir(d);
+  return n - 2; /* . and .. */
+}
+
+/* The soft limit only, which can be raised again. */
+static void limit_fds(rlim_t n) {
+  struct rlimit rl;
+  ASSERT(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+  rl.rlim_cur = n;
+  ASSERT(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+}
+
+/* Open /dev/null until the limit, so that nothing else can be opened;
+ * returns how many, to be closed with free_fds. */
+static int take_fds(int *fds, int cap) {
+  int n = 0;
+  while (n < cap && (fds[n] = open("/dev/null", O_RDONLY)) >= 0)
+    n++;
+  ASSERT(n < cap && errno == EMFILE);
+  return n;
+}
+
+static void free_fds(const int *fds, int n) {
+  for (int i = 0; i < n; i++)
+    close(fds[i]);
+}
+
+enum { TILES_X = 12, TILES_Y = 8, TILE_W = 12, TILE_H = 10, TILE_STEP = 9, TILES = TILES_X * TILES_Y };
+enum { MOSAIC_W = (TILES_X - 1) * TILE_STEP + TILE_W, MOSAIC_H = (TILES_Y - 1) * TILE_STEP + TILE_H };
+
+/* Whether this process holds `path` open. */
+static bool holds_open(const char *path) {
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  bool found = false;
+  ASSERT(d != NULL);
+  while (!found && (e = readdir(d)) != NULL) {
+    char link[64], to[4096];
+    ssize_t n;
+    snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
+    n = readlink(link, to, sizeof to - 1);
+    found = n > 0 && (to[n] = '\0', strcmp(to, path) == 0);
+  }
+  closedir(d);
+  return found;
+}
+
+typedef struct {
+  int max_fds;       /* the most descriptors seen open between tasks */
+  const char *touch; /* a file rewritten in place after the first task, or NULL */
+  bool touched_open; /* it was open then */
+} watch_t;
+
+static void watch(void *ud, int64_t done, int64_t total) {
+  watch_t *w = ud;
+  int n = open_fds();
+  (void)total;
+  w->max_fds = n > w->max_fds ? n : w->max_fds;
+  if (w->touch && done == 1) {
+    /* The same byte again: the data are as they were, but the file's
+     * modification and change times say it was rewritten. */
+    int fd;
+    char c;
+    w->touched_open = holds_open(w->touch);
+    fd = open(w->touch, O_RDWR);
+    ASSERT(fd >= 0 && pread(fd, &c, 1, 0) == 1 && pwrite(fd, &c, 1, 0) == 1);
+    close(fd);
+  }
+}
+
+/* 96 overlapping tiles, every other one BITPIX 16, mosaicked from their
+ * files and from the same values in memory. */
+typedef struct {
+  tsr_ctx_t *ctx;
+  tsr_graph_t *g;
+  tsr_wcs_t *target, *tw[TILES];
+  float *img[TILES];
+  tsr_node_t *from_files, *from_memory;
+} tiles_t;
+
+static void tiles_open(tiles_t *t, int order, int64_t block) {
+  tsr_node_t *rf[TILES], *rm[TILES];
+  tsr_coadd_opts_t co = TSR_COADD_OPTS_INIT;
+  int64_t shape[2] = {TILE_W, TILE_H};
+  ASSERT_OK(tsr_ctx_new(&t->ctx, NULL));
+  ASSERT_OK(tsr_graph_new(t->ctx, &t->g));
+  t->target = header(t->ctx, MOSAIC_W, MOSAIC_H, 1, 1);
+  for (int i = 0; i < TILES; i++) {
+    int ox = i % TILES_X * TILE_STEP, oy = i / TILES_X * TILE_STEP;
+    tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
+    char name[32];
+    t->tw[i] = header(t->ctx, TILE_W, TILE_H, 1 - ox, 1 - oy);
+    t->img[i] = malloc(sizeof(float) * TILE_W * TILE_H);
+    for (int k = 0; k < TILE_W * TILE_H; k++)
+      t->img[i][k] = (float)((i * 37 + k * 11) % 1000) + (i % 2 ? 0.25f : 0.0f);
+    snprintf(name, sizeof name, "tile%02d.fits", i);
+    write_tile(th_path(name), i % 2 ? -32 : 16, TILE_W, TILE_H, ox, oy, t->img[i]);
+    io.order = order;
+    io.block[0] = io.block[1] = block;
+    rf[i] = tsr_reproject_interp(t->g, tsr_source_fits(t->g, th_path(name), 0), t->target, &io);
+    rm[i] = tsr_reproject_interp(t->g, tsr_source_buffer_ref(t->g, TSR_F32, 2, shape, t->img[i], t->tw[i]),
+                                 t->target, &io);
+  }
+  co.block[0] = co.block[1] = block;
+  t->from_files = tsr_coadd(t->g, TILES, rf, NULL, &co);
+  t->from_memory = tsr_coadd(t->g, TILES, rm, NULL, &co);
+  if (t->from_files == NULL || t->from_memory == NULL)
+    th_fail(__FILE__, __LINE__, "%s", tsr_graph_errmsg(t->g));
+}
+
+static void tiles_close(tiles_t *t) {
+  for (int i = 0; i < TILES; i++) {
+    free(t->img[i]);
+    tsr_wcs_free(t->tw[i]);
+  }
+  tsr_wcs_free(t->target);
+  tsr_graph_free(t->g);
+  tsr_ctx_free(t->ctx);
+}
+
+/* Under a limit of 40 descriptors a mosaic of 96 files gets the bits of
+ * the same mosaic in memory, serially and on the pool, through copies
+ * (bilinear) and views (bicubic) of the files, and holds at most
+ * 40 / 4 = 10 of them open; with no descriptor left, running or building
+ * names the limit.  (Each input held a descriptor until the run ended: 96
+ * did not fit.) */
+TEST(a_mosaic_of_more_files_than_descriptors_gets_the_same_bits) {
+  static float ref[MOSAIC_W * MOSAIC_H], out[MOSAIC_W * MOSAIC_H];
+  static const int orders[2] = {TSR_ORDER_BILINEAR, TSR_ORDER_BICUBIC};
+  for (int o = 0; o < 2; o++) {
+    tiles_t t;
+    tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
+    watch_t w = {0, NULL, false};
+    int fds[64], n, base;
+    tiles_open(&t, orders[o], 16);
+    ASSERT_OK(tsr_compute(t.g, t.from_memory, NULL, ref, sizeof ref, NULL));
+    base = open_fds();
+    limit_fds(40);
+    ro.progress = watch;
+    ro.progress_ud = &w;
+    for (ro.jobs = 1; ro.jobs <= 2; ro.jobs++) {
+      memset(out, 0, sizeof out);
+      ASSERT_OK(tsr_compute(t.g, t.from_files, NULL, out, sizeof out, &ro));
+      ASSERT(memcmp(ref, out, sizeof ref) == 0);
+    }
+    if (w.max_fds > base + 10)
+      th_fail(__FILE__, __LINE__, "%d descriptors open between tasks, %d before the run", w.max_fds,
+              base);
+    n = take_fds(fds, 64);
+    ASSERT(tsr_compute(t.g, t.from_files, NULL, out, sizeof out, NULL) == TSR_EIO);
+    ASSERT_STR_CONTAINS(tsr_errmsg(t.ctx), "too many open files (the limit is 40 descriptors; raise it "
+                                           "with ulimit -n)");
+    ASSERT(tsr_source_fits(t.g, th_path("tile00.fits"), 0) == NULL);
+    ASSERT_STR_CONTAINS(tsr_graph_errmsg(t.g), "tile00.fits\": too many open files (the limit is 40");
+    free_fds(fds, n);
+    limit_fds(1024);
+    tiles_close(&t);
+  }
+}
+
+/* A file closed by the pool and opened again is checked as it was first:
+ * rewritten after the first task read it, the run fails as when it had
+ * stayed open.  With 10 descriptors the pool keeps 2 files open, and the
+ * first block reads tiles 0, 1, 12 and 13 in turn: tile 1, which the
+ * second block reads too, is closed in between. */
+TEST(an_input_reopened_after_a_change_fails_the_run) {
+  static float out[MOSAIC_W * MOSAIC_H];
+  tiles_t t;
+  tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
+  char path[4096];
+  watch_t w = {0, path, true};
+  tiles_open(&t, TSR_ORDER_BICUBIC, 16);
+  ASSERT(realpath(th_path("tile01.fits"), path) != NULL);
+  limit_fds(10);
+  ro.progress = watch;
+  ro.progress_ud = &w;
+  ASSERT(tsr_compute(t.g, t.from_files, NULL, out, sizeof out, &ro) == TSR_EIO);
+  ASSERT_STR_CONTAINS(tsr_errmsg(t.ctx), "tile01.fits\" changed while it was read");
+  ASSERT(!w.touched_open);
+  tiles_close(&t);
+}
+
+/* cfitsio loaded with no descriptor to spare fails, saying so, and loads
+ * at the next try.  (The failure stuck for the life of the process.) */
+TEST(a_failed_cfitsio_load_is_tried_again) {
+  tsr_ctx_t *ctx;
+  int fds[64], n;
+  if (tsr__cfitsio_loaded() != NULL)
+    th_skip("cfitsio is loaded already");
+  ASSERT_OK(tsr_ctx_new(&ctx, NULL));
+  limit_fds(32);
+  n = take_fds(fds, 64);
+  ASSERT(tsr__cfitsio(ctx) == NULL);
+  ASSERT_INT_EQ(errno, EMFILE);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "too many open files (the limit is 32 descriptors");
+  free_fds(fds, n);
+  ASSERT(tsr__cfitsio(ctx) != NULL);
+  ASSERT(tsr__cfitsio_loaded() != NULL);
+  tsr_ctx_free(ctx);
 }
 
 TEST_MAIN()

@@ -55,15 +55,21 @@ class Ctx:
             self.cache[key] = fn()
         return self.cache[key]
 
-    def run(self, args, cwd=None, timeout=300, env=None, max_file=None, **kw):
+    def run(self, args, cwd=None, timeout=300, env=None, max_file=None, max_fds=None, **kw):
         """max_file: a file size limit in bytes (writes past it fail with EFBIG), so that a
-        regression cannot fill the disk; kw: more subprocess.run arguments (user=...)."""
+        regression cannot fill the disk; max_fds: a limit on open descriptors (ulimit -n);
+        kw: more subprocess.run arguments (user=...)."""
         cmd = [self.tessera] + list(args)
+
+        def limits():
+            if max_file:
+                limit_file_size(max_file)
+            if max_fds:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_fds, max_fds))
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                                cwd=cwd or self.workdir, env=env,
-                               preexec_fn=(lambda: limit_file_size(max_file)) if max_file else None,
-                               **kw)
+                               preexec_fn=limits if max_file or max_fds else None, **kw)
         except subprocess.TimeoutExpired:
             raise C.CaseFailure("timed out after %ds: %s" % (timeout, " ".join(cmd)))
         except OSError as e:
@@ -855,6 +861,23 @@ def bad_cases():
         # (cfitsio crashed opening it)
         ("info of a file with NAXIS = 999",
          lambda b, o: ["info", b["axes999"]], 1, [r"axes999\.fits", r"NAXIS = 999; at most 4 axes"]),
+        # tessera: fits: writing "badrun-.../out.fits": coadd#5 chunk [0:100, 0:100]:
+        # reproject_interp#2 chunk [0:100, 0:100]: fits: cannot open "bad/good.fits": too many
+        # open files (the limit is 5 descriptors; raise it with ulimit -n)
+        # (an earlier build said "cannot load cfitsio (libcfitsio.so.10), which this file needs:
+        # ...: Too many open files", for a file that does not need cfitsio)
+        ("mosaic under ulimit -n 5 (no descriptor left for an input)",
+         lambda b, o: (["mosaic", b["good"], b["good"], "--target", b["tgt"], "-o", o, "-j", "1"],
+                       dict(max_fds=5)), 1,
+         [r"good\.fits", r"too many open files \(the limit is 5 descriptors; raise it with ulimit -n\)"]),
+        # tessera: fits: writing "badrun-.../out.fits": executor: cannot create an event loop:
+        # too many open files (the limit is 8 descriptors; raise it with ulimit -n)
+        # (an earlier build died of SIGABRT in libuv, which aborts when it cannot make its
+        # signal pipe)
+        ("mosaic -j 2 under ulimit -n 8 (no descriptor left for the event loop)",
+         lambda b, o: (["mosaic", b["good"], b["good"], "--target", b["tgt"], "-o", o, "-j", "2"],
+                       dict(max_fds=8)), 1,
+         [r"executor: cannot create an event loop: too many open files \(the limit is 8 descriptors"]),
         # mosaic and preview
         ("mosaic without a target",
          lambda b, o: ["mosaic", b["good"], "-o", o], 2,
@@ -1017,6 +1040,49 @@ def bad_test(ctx, name, build, want_rc, patterns):
         if os.path.isdir("/nonexistent-dir"):
             chk.fail("/nonexistent-dir exists")
         chk.expect(stat.S_ISCHR(os.stat("/dev/full").st_mode), "/dev/full is no longer a character device")
+        return chk
+    return fn
+
+
+def many_inputs_test(ctx):
+    """A mosaic of 1000 tiny inputs (float32 read by mapping, int16 through cfitsio) under
+    ulimit -n 200, serial and -j 2, is bit-identical to one without the limit: the inputs are
+    kept open in a bounded pool, not one descriptor each for the whole run (before, 1000 inputs
+    held 1003 descriptors, and the run failed under ulimit -n 900)."""
+    def fn():
+        chk = C.Check()
+        d = ctx.path("many")
+        tgt = os.path.join(d, "many.hdr")
+        if not os.path.exists(tgt):
+            os.makedirs(d, exist_ok=True)
+            rng = np.random.default_rng(16)
+            h = C.cel_header("TAN", 16, 16, (40.0, 20.0), 3.6)
+            for k in ("NAXIS", "NAXIS1", "NAXIS2"):
+                h.remove(k)
+            for i in range(1000):
+                h["CRPIX1"], h["CRPIX2"] = 8.5 - 12 * (i % 40), 8.5 - 12 * (i // 40)
+                img = rng.random((16, 16)) * 1000
+                data = img.astype(np.float32) if i % 2 else img.astype(np.int16)
+                fits.PrimaryHDU(data, header=h).writeto(os.path.join(d, "in%04d.fits" % i))
+            C.write_hdr(tgt, C.cel_header("TAN", 490, 310, (40.0, 20.0), 3.6, crpix=(11.5, 11.5)))
+        inputs = sorted(os.path.join(d, f) for f in os.listdir(d) if f.startswith("in"))
+        outs = {}
+        for name, jobs, fds in (("free", "1", None), ("limited", "1", 200), ("limited-j2", "2", 200)):
+            out = os.path.join(d, "%s.fits" % name)
+            t0 = time.time()
+            r = ctx.run(["mosaic"] + inputs + ["--target", tgt, "-o", out, "-j", jobs, "--quiet"],
+                        max_fds=fds)
+            chk.note("%s (-j %s, ulimit -n %s): exit %d in %.2f s %s" % (
+                name, jobs, fds or "unchanged", r.returncode, time.time() - t0, r.stderr.strip()[:300]))
+            chk.expect(r.returncode == 0, "%s: exit %d" % (name, r.returncode))
+            if r.returncode == 0:
+                outs[name] = read_raw(out)[0]
+        if "free" in outs:
+            ref = outs["free"]
+            chk.expect(np.isfinite(ref).sum() > ref.size // 2, "the mosaic is mostly blank")
+            for name in ("limited", "limited-j2"):
+                if name in outs and not bits_equal(outs[name], ref):
+                    describe_diff(chk, outs[name], ref, name)
         return chk
     return fn
 
@@ -1498,6 +1564,8 @@ def build_tests(ctx, slow):
     for name, build, rc, pats in bad_cases():
         tests.append(("bad input: %s -> exit %d, one-line message, no output" % (name, rc),
                       bad_test(ctx, name, build, rc, pats)))
+    tests.append(("mosaic of 1000 inputs under ulimit -n 200, serial and -j 2, bit-identical to one "
+                  "without the limit", many_inputs_test(ctx)))
     tests.append(("outputs: a device, FIFO, socket or directory as any output is refused and kept",
                   special_outputs_test(ctx)))
     tests.append(("outputs: a symlink's target is replaced, the link kept; a dangling link's target made",
