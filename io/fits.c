@@ -552,6 +552,14 @@ static struct {
   int cap;                   /* taken again whenever the pool is empty (ulimit may change) */
 } pool = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, 0, 0};
 
+/* A process forked while another thread holds the lock (the pool's
+ * workers, forked by one thread while others compute) would find it held
+ * for ever: fork() takes it first and both sides release it. */
+static void pool_lock(void) { pthread_mutex_lock(&pool.lock); }
+static void pool_unlock(void) { pthread_mutex_unlock(&pool.lock); }
+static pthread_once_t pool_atfork_once = PTHREAD_ONCE_INIT;
+static void pool_atfork(void) { pthread_atfork(pool_lock, pool_unlock, pool_unlock); }
+
 static int pool_cap(void) {
   struct rlimit rl;
   int cap = POOL_MAX_OPEN;
@@ -663,6 +671,7 @@ static int state_open(tsr_ctx_t *ctx, fits_state_t *fs, int *shortage) {
  * error on ctx.  `reading` says data will be read (or viewed). */
 static int pool_acquire(tsr_ctx_t *ctx, fits_state_t *fs, bool reading) {
   int rc = 0, shortage;
+  pthread_once(&pool_atfork_once, pool_atfork);
   pthread_mutex_lock(&pool.lock);
   if (fs->open) {
     pool_unlink(fs);

@@ -22,8 +22,8 @@ typedef struct {
   tsr_ctx_t *ctx;
   tsr_graph_t *g;
   tsr_wcs_t *win, *win2, *wout;
-  tsr_node_t *nodes[8];
-  const char *names[8];
+  tsr_node_t *nodes[10];
+  const char *names[10];
   int n_nodes;
 } world_t;
 
@@ -46,11 +46,37 @@ static void fill_images(void) {
     }
 }
 
-static void world_new(world_t *w) {
-  static pthread_once_t filled = PTHREAD_ONCE_INIT;
+/* The first image as a FITS file, read by the sources of every world. */
+static char fits_path[4096];
+static void write_fits_input(void) {
+  tsr_ctx_t *ctx;
+  tsr_graph_t *g;
+  tsr_wcs_t *wcs;
   char h[1024];
   int64_t shape[2] = {N_IN, N_IN};
-  pthread_once(&filled, fill_images);
+  const char *paths[1] = {fits_path};
+  snprintf(fits_path, sizeof fits_path, "%s/threads-input.fits", th_tmpdir());
+  ASSERT_OK(tsr_ctx_new(&ctx, NULL));
+  ASSERT_OK(tsr_graph_new(ctx, &g));
+  header(h, sizeof h, N_IN, "RA---TAN", "DEC--TAN", 150.0, 2.0, 0.001, 0.0);
+  ASSERT_OK(tsr_wcs_parse(ctx, h, strlen(h), "in", 1, &wcs));
+  tsr_node_t *src = tsr_source_buffer_ref(g, TSR_F32, 2, shape, image, wcs);
+  ASSERT_OK(tsr_write_fits(g, 1, &src, paths, NULL, NULL));
+  tsr_graph_free(g);
+  tsr_wcs_free(wcs);
+  tsr_ctx_free(ctx);
+}
+
+static void prepare_inputs(void) {
+  fill_images();
+  write_fits_input();
+}
+
+static void world_new(world_t *w) {
+  static pthread_once_t prepared = PTHREAD_ONCE_INIT;
+  char h[1024];
+  int64_t shape[2] = {N_IN, N_IN};
+  pthread_once(&prepared, prepare_inputs);
   memset(w, 0, sizeof *w);
   ASSERT_OK(tsr_ctx_new(&w->ctx, NULL));
   ASSERT_OK(tsr_graph_new(w->ctx, &w->g));
@@ -79,11 +105,17 @@ static void world_new(world_t *w) {
   tsr_node_t *mos = tsr_coadd(w->g, 2, pair, NULL, NULL);
   tsr_node_t *expr =
       tsr_binary_scalar(w->g, TSR_DIV, tsr_binary(w->g, TSR_ADD, bic, exa), 2.0);
+  /* From the file: read by copies (bilinear) and in place (bicubic views). */
+  tsr_node_t *f = tsr_source_fits(w->g, fits_path, 0);
+  io.order = TSR_ORDER_BILINEAR;
+  tsr_node_t *fbil = tsr_reproject_interp(w->g, f, w->wout, &io);
+  io.order = TSR_ORDER_BICUBIC;
+  tsr_node_t *fbic = tsr_reproject_interp(w->g, f, w->wout, &io);
   if (tsr_graph_status(w->g) != 0)
     th_fail(__FILE__, __LINE__, "%s", tsr_graph_errmsg(w->g));
-  tsr_node_t *all[] = {bil, bic, ada, exa, mos, expr, tsr_footprint(w->g, exa)};
+  tsr_node_t *all[] = {bil, bic, ada, exa, mos, expr, tsr_footprint(w->g, exa), fbil, fbic};
   const char *names[] = {"bilinear", "bicubic", "adaptive", "exact", "mosaic", "expression",
-                         "exact footprint"};
+                         "exact footprint", "bilinear from FITS", "bicubic from FITS"};
   w->n_nodes = (int)(sizeof all / sizeof all[0]);
   for (int i = 0; i < w->n_nodes; i++) {
     w->nodes[i] = all[i];
