@@ -79,6 +79,7 @@ typedef struct {
   size_t dst_bytes;
   tsr_dtype_t out_dtype;   /* of the last run's output in dst */
   int jobs;                /* tsr_run_opts_t.jobs: 1 = serial */
+  int executor;            /* tsr_run_opts_t.executor */
   int64_t block;           /* output block edge; 0 = the default */
 } bench_t;
 
@@ -131,6 +132,7 @@ static int run_once(bench_t *b, int order, double tol, uint64_t *ns)
   b->out_dtype = tsr_node_dtype(out);
   tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
   ro.jobs = b->jobs;
+  ro.executor = (tsr_executor_t)b->executor;
   uint64_t t0 = uv_hrtime();
   rc = tsr_compute(g, out, NULL, b->dst, need, &ro);
   uint64_t t1 = uv_hrtime();
@@ -144,13 +146,13 @@ static int run_once(bench_t *b, int order, double tol, uint64_t *ns)
 static void usage(void)
 {
   fprintf(stderr, "usage: bench-interp [-n REPEATS] [-s SIZE] [-o ORDER] [-t 1e-4|0] [-j JOBS] "
-                  "[-b BLOCK]\n");
+                  "[-b BLOCK] [-e processes|threads]\n");
   exit(2);
 }
 
 int main(int argc, char **argv)
 {
-  int repeats = 7, only_order = -1, only_tol = -1, jobs = 1;
+  int repeats = 7, only_order = -1, only_tol = -1, jobs = 1, executor = TSR_EXECUTOR_DEFAULT;
   int64_t n = 2048, block = 0;
   for (int i = 1; i < argc; i++) {
     if (i + 1 >= argc)
@@ -170,7 +172,13 @@ int main(int argc, char **argv)
       only_tol = atof(argv[++i]) == 0.0 ? 1 : 0;
     else if (!strcmp(argv[i], "-j"))
       jobs = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "-b"))
+    else if (!strcmp(argv[i], "-e")) {
+      const char *e = argv[++i];
+      executor = !strcmp(e, "threads") ? TSR_EXECUTOR_THREADS
+                 : !strcmp(e, "processes") ? TSR_EXECUTOR_PROCESSES : -1;
+      if (executor < 0)
+        usage();
+    } else if (!strcmp(argv[i], "-b"))
       block = atoll(argv[++i]);
     else
       usage();
@@ -222,7 +230,7 @@ int main(int argc, char **argv)
     status = 1;
     goto done;
   }
-  bench_t b = { ctx, win, wout, data, n, dst, dst_bytes, TSR_F32, jobs, block };
+  bench_t b = { ctx, win, wout, data, n, dst, dst_bytes, TSR_F32, jobs, executor, block };
 
   for (size_t ti = 0; ti < sizeof tols / sizeof tols[0]; ti++) {
     if (only_tol >= 0 && (int)ti != only_tol)
@@ -243,9 +251,12 @@ int main(int argc, char **argv)
       qsort(t, (size_t)repeats, sizeof *t, bench_cmp_u64);
       double med = repeats % 2 ? (double)t[repeats / 2]
                                : 0.5 * ((double)t[repeats / 2 - 1] + (double)t[repeats / 2]);
-      printf("bench=interp order=%s tol=%s size=%lldx%lld jobs=%d block=%lld n=%d median_ms=%.2f "
-             "Mpix_s=%.1f min_ms=%.2f dtype=%s finite=%.4f\n", order_names[order], tols[ti].name,
-             (long long)n, (long long)n, jobs, (long long)block, repeats, med / 1e6,
+      printf("bench=interp order=%s tol=%s size=%lldx%lld jobs=%d executor=%s block=%lld n=%d "
+             "median_ms=%.2f Mpix_s=%.1f min_ms=%.2f dtype=%s finite=%.4f\n", order_names[order],
+             tols[ti].name, (long long)n, (long long)n, jobs,
+             executor == TSR_EXECUTOR_THREADS ? "threads"
+             : executor == TSR_EXECUTOR_PROCESSES ? "processes" : "default",
+             (long long)block, repeats, med / 1e6,
              (double)(n * n) / (med / 1e9) / 1e6, (double)t[0] / 1e6,
              tsr_dtype_name(b.out_dtype), finite_fraction(&b));
       fflush(stdout);

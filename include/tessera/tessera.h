@@ -15,7 +15,24 @@
  *   NAXIS1 (x, fastest varying).  Arrays in memory are C-contiguous with
  *   axis 0 fastest, exactly as FITS stores them.
  * - Every _free accepts NULL.
- * - A context and everything made from it is used by one thread at a time.
+ *
+ * Threads
+ * - Any number of threads may call tsr_compute, tsr_write_fits and
+ *   tsr_write_png at the same time, on the same graph or on different ones,
+ *   of one context or of several: each call is a run of its own, with its
+ *   own per-run state (wcslib copies, open files, scratch), and its error
+ *   message stays with the calling thread (tsr_errmsg).  A built graph is
+ *   only read by runs.
+ * - A graph is built (node constructors, tsr_graph_free) by one thread at a
+ *   time, and not while any run uses it.  Contexts, WCS handles and caches
+ *   may be shared; tsr_ctx_free, tsr_wcs_free and tsr_cache_close must come
+ *   after every call that uses them has returned.
+ * - The allocator hooks, map_blocks callbacks and progress callbacks may be
+ *   called from several threads at once (progress never twice at once for
+ *   one run): make them thread-safe when threads are used.
+ * - An MPI run (mpi_comm) is the only one in its process at a time.
+ * - The process pool forks the calling process: with other threads running
+ *   at the time, prefer the threads executor (TSR_EXECUTOR_THREADS).
  */
 #ifndef TESSERA_H
 #define TESSERA_H
@@ -44,7 +61,7 @@ TSR_API const char *tsr_version_string(void);
 /* ------------------------------------------------------------------ */
 /* Handles                                                            */
 
-typedef struct tsr_ctx_s   tsr_ctx_t;   /* allocator, options, last error; one thread at a time */
+typedef struct tsr_ctx_s   tsr_ctx_t;   /* allocator, options, each thread's last error */
 typedef struct tsr_graph_s tsr_graph_t; /* owns every node created in it */
 typedef struct tsr_node_s  tsr_node_t;  /* borrowed from its graph; never freed alone */
 typedef struct tsr_wcs_s   tsr_wcs_t;   /* a WCS header plus the pixel shape it describes */
@@ -87,8 +104,10 @@ typedef struct {
 TSR_API int  tsr_ctx_new(tsr_ctx_t **out, const tsr_ctx_options_t *opts);
 /** Free a context.  Every graph made with it must be freed first. */
 TSR_API void tsr_ctx_free(tsr_ctx_t *ctx);
-/** Message of the last failed call on `ctx` ("" if none).  Owned by ctx;
- *  valid until its next call. */
+/** Message of the calling thread's last failed call on `ctx` ("" if
+ *  none): calls of other threads never change it.  Owned by the library;
+ *  valid until this thread's next call on ctx.  A thread keeps the messages
+ *  of the last 8 contexts it used. */
 TSR_API const char *tsr_errmsg(const tsr_ctx_t *ctx);
 
 /* ------------------------------------------------------------------ */
@@ -333,7 +352,9 @@ TSR_API tsr_node_t *tsr_footprint(tsr_graph_t *g, tsr_node_t *n);
 /* ------------------------------------------------------------------ */
 /* Running                                                            */
 
-/** Progress: `done` of `total` tasks finished.  Called in the calling thread. */
+/** Progress: `done` of `total` tasks finished.  Called in the calling
+ *  thread, or on the threads executor in one of its threads (never two at
+ *  once). */
 typedef void (*tsr_progress_fn)(void *ud, int64_t done, int64_t total);
 
 /** Where the N jobs of a run compute (tsr_run_opts_t.executor). */
@@ -649,8 +670,8 @@ typedef struct {
  *  open: the handle is set aside (every lookup misses) with a warning.
  *  @return 0 and *out (free with tsr_cache_close), or TSR_EINVAL /
  *  TSR_ENOMEM with *out = NULL and the message in tsr_errmsg(ctx).
- *  The handle is used with graphs of the same ctx, by one thread at a
- *  time; processes forked by a run may use it. */
+ *  The handle is used with graphs of the same ctx, by any number of runs
+ *  and threads at once; processes forked by a run may use it too. */
 TSR_API int tsr_cache_open(tsr_ctx_t *ctx, const char *dir, uint64_t max_bytes,
                            tsr_cache_t **out);
 /** tsr_cache_open_read_only() : use the existing directory `dir` for
