@@ -123,15 +123,17 @@ static const char usage_text[] =
     "        --progress | --quiet    force the progress bar / print nothing\n"
     "        -j, --jobs N            workers (default 0 = one per CPU;\n"
     "                                1 = compute in this process)\n"
-    "        --retries N             retries of a block whose worker died (default 2)\n"
-    "        --task-timeout S        kill and retry a block running longer (default none)\n"
+    "        --retries N             retries of a block whose worker died (default 2;\n"
+    "                                implies --executor processes)\n"
+    "        --task-timeout S        kill and retry a block running longer (default\n"
+    "                                none; implies --executor processes)\n"
     "        --cache DIR             keep computed blocks zstd-compressed in DIR and\n"
     "                                reuse them (default: $TESSERA_CACHE, if set)\n"
     "        --no-cache              ignore $TESSERA_CACHE\n"
-    "        --executor E            local (default): the faster of processes and\n"
-    "                                threads for the job; processes: forked\n"
-    "                                workers, a crashing block is retried;\n"
-    "                                threads: one process, no copies; mpi: run\n"
+    "        --executor E            local (default): threads, or processes with\n"
+    "                                --retries/--task-timeout; threads: one\n"
+    "                                process, no copies; processes: forked workers,\n"
+    "                                a crashing or hung block is retried; mpi: run\n"
     "                                under mpirun, every rank computing blocks for\n"
     "                                rank 0, which writes OUT\n"
     "        --cache-max-bytes N     cache budget; least recently used blocks are\n"
@@ -221,6 +223,7 @@ typedef struct {
   uint64_t cache_max_bytes;      /* 0 = TSR_CACHE_DEFAULT_BYTES */
   int mpi;                       /* --executor mpi */
   int executor;                  /* --executor local|processes|threads: a tsr_executor_t */
+  const char *pool_opt;          /* "retries" or "task-timeout" if given */
 } reproject_args_t;
 
 /* The reprojection node for a->method (NULL with the error on the graph). */
@@ -487,6 +490,7 @@ static int cmd_reproject(int argc, char **argv) {
       if (parse_int64(optarg, &v) != 0 || v < 0 || v > 100)
         return usage_error("--retries '%s': expected 0 to 100", optarg);
       a.retries = (int)v;
+      a.pool_opt = "retries";
       break;
     case O_TIMEOUT: {
       char *end;
@@ -494,6 +498,7 @@ static int cmd_reproject(int argc, char **argv) {
       if (end == optarg || *end || !(t >= 0 && t <= 1e6))
         return usage_error("--task-timeout '%s': expected seconds, 0 (none) to 1e6", optarg);
       a.task_timeout_s = t;
+      a.pool_opt = "task-timeout";
       break;
     }
     case O_CACHE:
@@ -592,6 +597,12 @@ static int cmd_reproject(int argc, char **argv) {
                        "are mapped exactly)", a.mapping_opt);
   if (a.order_given && a.method == METHOD_ADAPTIVE)
     return usage_error("reproject: option '--order' applies to --method interp only");
+  /* Retries and timeouts need workers that can die alone: processes. */
+  if (a.pool_opt && a.executor == TSR_EXECUTOR_THREADS)
+    return usage_error("reproject: option '--%s' applies to --executor processes, not threads "
+                       "(a thread cannot be killed or retried alone)", a.pool_opt);
+  if (a.pool_opt && a.executor == TSR_EXECUTOR_DEFAULT && !a.mpi)
+    a.executor = TSR_EXECUTOR_PROCESSES;
   return run_reproject(&a);
 }
 

@@ -118,6 +118,7 @@ static float *compute_region(tsr_node_t *n, const tsr_region_t *r, tsr_cache_t *
   out = malloc(count * sizeof(float));
   ro.cache = cache;
   ro.jobs = jobs;
+  ro.executor = TSR_EXECUTOR_PROCESSES; /* the pool's paths (threads: test-threads) */
   rc = tsr_compute(g, n, r, out, count * sizeof(float), &ro);
   if (rc != expect)
     th_fail(__FILE__, __LINE__, "compute returned %d (%s), expected %d", rc, tsr_errmsg(ctx),
@@ -486,6 +487,7 @@ TEST(a_killed_run_resumes_on_rerun_serial_and_pool) {
         _exit(2);
       ro.cache = c;
       ro.jobs = jobs;
+      ro.executor = TSR_EXECUTOR_PROCESSES; /* the pool's paths (threads: test-threads) */
       ro.progress = die_after_5;
       tsr_compute(g, n, NULL, a, 1024 * 1024 * sizeof(float), &ro);
       _exit(0);

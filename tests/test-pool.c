@@ -77,6 +77,7 @@ TEST(pool_equals_serial_for_every_order) {
     float *a = compute(n, 280, &serial, 0);
     for (int jobs = 2; jobs <= 5; jobs += 3) {
       pool.jobs = jobs;
+      pool.executor = TSR_EXECUTOR_PROCESSES;
       float *b = compute(n, 280, &pool, 0);
       ASSERT(memcmp(a, b, sizeof(float) * 280 * 280) == 0);
       free(b);
@@ -117,6 +118,7 @@ TEST(files_written_by_workers_equal_serial_ones) {
     ASSERT(nodes[1] != NULL);
     ASSERT_OK(tsr_write_fits(g, 2, nodes, ser, NULL, &serial));
     pool.jobs = 2;
+    pool.executor = TSR_EXECUTOR_PROCESSES;
     for (int crash = 0; crash < 2; crash++) {
       if (crash)
         setenv("TSR_TEST_CRASH_CHUNK", "3,2", 1);
@@ -167,6 +169,7 @@ TEST(band_jobs_write_the_serial_files) {
   ASSERT(nodes[1] != NULL && b != NULL);
   ASSERT_OK(tsr_write_fits(g, 3, nodes, ser, NULL, &serial));
   pool.jobs = 2;
+  pool.executor = TSR_EXECUTOR_PROCESSES;
   pool.progress = count_progress;
   pool.progress_ud = seen;
   for (int crash = 0; crash < 2; crash++) {
@@ -192,6 +195,7 @@ TEST(band_jobs_fail_clearly_and_leave_nothing) {
   const char *path = th_path("failing.fits");
   tsr_run_opts_t pool = TSR_RUN_OPTS_INIT;
   pool.jobs = 2;
+  pool.executor = TSR_EXECUTOR_PROCESSES;
   setenv("TSR_TEST_CRASH_CHUNK", "2,6,always", 1);
   ASSERT_INT_EQ(tsr_write_fits(g, 1, &n, &path, NULL, &pool), TSR_EWORKER);
   unsetenv("TSR_TEST_CRASH_CHUNK");
@@ -235,6 +239,7 @@ TEST(more_workers_than_blocks_and_a_single_block) {
   tsr_run_opts_t serial = TSR_RUN_OPTS_INIT, pool = TSR_RUN_OPTS_INIT;
   float *a = compute(one, 100, &serial, 0);
   pool.jobs = 8;
+  pool.executor = TSR_EXECUTOR_PROCESSES;
   float *b = compute(one, 100, &pool, 0);
   ASSERT(memcmp(a, b, sizeof(float) * 100 * 100) == 0);
   free(b);
@@ -257,6 +262,7 @@ TEST(workers_retired_when_the_request_is_done_come_back_for_more) {
   top.stop[1] = bottom.start[1] = 100;
   tsr__contiguous_strides(&whole, stride);
   pool.jobs = 2;
+  pool.executor = TSR_EXECUTOR_PROCESSES;
   ASSERT_OK(tsr__run_new(g, &pool, &run));
   /* The request is said to be 16 tasks: the workers retire after the
    * second half, and the third submission must bring them back. */
@@ -281,6 +287,7 @@ TEST(progress_counts_every_block) {
   tsr_run_opts_t pool = TSR_RUN_OPTS_INIT;
   int64_t seen[2] = {0, 0};
   pool.jobs = 2;
+  pool.executor = TSR_EXECUTOR_PROCESSES;
   pool.progress = count_progress;
   pool.progress_ud = seen;
   free(compute(n, 200, &pool, 0));
@@ -295,6 +302,7 @@ TEST(a_worker_crashing_once_is_replaced_and_the_result_is_right) {
   float *a = compute(n, 200, &serial, 0);
   setenv("TSR_TEST_CRASH_CHUNK", "1,2", 1);
   pool.jobs = 2;
+  pool.executor = TSR_EXECUTOR_PROCESSES;
   float *b = compute(n, 200, &pool, 0);
   unsetenv("TSR_TEST_CRASH_CHUNK");
   ASSERT(memcmp(a, b, sizeof(float) * 200 * 200) == 0);
@@ -309,6 +317,7 @@ TEST(a_task_that_keeps_crashing_fails_the_run_clearly) {
   tsr_run_opts_t pool = TSR_RUN_OPTS_INIT;
   setenv("TSR_TEST_CRASH_CHUNK", "1,2,always", 1);
   pool.jobs = 2;
+  pool.executor = TSR_EXECUTOR_PROCESSES;
   free(compute(n, 200, &pool, TSR_EWORKER));
   unsetenv("TSR_TEST_CRASH_CHUNK");
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "executor: chunk [50:100, 100:150] of node reproject_interp#");
@@ -323,6 +332,7 @@ TEST(a_hanging_task_times_out) {
   tsr_run_opts_t pool = TSR_RUN_OPTS_INIT;
   setenv("TSR_TEST_CRASH_CHUNK", "0,0,hang", 1);
   pool.jobs = 2;
+  pool.executor = TSR_EXECUTOR_PROCESSES;
   pool.retries = 1;
   pool.task_timeout_s = 0.3;
   free(compute(n, 200, &pool, TSR_EWORKER));
@@ -338,6 +348,7 @@ TEST(cancel_stops_the_workers) {
   tsr_run_opts_t pool = TSR_RUN_OPTS_INIT;
   volatile int cancel = 1;
   pool.jobs = 2;
+  pool.executor = TSR_EXECUTOR_PROCESSES;
   pool.cancel = &cancel;
   free(compute(n, 200, &pool, TSR_ECANCELED));
   assert_no_children();
@@ -348,9 +359,11 @@ TEST(bad_run_options_are_reported) {
   tsr_node_t *n = reprojection(50, 1, 0);
   tsr_run_opts_t o = TSR_RUN_OPTS_INIT;
   o.jobs = -3;
+  o.executor = TSR_EXECUTOR_PROCESSES;
   free(compute(n, 50, &o, TSR_EINVAL));
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "jobs = -3 out of range [0, 4096]");
   o.jobs = 2;
+  o.executor = TSR_EXECUTOR_PROCESSES;
   o.retries = -1;
   free(compute(n, 50, &o, TSR_EINVAL));
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "retries = -1 out of range [0, 100]");

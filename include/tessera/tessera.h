@@ -359,7 +359,8 @@ typedef void (*tsr_progress_fn)(void *ud, int64_t done, int64_t total);
 
 /** Where the N jobs of a run compute (tsr_run_opts_t.executor). */
 typedef enum {
-  TSR_EXECUTOR_DEFAULT = 0,       /* the measured best for the entry point (see the README) */
+  TSR_EXECUTOR_DEFAULT = 0,       /* threads (measured faster for tsr_compute and for files; see
+                                     the README), or processes when task_timeout_s > 0 */
   TSR_EXECUTOR_PROCESSES = 1,     /* forked worker processes: a crashing or hung block costs only
                                      its worker (retries, task_timeout_s) */
   TSR_EXECUTOR_THREADS = 2        /* threads of the calling process: results go straight into
@@ -370,9 +371,10 @@ typedef struct {
   tsr_progress_fn progress;       /* may be NULL */
   void *progress_ud;
   volatile int *cancel;           /* may be NULL; when *cancel becomes non-zero the run stops with TSR_ECANCELED */
-  int jobs;                       /* 1 = serial, in the calling process (default); N > 1 = a pool of
-                                     N worker processes forked for the run; 0 = one per online CPU */
-  int retries;                    /* pool: times a task is retried after its worker dies (default 2) */
+  int jobs;                       /* 1 = serial, in the calling process (default); N > 1 = N threads
+                                     or worker processes (see executor); 0 = one per online CPU */
+  int retries;                    /* processes: times a task is retried after its worker dies
+                                     (default 2) */
   double task_timeout_s;          /* pool: a task running longer is killed and retried; 0 = none */
   tsr_cache_t *cache;             /* may be NULL; chunks are looked up here before they are
                                      computed and stored after (borrowed; every executor) */

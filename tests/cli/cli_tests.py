@@ -874,10 +874,18 @@ def bad_cases():
         # too many open files (the limit is 8 descriptors; raise it with ulimit -n)
         # (an earlier build died of SIGABRT in libuv, which aborts when it cannot make its
         # signal pipe)
-        ("mosaic -j 2 under ulimit -n 8 (no descriptor left for the event loop)",
-         lambda b, o: (["mosaic", b["good"], b["good"], "--target", b["tgt"], "-o", o, "-j", "2"],
+        ("mosaic -j 2 --executor processes under ulimit -n 8 (no descriptor left for the event loop)",
+         lambda b, o: (["mosaic", b["good"], b["good"], "--target", b["tgt"], "-o", o, "-j", "2",
+                        "--executor", "processes"],
                        dict(max_fds=8)), 1,
          [r"executor: cannot create an event loop: too many open files \(the limit is 8 descriptors"]),
+        # --retries and --task-timeout need worker processes
+        ("--task-timeout with --executor threads",
+         lambda b, o: g(b, o, "-j", "2", "--executor", "threads", "--task-timeout", "5"), 2,
+         [r"option '--task-timeout' applies to --executor processes, not threads"]),
+        ("--executor fibers",
+         lambda b, o: g(b, o, "--executor", "fibers"), 2,
+         [r"--executor 'fibers': expected local, processes, threads or mpi"]),
         # mosaic and preview
         ("mosaic without a target",
          lambda b, o: ["mosaic", b["good"], "-o", o], 2,
