@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 
 #include "internal.h"
@@ -135,6 +136,17 @@ const char *tsr_errmsg(const tsr_ctx_t *ctx) {
 
 void *tsr__malloc(tsr_ctx_t *ctx, size_t size) {
   return ctx->alloc.malloc_fn(ctx->alloc.ud, size ? size : 1);
+}
+
+void tsr__advise_huge(void *p, size_t n) {
+#ifdef MADV_HUGEPAGE
+  const uintptr_t huge = (uintptr_t)2 << 20;
+  uintptr_t lo = ((uintptr_t)p + huge - 1) & ~(huge - 1), hi = ((uintptr_t)p + n) & ~(huge - 1);
+  if (hi > lo)
+    (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+#else
+  (void)p, (void)n;
+#endif
 }
 
 void *tsr__mallocarray(tsr_ctx_t *ctx, size_t n, size_t size) {

@@ -48,6 +48,11 @@ struct tsr_ctx_s {
 };
 
 void *tsr__malloc(tsr_ctx_t *ctx, size_t size);
+/* Ask for transparent huge pages over the 2 MiB pages wholly inside
+ * [p, p + n), for a large buffer about to be written whole: one page fault
+ * per 2 MiB instead of 512 (page faults are most of the cost of a cache hit
+ * on a virtual machine).  Advice only. */
+void tsr__advise_huge(void *p, size_t n);
 void *tsr__calloc(tsr_ctx_t *ctx, size_t n, size_t size);      /* overflow-checked, zeroed */
 void *tsr__mallocarray(tsr_ctx_t *ctx, size_t n, size_t size); /* overflow-checked */
 void *tsr__realloc(tsr_ctx_t *ctx, void *p, size_t size);

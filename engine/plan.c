@@ -486,6 +486,7 @@ void *tsr__run_buffer(tsr__run_t *run, int i, size_t bytes) {
     if ((run->bufs[i] = tsr__malloc(run->ctx, bytes)) == NULL)
       return NULL;
     run->buf_bytes[i] = bytes;
+    tsr__advise_huge(run->bufs[i], bytes);
   }
   return run->bufs[i];
 }

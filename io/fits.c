@@ -1802,6 +1802,9 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
       if (ow->dst[set][nd->plane] == NULL) {
         ow->dst[set][nd->plane] =
             tsr__mallocarray(ctx, (size_t)w.max_band, tsr_dtype_size(nd->dtype));
+        if (ow->dst[set][nd->plane] != NULL)
+          tsr__advise_huge(ow->dst[set][nd->plane],
+                           (size_t)w.max_band * tsr_dtype_size(nd->dtype));
         if (ow->dst[set][nd->plane] == NULL) {
           rc = tsr__err(ctx, TSR_ENOMEM, "write_fits: out of memory for a band of %" PRId64
                                          " values of %s", w.max_band, nd->name);
