@@ -8,6 +8,7 @@
  */
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -60,6 +61,8 @@ static void load(void) {
   BIND(read_subset, ffgsv);
   BIND(get_errstatus, ffgerr);
   BIND(clear_errmsg, ffcmsg);
+  BIND(move_byte, ffmbyt);
+  BIND(get_bytes, ffgbyt);
 #undef BIND
   loaded = &table;
 }
@@ -73,3 +76,15 @@ const tsr__cfitsio_t *tsr__cfitsio(tsr_ctx_t *ctx) {
 }
 
 const tsr__cfitsio_t *tsr__cfitsio_loaded(void) { return loaded; }
+
+int tsr__cfitsio_fail(tsr_ctx_t *ctx, int status, const char *fmt, ...) {
+  char head[TSR__ERRMSG_CAP / 2], text[FLEN_STATUS];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(head, sizeof head, fmt, ap);
+  va_end(ap);
+  loaded->get_errstatus(status, text);
+  loaded->clear_errmsg();
+  return tsr__err(ctx, status == MEMORY_ALLOCATION ? TSR_ENOMEM : TSR_EFITS,
+                  "fits: %s: cfitsio %d (%s)", head, status, text);
+}

@@ -41,6 +41,7 @@
 
 #include "cfitsio.h"
 #include "io.h"
+#include "tiles.h"
 
 /* Bands of ops that compute any sub-box (sources, reprojections) are cut
  * to about this many bytes per plane: a band buffer that stays in L2 and
@@ -50,22 +51,6 @@
  * that fits in BAND_MAX_BYTES. */
 #define BAND_TARGET_BYTES ((int64_t)2 << 20)
 #define BAND_MAX_BYTES ((int64_t)16 << 20)
-
-/* Translate a cfitsio status: "fits: <what>: cfitsio 104 (could not open the named file)". */
-static int fits_fail(tsr_ctx_t *ctx, int status, const char *fmt, ...) TSR__PRINTF(3, 4);
-static int fits_fail(tsr_ctx_t *ctx, int status, const char *fmt, ...) {
-  char head[TSR__ERRMSG_CAP / 2], text[FLEN_STATUS];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(head, sizeof head, fmt, ap);
-  va_end(ap);
-  /* A status comes from a cfitsio call, so cfitsio is loaded. */
-  const tsr__cfitsio_t *cf = tsr__cfitsio_loaded();
-  cf->get_errstatus(status, text);
-  cf->clear_errmsg();
-  return tsr__err(ctx, status == MEMORY_ALLOCATION ? TSR_ENOMEM : TSR_EFITS,
-                  "fits: %s: cfitsio %d (%s)", head, status, text);
-}
 
 static const char *base_name(const char *path) {
   const char *s = strrchr(path, '/');
@@ -278,7 +263,7 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
   if ((cf = tsr__cfitsio(ctx)) == NULL)
     return TSR_ENOTSUP;
   if (cf->open_diskfile(&im->f, path, READONLY, &status))
-    return fits_fail(ctx, status, "cannot open \"%s\"", path);
+    return tsr__cfitsio_fail(ctx, status, "cannot open \"%s\"", path);
 
   if (hdu == 0) {
     for (int h = 1;; h++) {
@@ -289,12 +274,12 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
                           "fits: \"%s\" has no image HDU with data (NAXIS > 0) among its %d HDUs",
                           path, h - 1);
         }
-        return fits_fail(ctx, status, "cannot read HDU %d of \"%s\"", h, path);
+        return tsr__cfitsio_fail(ctx, status, "cannot read HDU %d of \"%s\"", h, path);
       }
       if (type != IMAGE_HDU)
         continue;
       if (cf->get_img_dim(im->f, &im->naxis, &status))
-        return fits_fail(ctx, status, "cannot read HDU %d of \"%s\"", h, path);
+        return tsr__cfitsio_fail(ctx, status, "cannot read HDU %d of \"%s\"", h, path);
       if (im->naxis > 0) {
         im->hdu = h;
         break;
@@ -304,7 +289,7 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
     if (cf->movabs_hdu(im->f, hdu, &type, &status)) {
       int nhdu = 0, st2 = 0;
       if (status != END_OF_FILE)
-        return fits_fail(ctx, status, "cannot read HDU %d of \"%s\"", hdu, path);
+        return tsr__cfitsio_fail(ctx, status, "cannot read HDU %d of \"%s\"", hdu, path);
       cf->clear_errmsg();
       cf->get_num_hdus(im->f, &nhdu, &st2);
       cf->clear_errmsg();
@@ -314,7 +299,7 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
       return tsr__err(ctx, TSR_EFITS, "fits: \"%s\" HDU %d is %s, not an image", path, hdu,
                       type == BINARY_TBL ? "a binary table" : "an ASCII table");
     if (cf->get_img_dim(im->f, &im->naxis, &status))
-      return fits_fail(ctx, status, "cannot read HDU %d of \"%s\"", hdu, path);
+      return tsr__cfitsio_fail(ctx, status, "cannot read HDU %d of \"%s\"", hdu, path);
     if (im->naxis == 0)
       return tsr__err(ctx, TSR_EFITS, "fits: \"%s\" HDU %d has no image data (NAXIS = 0)", path,
                       hdu);
@@ -326,7 +311,7 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
   if (cf->get_img_sizell(im->f, im->naxis, naxes, &status) ||
       cf->get_img_type(im->f, &im->bitpix, &status) ||
       cf->get_img_equivtype(im->f, &im->equiv, &status))
-    return fits_fail(ctx, status, "cannot read the image size of \"%s\" HDU %d", path, im->hdu);
+    return tsr__cfitsio_fail(ctx, status, "cannot read the image size of \"%s\" HDU %d", path, im->hdu);
   for (int a = 0; a < TSR_MAX_DIMS; a++)
     im->shape[a] = a < im->naxis ? (int64_t)naxes[a] : 1;
   for (int a = 0; a < im->naxis; a++)
@@ -335,12 +320,18 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
                       "fits: \"%s\" HDU %d: NAXIS%d = %" PRId64 ": %s", path, im->hdu, a + 1,
                       im->shape[a], im->shape[a] < 1 ? "zero-size axis" : "axis longer than 2^40");
 
-  /* Compressed images keep their data in a table heap and gzip files are
-   * inflated, so only plain images are checked against the file size. */
-  if (!gz) {
-    int compressed = cf->is_compressed_image(im->f, &status);
+  /* Compressed images keep their data in a table heap, checked by
+   * tiles.c, and gzip files are inflated, so only plain images are checked
+   * against the file size here. */
+  if (cf->is_compressed_image(im->f, &status)) {
+    tsr__tiles_t *tiles;
+    rc = tsr__tiles_open(ctx, im->f, path, im->hdu, gz ? -1 : (int64_t)im->st.st_size, &tiles);
+    tsr__tiles_free(ctx, tiles);
+    if (rc != 0)
+      return rc;
+  } else if (!gz) {
     LONGLONG head, data, end;
-    if (!compressed && !cf->get_hduaddrll(im->f, &head, &data, &end, &status)) {
+    if (!cf->get_hduaddrll(im->f, &head, &data, &end, &status)) {
       if ((rc = check_size(ctx, path, im, (int64_t)data)) != 0)
         return rc;
       /* IEEE floats stored as they will be used (no scaling, no BLANK) can
@@ -357,11 +348,11 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
       }
     }
     if (status)
-      return fits_fail(ctx, status, "cannot read the layout of \"%s\" HDU %d", path, im->hdu);
+      return tsr__cfitsio_fail(ctx, status, "cannot read the layout of \"%s\" HDU %d", path, im->hdu);
   }
   im->raw_cfitsio = true;
   if (cf->convert_hdr2str(im->f, 0, NULL, 0, &im->raw, &im->nraw, &status))
-    return fits_fail(ctx, status, "cannot read the header of \"%s\" HDU %d", path, im->hdu);
+    return tsr__cfitsio_fail(ctx, status, "cannot read the header of \"%s\" HDU %d", path, im->hdu);
   return image_cards(ctx, im);
 }
 
@@ -384,6 +375,7 @@ typedef struct {
  * plain IEEE floats. */
 typedef struct {
   fitsfile *f;
+  tsr__tiles_t *tiles;   /* when f is at a tile-compressed image */
   int fd;                /* >= 0: plain IEEE data, read by mapping windows */
   const unsigned char *map; /* the whole file, when small enough to map once */
   size_t map_len;
@@ -425,7 +417,7 @@ static int fits_start(tsr_node_t *n, void **state) {
   const tsr__cfitsio_t *cf;
   fits_state_t *fs;
   struct stat st;
-  int status = 0, type;
+  int status = 0, type, rc = 0;
 
   *state = NULL;
   if (stat(fp->real, &st) != 0)
@@ -458,8 +450,11 @@ static int fits_start(tsr_node_t *n, void **state) {
     return TSR_ENOTSUP;
   }
   if (cf->open_diskfile(&fs->f, fp->real, READONLY, &status) ||
-      cf->movabs_hdu(fs->f, fp->hdu, &type, &status)) {
-    int rc = fits_fail(ctx, status, "cannot open HDU %d of \"%s\"", fp->hdu, fp->path);
+      cf->movabs_hdu(fs->f, fp->hdu, &type, &status) ||
+      (cf->is_compressed_image(fs->f, &status) &&
+       (rc = tsr__tiles_open(ctx, fs->f, fp->path, fp->hdu, -1, &fs->tiles)) != 0)) {
+    if (status)
+      rc = tsr__cfitsio_fail(ctx, status, "cannot open HDU %d of \"%s\"", fp->hdu, fp->path);
     status = 0;
     if (fs->f)
       cf->close_file(fs->f, &status);
@@ -476,6 +471,7 @@ static void fits_stop(tsr_node_t *n, void *state) {
   int status = 0;
   if (fs == NULL)
     return;
+  tsr__tiles_free(n->graph->ctx, fs->tiles);
   if (fs->f) {
     /* An open fitsfile means cfitsio is loaded. */
     const tsr__cfitsio_t *cf = tsr__cfitsio_loaded();
@@ -689,12 +685,15 @@ static int fits_compute(tsr__task_t *t) {
   int64_t ext[TSR_MAX_DIMS], cstride[TSR_MAX_DIMS], idx[TSR_MAX_DIMS] = {0, 0, 0, 0};
   float fnan = NAN;
   double dnan = NAN;
-  int k, status = 0;
+  int k, rc, status = 0;
 
   if (t->planes[0] == NULL)
     return 0;
   if (fs->fd >= 0)
     return raw_planes(t->ctx, fp, fs, t->sparse, &t->out, n->ndim, copy_task_rows, t);
+  /* cfitsio decompresses every tile the box meets: check them first. */
+  if (fs->tiles && (rc = tsr__tiles_check(t->ctx, fs->tiles, r->start, r->stop)) != 0)
+    return rc;
   for (int a = 0; a < TSR_MAX_DIMS; a++)
     ext[a] = r->stop[a] - r->start[a];
   cstride[0] = 1;
@@ -725,7 +724,7 @@ static int fits_compute(tsr__task_t *t) {
                          &status)) {
       char where[160];
       tsr__region_format(r, n->ndim, where, sizeof where);
-      return fits_fail(t->ctx, status, "cannot read %s of \"%s\" HDU %d", where, fp->path, fp->hdu);
+      return tsr__cfitsio_fail(t->ctx, status, "cannot read %s of \"%s\" HDU %d", where, fp->path, fp->hdu);
     }
     /* Infinities are no more usable than BLANK: make them NaN. */
     if (fp->datatype == TFLOAT) {
