@@ -62,6 +62,8 @@ struct tsr__tiles_s {
   unsigned char *checked;              /* per tile: its stream passed */
   unsigned char *buf;                  /* one tile's compressed bytes */
   size_t cap;
+  unsigned char *work;                 /* HCOMPRESS: see hcompress_ok */
+  size_t work_cap;
 };
 
 static int corrupt(tsr_ctx_t *ctx, const tsr__tiles_t *t, int64_t tile, const char *fmt, ...)
@@ -421,6 +423,7 @@ void tsr__tiles_free(tsr_ctx_t *ctx, tsr__tiles_t *t) {
   tsr__free(ctx, t->gz);
   tsr__free(ctx, t->checked);
   tsr__free(ctx, t->buf);
+  tsr__free(ctx, t->work);
   tsr__free(ctx, t);
 }
 
@@ -551,14 +554,123 @@ static bool plio_ok(const unsigned char *c, int64_t len, char *why, size_t cap) 
   return true;
 }
 
-/* HCOMPRESS: the header (magic, the tile's size, scale, sum, bit planes).
- * cfitsio's decoder writes nx * ny pixels into the tile's buffer; the
- * bit planes after the header are not checked (the decoder reads them
- * without a length, and checking would mean decoding them). */
+/* HCOMPRESS.  cfitsio's decoder gets no length: it reads a header (magic,
+ * nx, ny, scale, sum, three bit-plane counts) and writes nx * ny pixels,
+ * then reads each quadrant's bit planes, each either a bitmap (4 bits per
+ * 2 x 2 block) or a quadtree of Huffman codes whose shape depends on the
+ * codes read so far, then an end code, then a sign bit per nonzero pixel.
+ * So checking it means decoding which pixels are nonzero, as it does; a
+ * bit reader (bits_t) that refuses to pass the end stands in for its
+ * unbounded one.  Its bit buffer drops the rest of a byte when it restarts
+ * (start_inputing_bits), which `align` mirrors. */
+typedef struct {
+  const unsigned char *s;
+  int64_t pos, bits;     /* next bit, and how many there are */
+  bool over;             /* a read went past the end */
+} bits_t;
+
+static unsigned take(bits_t *in, int n) {
+  unsigned v = 0;
+  if (in->bits - in->pos < n) {
+    in->over = true;
+    in->pos = in->bits;
+    return 0;
+  }
+  for (int j = 0; j < n; j++, in->pos++)
+    v = v << 1 | (in->s[in->pos / 8] >> (7 - in->pos % 8) & 1);
+  return v;
+}
+
+static void align(bits_t *in) { in->pos = (in->pos + 7) / 8 * 8; }
+
+/* cfitsio's input_huffman: a quadtree code of 3 to 6 bits. */
+static unsigned huffman(bits_t *in) {
+  static const unsigned char four[5] = {3, 5, 10, 12, 15}, five[5] = {6, 7, 9, 11, 13};
+  unsigned c = take(in, 3);
+  if (c < 4)
+    return 1u << c;
+  c = c << 1 | take(in, 1);
+  if (c < 13)
+    return four[c - 8];
+  c = c << 1 | take(in, 1);
+  if (c < 31)
+    return five[c - 26];
+  return (c << 1 | take(in, 1)) == 62 ? 0 : 14;
+}
+
+/* Mark the pixels of an nqx x nqy quadrant (rows of n in `nz`) that the
+ * 4-bit codes of its 2 x 2 blocks (rows of (nqy + 1) / 2 in `code`) set:
+ * bit 3 the block's first pixel, 2 the next in its row, 1 and 0 the row
+ * below (qtree_bitins). */
+static void mark(const unsigned char *code, int64_t nqx, int64_t nqy, unsigned char *nz, int64_t n) {
+  for (int64_t i = 0, k = 0; i < nqx; i += 2)
+    for (int64_t j = 0; j < nqy; j += 2, k++) {
+      unsigned v = code[k];
+      nz[n * i + j] |= v >> 3 & 1;
+      if (j + 1 < nqy)
+        nz[n * i + j + 1] |= v >> 2 & 1;
+      if (i + 1 < nqx) {
+        nz[n * (i + 1) + j] |= v >> 1 & 1;
+        if (j + 1 < nqy)
+          nz[n * (i + 1) + j + 1] |= v & 1;
+      }
+    }
+}
+
+/* qtree_copy then qtree_expand: each code of `a` ((nx + 1) / 2 x (ny + 1)
+ * / 2) becomes its four bits in `b` (nx x ny), and each nonzero one is
+ * replaced by a code read from the stream, last pixel first. */
+static void expand(bits_t *in, const unsigned char *a, int64_t nx, int64_t ny, unsigned char *b) {
+  memset(b, 0, (size_t)(nx * ny));
+  mark(a, nx, ny, b, ny);
+  for (int64_t i = nx * ny - 1; i >= 0 && !in->over; i--)
+    if (b[i])
+      b[i] = (unsigned char)huffman(in);
+}
+
+/* qtree_decode for one quadrant. */
+static bool quadrant(bits_t *in, unsigned char *nz, int64_t n, int64_t nqx, int64_t nqy, int planes,
+                     unsigned char *s1, unsigned char *s2, char *why, size_t cap) {
+  int64_t nqx2 = (nqx + 1) / 2, nqy2 = (nqy + 1) / 2, nqmax = nqx > nqy ? nqx : nqy;
+  int log2n = 0;
+  while (((int64_t)1 << log2n) < nqmax)
+    log2n++;
+  for (int bit = planes - 1; bit >= 0 && !in->over; bit--) {
+    unsigned b = take(in, 4);
+    if (b == 0) {
+      for (int64_t i = 0; i < nqx2 * nqy2; i++)
+        s1[i] = (unsigned char)take(in, 4);
+    } else if (b != 0xf || nqx2 * nqy2 == 0) {
+      /* cfitsio would leak its scratch buffer, or write past it. */
+      return fail_why(why, cap, "its HCOMPRESS stream has the bad bit plane code %u", b);
+    } else {
+      unsigned char *a = s1, *t;
+      int64_t nx = 1, ny = 1, nfx = nqx, nfy = nqy, c = (int64_t)1 << log2n;
+      a[0] = (unsigned char)huffman(in);
+      for (int k = 1; k < log2n && !in->over; k++) {
+        c >>= 1;
+        nx = nx * 2 - (nfx <= c);
+        ny = ny * 2 - (nfy <= c);
+        nfx -= nfx > c ? c : 0;
+        nfy -= nfy > c ? c : 0;
+        expand(in, a, nx, ny, a == s1 ? s2 : s1);
+        t = a == s1 ? s2 : s1;
+        a = t;
+      }
+      if (a != s1)
+        memcpy(s1, a, (size_t)(nqx2 * nqy2));
+    }
+    mark(s1, nqx, nqy, nz, n);
+  }
+  return true;
+}
+
 static bool hcompress_ok(const unsigned char *c, int64_t len, int64_t npix, int zbitpix,
-                         char *why, size_t cap) {
-  int64_t nx, ny;
-  int planes = zbitpix == 8 || zbitpix == 16 ? 32 : 64;
+                         unsigned char *work, char *why, size_t cap) {
+  int64_t nx, ny, nx2, ny2;
+  int limit = zbitpix == 8 || zbitpix == 16 ? 32 : 64;
+  const unsigned char *planes = c + 22;
+  bits_t in = {.s = c, .pos = 25 * 8, .bits = 8 * len};
   if (len < 25 || c[0] != 0xdd || c[1] != 0x99)
     return fail_why(why, cap, "its HCOMPRESS stream has no valid header");
   nx = (int32_t)be(c + 2, 4);
@@ -567,9 +679,41 @@ static bool hcompress_ok(const unsigned char *c, int64_t len, int64_t npix, int 
     return fail_why(why, cap, "its HCOMPRESS stream is %" PRId64 " x %" PRId64 " for %" PRId64
                     " pixels", nx, ny, npix);
   for (int q = 0; q < 3; q++)
-    if (c[22 + q] > planes)
-      return fail_why(why, cap, "its HCOMPRESS stream claims %d bit planes", c[22 + q]);
+    if (planes[q] > limit)
+      return fail_why(why, cap, "its HCOMPRESS stream claims %d bit planes", planes[q]);
+  /* work: the nonzero map, then two arrays of a quadrant's codes (fewer
+   * than npix + 4 each). */
+  unsigned char *nz = work, *s1 = work + npix, *s2 = s1 + npix + 4;
+  memset(nz, 0, (size_t)npix);
+  nx2 = (nx + 1) / 2;
+  ny2 = (ny + 1) / 2;
+  if (!quadrant(&in, nz, ny, nx2, ny2, planes[0], s1, s2, why, cap) ||
+      !quadrant(&in, nz + ny2, ny, nx2, ny / 2, planes[1], s1, s2, why, cap) ||
+      !quadrant(&in, nz + ny * nx2, ny, nx / 2, ny2, planes[1], s1, s2, why, cap) ||
+      !quadrant(&in, nz + ny * nx2 + ny2, ny, nx / 2, ny / 2, planes[2], s1, s2, why, cap))
+    return false;
+  if (!in.over && take(&in, 4) != 0)
+    return fail_why(why, cap, "its HCOMPRESS stream has no end code after its bit planes");
+  align(&in);
+  for (int64_t i = 0; i < npix && !in.over; i++)
+    if (nz[i])
+      take(&in, 1);
+  if (in.over)
+    return fail_why(why, cap, "its HCOMPRESS stream ends before its %" PRId64 " pixels", npix);
   return true;
+}
+
+static int grow(tsr_ctx_t *ctx, const tsr__tiles_t *t, unsigned char **buf, size_t *cap,
+                size_t need) {
+  if (need > *cap) {
+    unsigned char *nb = tsr__realloc(ctx, *buf, need);
+    if (nb == NULL)
+      return tsr__err(ctx, TSR_ENOMEM, "fits: out of memory checking the tiles of \"%s\"",
+                      t->path);
+    *buf = nb;
+    *cap = need;
+  }
+  return 0;
 }
 
 static int check_tile(tsr_ctx_t *ctx, tsr__tiles_t *t, int64_t i) {
@@ -587,14 +731,8 @@ static int check_tile(tsr_ctx_t *ctx, tsr__tiles_t *t, int64_t i) {
                      t->zbitpix);
     s = &t->gz[i];
   }
-  if ((size_t)s->len > t->cap) {
-    unsigned char *nb = tsr__realloc(ctx, t->buf, (size_t)s->len);
-    if (nb == NULL)
-      return tsr__err(ctx, TSR_ENOMEM, "fits: out of memory for tile %" PRId64 " of \"%s\"",
-                      i + 1, t->path);
-    t->buf = nb;
-    t->cap = (size_t)s->len;
-  }
+  if ((rc = grow(ctx, t, &t->buf, &t->cap, (size_t)s->len)) != 0)
+    return rc;
   char what[64];
   snprintf(what, sizeof what, "tile %" PRId64, i + 1);
   if ((rc = read_bytes(ctx, t, t->heap + s->off, s->len, t->buf, what)) != 0)
@@ -607,8 +745,10 @@ static int check_tile(tsr_ctx_t *ctx, tsr__tiles_t *t, int64_t i) {
     ok = gzip_ok(t->buf, s->len, npix, 1u << 1 | 1u << 2 | 1u << 4 | 1u << 8, why, sizeof why);
   else if (t->type == PLIO_1)
     ok = plio_ok(t->buf, s->len, why, sizeof why);
+  else if ((rc = grow(ctx, t, &t->work, &t->work_cap, 3 * (size_t)npix + 8)) != 0)
+    return rc;
   else
-    ok = hcompress_ok(t->buf, s->len, npix, t->zbitpix, why, sizeof why);
+    ok = hcompress_ok(t->buf, s->len, npix, t->zbitpix, t->work, why, sizeof why);
   return ok ? 0 : corrupt(ctx, t, i, "%s", why);
 }
 
