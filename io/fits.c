@@ -177,7 +177,7 @@ static int check_size(tsr_ctx_t *ctx, const char *path, const image_t *im, int64
  * 0 if cfitsio must read it, or an error. */
 static int image_open_plain(tsr_ctx_t *ctx, const char *path, int fd, int hdu, image_t *im) {
   tsr__plain_hdu_t ph;
-  int rc = tsr__plain_hdu(ctx, fd, (int64_t)im->st.st_size, hdu, &ph);
+  int rc = tsr__plain_hdu(ctx, path, fd, (int64_t)im->st.st_size, hdu, &ph);
   if (rc <= 0)
     return rc;
   im->hdu = ph.hdu;

@@ -22,11 +22,14 @@
  * inflates in memory, is read the same way.  Single-threaded: one
  * tsr__tiles_t per fitsfile.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 
+#include "io.h"
 #include "tiles.h"
 
 /* Bigger tiles are refused: cfitsio counts a tile's pixels and bytes in int. */
@@ -47,7 +50,9 @@ typedef struct {
 
 struct tsr__tiles_s {
   fitsfile *f;                         /* borrowed */
-  char *path;                          /* for messages */
+  const char *path;                    /* borrowed, for messages */
+  const char *cards;                   /* the table's header while it is read */
+  int ncards;
   int hdu;
   int type;                            /* RICE_1, GZIP_1, ... as fitsio.h numbers them */
   char cmptype[72];                    /* ZCMPTYPE as written */
@@ -82,35 +87,50 @@ static int corrupt(tsr_ctx_t *ctx, const tsr__tiles_t *t, int64_t tile, const ch
                   t->path, t->hdu, tile + 1, why);
 }
 
+/* The first card with keyword `kw`, as cfitsio finds it, or NULL. */
+static const char *find_card(const tsr__tiles_t *t, const char *kw) {
+  for (int i = 0; i < t->ncards; i++) {
+    const char *c = t->cards + (size_t)i * TSR__CARD;
+    char k[9];
+    tsr__io_keyword(c, k);
+    if (strcmp(k, kw) == 0 && c[8] == '=')
+      return c;
+  }
+  return NULL;
+}
+
 /* An integer keyword; `def` when it is absent and def >= 0, else an error. */
 static int key_i64(tsr_ctx_t *ctx, const tsr__tiles_t *t, const char *kw, int64_t def,
                    int64_t *v) {
-  const tsr__cfitsio_t *cf = tsr__cfitsio_loaded();
-  LONGLONG x = 0;
-  int status = 0;
-  if (cf->read_key(t->f, TLONGLONG, kw, &x, NULL, &status) == 0) {
-    *v = (int64_t)x;
-    return 0;
-  }
-  cf->clear_errmsg();
-  if (status == KEY_NO_EXIST && def >= 0) {
+  const char *c = find_card(t, kw);
+  char val[72], *e;
+  if (c == NULL) {
     *v = def;
-    return 0;
+    return def >= 0 ? 0 : corrupt(ctx, t, -1, "no %s keyword", kw);
   }
-  return corrupt(ctx, t, -1, status == KEY_NO_EXIST ? "no %s keyword" : "%s is not an integer",
-                 kw);
+  tsr__card_value(c, val, sizeof val);
+  errno = 0;
+  long long x = strtoll(val, &e, 10);
+  if (e == val || *e != '\0' || errno != 0)
+    return corrupt(ctx, t, -1, "%s = %s is not an integer", kw, val);
+  *v = (int64_t)x;
+  return 0;
 }
 
-/* A string keyword, trailing blanks dropped; "" when absent. */
+/* A string keyword, quotes and trailing blanks dropped; "" when absent. */
 static void key_str(const tsr__tiles_t *t, const char *kw, char val[72]) {
-  const tsr__cfitsio_t *cf = tsr__cfitsio_loaded();
-  int status = 0;
+  const char *c = find_card(t, kw);
+  size_t n;
   val[0] = '\0';
-  if (cf->read_key(t->f, TSTRING, kw, val, NULL, &status) != 0) {
-    cf->clear_errmsg();
-    val[0] = '\0';
+  if (c == NULL)
+    return;
+  tsr__card_value(c, val, 72);
+  n = strlen(val);
+  if (n >= 2 && val[0] == '\'' && val[n - 1] == '\'') {
+    memmove(val, val + 1, n - 2);
+    val[n - 2] = '\0';
   }
-  for (size_t n = strlen(val); n > 0 && val[n - 1] == ' '; n--)
+  for (n = strlen(val); n > 0 && val[n - 1] == ' '; n--)
     val[n - 1] = '\0';
 }
 
@@ -321,16 +341,35 @@ int tsr__tiles_open(tsr_ctx_t *ctx, fitsfile *f, const char *path, int hdu, int6
   int64_t naxis1 = 0, naxis2 = 0, pcount = 0, theap = 0, heap_len, table;
   LONGLONG head, start, end;
   unsigned char *rows = NULL;
+  char *hdr = NULL;
   int status = 0, rc = TSR_ENOMEM;
 
   *out = NULL;
   t = tsr__calloc(ctx, 1, sizeof *t);
-  if (t == NULL || (t->path = tsr__strdup(ctx, path)) == NULL) {
+  if (t == NULL) {
     rc = tsr__err(ctx, TSR_ENOMEM, "fits: out of memory opening \"%s\"", path);
     goto out;
   }
   t->f = f;
+  t->path = path;
   t->hdu = hdu;
+  /* The table's own cards: cfitsio's keyword calls would show the image's. */
+  if (cf->get_hduaddrll(f, &head, &start, &end, &status)) {
+    rc = tsr__cfitsio_fail(ctx, status, "cannot read the layout of \"%s\" HDU %d", path, hdu);
+    goto out;
+  }
+  if (start - head > (LONGLONG)TSR__CARD * 100000) {
+    rc = corrupt(ctx, t, -1, "a header of %lld bytes", (long long)(start - head));
+    goto out;
+  }
+  if ((hdr = tsr__malloc(ctx, (size_t)(start - head))) == NULL) {
+    rc = tsr__err(ctx, TSR_ENOMEM, "fits: out of memory reading \"%s\" HDU %d", path, hdu);
+    goto out;
+  }
+  if ((rc = read_bytes(ctx, t, (int64_t)head, (int64_t)(start - head), hdr, "the header")) != 0)
+    goto out;
+  t->cards = hdr;
+  t->ncards = (int)((start - head) / TSR__CARD);
   if ((rc = read_layout(ctx, t)) != 0 || (rc = key_i64(ctx, t, "NAXIS1", -1, &naxis1)) != 0 ||
       (rc = key_i64(ctx, t, "NAXIS2", -1, &naxis2)) != 0 ||
       (rc = key_i64(ctx, t, "PCOUNT", 0, &pcount)) != 0)
@@ -358,10 +397,6 @@ int tsr__tiles_open(tsr_ctx_t *ctx, fitsfile *f, const char *path, int hdu, int6
   heap_len = table + pcount - theap;
   if ((rc = read_columns(ctx, t, naxis1, &data, &gz, &raw)) != 0)
     goto out;
-  if (cf->get_hduaddrll(f, &head, &start, &end, &status)) {
-    rc = tsr__cfitsio_fail(ctx, status, "cannot read the layout of \"%s\" HDU %d", path, hdu);
-    goto out;
-  }
   t->heap = (int64_t)start + theap;
   if (file_size >= 0 && (int64_t)start + table + pcount > file_size) {
     rc = tsr__err(ctx, TSR_EFITS,
@@ -406,10 +441,13 @@ int tsr__tiles_open(tsr_ctx_t *ctx, fitsfile *f, const char *path, int hdu, int6
       }
     }
   }
+  t->cards = NULL;
+  t->ncards = 0;
   *out = t;
   t = NULL;
   rc = 0;
 out:
+  tsr__free(ctx, hdr);
   tsr__free(ctx, rows);
   tsr__tiles_free(ctx, t);
   return rc;
@@ -418,13 +456,18 @@ out:
 void tsr__tiles_free(tsr_ctx_t *ctx, tsr__tiles_t *t) {
   if (t == NULL)
     return;
-  tsr__free(ctx, t->path);
   tsr__free(ctx, t->data);
   tsr__free(ctx, t->gz);
   tsr__free(ctx, t->checked);
   tsr__free(ctx, t->buf);
   tsr__free(ctx, t->work);
   tsr__free(ctx, t);
+}
+
+int tsr__tiles_header_check(tsr_ctx_t *ctx, const char *path, int hdu, const char *cards,
+                            int ncards) {
+  tsr__tiles_t t = {.path = path, .hdu = hdu, .cards = cards, .ncards = ncards};
+  return read_layout(ctx, &t);
 }
 
 /* ------------------------------------------------------------------ */

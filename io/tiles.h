@@ -16,6 +16,14 @@ typedef struct tsr__tiles_s tsr__tiles_t;
 int tsr__tiles_open(tsr_ctx_t *ctx, fitsfile *f, const char *path, int hdu, int64_t file_size,
                     tsr__tiles_t **out);
 
+/* Check the keywords of a tile-compressed image's table (`ncards` cards of
+ * 80 columns) that cfitsio reads, and divides by, whenever it passes the
+ * HDU: ZCMPTYPE, ZBITPIX, ZNAXIS, ZNAXISn, ZTILEn, RICE_1's block size.
+ * Call before cfitsio sees the file.  @return 0, or TSR_EFITS /
+ * TSR_ENOTSUP naming `path` and `hdu`. */
+int tsr__tiles_header_check(tsr_ctx_t *ctx, const char *path, int hdu, const char *cards,
+                            int ncards);
+
 /* Check the compressed stream of every tile that the box [start, stop)
  * (0-based pixels, FITS axis order) meets, except those checked before.
  * @return 0, or TSR_EFITS naming the file, HDU and tile (1-based, the

@@ -915,6 +915,60 @@ TEST(tiles_bad_descriptors_and_truncation_fail_at_build) {
   ASSERT_INT_EQ(LEAKS(), 0);
 }
 
+/* Replace the first card of `path` whose keyword is `kw` with `card`. */
+static void set_card(const char *path, const char *kw, const char *card) {
+  char c[TSR__CARD + 1], k[9];
+  int fd = open(path, O_RDWR);
+  ASSERT(fd >= 0);
+  for (off_t at = 0;; at += TSR__CARD) {
+    ASSERT(pread(fd, c, TSR__CARD, at) == TSR__CARD);
+    tsr__io_keyword(c, k);
+    if (strcmp(k, kw) == 0) {
+      snprintf(c, sizeof c, "%-80s", card);
+      ASSERT(pwrite(fd, c, TSR__CARD, at) == TSR__CARD);
+      break;
+    }
+  }
+  close(fd);
+}
+
+/* cfitsio parses a compressed image's keywords as soon as it moves to the
+ * HDU and divides by the tile sizes and the Rice block size: 0 was a
+ * SIGFPE inside fits_movabs_hdu (found by fuzzing), for the image sought
+ * and for one passed on the way to another HDU. */
+TEST(tiles_keywords_cfitsio_divides_by_are_checked_first) {
+  static const struct {
+    const char *kw, *card, *why;
+  } cases[] = {
+      {"ZVAL1", "ZVAL1   =                    0", "Rice block size ZVAL1 = 0; expected 16 or 32"},
+      {"ZTILE1", "ZTILE1  =                    0", "ZTILE1 = 0; expected at least 1"},
+      {"ZTILE2", "ZTILE2  =                  1.5", "ZTILE2 = 1.5 is not an integer"},
+      {"ZNAXIS", "ZNAXIS  =                    7", "has 7 axes; 1 to 4 are supported"},
+  };
+  char msg[512];
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const char *path = put_tiled("keys.fits", RICE_1, false);
+    set_card(path, cases[i].kw, cases[i].card);
+    ASSERT(read_tiled(path, msg, sizeof msg) < 0);
+    ASSERT_STR_CONTAINS(msg, "keys.fits\" HDU 2");
+    ASSERT_STR_CONTAINS(msg, cases[i].why);
+  }
+  /* Passed on the way to HDU 3. */
+  long naxes[2] = {8, 8};
+  float *d = ramp(2, naxes);
+  const char *path = put_tiled("keys3.fits", RICE_1, false);
+  put_image(path, true, FLOAT_IMG, 2, naxes, TFLOAT, d, NULL);
+  set_card(path, "ZVAL1", "ZVAL1   =                    0");
+  free(d);
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, path, 3) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "keys3.fits\" HDU 2: the compressed image's table is "
+                                           "corrupt (Rice block size ZVAL1 = 0");
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
 /* The Rice walk on hand-made streams (bytepix 2: 4-bit block codes). */
 TEST(tiles_rice_walk) {
   char why[128];
