@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <zlib.h>
 
 #include "io.h"
@@ -87,23 +88,35 @@ static int corrupt(tsr_ctx_t *ctx, const tsr__tiles_t *t, int64_t tile, const ch
                   t->path, t->hdu, tile + 1, why);
 }
 
-/* The first card with keyword `kw`, as cfitsio finds it, or NULL. */
-static const char *find_card(const tsr__tiles_t *t, const char *kw) {
+/* The card with keyword `kw`, NULL when there is none, or *bad set when
+ * it is there more than once or is not "KEYWORD = value".  cfitsio finds a
+ * keyword from where it last read (so either of two) and reads a value
+ * from column 10 on where the standard says 11: only a card that all
+ * readers read alike is used.  Keywords compare as cfitsio's do (case
+ * aside, ended by a blank or '='). */
+static const char *find_card(const tsr__tiles_t *t, const char *kw, bool *bad) {
+  const char *found = NULL;
+  size_t n = strlen(kw);
+  *bad = false;
   for (int i = 0; i < t->ncards; i++) {
     const char *c = t->cards + (size_t)i * TSR__CARD;
-    char k[9];
-    tsr__io_keyword(c, k);
-    if (strcmp(k, kw) == 0 && c[8] == '=')
-      return c;
+    if (strncasecmp(c, kw, n) != 0 || (n < 8 && c[n] != ' ' && c[n] != '='))
+      continue;
+    if (found != NULL || c[8] != '=' || c[9] != ' ')
+      *bad = true;
+    found = c;
   }
-  return NULL;
+  return *bad ? NULL : found;
 }
 
 /* An integer keyword; `def` when it is absent and def >= 0, else an error. */
 static int key_i64(tsr_ctx_t *ctx, const tsr__tiles_t *t, const char *kw, int64_t def,
                    int64_t *v) {
-  const char *c = find_card(t, kw);
+  bool bad;
+  const char *c = find_card(t, kw, &bad);
   char val[72], *e;
+  if (bad)
+    return corrupt(ctx, t, -1, "%s is there twice, or not as \"%s = value\"", kw, kw);
   if (c == NULL) {
     *v = def;
     return def >= 0 ? 0 : corrupt(ctx, t, -1, "no %s keyword", kw);
@@ -117,13 +130,17 @@ static int key_i64(tsr_ctx_t *ctx, const tsr__tiles_t *t, const char *kw, int64_
   return 0;
 }
 
-/* A string keyword, quotes and trailing blanks dropped; "" when absent. */
-static void key_str(const tsr__tiles_t *t, const char *kw, char val[72]) {
-  const char *c = find_card(t, kw);
+/* A string keyword, quotes and trailing blanks dropped; "" when absent, or
+ * an error as for key_i64. */
+static int key_str(tsr_ctx_t *ctx, const tsr__tiles_t *t, const char *kw, char val[72]) {
+  bool bad;
+  const char *c = find_card(t, kw, &bad);
   size_t n;
   val[0] = '\0';
+  if (bad)
+    return corrupt(ctx, t, -1, "%s is there twice, or not as \"%s = value\"", kw, kw);
   if (c == NULL)
-    return;
+    return 0;
   tsr__card_value(c, val, 72);
   n = strlen(val);
   if (n >= 2 && val[0] == '\'' && val[n - 1] == '\'') {
@@ -132,6 +149,7 @@ static void key_str(const tsr__tiles_t *t, const char *kw, char val[72]) {
   }
   for (n = strlen(val); n > 0 && val[n - 1] == ' '; n--)
     val[n - 1] = '\0';
+  return 0;
 }
 
 /* Bytes per element of a TFORM type letter, 0 if unknown ('X': bits, as 1). */
@@ -160,9 +178,11 @@ static int read_columns(tsr_ctx_t *ctx, tsr__tiles_t *t, int64_t naxis1, vcol_t 
     char kw[9], form[72], name[72], *p;
     int64_t repeat = 1;
     snprintf(kw, sizeof kw, "TFORM%d", c);
-    key_str(t, kw, form);
+    if ((rc = key_str(ctx, t, kw, form)) != 0)
+      return rc;
     snprintf(kw, sizeof kw, "TTYPE%d", c);
-    key_str(t, kw, name);
+    if ((rc = key_str(ctx, t, kw, name)) != 0)
+      return rc;
     p = form;
     if (*p >= '0' && *p <= '9') {
       repeat = 0;
@@ -258,7 +278,8 @@ static int read_layout(tsr_ctx_t *ctx, tsr__tiles_t *t) {
   int64_t v = 0, nt = 1;
   char kw[9], name2[72];
   int rc;
-  key_str(t, "ZCMPTYPE", t->cmptype);
+  if ((rc = key_str(ctx, t, "ZCMPTYPE", t->cmptype)) != 0)
+    return rc;
   if (strcmp(t->cmptype, "RICE_1") == 0 || strcmp(t->cmptype, "RICE_ONE") == 0)
     t->type = RICE_1;
   else if (strcmp(t->cmptype, "GZIP_1") == 0)
@@ -317,9 +338,14 @@ static int read_layout(tsr_ctx_t *ctx, tsr__tiles_t *t) {
     int64_t bs = 0, bp = 4;
     if ((rc = key_i64(ctx, t, "ZVAL1", -1, &bs)) != 0)
       return rc;
-    key_str(t, "ZNAME2", name2);
-    if (strcmp(name2, "NOISEBIT") == 0 || key_i64(ctx, t, "ZVAL2", 4, &bp) != 0)
+    if ((rc = key_str(ctx, t, "ZNAME2", name2)) != 0)
+      return rc;
+    /* Which decoder cfitsio runs depends on it: it must read as we do. */
+    rc = key_i64(ctx, t, "ZVAL2", 4, &bp);
+    if (strcmp(name2, "NOISEBIT") == 0)
       bp = 4;
+    else if (rc != 0)
+      return rc;
     if (bs < 16 && bp > 8) {
       int64_t s = bs;
       bs = bp;
@@ -584,7 +610,7 @@ static bool plio_ok(const unsigned char *c, int64_t len, char *why, size_t cap) 
     used = WORD(3);
     first = 4;
   } else {
-    used = ((int64_t)WORD(5) << 15) + WORD(4);
+    used = (int64_t)WORD(5) * 32768 + WORD(4);
     first = (int64_t)WORD(2) + 1;
   }
   if (used > n || (used > 0 && (first < 1 || first > used + 1)))
