@@ -177,7 +177,7 @@ static int check_size(tsr_ctx_t *ctx, const char *path, const image_t *im, int64
  * 0 if cfitsio must read it, or an error. */
 static int image_open_plain(tsr_ctx_t *ctx, const char *path, int fd, int hdu, image_t *im) {
   tsr__plain_hdu_t ph;
-  int rc = tsr__plain_hdu(ctx, path, fd, (int64_t)im->st.st_size, hdu, &ph);
+  int rc = tsr__plain_hdu(ctx, fd, (int64_t)im->st.st_size, hdu, &ph);
   if (rc <= 0)
     return rc;
   im->hdu = ph.hdu;
@@ -190,6 +190,22 @@ static int image_open_plain(tsr_ctx_t *ctx, const char *path, int fd, int hdu, i
   if ((rc = check_size(ctx, path, im, ph.data_off)) != 0)
     return rc;
   return (rc = image_cards(ctx, im)) != 0 ? rc : 1;
+}
+
+/* Move `f` from HDU h - 1, where it is, to HDU h.  cfitsio parses a
+ * tile-compressed image's keywords as soon as it reads the header, and
+ * divides by some (a ZTILEn of 0 was a SIGFPE), so tiles.c checks the
+ * header at the end of HDU h - 1 first.  @return 0, cfitsio's status
+ * (also in *status), or our negative error with the message on ctx. */
+static int next_hdu(tsr_ctx_t *ctx, const tsr__cfitsio_t *cf, fitsfile *f, const char *path,
+                    int h, int *type, int *status) {
+  LONGLONG head, data, end;
+  int st = 0, rc;
+  if (h > 1 && cf->get_hduaddrll(f, &head, &data, &end, &st) == 0 &&
+      (rc = tsr__tiles_precheck(ctx, f, path, h, (int64_t)end)) != 0)
+    return rc;
+  cf->clear_errmsg();
+  return cf->movabs_hdu(f, h, type, status);
 }
 
 /* Open `path` at image HDU `hdu` (0 = the first with NAXIS > 0) and read
@@ -267,7 +283,9 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
 
   if (hdu == 0) {
     for (int h = 1;; h++) {
-      if (cf->movabs_hdu(im->f, h, &type, &status)) {
+      if ((rc = next_hdu(ctx, cf, im->f, path, h, &type, &status)) != 0) {
+        if (rc < 0)
+          return rc;
         if (status == END_OF_FILE && h > 1) {
           cf->clear_errmsg();
           return tsr__err(ctx, TSR_EFITS,
@@ -286,8 +304,12 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
       }
     }
   } else {
-    if (cf->movabs_hdu(im->f, hdu, &type, &status)) {
+    for (int h = 1; h <= hdu && rc == 0; h++)
+      rc = next_hdu(ctx, cf, im->f, path, h, &type, &status);
+    if (rc != 0) {
       int nhdu = 0, st2 = 0;
+      if (rc < 0)
+        return rc;
       if (status != END_OF_FILE)
         return tsr__cfitsio_fail(ctx, status, "cannot read HDU %d of \"%s\"", hdu, path);
       cf->clear_errmsg();

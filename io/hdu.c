@@ -10,9 +10,7 @@
  * (mandatory keywords out of order, no END, bytes outside printable ASCII)
  * -- and then cfitsio reads the file as it always did, with the same results
  * and the same messages.  So this is a fast path and never a second opinion:
- * it never reports an error about the file -- except a tile-compressed
- * image's keywords that would crash cfitsio (tiles.c), checked here
- * because cfitsio reads them as soon as it passes the HDU.  The cards come out as cfitsio's
+ * it never reports an error about the file.  The cards come out as cfitsio's
  * fits_convert_hdr2str gives them (every card through END, verbatim, blank
  * cards just before END dropped), so a node's key does not depend on which
  * path read it.
@@ -24,7 +22,6 @@
 #include <unistd.h>
 
 #include "io.h"
-#include "tiles.h"
 
 #define BLOCK 2880
 /* A header longer than this is left to cfitsio (40 000 cards). */
@@ -140,8 +137,7 @@ static bool is_zimage(const char *cards, int n) {
 
 bool tsr__plain_hdu_off;
 
-int tsr__plain_hdu(tsr_ctx_t *ctx, const char *path, int fd, int64_t size, int hdu,
-                   tsr__plain_hdu_t *out) {
+int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, int hdu, tsr__plain_hdu_t *out) {
   char *buf = NULL;
   size_t cap = 0;
   int64_t off = 0;
@@ -195,14 +191,8 @@ int tsr__plain_hdu(tsr_ctx_t *ctx, const char *path, int fd, int64_t size, int h
     image = h == 1 || strcmp(xt, "IMAGE") == 0;
     if (!image && strcmp(xt, "BINTABLE") != 0 && strcmp(xt, "TABLE") != 0)
       goto out; /* an extension cfitsio may know better */
-    if (strcmp(xt, "BINTABLE") == 0 && is_zimage(buf, ncards)) {
-      /* A tile-compressed image, which cfitsio reads.  It parses the
-       * image's keywords whenever it passes the HDU, and divides by some
-       * (a RICE_1 block size or a ZTILEn of 0 was a SIGFPE): check them
-       * first, and walk on past it when the image sought is further on. */
-      if ((rc = tsr__tiles_header_check(ctx, path, h, buf, ncards)) != 0 || hdu == 0 || h == hdu)
-        goto out;
-    }
+    if (strcmp(xt, "BINTABLE") == 0 && is_zimage(buf, ncards))
+      goto out; /* a tile-compressed image */
     if (hdu == 0 ? image && naxis > 0 : h == hdu) {
       if (!image || naxis == 0 || naxis > TSR_MAX_DIMS || (bitpix != -32 && bitpix != -64) ||
           pcount != 0 || gcount != 1 || !printable(buf, ncards) || !unscaled(buf, ncards))

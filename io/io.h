@@ -42,14 +42,12 @@ typedef struct {
 } tsr__plain_hdu_t;
 
 /* Find image HDU `hdu` (0 = the first with NAXIS > 0) of the open FITS
- * file `fd` (`path`, for messages) of `size` bytes without cfitsio, if it
- * is IEEE floats stored unscaled in a header laid out exactly as the
- * standard says.  @return 1 with *out filled (the caller frees out->cards
- * with tsr__free), 0 when cfitsio must read this file, or TSR_ENOMEM, or
- * the error of tsr__tiles_header_check on a tile-compressed image passed
- * on the way (the only errors about the file), with the message on ctx. */
-int tsr__plain_hdu(tsr_ctx_t *ctx, const char *path, int fd, int64_t size, int hdu,
-                   tsr__plain_hdu_t *out);
+ * file `fd` of `size` bytes without cfitsio, if it is IEEE floats stored
+ * unscaled in a header laid out exactly as the standard says.
+ * @return 1 with *out filled (the caller frees out->cards with tsr__free),
+ * 0 when cfitsio must read this file (never an error about the file), or
+ * TSR_ENOMEM with the message on ctx. */
+int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, int hdu, tsr__plain_hdu_t *out);
 
 /* Tests set this to send every file to cfitsio, to compare the two paths. */
 extern bool tsr__plain_hdu_off;

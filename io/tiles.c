@@ -490,10 +490,50 @@ void tsr__tiles_free(tsr_ctx_t *ctx, tsr__tiles_t *t) {
   tsr__free(ctx, t);
 }
 
-int tsr__tiles_header_check(tsr_ctx_t *ctx, const char *path, int hdu, const char *cards,
-                            int ncards) {
-  tsr__tiles_t t = {.path = path, .hdu = hdu, .cards = cards, .ncards = ncards};
-  return read_layout(ctx, &t);
+/* cfitsio ends a header at the first card whose keyword (up to a blank) is
+ * END, whatever follows it. */
+static bool end_card(const char *c) {
+  return memcmp(c, "END", 3) == 0 && (c[3] == ' ' || c[3] == '=');
+}
+
+int tsr__tiles_precheck(tsr_ctx_t *ctx, fitsfile *f, const char *path, int hdu, int64_t pos) {
+  tsr__tiles_t t = {.f = f, .path = path, .hdu = hdu};
+  char *cards = NULL;
+  size_t len = 0;
+  bool zimage = false;
+  int rc = 0;
+  for (;;) {
+    char *nc;
+    const tsr__cfitsio_t *cf = tsr__cfitsio_loaded();
+    int status = 0;
+    /* cfitsio gives up on longer headers; let it say so. */
+    if (len >= (size_t)2880 * 1000 || (nc = tsr__realloc(ctx, cards, len + 2880)) == NULL) {
+      rc = len >= (size_t)2880 * 1000 ? 0 : tsr__err(ctx, TSR_ENOMEM, "fits: out of memory");
+      goto out;
+    }
+    cards = nc;
+    /* No header there (the end of the file): cfitsio reports it. */
+    if (cf->move_byte(f, (LONGLONG)(pos + (int64_t)len), 0, &status) ||
+        cf->get_bytes(f, 2880, cards + len, &status)) {
+      cf->clear_errmsg();
+      goto out;
+    }
+    if (len == 0 && memcmp(cards, "XTENSION", 8) != 0)
+      goto out;
+    for (size_t c = len; c < len + 2880; c += TSR__CARD) {
+      zimage |= strncasecmp(cards + c, "ZIMAGE", 6) == 0;
+      if (end_card(cards + c)) {
+        t.cards = cards;
+        t.ncards = (int)(c / TSR__CARD);
+        rc = zimage ? read_layout(ctx, &t) : 0;
+        goto out;
+      }
+    }
+    len += 2880;
+  }
+out:
+  tsr__free(ctx, cards);
+  return rc;
 }
 
 /* ------------------------------------------------------------------ */

@@ -16,13 +16,15 @@ typedef struct tsr__tiles_s tsr__tiles_t;
 int tsr__tiles_open(tsr_ctx_t *ctx, fitsfile *f, const char *path, int hdu, int64_t file_size,
                     tsr__tiles_t **out);
 
-/* Check the keywords of a tile-compressed image's table (`ncards` cards of
- * 80 columns) that cfitsio reads, and divides by, whenever it passes the
- * HDU: ZCMPTYPE, ZBITPIX, ZNAXIS, ZNAXISn, ZTILEn, RICE_1's block size.
- * Call before cfitsio sees the file.  @return 0, or TSR_EFITS /
- * TSR_ENOTSUP naming `path` and `hdu`. */
-int tsr__tiles_header_check(tsr_ctx_t *ctx, const char *path, int hdu, const char *cards,
-                            int ncards);
+/* Before cfitsio moves to HDU `hdu` of `f`, whose header starts at byte
+ * `pos` (the end of the HDU before it, as fits_get_hduaddrll gives it):
+ * if that HDU is a tile-compressed image, check the keywords that cfitsio
+ * reads, and divides by, as soon as it reads the header (ZCMPTYPE,
+ * ZBITPIX, ZNAXIS, ZNAXISn, ZTILEn, RICE_1's block size: a 0 was a
+ * SIGFPE).  @return 0 (also when there is no header there for cfitsio to
+ * fail on), or TSR_EFITS / TSR_ENOTSUP naming `path` and `hdu`, or
+ * TSR_ENOMEM. */
+int tsr__tiles_precheck(tsr_ctx_t *ctx, fitsfile *f, const char *path, int hdu, int64_t pos);
 
 /* Check the compressed stream of every tile that the box [start, stop)
  * (0-based pixels, FITS axis order) meets, except those checked before.
