@@ -522,6 +522,21 @@ int tsr__tiles_precheck(tsr_ctx_t *ctx, fitsfile *f, const char *path, int hdu, 
       goto out;
     for (size_t c = len; c < len + 2880; c += TSR__CARD) {
       zimage |= strncasecmp(cards + c, "ZIMAGE", 6) == 0;
+      /* cfitsio copies a table's column names into 70 bytes with strcpy:
+       * an unquoted value of 70 characters overran them (found by
+       * fuzzing; glibc aborts).  The standard wants a quoted string,
+       * which is at most 68. */
+      char val[72];
+      tsr__card_value(cards + c, val, sizeof val);
+      if (strncasecmp(cards + c, "TTYPE", 5) == 0 && cards[c + 5] >= '0' && cards[c + 5] <= '9' &&
+          (cards[c + 8] != '=' || cards[c + 9] != ' ' || val[0] != '\'')) {
+        char kw[9];
+        tsr__io_keyword(cards + c, kw);
+        rc = tsr__err(ctx, TSR_EFITS,
+                      "fits: \"%s\" HDU %d: %s is not a column name (expected %s = 'name')",
+                      path, hdu, kw, kw);
+        goto out;
+      }
       if (end_card(cards + c)) {
         t.cards = cards;
         t.ncards = (int)(c / TSR__CARD);

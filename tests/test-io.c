@@ -947,6 +947,10 @@ TEST(tiles_keywords_cfitsio_divides_by_are_checked_first) {
       /* cfitsio reads the 0 in column 10; the standard's value (column 11 on) is 16. */
       {"ZTILE1", "ZTILE1  =0                  16", "ZTILE1 is there twice, or not as \"ZTILE1 = "
                                                    "value\""},
+      /* Not a keyword cfitsio divides by, but one it copies into 70 bytes:
+       * a glibc abort (found by fuzzing). */
+      {"TTYPE1", "TTYPE1  = AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+       "TTYPE1 is not a column name (expected TTYPE1 = 'name')"},
   };
   char msg[512];
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
