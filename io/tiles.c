@@ -512,12 +512,19 @@ int tsr__tiles_precheck(tsr_ctx_t *ctx, fitsfile *f, const char *path, int hdu, 
       goto out;
     }
     cards = nc;
-    /* No header there (the end of the file): cfitsio reports it. */
-    if (cf->move_byte(f, (LONGLONG)(pos + (int64_t)len), 0, &status) ||
-        cf->get_bytes(f, 2880, cards + len, &status)) {
+    /* A last block cut short fails the first read, but cfitsio keeps what
+     * it got, reads the header from it all the same, and so does a second
+     * read; no header at all (the end of the file) is for cfitsio to
+     * report. */
+    for (int tries = 0; tries < 2; tries++) {
+      status = 0;
+      if (!cf->move_byte(f, (LONGLONG)(pos + (int64_t)len), 0, &status) &&
+          !cf->get_bytes(f, 2880, cards + len, &status))
+        break;
       cf->clear_errmsg();
-      goto out;
     }
+    if (status)
+      goto out;
     if (len == 0 && memcmp(cards, "XTENSION", 8) != 0)
       goto out;
     for (size_t c = len; c < len + 2880; c += TSR__CARD) {
@@ -600,6 +607,16 @@ bool tsr__tiles_rice_ok(const unsigned char *c, int64_t len, int bytepix, int bl
       continue;
     }
     int64_t k = 0;
+    /* While 8 whole bytes remain, a pixel is one 64-bit load: its unary
+     * run (at most 56 zeros fit after the bits already used in the first
+     * byte) and its fs bits. */
+    for (; k < m && pos / 8 + 8 <= bits / 8; k++) {
+      uint64_t w = be(s + pos / 8, 8) << (pos % 8);
+      int64_t next = pos + __builtin_clzll(w | 1) + 1 + fs;
+      if (w == 0 || next > bits)
+        break; /* the loop below takes it, and fails it */
+      pos = next;
+    }
     for (; k < m && pos < bits; k++) {
       /* The unary run: skip zero bits up to the next one. */
       unsigned b = s[pos / 8] & (0xffu >> (pos % 8));

@@ -998,6 +998,18 @@ TEST(tiles_rice_walk) {
   static const unsigned char bad[] = {0, 0, 0, 0, 0xf8, 0};
   ASSERT(!tsr__tiles_rice_ok(bad, 6, 4, 32, 32, why, sizeof why));
   ASSERT_STR_CONTAINS(why, "invalid block code 31 at byte 4");
+  /* 1024 pixels in blocks of 32 with code 1 and a "1" per pixel, long
+   * enough for the 64-bit steps: 2 + 32 * 36 / 8 = 146 bytes, not one less. */
+  unsigned char lng[146] = {0};
+  for (int64_t bit = 0, blk = 0; blk < 32; blk++) {
+    lng[2 + (bit + 3) / 8] |= (unsigned char)(0x80 >> ((bit + 3) % 8));
+    bit += 4;
+    for (int px = 0; px < 32; px++, bit++)
+      lng[2 + bit / 8] |= (unsigned char)(0x80 >> (bit % 8));
+  }
+  ASSERT(tsr__tiles_rice_ok(lng, 146, 2, 32, 1024, why, sizeof why));
+  ASSERT(!tsr__tiles_rice_ok(lng, 145, 2, 32, 1024, why, sizeof why));
+  ASSERT(!tsr__tiles_rice_ok(lng, 146, 2, 32, 1025, why, sizeof why));
   /* Block size 0 would never advance. */
   ASSERT(!tsr__tiles_rice_ok(flat, 3, 2, 0, 64, why, sizeof why));
 }
