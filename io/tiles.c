@@ -65,6 +65,7 @@ struct tsr__tiles_s {
   int64_t n;                           /* tiles */
   span_t *data;                        /* COMPRESSED_DATA, per tile */
   span_t *gz;                          /* GZIP_COMPRESSED_DATA per tile, or NULL */
+  bool raw;                            /* an UNCOMPRESSED_DATA column */
   unsigned char *checked;              /* per tile: its stream passed */
   unsigned char *buf;                  /* one tile's compressed bytes */
   size_t cap;
@@ -424,6 +425,7 @@ int tsr__tiles_open(tsr_ctx_t *ctx, fitsfile *f, const char *path, int hdu, int6
   if ((rc = read_columns(ctx, t, naxis1, &data, &gz, &raw)) != 0)
     goto out;
   t->heap = (int64_t)start + theap;
+  t->raw = raw.col != 0;
   if (file_size >= 0 && (int64_t)start + table + pcount > file_size) {
     rc = tsr__err(ctx, TSR_EFITS,
                   "fits: \"%s\" is truncated: HDU %d's compressed image needs %" PRId64
@@ -570,6 +572,16 @@ static bool fail_why(char *why, size_t cap, const char *fmt, ...) {
   return false;
 }
 
+/* 8 big-endian bytes, as one load. */
+static inline uint64_t load_be64(const unsigned char *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  v = __builtin_bswap64(v);
+#endif
+  return v;
+}
+
 /* cfitsio's fits_rdecomp{,_short,_byte} read the first pixel raw, then one
  * byte ahead, then per block of `blocksize` pixels a code of fsbits bits:
  * 0 for a block of equal pixels, fsmax + 1 for pixels stored in full
@@ -610,12 +622,12 @@ bool tsr__tiles_rice_ok(const unsigned char *c, int64_t len, int bytepix, int bl
     /* While 8 whole bytes remain, a pixel is one 64-bit load: its unary
      * run (at most 56 zeros fit after the bits already used in the first
      * byte) and its fs bits. */
-    for (; k < m && pos / 8 + 8 <= bits / 8; k++) {
-      uint64_t w = be(s + pos / 8, 8) << (pos % 8);
-      int64_t next = pos + __builtin_clzll(w | 1) + 1 + fs;
-      if (w == 0 || next > bits)
+    for (uint64_t p = (uint64_t)pos, end = (uint64_t)bits / 8; k < m && p / 8 + 8 <= end; k++) {
+      uint64_t w = load_be64(s + p / 8) << (p % 8);
+      uint64_t next = p + (uint64_t)__builtin_clzll(w | 1) + 1 + (uint64_t)fs;
+      if (w == 0 || next > (uint64_t)bits)
         break; /* the loop below takes it, and fails it */
-      pos = next;
+      pos = (int64_t)(p = next);
     }
     for (; k < m && pos < bits; k++) {
       /* The unary run: skip zero bits up to the next one. */
@@ -685,7 +697,9 @@ static bool plio_ok(const unsigned char *c, int64_t len, char *why, size_t cap) 
     used = (int64_t)WORD(5) * 32768 + WORD(4);
     first = (int64_t)WORD(2) + 1;
   }
-  if (used > n || (used > 0 && (first < 1 || first > used + 1)))
+  if (used <= 0)
+    return true; /* pl_l2pi reads no further */
+  if (used > n || first < 1 || first > used + 1)
     return fail_why(why, cap, "its PLIO line list claims %" PRId64 " words, it has %" PRId64, used,
                     n);
   for (int64_t ip = first; ip <= used; ip++)
@@ -711,14 +725,18 @@ typedef struct {
 } bits_t;
 
 static unsigned take(bits_t *in, int n) {
+  uint64_t p = (uint64_t)in->pos;
   unsigned v = 0;
   if (in->bits - in->pos < n) {
     in->over = true;
     in->pos = in->bits;
     return 0;
   }
-  for (int j = 0; j < n; j++, in->pos++)
-    v = v << 1 | (in->s[in->pos / 8] >> (7 - in->pos % 8) & 1);
+  in->pos += n;
+  if (p / 8 + 8 <= (uint64_t)in->bits / 8) /* n <= 8: one load holds them */
+    return (unsigned)(load_be64(in->s + p / 8) << (p % 8) >> (64 - n));
+  for (int j = 0; j < n; j++, p++)
+    v = v << 1 | (in->s[p / 8] >> (7 - p % 8) & 1);
   return v;
 }
 
@@ -864,9 +882,12 @@ static int check_tile(tsr_ctx_t *ctx, tsr__tiles_t *t, int64_t i) {
   bool ok;
   int rc;
   if (s->len == 0) {
-    /* cfitsio's fallbacks: a float tile gzipped whole, or stored as is. */
+    /* cfitsio's fallbacks: a float tile gzipped whole, or stored as is
+     * (UNCOMPRESSED_DATA, checked at open). */
+    if ((t->gz == NULL || t->gz[i].len == 0) && t->raw)
+      return 0;
     if (t->gz == NULL || t->gz[i].len == 0)
-      return 0; /* cfitsio reads UNCOMPRESSED_DATA (checked at open) or fails cleanly */
+      return corrupt(ctx, t, i, "it has no data");
     if (t->zbitpix != -32 && t->zbitpix != -64)
       return corrupt(ctx, t, i, "a gzipped tile of floats in an image of ZBITPIX = %d",
                      t->zbitpix);
