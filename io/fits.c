@@ -13,7 +13,7 @@
  * Everything else goes to cfitsio (loaded on first use, see cfitsio.h),
  * which reads exactly the task's box with fits_read_subset, as float,
  * applying BSCALE/BZERO and turning BLANK into NaN; tile-compressed images
- * decompress only the tiles the box meets.  We never ask cfitsio to parse
+ * decompress only the tiles the box meets, each checked by tiles.c first.  We never ask cfitsio to parse
  * user paths (fits_open_diskfile), and every cfitsio status is turned into a
  * message naming the file at this boundary, with cfitsio's message stack
  * cleared so that it never leaks into a later, unrelated error.

@@ -1,26 +1,34 @@
 /* tiles.c -- a tile-compressed image checked before cfitsio decompresses it.
  *
- * cfitsio trusts the binary table that holds a compressed image: its Rice
- * decoder looks for the end of a tile's stream only after each block of
- * pixels, so a corrupt stream reads past its buffer; PLIO and HCOMPRESS
- * decoders get no length at all, and HCOMPRESS writes as many pixels as the
- * stream says; a corrupt GZIP tile leaks its compressed bytes, and a
- * truncated one grows its output buffer until memory runs out.  So cfitsio
- * sees only tiles checked here.  When the image is opened, the table's
- * layout (ZCMPTYPE, ZBITPIX, ZNAXISn, ZTILEn, the P/Q descriptor columns,
- * NAXIS1/NAXIS2/PCOUNT/THEAP) is read from its header and every tile
- * descriptor is checked against the heap, and the heap against the file
- * (8 or 16 bytes per tile: cheap).  Before a box is read, the compressed
- * stream of each tile it meets is checked once per process: a walk that
- * makes exactly the reads cfitsio's decoder makes, with bounds (RICE_1,
- * PLIO_1, HCOMPRESS_1's header), or an inflate into a scratch buffer that
- * must end the gzip stream at the tile's size (GZIP_1, GZIP_2).  The walk
- * reads each stream once more than cfitsio alone would; for Rice it costs
- * a small part of decoding, which is why cfitsio still decodes (its scaling,
- * dithering and BLANK rules stay in one place).  Bytes are read through
- * cfitsio (fits_move_byte), so an image inside a gzip file, which cfitsio
- * inflates in memory, is read the same way.  Single-threaded: one
- * tsr__tiles_t per fitsfile.
+ * cfitsio trusts the binary table that holds a compressed image: it parses
+ * the image's keywords as soon as it reads the header and divides by some
+ * (ZTILEn, the Rice block size); its Rice decoder looks for the end of a
+ * tile's stream only after each block of pixels, so a corrupt stream reads
+ * past its buffer; the PLIO and HCOMPRESS decoders get no length at all,
+ * and HCOMPRESS writes as many pixels as the stream says; a corrupt GZIP
+ * tile leaks its compressed bytes, and a truncated one grows its output
+ * buffer until memory runs out.  So cfitsio sees only what was checked
+ * here, in three steps:
+ * - before cfitsio reads an extension header (tsr__tiles_precheck, called
+ *   from fits.c for each HDU it passes), the keywords it divides by, and
+ *   column names it would copy past a buffer;
+ * - when the image is opened (tsr__tiles_open), the table's layout
+ *   (ZCMPTYPE, ZBITPIX, ZNAXISn, ZTILEn, the P/Q descriptor columns,
+ *   NAXIS1/NAXIS2/PCOUNT/THEAP, read from its own cards) and every tile
+ *   descriptor against the heap, and the heap against the file (8 or 16
+ *   bytes per tile: cheap);
+ * - before a box is read (tsr__tiles_check), the stream of each tile it
+ *   meets, once per tile and process: a walk that makes exactly the reads
+ *   cfitsio's decoder makes, with bounds (RICE_1, PLIO_1, HCOMPRESS_1), or
+ *   an inflate into a scratch buffer that must end the gzip stream at the
+ *   tile's size (GZIP_1, GZIP_2).
+ * Every walk ends exactly where a good stream ends (a stream one byte short
+ * is refused; tests check it for each coding).  cfitsio still decodes: its
+ * scaling, dithering and BLANK rules stay in one place, and the walks cost
+ * less than decoding (4096^2 int16 RICE_1, CPU: 0.33 s read, 0.41 s with
+ * the checks).  Bytes are read through cfitsio (fits_move_byte), so an
+ * image inside a gzip file, which cfitsio inflates in memory, is read the
+ * same way.  Single-threaded: one tsr__tiles_t per fitsfile.
  */
 #include <errno.h>
 #include <inttypes.h>
