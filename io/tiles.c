@@ -74,6 +74,8 @@ struct tsr__tiles_s {
   span_t *data;                        /* COMPRESSED_DATA, per tile */
   span_t *gz;                          /* GZIP_COMPRESSED_DATA per tile, or NULL */
   bool raw;                            /* an UNCOMPRESSED_DATA column */
+  bool scaled;                         /* a ZSCALE or ZZERO column */
+  bool lossless;                       /* floats stored unquantized (cfitsio's NO_QUANTIZE) */
   unsigned char *checked;              /* per tile: its stream passed */
   unsigned char *buf;                  /* one tile's compressed bytes */
   size_t cap;
@@ -90,8 +92,9 @@ static int corrupt(tsr_ctx_t *ctx, const tsr__tiles_t *t, int64_t tile, const ch
   vsnprintf(why, sizeof why, fmt, ap);
   va_end(ap);
   if (tile < 0)
-    return tsr__err(ctx, TSR_EFITS, "fits: \"%s\" HDU %d: the compressed image's table is corrupt (%s)",
-                    t->path, t->hdu, why);
+    return tsr__err(ctx, TSR_EFITS,
+                    "fits: \"%s\" HDU %d: the compressed image's table is corrupt (%s)", t->path,
+                    t->hdu, why);
   return tsr__err(ctx, TSR_EFITS,
                   "fits: \"%s\" HDU %d: tile %" PRId64 " of the compressed image is corrupt (%s)",
                   t->path, t->hdu, tile + 1, why);
@@ -201,10 +204,14 @@ static int read_columns(tsr_ctx_t *ctx, tsr__tiles_t *t, int64_t naxis1, vcol_t 
     int size = type_size(*p);
     if (size == 0 || repeat > (INT64_C(1) << 40))
       return corrupt(ctx, t, -1, "TFORM%d = '%s' is not a binary table column format", c, form);
-    vcol_t *v = strcmp(name, "COMPRESSED_DATA") == 0        ? data
-                : strcmp(name, "GZIP_COMPRESSED_DATA") == 0 ? gz
-                : strcmp(name, "UNCOMPRESSED_DATA") == 0    ? raw
-                                                            : NULL;
+    /* cfitsio finds columns by name, case aside. */
+    vcol_t *v = strcasecmp(name, "COMPRESSED_DATA") == 0        ? data
+                : strcasecmp(name, "GZIP_COMPRESSED_DATA") == 0 ? gz
+                : strcasecmp(name, "UNCOMPRESSED_DATA") == 0    ? raw
+                                                                : NULL;
+    t->scaled |= strcasecmp(name, "ZSCALE") == 0 || strcasecmp(name, "ZZERO") == 0;
+    if (v != NULL && v->col != 0)
+      return corrupt(ctx, t, -1, "two columns are named %s", name);
     if (v != NULL) {
       if ((*p != 'P' && *p != 'Q') || repeat != 1 || type_size(p[1]) == 0 || p[1] == 'P' ||
           p[1] == 'Q')
@@ -376,7 +383,7 @@ int tsr__tiles_open(tsr_ctx_t *ctx, fitsfile *f, const char *path, int hdu, int6
   int64_t naxis1 = 0, naxis2 = 0, pcount = 0, theap = 0, heap_len, table;
   LONGLONG head, start, end;
   unsigned char *rows = NULL;
-  char *hdr = NULL;
+  char *hdr = NULL, zquantiz[72];
   int status = 0, rc = TSR_ENOMEM;
 
   *out = NULL;
@@ -430,8 +437,17 @@ int tsr__tiles_open(tsr_ctx_t *ctx, fitsfile *f, const char *path, int hdu, int6
     goto out;
   }
   heap_len = table + pcount - theap;
-  if ((rc = read_columns(ctx, t, naxis1, &data, &gz, &raw)) != 0)
+  if ((rc = read_columns(ctx, t, naxis1, &data, &gz, &raw)) != 0 ||
+      (rc = key_str(ctx, t, "ZQUANTIZ", zquantiz)) != 0)
     goto out;
+  /* cfitsio reads the tiles of unquantized floats as floats or doubles
+   * whatever the coding gave: 1 or 2 bytes per pixel overran its buffer
+   * (found by fuzzing), so only codings that give 4 or 8 are let through. */
+  t->lossless = t->zbitpix < 0 && (!t->scaled || strcmp(zquantiz, "NONE") == 0);
+  if (t->lossless && t->type == RICE_1 && t->bytepix != 4) {
+    rc = corrupt(ctx, t, -1, "unquantized floats Rice-coded with %d bytes per pixel", t->bytepix);
+    goto out;
+  }
   t->heap = (int64_t)start + theap;
   t->raw = raw.col != 0;
   if (file_size >= 0 && (int64_t)start + table + pcount > file_size) {
@@ -769,7 +785,8 @@ static unsigned huffman(bits_t *in) {
  * 4-bit codes of its 2 x 2 blocks (rows of (nqy + 1) / 2 in `code`) set:
  * bit 3 the block's first pixel, 2 the next in its row, 1 and 0 the row
  * below (qtree_bitins). */
-static void mark(const unsigned char *code, int64_t nqx, int64_t nqy, unsigned char *nz, int64_t n) {
+static void mark(const unsigned char *code, int64_t nqx, int64_t nqy, unsigned char *nz,
+                 int64_t n) {
   for (int64_t i = 0, k = 0; i < nqx; i += 2)
     for (int64_t j = 0; j < nqy; j += 2, k++) {
       unsigned v = code[k];
@@ -912,7 +929,9 @@ static int check_tile(tsr_ctx_t *ctx, tsr__tiles_t *t, int64_t i) {
   else if (t->type == RICE_1)
     ok = tsr__tiles_rice_ok(t->buf, s->len, t->bytepix, t->blocksize, npix, why, sizeof why);
   else if (t->type == GZIP_1 || t->type == GZIP_2)
-    ok = gzip_ok(t->buf, s->len, npix, 1u << 1 | 1u << 2 | 1u << 4 | 1u << 8, why, sizeof why);
+    ok = gzip_ok(t->buf, s->len, npix,
+                 t->lossless ? 1u << 4 | 1u << 8 : 1u << 1 | 1u << 2 | 1u << 4 | 1u << 8, why,
+                 sizeof why);
   else if (t->type == PLIO_1)
     ok = plio_ok(t->buf, s->len, why, sizeof why);
   else if ((rc = grow(ctx, t, &t->work, &t->work_cap, 3 * (size_t)npix + 8)) != 0)
