@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -73,6 +74,8 @@ static void load(void) {
   BIND(read_subset, ffgsv);
   BIND(get_errstatus, ffgerr);
   BIND(clear_errmsg, ffcmsg);
+  BIND(move_byte, ffmbyt);
+  BIND(get_bytes, ffgbyt);
 #undef BIND
   atomic_store_explicit(&loaded, &table, memory_order_release);
 }
@@ -102,4 +105,17 @@ const tsr__cfitsio_t *tsr__cfitsio(tsr_ctx_t *ctx) {
 
 const tsr__cfitsio_t *tsr__cfitsio_loaded(void) {
   return atomic_load_explicit(&loaded, memory_order_acquire);
+}
+
+int tsr__cfitsio_fail(tsr_ctx_t *ctx, int status, const char *fmt, ...) {
+  const tsr__cfitsio_t *cf = tsr__cfitsio_loaded();
+  char head[TSR__ERRMSG_CAP / 2], text[FLEN_STATUS];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(head, sizeof head, fmt, ap);
+  va_end(ap);
+  cf->get_errstatus(status, text);
+  cf->clear_errmsg();
+  return tsr__err(ctx, status == MEMORY_ALLOCATION ? TSR_ENOMEM : TSR_EFITS,
+                  "fits: %s: cfitsio %d (%s)", head, status, text);
 }

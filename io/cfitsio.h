@@ -15,6 +15,11 @@
 
 #include "internal.h"
 
+/* fitsio2.h's, which fitsio.h leaves out: read bytes at the position
+ * fits_move_byte (ffmbyt) set.  tiles.c reads a table's heap with it, so
+ * that an image inside a gzip file (inflated in memory) reads the same way. */
+int ffgbyt(fitsfile *fptr, LONGLONG nbytes, void *buffer, int *status);
+
 /* The cfitsio functions tessera calls, named as in fitsio.h's long names
  * without "fits_" (fits_movabs_hdu is movabs_hdu). */
 typedef struct {
@@ -34,6 +39,8 @@ typedef struct {
   __typeof__(ffgsv) *read_subset;
   __typeof__(ffgerr) *get_errstatus;
   __typeof__(ffcmsg) *clear_errmsg;
+  __typeof__(ffmbyt) *move_byte;
+  __typeof__(ffgbyt) *get_bytes;
 } tsr__cfitsio_t;
 
 /* cfitsio's functions, loading the library on the first call in this
@@ -43,6 +50,13 @@ typedef struct {
  * to EMFILE or ENFILE when the process or the system was out of file
  * descriptors. */
 const tsr__cfitsio_t *tsr__cfitsio(tsr_ctx_t *ctx);
+
+/* Translate a cfitsio status into an error on ctx, "fits: <what>: cfitsio
+ * 104 (could not open the named file)", and clear cfitsio's message stack
+ * so that it never shows in a later, unrelated error.  Call only after a
+ * cfitsio call (cfitsio is loaded).  @return TSR_EFITS, or TSR_ENOMEM for
+ * cfitsio's MEMORY_ALLOCATION. */
+int tsr__cfitsio_fail(tsr_ctx_t *ctx, int status, const char *fmt, ...) TSR__PRINTF(3, 4);
 
 /* The table if cfitsio is loaded already, else NULL; never loads it (for
  * cleanup paths, and for tests that check it stayed unloaded). */

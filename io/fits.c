@@ -15,7 +15,7 @@
  * Everything else goes to cfitsio (loaded on first use, see cfitsio.h),
  * which reads exactly the task's box with fits_read_subset, as float,
  * applying BSCALE/BZERO and turning BLANK into NaN; tile-compressed images
- * decompress only the tiles the box meets.  We never ask cfitsio to parse
+ * decompress only the tiles the box meets, each checked by tiles.c first.  We never ask cfitsio to parse
  * user paths (fits_open_diskfile), and every cfitsio status is turned into a
  * message naming the file at this boundary, with cfitsio's message stack
  * cleared so that it never leaks into a later, unrelated error.
@@ -46,6 +46,7 @@
 
 #include "cfitsio.h"
 #include "io.h"
+#include "tiles.h"
 
 /* Bands of ops that compute any sub-box (sources, reprojections) are cut
  * to about this many bytes per plane: a band buffer that stays in L2 and
@@ -55,22 +56,6 @@
  * that fits in BAND_MAX_BYTES. */
 #define BAND_TARGET_BYTES ((int64_t)2 << 20)
 #define BAND_MAX_BYTES ((int64_t)16 << 20)
-
-/* Translate a cfitsio status: "fits: <what>: cfitsio 104 (could not open the named file)". */
-static int fits_fail(tsr_ctx_t *ctx, int status, const char *fmt, ...) TSR__PRINTF(3, 4);
-static int fits_fail(tsr_ctx_t *ctx, int status, const char *fmt, ...) {
-  char head[TSR__ERRMSG_CAP / 2], text[FLEN_STATUS];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(head, sizeof head, fmt, ap);
-  va_end(ap);
-  /* A status comes from a cfitsio call, so cfitsio is loaded. */
-  const tsr__cfitsio_t *cf = tsr__cfitsio_loaded();
-  cf->get_errstatus(status, text);
-  cf->clear_errmsg();
-  return tsr__err(ctx, status == MEMORY_ALLOCATION ? TSR_ENOMEM : TSR_EFITS,
-                  "fits: %s: cfitsio %d (%s)", head, status, text);
-}
 
 static bool fd_shortage(int e) { return e == EMFILE || e == ENFILE; }
 
@@ -90,8 +75,8 @@ static int cfitsio_open_fail(tsr_ctx_t *ctx, int status, int e, const char *path
     tsr__cfitsio_loaded()->clear_errmsg();
     return open_fail(ctx, path, e);
   }
-  return hdu > 0 ? fits_fail(ctx, status, "cannot open HDU %d of \"%s\"", hdu, path)
-                 : fits_fail(ctx, status, "cannot open \"%s\"", path);
+  return hdu > 0 ? tsr__cfitsio_fail(ctx, status, "cannot open HDU %d of \"%s\"", hdu, path)
+                 : tsr__cfitsio_fail(ctx, status, "cannot open \"%s\"", path);
 }
 
 static const char *base_name(const char *path) {
@@ -266,6 +251,22 @@ static int image_open_plain(tsr_ctx_t *ctx, const char *path, int fd, bool gz, i
   return (rc = image_cards(ctx, im)) != 0 ? rc : 1;
 }
 
+/* Move `f` from HDU h - 1, where it is, to HDU h.  cfitsio parses a
+ * tile-compressed image's keywords as soon as it reads the header, and
+ * divides by some (a ZTILEn of 0 was a SIGFPE), so tiles.c checks the
+ * header at the end of HDU h - 1 first.  @return 0, cfitsio's status
+ * (also in *status), or our negative error with the message on ctx. */
+static int next_hdu(tsr_ctx_t *ctx, const tsr__cfitsio_t *cf, fitsfile *f, const char *path,
+                    int h, int *type, int *status) {
+  LONGLONG head, data, end;
+  int st = 0, rc;
+  if (h > 1 && cf->get_hduaddrll(f, &head, &data, &end, &st) == 0 &&
+      (rc = tsr__tiles_precheck(ctx, f, path, h, (int64_t)end)) != 0)
+    return rc;
+  cf->clear_errmsg();
+  return cf->movabs_hdu(f, h, type, status);
+}
+
 /* Open `path` at image HDU `hdu` (0 = the first with NAXIS > 0) and read
  * what a source needs; see tsr_source_fits for the rules.  On error the
  * message is on ctx; image_close() releases *im either way. */
@@ -342,29 +343,35 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
 
   if (hdu == 0) {
     for (int h = 1;; h++) {
-      if (cf->movabs_hdu(im->f, h, &type, &status)) {
+      if ((rc = next_hdu(ctx, cf, im->f, path, h, &type, &status)) != 0) {
+        if (rc < 0)
+          return rc;
         if (status == END_OF_FILE && h > 1) {
           cf->clear_errmsg();
           return tsr__err(ctx, TSR_EFITS,
                           "fits: \"%s\" has no image HDU with data (NAXIS > 0) among its %d HDUs",
                           path, h - 1);
         }
-        return fits_fail(ctx, status, "cannot read HDU %d of \"%s\"", h, path);
+        return tsr__cfitsio_fail(ctx, status, "cannot read HDU %d of \"%s\"", h, path);
       }
       if (type != IMAGE_HDU)
         continue;
       if (cf->get_img_dim(im->f, &im->naxis, &status))
-        return fits_fail(ctx, status, "cannot read HDU %d of \"%s\"", h, path);
+        return tsr__cfitsio_fail(ctx, status, "cannot read HDU %d of \"%s\"", h, path);
       if (im->naxis > 0) {
         im->hdu = h;
         break;
       }
     }
   } else {
-    if (cf->movabs_hdu(im->f, hdu, &type, &status)) {
+    for (int h = 1; h <= hdu && rc == 0; h++)
+      rc = next_hdu(ctx, cf, im->f, path, h, &type, &status);
+    if (rc != 0) {
       int nhdu = 0, st2 = 0;
+      if (rc < 0)
+        return rc;
       if (status != END_OF_FILE)
-        return fits_fail(ctx, status, "cannot read HDU %d of \"%s\"", hdu, path);
+        return tsr__cfitsio_fail(ctx, status, "cannot read HDU %d of \"%s\"", hdu, path);
       cf->clear_errmsg();
       cf->get_num_hdus(im->f, &nhdu, &st2);
       cf->clear_errmsg();
@@ -374,7 +381,7 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
       return tsr__err(ctx, TSR_EFITS, "fits: \"%s\" HDU %d is %s, not an image", path, hdu,
                       type == BINARY_TBL ? "a binary table" : "an ASCII table");
     if (cf->get_img_dim(im->f, &im->naxis, &status))
-      return fits_fail(ctx, status, "cannot read HDU %d of \"%s\"", hdu, path);
+      return tsr__cfitsio_fail(ctx, status, "cannot read HDU %d of \"%s\"", hdu, path);
     if (im->naxis == 0)
       return tsr__err(ctx, TSR_EFITS, "fits: \"%s\" HDU %d has no image data (NAXIS = 0)", path,
                       hdu);
@@ -386,7 +393,7 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
   if (cf->get_img_sizell(im->f, im->naxis, naxes, &status) ||
       cf->get_img_type(im->f, &im->bitpix, &status) ||
       cf->get_img_equivtype(im->f, &im->equiv, &status))
-    return fits_fail(ctx, status, "cannot read the image size of \"%s\" HDU %d", path, im->hdu);
+    return tsr__cfitsio_fail(ctx, status, "cannot read the image size of \"%s\" HDU %d", path, im->hdu);
   for (int a = 0; a < TSR_MAX_DIMS; a++)
     im->shape[a] = a < im->naxis ? (int64_t)naxes[a] : 1;
   for (int a = 0; a < im->naxis; a++)
@@ -395,12 +402,18 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
                       "fits: \"%s\" HDU %d: NAXIS%d = %" PRId64 ": %s", path, im->hdu, a + 1,
                       im->shape[a], im->shape[a] < 1 ? "zero-size axis" : "axis longer than 2^40");
 
-  /* Compressed images keep their data in a table heap and gzip files are
-   * inflated, so only plain images are checked against the file size. */
-  if (!gz) {
-    int compressed = cf->is_compressed_image(im->f, &status);
+  /* Compressed images keep their data in a table heap, checked by
+   * tiles.c, and gzip files are inflated, so only plain images are checked
+   * against the file size here. */
+  if (cf->is_compressed_image(im->f, &status)) {
+    tsr__tiles_t *tiles;
+    rc = tsr__tiles_open(ctx, im->f, path, im->hdu, gz ? -1 : (int64_t)im->st.st_size, &tiles);
+    tsr__tiles_free(ctx, tiles);
+    if (rc != 0)
+      return rc;
+  } else if (!gz) {
     LONGLONG head, data, end;
-    if (!compressed && !cf->get_hduaddrll(im->f, &head, &data, &end, &status)) {
+    if (!cf->get_hduaddrll(im->f, &head, &data, &end, &status)) {
       if ((rc = check_size(ctx, path, im, (int64_t)data)) != 0)
         return rc;
       /* IEEE floats stored as they will be used (no scaling, no BLANK) can
@@ -417,11 +430,11 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
       }
     }
     if (status)
-      return fits_fail(ctx, status, "cannot read the layout of \"%s\" HDU %d", path, im->hdu);
+      return tsr__cfitsio_fail(ctx, status, "cannot read the layout of \"%s\" HDU %d", path, im->hdu);
   }
   im->raw_cfitsio = true;
   if (cf->convert_hdr2str(im->f, 0, NULL, 0, &im->raw, &im->nraw, &status))
-    return fits_fail(ctx, status, "cannot read the header of \"%s\" HDU %d", path, im->hdu);
+    return tsr__cfitsio_fail(ctx, status, "cannot read the header of \"%s\" HDU %d", path, im->hdu);
   return image_cards(ctx, im);
 }
 
@@ -450,7 +463,9 @@ typedef struct {
 typedef struct fits_state_s fits_state_t;
 struct fits_state_s {
   const fits_params_t *fp;
+  tsr_ctx_t *ctx;        /* allocator of tiles (closed by whichever run trims the pool) */
   fitsfile *f;
+  tsr__tiles_t *tiles;   /* when f is at a tile-compressed image */
   int fd;                /* >= 0: plain IEEE data, read by mapping windows */
   const unsigned char *map; /* the whole file, when small enough to map once */
   size_t map_len;
@@ -588,6 +603,8 @@ static void state_close(fits_state_t *fs) {
   pool_unlink(fs);
   pool.n_open--;
   fs->open = false;
+  tsr__tiles_free(fs->ctx, fs->tiles); /* it borrows fs->f */
+  fs->tiles = NULL;
   if (fs->f) {
     /* An open fitsfile means cfitsio is loaded. */
     const tsr__cfitsio_t *cf = tsr__cfitsio_loaded();
@@ -664,6 +681,16 @@ static int state_open(tsr_ctx_t *ctx, fits_state_t *fs, int *shortage) {
     fs->f = NULL;
     return rc;
   }
+  /* A compressed image's tiles are checked before cfitsio decompresses
+   * them (tiles.c); the layout is read again with every open. */
+  if (cf->is_compressed_image(fs->f, &status) &&
+      (rc = tsr__tiles_open(ctx, fs->f, fp->path, fp->hdu, -1, &fs->tiles)) != 0) {
+    status = 0;
+    cf->close_file(fs->f, &status);
+    cf->clear_errmsg();
+    fs->f = NULL;
+    return rc;
+  }
   return 0;
 }
 
@@ -721,6 +748,7 @@ static int fits_start(tsr_node_t *n, void **state) {
     return tsr__err(ctx, TSR_ENOMEM, "fits: out of memory opening \"%s\"",
                     ((const fits_params_t *)n->params)->path);
   fs->fp = n->params;
+  fs->ctx = ctx;
   fs->fd = -1;
   if ((rc = pool_acquire(ctx, fs, false)) != 0) {
     tsr__free(ctx, fs);
@@ -949,14 +977,17 @@ static int read_task(tsr__task_t *t) {
   int64_t ext[TSR_MAX_DIMS], cstride[TSR_MAX_DIMS], idx[TSR_MAX_DIMS] = {0, 0, 0, 0};
   float fnan = NAN;
   double dnan = NAN;
-  int k, status = 0;
+  int k, rc, status = 0;
 
   if (t->planes[0] == NULL)
     return 0;
   if (fs->fd >= 0) {
-    int rc = raw_planes(t->ctx, fp, fs, t->sparse, &t->out, n->ndim, copy_task_rows, t);
+    rc = raw_planes(t->ctx, fp, fs, t->sparse, &t->out, n->ndim, copy_task_rows, t);
     return rc != 0 ? rc : check_identity(t->ctx, fp, fs->fd, true);
   }
+  /* cfitsio decompresses every tile the box meets: check them first. */
+  if (fs->tiles && (rc = tsr__tiles_check(t->ctx, fs->tiles, r->start, r->stop)) != 0)
+    return rc;
   for (int a = 0; a < TSR_MAX_DIMS; a++)
     ext[a] = r->stop[a] - r->start[a];
   cstride[0] = 1;
@@ -987,7 +1018,7 @@ static int read_task(tsr__task_t *t) {
                          &status)) {
       char where[160];
       tsr__region_format(r, n->ndim, where, sizeof where);
-      return fits_fail(t->ctx, status, "cannot read %s of \"%s\" HDU %d", where, fp->path, fp->hdu);
+      return tsr__cfitsio_fail(t->ctx, status, "cannot read %s of \"%s\" HDU %d", where, fp->path, fp->hdu);
     }
     /* Infinities are no more usable than BLANK: make them NaN. */
     if (fp->datatype == TFLOAT) {

@@ -27,6 +27,23 @@
 #include "harness.h"
 #include "internal.h"
 #include "io.h"
+#include "tiles.h"
+
+/* Under AddressSanitizer, the leaks of this process so far (a forked test
+ * exits with _exit, which LeakSanitizer never sees); 0 in other builds. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TH_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TH_ASAN 1
+#endif
+#endif
+#ifdef TH_ASAN
+#include <sanitizer/lsan_interface.h>
+#define LEAKS() __lsan_do_recoverable_leak_check()
+#else
+#define LEAKS() 0
+#endif
 
 /* ------------------------------------------------------------------ */
 /* Fixtures                                                           */
@@ -710,6 +727,303 @@ TEST(fits_tile_compressed) {
   ASSERT_STR_CONTAINS(cards, "CTYPE1  = 'RA---TAN'");
   tsr_graph_free(g);
   tsr_ctx_free(ctx);
+}
+
+/* ------------------------------------------------------------------ */
+/* Hostile tile-compressed images (io/tiles.c)                         */
+
+enum { TNX = 64, TNY = 40 };
+
+/* A TNX x TNY image in HDU 2 of `name`, compressed with `type` in 32 x 16
+ * tiles (3 x 2 + the clipped last row = 6 tiles), int16 or float data. */
+static const char *put_tiled(const char *name, int type, bool floats) {
+  long naxes[2] = {TNX, TNY}, tile[2] = {32, 16};
+  short d[TNX * TNY];
+  float fd[TNX * TNY];
+  const char *path = th_path(name);
+  fitsfile *f = NULL;
+  int status = 0;
+  for (int i = 0; i < TNX * TNY; i++) {
+    d[i] = (short)(type == PLIO_1 ? (i * 7) % 50 : (i * 37) % 3000 - 1000);
+    fd[i] = (float)sin(i * 0.01) * 100.0f;
+  }
+  unlink(path);
+  CHECK_FITS(fits_create_diskfile(&f, path, &status));
+  CHECK_FITS(fits_set_compression_type(f, type, &status));
+  CHECK_FITS(fits_set_tile_dim(f, 2, tile, &status));
+  CHECK_FITS(fits_create_img(f, floats ? FLOAT_IMG : SHORT_IMG, 2, naxes, &status));
+  if (floats)
+    CHECK_FITS(fits_write_img(f, TFLOAT, 1, TNX * TNY, fd, &status));
+  else
+    CHECK_FITS(fits_write_img(f, TSHORT, 1, TNX * TNY, d, &status));
+  CHECK_FITS(fits_close_file(f, &status));
+  return path;
+}
+
+/* Where tile `row` (1-based) of the compressed image in HDU 2 of `path`
+ * is: the file offsets of its descriptor and of its stream, the stream's
+ * length and its offset in the heap. */
+static void tile_place(const char *path, int row, long long *desc, long long *at, long long *len,
+                       long long *heap_off) {
+  fitsfile *f = NULL;
+  int status = 0, col = 0;
+  long long head, data, end, naxis1, naxis2, theap, off;
+  CHECK_FITS(fits_open_diskfile(&f, path, READONLY, &status));
+  CHECK_FITS(fits_movabs_hdu(f, 2, NULL, &status));
+  CHECK_FITS(fits_get_hduaddrll(f, &head, &data, &end, &status));
+  CHECK_FITS(fits_read_key(f, TLONGLONG, "NAXIS1", &naxis1, NULL, &status));
+  CHECK_FITS(fits_read_key(f, TLONGLONG, "NAXIS2", &naxis2, NULL, &status));
+  if (fits_read_key(f, TLONGLONG, "THEAP", &theap, NULL, &status) == KEY_NO_EXIST) {
+    status = 0;
+    theap = naxis1 * naxis2;
+  }
+  CHECK_FITS(fits_get_colnum(f, CASEINSEN, "COMPRESSED_DATA", &col, &status));
+  ASSERT_INT_EQ(col, 1); /* so its descriptor opens the row */
+  CHECK_FITS(fits_read_descriptll(f, col, row, len, &off, &status));
+  CHECK_FITS(fits_close_file(f, &status));
+  *desc = data + (row - 1) * naxis1;
+  *at = data + theap + off;
+  *heap_off = off;
+}
+
+static void patch(const char *path, long long at, const void *bytes, size_t n) {
+  int fd = open(path, O_WRONLY);
+  ASSERT(fd >= 0);
+  ASSERT(pwrite(fd, bytes, n, (off_t)at) == (ssize_t)n);
+  close(fd);
+}
+
+/* Overwrite tile `row`'s stream from byte `from` on with `fill`, or xor it
+ * with 0x5a when fill < 0. */
+static void spoil_tile(const char *path, int row, long long from, int fill) {
+  long long desc, at, len, off;
+  unsigned char b[8192];
+  tile_place(path, row, &desc, &at, &len, &off);
+  ASSERT(len > from && len <= (long long)sizeof b);
+  int fd = open(path, O_RDWR);
+  ASSERT(fd >= 0);
+  ASSERT(pread(fd, b, (size_t)len, (off_t)at) == (ssize_t)len);
+  for (long long i = from; i < len; i++)
+    b[i] = fill < 0 ? b[i] ^ 0x5a : (unsigned char)fill;
+  ASSERT(pwrite(fd, b, (size_t)len, (off_t)at) == (ssize_t)len);
+  close(fd);
+}
+
+/* Set tile `row`'s descriptor (a 'P' one: two big-endian int32). */
+static void set_descriptor(const char *path, int row, long long count, long long off) {
+  long long desc, at, len, heap_off;
+  unsigned char b[8];
+  tile_place(path, row, &desc, &at, &len, &heap_off);
+  for (int i = 0; i < 4; i++) {
+    b[i] = (unsigned char)((uint32_t)count >> (24 - 8 * i));
+    b[4 + i] = (unsigned char)((uint32_t)off >> (24 - 8 * i));
+  }
+  patch(path, desc, b, 8);
+}
+
+/* Read the whole image of `path`: 0, or the error with its message in msg. */
+static int read_tiled(const char *path, char *msg, size_t cap) {
+  static float out[TNX * TNY];
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  tsr_node_t *n = tsr_source_fits(g, path, 0);
+  int rc = n == NULL ? tsr_graph_status(g) : tsr_compute(g, n, NULL, out, sizeof out, NULL);
+  snprintf(msg, cap, "%s", rc == 0 ? "" : n == NULL ? tsr_graph_errmsg(g) : tsr_errmsg(ctx));
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+  return rc;
+}
+
+/* cfitsio's Rice decoder read far past a corrupt stream (ASan: SEGV in
+ * fits_rdecomp for float data) or returned "non-CFITSIO program error"; a
+ * corrupt GZIP tile leaked its compressed bytes in cfitsio; a corrupt
+ * HCOMPRESS one leaked the decoder's scratch (or made it write as many
+ * pixels as the stream claims). */
+TEST(tiles_corrupt_streams_are_refused_without_leaks) {
+  static const struct {
+    const char *name;
+    int type;
+    bool floats;
+    int row, from, fill;
+    const char *why;
+  } cases[] = {
+      {"rice16.fits", RICE_1, false, 6, 2, 0xff, "tile 6 of the compressed image is corrupt (its "
+                                                 "Rice stream ends before its 256 pixels)"},
+      {"ricef.fits", RICE_1, true, 2, 4, 0xff, "tile 2 of the compressed image is corrupt (its "
+                                               "Rice stream has the invalid block code 31 at byte 4)"},
+      {"gz1.fits", GZIP_1, false, 3, 12, -1, "tile 3 of the compressed image is corrupt (its gzip "
+                                             "stream does not inflate)"},
+      {"gz2.fits", GZIP_2, false, 1, 0, 0, "tile 1 of the compressed image is corrupt (its gzip "
+                                           "stream does not inflate)"},
+      {"hc.fits", HCOMPRESS_1, false, 2, 30, -1, "tile 2 of the compressed image is corrupt (its "
+                                                 "HCOMPRESS stream has the bad bit plane code"},
+      {"hc0.fits", HCOMPRESS_1, false, 4, 2, 0, "tile 4 of the compressed image is corrupt (its "
+                                                "HCOMPRESS stream is 0 x 0 for 512 pixels)"},
+  };
+  char msg[512];
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const char *path = put_tiled(cases[i].name, cases[i].type, cases[i].floats);
+    ASSERT_OK(read_tiled(path, msg, sizeof msg));
+    spoil_tile(path, cases[i].row, cases[i].from, cases[i].fill);
+    ASSERT_INT_EQ(read_tiled(path, msg, sizeof msg), TSR_EFITS);
+    ASSERT_STR_CONTAINS(msg, cases[i].name);
+    ASSERT_STR_CONTAINS(msg, "\" HDU 2: ");
+    ASSERT_STR_CONTAINS(msg, cases[i].why);
+  }
+  ASSERT_INT_EQ(LEAKS(), 0);
+}
+
+/* Every coding's check ends exactly where a good stream ends: one byte
+ * less is refused (a GZIP tile cut short made cfitsio grow its buffer
+ * until memory ran out). */
+TEST(tiles_streams_one_byte_short_are_refused) {
+  static const struct {
+    const char *name;
+    int type;
+    bool floats;
+    const char *why;
+  } cases[] = {
+      {"s-rice.fits", RICE_1, false, "its Rice stream ends before its 512 pixels"},
+      {"s-ricef.fits", RICE_1, true, "its Rice stream ends before its 512 pixels"},
+      {"s-gzip.fits", GZIP_1, false, "its gzip stream ends early"},
+      {"s-gzip2.fits", GZIP_2, true, "its gzip stream ends early"},
+      {"s-hc.fits", HCOMPRESS_1, false, "its HCOMPRESS stream ends before its 512 pixels"},
+      {"s-plio.fits", PLIO_1, false, "its PLIO line list claims"},
+  };
+  char msg[512];
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const char *path = put_tiled(cases[i].name, cases[i].type, cases[i].floats);
+    long long desc, at, len, off;
+    tile_place(path, 1, &desc, &at, &len, &off);
+    ASSERT_OK(read_tiled(path, msg, sizeof msg));
+    set_descriptor(path, 1, len - 1, off);
+    ASSERT_INT_EQ(read_tiled(path, msg, sizeof msg), TSR_EFITS);
+    ASSERT_STR_CONTAINS(msg, "tile 1 of the compressed image is corrupt");
+    ASSERT_STR_CONTAINS(msg, cases[i].why);
+  }
+  ASSERT_INT_EQ(LEAKS(), 0);
+}
+
+/* Descriptors are checked against the heap, and the heap against the
+ * file, when the source is built: tessera info refuses them too. */
+TEST(tiles_bad_descriptors_and_truncation_fail_at_build) {
+  char msg[512];
+  const char *path = put_tiled("desc.fits", RICE_1, false);
+  set_descriptor(path, 5, 100, 1 << 30);
+  ASSERT_INT_EQ(read_tiled(path, msg, sizeof msg), TSR_EFITS);
+  ASSERT_STR_CONTAINS(msg, "desc.fits\" HDU 2: tile 5 of the compressed image is corrupt (its "
+                           "descriptor says 100 elements of 1 bytes at heap offset 1073741824, "
+                           "past the heap's");
+  path = put_tiled("desc2.fits", RICE_1, false);
+  set_descriptor(path, 2, -5, 0);
+  ASSERT_INT_EQ(read_tiled(path, msg, sizeof msg), TSR_EFITS);
+  ASSERT_STR_CONTAINS(msg, "tile 2 of the compressed image is corrupt (its descriptor says");
+  path = put_tiled("trunc-tiles.fits", GZIP_1, false);
+  struct stat st;
+  ASSERT_OK(stat(path, &st));
+  ASSERT_OK(truncate(path, st.st_size - 2880));
+  ASSERT_INT_EQ(read_tiled(path, msg, sizeof msg), TSR_EFITS);
+  ASSERT_STR_CONTAINS(msg, "trunc-tiles.fits\" is truncated: HDU 2's compressed image needs");
+  ASSERT_INT_EQ(LEAKS(), 0);
+}
+
+/* Replace the first card of `path` whose keyword is `kw` with `card`. */
+static void set_card(const char *path, const char *kw, const char *card) {
+  char c[TSR__CARD + 1], k[9];
+  int fd = open(path, O_RDWR);
+  ASSERT(fd >= 0);
+  for (off_t at = 0;; at += TSR__CARD) {
+    ASSERT(pread(fd, c, TSR__CARD, at) == TSR__CARD);
+    tsr__io_keyword(c, k);
+    if (strcmp(k, kw) == 0) {
+      snprintf(c, sizeof c, "%-80s", card);
+      ASSERT(pwrite(fd, c, TSR__CARD, at) == TSR__CARD);
+      break;
+    }
+  }
+  close(fd);
+}
+
+/* cfitsio parses a compressed image's keywords as soon as it moves to the
+ * HDU and divides by the tile sizes and the Rice block size: 0 was a
+ * SIGFPE inside fits_movabs_hdu (found by fuzzing), for the image sought
+ * and for one passed on the way to another HDU. */
+TEST(tiles_keywords_cfitsio_divides_by_are_checked_first) {
+  static const struct {
+    const char *kw, *card, *why;
+  } cases[] = {
+      {"ZVAL1", "ZVAL1   =                    0", "Rice block size ZVAL1 = 0; expected 16 or 32"},
+      {"ZTILE1", "ZTILE1  =                    0", "ZTILE1 = 0; expected at least 1"},
+      {"ZTILE2", "ZTILE2  =                  1.5", "ZTILE2 = 1.5 is not an integer"},
+      {"ZNAXIS", "ZNAXIS  =                    7", "has 7 axes; 1 to 4 are supported"},
+      /* cfitsio reads the 0 in column 10; the standard's value (column 11 on) is 16. */
+      {"ZTILE1", "ZTILE1  =0                  16", "ZTILE1 is there twice, or not as \"ZTILE1 = "
+                                                   "value\""},
+      /* Not a keyword cfitsio divides by, but one it copies into 70 bytes:
+       * a glibc abort (found by fuzzing). */
+      {"TTYPE1", "TTYPE1  = AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+       "TTYPE1 is not a column name (expected TTYPE1 = 'name')"},
+  };
+  char msg[512];
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const char *path = put_tiled("keys.fits", RICE_1, false);
+    set_card(path, cases[i].kw, cases[i].card);
+    ASSERT(read_tiled(path, msg, sizeof msg) < 0);
+    ASSERT_STR_CONTAINS(msg, "keys.fits\" HDU 2");
+    ASSERT_STR_CONTAINS(msg, cases[i].why);
+  }
+  /* Passed on the way to HDU 3. */
+  long naxes[2] = {8, 8};
+  float *d = ramp(2, naxes);
+  const char *path = put_tiled("keys3.fits", RICE_1, false);
+  put_image(path, true, FLOAT_IMG, 2, naxes, TFLOAT, d, NULL);
+  set_card(path, "ZVAL1", "ZVAL1   =                    0");
+  free(d);
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, path, 3) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "keys3.fits\" HDU 2: the compressed image's table is "
+                                           "corrupt (Rice block size ZVAL1 = 0");
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
+/* The Rice walk on hand-made streams (bytepix 2: 4-bit block codes). */
+TEST(tiles_rice_walk) {
+  char why[128];
+  /* First pixel, then two blocks of equal pixels (code 0). */
+  static const unsigned char flat[] = {0x12, 0x34, 0x00};
+  ASSERT(tsr__tiles_rice_ok(flat, 3, 2, 32, 64, why, sizeof why));
+  ASSERT(!tsr__tiles_rice_ok(flat, 3, 2, 32, 96, why, sizeof why));
+  ASSERT_STR_CONTAINS(why, "ends before its 96 pixels");
+  ASSERT(!tsr__tiles_rice_ok(flat, 2, 2, 32, 1, why, sizeof why));
+  ASSERT_STR_CONTAINS(why, "too short");
+  /* Code 1 (fs = 0): 32 pixels of one bit each ("1" = difference 0). */
+  static const unsigned char ones[] = {0, 0, 0x1f, 0xff, 0xff, 0xff, 0xf0};
+  ASSERT(tsr__tiles_rice_ok(ones, 7, 2, 32, 32, why, sizeof why));
+  ASSERT(!tsr__tiles_rice_ok(ones, 6, 2, 32, 32, why, sizeof why));
+  /* A unary run of zeros to the end of the stream. */
+  static const unsigned char zeros[] = {0, 0, 0x10, 0, 0, 0};
+  ASSERT(!tsr__tiles_rice_ok(zeros, 6, 2, 32, 32, why, sizeof why));
+  ASSERT_STR_CONTAINS(why, "ends before its 32 pixels");
+  /* For 32-bit pixels (5-bit codes), code 31 is past fsmax + 1. */
+  static const unsigned char bad[] = {0, 0, 0, 0, 0xf8, 0};
+  ASSERT(!tsr__tiles_rice_ok(bad, 6, 4, 32, 32, why, sizeof why));
+  ASSERT_STR_CONTAINS(why, "invalid block code 31 at byte 4");
+  /* 1024 pixels in blocks of 32 with code 1 and a "1" per pixel, long
+   * enough for the 64-bit steps: 2 + 32 * 36 / 8 = 146 bytes, not one less. */
+  unsigned char lng[146] = {0};
+  for (int64_t bit = 0, blk = 0; blk < 32; blk++) {
+    lng[2 + (bit + 3) / 8] |= (unsigned char)(0x80 >> ((bit + 3) % 8));
+    bit += 4;
+    for (int px = 0; px < 32; px++, bit++)
+      lng[2 + bit / 8] |= (unsigned char)(0x80 >> (bit % 8));
+  }
+  ASSERT(tsr__tiles_rice_ok(lng, 146, 2, 32, 1024, why, sizeof why));
+  ASSERT(!tsr__tiles_rice_ok(lng, 145, 2, 32, 1024, why, sizeof why));
+  ASSERT(!tsr__tiles_rice_ok(lng, 146, 2, 32, 1025, why, sizeof why));
+  /* Block size 0 would never advance. */
+  ASSERT(!tsr__tiles_rice_ok(flat, 3, 2, 0, 64, why, sizeof why));
 }
 
 /* ------------------------------------------------------------------ */
@@ -2573,7 +2887,17 @@ TEST(fuzz_regressions) {
     if (tsr_wcs_read_fits(ctx, path, 0, &w) == 0)
       tsr_wcs_free(w);
     ASSERT_OK(tsr_graph_new(ctx, &g));
-    (void)tsr_source_fits(g, path, 0);
+    /* As fuzz_fits and fuzz_tiles do: read the pixels of small images
+     * (tile-compressed ones are checked tile by tile when read). */
+    tsr_node_t *src = tsr_source_fits(g, path, 0), *f32 = src ? tsr_astype(g, src, TSR_F32) : NULL;
+    int64_t npix = 1;
+    for (int a = 0; f32 && a < 4; a++)
+      npix *= tsr_node_shape(f32, a);
+    if (f32 && npix <= 65536) {
+      float *pix = malloc((size_t)npix * sizeof *pix);
+      (void)tsr_compute(g, f32, NULL, pix, (size_t)npix * sizeof *pix, NULL);
+      free(pix);
+    }
     tsr_graph_free(g);
     tsr_ctx_free(ctx);
     free(buf);

@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import time
@@ -956,7 +957,68 @@ def bad_cases():
         ("10^6 x 10^6 target (a 4 TB output) on a smaller disk",
          lambda b, o: ["reproject", b["good"], "--target", b["huge4tb"], "-o", o], 1,
          [r'out\.fits" needs 4\.0 TB, [0-9.]+ (bytes|[kMGT]B) free on /']),
+        # Tile-compressed inputs with one tile spoiled: cfitsio's Rice decoder read past the
+        # stream (SEGV under ASan), a corrupt GZIP tile leaked in cfitsio.
+        # tessera: fits: writing "badrun-.../out.fits": reproject_interp#2 chunk [0:100, 0:100]:
+        # fits: "bad-tiles/rice.fits" HDU 2: tile 2 of the compressed image is corrupt (its Rice
+        # stream has the invalid block code 31 at byte 4)
+        ("corrupt RICE_1 tile",
+         lambda b, o: ["reproject", tile_inputs(b)["rice"], "--target", b["tgt"], "-o", o, "-j", "1"],
+         1, [r"rice\.fits\" HDU 2: tile 2 of the compressed image is corrupt \(its Rice stream"]),
+        # ... fits: "bad-tiles/gzip.fits" HDU 2: tile 2 of the compressed image is corrupt (its
+        # gzip stream does not inflate)
+        ("corrupt GZIP_1 tile",
+         lambda b, o: ["reproject", tile_inputs(b)["gzip"], "--target", b["tgt"], "-o", o, "-j", "1"],
+         1, [r"gzip\.fits\" HDU 2: tile 2 of the compressed image is corrupt \(its gzip stream"]),
+        # tessera: fits: "bad-tiles/desc.fits" HDU 2: tile 2 of the compressed image is corrupt
+        # (its descriptor says 93 elements of 1 bytes at heap offset 1073741824, past the heap's
+        # 3605 bytes)
+        ("info on a compressed image whose tile descriptor points past the heap",
+         lambda b, o: ["info", tile_inputs(b)["desc"]],
+         1, [r"desc\.fits\" HDU 2: tile 2 of the compressed image is corrupt \(its descriptor says "
+             r"\d+ elements of 1 bytes at heap offset 1073741824, past the heap's \d+ bytes\)"]),
     ]
+
+
+_tile_files = {}
+
+
+def tile_inputs(b):
+    """Tile-compressed images with one tile spoiled, next to (not in) the catalogue's
+    directory, which bad_test watches for leftovers."""
+    d = os.path.join(os.path.dirname(b["dir"]), "bad-tiles")
+    if d in _tile_files:
+        return _tile_files[d]
+    os.makedirs(d, exist_ok=True)
+    rng = np.random.default_rng(16)
+    files = {}
+    for key, data, ctype in (("rice", rng.normal(0, 1, (40, 64)).astype(np.float32), "RICE_1"),
+                             ("gzip", rng.normal(0, 300, (40, 64)).astype(np.int16), "GZIP_1"),
+                             ("desc", rng.normal(0, 300, (40, 64)).astype(np.int16), "RICE_1")):
+        p = os.path.join(d, "%s.fits" % key)
+        hdr = C.cel_header("TAN", 64, 40, (10.0, 10.0), 2.0)
+        fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, header=hdr, compression_type=ctype)]).writeto(
+            p, overwrite=True)
+        with fits.open(p, disable_image_compression=True) as hl:
+            loc, h = hl[1].fileinfo()["datLoc"], hl[1].header
+            assert h["TTYPE1"] == "COMPRESSED_DATA"
+            row, heap = h["NAXIS1"], loc + h.get("THEAP", h["NAXIS1"] * h["NAXIS2"])
+        with open(p, "r+b") as f:
+            # Tile 2 (the table's second row): its descriptor is the row's first 8 bytes.
+            f.seek(loc + row)
+            count, off = struct.unpack(">ii", f.read(8))
+            if key == "desc":
+                f.seek(loc + row)
+                f.write(struct.pack(">ii", count, 1 << 30))
+            else:
+                # Past the first pixel (Rice) or the gzip header: all ones, or flipped bits.
+                f.seek(heap + off + 4)
+                tail = f.read(count - 4)
+                f.seek(heap + off + 4)
+                f.write(b"\xff" * len(tail) if key == "rice" else bytes(x ^ 0x5a for x in tail))
+        files[key] = p
+    _tile_files[d] = files
+    return files
 
 
 DEV_FULL = r'output "/dev/full" exists and is a character device; expected a regular file or a new path'

@@ -6,21 +6,16 @@
 #include <tessera/tessera.h>
 #include <unistd.h>
 
+#include "fuzz_file.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  static char path[64];
+  const char *path = fuzz_file(data, size, "");
   tsr_ctx_t *ctx;
   tsr_graph_t *g;
   tsr_wcs_t *w = NULL;
-  FILE *f;
-  if (path[0] == '\0')
-    snprintf(path, sizeof path, "/dev/shm/tsr-fuzz-%ld.fits", (long)getpid());
-  if ((f = fopen(path, "wb")) == NULL)
-    return 0;
-  fwrite(data, 1, size, f);
-  fclose(f);
-  if (tsr_ctx_new(&ctx, NULL) != 0)
+  if (path == NULL || tsr_ctx_new(&ctx, NULL) != 0)
     return 0;
   if (tsr_wcs_read_fits(ctx, path, 0, &w) == 0)
     tsr_wcs_free(w);
