@@ -159,16 +159,44 @@ static bool is_zimage(const char *cards, int n) {
 
 bool tsr__plain_hdu_off;
 
+/* The largest NAXIS of any "NAXIS   = n" card in the header at `off`, read
+ * leniently (up to a card beginning with END, the end of the file or the
+ * cap): a header the walk declines for its layout may still be one that
+ * cfitsio reads (an END card followed by NUL bytes, found by fuzzing), and
+ * cfitsio must not see NAXIS > CFITSIO_MAX_AXES in it either. */
+static int64_t lenient_naxis(source_t *src, int64_t off) {
+  char block[BLOCK];
+  int64_t most = 0;
+  for (size_t len = 0; len < MAX_HEADER; len += BLOCK) {
+    if (source_read(src, block, BLOCK, off + (int64_t)len) != BLOCK)
+      return most;
+    for (size_t c = 0; c < BLOCK; c += TSR__CARD) {
+      const char *card = block + c;
+      if (memcmp(card, "END", 3) == 0)
+        return most;
+      if (memcmp(card, "NAXIS   =", 9) == 0) {
+        char val[72];
+        long long v;
+        tsr__card_value(card, val, sizeof val);
+        v = strtoll(val, NULL, 10);
+        if (v > most)
+          most = v;
+      }
+    }
+  }
+  return most;
+}
+
 /* The walk (see above); with `gz`, only to check the axes. */
 static int walk(tsr_ctx_t *ctx, source_t *src, int64_t size, int hdu, bool gz,
                 tsr__plain_hdu_t *out) {
   char *buf = NULL;
   size_t cap = 0;
-  int64_t off = 0;
-  int rc = 0;
+  int64_t off = 0, most;
+  int rc = 0, h;
 
   memset(out, 0, sizeof *out);
-  for (int h = 1; off < size && h <= 100000; h++) {
+  for (h = 1; off < size && h <= 100000; h++) {
     int ncards = read_header(ctx, src, off, &buf, &cap), k = 0, naxis;
     int64_t bitpix, v, pcount = 0, gcount = 1, elems = 1;
     int64_t shape[999];
@@ -255,6 +283,13 @@ static int walk(tsr_ctx_t *ctx, source_t *src, int64_t size, int hdu, bool gz,
     off += (bytes + BLOCK - 1) / BLOCK * BLOCK;
   }
 out:
+  /* Declined at HDU h, whose header cfitsio will read next. */
+  if (rc == 0 && out->cards == NULL && off < size &&
+      (most = lenient_naxis(src, off)) > CFITSIO_MAX_AXES) {
+    out->hdu = h;
+    out->naxis = most > INT32_MAX ? INT32_MAX : (int)most;
+    rc = TSR_ENOTSUP;
+  }
   tsr__free(ctx, buf);
   return rc;
 }
