@@ -30,8 +30,6 @@
 #define BLOCK 2880
 /* A header longer than this is left to cfitsio (40 000 cards). */
 #define MAX_HEADER ((size_t)BLOCK * 1111)
-/* The most axes a header may have before cfitsio sees it (see above). */
-#define CFITSIO_MAX_AXES 99
 
 /* The file being walked: read with pread, or inflated (gzip), where each
  * read starts at or after the end of the previous one (gzseek forward). */
@@ -163,7 +161,7 @@ bool tsr__plain_hdu_off;
  * leniently (up to a card beginning with END, the end of the file or the
  * cap): a header the walk declines for its layout may still be one that
  * cfitsio reads (an END card followed by NUL bytes, found by fuzzing), and
- * cfitsio must not see NAXIS > CFITSIO_MAX_AXES in it either. */
+ * cfitsio must not see NAXIS > TSR__CFITSIO_MAX_AXES in it either. */
 static int64_t lenient_naxis(source_t *src, int64_t off) {
   char block[BLOCK];
   int64_t most = 0;
@@ -220,7 +218,7 @@ static int walk(tsr_ctx_t *ctx, source_t *src, int64_t size, int hdu, bool gz,
       goto out;
     naxis = (int)v;
     image = h == 1 || strcmp(xt, "IMAGE") == 0;
-    if (naxis > CFITSIO_MAX_AXES || (naxis > TSR_MAX_DIMS && image && (hdu == 0 || h == hdu))) {
+    if (naxis > TSR__CFITSIO_MAX_AXES || (naxis > TSR_MAX_DIMS && image && (hdu == 0 || h == hdu))) {
       out->hdu = h;
       out->naxis = naxis;
       rc = TSR_ENOTSUP;
@@ -285,7 +283,7 @@ static int walk(tsr_ctx_t *ctx, source_t *src, int64_t size, int hdu, bool gz,
 out:
   /* Declined at HDU h, whose header cfitsio will read next. */
   if (rc == 0 && out->cards == NULL && off < size &&
-      (most = lenient_naxis(src, off)) > CFITSIO_MAX_AXES) {
+      (most = lenient_naxis(src, off)) > TSR__CFITSIO_MAX_AXES) {
     out->hdu = h;
     out->naxis = most > INT32_MAX ? INT32_MAX : (int)most;
     rc = TSR_ENOTSUP;

@@ -58,6 +58,11 @@ int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, int hdu, tsr__plain_hdu
  * TSR_ENOTSUP with out->hdu and out->naxis, or TSR_ENOMEM. */
 int tsr__gzip_hdu_axes(tsr_ctx_t *ctx, int fd, int hdu, tsr__plain_hdu_t *out);
 
+/* The most axes a header may declare before cfitsio reads it: cfitsio 4.2
+ * overruns memory opening a header of about 104 axes or more (hdu.c,
+ * tiles.c check every header cfitsio would read). */
+#define TSR__CFITSIO_MAX_AXES 99
+
 /* Tests set this to send every file to cfitsio, to compare the two paths
  * (the walk still refuses headers cfitsio cannot take). */
 extern bool tsr__plain_hdu_off;

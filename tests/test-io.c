@@ -1224,6 +1224,74 @@ TEST(too_many_axes_never_reach_cfitsio) {
   tsr_ctx_free(ctx);
 }
 
+/* A header the walk declines (an END card followed by NUL bytes, found by
+ * fuzzing) is still checked for its axes, and so is an extension after it,
+ * before cfitsio reads either. */
+static void raw_cards(FILE *f, const char *const *cards, long *len) {
+  char card[81];
+  for (int i = 0; cards && cards[i]; i++, *len += 80) {
+    snprintf(card, sizeof card, "%-80s", cards[i]);
+    fwrite(card, 1, 80, f);
+  }
+}
+
+/* A header: `cards`, NAXIS1..n = 1, `tail`, END (with NUL bytes after END
+ * when `junk_end`), padded; then one block of zero data if n_axes > 0. */
+static void raw_header(FILE *f, const char *const *cards, int n_axes, const char *const *tail,
+                       bool junk_end) {
+  static const char zeros[2880];
+  char card[81];
+  long len = 0;
+  raw_cards(f, cards, &len);
+  for (int a = 0; a < n_axes; a++, len += 80) {
+    char kw[9];
+    snprintf(kw, sizeof kw, "NAXIS%d", a + 1);
+    snprintf(card, sizeof card, "%-8s= %20d%50s", kw, 1, "");
+    fwrite(card, 1, 80, f);
+  }
+  raw_cards(f, tail, &len);
+  snprintf(card, sizeof card, "%-80s", "END");
+  if (junk_end)
+    memset(card + 50, 0, 30);
+  fwrite(card, 1, 80, f);
+  for (len += 80; len % 2880; len++)
+    fputc(' ', f);
+  if (n_axes > 0)
+    fwrite(zeros, 1, sizeof zeros, f);
+}
+
+TEST(axes_of_headers_the_walk_declines_are_checked) {
+  static const char *const prim104[] = {"SIMPLE  =                    T", "BITPIX  =                  -32",
+                                        "NAXIS   =                  104", NULL};
+  static const char *const prim0[] = {"SIMPLE  =                    T", "BITPIX  =                    8",
+                                      "NAXIS   =                    0", "EXTEND  =                    T", NULL};
+  static const char *const ext500[] = {"XTENSION= 'IMAGE   '", "BITPIX  =                  -32",
+                                       "NAXIS   =                  500", NULL};
+  static const char *const tail[] = {"PCOUNT  =                    0", "GCOUNT  =                    1", NULL};
+  const char *a = th_path("junk-end.fits"), *b = th_path("junk-then-ext.fits");
+  FILE *f = fopen(a, "wb");
+  ASSERT(f != NULL);
+  raw_header(f, prim104, 104, NULL, true);
+  ASSERT_OK(fclose(f));
+  f = fopen(b, "wb");
+  ASSERT(f != NULL);
+  raw_header(f, prim0, 0, NULL, true);
+  raw_header(f, ext500, 500, tail, false);
+  ASSERT_OK(fclose(f));
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, a, 0) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(g), TSR_ENOTSUP);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "junk-end.fits\" HDU 1 has NAXIS = 104; at most 4 axes");
+  tsr_graph_free(g);
+  g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, b, 2) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(g), TSR_ENOTSUP);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "junk-then-ext.fits\" HDU 2 has NAXIS = 500; at most 4 axes");
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
 TEST(fits_bad_wcs_is_a_build_error) {
   long naxes[2] = {8, 8};
   float d[64] = {0};
