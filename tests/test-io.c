@@ -1086,6 +1086,15 @@ TEST(fits_not_fits_missing_empty) {
   tsr_ctx_free(ctx);
 }
 
+/* Building a source of HDU `hdu` of `path` fails with `code` and `msg`. */
+static void source_fails(tsr_ctx_t *ctx, const char *path, int hdu, int code, const char *msg) {
+  tsr_graph_t *g = graph_new(ctx);
+  ASSERT(tsr_source_fits(g, path, hdu) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(g), code);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), msg);
+  tsr_graph_free(g);
+}
+
 TEST(fits_shape_errors) {
   long zero[2] = {10, 0}, five[5] = {2, 2, 2, 2, 2};
   float d[32] = {0};
@@ -1093,16 +1102,8 @@ TEST(fits_shape_errors) {
   put_image(z, false, FLOAT_IMG, 2, zero, TFLOAT, NULL, NULL);
   put_image(f5, false, FLOAT_IMG, 5, five, TFLOAT, d, NULL);
   tsr_ctx_t *ctx = ctx_new();
-  tsr_graph_t *g = graph_new(ctx);
-  ASSERT(tsr_source_fits(g, z, 0) == NULL);
-  ASSERT_INT_EQ(tsr_graph_status(g), TSR_EINVAL);
-  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "zero.fits\" HDU 1: NAXIS2 = 0: zero-size axis");
-  tsr_graph_free(g);
-  g = graph_new(ctx);
-  ASSERT(tsr_source_fits(g, f5, 0) == NULL);
-  ASSERT_INT_EQ(tsr_graph_status(g), TSR_ENOTSUP);
-  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "five.fits\" HDU 1 has NAXIS = 5; at most 4 axes are supported");
-  tsr_graph_free(g);
+  source_fails(ctx, z, 0, TSR_EINVAL, "zero.fits\" HDU 1: NAXIS2 = 0: zero-size axis");
+  source_fails(ctx, f5, 0, TSR_ENOTSUP, "five.fits\" HDU 1 has NAXIS = 5; at most 4 axes are supported");
   tsr_ctx_free(ctx);
 }
 
@@ -1279,16 +1280,8 @@ TEST(axes_of_headers_the_walk_declines_are_checked) {
   raw_header(f, ext500, 500, tail, false);
   ASSERT_OK(fclose(f));
   tsr_ctx_t *ctx = ctx_new();
-  tsr_graph_t *g = graph_new(ctx);
-  ASSERT(tsr_source_fits(g, a, 0) == NULL);
-  ASSERT_INT_EQ(tsr_graph_status(g), TSR_ENOTSUP);
-  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "junk-end.fits\" HDU 1 has NAXIS = 104; at most 4 axes");
-  tsr_graph_free(g);
-  g = graph_new(ctx);
-  ASSERT(tsr_source_fits(g, b, 2) == NULL);
-  ASSERT_INT_EQ(tsr_graph_status(g), TSR_ENOTSUP);
-  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "junk-then-ext.fits\" HDU 2 has NAXIS = 500; at most 4 axes");
-  tsr_graph_free(g);
+  source_fails(ctx, a, 0, TSR_ENOTSUP, "junk-end.fits\" HDU 1 has NAXIS = 104; at most 4 axes");
+  source_fails(ctx, b, 2, TSR_ENOTSUP, "junk-then-ext.fits\" HDU 2 has NAXIS = 500; at most 4 axes");
   tsr_ctx_free(ctx);
 }
 
