@@ -172,14 +172,9 @@ static int64_t lenient_naxis(source_t *src, int64_t off) {
       const char *card = block + c;
       if (memcmp(card, "END", 3) == 0)
         return most;
-      if (memcmp(card, "NAXIS   =", 9) == 0) {
-        char val[72];
-        long long v;
-        tsr__card_value(card, val, sizeof val);
-        v = strtoll(val, NULL, 10);
-        if (v > most)
-          most = v;
-      }
+      double v = tsr__io_naxis_card(card);
+      if (v > (double)most)
+        most = v > 1e9 ? INT64_C(1000000000) : (int64_t)v;
     }
   }
   return most;

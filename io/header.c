@@ -48,6 +48,19 @@ void tsr__io_keyword(const char *card, char kw[9]) {
   kw[n] = '\0';
 }
 
+double tsr__io_naxis_card(const char *card) {
+  char val[72], *e;
+  double v;
+  if (memcmp(card, "NAXIS   =", 9) != 0)
+    return -1;
+  tsr__card_value(card, val, sizeof val);
+  for (char *p = val; *p; p++)
+    if (*p == 'D' || *p == 'd')
+      *p = 'E';
+  v = strtod(val, &e);
+  return e == val || v != v ? -1 : v;
+}
+
 /* "CTYPE" followed by 1-2 digits and nothing else: a primary-WCS CTYPEn. */
 static bool is_ctype(const char *kw) {
   size_t n = strlen(kw);

@@ -18,6 +18,11 @@
 /* The keyword of an 80-column card (columns 1-8, trailing blanks dropped). */
 void tsr__io_keyword(const char *card, char kw[9]);
 
+/* The NAXIS a "NAXIS   = v" card declares, read as leniently as cfitsio
+ * reads it (a decimal point or a D exponent still make a number), or -1 if
+ * the card is not one or its value is no number. */
+double tsr__io_naxis_card(const char *card);
+
 /* True if all 80 columns of the card are blank. */
 bool tsr__io_card_blank(const char *card);
 

@@ -561,7 +561,7 @@ int tsr__tiles_precheck(tsr_ctx_t *ctx, fitsfile *f, const char *path, int hdu, 
        * which is at most 68. */
       char val[72];
       tsr__card_value(cards + c, val, sizeof val);
-      if (memcmp(cards + c, "NAXIS   =", 9) == 0 && strtoll(val, NULL, 10) > TSR__CFITSIO_MAX_AXES) {
+      if (tsr__io_naxis_card(cards + c) > TSR__CFITSIO_MAX_AXES) {
         rc = tsr__err(ctx, TSR_ENOTSUP,
                       "fits: \"%s\" HDU %d has NAXIS = %s; at most %d axes are supported", path,
                       hdu, val, TSR_MAX_DIMS);
