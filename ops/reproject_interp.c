@@ -137,20 +137,24 @@ static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_regi
                                  const double *ys, int64_t n, TOUT *dst, TOUT *fp) {        \
     const double xmax = (double)nx - 0.5, ymax = (double)ny - 0.5;                          \
     /* When every coordinate of the segment has its whole 2 x 2 stencil inside \
-     * the image and the window (the common case), skip the per-pixel checks; \
-     * NaN coordinates fail the min/max test and take the checked path. */   \
+     * the image and the window (the common case), skip the per-pixel checks. \
+     * A NaN coordinate (outside a projection's domain) must take the checked \
+     * path: min/max comparisons skip a NaN unless it comes first, and the    \
+     * unchecked path read at (int64_t)NaN (a crash on an all-sky target,    \
+     * found by ASan), so the sum of the coordinates is tested too.          */ \
     {                                                                                        \
-      double lx = xs[0], hx = xs[0], ly = ys[0], hy = ys[0];                                 \
+      double lx = xs[0], hx = xs[0], ly = ys[0], hy = ys[0], sum = 0.0;                      \
       for (int64_t k = 1; k < n; k++) {                                                      \
         lx = xs[k] < lx ? xs[k] : lx;                                                        \
         hx = xs[k] > hx ? xs[k] : hx;                                                        \
         ly = ys[k] < ly ? ys[k] : ly;                                                        \
         hy = ys[k] > hy ? ys[k] : hy;                                                        \
+        sum += xs[k] + ys[k];                                                                \
       }                                                                                      \
       double lox = (double)(sx0 > 0 ? sx0 : 0), loy = (double)(sy0 > 0 ? sy0 : 0);           \
       double hix = (double)(sx0 + sw < nx ? sx0 + sw : nx) - 1.0;                            \
       double hiy = (double)(sy0 + sh < ny ? sy0 + sh : ny) - 1.0;                            \
-      if (lx >= lox && ly >= loy && hx < hix && hy < hiy) {                                  \
+      if (lx >= lox && ly >= loy && hx < hix && hy < hiy && sum == sum) {                    \
         for (int64_t k = 0; k < n; k++) {                                                    \
           double x = xs[k], y = ys[k];                                                       \
           int64_t i0 = (int64_t)x, j0 = (int64_t)y;                                          \

@@ -66,6 +66,45 @@ static float *reproject(env_t *e, tsr_node_t *src, tsr_wcs_t *target, tsr_interp
   return out;
 }
 
+/* An all-sky CAR image onto a TSC target with exact mapping: rows of the
+ * target cross the edges of the cube's faces, where output pixels map to NaN
+ * between valid ones.  The unchecked bilinear path once took such a row (a
+ * NaN not first in the row escaped its min/max test) and read at
+ * (int64_t)NaN: a crash under ASan, garbage otherwise.  Every output pixel
+ * must be NaN or within the input's range. */
+TEST(nan_coordinates_inside_a_row_take_the_checked_path) {
+  env_t e;
+  env_open(&e);
+  /* The geometry of the conformance case that crashed. */
+  enum { IW = 1440, IH = 720, OW = 1600, OH = 800 };
+  tsr_wcs_t *in = make_wcs(&e, IW, IH, "GLON-CAR", "GLAT-CAR", 30, 10, 722.3, 362.2, 0.25, NULL);
+  tsr_wcs_t *out = make_wcs(&e, OW, OH, "GLON-TSC", "GLAT-TSC", 0, 0, 802.37, 402.21, 0.25, NULL);
+  float *d = smooth_image(IW, IH, 3);
+  int64_t shape[2] = {IW, IH};
+  tsr_node_t *src = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, in);
+  tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+  o.mapping_tolerance = 0;
+  float *r = reproject(&e, src, out, &o, NULL);
+  int nan = 0, finite = 0;
+  float lo = d[0], hi = d[0];
+  for (int k = 1; k < IW * IH; k++)
+    lo = d[k] < lo ? d[k] : lo, hi = d[k] > hi ? d[k] : hi;
+  for (int k = 0; k < OW * OH; k++) {
+    if (r[k] != r[k]) {
+      nan++;
+      continue;
+    }
+    finite++;
+    ASSERT(r[k] >= lo && r[k] <= hi); /* bilinear never leaves the input's range */
+  }
+  ASSERT(nan > 0 && finite > 0);
+  free(r);
+  free(d);
+  tsr_wcs_free(in);
+  tsr_wcs_free(out);
+  env_close(&e);
+}
+
 TEST(identity_reproduces_the_input) {
   env_t e;
   env_open(&e);
