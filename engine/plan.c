@@ -74,10 +74,10 @@ int tsr__run_new(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **out) {
   }
   /* Workers are forked at the first task for them: a request served from
    * the cache costs no fork. */
-  /* The default is threads, measured faster on both paths (bench/threads:
-   * tsr_compute shares the caller's buffer instead of copying results out
-   * of shared slots, and bands need no processes forked and reaped), unless
-   * a task timeout asks for workers that can be killed. */
+  /* The default is threads (bench/threads: three times the pool's speed
+   * into memory, where results go straight into the caller's buffer instead
+   * of through shared slots, and within 5% of it writing files), unless a
+   * task timeout asks for workers that can be killed. */
   if (jobs > 1 && !(opts && opts->mpi_comm)) {
     tsr_executor_t ex = opts ? opts->executor : TSR_EXECUTOR_DEFAULT;
     if (ex == TSR_EXECUTOR_DEFAULT)
