@@ -33,7 +33,6 @@ typedef struct tsr__threads_s {
   tsr__thread_item_fn item;
   void *ud;
   int64_t front, back;          /* items [front, back) are left; guarded by lock */
-  int64_t done;                 /* finished items, for progress; guarded by lock */
   bool progress;                /* report items as the run's tasks */
   pthread_mutex_t lock;
   int rc;                       /* first error; guarded by lock */
@@ -63,6 +62,14 @@ static int64_t take(threads_t *t, int index) {
   return i;
 }
 
+/* One more of the caller's tasks is done; under the lock. */
+static void count_task(threads_t *t) {
+  tsr__run_t *run = t->run;
+  run->done++;
+  if (run->opts.progress)
+    run->opts.progress(run->opts.progress_ud, run->done, run->total);
+}
+
 static void finish(threads_t *t, int rc, tsr_ctx_t *ctx) {
   pthread_mutex_lock(&t->lock);
   if (rc != 0) {
@@ -71,25 +78,17 @@ static void finish(threads_t *t, int rc, tsr_ctx_t *ctx) {
       snprintf(t->msg, sizeof t->msg, "%s", tsr_errmsg(ctx));
     }
   } else if (t->progress) {
-    tsr__run_t *run = t->run;
-    t->done++;
-    run->done++;
-    if (run->opts.progress)
-      run->opts.progress(run->opts.progress_ud, run->done, run->total);
+    count_task(t);
   }
   pthread_mutex_unlock(&t->lock);
 }
 
-/* A thread's run finished one of its own tasks (job items): one more of
- * the caller's. */
+/* A thread's run finished one of its own tasks (job items). */
 static void forward_progress(void *ud, int64_t done, int64_t total) {
   threads_t *t = ud;
-  tsr__run_t *run = t->run;
   (void)done, (void)total;
   pthread_mutex_lock(&t->lock);
-  run->done++;
-  if (run->opts.progress)
-    run->opts.progress(run->opts.progress_ud, run->done, run->total);
+  count_task(t);
   pthread_mutex_unlock(&t->lock);
 }
 

@@ -702,8 +702,7 @@ int tsr__run_wait(tsr__run_t *run, int64_t ticket) {
 int tsr__run_region(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
                     void *const *dst, const int64_t *stride) {
   /* Sources are one read: not worth a trip to a worker. */
-  if ((run->pool || run->lazy_jobs > 1 || run->mpi || run->threads > 1) &&
-      !(n->op->flags & TSR__OP_SOURCE)) {
+  if ((tsr__run_parallel(run) || run->mpi) && !(n->op->flags & TSR__OP_SOURCE)) {
     int64_t ticket = 0;
     int rc = tsr__run_submit(run, n, region, dst, stride, &ticket);
     return rc != 0 ? rc : tsr__run_wait(run, ticket);
