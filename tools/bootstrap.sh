@@ -9,7 +9,9 @@ build=${1:-build}
 packages=(meson ninja-build pkg-config gcc libc6-dev
           libuv1-dev wcslib-dev libcfitsio-dev libzstd-dev libxxhash-dev libpng-dev zlib1g-dev
           python3-reproject python3-shapely python3-pil valgrind libopenmpi-dev openmpi-bin
-          clang-14 libclang-rt-14-dev)
+          clang-14 libclang-rt-14-dev
+          python3-dev python3-numpy python3-astropy python3-dask python3-distributed
+          python3-mesonpy python3-pytest python3-pytest-astropy)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
