@@ -2906,6 +2906,79 @@ TEST(io_faults_mid_run) {
 /* Inputs the fuzzers found crashing or leaking (tests/fuzz/regress): each
  * must be refused or read without a crash, and, under the sanitizers or
  * valgrind, without a leak. */
+/* Files too big to map whole for a run are read with pread (here: every
+ * file, through the test hook): the same values as the mapping gives, for
+ * float32 and float64 cubes, whole-row and narrow windows, a sparse
+ * request (which asks for its rows' pages first), non-finite values made
+ * NaN; and a file truncated mid-run is reported as such, never read short. */
+TEST(fits_unmapped_files_read_as_mapped_ones) {
+  long naxes[3] = {300, 40, 3};
+  const long n = 300 * 40 * 3;
+  float *d = ramp(3, naxes);
+  double *dd = malloc((size_t)n * sizeof *dd);
+  float *mapped = malloc((size_t)n * sizeof(double)), *unmapped = malloc((size_t)n * sizeof(double));
+  const char *p32 = th_path("unmapped32.fits"), *p64 = th_path("unmapped64.fits");
+  d[5] = INFINITY, d[301] = -INFINITY, d[n - 1] = NAN;
+  for (long i = 0; i < n; i++)
+    dd[i] = (double)d[i] * 1.25;
+  put_image(p32, false, FLOAT_IMG, 3, naxes, TFLOAT, d, NULL);
+  put_image(p64, false, DOUBLE_IMG, 3, naxes, TDOUBLE, dd, NULL);
+  const tsr_region_t regions[] = {
+      {{0, 0, 0, 0}, {300, 40, 3, 1}},  /* all */
+      {{0, 7, 1, 0}, {300, 30, 3, 1}},  /* whole rows */
+      {{17, 3, 0, 0}, {60, 39, 2, 1}},  /* a window */
+      {{250, 38, 2, 0}, {253, 40, 3, 1}}, /* sparse and narrow */
+  };
+  for (int f = 0; f < 2; f++)
+    for (size_t k = 0; k < sizeof regions / sizeof regions[0]; k++) {
+      size_t bytes = (size_t)tsr_region_size(&regions[k]) * (f ? 8 : 4);
+      for (int pass = 0; pass < 2; pass++) {
+        tsr_ctx_t *ctx = ctx_new();
+        tsr_graph_t *g = graph_new(ctx);
+        if (pass == 1)
+          setenv("TSR_TEST_MAP_WHOLE_BYTES", "0", 1);
+        tsr_node_t *src = tsr_source_fits(g, f ? p64 : p32, 0);
+        ASSERT(src != NULL);
+        ASSERT_OK(tsr_compute(g, src, &regions[k], pass ? unmapped : mapped, bytes, NULL));
+        unsetenv("TSR_TEST_MAP_WHOLE_BYTES");
+        tsr_graph_free(g);
+        tsr_ctx_free(ctx);
+      }
+      ASSERT(memcmp(mapped, unmapped, bytes) == 0);
+      if (k == 0 && f == 0)
+        ASSERT(isnan(unmapped[5]) && isnan(unmapped[301]) && isnan(unmapped[n - 1]) &&
+               unmapped[302] == d[302]);
+      if (k == 2 && f == 1)
+        ASSERT(((double *)unmapped)[0] == dd[3 * 300 + 17]);
+    }
+  /* Truncated after the first block was read. */
+  {
+    tsr_ctx_t *ctx = ctx_new();
+    tsr_graph_t *g = graph_new(ctx);
+    setenv("TSR_TEST_MAP_WHOLE_BYTES", "0", 1);
+    tsr_node_t *src = tsr_source_fits(g, p32, 0);
+    tsr_map_blocks_opts_t o = {0};
+    o.name = "copy";
+    o.dtype = TSR_F32;
+    o.chunk[0] = 300, o.chunk[1] = 10, o.chunk[2] = 1;
+    tsr_node_t *m = tsr_map_blocks(g, 1, &src, copy_block, NULL, &o);
+    tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
+    ASSERT(m != NULL);
+    ro.progress = fault_after_first;
+    fault_path = p32, fault_kind = 1;
+    ASSERT_INT_EQ(tsr_compute(g, m, NULL, mapped, (size_t)n * 4, &ro), TSR_EIO);
+    fault_kind = 0;
+    unsetenv("TSR_TEST_MAP_WHOLE_BYTES");
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "unmapped32.fits\" was truncated while being read (reading [");
+    tsr_graph_free(g);
+    tsr_ctx_free(ctx);
+  }
+  free(d);
+  free(dd);
+  free(mapped);
+  free(unmapped);
+}
+
 TEST(fuzz_regressions) {
   char dir[1024];
   DIR *d;
