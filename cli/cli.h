@@ -4,6 +4,7 @@
 #define TSR_CLI_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <tessera/tessera.h>
 
 #define EXIT_USAGE 2
@@ -17,6 +18,9 @@ void install_signals(void);
 int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "tessera: <msg>" on stderr; returns 1. */
 int fail(const char *msg);
+/* After a run that failed (rc != 0) or was interrupted: says so (rank 0
+ * only) and returns the exit status, 1 or EXIT_INTERRUPTED. */
+int cli_run_failed(tsr_ctx_t *ctx, int rc);
 
 /* 0 on success, -1 if s is not entirely what is expected (options.c). */
 int parse_int64(const char *s, int64_t *v);
@@ -41,6 +45,14 @@ int cli_parse_executor(const char *s, int *mpi, int *executor);
  * Messages and progress come from rank 0 only. */
 int cli_mpi_begin(tsr_ctx_t *ctx, tsr_run_opts_t *ro);
 extern int cli_mpi_rank;
+
+/* A command's usage text (usage.c), NULL for an unknown command; the
+ * overview of all commands. */
+const char *cli_usage(const char *cmd);
+void cli_overview(FILE *f);
+
+/* 1 if paths a and b name the same existing file (through links too). */
+int cli_same_file(const char *a, const char *b);
 
 int cmd_mosaic(int argc, char **argv);
 int cmd_mosaic_header(int argc, char **argv);

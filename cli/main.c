@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -76,105 +77,20 @@ int cli_mpi_begin(tsr_ctx_t *ctx, tsr_run_opts_t *ro) {
   return 0;
 }
 
+int cli_run_failed(tsr_ctx_t *ctx, int rc) {
+  if (rc == TSR_ECANCELED || interrupted) {
+    fprintf(stderr, "tessera: interrupted; no output written\n");
+    return EXIT_INTERRUPTED;
+  }
+  if (cli_mpi_rank == 0)
+    fail(tsr_errmsg(ctx));
+  return 1;
+}
+
 int fail(const char *msg) {
   fprintf(stderr, "tessera: %s\n", msg);
   return 1;
 }
-
-static const char usage_text[] =
-    "usage: tessera COMMAND [ARGS]\n"
-    "\n"
-    "commands:\n"
-    "  reproject INPUT --target TARGET -o OUT [options]\n"
-    "      reproject a FITS image onto the WCS and shape of TARGET (a .hdr header\n"
-    "      file with NAXISn, or a FITS file)\n"
-    "        --hdu N                 input HDU, 1-based (default: first with data)\n"
-    "        --method interp|adaptive|exact\n"
-    "                                reprojection method (default interp)\n"
-    "        --order ORDER           nearest-neighbor|bilinear|biquadratic|bicubic\n"
-    "                                (default bilinear; interp only)\n"
-    "      adaptive only (reproject_adaptive's options and defaults):\n"
-    "        --kernel gaussian|hann  (default gaussian)\n"
-    "        --kernel-width PX       Gaussian width, +-1 sigma (default 1.3)\n"
-    "        --sample-region-width PX  Gaussian truncation width (default 4)\n"
-    "        --boundary-mode MODE    strict|constant|grid-constant|ignore|\n"
-    "                                ignore_threshold|nearest (default strict)\n"
-    "        --boundary-fill-value V       constant modes (default 0)\n"
-    "        --boundary-ignore-threshold F ignore_threshold mode (default 0.5)\n"
-    "        --x-cyclic, --y-cyclic  wrap that input axis\n"
-    "        --center-jacobian       Jacobian from transforms at +-0.5 px\n"
-    "        --despike-jacobian      replace Jacobian spikes (all-sky wraps)\n"
-    "        --conserve-flux         scale by the pixel area ratio (flux images)\n"
-    "        --bad-value-mode strict|ignore|constant  NaN/inf inputs (default strict)\n"
-    "        --bad-fill-value V      bad-value-mode constant (default 0)\n"
-    "      exact only (reproject_exact: overlap-weighted mean, footprint = coverage):\n"
-    "        --nan-mode propagate|ignore  NaN inputs spoil the outputs they touch, as\n"
-    "                                in reproject (default), or get no weight\n"
-    "        --region X1:X2,Y1:Y2    compute only this output region (FITS-style,\n"
-    "                                1-based, inclusive); OUT holds exactly it\n"
-    "        --block WxH             output block size (default 256x256, or 512x512\n"
-    "                                for inputs over 256 MiB)\n"
-    "        --mapping-tolerance PX  coordinate interpolation error allowed, in\n"
-    "                                input pixels (default 1e-4; 0 = exact)\n"
-    "        --no-roundtrip          skip reproject's round-trip coordinate check\n"
-    "        --footprint FILE        also write the footprint\n"
-    "        --dtype float32|float64 output type (default float32, float64 for a\n"
-    "                                float64 input)\n"
-    "        --progress | --quiet    force the progress bar / print nothing\n"
-    "        -j, --jobs N            workers (default 0 = one per CPU;\n"
-    "                                1 = compute in this process)\n"
-    "        --retries N             retries of a block whose worker died (default 2;\n"
-    "                                implies --executor processes)\n"
-    "        --task-timeout S        kill and retry a block running longer (default\n"
-    "                                none; implies --executor processes)\n"
-    "        --cache DIR             keep computed blocks zstd-compressed in DIR and\n"
-    "                                reuse them (default: $TESSERA_CACHE, if set)\n"
-    "        --no-cache              ignore $TESSERA_CACHE\n"
-    "        --executor E            local (default): threads, or processes with\n"
-    "                                --retries/--task-timeout; threads: one\n"
-    "                                process, no copies; processes: forked workers,\n"
-    "                                a crashing or hung block is retried; mpi: run\n"
-    "                                under mpirun, every rank computing blocks for\n"
-    "                                rank 0, which writes OUT\n"
-    "        --cache-max-bytes N     cache budget; least recently used blocks are\n"
-    "                                evicted past it; suffix K, M, G or T (default 4G)\n"
-    "  mosaic IN... (--target TARGET | --auto) -o OUT [options]\n"
-    "      reproject every input onto one target and combine them\n"
-    "      (reproject_and_coadd); each input is read only where it lands\n"
-    "        --auto                  a target covering every input (see mosaic-header)\n"
-    "        --combine C             mean|sum|first|last|min|max|median (default mean,\n"
-    "                                footprint-weighted)\n"
-    "        --weights W             a weight map per input, in order (repeat)\n"
-    "        --match-background      subtract per-input offsets solved from the\n"
-    "                                overlaps' median differences\n"
-    "        --background-reference N  keep input N's level (default: mean offset 0)\n"
-    "        --blank V               value where no input covers (default nan)\n"
-    "        --footprint FILE        also write the summed footprint\n"
-    "        --method, --order, --mapping-tolerance, --no-roundtrip, --dtype,\n"
-    "        --block, --hdu, -j, --cache, --quiet, --progress  as for reproject\n"
-    "  mosaic-header IN... -o TARGET.hdr [options]\n"
-    "      write a target covering every input (find_optimal_celestial_wcs)\n"
-    "        --projection XXX        (default TAN)\n"
-    "        --frame F               icrs|fk5|galactic|ecliptic (default: the first\n"
-    "                                input's)\n"
-    "        --resolution ARCSEC     pixel size (default: the finest input's)\n"
-    "        --reference LON,LAT     CRVAL in degrees (default: the mean of the\n"
-    "                                inputs' reference points)\n"
-    "        --auto-rotate           turn the grid to the minimum-area rectangle\n"
-    "      (these also go with mosaic --auto)\n"
-    "  preview FITS -o PNG [--stretch linear|sqrt|log|asinh]\n"
-    "          [--scale zscale|minmax|PERCENT] [--hdu N] [--max-size PX]\n"
-    "      an 8-bit PNG of a 2-D image, NaN transparent (default zscale, linear,\n"
-    "      at most 2048 pixels on a side)\n"
-    "  cache stats|trim|clear DIR [--cache-max-bytes N]\n"
-    "                              a cache's entries, size, compression ratio and\n"
-    "                              the hits and misses of its last runs | evict down\n"
-    "                              to the budget | delete every block\n"
-    "  info FILE [--hdu N]         shape, dtype and WCS of a FITS image\n"
-    "  sample DIR                  write the sample sky image and target header\n"
-    "  demo [DIR]                  make the sample (default ./sample) and reproject it\n"
-    "  version                     print the version\n"
-    "  help                        print this text\n";
 
 /* A FITS file starts with a SIMPLE card and has no line breaks in its
  * 80-column cards; a header text file (which may also start with SIMPLE) has
@@ -341,14 +257,8 @@ static int run_reproject(const reproject_args_t *a) {
   cli_progress_end(&prog);
   if (cache && tsr_cache_warning(cache)[0])
     fprintf(stderr, "tessera: warning: %s\n", tsr_cache_warning(cache));
-  if (rc == TSR_ECANCELED || interrupted) {
-    fprintf(stderr, "tessera: interrupted; no output written\n");
-    status = EXIT_INTERRUPTED;
-    goto out;
-  }
-  if (rc != 0) {
-    if (cli_mpi_rank == 0)
-      fail(tsr_errmsg(ctx));
+  if (rc != 0 || interrupted) {
+    status = cli_run_failed(ctx, rc);
     goto out;
   }
   if (!a->quiet && cli_mpi_rank == 0) {
@@ -456,6 +366,8 @@ static int cmd_reproject(int argc, char **argv) {
     case O_REGION:
       if (parse_region(optarg, &a.region) != 0)
         return usage_error("--region '%s': expected X1:X2,Y1:Y2 (1-based, inclusive)", optarg);
+      if (a.region.stop[0] <= a.region.start[0] || a.region.stop[1] <= a.region.start[1])
+        return usage_error("--region %s is empty: expected X1 <= X2 and Y1 <= Y2", optarg);
       a.has_region = 1;
       break;
     case O_BLOCK:
@@ -585,6 +497,17 @@ static int cmd_reproject(int argc, char **argv) {
     return usage_error("reproject: missing --target TARGET");
   if (a.output == NULL)
     return usage_error("reproject: missing -o OUT");
+  {
+    const char *outs[2] = {a.output, a.footprint}, *ins[2] = {a.input, a.target};
+    const char *names[2] = {"-o", "--footprint"}, *what[2] = {"INPUT", "TARGET"};
+    for (int i = 0; i < 2; i++)
+      for (int k = 0; k < 2; k++)
+        if (cli_same_file(outs[i], ins[k]))
+          return usage_error("reproject: %s '%s' is %s ('%s'); expected a path that is not an "
+                             "input", names[i], outs[i], what[k], ins[k]);
+    if (a.footprint && (strcmp(a.output, a.footprint) == 0 || cli_same_file(a.output, a.footprint)))
+      return usage_error("reproject: -o and --footprint name the same file '%s'", a.output);
+  }
   if (a.adaptive_opt && a.method != METHOD_ADAPTIVE)
     return usage_error("reproject: option '--%s' applies to --method adaptive only", a.adaptive_opt);
   if (a.nan_mode_opt && a.method != METHOD_EXACT)
@@ -608,16 +531,21 @@ static int cmd_reproject(int argc, char **argv) {
 
 /* tessera preview FITS -o PNG: a quick look, as ds9 or astropy would scale it. */
 static int cmd_preview(int argc, char **argv) {
-  enum { P_STRETCH = 256, P_SCALE, P_HDU, P_MAX };
+  enum { P_STRETCH = 256, P_SCALE, P_HDU, P_MAX, P_QUIET, P_PROGRESS };
   static const struct option opts[] = {{"stretch", required_argument, NULL, P_STRETCH},
                                        {"scale", required_argument, NULL, P_SCALE},
                                        {"hdu", required_argument, NULL, P_HDU},
                                        {"max-size", required_argument, NULL, P_MAX},
                                        {"output", required_argument, NULL, 'o'},
+                                       {"quiet", no_argument, NULL, P_QUIET},
+                                       {"progress", no_argument, NULL, P_PROGRESS},
                                        {NULL, 0, NULL, 0}};
   tsr_preview_opts_t po = TSR_PREVIEW_OPTS_INIT;
+  tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
+  cli_progress_t prog;
   const char *in = NULL, *out = NULL;
-  int c, hdu = 0, status = 1;
+  int c, hdu = 0, status = 1, quiet = 0, progress = 0, rc;
+  double t0 = cli_now();
   int64_t v;
   tsr_ctx_t *ctx = NULL;
   tsr_graph_t *g = NULL;
@@ -660,6 +588,8 @@ static int cmd_preview(int argc, char **argv) {
         return usage_error("preview: --max-size '%s': expected pixels, 1 to 65536", optarg);
       po.max_size = (int)v;
       break;
+    case P_QUIET: quiet = 1; break;
+    case P_PROGRESS: progress = 1; break;
     case ':': return usage_error("preview: option '%s' needs a value", argv[optind - 1]);
     default: return usage_error("preview: unknown option '%s'", argv[optind - 1]);
     }
@@ -670,6 +600,13 @@ static int cmd_preview(int argc, char **argv) {
     return usage_error("preview: unexpected argument '%s'", argv[optind]);
   if (in == NULL || out == NULL)
     return usage_error("preview: expected FITS -o PNG");
+  {
+    const char *dot = strrchr(out, '.');
+    if (dot == NULL || strchr(dot, '/') != NULL || strcasecmp(dot, ".png") != 0)
+      return usage_error("preview: -o '%s': expected a file name ending in .png", out);
+  }
+  if (cli_same_file(in, out))
+    return usage_error("preview: -o '%s' is the input itself; expected another path", out);
   if (tsr_ctx_new(&ctx, NULL) != 0 || tsr_graph_new(ctx, &g) != 0) {
     fail("out of memory");
     goto out;
@@ -680,10 +617,21 @@ static int cmd_preview(int argc, char **argv) {
       fail(tsr_graph_errmsg(g));
       goto out;
     }
-    if (tsr_write_png(g, src, out, &po) != 0) {
-      fail(tsr_errmsg(ctx));
+    cli_progress_init(&prog, quiet ? -1 : progress, "preview");
+    ro.progress = cli_progress_cb;
+    ro.progress_ud = &prog;
+    ro.cancel = &interrupted;
+    ro.jobs = 0;
+    po.run = &ro;
+    install_signals();
+    rc = tsr_write_png(g, src, out, &po);
+    cli_progress_end(&prog);
+    if (rc != 0 || interrupted) {
+      status = cli_run_failed(ctx, rc);
       goto out;
     }
+    if (!quiet)
+      fprintf(stderr, "tessera: wrote %s in %.3f s\n", out, cli_now() - t0);
   }
   status = 0;
 out:
@@ -692,20 +640,42 @@ out:
   return status;
 }
 
+static void print_wcs(tsr_ctx_t *ctx, const tsr_wcs_t *wcs) {
+  char desc[512];
+  if (wcs == NULL)
+    printf("wcs:   none\n");
+  else if (tsr_wcs_describe(ctx, wcs, desc, sizeof desc) == 0)
+    printf("wcs:   %s\n", desc);
+  else
+    printf("wcs:   unreadable: %s\n", tsr_errmsg(ctx));
+}
+
+static void print_shape(int ndim, const int64_t *shape) {
+  printf("shape: ");
+  for (int a = 0; a < ndim; a++)
+    printf("%s%" PRId64, a ? " x " : "", shape[a]);
+  printf(" (NAXIS1 x NAXIS2%s)\n", ndim > 2 ? " x ..." : "");
+}
+
+/* tessera info FILE: a FITS image, or a header text file (a target). */
 static int cmd_info(int argc, char **argv) {
   tsr_ctx_t *ctx = NULL;
   tsr_graph_t *g = NULL;
+  tsr_wcs_t *wcs = NULL;
   tsr_node_t *n;
-  int64_t hdu = 0;
+  int64_t hdu = 0, shape[TSR_MAX_DIMS];
   const char *path = NULL;
-  char desc[512];
   int status = 1;
 
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--hdu") == 0 && i + 1 < argc) {
-      if (parse_int64(argv[++i], &hdu) != 0 || hdu < 0)
-        return usage_error("--hdu '%s': expected an HDU number >= 1", argv[i]);
-    } else if (argv[i][0] == '-') {
+    if (strcmp(argv[i], "--hdu") == 0) {
+      if (i + 1 == argc)
+        return usage_error("info: option '--hdu' needs a value");
+      if (parse_int64(argv[++i], &hdu) != 0 || hdu < 0 || hdu > 100000)
+        return usage_error("info: --hdu '%s': expected an HDU number >= 1", argv[i]);
+    } else if (strcmp(argv[i], "--quiet") == 0) {
+      /* The report is the output. */
+    } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
       return usage_error("info: unknown option '%s'", argv[i]);
     } else if (path == NULL) {
       path = argv[i];
@@ -717,26 +687,39 @@ static int cmd_info(int argc, char **argv) {
     return usage_error("info: missing FILE");
   if (tsr_ctx_new(&ctx, NULL) != 0 || tsr_graph_new(ctx, &g) != 0)
     return fail("out of memory");
+  if (!is_fits_file(path)) {
+    /* A header text file: what reproject --target would make of it. */
+    if (hdu != 0) {
+      fprintf(stderr, "tessera: info: \"%s\" is a header text file, which has no HDUs; --hdu "
+                      "applies to FITS files\n", path);
+      goto out;
+    }
+    if (tsr_wcs_read_hdr(ctx, path, &wcs) != 0) {
+      fail(tsr_errmsg(ctx));
+      goto out;
+    }
+    printf("file:  %s (header)\n", path);
+    for (int a = 0; a < tsr_wcs_naxis(wcs) && a < TSR_MAX_DIMS; a++)
+      shape[a] = tsr_wcs_shape(wcs, a);
+    print_shape(tsr_wcs_naxis(wcs), shape);
+    print_wcs(ctx, wcs);
+    status = 0;
+    goto out;
+  }
   n = tsr_source_fits(g, path, (int)hdu);
   if (n == NULL) {
     fail(tsr_graph_errmsg(g));
     goto out;
   }
   printf("file:  %s\n", path);
-  printf("shape: ");
   for (int a = 0; a < tsr_node_ndim(n); a++)
-    printf("%s%" PRId64, a ? " x " : "", tsr_node_shape(n, a));
-  printf(" (NAXIS1 x NAXIS2%s)\n", tsr_node_ndim(n) > 2 ? " x ..." : "");
+    shape[a] = tsr_node_shape(n, a);
+  print_shape(tsr_node_ndim(n), shape);
   printf("dtype: %s\n", tsr_dtype_name(tsr_node_dtype(n)));
-  if (tsr_node_wcs(n) == NULL) {
-    printf("wcs:   none\n");
-  } else if (tsr_wcs_describe(ctx, tsr_node_wcs(n), desc, sizeof desc) == 0) {
-    printf("wcs:   %s\n", desc);
-  } else {
-    printf("wcs:   unreadable: %s\n", tsr_errmsg(ctx));
-  }
+  print_wcs(ctx, tsr_node_wcs(n));
   status = 0;
 out:
+  tsr_wcs_free(wcs);
   tsr_graph_free(g);
   tsr_ctx_free(ctx);
   return status;
@@ -750,13 +733,15 @@ static int cmd_cache(int argc, char **argv) {
   tsr_cache_t *c = NULL;
   tsr_cache_stats_t st;
   struct stat sb;
-  int status = 1;
+  int status = 1, quiet = 0;
 
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--cache-max-bytes") == 0 && i + 1 < argc) {
       if (parse_bytes(argv[++i], &max_bytes) != 0)
         return usage_error("--cache-max-bytes '%s': expected bytes with an optional K, M, G or T "
                            "suffix, in [1M, 2^62]", argv[i]);
+    } else if (strcmp(argv[i], "--quiet") == 0) {
+      quiet = 1;
     } else if (argv[i][0] == '-') {
       return usage_error("cache: unknown option '%s'", argv[i]);
     } else if (verb == NULL) {
@@ -810,12 +795,12 @@ static int cmd_cache(int argc, char **argv) {
     fail(tsr_errmsg(ctx));
     goto out;
   }
-  if (strcmp(verb, "stats") != 0) {
+  if (strcmp(verb, "stats") != 0 && !quiet) {
     printf("%s: %" PRIu64 " entries, %.1f MiB", dir, st.entries, (double)st.bytes / 1048576.0);
     if (st.foreign)
       printf("; %" PRIu64 " foreign entries left alone", st.foreign);
     printf("\n");
-  } else {
+  } else if (strcmp(verb, "stats") == 0) {
     printf("cache:       %s\n", dir);
     printf("entries:     %" PRIu64 "\n", st.entries);
     printf("bytes:       %" PRIu64 " (%.1f MiB)\n", st.bytes, (double)st.bytes / 1048576.0);
@@ -843,30 +828,59 @@ out:
   return status;
 }
 
+/* The arguments of a command without valued options: --quiet, then at
+ * most max positionals (after "--" anything is one).  An option is never
+ * taken for a path.  0, or the usage error's exit status. */
+static int plain_args(const char *cmd, int argc, char **argv, int *quiet, const char **pos,
+                      int max, int *n) {
+  int options = 1;
+  *n = 0;
+  for (int i = 1; i < argc; i++) {
+    if (options && strcmp(argv[i], "--") == 0) {
+      options = 0;
+    } else if (options && strcmp(argv[i], "--quiet") == 0) {
+      *quiet = 1;
+    } else if (options && argv[i][0] == '-' && argv[i][1] != '\0') {
+      return usage_error("%s: unknown option '%s'", cmd, argv[i]);
+    } else if (*n < max) {
+      pos[(*n)++] = argv[i];
+    } else {
+      return usage_error("%s: unexpected argument '%s'", cmd, argv[i]);
+    }
+  }
+  return 0;
+}
+
 static int cmd_sample(int argc, char **argv) {
   char msg[1024];
-  if (argc != 2)
-    return usage_error("sample: expected one argument, the output directory");
-  if (tsr_cli_sample_write(argv[1], msg, sizeof msg) != 0)
+  const char *dir = NULL;
+  int quiet = 0, n, rc;
+  if ((rc = plain_args("sample", argc, argv, &quiet, &dir, 1, &n)) != 0)
+    return rc;
+  if (n == 0)
+    return usage_error("sample: missing DIR, the output directory");
+  if (tsr_cli_sample_write(dir, msg, sizeof msg) != 0)
     return fail(msg);
-  printf("%s\n", msg);
+  if (!quiet)
+    printf("%s\n", msg);
   return 0;
 }
 
 static int cmd_demo(int argc, char **argv) {
-  const char *dir = argc > 1 ? argv[1] : "sample";
+  const char *dir = "sample";
   char msg[1024], in[PATH_MAX], tgt[PATH_MAX], out[PATH_MAX];
   reproject_args_t a;
   tsr_interp_opts_t dflt = TSR_INTERP_OPTS_INIT;
   double t0;
-  int st;
+  int st, quiet = 0, n;
 
-  if (argc > 2)
-    return usage_error("demo: expected at most one argument, the directory");
+  if ((st = plain_args("demo", argc, argv, &quiet, &dir, 1, &n)) != 0)
+    return st;
   t0 = cli_now();
   if (tsr_cli_sample_write(dir, msg, sizeof msg) != 0)
     return fail(msg);
-  printf("%s (%.2f s)\n", msg, cli_now() - t0);
+  if (!quiet)
+    printf("%s (%.2f s)\n", msg, cli_now() - t0);
   snprintf(in, sizeof in, "%s/%s", dir, TSR_SAMPLE_IMAGE);
   snprintf(tgt, sizeof tgt, "%s/%s", dir, TSR_SAMPLE_TARGET);
   snprintf(out, sizeof out, "%s/%s", dir, "reprojected.fits");
@@ -879,38 +893,59 @@ static int cmd_demo(int argc, char **argv) {
   a.retries = 2;
   t0 = cli_now();
   st = run_reproject(&a);
-  if (st == 0)
+  if (st == 0 && !quiet)
     printf("reprojected %s (ICRS, TAN) onto %s (Galactic, ZEA): wrote %s in %.3f s\n", in, tgt,
            out, cli_now() - t0);
   return st;
 }
 
+static int cmd_version(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "--quiet") != 0)
+    return usage_error("version: unexpected argument '%s'", argv[1]);
+  printf("tessera %s\n%s\n", tsr_version_string(), tsr_library_versions());
+  return 0;
+}
+
+static int cmd_help(int argc, char **argv) {
+  if (argc > 2)
+    return usage_error("help: expected at most one COMMAND");
+  if (argc == 2) {
+    const char *u = cli_usage(argv[1]);
+    if (u == NULL)
+      return usage_error("help: unknown command '%s'", argv[1]);
+    fputs(u, stdout);
+    return 0;
+  }
+  cli_overview(stdout);
+  return 0;
+}
+
+static const struct {
+  const char *name;
+  int (*fn)(int argc, char **argv);
+} commands[] = {{"reproject", cmd_reproject}, {"mosaic", cmd_mosaic},
+                {"mosaic-header", cmd_mosaic_header}, {"preview", cmd_preview},
+                {"info", cmd_info}, {"cache", cmd_cache}, {"sample", cmd_sample},
+                {"demo", cmd_demo}, {"version", cmd_version}, {"help", cmd_help}};
+
 int main(int argc, char **argv) {
   if (argc < 2)
     return usage_error("missing COMMAND");
-  if (strcmp(argv[1], "reproject") == 0)
-    return cmd_reproject(argc - 1, argv + 1);
-  if (strcmp(argv[1], "preview") == 0)
-    return cmd_preview(argc - 1, argv + 1);
-  if (strcmp(argv[1], "mosaic") == 0)
-    return cmd_mosaic(argc - 1, argv + 1);
-  if (strcmp(argv[1], "mosaic-header") == 0)
-    return cmd_mosaic_header(argc - 1, argv + 1);
-  if (strcmp(argv[1], "info") == 0)
-    return cmd_info(argc - 1, argv + 1);
-  if (strcmp(argv[1], "sample") == 0)
-    return cmd_sample(argc - 1, argv + 1);
-  if (strcmp(argv[1], "cache") == 0)
-    return cmd_cache(argc - 1, argv + 1);
-  if (strcmp(argv[1], "demo") == 0)
-    return cmd_demo(argc - 1, argv + 1);
-  if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
-    printf("tessera %s\n", tsr_version_string());
-    return 0;
-  }
-  if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-    fputs(usage_text, stdout);
-    return 0;
+  if (strcmp(argv[1], "--version") == 0)
+    return cmd_version(argc - 1, argv + 1);
+  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
+    return cmd_help(1, argv + 1);
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+    if (strcmp(argv[1], commands[i].name) != 0)
+      continue;
+    /* -h or --help anywhere before "--" asks for the command's usage, and
+     * nothing else is done: no option is ever taken for a path. */
+    for (int k = 2; k < argc && strcmp(argv[k], "--") != 0; k++)
+      if (strcmp(argv[k], "-h") == 0 || strcmp(argv[k], "--help") == 0) {
+        fputs(cli_usage(commands[i].name), stdout);
+        return 0;
+      }
+    return commands[i].fn(argc - 1, argv + 1);
   }
   return usage_error("unknown command '%s'", argv[1]);
 }

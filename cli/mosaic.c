@@ -54,6 +54,34 @@ static const struct option mosaic_opts[] = {
     {"output", required_argument, NULL, 'o'},
     {NULL, 0, NULL, 0}};
 
+/* The projections of FITS WCS Paper II (and HEALPix's, Paper V), as wcslib
+ * knows them: anything else is a usage error, found before any file is read. */
+#define PROJECTIONS                                                                        \
+  "AZP SZP TAN STG SIN ARC ZPN ZEA AIR CYP CEA CAR MER COP COE COD COO SFL PAR MOL AIT BON " \
+  "PCO TSC CSC QSC HPX XPH"
+
+static int is_projection(const char *s) {
+  static const char projections[] = PROJECTIONS;
+  const char *p = strstr(projections, s);
+  return strlen(s) == 3 && p != NULL && (p == projections || p[-1] == ' ') &&
+         (p[3] == ' ' || p[3] == '\0');
+}
+
+/* The first output among outs[0..n_out) that is one of the inputs: a usage
+ * error naming both, or 0. */
+static int output_is_input(const char *cmd, const mosaic_args_t *a) {
+  const char *outs[2] = {a->output, a->footprint};
+  for (int i = 0; i < 2; i++)
+    for (int k = 0; k < a->n + a->n_weights + 1; k++) {
+      const char *in = k < a->n ? a->inputs[k] : k < a->n + a->n_weights ? a->weights[k - a->n]
+                                                                         : a->target;
+      if (cli_same_file(outs[i], in))
+        return usage_error("%s: %s '%s' is the input '%s'; expected a path that is not an input",
+                           cmd, i ? "--footprint" : "-o", outs[i], in);
+    }
+  return 0;
+}
+
 /* Parse the arguments of `mosaic` (header_only = 0) or `mosaic-header`. */
 static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) {
   const char *cmd = header_only ? "mosaic-header" : "mosaic";
@@ -79,7 +107,7 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
   while ((c = getopt_long(argc, argv, "-:o:j:", mosaic_opts, NULL)) != -1) {
     /* In header mode only the target's options apply. */
     if (header_only && c != 1 && c != 'o' && c != M_PROJ && c != M_FRAME && c != M_RES &&
-        c != M_ROTATE && c != M_REFERENCE && c != M_HDU && c != ':' && c != '?') {
+        c != M_ROTATE && c != M_REFERENCE && c != M_HDU && c != M_QUIET && c != ':' && c != '?') {
       const char *name = "?";
       for (int k = 0; mosaic_opts[k].name; k++)
         if (mosaic_opts[k].val == c)
@@ -92,9 +120,9 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
     case M_TARGET: a->target = optarg; break;
     case M_AUTO: a->auto_target = 1; break;
     case M_PROJ:
-      if (strlen(optarg) != 3)
-        return usage_error("%s: --projection '%s': expected a 3-letter code such as TAN, SIN, CAR",
-                           cmd, optarg);
+      if (!is_projection(optarg))
+        return usage_error("%s: --projection '%s': expected a FITS projection code: %s", cmd,
+                           optarg, PROJECTIONS);
       a->optimal.projection = optarg;
       a->has_target_opts = 1;
       break;
@@ -200,6 +228,8 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
     return usage_error("%s: missing IN...: expected one or more FITS images", cmd);
   if (a->output == NULL)
     return usage_error("%s: missing -o %s", cmd, header_only ? "TARGET.hdr" : "OUT");
+  if (output_is_input(cmd, a) != 0)
+    return EXIT_USAGE;
   if (header_only)
     return 0;
   if ((a->target != NULL) == (a->auto_target != 0))
@@ -328,14 +358,8 @@ int cmd_mosaic(int argc, char **argv) {
   ro.progress_ud = &prog;
   rc = tsr_write_fits(g, a.footprint ? 2 : 1, nodes, paths, NULL, &ro);
   cli_progress_end(&prog);
-  if (rc == TSR_ECANCELED || interrupted) {
-    fprintf(stderr, "tessera: interrupted; no output written\n");
-    status = EXIT_INTERRUPTED;
-    goto out;
-  }
-  if (rc != 0) {
-    if (cli_mpi_rank == 0)
-      fail(tsr_errmsg(ctx));
+  if (rc != 0 || interrupted) {
+    status = cli_run_failed(ctx, rc);
     goto out;
   }
   if (!a.quiet && cli_mpi_rank == 0)
@@ -382,8 +406,9 @@ int cmd_mosaic_header(int argc, char **argv) {
     fail(tsr_errmsg(ctx));
     goto out;
   }
-  fprintf(stderr, "tessera: wrote %s (%" PRId64 " x %" PRId64 ")\n", a.output,
-          tsr_wcs_shape(target, 0), tsr_wcs_shape(target, 1));
+  if (!a.quiet)
+    fprintf(stderr, "tessera: wrote %s (%" PRId64 " x %" PRId64 ")\n", a.output,
+            tsr_wcs_shape(target, 0), tsr_wcs_shape(target, 1));
   rc = 0;
 out:
   tsr_wcs_free(target);

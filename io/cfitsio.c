@@ -76,6 +76,7 @@ static void load(void) {
   BIND(clear_errmsg, ffcmsg);
   BIND(move_byte, ffmbyt);
   BIND(get_bytes, ffgbyt);
+  BIND(get_version, ffvers);
 #undef BIND
   atomic_store_explicit(&loaded, &table, memory_order_release);
 }

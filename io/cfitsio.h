@@ -41,6 +41,7 @@ typedef struct {
   __typeof__(ffcmsg) *clear_errmsg;
   __typeof__(ffmbyt) *move_byte;
   __typeof__(ffgbyt) *get_bytes;
+  __typeof__(ffvers) *get_version;
 } tsr__cfitsio_t;
 
 /* cfitsio's functions, loading the library on the first call in this

@@ -1,8 +1,11 @@
 /* png.c -- previews: a 2-D node as an 8-bit PNG with astropy's scalings.
  *
- * The image is computed at most max_size pixels on a side (a strided slice
- * of the node, so a preview of a huge lazy graph computes only what it
- * shows), scaled to [0, 1] by an interval (IRAF's zscale as astropy's
+ * The image is shown max_size pixels on its longer side when it is larger:
+ * computed as a strided slice of the node with the largest integer stride
+ * that keeps at least max_size pixels (so a preview of a huge lazy graph
+ * computes only about what it shows), then averaged down to exactly
+ * max_size by box filtering (each output pixel the overlap-weighted mean
+ * of the finite slice pixels it covers; NaN where none is).  It is scaled to [0, 1] by an interval (IRAF's zscale as astropy's
  * ZScaleInterval, min-max, or a central percentile), stretched (linear,
  * sqrt, log, asinh, with astropy's default parameters), and written as grey
  * plus alpha: NaN pixels are transparent.  FITS rows go bottom-up, PNG rows
@@ -153,6 +156,30 @@ static int encode(FILE *f, const double *img, int64_t nx, int64_t ny, double lo,
   return 0;
 }
 
+/* Average src (snx x sny, NaN = no data) into dst (dnx x dny, each no larger
+ * than its source axis): every destination pixel covers an equal interval
+ * of source pixels, and takes the overlap-weighted mean of the finite ones
+ * in its box. */
+static void box_resample(const double *src, int64_t snx, int64_t sny, double *dst, int64_t dnx,
+                         int64_t dny) {
+  double fx = (double)snx / (double)dnx, fy = (double)sny / (double)dny;
+  for (int64_t j = 0; j < dny; j++) {
+    double y0 = (double)j * fy, y1 = y0 + fy;
+    for (int64_t i = 0; i < dnx; i++) {
+      double x0 = (double)i * fx, x1 = x0 + fx, sum = 0, wsum = 0;
+      for (int64_t y = (int64_t)y0; y < sny && (double)y < y1; y++) {
+        double wy = fmin(y1, (double)y + 1) - fmax(y0, (double)y);
+        for (int64_t x = (int64_t)x0; x < snx && (double)x < x1; x++) {
+          double v = src[y * snx + x], w = wy * (fmin(x1, (double)x + 1) - fmax(x0, (double)x));
+          if (isfinite(v) && w > 0)
+            sum += w * v, wsum += w;
+        }
+      }
+      dst[j * dnx + i] = wsum > 0 ? sum / wsum : NAN;
+    }
+  }
+}
+
 int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path, const tsr_preview_opts_t *opts) {
   tsr_preview_opts_t o = TSR_PREVIEW_OPTS_INIT;
   tsr_ctx_t *ctx;
@@ -161,7 +188,7 @@ int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path, const tsr_pre
   unsigned char *row = NULL;
   tsr__out_t out = {.fd = -1, .dirfd = -1};
   FILE *f = NULL;
-  int64_t nx, ny, step = 1;
+  int64_t nx, ny, step = 1, fit_x = 0, fit_y = 0;
   size_t nfin = 0;
   int rc = 0;
 
@@ -180,8 +207,16 @@ int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path, const tsr_pre
     return tsr__err(ctx, TSR_EINVAL, "preview: bad options (stretch %d, scale %d, percent %g, "
                                      "max size %d)", o.stretch, o.scale, o.percent, o.max_size);
   nx = n->shape[0], ny = n->shape[1];
-  while ((nx + step - 1) / step > o.max_size || (ny + step - 1) / step > o.max_size)
-    step++;
+  {
+    /* The largest stride that keeps at least max_size on the longer side;
+     * the box filter below takes it to exactly max_size. */
+    int64_t longer = nx > ny ? nx : ny;
+    if (longer > o.max_size) {
+      step = longer / o.max_size;
+      fit_x = nx >= ny ? o.max_size : (int64_t)fmax(1.0, round((double)nx * o.max_size / (double)longer));
+      fit_y = ny > nx ? o.max_size : (int64_t)fmax(1.0, round((double)ny * o.max_size / (double)longer));
+    }
+  }
   if (step > 1) {
     int64_t st[2] = {step, step};
     view = tsr_slice(g, n, NULL, NULL, st);
@@ -191,7 +226,7 @@ int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path, const tsr_pre
   nx = view->shape[0], ny = view->shape[1];
   img = tsr__mallocarray(ctx, (size_t)(nx * ny), sizeof *img);
   fin = tsr__mallocarray(ctx, (size_t)(nx * ny), sizeof *fin);
-  row = tsr__mallocarray(ctx, (size_t)nx, 2);
+  row = tsr__mallocarray(ctx, (size_t)(fit_x > 0 ? fit_x : nx), 2);
   if (!img || !fin || !row) {
     rc = tsr__err(ctx, TSR_ENOMEM, "preview: out of memory for %lld x %lld pixels", (long long)nx,
                   (long long)ny);
@@ -205,8 +240,15 @@ int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path, const tsr_pre
       rc = tsr__err(ctx, g->status, "%s", g->errmsg);
       goto out;
     }
-    if ((rc = tsr_compute(g, d, NULL, img, (size_t)(nx * ny) * sizeof *img, NULL)) != 0)
+    if ((rc = tsr_compute(g, d, NULL, img, (size_t)(nx * ny) * sizeof *img, o.run)) != 0)
       goto out;
+  }
+  if (fit_x > 0 && (fit_x != nx || fit_y != ny)) {
+    /* fin is as large as img and not yet used: the resampled image goes there. */
+    double *t;
+    box_resample(img, nx, ny, fin, fit_x, fit_y);
+    t = img, img = fin, fin = t;
+    nx = fit_x, ny = fit_y;
   }
   for (int64_t k = 0; k < nx * ny; k++)
     if (isfinite(img[k]))

@@ -57,6 +57,9 @@ extern "C" {
 #define TSR_VERSION_MINOR 1
 #define TSR_VERSION_PATCH 0
 TSR_API const char *tsr_version_string(void);
+/** The versions of the libraries tessera runs with, as loaded: "libuv 1.44.2,
+ *  wcslib 7.12, cfitsio 4.2, ...".  @return a static string (the library's). */
+TSR_API const char *tsr_library_versions(void);
 
 /* ------------------------------------------------------------------ */
 /* Handles                                                            */
@@ -604,9 +607,11 @@ typedef struct {
   int    scale;           /* tsr_scale_t: the interval mapped to black..white; default zscale */
   double percent;         /* TSR_SCALE_PERCENT: the central percentage kept (e.g. 99.5) */
   int    max_size;        /* pixels on the longer side at most (a strided view); default 2048 */
+  const tsr_run_opts_t *run; /* how the image is computed (jobs, progress, cancel, cache);
+                                borrowed for the call; NULL = serially, silently */
 } tsr_preview_opts_t;
 
-#define TSR_PREVIEW_OPTS_INIT { TSR_STRETCH_LINEAR, TSR_SCALE_ZSCALE, 99.5, 2048 }
+#define TSR_PREVIEW_OPTS_INIT { TSR_STRETCH_LINEAR, TSR_SCALE_ZSCALE, 99.5, 2048, NULL }
 
 /** Write 2-D node `n` as an 8-bit grey + alpha PNG (NaN transparent, north
  *  up as in ds9: FITS row 1 at the bottom).  The path is checked and

@@ -626,7 +626,12 @@ def bad_inputs(ctx):
         raw[i:i + 80] = b"%-80s" % b"CRVAL1  = 1e400"
         with open(badnum["input"], "wb") as f:
             f.write(raw)
-        return dict(dir=d, good=good, tgt=tgt, text=text, trunc=trunc, nowcs=nowcs, xyz=xyz, non2=non2,
+        # A symbolic link to the input, and a hard link named like a PNG (outputs that are inputs).
+        good_link = os.path.join(d, "good-link.fits")
+        os.symlink("good.fits", good_link)
+        good_png = os.path.join(d, "good-as.png")
+        os.link(good, good_png)
+        return dict(dir=d, good=good, good_link=good_link, good_png=good_png, tgt=tgt, text=text, trunc=trunc, nowcs=nowcs, xyz=xyz, non2=non2,
                     mef=mef, cut=cut, zero=zero, absurd=absurd, sing=sing, shapeonly=shapeonly, undef=undef,
                     gzbad=gzbad, huge=huge, axes999=axes999, hugetgt=hugetgt, huge4tb=huge4tb,
                     badnum=badnum)
@@ -683,10 +688,40 @@ def bad_cases():
         ("--region 1:10,5000:5010 outside a 100x100 output",
          lambda b, o: g(b, o, "--region", "1:10,5000:5010"),
          1, [r"--region", r"(?i)outside"]),
-        # tessera: --region 10:5,1:10 is empty: expected X1 <= X2 and Y1 <= Y2
+        # tessera: --region 10:5,1:10 is empty: expected X1 <= X2 and Y1 <= Y2 (see 'tessera help')
+        # (the argument alone says so: a usage error, exit 2)
         ("zero-size --region 10:5,1:10",
          lambda b, o: g(b, o, "--region", "10:5,1:10"),
-         1, [r"--region", r"(?i)empty|zero"]),
+         2, [r"--region", r"(?i)empty|zero"]),
+        # tessera: reproject: -o '.../good.fits' is INPUT ('.../good.fits'); expected a path that
+        # is not an input
+        ("-o naming the input itself",
+         lambda b, o: ["reproject", b["good"], "--target", b["tgt"], "-o", b["good"]],
+         2, [r"good\.fits", r"is INPUT"]),
+        ("-o naming the input through a symbolic link",
+         lambda b, o: ["reproject", b["good"], "--target", b["tgt"], "-o", b["good_link"]],
+         2, [r"good-link\.fits", r"is INPUT"]),
+        ("--footprint naming the target",
+         lambda b, o: g(b, o, "--footprint", b["tgt"]),
+         2, [r"--footprint", r"is TARGET"]),
+        ("-o and --footprint naming the same file",
+         lambda b, o: g(b, o, "--footprint", o),
+         2, [r"-o and --footprint name the same file"]),
+        ("preview -o not ending in .png",
+         lambda b, o: ["preview", b["good"], "-o", o.replace(".fits", ".jpg")],
+         2, [r"\.jpg", r"(?i)expected a file name ending in \.png"]),
+        ("preview -o naming its input",
+         lambda b, o: ["preview", b["good_png"], "-o", b["good_png"]],
+         2, [r"is the input itself"]),
+        ("demo with an unknown option (never taken for a directory)",
+         lambda b, o: ["demo", "--frobnicate"],
+         2, [r"demo: unknown option '--frobnicate'"]),
+        ("sample with two directories",
+         lambda b, o: ["sample", "a", "b"],
+         2, [r"sample: unexpected argument 'b'"]),
+        ("help of an unknown command",
+         lambda b, o: ["help", "frobnicate"],
+         2, [r"help: unknown command 'frobnicate'"]),
         # tessera: fits: cannot create "/nonexistent-dir/x.fits": No such file or directory
         ("unwritable output path -o /nonexistent-dir/x.fits",
          lambda b, o: ["reproject", b["good"], "--target", b["tgt"], "-o", "/nonexistent-dir/x.fits"],
@@ -929,7 +964,7 @@ def bad_cases():
          lambda b, o: ["preview", b["good"], "-o", o, "--scale", "150"], 2,
          [r"--scale '150': expected zscale, minmax or a percentage"]),
         ("preview of a non-FITS file",
-         lambda b, o: ["preview", b["text"], "-o", o], 1, [r"notfits\.fits"]),
+         lambda b, o: ["preview", b["text"], "-o", o.replace(".fits", ".png")], 1, [r"notfits\.fits"]),
         # Outputs that exist and are not regular files (as root, -o /dev/full replaced the device
         # with a 13 MB file; bad_test checks that /dev/full is still a character device).
         # tessera: fits: output "/dev/full" exists and is a character device; expected a regular
@@ -941,9 +976,10 @@ def bad_cases():
         ("mosaic --footprint /dev/full",
          lambda b, o: ["mosaic", b["good"], "--target", b["tgt"], "-o", o, "--footprint", "/dev/full"],
          1, [DEV_FULL]),
-        # tessera: preview: output "/dev/full" exists and is a character device; ...
-        ("preview -o /dev/full", lambda b, o: ["preview", b["good"], "-o", "/dev/full"], 1,
-         [r"^tessera: preview: " + DEV_FULL]),
+        # tessera: preview: -o '/dev/full': expected a file name ending in .png
+        # (a device named .png is refused as a device: see special_outputs_test)
+        ("preview -o /dev/full", lambda b, o: ["preview", b["good"], "-o", "/dev/full"], 2,
+         [r"^tessera: preview: -o '/dev/full': expected a file name ending in \.png"]),
         # tessera: header: output "/dev/full" exists and is a character device; ...
         # (it said "cannot write" and then deleted the node with remove())
         ("mosaic-header -o /dev/full", lambda b, o: ["mosaic-header", b["good"], "-o", "/dev/full"], 1,
@@ -1079,6 +1115,97 @@ def listing(d):
         for f in files + dirs:
             out.add(os.path.relpath(os.path.join(root, f), d))
     return out
+
+
+COMMANDS = ["reproject", "mosaic", "mosaic-header", "preview", "info", "cache", "sample", "demo",
+            "version", "help"]
+
+
+def unix_tool_test(ctx):
+    """Every command takes -h/--help (its own usage on stdout, exit 0, nothing written, no
+    option taken for a path) and --quiet; help COMMAND is that usage; --version names the
+    libraries."""
+    def fn():
+        chk = C.Check()
+        d = ctx.path("unix-tool")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        for cmd in COMMANDS:
+            for flag in ("-h", "--help"):
+                r = ctx.run([cmd, flag], cwd=d)
+                chk.expect(r.returncode == 0, "%s %s: exit %d" % (cmd, flag, r.returncode))
+                chk.expect(r.stdout.startswith("usage: tessera " + cmd) or
+                           (cmd == "version" and "usage: tessera version" in r.stdout),
+                           "%s %s: stdout does not start with its usage: %r" % (cmd, flag, r.stdout[:80]))
+                chk.expect(r.stderr == "", "%s %s: stderr %r" % (cmd, flag, r.stderr))
+            r = ctx.run(["help", cmd], cwd=d)
+            chk.expect(r.returncode == 0 and r.stdout == ctx.run([cmd, "--help"], cwd=d).stdout,
+                       "help %s differs from %s --help" % (cmd, cmd))
+            other = [c for c in COMMANDS if c != cmd and c != "help"]
+            chk.expect(not any(("usage: tessera " + o + " ") in r.stdout for o in other),
+                       "help %s shows other commands' usage" % cmd)
+        # demo/sample with help before or after a directory still write nothing
+        for args in (["demo", "x", "--help"], ["sample", "-h", "y"]):
+            r = ctx.run(args, cwd=d)
+            chk.expect(r.returncode == 0, "%s: exit %d" % (args, r.returncode))
+        chk.expect(os.listdir(d) == [], "help wrote files: %s" % os.listdir(d))
+        r = ctx.run(["help"], cwd=d)
+        chk.expect(r.returncode == 0 and all(c in r.stdout for c in COMMANDS), "help lists every command")
+        chk.expect(len(r.stdout.splitlines()) < 25, "help is an overview (%d lines)" % len(r.stdout.splitlines()))
+        r = ctx.run(["--version"], cwd=d)
+        chk.note("--version: %r" % r.stdout)
+        for lib in ("libuv", "wcslib", "cfitsio", "zstd", "libpng"):
+            chk.expect(re.search(r"\b%s \d" % lib, r.stdout) is not None, "--version does not name %s" % lib)
+        # --quiet everywhere: files written, nothing printed
+        b = bad_inputs(ctx)
+        runs = [["sample", os.path.join(d, "s"), "--quiet"],
+                ["demo", os.path.join(d, "dm"), "--quiet"],
+                ["preview", b["good"], "-o", os.path.join(d, "p.png"), "--quiet"],
+                ["mosaic-header", b["good"], "-o", os.path.join(d, "m.hdr"), "--quiet"],
+                ["mosaic", b["good"], "--target", b["tgt"], "-o", os.path.join(d, "m.fits"), "--quiet"],
+                ["info", b["good"], "--quiet"],
+                ["reproject", b["good"], "--target", b["tgt"], "-o", os.path.join(d, "r.fits"), "--quiet"]]
+        for args in runs:
+            r = ctx.run(args, cwd=d)
+            chk.expect(r.returncode == 0, "%s: exit %d: %s" % (args[0], r.returncode, r.stderr.strip()))
+            if args[0] != "info":
+                chk.expect(r.stdout == "" and r.stderr == "", "%s --quiet printed %r %r"
+                           % (args[0], r.stdout, r.stderr))
+        for f in ("s/sky.fits", "dm/reprojected.fits", "p.png", "m.hdr", "m.fits", "r.fits"):
+            chk.expect(os.path.exists(os.path.join(d, f)), "%s not written" % f)
+        # without --quiet, every command that writes a file says so
+        for args, out in ((["preview", b["good"], "-o", os.path.join(d, "p2.png")], "p2.png"),
+                          (["mosaic-header", b["good"], "-o", os.path.join(d, "m2.hdr")], "m2.hdr")):
+            r = ctx.run(args, cwd=d)
+            chk.expect(r.returncode == 0 and re.search(r"wrote .*%s" % re.escape(out), r.stderr) is not None,
+                       "%s does not say what it wrote: %r" % (args[0], r.stderr))
+        # info describes a .hdr target
+        r = ctx.run(["info", b["tgt"]], cwd=d)
+        chk.note("info TARGET.hdr: %r" % r.stdout)
+        chk.expect(r.returncode == 0 and "shape:" in r.stdout and "wcs:" in r.stdout,
+                   "info on a .hdr: exit %d, %r %r" % (r.returncode, r.stdout, r.stderr))
+        return chk
+    return fn
+
+
+def preview_size_test(ctx):
+    """preview --max-size N gives N pixels on the longer side (not a power-of-two stride's)."""
+    def fn():
+        chk = C.Check()
+        b = bad_inputs(ctx)
+        import struct
+        ny, nx = fits.getdata(b["good"]).shape
+        for size in (7, 33, 50, max(nx, ny) - 1, max(nx, ny) + 5):
+            out = ctx.path("size-%d.png" % size)
+            r = ctx.run(["preview", b["good"], "-o", out, "--max-size", str(size), "--quiet"])
+            chk.expect(r.returncode == 0, "--max-size %d: exit %d %s" % (size, r.returncode, r.stderr))
+            w, h = struct.unpack(">II", open(out, "rb").read()[16:24])
+            want = min(size, max(nx, ny))
+            chk.note("%d x %d image, --max-size %d: %d x %d" % (nx, ny, size, w, h))
+            chk.expect(max(w, h) == want, "--max-size %d gave %d x %d" % (size, w, h))
+            chk.expect(abs(min(w, h) - min(nx, ny) * want / max(nx, ny)) <= 1, "aspect ratio kept")
+        return chk
+    return fn
 
 
 def bad_test(ctx, name, build, want_rc, patterns):
@@ -1301,20 +1428,21 @@ def special_outputs_test(ctx):
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
         nodes = []
-        dev = os.path.join(d, "full-device")
+        # Named .png, as preview requires of its output's name.
+        dev = os.path.join(d, "full-device.png")
         try:
             os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
         except OSError:
             dev = "/dev/full"
         nodes.append((dev, "character device", stat.S_ISCHR))
-        fifo = os.path.join(d, "fifo")
+        fifo = os.path.join(d, "fifo.png")
         os.mkfifo(fifo)
         nodes.append((fifo, "FIFO", stat.S_ISFIFO))
-        sock = os.path.join(d, "socket")
+        sock = os.path.join(d, "socket.png")
         with socket.socket(socket.AF_UNIX) as so:
             so.bind(sock)
         nodes.append((sock, "socket", stat.S_ISSOCK))
-        sub = os.path.join(d, "subdir")
+        sub = os.path.join(d, "subdir.png")
         os.makedirs(sub)
         nodes.append((sub, "directory", stat.S_ISDIR))
         before = listing(d)
@@ -1367,14 +1495,14 @@ def symlink_outputs_test(ctx):
             target = os.path.join(d, "real", name + ".out")
             with open(target, "w") as f:
                 f.write("previous contents\n")
-            link = os.path.join(d, name + "-link")
+            link = os.path.join(d, name + "-link" + (".png" if name == "preview" else ""))
             os.symlink(os.path.join("real", name + ".out"), link)
             r = ctx.run(args(link), cwd=d)
             chk.expect(r.returncode == 0, "%s -o link: exit %d %s" % (name, r.returncode, r.stderr.strip()))
             chk.expect(os.path.islink(link) and os.readlink(link) == os.path.join("real", name + ".out"),
                        "%s: the link was replaced" % name)
             chk.expect(written(good, target), "%s: the link's target was not written" % name)
-            dang = os.path.join(d, name + "-dangling")
+            dang = os.path.join(d, name + "-dangling" + (".png" if name == "preview" else ""))
             made = os.path.join(d, "real", name + ".new")
             os.symlink(made, dang)
             r = ctx.run(args(dang), cwd=d)
@@ -1611,6 +1739,9 @@ def build_tests(ctx, slow):
     tests.append(("TARGET as a FITS image equals the .hdr target", fits_target_test(ctx)))
     tests.append(("input in extension HDU: default and --hdu 2 equal the single-HDU result", hdu_test(ctx)))
     tests.append(("--quiet prints nothing; default prints no progress bar on a pipe", quiet_test(ctx)))
+    tests.append(("every command: -h/--help its own usage (exit 0, nothing written), --quiet, "
+                  "help COMMAND, --version with libraries, info on a .hdr", unix_tool_test(ctx)))
+    tests.append(("preview --max-size N: N pixels on the longer side, aspect kept", preview_size_test(ctx)))
     tests.append(("cube with 2-D target: NAXIS3 kept, footprint, --region slice of every plane",
                   cube_region_test(ctx)))
     # valid but degenerate inputs

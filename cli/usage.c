@@ -1,0 +1,158 @@
+/* usage.c -- what `tessera help`, `tessera help COMMAND` and `tessera
+ * COMMAND --help` print: an overview, and each command's own usage, kept
+ * apart so that asking about one command shows that command only. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "sample.h"
+
+typedef struct {
+  const char *name, *summary, *usage;
+} command_usage_t;
+
+/* Options that reproject and mosaic share (cli_run_options). */
+#define RUN_OPTIONS                                                                      \
+  "        --hdu N                 input HDU, 1-based (default: first with data)\n"         \
+  "        --method interp|adaptive|exact\n"                                                \
+  "                                reprojection method (default interp)\n"                  \
+  "        --order ORDER           nearest-neighbor|bilinear|biquadratic|bicubic\n"         \
+  "                                (default bilinear; interp only)\n"                       \
+  "        --region X1:X2,Y1:Y2    compute only this output region (FITS-style,\n"          \
+  "                                1-based, inclusive); OUT holds exactly it\n"             \
+  "        --block WxH             output block size (default 256x256, or 512x512\n"        \
+  "                                for inputs over 256 MiB)\n"                              \
+  "        --mapping-tolerance PX  coordinate interpolation error allowed, in\n"            \
+  "                                input pixels (default 1e-4; 0 = exact)\n"                \
+  "        --no-roundtrip          skip reproject's round-trip coordinate check\n"          \
+  "        --footprint FILE        also write the footprint\n"                              \
+  "        --dtype float32|float64 output type (default float32, float64 for a\n"           \
+  "                                float64 input)\n"                                        \
+  "        --progress | --quiet    force the progress bar / print nothing\n"                \
+  "        -j, --jobs N            workers (default 0 = one per CPU;\n"                     \
+  "                                1 = compute in this process)\n"                          \
+  "        --executor E            local (default): threads, or processes with\n"           \
+  "                                --retries/--task-timeout; threads: one\n"                \
+  "                                process, no copies; processes: forked workers,\n"        \
+  "                                a crashing or hung block is retried; mpi: run\n"         \
+  "                                under mpirun, every rank computing blocks for\n"         \
+  "                                rank 0, which writes OUT\n"                              \
+  "        --retries N             retries of a block whose worker died (default 2;\n"      \
+  "                                implies --executor processes)\n"                         \
+  "        --task-timeout S        kill and retry a block running longer (default\n"        \
+  "                                none; implies --executor processes)\n"                   \
+  "        --cache DIR             keep computed blocks zstd-compressed in DIR and\n"       \
+  "                                reuse them (default: $TESSERA_CACHE, if set)\n"          \
+  "        --no-cache              ignore $TESSERA_CACHE\n"                                 \
+  "        --cache-max-bytes N     cache budget; least recently used blocks are\n"          \
+  "                                evicted past it; suffix K, M, G or T (default 4G)\n"
+
+#define TARGET_OPTIONS                                                                   \
+  "        --projection XXX        a FITS projection code: TAN, SIN, ZEA, CAR, ...\n"       \
+  "                                (default TAN)\n"                                         \
+  "        --frame F               icrs|fk5|galactic|ecliptic (default: the first\n"        \
+  "                                input's)\n"                                              \
+  "        --resolution ARCSEC     pixel size (default: the finest input's)\n"              \
+  "        --reference LON,LAT     CRVAL in degrees (default: the mean of the\n"            \
+  "                                inputs' reference points)\n"                             \
+  "        --auto-rotate           turn the grid to the minimum-area rectangle\n"
+
+static const command_usage_t commands[] = {
+    {"reproject", "reproject a FITS image onto a target's WCS and shape",
+     "usage: tessera reproject INPUT --target TARGET -o OUT [options]\n"
+     "  reproject a FITS image onto the WCS and shape of TARGET (a .hdr header\n"
+     "  file with NAXISn, or a FITS file); OUT may not be INPUT or TARGET\n"
+     "  options:\n" RUN_OPTIONS
+     "  adaptive only (reproject_adaptive's options and defaults):\n"
+     "        --kernel gaussian|hann  (default gaussian)\n"
+     "        --kernel-width PX       Gaussian width, +-1 sigma (default 1.3)\n"
+     "        --sample-region-width PX  Gaussian truncation width (default 4)\n"
+     "        --boundary-mode MODE    strict|constant|grid-constant|ignore|\n"
+     "                                ignore_threshold|nearest (default strict)\n"
+     "        --boundary-fill-value V       constant modes (default 0)\n"
+     "        --boundary-ignore-threshold F ignore_threshold mode (default 0.5)\n"
+     "        --x-cyclic, --y-cyclic  wrap that input axis\n"
+     "        --center-jacobian       Jacobian from transforms at +-0.5 px\n"
+     "        --despike-jacobian      replace Jacobian spikes (all-sky wraps)\n"
+     "        --conserve-flux         scale by the pixel area ratio (flux images)\n"
+     "        --bad-value-mode strict|ignore|constant  NaN/inf inputs (default strict)\n"
+     "        --bad-fill-value V      bad-value-mode constant (default 0)\n"
+     "  exact only (reproject_exact: overlap-weighted mean, footprint = coverage):\n"
+     "        --nan-mode propagate|ignore  NaN inputs spoil the outputs they touch, as\n"
+     "                                in reproject (default), or get no weight\n"},
+    {"mosaic", "reproject several images onto one target and combine them",
+     "usage: tessera mosaic IN... (--target TARGET | --auto) -o OUT [options]\n"
+     "  reproject every input onto one target and combine them\n"
+     "  (reproject_and_coadd); each input is read only where it lands\n"
+     "  options:\n"
+     "        --target TARGET         a .hdr header file with NAXISn, or a FITS file\n"
+     "        --auto                  a target covering every input (as mosaic-header)\n" TARGET_OPTIONS
+     "        --combine C             mean|sum|first|last|min|max|median (default mean,\n"
+     "                                footprint-weighted)\n"
+     "        --weights W             a weight map per input, in order (repeat)\n"
+     "        --match-background      subtract per-input offsets solved from the\n"
+     "                                overlaps' median differences (printed, unless\n"
+     "                                --quiet)\n"
+     "        --background-reference N  keep input N's level (default: mean offset 0)\n"
+     "        --offsets-out FILE      write the offsets as CSV: input,offset\n"
+     "        --blank V               value where no input covers (default nan)\n" RUN_OPTIONS},
+    {"mosaic-header", "write a target header covering every input",
+     "usage: tessera mosaic-header IN... -o TARGET.hdr [options]\n"
+     "  write a target covering every input (find_optimal_celestial_wcs)\n"
+     "  options:\n" TARGET_OPTIONS
+     "        --hdu N                 input HDU, 1-based (default: first with data)\n"
+     "        --quiet                 print nothing\n"},
+    {"preview", "an 8-bit PNG of a 2-D image",
+     "usage: tessera preview FITS -o PNG [options]\n"
+     "  an 8-bit grey PNG of a 2-D image, NaN transparent, north up\n"
+     "  options:\n"
+     "        --stretch linear|sqrt|log|asinh  (default linear)\n"
+     "        --scale zscale|minmax|PERCENT    the interval shown (default zscale)\n"
+     "        --hdu N                 input HDU, 1-based (default: first with data)\n"
+     "        --max-size PX           pixels on the longer side at most (default 2048)\n"
+     "        --progress | --quiet    force the progress bar / print nothing\n"},
+    {"info", "shape, dtype and WCS of a FITS image or a .hdr header",
+     "usage: tessera info FILE [--hdu N] [--quiet]\n"
+     "  the shape, dtype and WCS of a FITS image (HDU N, 1-based; default the\n"
+     "  first with data) or of a .hdr header file; the report is the output,\n"
+     "  so --quiet changes nothing\n"},
+    {"cache", "a chunk cache's statistics; evict to a budget; clear",
+     "usage: tessera cache stats|trim|clear [DIR] [--cache-max-bytes N] [--quiet]\n"
+     "  stats: a cache's entries, size, compression ratio and the hits and\n"
+     "         misses of its last runs\n"
+     "  trim:  evict the least recently used blocks down to the budget\n"
+     "         (--cache-max-bytes, default 4G)\n"
+     "  clear: delete every block\n"
+     "  DIR defaults to $TESSERA_CACHE; --quiet leaves out trim's and clear's\n"
+     "  summary line\n"},
+    {"sample", "write the sample sky image and target header",
+     "usage: tessera sample DIR [--quiet]\n"
+     "  write the sample sky (DIR/" TSR_SAMPLE_IMAGE ", 2048 x 2048, TAN, ICRS)\n"
+     "  and a Galactic ZEA target (DIR/" TSR_SAMPLE_TARGET "); DIR is made if missing\n"},
+    {"demo", "make the sample and reproject it",
+     "usage: tessera demo [DIR] [--quiet]\n"
+     "  write the sample into DIR (default ./sample) and reproject it onto its\n"
+     "  target, saying where the output went and how long it took\n"},
+    {"version", "print the versions of tessera and of the libraries it uses",
+     "usage: tessera version | tessera --version\n"
+     "  print the version of tessera and of the libraries it uses\n"},
+    {"help", "print this overview, or a command's usage",
+     "usage: tessera help [COMMAND]\n"
+     "  print the list of commands, or COMMAND's usage (as COMMAND --help does)\n"},
+};
+
+const char *cli_usage(const char *cmd) {
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (strcmp(commands[i].name, cmd) == 0)
+      return commands[i].usage;
+  return NULL;
+}
+
+void cli_overview(FILE *f) {
+  fputs("usage: tessera COMMAND [ARGS]\n\ncommands:\n", f);
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].summary);
+  fputs("\n'tessera COMMAND --help' (or 'tessera help COMMAND') shows a command's options.\n"
+        "Exit status: 0 done, 1 failed, 2 wrong arguments, 130 interrupted.\n",
+        f);
+}
