@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <tessera/tessera.h>
 
+#include "progress.h"
+
 #define EXIT_USAGE 2
 #define EXIT_INTERRUPTED 130
 
@@ -53,6 +55,60 @@ void cli_overview(FILE *f);
 
 /* 1 if paths a and b name the same existing file (through links too). */
 int cli_same_file(const char *a, const char *b);
+
+/* The options reproject and mosaic share (runopts.c).  Their getopt codes
+ * start at 1024, above each command's own; CLI_RUN_OPTION_TABLE goes into
+ * each command's struct option table. */
+enum { CLI_HDU = 1024, CLI_METHOD, CLI_ORDER, CLI_REGION, CLI_BLOCK, CLI_TOL, CLI_NORT, CLI_FP,
+       CLI_DTYPE, CLI_PROGRESS, CLI_QUIET, CLI_RETRIES, CLI_TIMEOUT, CLI_CACHE, CLI_NO_CACHE,
+       CLI_CACHE_MAX, CLI_EXECUTOR };
+#define CLI_RUN_OPTION_TABLE                                                                      \
+  {"hdu", required_argument, NULL, CLI_HDU}, {"method", required_argument, NULL, CLI_METHOD},     \
+  {"order", required_argument, NULL, CLI_ORDER}, {"region", required_argument, NULL, CLI_REGION}, \
+  {"block", required_argument, NULL, CLI_BLOCK},                                                  \
+  {"mapping-tolerance", required_argument, NULL, CLI_TOL},                                        \
+  {"no-roundtrip", no_argument, NULL, CLI_NORT}, {"footprint", required_argument, NULL, CLI_FP},  \
+  {"dtype", required_argument, NULL, CLI_DTYPE}, {"progress", no_argument, NULL, CLI_PROGRESS},   \
+  {"quiet", no_argument, NULL, CLI_QUIET}, {"jobs", required_argument, NULL, 'j'},                \
+  {"retries", required_argument, NULL, CLI_RETRIES},                                              \
+  {"task-timeout", required_argument, NULL, CLI_TIMEOUT},                                         \
+  {"cache", required_argument, NULL, CLI_CACHE}, {"no-cache", no_argument, NULL, CLI_NO_CACHE},   \
+  {"cache-max-bytes", required_argument, NULL, CLI_CACHE_MAX},                                    \
+  {"executor", required_argument, NULL, CLI_EXECUTOR}, {"output", required_argument, NULL, 'o'}
+
+typedef struct {
+  int hdu;
+  int method;                /* 0 interp, 1 adaptive, 2 exact (parse_method) */
+  tsr_interp_opts_t interp;  /* order, tolerance, roundtrip, dtype and block for every method */
+  int order_given;           /* --order was given (interp only) */
+  const char *mapping_opt;   /* --mapping-tolerance / --no-roundtrip given (not exact) */
+  int has_region;
+  tsr_region_t region;       /* zero-based, half-open */
+  const char *footprint;
+  int progress, quiet;
+  int jobs;                  /* 0 = one per CPU (the CLI's default) */
+  int retries;
+  double task_timeout_s;
+  const char *pool_opt;      /* "retries" or "task-timeout" if given */
+  const char *cache_dir;     /* --cache or $TESSERA_CACHE; NULL = none */
+  uint64_t cache_max_bytes;  /* 0 = TSR_CACHE_DEFAULT_BYTES */
+  int mpi;                   /* --executor mpi */
+  int executor;              /* a tsr_executor_t */
+} cli_run_args_t;
+
+void cli_run_args_init(cli_run_args_t *r);
+/* Option c (a getopt code) with value arg: 0 if it is a run option and
+ * good, -1 if it is not a run option, else the usage error's exit status. */
+int cli_run_option(const char *cmd, int c, const char *arg, cli_run_args_t *r);
+/* The checks between run options, once all are parsed: 0 or EXIT_USAGE. */
+int cli_run_check(const char *cmd, cli_run_args_t *r);
+/* MPI, the cache, the progress bar and *ro from r: 0, or the exit status
+ * (after saying why).  *cache is the caller's to close, also on failure. */
+int cli_run_begin(tsr_ctx_t *ctx, const cli_run_args_t *r, const char *label, tsr_run_opts_t *ro,
+                  tsr_cache_t **cache, cli_progress_t *prog);
+/* r's --region checked against output node `out` and widened to its cube
+ * planes into *region: 0, or 1 after saying why. */
+int cli_run_region(const cli_run_args_t *r, const tsr_node_t *out, tsr_region_t *region);
 
 int cmd_mosaic(int argc, char **argv);
 int cmd_mosaic_header(int argc, char **argv);

@@ -118,50 +118,35 @@ int read_target(tsr_ctx_t *ctx, const char *path, tsr_wcs_t **out) {
 typedef enum { METHOD_INTERP = 0, METHOD_ADAPTIVE, METHOD_EXACT } method_t;
 
 typedef struct {
-  const char *input, *target, *output, *footprint;
-  int hdu;
-  method_t method;
-  tsr_interp_opts_t interp;
-  tsr_adaptive_opts_t adaptive;  /* block, tolerance, roundtrip, dtype come from interp */
+  const char *input, *target, *output;
+  cli_run_args_t run;            /* the options shared with mosaic */
+  tsr_adaptive_opts_t adaptive;  /* block, tolerance, roundtrip, dtype come from run.interp */
   const char *adaptive_opt;      /* first adaptive-only option given, for usage errors */
-  int order_given;               /* --order was given (interp only) */
-  tsr_exact_opts_t exact;        /* nan_mode; block and dtype come from interp */
+  tsr_exact_opts_t exact;        /* nan_mode; block and dtype come from run.interp */
   const char *nan_mode_opt;      /* --nan-mode was given (exact only) */
-  const char *mapping_opt;       /* --mapping-tolerance / --no-roundtrip given (not exact) */
-  int has_region;
-  tsr_region_t region;
-  int progress;  /* 0 auto, 1 always, -1 never */
-  int quiet;
-  int jobs;      /* worker processes; 0 = one per CPU (the CLI's default) */
-  int retries;
-  double task_timeout_s;
-  const char *cache_dir;         /* --cache or $TESSERA_CACHE; NULL = none */
-  uint64_t cache_max_bytes;      /* 0 = TSR_CACHE_DEFAULT_BYTES */
-  int mpi;                       /* --executor mpi */
-  int executor;                  /* --executor local|processes|threads: a tsr_executor_t */
-  const char *pool_opt;          /* "retries" or "task-timeout" if given */
 } reproject_args_t;
 
 /* The reprojection node for a->method (NULL with the error on the graph). */
 static tsr_node_t *build_reprojection(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_t *target,
                                       const reproject_args_t *a) {
-  switch (a->method) {
+  const tsr_interp_opts_t *io = &a->run.interp;
+  switch ((method_t)a->run.method) {
   case METHOD_INTERP:
-    return tsr_reproject_interp(g, src, target, &a->interp);
+    return tsr_reproject_interp(g, src, target, io);
   case METHOD_ADAPTIVE: {
     tsr_adaptive_opts_t o = a->adaptive;
-    o.mapping_tolerance = a->interp.mapping_tolerance;
-    o.roundtrip = a->interp.roundtrip;
-    o.dtype = a->interp.dtype;
-    o.block[0] = a->interp.block[0];
-    o.block[1] = a->interp.block[1];
+    o.mapping_tolerance = io->mapping_tolerance;
+    o.roundtrip = io->roundtrip;
+    o.dtype = io->dtype;
+    o.block[0] = io->block[0];
+    o.block[1] = io->block[1];
     return tsr_reproject_adaptive(g, src, target, &o);
   }
   case METHOD_EXACT: {
     tsr_exact_opts_t o = a->exact;
-    o.dtype = a->interp.dtype;
-    o.block[0] = a->interp.block[0];
-    o.block[1] = a->interp.block[1];
+    o.dtype = io->dtype;
+    o.block[0] = io->block[0];
+    o.block[1] = io->block[1];
     return tsr_reproject_exact(g, src, target, &o);
   }
   }
@@ -177,25 +162,17 @@ static int run_reproject(const reproject_args_t *a) {
   tsr_node_t *nodes[2];
   const char *paths[2];
   int n = 1, rc, status = 1;
-  tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
+  tsr_run_opts_t ro;
   cli_progress_t prog;
-  tsr_region_t region = a->region;
+  tsr_region_t region;
   tsr_cache_t *cache = NULL;
   double t0 = cli_now();
 
   if (tsr_ctx_new(&ctx, NULL) != 0)
     return fail("out of memory");
-  if (a->mpi && cli_mpi_begin(ctx, &ro) != 0)
+  if ((status = cli_run_begin(ctx, &a->run, "reproject", &ro, &cache, &prog)) != 0)
     goto out;
-  /* A cache that cannot be used sets itself aside with a warning; only a
-   * bad budget or no memory stops here. */
-  if (a->cache_dir && tsr_cache_open(ctx, a->cache_dir,
-                                     a->cache_max_bytes ? a->cache_max_bytes
-                                                        : TSR_CACHE_DEFAULT_BYTES,
-                                     &cache) != 0) {
-    fail(tsr_errmsg(ctx));
-    goto out;
-  }
+  status = 1;
   if ((rc = read_target(ctx, a->target, &target)) != 0) {
     fail(tsr_errmsg(ctx));
     goto out;
@@ -204,56 +181,24 @@ static int run_reproject(const reproject_args_t *a) {
     fail(tsr_errmsg(ctx));
     goto out;
   }
-  src = tsr_source_fits(g, a->input, a->hdu);
+  src = tsr_source_fits(g, a->input, a->run.hdu);
   out = build_reprojection(g, src, target, a);
-  if (a->footprint)
+  if (a->run.footprint)
     fp = tsr_footprint(g, out);
   if (tsr_graph_status(g) != 0) {
     fail(tsr_graph_errmsg(g));
     goto out;
   }
-  if (a->has_region) {
-    /* Say what is wrong in the terms the user typed (1-based, inclusive). */
-    int64_t nx = tsr_node_shape(out, 0), ny = tsr_node_shape(out, 1);
-    long long x1 = region.start[0] + 1, x2 = region.stop[0], y1 = region.start[1] + 1,
-              y2 = region.stop[1];
-    if (x2 < x1 || y2 < y1) {
-      fprintf(stderr, "tessera: --region %lld:%lld,%lld:%lld is empty: expected X1 <= X2 and Y1 <= Y2\n",
-              x1, x2, y1, y2);
-      goto out;
-    }
-    if (x1 < 1 || y1 < 1 || x2 > nx || y2 > ny) {
-      fprintf(stderr,
-              "tessera: --region %lld:%lld,%lld:%lld is outside the output, which is %" PRId64
-              " x %" PRId64 "; expected 1 <= X1 <= X2 <= %" PRId64 " and 1 <= Y1 <= Y2 <= %" PRId64
-              "\n",
-              x1, x2, y1, y2, nx, ny, nx, ny);
-      goto out;
-    }
-    /* Planes of a cube: all of them. */
-    for (int ax = 2; ax < TSR_MAX_DIMS; ax++) {
-      region.start[ax] = 0;
-      region.stop[ax] = tsr_node_shape(out, ax);
-    }
-  }
+  if (cli_run_region(&a->run, out, &region) != 0)
+    goto out;
   nodes[0] = out;
   paths[0] = a->output;
   if (fp) {
     nodes[1] = fp;
-    paths[1] = a->footprint;
+    paths[1] = a->run.footprint;
     n = 2;
   }
-  cli_progress_init(&prog, a->quiet || cli_mpi_rank ? -1 : a->progress, "reproject");
-  ro.progress = cli_progress_cb;
-  ro.progress_ud = &prog;
-  ro.cancel = &interrupted;
-  ro.jobs = a->jobs;
-  ro.executor = (tsr_executor_t)a->executor;
-  ro.retries = a->retries;
-  ro.task_timeout_s = a->task_timeout_s;
-  ro.cache = cache;
-  install_signals();
-  rc = tsr_write_fits(g, n, nodes, paths, a->has_region ? &region : NULL, &ro);
+  rc = tsr_write_fits(g, n, nodes, paths, a->run.has_region ? &region : NULL, &ro);
   cli_progress_end(&prog);
   if (cache && tsr_cache_warning(cache)[0])
     fprintf(stderr, "tessera: warning: %s\n", tsr_cache_warning(cache));
@@ -261,12 +206,12 @@ static int run_reproject(const reproject_args_t *a) {
     status = cli_run_failed(ctx, rc);
     goto out;
   }
-  if (!a->quiet && cli_mpi_rank == 0) {
-    tsr_region_t r = a->has_region ? region : tsr_region_of(out);
+  if (!a->run.quiet && cli_mpi_rank == 0) {
+    tsr_region_t r = a->run.has_region ? region : tsr_region_of(out);
     fprintf(stderr, "tessera: wrote %s (%" PRId64 " x %" PRId64 " %s%s%s) in %.3f s\n",
             a->output, r.stop[0] - r.start[0], r.stop[1] - r.start[1],
-            tsr_dtype_name(tsr_node_dtype(out)), fp ? ", footprint " : "", fp ? a->footprint : "",
-            cli_now() - t0);
+            tsr_dtype_name(tsr_node_dtype(out)), fp ? ", footprint " : "",
+            fp ? a->run.footprint : "", cli_now() - t0);
   }
   status = 0;
 out:
@@ -274,15 +219,13 @@ out:
   tsr_wcs_free(target);
   tsr_cache_close(cache);
   tsr_ctx_free(ctx);
-  if (a->mpi)
+  if (a->run.mpi)
     tsr_mpi_finalize();
   return status;
 }
 
 static int cmd_reproject(int argc, char **argv) {
-  enum { O_TARGET = 256, O_HDU, O_METHOD, O_ORDER, O_REGION, O_BLOCK, O_TOL, O_NORT, O_FP,
-         O_DTYPE, O_PROGRESS, O_QUIET, O_RETRIES, O_TIMEOUT, O_CACHE, O_NO_CACHE, O_CACHE_MAX,
-         O_EXECUTOR };
+  enum { O_TARGET = 256 };
   /* Options of --method adaptive. */
   enum { A_KERNEL = 512, A_KWIDTH, A_SRW, A_BMODE, A_BFILL, A_BTHRESH, A_XCYC, A_YCYC, A_CENTER,
          A_DESPIKE, A_CONSERVE, A_BADMODE, A_BADFILL };
@@ -304,130 +247,23 @@ static int cmd_reproject(int argc, char **argv) {
       {"bad-fill-value", required_argument, NULL, A_BADFILL},
       {"nan-mode", required_argument, NULL, E_NANMODE},
       {"target", required_argument, NULL, O_TARGET},
-      {"output", required_argument, NULL, 'o'},
-      {"hdu", required_argument, NULL, O_HDU},
-      {"method", required_argument, NULL, O_METHOD},
-      {"order", required_argument, NULL, O_ORDER},
-      {"region", required_argument, NULL, O_REGION},
-      {"block", required_argument, NULL, O_BLOCK},
-      {"mapping-tolerance", required_argument, NULL, O_TOL},
-      {"no-roundtrip", no_argument, NULL, O_NORT},
-      {"footprint", required_argument, NULL, O_FP},
-      {"dtype", required_argument, NULL, O_DTYPE},
-      {"progress", no_argument, NULL, O_PROGRESS},
-      {"quiet", no_argument, NULL, O_QUIET},
-      {"jobs", required_argument, NULL, 'j'},
-      {"retries", required_argument, NULL, O_RETRIES},
-      {"task-timeout", required_argument, NULL, O_TIMEOUT},
-      {"cache", required_argument, NULL, O_CACHE},
-      {"no-cache", no_argument, NULL, O_NO_CACHE},
-      {"cache-max-bytes", required_argument, NULL, O_CACHE_MAX},
-      {"executor", required_argument, NULL, O_EXECUTOR},
+      CLI_RUN_OPTION_TABLE,
       {NULL, 0, NULL, 0}};
   reproject_args_t a;
-  tsr_interp_opts_t dflt = TSR_INTERP_OPTS_INIT;
-  int c;
-  int64_t v;
+  int c, rc;
 
   memset(&a, 0, sizeof a);
-  a.interp = dflt;
+  cli_run_args_init(&a.run);
   {
     tsr_adaptive_opts_t adflt = TSR_ADAPTIVE_OPTS_INIT;
     a.adaptive = adflt;
   }
-  a.jobs = 0;
-  a.retries = 2;
-  if (getenv("TESSERA_CACHE") && getenv("TESSERA_CACHE")[0])
-    a.cache_dir = getenv("TESSERA_CACHE");
   opterr = 0;
   optind = 1;
   while ((c = getopt_long(argc, argv, ":o:j:", opts, NULL)) != -1) {
     switch (c) {
     case O_TARGET: a.target = optarg; break;
     case 'o': a.output = optarg; break;
-    case O_HDU:
-      if (parse_int64(optarg, &v) != 0 || v < 0 || v > 100000)
-        return usage_error("--hdu '%s': expected an HDU number >= 1 (0 = first with data)", optarg);
-      a.hdu = (int)v;
-      break;
-    case O_METHOD: {
-      int m = parse_method(optarg);
-      if (m < 0)
-        return usage_error("--method '%s': expected interp, adaptive or exact", optarg);
-      a.method = (method_t)m; /* METHOD_INTERP, METHOD_ADAPTIVE, METHOD_EXACT */
-      break;
-    }
-    case O_ORDER:
-      a.order_given = 1;
-      if ((a.interp.order = tsr_order_parse(optarg)) < 0)
-        return usage_error("--order '%s': expected nearest-neighbor, bilinear, biquadratic or bicubic",
-                           optarg);
-      break;
-    case O_REGION:
-      if (parse_region(optarg, &a.region) != 0)
-        return usage_error("--region '%s': expected X1:X2,Y1:Y2 (1-based, inclusive)", optarg);
-      if (a.region.stop[0] <= a.region.start[0] || a.region.stop[1] <= a.region.start[1])
-        return usage_error("--region %s is empty: expected X1 <= X2 and Y1 <= Y2", optarg);
-      a.has_region = 1;
-      break;
-    case O_BLOCK:
-      if (parse_block(optarg, a.interp.block) != 0)
-        return usage_error("--block '%s': expected WxH with 1 <= W, H <= 1048576", optarg);
-      break;
-    case O_TOL: {
-      char *end;
-      double t = strtod(optarg, &end);
-      if (end == optarg || *end || !(t >= 0 && t <= 1))
-        return usage_error("--mapping-tolerance '%s': expected pixels in [0, 1]", optarg);
-      a.interp.mapping_tolerance = t;
-      a.mapping_opt = "mapping-tolerance";
-      break;
-    }
-    case O_NORT: a.interp.roundtrip = 0; a.mapping_opt = "no-roundtrip"; break;
-    case O_FP: a.footprint = optarg; break;
-    case O_DTYPE:
-      if ((a.interp.dtype = parse_dtype(optarg)) < 0)
-        return usage_error("--dtype '%s': expected float32 or float64", optarg);
-      break;
-    case O_PROGRESS: a.progress = 1; break;
-    case O_QUIET: a.quiet = 1; break;
-    case 'j':
-      if (parse_int64(optarg, &v) != 0 || v < 0 || v > 4096)
-        return usage_error("--jobs '%s': expected a number of worker processes, 0 to 4096 "
-                           "(0 = one per CPU, 1 = no workers)",
-                           optarg);
-      a.jobs = (int)v;
-      break;
-    case O_RETRIES:
-      if (parse_int64(optarg, &v) != 0 || v < 0 || v > 100)
-        return usage_error("--retries '%s': expected 0 to 100", optarg);
-      a.retries = (int)v;
-      a.pool_opt = "retries";
-      break;
-    case O_TIMEOUT: {
-      char *end;
-      double t = strtod(optarg, &end);
-      if (end == optarg || *end || !(t >= 0 && t <= 1e6))
-        return usage_error("--task-timeout '%s': expected seconds, 0 (none) to 1e6", optarg);
-      a.task_timeout_s = t;
-      a.pool_opt = "task-timeout";
-      break;
-    }
-    case O_CACHE:
-      if (optarg[0] == '\0')
-        return usage_error("--cache '': expected a directory");
-      a.cache_dir = optarg;
-      break;
-    case O_NO_CACHE: a.cache_dir = NULL; break;
-    case O_EXECUTOR:
-      if (cli_parse_executor(optarg, &a.mpi, &a.executor) != 0)
-        return EXIT_USAGE;
-      break;
-    case O_CACHE_MAX:
-      if (parse_bytes(optarg, &a.cache_max_bytes) != 0)
-        return usage_error("--cache-max-bytes '%s': expected bytes with an optional K, M, G or T "
-                           "suffix, in [1M, 2^62]", optarg);
-      break;
     case A_KERNEL:
       if ((a.adaptive.kernel = tsr_kernel_parse(optarg)) < 0)
         return usage_error("--kernel '%s': expected gaussian or hann", optarg);
@@ -484,7 +320,10 @@ static int cmd_reproject(int argc, char **argv) {
           a.adaptive_opt = opts[k].name;
       break;
     case ':': return usage_error("reproject: option '%s' needs a value", argv[optind - 1]);
-    default: return usage_error("reproject: unknown option '%s'", argv[optind - 1]);
+    case '?': return usage_error("reproject: unknown option '%s'", argv[optind - 1]);
+    default:
+      if ((rc = cli_run_option("reproject", c, optarg, &a.run)) != 0)
+        return rc < 0 ? usage_error("reproject: unknown option '%s'", argv[optind - 1]) : rc;
     }
   }
   if (optind < argc)
@@ -498,34 +337,23 @@ static int cmd_reproject(int argc, char **argv) {
   if (a.output == NULL)
     return usage_error("reproject: missing -o OUT");
   {
-    const char *outs[2] = {a.output, a.footprint}, *ins[2] = {a.input, a.target};
+    const char *outs[2] = {a.output, a.run.footprint}, *ins[2] = {a.input, a.target};
     const char *names[2] = {"-o", "--footprint"}, *what[2] = {"INPUT", "TARGET"};
     for (int i = 0; i < 2; i++)
       for (int k = 0; k < 2; k++)
         if (cli_same_file(outs[i], ins[k]))
           return usage_error("reproject: %s '%s' is %s ('%s'); expected a path that is not an "
                              "input", names[i], outs[i], what[k], ins[k]);
-    if (a.footprint && (strcmp(a.output, a.footprint) == 0 || cli_same_file(a.output, a.footprint)))
+    if (a.run.footprint &&
+        (strcmp(a.output, a.run.footprint) == 0 || cli_same_file(a.output, a.run.footprint)))
       return usage_error("reproject: -o and --footprint name the same file '%s'", a.output);
   }
-  if (a.adaptive_opt && a.method != METHOD_ADAPTIVE)
+  if (a.adaptive_opt && a.run.method != METHOD_ADAPTIVE)
     return usage_error("reproject: option '--%s' applies to --method adaptive only", a.adaptive_opt);
-  if (a.nan_mode_opt && a.method != METHOD_EXACT)
+  if (a.nan_mode_opt && a.run.method != METHOD_EXACT)
     return usage_error("reproject: option '--%s' applies to --method exact only", a.nan_mode_opt);
-  if (a.method == METHOD_EXACT && a.order_given)
-    return usage_error("reproject: option '--order' does not apply to --method exact "
-                       "(it applies to --method interp only)");
-  if (a.method == METHOD_EXACT && a.mapping_opt)
-    return usage_error("reproject: option '--%s' does not apply to --method exact (corners "
-                       "are mapped exactly)", a.mapping_opt);
-  if (a.order_given && a.method == METHOD_ADAPTIVE)
-    return usage_error("reproject: option '--order' applies to --method interp only");
-  /* Retries and timeouts need workers that can die alone: processes. */
-  if (a.pool_opt && a.executor == TSR_EXECUTOR_THREADS)
-    return usage_error("reproject: option '--%s' applies to --executor processes, not threads "
-                       "(a thread cannot be killed or retried alone)", a.pool_opt);
-  if (a.pool_opt && a.executor == TSR_EXECUTOR_DEFAULT && !a.mpi)
-    a.executor = TSR_EXECUTOR_PROCESSES;
+  if ((rc = cli_run_check("reproject", &a.run)) != 0)
+    return rc;
   return run_reproject(&a);
 }
 
@@ -870,7 +698,6 @@ static int cmd_demo(int argc, char **argv) {
   const char *dir = "sample";
   char msg[1024], in[PATH_MAX], tgt[PATH_MAX], out[PATH_MAX];
   reproject_args_t a;
-  tsr_interp_opts_t dflt = TSR_INTERP_OPTS_INIT;
   double t0;
   int st, quiet = 0, n;
 
@@ -888,9 +715,9 @@ static int cmd_demo(int argc, char **argv) {
   a.input = in;
   a.target = tgt;
   a.output = out;
-  a.interp = dflt;
-  a.quiet = 1;
-  a.retries = 2;
+  cli_run_args_init(&a.run);
+  a.run.cache_dir = NULL;
+  a.run.quiet = 1;
   t0 = cli_now();
   st = run_reproject(&a);
   if (st == 0 && !quiet)

@@ -1,5 +1,6 @@
 /* mosaic.c -- `tessera mosaic` and `tessera mosaic-header`: reproject_and_coadd
  * and find_optimal_celestial_wcs from the command line. */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
@@ -13,17 +14,16 @@
 typedef struct {
   const char **inputs, **weights;
   int n, n_weights;
-  const char *target, *output, *footprint, *cache_dir;
-  int hdu, method, quiet, progress, jobs, match_background, background_reference;
-  int auto_target, has_target_opts, mpi, executor;
-  tsr_interp_opts_t interp;
+  const char *target, *output, *offsets_out;
+  cli_run_args_t run;  /* the options shared with reproject */
+  int match_background, background_reference;
+  int auto_target, has_target_opts;
   tsr_coadd_opts_t coadd;
   tsr_optimal_wcs_opts_t optimal;
 } mosaic_args_t;
 
 enum { M_TARGET = 256, M_AUTO, M_PROJ, M_FRAME, M_RES, M_ROTATE, M_COMBINE, M_WEIGHTS, M_MATCH,
-       M_BGREF, M_BLANK, M_FP, M_METHOD, M_ORDER, M_DTYPE, M_BLOCK, M_CACHE, M_QUIET, M_PROGRESS,
-       M_HDU, M_TOL, M_NORT, M_REFERENCE, M_EXECUTOR };
+       M_BGREF, M_BLANK, M_REFERENCE, M_OFFSETS };
 
 static const struct option mosaic_opts[] = {
     {"target", required_argument, NULL, M_TARGET},
@@ -37,21 +37,9 @@ static const struct option mosaic_opts[] = {
     {"weights", required_argument, NULL, M_WEIGHTS},
     {"match-background", no_argument, NULL, M_MATCH},
     {"background-reference", required_argument, NULL, M_BGREF},
+    {"offsets-out", required_argument, NULL, M_OFFSETS},
     {"blank", required_argument, NULL, M_BLANK},
-    {"footprint", required_argument, NULL, M_FP},
-    {"method", required_argument, NULL, M_METHOD},
-    {"order", required_argument, NULL, M_ORDER},
-    {"dtype", required_argument, NULL, M_DTYPE},
-    {"block", required_argument, NULL, M_BLOCK},
-    {"mapping-tolerance", required_argument, NULL, M_TOL},
-    {"no-roundtrip", no_argument, NULL, M_NORT},
-    {"hdu", required_argument, NULL, M_HDU},
-    {"jobs", required_argument, NULL, 'j'},
-    {"cache", required_argument, NULL, M_CACHE},
-    {"quiet", no_argument, NULL, M_QUIET},
-    {"progress", no_argument, NULL, M_PROGRESS},
-    {"executor", required_argument, NULL, M_EXECUTOR},
-    {"output", required_argument, NULL, 'o'},
+    CLI_RUN_OPTION_TABLE,
     {NULL, 0, NULL, 0}};
 
 /* The projections of FITS WCS Paper II (and HEALPix's, Paper V), as wcslib
@@ -70,14 +58,15 @@ static int is_projection(const char *s) {
 /* The first output among outs[0..n_out) that is one of the inputs: a usage
  * error naming both, or 0. */
 static int output_is_input(const char *cmd, const mosaic_args_t *a) {
-  const char *outs[2] = {a->output, a->footprint};
-  for (int i = 0; i < 2; i++)
+  const char *outs[3] = {a->output, a->run.footprint, a->offsets_out};
+  for (int i = 0; i < 3; i++)
     for (int k = 0; k < a->n + a->n_weights + 1; k++) {
       const char *in = k < a->n ? a->inputs[k] : k < a->n + a->n_weights ? a->weights[k - a->n]
                                                                          : a->target;
       if (cli_same_file(outs[i], in))
         return usage_error("%s: %s '%s' is the input '%s'; expected a path that is not an input",
-                           cmd, i ? "--footprint" : "-o", outs[i], in);
+                           cmd, i == 0 ? "-o" : i == 1 ? "--footprint" : "--offsets-out", outs[i],
+                           in);
     }
   return 0;
 }
@@ -85,14 +74,13 @@ static int output_is_input(const char *cmd, const mosaic_args_t *a) {
 /* Parse the arguments of `mosaic` (header_only = 0) or `mosaic-header`. */
 static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) {
   const char *cmd = header_only ? "mosaic-header" : "mosaic";
-  tsr_interp_opts_t idflt = TSR_INTERP_OPTS_INIT;
   tsr_coadd_opts_t cdflt = TSR_COADD_OPTS_INIT;
   tsr_optimal_wcs_opts_t odflt = TSR_OPTIMAL_WCS_OPTS_INIT;
   int c;
   int64_t v;
 
   memset(a, 0, sizeof *a);
-  a->interp = idflt;
+  cli_run_args_init(&a->run);
   a->coadd = cdflt;
   a->optimal = odflt;
   a->background_reference = -1;
@@ -100,14 +88,13 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
   a->weights = calloc((size_t)argc, sizeof *a->weights);
   if (a->inputs == NULL || a->weights == NULL)
     return fail("out of memory");
-  if (getenv("TESSERA_CACHE") && getenv("TESSERA_CACHE")[0])
-    a->cache_dir = getenv("TESSERA_CACHE");
   opterr = 0;
   optind = 1;
   while ((c = getopt_long(argc, argv, "-:o:j:", mosaic_opts, NULL)) != -1) {
     /* In header mode only the target's options apply. */
     if (header_only && c != 1 && c != 'o' && c != M_PROJ && c != M_FRAME && c != M_RES &&
-        c != M_ROTATE && c != M_REFERENCE && c != M_HDU && c != M_QUIET && c != ':' && c != '?') {
+        c != M_ROTATE && c != M_REFERENCE && c != CLI_HDU && c != CLI_QUIET && c != ':' &&
+        c != '?') {
       const char *name = "?";
       for (int k = 0; mosaic_opts[k].name; k++)
         if (mosaic_opts[k].val == c)
@@ -173,55 +160,15 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
       else if (parse_real(optarg, &a->coadd.blank) != 0)
         return usage_error("mosaic: --blank '%s': expected a number or nan", optarg);
       break;
-    case M_FP: a->footprint = optarg; break;
-    case M_METHOD:
-      if ((a->method = parse_method(optarg)) < 0)
-        return usage_error("mosaic: --method '%s': expected interp, adaptive or exact", optarg);
-      break;
-    case M_ORDER:
-      if ((a->interp.order = tsr_order_parse(optarg)) < 0)
-        return usage_error("mosaic: --order '%s': expected nearest-neighbor, bilinear, biquadratic "
-                           "or bicubic", optarg);
-      break;
-    case M_DTYPE:
-      if ((a->coadd.dtype = parse_dtype(optarg)) < 0)
-        return usage_error("mosaic: --dtype '%s': expected float32 or float64", optarg);
-      break;
-    case M_BLOCK:
-      if (parse_block(optarg, a->interp.block) != 0)
-        return usage_error("mosaic: --block '%s': expected WxH with 1 <= W, H <= 1048576", optarg);
-      break;
-    case M_TOL:
-      if (parse_real(optarg, &a->interp.mapping_tolerance) != 0 ||
-          !(a->interp.mapping_tolerance >= 0 && a->interp.mapping_tolerance <= 1))
-        return usage_error("mosaic: --mapping-tolerance '%s': expected pixels in [0, 1]", optarg);
-      break;
-    case M_NORT: a->interp.roundtrip = 0; break;
-    case M_HDU:
-      if (parse_int64(optarg, &v) != 0 || v < 0 || v > 100000)
-        return usage_error("%s: --hdu '%s': expected an HDU number >= 1 (0 = first with data)", cmd,
-                           optarg);
-      a->hdu = (int)v;
-      break;
-    case 'j':
-      if (parse_int64(optarg, &v) != 0 || v < 0 || v > 4096)
-        return usage_error("mosaic: --jobs '%s': expected 0 to 4096 (0 = one per CPU)", optarg);
-      a->jobs = (int)v;
-      break;
-    case M_CACHE:
-      if (optarg[0] == '\0')
-        return usage_error("mosaic: --cache '': expected a directory");
-      a->cache_dir = optarg;
-      break;
-    case M_EXECUTOR:
-      if (cli_parse_executor(optarg, &a->mpi, &a->executor) != 0)
-        return EXIT_USAGE;
-      break;
-    case M_QUIET: a->quiet = 1; break;
-    case M_PROGRESS: a->progress = 1; break;
+    case M_OFFSETS: a->offsets_out = optarg; break;
     case 'o': a->output = optarg; break;
     case ':': return usage_error("%s: option '%s' needs a value", cmd, argv[optind - 1]);
-    default: return usage_error("%s: unknown option '%s'", cmd, argv[optind - 1]);
+    case '?': return usage_error("%s: unknown option '%s'", cmd, argv[optind - 1]);
+    default: {
+      int rc = cli_run_option(cmd, c, optarg, &a->run);
+      if (rc != 0)
+        return rc < 0 ? usage_error("%s: unknown option '%s'", cmd, argv[optind - 1]) : rc;
+    }
     }
   }
   if (a->n == 0)
@@ -245,9 +192,11 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
                        a->background_reference + 1, a->n);
   if (a->background_reference >= 0 && !a->match_background)
     return usage_error("mosaic: --background-reference goes with --match-background");
-  if (a->method == 2 && (a->interp.order != idflt.order || a->interp.mapping_tolerance != idflt.mapping_tolerance))
-    return usage_error("mosaic: --order and --mapping-tolerance do not apply to --method exact");
-  return 0;
+  if (a->offsets_out && !a->match_background)
+    return usage_error("mosaic: --offsets-out goes with --match-background");
+  if (a->offsets_out && cli_same_file(a->offsets_out, a->output))
+    return usage_error("mosaic: -o and --offsets-out name the same file '%s'", a->output);
+  return cli_run_check("mosaic", &a->run);
 }
 
 /* The target of --auto (find_optimal_celestial_wcs) from the inputs' headers. */
@@ -257,7 +206,7 @@ static int auto_target(tsr_ctx_t *ctx, const mosaic_args_t *a, tsr_wcs_t **out) 
   if (w == NULL)
     return TSR_ENOMEM;
   for (int i = 0; i < a->n && rc == 0; i++)
-    rc = tsr_wcs_read_fits(ctx, a->inputs[i], a->hdu, &w[i]);
+    rc = tsr_wcs_read_fits(ctx, a->inputs[i], a->run.hdu, &w[i]);
   if (rc == 0)
     rc = tsr_optimal_wcs(ctx, a->n, (const tsr_wcs_t *const *)w, &a->optimal, out);
   for (int i = 0; i < a->n; i++)
@@ -268,19 +217,48 @@ static int auto_target(tsr_ctx_t *ctx, const mosaic_args_t *a, tsr_wcs_t **out) 
 
 static tsr_node_t *reproject(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_t *target,
                              const mosaic_args_t *a) {
-  if (a->method == 1) {
+  /* --dtype is the mosaic's: each input is reprojected in its own type. */
+  tsr_interp_opts_t each = a->run.interp;
+  const tsr_interp_opts_t *io = &each;
+  each.dtype = 0;
+  if (a->run.method == 1) {
     tsr_adaptive_opts_t o = TSR_ADAPTIVE_OPTS_INIT;
-    o.mapping_tolerance = a->interp.mapping_tolerance;
-    o.roundtrip = a->interp.roundtrip;
-    o.block[0] = a->interp.block[0], o.block[1] = a->interp.block[1];
+    o.mapping_tolerance = io->mapping_tolerance;
+    o.roundtrip = io->roundtrip;
+    o.block[0] = io->block[0], o.block[1] = io->block[1];
     return tsr_reproject_adaptive(g, src, target, &o);
   }
-  if (a->method == 2) {
+  if (a->run.method == 2) {
     tsr_exact_opts_t o = TSR_EXACT_OPTS_INIT;
-    o.block[0] = a->interp.block[0], o.block[1] = a->interp.block[1];
+    o.block[0] = io->block[0], o.block[1] = io->block[1];
     return tsr_reproject_exact(g, src, target, &o);
   }
-  return tsr_reproject_interp(g, src, target, &a->interp);
+  return tsr_reproject_interp(g, src, target, io);
+}
+
+/* The solved background offsets: on stderr unless quiet, and as CSV
+ * (input,offset) to --offsets-out.  0, or 1 after saying why. */
+static int report_offsets(const mosaic_args_t *a, const double *offsets) {
+  FILE *f = NULL;
+  if (!a->run.quiet && cli_mpi_rank == 0)
+    for (int i = 0; i < a->n; i++)
+      fprintf(stderr, "tessera: background offset of input %d (%s): %.9g\n", i + 1,
+              a->inputs[i], offsets[i]);
+  if (a->offsets_out == NULL || cli_mpi_rank != 0)
+    return 0;
+  if ((f = fopen(a->offsets_out, "w")) == NULL) {
+    fprintf(stderr, "tessera: mosaic: cannot write \"%s\": %s\n", a->offsets_out, strerror(errno));
+    return 1;
+  }
+  fprintf(f, "input,offset\n");
+  for (int i = 0; i < a->n; i++)
+    fprintf(f, "%s,%.17g\n", a->inputs[i], offsets[i]);
+  if (fclose(f) != 0) {
+    fprintf(stderr, "tessera: mosaic: cannot write \"%s\": %s\n", a->offsets_out, strerror(errno));
+    remove(a->offsets_out);
+    return 1;
+  }
+  return 0;
 }
 
 int cmd_mosaic(int argc, char **argv) {
@@ -292,7 +270,8 @@ int cmd_mosaic(int argc, char **argv) {
   tsr_node_t **data = NULL, **wts = NULL, *out, *nodes[2];
   const char *paths[2];
   double *offsets = NULL, t0 = cli_now();
-  tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
+  tsr_run_opts_t ro;
+  tsr_region_t region;
   cli_progress_t prog;
   int status = 1, rc;
 
@@ -306,21 +285,18 @@ int cmd_mosaic(int argc, char **argv) {
     fail("out of memory");
     goto out;
   }
-  if (a.mpi && cli_mpi_begin(ctx, &ro) != 0)
+  if ((status = cli_run_begin(ctx, &a.run, "mosaic", &ro, &cache, &prog)) != 0)
     goto out;
-  if (a.cache_dir && tsr_cache_open(ctx, a.cache_dir, TSR_CACHE_DEFAULT_BYTES, &cache) != 0) {
-    fail(tsr_errmsg(ctx));
-    goto out;
-  }
+  status = 1;
   if ((a.target ? read_target(ctx, a.target, &target) : auto_target(ctx, &a, &target)) != 0 ||
       tsr_graph_new(ctx, &g) != 0) {
     fail(tsr_errmsg(ctx));
     goto out;
   }
   for (int i = 0; i < a.n; i++) {
-    data[i] = reproject(g, tsr_source_fits(g, a.inputs[i], a.hdu), target, &a);
+    data[i] = reproject(g, tsr_source_fits(g, a.inputs[i], a.run.hdu), target, &a);
     if (a.n_weights) {
-      tsr_node_t *w = tsr_source_fits(g, a.weights[i], a.hdu);
+      tsr_node_t *w = tsr_source_fits(g, a.weights[i], a.run.hdu);
       if (w && tsr_node_wcs(w) == NULL) {
         fprintf(stderr, "tessera: mosaic: weight \"%s\" has no WCS; expected a weight map with the "
                         "header of its input\n", a.weights[i]);
@@ -329,44 +305,45 @@ int cmd_mosaic(int argc, char **argv) {
       wts[i] = reproject(g, w, target, &a);
     }
   }
-  ro.cancel = &interrupted;
-  ro.jobs = a.jobs;
-  ro.executor = (tsr_executor_t)a.executor;
-  ro.cache = cache;
-  install_signals();
   if (a.match_background && tsr_graph_status(g) == 0) {
-    if (tsr_coadd_match_background(g, a.n, data, a.n_weights ? wts : NULL, a.background_reference,
-                                   &ro, offsets) != 0) {
-      fail(interrupted ? "interrupted; no output written" : tsr_errmsg(ctx));
-      status = interrupted ? EXIT_INTERRUPTED : 1;
+    if ((rc = tsr_coadd_match_background(g, a.n, data, a.n_weights ? wts : NULL,
+                                         a.background_reference, &ro, offsets)) != 0) {
+      status = cli_run_failed(ctx, rc);
       goto out;
     }
+    if (report_offsets(&a, offsets) != 0)
+      goto out;
     a.coadd.offsets = offsets;
   }
-  a.coadd.block[0] = a.interp.block[0], a.coadd.block[1] = a.interp.block[1];
+  a.coadd.dtype = a.run.interp.dtype;
+  a.coadd.block[0] = a.run.interp.block[0], a.coadd.block[1] = a.run.interp.block[1];
   out = tsr_coadd(g, a.n, data, a.n_weights ? wts : NULL, &a.coadd);
   nodes[0] = out;
   paths[0] = a.output;
-  nodes[1] = a.footprint ? tsr_footprint(g, out) : NULL;
-  paths[1] = a.footprint;
+  nodes[1] = a.run.footprint ? tsr_footprint(g, out) : NULL;
+  paths[1] = a.run.footprint;
   if (tsr_graph_status(g) != 0) {
     fail(tsr_graph_errmsg(g));
     goto out;
   }
-  cli_progress_init(&prog, a.quiet || cli_mpi_rank ? -1 : a.progress, "mosaic");
-  ro.progress = cli_progress_cb;
-  ro.progress_ud = &prog;
-  rc = tsr_write_fits(g, a.footprint ? 2 : 1, nodes, paths, NULL, &ro);
+  if (cli_run_region(&a.run, out, &region) != 0)
+    goto out;
+  rc = tsr_write_fits(g, a.run.footprint ? 2 : 1, nodes, paths, a.run.has_region ? &region : NULL,
+                      &ro);
   cli_progress_end(&prog);
+  if (cache && tsr_cache_warning(cache)[0])
+    fprintf(stderr, "tessera: warning: %s\n", tsr_cache_warning(cache));
   if (rc != 0 || interrupted) {
     status = cli_run_failed(ctx, rc);
     goto out;
   }
-  if (!a.quiet && cli_mpi_rank == 0)
+  if (!a.run.quiet && cli_mpi_rank == 0) {
+    tsr_region_t r = a.run.has_region ? region : tsr_region_of(out);
     fprintf(stderr, "tessera: wrote %s (%" PRId64 " x %" PRId64 " %s, %s of %d inputs) in %.3f s\n",
-            a.output, tsr_node_shape(out, 0), tsr_node_shape(out, 1),
+            a.output, r.stop[0] - r.start[0], r.stop[1] - r.start[1],
             tsr_dtype_name(tsr_node_dtype(out)), tsr_combine_name(a.coadd.combine), a.n,
             cli_now() - t0);
+  }
   status = 0;
 out:
   tsr_graph_free(g);
@@ -376,7 +353,7 @@ out:
   free(data);
   free(wts);
   free(offsets);
-  if (a.mpi)
+  if (a.run.mpi)
     tsr_mpi_finalize();
   rc = status;
 done:
@@ -406,7 +383,7 @@ int cmd_mosaic_header(int argc, char **argv) {
     fail(tsr_errmsg(ctx));
     goto out;
   }
-  if (!a.quiet)
+  if (!a.run.quiet)
     fprintf(stderr, "tessera: wrote %s (%" PRId64 " x %" PRId64 ")\n", a.output,
             tsr_wcs_shape(target, 0), tsr_wcs_shape(target, 1));
   rc = 0;

@@ -1241,6 +1241,64 @@ def bad_test(ctx, name, build, want_rc, patterns):
     return fn
 
 
+def mosaic_options_test(ctx):
+    """mosaic takes reproject's run options from the same table: --region gives the slice of
+    the whole mosaic (CRPIX shifted), --retries/--task-timeout/--no-cache/--cache-max-bytes/
+    --progress are accepted; --match-background prints the offsets it solved and
+    --offsets-out writes them as CSV, equal to the printed ones."""
+    def fn():
+        chk = C.Check()
+        d = ctx.path("mosaic-opts")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        h = C.cel_header("TAN", 60, 50, (30.0, 10.0), 4.0)
+        ins = []
+        for i, (shift, level) in enumerate(((0, 100.0), (25, 130.0))):
+            hh = h.copy()
+            hh["CRPIX1"] = hh["CRPIX1"] - shift
+            img = C.sky_image(50, 60, 3 + i) + level
+            p = os.path.join(d, "in%d.fits" % i)
+            C.write_fits(p, img, hh, np.float32)
+            ins.append(p)
+        tgt = os.path.join(d, "t.hdr")
+        C.write_hdr(tgt, C.cel_header("TAN", 90, 55, (30.0, 10.0), 4.0, crpix=(35.5, 28.0)))
+        full = os.path.join(d, "full.fits")
+        base = ["mosaic"] + ins + ["--target", tgt, "--match-background"]
+        r = ctx.run(base + ["-o", full, "--offsets-out", os.path.join(d, "off.csv")])
+        chk.expect(r.returncode == 0, "full mosaic: exit %d %s" % (r.returncode, r.stderr))
+        printed = [float(m) for m in re.findall(r"background offset of input \d \(.*?\): (\S+)", r.stderr)]
+        chk.note("printed offsets: %s" % printed)
+        chk.expect(len(printed) == 2 and abs(printed[1] - printed[0]) > 20,
+                   "two offsets about 30 apart printed: %r" % r.stderr)
+        rows = open(os.path.join(d, "off.csv")).read().splitlines()
+        chk.expect(rows[0] == "input,offset" and len(rows) == 3, "CSV: %r" % rows)
+        csv = [float(x.rsplit(",", 1)[1]) for x in rows[1:]]
+        chk.expect(all(abs(a - b) <= 1e-6 * max(1, abs(a)) for a, b in zip(csv, printed)),
+                   "CSV %s differs from printed %s" % (csv, printed))
+        r = ctx.run(base + ["-o", os.path.join(d, "q.fits"), "--quiet"])
+        chk.expect(r.returncode == 0 and r.stderr == "", "--quiet printed %r" % r.stderr)
+        part = os.path.join(d, "part.fits")
+        r = ctx.run(base + ["-o", part, "--region", "20:70,10:40", "--retries", "1", "--task-timeout",
+                            "60", "--no-cache", "--cache-max-bytes", "64M", "--quiet"])
+        chk.expect(r.returncode == 0, "--region: exit %d %s" % (r.returncode, r.stderr))
+        if r.returncode == 0:
+            got, gh = read_raw(part)
+            ref, rh = read_raw(full)
+            chk.expect(got.shape == (31, 51), "region shape %s" % (got.shape,))
+            if not bits_equal(got, ref[9:40, 19:70]):
+                describe_diff(chk, got, ref[9:40, 19:70], "--region slice")
+            chk.expect(gh["CRPIX1"] == rh["CRPIX1"] - 19 and gh["CRPIX2"] == rh["CRPIX2"] - 9,
+                       "CRPIX not shifted")
+        r = ctx.run(base + ["-o", os.path.join(d, "x.fits"), "--region", "80:100,1:10"])
+        chk.expect(r.returncode == 1 and "outside the output" in r.stderr, "region outside: %r" % r.stderr)
+        r = ctx.run(["mosaic"] + ins + ["--target", tgt, "-o", os.path.join(d, "y.fits"), "--offsets-out",
+                                        os.path.join(d, "o.csv")])
+        chk.expect(r.returncode == 2 and "--offsets-out goes with --match-background" in r.stderr,
+                   "--offsets-out alone: %r" % r.stderr)
+        return chk
+    return fn
+
+
 def many_inputs_test(ctx):
     """A mosaic of 1000 tiny inputs (float32 read by mapping, int16 through cfitsio) under
     ulimit -n 200, serial and -j 2, is bit-identical to one without the limit: the inputs are
@@ -1742,6 +1800,8 @@ def build_tests(ctx, slow):
     tests.append(("every command: -h/--help its own usage (exit 0, nothing written), --quiet, "
                   "help COMMAND, --version with libraries, info on a .hdr", unix_tool_test(ctx)))
     tests.append(("preview --max-size N: N pixels on the longer side, aspect kept", preview_size_test(ctx)))
+    tests.append(("mosaic: --region slice, reproject's run options, offsets printed and --offsets-out CSV",
+                  mosaic_options_test(ctx)))
     tests.append(("cube with 2-D target: NAXIS3 kept, footprint, --region slice of every plane",
                   cube_region_test(ctx)))
     # valid but degenerate inputs

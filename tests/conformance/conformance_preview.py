@@ -2,7 +2,8 @@
 """`tessera preview` against astropy.visualization: the PNG's grey levels equal
 round(255 * stretch(interval(data))) within 1 level, for every stretch (linear, sqrt,
 log, asinh) and scale (zscale, minmax, a percentile), NaN pixels transparent and rows
-flipped (FITS row 1 at the bottom); an image larger than --max-size is shown strided.
+flipped (FITS row 1 at the bottom); an image larger than --max-size is strided, then
+box-averaged to exactly --max-size.
 
 Usage: /usr/bin/python3 conformance_preview.py --tessera PATH [--workdir DIR] [--keep]
 Prints TAP; skips (1..0) without astropy or PIL.
@@ -17,6 +18,30 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import conformance as C  # noqa: E402
+
+
+def box_weights(n_in, n_out):
+    """w[i, k]: the overlap of output pixel i (an interval of n_in / n_out input pixels) with
+    input pixel k."""
+    import numpy as np
+    f = n_in / n_out
+    w = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        for k in range(n_in):
+            w[i, k] = max(0.0, min((i + 1) * f, k + 1) - max(i * f, k))
+    return w
+
+
+def box_average(img, ny, nx):
+    """img averaged down to ny x nx, each output pixel the overlap-weighted mean of the finite
+    input pixels in its box (NaN where there is none)."""
+    import numpy as np
+    wy, wx = box_weights(img.shape[0], ny), box_weights(img.shape[1], nx)
+    fin = np.isfinite(img)
+    num = wy @ np.where(fin, img, 0.0) @ wx.T
+    den = wy @ fin.astype(float) @ wx.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
 
 
 def main(argv=None):
@@ -56,7 +81,9 @@ def main(argv=None):
             out = os.path.join(work, "p%d.png" % i)
             if st == "max-size":
                 cmd = [tessera, "preview", src, "-o", out, "--max-size", "50", "--scale", "minmax"]
-                ref_data = data[::3, ::3]   # 120 -> 40 columns, 90 -> 30 rows (step 3)
+                # The largest stride keeping >= 50 columns (2: 60 x 45), then box-averaged to
+                # exactly 50 columns and round(90 * 50 / 120) = 38 rows.
+                ref_data = box_average(data[::2, ::2], 38, 50)
                 interval, stretch = MinMaxInterval(), LinearStretch()
             else:
                 cmd = [tessera, "preview", src, "-o", out, "--stretch", st, "--scale", sc]
