@@ -17,6 +17,12 @@
  * Rank 0 does not compute blocks itself (with one rank, the run is serial).
  * Messages: a fixed-size header per task and per reply; block data follows
  * a reply, one message per plane.
+ *
+ * This file is built alone into the module libtessera-mpi.so, linked with
+ * Open MPI and loaded by libtessera when a run first asks for MPI
+ * (exec_mpi_load.c), so that programs that never use MPI do not load it.
+ * The engine's functions reach it as a table (mpi_module.h): each name
+ * below is defined to its entry, so the code reads as the engine's own.
  */
 #include <inttypes.h>
 #include <mpi.h>
@@ -25,7 +31,24 @@
 #include <string.h>
 #include <time.h>
 
-#include "run.h"
+#include "mpi_module.h"
+
+static tsr__engine_api_t eng;
+#define tsr__err eng.err
+#define tsr_errmsg eng.errmsg
+#define tsr__malloc eng.malloc
+#define tsr__calloc eng.calloc
+#define tsr__mallocarray eng.mallocarray
+#define tsr__free eng.free
+#define tsr_dtype_size eng.dtype_size
+#define tsr_region_size eng.region_size
+#define tsr__region_format eng.region_format
+#define tsr__contiguous_strides eng.contiguous_strides
+#define tsr__copy_box eng.copy_box
+#define tsr__run_new_local eng.run_new_local
+#define tsr__run_free eng.run_free
+#define tsr__run_chunk eng.run_chunk
+#define tsr__scratch_release eng.scratch_release
 
 enum { TAG_TASK = 7101, TAG_REPLY = 7102, TAG_DATA = 7103 };
 enum { T_TASK = 1, T_DONE = 2 };
@@ -176,12 +199,10 @@ void tsr__mpi_attach(tsr__mpi_t *m, tsr__run_t *run) {
   run->mpi = m;
 }
 
-int tsr_has_mpi(void) { return 1; }
-
 static MPI_Comm world;
 static int we_initialised;
 
-int tsr_mpi_init(tsr_ctx_t *ctx, int *argc, char ***argv, void **comm, int *rank, int *size) {
+static int module_init(tsr_ctx_t *ctx, int *argc, char ***argv, void **comm, int *rank, int *size) {
   int flag = 0, err;
   MPI_Initialized(&flag);
   if (!flag) {
@@ -196,7 +217,7 @@ int tsr_mpi_init(tsr_ctx_t *ctx, int *argc, char ***argv, void **comm, int *rank
   return 0;
 }
 
-void tsr_mpi_finalize(void) {
+static void module_finalize(void) {
   int flag = 0;
   MPI_Finalized(&flag);
   if (we_initialised && !flag)
@@ -518,4 +539,15 @@ void tsr__mpi_close(tsr__mpi_t *m, int status) {
   tsr__free(m->ctx, m->inflight);
   tsr__free(m->ctx, m->buf);
   tsr__free(m->ctx, m);
+}
+
+__attribute__((visibility("default"))) const tsr__mpi_module_t *
+tsr_mpi_module_v1(const tsr__engine_api_t *engine);
+
+const tsr__mpi_module_t *tsr_mpi_module_v1(const tsr__engine_api_t *engine) {
+  static const tsr__mpi_module_t module = {
+      TSR__MPI_MODULE_ABI, module_init,      module_finalize, tsr__mpi_rank, tsr__mpi_open,
+      tsr__mpi_attach,     tsr__mpi_serve,   tsr__mpi_submit, tsr__mpi_wait, tsr__mpi_close};
+  eng = *engine;
+  return &module;
 }

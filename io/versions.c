@@ -31,7 +31,7 @@ static void versions_make(void) {
            "MPI executor %s",
            uv_version_string(), wcslib_version(NULL), cfitsio, ZSTD_versionString(),
            xxh / 10000, xxh / 100 % 100, xxh % 100, png_get_libpng_ver(NULL), zlibVersion(),
-           tsr_has_mpi() ? "built in" : "not built");
+           tsr_has_mpi() ? "available (loaded on demand)" : "not available");
 }
 
 const char *tsr_library_versions(void) {

@@ -307,3 +307,50 @@ TEST(api_misuse_catalogue) {
 }
 
 TEST_MAIN()
+
+/* Is a library whose file name contains `name` mapped into this process? */
+static int mapped(const char *name) {
+  char line[4096];
+  int found = 0;
+  FILE *f = fopen("/proc/self/maps", "r");
+  ASSERT(f != NULL);
+  while (!found && fgets(line, sizeof line, f))
+    found = strstr(line, name) != NULL;
+  fclose(f);
+  return found;
+}
+
+/* Open MPI is loaded only when MPI is asked for: building and computing a
+ * graph (serially and on threads) leaves it out of the process; asking
+ * whether MPI is there loads the executor module, and with it Open MPI. */
+TEST(mpi_is_loaded_only_when_asked_for) {
+  tsr_ctx_t *ctx;
+  tsr_graph_t *g;
+  float in[64 * 64], out[64 * 64];
+  int64_t shape[2] = {64, 64};
+  tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
+  for (int i = 0; i < 64 * 64; i++)
+    in[i] = (float)i;
+  ASSERT_OK(tsr_ctx_new(&ctx, NULL));
+  ASSERT_OK(tsr_graph_new(ctx, &g));
+  tsr_node_t *n = tsr_unary(g, TSR_SQRT, tsr_source_buffer(g, TSR_F32, 2, shape, in, NULL));
+  ASSERT(n != NULL);
+  ASSERT_OK(tsr_compute(g, n, NULL, out, sizeof out, NULL));
+  ro.jobs = 2;
+  ro.executor = TSR_EXECUTOR_THREADS;
+  ASSERT_OK(tsr_compute(g, n, NULL, out, sizeof out, &ro));
+  ASSERT(!mapped("libtessera-mpi") && !mapped("libmpi"));
+  if (tsr_has_mpi()) {
+    ASSERT(mapped("libtessera-mpi") && mapped("libmpi"));
+  } else {
+    tsr_ctx_t *c2;
+    void *comm;
+    int rank, size;
+    ASSERT_OK(tsr_ctx_new(&c2, NULL));
+    ASSERT_INT_EQ(tsr_mpi_init(c2, NULL, NULL, &comm, &rank, &size), TSR_ENOTSUP);
+    ASSERT_STR_CONTAINS(tsr_errmsg(c2), "mpi: ");
+    tsr_ctx_free(c2);
+  }
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
