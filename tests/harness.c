@@ -13,21 +13,28 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TH_MAX_TESTS 512
-
-static struct {
+/* Registered by constructors, before main: grown as needed (a fixed table
+ * once dropped every test past its 512th without a word). */
+static struct th_test {
   const char *name;
   th_fn fn;
-} tests[TH_MAX_TESTS];
-static int n_tests;
+} *tests;
+static int n_tests, cap_tests;
 static char tmpdir[4096];
 
 void th_register(const char *name, th_fn fn) {
-  if (n_tests < TH_MAX_TESTS) {
-    tests[n_tests].name = name;
-    tests[n_tests].fn = fn;
-    n_tests++;
+  if (n_tests == cap_tests) {
+    int cap = cap_tests ? 2 * cap_tests : 64;
+    struct th_test *t = realloc(tests, (size_t)cap * sizeof *t);
+    if (t == NULL) {
+      fprintf(stderr, "harness: out of memory registering test %s\n", name);
+      exit(1);
+    }
+    tests = t, cap_tests = cap;
   }
+  tests[n_tests].name = name;
+  tests[n_tests].fn = fn;
+  n_tests++;
 }
 
 void th_fail(const char *file, int line, const char *fmt, ...) {
@@ -183,5 +190,6 @@ int th_main(int argc, char **argv) {
   printf("# %d passed, %d failed, %d skipped\n", passed, failed, skipped);
   if (!getenv("TSR_TEST_KEEP"))
     rm_rf(tmpdir);
+  free(tests);
   return failed ? 1 : 0;
 }

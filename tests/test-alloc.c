@@ -54,6 +54,29 @@ static float image[48 * 40], image2[48 * 40];
 /* One scenario: build a graph and compute `out` (count values); returns the
  * status.  `what` 0..5 reprojections (orders 0-3, adaptive, exact), 6 a
  * mosaic, 7 array ops, 8 a FITS write. */
+/* The n float32 values of a FITS file's first HDU as doubles, read with
+ * stdio (not through tessera, whose allocator the test is failing). */
+static void read_float32_fits(const char *path, double *out, int n) {
+  char card[81] = {0};
+  long data = -1;
+  FILE *f = fopen(path, "rb");
+  ASSERT(f != NULL);
+  for (long at = 0; data < 0 && fread(card, 1, 80, f) == 80; at += 80)
+    if (memcmp(card, "END     ", 8) == 0)
+      data = (at / 2880 + 1) * 2880;
+  ASSERT(data > 0 && fseek(f, data, SEEK_SET) == 0);
+  for (int i = 0; i < n; i++) {
+    unsigned char b[4];
+    uint32_t u;
+    float v;
+    ASSERT(fread(b, 1, 4, f) == 4);
+    u = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+    memcpy(&v, &u, 4);
+    out[i] = v;
+  }
+  fclose(f);
+}
+
 static int scenario(tsr_ctx_t *ctx, int what, double *out, int *n_out) {
   static const char *hin =
       "NAXIS = 2\nNAXIS1 = 48\nNAXIS2 = 40\nCTYPE1 = 'RA---TAN'\nCTYPE2 = 'DEC--TAN'\n"
@@ -112,10 +135,12 @@ static int scenario(tsr_ctx_t *ctx, int what, double *out, int *n_out) {
     const char *p = path;
     snprintf(path, sizeof path, "%s", th_path("alloc.fits"));
     rc = tsr_write_fits(g, 1, &n, &p, NULL, NULL);
-    if (rc == 0)
+    if (rc == 0) {
+      read_float32_fits(path, out, *n_out);
       unlink(path);
-    else if (access(path, F_OK) == 0)
+    } else if (access(path, F_OK) == 0) {
       th_fail(__FILE__, __LINE__, "a failed write left %s behind", path);
+    }
   } else {
     tsr_node_t *d = tsr_node_dtype(n) == TSR_F64 ? n : tsr_astype(g, n, TSR_F64);
     if ((rc = tsr_graph_status(g)) == 0)
@@ -161,7 +186,7 @@ static void inject(int what, const char *name) {
     rc = scenario(ctx, what, out, &n);
     if (rc == 0) {
       ok++;
-      if (what != 8 && memcmp(ref, out, sizeof(double) * (size_t)n_ref) != 0)
+      if (memcmp(ref, out, sizeof(double) * (size_t)n_ref) != 0)
         th_fail(__FILE__, __LINE__, "%s: allocation %ld failed, the run succeeded with another result",
                 name, k);
     } else {

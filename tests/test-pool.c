@@ -342,16 +342,40 @@ TEST(a_hanging_task_times_out) {
   assert_no_children();
 }
 
+/* Cancellation raised by the progress callback once a few blocks are done,
+ * with the workers busy: the run stops with most blocks never computed, and
+ * no worker is left.  Cancelled before the start, nothing runs at all. */
+typedef struct {
+  volatile int cancel;
+  int64_t at, last, total;
+} cancel_state_t;
+
+static void cancel_after(void *ud, int64_t done, int64_t total) {
+  cancel_state_t *c = ud;
+  c->last = done, c->total = total;
+  if (done >= c->at)
+    c->cancel = 1;
+}
+
 TEST(cancel_stops_the_workers) {
-  setup(200, 200);
-  tsr_node_t *n = reprojection(200, 1, 20);
-  tsr_run_opts_t pool = TSR_RUN_OPTS_INIT;
-  volatile int cancel = 1;
-  pool.jobs = 2;
-  pool.executor = TSR_EXECUTOR_PROCESSES;
-  pool.cancel = &cancel;
-  free(compute(n, 200, &pool, TSR_ECANCELED));
-  assert_no_children();
+  setup(300, 300);
+  tsr_node_t *n = reprojection(300, 3, 10); /* 900 blocks */
+  for (int before = 0; before < 2; before++) {
+    tsr_run_opts_t pool = TSR_RUN_OPTS_INIT;
+    cancel_state_t c = {before, 3, 0, 0};
+    pool.jobs = 2;
+    pool.executor = TSR_EXECUTOR_PROCESSES;
+    pool.cancel = &c.cancel;
+    pool.progress = cancel_after;
+    pool.progress_ud = &c;
+    free(compute(n, 300, &pool, TSR_ECANCELED));
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "canceled");
+    if (before)
+      ASSERT_INT_EQ(c.last, 0);
+    else
+      ASSERT(c.last >= 3 && c.last < c.total / 4 && c.total == 900);
+    assert_no_children();
+  }
 }
 
 TEST(bad_run_options_are_reported) {
