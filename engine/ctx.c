@@ -27,6 +27,8 @@
 
 #include "internal.h"
 
+tsr__test_hooks_t tsr__test_hooks;
+
 const char *tsr_version_string(void) {
 #define TSR__STR2(x) #x
 #define TSR__STR(x) TSR__STR2(x)

@@ -212,13 +212,10 @@ typedef struct {
 } worker_ctx_t;
 
 /* Before each chunk a worker computes (tsr__run_t.chunk_hook): record it,
- * then the test hook.  TSR_TEST_CRASH_CHUNK="cx,cy[,always|hang]": the
- * worker computing that chunk (chunk grid indices) dies by SIGSEGV on the
- * first attempt, or on every one, or hangs (for timeouts); it costs one
- * getenv per chunk. */
+ * then the test hook (tsr__test_hooks.crash_chunk). */
 static void chunk_hook(void *ud, const tsr_node_t *n, const tsr_region_t *box) {
   worker_ctx_t *wc = ud;
-  const char *e = getenv("TSR_TEST_CRASH_CHUNK");
+  const char *e = tsr__test_hooks.crash_chunk;
   long long cx, cy;
   char mode[16] = "";
 

@@ -62,6 +62,21 @@ char *tsr__strdup(tsr_ctx_t *ctx, const char *s);
 /* Set the context's message and return `code`, so that callers can write
  * `return tsr__err(ctx, TSR_EINVAL, "...")`. */
 int tsr__err(tsr_ctx_t *ctx, int code, const char *fmt, ...) TSR__PRINTF(3, 4);
+
+/* Faults the tests inject.  All zero (off) unless a test sets them: the
+ * library never does and reads no environment variable for them, and the
+ * symbol is hidden, so only programs that link the engine's static
+ * components -- the tests -- can reach it. */
+typedef struct {
+  const char *crash_chunk; /* "cx,cy[,always|hang]": a pool worker computing that chunk
+                              (chunk grid indices) dies by SIGSEGV on the first attempt,
+                              or on every one, or hangs (for timeouts) */
+  long write_fail;         /* the N-th FITS data write of the process fails with ENOSPC,
+                              as on a full disk (tmpfs quotas need privileges) */
+  int no_tmpfile;          /* outputs act as on a filesystem without O_TMPFILE */
+  int map_nothing;         /* FITS inputs are read with pread, as if too big to map */
+} tsr__test_hooks_t;
+extern tsr__test_hooks_t tsr__test_hooks;
 int tsr__verr(tsr_ctx_t *ctx, int code, const char *fmt, va_list ap);
 /* Prefix the current message with "what: " (adds context on the way up). */
 void tsr__err_prefix(tsr_ctx_t *ctx, const char *fmt, ...) TSR__PRINTF(2, 3);

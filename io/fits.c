@@ -481,13 +481,12 @@ struct fits_state_s {
 /* Files up to this size are mapped once per run, so each page faults in
  * once however many windows overlap it; larger ones are read with pread,
  * row by row (see pread_task), which keeps resident memory bounded by the
- * windows in flight.  TSR_TEST_MAP_WHOLE_BYTES=N lowers the limit, so that
- * tests reach the pread path with small files. */
+ * windows in flight.  Tests reach the pread path with small files through
+ * tsr__test_hooks.map_nothing. */
 #define MAP_WHOLE_BYTES ((size_t)256 << 20)
 
 static size_t map_whole_bytes(void) {
-  const char *e = getenv("TSR_TEST_MAP_WHOLE_BYTES");
-  return e != NULL ? (size_t)strtoull(e, NULL, 10) : MAP_WHOLE_BYTES;
+  return tsr__test_hooks.map_nothing ? 0 : MAP_WHOLE_BYTES;
 }
 
 static void fits_free_params(tsr_ctx_t *ctx, void *params) {
@@ -1447,13 +1446,12 @@ out:
 }
 
 /* pwrite all of p[0, n) at off. */
-/* TSR_TEST_WRITE_FAIL=N: the N-th data write of the process fails with
- * ENOSPC, as on a full disk (a test hook; tmpfs quotas need privileges the
- * test machines may not grant). */
+/* With the test hook tsr__test_hooks.write_fail = N, the N-th data write of
+ * the process fails. */
 static ssize_t data_pwrite(int fd, const void *p, size_t n, off_t off) {
   static long count;
-  const char *e = getenv("TSR_TEST_WRITE_FAIL");
-  if (e && ++count == atol(e)) {
+  long fail_at = tsr__test_hooks.write_fail;
+  if (fail_at > 0 && ++count == fail_at) {
     errno = ENOSPC;
     return -1;
   }

@@ -169,8 +169,7 @@ int tsr__out_open(tsr_ctx_t *ctx, const char *what, const char *path, tsr__out_t
     goto out;
   }
   remove_stale(o->dirfd, o->base);
-  /* TSR_TEST_NO_TMPFILE: act as on a filesystem without O_TMPFILE (a test hook). */
-  if (getenv("TSR_TEST_NO_TMPFILE") == NULL) {
+  if (!tsr__test_hooks.no_tmpfile) {
     o->fd = openat(o->dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
     e = errno;
   } else {

@@ -2383,7 +2383,7 @@ TEST(outputs_replace_what_a_link_leads_to) {
 }
 
 /* While a file is written, its directory shows no temporary (O_TMPFILE);
- * where the filesystem has none (TSR_TEST_NO_TMPFILE), one named and
+ * where the filesystem has none (tsr__test_hooks.no_tmpfile), one named and
  * locked temporary that the run removes or renames. */
 static const char *temps_dir;
 static int temps_seen;
@@ -2404,7 +2404,7 @@ TEST(outputs_leave_no_named_temporary_while_written) {
   ro.progress = count_temps_now;
   for (int fallback = 0; fallback < 2; fallback++) {
     if (fallback)
-      setenv("TSR_TEST_NO_TMPFILE", "1", 1);
+      tsr__test_hooks.no_tmpfile = 1;
     for (int jobs = 1; jobs <= 2; jobs++) {
       temps_seen = 0;
       ro.jobs = jobs;
@@ -2417,7 +2417,7 @@ TEST(outputs_leave_no_named_temporary_while_written) {
       ASSERT(d[2 * 23 * 17 + 23 * 16 + 22] == 22 + 1600 + 20000);
       free(d);
     }
-    unsetenv("TSR_TEST_NO_TMPFILE");
+    tsr__test_hooks.no_tmpfile = 0;
   }
   tsr_graph_free(g);
   tsr_ctx_free(ctx);
@@ -2449,9 +2449,9 @@ TEST(outputs_remove_stale_temporaries_only) {
   ASSERT_OK(symlink(victim, link));
   int lfd = open(locked, O_RDONLY);
   ASSERT(lfd >= 0 && flock(lfd, LOCK_EX) == 0); /* a writer still at work, elsewhere */
-  setenv("TSR_TEST_NO_TMPFILE", "1", 1);
+  tsr__test_hooks.no_tmpfile = 1;
   ASSERT_OK(tsr_write_fits(g, 1, &n, &out, NULL, NULL));
-  unsetenv("TSR_TEST_NO_TMPFILE");
+  tsr__test_hooks.no_tmpfile = 0;
   ASSERT(!file_exists(dead) && !file_exists(mine));
   ASSERT(file_exists(live) && file_exists(other) && file_exists(locked) && file_exists(victim));
   ASSERT_INT_EQ(lstat_type(link), S_IFLNK);
@@ -2805,9 +2805,9 @@ TEST(io_faults_mid_run) {
   /* 1. Full disk: the second data write fails. */
   {
     tsr_node_t *n = gen_node(g);
-    setenv("TSR_TEST_WRITE_FAIL", "2", 1);
+    tsr__test_hooks.write_fail = 2;
     ASSERT_INT_EQ(tsr_write_fits(g, 1, &n, &out, NULL, NULL), TSR_EIO);
-    unsetenv("TSR_TEST_WRITE_FAIL");
+    tsr__test_hooks.write_fail = 0;
     ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "faulty.fits\": No space left on device");
     ASSERT(!file_exists(out));
     ASSERT_INT_EQ(th_count_temps(th_tmpdir()), 0);
@@ -2936,11 +2936,11 @@ TEST(fits_unmapped_files_read_as_mapped_ones) {
         tsr_ctx_t *ctx = ctx_new();
         tsr_graph_t *g = graph_new(ctx);
         if (pass == 1)
-          setenv("TSR_TEST_MAP_WHOLE_BYTES", "0", 1);
+          tsr__test_hooks.map_nothing = 1;
         tsr_node_t *src = tsr_source_fits(g, f ? p64 : p32, 0);
         ASSERT(src != NULL);
         ASSERT_OK(tsr_compute(g, src, &regions[k], pass ? unmapped : mapped, bytes, NULL));
-        unsetenv("TSR_TEST_MAP_WHOLE_BYTES");
+        tsr__test_hooks.map_nothing = 0;
         tsr_graph_free(g);
         tsr_ctx_free(ctx);
       }
@@ -2955,7 +2955,7 @@ TEST(fits_unmapped_files_read_as_mapped_ones) {
   {
     tsr_ctx_t *ctx = ctx_new();
     tsr_graph_t *g = graph_new(ctx);
-    setenv("TSR_TEST_MAP_WHOLE_BYTES", "0", 1);
+    tsr__test_hooks.map_nothing = 1;
     tsr_node_t *src = tsr_source_fits(g, p32, 0);
     tsr_map_blocks_opts_t o = {0};
     o.name = "copy";
@@ -2968,7 +2968,7 @@ TEST(fits_unmapped_files_read_as_mapped_ones) {
     fault_path = p32, fault_kind = 1;
     ASSERT_INT_EQ(tsr_compute(g, m, NULL, mapped, (size_t)n * 4, &ro), TSR_EIO);
     fault_kind = 0;
-    unsetenv("TSR_TEST_MAP_WHOLE_BYTES");
+    tsr__test_hooks.map_nothing = 0;
     ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "unmapped32.fits\" was truncated while being read (reading [");
     tsr_graph_free(g);
     tsr_ctx_free(ctx);

@@ -121,9 +121,9 @@ TEST(files_written_by_workers_equal_serial_ones) {
     pool.executor = TSR_EXECUTOR_PROCESSES;
     for (int crash = 0; crash < 2; crash++) {
       if (crash)
-        setenv("TSR_TEST_CRASH_CHUNK", "3,2", 1);
+        tsr__test_hooks.crash_chunk = "3,2";
       ASSERT_OK(tsr_write_fits(g, 2, nodes, par, NULL, &pool));
-      unsetenv("TSR_TEST_CRASH_CHUNK");
+      tsr__test_hooks.crash_chunk = NULL;
       assert_no_children();
       for (int f = 0; f < 2; f++) {
         size_t la, lb;
@@ -174,10 +174,10 @@ TEST(band_jobs_write_the_serial_files) {
   pool.progress_ud = seen;
   for (int crash = 0; crash < 2; crash++) {
     if (crash)
-      setenv("TSR_TEST_CRASH_CHUNK", "3,5", 1);
+      tsr__test_hooks.crash_chunk = "3,5";
     seen[0] = seen[1] = 0;
     ASSERT_OK(tsr_write_fits(g, 3, nodes, par, NULL, &pool));
-    unsetenv("TSR_TEST_CRASH_CHUNK");
+    tsr__test_hooks.crash_chunk = NULL;
     assert_no_children();
     for (int f = 0; f < 3; f++)
       ASSERT(same_files(ser[f], par[f]));
@@ -196,9 +196,9 @@ TEST(band_jobs_fail_clearly_and_leave_nothing) {
   tsr_run_opts_t pool = TSR_RUN_OPTS_INIT;
   pool.jobs = 2;
   pool.executor = TSR_EXECUTOR_PROCESSES;
-  setenv("TSR_TEST_CRASH_CHUNK", "2,6,always", 1);
+  tsr__test_hooks.crash_chunk = "2,6,always";
   ASSERT_INT_EQ(tsr_write_fits(g, 1, &n, &path, NULL, &pool), TSR_EWORKER);
-  unsetenv("TSR_TEST_CRASH_CHUNK");
+  tsr__test_hooks.crash_chunk = NULL;
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "fits: writing \"");
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx),
                       "failing.fits\": executor: chunk [512:768, 1536:1792] of node reproject_interp#");
@@ -208,13 +208,13 @@ TEST(band_jobs_fail_clearly_and_leave_nothing) {
   ASSERT_INT_EQ(th_count_temps(th_tmpdir()), 0);
   assert_no_children();
 
-  setenv("TSR_TEST_CRASH_CHUNK", "7,0,hang", 1);
+  tsr__test_hooks.crash_chunk = "7,0,hang";
   pool.retries = 1;
   /* Well above a 256^2 bilinear block under valgrind on a loaded machine
    * (0.3 s killed a sound block once). */
   pool.task_timeout_s = 1.5;
   ASSERT_INT_EQ(tsr_write_fits(g, 1, &n, &path, NULL, &pool), TSR_EWORKER);
-  unsetenv("TSR_TEST_CRASH_CHUNK");
+  tsr__test_hooks.crash_chunk = NULL;
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "executor: chunk [1792:2048, 0:256] of node reproject_interp#");
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "killed by signal 9");
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "after 1 retry");
@@ -223,10 +223,10 @@ TEST(band_jobs_fail_clearly_and_leave_nothing) {
   assert_no_children();
 
   /* The first data write of each worker fails, as on a full disk. */
-  setenv("TSR_TEST_WRITE_FAIL", "1", 1);
+  tsr__test_hooks.write_fail = 1;
   pool.task_timeout_s = 0;
   ASSERT_INT_EQ(tsr_write_fits(g, 1, &n, &path, NULL, &pool), TSR_EIO);
-  unsetenv("TSR_TEST_WRITE_FAIL");
+  tsr__test_hooks.write_fail = 0;
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "failing.fits\": No space left on device");
   ASSERT(access(path, F_OK) != 0);
   ASSERT_INT_EQ(th_count_temps(th_tmpdir()), 0);
@@ -300,11 +300,11 @@ TEST(a_worker_crashing_once_is_replaced_and_the_result_is_right) {
   tsr_node_t *n = reprojection(200, 1, 50);
   tsr_run_opts_t serial = TSR_RUN_OPTS_INIT, pool = TSR_RUN_OPTS_INIT;
   float *a = compute(n, 200, &serial, 0);
-  setenv("TSR_TEST_CRASH_CHUNK", "1,2", 1);
+  tsr__test_hooks.crash_chunk = "1,2";
   pool.jobs = 2;
   pool.executor = TSR_EXECUTOR_PROCESSES;
   float *b = compute(n, 200, &pool, 0);
-  unsetenv("TSR_TEST_CRASH_CHUNK");
+  tsr__test_hooks.crash_chunk = NULL;
   ASSERT(memcmp(a, b, sizeof(float) * 200 * 200) == 0);
   free(a);
   free(b);
@@ -315,11 +315,11 @@ TEST(a_task_that_keeps_crashing_fails_the_run_clearly) {
   setup(200, 200);
   tsr_node_t *n = reprojection(200, 1, 50);
   tsr_run_opts_t pool = TSR_RUN_OPTS_INIT;
-  setenv("TSR_TEST_CRASH_CHUNK", "1,2,always", 1);
+  tsr__test_hooks.crash_chunk = "1,2,always";
   pool.jobs = 2;
   pool.executor = TSR_EXECUTOR_PROCESSES;
   free(compute(n, 200, &pool, TSR_EWORKER));
-  unsetenv("TSR_TEST_CRASH_CHUNK");
+  tsr__test_hooks.crash_chunk = NULL;
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "executor: chunk [50:100, 100:150] of node reproject_interp#");
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "killed by signal 11");
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "after 2 retries");
@@ -330,13 +330,13 @@ TEST(a_hanging_task_times_out) {
   setup(200, 200);
   tsr_node_t *n = reprojection(200, 1, 50);
   tsr_run_opts_t pool = TSR_RUN_OPTS_INIT;
-  setenv("TSR_TEST_CRASH_CHUNK", "0,0,hang", 1);
+  tsr__test_hooks.crash_chunk = "0,0,hang";
   pool.jobs = 2;
   pool.executor = TSR_EXECUTOR_PROCESSES;
   pool.retries = 1;
   pool.task_timeout_s = 0.3;
   free(compute(n, 200, &pool, TSR_EWORKER));
-  unsetenv("TSR_TEST_CRASH_CHUNK");
+  tsr__test_hooks.crash_chunk = NULL;
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "killed by signal 9");
   ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "after 1 retry");
   assert_no_children();

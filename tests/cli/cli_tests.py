@@ -1179,6 +1179,13 @@ def unix_tool_test(ctx):
             r = ctx.run(args, cwd=d)
             chk.expect(r.returncode == 0 and re.search(r"wrote .*%s" % re.escape(out), r.stderr) is not None,
                        "%s does not say what it wrote: %r" % (args[0], r.stderr))
+        # The installed tool has no test hooks: their old variables change nothing.
+        env = dict(os.environ, TSR_TEST_WRITE_FAIL="1", TSR_TEST_CRASH_CHUNK="0,0,always",
+                   TSR_TEST_NO_TMPFILE="1")
+        r = ctx.run(["reproject", b["good"], "--target", b["tgt"], "-o", os.path.join(d, "h.fits"),
+                     "-j", "2", "--executor", "processes", "--quiet"], cwd=d, env=env)
+        chk.expect(r.returncode == 0 and os.path.exists(os.path.join(d, "h.fits")),
+                   "the release tool obeyed a test hook's variable: exit %d %s" % (r.returncode, r.stderr))
         # info describes a .hdr target
         r = ctx.run(["info", b["tgt"]], cwd=d)
         chk.note("info TARGET.hdr: %r" % r.stdout)
@@ -1574,9 +1581,10 @@ def symlink_outputs_test(ctx):
 
 def kill_test(ctx, fallback):
     """SIGKILL a `reproject -j 2` at several moments of its run: nothing new is left in the
-    output directory (O_TMPFILE).  With fallback (TSR_TEST_NO_TMPFILE=1: as on a filesystem
-    without O_TMPFILE) a killed run leaves a named temporary, which the next run writing that
-    output removes, with one of a fake dead PID, keeping one of a live process."""
+    output directory (O_TMPFILE).  With fallback (the tool built with the test hooks, under
+    TSR_TEST_NO_TMPFILE=1: as on a filesystem without O_TMPFILE) a killed run leaves a named
+    temporary, which the next run writing that output removes, with one of a fake dead PID,
+    keeping one of a live process."""
     def fn():
         chk = C.Check()
         d = ctx.path("kill-%s" % ("named" if fallback else "unnamed"))
@@ -1588,10 +1596,14 @@ def kill_test(ctx, fallback):
                          np.float32)
             C.write_hdr(tgt, C.cel_header("TAN", 1400, 1400, (40.0, 20.0), 0.7, rot_deg=20.0))
         env = dict(os.environ)
+        exe = ctx.tessera
         if fallback:
+            if not ctx.tessera_hooks:
+                raise C.CaseFailure("needs --tessera-hooks (the tool built with the test hooks)")
             env["TSR_TEST_NO_TMPFILE"] = "1"
+            exe = ctx.tessera_hooks
         out = os.path.join(d, "kill.fits")
-        args = [ctx.tessera, "reproject", inp, "--target", tgt, "-o", out, "-j", "2", "--method", "exact",
+        args = [exe, "reproject", inp, "--target", tgt, "-o", out, "-j", "2", "--method", "exact",
                 "--quiet"]
         t0 = time.time()
         subprocess.run(args, env=env, check=True, capture_output=True, timeout=600)
@@ -1899,6 +1911,7 @@ def slow_tests(ctx):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tessera", required=True)
+    ap.add_argument("--tessera-hooks", help="the tool built with the test hooks (tests/cli/hooks.c)")
     ap.add_argument("--workdir")
     ap.add_argument("--only", action="append", default=[])
     ap.add_argument("--slow", action="store_true")
@@ -1913,6 +1926,7 @@ def main(argv=None):
     warnings.simplefilter("ignore")
     tessera = os.path.abspath(args.tessera) if os.path.sep in args.tessera else args.tessera
     ctx = Ctx(tessera, None)
+    ctx.tessera_hooks = os.path.abspath(args.tessera_hooks) if args.tessera_hooks else None
     tests = build_tests(ctx, args.slow)
     if args.only:
         tests = [t for t in tests if any(s.lower() in t[0].lower() for s in args.only)]
