@@ -158,7 +158,7 @@ static bool card_structural(const char *card) {
   static const char *const numbered[] = {"NAXIS", "ZNAXIS", "ZTILE", "ZNAME", "ZVAL",
                                          "TTYPE", "TFORM"};
   char kw[9];
-  tsr__io_keyword(card, kw);
+  tsr__card_keyword(card, kw);
   for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
     if (strcmp(kw, exact[i]) == 0)
       return true;
@@ -1138,10 +1138,10 @@ tsr_node_t *tsr_source_fits(tsr_graph_t *g, const char *path, int hdu) {
     return NULL;
   ctx = g->ctx;
   rc = image_open(ctx, path, hdu, &im);
-  if (rc == 0 && tsr__io_has_ctype(im.cards, im.ncards)) {
+  if (rc == 0 && tsr__sky_has_ctype(im.cards, im.ncards)) {
     char what[TSR__ERRMSG_CAP / 2];
     snprintf(what, sizeof what, "fits: \"%s\" HDU %d", path, im.hdu);
-    rc = tsr__io_wcs_make(ctx, im.cards, im.ncards, what, 1, &wcs);
+    rc = tsr__sky_wcs_make(ctx, im.cards, im.ncards, what, 1, &wcs);
   }
   if (rc != 0)
     goto out;
@@ -1209,10 +1209,10 @@ int tsr_wcs_read_fits(tsr_ctx_t *ctx, const char *path, int hdu, tsr_wcs_t **out
   if (rc == 0) {
     char what[TSR__ERRMSG_CAP / 2];
     snprintf(what, sizeof what, "fits: \"%s\" HDU %d", path, im.hdu);
-    if (!tsr__io_has_ctype(im.cards, im.ncards))
+    if (!tsr__sky_has_ctype(im.cards, im.ncards))
       rc = tsr__err(ctx, TSR_EWCS, "%s: no WCS (no CTYPEn keywords)", what);
     else
-      rc = tsr__io_wcs_make(ctx, im.cards, im.ncards, what, 1, out);
+      rc = tsr__sky_wcs_make(ctx, im.cards, im.ncards, what, 1, out);
   }
   image_close(ctx, &im);
   return rc;
@@ -1386,7 +1386,7 @@ static int write_header(writer_t *w, out_file_t *of) {
     const char *c = wcs->cards + (size_t)i * TSR__CARD;
     char kw[9], val[72];
     int a;
-    tsr__io_keyword(c, kw);
+    tsr__card_keyword(c, kw);
     if (card_structural(c) || strcmp(kw, "ORIGIN") == 0 || strcmp(kw, "EXTEND") == 0)
       continue;
     memcpy(card, c, TSR__CARD);

@@ -1,8 +1,9 @@
 /* png.c -- previews: a 2-D node as an 8-bit PNG with astropy's scalings.
  *
- * The image is computed at most max_size pixels on a side (a strided slice
- * of the node, so a preview of a huge lazy graph computes only what it
- * shows), scaled to [0, 1] by an interval (IRAF's zscale as astropy's
+ * The image is taken at most max_size pixels on a side (every step-th
+ * pixel, from the node's rows of chunks that hold a kept row, one row of
+ * chunks at a time: memory stays one band wide, and only the engine is
+ * asked, never ops/), scaled to [0, 1] by an interval (IRAF's zscale as astropy's
  * ZScaleInterval, min-max, or a central percentile), stretched (linear,
  * sqrt, log, asinh, with astropy's default parameters), and written as grey
  * plus alpha: NaN pixels are transparent.  FITS rows go bottom-up, PNG rows
@@ -156,12 +157,12 @@ static int encode(FILE *f, const double *img, int64_t nx, int64_t ny, double lo,
 int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path, const tsr_preview_opts_t *opts) {
   tsr_preview_opts_t o = TSR_PREVIEW_OPTS_INIT;
   tsr_ctx_t *ctx;
-  tsr_node_t *view = n;
   double *img = NULL, *fin = NULL, lo = 0, hi = 1;
+  void *band = NULL;
   unsigned char *row = NULL;
   tsr__out_t out = {.fd = -1, .dirfd = -1};
   FILE *f = NULL;
-  int64_t nx, ny, step = 1;
+  int64_t nx, ny, ox, oy, band_rows, step = 1;
   size_t nfin = 0;
   int rc = 0;
 
@@ -182,32 +183,46 @@ int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path, const tsr_pre
   nx = n->shape[0], ny = n->shape[1];
   while ((nx + step - 1) / step > o.max_size || (ny + step - 1) / step > o.max_size)
     step++;
-  if (step > 1) {
-    int64_t st[2] = {step, step};
-    view = tsr_slice(g, n, NULL, NULL, st);
-    if (view == NULL)
-      return tsr__err(ctx, g->status, "%s", g->errmsg);
-  }
-  nx = view->shape[0], ny = view->shape[1];
-  img = tsr__mallocarray(ctx, (size_t)(nx * ny), sizeof *img);
-  fin = tsr__mallocarray(ctx, (size_t)(nx * ny), sizeof *fin);
-  row = tsr__mallocarray(ctx, (size_t)nx, 2);
-  if (!img || !fin || !row) {
-    rc = tsr__err(ctx, TSR_ENOMEM, "preview: out of memory for %lld x %lld pixels", (long long)nx,
-                  (long long)ny);
+  ox = (nx + step - 1) / step, oy = (ny + step - 1) / step;
+  /* A strided view (every step-th pixel from 0, as a[::step, ::step]) read
+   * band by band: each band is one row of the node's chunks, so no chunk
+   * is computed twice and memory stays one band wide. */
+  band_rows = tsr_node_chunk(n, 1) < ny ? tsr_node_chunk(n, 1) : ny;
+  img = tsr__mallocarray(ctx, (size_t)(ox * oy), sizeof *img);
+  fin = tsr__mallocarray(ctx, (size_t)(ox * oy), sizeof *fin);
+  row = tsr__mallocarray(ctx, (size_t)ox, 2);
+  band = tsr__mallocarray(ctx, (size_t)(nx * band_rows), tsr_dtype_size(n->dtype));
+  if (!img || !fin || !row || !band) {
+    rc = tsr__err(ctx, TSR_ENOMEM, "preview: out of memory for %lld x %lld pixels", (long long)ox,
+                  (long long)oy);
     goto out;
   }
   if ((rc = tsr__out_open(ctx, "preview", path, &out)) != 0)
     goto out;
-  {
-    tsr_node_t *d = view->dtype == TSR_F64 ? view : tsr_astype(g, view, TSR_F64);
-    if (d == NULL) {
-      rc = tsr__err(ctx, g->status, "%s", g->errmsg);
+  for (int64_t y0 = 0; y0 < ny; y0 += band_rows) {
+    int64_t y1 = y0 + band_rows < ny ? y0 + band_rows : ny;
+    int64_t ya = (y0 + step - 1) / step * step, yb = (y1 - 1) / step * step;
+    tsr_region_t r = tsr_region_of(n);
+    if (ya > yb)
+      continue; /* no kept row in this band */
+    r.start[1] = ya, r.stop[1] = yb + 1;
+    if ((rc = tsr_compute(g, n, &r, band, (size_t)(nx * (yb + 1 - ya)) * tsr_dtype_size(n->dtype),
+                          NULL)) != 0)
       goto out;
+    for (int64_t y = ya; y <= yb; y += step) {
+      double *dst = img + (y / step) * ox;
+      if (n->dtype == TSR_F64) {
+        const double *src = (const double *)band + (y - ya) * nx;
+        for (int64_t x = 0; x < ox; x++)
+          dst[x] = src[x * step];
+      } else {
+        const float *src = (const float *)band + (y - ya) * nx;
+        for (int64_t x = 0; x < ox; x++)
+          dst[x] = src[x * step];
+      }
     }
-    if ((rc = tsr_compute(g, d, NULL, img, (size_t)(nx * ny) * sizeof *img, NULL)) != 0)
-      goto out;
   }
+  nx = ox, ny = oy;
   for (int64_t k = 0; k < nx * ny; k++)
     if (isfinite(img[k]))
       fin[nfin++] = img[k];
@@ -246,5 +261,6 @@ out:
   tsr__free(ctx, img);
   tsr__free(ctx, fin);
   tsr__free(ctx, row);
+  tsr__free(ctx, band);
   return rc;
 }

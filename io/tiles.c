@@ -570,7 +570,7 @@ int tsr__tiles_precheck(tsr_ctx_t *ctx, fitsfile *f, const char *path, int hdu, 
       if (strncasecmp(cards + c, "TTYPE", 5) == 0 && cards[c + 5] >= '0' && cards[c + 5] <= '9' &&
           (cards[c + 8] != '=' || cards[c + 9] != ' ' || val[0] != '\'')) {
         char kw[9];
-        tsr__io_keyword(cards + c, kw);
+        tsr__card_keyword(cards + c, kw);
         rc = tsr__err(ctx, TSR_EFITS,
                       "fits: \"%s\" HDU %d: %s is not a column name (expected %s = 'name')",
                       path, hdu, kw, kw);

@@ -30,7 +30,7 @@
 #include <string.h>
 
 #include "mapping.h"
-#include "wcs.h"
+#include "sky.h"
 
 #define GRID 32
 #define RT_LIMIT 1.0   /* reproject: NaN if the round trip moves > 1 px */
@@ -39,8 +39,8 @@
 struct tsr__map_s {
   tsr_ctx_t *ctx;
   tsr__cel_t *out, *in;
-  double rot[9];        /* output frame -> input frame */
-  bool rotate;
+  tsr__frame_xform_t fwd;   /* output frame -> input frame */
+  tsr__frame_xform_t back;  /* input frame -> output frame (astropy's own path back) */
   double tol;
   bool roundtrip;
   bool homog;           /* H is valid: exact everywhere */
@@ -67,21 +67,6 @@ static int scratch(tsr__map_t *m, size_t n) {
   return 0;
 }
 
-static void rotate(const double r[9], size_t n, double *v, bool transpose) {
-  for (size_t i = 0; i < n; i++) {
-    double *p = v + 3 * i, a = p[0], b = p[1], c = p[2];
-    if (!transpose) {
-      p[0] = r[0] * a + r[1] * b + r[2] * c;
-      p[1] = r[3] * a + r[4] * b + r[5] * c;
-      p[2] = r[6] * a + r[7] * b + r[8] * c;
-    } else {
-      p[0] = r[0] * a + r[3] * b + r[6] * c;
-      p[1] = r[1] * a + r[4] * b + r[7] * c;
-      p[2] = r[2] * a + r[5] * b + r[8] * c;
-    }
-  }
-}
-
 /* Exact transforms of n points.  rt (may be NULL) receives the round-trip
  * error max(|dx|, |dy|) in output pixels (INFINITY where undefined); when
  * `apply_rt`, points beyond RT_LIMIT become NaN. */
@@ -91,14 +76,12 @@ static int exact(tsr__map_t *m, size_t n, const double *xo, const double *yo, do
   if ((rc = scratch(m, n)) != 0)
     return rc;
   tsr__cel_pix2vec(m->out, n, xo, yo, m->v);
-  if (m->rotate)
-    rotate(m->rot, n, m->v, false);
+  tsr__frame_apply(&m->fwd, n, m->v);
   tsr__cel_vec2pix(m->in, n, m->v, xi, yi);
   if (rt == NULL && !apply_rt)
     return 0;
   tsr__cel_pix2vec(m->in, n, xi, yi, m->v);
-  if (m->rotate)
-    rotate(m->rot, n, m->v, true);
+  tsr__frame_apply(&m->back, n, m->v);
   tsr__cel_vec2pix(m->out, n, m->v, m->bx, m->by);
   for (size_t i = 0; i < n; i++) {
     double e = fmax(fabs(m->bx[i] - xo[i]), fabs(m->by[i] - yo[i]));
@@ -248,10 +231,10 @@ int tsr__map_new(tsr_ctx_t *ctx, const tsr_wcs_t *out, const char *out_what,
   if ((rc = tsr__cel_new(ctx, out, out_what, &m->out)) != 0 ||
       (rc = tsr__cel_new(ctx, in, in_what, &m->in)) != 0)
     goto out;
-  m->rotate = tsr__cel_frame(m->out) != tsr__cel_frame(m->in);
-  tsr__frame_matrix(tsr__cel_frame(m->out), tsr__cel_frame(m->in), m->rot);
+  tsr__frame_xform(tsr__cel_frame(m->out), tsr__cel_frame(m->in), &m->fwd);
+  tsr__frame_xform(tsr__cel_frame(m->in), tsr__cel_frame(m->out), &m->back);
   if (tsr__cel_is_plain_tan(m->out) && tsr__cel_is_plain_tan(m->in) &&
-      (rc = fit_homography(m, out->shape[0], out->shape[1])) != 0)
+      tsr__frame_is_rotation(&m->fwd) && (rc = fit_homography(m, out->shape[0], out->shape[1])) != 0)
     goto out;
   *mp = m;
   m = NULL;
