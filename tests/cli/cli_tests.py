@@ -427,6 +427,56 @@ def fits_target_test(ctx):
     return fn
 
 
+def fixed_header_test(ctx, kind):
+    """Headers astropy's WCS() fixes by default: CUNITi = 'DEG' (unitfix), as input and
+    as target; a cube whose CD matrix has no row for its spectral axis (cdfix), as input.
+    The output equals that of the header as fixed."""
+    def fn():
+        chk = C.Check()
+        sc = scenario_main(ctx)
+        h = sc["hin"].copy()
+        img = C.sky_image(h["NAXIS2"], h["NAXIS1"], 103)
+        roles = ("input", "target")
+        if kind == "DEG":
+            fixed = h.copy()
+            h["CUNIT1"], h["CUNIT2"] = "DEG", "Degrees"
+            fixed["CUNIT1"], fixed["CUNIT2"] = "deg", "deg"
+        else:
+            w = WCS(h)
+            cd = w.wcs.cd if w.wcs.has_cd() else w.wcs.get_pc() * w.wcs.cdelt[:, None]
+            for k in ("CDELT1", "CDELT2", "PC1_1", "PC1_2", "PC2_1", "PC2_2", "CROTA2"):
+                h.remove(k, ignore_missing=True)
+            for i in range(2):
+                for j in range(2):
+                    h["CD%d_%d" % (i + 1, j + 1)] = float(cd[i, j])
+            h["NAXIS"], h["NAXIS3"] = 3, 2
+            h["CTYPE3"], h["CRVAL3"], h["CRPIX3"], h["CUNIT3"] = "FREQ", 1.4e9, 1.0, "Hz"
+            fixed = h.copy()
+            fixed["CD3_3"] = 1.0
+            img = np.stack([img, 2 * img])
+            roles = ("input",)
+        for name, hdr in (("odd", h), ("fixed", fixed)):
+            C.write_fits(ctx.path("fix_%s_%s.fits" % (kind, name)), img, hdr, np.float32)
+            C.write_hdr(ctx.path("fix_%s_%s.hdr" % (kind, name)), hdr)
+        for role in roles:
+            outs = []
+            for name in ("odd", "fixed"):
+                if role == "input":
+                    args = (ctx.path("fix_%s_%s.fits" % (kind, name)), sc["tgt"])
+                else:
+                    args = (sc["inp"], ctx.path("fix_%s_%s.hdr" % (kind, name)))
+                outs.append(ctx.reproject(args[0], args[1],
+                                          ctx.path("fix_%s_%s_%s.out.fits" % (kind, role, name)))[0])
+            finite = int(np.isfinite(outs[1]).sum())
+            chk.expect(finite > outs[1].size // 4, "as %s: only %d finite pixels" % (role, finite))
+            if bits_equal(outs[0], outs[1]):
+                chk.note("as %s: bit-identical to the fixed header's output" % role)
+            else:
+                describe_diff(chk, outs[0], outs[1], "as " + role)
+        return chk
+    return fn
+
+
 def hdu_test(ctx):
     """An image in extension 1 (empty primary): default HDU and --hdu 2 both find it."""
     def fn():
@@ -1610,6 +1660,9 @@ def build_tests(ctx, slow):
     # targets, HDUs, verbosity, cubes
     tests.append(("TARGET as a FITS image equals the .hdr target", fits_target_test(ctx)))
     tests.append(("input in extension HDU: default and --hdu 2 equal the single-HDU result", hdu_test(ctx)))
+    tests.append(("header with CUNIT 'DEG' (astropy's unitfix) as input and target", fixed_header_test(ctx, "DEG")))
+    tests.append(("cube whose CD matrix has no spectral row (astropy's cdfix) as input",
+                  fixed_header_test(ctx, "CD")))
     tests.append(("--quiet prints nothing; default prints no progress bar on a pipe", quiet_test(ctx)))
     tests.append(("cube with 2-D target: NAXIS3 kept, footprint, --region slice of every plane",
                   cube_region_test(ctx)))
