@@ -477,6 +477,81 @@ def fixed_header_test(ctx, kind):
     return fn
 
 
+def reorder_compressed(src, dst, how):
+    """Copy FITS file `src` to `dst` with the header of its HDU 2 (a tile-compressed
+    image) in another legal order: the binary table's mandatory XTENSION..TFIELDS stay
+    first; the other cards are rearranged, with ZTENSION/ZPCOUNT/ZGCOUNT added where
+    `how` says (astropy's comp.fits has them last)."""
+    raw = open(src, "rb").read()
+
+    def ncards(at):            # cards through END of the header starting at `at`
+        i = 0
+        while raw[at + 80 * i:at + 80 * i + 8] != b"END     ":
+            i += 1
+        return i + 1
+
+    start = -(-ncards(0) * 80 // 2880) * 2880     # the primary HDU has no data
+    n = ncards(start)
+    cards = [raw[start + 80 * i:start + 80 * i + 80] for i in range(n)]
+    body = [c for c in cards[8:-1] if c.strip()]
+    ext = [fits.Card(k, v).image.encode() for k, v in
+           (("ZTENSION", "IMAGE"), ("ZPCOUNT", 0), ("ZGCOUNT", 1))]
+    if how == "ztension-last":
+        body = body + ext
+    elif how == "ztension-first":
+        body = ext + body
+    elif how == "reversed":
+        body = body[::-1]
+        body = body[:len(body) // 2] + ext[::-1] + body[len(body) // 2:]
+    elif how == "wcs-first":
+        z = [c for c in body if c[:1] in (b"Z", b"T")]
+        body = [c for c in body if c[:1] not in (b"Z", b"T")] + z + ext
+    hdr = b"".join(cards[:8] + body) + b"END" + b" " * 77
+    hdr += b" " * (-len(hdr) % 2880)
+    old = -(-n * 80 // 2880) * 2880
+    open(dst, "wb").write(raw[:start] + hdr + raw[start + old:])
+
+
+def compressed_order_test(ctx):
+    """A tile-compressed image whose Z keywords stand in other legal orders (ZTENSION
+    last as in astropy's comp.fits, first, reversed, after the WCS) reads as the
+    original: `info` and a reprojection bit-identical."""
+    def fn():
+        chk = C.Check()
+        sc = scenario_main(ctx)
+        h = sc["hin"].copy()
+        for k in ("NAXIS", "NAXIS1", "NAXIS2"):
+            h.remove(k, ignore_missing=True)
+        h["EXTNAME"] = "SCI"
+        img = C.sky_image(sc["hin"]["NAXIS2"], sc["hin"]["NAXIS1"], 104).astype(np.float32)
+        orig = ctx.path("comp_orig.fits")
+        fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(img, header=h)]).writeto(orig, overwrite=True)
+        ref, _ = ctx.reproject(orig, sc["tgt"], ctx.path("comp_orig.out.fits"))
+        info = ctx.run(["info", orig])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(orig) as f:       # quantized: not img itself
+                stored = f[1].data.copy()
+        for how in ("ztension-last", "ztension-first", "reversed", "wcs-first"):
+            path = ctx.path("comp_%s.fits" % how)
+            reorder_compressed(orig, path, how)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with fits.open(path) as f:   # astropy reads it as the original
+                    chk.expect(np.array_equal(f[1].data, stored), "%s: astropy reads other data" % how)
+            r = ctx.run(["info", path])
+            chk.expect(r.returncode == 0, "%s: info exited %d: %s" % (how, r.returncode, r.stderr.strip()))
+            chk.expect(r.stdout.replace(path, "") == info.stdout.replace(orig, ""),
+                       "%s: info differs:\n%s\nvs\n%s" % (how, r.stdout, info.stdout))
+            got, _ = ctx.reproject(path, sc["tgt"], ctx.path("comp_%s.out.fits" % how))
+            if bits_equal(got, ref):
+                chk.note("%s: bit-identical to the original order's output" % how)
+            else:
+                describe_diff(chk, got, ref, how)
+        return chk
+    return fn
+
+
 def hdu_test(ctx):
     """An image in extension 1 (empty primary): default HDU and --hdu 2 both find it."""
     def fn():
@@ -1661,6 +1736,8 @@ def build_tests(ctx, slow):
     tests.append(("TARGET as a FITS image equals the .hdr target", fits_target_test(ctx)))
     tests.append(("input in extension HDU: default and --hdu 2 equal the single-HDU result", hdu_test(ctx)))
     tests.append(("header with CUNIT 'DEG' (astropy's unitfix) as input and target", fixed_header_test(ctx, "DEG")))
+    tests.append(("tile-compressed image with its Z keywords in other legal orders (ZTENSION last, "
+                  "first, reversed, after the WCS)", compressed_order_test(ctx)))
     tests.append(("cube whose CD matrix has no spectral row (astropy's cdfix) as input",
                   fixed_header_test(ctx, "CD")))
     tests.append(("--quiet prints nothing; default prints no progress bar on a pipe", quiet_test(ctx)))
