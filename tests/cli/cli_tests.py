@@ -109,6 +109,13 @@ def bits_equal(a, b):
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
+def expect_same(chk, got, ref, label, what="bit-identical to the reference"):
+    if bits_equal(got, ref):
+        chk.note("%s: %s" % (label, what))
+    else:
+        describe_diff(chk, got, ref, label)
+
+
 def describe_diff(chk, a, b, what):
     """Why a (tested) and b (expected) are not bit-identical."""
     if a.shape != b.shape:
@@ -469,10 +476,7 @@ def fixed_header_test(ctx, kind):
                                           ctx.path("fix_%s_%s_%s.out.fits" % (kind, role, name)))[0])
             finite = int(np.isfinite(outs[1]).sum())
             chk.expect(finite > outs[1].size // 4, "as %s: only %d finite pixels" % (role, finite))
-            if bits_equal(outs[0], outs[1]):
-                chk.note("as %s: bit-identical to the fixed header's output" % role)
-            else:
-                describe_diff(chk, outs[0], outs[1], "as " + role)
+            expect_same(chk, outs[0], outs[1], "as " + role, "bit-identical to the fixed header's output")
         return chk
     return fn
 
@@ -544,10 +548,7 @@ def compressed_order_test(ctx):
             chk.expect(r.stdout.replace(path, "") == info.stdout.replace(orig, ""),
                        "%s: info differs:\n%s\nvs\n%s" % (how, r.stdout, info.stdout))
             got, _ = ctx.reproject(path, sc["tgt"], ctx.path("comp_%s.out.fits" % how))
-            if bits_equal(got, ref):
-                chk.note("%s: bit-identical to the original order's output" % how)
-            else:
-                describe_diff(chk, got, ref, how)
+            expect_same(chk, got, ref, how, "bit-identical to the original order's output")
         return chk
     return fn
 
@@ -560,10 +561,7 @@ def hdu_test(ctx):
         ref, _ = ctx.reproject(b["good"], b["tgt"], ctx.path("hdu_single.out.fits"))
         for label, extra in (("default --hdu", []), ("--hdu 2", ["--hdu", "2"])):
             got, _ = ctx.reproject(b["mef"], b["tgt"], ctx.path("hdu_mef.out.fits"), extra)
-            if bits_equal(got, ref):
-                chk.note("%s: bit-identical to the single-HDU file's output" % label)
-            else:
-                describe_diff(chk, got, ref, label)
+            expect_same(chk, got, ref, label, "bit-identical to the single-HDU file's output")
         return chk
     return fn
 
