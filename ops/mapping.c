@@ -10,7 +10,14 @@
  *   exact transforms and accept it only if it reproduces exact transforms at
  *   a grid of check points to 1e-8 px; then every pixel costs a few flops and
  *   is exact to rounding, at any tolerance.  A point is behind the input's
- *   tangent plane (undefined, as in wcslib) exactly when w <= 0.
+ *   tangent plane (undefined, as in wcslib) exactly when w <= 0.  A frame
+ *   change with FK4's E-terms is not a rotation, but adding them is
+ *   v -> (v + A) normalised, |A| = 0.34": in tangent-plane coordinates a
+ *   homography up to A (x^2 + y^2) / 2, under 1e-7 px over a degree at 1
+ *   arcsec/px.  So with a tolerance the same fit is accepted when it
+ *   reproduces exact transforms to a tenth of the tolerance at a 17 x 17
+ *   grid over (and past) the output (the residual is smooth and quadratic,
+ *   so the grid sees its largest values); with tolerance 0 it must be exact.
  * - Otherwise coordinates are interpolated bilinearly on a grid of cells of
  *   GRID pixels anchored to the global output grid (cell (i, j) covers
  *   [i*GRID, (i+1)*GRID) on x), so a pixel's value never depends on how the
@@ -43,7 +50,7 @@ struct tsr__map_s {
   tsr__frame_xform_t back;  /* input frame -> output frame (astropy's own path back) */
   double tol;
   bool roundtrip;
-  bool homog;           /* H is valid: exact everywhere */
+  bool homog;           /* H is valid: exact everywhere (to tol / 10 with E-terms) */
   double H[9];          /* output pixel (x, y, 1) -> input (u, v, w) */
   /* scratch for exact transforms */
   double *v, *bx, *by;
@@ -140,8 +147,10 @@ static inline void homog_apply(const double H[9], double x, double y, double *u,
 }
 
 /* Fit the homography from exact transforms at four points around the output
- * centre, then verify it at a 9 x 9 grid over (and past) the output. */
-static int fit_homography(tsr__map_t *m, int64_t nx, int64_t ny) {
+ * centre, then verify it at a 9 x 9 grid over (and past) the output: to
+ * rounding, or to a tenth of the tolerance at a 17 x 17 grid when the
+ * frames differ by more than a rotation (`near`, see the top). */
+static int fit_homography(tsr__map_t *m, int64_t nx, int64_t ny, bool near) {
   double cx = 0.5 * (double)(nx - 1), cy = 0.5 * (double)(ny - 1);
   double s = 0.5 * (double)(nx > ny ? nx : ny);
   int rc;
@@ -183,8 +192,9 @@ static int fit_homography(tsr__map_t *m, int64_t nx, int64_t ny) {
         H[k] = -H[k];
     /* Verify. */
     {
-      enum { NV = 9 };
-      double vx[NV * NV], vy[NV * NV], ex[NV * NV], ey[NV * NV];
+      enum { NVMAX = 17 };
+      const int NV = near ? NVMAX : 9;
+      double vx[NVMAX * NVMAX], vy[NVMAX * NVMAX], ex[NVMAX * NVMAX], ey[NVMAX * NVMAX];
       int nvalid = 0;
       for (int j = 0; j < NV; j++)
         for (int i = 0; i < NV; i++) {
@@ -203,7 +213,7 @@ static int fit_homography(tsr__map_t *m, int64_t nx, int64_t ny) {
         if (!isfinite(u))
           continue;
         nvalid++;
-        double tolk = 1e-8 * fmax(1.0, fmax(fabs(ex[k]), fabs(ey[k])) / 1e4);
+        double tolk = near ? 0.1 * m->tol : 1e-8 * fmax(1.0, fmax(fabs(ex[k]), fabs(ey[k])) / 1e4);
         if (fabs(u - ex[k]) > tolk || fabs(v - ey[k]) > tolk)
           ok = false;
       }
@@ -234,7 +244,8 @@ int tsr__map_new(tsr_ctx_t *ctx, const tsr_wcs_t *out, const char *out_what,
   tsr__frame_xform(tsr__cel_frame(m->out), tsr__cel_frame(m->in), &m->fwd);
   tsr__frame_xform(tsr__cel_frame(m->in), tsr__cel_frame(m->out), &m->back);
   if (tsr__cel_is_plain_tan(m->out) && tsr__cel_is_plain_tan(m->in) &&
-      tsr__frame_is_rotation(&m->fwd) && (rc = fit_homography(m, out->shape[0], out->shape[1])) != 0)
+      (tsr__frame_is_rotation(&m->fwd) || tol > 0) &&
+      (rc = fit_homography(m, out->shape[0], out->shape[1], !tsr__frame_is_rotation(&m->fwd))) != 0)
     goto out;
   *mp = m;
   m = NULL;
