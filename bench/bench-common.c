@@ -104,6 +104,40 @@ void bench_tan_header(char *buf, size_t cap, int64_t n, double scale_as, double 
   }
 }
 
+void bench_frame_header(char *buf, size_t cap, int64_t n, double scale_as, double rot_deg,
+                        const char *frame)
+{
+  /* M31 in each frame (astropy 5.2: ICRS (10.6847, 41.26875) is FK4 B1950
+   * (10.000388, 40.994925) and Galactic (121.174322, -21.573309)). */
+  const char *lng = "RA--", *lat = "DEC-", *sys = "'ICRS    '";
+  double lon = 10.6847, la = 41.26875;
+  const double s = scale_as / 3600.0, th = rot_deg * 3.141592653589793 / 180.0;
+  if (!strcmp(frame, "fk4"))
+    lon = 10.000388059603353, la = 40.99492541566779, sys = "'FK4     '";
+  else if (!strcmp(frame, "galactic"))
+    lng = "GLON", lat = "GLAT", lon = 121.17432233331309, la = -21.57330857105386, sys = NULL;
+  buf[0] = '\0';
+  card(buf, cap, "NAXIS", "%20d", 2);
+  card(buf, cap, "NAXIS1", "%20lld", (long long)n);
+  card(buf, cap, "NAXIS2", "%20lld", (long long)n);
+  card(buf, cap, "CTYPE1", "'%s-TAN'", lng);
+  card(buf, cap, "CTYPE2", "'%s-TAN'", lat);
+  card(buf, cap, "CRPIX1", "%20.17g", ((double)n + 1.0) / 2.0);
+  card(buf, cap, "CRPIX2", "%20.17g", ((double)n + 1.0) / 2.0);
+  card(buf, cap, "CRVAL1", "%20.17g", lon);
+  card(buf, cap, "CRVAL2", "%20.17g", la);
+  card(buf, cap, "CDELT1", "%20.17g", -s);
+  card(buf, cap, "CDELT2", "%20.17g", s);
+  card(buf, cap, "PC1_1", "%20.17g", cos(th));
+  card(buf, cap, "PC1_2", "%20.17g", -sin(th));
+  card(buf, cap, "PC2_1", "%20.17g", sin(th));
+  card(buf, cap, "PC2_2", "%20.17g", cos(th));
+  if (sys != NULL)
+    card(buf, cap, "RADESYS", "%s", sys);
+  if (!strcmp(frame, "fk4"))
+    card(buf, cap, "EQUINOX", "%20.1f", 1950.0);
+}
+
 int bench_cmp_u64(const void *a, const void *b)
 {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;

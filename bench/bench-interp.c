@@ -146,7 +146,8 @@ static int run_once(bench_t *b, int order, double tol, uint64_t *ns)
 static void usage(void)
 {
   fprintf(stderr, "usage: bench-interp [-n REPEATS] [-s SIZE] [-o ORDER] [-t 1e-4|0] [-j JOBS] "
-                  "[-b BLOCK] [-e processes|threads]\n");
+                  "[-b BLOCK] [-e processes|threads] [-F icrs|fk4]\n"
+                  "  -F FRAME: an input in FRAME onto a Galactic target (frame changes)\n");
   exit(2);
 }
 
@@ -154,6 +155,7 @@ int main(int argc, char **argv)
 {
   int repeats = 7, only_order = -1, only_tol = -1, jobs = 1, executor = TSR_EXECUTOR_DEFAULT;
   int64_t n = 2048, block = 0;
+  const char *frame = NULL;
   for (int i = 1; i < argc; i++) {
     if (i + 1 >= argc)
       usage();
@@ -180,7 +182,11 @@ int main(int argc, char **argv)
         usage();
     } else if (!strcmp(argv[i], "-b"))
       block = atoll(argv[++i]);
-    else
+    else if (!strcmp(argv[i], "-F")) {
+      frame = argv[++i];
+      if (strcmp(frame, "icrs") && strcmp(frame, "fk4"))
+        usage();
+    } else
       usage();
   }
   if (repeats < 1 || n < 16 || jobs < 0 || block < 0)
@@ -211,8 +217,13 @@ int main(int argc, char **argv)
 
   int status = 0;
   char in_hdr[4096], out_hdr[4096];
-  bench_tan_header(in_hdr, sizeof in_hdr, n, 1.0, 0.0, 0.0, 0.0);
-  bench_tan_header(out_hdr, sizeof out_hdr, n, 1.1, 30.0, 0.05 * (double)n, 0.03 * (double)n);
+  if (frame != NULL) {
+    bench_frame_header(in_hdr, sizeof in_hdr, n, 1.0, 0.0, frame);
+    bench_frame_header(out_hdr, sizeof out_hdr, n, 1.1, 30.0, "galactic");
+  } else {
+    bench_tan_header(in_hdr, sizeof in_hdr, n, 1.0, 0.0, 0.0, 0.0);
+    bench_tan_header(out_hdr, sizeof out_hdr, n, 1.1, 30.0, 0.05 * (double)n, 0.03 * (double)n);
+  }
 
   tsr_ctx_t *ctx = NULL;
   tsr_wcs_t *win = NULL, *wout = NULL;
@@ -251,9 +262,10 @@ int main(int argc, char **argv)
       qsort(t, (size_t)repeats, sizeof *t, bench_cmp_u64);
       double med = repeats % 2 ? (double)t[repeats / 2]
                                : 0.5 * ((double)t[repeats / 2 - 1] + (double)t[repeats / 2]);
-      printf("bench=interp order=%s tol=%s size=%lldx%lld jobs=%d executor=%s block=%lld n=%d "
+      printf("bench=interp order=%s tol=%s size=%lldx%lld%s%s%s jobs=%d executor=%s block=%lld n=%d "
              "median_ms=%.2f Mpix_s=%.1f min_ms=%.2f dtype=%s finite=%.4f\n", order_names[order],
-             tols[ti].name, (long long)n, (long long)n, jobs,
+             tols[ti].name, (long long)n, (long long)n, frame ? " frames=" : "",
+             frame ? frame : "", frame ? "->galactic" : "", jobs,
              executor == TSR_EXECUTOR_THREADS ? "threads"
              : executor == TSR_EXECUTOR_PROCESSES ? "processes" : "default",
              (long long)block, repeats, med / 1e6,

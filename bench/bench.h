@@ -15,6 +15,10 @@ float *bench_make_sky(int64_t n);
  * cards separated by newlines, into buf. */
 void bench_tan_header(char *buf, size_t cap, int64_t n, double scale_as, double rot_deg,
                       double dx, double dy);
+/* The same around M31 in `frame` ("icrs", "fk4": B1950 with E-terms,
+ * "galactic"), centred, rotated rot_deg. */
+void bench_frame_header(char *buf, size_t cap, int64_t n, double scale_as, double rot_deg,
+                        const char *frame);
 /* qsort comparison of uint64_t. */
 int bench_cmp_u64(const void *a, const void *b);
 

@@ -124,6 +124,8 @@ int tsr__wcs_new(tsr_ctx_t *ctx, const char *cards, int ncards, int naxis,
                  const int64_t *shape, tsr_wcs_t **out);
 /* Find a card by keyword (exact, <= 8 chars); returns its index or -1. */
 int tsr__wcs_find(const tsr_wcs_t *w, const char *keyword);
+/* The keyword of an 80-column card (columns 1-8, trailing blanks dropped). */
+void tsr__card_keyword(const char *card, char kw[9]);
 /* Value text of card i (after "= ", comment stripped, quotes kept) into buf. */
 void tsr__card_value(const char *card, char *buf, size_t cap);
 /* Set or add a card "KEYWORD = value" (value text already formatted). */

@@ -65,7 +65,7 @@ const char *tsr_wcs_cards(const tsr_wcs_t *w, int *ncards) {
   return w->cards;
 }
 
-static void card_keyword(const char *card, char kw[9]) {
+void tsr__card_keyword(const char *card, char kw[9]) {
   int n = 8;
   memcpy(kw, card, 8);
   while (n > 0 && kw[n - 1] == ' ')
@@ -76,7 +76,7 @@ static void card_keyword(const char *card, char kw[9]) {
 int tsr__wcs_find(const tsr_wcs_t *w, const char *keyword) {
   char kw[9];
   for (int i = 0; i < w->ncards; i++) {
-    card_keyword(w->cards + (size_t)i * 80, kw);
+    tsr__card_keyword(w->cards + (size_t)i * 80, kw);
     if (strcmp(kw, keyword) == 0)
       return i;
   }
@@ -135,7 +135,7 @@ void tsr__wcs_del(tsr_wcs_t *w, const char *keyword) {
   char kw[9];
   int j = 0;
   for (int i = 0; i < w->ncards; i++) {
-    card_keyword(w->cards + (size_t)i * 80, kw);
+    tsr__card_keyword(w->cards + (size_t)i * 80, kw);
     if (strcmp(kw, keyword) == 0)
       continue;
     if (i != j)
@@ -178,7 +178,7 @@ void tsr__wcs_encode(const tsr_wcs_t *w, tsr__buf_t *b) {
   }
   for (int i = 0; i < w->ncards; i++) {
     const char *card = w->cards + (size_t)i * 80;
-    card_keyword(card, kv[n].kw);
+    tsr__card_keyword(card, kv[n].kw);
     if (keyword_ignored(kv[n].kw))
       continue;
     tsr__card_value(card, kv[n].val, sizeof kv[n].val);
@@ -363,7 +363,7 @@ int tsr__card_check(tsr_ctx_t *ctx, const char *what, const char *unit, int num,
 static bool is_dss_keyword(const char *card) {
   static const char *const exact[] = {"CNPIX1", "CNPIX2", "XPIXELSZ", "YPIXELSZ", "PLATEID"};
   char kw[9];
-  card_keyword(card, kw);
+  tsr__card_keyword(card, kw);
   for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
     if (strcmp(kw, exact[i]) == 0)
       return true;

@@ -70,6 +70,7 @@ static void load(void) {
   BIND(get_hduaddrll, ffghadll);
   BIND(read_key, ffgky);
   BIND(convert_hdr2str, ffcnvthdr2str);
+  BIND(hdr2str, ffhdr2str);
   BIND(free_memory, fffree);
   BIND(read_subset, ffgsv);
   BIND(get_errstatus, ffgerr);

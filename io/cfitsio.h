@@ -35,6 +35,7 @@ typedef struct {
   __typeof__(ffghadll) *get_hduaddrll;
   __typeof__(ffgky) *read_key;
   __typeof__(ffcnvthdr2str) *convert_hdr2str;
+  __typeof__(ffhdr2str) *hdr2str;
   __typeof__(fffree) *free_memory;
   __typeof__(ffgsv) *read_subset;
   __typeof__(ffgerr) *get_errstatus;

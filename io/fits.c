@@ -158,7 +158,7 @@ static bool card_structural(const char *card) {
   static const char *const numbered[] = {"NAXIS", "ZNAXIS", "ZTILE", "ZNAME", "ZVAL",
                                          "TTYPE", "TFORM"};
   char kw[9];
-  tsr__io_keyword(card, kw);
+  tsr__card_keyword(card, kw);
   for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
     if (strcmp(kw, exact[i]) == 0)
       return true;
@@ -276,7 +276,7 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
   const tsr__cfitsio_t *cf;
   unsigned char magic[9] = {0};
   ssize_t got;
-  bool gz;
+  bool gz, compressed = false;
   int fd, rc, status = 0, type = 0;
   LONGLONG naxes[TSR_MAX_DIMS];
 
@@ -407,7 +407,8 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
   /* Compressed images keep their data in a table heap, checked by
    * tiles.c, and gzip files are inflated, so only plain images are checked
    * against the file size here. */
-  if (cf->is_compressed_image(im->f, &status)) {
+  compressed = cf->is_compressed_image(im->f, &status) != 0;
+  if (compressed) {
     tsr__tiles_t *tiles;
     rc = tsr__tiles_open(ctx, im->f, path, im->hdu, gz ? -1 : (int64_t)im->st.st_size, &tiles);
     tsr__tiles_free(ctx, tiles);
@@ -435,7 +436,27 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
       return tsr__cfitsio_fail(ctx, status, "cannot read the layout of \"%s\" HDU %d", path, im->hdu);
   }
   im->raw_cfitsio = true;
-  if (cf->convert_hdr2str(im->f, 0, NULL, 0, &im->raw, &im->nraw, &status))
+  if (cf->convert_hdr2str(im->f, 0, NULL, 0, &im->raw, &im->nraw, &status) &&
+      compressed) {
+    /* cfitsio translates a compressed image's table header card by card,
+     * in place, and then reads its translation back as a FITS header,
+     * which fails when ZTENSION (or ZBITPIX, ...) does not stand where the
+     * mandatory keyword it becomes must (astropy's comp.fits has ZTENSION
+     * last; the convention fixes no order).  The same translation,
+     * without reading it back, from the table's own cards: */
+    char *table = NULL;
+    int ntable = 0;
+    status = 0;
+    cf->clear_errmsg();
+    if (cf->hdr2str(im->f, 0, NULL, 0, &table, &ntable, &status) == 0) {
+      im->raw_cfitsio = false;
+      rc = tsr__tiles_image_cards(ctx, table, ntable, &im->raw, &im->nraw);
+      cf->free_memory(table, &status);
+      if (rc != 0)
+        return rc;
+    }
+  }
+  if (status)
     return tsr__cfitsio_fail(ctx, status, "cannot read the header of \"%s\" HDU %d", path, im->hdu);
   return image_cards(ctx, im);
 }
@@ -1137,10 +1158,10 @@ tsr_node_t *tsr_source_fits(tsr_graph_t *g, const char *path, int hdu) {
     return NULL;
   ctx = g->ctx;
   rc = image_open(ctx, path, hdu, &im);
-  if (rc == 0 && tsr__io_has_ctype(im.cards, im.ncards)) {
+  if (rc == 0 && tsr__sky_has_ctype(im.cards, im.ncards)) {
     char what[TSR__ERRMSG_CAP / 2];
     snprintf(what, sizeof what, "fits: \"%s\" HDU %d", path, im.hdu);
-    rc = tsr__io_wcs_make(ctx, im.cards, im.ncards, what, 1, &wcs);
+    rc = tsr__sky_wcs_make(ctx, im.cards, im.ncards, what, 1, &wcs);
   }
   if (rc != 0)
     goto out;
@@ -1208,10 +1229,10 @@ int tsr_wcs_read_fits(tsr_ctx_t *ctx, const char *path, int hdu, tsr_wcs_t **out
   if (rc == 0) {
     char what[TSR__ERRMSG_CAP / 2];
     snprintf(what, sizeof what, "fits: \"%s\" HDU %d", path, im.hdu);
-    if (!tsr__io_has_ctype(im.cards, im.ncards))
+    if (!tsr__sky_has_ctype(im.cards, im.ncards))
       rc = tsr__err(ctx, TSR_EWCS, "%s: no WCS (no CTYPEn keywords)", what);
     else
-      rc = tsr__io_wcs_make(ctx, im.cards, im.ncards, what, 1, out);
+      rc = tsr__sky_wcs_make(ctx, im.cards, im.ncards, what, 1, out);
   }
   image_close(ctx, &im);
   return rc;
@@ -1385,7 +1406,7 @@ static int write_header(writer_t *w, out_file_t *of) {
     const char *c = wcs->cards + (size_t)i * TSR__CARD;
     char kw[9], val[72];
     int a;
-    tsr__io_keyword(c, kw);
+    tsr__card_keyword(c, kw);
     if (card_structural(c) || strcmp(kw, "ORIGIN") == 0 || strcmp(kw, "EXTEND") == 0)
       continue;
     memcpy(card, c, TSR__CARD);

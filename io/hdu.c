@@ -31,6 +31,26 @@
 /* A header longer than this is left to cfitsio (40 000 cards). */
 #define MAX_HEADER ((size_t)BLOCK * 1111)
 
+double tsr__io_naxis_card(const char *card) {
+  char val[72], *e;
+  double v;
+  if (memcmp(card, "NAXIS   =", 9) != 0)
+    return -1;
+  tsr__card_value(card, val, sizeof val);
+  for (char *p = val; *p; p++)
+    if (*p == 'D' || *p == 'd')
+      *p = 'E';
+  v = strtod(val, &e);
+  return e == val || v != v ? -1 : v;
+}
+
+bool tsr__io_card_blank(const char *card) {
+  for (int i = 0; i < TSR__CARD; i++)
+    if (card[i] != ' ')
+      return false;
+  return true;
+}
+
 /* The file being walked: read with pread, or inflated (gzip), where each
  * read starts at or after the end of the previous one (gzseek forward). */
 typedef struct {

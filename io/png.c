@@ -1,11 +1,12 @@
 /* png.c -- previews: a 2-D node as an 8-bit PNG with astropy's scalings.
  *
  * The image is shown max_size pixels on its longer side when it is larger:
- * computed as a strided slice of the node with the largest integer stride
- * that keeps at least max_size pixels (so a preview of a huge lazy graph
- * computes only about what it shows), then averaged down to exactly
- * max_size by box filtering (each output pixel the overlap-weighted mean
- * of the finite slice pixels it covers; NaN where none is).  It is scaled to [0, 1] by an interval (IRAF's zscale as astropy's
+ * every step-th pixel, with the largest integer step that keeps at least
+ * max_size pixels, taken from the node's rows of chunks that hold a kept
+ * row, one row of chunks at a time (memory stays one band wide, and only
+ * the engine is asked, never ops/), then averaged down to exactly max_size
+ * by box filtering (each output pixel the overlap-weighted mean of the
+ * finite kept pixels it covers; NaN where none is).  It is scaled to [0, 1] by an interval (IRAF's zscale as astropy's
  * ZScaleInterval, min-max, or a central percentile), stretched (linear,
  * sqrt, log, asinh, with astropy's default parameters), and written as grey
  * plus alpha: NaN pixels are transparent.  FITS rows go bottom-up, PNG rows
@@ -183,12 +184,12 @@ static void box_resample(const double *src, int64_t snx, int64_t sny, double *ds
 int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path, const tsr_preview_opts_t *opts) {
   tsr_preview_opts_t o = TSR_PREVIEW_OPTS_INIT;
   tsr_ctx_t *ctx;
-  tsr_node_t *view = n;
   double *img = NULL, *fin = NULL, lo = 0, hi = 1;
+  void *band = NULL;
   unsigned char *row = NULL;
   tsr__out_t out = {.fd = -1, .dirfd = -1};
   FILE *f = NULL;
-  int64_t nx, ny, step = 1, fit_x = 0, fit_y = 0;
+  int64_t nx, ny, ox, oy, band_rows, step = 1, fit_x = 0, fit_y = 0;
   size_t nfin = 0;
   int rc = 0;
 
@@ -208,7 +209,7 @@ int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path, const tsr_pre
                                      "max size %d)", o.stretch, o.scale, o.percent, o.max_size);
   nx = n->shape[0], ny = n->shape[1];
   {
-    /* The largest stride that keeps at least max_size on the longer side;
+    /* The largest step that keeps at least max_size on the longer side;
      * the box filter below takes it to exactly max_size. */
     int64_t longer = nx > ny ? nx : ny;
     if (longer > o.max_size) {
@@ -217,34 +218,48 @@ int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path, const tsr_pre
       fit_y = ny > nx ? o.max_size : (int64_t)fmax(1.0, round((double)ny * o.max_size / (double)longer));
     }
   }
-  if (step > 1) {
-    int64_t st[2] = {step, step};
-    view = tsr_slice(g, n, NULL, NULL, st);
-    if (view == NULL)
-      return tsr__err(ctx, g->status, "%s", g->errmsg);
-  }
-  nx = view->shape[0], ny = view->shape[1];
-  img = tsr__mallocarray(ctx, (size_t)(nx * ny), sizeof *img);
-  fin = tsr__mallocarray(ctx, (size_t)(nx * ny), sizeof *fin);
-  row = tsr__mallocarray(ctx, (size_t)(fit_x > 0 ? fit_x : nx), 2);
-  if (!img || !fin || !row) {
-    rc = tsr__err(ctx, TSR_ENOMEM, "preview: out of memory for %lld x %lld pixels", (long long)nx,
-                  (long long)ny);
+  ox = (nx + step - 1) / step, oy = (ny + step - 1) / step;
+  /* A strided view (every step-th pixel from 0, as a[::step, ::step]) read
+   * band by band: each band is one row of the node's chunks, so no chunk
+   * is computed twice and memory stays one band wide. */
+  band_rows = tsr_node_chunk(n, 1) < ny ? tsr_node_chunk(n, 1) : ny;
+  img = tsr__mallocarray(ctx, (size_t)(ox * oy), sizeof *img);
+  fin = tsr__mallocarray(ctx, (size_t)(ox * oy), sizeof *fin);
+  row = tsr__mallocarray(ctx, (size_t)ox, 2);
+  band = tsr__mallocarray(ctx, (size_t)(nx * band_rows), tsr_dtype_size(n->dtype));
+  if (!img || !fin || !row || !band) {
+    rc = tsr__err(ctx, TSR_ENOMEM, "preview: out of memory for %lld x %lld pixels", (long long)ox,
+                  (long long)oy);
     goto out;
   }
   if ((rc = tsr__out_open(ctx, "preview", path, &out)) != 0)
     goto out;
-  {
-    tsr_node_t *d = view->dtype == TSR_F64 ? view : tsr_astype(g, view, TSR_F64);
-    if (d == NULL) {
-      rc = tsr__err(ctx, g->status, "%s", g->errmsg);
+  for (int64_t y0 = 0; y0 < ny; y0 += band_rows) {
+    int64_t y1 = y0 + band_rows < ny ? y0 + band_rows : ny;
+    int64_t ya = (y0 + step - 1) / step * step, yb = (y1 - 1) / step * step;
+    tsr_region_t r = tsr_region_of(n);
+    if (ya > yb)
+      continue; /* no kept row in this band */
+    r.start[1] = ya, r.stop[1] = yb + 1;
+    if ((rc = tsr_compute(g, n, &r, band, (size_t)(nx * (yb + 1 - ya)) * tsr_dtype_size(n->dtype),
+                          o.run)) != 0)
       goto out;
+    for (int64_t y = ya; y <= yb; y += step) {
+      double *dst = img + (y / step) * ox;
+      if (n->dtype == TSR_F64) {
+        const double *src = (const double *)band + (y - ya) * nx;
+        for (int64_t x = 0; x < ox; x++)
+          dst[x] = src[x * step];
+      } else {
+        const float *src = (const float *)band + (y - ya) * nx;
+        for (int64_t x = 0; x < ox; x++)
+          dst[x] = src[x * step];
+      }
     }
-    if ((rc = tsr_compute(g, d, NULL, img, (size_t)(nx * ny) * sizeof *img, o.run)) != 0)
-      goto out;
   }
+  nx = ox, ny = oy;
   if (fit_x > 0 && (fit_x != nx || fit_y != ny)) {
-    /* fin is as large as img and not yet used: the resampled image goes there. */
+    /* fin is as large as img and not yet used: the averaged image goes there. */
     double *t;
     box_resample(img, nx, ny, fin, fit_x, fit_y);
     t = img, img = fin, fin = t;
@@ -288,5 +303,6 @@ out:
   tsr__free(ctx, img);
   tsr__free(ctx, fin);
   tsr__free(ctx, row);
+  tsr__free(ctx, band);
   return rc;
 }

@@ -570,7 +570,7 @@ int tsr__tiles_precheck(tsr_ctx_t *ctx, fitsfile *f, const char *path, int hdu, 
       if (strncasecmp(cards + c, "TTYPE", 5) == 0 && cards[c + 5] >= '0' && cards[c + 5] <= '9' &&
           (cards[c + 8] != '=' || cards[c + 9] != ' ' || val[0] != '\'')) {
         char kw[9];
-        tsr__io_keyword(cards + c, kw);
+        tsr__card_keyword(cards + c, kw);
         rc = tsr__err(ctx, TSR_EFITS,
                       "fits: \"%s\" HDU %d: %s is not a column name (expected %s = 'name')",
                       path, hdu, kw, kw);
@@ -975,4 +975,72 @@ int tsr__tiles_check(tsr_ctx_t *ctx, tsr__tiles_t *t, const int64_t start[TSR_MA
     if (a >= t->naxis)
       return 0;
   }
+}
+
+/* "KEY" or "KEYm" (m: one or more digits) matching `pattern`, where a
+ * trailing 'm' in the pattern stands for the digits, as in cfitsio's
+ * fits_translate_keywords. */
+static bool keyword_matches(const char *kw, const char *pattern) {
+  size_t n = strlen(pattern);
+  if (pattern[n - 1] != 'm')
+    return strcmp(kw, pattern) == 0;
+  if (strncmp(kw, pattern, n - 1) != 0 || kw[n - 1] < '0' || kw[n - 1] > '9')
+    return false;
+  for (const char *p = kw + n - 1; *p; p++)
+    if (*p < '0' || *p > '9')
+      return false;
+  return true;
+}
+
+int tsr__tiles_image_cards(tsr_ctx_t *ctx, const char *table, int n, char **out, int *n_out) {
+  /* imcomp_copy_comp2img's table: renamed, then dropped, the rest copied. */
+  static const char *const renamed[][2] = {
+      {"ZSIMPLE", "SIMPLE"},   {"ZTENSION", "XTENSION"}, {"ZBITPIX", "BITPIX"},
+      {"ZNAXIS", "NAXIS"},     {"ZNAXISm", "NAXISm"},    {"ZEXTEND", "EXTEND"},
+      {"ZBLOCKED", "BLOCKED"}, {"ZPCOUNT", "PCOUNT"},    {"ZGCOUNT", "GCOUNT"},
+      {"ZHECKSUM", "CHECKSUM"}, {"ZDATASUM", "DATASUM"}};
+  static const char *const dropped[] = {
+      "XTENSION", "BITPIX",   "NAXIS", "NAXISm", "PCOUNT", "GCOUNT", "TFIELDS",
+      "TTYPEm",   "TFORMm",   "THEAP", "ZIMAGE", "ZQUANTIZ", "ZDITHER0", "ZTILEm",
+      "ZCMPTYPE", "ZBLANK",   "ZNAMEm", "ZVALm", "CHECKSUM", "DATASUM", "END"};
+  char *cards = tsr__mallocarray(ctx, (size_t)n + 1, TSR__CARD), kw[9];
+  int k = 0;
+
+  *out = NULL;
+  *n_out = 0;
+  if (cards == NULL)
+    return tsr__err(ctx, TSR_ENOMEM, "fits: out of memory for %d header cards", n);
+  for (int i = 0; i < n; i++) {
+    const char *card = table + (size_t)i * TSR__CARD;
+    const char *to = NULL;
+    bool drop = false;
+    tsr__card_keyword(card, kw);
+    for (size_t r = 0; r < sizeof renamed / sizeof renamed[0] && to == NULL; r++)
+      if (keyword_matches(kw, renamed[r][0]))
+        to = renamed[r][1];
+    for (size_t d = 0; d < sizeof dropped / sizeof dropped[0] && to == NULL && !drop; d++)
+      drop = keyword_matches(kw, dropped[d]);
+    /* cfitsio names the image after the table unless the table has the
+     * default name. */
+    if (strcmp(kw, "EXTNAME") == 0 && strncmp(card, "EXTNAME = 'COMPRESSED_IMAGE'", 28) == 0)
+      drop = true;
+    if (drop)
+      continue;
+    memcpy(cards + (size_t)k * TSR__CARD, card, TSR__CARD);
+    if (to != NULL) {
+      char name[9];
+      if (to[strlen(to) - 1] == 'm') /* ZNAXIS12 -> NAXIS12 */
+        snprintf(name, sizeof name, "%s", kw + 1);
+      else
+        snprintf(name, sizeof name, "%s", to);
+      memset(cards + (size_t)k * TSR__CARD, ' ', 8);
+      memcpy(cards + (size_t)k * TSR__CARD, name, strlen(name));
+    }
+    k++;
+  }
+  memset(cards + (size_t)k * TSR__CARD, ' ', TSR__CARD);
+  memcpy(cards + (size_t)k * TSR__CARD, "END", 3);
+  *out = cards;
+  *n_out = k + 1;
+  return 0;
 }

@@ -33,6 +33,17 @@ int tsr__tiles_precheck(tsr_ctx_t *ctx, fitsfile *f, const char *path, int hdu, 
 int tsr__tiles_check(tsr_ctx_t *ctx, tsr__tiles_t *t, const int64_t start[TSR_MAX_DIMS],
                      const int64_t stop[TSR_MAX_DIMS]);
 
+/* The header of the image that a compressed image's table header `table`
+ * (n cards through END, as fits_hdr2str gives them) stands for, translated
+ * card by card as cfitsio's imcomp_copy_comp2img does (ZTENSION ->
+ * XTENSION, ZBITPIX -> BITPIX, ...; the table's own structure and the
+ * compression keywords dropped), in the table's order, END last.  cfitsio
+ * reads its own translation back as a FITS header, which fails when the
+ * Z keywords are not in the order of the mandatory ones; this does not
+ * depend on their order.  @return 0 and *out (n_out cards; tsr__free), or
+ * TSR_ENOMEM. */
+int tsr__tiles_image_cards(tsr_ctx_t *ctx, const char *table, int n, char **out, int *n_out);
+
 /* Accepts NULL. */
 void tsr__tiles_free(tsr_ctx_t *ctx, tsr__tiles_t *t);
 

@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "reproject.h"
-#include "wcs.h"
+#include "sky.h"
 
 /* Roles of the node's inputs, image by image. */
 enum { ROLE_DATA = 0, ROLE_FOOTPRINT = 1, ROLE_WEIGHT = 2 };
@@ -223,7 +223,7 @@ const char *tsr_combine_name(int c) {
 static int cover_box(tsr_ctx_t *ctx, const tsr_node_t *r, int64_t box[4]) {
   const tsr_node_t *o = r->owner, *src;
   tsr__cel_t *cin = NULL, *cout = NULL;
-  double x[44], y[44], v[44 * 3], m[9], lo[2] = {INFINITY, INFINITY}, hi[2] = {-INFINITY, -INFINITY};
+  double x[44], y[44], v[44 * 3], lo[2] = {INFINITY, INFINITY}, hi[2] = {-INFINITY, -INFINITY};
   int rc = 0;
 
   box[0] = 0, box[1] = r->shape[0], box[2] = 0, box[3] = r->shape[1];
@@ -241,12 +241,10 @@ static int cover_box(tsr_ctx_t *ctx, const tsr_node_t *r, int64_t box[4]) {
     x[33 + k] = (double)src->shape[0] - 0.5, y[33 + k] = fy;
   }
   tsr__cel_pix2vec(cin, 44, x, y, v);
-  tsr__frame_matrix(tsr__cel_frame(cin), tsr__cel_frame(cout), m);
-  for (int k = 0; k < 44; k++) {
-    double *p = v + 3 * k, q[3];
-    for (int a = 0; a < 3; a++)
-      q[a] = m[3 * a] * p[0] + m[3 * a + 1] * p[1] + m[3 * a + 2] * p[2];
-    memcpy(p, q, sizeof q);
+  {
+    tsr__frame_xform_t xf;
+    tsr__frame_xform(tsr__cel_frame(cin), tsr__cel_frame(cout), &xf);
+    tsr__frame_apply(&xf, 44, v);
   }
   tsr__cel_vec2pix(cout, 44, v, x, y);
   for (int k = 0; k < 44; k++) {

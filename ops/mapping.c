@@ -10,7 +10,14 @@
  *   exact transforms and accept it only if it reproduces exact transforms at
  *   a grid of check points to 1e-8 px; then every pixel costs a few flops and
  *   is exact to rounding, at any tolerance.  A point is behind the input's
- *   tangent plane (undefined, as in wcslib) exactly when w <= 0.
+ *   tangent plane (undefined, as in wcslib) exactly when w <= 0.  A frame
+ *   change with FK4's E-terms is not a rotation, but adding them is
+ *   v -> (v + A) normalised, |A| = 0.34": in tangent-plane coordinates a
+ *   homography up to A (x^2 + y^2) / 2, under 1e-7 px over a degree at 1
+ *   arcsec/px.  So with a tolerance the same fit is accepted when it
+ *   reproduces exact transforms to a tenth of the tolerance at a 17 x 17
+ *   grid over (and past) the output (the residual is smooth and quadratic,
+ *   so the grid sees its largest values); with tolerance 0 it must be exact.
  * - Otherwise coordinates are interpolated bilinearly on a grid of cells of
  *   GRID pixels anchored to the global output grid (cell (i, j) covers
  *   [i*GRID, (i+1)*GRID) on x), so a pixel's value never depends on how the
@@ -30,7 +37,7 @@
 #include <string.h>
 
 #include "mapping.h"
-#include "wcs.h"
+#include "sky.h"
 
 #define GRID 32
 #define RT_LIMIT 1.0   /* reproject: NaN if the round trip moves > 1 px */
@@ -39,11 +46,11 @@
 struct tsr__map_s {
   tsr_ctx_t *ctx;
   tsr__cel_t *out, *in;
-  double rot[9];        /* output frame -> input frame */
-  bool rotate;
+  tsr__frame_xform_t fwd;   /* output frame -> input frame */
+  tsr__frame_xform_t back;  /* input frame -> output frame (astropy's own path back) */
   double tol;
   bool roundtrip;
-  bool homog;           /* H is valid: exact everywhere */
+  bool homog;           /* H is valid: exact everywhere (to tol / 10 with E-terms) */
   double H[9];          /* output pixel (x, y, 1) -> input (u, v, w) */
   /* scratch for exact transforms */
   double *v, *bx, *by;
@@ -67,21 +74,6 @@ static int scratch(tsr__map_t *m, size_t n) {
   return 0;
 }
 
-static void rotate(const double r[9], size_t n, double *v, bool transpose) {
-  for (size_t i = 0; i < n; i++) {
-    double *p = v + 3 * i, a = p[0], b = p[1], c = p[2];
-    if (!transpose) {
-      p[0] = r[0] * a + r[1] * b + r[2] * c;
-      p[1] = r[3] * a + r[4] * b + r[5] * c;
-      p[2] = r[6] * a + r[7] * b + r[8] * c;
-    } else {
-      p[0] = r[0] * a + r[3] * b + r[6] * c;
-      p[1] = r[1] * a + r[4] * b + r[7] * c;
-      p[2] = r[2] * a + r[5] * b + r[8] * c;
-    }
-  }
-}
-
 /* Exact transforms of n points.  rt (may be NULL) receives the round-trip
  * error max(|dx|, |dy|) in output pixels (INFINITY where undefined); when
  * `apply_rt`, points beyond RT_LIMIT become NaN. */
@@ -91,14 +83,12 @@ static int exact(tsr__map_t *m, size_t n, const double *xo, const double *yo, do
   if ((rc = scratch(m, n)) != 0)
     return rc;
   tsr__cel_pix2vec(m->out, n, xo, yo, m->v);
-  if (m->rotate)
-    rotate(m->rot, n, m->v, false);
+  tsr__frame_apply(&m->fwd, n, m->v);
   tsr__cel_vec2pix(m->in, n, m->v, xi, yi);
   if (rt == NULL && !apply_rt)
     return 0;
   tsr__cel_pix2vec(m->in, n, xi, yi, m->v);
-  if (m->rotate)
-    rotate(m->rot, n, m->v, true);
+  tsr__frame_apply(&m->back, n, m->v);
   tsr__cel_vec2pix(m->out, n, m->v, m->bx, m->by);
   for (size_t i = 0; i < n; i++) {
     double e = fmax(fabs(m->bx[i] - xo[i]), fabs(m->by[i] - yo[i]));
@@ -157,8 +147,10 @@ static inline void homog_apply(const double H[9], double x, double y, double *u,
 }
 
 /* Fit the homography from exact transforms at four points around the output
- * centre, then verify it at a 9 x 9 grid over (and past) the output. */
-static int fit_homography(tsr__map_t *m, int64_t nx, int64_t ny) {
+ * centre, then verify it at a 9 x 9 grid over (and past) the output: to
+ * rounding, or to a tenth of the tolerance at a 17 x 17 grid when the
+ * frames differ by more than a rotation (`near`, see the top). */
+static int fit_homography(tsr__map_t *m, int64_t nx, int64_t ny, bool near) {
   double cx = 0.5 * (double)(nx - 1), cy = 0.5 * (double)(ny - 1);
   double s = 0.5 * (double)(nx > ny ? nx : ny);
   int rc;
@@ -200,8 +192,9 @@ static int fit_homography(tsr__map_t *m, int64_t nx, int64_t ny) {
         H[k] = -H[k];
     /* Verify. */
     {
-      enum { NV = 9 };
-      double vx[NV * NV], vy[NV * NV], ex[NV * NV], ey[NV * NV];
+      enum { NVMAX = 17 };
+      const int NV = near ? NVMAX : 9;
+      double vx[NVMAX * NVMAX], vy[NVMAX * NVMAX], ex[NVMAX * NVMAX], ey[NVMAX * NVMAX];
       int nvalid = 0;
       for (int j = 0; j < NV; j++)
         for (int i = 0; i < NV; i++) {
@@ -220,7 +213,7 @@ static int fit_homography(tsr__map_t *m, int64_t nx, int64_t ny) {
         if (!isfinite(u))
           continue;
         nvalid++;
-        double tolk = 1e-8 * fmax(1.0, fmax(fabs(ex[k]), fabs(ey[k])) / 1e4);
+        double tolk = near ? 0.1 * m->tol : 1e-8 * fmax(1.0, fmax(fabs(ex[k]), fabs(ey[k])) / 1e4);
         if (fabs(u - ex[k]) > tolk || fabs(v - ey[k]) > tolk)
           ok = false;
       }
@@ -248,10 +241,11 @@ int tsr__map_new(tsr_ctx_t *ctx, const tsr_wcs_t *out, const char *out_what,
   if ((rc = tsr__cel_new(ctx, out, out_what, &m->out)) != 0 ||
       (rc = tsr__cel_new(ctx, in, in_what, &m->in)) != 0)
     goto out;
-  m->rotate = tsr__cel_frame(m->out) != tsr__cel_frame(m->in);
-  tsr__frame_matrix(tsr__cel_frame(m->out), tsr__cel_frame(m->in), m->rot);
+  tsr__frame_xform(tsr__cel_frame(m->out), tsr__cel_frame(m->in), &m->fwd);
+  tsr__frame_xform(tsr__cel_frame(m->in), tsr__cel_frame(m->out), &m->back);
   if (tsr__cel_is_plain_tan(m->out) && tsr__cel_is_plain_tan(m->in) &&
-      (rc = fit_homography(m, out->shape[0], out->shape[1])) != 0)
+      (tsr__frame_is_rotation(&m->fwd) || tol > 0) &&
+      (rc = fit_homography(m, out->shape[0], out->shape[1], !tsr__frame_is_rotation(&m->fwd))) != 0)
     goto out;
   *mp = m;
   m = NULL;

@@ -15,51 +15,42 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "wcs.h"
-
-static int frame_parse(const char *s, tsr__frame_t *f) {
-  if (strcmp(s, "icrs") == 0)
-    *f = TSR__FRAME_ICRS;
-  else if (strcmp(s, "fk5") == 0)
-    *f = TSR__FRAME_FK5;
-  else if (strcmp(s, "galactic") == 0)
-    *f = TSR__FRAME_GAL;
-  else if (strcmp(s, "ecliptic") == 0 || strcmp(s, "barycentricmeanecliptic") == 0)
-    *f = TSR__FRAME_ECL;
-  else
-    return -1;
-  return 0;
-}
-
-static void rotate_vec(const double m[9], double *v) {
-  double q[3];
-  for (int a = 0; a < 3; a++)
-    q[a] = m[3 * a] * v[0] + m[3 * a + 1] * v[1] + m[3 * a + 2] * v[2];
-  memcpy(v, q, sizeof q);
-}
+#include "sky.h"
 
 /* The target header with CRPIX (1, 1) and rotation `angle` (radians). */
-static int make_header(tsr_ctx_t *ctx, tsr__frame_t frame, const char *proj, double lon,
+static int make_header(tsr_ctx_t *ctx, const tsr__frame_t *frame, const char *proj, double lon,
                        double lat, double res, double angle, const double crpix[2],
                        int64_t nx, int64_t ny, tsr_wcs_t **out) {
-  static const char *const lng[] = {"", "RA--", "RA--", "GLON", "ELON"};
-  static const char *const lt[] = {"", "DEC-", "DEC-", "GLAT", "ELAT"};
+  const char *lng = "RA--", *lt = "DEC-";
   char hdr[2048];
-  int len = snprintf(
+  int len;
+  if (frame->kind == TSR__SKY_GALACTIC)
+    lng = "GLON", lt = "GLAT";
+  else if (frame->kind == TSR__SKY_SUPERGALACTIC)
+    lng = "SLON", lt = "SLAT";
+  else if (frame->kind == TSR__SKY_ECLIPTIC)
+    lng = "ELON", lt = "ELAT";
+  len = snprintf(
       hdr, sizeof hdr,
       "NAXIS   = 2\nNAXIS1  = %lld\nNAXIS2  = %lld\nCTYPE1  = '%s-%s'\nCTYPE2  = '%s-%s'\n"
       "CUNIT1  = 'deg'\nCUNIT2  = 'deg'\nCRVAL1  = %.17g\nCRVAL2  = %.17g\nCRPIX1  = %.17g\n"
       "CRPIX2  = %.17g\nCDELT1  = %.17g\nCDELT2  = %.17g\n",
-      (long long)nx, (long long)ny, lng[frame], proj, lt[frame], proj, lon, lat, crpix[0],
-      crpix[1], -res, res);
+      (long long)nx, (long long)ny, lng, proj, lt, proj, lon, lat, crpix[0], crpix[1], -res, res);
   if (angle != 0.0)
     len += snprintf(hdr + len, sizeof hdr - (size_t)len,
                     "PC1_1   = %.17g\nPC1_2   = %.17g\nPC2_1   = %.17g\nPC2_2   = %.17g\n",
                     cos(angle), -sin(angle), sin(angle), cos(angle));
-  if (frame == TSR__FRAME_ICRS)
+  /* The frame as astropy's celestial_frame_to_wcs writes it (an ecliptic
+   * target names its equinox under FK5: wcslib drops EQUINOX with ICRS). */
+  if (frame->kind == TSR__SKY_ICRS)
     len += snprintf(hdr + len, sizeof hdr - (size_t)len, "RADESYS = 'ICRS'\n");
-  else if (frame == TSR__FRAME_FK5)
-    len += snprintf(hdr + len, sizeof hdr - (size_t)len, "RADESYS = 'FK5'\nEQUINOX = 2000.0\n");
+  else if (frame->kind == TSR__SKY_FK5 || frame->kind == TSR__SKY_ECLIPTIC)
+    len += snprintf(hdr + len, sizeof hdr - (size_t)len, "RADESYS = 'FK5'\nEQUINOX = %.17g\n",
+                    tsr__sky_jd_jyear(frame->equinox));
+  else if (frame->kind == TSR__SKY_FK4 || frame->kind == TSR__SKY_FK4_NO_E)
+    len += snprintf(hdr + len, sizeof hdr - (size_t)len, "RADESYS = '%s'\nEQUINOX = %.17g\n",
+                    frame->kind == TSR__SKY_FK4 ? "FK4" : "FK4-NO-E",
+                    tsr__sky_jd_byear(frame->equinox));
   return tsr_wcs_parse(ctx, hdr, (size_t)len, "mosaic target", 1, out);
 }
 
@@ -139,8 +130,9 @@ static double min_rect_angle(tsr_ctx_t *ctx, size_t n, const double *x, const do
 int tsr_optimal_wcs(tsr_ctx_t *ctx, int n, const tsr_wcs_t *const *inputs,
                     const tsr_optimal_wcs_opts_t *opts, tsr_wcs_t **out) {
   tsr_optimal_wcs_opts_t o = TSR_OPTIMAL_WCS_OPTS_INIT;
-  tsr__frame_t frame = TSR__FRAME_ICRS;
-  double *v = NULL, *x = NULL, *y = NULL, ref[3] = {0, 0, 0}, res = INFINITY, m[9];
+  tsr__frame_t frame = tsr__frame_default(TSR__SKY_ICRS), icrs = frame;
+  tsr__frame_xform_t xf;
+  double *v = NULL, *x = NULL, *y = NULL, ref[3] = {0, 0, 0}, res = INFINITY;
   double lon, lat, angle = 0, crpix[2] = {1, 1}, xmin, xmax, ymin, ymax;
   const char *proj;
   tsr_wcs_t *w = NULL;
@@ -156,9 +148,10 @@ int tsr_optimal_wcs(tsr_ctx_t *ctx, int n, const tsr_wcs_t *const *inputs,
   if (strlen(proj) != 3)
     return tsr__err(ctx, TSR_EINVAL, "optimal WCS: projection '%s': expected a 3-letter code such "
                                      "as TAN, SIN, CAR", proj);
-  if (o.frame && frame_parse(o.frame, &frame) != 0)
+  if (o.frame && tsr__frame_parse(o.frame, &frame) != 0)
     return tsr__err(ctx, TSR_EINVAL,
-                    "optimal WCS: frame '%s': expected icrs, fk5, galactic or ecliptic", o.frame);
+                    "optimal WCS: frame '%s': expected icrs, fk5, fk4, fk4-no-e, galactic, "
+                    "supergalactic or ecliptic", o.frame);
   if (!(o.resolution >= 0 && o.resolution < 180))
     return tsr__err(ctx, TSR_EINVAL, "optimal WCS: resolution %g deg/px out of range (0, 180)",
                     o.resolution);
@@ -172,7 +165,7 @@ int tsr_optimal_wcs(tsr_ctx_t *ctx, int n, const tsr_wcs_t *const *inputs,
   for (int i = 0; i < n; i++) {
     tsr__cel_t *c = NULL;
     char what[64];
-    double cx[4], cy[4], p[2], s[2], rv[3], mi[9];
+    double cx[4], cy[4], p[2], s[2], rv[3];
     int64_t nx = tsr_wcs_shape(inputs[i], 0), ny = tsr_wcs_shape(inputs[i], 1);
     snprintf(what, sizeof what, "optimal WCS: input %d", i + 1);
     if (tsr_wcs_naxis(inputs[i]) != 2 || nx < 1 || ny < 1) {
@@ -183,19 +176,18 @@ int tsr_optimal_wcs(tsr_ctx_t *ctx, int n, const tsr_wcs_t *const *inputs,
     if ((rc = tsr__cel_new(ctx, inputs[i], what, &c)) != 0)
       goto out;
     if (i == 0 && o.frame == NULL)
-      frame = tsr__cel_frame(c);
+      frame = *tsr__cel_frame(c);
     cx[0] = -0.5, cx[1] = (double)nx - 0.5, cx[2] = (double)nx - 0.5, cx[3] = -0.5;
     cy[0] = -0.5, cy[1] = -0.5, cy[2] = (double)ny - 0.5, cy[3] = (double)ny - 0.5;
     tsr__cel_pix2vec(c, 4, cx, cy, v + 12 * i);
     tsr__cel_crpix(c, p);
     tsr__cel_pix2vec(c, 1, p, p + 1, rv);
     tsr__cel_scales(c, s);
-    tsr__frame_matrix(tsr__cel_frame(c), frame, m);
-    tsr__frame_matrix(tsr__cel_frame(c), TSR__FRAME_ICRS, mi);
+    tsr__frame_xform(tsr__cel_frame(c), &frame, &xf);
+    tsr__frame_apply(&xf, 4, v + 12 * i);
+    tsr__frame_xform(tsr__cel_frame(c), &icrs, &xf);
+    tsr__frame_apply(&xf, 1, rv);
     tsr__cel_free(c);
-    for (int k = 0; k < 4; k++)
-      rotate_vec(m, v + 12 * i + 3 * k);
-    rotate_vec(mi, rv);
     for (int a = 0; a < 3; a++)
       ref[a] += rv[a];
     res = fmin(res, fmin(fabs(s[0]), fabs(s[1])));
@@ -204,10 +196,10 @@ int tsr_optimal_wcs(tsr_ctx_t *ctx, int n, const tsr_wcs_t *const *inputs,
     lon = o.reference_lon, lat = o.reference_lat;
   } else {
     double nrm = sqrt(ref[0] * ref[0] + ref[1] * ref[1] + ref[2] * ref[2]);
-    tsr__frame_matrix(TSR__FRAME_ICRS, frame, m);
     for (int a = 0; a < 3; a++)
       ref[a] /= nrm;
-    rotate_vec(m, ref);
+    tsr__frame_xform(&icrs, &frame, &xf);
+    tsr__frame_apply(&xf, 1, ref);
     lon = atan2(ref[1], ref[0]) * 180.0 / M_PI;
     if (lon < 0)
       lon += 360.0;
@@ -218,7 +210,7 @@ int tsr_optimal_wcs(tsr_ctx_t *ctx, int n, const tsr_wcs_t *const *inputs,
   for (int pass = 0; pass < 1 + (o.auto_rotate != 0); pass++) {
     tsr_wcs_free(w);
     w = NULL;
-    if ((rc = make_header(ctx, frame, proj, lon, lat, res, angle, crpix, 1, 1, &w)) != 0 ||
+    if ((rc = make_header(ctx, &frame, proj, lon, lat, res, angle, crpix, 1, 1, &w)) != 0 ||
         (rc = project(ctx, w, (size_t)n * 4, v, x, y)) != 0)
       goto out;
     if (o.auto_rotate && pass == 0)
@@ -233,7 +225,7 @@ int tsr_optimal_wcs(tsr_ctx_t *ctx, int n, const tsr_wcs_t *const *inputs,
   tsr_wcs_free(w);
   w = NULL;
   /* Python's round(): half to even, as nearbyint in the default mode. */
-  rc = make_header(ctx, frame, proj, lon, lat, res, angle, crpix, (int64_t)nearbyint(xmax - xmin),
+  rc = make_header(ctx, &frame, proj, lon, lat, res, angle, crpix, (int64_t)nearbyint(xmax - xmin),
                    (int64_t)nearbyint(ymax - ymin), out);
 out:
   tsr_wcs_free(w);

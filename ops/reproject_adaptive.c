@@ -40,7 +40,7 @@
 
 #include "mapping.h"
 #include "reproject.h"
-#include "wcs.h"
+#include "sky.h"
 
 #define WB_CAP ((size_t)1 << 22) /* largest box whose weights we tabulate */
 #define Q_RECUR 500.0             /* recurrence only if every weight > e^-Q_RECUR */
@@ -71,8 +71,7 @@ typedef struct {
 typedef struct {
   tsr__map_t *map;
   tsr__cel_t *cout, *cin; /* for the half-pixel points of center_jacobian */
-  double rot[9];
-  bool rotate;
+  tsr__frame_xform_t fwd, back; /* output frame -> input frame, and astropy's way back */
   /* The prep of the last box, reused by the compute that follows. */
   pix_t *pix;
   size_t pix_cap;
@@ -127,8 +126,8 @@ static int adaptive_start(tsr_node_t *n, void **state) {
   if (rc == 0 && ap->center) {
     if ((rc = tsr__cel_new(ctx, ap->target, "target", &st->cout)) == 0 &&
         (rc = tsr__cel_new(ctx, n->inputs[0]->wcs, ap->in_what, &st->cin)) == 0) {
-      st->rotate = tsr__cel_frame(st->cout) != tsr__cel_frame(st->cin);
-      tsr__frame_matrix(tsr__cel_frame(st->cout), tsr__cel_frame(st->cin), st->rot);
+      tsr__frame_xform(tsr__cel_frame(st->cout), tsr__cel_frame(st->cin), &st->fwd);
+      tsr__frame_xform(tsr__cel_frame(st->cin), tsr__cel_frame(st->cout), &st->back);
     }
   }
   if (rc != 0) {
@@ -185,24 +184,12 @@ static int exact_points(adaptive_state_t *st, tsr_ctx_t *ctx, bool roundtrip, si
   back_x = st->v + 3 * n;
   back_y = st->v + 4 * n;
   tsr__cel_pix2vec(st->cout, n, xo, yo, st->v);
-  if (st->rotate)
-    for (size_t i = 0; i < n; i++) {
-      double *p = st->v + 3 * i, a = p[0], b = p[1], c = p[2];
-      p[0] = st->rot[0] * a + st->rot[1] * b + st->rot[2] * c;
-      p[1] = st->rot[3] * a + st->rot[4] * b + st->rot[5] * c;
-      p[2] = st->rot[6] * a + st->rot[7] * b + st->rot[8] * c;
-    }
+  tsr__frame_apply(&st->fwd, n, st->v);
   tsr__cel_vec2pix(st->cin, n, st->v, xi, yi);
   if (!roundtrip)
     return 0;
   tsr__cel_pix2vec(st->cin, n, xi, yi, st->v);
-  if (st->rotate)
-    for (size_t i = 0; i < n; i++) {
-      double *p = st->v + 3 * i, a = p[0], b = p[1], c = p[2];
-      p[0] = st->rot[0] * a + st->rot[3] * b + st->rot[6] * c;
-      p[1] = st->rot[1] * a + st->rot[4] * b + st->rot[7] * c;
-      p[2] = st->rot[2] * a + st->rot[5] * b + st->rot[8] * c;
-    }
+  tsr__frame_apply(&st->back, n, st->v);
   tsr__cel_vec2pix(st->cout, n, st->v, back_x, back_y);
   for (size_t i = 0; i < n; i++)
     if (!(fabs(back_x[i] - xo[i]) <= 1.0 && fabs(back_y[i] - yo[i]) <= 1.0))

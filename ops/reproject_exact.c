@@ -65,7 +65,7 @@
 #include "mapping.h"
 #include "reproject.h"
 #include "overlap.h"
-#include "wcs.h"
+#include "sky.h"
 
 #define NSAMPLE 9          /* per axis, for the geometry decision in start */
 #define PLANE_GRAD 1e-6    /* largest relative area-scale change per output pixel for the pixel plane */
@@ -96,8 +96,8 @@ typedef struct {
   tsr__map_t *map;         /* output pixel -> input pixel: windows */
   tsr__map_t *cmap;        /* input corner index -> output pixel */
   tsr__cel_t *cin, *cout;
-  double rot[9];           /* input frame -> output frame */
-  bool rotate;
+  tsr__frame_xform_t fwd;  /* input frame -> output frame (reproject's direction) */
+  tsr__frame_xform_t back; /* output frame -> input frame */
   bool pixel_plane;        /* geometry (see the top of the file) */
   double seam_lim;         /* corner spread (output px) that marks a seam pixel */
   double margin;           /* candidate half-size around each corner of a seam pixel */
@@ -126,20 +126,10 @@ static void params_encode(const tsr_node_t *n, tsr__buf_t *b) {
   tsr__wcs_encode(ep->target, b);
 }
 
-static void rotate_vecs(const double r[9], size_t n, double *v) {
-  for (size_t i = 0; i < n; i++) {
-    double *p = v + 3 * i, a = p[0], b = p[1], c = p[2];
-    p[0] = r[0] * a + r[1] * b + r[2] * c;
-    p[1] = r[3] * a + r[4] * b + r[5] * c;
-    p[2] = r[6] * a + r[7] * b + r[8] * c;
-  }
-}
-
 /* Unit vectors (output frame) of n input pixel positions. */
 static void in_vecs(exact_state_t *st, size_t n, const double *x, const double *y, double *v) {
   tsr__cel_pix2vec(st->cin, n, x, y, v);
-  if (st->rotate)
-    rotate_vecs(st->rot, n, v);
+  tsr__frame_apply(&st->fwd, n, v);
 }
 
 static double chord(const double *a, const double *b) {
@@ -175,15 +165,8 @@ static void analyse(exact_state_t *st, int64_t nx, int64_t ny) {
       area[b][a] = tsr__sph_area(v + 12, 4) / (4 * s * s);
       /* The input pixel under this output pixel. */
       {
-        double c[3] = {v[24], v[25], v[26]}, rt[9];
-        memcpy(rt, st->rot, sizeof rt);
-        if (st->rotate) {
-          /* output -> input is the transpose */
-          for (int i = 0; i < 3; i++)
-            for (int j = 0; j < 3; j++)
-              rt[3 * i + j] = st->rot[3 * j + i];
-          rotate_vecs(rt, 1, c);
-        }
+        double c[3] = {v[24], v[25], v[26]};
+        tsr__frame_apply(&st->back, 1, c);
         tsr__cel_vec2pix(st->cin, 1, c, &u[0], &u[1]);
       }
       if (!isfinite(u[0] + u[1]))
@@ -236,8 +219,8 @@ static int exact_start(tsr_node_t *n, void **state) {
       (rc = tsr__cel_new(ctx, n->inputs[0]->wcs, ep->in_what, &st->cin)) != 0 ||
       (rc = tsr__cel_new(ctx, ep->target, "target", &st->cout)) != 0)
     goto out;
-  st->rotate = tsr__cel_frame(st->cin) != tsr__cel_frame(st->cout);
-  tsr__frame_matrix(tsr__cel_frame(st->cin), tsr__cel_frame(st->cout), st->rot);
+  tsr__frame_xform(tsr__cel_frame(st->cin), tsr__cel_frame(st->cout), &st->fwd);
+  tsr__frame_xform(tsr__cel_frame(st->cout), tsr__cel_frame(st->cin), &st->back);
   analyse(st, n->shape[0], n->shape[1]);
   *state = st;
   st = NULL;

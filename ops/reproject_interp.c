@@ -21,7 +21,7 @@
 #include "mapping.h"
 #include "reproject.h"
 #include "spline.h"
-#include "wcs.h"
+#include "sky.h"
 
 #define BAND_ROWS 32 /* a multiple of the mapping grid */
 #define TILE_COLS 64

@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "wcs.h"
+#include "sky.h"
 
 /* ------------------------------------------------------------------ */
 /* Slices                                                              */
@@ -190,7 +190,7 @@ tsr_node_t *tsr_cutout(tsr_graph_t *g, tsr_node_t *a, double lon, double lat, in
 
 tsr_node_t *tsr_crop_to(tsr_graph_t *g, tsr_node_t *a, const tsr_wcs_t *box) {
   tsr__cel_t *c = NULL;
-  double px[44], py[44], v[44 * 3], m[9], lon[44], lat[44], x[44], y[44];
+  double px[44], py[44], v[44 * 3], lon[44], lat[44], x[44], y[44];
   double lo[2] = {INFINITY, INFINITY}, hi[2] = {-INFINITY, -INFINITY};
   int64_t start[TSR_MAX_DIMS] = {0, 0, 0, 0}, stop[TSR_MAX_DIMS];
   tsr__cel_t *ca = NULL;
@@ -218,11 +218,13 @@ tsr_node_t *tsr_crop_to(tsr_graph_t *g, tsr_node_t *a, const tsr_wcs_t *box) {
     px[33 + k] = (double)box->shape[0] - 0.5, py[33 + k] = fy;
   }
   tsr__cel_pix2vec(c, 44, px, py, v);
-  tsr__frame_matrix(tsr__cel_frame(c), tsr__cel_frame(ca), m);
+  {
+    tsr__frame_xform_t xf;
+    tsr__frame_xform(tsr__cel_frame(c), tsr__cel_frame(ca), &xf);
+    tsr__frame_apply(&xf, 44, v);
+  }
   for (int k = 0; k < 44; k++) {
-    double *q = v + 3 * k, r[3];
-    for (int i = 0; i < 3; i++)
-      r[i] = m[3 * i] * q[0] + m[3 * i + 1] * q[1] + m[3 * i + 2] * q[2];
+    const double *r = v + 3 * k;
     lon[k] = atan2(r[1], r[0]) * 180 / M_PI;
     lat[k] = asin(fmax(-1, fmin(1, r[2]))) * 180 / M_PI;
   }

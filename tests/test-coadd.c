@@ -254,9 +254,18 @@ TEST(optimal_wcs_covers_its_inputs) {
   ASSERT(tsr_optimal_wcs(s.ctx, 3, (const tsr_wcs_t *const *)s.tw, &o, &w) == TSR_EINVAL);
   ASSERT_STR_CONTAINS(tsr_errmsg(s.ctx), "projection 'TANGENT': expected a 3-letter code");
   o.projection = NULL;
-  o.frame = "supergalactic";
+  o.frame = "helioecliptic";
   ASSERT(tsr_optimal_wcs(s.ctx, 3, (const tsr_wcs_t *const *)s.tw, &o, &w) == TSR_EINVAL);
-  ASSERT_STR_CONTAINS(tsr_errmsg(s.ctx), "frame 'supergalactic': expected icrs, fk5, galactic or ecliptic");
+  ASSERT_STR_CONTAINS(tsr_errmsg(s.ctx), "frame 'helioecliptic': expected icrs, fk5, fk4, fk4-no-e, "
+                                         "galactic, supergalactic or ecliptic");
+  o.frame = "fk4";
+  ASSERT_OK(tsr_optimal_wcs(s.ctx, 3, (const tsr_wcs_t *const *)s.tw, &o, &w));
+  {
+    int nc;
+    const char *cards = tsr_wcs_cards(w, &nc);
+    ASSERT(memmem(cards, (size_t)nc * 80, "RADESYS = 'FK4'", 15) != NULL);
+  }
+  tsr_wcs_free(w);
   scene_close(&s);
 }
 

@@ -6,7 +6,7 @@
 
 #include "harness.h"
 #include "internal.h"
-#include "wcs.h"
+#include "sky.h"
 
 typedef struct {
   tsr_ctx_t *ctx;
@@ -514,16 +514,19 @@ TEST(frames_agree_with_astropy) {
        -28.899994641850149, 266.834223129768702, -5.500271165723371},
       {83.8221, -5.3911, 209.013743276101962, -19.381581644127866, 83.822106067808150,
        -5.391105223646767, 82.985379042227549, -28.680074689943577}};
-  const tsr__frame_t frames[3] = {TSR__FRAME_GAL, TSR__FRAME_FK5, TSR__FRAME_ECL};
+  const tsr__frame_t icrs = tsr__frame_default(TSR__SKY_ICRS);
+  const tsr__frame_t frames[3] = {tsr__frame_default(TSR__SKY_GALACTIC),
+                                  tsr__frame_default(TSR__SKY_FK5),
+                                  tsr__frame_default(TSR__SKY_ECLIPTIC)};
   const double mas = 1.0 / 3600000.0;
   for (size_t k = 0; k < 3; k++) {
     double ra = ref[k][0] * M_PI / 180, dec = ref[k][1] * M_PI / 180;
     double v[3] = {cos(dec) * cos(ra), cos(dec) * sin(ra), sin(dec)};
     for (int f = 0; f < 3; f++) {
-      double m[9], r[3];
-      tsr__frame_matrix(TSR__FRAME_ICRS, frames[f], m);
-      for (int i = 0; i < 3; i++)
-        r[i] = m[3 * i] * v[0] + m[3 * i + 1] * v[1] + m[3 * i + 2] * v[2];
+      double r[3] = {v[0], v[1], v[2]};
+      tsr__frame_xform_t xf;
+      tsr__frame_xform(&icrs, &frames[f], &xf);
+      tsr__frame_apply(&xf, 1, r);
       double lon = atan2(r[1], r[0]) * 180 / M_PI, lat = asin(r[2]) * 180 / M_PI;
       if (lon < 0)
         lon += 360;

@@ -934,7 +934,7 @@ static void set_card(const char *path, const char *kw, const char *card) {
   ASSERT(fd >= 0);
   for (off_t at = 0;; at += TSR__CARD) {
     ASSERT(pread(fd, c, TSR__CARD, at) == TSR__CARD);
-    tsr__io_keyword(c, k);
+    tsr__card_keyword(c, k);
     if (strcmp(k, kw) == 0) {
       snprintf(c, sizeof c, "%-80s", card);
       ASSERT(pwrite(fd, c, TSR__CARD, at) == TSR__CARD);

@@ -109,6 +109,13 @@ def bits_equal(a, b):
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
+def expect_same(chk, got, ref, label, what="bit-identical to the reference"):
+    if bits_equal(got, ref):
+        chk.note("%s: %s" % (label, what))
+    else:
+        describe_diff(chk, got, ref, label)
+
+
 def describe_diff(chk, a, b, what):
     """Why a (tested) and b (expected) are not bit-identical."""
     if a.shape != b.shape:
@@ -427,6 +434,125 @@ def fits_target_test(ctx):
     return fn
 
 
+def fixed_header_test(ctx, kind):
+    """Headers astropy's WCS() fixes by default: CUNITi = 'DEG' (unitfix), as input and
+    as target; a cube whose CD matrix has no row for its spectral axis (cdfix), as input.
+    The output equals that of the header as fixed."""
+    def fn():
+        chk = C.Check()
+        sc = scenario_main(ctx)
+        h = sc["hin"].copy()
+        img = C.sky_image(h["NAXIS2"], h["NAXIS1"], 103)
+        roles = ("input", "target")
+        if kind == "DEG":
+            fixed = h.copy()
+            h["CUNIT1"], h["CUNIT2"] = "DEG", "Degrees"
+            fixed["CUNIT1"], fixed["CUNIT2"] = "deg", "deg"
+        else:
+            w = WCS(h)
+            cd = w.wcs.cd if w.wcs.has_cd() else w.wcs.get_pc() * w.wcs.cdelt[:, None]
+            for k in ("CDELT1", "CDELT2", "PC1_1", "PC1_2", "PC2_1", "PC2_2", "CROTA2"):
+                h.remove(k, ignore_missing=True)
+            for i in range(2):
+                for j in range(2):
+                    h["CD%d_%d" % (i + 1, j + 1)] = float(cd[i, j])
+            h["NAXIS"], h["NAXIS3"] = 3, 2
+            h["CTYPE3"], h["CRVAL3"], h["CRPIX3"], h["CUNIT3"] = "FREQ", 1.4e9, 1.0, "Hz"
+            fixed = h.copy()
+            fixed["CD3_3"] = 1.0
+            img = np.stack([img, 2 * img])
+            roles = ("input",)
+        for name, hdr in (("odd", h), ("fixed", fixed)):
+            C.write_fits(ctx.path("fix_%s_%s.fits" % (kind, name)), img, hdr, np.float32)
+            C.write_hdr(ctx.path("fix_%s_%s.hdr" % (kind, name)), hdr)
+        for role in roles:
+            outs = []
+            for name in ("odd", "fixed"):
+                if role == "input":
+                    args = (ctx.path("fix_%s_%s.fits" % (kind, name)), sc["tgt"])
+                else:
+                    args = (sc["inp"], ctx.path("fix_%s_%s.hdr" % (kind, name)))
+                outs.append(ctx.reproject(args[0], args[1],
+                                          ctx.path("fix_%s_%s_%s.out.fits" % (kind, role, name)))[0])
+            finite = int(np.isfinite(outs[1]).sum())
+            chk.expect(finite > outs[1].size // 4, "as %s: only %d finite pixels" % (role, finite))
+            expect_same(chk, outs[0], outs[1], "as " + role, "bit-identical to the fixed header's output")
+        return chk
+    return fn
+
+
+def reorder_compressed(src, dst, how):
+    """Copy FITS file `src` to `dst` with the header of its HDU 2 (a tile-compressed
+    image) in another legal order: the binary table's mandatory XTENSION..TFIELDS stay
+    first; the other cards are rearranged, with ZTENSION/ZPCOUNT/ZGCOUNT added where
+    `how` says (astropy's comp.fits has them last)."""
+    raw = open(src, "rb").read()
+
+    def ncards(at):            # cards through END of the header starting at `at`
+        i = 0
+        while raw[at + 80 * i:at + 80 * i + 8] != b"END     ":
+            i += 1
+        return i + 1
+
+    start = -(-ncards(0) * 80 // 2880) * 2880     # the primary HDU has no data
+    n = ncards(start)
+    cards = [raw[start + 80 * i:start + 80 * i + 80] for i in range(n)]
+    body = [c for c in cards[8:-1] if c.strip()]
+    ext = [fits.Card(k, v).image.encode() for k, v in
+           (("ZTENSION", "IMAGE"), ("ZPCOUNT", 0), ("ZGCOUNT", 1))]
+    if how == "ztension-last":
+        body = body + ext
+    elif how == "ztension-first":
+        body = ext + body
+    elif how == "reversed":
+        body = body[::-1]
+        body = body[:len(body) // 2] + ext[::-1] + body[len(body) // 2:]
+    elif how == "wcs-first":
+        z = [c for c in body if c[:1] in (b"Z", b"T")]
+        body = [c for c in body if c[:1] not in (b"Z", b"T")] + z + ext
+    hdr = b"".join(cards[:8] + body) + b"END" + b" " * 77
+    hdr += b" " * (-len(hdr) % 2880)
+    old = -(-n * 80 // 2880) * 2880
+    open(dst, "wb").write(raw[:start] + hdr + raw[start + old:])
+
+
+def compressed_order_test(ctx):
+    """A tile-compressed image whose Z keywords stand in other legal orders (ZTENSION
+    last as in astropy's comp.fits, first, reversed, after the WCS) reads as the
+    original: `info` and a reprojection bit-identical."""
+    def fn():
+        chk = C.Check()
+        sc = scenario_main(ctx)
+        h = sc["hin"].copy()
+        for k in ("NAXIS", "NAXIS1", "NAXIS2"):
+            h.remove(k, ignore_missing=True)
+        h["EXTNAME"] = "SCI"
+        img = C.sky_image(sc["hin"]["NAXIS2"], sc["hin"]["NAXIS1"], 104).astype(np.float32)
+        orig = ctx.path("comp_orig.fits")
+        fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(img, header=h)]).writeto(orig, overwrite=True)
+        ref, _ = ctx.reproject(orig, sc["tgt"], ctx.path("comp_orig.out.fits"))
+        info = ctx.run(["info", orig])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(orig) as f:       # quantized: not img itself
+                stored = f[1].data.copy()
+        for how in ("ztension-last", "ztension-first", "reversed", "wcs-first"):
+            path = ctx.path("comp_%s.fits" % how)
+            reorder_compressed(orig, path, how)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with fits.open(path) as f:   # astropy reads it as the original
+                    chk.expect(np.array_equal(f[1].data, stored), "%s: astropy reads other data" % how)
+            r = ctx.run(["info", path])
+            chk.expect(r.returncode == 0, "%s: info exited %d: %s" % (how, r.returncode, r.stderr.strip()))
+            chk.expect(r.stdout.replace(path, "") == info.stdout.replace(orig, ""),
+                       "%s: info differs:\n%s\nvs\n%s" % (how, r.stdout, info.stdout))
+            got, _ = ctx.reproject(path, sc["tgt"], ctx.path("comp_%s.out.fits" % how))
+            expect_same(chk, got, ref, how, "bit-identical to the original order's output")
+        return chk
+    return fn
+
+
 def hdu_test(ctx):
     """An image in extension 1 (empty primary): default HDU and --hdu 2 both find it."""
     def fn():
@@ -435,10 +561,7 @@ def hdu_test(ctx):
         ref, _ = ctx.reproject(b["good"], b["tgt"], ctx.path("hdu_single.out.fits"))
         for label, extra in (("default --hdu", []), ("--hdu 2", ["--hdu", "2"])):
             got, _ = ctx.reproject(b["mef"], b["tgt"], ctx.path("hdu_mef.out.fits"), extra)
-            if bits_equal(got, ref):
-                chk.note("%s: bit-identical to the single-HDU file's output" % label)
-            else:
-                describe_diff(chk, got, ref, label)
+            expect_same(chk, got, ref, label, "bit-identical to the single-HDU file's output")
         return chk
     return fn
 
@@ -1808,6 +1931,11 @@ def build_tests(ctx, slow):
     # targets, HDUs, verbosity, cubes
     tests.append(("TARGET as a FITS image equals the .hdr target", fits_target_test(ctx)))
     tests.append(("input in extension HDU: default and --hdu 2 equal the single-HDU result", hdu_test(ctx)))
+    tests.append(("header with CUNIT 'DEG' (astropy's unitfix) as input and target", fixed_header_test(ctx, "DEG")))
+    tests.append(("tile-compressed image with its Z keywords in other legal orders (ZTENSION last, "
+                  "first, reversed, after the WCS)", compressed_order_test(ctx)))
+    tests.append(("cube whose CD matrix has no spectral row (astropy's cdfix) as input",
+                  fixed_header_test(ctx, "CD")))
     tests.append(("--quiet prints nothing; default prints no progress bar on a pipe", quiet_test(ctx)))
     tests.append(("every command: -h/--help its own usage (exit 0, nothing written), --quiet, "
                   "help COMMAND, --version with libraries, info on a .hdr", unix_tool_test(ctx)))

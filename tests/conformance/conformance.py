@@ -180,7 +180,15 @@ FRAMES = {
     "fk5eq": ("RA--", "DEC-", {"EQUINOX": 2000.0}),   # FK5 by the FITS default rule
     "gal": ("GLON", "GLAT", {}),
     "ecl": ("ELON", "ELAT", {}),
+    "fk4eq": ("RA--", "DEC-", {"EQUINOX": 1950.0}),   # FK4 by the FITS default rule
+    "fk4": ("RA--", "DEC-", {"RADESYS": "FK4", "EQUINOX": 1950.0}),
+    "fk4noe": ("RA--", "DEC-", {"RADESYS": "FK4-NO-E", "EQUINOX": 1950.0}),
+    "fk5_1975": ("RA--", "DEC-", {"RADESYS": "FK5", "EQUINOX": 1975.0}),
 }
+
+# astropy's own test file: a RICE tile-compressed NGC 1316 image whose ZTENSION card is
+# the last of its header, FK4 B1950 by EQUINOX alone (Debian python3-astropy).
+COMP_FITS = "/usr/lib/python3/dist-packages/astropy/io/fits/tests/data/comp.fits"
 
 
 def cel_header(proj, nx, ny, crval, scale_arcsec, rot_deg=0.0, crpix=None,
@@ -603,6 +611,47 @@ def frame_scenarios(env):
     add("FK5(J2000)->ICRS", "fk5_icrs", 12, "fk5", "icrs", (10.6847, 41.2690), scale=1.0)
     add("Galactic->ecliptic(BarycentricMeanEcliptic J2000)", "gal_ecl", 13, "gal", "ecl", (121.17, -21.57))
     add("FK5 by EQUINOX=2000 (no RADESYS)->Galactic", "fk5eq_gal", 14, "fk5eq", "gal", (83.82, -5.39))
+    add("FK4 B1950 by EQUINOX=1950 (no RADESYS)->ICRS", "fk4eq_icrs", 15, "fk4eq", "icrs", (50.67, -37.21))
+    add("FK4 B1950->Galactic", "fk4_gal", 16, "fk4", "gal", (299.59, 35.12))
+    add("FK5 J1975->ICRS", "fk5_1975_icrs", 17, "fk5_1975", "icrs", (148.89, 69.07), scale=1.0)
+    add("FK5 J1975->Galactic", "fk5_1975_gal", 18, "fk5_1975", "gal", (6.02, -72.08))
+    add("ICRS->FK4 B1950", "icrs_fk4", 19, "icrs", "fk4", (201.37, -43.02))
+    add("FK4-NO-E B1950->FK5 J2000", "fk4noe_fk5", 20, "fk4noe", "fk5", (83.63, 22.01))
+    return out
+
+
+def comp_fits_scenarios(env):
+    """astropy's comp.fits HDU 2 read by tessera from the compressed file itself, onto
+    ICRS and Galactic targets; the reference reprojects what astropy decompresses."""
+    out = []
+
+    def add(name, key, fout, rot):
+        def make():
+            if not os.path.exists(COMP_FITS):
+                raise CaseFailure("%s is missing (Debian python3-astropy ships it)" % COMP_FITS)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with fits.open(COMP_FITS) as hl:
+                    data = np.array(hl[1].data, dtype=np.float32)
+                    hin = hl[1].header.copy()
+                wi = WCS(hin)
+                ny, nx = data.shape
+                c = wi.pixel_to_world((nx - 1) / 2 + 5.2, (ny - 1) / 2 - 3.7)
+                from astropy.wcs.utils import wcs_to_celestial_frame
+                fo = WCS(cel_header("TAN", 10, 10, (0, 0), 1.0, frame=fout))
+                sph = c.transform_to(wcs_to_celestial_frame(fo)).represent_as(
+                    coords.UnitSphericalRepresentation)
+            hout = cel_header("TAN", 420, 300, (sph.lon.deg, sph.lat.deg), 7.0 * 1.09, rot_deg=rot,
+                              frame=fout)
+            sc = Scenario(env, key, data, hin, hout, dtype=np.float32, wcs_in=wi)
+            sc.inp = COMP_FITS
+            write_hdr(sc.tgt, hout)
+            sc._written = True
+            return sc
+        out.append((name, key, make))
+
+    add("astropy's comp.fits (RICE, ZTENSION last, FK4 by EQUINOX 1950, SIN)->ICRS", "comp_icrs", "icrs", 9.0)
+    add("astropy's comp.fits (RICE, ZTENSION last, FK4 by EQUINOX 1950, SIN)->Galactic", "comp_gal", "gal", -14.0)
     return out
 
 
@@ -613,7 +662,10 @@ def ramp_scenarios(env):
             ("ICRS->Galactic", "icrs_gal", "icrs", "gal", (150.12, 2.21)),
             ("FK5->Galactic", "fk5_gal", "fk5", "gal", (280.33, -12.4)),
             ("ICRS->ecliptic", "icrs_ecl", "icrs", "ecl", (45.2, 18.9)),
-            ("FK5->ICRS", "fk5_icrs", "fk5", "icrs", (201.1, 71.4))]:
+            ("FK5->ICRS", "fk5_icrs", "fk5", "icrs", (201.1, 71.4)),
+            ("FK4 B1950->Galactic", "fk4_gal", "fk4", "gal", (83.8, 22.0)),
+            ("ICRS->FK4 B1950 by EQUINOX", "icrs_fk4eq", "icrs", "fk4eq", (310.4, -60.3)),
+            ("FK5 J1975->ICRS", "fk5_1975_icrs", "fk5_1975", "icrs", (12.5, 85.1))]:
         out.append((name, key, fin, fout, crval))
     return out
 
@@ -860,6 +912,14 @@ def build_tests(env, slow):
         for order in ORDERS:
             for exact in (True, False):
                 tests.append(("frame %s order=%s %s" % (name, order, "tol=0" if exact else "tol=default"),
+                              (lambda g=get, o=order, e=exact: standard_check(g(), o, e)())))
+
+    # 2b. astropy's tile-compressed comp.fits, read from the file itself
+    for name, key, make in comp_fits_scenarios(env):
+        get = lazy(key, make)
+        for order in ORDERS:
+            for exact in (True, False):
+                tests.append(("%s order=%s %s" % (name, order, "tol=0" if exact else "tol=default"),
                               (lambda g=get, o=order, e=exact: standard_check(g(), o, e)())))
 
     # 3. NaN holes, orders 0/1: identical NaN masks

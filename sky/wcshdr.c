@@ -1,4 +1,4 @@
-/* header.c -- WCS headers: text to a validated tsr_wcs_t, and queries on it.
+/* wcshdr.c -- WCS headers: text to a validated tsr_wcs_t, and queries on it.
  *
  * DESIGN: a WCS enters tessera as FITS header cards, from a FITS file
  * (fits.c), a header text file or caller text.  Whatever the source, the
@@ -35,31 +35,10 @@
 #include <wcslib/wcsunits.h>
 
 #include "internal.h"
-#include "io.h"
+#include "sky.h"
 
 /* ------------------------------------------------------------------ */
 /* Cards                                                              */
-
-void tsr__io_keyword(const char *card, char kw[9]) {
-  int n = 8;
-  memcpy(kw, card, 8);
-  while (n > 0 && kw[n - 1] == ' ')
-    n--;
-  kw[n] = '\0';
-}
-
-double tsr__io_naxis_card(const char *card) {
-  char val[72], *e;
-  double v;
-  if (memcmp(card, "NAXIS   =", 9) != 0)
-    return -1;
-  tsr__card_value(card, val, sizeof val);
-  for (char *p = val; *p; p++)
-    if (*p == 'D' || *p == 'd')
-      *p = 'E';
-  v = strtod(val, &e);
-  return e == val || v != v ? -1 : v;
-}
 
 /* "CTYPE" followed by 1-2 digits and nothing else: a primary-WCS CTYPEn. */
 static bool is_ctype(const char *kw) {
@@ -92,19 +71,19 @@ static void keyword_upcase(char *card) {
   memcpy(card, up, (size_t)n);
 }
 
-bool tsr__io_has_ctype(const char *cards, int ncards) {
+bool tsr__sky_has_ctype(const char *cards, int ncards) {
   char card[TSR__CARD], kw[9];
   for (int i = 0; i < ncards; i++) {
     memcpy(card, cards + (size_t)i * TSR__CARD, TSR__CARD);
     keyword_upcase(card);
-    tsr__io_keyword(card, kw);
+    tsr__card_keyword(card, kw);
     if (is_ctype(kw))
       return true;
   }
   return false;
 }
 
-bool tsr__io_card_blank(const char *card) {
+static bool card_blank(const char *card) {
   for (int i = 0; i < TSR__CARD; i++)
     if (card[i] != ' ')
       return false;
@@ -113,7 +92,7 @@ bool tsr__io_card_blank(const char *card) {
 
 static bool card_is_end(const char *card) {
   char kw[9];
-  tsr__io_keyword(card, kw);
+  tsr__card_keyword(card, kw);
   return strcmp(kw, "END") == 0;
 }
 
@@ -244,7 +223,7 @@ static int text_to_cards(tsr_ctx_t *ctx, const char *text, size_t len, const cha
     memset(line + ln, ' ', TSR__CARD - ln);
     line[TSR__CARD] = '\0';
     p = next;
-    if (tsr__io_card_blank(line))
+    if (card_blank(line))
       continue;
     if (lines)
       card_normalise(line);
@@ -286,7 +265,7 @@ static bool card_int(const char *card, int64_t *v) {
 static int find_card(const char *cards, int ncards, const char *keyword) {
   char kw[9];
   for (int i = 0; i < ncards; i++) {
-    tsr__io_keyword(cards + (size_t)i * TSR__CARD, kw);
+    tsr__card_keyword(cards + (size_t)i * TSR__CARD, kw);
     if (strcmp(kw, keyword) == 0)
       return i;
   }
@@ -424,7 +403,7 @@ static int check_wcs_values(tsr_ctx_t *ctx, char *cards, int ncards, const int *
   int i;
 
   for (i = 0; i < ncards && !has_cd; i++) {
-    tsr__io_keyword(cards + (size_t)i * TSR__CARD, kw);
+    tsr__card_keyword(cards + (size_t)i * TSR__CARD, kw);
     has_cd = keyword_axis(kw, "CD", true) > 0;
   }
   for (i = 0; i < ncards; i++) {
@@ -433,7 +412,7 @@ static int check_wcs_values(tsr_ctx_t *ctx, char *cards, int ncards, const int *
     int crval, nax, num;
     double v;
 
-    tsr__io_keyword(card, kw);
+    tsr__card_keyword(card, kw);
     tsr__card_value(card, val, sizeof val);
     if (val[0] != '\'')
       d_exponent_to_e(card, val);
@@ -512,9 +491,21 @@ static void clear_errors(struct wcsprm *w) {
   wcserr_clear(&w->spc.err);
 }
 
-/* The fixes astropy applies by default that translate non-standard
- * spellings without changing what a header means (cylfix, which moves the
- * reference point, is left out).  Their own failures are not errors: wcsset
+/* True if the projection code of some CTYPEi is `code` ("NCP"). */
+static bool has_projection(const struct wcsprm *w, const char *code) {
+  for (int i = 0; i < w->naxis; i++)
+    if (strlen(w->ctype[i]) >= 8 && w->ctype[i][4] == '-' && strncmp(w->ctype[i] + 5, code, 3) == 0)
+      return true;
+  return false;
+}
+
+/* The fixes astropy's WCS() applies by default (Wcsprm.fix: wcsfix with
+ * translate_units ''), so that a header astropy reads is read the same way
+ * here: CDi_j rows or columns left out (cdfix), dates (datfix), OBSGEO-
+ * (obsfix), unit spellings such as 'DEG' or 'Degrees' (unitfix: case aside,
+ * but not 's', 'h' or 'd', which astropy leaves alone too), and spectral
+ * codes (spcfix).  cylfix, which moves the reference point, is left out
+ * (the mapping is the same).  Their own failures are not errors: wcsset
  * reports whatever still matters. */
 static void apply_fixes(struct wcsprm *w) {
   /* Each fix may leave a message, and wcslib overwrites the next one
@@ -523,14 +514,23 @@ static void apply_fixes(struct wcsprm *w) {
   clear_errors(w);
   datfix(w);
   clear_errors(w);
+  obsfix(0, w);
+  clear_errors(w);
   unitfix(0, w);
   clear_errors(w);
   spcfix(w);
   clear_errors(w);
-  /* No celfix: it only translates the AIPS projections NCP and GLS, by a
-   * wcsset of its own whose allocations leak when a distortion is present
-   * (found by fuzzing).  Such headers are refused by wcsset as unknown
-   * projections (see tsr_wcs_parse). */
+  /* celfix translates the AIPS codes NCP (to SIN with PV2_2) and GLS (to
+   * SFL).  It runs a wcsset of its own, whose allocations leak when a
+   * distortion is present (found by fuzzing), and which our wcsset would
+   * repeat on every other header: so only for those codes, and only
+   * without distortions; an NCP with distortions is refused by wcsset as
+   * an unknown projection. */
+  if ((has_projection(w, "NCP") || has_projection(w, "GLS")) && w->lin.dispre == NULL &&
+      w->lin.disseq == NULL) {
+    celfix(w);
+    clear_errors(w);
+  }
 }
 
 /* A singular CD/PC matrix passes wcsset (matinv rarely sees an exact zero
@@ -607,7 +607,7 @@ static void describe_keywords(const char *msg, const char *cards, int ncards, ch
     return;
   for (int i = 0; i < ncards && used < cap; i++) {
     char kw[9], val[72];
-    tsr__io_keyword(cards + (size_t)i * TSR__CARD, kw);
+    tsr__card_keyword(cards + (size_t)i * TSR__CARD, kw);
     if (!is_ctype(kw))
       continue;
     tsr__card_value(cards + (size_t)i * TSR__CARD, val, sizeof val);
@@ -621,7 +621,7 @@ static void describe_keywords(const char *msg, const char *cards, int ncards, ch
  * wcsset stored in the sub-structures (celprm, prjprm, ...) behind, so they
  * are cleared first; wcserr_clear resets each pointer, so nothing is freed
  * twice. */
-static void wcs_free_all(int *nwcs, struct wcsprm **all) {
+void tsr__sky_wcsprm_free(int *nwcs, struct wcsprm **all) {
   if (*all == NULL)
     return;
   for (int i = 0; i < *nwcs; i++) {
@@ -636,7 +636,7 @@ static void wcs_free_all(int *nwcs, struct wcsprm **all) {
 
 /* Parse cards with wcslib and set up the primary WCS.  On success *all and
  * *nwcs are wcspih's array (free with wcs_free_all) and *prim points into it. */
-static int wcs_build(tsr_ctx_t *ctx, const char *cards, int ncards, const char *what,
+int tsr__sky_wcsprm(tsr_ctx_t *ctx, const char *cards, int ncards, const char *what,
                      struct wcsprm **all, int *nwcs, struct wcsprm **prim) {
   char *hdr = NULL;
   int nreject = 0, status, rc;
@@ -761,12 +761,12 @@ static int wcs_build(tsr_ctx_t *ctx, const char *cards, int ncards, const char *
   rc = 0;
 out:
   if (rc != 0)
-    wcs_free_all(nwcs, all);
+    tsr__sky_wcsprm_free(nwcs, all);
   tsr__free(ctx, hdr);
   return rc;
 }
 
-/* tsr__io_wcs_make, for cards whose line numbers are known (nums, unit:
+/* tsr__sky_wcs_make, for cards whose line numbers are known (nums, unit:
  * see check_wcs_values). */
 static int wcs_make(tsr_ctx_t *ctx, char *cards, int ncards, const int *nums,
                     const char *unit, const char *what, int need_shape, tsr_wcs_t **out) {
@@ -803,9 +803,9 @@ static int wcs_make(tsr_ctx_t *ctx, char *cards, int ncards, const int *nums,
     else if (i < 0 && need_shape)
       return tsr__err(ctx, TSR_EINVAL, "%s: %s missing; %s", what, kw, need);
   }
-  if (!tsr__io_has_ctype(cards, ncards))
+  if (!tsr__sky_has_ctype(cards, ncards))
     return tsr__err(ctx, TSR_EWCS, "%s: no WCS (no CTYPEn keywords)", what);
-  if ((rc = wcs_build(ctx, cards, ncards, what, &all, &nwcs, &w)) != 0)
+  if ((rc = tsr__sky_wcsprm(ctx, cards, ncards, what, &all, &nwcs, &w)) != 0)
     return rc;
   if (naxis < 0) {
     /* No NAXIS: the axes the WCS keywords describe, of unknown length. */
@@ -820,11 +820,11 @@ static int wcs_make(tsr_ctx_t *ctx, char *cards, int ncards, const int *nums,
   if (rc != 0)
     tsr__err_prefix(ctx, "%s", what);
 out:
-  wcs_free_all(&nwcs, &all);
+  tsr__sky_wcsprm_free(&nwcs, &all);
   return rc;
 }
 
-int tsr__io_wcs_make(tsr_ctx_t *ctx, const char *cards, int ncards, const char *what,
+int tsr__sky_wcs_make(tsr_ctx_t *ctx, const char *cards, int ncards, const char *what,
                      int need_shape, tsr_wcs_t **out) {
   /* A FITS file's cards as stored: keywords are taken in upper case, as
    * header text is (see keyword_upcase), in a copy that the new WCS keeps,
@@ -963,7 +963,7 @@ int tsr_wcs_describe(tsr_ctx_t *ctx, const tsr_wcs_t *wcs, char *buf, size_t cap
   if (cap == 0)
     return tsr__err(ctx, TSR_EINVAL, "wcs_describe: buffer capacity is 0");
   buf[0] = '\0';
-  if ((rc = wcs_build(ctx, wcs->cards, wcs->ncards, "wcs", &all, &nwcs, &w)) != 0)
+  if ((rc = tsr__sky_wcsprm(ctx, wcs->cards, wcs->ncards, "wcs", &all, &nwcs, &w)) != 0)
     return rc;
   for (int a = 0; a < wcs->naxis; a++) {
     size_t left = sizeof shape - (size_t)(s - shape);
@@ -1034,7 +1034,7 @@ int tsr_wcs_describe(tsr_ctx_t *ctx, const tsr_wcs_t *wcs, char *buf, size_t cap
       used += (size_t)snprintf(buf + used, cap - used, "), %s", shape);
   }
   rc = used < cap ? 0 : tsr__err(ctx, TSR_ERANGE, "wcs_describe: %zu bytes are too few", cap);
-  wcs_free_all(&nwcs, &all);
+  tsr__sky_wcsprm_free(&nwcs, &all);
   return rc;
 }
 
@@ -1051,7 +1051,7 @@ int tsr_wcs_pix2world(tsr_ctx_t *ctx, const tsr_wcs_t *wcs, size_t n, const doub
     return 0;
   if (x == NULL || y == NULL || lon == NULL || lat == NULL)
     return tsr__err(ctx, TSR_EINVAL, "wcs_pix2world: NULL coordinate array");
-  if ((rc = wcs_build(ctx, wcs->cards, wcs->ncards, "wcs", &all, &nwcs, &w)) != 0)
+  if ((rc = tsr__sky_wcsprm(ctx, wcs->cards, wcs->ncards, "wcs", &all, &nwcs, &w)) != 0)
     return rc;
   if (w->lng < 0 || w->lat < 0) {
     rc = tsr__err(ctx, TSR_EWCS, "wcs_pix2world: the WCS has no celestial axes");
@@ -1103,6 +1103,6 @@ out:
   tsr__free(ctx, phi);
   tsr__free(ctx, theta);
   tsr__free(ctx, stat);
-  wcs_free_all(&nwcs, &all);
+  tsr__sky_wcsprm_free(&nwcs, &all);
   return rc;
 }
