@@ -760,7 +760,8 @@ def _where(cond, a, b):
 
 def _stack(arrays, axis=0, concatenate=False):
     arrays = [from_array(x) if not isinstance(x, Array) else x for x in arrays]
-    if any(x._lead for x in arrays):
+    lead = arrays[0]._lead
+    if any(x._lead != lead for x in arrays):
         return NotImplemented
     nd = arrays[0].ndim + (0 if concatenate else 1)
     axis = int(axis) % nd
@@ -770,7 +771,8 @@ def _stack(arrays, axis=0, concatenate=False):
     else:
         shape = list(arrays[0].shape)
         shape.insert(axis, len(arrays))
-    return Array._make('stack', (tuple(arrays), axis, concatenate), tuple(shape))
+    # The hidden leading axes of the nodes stay in front.
+    return Array._make('stack', (tuple(arrays), axis + lead, concatenate), tuple(shape))
 
 
 def _nan_to_num(a, copy=True, nan=0.0, posinf=None, neginf=None):
