@@ -164,7 +164,10 @@ class _DaskWindow:
         self.darr = darr
 
     def __call__(self, window):
-        return np.asarray(self.darr[window].compute(scheduler='synchronous'))
+        # The scheduler function itself: by name, dask warns when a
+        # distributed client is active.
+        from dask.local import get_sync
+        return np.asarray(self.darr[window].compute(scheduler=get_sync))
 
 
 # ---------------------------------------------------------------------------
