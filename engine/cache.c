@@ -346,35 +346,6 @@ static void unshuffle(unsigned char *restrict out, const unsigned char *restrict
       out[es * i + b] = in[b * total + i];
 }
 
-static bool read_full(int fd, void *p, size_t n) {
-  char *q = p;
-  while (n > 0) {
-    ssize_t k = read(fd, q, n);
-    if (k < 0 && errno == EINTR)
-      continue;
-    if (k <= 0)
-      return false;
-    q += k, n -= (size_t)k;
-  }
-  return true;
-}
-
-static bool write_full(int fd, const void *p, size_t n) {
-  const char *q = p;
-  while (n > 0) {
-    ssize_t k = write(fd, q, n);
-    if (k < 0 && errno == EINTR)
-      continue;
-    if (k < 0)
-      return false;
-    if (k == 0) {
-      errno = ENOSPC;
-      return false;
-    }
-    q += k, n -= (size_t)k;
-  }
-  return true;
-}
 
 /* The current time as a file timestamp, at full resolution. */
 static void stamp_now(struct timespec ts[2]) {
@@ -523,7 +494,7 @@ bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
   if ((w = work_get(c)) == NULL || !grow(c, &w->file, &w->file_cap, size) ||
       !grow(c, &w->raw, &w->raw_cap, plane_raw))
     goto out; /* out of memory: compute instead */
-  if (!read_full(fd, w->file, size)) {
+  if (!tsr__read_full(fd, w->file, size)) {
     snprintf(why, sizeof why, "read failed: %s", strerror(errno ? errno : EIO));
     goto out;
   }
@@ -789,7 +760,7 @@ void tsr__cache_put(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
     step_aside(c, errno, "create", path);
     goto out;
   }
-  e = write_full(fd, w->file, HDR_BYTES + z) ? 0 : errno;
+  e = tsr__write_full(fd, w->file, HDR_BYTES + z) ? 0 : errno;
   if (e == 0) {
     stamp_now(ts);
     futimens(fd, ts);
@@ -930,7 +901,7 @@ static int scan(tsr_cache_t *c, bool headers, entry_t **out, size_t *n_out,
         unsigned char h[HDR_BYTES];
         int fd = open_regular(sfd, fe->d_name, &st);
         if (fd >= 0) {
-          if (read_full(fd, h, sizeof h) && memcmp(h, CACHE_MAGIC, 4) == 0)
+          if (tsr__read_full(fd, h, sizeof h) && memcmp(h, CACHE_MAGIC, 4) == 0)
             e->raw = get_le(h + 96, 8) * h[9];
           close(fd);
         }

@@ -340,11 +340,7 @@ int tsr__mpi_submit(tsr__mpi_t *m, tsr_node_t *n, const tsr_region_t *region, vo
       t->start[a] = s > region->start[a] ? s : region->start[a];
       t->stop[a] = e < region->stop[a] ? e : region->stop[a];
     }
-    for (int a = 0; a < TSR_MAX_DIMS; a++) {
-      if (++c[a] < hi[a])
-        break;
-      c[a] = lo[a];
-    }
+    tsr__chunk_next(c, lo, hi);
   }
   *ticket = b->id;
   return 0;

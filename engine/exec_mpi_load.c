@@ -123,6 +123,20 @@ int tsr__mpi_open(tsr_ctx_t *ctx, const tsr_run_opts_t *opts, const tsr_node_t *
   return get(ctx) ? module->open(ctx, opts, root, r, out) : TSR_ENOTSUP;
 }
 
+int tsr__mpi_enter(tsr_graph_t *g, const tsr_run_opts_t *opts, const tsr_node_t *root,
+                   const tsr_region_t *r, tsr__mpi_t **m, bool *served) {
+  int rc;
+  *m = NULL, *served = false;
+  if (opts == NULL || opts->mpi_comm == NULL)
+    return 0;
+  if ((rc = tsr__mpi_open(g->ctx, opts, root, r, m)) != 0 || tsr__mpi_rank(opts) == 0)
+    return rc;
+  rc = tsr__mpi_serve(*m, g, opts);
+  tsr__mpi_close(*m, rc);
+  *m = NULL, *served = true;
+  return rc;
+}
+
 /* An open tsr__mpi_t means the module is loaded. */
 void tsr__mpi_attach(tsr__mpi_t *m, tsr__run_t *run) { module->attach(m, run); }
 

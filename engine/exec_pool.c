@@ -178,31 +178,6 @@ static size_t region_count(const int64_t *start, const int64_t *stop) {
 /* ------------------------------------------------------------------ */
 /* Worker side (child process)                                        */
 
-static bool read_full(int fd, void *p, size_t n) {
-  char *q = p;
-  while (n > 0) {
-    ssize_t k = read(fd, q, n);
-    if (k < 0 && errno == EINTR)
-      continue;
-    if (k <= 0)
-      return false;
-    q += k, n -= (size_t)k;
-  }
-  return true;
-}
-
-static bool write_full(int fd, const void *p, size_t n) {
-  const char *q = p;
-  while (n > 0) {
-    ssize_t k = write(fd, q, n);
-    if (k < 0 && errno == EINTR)
-      continue;
-    if (k <= 0)
-      return false;
-    q += k, n -= (size_t)k;
-  }
-  return true;
-}
 
 /* The worker's view while it computes: its shared record and the attempt
  * number of the task or job item in hand. */
@@ -306,7 +281,7 @@ static void worker_main(tsr__pool_t *p, int index, int fd) {
   run->opts.progress = NULL;
   run->chunk_hook = chunk_hook;
   run->chunk_hook_ud = &wc;
-  while (read_full(fd, &m, sizeof m)) {
+  while (tsr__read_full(fd, &m, sizeof m)) {
     int queued = 0;
     if (m.magic != MSG_MAGIC || m.version != MSG_VERSION || m.type != MSG_TASK)
       _exit(4);
@@ -320,7 +295,7 @@ static void worker_main(tsr__pool_t *p, int index, int fd) {
     if (++n_replies < REPLY_BATCH && m.job_fn == 0 && replies[n_replies - 1].type == MSG_DONE &&
         ioctl(fd, FIONREAD, &queued) == 0 && queued >= (int)sizeof m)
       continue;
-    if (!write_full(fd, replies, (size_t)n_replies * sizeof *replies))
+    if (!tsr__write_full(fd, replies, (size_t)n_replies * sizeof *replies))
       break;
     n_replies = 0;
   }
@@ -954,13 +929,7 @@ static int pool_submit(tsr__pool_t *p, tsr_node_t *n, const tsr_region_t *region
     if (!empty && !(skip && skip[k]))
       b->n_tasks++;
     k++;
-    int a = 0;
-    for (; a < TSR_MAX_DIMS; a++) {
-      if (++c[a] < hi[a])
-        break;
-      c[a] = lo[a];
-    }
-    if (a == TSR_MAX_DIMS)
+    if (!tsr__chunk_next(c, lo, hi))
       break;
   }
   b->back = b->n_tasks;

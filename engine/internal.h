@@ -353,6 +353,24 @@ int tsr__sigbus_guard(int (*fn)(void *), void *arg, bool *bus);
 void tsr__copy_box(void *dst, const tsr_region_t *to, const int64_t *st, const void *src,
                    const tsr_region_t *from, const int64_t *sf, const tsr_region_t *sub,
                    size_t esize);
+/* All n bytes from / to a descriptor, through short reads and writes and
+ * EINTR: true, or false with errno (a read that meets the end of the file
+ * early, and a write that writes nothing, fail with errno EIO and ENOSPC). */
+bool tsr__read_full(int fd, void *p, size_t n);
+bool tsr__write_full(int fd, const void *p, size_t n);
+
+/* Step chunk index c to the next in the box of chunk indices [lo, hi),
+ * axis 0 fastest (FITS order, as every executor numbers chunks); false
+ * after the last, with c back at lo. */
+static inline bool tsr__chunk_next(int64_t c[TSR_MAX_DIMS], const int64_t *lo, const int64_t *hi) {
+  for (int a = 0; a < TSR_MAX_DIMS; a++) {
+    if (++c[a] < hi[a])
+      return true;
+    c[a] = lo[a];
+  }
+  return false;
+}
+
 /* Strides (elements) of a buffer laid contiguously over r, axis 0 fastest. */
 void tsr__contiguous_strides(const tsr_region_t *r, int64_t stride[TSR_MAX_DIMS]);
 int tsr__run_region(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
@@ -383,6 +401,13 @@ int tsr__mpi_submit(tsr__mpi_t *m, tsr_node_t *n, const tsr_region_t *region, vo
                     const int64_t *stride, int64_t *ticket);
 int tsr__mpi_wait(tsr__mpi_t *m, int64_t ticket);
 void tsr__mpi_close(tsr__mpi_t *m, int status);
+/* The start of every call that may run on MPI: without opts->mpi_comm, 0
+ * and *m = NULL.  With it, every rank comes here with the same request
+ * (root, r); rank 0 gets 0 and *m to attach to its run, and every other
+ * rank serves rank 0 until the run ends: *served = true and the run's
+ * status returned, which the call returns. */
+int tsr__mpi_enter(tsr_graph_t *g, const tsr_run_opts_t *opts, const tsr_node_t *root,
+                   const tsr_region_t *r, tsr__mpi_t **m, bool *served);
 
 int tsr__run_submit(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
                     void *const *dst, const int64_t *stride, int64_t *ticket);

@@ -451,14 +451,7 @@ static int run_owner(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *region,
       if (top && (++run->done, run->opts.progress))
         run->opts.progress(run->opts.progress_ud, run->done, run->total);
     }
-    /* Next chunk index, axis 0 fastest. */
-    int a = 0;
-    for (; a < TSR_MAX_DIMS; a++) {
-      if (++c[a] < hi[a])
-        break;
-      c[a] = lo[a];
-    }
-    if (a == TSR_MAX_DIMS)
+    if (!tsr__chunk_next(c, lo, hi))
       break;
   }
   rc = 0;
@@ -629,11 +622,7 @@ static int submit_cached(tsr__run_t *run, tsr_node_t *n, const tsr_region_t *reg
         if ((++run->done, run->opts.progress))
           run->opts.progress(run->opts.progress_ud, run->done, run->total);
       }
-      for (int a = 0; a < TSR_MAX_DIMS; a++) {
-        if (++c[a] < hi[a])
-          break;
-        c[a] = lo[a];
-      }
+      tsr__chunk_next(c, lo, hi);
     }
     if (pass == 0 && n_skip < count) {
       if ((rc = ensure_pool(run, n, region, dst, stride)) != 0)
@@ -752,15 +741,10 @@ static int compute_planes(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *
   int64_t stride[TSR_MAX_DIMS];
   int rc;
 
-  if (opts && opts->mpi_comm) {
-    /* Every rank comes here with the same request; ranks other than 0 serve. */
-    if ((rc = tsr__mpi_open(g->ctx, opts, node, r, &mpi)) != 0)
+  {
+    bool served;
+    if ((rc = tsr__mpi_enter(g, opts, node, r, &mpi, &served)) != 0 || served)
       return rc;
-    if (tsr__mpi_rank(opts) != 0) {
-      rc = tsr__mpi_serve(mpi, g, opts);
-      tsr__mpi_close(mpi, rc);
-      return rc;
-    }
   }
   if ((rc = tsr__run_new(g, opts, &run)) != 0) {
     tsr__mpi_close(mpi, rc);

@@ -1812,16 +1812,11 @@ int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes, const char *
   }
   if ((rc = tsr__check_request(g, nodes[0], region, &w.r)) != 0)
     return rc;
-  if (opts && opts->mpi_comm) {
-    /* Every rank comes here with the same request: rank 0 writes, the
-     * others compute blocks for it and return its status. */
-    if ((rc = tsr__mpi_open(ctx, opts, nodes[0], &w.r, &mpi)) != 0)
+  {
+    /* Rank 0 writes; the others compute blocks for it. */
+    bool served;
+    if ((rc = tsr__mpi_enter(g, opts, nodes[0], &w.r, &mpi, &served)) != 0 || served)
       return rc;
-    if (tsr__mpi_rank(opts) != 0) {
-      rc = tsr__mpi_serve(mpi, g, opts);
-      tsr__mpi_close(mpi, rc);
-      return rc;
-    }
   }
 
   rc = TSR_ENOMEM;

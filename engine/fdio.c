@@ -1,0 +1,39 @@
+/* fdio.c -- whole reads and writes on descriptors: the pool's socket
+ * messages and the cache's chunk files both need every byte or a reason,
+ * through short transfers and EINTR. */
+#include <errno.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+bool tsr__read_full(int fd, void *p, size_t n) {
+  char *q = p;
+  while (n > 0) {
+    ssize_t k = read(fd, q, n);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0) {
+      if (k == 0)
+        errno = EIO;
+      return false;
+    }
+    q += k, n -= (size_t)k;
+  }
+  return true;
+}
+
+bool tsr__write_full(int fd, const void *p, size_t n) {
+  const char *q = p;
+  while (n > 0) {
+    ssize_t k = write(fd, q, n);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0) {
+      if (k == 0)
+        errno = ENOSPC;
+      return false;
+    }
+    q += k, n -= (size_t)k;
+  }
+  return true;
+}
