@@ -88,7 +88,9 @@ static const char usage_text[] =
     "  reproject INPUT --target TARGET -o OUT [options]\n"
     "      reproject a FITS image onto the WCS and shape of TARGET (a .hdr header\n"
     "      file with NAXISn, or a FITS file)\n"
-    "        --hdu N                 input HDU, 1-based (default: first with data)\n"
+    "        --hdu N|NAME[,VER]      input HDU: a number counted from 1 as cfitsio does (the\n"
+    "                                primary HDU is 1, the first extension 2; default: the\n"
+    "                                first with data), or EXTNAME[,EXTVER]\n"
     "        --method interp|adaptive|exact\n"
     "                                reprojection method (default interp)\n"
     "        --order ORDER           nearest-neighbor|bilinear|biquadratic|bicubic\n"
@@ -155,7 +157,8 @@ static const char usage_text[] =
     "  mosaic-header IN... -o TARGET.hdr [options]\n"
     "      write a target covering every input (find_optimal_celestial_wcs)\n"
     "        --projection XXX        (default TAN)\n"
-    "        --frame F               icrs|fk5|galactic|ecliptic (default: the first\n"
+    "        --frame F               icrs|fk5|fk4|fk4-no-e|galactic|supergalactic|\n"
+    "                                ecliptic (default: the first\n"
     "                                input's)\n"
     "        --resolution ARCSEC     pixel size (default: the finest input's)\n"
     "        --reference LON,LAT     CRVAL in degrees (default: the mean of the\n"
@@ -170,7 +173,8 @@ static const char usage_text[] =
     "                              a cache's entries, size, compression ratio and\n"
     "                              the hits and misses of its last runs | evict down\n"
     "                              to the budget | delete every block\n"
-    "  info FILE [--hdu N]         shape, dtype and WCS of a FITS image\n"
+    "  info FILE [--hdu N|NAME[,VER]]  HDU, shape, stored BITPIX, scaling, dtype\n"
+    "                              and WCS of a FITS image\n"
     "  sample DIR                  write the sample sky image and target header\n"
     "  demo [DIR]                  make the sample (default ./sample) and reproject it\n"
     "  version                     print the version\n"
@@ -203,7 +207,7 @@ typedef enum { METHOD_INTERP = 0, METHOD_ADAPTIVE, METHOD_EXACT } method_t;
 
 typedef struct {
   const char *input, *target, *output, *footprint;
-  int hdu;
+  tsr_hdu_t hdu;
   method_t method;
   tsr_interp_opts_t interp;
   tsr_adaptive_opts_t adaptive;  /* block, tolerance, roundtrip, dtype come from interp */
@@ -288,7 +292,7 @@ static int run_reproject(const reproject_args_t *a) {
     fail(tsr_errmsg(ctx));
     goto out;
   }
-  src = tsr_source_fits(g, a->input, a->hdu);
+  src = tsr_source_fits_hdu(g, a->input, &a->hdu);
   out = build_reprojection(g, src, target, a);
   if (a->footprint)
     fp = tsr_footprint(g, out);
@@ -436,9 +440,8 @@ static int cmd_reproject(int argc, char **argv) {
     case O_TARGET: a.target = optarg; break;
     case 'o': a.output = optarg; break;
     case O_HDU:
-      if (parse_int64(optarg, &v) != 0 || v < 0 || v > 100000)
-        return usage_error("--hdu '%s': expected an HDU number >= 1 (0 = first with data)", optarg);
-      a.hdu = (int)v;
+      if (parse_hdu("", optarg, &a.hdu) != 0)
+        return EXIT_USAGE;
       break;
     case O_METHOD: {
       int m = parse_method(optarg);
@@ -617,7 +620,8 @@ static int cmd_preview(int argc, char **argv) {
                                        {NULL, 0, NULL, 0}};
   tsr_preview_opts_t po = TSR_PREVIEW_OPTS_INIT;
   const char *in = NULL, *out = NULL;
-  int c, hdu = 0, status = 1;
+  int c, status = 1;
+  tsr_hdu_t hdu = TSR_HDU_INIT;
   int64_t v;
   tsr_ctx_t *ctx = NULL;
   tsr_graph_t *g = NULL;
@@ -651,9 +655,8 @@ static int cmd_preview(int argc, char **argv) {
                            "(0, 100]", optarg);
       break;
     case P_HDU:
-      if (parse_int64(optarg, &v) != 0 || v < 0 || v > 100000)
-        return usage_error("preview: --hdu '%s': expected an HDU number >= 1", optarg);
-      hdu = (int)v;
+      if (parse_hdu("preview: ", optarg, &hdu) != 0)
+        return EXIT_USAGE;
       break;
     case P_MAX:
       if (parse_int64(optarg, &v) != 0 || v < 1 || v > 65536)
@@ -675,7 +678,7 @@ static int cmd_preview(int argc, char **argv) {
     goto out;
   }
   {
-    tsr_node_t *src = tsr_source_fits(g, in, hdu);
+    tsr_node_t *src = tsr_source_fits_hdu(g, in, &hdu);
     if (src == NULL) {
       fail(tsr_graph_errmsg(g));
       goto out;
@@ -692,19 +695,33 @@ out:
   return status;
 }
 
+/* The stored type of a FITS BITPIX, for info. */
+static const char *bitpix_name(int bitpix) {
+  switch (bitpix) {
+  case 8: return "uint8";
+  case 16: return "int16";
+  case 32: return "int32";
+  case 64: return "int64";
+  case -32: return "float32";
+  case -64: return "float64";
+  default: return "?";
+  }
+}
+
 static int cmd_info(int argc, char **argv) {
   tsr_ctx_t *ctx = NULL;
   tsr_graph_t *g = NULL;
   tsr_node_t *n;
-  int64_t hdu = 0;
+  tsr_hdu_t hdu = TSR_HDU_INIT;
+  tsr_fits_info_t fi;
   const char *path = NULL;
   char desc[512];
   int status = 1;
 
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--hdu") == 0 && i + 1 < argc) {
-      if (parse_int64(argv[++i], &hdu) != 0 || hdu < 0)
-        return usage_error("--hdu '%s': expected an HDU number >= 1", argv[i]);
+      if (parse_hdu("info: ", argv[++i], &hdu) != 0)
+        return EXIT_USAGE;
     } else if (argv[i][0] == '-') {
       return usage_error("info: unknown option '%s'", argv[i]);
     } else if (path == NULL) {
@@ -717,17 +734,35 @@ static int cmd_info(int argc, char **argv) {
     return usage_error("info: missing FILE");
   if (tsr_ctx_new(&ctx, NULL) != 0 || tsr_graph_new(ctx, &g) != 0)
     return fail("out of memory");
-  n = tsr_source_fits(g, path, (int)hdu);
+  n = tsr_source_fits_hdu(g, path, &hdu);
   if (n == NULL) {
     fail(tsr_graph_errmsg(g));
     goto out;
   }
+  if (tsr_fits_info(ctx, path, &hdu, &fi) != 0) {
+    fail(tsr_errmsg(ctx));
+    goto out;
+  }
   printf("file:  %s\n", path);
+  printf("hdu:   %d (cfitsio's numbering: the primary HDU is 1)", fi.hdu);
+  if (fi.extname[0])
+    printf(", EXTNAME = '%s', EXTVER = %d", fi.extname, fi.extver);
+  printf("\n");
   printf("shape: ");
   for (int a = 0; a < tsr_node_ndim(n); a++)
     printf("%s%" PRId64, a ? " x " : "", tsr_node_shape(n, a));
   printf(" (NAXIS1 x NAXIS2%s)\n", tsr_node_ndim(n) > 2 ? " x ..." : "");
-  printf("dtype: %s\n", tsr_dtype_name(tsr_node_dtype(n)));
+  printf("stored: BITPIX = %d (%s)", fi.bitpix, bitpix_name(fi.bitpix));
+  if (fi.compression[0])
+    printf(", tile-compressed %s", fi.compression);
+  if (fi.gzip)
+    printf(", gzip file");
+  printf("\n");
+  printf("scaling: BSCALE = %.17g, BZERO = %.17g", fi.bscale, fi.bzero);
+  if (fi.has_blank)
+    printf(", BLANK = %lld (read as NaN)", fi.blank);
+  printf("%s\n", fi.bscale == 1.0 && fi.bzero == 0.0 ? " (none)" : "");
+  printf("dtype: %s (as read, scaling applied)\n", tsr_dtype_name(tsr_node_dtype(n)));
   if (tsr_node_wcs(n) == NULL) {
     printf("wcs:   none\n");
   } else if (tsr_wcs_describe(ctx, tsr_node_wcs(n), desc, sizeof desc) == 0) {

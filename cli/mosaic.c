@@ -14,7 +14,8 @@ typedef struct {
   const char **inputs, **weights;
   int n, n_weights;
   const char *target, *output, *footprint, *cache_dir;
-  int hdu, method, quiet, progress, jobs, match_background, background_reference;
+  tsr_hdu_t hdu;
+  int method, quiet, progress, jobs, match_background, background_reference;
   int auto_target, has_target_opts, mpi, executor;
   tsr_interp_opts_t interp;
   tsr_coadd_opts_t coadd;
@@ -99,9 +100,11 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
       a->has_target_opts = 1;
       break;
     case M_FRAME:
-      if (strcmp(optarg, "icrs") && strcmp(optarg, "fk5") && strcmp(optarg, "galactic") &&
-          strcmp(optarg, "ecliptic"))
-        return usage_error("%s: --frame '%s': expected icrs, fk5, galactic or ecliptic", cmd, optarg);
+      if (strcmp(optarg, "icrs") && strcmp(optarg, "fk5") && strcmp(optarg, "fk4") &&
+          strcmp(optarg, "fk4-no-e") && strcmp(optarg, "galactic") &&
+          strcmp(optarg, "supergalactic") && strcmp(optarg, "ecliptic"))
+        return usage_error("%s: --frame '%s': expected icrs, fk5, fk4, fk4-no-e, galactic, "
+                           "supergalactic or ecliptic", cmd, optarg);
       a->optimal.frame = optarg;
       a->has_target_opts = 1;
       break;
@@ -169,12 +172,13 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
         return usage_error("mosaic: --mapping-tolerance '%s': expected pixels in [0, 1]", optarg);
       break;
     case M_NORT: a->interp.roundtrip = 0; break;
-    case M_HDU:
-      if (parse_int64(optarg, &v) != 0 || v < 0 || v > 100000)
-        return usage_error("%s: --hdu '%s': expected an HDU number >= 1 (0 = first with data)", cmd,
-                           optarg);
-      a->hdu = (int)v;
+    case M_HDU: {
+      char prefix[32];
+      snprintf(prefix, sizeof prefix, "%s: ", cmd);
+      if (parse_hdu(prefix, optarg, &a->hdu) != 0)
+        return EXIT_USAGE;
       break;
+    }
     case 'j':
       if (parse_int64(optarg, &v) != 0 || v < 0 || v > 4096)
         return usage_error("mosaic: --jobs '%s': expected 0 to 4096 (0 = one per CPU)", optarg);
@@ -227,7 +231,7 @@ static int auto_target(tsr_ctx_t *ctx, const mosaic_args_t *a, tsr_wcs_t **out) 
   if (w == NULL)
     return TSR_ENOMEM;
   for (int i = 0; i < a->n && rc == 0; i++)
-    rc = tsr_wcs_read_fits(ctx, a->inputs[i], a->hdu, &w[i]);
+    rc = tsr_wcs_read_fits_hdu(ctx, a->inputs[i], &a->hdu, &w[i]);
   if (rc == 0)
     rc = tsr_optimal_wcs(ctx, a->n, (const tsr_wcs_t *const *)w, &a->optimal, out);
   for (int i = 0; i < a->n; i++)
@@ -288,9 +292,9 @@ int cmd_mosaic(int argc, char **argv) {
     goto out;
   }
   for (int i = 0; i < a.n; i++) {
-    data[i] = reproject(g, tsr_source_fits(g, a.inputs[i], a.hdu), target, &a);
+    data[i] = reproject(g, tsr_source_fits_hdu(g, a.inputs[i], &a.hdu), target, &a);
     if (a.n_weights) {
-      tsr_node_t *w = tsr_source_fits(g, a.weights[i], a.hdu);
+      tsr_node_t *w = tsr_source_fits_hdu(g, a.weights[i], &a.hdu);
       if (w && tsr_node_wcs(w) == NULL) {
         fprintf(stderr, "tessera: mosaic: weight \"%s\" has no WCS; expected a weight map with the "
                         "header of its input\n", a.weights[i]);
