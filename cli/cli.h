@@ -32,6 +32,11 @@ int parse_bytes(const char *s, uint64_t *v);  /* N[K|M|G|T] in [1M, 2^62] */
 /* --method: 0 interp, 1 adaptive, 2 exact; --dtype: TSR_F32 or TSR_F64; -1 if neither. */
 int parse_method(const char *s);
 int parse_dtype(const char *s);
+/* --hdu: N (1-based, 0 = the first image with data), NAME or NAME,VER
+ * (EXTNAME and EXTVER; the name is copied to a static buffer: one --hdu
+ * per run).  Prints the usage error
+ * (prefixed by `cmd`) and returns nonzero if bad. */
+int parse_hdu(const char *cmd, const char *s, tsr_hdu_t *h);
 /* X1:X2,Y1:Y2, FITS-style (1-based, inclusive) -> a zero-based half-open region. */
 int parse_region(const char *s, tsr_region_t *r);
 
@@ -77,7 +82,7 @@ enum { CLI_HDU = 1024, CLI_METHOD, CLI_ORDER, CLI_REGION, CLI_BLOCK, CLI_TOL, CL
   {"executor", required_argument, NULL, CLI_EXECUTOR}, {"output", required_argument, NULL, 'o'}
 
 typedef struct {
-  int hdu;
+  tsr_hdu_t hdu;             /* --hdu N|NAME[,VER] */
   int method;                /* 0 interp, 1 adaptive, 2 exact (parse_method) */
   tsr_interp_opts_t interp;  /* order, tolerance, roundtrip, dtype and block for every method */
   int order_given;           /* --order was given (interp only) */

@@ -93,8 +93,8 @@ int fail(const char *msg) {
 }
 
 /* A FITS file starts with a SIMPLE card and has no line breaks in its
- * 80-column cards; a header text file (which may also start with SIMPLE) has
- * one card per line. */
+ * 80-column cards, or is gzipped; a header text file (which may also start
+ * with SIMPLE) has one card per line. */
 static int is_fits_file(const char *path) {
   char head[81] = {0};
   FILE *f = fopen(path, "rb");
@@ -103,6 +103,9 @@ static int is_fits_file(const char *path) {
     return 0;
   n = fread(head, 1, 81, f);
   fclose(f);
+  /* A gzip stream (.fits.gz) is a FITS file for cfitsio, never a header. */
+  if (n >= 2 && (unsigned char)head[0] == 0x1f && (unsigned char)head[1] == 0x8b)
+    return 1;
   return n == 81 && memcmp(head, "SIMPLE  =", 9) == 0 && memchr(head, '\n', 81) == NULL;
 }
 
@@ -181,7 +184,7 @@ static int run_reproject(const reproject_args_t *a) {
     fail(tsr_errmsg(ctx));
     goto out;
   }
-  src = tsr_source_fits(g, a->input, a->run.hdu);
+  src = tsr_source_fits_hdu(g, a->input, &a->run.hdu);
   out = build_reprojection(g, src, target, a);
   if (a->run.footprint)
     fp = tsr_footprint(g, out);
@@ -372,7 +375,8 @@ static int cmd_preview(int argc, char **argv) {
   tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
   cli_progress_t prog;
   const char *in = NULL, *out = NULL;
-  int c, hdu = 0, status = 1, quiet = 0, progress = 0, rc;
+  tsr_hdu_t hdu = TSR_HDU_INIT;
+  int c, status = 1, quiet = 0, progress = 0, rc;
   double t0 = cli_now();
   int64_t v;
   tsr_ctx_t *ctx = NULL;
@@ -407,9 +411,8 @@ static int cmd_preview(int argc, char **argv) {
                            "(0, 100]", optarg);
       break;
     case P_HDU:
-      if (parse_int64(optarg, &v) != 0 || v < 0 || v > 100000)
-        return usage_error("preview: --hdu '%s': expected an HDU number >= 1", optarg);
-      hdu = (int)v;
+      if (parse_hdu("preview: ", optarg, &hdu) != 0)
+        return EXIT_USAGE;
       break;
     case P_MAX:
       if (parse_int64(optarg, &v) != 0 || v < 1 || v > 65536)
@@ -440,7 +443,7 @@ static int cmd_preview(int argc, char **argv) {
     goto out;
   }
   {
-    tsr_node_t *src = tsr_source_fits(g, in, hdu);
+    tsr_node_t *src = tsr_source_fits_hdu(g, in, &hdu);
     if (src == NULL) {
       fail(tsr_graph_errmsg(g));
       goto out;
@@ -478,6 +481,18 @@ static void print_wcs(tsr_ctx_t *ctx, const tsr_wcs_t *wcs) {
     printf("wcs:   unreadable: %s\n", tsr_errmsg(ctx));
 }
 
+static const char *bitpix_name(int bitpix) {
+  switch (bitpix) {
+  case 8: return "uint8";
+  case 16: return "int16";
+  case 32: return "int32";
+  case 64: return "int64";
+  case -32: return "float32";
+  case -64: return "float64";
+  default: return "?";
+  }
+}
+
 static void print_shape(int ndim, const int64_t *shape) {
   printf("shape: ");
   for (int a = 0; a < ndim; a++)
@@ -491,7 +506,9 @@ static int cmd_info(int argc, char **argv) {
   tsr_graph_t *g = NULL;
   tsr_wcs_t *wcs = NULL;
   tsr_node_t *n;
-  int64_t hdu = 0, shape[TSR_MAX_DIMS];
+  int64_t shape[TSR_MAX_DIMS];
+  tsr_hdu_t hdu = TSR_HDU_INIT;
+  tsr_fits_info_t fi;
   const char *path = NULL;
   int status = 1;
 
@@ -499,8 +516,8 @@ static int cmd_info(int argc, char **argv) {
     if (strcmp(argv[i], "--hdu") == 0) {
       if (i + 1 == argc)
         return usage_error("info: option '--hdu' needs a value");
-      if (parse_int64(argv[++i], &hdu) != 0 || hdu < 0 || hdu > 100000)
-        return usage_error("info: --hdu '%s': expected an HDU number >= 1", argv[i]);
+      if (parse_hdu("info: ", argv[++i], &hdu) != 0)
+        return EXIT_USAGE;
     } else if (strcmp(argv[i], "--quiet") == 0) {
       /* The report is the output. */
     } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
@@ -517,7 +534,7 @@ static int cmd_info(int argc, char **argv) {
     return fail("out of memory");
   if (!is_fits_file(path)) {
     /* A header text file: what reproject --target would make of it. */
-    if (hdu != 0) {
+    if (hdu.hdu != 0 || hdu.extname != NULL) {
       fprintf(stderr, "tessera: info: \"%s\" is a header text file, which has no HDUs; --hdu "
                       "applies to FITS files\n", path);
       goto out;
@@ -534,16 +551,34 @@ static int cmd_info(int argc, char **argv) {
     status = 0;
     goto out;
   }
-  n = tsr_source_fits(g, path, (int)hdu);
+  n = tsr_source_fits_hdu(g, path, &hdu);
   if (n == NULL) {
     fail(tsr_graph_errmsg(g));
     goto out;
   }
+  if (tsr_fits_info(ctx, path, &hdu, &fi) != 0) {
+    fail(tsr_errmsg(ctx));
+    goto out;
+  }
   printf("file:  %s\n", path);
+  printf("hdu:   %d (cfitsio's numbering: the primary HDU is 1)", fi.hdu);
+  if (fi.extname[0])
+    printf(", EXTNAME = '%s', EXTVER = %d", fi.extname, fi.extver);
+  printf("\n");
   for (int a = 0; a < tsr_node_ndim(n); a++)
     shape[a] = tsr_node_shape(n, a);
   print_shape(tsr_node_ndim(n), shape);
-  printf("dtype: %s\n", tsr_dtype_name(tsr_node_dtype(n)));
+  printf("stored: BITPIX = %d (%s)", fi.bitpix, bitpix_name(fi.bitpix));
+  if (fi.compression[0])
+    printf(", tile-compressed %s", fi.compression);
+  if (fi.gzip)
+    printf(", gzip file");
+  printf("\n");
+  printf("scaling: BSCALE = %.17g, BZERO = %.17g", fi.bscale, fi.bzero);
+  if (fi.has_blank)
+    printf(", BLANK = %lld (read as NaN)", fi.blank);
+  printf("%s\n", fi.bscale == 1.0 && fi.bzero == 0.0 ? " (none)" : "");
+  printf("dtype: %s (as read, scaling applied)\n", tsr_dtype_name(tsr_node_dtype(n)));
   print_wcs(ctx, tsr_node_wcs(n));
   status = 0;
 out:

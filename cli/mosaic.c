@@ -206,7 +206,7 @@ static int auto_target(tsr_ctx_t *ctx, const mosaic_args_t *a, tsr_wcs_t **out) 
   if (w == NULL)
     return TSR_ENOMEM;
   for (int i = 0; i < a->n && rc == 0; i++)
-    rc = tsr_wcs_read_fits(ctx, a->inputs[i], a->run.hdu, &w[i]);
+    rc = tsr_wcs_read_fits_hdu(ctx, a->inputs[i], &a->run.hdu, &w[i]);
   if (rc == 0)
     rc = tsr_optimal_wcs(ctx, a->n, (const tsr_wcs_t *const *)w, &a->optimal, out);
   for (int i = 0; i < a->n; i++)
@@ -294,9 +294,9 @@ int cmd_mosaic(int argc, char **argv) {
     goto out;
   }
   for (int i = 0; i < a.n; i++) {
-    data[i] = reproject(g, tsr_source_fits(g, a.inputs[i], a.run.hdu), target, &a);
+    data[i] = reproject(g, tsr_source_fits_hdu(g, a.inputs[i], &a.run.hdu), target, &a);
     if (a.n_weights) {
-      tsr_node_t *w = tsr_source_fits(g, a.weights[i], a.run.hdu);
+      tsr_node_t *w = tsr_source_fits_hdu(g, a.weights[i], &a.run.hdu);
       if (w && tsr_node_wcs(w) == NULL) {
         fprintf(stderr, "tessera: mosaic: weight \"%s\" has no WCS; expected a weight map with the "
                         "header of its input\n", a.weights[i]);

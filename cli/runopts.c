@@ -11,7 +11,9 @@
 
 void cli_run_args_init(cli_run_args_t *r) {
   tsr_interp_opts_t dflt = TSR_INTERP_OPTS_INIT;
+  tsr_hdu_t hdu = TSR_HDU_INIT;
   memset(r, 0, sizeof *r);
+  r->hdu = hdu;
   r->interp = dflt;
   r->retries = 2;
   if (getenv("TESSERA_CACHE") && getenv("TESSERA_CACHE")[0])
@@ -22,12 +24,11 @@ int cli_run_option(const char *cmd, int c, const char *arg, cli_run_args_t *r) {
   int64_t v;
   double t;
   switch (c) {
-  case CLI_HDU:
-    if (parse_int64(arg, &v) != 0 || v < 0 || v > 100000)
-      return usage_error("%s: --hdu '%s': expected an HDU number >= 1 (0 = first with data)", cmd,
-                         arg);
-    r->hdu = (int)v;
-    return 0;
+  case CLI_HDU: {
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "%s: ", cmd);
+    return parse_hdu(prefix, arg, &r->hdu) != 0 ? EXIT_USAGE : 0;
+  }
   case CLI_METHOD:
     if ((r->method = parse_method(arg)) < 0)
       return usage_error("%s: --method '%s': expected interp, adaptive or exact", cmd, arg);

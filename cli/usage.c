@@ -13,7 +13,9 @@ typedef struct {
 
 /* Options that reproject and mosaic share (cli_run_options). */
 #define RUN_OPTIONS                                                                      \
-  "        --hdu N                 input HDU, 1-based (default: first with data)\n"         \
+  "        --hdu N|NAME[,VER]      input HDU: a number counted from 1 as cfitsio does (the\n" \
+  "                                primary HDU is 1; default the first with data), or an\n"  \
+  "                                EXTNAME and optional EXTVER\n"                             \
   "        --method interp|adaptive|exact\n"                                                \
   "                                reprojection method (default interp)\n"                  \
   "        --order ORDER           nearest-neighbor|bilinear|biquadratic|bicubic\n"         \
@@ -100,7 +102,7 @@ static const command_usage_t commands[] = {
      "usage: tessera mosaic-header IN... -o TARGET.hdr [options]\n"
      "  write a target covering every input (find_optimal_celestial_wcs)\n"
      "  options:\n" TARGET_OPTIONS
-     "        --hdu N                 input HDU, 1-based (default: first with data)\n"
+     "        --hdu N|NAME[,VER]      input HDU (as for reproject)\n"
      "        --quiet                 print nothing\n"},
     {"preview", "an 8-bit PNG of a 2-D image",
      "usage: tessera preview FITS -o PNG [options]\n"
@@ -108,14 +110,14 @@ static const command_usage_t commands[] = {
      "  options:\n"
      "        --stretch linear|sqrt|log|asinh  (default linear)\n"
      "        --scale zscale|minmax|PERCENT    the interval shown (default zscale)\n"
-     "        --hdu N                 input HDU, 1-based (default: first with data)\n"
+     "        --hdu N|NAME[,VER]      input HDU (as for reproject)\n"
      "        --max-size PX           pixels on the longer side at most (default 2048)\n"
      "        --progress | --quiet    force the progress bar / print nothing\n"},
     {"info", "shape, dtype and WCS of a FITS image or a .hdr header",
-     "usage: tessera info FILE [--hdu N] [--quiet]\n"
-     "  the shape, dtype and WCS of a FITS image (HDU N, 1-based; default the\n"
-     "  first with data) or of a .hdr header file; the report is the output,\n"
-     "  so --quiet changes nothing\n"},
+     "usage: tessera info FILE [--hdu N|NAME[,VER]] [--quiet]\n"
+     "  a FITS image's HDU, shape, stored BITPIX, scaling, compression, the dtype\n"
+     "  it is read as and its WCS; or a .hdr header file's shape and WCS.  The\n"
+     "  report is the output, so --quiet changes nothing\n"},
     {"cache", "a chunk cache's statistics; evict to a budget; clear",
      "usage: tessera cache stats|trim|clear [DIR] [--cache-max-bytes N] [--quiet]\n"
      "  stats: a cache's entries, size, compression ratio and the hits and\n"

@@ -231,11 +231,12 @@ static int check_size(tsr_ctx_t *ctx, const char *path, const image_t *im, int64
 /* A plain float image, found without cfitsio: 1 if hdu.c took the file,
  * 0 if cfitsio must read it, or an error.  A gzip file is only walked for
  * headers cfitsio cannot take (see hdu.c). */
-static int image_open_plain(tsr_ctx_t *ctx, const char *path, int fd, bool gz, int hdu,
-                            image_t *im) {
+static int image_open_plain(tsr_ctx_t *ctx, const char *path, int fd, bool gz,
+                            const tsr__hdu_sel_t *sel, image_t *im, int *named) {
   tsr__plain_hdu_t ph;
-  int rc = gz ? tsr__gzip_hdu_axes(ctx, fd, hdu, &ph)
-              : tsr__plain_hdu(ctx, fd, (int64_t)im->st.st_size, hdu, &ph);
+  int rc = gz ? tsr__gzip_hdu_axes(ctx, fd, sel, &ph)
+              : tsr__plain_hdu(ctx, fd, (int64_t)im->st.st_size, sel, &ph);
+  *named = ph.named;
   if (rc == TSR_ENOTSUP)
     return tsr__err(ctx, rc, "fits: \"%s\" HDU %d has NAXIS = %d; at most %d axes are supported",
                     path, ph.hdu, ph.naxis, TSR_MAX_DIMS);
@@ -269,22 +270,69 @@ static int next_hdu(tsr_ctx_t *ctx, const tsr__cfitsio_t *cf, fitsfile *f, const
   return cf->movabs_hdu(f, h, type, status);
 }
 
-/* Open `path` at image HDU `hdu` (0 = the first with NAXIS > 0) and read
+/* The HDU named by sel, found with cfitsio (the walk of hdu.c stopped
+ * before it): its number in *hdu, or an error listing the names there are. */
+static int find_named(tsr_ctx_t *ctx, const tsr__cfitsio_t *cf, fitsfile *f, const char *path,
+                      const tsr__hdu_sel_t *sel, int *hdu) {
+  char seen[400] = "";
+  size_t used = 0;
+  int rc, status = 0, type = 0;
+  for (int h = 1;; h++) {
+    char *cards = NULL, name[72] = "";
+    int n = 0;
+    if ((rc = next_hdu(ctx, cf, f, path, h, &type, &status)) != 0) {
+      if (rc < 0)
+        return rc;
+      if (status != END_OF_FILE)
+        return tsr__cfitsio_fail(ctx, status, "cannot read HDU %d of \"%s\"", h, path);
+      cf->clear_errmsg();
+      break;
+    }
+    if (cf->hdr2str(f, 0, NULL, 0, &cards, &n, &status))
+      return tsr__cfitsio_fail(ctx, status, "cannot read the header of \"%s\" HDU %d", path, h);
+    if (tsr__io_hdu_named(cards, n, sel)) {
+      cf->free_memory(cards, &status);
+      *hdu = h;
+      return 0;
+    }
+    {
+      int st = 0;
+      cf->read_key(f, TSTRING, "EXTNAME", name, NULL, &st);
+      cf->clear_errmsg();
+    }
+    if (name[0] != '\0' && used + 1 < sizeof seen)
+      used += (size_t)snprintf(seen + used, sizeof seen - used, "%s%d '%s'", used ? ", " : "", h,
+                               name);
+    cf->free_memory(cards, &status);
+  }
+  if (sel->extver != 0)
+    return tsr__err(ctx, TSR_EFITS, "fits: \"%s\" has no HDU with EXTNAME = '%s' and EXTVER = %d%s%s",
+                    path, sel->extname, sel->extver, used ? "; its named HDUs: " : "", seen);
+  return tsr__err(ctx, TSR_EFITS, "fits: \"%s\" has no HDU with EXTNAME = '%s'%s%s", path,
+                  sel->extname, used ? "; its named HDUs: " : " (no HDU has an EXTNAME)", seen);
+}
+
+/* Open `path` at the image HDU `sel` names (see tsr__hdu_sel_t) and read
  * what a source needs; see tsr_source_fits for the rules.  On error the
  * message is on ctx; image_close() releases *im either way. */
-static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
+static int image_open(tsr_ctx_t *ctx, const char *path, const tsr__hdu_sel_t *sel, image_t *im) {
   const tsr__cfitsio_t *cf;
   unsigned char magic[9] = {0};
   ssize_t got;
   bool gz, compressed = false;
-  int fd, rc, status = 0, type = 0;
+  int fd, rc, status = 0, type = 0, hdu = sel->hdu, named = 0;
   LONGLONG naxes[TSR_MAX_DIMS];
 
   memset(im, 0, sizeof *im);
   im->raw_offset = -1;
   if (path == NULL || path[0] == '\0')
     return tsr__err(ctx, TSR_EINVAL, "fits: the path is NULL or empty");
-  if (hdu < 0)
+  if (sel->extname != NULL && (sel->extname[0] == '\0' || sel->extver < 0))
+    return tsr__err(ctx, TSR_EINVAL,
+                    "fits: HDU name '%s' version %d for \"%s\": expected a non-empty EXTNAME "
+                    "and an EXTVER >= 0 (0 = any)",
+                    sel->extname, sel->extver, path);
+  if (sel->extname == NULL && hdu < 0)
     return tsr__err(ctx, TSR_EINVAL,
                     "fits: HDU %d of \"%s\" is out of range; HDUs count from 1 (0 = the first "
                     "image with data)",
@@ -333,7 +381,7 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
     return tsr__err(ctx, TSR_EFITS,
                     "fits: \"%s\" is not a FITS file (it does not begin with \"SIMPLE  =\")", path);
   }
-  rc = image_open_plain(ctx, path, fd, gz, hdu, im);
+  rc = image_open_plain(ctx, path, fd, gz, sel, im, &named);
   close(fd);
   if (rc != 0)
     return rc < 0 ? rc : 0;
@@ -343,6 +391,12 @@ static int image_open(tsr_ctx_t *ctx, const char *path, int hdu, image_t *im) {
   if (cf->open_diskfile(&im->f, path, READONLY, &status))
     return cfitsio_open_fail(ctx, status, errno, path, 0);
 
+  /* A name becomes a number: found by the walk, or by cfitsio. */
+  if (sel->extname != NULL) {
+    hdu = named;
+    if (hdu == 0 && (rc = find_named(ctx, cf, im->f, path, sel, &hdu)) != 0)
+      return rc;
+  }
   if (hdu == 0) {
     for (int h = 1;; h++) {
       if ((rc = next_hdu(ctx, cf, im->f, path, h, &type, &status)) != 0) {
@@ -1144,7 +1198,31 @@ static const tsr__op_t fits_op = {
     .recheck = fits_recheck,
 };
 
+/* float64 where float32 cannot hold every value: 32- and 64-bit integers
+ * (signed or not, scaled or not) and doubles. */
+static bool reads_as_double(const image_t *im) {
+  return im->equiv == DOUBLE_IMG || im->equiv == LONG_IMG || im->equiv == ULONG_IMG ||
+         im->equiv == LONGLONG_IMG || im->equiv == ULONGLONG_IMG || im->bitpix == LONG_IMG ||
+         im->bitpix == LONGLONG_IMG || im->bitpix == DOUBLE_IMG;
+}
+
+static tsr__hdu_sel_t selection(const tsr_hdu_t *which) {
+  tsr__hdu_sel_t sel = {0, NULL, 0};
+  if (which != NULL) {
+    sel.hdu = which->hdu;
+    sel.extname = which->extname;
+    sel.extver = which->extver;
+  }
+  return sel;
+}
+
 tsr_node_t *tsr_source_fits(tsr_graph_t *g, const char *path, int hdu) {
+  tsr_hdu_t which = {hdu, NULL, 0};
+  return tsr_source_fits_hdu(g, path, &which);
+}
+
+tsr_node_t *tsr_source_fits_hdu(tsr_graph_t *g, const char *path, const tsr_hdu_t *which) {
+  tsr__hdu_sel_t sel = selection(which);
   tsr_ctx_t *ctx;
   image_t im;
   fits_params_t *fp = NULL;
@@ -1157,7 +1235,7 @@ tsr_node_t *tsr_source_fits(tsr_graph_t *g, const char *path, int hdu) {
   if (!tsr__graph_check(g))
     return NULL;
   ctx = g->ctx;
-  rc = image_open(ctx, path, hdu, &im);
+  rc = image_open(ctx, path, &sel, &im);
   if (rc == 0 && tsr__sky_has_ctype(im.cards, im.ncards)) {
     char what[TSR__ERRMSG_CAP / 2];
     snprintf(what, sizeof what, "fits: \"%s\" HDU %d", path, im.hdu);
@@ -1180,14 +1258,7 @@ tsr_node_t *tsr_source_fits(tsr_graph_t *g, const char *path, int hdu) {
   }
   memcpy(fp->header, im.raw, fp->header_len);
   fp->hdu = im.hdu;
-  /* float64 where float32 cannot hold every value: 32- and 64-bit integers
-   * (signed or not, scaled or not) and doubles. */
-  fp->datatype = im.equiv == DOUBLE_IMG || im.equiv == LONG_IMG || im.equiv == ULONG_IMG ||
-                         im.equiv == LONGLONG_IMG || im.equiv == ULONGLONG_IMG ||
-                         im.bitpix == LONG_IMG || im.bitpix == LONGLONG_IMG ||
-                         im.bitpix == DOUBLE_IMG
-                     ? TDOUBLE
-                     : TFLOAT;
+  fp->datatype = reads_as_double(&im) ? TDOUBLE : TFLOAT;
   fp->raw_offset = im.raw_offset;
   memcpy(fp->shape, im.shape, sizeof fp->shape);
   fp->id = identity_of(&im.st);
@@ -1220,12 +1291,19 @@ out:
 }
 
 int tsr_wcs_read_fits(tsr_ctx_t *ctx, const char *path, int hdu, tsr_wcs_t **out) {
+  tsr_hdu_t which = {hdu, NULL, 0};
+  return tsr_wcs_read_fits_hdu(ctx, path, &which, out);
+}
+
+int tsr_wcs_read_fits_hdu(tsr_ctx_t *ctx, const char *path, const tsr_hdu_t *which,
+                          tsr_wcs_t **out) {
+  tsr__hdu_sel_t sel = selection(which);
   image_t im;
   int rc;
 
   tsr__api_check(ctx != NULL && out != NULL, "tsr_wcs_read_fits: NULL argument");
   *out = NULL;
-  rc = image_open(ctx, path, hdu, &im);
+  rc = image_open(ctx, path, &sel, &im);
   if (rc == 0) {
     char what[TSR__ERRMSG_CAP / 2];
     snprintf(what, sizeof what, "fits: \"%s\" HDU %d", path, im.hdu);
@@ -1234,6 +1312,77 @@ int tsr_wcs_read_fits(tsr_ctx_t *ctx, const char *path, int hdu, tsr_wcs_t **out
     else
       rc = tsr__sky_wcs_make(ctx, im.cards, im.ncards, what, 1, out);
   }
+  image_close(ctx, &im);
+  return rc;
+}
+
+/* The value text of keyword `kw` among the raw cards, or NULL. */
+static const char *raw_value(const image_t *im, const char *kw, char *buf, size_t cap) {
+  char k[9];
+  for (int i = 0; i < im->nraw; i++) {
+    const char *c = im->raw + (size_t)i * TSR__CARD;
+    tsr__card_keyword(c, k);
+    if (strcmp(k, kw) == 0 && c[8] == '=') {
+      tsr__card_value(c, buf, cap);
+      return buf;
+    }
+  }
+  return NULL;
+}
+
+int tsr_fits_info(tsr_ctx_t *ctx, const char *path, const tsr_hdu_t *which, tsr_fits_info_t *out) {
+  tsr__hdu_sel_t sel = selection(which);
+  const tsr__cfitsio_t *cf;
+  image_t im;
+  char v[72];
+  int rc;
+
+  tsr__api_check(ctx != NULL && out != NULL, "tsr_fits_info: NULL argument");
+  memset(out, 0, sizeof *out);
+  if ((rc = image_open(ctx, path, &sel, &im)) != 0)
+    goto out;
+  out->hdu = im.hdu;
+  out->naxis = im.naxis;
+  memcpy(out->shape, im.shape, sizeof out->shape);
+  out->bitpix = im.bitpix;
+  out->bscale = 1.0;
+  out->extver = 1;
+  if (raw_value(&im, "BSCALE", v, sizeof v))
+    out->bscale = strtod(v, NULL);
+  if (raw_value(&im, "BZERO", v, sizeof v))
+    out->bzero = strtod(v, NULL);
+  if (raw_value(&im, "BLANK", v, sizeof v)) {
+    out->has_blank = 1;
+    out->blank = strtoll(v, NULL, 10);
+  }
+  if (raw_value(&im, "EXTNAME", v, sizeof v) && v[0] == '\'') {
+    size_t n = strlen(v);
+    while (n > 1 && (v[n - 1] == '\'' || v[n - 1] == ' '))
+      n--;
+    snprintf(out->extname, sizeof out->extname, "%.*s", (int)(n - 1), v + 1);
+  }
+  if (raw_value(&im, "EXTVER", v, sizeof v))
+    out->extver = atoi(v);
+  if (im.f != NULL && (cf = tsr__cfitsio_loaded()) != NULL) {
+    int status = 0;
+    if (cf->is_compressed_image(im.f, &status)) {
+      status = 0;
+      cf->read_key(im.f, TSTRING, "ZCMPTYPE", out->compression, NULL, &status);
+      cf->clear_errmsg();
+      if (out->compression[0] == '\0')
+        snprintf(out->compression, sizeof out->compression, "tiled");
+    }
+  }
+  {
+    unsigned char magic[2] = {0, 0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      out->gzip = read(fd, magic, 2) == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+      close(fd);
+    }
+  }
+  out->dtype = reads_as_double(&im) ? TSR_F64 : TSR_F32;
+out:
   image_close(ctx, &im);
   return rc;
 }

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -177,6 +178,48 @@ static bool is_zimage(const char *cards, int n) {
 
 bool tsr__plain_hdu_off;
 
+/* The string value of card `kw` in the header, trailing blanks dropped, or
+ * false. */
+static bool string_card(const char *cards, int n, const char *kw, char *val, size_t cap) {
+  for (int i = 0; i < n; i++) {
+    const char *c = cards + (size_t)i * TSR__CARD;
+    char v[72];
+    size_t len;
+    if (!card_is(c, kw) || c[8] != '=')
+      continue;
+    tsr__card_value(c, v, sizeof v);
+    len = strlen(v);
+    if (len < 2 || v[0] != '\'' || v[len - 1] != '\'')
+      return false;
+    len -= 2; /* the characters v[1..len] */
+    while (len > 0 && v[len] == ' ')
+      len--;
+    snprintf(val, cap, "%.*s", (int)len, v + 1);
+    return true;
+  }
+  return false;
+}
+
+bool tsr__io_hdu_named(const char *cards, int n, const tsr__hdu_sel_t *sel) {
+  char name[72] = "", want[72];
+  size_t len;
+  int64_t ver = 1;
+  if (sel->extname == NULL)
+    return false;
+  snprintf(want, sizeof want, "%s", sel->extname);
+  for (len = strlen(want); len > 0 && want[len - 1] == ' ';)
+    want[--len] = '\0';
+  if (!(string_card(cards, n, "EXTNAME", name, sizeof name) && strcasecmp(name, want) == 0) &&
+      !(string_card(cards, n, "HDUNAME", name, sizeof name) && strcasecmp(name, want) == 0))
+    return false;
+  if (sel->extver == 0)
+    return true;
+  for (int i = 0; i < n; i++)
+    if (card_value(cards + (size_t)i * TSR__CARD, "EXTVER", &ver, NULL, 0))
+      break;
+  return ver == sel->extver;
+}
+
 /* The largest NAXIS of any "NAXIS   = n" card in the header at `off`, read
  * leniently (up to a card beginning with END, the end of the file or the
  * cap): a header the walk declines for its layout may still be one that
@@ -201,8 +244,9 @@ static int64_t lenient_naxis(source_t *src, int64_t off) {
 }
 
 /* The walk (see above); with `gz`, only to check the axes. */
-static int walk(tsr_ctx_t *ctx, source_t *src, int64_t size, int hdu, bool gz,
+static int walk(tsr_ctx_t *ctx, source_t *src, int64_t size, const tsr__hdu_sel_t *sel, bool gz,
                 tsr__plain_hdu_t *out) {
+  int hdu = sel->hdu;
   char *buf = NULL;
   size_t cap = 0;
   int64_t off = 0, most;
@@ -214,7 +258,7 @@ static int walk(tsr_ctx_t *ctx, source_t *src, int64_t size, int hdu, bool gz,
     int64_t bitpix, v, pcount = 0, gcount = 1, elems = 1;
     int64_t shape[999];
     char xt[72] = "";
-    bool image;
+    bool image, named;
 
     if (ncards <= 0) {
       rc = ncards;
@@ -233,7 +277,11 @@ static int walk(tsr_ctx_t *ctx, source_t *src, int64_t size, int hdu, bool gz,
       goto out;
     naxis = (int)v;
     image = h == 1 || strcmp(xt, "IMAGE") == 0;
-    if (naxis > TSR__CFITSIO_MAX_AXES || (naxis > TSR_MAX_DIMS && image && (hdu == 0 || h == hdu))) {
+    named = tsr__io_hdu_named(buf, ncards, sel);
+    if (named && out->named == 0)
+      out->named = h;
+    if (naxis > TSR__CFITSIO_MAX_AXES ||
+        (naxis > TSR_MAX_DIMS && image && (sel->extname ? named : hdu == 0 || h == hdu))) {
       out->hdu = h;
       out->naxis = naxis;
       rc = TSR_ENOTSUP;
@@ -262,7 +310,7 @@ static int walk(tsr_ctx_t *ctx, source_t *src, int64_t size, int hdu, bool gz,
       goto out; /* an extension cfitsio may know better */
     if (strcmp(xt, "BINTABLE") == 0 && is_zimage(buf, ncards))
       goto out; /* a tile-compressed image */
-    if (hdu == 0 ? image && naxis > 0 : h == hdu) {
+    if (sel->extname ? named : hdu == 0 ? image && naxis > 0 : h == hdu) {
       if (gz || tsr__plain_hdu_off || !image || naxis == 0 || naxis > TSR_MAX_DIMS || (bitpix != -32 && bitpix != -64) ||
           pcount != 0 || gcount != 1 || !printable(buf, ncards) || !unscaled(buf, ncards))
         goto out;
@@ -307,12 +355,13 @@ out:
   return rc;
 }
 
-int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, int hdu, tsr__plain_hdu_t *out) {
+int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, const tsr__hdu_sel_t *sel,
+                   tsr__plain_hdu_t *out) {
   source_t src = {fd, NULL};
-  return walk(ctx, &src, size, hdu, false, out);
+  return walk(ctx, &src, size, sel, false, out);
 }
 
-int tsr__gzip_hdu_axes(tsr_ctx_t *ctx, int fd, int hdu, tsr__plain_hdu_t *out) {
+int tsr__gzip_hdu_axes(tsr_ctx_t *ctx, int fd, const tsr__hdu_sel_t *sel, tsr__plain_hdu_t *out) {
   source_t src = {-1, NULL};
   int rc, dfd = dup(fd);
   memset(out, 0, sizeof *out);
@@ -322,7 +371,7 @@ int tsr__gzip_hdu_axes(tsr_ctx_t *ctx, int fd, int hdu, tsr__plain_hdu_t *out) {
       close(dfd);
     return 0; /* cfitsio will say what is wrong */
   }
-  rc = walk(ctx, &src, INT64_MAX, hdu, true, out);
+  rc = walk(ctx, &src, INT64_MAX, sel, true, out);
   gzclose(src.gz);
   return rc;
 }

@@ -18,8 +18,21 @@ double tsr__io_naxis_card(const char *card);
 /* True if all 80 columns of the card are blank. */
 bool tsr__io_card_blank(const char *card);
 
+/* The HDU a source asks for: by number, or by EXTNAME and EXTVER. */
+typedef struct {
+  int hdu;                     /* 1-based; 0 = the first image with NAXIS > 0 */
+  const char *extname;         /* or NULL; see tsr_hdu_t */
+  int extver;                  /* with extname; 0 = any */
+} tsr__hdu_sel_t;
+
+/* True if the header `cards` (n of them) is the HDU named by sel (EXTNAME,
+ * else HDUNAME, case aside and trailing blanks ignored, as cfitsio's
+ * fits_movnam_hdu; EXTVER 1 when absent). */
+bool tsr__io_hdu_named(const char *cards, int n, const tsr__hdu_sel_t *sel);
+
 /* A plain float image HDU as hdu.c found it. */
 typedef struct {
+  int named;                   /* the HDU the name matched (1-based), or 0 */
   int hdu;                     /* 1-based */
   int naxis;                   /* 1..TSR_MAX_DIMS */
   int64_t shape[TSR_MAX_DIMS]; /* 1 beyond naxis */
@@ -29,19 +42,21 @@ typedef struct {
   int ncards;                  /* END included */
 } tsr__plain_hdu_t;
 
-/* Find image HDU `hdu` (0 = the first with NAXIS > 0) of the open FITS
- * file `fd` of `size` bytes without cfitsio, if it is IEEE floats stored
- * unscaled in a header laid out exactly as the standard says.
+/* Find the image HDU `sel` names of the open FITS file `fd` of `size`
+ * bytes without cfitsio, if it is IEEE floats stored unscaled in a header
+ * laid out exactly as the standard says.  A name matched by an HDU the
+ * walk then declines is still given in out->named.
  * @return 1 with *out filled (the caller frees out->cards with tsr__free),
  * 0 when cfitsio must read this file, TSR_ENOTSUP without a message when
  * a header it walks has more axes than cfitsio or tessera can take (that
  * HDU and its NAXIS in out->hdu and out->naxis), or TSR_ENOMEM. */
-int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, int hdu, tsr__plain_hdu_t *out);
+int tsr__plain_hdu(tsr_ctx_t *ctx, int fd, int64_t size, const tsr__hdu_sel_t *sel,
+                   tsr__plain_hdu_t *out);
 
 /* The same walk over a gzip file `fd` (inflated as it goes, up to the HDU
  * asked for), only to refuse headers with too many axes as above: 0, or
  * TSR_ENOTSUP with out->hdu and out->naxis, or TSR_ENOMEM. */
-int tsr__gzip_hdu_axes(tsr_ctx_t *ctx, int fd, int hdu, tsr__plain_hdu_t *out);
+int tsr__gzip_hdu_axes(tsr_ctx_t *ctx, int fd, const tsr__hdu_sel_t *sel, tsr__plain_hdu_t *out);
 
 /* The most axes a header may declare before cfitsio reads it: cfitsio 4.2
  * overruns memory opening a header of about 104 axes or more (hdu.c,

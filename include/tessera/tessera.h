@@ -162,6 +162,10 @@ TSR_API int tsr_wcs_write_hdr(tsr_ctx_t *ctx, const tsr_wcs_t *wcs, const char *
 /** Take the WCS and shape of an image HDU of a FITS file; `hdu` is 1-based,
  *  0 = the first HDU with image data. */
 TSR_API int tsr_wcs_read_fits(tsr_ctx_t *ctx, const char *path, int hdu, tsr_wcs_t **out);
+/** The same, the HDU chosen by number or name (tsr_hdu_t, below). */
+struct tsr_hdu_s;
+TSR_API int tsr_wcs_read_fits_hdu(tsr_ctx_t *ctx, const char *path, const struct tsr_hdu_s *which,
+                                  tsr_wcs_t **out);
 /** Parse header text of `len` bytes: either 80-column cards back to back
  *  (a FITS header block) or lines separated by '\n'.  `what` names the text in
  *  messages (e.g. a file name).  NAXISn are required when `need_shape`. */
@@ -214,6 +218,46 @@ TSR_API void tsr_node_key(const tsr_node_t *n, uint8_t key[16]);
  *  when a computation needs them.  The file must not change while the graph
  *  is used (its identity is part of the node key). */
 TSR_API tsr_node_t *tsr_source_fits(tsr_graph_t *g, const char *path, int hdu);
+
+/** Which HDU of a FITS file: by number (extname NULL), or by name and
+ *  version.  Numbers count from 1 as cfitsio does (the primary HDU is 1, the
+ *  first extension 2); astropy and the Python package count from 0. */
+typedef struct tsr_hdu_s {
+  int hdu;               /* 1-based; 0 = the first image HDU with data; used when extname is NULL */
+  const char *extname;   /* EXTNAME (or HDUNAME) to match, case aside, trailing blanks ignored,
+                            as cfitsio's fits_movnam_hdu; the first HDU that matches */
+  int extver;            /* with extname: EXTVER to match (an HDU without one is version 1);
+                            0 = any version */
+} tsr_hdu_t;
+
+#define TSR_HDU_INIT { 0, NULL, 0 }
+
+/** tsr_source_fits with the HDU chosen by `which` (NULL = the first image
+ *  with data).  A name that no HDU has is an error listing the names there
+ *  are; a named HDU that is not an image is an error too. */
+TSR_API tsr_node_t *tsr_source_fits_hdu(tsr_graph_t *g, const char *path, const tsr_hdu_t *which);
+
+/** What an image HDU stores and how tsr_source_fits reads it. */
+typedef struct {
+  int     hdu;             /* 1-based, resolved */
+  char    extname[72];     /* "" if none */
+  int     extver;          /* 1 if none */
+  int     naxis;
+  int64_t shape[TSR_MAX_DIMS];
+  int     bitpix;          /* as stored (the image's, ZBITPIX, for a tile-compressed one) */
+  double  bscale, bzero;   /* 1 and 0 when absent */
+  int     has_blank;       /* BLANK present (integer images): its value in blank */
+  long long blank;
+  char    compression[72]; /* ZCMPTYPE of a tile-compressed image ("RICE_1", ...), else "" */
+  int     gzip;            /* the file is gzip-compressed (read through cfitsio) */
+  tsr_dtype_t dtype;       /* the node's dtype: float64 for BITPIX -64 and 32/64-bit integers,
+                              else float32 */
+} tsr_fits_info_t;
+
+/** Fill *out for the image HDU `which` names (NULL = the first with data).
+ *  @return 0, or a negative code with the message on ctx (as tsr_source_fits). */
+TSR_API int tsr_fits_info(tsr_ctx_t *ctx, const char *path, const tsr_hdu_t *which,
+                          tsr_fits_info_t *out);
 
 /** Caller memory as a node.  `data` holds prod(shape) values of `dtype`,
  *  axis 0 fastest.  `wcs` may be NULL; it is copied.  tsr_source_buffer copies

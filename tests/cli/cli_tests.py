@@ -523,11 +523,9 @@ def compressed_order_test(ctx):
     def fn():
         chk = C.Check()
         sc = scenario_main(ctx)
-        h = sc["hin"].copy()
-        for k in ("NAXIS", "NAXIS1", "NAXIS2"):
-            h.remove(k, ignore_missing=True)
+        h, ny, nx = image_header(sc)
         h["EXTNAME"] = "SCI"
-        img = C.sky_image(sc["hin"]["NAXIS2"], sc["hin"]["NAXIS1"], 104).astype(np.float32)
+        img = C.sky_image(ny, nx, 104).astype(np.float32)
         orig = ctx.path("comp_orig.fits")
         fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(img, header=h)]).writeto(orig, overwrite=True)
         ref, _ = ctx.reproject(orig, sc["tgt"], ctx.path("comp_orig.out.fits"))
@@ -562,6 +560,88 @@ def hdu_test(ctx):
         for label, extra in (("default --hdu", []), ("--hdu 2", ["--hdu", "2"])):
             got, _ = ctx.reproject(b["mef"], b["tgt"], ctx.path("hdu_mef.out.fits"), extra)
             expect_same(chk, got, ref, label, "bit-identical to the single-HDU file's output")
+        return chk
+    return fn
+
+
+def image_header(sc):
+    """The main scenario's input header without NAXISn (astropy sets them), and (ny, nx)."""
+    h = sc["hin"].copy()
+    for k in ("NAXIS", "NAXIS1", "NAXIS2"):
+        h.remove(k, ignore_missing=True)
+    return h, sc["hin"]["NAXIS2"], sc["hin"]["NAXIS1"]
+
+
+def hdu_name_test(ctx):
+    """--hdu by EXTNAME and EXTVER (case aside), plain and tile-compressed extensions,
+    against the same HDUs by number; a name no HDU has lists the names there are."""
+    def fn():
+        chk = C.Check()
+        sc = scenario_main(ctx)
+        h, ny, nx = image_header(sc)
+        imgs = [C.sky_image(ny, nx, 110 + k).astype(np.float32) for k in range(3)]
+        hdus = [fits.PrimaryHDU()]
+        for name, ver, img in (("SCI", 1, imgs[0]), ("ERR", 1, imgs[1]), ("SCI", 2, imgs[2])):
+            hh = h.copy()
+            hh["EXTNAME"], hh["EXTVER"] = name, ver
+            hdus.append(fits.ImageHDU(img, header=hh))
+        hc = h.copy()
+        hc["EXTNAME"] = "CSCI"
+        hdus.append(fits.CompImageHDU((imgs[0] * 100).astype(np.int16), header=hc))
+        mef = ctx.path("names.fits")
+        fits.HDUList(hdus).writeto(mef, overwrite=True)
+        for by_name, by_number in (("SCI", "2"), ("sci,1", "2"), ("SCI,2", "4"), ("ERR", "3"),
+                                   ("CSCI", "5")):
+            a, _ = ctx.reproject(mef, sc["tgt"], ctx.path("names_%s.out.fits" % by_name.replace(",", "_")),
+                                 ["--hdu", by_name])
+            b, _ = ctx.reproject(mef, sc["tgt"], ctx.path("names_%s.out.fits" % by_number), ["--hdu", by_number])
+            expect_same(chk, a, b, "--hdu %s" % by_name, "bit-identical to --hdu %s" % by_number)
+        r = ctx.run(["info", mef, "--hdu", "SCI,2"])
+        chk.expect(r.returncode == 0 and "hdu:   4" in r.stdout and "EXTNAME = 'SCI', EXTVER = 2" in r.stdout,
+                   "info --hdu SCI,2: %s %s" % (r.stdout, r.stderr))
+        for bad, pat in (("NOPE", "no HDU with EXTNAME = 'NOPE'; its named HDUs: 2 'SCI', 3 'ERR', 4 'SCI', 5 'CSCI'"),
+                         ("ERR,2", "no HDU with EXTNAME = 'ERR' and EXTVER = 2"),
+                         ("SCI,0", "expected EXTNAME,EXTVER with EXTVER >= 1")):
+            r = ctx.run(["info", mef, "--hdu", bad])
+            chk.expect(r.returncode != 0 and pat in r.stderr, "--hdu %s: exit %d, %r" % (bad, r.returncode, r.stderr))
+        return chk
+    return fn
+
+
+def stored_type_test(ctx):
+    """info shows the stored BITPIX, the scaling and the dtype it is read as; gzip
+    (.fits.gz) and tile-compressed (.fz) files read as the plain file."""
+    def fn():
+        chk = C.Check()
+        sc = scenario_main(ctx)
+        h, ny, nx = image_header(sc)
+        raw16 = (C.sky_image(ny, nx, 120) * 1000).astype(np.int16)
+        raw16[5, 7] = -32768
+        plain = ctx.path("stored16.fits")
+        hdu = fits.PrimaryHDU(raw16, header=h)
+        hdu.header["BSCALE"], hdu.header["BZERO"], hdu.header["BLANK"] = 0.5, 100.0, -32768
+        hdu.writeto(plain, overwrite=True)
+        with open(plain, "rb") as f, gzip.open(plain + ".gz", "wb") as g:
+            g.write(f.read())
+        fz = ctx.path("stored16.fz")
+        fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(raw16, header=hdu.header.copy())]).writeto(fz, overwrite=True)
+        want = {plain: ["BITPIX = 16 (int16)", "BSCALE = 0.5, BZERO = 100, BLANK = -32768", "dtype: float32"],
+                plain + ".gz": ["BITPIX = 16 (int16), gzip file", "BSCALE = 0.5", "dtype: float32"],
+                fz: ["BITPIX = 16 (int16), tile-compressed RICE_1", "dtype: float32"]}
+        ref, _ = ctx.reproject(plain, sc["tgt"], ctx.path("stored16.out.fits"))
+        chk.expect(np.isfinite(ref).sum() > ref.size // 4, "the plain file's output is mostly NaN")
+        for path, pats in want.items():
+            r = ctx.run(["info", path])
+            for p in pats:
+                chk.expect(p in r.stdout, "info %s: no %r in %r %r" % (os.path.basename(path), p, r.stdout, r.stderr))
+            if path != plain:
+                got, _ = ctx.reproject(path, sc["tgt"], ctx.path(os.path.basename(path) + ".out.fits"))
+                expect_same(chk, got, ref, os.path.basename(path), "bit-identical to the plain file's output")
+        p32 = ctx.path("stored32.fits")
+        fits.PrimaryHDU(raw16.astype(np.int32), header=h).writeto(p32, overwrite=True)
+        r = ctx.run(["info", p32])
+        chk.expect("BITPIX = 32 (int32)" in r.stdout and "dtype: float64" in r.stdout,
+                   "int32 image: %r" % r.stdout)
         return chk
     return fn
 
@@ -1936,6 +2016,10 @@ def build_tests(ctx, slow):
                   "first, reversed, after the WCS)", compressed_order_test(ctx)))
     tests.append(("cube whose CD matrix has no spectral row (astropy's cdfix) as input",
                   fixed_header_test(ctx, "CD")))
+    tests.append(("--hdu by EXTNAME[,EXTVER], plain and tile-compressed, equals --hdu by number; "
+                  "unknown names listed", hdu_name_test(ctx)))
+    tests.append(("info: stored BITPIX, scaling, dtype; .fits.gz and .fz read as the plain file",
+                  stored_type_test(ctx)))
     tests.append(("--quiet prints nothing; default prints no progress bar on a pipe", quiet_test(ctx)))
     tests.append(("every command: -h/--help its own usage (exit 0, nothing written), --quiet, "
                   "help COMMAND, --version with libraries, info on a .hdr", unix_tool_test(ctx)))
