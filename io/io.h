@@ -100,4 +100,11 @@ int tsr__out_commit(tsr_ctx_t *ctx, const char *what, tsr__out_t *o);
  * not on a zeroed o: set fd and dirfd to -1 first). */
 void tsr__out_discard(tsr_ctx_t *ctx, tsr__out_t *o);
 
+/* The file name of a path (after its last '/'). */
+const char *tsr__base_name(const char *path);
+/* Cards that describe a FITS file's layout or its stored integers rather
+ * than the image (fits.c): the reader keeps them out of a node's cards, the
+ * writer out of what it copies. */
+bool tsr__card_structural(const char *card);
+
 #endif
