@@ -458,6 +458,74 @@ static int create_tmp(const tsr_cache_t *c, const char *name, int *tfd) {
 /* ------------------------------------------------------------------ */
 /* Lookups and stores                                                 */
 
+/* Does chunk file `h` (size bytes, read whole) hold chunk `chunk` of node
+ * n, whole and in this format?  Else false with the reason in why. */
+static bool entry_ok(const tsr_node_t *n, const tsr_region_t *chunk, const unsigned char *h,
+                     size_t size, char *why, size_t cap) {
+  size_t es = tsr_dtype_size(n->dtype), plane_raw = (size_t)tsr_region_size(chunk) * es;
+  uint64_t frames = 0;
+  if (memcmp(h, CACHE_MAGIC, 4) != 0) {
+    snprintf(why, cap, "not a tessera chunk file (bad magic)");
+    return false;
+  }
+  if (get_le(h + 4, 2) != CACHE_FORMAT || get_le(h + 6, 2) != HDR_BYTES) {
+    snprintf(why, cap, "format version %u, expected %u", (unsigned)get_le(h + 4, 2),
+             CACHE_FORMAT);
+    return false;
+  }
+  if (XXH3_64bits(h, 120) != get_le(h + 120, 8)) {
+    snprintf(why, cap, "header checksum mismatch");
+    return false;
+  }
+  if (h[8] != (unsigned)n->dtype || h[9] != (unsigned)n->n_planes || h[10] != es ||
+      h[11] != FILTER_SHUFFLE || memcmp(h + 16, n->key, 16) != 0) {
+    snprintf(why, cap, "holds another dtype, plane count or key");
+    return false;
+  }
+  for (int a = 0; a < TSR_MAX_DIMS; a++)
+    if ((int64_t)get_le(h + 32 + 8 * a, 8) != chunk->start[a] ||
+        (int64_t)get_le(h + 64 + 8 * a, 8) != chunk->stop[a]) {
+      snprintf(why, cap, "holds another chunk shape");
+      return false;
+    }
+  if (get_le(h + 96, 8) != plane_raw) {
+    snprintf(why, cap, "wrong size: %" PRIu64 " bytes per plane, expected %zu", get_le(h + 96, 8),
+             plane_raw);
+    return false;
+  }
+  for (int p = 0; p < n->n_planes; p++)
+    frames += get_le(h + 104 + 8 * p, 8);
+  if (frames != size - HDR_BYTES) {
+    snprintf(why, cap, "%s: %zu bytes, expected %" PRIu64,
+             size - HDR_BYTES < frames ? "truncated" : "wrong size", size, frames + HDR_BYTES);
+    return false;
+  }
+  return true;
+}
+
+/* Decompress plane p's zstd frame f (len bytes) into w->raw, which it must
+ * fill exactly (plane_raw bytes); else false with the reason in why. */
+static bool decode_plane(work_t *w, int p, const unsigned char *f, size_t len, size_t plane_raw,
+                         char *why, size_t cap) {
+  unsigned long long fcs = ZSTD_getFrameContentSize(f, len);
+  size_t d;
+  if (fcs != plane_raw) {
+    snprintf(why, cap, "zstd frame of plane %d: content size %llu, expected %zu", p, fcs,
+             plane_raw);
+    return false;
+  }
+  d = ZSTD_decompressDCtx(w->dctx, w->raw, plane_raw, f, len);
+  if (ZSTD_isError(d)) {
+    snprintf(why, cap, "zstd: %s", ZSTD_getErrorName(d));
+    return false;
+  }
+  if (d != plane_raw) {
+    snprintf(why, cap, "wrong size: %zu bytes decompressed, expected %zu", d, plane_raw);
+    return false;
+  }
+  return true;
+}
+
 bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chunk,
                     const tsr_region_t *sub, const tsr_region_t *dreg, void *const *dst,
                     const int64_t *stride) {
@@ -498,46 +566,8 @@ bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
     snprintf(why, sizeof why, "read failed: %s", strerror(errno ? errno : EIO));
     goto out;
   }
-  {
-    const unsigned char *h = w->file;
-    uint64_t frames = 0;
-    if (memcmp(h, CACHE_MAGIC, 4) != 0) {
-      snprintf(why, sizeof why, "not a tessera chunk file (bad magic)");
-      goto out;
-    }
-    if (get_le(h + 4, 2) != CACHE_FORMAT || get_le(h + 6, 2) != HDR_BYTES) {
-      snprintf(why, sizeof why, "format version %u, expected %u", (unsigned)get_le(h + 4, 2),
-               CACHE_FORMAT);
-      goto out;
-    }
-    if (XXH3_64bits(h, 120) != get_le(h + 120, 8)) {
-      snprintf(why, sizeof why, "header checksum mismatch");
-      goto out;
-    }
-    if (h[8] != (unsigned)n->dtype || h[9] != (unsigned)n->n_planes || h[10] != es ||
-        h[11] != FILTER_SHUFFLE || memcmp(h + 16, n->key, 16) != 0) {
-      snprintf(why, sizeof why, "holds another dtype, plane count or key");
-      goto out;
-    }
-    for (int a = 0; a < TSR_MAX_DIMS; a++)
-      if ((int64_t)get_le(h + 32 + 8 * a, 8) != chunk->start[a] ||
-          (int64_t)get_le(h + 64 + 8 * a, 8) != chunk->stop[a]) {
-        snprintf(why, sizeof why, "holds another chunk shape");
-        goto out;
-      }
-    if (get_le(h + 96, 8) != plane_raw) {
-      snprintf(why, sizeof why, "wrong size: %" PRIu64 " bytes per plane, expected %zu",
-               get_le(h + 96, 8), plane_raw);
-      goto out;
-    }
-    for (int p = 0; p < n->n_planes; p++)
-      frames += get_le(h + 104 + 8 * p, 8);
-    if (frames != size - HDR_BYTES) {
-      snprintf(why, sizeof why, "%s: %zu bytes, expected %" PRIu64,
-               size - HDR_BYTES < frames ? "truncated" : "wrong size", size, frames + HDR_BYTES);
-      goto out;
-    }
-  }
+  if (!entry_ok(n, chunk, w->file, size, why, sizeof why))
+    goto out;
   if (w->dctx == NULL) {
     ZSTD_customMem mem = {zalloc, zfree, c->ctx};
     w->dctx = ZSTD_createDCtx_advanced(mem);
@@ -551,26 +581,13 @@ bool tsr__cache_get(tsr_cache_t *c, const tsr_node_t *n, const tsr_region_t *chu
     size_t nx = (size_t)(sub->stop[0] - sub->start[0]), off = HDR_BYTES;
     tsr__contiguous_strides(chunk, cst);
     for (int p = 0; p < n->n_planes; p++) {
-      size_t frame = (size_t)get_le(w->file + 104 + 8 * p, 8), d;
+      size_t frame = (size_t)get_le(w->file + 104 + 8 * p, 8);
       const unsigned char *f = w->file + off;
       off += frame;
       if (dst[p] == NULL)
         continue;
-      unsigned long long fcs = ZSTD_getFrameContentSize(f, frame);
-      if (fcs != plane_raw) {
-        snprintf(why, sizeof why, "zstd frame of plane %d: content size %llu, expected %zu", p,
-                 fcs, plane_raw);
+      if (!decode_plane(w, p, f, frame, plane_raw, why, sizeof why))
         goto out;
-      }
-      d = ZSTD_decompressDCtx(w->dctx, w->raw, plane_raw, f, frame);
-      if (ZSTD_isError(d)) {
-        snprintf(why, sizeof why, "zstd: %s", ZSTD_getErrorName(d));
-        goto out;
-      }
-      if (d != plane_raw) {
-        snprintf(why, sizeof why, "wrong size: %zu bytes decompressed, expected %zu", d, plane_raw);
-        goto out;
-      }
       for (int64_t q = sub->start[3]; q < sub->stop[3]; q++)
         for (int64_t z = sub->start[2]; z < sub->stop[2]; z++)
           for (int64_t y = sub->start[1]; y < sub->stop[1]; y++) {
