@@ -483,6 +483,11 @@ static int image_open(tsr_ctx_t *ctx, const char *path, const tsr__hdu_sel_t *se
     int ntable = 0;
     status = 0;
     cf->clear_errmsg();
+    /* The failed conversion may leave its string allocated. */
+    if (im->raw != NULL)
+      cf->free_memory(im->raw, &status);
+    im->raw = NULL, im->nraw = 0;
+    status = 0;
     if (cf->hdr2str(im->f, 0, NULL, 0, &table, &ntable, &status) == 0) {
       im->raw_cfitsio = false;
       rc = tsr__tiles_image_cards(ctx, table, ntable, &im->raw, &im->nraw);
