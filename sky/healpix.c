@@ -181,68 +181,72 @@ int64_t tsr__hpx_ring_of(int64_t nside, int64_t p) {
   }
 }
 
-/* The two pixels of the ring through (lon, lat)'s pixel whose centres are
- * on either side of lon, western first, with their centres (longitudes
- * unwrapped to within pi of lon). */
-static void ring_pair(int64_t nside, double lon, double lat, int64_t *p1, int64_t *p2,
-                      double *lon1, double *lat1, double *lon2, double *lat2) {
-  int64_t a = tsr__hpx_ang2pix(nside, false, lon, lat), b, first, count, ring;
-  double la, pa, lb, pb;
-  tsr__hpx_pix2ang(nside, false, a, &la, &pa);
-  if (lon - la > M_PI)
-    la += 2 * M_PI;
-  if (la - lon > M_PI)
-    la -= 2 * M_PI;
-  ring = tsr__hpx_ring_of(nside, a);
-  tsr__hpx_ring_span(nside, ring, &first, &count);
-  if (lon < la)
-    b = a == first ? a + count - 1 : a - 1;
-  else
-    b = a == first + count - 1 ? a - count + 1 : a + 1;
-  tsr__hpx_pix2ang(nside, false, b, &lb, &pb);
-  if (lon - lb > M_PI)
-    lb += 2 * M_PI;
-  if (lb - lon > M_PI)
-    lb -= 2 * M_PI;
-  if (la > lb) {
-    *p1 = b, *p2 = a, *lon1 = lb, *lat1 = pb, *lon2 = la, *lat2 = pa;
-  } else {
-    *p1 = a, *p2 = b, *lon1 = la, *lat1 = pa, *lon2 = lb, *lat2 = pb;
-  }
+/* Centre of RING pixel p with its longitude unwrapped to within pi of lon. */
+static void centre_near(int64_t nside, int64_t p, double lon, double *plon, double *plat) {
+  tsr__hpx_pix2ang(nside, false, p, plon, plat);
+  if (lon - *plon > M_PI)
+    *plon += 2 * M_PI;
+  if (*plon - lon > M_PI)
+    *plon -= 2 * M_PI;
 }
 
+/* The neighbour in the same ring on lon's side of pixel p (j-th of count,
+ * ring starting at first), wrapping around the ring. */
+static int64_t ring_step(int64_t p, int64_t j, int64_t count, bool west) {
+  if (west)
+    return j == 0 ? p + count - 1 : p - 1;
+  return j == count - 1 ? p - count + 1 : p + 1;
+}
+
+/* astropy-healpix 0.6's interpolate_weights, step by step (pixel lookups
+ * through libchealpix): the pixel holding the point and its ring
+ * neighbour on the point's side; in the next ring towards the point's
+ * latitude, the pixel whose longitude span holds it (astropy's
+ * lon * n / 2 pi, shifted half a pixel in odd equatorial rings) and its
+ * neighbour on the point's side.  Beyond the first or last ring, the pole
+ * is taken as the mean of the four pixels around it. */
 void tsr__hpx_interp_weights(int64_t nside, double lon, double lat, int64_t ring[4], double w[4]) {
-  int64_t p1, p2, p3, p4, r, npix = tsr__hpx_npix(nside);
+  int64_t p1, p2, p3, p4, r, first, count, npix = tsr__hpx_npix(nside);
   double lon1, lat1, lon2, lat2, lon3, lat3, lon4, lat4, xf1, xf2, yf;
 
   lon = wrap_lon(lon);
-  ring_pair(nside, lon, lat, &p1, &p2, &lon1, &lat1, &lon2, &lat2);
-  r = tsr__hpx_ring_of(nside, p1) + (lat > lat1 ? -1 : 1);
+  p1 = tsr__hpx_ang2pix(nside, false, lon, lat);
+  centre_near(nside, p1, lon, &lon1, &lat1);
+  r = tsr__hpx_ring_of(nside, p1);
+  tsr__hpx_ring_span(nside, r, &first, &count);
+  p2 = ring_step(p1, p1 - first, count, lon < lon1);
+  centre_near(nside, p2, lon, &lon2, &lat2);
+  r += lat > lat1 ? -1 : 1;
   xf1 = (lon - lon1) / (lon2 - lon1);
-  if (r == 0 || r == 4 * nside) {
-    /* Beyond the first (last) ring: the other pair is the two pixels of the
-     * same ring across the pole, the pole itself weighing a quarter each. */
-    double pole = r == 0 ? 0.5 * M_PI : -0.5 * M_PI;
-    int64_t base = r == 0 ? 0 : npix - 4;
-    yf = (lat - lat1) / (pole - lat1);
-    w[0] = (1 - xf1) * (1 - yf) + 0.25 * yf;
-    w[1] = xf1 * (1 - yf) + 0.25 * yf;
-    w[2] = 0.25 * yf;
-    w[3] = 0.25 * yf;
-    p3 = base + (p1 - base + 2) % 4;
-    p4 = base + (p2 - base + 2) % 4;
-  } else {
-    int64_t first, count;
-    double lt, ltmp;
+  if (r > 0 && r < 4 * nside) {
+    int64_t j;
+    double frac;
     tsr__hpx_ring_span(nside, r, &first, &count);
-    tsr__hpx_pix2ang(nside, false, first, &ltmp, &lt);
-    ring_pair(nside, lon + 0.1 * (lon2 - lon1), lt, &p3, &p4, &lon3, &lat3, &lon4, &lat4);
+    frac = lon * (double)count / (2 * M_PI);
+    if (count == 4 * nside && r % 2 == 1)
+      frac += 0.5;
+    j = (int64_t)frac;
+    if (j == count)
+      j--;
+    p3 = first + j;
+    centre_near(nside, p3, lon, &lon3, &lat3);
+    p4 = ring_step(p3, j, count, lon < lon3);
+    centre_near(nside, p4, lon, &lon4, &lat4);
     xf2 = (lon - lon3) / (lon4 - lon3);
     yf = (lat - lat1) / (lat3 - lat1);
     w[0] = (1 - xf1) * (1 - yf);
     w[1] = xf1 * (1 - yf);
     w[2] = (1 - xf2) * yf;
     w[3] = xf2 * yf;
+  } else {
+    int64_t base = r == 0 ? 0 : npix - 4;
+    yf = (lat - lat1) / ((r == 0 ? 0.5 : -0.5) * M_PI - lat1);
+    p3 = base + (p1 - base + 2) % 4;
+    p4 = base + (p2 - base + 2) % 4;
+    w[0] = (1 - xf1) * (1 - yf) + 0.25 * yf;
+    w[1] = xf1 * (1 - yf) + 0.25 * yf;
+    w[2] = 0.25 * yf;
+    w[3] = 0.25 * yf;
   }
   ring[0] = p1, ring[1] = p2, ring[2] = p3, ring[3] = p4;
 }
