@@ -139,7 +139,16 @@ static int input_is_healpix(tsr_ctx_t *ctx, const reproject_args_t *a) {
   if (a->run.hdu.extname != NULL)
     return 0;
   o.hdu = a->run.hdu.hdu;
-  return tsr_healpix_info(ctx, a->input, &o, &info) == 0;
+  if (tsr_healpix_info(ctx, a->input, &o, &info) == 0)
+    return 1;
+  /* A binary table that fails the HEALPix checks is a bad HEALPix map, whose
+   * message says more than "no image HDU" would; files without one (or
+   * with PIXTYPE other than HEALPIX) go to the image reader. */
+  const char *m = tsr_errmsg(ctx);
+  return strstr(m, "has no binary table") == NULL && strstr(m, "is not a binary table") == NULL &&
+         strstr(m, "PIXTYPE") == NULL && strstr(m, "cannot open") == NULL &&
+         strstr(m, "gzip") == NULL && strstr(m, "does not start with") == NULL &&
+         strstr(m, "HDUs; HDU") == NULL;
 }
 
 /* The reprojection node for a->method (NULL with the error on the graph). */
