@@ -868,35 +868,6 @@ TSR_API tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src,
                                                const tsr_wcs_t *target,
                                                const tsr_from_healpix_opts_t *opts);
 
-typedef struct {
-  int64_t nside;           /* required: 1..2^29 (a power of 2 when nested) */
-  int     nested;          /* 0 = RING (reproject's default), 1 = NESTED */
-  const char *coordsys;    /* "G", "C", "E" or a frame name; NULL = "C" */
-  int     order;           /* tsr_order_t: 0 or 1 (scipy map_coordinates, mode constant) */
-  int     dtype;           /* 0 = float32, or float64 when the input is */
-} tsr_to_healpix_opts_t;
-
-#define TSR_TO_HEALPIX_OPTS_INIT { 0, 0, NULL, TSR_ORDER_BILINEAR, 0 }
-
-/** Reproject 2-D image `src` (with a celestial WCS) onto a HEALPix map
- *  (reproject_to_healpix): every pixel centre of the map, in `coordsys`,
- *  mapped to input pixels and interpolated; NaN outside the image.  A 1-D
- *  node of 12 nside^2 values carrying the HEALPix cards; its footprint
- *  (tsr_footprint) is 1 where the value is finite.  Chunks of the map that
- *  cannot meet the image are NaN without reading it.  @return the data
- *  node, or NULL with the error on the graph. */
-TSR_API tsr_node_t *tsr_reproject_to_healpix(tsr_graph_t *g, tsr_node_t *src,
-                                             const tsr_to_healpix_opts_t *opts);
-
-/** Write HEALPix node `n` (tsr_source_healpix, tsr_reproject_to_healpix)
- *  as a HEALPix FITS table: full sky (implicit, 1024 values a row) or,
- *  with `partial`, only the pixels whose value is finite (explicit: PIXEL
- *  and SIGNAL columns).  Computed chunk by chunk (bounded memory) with
- *  `run` (may be NULL); written to a temporary and renamed as
- *  tsr_write_fits does.  @return 0 or a negative code. */
-TSR_API int tsr_write_healpix(tsr_graph_t *g, tsr_node_t *n, const char *path, int partial,
-                              const tsr_run_opts_t *run);
-
 #ifdef __cplusplus
 }
 #endif
