@@ -148,7 +148,8 @@ static int input_is_healpix(tsr_ctx_t *ctx, const reproject_args_t *a) {
   return strstr(m, "has no binary table") == NULL && strstr(m, "is not a binary table") == NULL &&
          strstr(m, "PIXTYPE") == NULL && strstr(m, "cannot open") == NULL &&
          strstr(m, "gzip") == NULL && strstr(m, "does not start with") == NULL &&
-         strstr(m, "HDUs; HDU") == NULL;
+         strstr(m, "HDUs; HDU") == NULL && strstr(m, "is not a HEALPix table") == NULL &&
+         strstr(m, "truncated: header") == NULL && strstr(m, "bad NAXIS") == NULL;
 }
 
 /* The reprojection node for a->method (NULL with the error on the graph). */

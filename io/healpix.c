@@ -303,6 +303,13 @@ static int open_table(tsr_ctx_t *ctx, int fd, int64_t fsize, const tsr_healpix_o
   hp->hdu = hdu;
   hp->data_off = doff;
 
+  if (find_card(&h, "PIXTYPE") == NULL && find_card(&h, "NSIDE") == NULL) {
+    rc = tsr__err(ctx, TSR_EFITS,
+                  "healpix: \"%s\" HDU %d is not a HEALPix table (it has neither PIXTYPE = "
+                  "'HEALPIX' nor NSIDE)",
+                  path, hdu);
+    goto out;
+  }
   if (card_str(&h, "PIXTYPE", val, sizeof val) && strcmp(val, "HEALPIX") != 0) {
     rc = tsr__err(ctx, TSR_EFITS, "healpix: \"%s\" HDU %d: PIXTYPE = '%s'; expected 'HEALPIX'",
                   path, hdu, val);
