@@ -127,7 +127,30 @@ typedef struct {
   const char *adaptive_opt;      /* first adaptive-only option given, for usage errors */
   tsr_exact_opts_t exact;        /* nan_mode; block and dtype come from run.interp */
   const char *nan_mode_opt;      /* --nan-mode was given (exact only) */
+  tsr_healpix_opts_t healpix;    /* --field, --nested / --ring (HEALPix inputs) */
+  const char *healpix_opt;       /* first HEALPix-only option given */
 } reproject_args_t;
+
+/* Is the input a HEALPix table (a binary table at --hdu with the HEALPix
+ * keywords)?  Images are the common case: any failure means "no". */
+static int input_is_healpix(tsr_ctx_t *ctx, const reproject_args_t *a) {
+  tsr_healpix_info_t info;
+  tsr_healpix_opts_t o = a->healpix;
+  if (a->run.hdu.extname != NULL)
+    return 0;
+  o.hdu = a->run.hdu.hdu;
+  if (tsr_healpix_info(ctx, a->input, &o, &info) == 0)
+    return 1;
+  /* A binary table that fails the HEALPix checks is a bad HEALPix map, whose
+   * message says more than "no image HDU" would; files without one (or
+   * with PIXTYPE other than HEALPIX) go to the image reader. */
+  const char *m = tsr_errmsg(ctx);
+  return strstr(m, "has no binary table") == NULL && strstr(m, "is not a binary table") == NULL &&
+         strstr(m, "PIXTYPE") == NULL && strstr(m, "cannot open") == NULL &&
+         strstr(m, "gzip") == NULL && strstr(m, "does not start with") == NULL &&
+         strstr(m, "HDUs; HDU") == NULL && strstr(m, "is not a HEALPix table") == NULL &&
+         strstr(m, "truncated: header") == NULL && strstr(m, "bad NAXIS") == NULL;
+}
 
 /* The reprojection node for a->method (NULL with the error on the graph). */
 static tsr_node_t *build_reprojection(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_t *target,
@@ -184,8 +207,34 @@ static int run_reproject(const reproject_args_t *a) {
     fail(tsr_errmsg(ctx));
     goto out;
   }
-  src = tsr_source_fits_hdu(g, a->input, &a->run.hdu);
-  out = build_reprojection(g, src, target, a);
+  if (input_is_healpix(ctx, a)) {
+    tsr_healpix_opts_t ho = a->healpix;
+    tsr_from_healpix_opts_t fo = TSR_FROM_HEALPIX_OPTS_INIT;
+    if (a->run.method != METHOD_INTERP || a->run.interp.order > 1) {
+      status = usage_error("reproject: \"%s\" is a HEALPix map: only --method interp with --order "
+                           "nearest-neighbor or bilinear applies", a->input);
+      goto out;
+    }
+    ho.hdu = a->run.hdu.hdu;
+    fo.order = a->run.interp.order;
+    fo.dtype = a->run.interp.dtype;
+    fo.block[0] = a->run.interp.block[0];
+    fo.block[1] = a->run.interp.block[1];
+    src = tsr_source_healpix(g, a->input, &ho);
+    out = tsr_reproject_from_healpix(g, src, target, &fo);
+  } else if (a->healpix_opt != NULL) {
+    tsr_healpix_info_t info;
+    tsr_healpix_opts_t ho = a->healpix;
+    ho.hdu = a->run.hdu.hdu;
+    if (tsr_healpix_info(ctx, a->input, &ho, &info) != 0)
+      fail(tsr_errmsg(ctx));
+    else
+      status = usage_error("reproject: --%s applies to HEALPix inputs only", a->healpix_opt);
+    goto out;
+  } else {
+    src = tsr_source_fits_hdu(g, a->input, &a->run.hdu);
+    out = build_reprojection(g, src, target, a);
+  }
   if (a->run.footprint)
     fp = tsr_footprint(g, out);
   if (tsr_graph_status(g) != 0) {
@@ -234,7 +283,12 @@ static int cmd_reproject(int argc, char **argv) {
          A_DESPIKE, A_CONSERVE, A_BADMODE, A_BADFILL };
   /* Options of --method exact. */
   enum { E_NANMODE = 768 };
+  /* Options of HEALPix inputs. */
+  enum { H_FIELD = 800, H_NESTED, H_RING };
   static const struct option opts[] = {
+      {"field", required_argument, NULL, H_FIELD},
+      {"nested", no_argument, NULL, H_NESTED},
+      {"ring", no_argument, NULL, H_RING},
       {"kernel", required_argument, NULL, A_KERNEL},
       {"kernel-width", required_argument, NULL, A_KWIDTH},
       {"sample-region-width", required_argument, NULL, A_SRW},
@@ -259,7 +313,9 @@ static int cmd_reproject(int argc, char **argv) {
   cli_run_args_init(&a.run);
   {
     tsr_adaptive_opts_t adflt = TSR_ADAPTIVE_OPTS_INIT;
+    tsr_healpix_opts_t hdflt = TSR_HEALPIX_OPTS_INIT;
     a.adaptive = adflt;
+    a.healpix = hdflt;
   }
   opterr = 0;
   optind = 1;
@@ -308,6 +364,22 @@ static int cmd_reproject(int argc, char **argv) {
       if (parse_real(optarg, &a.adaptive.bad_fill_value) != 0)
         return usage_error("--bad-fill-value '%s': expected a finite number", optarg);
       goto adaptive_only;
+    case H_FIELD: {
+      char *end;
+      long v = strtol(optarg, &end, 10);
+      if (*end == '\0' && end != optarg) {
+        if (v < 0 || v > 998)
+          return usage_error("reproject: --field %s: expected a column number in [0, 998] or a name",
+                             optarg);
+        a.healpix.field = (int)v;
+      } else {
+        a.healpix.field_name = optarg;
+      }
+      a.healpix_opt = "field";
+      break;
+    }
+    case H_NESTED: a.healpix.nested = 1; a.healpix_opt = "nested"; break;
+    case H_RING: a.healpix.nested = 0; a.healpix_opt = "ring"; break;
     case E_NANMODE:
       if (strcmp(optarg, "propagate") == 0)
         a.exact.nan_mode = TSR_NAN_PROPAGATE;

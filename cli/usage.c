@@ -81,7 +81,11 @@ static const command_usage_t commands[] = {
      "        --bad-fill-value V      bad-value-mode constant (default 0)\n"
      "  exact only (reproject_exact: overlap-weighted mean, footprint = coverage):\n"
      "        --nan-mode propagate|ignore  NaN inputs spoil the outputs they touch, as\n"
-     "                                in reproject (default), or get no weight\n"},
+     "                                in reproject (default), or get no weight\n"
+     "  HEALPix inputs (a binary table with PIXTYPE = 'HEALPIX'; reproject_from_healpix,\n"
+     "  --order nearest-neighbor or bilinear, UNSEEN read as NaN):\n"
+     "        --field N|NAME          value column, 0-based or by TTYPE (default 0)\n"
+     "        --nested, --ring        override the file's ORDERING\n"},
     {"mosaic", "reproject several images onto one target and combine them",
      "usage: tessera mosaic IN... (--target TARGET | --auto) -o OUT [options]\n"
      "  reproject every input onto one target and combine them\n"

@@ -791,6 +791,83 @@ TSR_API int tsr_cache_clear(tsr_cache_t *c);
  *  its next use. */
 TSR_API const char *tsr_cache_warning(const tsr_cache_t *c);
 
+/* ------------------------------------------------------------------ */
+/* HEALPix                                                            */
+/* All-sky maps in the HEALPix pixelisation (Gorski et al. 2005) as     */
+/* lazy 1-D nodes of 12 nside^2 pixels in RING or NESTED order, whose   */
+/* WCS holds the HEALPix cards (PIXTYPE, ORDERING, NSIDE, COORDSYS)     */
+/* instead of a celestial WCS.  COORDSYS G is Galactic, C ICRS, E the   */
+/* barycentric mean ecliptic of J2000.                                  */
+
+typedef struct {
+  int hdu;                 /* 1-based as cfitsio (the first extension is 2); 0 = the first
+                              binary table */
+  int field;               /* which value column, 0-based, the PIXEL column of an explicit
+                              table not counted (reproject's `field`) */
+  const char *field_name;  /* or the column by TTYPE (case aside); NULL = use field */
+  int nested;              /* -1 = the file's ORDERING; 0 = RING, 1 = NESTED regardless */
+  const char *coordsys;    /* NULL = the file's COORDSYS; "G", "C", "E" (or "galactic",
+                              "icrs", "ecliptic") regardless */
+} tsr_healpix_opts_t;
+
+#define TSR_HEALPIX_OPTS_INIT { 0, 0, NULL, -1, NULL }
+
+/** A HEALPix FITS binary table as a lazy node: implicit (full or FIRSTPIX..
+ *  LASTPIX) and explicit (INDXSCHM = 'EXPLICIT', a PIXEL column) layouts,
+ *  scalar or vector columns (usually 1024 values a row), E/D/J/I/K/B with
+ *  TSCAL/TZERO/TNULL.  Only the header is read now (and an explicit table's
+ *  PIXEL column); values are read row by row as computations need them.
+ *  Pixels not in the file, UNSEEN (-1.6375e30) and null values are NaN.
+ *  float64 for D, J, K and scaled columns, else float32.  `path` and `opts`
+ *  are copied; opts may be NULL.  @return the node, or NULL with the error
+ *  on the graph (wrong row count, bad NSIDE, unknown ORDERING or COORDSYS,
+ *  a truncated table, ... named with the file and HDU). */
+TSR_API tsr_node_t *tsr_source_healpix(tsr_graph_t *g, const char *path,
+                                       const tsr_healpix_opts_t *opts);
+
+typedef struct {
+  int     hdu;             /* 1-based, resolved */
+  int64_t nside;
+  int     nested;
+  char    coordsys;        /* 'G', 'C' or 'E' */
+  int     explicit_index;  /* INDXSCHM = 'EXPLICIT' */
+  int64_t n_pixels;        /* pixels the file holds */
+  int64_t first_pixel, last_pixel;
+  int64_t n_rows, repeat;  /* table rows, values per row */
+  char    type;            /* TFORM letter of the column: E D J I K B */
+  char    column[72];      /* its TTYPE */
+} tsr_healpix_info_t;
+
+/** Describe a HEALPix table as tsr_source_healpix would read it.
+ *  @return 0, or a negative code with the message on ctx. */
+TSR_API int tsr_healpix_info(tsr_ctx_t *ctx, const char *path, const tsr_healpix_opts_t *opts,
+                             tsr_healpix_info_t *out);
+
+typedef struct {
+  int     order;           /* TSR_ORDER_NEAREST or TSR_ORDER_BILINEAR (astropy-healpix's
+                              four-neighbour interpolation); default bilinear */
+  int     nested;          /* -1 = the source's ordering; else 0 RING, 1 NESTED */
+  const char *coordsys;    /* NULL = the source's; else as tsr_healpix_opts_t */
+  int     dtype;           /* 0 = float32, or float64 when the source is */
+  int64_t block[2];        /* output chunk shape; 0 = 256 x 256 */
+} tsr_from_healpix_opts_t;
+
+#define TSR_FROM_HEALPIX_OPTS_INIT { TSR_ORDER_BILINEAR, -1, NULL, 0, { 0, 0 } }
+
+/** Reproject HEALPix map `src` (a tsr_source_healpix node, or any 1-D node
+ *  of 12 nside^2 values with opts giving the ordering and frame) onto
+ *  `target` (reproject_from_healpix): each output pixel centre, taken into
+ *  the map's frame, gets the value of the pixel holding it (nearest) or
+ *  astropy-healpix's bilinear interpolation of four pixel centres around
+ *  it (a NaN among them makes it NaN).  Each block reads only the pixels
+ *  within reach of it.  The footprint is 1 where the output pixel lies on
+ *  the sky (reproject: everywhere), 0 off the projection's edge (where the
+ *  value is NaN).  `target` is copied; opts may be NULL.  @return the data
+ *  node, or NULL with the error on the graph. */
+TSR_API tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src,
+                                               const tsr_wcs_t *target,
+                                               const tsr_from_healpix_opts_t *opts);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,393 @@
+/* reproject_healpix.c -- reprojection from and to HEALPix maps
+ * (reproject_from_healpix, reproject_to_healpix of reproject 0.10).
+ *
+ * From HEALPix: every output pixel centre goes through the target WCS to a
+ * unit vector, the frame change into the map's frame, then either the
+ * pixel that holds it (nearest) or astropy-healpix's four-neighbour
+ * bilinear weights (sky/healpix.c).  A HEALPix map is a 1-D node, so an
+ * output block's input window is an index range: the block's points,
+ * sampled every SAMPLE pixels and on its edges, give a disc (centre, and
+ * radius grown by the sample spacing and by the interpolation's reach),
+ * and the disc an index range (tsr__hpx_disc_range).  Mapping is exact at
+ * every pixel (no interpolated grid), as reproject does it.
+ *
+ * To HEALPix: every map pixel centre, in the map's frame, goes into the
+ * image's frame and pixels; scipy.ndimage.map_coordinates (mode
+ * 'constant', cval NaN) semantics: coordinates outside [0, n - 1] on an
+ * axis give NaN, order 1 reads the 2 x 2 stencil from floor(x) (a NaN in it
+ * spoils the value).  A map chunk whose pixels cannot reach the image (its
+ * rings or nested cell miss the image's bounding disc) reads nothing. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "hpx.h"
+#include "reproject.h"
+#include "sky.h"
+
+#define SAMPLE 8
+#define HPX_CHUNK 65536
+
+static int frame_of(char coordsys, tsr__frame_t *f) {
+  switch (coordsys) {
+  case 'G': *f = tsr__frame_default(TSR__SKY_GALACTIC); return 0;
+  case 'C': *f = tsr__frame_default(TSR__SKY_ICRS); return 0;
+  case 'E': *f = tsr__frame_default(TSR__SKY_ECLIPTIC); return 0;
+  default: return -1;
+  }
+}
+
+/* "G", "galactic", ... -> 'G', 'C', 'E', or 0. */
+static char coordsys_parse(const char *s) {
+  if (strcasecmp(s, "G") == 0 || strcasecmp(s, "galactic") == 0)
+    return 'G';
+  if (strcasecmp(s, "C") == 0 || strcasecmp(s, "icrs") == 0 || strcasecmp(s, "celestial") == 0 ||
+      strcasecmp(s, "equatorial") == 0)
+    return 'C';
+  if (strcasecmp(s, "E") == 0 || strcasecmp(s, "ecliptic") == 0)
+    return 'E';
+  return 0;
+}
+
+static void vec_lonlat(const double v[3], double *lon, double *lat) {
+  *lon = atan2(v[1], v[0]);
+  if (*lon < 0)
+    *lon += 2 * M_PI;
+  double z = v[2] > 1 ? 1 : v[2] < -1 ? -1 : v[2];
+  *lat = asin(z);
+}
+
+/* ------------------------------------------------------------------ */
+/* From HEALPix                                                        */
+
+typedef struct {
+  tsr_wcs_t *target;
+  int order;
+  int64_t nside;
+  bool nested;
+  char coordsys;
+} from_params_t;
+
+typedef struct {
+  tsr__cel_t *cel;            /* the target's celestial WCS, this process's copy */
+  tsr__frame_xform_t xf;      /* target frame -> map frame */
+} from_state_t;
+
+static void from_free(tsr_ctx_t *ctx, void *p) {
+  from_params_t *fp = p;
+  if (fp == NULL)
+    return;
+  tsr_wcs_free(fp->target);
+  tsr__free(ctx, fp);
+}
+
+static void from_encode(const tsr_node_t *n, tsr__buf_t *b) {
+  const from_params_t *fp = n->params;
+  tsr__buf_put_i64(b, fp->order);
+  tsr__buf_put_i64(b, fp->nside);
+  tsr__buf_put_i64(b, fp->nested);
+  tsr__buf_put_i64(b, fp->coordsys);
+  tsr__wcs_encode(fp->target, b);
+}
+
+static int from_start(tsr_node_t *n, void **state) {
+  tsr_ctx_t *ctx = n->graph->ctx;
+  from_params_t *fp = n->params;
+  from_state_t *st = tsr__calloc(ctx, 1, sizeof *st);
+  tsr__frame_t to;
+  int rc;
+  *state = NULL;
+  if (st == NULL)
+    return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
+  if ((rc = tsr__cel_new(ctx, fp->target, "target", &st->cel)) != 0) {
+    tsr__free(ctx, st);
+    return rc;
+  }
+  frame_of(fp->coordsys, &to);
+  tsr__frame_xform(tsr__cel_frame(st->cel), &to, &st->xf);
+  *state = st;
+  return 0;
+}
+
+static void from_stop(tsr_node_t *n, void *state) {
+  from_state_t *st = state;
+  if (st == NULL)
+    return;
+  tsr__cel_free(st->cel);
+  tsr__free(n->graph->ctx, st);
+}
+
+/* Unit vectors (map frame) of the pixels of row y, x in [x0, x1). */
+static void row_vectors(from_state_t *st, int64_t x0, int64_t x1, int64_t y, double *xs,
+                        double *ys, double *v) {
+  size_t k = (size_t)(x1 - x0);
+  for (size_t i = 0; i < k; i++)
+    xs[i] = (double)x0 + (double)i, ys[i] = (double)y;
+  tsr__cel_pix2vec(st->cel, k, xs, ys, v);
+  if (!tsr__frame_identity(&st->xf))
+    tsr__frame_apply(&st->xf, k, v);
+}
+
+static int from_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t *out,
+                             tsr_region_t *win, bool *empty) {
+  from_state_t *st = state;
+  from_params_t *fp = n->params;
+  tsr_ctx_t *ctx = n->graph->ctx;
+  int64_t x0 = out->start[0], x1 = out->stop[0], y0 = out->start[1], y1 = out->stop[1];
+  int64_t nxs = (x1 - x0 + SAMPLE - 1) / SAMPLE + 1, nys = (y1 - y0 + SAMPLE - 1) / SAMPLE + 1;
+  size_t np = (size_t)(nxs * nys);
+  double *xs = tsr__mallocarray(ctx, np, 2 * sizeof(double)), *v = tsr__mallocarray(ctx, np, 3 * sizeof(double));
+  double c[3] = {0, 0, 0}, radius = 0, step = 0;
+  size_t good = 0, bad = 0;
+  int rc = 0;
+  (void)i;
+  if (xs == NULL || v == NULL) {
+    rc = tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
+    goto out;
+  }
+  for (int64_t j = 0; j < nys; j++)
+    for (int64_t k = 0; k < nxs; k++) {
+      int64_t x = x0 + k * SAMPLE, y = y0 + j * SAMPLE;
+      xs[2 * (j * nxs + k)] = (double)(x < x1 ? x : x1 - 1);
+      xs[2 * (j * nxs + k) + 1] = (double)(y < y1 ? y : y1 - 1);
+    }
+  for (size_t k = 0; k < np; k++) {
+    double px = xs[2 * k], py = xs[2 * k + 1];
+    tsr__cel_pix2vec(st->cel, 1, &px, &py, v + 3 * k);
+  }
+  if (!tsr__frame_identity(&st->xf))
+    tsr__frame_apply(&st->xf, np, v);
+  for (size_t k = 0; k < np; k++) {
+    if (v[3 * k] == v[3 * k]) {
+      c[0] += v[3 * k], c[1] += v[3 * k + 1], c[2] += v[3 * k + 2];
+      good++;
+    } else
+      bad++;
+  }
+  *win = *out;
+  if (good == 0) {
+    *empty = true;
+    goto out;
+  }
+  {
+    double norm = sqrt(c[0] * c[0] + c[1] * c[1] + c[2] * c[2]);
+    if (bad > 0 || norm < 1e-9 * (double)good) {
+      radius = M_PI; /* off the projection in part, or all around the sphere: all of it */
+    } else {
+      for (int a = 0; a < 3; a++)
+        c[a] /= norm;
+      for (size_t k = 0; k < np; k++) {
+        double d = c[0] * v[3 * k] + c[1] * v[3 * k + 1] + c[2] * v[3 * k + 2];
+        double ang = acos(d > 1 ? 1 : d);
+        if (ang > radius)
+          radius = ang;
+        /* The widest gap between neighbouring samples bounds how far an
+         * unsampled pixel strays outside them. */
+        if (k % (size_t)nxs + 1 < (size_t)nxs) {
+          const double *a = v + 3 * k, *b = v + 3 * (k + 1);
+          double g = acos(fmin(1, a[0] * b[0] + a[1] * b[1] + a[2] * b[2]));
+          step = g > step ? g : step;
+        }
+        if (k + (size_t)nxs < np) {
+          const double *a = v + 3 * k, *b = v + 3 * (k + (size_t)nxs);
+          double g = acos(fmin(1, a[0] * b[0] + a[1] * b[1] + a[2] * b[2]));
+          step = g > step ? g : step;
+        }
+      }
+      radius += step + 3 * tsr__hpx_pixel_size(fp->nside);
+    }
+  }
+  tsr__hpx_disc_range(fp->nside, fp->nested, c, radius, &win->start[0], &win->stop[0]);
+  win->start[1] = 0, win->stop[1] = 1;
+  if (win->start[0] >= win->stop[0])
+    *empty = true;
+out:
+  tsr__free(ctx, xs);
+  tsr__free(ctx, v);
+  return rc;
+}
+
+static int from_compute(tsr__task_t *t) {
+  tsr_node_t *n = t->node;
+  from_params_t *fp = n->params;
+  from_state_t *st = t->state;
+  const tsr__window_t *w = &t->in[0];
+  int64_t x0 = t->out.start[0], x1 = t->out.stop[0];
+  size_t bw = (size_t)(x1 - x0);
+  double *xs = tsr__mallocarray(t->ctx, bw, 5 * sizeof(double));
+  bool f32 = n->dtype == TSR_F32;
+  int64_t lo = w->data ? w->win.start[0] : 0, hi = w->data ? w->win.stop[0] : 0;
+
+  if (xs == NULL)
+    return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory", n->name);
+  double *ys = xs + bw, *v = ys + bw;
+  for (int64_t y = t->out.start[1]; y < t->out.stop[1]; y++) {
+    size_t off = tsr__task_offset(t, 0, y - t->out.start[1], 0, 0);
+    if (w->data != NULL)
+      row_vectors(st, x0, x1, y, xs, ys, v);
+    for (size_t k = 0; k < bw; k++) {
+      double val = NAN, fpv = 0.0;
+      if (w->data != NULL && v[3 * k] == v[3 * k]) {
+        double lon, lat;
+        fpv = 1.0;
+        vec_lonlat(v + 3 * k, &lon, &lat);
+        if (fp->order == 0) {
+          int64_t p = tsr__hpx_vec2pix(fp->nside, fp->nested, v + 3 * k);
+          if (p >= lo && p < hi)
+            val = tsr__window_value(w, (size_t)(p - lo));
+        } else {
+          int64_t r[4];
+          double wt[4], acc = 0;
+          bool ok = true;
+          tsr__hpx_interp_weights(fp->nside, lon, lat, r, wt);
+          for (int q = 0; q < 4 && ok; q++) {
+            int64_t p = fp->nested ? tsr__hpx_ring2nest(fp->nside, r[q]) : r[q];
+            if (p < lo || p >= hi)
+              ok = false;
+            else
+              acc += tsr__window_value(w, (size_t)(p - lo)) * wt[q];
+          }
+          if (ok)
+            val = acc;
+        }
+      }
+      if (t->planes[0]) {
+        if (f32)
+          ((float *)t->planes[0])[off + k] = (float)val;
+        else
+          ((double *)t->planes[0])[off + k] = val;
+      }
+      if (t->planes[1]) {
+        if (f32)
+          ((float *)t->planes[1])[off + k] = (float)fpv;
+        else
+          ((double *)t->planes[1])[off + k] = fpv;
+      }
+    }
+  }
+  tsr__free(t->ctx, xs);
+  return 0;
+}
+
+static const tsr__op_t from_op = {
+    .name = "reproject_from_healpix",
+    .version = 1,
+    .flags = TSR__OP_SUBBOX,
+    .input_region = from_input_region,
+    .start = from_start,
+    .stop = from_stop,
+    .compute = from_compute,
+    .encode = from_encode,
+    .free_params = from_free,
+};
+
+/* The map's nside, ordering and frame: the source's HEALPix cards, as
+ * overridden by the options.  false with the error on the graph. */
+static bool map_layout(tsr_graph_t *g, const char *op, const tsr_node_t *src, int nested,
+                       const char *coordsys, int64_t *nside, bool *nest, char *cs) {
+  bool has = src->wcs && tsr__hpx_from_cards(src->wcs, nside, nest, cs);
+  if (src->ndim != 1) {
+    tsr__graph_fail(g, TSR_EINVAL, "%s: input %s has %d axes; a HEALPix map is 1-D", op,
+                    src->name, src->ndim);
+    return false;
+  }
+  if (!has) {
+    *nside = tsr__hpx_nside_of(src->shape[0]);
+    if (*nside < 0) {
+      tsr__graph_fail(g, TSR_EINVAL, "%s: input %s has %lld values; a HEALPix map has 12 nside^2",
+                      op, src->name, (long long)src->shape[0]);
+      return false;
+    }
+    if (nested < 0 || coordsys == NULL) {
+      tsr__graph_fail(g, TSR_EINVAL,
+                      "%s: input %s is not a HEALPix source; give its ordering (nested) and "
+                      "frame (coordsys)",
+                      op, src->name);
+      return false;
+    }
+  }
+  if (nested >= 0)
+    *nest = nested != 0;
+  if (coordsys != NULL && (*cs = coordsys_parse(coordsys)) == 0) {
+    tsr__graph_fail(g, TSR_EINVAL, "%s: coordsys \"%s\"; expected G, C or E (galactic, icrs, ecliptic)",
+                    op, coordsys);
+    return false;
+  }
+  if (!tsr__hpx_nside_ok(*nside, *nest)) {
+    tsr__graph_fail(g, TSR_EINVAL, "%s: nside %lld cannot be NESTED (not a power of 2)", op,
+                    (long long)*nside);
+    return false;
+  }
+  return true;
+}
+
+tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_t *target,
+                                       const tsr_from_healpix_opts_t *opts) {
+  tsr_from_healpix_opts_t o = TSR_FROM_HEALPIX_OPTS_INIT;
+  from_params_t *fp;
+  tsr__cel_t *probe = NULL;
+  tsr_node_t *n;
+  int rc;
+  const char *op = "reproject_from_healpix";
+
+  if (!tsr__graph_check(g))
+    return NULL;
+  if (opts)
+    o = *opts;
+  if (src == NULL || target == NULL)
+    return tsr__graph_fail(g, TSR_EINVAL, "%s: input or target is NULL", op);
+  if (o.order != 0 && o.order != 1)
+    return tsr__graph_fail(g, TSR_EINVAL,
+                           "%s: order %d; only nearest-neighbor (0) and bilinear (1) are "
+                           "defined on HEALPix maps",
+                           op, o.order);
+  if (o.dtype != 0 && o.dtype != TSR_F32 && o.dtype != TSR_F64)
+    return tsr__graph_fail(g, TSR_EINVAL, "%s: dtype %d is not float32 or float64", op, o.dtype);
+  for (int a = 0; a < 2; a++)
+    if (o.block[a] < 0 || o.block[a] > (1 << 20))
+      return tsr__graph_fail(g, TSR_EINVAL, "%s: block size %lld out of range [1, 1048576]", op,
+                             (long long)o.block[a]);
+  if ((rc = tsr__hpx_load(g->ctx)) != 0)
+    return tsr__graph_fail_ctx(g, rc);
+  fp = tsr__calloc(g->ctx, 1, sizeof *fp);
+  if (fp == NULL)
+    return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op);
+  if (!map_layout(g, op, src, o.nested, o.coordsys, &fp->nside, &fp->nested, &fp->coordsys)) {
+    from_free(g->ctx, fp);
+    return NULL;
+  }
+  if (target->naxis != 2 || target->shape[0] < 1 || target->shape[1] < 1) {
+    from_free(g->ctx, fp);
+    return tsr__graph_fail(g, TSR_EINVAL,
+                           "%s: target needs 2 celestial axes with NAXIS1 and NAXIS2; it has "
+                           "NAXIS = %d",
+                           op, target->naxis);
+  }
+  if ((rc = tsr__cel_new(g->ctx, target, "target", &probe)) != 0) {
+    from_free(g->ctx, fp);
+    tsr__err_prefix(g->ctx, "%s", op);
+    return tsr__graph_fail_ctx(g, rc);
+  }
+  tsr__cel_free(probe);
+  fp->order = o.order;
+  if ((fp->target = tsr_wcs_copy(g->ctx, target)) == NULL) {
+    from_free(g->ctx, fp);
+    return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op);
+  }
+  if ((n = tsr__node_alloc(g, &from_op, fp)) == NULL)
+    return NULL;
+  n->ndim = 2;
+  n->n_inputs = 1;
+  n->inputs[0] = src;
+  n->n_planes = 2;
+  n->dtype = o.dtype ? (tsr_dtype_t)o.dtype : src->dtype;
+  n->shape[0] = target->shape[0];
+  n->shape[1] = target->shape[1];
+  n->chunk[0] = o.block[0] ? o.block[0] : TSR__DEFAULT_BLOCK;
+  n->chunk[1] = o.block[1] ? o.block[1] : TSR__DEFAULT_BLOCK;
+  if ((n->wcs = tsr_wcs_copy(g->ctx, target)) == NULL) {
+    tsr__node_discard(n);
+    return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op);
+  }
+  return tsr__node_finish(n);
+}

@@ -1,0 +1,371 @@
+/* healpix.c -- HEALPix geometry: libchealpix for indices and centres, and
+ * what it lacks (ring layout, bilinear weights, disc ranges).
+ *
+ * libchealpix is loaded with dlopen on first use (tsr__hpx_load), as io/
+ * loads cfitsio: its shared library links cfitsio and, through it, libcurl
+ * and some thirty more, whose loading every process would otherwise pay.
+ * Its static archive cannot be linked either (its map reader needs
+ * cfitsio).  Only the 64-bit geometry functions are taken.
+ *
+ * Invariants: indices are int64_t and valid for 1 <= nside <= 2^29; nested
+ * calls need nside a power of two (callers check with tsr__hpx_nside_ok);
+ * every function is pure and thread-safe (libchealpix keeps no state). */
+#include <chealpix.h>
+#include <dlfcn.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hpx.h"
+
+static struct {
+  __typeof__(ang2pix_nest64) *ang2pix_nest;
+  __typeof__(ang2pix_ring64) *ang2pix_ring;
+  __typeof__(pix2ang_nest64) *pix2ang_nest;
+  __typeof__(pix2ang_ring64) *pix2ang_ring;
+  __typeof__(vec2pix_nest64) *vec2pix_nest;
+  __typeof__(vec2pix_ring64) *vec2pix_ring;
+  __typeof__(pix2vec_nest64) *pix2vec_nest;
+  __typeof__(pix2vec_ring64) *pix2vec_ring;
+  __typeof__(nest2ring64) *nest2ring;
+  __typeof__(ring2nest64) *ring2nest;
+} hp;
+static pthread_once_t hp_once = PTHREAD_ONCE_INIT;
+static char hp_error[256];
+
+static void hp_open(void) {
+  void *h = dlopen(TSR_CHEALPIX_SONAME, RTLD_NOW | RTLD_LOCAL);
+  if (h == NULL) {
+    snprintf(hp_error, sizeof hp_error, "%s", dlerror());
+    return;
+  }
+#define SYM(field, name)                                                                   \
+  if ((*(void **)&hp.field = dlsym(h, #name)) == NULL) {                                   \
+    snprintf(hp_error, sizeof hp_error, "%s has no %s", TSR_CHEALPIX_SONAME, #name);       \
+    memset(&hp, 0, sizeof hp);                                                             \
+    return;                                                                                \
+  }
+  SYM(ang2pix_nest, ang2pix_nest64)
+  SYM(ang2pix_ring, ang2pix_ring64)
+  SYM(pix2ang_nest, pix2ang_nest64)
+  SYM(pix2ang_ring, pix2ang_ring64)
+  SYM(vec2pix_nest, vec2pix_nest64)
+  SYM(vec2pix_ring, vec2pix_ring64)
+  SYM(pix2vec_nest, pix2vec_nest64)
+  SYM(pix2vec_ring, pix2vec_ring64)
+  SYM(nest2ring, nest2ring64)
+  SYM(ring2nest, ring2nest64)
+#undef SYM
+}
+
+int tsr__hpx_load(tsr_ctx_t *ctx) {
+  pthread_once(&hp_once, hp_open);
+  if (hp.ring2nest == NULL)
+    return tsr__err(ctx, TSR_ENOTSUP,
+                    "healpix: cannot load the HEALPix library %s: %s (install libchealpix0)",
+                    TSR_CHEALPIX_SONAME, hp_error);
+  return 0;
+}
+
+bool tsr__hpx_nside_ok(int64_t nside, bool nested) {
+  if (nside < 1 || nside > TSR__HPX_MAX_NSIDE)
+    return false;
+  return !nested || (nside & (nside - 1)) == 0;
+}
+
+int64_t tsr__hpx_npix(int64_t nside) { return 12 * nside * nside; }
+
+int64_t tsr__hpx_nside_of(int64_t npix) {
+  if (npix < 12 || npix % 12 != 0)
+    return -1;
+  int64_t n = (int64_t)llround(sqrt((double)(npix / 12)));
+  return n * n * 12 == npix ? n : -1;
+}
+
+static double wrap_lon(double lon) {
+  lon = fmod(lon, 2 * M_PI);
+  return lon < 0 ? lon + 2 * M_PI : lon;
+}
+
+int64_t tsr__hpx_vec2pix(int64_t nside, bool nested, const double v[3]) {
+  int64_t p;
+  if (nested)
+    hp.vec2pix_nest(nside, v, &p);
+  else
+    hp.vec2pix_ring(nside, v, &p);
+  return p;
+}
+
+int64_t tsr__hpx_ang2pix(int64_t nside, bool nested, double lon, double lat) {
+  int64_t p;
+  double theta = M_PI / 2 - lat, phi = wrap_lon(lon);
+  if (theta < 0)
+    theta = 0;
+  if (theta > M_PI)
+    theta = M_PI;
+  if (nested)
+    hp.ang2pix_nest(nside, theta, phi, &p);
+  else
+    hp.ang2pix_ring(nside, theta, phi, &p);
+  return p;
+}
+
+void tsr__hpx_pix2vec(int64_t nside, bool nested, int64_t pix, double v[3]) {
+  if (nested)
+    hp.pix2vec_nest(nside, pix, v);
+  else
+    hp.pix2vec_ring(nside, pix, v);
+}
+
+void tsr__hpx_pix2ang(int64_t nside, bool nested, int64_t pix, double *lon, double *lat) {
+  double theta, phi;
+  if (nested)
+    hp.pix2ang_nest(nside, pix, &theta, &phi);
+  else
+    hp.pix2ang_ring(nside, pix, &theta, &phi);
+  *lon = phi;
+  *lat = M_PI / 2 - theta;
+}
+
+int64_t tsr__hpx_nest2ring(int64_t nside, int64_t p) {
+  int64_t r;
+  hp.nest2ring(nside, p, &r);
+  return r;
+}
+
+int64_t tsr__hpx_ring2nest(int64_t nside, int64_t p) {
+  int64_t r;
+  hp.ring2nest(nside, p, &r);
+  return r;
+}
+
+void tsr__hpx_ring_span(int64_t nside, int64_t ring, int64_t *first, int64_t *count) {
+  int64_t ncap = 2 * nside * (nside - 1);
+  if (ring < nside) {
+    *first = 2 * ring * (ring - 1);
+    *count = 4 * ring;
+  } else if (ring <= 3 * nside) {
+    *first = ncap + 4 * nside * (ring - nside);
+    *count = 4 * nside;
+  } else {
+    int64_t s = 4 * nside - ring;
+    *first = tsr__hpx_npix(nside) - 2 * s * (s + 1);
+    *count = 4 * s;
+  }
+}
+
+int64_t tsr__hpx_ring_of(int64_t nside, int64_t p) {
+  int64_t ncap = 2 * nside * (nside - 1), npix = tsr__hpx_npix(nside);
+  if (p < ncap) {
+    /* p in [2 i (i - 1), 2 i (i + 1)): i = floor((1 + sqrt(1 + 2 p)) / 2),
+     * corrected for rounding in the square root. */
+    int64_t i = (int64_t)((1 + sqrt(1.0 + 2.0 * (double)p)) / 2);
+    while (2 * i * (i - 1) > p)
+      i--;
+    while (2 * (i + 1) * i <= p)
+      i++;
+    return i;
+  }
+  if (p < npix - ncap)
+    return nside + (p - ncap) / (4 * nside);
+  {
+    int64_t q = npix - 1 - p; /* mirrored index from the south pole */
+    int64_t i = (int64_t)((1 + sqrt(1.0 + 2.0 * (double)q)) / 2);
+    while (2 * i * (i - 1) > q)
+      i--;
+    while (2 * (i + 1) * i <= q)
+      i++;
+    return 4 * nside - i;
+  }
+}
+
+/* Centre of RING pixel p with its longitude unwrapped to within pi of lon. */
+static void centre_near(int64_t nside, int64_t p, double lon, double *plon, double *plat) {
+  tsr__hpx_pix2ang(nside, false, p, plon, plat);
+  if (lon - *plon > M_PI)
+    *plon += 2 * M_PI;
+  if (*plon - lon > M_PI)
+    *plon -= 2 * M_PI;
+}
+
+/* The neighbour in the same ring on lon's side of pixel p (j-th of count,
+ * ring starting at first), wrapping around the ring. */
+static int64_t ring_step(int64_t p, int64_t j, int64_t count, bool west) {
+  if (west)
+    return j == 0 ? p + count - 1 : p - 1;
+  return j == count - 1 ? p - count + 1 : p + 1;
+}
+
+/* astropy-healpix 0.6's interpolate_weights, step by step (pixel lookups
+ * through libchealpix): the pixel holding the point and its ring
+ * neighbour on the point's side; in the next ring towards the point's
+ * latitude, the pixel whose longitude span holds it (astropy's
+ * lon * n / 2 pi, shifted half a pixel in odd equatorial rings) and its
+ * neighbour on the point's side.  Beyond the first or last ring, the pole
+ * is taken as the mean of the four pixels around it. */
+void tsr__hpx_interp_weights(int64_t nside, double lon, double lat, int64_t ring[4], double w[4]) {
+  int64_t p1, p2, p3, p4, r, first, count, npix = tsr__hpx_npix(nside);
+  double lon1, lat1, lon2, lat2, lon3, lat3, lon4, lat4, xf1, xf2, yf;
+
+  lon = wrap_lon(lon);
+  p1 = tsr__hpx_ang2pix(nside, false, lon, lat);
+  centre_near(nside, p1, lon, &lon1, &lat1);
+  r = tsr__hpx_ring_of(nside, p1);
+  tsr__hpx_ring_span(nside, r, &first, &count);
+  p2 = ring_step(p1, p1 - first, count, lon < lon1);
+  centre_near(nside, p2, lon, &lon2, &lat2);
+  r += lat > lat1 ? -1 : 1;
+  xf1 = (lon - lon1) / (lon2 - lon1);
+  if (r > 0 && r < 4 * nside) {
+    int64_t j;
+    double frac;
+    tsr__hpx_ring_span(nside, r, &first, &count);
+    frac = lon * (double)count / (2 * M_PI);
+    if (count == 4 * nside && r % 2 == 1)
+      frac += 0.5;
+    j = (int64_t)frac;
+    if (j == count)
+      j--;
+    p3 = first + j;
+    centre_near(nside, p3, lon, &lon3, &lat3);
+    p4 = ring_step(p3, j, count, lon < lon3);
+    centre_near(nside, p4, lon, &lon4, &lat4);
+    xf2 = (lon - lon3) / (lon4 - lon3);
+    yf = (lat - lat1) / (lat3 - lat1);
+    w[0] = (1 - xf1) * (1 - yf);
+    w[1] = xf1 * (1 - yf);
+    w[2] = (1 - xf2) * yf;
+    w[3] = xf2 * yf;
+  } else {
+    int64_t base = r == 0 ? 0 : npix - 4;
+    yf = (lat - lat1) / ((r == 0 ? 0.5 : -0.5) * M_PI - lat1);
+    p3 = base + (p1 - base + 2) % 4;
+    p4 = base + (p2 - base + 2) % 4;
+    w[0] = (1 - xf1) * (1 - yf) + 0.25 * yf;
+    w[1] = xf1 * (1 - yf) + 0.25 * yf;
+    w[2] = 0.25 * yf;
+    w[3] = 0.25 * yf;
+  }
+  ring[0] = p1, ring[1] = p2, ring[2] = p3, ring[3] = p4;
+}
+
+double tsr__hpx_pixel_size(int64_t nside) {
+  return sqrt(4 * M_PI / (double)tsr__hpx_npix(nside));
+}
+
+static double angle_between(const double a[3], const double b[3]) {
+  double cx = a[1] * b[2] - a[2] * b[1], cy = a[2] * b[0] - a[0] * b[2],
+         cz = a[0] * b[1] - a[1] * b[0];
+  return atan2(sqrt(cx * cx + cy * cy + cz * cz), a[0] * b[0] + a[1] * b[1] + a[2] * b[2]);
+}
+
+/* Nested cells of level k (nside 2^k) that may hold centres within radius
+ * of c: a cell is kept when its centre is within radius plus twice the
+ * level's pixel size (more than any centre-to-corner distance), refined
+ * until its cells are small against the radius or at the map's level. */
+static void disc_cells(int k, int kmax, int64_t cell, const double c[3], double radius,
+                       int64_t *lo, int64_t *hi) {
+  int64_t ns = (int64_t)1 << k;
+  double v[3], size = tsr__hpx_pixel_size(ns);
+  hp.pix2vec_nest(ns, cell, v);
+  if (angle_between(v, c) > radius + 2 * size)
+    return;
+  if (k == kmax || size < radius / 8) {
+    int64_t span = (int64_t)1 << (2 * (kmax - k));
+    if (cell * span < *lo)
+      *lo = cell * span;
+    if ((cell + 1) * span > *hi)
+      *hi = (cell + 1) * span;
+    return;
+  }
+  for (int64_t s = 0; s < 4; s++)
+    disc_cells(k + 1, kmax, cell * 4 + s, c, radius, lo, hi);
+}
+
+void tsr__hpx_disc_range(int64_t nside, bool nested, const double c[3], double radius,
+                         int64_t *lo, int64_t *hi) {
+  int64_t npix = tsr__hpx_npix(nside);
+  if (!(radius < M_PI)) {
+    *lo = 0, *hi = npix;
+    return;
+  }
+  if (nested) {
+    int kmax = 0;
+    while (((int64_t)1 << kmax) < nside)
+      kmax++;
+    *lo = npix, *hi = 0;
+    for (int64_t b = 0; b < 12; b++)
+      disc_cells(0, kmax, b, c, radius, lo, hi);
+    if (*lo >= *hi)
+      *lo = *hi = 0;
+    return;
+  }
+  {
+    double theta = acos(c[2] > 1 ? 1 : c[2] < -1 ? -1 : c[2]);
+    double t0 = theta - radius, t1 = theta + radius;
+    int64_t r0 = 1, r1 = 4 * nside - 1, p, first, count, first1, count1;
+    if (t0 > 0) {
+      hp.ang2pix_ring(nside, t0, 0.0, &p);
+      r0 = tsr__hpx_ring_of(nside, p) - 1;
+      if (r0 < 1)
+        r0 = 1;
+    }
+    if (t1 < M_PI) {
+      hp.ang2pix_ring(nside, t1, 0.0, &p);
+      r1 = tsr__hpx_ring_of(nside, p) + 1;
+      if (r1 > 4 * nside - 1)
+        r1 = 4 * nside - 1;
+    }
+    tsr__hpx_ring_span(nside, r0, &first, &count);
+    tsr__hpx_ring_span(nside, r1, &first1, &count1);
+    *lo = first;
+    *hi = first1 + count1;
+  }
+}
+
+int tsr__hpx_cards(tsr_ctx_t *ctx, int64_t nside, bool nested, char coordsys, tsr_wcs_t **out) {
+  char cards[8 * 80 + 1];
+  int64_t shape[1] = {tsr__hpx_npix(nside)};
+  int k = 0;
+#define CARD(...) (snprintf(cards + k * 80, 81, "%-80.80s", "") , \
+                   snprintf(cards + k * 80, 81, __VA_ARGS__), k++)
+  CARD("NAXIS   = %20d", 1);
+  CARD("NAXIS1  = %20lld", (long long)shape[0]);
+  CARD("PIXTYPE = 'HEALPIX '");
+  CARD("ORDERING= '%-8s'", nested ? "NESTED" : "RING");
+  CARD("NSIDE   = %20lld", (long long)nside);
+  CARD("COORDSYS= '%c       '", coordsys);
+  CARD("INDXSCHM= 'IMPLICIT'");
+#undef CARD
+  for (int i = 0; i < k * 80; i++)
+    if (cards[i] == '\0')
+      cards[i] = ' ';
+  if (tsr__wcs_new(ctx, cards, k, 1, shape, out) != 0)
+    return tsr__err(ctx, TSR_ENOMEM, "healpix: out of memory");
+  return 0;
+}
+
+bool tsr__hpx_from_cards(const tsr_wcs_t *w, int64_t *nside, bool *nested, char *coordsys) {
+  char v[72];
+  int i;
+  if (w == NULL || (i = tsr__wcs_find(w, "PIXTYPE")) < 0)
+    return false;
+  tsr__card_value(w->cards + (size_t)i * 80, v, sizeof v);
+  if (strncmp(v, "'HEALPIX", 8) != 0)
+    return false;
+  if ((i = tsr__wcs_find(w, "NSIDE")) < 0)
+    return false;
+  tsr__card_value(w->cards + (size_t)i * 80, v, sizeof v);
+  *nside = strtoll(v, NULL, 10);
+  if ((i = tsr__wcs_find(w, "ORDERING")) < 0)
+    return false;
+  tsr__card_value(w->cards + (size_t)i * 80, v, sizeof v);
+  *nested = strncmp(v, "'NEST", 5) == 0;
+  if ((i = tsr__wcs_find(w, "COORDSYS")) < 0)
+    return false;
+  tsr__card_value(w->cards + (size_t)i * 80, v, sizeof v);
+  *coordsys = v[1];
+  return true;
+}

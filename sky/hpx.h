@@ -1,0 +1,62 @@
+/* hpx.h -- HEALPix geometry (Gorski et al. 2005), private to the library.
+ *
+ * Pixel indices and centres come from Debian's libchealpix (its 64-bit
+ * functions, nside up to 2^29); what it lacks is here: the ring layout
+ * (first pixel and length of a ring, the ring of a pixel), astropy-healpix's
+ * four-neighbour bilinear weights, and the index ranges a disc may touch,
+ * for windows.  Angles are radians; longitudes in [0, 2 pi). */
+#ifndef TSR_SKY_HPX_H
+#define TSR_SKY_HPX_H
+
+#include "internal.h"
+
+#define TSR__HPX_MAX_NSIDE ((int64_t)1 << 29)
+#define TSR__HPX_UNSEEN (-1.6375e30)
+
+/* Load libchealpix (once per process; thread-safe).  Every other function
+ * here needs it loaded: node constructors call this first.  0, or
+ * TSR_ENOTSUP with the library's name and dlerror() on ctx. */
+int tsr__hpx_load(tsr_ctx_t *ctx);
+
+/* nside valid for the ordering: 1..2^29, a power of two when nested. */
+bool tsr__hpx_nside_ok(int64_t nside, bool nested);
+int64_t tsr__hpx_npix(int64_t nside);
+/* The nside of npix pixels, or -1 if npix is not 12 nside^2. */
+int64_t tsr__hpx_nside_of(int64_t npix);
+
+int64_t tsr__hpx_vec2pix(int64_t nside, bool nested, const double v[3]);
+int64_t tsr__hpx_ang2pix(int64_t nside, bool nested, double lon, double lat);
+void tsr__hpx_pix2vec(int64_t nside, bool nested, int64_t pix, double v[3]);
+void tsr__hpx_pix2ang(int64_t nside, bool nested, int64_t pix, double *lon, double *lat);
+int64_t tsr__hpx_nest2ring(int64_t nside, int64_t p);
+int64_t tsr__hpx_ring2nest(int64_t nside, int64_t p);
+
+/* Ring layout, rings numbered 1..4 nside - 1 from the north pole: its first
+ * RING index and pixel count; the ring of a RING index. */
+void tsr__hpx_ring_span(int64_t nside, int64_t ring, int64_t *first, int64_t *count);
+int64_t tsr__hpx_ring_of(int64_t nside, int64_t p);
+
+/* astropy-healpix's bilinear interpolation: the RING indices of the four
+ * neighbours of (lon, lat) and their weights (two pixels of the ring on
+ * either side in latitude, each pair weighted by longitude, the pairs by
+ * latitude; over the poles, the pixels across the pole). */
+void tsr__hpx_interp_weights(int64_t nside, double lon, double lat, int64_t ring[4], double w[4]);
+
+/* The index range [lo, hi) (in the given ordering) that holds every pixel
+ * whose centre lies within `radius` of unit vector c. */
+void tsr__hpx_disc_range(int64_t nside, bool nested, const double c[3], double radius,
+                         int64_t *lo, int64_t *hi);
+
+/* Angular size of a pixel, sqrt(4 pi / npix): its largest centre-to-corner
+ * distance is below 1.5 times this (Gorski et al. 2005, fig. 3). */
+double tsr__hpx_pixel_size(int64_t nside);
+
+/* The cards that describe a HEALPix node (NAXIS = 1, NAXIS1 = 12 nside^2,
+ * PIXTYPE, ORDERING, NSIDE, COORDSYS, INDXSCHM), as a tsr_wcs_t: it is
+ * what a HEALPix node carries in place of a celestial WCS.  0, or
+ * TSR_ENOMEM. */
+int tsr__hpx_cards(tsr_ctx_t *ctx, int64_t nside, bool nested, char coordsys, tsr_wcs_t **out);
+/* Read them back: true if `w` describes a HEALPix map (PIXTYPE 'HEALPIX'). */
+bool tsr__hpx_from_cards(const tsr_wcs_t *w, int64_t *nside, bool *nested, char *coordsys);
+
+#endif

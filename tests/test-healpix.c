@@ -1,0 +1,228 @@
+/* test-healpix.c -- HEALPix geometry, HEALPix FITS sources (rows read only
+ * as needed) and reprojection from them.  Conformance with reproject and
+ * astropy-healpix is in tests/conformance/conformance_healpix.py. */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "harness.h"
+#include "hpx.h"
+#include "internal.h"
+#include "sky.h"
+
+extern _Atomic int64_t tsr__healpix_rows_read;
+
+static tsr_ctx_t *ctx_new(void) {
+  tsr_ctx_t *ctx;
+  ASSERT_OK(tsr_ctx_new(&ctx, NULL));
+  ASSERT_OK(tsr__hpx_load(ctx));
+  return ctx;
+}
+
+static uint64_t rng_state = 88172645463325252ull;
+static uint64_t rnd(void) {
+  rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
+  return rng_state;
+}
+
+TEST(pixel_centres_round_trip_both_orderings_up_to_nside_2_29) {
+  tsr_ctx_t *ctx = ctx_new();
+  int64_t nsides[] = {1, 2, 64, 1024, (int64_t)1 << 20, (int64_t)1 << 29};
+  for (size_t k = 0; k < sizeof nsides / sizeof nsides[0]; k++)
+    for (int nest = 0; nest < 2; nest++)
+      for (int i = 0; i < 2000; i++) {
+        int64_t ns = nsides[k], p = (int64_t)(rnd() % (uint64_t)tsr__hpx_npix(ns));
+        double lon, lat, v[3];
+        tsr__hpx_pix2ang(ns, nest, p, &lon, &lat);
+        ASSERT_INT_EQ(tsr__hpx_ang2pix(ns, nest, lon, lat), p);
+        tsr__hpx_pix2vec(ns, nest, p, v);
+        ASSERT_INT_EQ(tsr__hpx_vec2pix(ns, nest, v), p);
+        ASSERT_INT_EQ(tsr__hpx_nest2ring(ns, tsr__hpx_ring2nest(ns, p)), p);
+      }
+  tsr_ctx_free(ctx);
+}
+
+TEST(ring_layout_matches_pixel_latitudes) {
+  tsr_ctx_t *ctx = ctx_new();
+  int64_t nsides[] = {1, 3, 8, 1000, (int64_t)1 << 29};
+  for (size_t k = 0; k < sizeof nsides / sizeof nsides[0]; k++) {
+    int64_t ns = nsides[k], total = 0;
+    for (int64_t r = 1; r < 4 * ns; r += ns > 100 ? ns / 7 + 1 : 1) {
+      int64_t first, count;
+      double lon0, lat0, lon1, lat1;
+      tsr__hpx_ring_span(ns, r, &first, &count);
+      ASSERT_INT_EQ(tsr__hpx_ring_of(ns, first), r);
+      ASSERT_INT_EQ(tsr__hpx_ring_of(ns, first + count - 1), r);
+      tsr__hpx_pix2ang(ns, false, first, &lon0, &lat0);
+      tsr__hpx_pix2ang(ns, false, first + count - 1, &lon1, &lat1);
+      ASSERT(lat0 == lat1);
+      if (ns <= 100)
+        total += count;
+    }
+    if (ns <= 100)
+      ASSERT_INT_EQ(total, tsr__hpx_npix(ns));
+  }
+  tsr_ctx_free(ctx);
+}
+
+TEST(bilinear_weights_sum_to_one_and_reproduce_centres) {
+  tsr_ctx_t *ctx = ctx_new();
+  for (int i = 0; i < 20000; i++) {
+    double lon = (double)(rnd() % 1000000) / 1e6 * 2 * M_PI;
+    double lat = asin((double)(rnd() % 2000001) / 1e6 - 1.0);
+    int64_t r[4];
+    double w[4];
+    tsr__hpx_interp_weights(64, lon, lat, r, w);
+    ASSERT_NEAR(w[0] + w[1] + w[2] + w[3], 1.0, 1e-12);
+    for (int q = 0; q < 4; q++)
+      ASSERT(r[q] >= 0 && r[q] < tsr__hpx_npix(64));
+  }
+  /* At a pixel centre the pixel itself has all the weight. */
+  for (int64_t p = 0; p < tsr__hpx_npix(16); p += 37) {
+    double lon, lat, w[4];
+    int64_t r[4];
+    tsr__hpx_pix2ang(16, false, p, &lon, &lat);
+    tsr__hpx_interp_weights(16, lon, lat, r, w);
+    double own = 0;
+    for (int q = 0; q < 4; q++)
+      if (r[q] == p)
+        own += w[q];
+    ASSERT_NEAR(own, 1.0, 1e-9);
+  }
+  tsr_ctx_free(ctx);
+}
+
+TEST(disc_range_holds_every_centre_in_the_disc) {
+  tsr_ctx_t *ctx = ctx_new();
+  for (int nest = 0; nest < 2; nest++)
+    for (int i = 0; i < 40; i++) {
+      int64_t ns = 32, lo, hi;
+      double c[3], radius = 0.01 + (double)(rnd() % 1000) / 1000 * 0.5;
+      tsr__hpx_pix2vec(ns, nest, (int64_t)(rnd() % (uint64_t)tsr__hpx_npix(ns)), c);
+      tsr__hpx_disc_range(ns, nest, c, radius, &lo, &hi);
+      for (int64_t p = 0; p < tsr__hpx_npix(ns); p++) {
+        double v[3];
+        tsr__hpx_pix2vec(ns, nest, p, v);
+        if (acos(fmin(1, v[0] * c[0] + v[1] * c[1] + v[2] * c[2])) <= radius)
+          ASSERT(p >= lo && p < hi);
+      }
+      ASSERT(hi - lo < tsr__hpx_npix(ns)); /* a small disc is not the whole map */
+    }
+  tsr_ctx_free(ctx);
+}
+
+/* A RING map of nside 256 (786432 pixels, 768 rows of 1024) whose value at
+ * each pixel is its index, written by hand as the HEALPix convention says. */
+static void write_map(const char *path, int64_t nside) {
+  FILE *f = fopen(path, "wb");
+  char hdr[2880 * 2];
+  int64_t npix = 12 * nside * nside, rows = npix / 1024;
+  int k = 0;
+  ASSERT(f != NULL);
+  memset(hdr, ' ', sizeof hdr);
+#define CARD(...) (snprintf(hdr + 80 * k, 81, __VA_ARGS__), hdr[80 * k + strlen(hdr + 80 * k)] = ' ', k++)
+  CARD("SIMPLE  = %20s", "T");
+  CARD("BITPIX  = %20d", 8);
+  CARD("NAXIS   = %20d", 0);
+  CARD("EXTEND  = %20s", "T");
+  CARD("END");
+  fwrite(hdr, 1, 2880, f);
+  memset(hdr, ' ', sizeof hdr);
+  k = 0;
+  CARD("XTENSION= 'BINTABLE'");
+  CARD("BITPIX  = %20d", 8);
+  CARD("NAXIS   = %20d", 2);
+  CARD("NAXIS1  = %20d", 4096);
+  CARD("NAXIS2  = %20lld", (long long)rows);
+  CARD("PCOUNT  = %20d", 0);
+  CARD("GCOUNT  = %20d", 1);
+  CARD("TFIELDS = %20d", 1);
+  CARD("TTYPE1  = 'SIGNAL  '");
+  CARD("TFORM1  = '1024E   '");
+  CARD("PIXTYPE = 'HEALPIX '");
+  CARD("ORDERING= 'RING    '");
+  CARD("NSIDE   = %20lld", (long long)nside);
+  CARD("COORDSYS= 'G       '");
+  CARD("INDXSCHM= 'IMPLICIT'");
+  CARD("END");
+#undef CARD
+  fwrite(hdr, 1, 2880, f);
+  for (int64_t p = 0; p < npix; p++) {
+    float v = (float)p;
+    uint32_t u;
+    unsigned char b[4];
+    memcpy(&u, &v, 4);
+    b[0] = (unsigned char)(u >> 24), b[1] = (unsigned char)(u >> 16);
+    b[2] = (unsigned char)(u >> 8), b[3] = (unsigned char)u;
+    fwrite(b, 1, 4, f);
+  }
+  for (int64_t pad = (2880 - (npix * 4) % 2880) % 2880; pad > 0; pad--)
+    fputc(0, f);
+  fclose(f);
+}
+
+static tsr_wcs_t *tan_target(tsr_ctx_t *ctx, int n) {
+  char text[1024];
+  tsr_wcs_t *w;
+  snprintf(text, sizeof text,
+           "NAXIS = 2\nNAXIS1 = %d\nNAXIS2 = %d\nCTYPE1 = 'GLON-TAN'\nCTYPE2 = 'GLAT-TAN'\n"
+           "CRPIX1 = %g\nCRPIX2 = %g\nCRVAL1 = 40.3\nCRVAL2 = 12.7\nCDELT1 = -0.02\n"
+           "CDELT2 = 0.02\n",
+           n, n, n / 2 + 0.5, n / 2 + 0.5);
+  ASSERT_OK(tsr_wcs_parse(ctx, text, strlen(text), "target", 1, &w));
+  return w;
+}
+
+TEST(a_small_region_reads_only_the_rows_it_needs) {
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g;
+  const char *path = th_path("map256.fits");
+  tsr_wcs_t *t = tan_target(ctx, 64);
+  static float got[64 * 64];
+  write_map(path, 256);
+  ASSERT_OK(tsr_graph_new(ctx, &g));
+  tsr_node_t *src = tsr_source_healpix(g, path, NULL);
+  tsr_from_healpix_opts_t o = TSR_FROM_HEALPIX_OPTS_INIT;
+  o.order = TSR_ORDER_NEAREST;
+  tsr_node_t *out = tsr_reproject_from_healpix(g, src, t, &o);
+  ASSERT_INT_EQ(tsr_graph_status(g), 0);
+  ASSERT_INT_EQ(tsr_node_shape(src, 0), 786432);
+  atomic_store(&tsr__healpix_rows_read, 0);
+  ASSERT_OK(tsr_compute(g, out, NULL, got, sizeof got, NULL));
+  int64_t rows = atomic_load(&tsr__healpix_rows_read);
+  printf("# a 1.3 deg patch read %lld of 768 rows\n", (long long)rows);
+  ASSERT(rows > 0 && rows < 768 / 20);
+  /* Each value is the index of the pixel that holds the pixel centre. */
+  {
+    tsr__cel_t *cel;
+    ASSERT_OK(tsr__cel_new(ctx, t, "target", &cel));
+    for (int y = 0; y < 64; y += 7)
+      for (int x = 0; x < 64; x += 5) {
+        double px = x, py = y, v[3];
+        tsr__cel_pix2vec(cel, 1, &px, &py, v);
+        ASSERT_INT_EQ((int64_t)got[y * 64 + x], tsr__hpx_vec2pix(256, false, v));
+      }
+    tsr__cel_free(cel);
+  }
+  tsr_graph_free(g);
+  tsr_wcs_free(t);
+  tsr_ctx_free(ctx);
+}
+
+TEST(a_buffer_needs_its_ordering_and_frame) {
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g;
+  static float map[12 * 16 * 16];
+  int64_t shape[1] = {12 * 16 * 16};
+  tsr_wcs_t *t = tan_target(ctx, 8);
+  ASSERT_OK(tsr_graph_new(ctx, &g));
+  tsr_node_t *src = tsr_source_buffer(g, TSR_F32, 1, shape, map, NULL);
+  ASSERT(tsr_reproject_from_healpix(g, src, t, NULL) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "give its ordering (nested) and frame (coordsys)");
+  tsr_graph_free(g);
+  tsr_wcs_free(t);
+  tsr_ctx_free(ctx);
+}
+
+TEST_MAIN()
