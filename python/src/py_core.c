@@ -48,10 +48,7 @@ PyObject *tsrpy_raise(int rc, const char *msg, const char *path) {
       }
       return NULL;
     }
-    if (rc != TSR_EFITS || path == NULL)
-      type = PyExc_OSError;
-    else
-      type = PyExc_OSError;
+    type = PyExc_OSError;
     break;
   }
   case TSR_EWORKER:
@@ -316,13 +313,12 @@ out:
 }
 
 static PyObject *Wcs_read_hdr(PyObject *cls, PyObject *args) {
-  PyObject *pathobj, *bytes = NULL;
+  PyObject *bytes = NULL;
   tsr_wcs_t *w = NULL;
   int rc;
   (void)cls;
   if (!PyArg_ParseTuple(args, "O&:read_hdr", PyUnicode_FSConverter, &bytes))
     return NULL;
-  (void)pathobj;
   rc = tsr_wcs_read_hdr(tsrpy_ctx, PyBytes_AS_STRING(bytes), &w);
   if (rc != 0) {
     tsrpy_raise_ctx(rc, PyBytes_AS_STRING(bytes));

@@ -68,6 +68,34 @@ def test_source_array_memmap_read_by_window_with_file_identity_key(tmp_path):
     assert np.array_equal(g.compute(n, region=(slice(5, 9),)), ro[20:28:2].astype(np.float32))
 
 
+def rss_mb():
+    with open('/proc/self/status') as f:
+        for ln in f:
+            if ln.startswith('VmRSS:'):
+                return int(ln.split()[1]) / 1024
+
+
+def test_a_region_of_a_big_memmap_reads_only_its_windows(tmp_path):
+    n = 4096                                    # 128 MiB of big-endian float64
+    path = tmp_path / 'big.dat'
+    mm = np.memmap(path, dtype='>f8', mode='w+', shape=(n, n))
+    for y in range(0, n, 512):
+        mm[y:y + 512] = np.arange(y, y + 512)[:, None] + np.arange(n)[None, :] * 1e-3
+    mm.flush()
+    del mm
+    ro = np.memmap(path, dtype='>f8', mode='r', shape=(n, n))
+    w = tan_wcs(shape=(n, n), scale=1e-4)
+    target = tan_wcs(crval=(150.001, 2.0), shape=(n, n), scale=1e-4, rot=10)
+    A = tessera.from_array(ro, w)
+    before = rss_mb()
+    R = tessera.reproject(A, target, shape_out=(n, n))
+    part = R.compute(region=(slice(2000, 2064), slice(2000, 2064)), jobs=2)
+    grown = rss_mb() - before
+    assert np.isfinite(part).all()
+    assert grown < 24, f'RSS grew by {grown:.1f} MB for a 64^2 region of a 128 MiB memmap'
+    assert len(pickle.dumps(R)) < 50000   # the memmap travels as its file name
+
+
 def test_in_place_and_converted_sources_give_the_same_bits(sky):
     data, w, target = sky
     h = header_of(w, data.shape).tostring()
