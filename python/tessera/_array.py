@@ -24,7 +24,6 @@ from . import _core
 
 __all__ = ['Array', 'open', 'from_array', 'coadd', 'reproject']
 
-_DEFAULT = object()
 
 # The engine's dtype for a source of numpy dtype `dt`: float64 for float64
 # and for 32/64-bit integers (as FITS BITPIX 32/64 are read), else float32.
@@ -107,6 +106,17 @@ class _ArrayLeaf:
             else:
                 self._key = _core.hash(self.arr)
         return self._key
+
+    def file(self):
+        """(path, offset) to read a memory map's windows from with pread (see
+        py_sources.c), or None: its rows must be dense, and its mapping
+        shared (a copy-on-write map's changes are not in the file)."""
+        if self.mm is None or getattr(self.mm[2], 'mode', 'c') == 'c':
+            return None
+        a = self.arr
+        if a.ndim and abs(a.strides[-1]) > 4 * a.dtype.itemsize:
+            return None
+        return self.mm[0], self.mm[1]
 
     def __reduce__(self):
         if self.mm is not None:
@@ -247,7 +257,7 @@ def _lower_into(g, a, nodes):
         node = g.source_fits(args[0], hdu=args[1])
     elif op == 'array':
         leaf, header = args
-        node = g.source_array(leaf.arr, header=header, key=leaf.key())
+        node = g.source_array(leaf.arr, header=header, key=leaf.key(), file=leaf.file())
     elif op == 'dask':
         darr, header, key = args
         node = g.source_callback(_DaskWindow(darr), darr.shape, _engine_dtype(darr.dtype), 'dask',
