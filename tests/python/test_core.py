@@ -121,15 +121,21 @@ def test_in_place_and_converted_sources_give_the_same_bits(sky):
     assert np.array_equal(outs[0], outs[2], equal_nan=True)
 
 
-def test_source_callback_gets_only_the_windows_it_needs(sky):
-    data, w, target = sky
+def logged_source(g, data, w):
+    """A callback source over `data` and the list of windows it was asked for."""
     windows = []
 
     def fn(window):
         windows.append(window)
         return data[window]
+    return g.source_callback(fn, data.shape, 'float64', 'sky', b'v1',
+                             header=header_of(w, data.shape).tostring()), windows
+
+
+def test_source_callback_gets_only_the_windows_it_needs(sky):
+    data, w, target = sky
     g = _core.Graph()
-    n = g.source_callback(fn, data.shape, 'float64', 'sky', b'v1', header=header_of(w, data.shape).tostring())
+    n, windows = logged_source(g, data, w)
     assert g.py_callbacks
     part = g.compute(g.binary_scalar('mul', n, 2.0), region=(slice(10, 20), slice(30, 45)))
     assert np.array_equal(part, data[10:20, 30:45] * 2)
@@ -442,13 +448,8 @@ def test_cache_from_python_and_from_the_environment(tmp_path, sky, monkeypatch):
         g.compute(n, cache=c)
     # A directory, and $TESSERA_CACHE: one handle per directory and process.
     # Blocks served from the cache never ask the source for windows.
-    calls = []
-
-    def fn(window):
-        calls.append(window)
-        return data[window]
     g = _core.Graph()
-    s = g.source_callback(fn, data.shape, 'float64', 'sky', b'v1', header=header_of(w, data.shape).tostring())
+    s, calls = logged_source(g, data, w)
     n = g.reproject_exact(s, header_of(target, (50, 60)).tostring(), block=(16, 16))
     monkeypatch.setenv('TESSERA_CACHE', str(tmp_path / 'c2'))
     assert np.array_equal(g.compute(n), ref, equal_nan=True)
