@@ -54,6 +54,15 @@ class _Tap:
             self.emit(f'ok {self.n} - {name}')
 
 
+def pytest_addoption(parser):
+    # meson runs pytest with its terminal plugin off (stdout is TAP only);
+    # assertion messages still read the option it would have registered.
+    try:
+        parser.addoption('-v', '--verbose', action='count', dest='verbose', default=0)
+    except ValueError:
+        pass   # the terminal plugin has it
+
+
 def pytest_configure(config):
     if TAP:
         config.pluginmanager.register(_Tap(), 'tessera-tap')

@@ -68,6 +68,46 @@ def test_source_array_memmap_read_by_window_with_file_identity_key(tmp_path):
     assert np.array_equal(g.compute(n, region=(slice(5, 9),)), ro[20:28:2].astype(np.float32))
 
 
+def rss_mb():
+    with open('/proc/self/status') as f:
+        for ln in f:
+            if ln.startswith('VmRSS:'):
+                return int(ln.split()[1]) / 1024
+
+
+def test_a_region_of_a_big_memmap_reads_only_its_windows(tmp_path):
+    n = 4096                                    # 128 MiB of big-endian float64
+    path = tmp_path / 'big.dat'
+    mm = np.memmap(path, dtype='>f8', mode='w+', shape=(n, n))
+    for y in range(0, n, 512):
+        mm[y:y + 512] = np.arange(y, y + 512)[:, None] + np.arange(n)[None, :] * 1e-3
+    mm.flush()
+    del mm
+    ro = np.memmap(path, dtype='>f8', mode='r', shape=(n, n))
+    w = tan_wcs(shape=(n, n), scale=1e-4)
+    target = tan_wcs(crval=(150.001, 2.0), shape=(n, n), scale=1e-4, rot=10)
+    A = tessera.from_array(ro, w)
+    before = rss_mb()
+    R = tessera.reproject(A, target, shape_out=(n, n))
+    # A small region is a sparse run: its windows are read with pread.
+    part = R.compute(region=(slice(2000, 2064), slice(2000, 2064)), jobs=2)
+    cut = A[1000:1064, 3000:3064].compute()
+    grown = rss_mb() - before
+    assert grown < 24, f'RSS grew by {grown:.1f} MB for a 64^2 region of a 128 MiB memmap'
+    assert len(pickle.dumps(R)) < 50000   # the memmap travels as its file name
+    np.testing.assert_array_equal(cut, ro[1000:1064, 3000:3064])
+    # The whole (read through the mapping) has the same bits there.
+    np.testing.assert_array_equal(R.compute()[2000:2064, 2000:2064], part)
+    # A file truncated under the map is an error, not a SIGBUS.
+    short = tessera.from_array(ro, w)
+    with open(path, 'r+b') as f:
+        f.truncate(n * n * 4)
+    with pytest.raises(OSError, match='callback failed'):
+        short[3000:3064, 10:20].compute()             # pread past the end
+    with pytest.raises(OSError, match='callback failed'):
+        short.compute(jobs=1)                         # the mapping, checked first
+
+
 def test_in_place_and_converted_sources_give_the_same_bits(sky):
     data, w, target = sky
     h = header_of(w, data.shape).tostring()
@@ -81,15 +121,21 @@ def test_in_place_and_converted_sources_give_the_same_bits(sky):
     assert np.array_equal(outs[0], outs[2], equal_nan=True)
 
 
-def test_source_callback_gets_only_the_windows_it_needs(sky):
-    data, w, target = sky
+def logged_source(g, data, w):
+    """A callback source over `data` and the list of windows it was asked for."""
     windows = []
 
     def fn(window):
         windows.append(window)
         return data[window]
+    return g.source_callback(fn, data.shape, 'float64', 'sky', b'v1',
+                             header=header_of(w, data.shape).tostring()), windows
+
+
+def test_source_callback_gets_only_the_windows_it_needs(sky):
+    data, w, target = sky
     g = _core.Graph()
-    n = g.source_callback(fn, data.shape, 'float64', 'sky', b'v1', header=header_of(w, data.shape).tostring())
+    n, windows = logged_source(g, data, w)
     assert g.py_callbacks
     part = g.compute(g.binary_scalar('mul', n, 2.0), region=(slice(10, 20), slice(30, 45)))
     assert np.array_equal(part, data[10:20, 30:45] * 2)
@@ -402,13 +448,8 @@ def test_cache_from_python_and_from_the_environment(tmp_path, sky, monkeypatch):
         g.compute(n, cache=c)
     # A directory, and $TESSERA_CACHE: one handle per directory and process.
     # Blocks served from the cache never ask the source for windows.
-    calls = []
-
-    def fn(window):
-        calls.append(window)
-        return data[window]
     g = _core.Graph()
-    s = g.source_callback(fn, data.shape, 'float64', 'sky', b'v1', header=header_of(w, data.shape).tostring())
+    s, calls = logged_source(g, data, w)
     n = g.reproject_exact(s, header_of(target, (50, 60)).tostring(), block=(16, 16))
     monkeypatch.setenv('TESSERA_CACHE', str(tmp_path / 'c2'))
     assert np.array_equal(g.compute(n), ref, equal_nan=True)

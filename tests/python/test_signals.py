@@ -20,15 +20,17 @@ def test_ctrl_c_interrupts_a_computation_promptly(executor):
         assert line and line[0] == 'ready', p.stderr.read()
         threads_before = int(line[1])
         time.sleep(0.4)              # the engine is running (the whole takes seconds)
-        t0 = time.monotonic()
+        sent = time.monotonic()
         p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=30)
-        elapsed = time.monotonic() - t0
+        out, err = p.communicate(timeout=60)
     finally:
         if p.poll() is None:
             p.kill()
     words = out.split()
     assert words[:1] == ['interrupted'], out + err
-    assert elapsed < 2.0, f'{elapsed:.2f} s from SIGINT to exit'
+    # The engine stops between blocks (tens of ms each here); the bound
+    # leaves room for a loaded machine.
+    elapsed = float(words[3]) - sent
+    assert elapsed < 2.0, f'{elapsed:.2f} s from SIGINT to KeyboardInterrupt'
     assert int(words[1]) == threads_before, 'engine threads left running'
     assert int(words[2]) == 0, 'worker processes left behind'

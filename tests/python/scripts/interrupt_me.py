@@ -1,6 +1,6 @@
 """A long computation for test_signals.py: prints "ready" and the number of
 its threads, computes, and on KeyboardInterrupt prints "interrupted", its
-threads and its child processes."""
+threads, its child processes and when it caught the exception."""
 import os
 import sys
 import time
@@ -35,6 +35,8 @@ try:
     R.compute(jobs=2, executor=None if executor == 'default' else executor)
     print('finished', flush=True)
 except KeyboardInterrupt:
+    caught = time.monotonic()    # CLOCK_MONOTONIC: comparable with the parent's clock
+
     def parent(pid):
         try:
             with open(f'/proc/{pid}/stat') as f:
@@ -42,4 +44,4 @@ except KeyboardInterrupt:
         except (OSError, ValueError):   # gone meanwhile
             return None
     kids = [p for p in os.listdir('/proc') if p.isdigit() and parent(p) == os.getpid()]
-    print('interrupted', len(os.listdir('/proc/self/task')), len(kids), flush=True)
+    print('interrupted', len(os.listdir('/proc/self/task')), len(kids), caught, flush=True)
