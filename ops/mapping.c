@@ -6,7 +6,8 @@
  *
  * - TAN -> TAN without distortions is exactly a plane-to-plane homography
  *   (central projections map great circles to lines, and a frame change is a
- *   rotation of the rays), whatever the frames.  We fit the 3x3 matrix to
+ *   rotation of the rays), whatever the frames; linear -> linear (no
+ *   celestial axes, see tsr__cel_open) is affine, a homography too.  We fit the 3x3 matrix to
  *   exact transforms and accept it only if it reproduces exact transforms at
  *   a grid of check points to 1e-8 px; then every pixel costs a few flops and
  *   is exact to rounding, at any tolerance.  A point is behind the input's
@@ -234,6 +235,24 @@ static int fit_homography(tsr__map_t *m, int64_t nx, int64_t ny) {
   return 0;
 }
 
+/* Linear WCSs map only to linear WCSs, and only in the same units: their
+ * world values are compared as they are, with no frame or unit change. */
+static int check_linear(tsr_ctx_t *ctx, const tsr__cel_t *out, const char *out_what,
+                        const tsr__cel_t *in, const char *in_what) {
+  bool lo = tsr__cel_frame(out) == TSR__FRAME_LINEAR, li = tsr__cel_frame(in) == TSR__FRAME_LINEAR;
+  if (lo != li)
+    return tsr__err(ctx, TSR_EWCS,
+                    "%s has %s axes but %s has %s axes; both must be celestial or both linear",
+                    lo ? out_what : in_what, "linear (non-celestial)", lo ? in_what : out_what,
+                    "celestial");
+  for (int a = 0; lo && a < 2; a++)
+    if (strcmp(tsr__cel_unit(out, a), tsr__cel_unit(in, a)) != 0)
+      return tsr__err(ctx, TSR_EWCS,
+                      "%s has CUNIT%d = '%s' but %s has '%s'; linear axes must have the same units",
+                      out_what, a + 1, tsr__cel_unit(out, a), in_what, tsr__cel_unit(in, a));
+  return 0;
+}
+
 int tsr__map_new(tsr_ctx_t *ctx, const tsr_wcs_t *out, const char *out_what,
                  const tsr_wcs_t *in, const char *in_what, double tol, bool roundtrip,
                  tsr__map_t **mp) {
@@ -245,12 +264,14 @@ int tsr__map_new(tsr_ctx_t *ctx, const tsr_wcs_t *out, const char *out_what,
   m->ctx = ctx;
   m->tol = tol;
   m->roundtrip = roundtrip;
-  if ((rc = tsr__cel_new(ctx, out, out_what, &m->out)) != 0 ||
-      (rc = tsr__cel_new(ctx, in, in_what, &m->in)) != 0)
+  if ((rc = tsr__cel_open(ctx, out, out_what, true, &m->out)) != 0 ||
+      (rc = tsr__cel_open(ctx, in, in_what, true, &m->in)) != 0 ||
+      (rc = check_linear(ctx, m->out, out_what, m->in, in_what)) != 0)
     goto out;
   m->rotate = tsr__cel_frame(m->out) != tsr__cel_frame(m->in);
   tsr__frame_matrix(tsr__cel_frame(m->out), tsr__cel_frame(m->in), m->rot);
-  if (tsr__cel_is_plain_tan(m->out) && tsr__cel_is_plain_tan(m->in) &&
+  if (((tsr__cel_is_plain_tan(m->out) && tsr__cel_is_plain_tan(m->in)) ||
+       (tsr__cel_is_plain_linear(m->out) && tsr__cel_is_plain_linear(m->in))) &&
       (rc = fit_homography(m, out->shape[0], out->shape[1])) != 0)
     goto out;
   *mp = m;

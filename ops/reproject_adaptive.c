@@ -125,8 +125,8 @@ static int adaptive_start(tsr_node_t *n, void **state) {
   rc = tsr__map_new(ctx, ap->target, "target", n->inputs[0]->wcs, ap->in_what, ap->tol,
                     ap->roundtrip != 0, &st->map);
   if (rc == 0 && ap->center) {
-    if ((rc = tsr__cel_new(ctx, ap->target, "target", &st->cout)) == 0 &&
-        (rc = tsr__cel_new(ctx, n->inputs[0]->wcs, ap->in_what, &st->cin)) == 0) {
+    if ((rc = tsr__cel_open(ctx, ap->target, "target", true, &st->cout)) == 0 &&
+        (rc = tsr__cel_open(ctx, n->inputs[0]->wcs, ap->in_what, true, &st->cin)) == 0) {
       st->rotate = tsr__cel_frame(st->cout) != tsr__cel_frame(st->cin);
       tsr__frame_matrix(tsr__cel_frame(st->cout), tsr__cel_frame(st->cin), st->rot);
     }
