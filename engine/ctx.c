@@ -12,12 +12,20 @@
  * slots, named by the context's id (unique for the life of the process, so
  * a context allocated where a freed one was does not inherit its message).
  * A message is formatted once, into a fixed buffer, so reporting an
- * out-of-memory error never needs memory.  The allocator hooks are called
+ * out-of-memory error never needs memory beyond the thread's slots, which
+ * are allocated at its first error (libc, not the context's allocator) and
+ * freed when it exits.  They are not thread-local arrays: 8 KiB of TLS in a
+ * library that also has an initial-exec TLS variable (guard.c) must come
+ * from the static TLS surplus, which glibc keeps to a few hundred bytes, and
+ * a dlopen of the library (the Python extension) then fails with "cannot
+ * allocate memory in static TLS block".  A thread whose slots cannot be
+ * allocated writes into one process-wide emergency slot instead.  The allocator hooks are called
  * from any thread that computes; they must be thread-safe if threads are
  * used.  Nothing here is global except the id counter and the static error
  * tables.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,14 +82,33 @@ typedef struct {
   char msg[TSR__ERRMSG_CAP];
 } err_slot_t;
 
-static _Thread_local err_slot_t err_slots[TSR__ERR_SLOTS];
+static _Thread_local err_slot_t *err_slots;   /* TSR__ERR_SLOTS, or NULL before the first error */
 static _Thread_local uint64_t err_clock;
+static err_slot_t err_emergency;                /* when a thread's slots cannot be allocated */
+static pthread_key_t err_key;                   /* frees a thread's slots when it exits */
+static pthread_once_t err_key_once = PTHREAD_ONCE_INIT;
+
+static void err_key_make(void) { (void)pthread_key_create(&err_key, free); }
 static _Atomic uint64_t next_ctx_id = 1;
 
 /* The calling thread's slot of ctx, or NULL; with `take`, a slot is made
  * for it, reusing the least recently written one. */
 static err_slot_t *err_slot(const tsr_ctx_t *ctx, bool take) {
-  err_slot_t *oldest = &err_slots[0];
+  err_slot_t *oldest;
+  if (err_slots == NULL) {
+    if (!take)
+      return err_emergency.ctx_id == ctx->id ? &err_emergency : NULL;
+    pthread_once(&err_key_once, err_key_make);
+    err_slots = calloc(TSR__ERR_SLOTS, sizeof *err_slots);
+    if (err_slots == NULL || pthread_setspecific(err_key, err_slots) != 0) {
+      free(err_slots);
+      err_slots = NULL;
+      err_emergency.ctx_id = ctx->id;
+      err_emergency.msg[0] = '\0';
+      return &err_emergency;
+    }
+  }
+  oldest = &err_slots[0];
   for (int i = 0; i < TSR__ERR_SLOTS; i++) {
     if (err_slots[i].ctx_id == ctx->id)
       return &err_slots[i];

@@ -744,26 +744,17 @@ int tsr__check_request(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *reg
   return check_request(g, node, region, r);
 }
 
-int tsr_compute(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region, void *dst,
-                size_t dst_bytes, const tsr_run_opts_t *opts) {
-  tsr_region_t r;
+/* tsr_compute and tsr_compute_planes: planes[p] of node's owner. */
+static int compute_planes(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *r,
+                          void *const *planes, const tsr_run_opts_t *opts) {
   tsr__run_t *run = NULL;
   tsr__mpi_t *mpi = NULL;
   int64_t stride[TSR_MAX_DIMS];
-  void *planes[TSR__MAX_PLANES] = {0};
   int rc;
 
-  tsr__api_check(g != NULL, "tsr_compute: graph is NULL");
-  if ((rc = check_request(g, node, region, &r)) != 0)
-    return rc;
-  if (dst == NULL || dst_bytes < (size_t)tsr_region_size(&r) * tsr_dtype_size(node->dtype))
-    return tsr__err(g->ctx, TSR_EINVAL,
-                    "compute: destination of %zu bytes is too small for %" PRId64
-                    " values of %s",
-                    dst_bytes, tsr_region_size(&r), tsr_dtype_name(node->dtype));
   if (opts && opts->mpi_comm) {
     /* Every rank comes here with the same request; ranks other than 0 serve. */
-    if ((rc = tsr__mpi_open(g->ctx, opts, node, &r, &mpi)) != 0)
+    if ((rc = tsr__mpi_open(g->ctx, opts, node, r, &mpi)) != 0)
       return rc;
     if (tsr__mpi_rank(opts) != 0) {
       rc = tsr__mpi_serve(mpi, g, opts);
@@ -777,13 +768,68 @@ int tsr_compute(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region, vo
   }
   if (mpi)
     tsr__mpi_attach(mpi, run);
-  tsr__contiguous_strides(&r, stride);
-  planes[node->plane] = dst;
-  tsr__run_set_request(run, tsr__run_count_tasks(run, node, &r), node, &r);
-  rc = tsr__run_region(run, node->owner, &r, planes, stride);
+  tsr__contiguous_strides(r, stride);
+  tsr__run_set_request(run, tsr__run_count_tasks(run, node, r), node, r);
+  rc = tsr__run_region(run, node->owner, r, planes, stride);
   if (rc == 0)
     tsr__run_succeeded(run);
   tsr__mpi_close(mpi, rc);
   tsr__run_free(run);
   return rc;
+}
+
+static int check_dst(tsr_graph_t *g, const tsr_node_t *node, const tsr_region_t *r,
+                     const void *dst, size_t dst_bytes) {
+  if (dst == NULL || dst_bytes < (size_t)tsr_region_size(r) * tsr_dtype_size(node->dtype))
+    return tsr__err(g->ctx, TSR_EINVAL,
+                    "compute: destination of %zu bytes is too small for %" PRId64
+                    " values of %s",
+                    dst_bytes, tsr_region_size(r), tsr_dtype_name(node->dtype));
+  return 0;
+}
+
+int tsr_compute(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region, void *dst,
+                size_t dst_bytes, const tsr_run_opts_t *opts) {
+  tsr_region_t r;
+  void *planes[TSR__MAX_PLANES] = {0};
+  int rc;
+
+  tsr__api_check(g != NULL, "tsr_compute: graph is NULL");
+  if ((rc = check_request(g, node, region, &r)) != 0)
+    return rc;
+  if ((rc = check_dst(g, node, &r, dst, dst_bytes)) != 0)
+    return rc;
+  planes[node->plane] = dst;
+  return compute_planes(g, node, &r, planes, opts);
+}
+
+int tsr_compute_planes(tsr_graph_t *g, int n, tsr_node_t *const *nodes,
+                       const tsr_region_t *region, void *const *dsts, size_t dst_bytes,
+                       const tsr_run_opts_t *opts) {
+  tsr_region_t r;
+  void *planes[TSR__MAX_PLANES] = {0};
+  int rc;
+
+  tsr__api_check(g != NULL, "tsr_compute_planes: graph is NULL");
+  if (n < 1 || nodes == NULL || dsts == NULL)
+    return tsr__err(g->ctx, TSR_EINVAL, "compute_planes: %d nodes; expected at least 1", n);
+  if ((rc = check_request(g, nodes[0], region, &r)) != 0)
+    return rc;
+  for (int i = 0; i < n; i++) {
+    if (nodes[i] == NULL || nodes[i]->graph != g)
+      return tsr__err(g->ctx, TSR_EINVAL, "compute_planes: node %d is NULL or from another graph",
+                      i + 1);
+    if (nodes[i]->owner != nodes[0]->owner)
+      return tsr__err(g->ctx, TSR_EINVAL,
+                      "compute_planes: node %d (%s) is not a plane of %s; expected the node and "
+                      "its tsr_footprint",
+                      i + 1, nodes[i]->name, nodes[0]->owner->name);
+    if (planes[nodes[i]->plane] != NULL)
+      return tsr__err(g->ctx, TSR_EINVAL, "compute_planes: node %d (%s) is asked for twice", i + 1,
+                      nodes[i]->name);
+    if ((rc = check_dst(g, nodes[i], &r, dsts[i], dst_bytes)) != 0)
+      return rc;
+    planes[nodes[i]->plane] = dsts[i];
+  }
+  return compute_planes(g, nodes[0], &r, planes, opts);
 }

@@ -62,6 +62,12 @@ static inline double ew_apply(const ew_params_t *p, double a, double b, double c
   case TSR_LOG: return log(a);
   case TSR_LOG10: return log10(a);
   case TSR_ISNAN: return a != a;
+  case TSR_LT: return a < b;
+  case TSR_LE: return a <= b;
+  case TSR_GT: return a > b;
+  case TSR_GE: return a >= b;
+  case TSR_EQ: return a == b;
+  case TSR_NE: return a != b;
   case EW_CLIP: return a != a ? a : a < p->s[0] ? p->s[0] : a > p->s[1] ? p->s[1] : a;
   case EW_WHERE: return a != 0 ? b : c; /* NaN is true, as in numpy */
   case EW_NAN_TO_NUM:
@@ -125,13 +131,14 @@ static const tsr__op_t ew_op = {
 
 static const char *code_name(int code) {
   static const char *const names[] = {"add", "sub", "mul", "div", "pow", "min", "max",
-                                      "abs", "sqrt", "exp", "log", "log10", "isnan"};
+                                      "abs", "sqrt", "exp", "log", "log10", "isnan",
+                                      "lt", "le", "gt", "ge", "eq", "ne"};
   switch (code) {
   case EW_CLIP: return "clip";
   case EW_WHERE: return "where";
   case EW_NAN_TO_NUM: return "nan_to_num";
   case EW_ASTYPE: return "astype";
-  default: return code >= 0 && code <= TSR_ISNAN ? names[code] : "elementwise";
+  default: return code >= 0 && code <= TSR_NE ? names[code] : "elementwise";
   }
 }
 
@@ -197,27 +204,31 @@ static tsr_node_t *make(tsr_graph_t *g, int code, int nin, tsr_node_t *const *in
   return tsr__node_finish(n);
 }
 
+static bool binary_op(int op) {
+  return (op >= TSR_ADD && op <= TSR_MAX) || (op >= TSR_LT && op <= TSR_NE);
+}
+
 tsr_node_t *tsr_binary(tsr_graph_t *g, int op, tsr_node_t *a, tsr_node_t *b) {
   tsr_node_t *in[2] = {a, b};
-  if (op < TSR_ADD || op > TSR_MAX)
-    return tsr__graph_fail(g, TSR_EINVAL, "binary: op %d is not add, sub, mul, div, pow, min or max",
-                           op);
+  if (!binary_op(op))
+    return tsr__graph_fail(g, TSR_EINVAL, "binary: op %d is not add, sub, mul, div, pow, min, max, "
+                           "lt, le, gt, ge, eq or ne", op);
   return make(g, op, 2, in, SC_NONE, NULL, 0);
 }
 
 tsr_node_t *tsr_binary_scalar(tsr_graph_t *g, int op, tsr_node_t *a, double s) {
   double sv[3] = {s, 0, 0};
-  if (op < TSR_ADD || op > TSR_MAX)
-    return tsr__graph_fail(g, TSR_EINVAL, "binary: op %d is not add, sub, mul, div, pow, min or max",
-                           op);
+  if (!binary_op(op))
+    return tsr__graph_fail(g, TSR_EINVAL, "binary: op %d is not add, sub, mul, div, pow, min, max, "
+                           "lt, le, gt, ge, eq or ne", op);
   return make(g, op, 1, &a, SC_RIGHT, sv, 0);
 }
 
 tsr_node_t *tsr_scalar_binary(tsr_graph_t *g, int op, double s, tsr_node_t *a) {
   double sv[3] = {s, 0, 0};
-  if (op < TSR_ADD || op > TSR_MAX)
-    return tsr__graph_fail(g, TSR_EINVAL, "binary: op %d is not add, sub, mul, div, pow, min or max",
-                           op);
+  if (!binary_op(op))
+    return tsr__graph_fail(g, TSR_EINVAL, "binary: op %d is not add, sub, mul, div, pow, min, max, "
+                           "lt, le, gt, ge, eq or ne", op);
   return make(g, op, 1, &a, SC_LEFT, sv, 0);
 }
 

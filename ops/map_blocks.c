@@ -8,7 +8,17 @@
  * error.  A block reads each input over the block grown by the halo
  * (clipped at the edges); pool workers are forked from the caller, so the
  * callback and its user pointer are valid there without copies.
+ *
+ * tsr_source_callback is the same with no inputs, as a source: the leaf for
+ * data that lives in another system (a dask graph, a strided or non-float
+ * array converted as it is read).  Like a FITS source, the engine asks it
+ * for exactly the window a task needs, once per task, never the whole
+ * array unless a task needs all of it; being a source (TSR__OP_SOURCE) it
+ * is never cached nor split into chunks: one call fills one window.  Its
+ * key adds the WCS, so equal descriptions merge and the cache keys of what
+ * is computed from it are stable across processes.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -232,6 +242,119 @@ tsr_node_t *tsr_map_blocks(tsr_graph_t *g, int n, tsr_node_t *const *inputs, tsr
       tsr__node_discard(node);
       return tsr__graph_fail(g, TSR_ENOMEM, "map_blocks: out of memory");
     }
+  }
+  return tsr__node_finish(node);
+}
+
+static void cb_encode(const tsr_node_t *n, tsr__buf_t *b) {
+  const mb_params_t *p = n->params;
+  tsr__buf_put_str(b, p->name);
+  tsr__buf_put_i64(b, (int64_t)p->len);
+  tsr__buf_put(b, p->bytes, p->len);
+  if (n->wcs)
+    tsr__wcs_encode(n->wcs, b);
+}
+
+static int cb_compute(tsr__task_t *t) {
+  const tsr_node_t *n = t->node;
+  const mb_params_t *p = n->params;
+  size_t es = tsr_dtype_size(n->dtype);
+  int64_t st[TSR_MAX_DIMS];
+  tsr_block_t b;
+  void *out = t->planes[0];
+  bool contiguous = true;
+  int rc;
+
+  if (out == NULL)
+    return 0;
+  /* The callback writes C-contiguous over the window; a destination laid
+   * out wider (a band of a FITS output) goes through a buffer. */
+  tsr__contiguous_strides(&t->out, st);
+  for (int a = 1; a < TSR_MAX_DIMS; a++)
+    if (t->out.stop[a] - t->out.start[a] > 1 && t->stride[a] != st[a])
+      contiguous = false;
+  if (!contiguous &&
+      (out = tsr__mallocarray(t->ctx, (size_t)tsr_region_size(&t->out), es)) == NULL)
+    return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory for a window of %" PRId64 " values",
+                    n->name, tsr_region_size(&t->out));
+  memset(&b, 0, sizeof b);
+  b.out = t->out;
+  b.data = out;
+  b.dtype = n->dtype;
+  rc = p->fn(p->user, &b);
+  if (rc != 0) {
+    char where[128];
+    tsr__region_format(&t->out, n->ndim, where, sizeof where);
+    rc = tsr__err(t->ctx, rc < 0 ? rc : TSR_EINVAL,
+                  "%s: the callback failed (returned %d) on window %s", n->name, rc, where);
+  } else if (out != t->planes[0]) {
+    tsr__copy_box(t->planes[0], &t->out, t->stride, out, &t->out, st, &t->out, es);
+  }
+  if (out != t->planes[0])
+    tsr__free(t->ctx, out);
+  return rc;
+}
+
+static const tsr__op_t cb_op = {
+    .name = "source_callback",
+    .version = 1,
+    .flags = TSR__OP_SOURCE | TSR__OP_SUBBOX,
+    .compute = cb_compute,
+    .encode = cb_encode,
+    .free_params = mb_free,
+};
+
+tsr_node_t *tsr_source_callback(tsr_graph_t *g, tsr_block_fn fn, void *user,
+                                const tsr_source_callback_opts_t *opts) {
+  mb_params_t *p;
+  tsr_node_t *node;
+
+  if (!tsr__graph_check(g))
+    return NULL;
+  if (fn == NULL || opts == NULL || opts->name == NULL || opts->name[0] == '\0')
+    return tsr__graph_fail(g, TSR_EINVAL, "source_callback: expected a callback and options with a name");
+  if (opts->dtype != TSR_F32 && opts->dtype != TSR_F64)
+    return tsr__graph_fail(g, TSR_EINVAL,
+                           "source_callback \"%s\": dtype %d; expected float32 (1) or float64 (2)",
+                           opts->name, opts->dtype);
+  if (opts->ndim < 1 || opts->ndim > TSR_MAX_DIMS)
+    return tsr__graph_fail(g, TSR_EINVAL, "source_callback \"%s\": %d axes; expected 1 to %d",
+                           opts->name, opts->ndim, TSR_MAX_DIMS);
+  if (opts->params_len > 0 && opts->params == NULL)
+    return tsr__graph_fail(g, TSR_EINVAL, "source_callback \"%s\": %zu parameter bytes at NULL",
+                           opts->name, opts->params_len);
+  for (int a = 0; a < opts->ndim; a++)
+    if (opts->shape[a] < 1 || opts->shape[a] > (INT64_C(1) << 40))
+      return tsr__graph_fail(g, TSR_EINVAL,
+                             "source_callback \"%s\": axis %d has length %" PRId64
+                             "; expected 1 to 2^40",
+                             opts->name, a + 1, opts->shape[a]);
+  if (opts->wcs && opts->wcs->naxis > opts->ndim)
+    return tsr__graph_fail(g, TSR_EINVAL, "source_callback \"%s\": WCS has %d axes but the array has %d",
+                           opts->name, opts->wcs->naxis, opts->ndim);
+  p = tsr__calloc(g->ctx, 1, sizeof *p);
+  if (p == NULL)
+    return tsr__graph_fail(g, TSR_ENOMEM, "source_callback: out of memory");
+  p->fn = fn, p->user = user, p->len = opts->params_len;
+  p->name = tsr__strdup(g->ctx, opts->name);
+  p->bytes = tsr__malloc(g->ctx, p->len + 1);
+  if (p->name == NULL || p->bytes == NULL) {
+    mb_free(g->ctx, p);
+    return tsr__graph_fail(g, TSR_ENOMEM, "source_callback: out of memory");
+  }
+  if (p->len)
+    memcpy(p->bytes, opts->params, p->len);
+  node = tsr__node_alloc(g, &cb_op, p);
+  if (node == NULL)
+    return NULL;
+  node->ndim = opts->ndim;
+  node->dtype = (tsr_dtype_t)opts->dtype;
+  for (int a = 0; a < opts->ndim; a++)
+    node->shape[a] = node->chunk[a] = opts->shape[a];
+  snprintf(node->name, sizeof node->name, "%.60s#%d", opts->name, g->n_nodes + 1);
+  if (opts->wcs && (node->wcs = tsr_wcs_copy(g->ctx, opts->wcs)) == NULL) {
+    tsr__node_discard(node);
+    return tsr__graph_fail(g, TSR_ENOMEM, "source_callback: out of memory");
   }
   return tsr__node_finish(node);
 }

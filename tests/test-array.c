@@ -84,6 +84,24 @@ TEST(elementwise_with_broadcasting_by_hand) {
   get(tsr_unary(g, TSR_ISNAN, A), out, 6);
   for (int k = 0; k < 6; k++)
     same(out[k], isnan(a[k]) ? 1 : 0);
+  {
+    /* Comparisons as numpy's: False with NaN, except !=. */
+    for (int op = TSR_LT; op <= TSR_NE; op++) {
+      get(tsr_binary(g, op, A, B), out, 6);
+      for (int k = 0; k < 6; k++) {
+        double x = a[k], y = b[k % 3];
+        int want = op == TSR_LT ? x < y : op == TSR_LE ? x <= y : op == TSR_GT ? x > y
+                 : op == TSR_GE ? x >= y : op == TSR_EQ ? x == y : x != y;
+        same(out[k], want);
+      }
+    }
+    get(tsr_scalar_binary(g, TSR_GT, 1, A), out, 6);
+    for (int k = 0; k < 6; k++)
+      same(out[k], 1 > a[k]);
+    get(tsr_binary_scalar(g, TSR_NE, A, 0.5), out, 6);
+    for (int k = 0; k < 6; k++)
+      same(out[k], a[k] != 0.5);
+  }
   get(tsr_clip(g, A, -1, 2), out, 6);
   for (int k = 0; k < 6; k++)
     same(out[k], isnan(a[k]) ? NAN : fmin(fmax(a[k], -1), 2));
@@ -382,6 +400,129 @@ TEST(user_callbacks_serial_pool_cache_and_regions) {
     ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "map_blocks \"bad\": output dtype 7; expected float32 or float64");
   }
   close_graph();
+}
+
+/* A callback source over img (64 x 48 doubles): counts the values asked
+ * for and checks each window lies inside the image. */
+typedef struct {
+  const double *img;
+  _Atomic long values, calls;
+  int fail;
+} cb_user_t;
+
+static int img_window(void *user, const tsr_block_t *b) {
+  cb_user_t *u = user;
+  double *d = b->data;
+  if (u->fail || b->n_inputs != 0 || b->dtype != TSR_F64 || b->out.start[0] < 0 ||
+      b->out.stop[0] > 64 || b->out.start[1] < 0 || b->out.stop[1] > 48)
+    return -1;
+  for (int64_t y = b->out.start[1]; y < b->out.stop[1]; y++)
+    for (int64_t x = b->out.start[0]; x < b->out.stop[0]; x++)
+      *d++ = u->img[y * 64 + x];
+  u->values += (long)tsr_region_size(&b->out);
+  u->calls++;
+  return 0;
+}
+
+static const char test_hdr[] =
+    "NAXIS   = 2\nNAXIS1  = 64\nNAXIS2  = 48\nCTYPE1  = 'RA---TAN'\nCTYPE2  = 'DEC--TAN'\n"
+    "CRPIX1  = 32.5\nCRPIX2  = 24.5\nCRVAL1  = 150.0\nCRVAL2  = 2.0\nCDELT1  = -0.001\n"
+    "CDELT2  = 0.001\n";
+static const char test_target[] =
+    "NAXIS   = 2\nNAXIS1  = 40\nNAXIS2  = 30\nCTYPE1  = 'RA---TAN'\nCTYPE2  = 'DEC--TAN'\n"
+    "CRPIX1  = 20.5\nCRPIX2  = 15.5\nCRVAL1  = 150.003\nCRVAL2  = 2.002\nCDELT1  = -0.0012\n"
+    "CDELT2  = 0.0012\nCROTA2  = 20\n";
+
+TEST(source_callback_reads_only_the_windows_asked_for) {
+  double img[64 * 48], ref[40 * 30], out[40 * 30], fp[40 * 30], fp2[40 * 30];
+  int64_t shape[2] = {64, 48};
+  cb_user_t u = {img, 0, 0, 0};
+  tsr_wcs_t *w, *t;
+  open_graph();
+  for (int k = 0; k < 64 * 48; k++)
+    img[k] = sin(k * 0.013) * 3 + (k % 11) * 0.25;
+  ASSERT_OK(tsr_wcs_parse(ctx, test_hdr, sizeof test_hdr - 1, "img", 1, &w));
+  ASSERT_OK(tsr_wcs_parse(ctx, test_target, sizeof test_target - 1, "target", 1, &t));
+  tsr_source_callback_opts_t o = {0};
+  o.name = "img";
+  o.params = "v1";
+  o.params_len = 2;
+  o.dtype = TSR_F64;
+  o.ndim = 2;
+  o.shape[0] = 64, o.shape[1] = 48;
+  o.wcs = w;
+  tsr_node_t *C = tsr_source_callback(g, img_window, &u, &o);
+  tsr_node_t *B = tsr_source_buffer(g, TSR_F64, 2, shape, img, w);
+  ASSERT(C != NULL && B != NULL);
+  ASSERT(tsr_source_callback(g, img_window, &u, &o) == C); /* same description: merged */
+  {
+    /* A region of an op reads just that window of the source. */
+    tsr_region_t r = {{5, 7, 0, 0}, {41, 30, 1, 1}};
+    double part[36 * 23];
+    ASSERT_OK(tsr_compute(g, tsr_binary_scalar(g, TSR_MUL, C, 2), &r, part, sizeof part, NULL));
+    for (int y = 7; y < 30; y++)
+      for (int x = 5; x < 41; x++)
+        ASSERT(part[(y - 7) * 36 + x - 5] == 2 * img[y * 64 + x]);
+    ASSERT(u.values == 36 * 23);
+  }
+  /* Reprojected, the same bits as the buffer on every executor, reading
+   * only windows the output blocks need. */
+  tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
+  io.block[0] = 16, io.block[1] = 16;
+  tsr_node_t *RB = tsr_reproject_interp(g, B, t, &io), *RC = tsr_reproject_interp(g, C, t, &io);
+  ASSERT(RB != NULL && RC != NULL);
+  get(RB, ref, 40 * 30);
+  for (int e = 0; e < 3; e++) {
+    tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
+    ro.jobs = e == 0 ? 1 : 2;
+    ro.executor = e == 2 ? TSR_EXECUTOR_PROCESSES : TSR_EXECUTOR_THREADS;
+    u.values = u.calls = 0;
+    memset(out, 0, sizeof out);
+    ASSERT_OK(tsr_compute(g, RC, NULL, out, sizeof out, &ro));
+    ASSERT(memcmp(ref, out, sizeof out) == 0);
+    if (e < 2) /* the pool's workers count in their own memory */
+      if (u.calls != 6 || u.values >= 64 * 48 * 2)
+        th_fail(__FILE__, __LINE__, "executor %d: %ld calls, %ld values", e, (long)u.calls, (long)u.values);
+  }
+  {
+    /* Data and footprint at once: the op runs once for both. */
+    tsr_node_t *planes[2] = {RC, tsr_footprint(g, RC)};
+    void *dsts[2] = {out, fp};
+    u.calls = 0;
+    ASSERT_OK(tsr_compute_planes(g, 2, planes, NULL, dsts, sizeof out, NULL));
+    ASSERT(u.calls == 6 && memcmp(ref, out, sizeof out) == 0);
+    ASSERT_OK(tsr_compute(g, planes[1], NULL, fp2, sizeof fp2, NULL));
+    ASSERT(memcmp(fp, fp2, sizeof fp) == 0);
+    planes[1] = RC;
+    ASSERT(tsr_compute_planes(g, 2, planes, NULL, dsts, sizeof out, NULL) == TSR_EINVAL);
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "is asked for twice");
+    planes[1] = RB;
+    ASSERT(tsr_compute_planes(g, 2, planes, NULL, dsts, sizeof out, NULL) == TSR_EINVAL);
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "is not a plane of");
+  }
+  u.fail = 1;
+  ASSERT(tsr_compute(g, RC, NULL, out, sizeof out, NULL) != 0);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "the callback failed (returned -1) on window");
+  tsr_wcs_free(w);
+  tsr_wcs_free(t);
+  close_graph();
+  {
+    tsr_source_callback_opts_t bad = o;
+    ASSERT_OK(tsr_ctx_new(&ctx, NULL));
+    ASSERT_OK(tsr_graph_new(ctx, &g));
+    bad.wcs = NULL;
+    bad.dtype = 7;
+    ASSERT(tsr_source_callback(g, img_window, &u, &bad) == NULL);
+    ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "source_callback \"img\": dtype 7; expected float32");
+    tsr_graph_free(g);
+    ASSERT_OK(tsr_graph_new(ctx, &g));
+    bad.dtype = TSR_F64;
+    bad.shape[1] = 0;
+    ASSERT(tsr_source_callback(g, img_window, &u, &bad) == NULL);
+    ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "axis 2 has length 0; expected 1 to 2^40");
+    tsr_graph_free(g);
+    tsr_ctx_free(ctx);
+  }
 }
 
 TEST_MAIN()

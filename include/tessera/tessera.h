@@ -410,10 +410,13 @@ TSR_API void tsr_mpi_finalize(void);
 /* operand is, else float32; the WCS is the first full-shape operand's. */
 
 /** Elementwise functions.  Binary ones broadcast as numpy does (each axis
- *  equal, or 1 in one operand); min and max propagate NaN (np.minimum). */
+ *  equal, or 1 in one operand); min and max propagate NaN (np.minimum).
+ *  Comparisons give 1 or 0 as numpy's give True or False: any comparison
+ *  with NaN is 0, except ne, which is 1. */
 typedef enum {
   TSR_ADD = 0, TSR_SUB, TSR_MUL, TSR_DIV, TSR_POW, TSR_MIN, TSR_MAX, /* binary */
-  TSR_ABS, TSR_SQRT, TSR_EXP, TSR_LOG, TSR_LOG10, TSR_ISNAN          /* unary; isnan gives 1 or 0 */
+  TSR_ABS, TSR_SQRT, TSR_EXP, TSR_LOG, TSR_LOG10, TSR_ISNAN,         /* unary; isnan gives 1 or 0 */
+  TSR_LT, TSR_LE, TSR_GT, TSR_GE, TSR_EQ, TSR_NE                     /* binary comparisons */
 } tsr_elementwise_t;
 
 /** a OP b, elementwise.  @return the node, or NULL with the error on the graph. */
@@ -495,6 +498,31 @@ typedef struct {
  *  @return the node, or NULL with the error on the graph. */
 TSR_API tsr_node_t *tsr_map_blocks(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
                                    tsr_block_fn fn, void *user, const tsr_map_blocks_opts_t *opts);
+
+typedef struct {
+  const char *name;        /* required: names the data in keys and messages */
+  const void *params;      /* bytes that, with name, shape, dtype and wcs, identify the */
+  size_t  params_len;      /* values (a content hash, a file's identity); copied */
+  int     dtype;           /* TSR_F32 or TSR_F64 (required) */
+  int     ndim;            /* 1 to 4 (required) */
+  int64_t shape[4];        /* FITS axis order (required) */
+  const tsr_wcs_t *wcs;    /* may be NULL; copied */
+} tsr_source_callback_opts_t;
+
+/** A source whose values the caller produces window by window (a dask
+ *  array, an integer or byte-swapped array converted as it is read): when a
+ *  computation needs window W, fn(user, block) is called with block->out = W
+ *  and no inputs, and writes W's values C-contiguous (axis 0 fastest) into
+ *  block->data, of block->dtype.  Only the windows the requested blocks
+ *  need are asked for, each once per task that needs it; the node is never
+ *  cached.  fn may be called from several threads at once and, with the
+ *  process executor, in forked workers; it must not keep block pointers.
+ *  The name, parameter bytes, shape, dtype and WCS make the node's key: two
+ *  callbacks given the same ones are taken to give the same values (the
+ *  graph merges them).  fn and user are borrowed for the graph's life.
+ *  @return the node, or NULL with the error on the graph. */
+TSR_API tsr_node_t *tsr_source_callback(tsr_graph_t *g, tsr_block_fn fn, void *user,
+                                        const tsr_source_callback_opts_t *opts);
 
 /* ------------------------------------------------------------------ */
 /* Mosaics                                                            */
@@ -579,6 +607,15 @@ TSR_API int tsr_optimal_wcs(tsr_ctx_t *ctx, int n, const tsr_wcs_t *const *input
  *  @return 0, or a negative code with the message in tsr_errmsg(ctx). */
 TSR_API int tsr_compute(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region,
                         void *dst, size_t dst_bytes, const tsr_run_opts_t *opts);
+
+/** Compute `region` (NULL = all) of the `n` planes nodes[i] of one
+ *  computation (a reprojection or mosaic and its tsr_footprint) together,
+ *  each into dsts[i] as tsr_compute would: the op runs once for both.  Every
+ *  node must be a plane of nodes[0]'s computation, each at most once.
+ *  @return 0, or a negative code with the message in tsr_errmsg(ctx). */
+TSR_API int tsr_compute_planes(tsr_graph_t *g, int n, tsr_node_t *const *nodes,
+                               const tsr_region_t *region, void *const *dsts, size_t dst_bytes,
+                               const tsr_run_opts_t *opts);
 
 /** Compute `region` (NULL = all) of `n` nodes of equal shape and write each to
  *  a FITS file, band by band, so memory stays bounded by one band of chunks.
