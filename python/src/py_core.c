@@ -941,7 +941,7 @@ static PyObject *Graph_reproject_adaptive(tsrpy_graph_t *self, PyObject *args, P
   const tsr_wcs_t *target;
   tsr_wcs_t *owned = NULL;
   tsr_node_t *src, *n;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|$OddOddppppppOdpdOO:reproject_adaptive", kwlist,
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|$OddOddpppppOdpdOO:reproject_adaptive", kwlist,
                                    &srcobj, &targetobj, &kernel, &o.kernel_width,
                                    &o.sample_region_width, &boundary, &o.boundary_fill_value,
                                    &o.boundary_ignore_threshold, &o.x_cyclic, &o.y_cyclic,
