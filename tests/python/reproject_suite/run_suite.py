@@ -23,14 +23,14 @@ Exit status 0 when no substituted test failed.
 """
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from tap_pytest import report_no_tests, run_pytest, tap_comment  # noqa: E402
 REPROJECT = "/usr/lib/python3/dist-packages/reproject"
 
 
@@ -58,13 +58,6 @@ def copy_package(workdir):
     return dst
 
 
-def tap_comment(text, limit=40):
-    lines = text.rstrip().splitlines()
-    if len(lines) > limit:
-        lines = ["..."] + lines[-limit:]
-    return "\n".join("#   " + ln for ln in lines)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", default=None,
@@ -74,8 +67,6 @@ def main():
     ap.add_argument("--pythonpath", action="append", default=[],
                     help="directory to put on PYTHONPATH (where `import tessera` is found)")
     ap.add_argument("-k", dest="keyword", default=None, help="pytest -k expression")
-    ap.add_argument("--jobs", default=None,
-                    help="TESSERA_JOBS for the run (unset: tessera's default)")
     args = ap.parse_args()
 
     if not os.path.isdir(REPROJECT):
@@ -95,30 +86,17 @@ def main():
     env["PYTHONPATH"] = os.pathsep.join([workdir, HERE] + args.pythonpath +
                                         [p for p in [env.get("PYTHONPATH")] if p])
     env["MPLBACKEND"] = "Agg"
-    if args.jobs:
-        env["TESSERA_JOBS"] = args.jobs
-    cmd = [sys.executable, "-m", "pytest", "reproject", "-p", "tessera_reproject_plugin",
-           "-p", "no:cacheprovider", "-q", "-rN", "--arraydiff",
-           "--arraydiff-default-format=fits", "--tessera-results", results]
+    pytest_args = ["reproject", "-p", "tessera_reproject_plugin", "-q", "-rN", "--arraydiff",
+                   "--arraydiff-default-format=fits"]
     if args.native:
-        cmd.append("--tessera-native")
+        pytest_args.append("--tessera-native")
     if args.keyword:
-        cmd += ["-k", args.keyword]
+        pytest_args += ["-k", args.keyword]
     t0 = time.monotonic()
-    with open(log, "w", encoding="utf-8") as f:
-        rc = subprocess.call(cmd, cwd=workdir, env=env, stdout=f, stderr=subprocess.STDOUT)
+    rc, tests = run_pytest(pytest_args, log, results, env=env, cwd=workdir)
     elapsed = time.monotonic() - t0
-
-    tests = []
-    if os.path.exists(results):
-        with open(results, encoding="utf-8") as f:
-            tests = [json.loads(line) for line in f if line.strip()]
     if not tests:
-        print("1..1")
-        print("not ok 1 - pytest ran no test (exit status %d); see %s" % (rc, log))
-        with open(log, encoding="utf-8") as f:
-            print(tap_comment(f.read()))
-        return 1
+        return report_no_tests(rc, log)
 
     excused = read_list(os.path.join(HERE, "excused.txt"))
     native_failures = read_list(os.path.join(HERE, "native-failures.txt"))

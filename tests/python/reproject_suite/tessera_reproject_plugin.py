@@ -12,17 +12,18 @@ With ``--tessera-native`` nothing is replaced (the baseline run), but calls of
 reproject's own public functions are still recorded the same way, so the two
 runs classify tests alike.
 
-Results go, one JSON object per test, to the file named by
-``--tessera-results``.
+tap_pytest records the results (loaded with -p tap_pytest); this plugin adds
+to each record the substituted functions the test called.
 """
 
 import functools
 import importlib
-import json
 import pkgutil
 import types
 
 import pytest
+
+import tap_pytest
 
 # reproject's public functions and the names tessera gives them.
 PUBLIC = {
@@ -37,14 +38,10 @@ PUBLIC = {
 _called = set()
 _originals = {}    # id(original function) -> (name, original)
 _wrappers = {}     # name -> wrapper
-_results = {}      # nodeid -> result dict
-_out = None
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("tessera")
-    group.addoption("--tessera-results", default=None,
-                    help="write one JSON line per test to this file")
     group.addoption("--tessera-native", action="store_true", default=False,
                     help="do not substitute: record calls of reproject's own functions")
 
@@ -97,10 +94,6 @@ def _patch_namespace(ns):
 
 
 def pytest_configure(config):
-    global _out
-    path = config.getoption("--tessera-results")
-    if path:
-        _out = open(path, "w", encoding="utf-8")
     native = config.getoption("--tessera-native")
 
     import reproject.mosaicking
@@ -152,41 +145,13 @@ class _ClassNS:
         setattr(self.cls, key, value)
 
 
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item, nextitem):
+def _start(item):
     _called.clear()
-    _results[item.nodeid] = {"id": item.nodeid, "outcome": "passed", "message": ""}
-    yield
-    res = _results.pop(item.nodeid)
-    res["substituted"] = sorted(_called)
-    if _out is not None:
-        _out.write(json.dumps(res) + "\n")
-        _out.flush()
 
 
-def pytest_runtest_logreport(report):
-    res = _results.get(report.nodeid)
-    if res is None:
-        return
-    if report.failed:
-        if res["outcome"] != "failed":
-            res["outcome"] = "failed"
-            res["when"] = report.when
-            text = str(report.longrepr) if report.longrepr is not None else ""
-            res["message"] = text[-3000:]
-    elif report.skipped and res["outcome"] == "passed":
-        res["outcome"] = "skipped"
-        longrepr = report.longrepr
-        if isinstance(longrepr, tuple) and len(longrepr) == 3:
-            res["message"] = str(longrepr[2])
-        else:
-            res["message"] = str(longrepr)
+def _extra(item):
+    return {"substituted": sorted(_called)}
 
 
-def pytest_unconfigure(config):
-    global _out
-    if _out is not None:
-        _out.close()
-        _out = None
+tap_pytest.START.append(_start)
+tap_pytest.EXTRA.append(_extra)
