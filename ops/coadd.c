@@ -230,8 +230,8 @@ static int cover_box(tsr_ctx_t *ctx, const tsr_node_t *r, int64_t box[4]) {
   if (!(o->op && (o->op->flags & TSR__OP_REPROJECT)) || o->inputs[0]->wcs == NULL || o->wcs == NULL)
     return 0;
   src = o->inputs[0];
-  if ((rc = tsr__cel_new(ctx, src->wcs, "mosaic input", &cin)) != 0 ||
-      (rc = tsr__cel_new(ctx, o->wcs, "mosaic target", &cout)) != 0)
+  if ((rc = tsr__cel_open(ctx, src->wcs, "mosaic input", true, &cin)) != 0 ||
+      (rc = tsr__cel_open(ctx, o->wcs, "mosaic target", true, &cout)) != 0)
     goto out;
   for (int k = 0; k < 11; k++) {
     double fx = -0.5 + (double)src->shape[0] * k / 10.0, fy = -0.5 + (double)src->shape[1] * k / 10.0;

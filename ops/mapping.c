@@ -6,10 +6,12 @@
  *
  * - TAN -> TAN without distortions is exactly a plane-to-plane homography
  *   (central projections map great circles to lines, and a frame change is a
- *   rotation of the rays), whatever the frames.  We fit the 3x3 matrix to
- *   exact transforms and accept it only if it reproduces exact transforms at
- *   a grid of check points to 1e-8 px; then every pixel costs a few flops and
- *   is exact to rounding, at any tolerance.  A point is behind the input's
+ *   rotation of the rays), whatever the frames; linear -> linear (no
+ *   celestial axes, see tsr__cel_open) is affine, a homography too.  We
+ *   fit the 3x3 matrix to exact transforms and accept it only if it
+ *   reproduces exact transforms at a grid of check points to 1e-8 px; then
+ *   every pixel costs a few flops and is exact to rounding, at any
+ *   tolerance.  A point is behind the input's
  *   tangent plane (undefined, as in wcslib) exactly when w <= 0.  A frame
  *   change with FK4's E-terms is not a rotation, but adding them is
  *   v -> (v + A) normalised, |A| = 0.34": in tangent-plane coordinates a
@@ -227,6 +229,28 @@ static int fit_homography(tsr__map_t *m, int64_t nx, int64_t ny, bool near) {
   return 0;
 }
 
+/* Linear WCSs map only to linear WCSs, and only in the same units: their
+ * world values are compared as they are, with no frame or unit change. */
+static int check_linear(tsr_ctx_t *ctx, const tsr__cel_t *out, const char *out_what,
+                        const tsr__cel_t *in, const char *in_what) {
+  bool lo = tsr__cel_frame(out)->kind == TSR__SKY_LINEAR;
+  bool li = tsr__cel_frame(in)->kind == TSR__SKY_LINEAR;
+  if (lo != li) {
+    const tsr__cel_t *l = lo ? out : in;
+    return tsr__err(ctx, TSR_EWCS,
+                    "%s has no celestial axes (CTYPE1 = '%s', CTYPE2 = '%s': linear axes) but %s "
+                    "has celestial axes; both must be celestial or both linear",
+                    lo ? out_what : in_what, tsr__cel_ctype(l, 0), tsr__cel_ctype(l, 1),
+                    lo ? in_what : out_what);
+  }
+  for (int a = 0; lo && a < 2; a++)
+    if (strcmp(tsr__cel_unit(out, a), tsr__cel_unit(in, a)) != 0)
+      return tsr__err(ctx, TSR_EWCS,
+                      "%s has CUNIT%d = '%s' but %s has '%s'; linear axes must have the same units",
+                      out_what, a + 1, tsr__cel_unit(out, a), in_what, tsr__cel_unit(in, a));
+  return 0;
+}
+
 int tsr__map_new(tsr_ctx_t *ctx, const tsr_wcs_t *out, const char *out_what,
                  const tsr_wcs_t *in, const char *in_what, double tol, bool roundtrip,
                  tsr__map_t **mp) {
@@ -238,12 +262,15 @@ int tsr__map_new(tsr_ctx_t *ctx, const tsr_wcs_t *out, const char *out_what,
   m->ctx = ctx;
   m->tol = tol;
   m->roundtrip = roundtrip;
-  if ((rc = tsr__cel_new(ctx, out, out_what, &m->out)) != 0 ||
-      (rc = tsr__cel_new(ctx, in, in_what, &m->in)) != 0)
+  if ((rc = tsr__cel_open(ctx, out, out_what, true, &m->out)) != 0 ||
+      (rc = tsr__cel_open(ctx, in, in_what, true, &m->in)) != 0 ||
+      (rc = check_linear(ctx, m->out, out_what, m->in, in_what)) != 0)
     goto out;
   tsr__frame_xform(tsr__cel_frame(m->out), tsr__cel_frame(m->in), &m->fwd);
   tsr__frame_xform(tsr__cel_frame(m->in), tsr__cel_frame(m->out), &m->back);
-  if (tsr__cel_is_plain_tan(m->out) && tsr__cel_is_plain_tan(m->in) &&
+  /* Linear -> linear: the frame transform is the identity, so a rotation. */
+  if (((tsr__cel_is_plain_tan(m->out) && tsr__cel_is_plain_tan(m->in)) ||
+       (tsr__cel_is_plain_linear(m->out) && tsr__cel_is_plain_linear(m->in))) &&
       (tsr__frame_is_rotation(&m->fwd) || tol > 0) &&
       (rc = fit_homography(m, out->shape[0], out->shape[1], !tsr__frame_is_rotation(&m->fwd))) != 0)
     goto out;

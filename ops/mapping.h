@@ -6,10 +6,11 @@
 
 typedef struct tsr__map_s tsr__map_t;
 
-/* The mapping from pixels of `out` to pixels of `in` (celestial axes).
- * `tol` is the largest interpolation error allowed, in input pixels (0 =
- * exact transforms at every pixel); `roundtrip` sets NaN where mapping back
- * moves a pixel by more than 1 (reproject's roundtrip_coords).  Owned by the
+/* The mapping from pixels of `out` to pixels of `in` (celestial axes, or
+ * linear onto linear in the same units: tsr__cel_open).  `tol` is the
+ * largest interpolation error allowed, in input pixels (0 = exact
+ * transforms at every pixel); `roundtrip` sets NaN where mapping back moves
+ * a pixel by more than 1 (reproject's roundtrip_coords).  Owned by the
  * calling process. */
 int tsr__map_new(tsr_ctx_t *ctx, const tsr_wcs_t *out, const char *out_what,
                  const tsr_wcs_t *in, const char *in_what, double tol, bool roundtrip,

@@ -15,7 +15,8 @@
 #define TSR__LARGE_INPUT_BYTES ((int64_t)256 << 20)
 
 /* The checks every reprojection makes the same way: the input has a WCS
- * and 2 or more axes, the target 2 celestial axes with a shape and extra
+ * and 2 or more axes, the target 2 celestial (or, for interp and adaptive,
+ * linear: tsr__cel_open) axes with a shape and extra
  * axes equal to the input's, dtype and block in range, and both WCSs parse
  * into a mapping (frames included).  `op` names the op in messages.  On
  * failure the error is on the graph and false is returned. */

@@ -124,8 +124,8 @@ static int adaptive_start(tsr_node_t *n, void **state) {
   rc = tsr__map_new(ctx, ap->target, "target", n->inputs[0]->wcs, ap->in_what, ap->tol,
                     ap->roundtrip != 0, &st->map);
   if (rc == 0 && ap->center) {
-    if ((rc = tsr__cel_new(ctx, ap->target, "target", &st->cout)) == 0 &&
-        (rc = tsr__cel_new(ctx, n->inputs[0]->wcs, ap->in_what, &st->cin)) == 0) {
+    if ((rc = tsr__cel_open(ctx, ap->target, "target", true, &st->cout)) == 0 &&
+        (rc = tsr__cel_open(ctx, n->inputs[0]->wcs, ap->in_what, true, &st->cin)) == 0) {
       tsr__frame_xform(tsr__cel_frame(st->cout), tsr__cel_frame(st->cin), &st->fwd);
       tsr__frame_xform(tsr__cel_frame(st->cin), tsr__cel_frame(st->cout), &st->back);
     }
@@ -471,34 +471,13 @@ static void plan_pixel(const adaptive_params_t *ap, int64_t nx_in, int64_t ny_in
   top = floor(top + cy);
   left = ceil(left + cx);
   right = floor(right + cx);
-  if (!ap->x_cyclic) {
-    if (right > xmax) {
-      if (ap->boundary == TSR_BOUNDARY_STRICT)
-        return;
-      if (ap->boundary == TSR_BOUNDARY_IGNORE)
-        right = xmax;
-    }
-    if (left < 0) {
-      if (ap->boundary == TSR_BOUNDARY_STRICT)
-        return;
-      if (ap->boundary == TSR_BOUNDARY_IGNORE)
-        left = 0;
-    }
-  }
-  if (!ap->y_cyclic) {
-    if (top > ymax) {
-      if (ap->boundary == TSR_BOUNDARY_STRICT)
-        return;
-      if (ap->boundary == TSR_BOUNDARY_IGNORE)
-        top = ymax;
-    }
-    if (bottom < 0) {
-      if (ap->boundary == TSR_BOUNDARY_STRICT)
-        return;
-      if (ap->boundary == TSR_BOUNDARY_IGNORE)
-        bottom = 0;
-    }
-  }
+  /* The box stays whole in the ignore modes: samples outside the input
+   * are skipped as they are met, so the kernel weights (tabulated over the
+   * box by a recurrence) are the same bits in 'ignore' and
+   * 'ignore_threshold', which must agree exactly at threshold 1. */
+  if (ap->boundary == TSR_BOUNDARY_STRICT &&
+      ((!ap->x_cyclic && (right > xmax || left < 0)) || (!ap->y_cyclic && (top > ymax || bottom < 0))))
+    return;
   if ((!ap->x_cyclic && (right < 0 || left > xmax)) || (!ap->y_cyclic && (top < 0 || bottom > ymax))) {
     if (ap->boundary == TSR_BOUNDARY_GRID_CONSTANT) {
       p->status = PIX_FILL;

@@ -722,6 +722,20 @@ tsr_node_t *tsr_reproject_exact(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_t
                            o.nan_mode);
   if (!tsr__reproject_check(g, "reproject_exact", src, target, o.dtype, o.block))
     return NULL;
+  {
+    /* Overlaps are areas on the sphere: the linear WCSs that the shared
+     * check lets through for interp and adaptive have none. */
+    tsr__cel_t *ci = NULL, *co = NULL;
+    int rc = tsr__cel_new(ctx, src->wcs, src->name, &ci);
+    if (rc == 0)
+      rc = tsr__cel_new(ctx, target, "target", &co);
+    tsr__cel_free(ci);
+    tsr__cel_free(co);
+    if (rc != 0) {
+      tsr__err_prefix(ctx, "reproject_exact");
+      return tsr__graph_fail_ctx(g, rc);
+    }
+  }
   ep = tsr__calloc(ctx, 1, sizeof *ep);
   if (ep == NULL)
     return tsr__graph_fail(g, TSR_ENOMEM, "reproject_exact: out of memory");

@@ -8,6 +8,12 @@
  * graph is read the same way when it runs.  wcslib calls are batched (its
  * projection routines are vectorised) through scratch arrays owned by the
  * tsr__cel_t.
+ *
+ * A WCS without celestial axes whose first two axes are linear (astropy's
+ * WCS(naxis=2), detector or offset coordinates) is accepted where the caller
+ * allows it: its "vectors" carry the two world values as they are, and its
+ * frame, TSR__SKY_LINEAR, only maps to another linear WCS in the same
+ * units, as astropy's pixel_to_pixel would.
  */
 #include <math.h>
 #include <stdio.h>
@@ -27,8 +33,10 @@ struct tsr__cel_s {
   tsr_ctx_t *ctx;
   struct wcsprm *wcs;       /* 2-axis celestial copy, wcsset done */
   int lng;                  /* world axis of longitude in wcs (0 or 1) */
-  tsr__frame_t frame;      /* of the celestial axes */
+  tsr__frame_t frame;      /* of the celestial axes (TSR__SKY_LINEAR if linear) */
+  bool linear;              /* two linear axes: world = the vector's x, y */
   bool plain_tan;
+  bool plain_linear;        /* linear without distortions */
   int batch;                /* points per wcslib call: BATCH, or 1 (see tsr__cel_new) */
   char proj[4];
   double pix[2 * BATCH], img[2 * BATCH], phi[BATCH], theta[BATCH], world[2 * BATCH];
@@ -132,6 +140,15 @@ int tsr__sky_frame_of(tsr_ctx_t *ctx, const struct wcsprm *w, const char *what,
 }
 
 int tsr__cel_new(tsr_ctx_t *ctx, const tsr_wcs_t *w, const char *what, tsr__cel_t **out) {
+  return tsr__cel_open(ctx, w, what, false, out);
+}
+
+/* wcslib's axis type code of axis i: 0 = linear or unknown, 1 = Stokes,
+ * 2 = celestial, 3 = spectral (wcsprm.types, thousands digit). */
+static int axis_kind(const struct wcsprm *w, int i) { return w->types[i] / 1000; }
+
+int tsr__cel_open(tsr_ctx_t *ctx, const tsr_wcs_t *w, const char *what, bool linear_ok,
+                  tsr__cel_t **out) {
   tsr__cel_t *c = NULL;
   struct wcsprm *all = NULL, *prim = NULL;
   int nwcs = 0, status, rc = TSR_ENOMEM;
@@ -146,19 +163,23 @@ int tsr__cel_new(tsr_ctx_t *ctx, const tsr_wcs_t *w, const char *what, tsr__cel_
   c->ctx = ctx; /* tsr__cel_free needs it, whatever fails next */
   if ((rc = tsr__sky_wcsprm(ctx, w->cards, w->ncards, what, &all, &nwcs, &prim)) != 0)
     goto out;
-  if (prim->lng < 0 || prim->lat < 0) {
-    rc = tsr__err(ctx, TSR_EWCS, "%s: no celestial axes (CTYPE1 = '%s', CTYPE2 = '%s')", what,
-                  prim->ctype[0], prim->naxis > 1 ? prim->ctype[1] : "");
+  if (linear_ok && prim->lng < 0 && prim->lat < 0 && prim->naxis >= 2 &&
+      axis_kind(prim, 0) == 0 && axis_kind(prim, 1) == 0) {
+    c->linear = true;
+    c->frame = tsr__frame_default(TSR__SKY_LINEAR);
+  } else if (prim->lng < 0 || prim->lat < 0) {
+    rc = tsr__err(ctx, TSR_EWCS, "%s: no celestial axes (CTYPE1 = '%s', CTYPE2 = '%s')%s", what,
+                  prim->ctype[0], prim->naxis > 1 ? prim->ctype[1] : "",
+                  linear_ok ? "; expected a celestial pair or two linear axes" : "");
     goto out;
-  }
-  if (!((prim->lng == 0 && prim->lat == 1) || (prim->lng == 1 && prim->lat == 0))) {
+  } else if (!((prim->lng == 0 && prim->lat == 1) || (prim->lng == 1 && prim->lat == 0))) {
     rc = tsr__err(ctx, TSR_ENOTSUP,
                   "%s: celestial axes must be the first two (they are axes %d and %d)", what,
                   prim->lng + 1, prim->lat + 1);
     goto out;
-  }
-  if ((rc = tsr__sky_frame_of(ctx, prim, what, &c->frame)) != 0)
+  } else if ((rc = tsr__sky_frame_of(ctx, prim, what, &c->frame)) != 0) {
     goto out;
+  }
   c->wcs = tsr__calloc(ctx, 1, sizeof *c->wcs);
   if (c->wcs == NULL) {
     rc = tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", what);
@@ -171,22 +192,25 @@ int tsr__cel_new(tsr_ctx_t *ctx, const tsr_wcs_t *w, const char *what, tsr__cel_
                   c->wcs->err && c->wcs->err->msg ? c->wcs->err->msg : wcs_errmsg[status]);
     goto out;
   }
-  c->lng = c->wcs->lng;
-  memcpy(c->proj, c->wcs->ctype[0] + 5, 3);
-  c->proj[3] = '\0';
-  /* wcslib 7.12's quad-cube projections (TSC, CSC, QSC) and HEALPix (HPX)
-   * give wrong pixel -> world results for some points when called on a
-   * vector of points at one pixel y (a row lands on the wrong face); one
-   * point per call is right.  The other projections were checked clean. */
-  {
+  c->batch = BATCH;
+  if (c->linear) {
+    c->lng = 0;
+    c->plain_linear = c->wcs->lin.dispre == NULL && c->wcs->lin.disseq == NULL;
+  } else {
+    c->lng = c->wcs->lng;
+    memcpy(c->proj, c->wcs->ctype[0] + 5, 3);
+    c->proj[3] = '\0';
+    /* wcslib 7.12's quad-cube projections (TSC, CSC, QSC) and HEALPix (HPX)
+     * give wrong pixel -> world results for some points when called on a
+     * vector of points at one pixel y (a row lands on the wrong face); one
+     * point per call is right.  The other projections were checked clean. */
     static const char *const unbatched[] = {"TSC", "CSC", "QSC", "HPX"};
-    c->batch = BATCH;
     for (size_t k = 0; k < sizeof unbatched / sizeof unbatched[0]; k++)
       if (strcmp(c->wcs->cel.prj.code, unbatched[k]) == 0)
         c->batch = 1;
+    c->plain_tan = strcmp(c->wcs->cel.prj.code, "TAN") == 0 && c->wcs->lin.dispre == NULL &&
+                   c->wcs->lin.disseq == NULL && strlen(c->wcs->ctype[0]) <= 8;
   }
-  c->plain_tan = strcmp(c->wcs->cel.prj.code, "TAN") == 0 && c->wcs->lin.dispre == NULL &&
-                 c->wcs->lin.disseq == NULL && strlen(c->wcs->ctype[0]) <= 8;
   *out = c;
   c = NULL;
   rc = 0;
@@ -221,7 +245,10 @@ void tsr__cel_scales(const tsr__cel_t *c, double s[2]) {
 
 const tsr__frame_t *tsr__cel_frame(const tsr__cel_t *c) { return &c->frame; }
 bool tsr__cel_is_plain_tan(const tsr__cel_t *c) { return c->plain_tan; }
-const char *tsr__cel_proj(const tsr__cel_t *c) { return c->wcs->cel.prj.code; }
+bool tsr__cel_is_plain_linear(const tsr__cel_t *c) { return c->plain_linear; }
+const char *tsr__cel_proj(const tsr__cel_t *c) { return c->linear ? "" : c->wcs->cel.prj.code; }
+const char *tsr__cel_unit(const tsr__cel_t *c, int axis) { return c->wcs->cunit[axis]; }
+const char *tsr__cel_ctype(const tsr__cel_t *c, int axis) { return c->wcs->ctype[axis]; }
 
 void tsr__cel_pix2vec(tsr__cel_t *c, size_t n, const double *x, const double *y, double *v) {
   /* Points outside a projection fail by the thousand and are reported as
@@ -241,6 +268,12 @@ void tsr__cel_pix2vec(tsr__cel_t *c, size_t n, const double *x, const double *y,
              c->phi + k, c->theta + k, c->world + 2 * k, c->stat + k);
     for (int i = 0; i < m; i++) {
       double *o = v + 3 * (i0 + (size_t)i);
+      if (c->linear) {
+        double a = c->world[2 * i], b = c->world[2 * i + 1];
+        bool ok = c->stat[i] == 0 && isfinite(a) && isfinite(b);
+        o[0] = ok ? a : NAN, o[1] = ok ? b : NAN, o[2] = ok ? 0.0 : NAN;
+        continue;
+      }
       double lon = c->world[2 * i + c->lng] * D2R, lat = c->world[2 * i + 1 - c->lng] * D2R;
       if (c->stat[i] != 0 || !isfinite(lon) || !isfinite(lat)) {
         o[0] = o[1] = o[2] = NAN;
@@ -260,6 +293,12 @@ void tsr__cel_vec2pix(tsr__cel_t *c, size_t n, const double *v, double *x, doubl
     int m = (int)(n - i0 < BATCH ? n - i0 : BATCH);
     for (int i = 0; i < m; i++) {
       const double *p = v + 3 * (i0 + (size_t)i);
+      if (c->linear) {
+        bool ok = isfinite(p[0]) && isfinite(p[1]);
+        c->world[2 * i] = ok ? p[0] : 0.0, c->world[2 * i + 1] = ok ? p[1] : 0.0;
+        c->stat[i] = ok ? 0 : -1;
+        continue;
+      }
       double lon = atan2(p[1], p[0]) / D2R, lat;
       double h = hypot(p[0], p[1]);
       lat = atan2(p[2], h) / D2R;

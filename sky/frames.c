@@ -310,6 +310,9 @@ void tsr__frame_name(const tsr__frame_t *f, char *buf, size_t cap) {
   case TSR__SKY_ECLIPTIC:
     snprintf(buf, cap, "Ecliptic(J%g)", tsr__sky_jd_jyear(f->equinox));
     break;
+  case TSR__SKY_LINEAR:
+    snprintf(buf, cap, "linear");
+    break;
   default:
     snprintf(buf, cap, "ICRS");
   }
@@ -329,7 +332,7 @@ bool tsr__frame_equal(const tsr__frame_t *a, const tsr__frame_t *b) {
 /* ------------------------------------------------------------------ */
 /* The transform graph                                                 */
 
-#define N_KINDS 8 /* kinds are 1..7 */
+#define N_KINDS 8 /* sky kinds are 1..7; TSR__SKY_LINEAR is in no graph */
 
 /* astropy's edges (transforms registered between distinct classes). */
 static bool edge(int a, int b) {
@@ -507,7 +510,9 @@ void tsr__frame_xform(const tsr__frame_t *from, const tsr__frame_t *to, tsr__fra
   build_t b = {x};
   memset(x, 0, sizeof *x);
   memcpy(x->m, ident, sizeof ident);
-  if (tsr__frame_equal(from, to))
+  /* Linear axes are not on the sky: linear -> linear is the identity and
+   * linear <-> sky has no transform (tsr__map_new refuses that pair). */
+  if (tsr__frame_equal(from, to) || from->kind == TSR__SKY_LINEAR || to->kind == TSR__SKY_LINEAR)
     return;
   if (from->kind == to->kind) {
     step(&b, from, to);

@@ -54,7 +54,11 @@ typedef enum {
   TSR__SKY_FK4_NO_E = 4,      /* FK4 with the E-terms removed */
   TSR__SKY_GALACTIC = 5,
   TSR__SKY_SUPERGALACTIC = 6,
-  TSR__SKY_ECLIPTIC = 7       /* barycentric mean ecliptic and equinox (BarycentricMeanEcliptic) */
+  TSR__SKY_ECLIPTIC = 7,      /* barycentric mean ecliptic and equinox (BarycentricMeanEcliptic) */
+  /* Not a sky frame: two linear world axes (no celestial ones, see
+   * tsr__cel_open).  It meets only itself, as the identity; tsr__map_new
+   * refuses to pair it with a celestial frame. */
+  TSR__SKY_LINEAR = 8
 } tsr__frame_kind_t;
 
 typedef struct {
@@ -75,13 +79,15 @@ tsr__frame_t tsr__frame_default(tsr__frame_kind_t kind);
 /* The frame named `s` (case aside): "icrs", "fk5", "fk4", "fk4-no-e",
  * "galactic", "supergalactic", "ecliptic"; -1 if none. */
 int tsr__frame_parse(const char *s, tsr__frame_t *f);
-/* "ICRS", "FK5(J1975)", "FK4(B1950)", "Galactic", ... */
+/* "ICRS", "FK5(J1975)", "FK4(B1950)", "Galactic", ..., "linear" */
 void tsr__frame_name(const tsr__frame_t *f, char *buf, size_t cap);
 bool tsr__frame_equal(const tsr__frame_t *a, const tsr__frame_t *b);
 
 /* Unit vectors of frame `from` -> frame `to`, along astropy's transform
  * graph (the same path, the same intermediate frames): E-terms removed
- * (an FK4 source), one rotation, E-terms added (an FK4 target). */
+ * (an FK4 source), one rotation, E-terms added (an FK4 target).  Linear
+ * -> linear is the identity; linear and a sky frame have no transform
+ * (callers check first; it is left the identity). */
 typedef struct {
   double m[9];        /* row-major rotation between the E-term steps */
   double ein[3];      /* E-terms vector removed first */
@@ -114,6 +120,13 @@ typedef struct tsr__cel_s tsr__cel_t;
  * 'target "t.hdr"').  The copy belongs to the calling thread; never share
  * it between threads. */
 int tsr__cel_new(tsr_ctx_t *ctx, const tsr_wcs_t *w, const char *what, tsr__cel_t **out);
+/* As tsr__cel_new, and when `linear_ok` also a WCS without celestial axes
+ * whose pixel axes 0 and 1 are linear (CTYPE '' or a name wcslib does not
+ * know, as astropy's WCS(naxis=2)): its frame is TSR__SKY_LINEAR and its
+ * "vectors" are (world1, world2, 0), not unit vectors, so only mappings
+ * between two linear WCSs (tsr__map_new, which checks) may use them. */
+int tsr__cel_open(tsr_ctx_t *ctx, const tsr_wcs_t *w, const char *what, bool linear_ok,
+                  tsr__cel_t **out);
 void tsr__cel_free(tsr__cel_t *c);
 const tsr__frame_t *tsr__cel_frame(const tsr__cel_t *c);
 /* The reference pixel (CRPIX, 0-based). */
@@ -124,10 +137,19 @@ void tsr__cel_scales(const tsr__cel_t *c, double s[2]);
 /* True for a plain gnomonic (TAN) projection without distortions: then a
  * TAN -> TAN mapping is exactly a homography. */
 bool tsr__cel_is_plain_tan(const tsr__cel_t *c);
-const char *tsr__cel_proj(const tsr__cel_t *c);   /* "TAN", "SIN", ... */
+const char *tsr__cel_proj(const tsr__cel_t *c);   /* "TAN", "SIN", ... ("" if linear) */
+/* True for two linear axes without distortions: a mapping between two
+ * such WCSs is affine, so exactly a homography. */
+bool tsr__cel_is_plain_linear(const tsr__cel_t *c);
+/* The unit (CUNITi, as wcslib normalised it) of pixel axis `axis` (0 or
+ * 1), "" if none. */
+const char *tsr__cel_unit(const tsr__cel_t *c, int axis);
+/* The type (CTYPEi) of pixel axis `axis` (0 or 1), "" if none. */
+const char *tsr__cel_ctype(const tsr__cel_t *c, int axis);
 
 /* Pixel (0-based) -> unit vector of the world position in the WCS's frame,
- * for n points; v is n x 3.  Invalid pixels give NaN vectors. */
+ * for n points; v is n x 3.  Invalid pixels give NaN vectors.  (Linear
+ * WCSs: (world1, world2, 0) instead, see tsr__cel_open.) */
 void tsr__cel_pix2vec(tsr__cel_t *c, size_t n, const double *x, const double *y, double *v);
 /* Unit vectors -> pixels (0-based); NaN where the projection is undefined. */
 void tsr__cel_vec2pix(tsr__cel_t *c, size_t n, const double *v, double *x, double *y);

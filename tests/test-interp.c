@@ -6,6 +6,7 @@
 
 #include "harness.h"
 #include "internal.h"
+#include "mapping.h"
 #include "sky.h"
 
 typedef struct {
@@ -64,6 +65,19 @@ static float *reproject(env_t *e, tsr_node_t *src, tsr_wcs_t *target, tsr_interp
   if (tsr_compute(e->g, n, r, out, count * sizeof(float), NULL) != 0)
     th_fail(__FILE__, __LINE__, "compute: %s", tsr_errmsg(e->ctx));
   return out;
+}
+
+/* out(x, y) = in(x - 3, y + 2) on 40 x 30 images, NaN off the input. */
+static void assert_shifted_3_2(const float *out, const float *in) {
+  for (int y = 0; y < 30; y++)
+    for (int x = 0; x < 40; x++) {
+      int xi = x - 3, yi = y + 2;
+      float v = out[y * 40 + x];
+      if (xi < 0 || yi >= 30)
+        ASSERT(isnan(v));
+      else
+        ASSERT_NEAR(v, in[yi * 40 + xi], 1e-4);
+    }
 }
 
 /* An all-sky CAR image onto a TSC target with exact mapping: rows of the
@@ -139,15 +153,7 @@ TEST(integer_shift_moves_pixels) {
     o.order = order;
     o.mapping_tolerance = 0;
     float *out = reproject(&e, src, wout, &o, NULL);
-    for (int y = 0; y < 30; y++)
-      for (int x = 0; x < 40; x++) {
-        int xi = x - 3, yi = y + 2;
-        float v = out[y * 40 + x];
-        if (xi < 0 || yi >= 30)
-          ASSERT(isnan(v));
-        else
-          ASSERT_NEAR(v, d[yi * 40 + xi], 1e-4);
-      }
+    assert_shifted_3_2(out, d);
     free(out);
   }
   free(d);
@@ -535,6 +541,89 @@ TEST(frames_agree_with_astropy) {
       ASSERT_NEAR(lat, ref[k][3 + 2 * f], 0.01 * mas);
     }
   }
+}
+
+/* Two linear axes (astropy's WCS(naxis=2): no CTYPE, or names wcslib does
+ * not know) map to two linear axes as astropy's pixel_to_pixel maps them,
+ * through the world values, and never to celestial axes. */
+TEST(linear_axes_map_to_linear_axes) {
+  env_t keep, e; /* the WCSs live in their own context: the cases get fresh graphs */
+  env_open(&keep);
+  env_open(&e);
+  tsr_wcs_t *win = make_wcs(&keep, 40, 30, "", "", 5, -7, 20.5, 15.5, 0.5, NULL);
+  /* Reference pixel 3 right and 2 down: out(x, y) = in(x - 3, y + 2). */
+  tsr_wcs_t *wout = make_wcs(&keep, 40, 30, "OFFSETX", "OFFSETY", 5, -7, 23.5, 13.5, 0.5, NULL);
+  tsr_wcs_t *sky = make_wcs(&keep, 40, 30, "RA---TAN", "DEC--TAN", 5, -7, 20.5, 15.5, 0.5, NULL);
+  tsr_wcs_t *arcsec = make_wcs(&keep, 40, 30, "", "", 5, -7, 20.5, 15.5, 0.5,
+                               "CUNIT1  = 'arcsec'\nCUNIT2  = 'arcsec'\n");
+  float *d = smooth_image(40, 30, 3);
+  int64_t shape[2] = {40, 30};
+  {
+    /* Linear -> linear is affine: the mapping is the homography of the
+     * shift, whatever the tolerance, and never "grid" or "exact". */
+    tsr__map_t *m = NULL;
+    double H[9];
+    for (int t = 0; t < 2; t++) {
+      ASSERT_OK(tsr__map_new(keep.ctx, wout, "target", win, "input", t ? 0.1 : 0.0, true, &m));
+      ASSERT(tsr__map_homography(m, H));
+      ASSERT(strcmp(tsr__map_kind(m), "homography") == 0);
+      ASSERT_NEAR(H[0] / H[8], 1.0, 1e-12);
+      ASSERT_NEAR(H[4] / H[8], 1.0, 1e-12);
+      ASSERT_NEAR(H[6], 0.0, 1e-12);
+      ASSERT_NEAR(H[7], 0.0, 1e-12);
+      ASSERT_NEAR(H[2] / H[8], -3.0, 1e-9);
+      ASSERT_NEAR(H[5] / H[8], 2.0, 1e-9);
+      tsr__map_free(m);
+      m = NULL;
+    }
+  }
+  tsr_node_t *src = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, win);
+  for (int order = 0; order <= 3; order += 3) {
+    tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+    o.order = order;
+    float *out = reproject(&e, src, wout, &o, NULL);
+    assert_shifted_3_2(out, d);
+    free(out);
+  }
+  {
+    /* Adaptive at unit scale with the Hann kernel takes the one input
+     * pixel under each output pixel's centre. */
+    tsr_adaptive_opts_t ao = TSR_ADAPTIVE_OPTS_INIT;
+    ao.kernel = TSR_KERNEL_HANN;
+    ao.boundary_mode = TSR_BOUNDARY_IGNORE;
+    tsr_node_t *n = tsr_reproject_adaptive(e.g, src, wout, &ao);
+    float *out = malloc(sizeof(float) * 40 * 30);
+    ASSERT(n != NULL);
+    ASSERT_OK(tsr_compute(e.g, n, NULL, out, sizeof(float) * 40 * 30, NULL));
+    for (int y = 0; y < 28; y++)
+      for (int x = 3; x < 40; x++)
+        ASSERT_NEAR(out[y * 40 + x], d[(y + 2) * 40 + x - 3], 1e-5);
+    free(out);
+  }
+  ASSERT(tsr_reproject_interp(e.g, src, sky, NULL) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(e.g), TSR_EWCS);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(e.g), "both must be celestial or both linear");
+  env_close(&e);
+
+  env_open(&e);
+  src = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, win);
+  ASSERT(tsr_reproject_interp(e.g, src, arcsec, NULL) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(e.g), "CUNIT1 = 'arcsec' but");
+  env_close(&e);
+
+  env_open(&e);
+  src = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, win);
+  ASSERT(tsr_reproject_exact(e.g, src, wout, NULL) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(e.g), "reproject_exact");
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(e.g), "no celestial axes");
+  env_close(&e);
+
+  free(d);
+  tsr_wcs_free(win);
+  tsr_wcs_free(wout);
+  tsr_wcs_free(sky);
+  tsr_wcs_free(arcsec);
+  env_close(&keep);
 }
 
 TEST(bad_options_are_reported) {

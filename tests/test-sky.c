@@ -1,7 +1,8 @@
 /* test-sky.c -- sky/: celestial frames against astropy (computed now, by
  * frames_astropy.py), the frame each kind of header is in, unsupported
- * frames, and headers that need astropy's fixes, read the same way by
- * every path (parse, reproject). */
+ * frames, headers that need astropy's fixes, read the same way by every
+ * path (parse, reproject), and linear (non-celestial) axes as their own
+ * frame. */
 #include <tessera/tessera.h>
 
 #include "harness.h"
@@ -287,6 +288,55 @@ TEST(cube_without_a_cd_row_for_its_spectral_axis_reprojects) {
   assert_same_floats(out[0], out[1], 64 * 64 * 2);
   tsr_wcs_free(wt);
   tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
+/* Two linear axes (astropy's WCS(naxis=2)) open only where the caller
+ * allows them, as the "linear" frame: their world values as they are, the
+ * identity to another linear WCS, and no transform to a sky frame. */
+TEST(linear_axes_open_as_their_own_frame) {
+  const char *hdr = "NAXIS   = 2\nNAXIS1  = 10\nNAXIS2  = 10\nCTYPE1  = 'OFFSETX'\n"
+                    "CRVAL1  = 10\nCRVAL2  = 20\nCRPIX1  = 5\nCRPIX2  = 5\nCDELT1  = -0.5\n"
+                    "CDELT2  = 2\nCUNIT1  = 'arcsec'\n";
+  tsr_ctx_t *ctx;
+  tsr_wcs_t *w = NULL;
+  tsr__cel_t *c = NULL;
+  tsr__frame_xform_t xf;
+  tsr__frame_t icrs = tsr__frame_default(TSR__SKY_ICRS);
+  double x[2] = {4, 6}, y[2] = {4, 1}, v[6], bx[2], by[2];
+  char name[32];
+  ASSERT_OK(tsr_ctx_new(&ctx, NULL));
+  ASSERT_OK(tsr_wcs_parse(ctx, hdr, strlen(hdr), "hdr", 1, &w));
+  ASSERT_INT_EQ(tsr__cel_new(ctx, w, "hdr", &c), TSR_EWCS);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "hdr: no celestial axes (CTYPE1 = 'OFFSETX'");
+  ASSERT_OK(tsr__cel_open(ctx, w, "hdr", true, &c));
+  ASSERT_INT_EQ(tsr__cel_frame(c)->kind, TSR__SKY_LINEAR);
+  ASSERT(tsr__cel_is_plain_linear(c) && !tsr__cel_is_plain_tan(c));
+  ASSERT(strcmp(tsr__cel_proj(c), "") == 0);
+  ASSERT(strcmp(tsr__cel_unit(c, 0), "arcsec") == 0 && strcmp(tsr__cel_unit(c, 1), "") == 0);
+  tsr__frame_name(tsr__cel_frame(c), name, sizeof name);
+  ASSERT(strcmp(name, "linear") == 0);
+  /* Pixel (4, 4) is the 1-based reference pixel (5, 5). */
+  tsr__cel_pix2vec(c, 2, x, y, v);
+  ASSERT_NEAR(v[0], 10.0, 1e-12);
+  ASSERT_NEAR(v[1], 20.0, 1e-12);
+  ASSERT_NEAR(v[2], 0.0, 0.0);
+  ASSERT_NEAR(v[3], 10.0 - 0.5 * 2, 1e-12);
+  ASSERT_NEAR(v[4], 20.0 + 2 * -3, 1e-12);
+  tsr__frame_xform(tsr__cel_frame(c), tsr__cel_frame(c), &xf);
+  ASSERT(tsr__frame_identity(&xf));
+  tsr__frame_apply(&xf, 2, v);
+  tsr__cel_vec2pix(c, 2, v, bx, by);
+  for (int k = 0; k < 2; k++) {
+    ASSERT_NEAR(bx[k], x[k], 1e-12);
+    ASSERT_NEAR(by[k], y[k], 1e-12);
+  }
+  tsr__frame_xform(tsr__cel_frame(c), &icrs, &xf);
+  ASSERT(tsr__frame_identity(&xf));
+  tsr__frame_xform(&icrs, tsr__cel_frame(c), &xf);
+  ASSERT(tsr__frame_identity(&xf));
+  tsr__cel_free(c);
+  tsr_wcs_free(w);
   tsr_ctx_free(ctx);
 }
 

@@ -297,7 +297,10 @@ TSR_API const char *tsr_order_name(int order);
 
 /** Reproject `src` onto `target` by interpolation (reproject_interp).
  *  The celestial axes of src are mapped; extra leading axes (cubes) are
- *  broadcast: the target gains them.  `target` is copied; `opts` may be NULL
+ *  broadcast: the target gains them.  Two linear axes (no celestial pair:
+ *  CTYPE '' or names wcslib does not know, as astropy's WCS(naxis=2)) map
+ *  onto two linear axes in the same units, through their world values; a
+ *  linear WCS never maps to a celestial one.  `target` is copied; `opts` may be NULL
  *  for defaults.  @return the data node (its footprint is tsr_footprint()),
  *  or NULL with the error on the graph. */
 TSR_API tsr_node_t *tsr_reproject_interp(tsr_graph_t *g, tsr_node_t *src,
@@ -357,7 +360,7 @@ TSR_API int tsr_bad_value_parse(const char *s);
  *  mapping, its singular values padded to at least 1 (magnitudes; the sign
  *  is kept, unlike reproject, so a flipped and down-sampled axis still
  *  averages), and a Gaussian or Hann kernel sampled over the input pixels of
- *  the resulting region.  Cubes are broadcast as for tsr_reproject_interp.
+ *  the resulting region.  Cubes and linear axes as for tsr_reproject_interp.
  *  Every block size gives the same bits.  `target` is copied; `opts` may be
  *  NULL for defaults.  @return the data node (footprint: tsr_footprint(), 1
  *  where the output is not NaN), or NULL with the error on the graph. */
@@ -383,6 +386,7 @@ typedef struct {
  *  each output pixel is the mean of the input pixels it covers weighted by
  *  the fraction of its solid angle each covers (pixels are the spherical
  *  quadrilaterals between their corners); surface brightness is conserved.
+ *  Both WCSs must be celestial (linear axes have no area on the sphere).
  *  Small pixels (under ~20 arcsec) are clipped in a plane, large ones on the
  *  sphere.  Cubes are broadcast as for tsr_reproject_interp.  Every block
  *  size gives the same result.  `target` is copied; `opts` may be NULL for
