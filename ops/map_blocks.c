@@ -119,6 +119,7 @@ static int mb_compute(tsr__task_t *t) {
   b.inputs = ins;
   b.in_regions = regs;
   b.in_dtypes = types;
+  b.sparse = t->sparse;
   rc = p->fn(p->user, &b);
   if (rc != 0) {
     char where[128];
@@ -281,6 +282,7 @@ static int cb_compute(tsr__task_t *t) {
   b.out = t->out;
   b.data = out;
   b.dtype = n->dtype;
+  b.sparse = t->sparse;
   rc = p->fn(p->user, &b);
   if (rc != 0) {
     char where[128];

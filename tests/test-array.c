@@ -408,6 +408,7 @@ typedef struct {
   const double *img;
   _Atomic long values, calls;
   int fail;
+  _Atomic int sparse_seen, dense_seen;   /* windows of sparse and of other runs */
 } cb_user_t;
 
 static int img_window(void *user, const tsr_block_t *b) {
@@ -421,6 +422,10 @@ static int img_window(void *user, const tsr_block_t *b) {
       *d++ = u->img[y * 64 + x];
   u->values += (long)tsr_region_size(&b->out);
   u->calls++;
+  if (b->sparse)
+    u->sparse_seen++;
+  else
+    u->dense_seen++;
   return 0;
 }
 
@@ -436,7 +441,7 @@ static const char test_target[] =
 TEST(source_callback_reads_only_the_windows_asked_for) {
   double img[64 * 48], ref[40 * 30], out[40 * 30], fp[40 * 30], fp2[40 * 30];
   int64_t shape[2] = {64, 48};
-  cb_user_t u = {img, 0, 0, 0};
+  cb_user_t u = {img, 0, 0, 0, 0, 0};
   tsr_wcs_t *w, *t;
   open_graph();
   for (int k = 0; k < 64 * 48; k++)
@@ -499,6 +504,19 @@ TEST(source_callback_reads_only_the_windows_asked_for) {
     planes[1] = RB;
     ASSERT(tsr_compute_planes(g, 2, planes, NULL, dsts, sizeof out, NULL) == TSR_EINVAL);
     ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "is not a plane of");
+  }
+  {
+    /* A small region (under 1/16 of the output) is a sparse run: sources
+     * are told so, to read just their windows. */
+    tsr_region_t r = {{20, 10, 0, 0}, {26, 16, 1, 1}};
+    double part[36];
+    ASSERT(u.dense_seen > 0 && u.sparse_seen == 0);
+    ASSERT_OK(tsr_compute(g, RC, &r, part, sizeof part, NULL));
+    ASSERT(u.sparse_seen > 0);
+    for (int y = 10; y < 16; y++)
+      for (int x = 20; x < 26; x++)
+        ASSERT(part[(y - 10) * 6 + x - 20] == ref[y * 40 + x] ||
+               (part[(y - 10) * 6 + x - 20] != part[(y - 10) * 6 + x - 20] && ref[y * 40 + x] != ref[y * 40 + x]));
   }
   u.fail = 1;
   ASSERT(tsr_compute(g, RC, NULL, out, sizeof out, NULL) != 0);

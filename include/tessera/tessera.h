@@ -475,6 +475,9 @@ typedef struct {
                                      clipped to the input), C-contiguous, of in_dtypes[i] */
   const tsr_region_t *in_regions;
   const tsr_dtype_t *in_dtypes;
+  int sparse;                     /* 1 when the run asks for a small part of its output (under
+                                     1/16): windows are scattered, so a source should read just
+                                     them, without reading ahead around them */
 } tsr_block_t;
 
 /** Compute one block; 0, or a negative TSR_E* code (or any nonzero) to fail

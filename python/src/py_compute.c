@@ -289,6 +289,9 @@ PyObject *tsrpy_run_raise(tsrpy_graph_t *g, tsrpy_run_t *run, int rc, int interr
 static int run_on_graph(tsrpy_graph_t *g, tsrpy_run_t *run, volatile int *flag,
                         int (*fn)(void *), void *job, const char *msg) {
   int rc, interrupted = 0;
+  /* A token cancelled before the run stops it at once, not at the first
+   * signal check. */
+  *flag = run->token ? run->token->flag : 0;
   run->opts.cancel = flag;
   if (run->token && !is_main_thread())
     run->opts.cancel = &run->token->flag;

@@ -48,10 +48,7 @@ PyObject *tsrpy_raise(int rc, const char *msg, const char *path) {
       }
       return NULL;
     }
-    if (rc != TSR_EFITS || path == NULL)
-      type = PyExc_OSError;
-    else
-      type = PyExc_OSError;
+    type = PyExc_OSError;
     break;
   }
   case TSR_EWORKER:
@@ -316,13 +313,12 @@ out:
 }
 
 static PyObject *Wcs_read_hdr(PyObject *cls, PyObject *args) {
-  PyObject *pathobj, *bytes = NULL;
+  PyObject *bytes = NULL;
   tsr_wcs_t *w = NULL;
   int rc;
   (void)cls;
   if (!PyArg_ParseTuple(args, "O&:read_hdr", PyUnicode_FSConverter, &bytes))
     return NULL;
-  (void)pathobj;
   rc = tsr_wcs_read_hdr(tsrpy_ctx, PyBytes_AS_STRING(bytes), &w);
   if (rc != 0) {
     tsrpy_raise_ctx(rc, PyBytes_AS_STRING(bytes));
@@ -1319,12 +1315,14 @@ static PyMethodDef Graph_methods[] = {
      "the first HDU with image data.  Integers are read as float (float64 for 32/64-bit ones), "
      "with BSCALE/BZERO/BLANK applied."},
     {"source_array", FN(tsrpy_graph_source_array), KW,
-     "source_array(array, header=None, key=None, dtype=None) -> Node\n\nA numpy array (1 to 4 "
-     "axes, any numeric dtype, byte order and strides, np.memmap) as a node.  Native float32/64 "
-     "C-contiguous arrays are read in place; any other is converted window by window as the "
-     "engine reads it, never whole.  header: a Wcs or header text (WCS of the array).  key: bytes "
-     "that identify the values (e.g. a memmap's file identity); None hashes the content.  dtype: "
-     "the node's type (default float64 for float64 and 32/64-bit integers, else float32).  The "
+     "source_array(array, header=None, key=None, dtype=None, file=None) -> Node\n\nA numpy array "
+     "(1 to 4 axes, any numeric dtype, byte order and strides, np.memmap) as a node.  Native "
+     "float32/64 C-contiguous arrays are read in place; any other is converted window by window "
+     "as the engine reads it, never whole.  header: a Wcs or header text (WCS of the array).  "
+     "key: bytes that identify the values (e.g. a memmap's file identity); None hashes the "
+     "content.  dtype: the node's type (default float64 for float64 and 32/64-bit integers, else "
+     "float32).  file: (path, offset) when the array's bytes are in that file from that byte "
+     "offset (a shared memory map): windows are read with pread, not through the mapping.  The "
      "graph keeps a reference to the array: do not change it while the graph is used."},
     {"source_callback", FN(tsrpy_graph_source_callback), KW,
      "source_callback(fn, shape, dtype, name, key, header=None) -> Node\n\nA source whose windows "

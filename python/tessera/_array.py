@@ -24,7 +24,6 @@ from . import _core
 
 __all__ = ['Array', 'open', 'from_array', 'coadd', 'reproject']
 
-_DEFAULT = object()
 
 # The engine's dtype for a source of numpy dtype `dt`: float64 for float64
 # and for 32/64-bit integers (as FITS BITPIX 32/64 are read), else float32.
@@ -108,6 +107,17 @@ class _ArrayLeaf:
                 self._key = _core.hash(self.arr)
         return self._key
 
+    def file(self):
+        """(path, offset) to read a memory map's windows from with pread (see
+        py_sources.c), or None: its rows must be dense, and its mapping
+        shared (a copy-on-write map's changes are not in the file)."""
+        if self.mm is None or getattr(self.mm[2], 'mode', 'c') == 'c':
+            return None
+        a = self.arr
+        if a.ndim and abs(a.strides[-1]) > 4 * a.dtype.itemsize:
+            return None
+        return self.mm[0], self.mm[1]
+
     def __reduce__(self):
         if self.mm is not None:
             path, offset, _ = self.mm
@@ -158,13 +168,69 @@ class _DaskWindow:
     """A dask array's windows for the engine: only the chunks a window meets
     are computed, with dask's synchronous scheduler (the engine already runs
     windows in parallel, and a scheduler inside a dask worker's task would
-    wait for the workers it occupies)."""
+    wait for the workers it occupies).  Neighbouring output blocks need
+    overlapping windows, so the chunks computed last are kept, up to
+    `budget` bytes (least recently used first out): memory stays bounded by
+    the windows in flight plus that budget, and a chunk is rarely computed
+    twice."""
 
-    def __init__(self, darr):
+    BUDGET = 64 << 20
+
+    def __init__(self, darr, budget=None):
         self.darr = darr
+        self.budget = self.BUDGET if budget is None else budget
+        self._setup()
+
+    def _setup(self):
+        self.bounds = [np.cumsum((0,) + tuple(c)) for c in self.darr.chunks]
+        self.cache = collections.OrderedDict()   # chunk index -> ndarray
+        self.nbytes = 0
+        self.lock = threading.Lock()
+
+    def __getstate__(self):
+        return {'darr': self.darr, 'budget': self.budget}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._setup()
 
     def __call__(self, window):
-        return np.asarray(self.darr[window].compute(scheduler='synchronous'))
+        import itertools
+        import dask
+        from dask.local import get_sync
+        spans = []
+        for s, b in zip(window, self.bounds):
+            spans.append(range(int(np.searchsorted(b, s.start, 'right')) - 1,
+                               int(np.searchsorted(b, s.stop, 'left'))))
+        needed = list(itertools.product(*spans))
+        have = {}
+        with self.lock:
+            for i in needed:
+                if i in self.cache:
+                    self.cache.move_to_end(i)
+                    have[i] = self.cache[i]
+        missing = [i for i in needed if i not in have]
+        if missing:
+            # The scheduler function itself: by name, dask warns when a
+            # distributed client is active.
+            values = dask.compute(*[self.darr.blocks[i] for i in missing], scheduler=get_sync)
+            with self.lock:
+                for i, v in zip(missing, values):
+                    v = have[i] = np.asarray(v)
+                    if i not in self.cache:
+                        self.cache[i] = v
+                        self.nbytes += v.nbytes
+                while self.nbytes > self.budget and self.cache:
+                    self.nbytes -= self.cache.popitem(last=False)[1].nbytes
+        out = np.empty(tuple(s.stop - s.start for s in window), dtype=self.darr.dtype)
+        for i, v in have.items():
+            src, dst = [], []
+            for ax, (s, b) in enumerate(zip(window, self.bounds)):
+                lo, hi = max(s.start, int(b[i[ax]])), min(s.stop, int(b[i[ax] + 1]))
+                src.append(slice(lo - int(b[i[ax]]), hi - int(b[i[ax]])))
+                dst.append(slice(lo - s.start, hi - s.start))
+            out[tuple(dst)] = v[tuple(src)]
+        return out
 
 
 # ---------------------------------------------------------------------------
@@ -191,7 +257,7 @@ def _lower_into(g, a, nodes):
         node = g.source_fits(args[0], hdu=args[1])
     elif op == 'array':
         leaf, header = args
-        node = g.source_array(leaf.arr, header=header, key=leaf.key())
+        node = g.source_array(leaf.arr, header=header, key=leaf.key(), file=leaf.file())
     elif op == 'dask':
         darr, header, key = args
         node = g.source_callback(_DaskWindow(darr), darr.shape, _engine_dtype(darr.dtype), 'dask',
@@ -760,7 +826,8 @@ def _where(cond, a, b):
 
 def _stack(arrays, axis=0, concatenate=False):
     arrays = [from_array(x) if not isinstance(x, Array) else x for x in arrays]
-    if any(x._lead for x in arrays):
+    lead = arrays[0]._lead
+    if any(x._lead != lead for x in arrays):
         return NotImplemented
     nd = arrays[0].ndim + (0 if concatenate else 1)
     axis = int(axis) % nd
@@ -770,7 +837,8 @@ def _stack(arrays, axis=0, concatenate=False):
     else:
         shape = list(arrays[0].shape)
         shape.insert(axis, len(arrays))
-    return Array._make('stack', (tuple(arrays), axis, concatenate), tuple(shape))
+    # The hidden leading axes of the nodes stay in front.
+    return Array._make('stack', (tuple(arrays), axis + lead, concatenate), tuple(shape))
 
 
 def _nan_to_num(a, copy=True, nan=0.0, posinf=None, neginf=None):
