@@ -264,17 +264,35 @@ def to_fits_wcs(wcs):
         "can express (FITS WCS, SIP/TPV distortions, slices of them)")
 
 
+def _card(key, value):
+    if isinstance(value, str):
+        return f"{key:<8}= {value}".ljust(80)
+    return f"{key:<8}= {value:>20}".ljust(80)
+
+
 def header_text(wcs, shape=None):
     """FITS header text (80-column cards) of astropy WCS `wcs` for the
     engine, with NAXIS/NAXISn of `shape` (numpy order) when given."""
-    header = wcs.to_header(relax=True)
-    # astropy leaves out empty CTYPEs (linear axes, as in WCS(naxis=2)); the
-    # engine takes a header without CTYPEn for one without a WCS.
-    for i in range(wcs.naxis):
-        if f'CTYPE{i + 1}' not in header:
-            header[f'CTYPE{i + 1}'] = ''
+    if any(getattr(wcs, k, None) is not None for k in ('cpdis1', 'cpdis2', 'det2im1', 'det2im2')):
+        raise NotImplementedError("tessera: the WCS has distortion lookup tables (CPDIS/D2IM); "
+                                  "the engine takes SIP, TPV and TPD distortions")
+    if wcs.sip is None:
+        # wcslib's own cards: what astropy's to_header gives, without the
+        # cost of building and verifying a Header (a 64x64 call's budget).
+        text = wcs.wcs.to_header(relax=True)
+    else:
+        text = wcs.to_header(relax=True).tostring()
+    cards = [text[i:i + 80] for i in range(0, len(text), 80)]
+    keys = {c[:8].rstrip() for c in cards}
+    if cards and cards[-1].startswith('END'):
+        cards.pop()
+    # wcslib and astropy leave out empty CTYPEs (linear axes, as in
+    # WCS(naxis=2)); the engine takes a header without CTYPEn for one
+    # without a WCS.
+    cards += [_card(f'CTYPE{i + 1}', "''") for i in range(wcs.naxis)
+              if f'CTYPE{i + 1}' not in keys]
     if shape is not None:
-        header['NAXIS'] = len(shape)
-        for i, n in enumerate(reversed(shape)):
-            header[f'NAXIS{i + 1}'] = int(n)
-    return header.tostring()
+        cards = [c for c in cards if not c.startswith('NAXIS')]
+        cards += [_card('NAXIS', len(shape))]
+        cards += [_card(f'NAXIS{i + 1}', int(n)) for i, n in enumerate(reversed(shape))]
+    return ''.join(cards)

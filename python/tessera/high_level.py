@@ -261,12 +261,18 @@ def _source(inp, perm, fold, wcs2, shape):
     return _array.from_array(data, header_text(wcs2, data.shape))
 
 
+# _Plan.footprint when it is the footprint plane the engine computes with
+# the data (made an Array only when one is returned: each Array is a graph).
+PLANE = 'plane'
+
+
 class _Plan:
     """A reprojection as lazy Arrays: `data` in the engine's axis order and
     of shape `engine_shape` (broadcast axes folded into one when there were
-    too many for the engine's 4), `footprint` (None: 1 where data is not
-    NaN); `shape` is the unfolded shape, and `perm` the transpose that puts
-    it in the output's axis order (None: the same)."""
+    too many for the engine's 4), `footprint` (PLANE: the engine's footprint
+    plane of data; None: 1 where data is not NaN; or an Array); `shape` is
+    the unfolded shape, and `perm` the transpose that puts it in the
+    output's axis order (None: the same)."""
 
     def __init__(self, data, footprint, perm, shape):
         self.data, self.footprint, self.perm, self.shape = data, footprint, perm, shape
@@ -305,7 +311,7 @@ def _plan(method, inp, wcs_out, shape_out, options, resample_order=None):
                   canon_in)
     target = header_text(wcs2_out, canon_out[-2:])
     data = _array.reproject(src, target, method=method, **options)
-    footprint = data.footprint
+    footprint = PLANE
 
     # The other WCS axes, innermost first: numpy axis nb + len(others) - 1 - i.
     for i, (a_in, a_out) in enumerate(zip(others_in, others_out)):
@@ -347,7 +353,8 @@ def _finish(plan, shape_out, output_array, output_footprint, return_footprint, j
         if output_array is not None or output_footprint is not None:
             raise ValueError(f"output_array and output_footprint are for return_type='numpy', "
                              f"not {return_type!r}")
-        fp = plan.footprint if plan.footprint is not None else _not_nan(plan.data)
+        fp = (plan.data.footprint if plan.footprint is PLANE else
+              _not_nan(plan.data) if plan.footprint is None else plan.footprint)
         if return_type == 'tessera':
             if plan.perm is not None or folded:
                 raise NotImplementedError(
@@ -382,12 +389,16 @@ def _finish(plan, shape_out, output_array, output_footprint, return_footprint, j
             return (a.reshape(plan.engine_shape) if folded else a), True
         return np.empty(plan.engine_shape, dtype=a.dtype), False
     (data_dst, data_view), (fp_dst, fp_view) = dst(out), dst(fp_out)
-    if plan.footprint is not None and fp_out is not None:
+    if plan.footprint is PLANE and fp_out is not None:
         plan.data.compute(out=(data_dst, fp_dst), footprint=True, jobs=jobs)
     else:
         plan.data.compute(out=data_dst, jobs=jobs)
-        if fp_dst is not None:
+        if fp_dst is None:
+            pass
+        elif plan.footprint is None:
             np.logical_not(np.isnan(data_dst), out=fp_dst, casting='unsafe')
+        else:
+            plan.footprint.compute(out=fp_dst, jobs=jobs)
     for a, d, view in ((out, data_dst, data_view), (fp_out, fp_dst, fp_view)):
         if not view:
             a[...] = _transpose_lazy(d.reshape(plan.shape), plan.perm)
@@ -679,7 +690,7 @@ def reproject_and_coadd(input_data, output_projection, shape_out=None, input_wei
                           combine=combine_function, blank=float(blank_pixel_value),
                           match_background=bool(match_background),
                           background_reference=background_reference)
-    plan = _Plan(mosaic, mosaic.footprint, None, tuple(shape_out))
+    plan = _Plan(mosaic, PLANE, None, tuple(shape_out))
     return _finish(plan, shape_out, output_array, output_footprint, True, jobs, return_type,
                    _block(blocks[0], shape_out))
 
