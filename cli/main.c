@@ -452,7 +452,7 @@ static int cmd_preview(int argc, char **argv) {
     ro.progress = cli_progress_cb;
     ro.progress_ud = &prog;
     ro.cancel = &interrupted;
-    ro.jobs = 0;
+    ro.jobs = TSR_JOBS_PER_CPU;
     po.run = &ro;
     install_signals();
     rc = tsr_write_png(g, src, out, &po);

@@ -137,7 +137,8 @@ int cli_run_begin(tsr_ctx_t *ctx, const cli_run_args_t *r, const char *label, ts
   ro->progress = cli_progress_cb;
   ro->progress_ud = prog;
   ro->cancel = &interrupted;
-  ro->jobs = r->jobs;
+  /* On the command line 0 means one per CPU; in the library 0 is serial. */
+  ro->jobs = r->jobs == 0 ? TSR_JOBS_PER_CPU : r->jobs;
   ro->executor = (tsr_executor_t)r->executor;
   ro->retries = r->retries;
   ro->task_timeout_s = r->task_timeout_s;

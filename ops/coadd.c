@@ -380,7 +380,7 @@ tsr_node_t *tsr_coadd(tsr_graph_t *g, int n, tsr_node_t *const *inputs, tsr_node
   node->shape[1] = inputs[0]->shape[1];
   node->chunk[0] = o.block[0] ? o.block[0] : inputs[0]->chunk[0];
   node->chunk[1] = o.block[1] ? o.block[1] : inputs[0]->chunk[1];
-  if (inputs[0]->wcs && (node->wcs = tsr_wcs_copy(ctx, inputs[0]->wcs)) == NULL) {
+  if (inputs[0]->wcs && tsr_wcs_copy(ctx, inputs[0]->wcs, &node->wcs) != 0) {
     tsr__node_discard(node);
     return tsr__graph_fail(g, TSR_ENOMEM, "coadd: out of memory");
   }

@@ -197,7 +197,7 @@ static tsr_node_t *make(tsr_graph_t *g, int code, int nin, tsr_node_t *const *in
   for (int a = 0; a < TSR_MAX_DIMS; a++)
     n->chunk[a] = first ? first->chunk[a] : shape[a] < 512 ? shape[a] : 512;
   snprintf(n->name, sizeof n->name, "%s#%d", op, g->n_nodes + 1);
-  if (first && first->wcs && (n->wcs = tsr_wcs_copy(g->ctx, first->wcs)) == NULL) {
+  if (first && first->wcs && tsr_wcs_copy(g->ctx, first->wcs, &n->wcs) != 0) {
     tsr__node_discard(n);
     return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op);
   }

@@ -912,8 +912,7 @@ tsr_node_t *tsr_reproject_adaptive(tsr_graph_t *g, tsr_node_t *src, const tsr_wc
   ap->roundtrip = o.roundtrip != 0;
   ap->tol = o.mapping_tolerance;
   snprintf(ap->in_what, sizeof ap->in_what, "input %s", src->name);
-  ap->target = tsr_wcs_copy(ctx, target);
-  if (ap->target == NULL) {
+  if (tsr_wcs_copy(ctx, target, &ap->target) != 0) {
     params_free(ctx, ap);
     return tsr__graph_fail(g, TSR_ENOMEM, "reproject_adaptive: out of memory");
   }

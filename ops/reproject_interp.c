@@ -512,8 +512,7 @@ tsr_node_t *tsr_reproject_interp(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_
   ip->tol = o.mapping_tolerance;
   ip->roundtrip = o.roundtrip != 0;
   snprintf(ip->in_what, sizeof ip->in_what, "input %s", src->name);
-  ip->target = tsr_wcs_copy(ctx, target);
-  if (ip->target == NULL) {
+  if (tsr_wcs_copy(ctx, target, &ip->target) != 0) {
     params_free(ctx, ip);
     return tsr__graph_fail(g, TSR_ENOMEM, "reproject_interp: out of memory");
   }

@@ -105,7 +105,13 @@ typedef struct {
  *  @return 0 and sets *out, or TSR_ENOMEM / TSR_EINVAL with *out = NULL.
  *  Free with tsr_ctx_free().  Any thread. */
 TSR_API int  tsr_ctx_new(tsr_ctx_t **out, const tsr_ctx_options_t *opts);
-/** Free a context.  Every graph made with it must be freed first. */
+/** Free a context (NULL is a no-op).  Every graph, tsr_wcs_t and
+ *  tsr_cache_t made with it belongs to it (they allocate and free through
+ *  its allocator) and must be freed first, in any order; the context counts
+ *  them.  Freeing it with any alive is an API misuse: an assertion fails
+ *  (kept with -Db_ndebug=false), and with assertions compiled out nothing
+ *  is freed (the context leaks rather than leave them dangling).  Call it
+ *  after every other call on ctx has returned.  @return nothing. */
 TSR_API void tsr_ctx_free(tsr_ctx_t *ctx);
 /** Message of the calling thread's last failed call on `ctx` ("" if
  *  none): calls of other threads never change it.  Owned by the library;
@@ -171,8 +177,10 @@ TSR_API int tsr_wcs_read_fits_hdu(tsr_ctx_t *ctx, const char *path, const struct
  *  messages (e.g. a file name).  NAXISn are required when `need_shape`. */
 TSR_API int tsr_wcs_parse(tsr_ctx_t *ctx, const char *text, size_t len,
                           const char *what, int need_shape, tsr_wcs_t **out);
-/** Deep copy; NULL on allocation failure. */
-TSR_API tsr_wcs_t *tsr_wcs_copy(tsr_ctx_t *ctx, const tsr_wcs_t *wcs);
+/** Deep copy of `wcs` (borrowed; not NULL), made with ctx.
+ *  @return 0 and a new *out (the caller's; free with tsr_wcs_free), or
+ *  TSR_ENOMEM with *out = NULL and the message on ctx. */
+TSR_API int tsr_wcs_copy(tsr_ctx_t *ctx, const tsr_wcs_t *wcs, tsr_wcs_t **out);
 TSR_API void tsr_wcs_free(tsr_wcs_t *wcs);
 /** Number of pixel axes (NAXIS) and the length of axis a (0-based). */
 TSR_API int     tsr_wcs_naxis(const tsr_wcs_t *wcs);
@@ -419,8 +427,10 @@ typedef struct {
   tsr_progress_fn progress;       /* may be NULL */
   void *progress_ud;
   volatile int *cancel;           /* may be NULL; when *cancel becomes non-zero the run stops with TSR_ECANCELED */
-  int jobs;                       /* 1 = serial, in the calling process (default); N > 1 = N threads
-                                     or worker processes (see executor); 0 = one per online CPU */
+  int jobs;                       /* 0 or 1 = serial, in the calling process (the default, so a
+                                     zeroed struct runs serially); N > 1 = N threads or worker
+                                     processes (see executor), at most 4096; TSR_JOBS_PER_CPU =
+                                     one per online CPU */
   int retries;                    /* processes: times a task is retried after its worker dies
                                      (default 2) */
   double task_timeout_s;          /* pool: a task running longer is killed and retried; 0 = none */
@@ -433,6 +443,9 @@ typedef struct {
                                      status.  Needs a build with MPI (tsr_has_mpi()). */
   tsr_executor_t executor;        /* for jobs > 1: processes or threads (default: see above) */
 } tsr_run_opts_t;
+
+/* tsr_run_opts_t.jobs: one worker per online CPU. */
+#define TSR_JOBS_PER_CPU (-1)
 
 #define TSR_RUN_OPTS_INIT { NULL, NULL, NULL, 1, 2, 0.0, NULL, NULL, TSR_EXECUTOR_DEFAULT }
 
@@ -535,6 +548,9 @@ typedef struct {
   int64_t halo[4];         /* extra input pixels each side of a block */
   const tsr_wcs_t *wcs;    /* NULL = the first input's; copied */
 } tsr_map_blocks_opts_t;
+
+#define TSR_MAP_BLOCKS_OPTS_INIT                                                        \
+  { NULL, NULL, 0, 0, 0, { 0, 0, 0, 0 }, { 0, 0, 0, 0 }, { 0, 0, 0, 0 }, NULL }
 
 /** A node computed block by block by fn(user, block) (dask's map_blocks).
  *  The callback and user pointer are borrowed for the graph's life.

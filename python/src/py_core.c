@@ -708,7 +708,7 @@ static PyObject *Node_get_wcs(tsrpy_node_t *self, void *c) {
   (void)c;
   if (w == NULL)
     Py_RETURN_NONE;
-  if ((copy = tsr_wcs_copy(tsrpy_ctx, w)) == NULL)
+  if (tsr_wcs_copy(tsrpy_ctx, w, &copy) != 0)
     return PyErr_NoMemory();
   return tsrpy_wcs_wrap(copy);
 }
