@@ -453,7 +453,7 @@ int tsr_coadd_match_background(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
   tsr__api_check(g != NULL && offsets != NULL, "tsr_coadd_match_background: NULL argument");
   ctx = g->ctx;
   if (!tsr__graph_check(g))
-    return tsr__err(ctx, g->status, "%s", g->errmsg);
+    return tsr__err(ctx, TSR_ESTATE, "match_background: the graph has an error: %s", g->errmsg);
   if (n < 1 || inputs == NULL)
     return tsr__err(ctx, TSR_EINVAL, "match_background: %d inputs; expected at least 1", n);
   if (reference >= n)

@@ -172,14 +172,32 @@ TEST(build_errors_are_sticky) {
   tsr_graph_t *g;
   float d[4] = {0};
   int64_t bad[2] = {2, 0}, good[2] = {2, 2};
+  float out[4];
+  tsr_node_t *before;
   ASSERT_OK(tsr_ctx_new(&ctx, NULL));
   ASSERT_OK(tsr_graph_new(ctx, &g));
+  before = tsr_source_buffer(g, TSR_F32, 2, good, d, NULL);
+  ASSERT(before != NULL);
   ASSERT(tsr_source_buffer(g, TSR_F32, 2, bad, d, NULL) == NULL);
   ASSERT_INT_EQ(tsr_graph_status(g), TSR_EINVAL);
   ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "axis 1 has length 0");
   /* Later constructors return NULL at once and keep the first message. */
   ASSERT(tsr_source_buffer(g, TSR_F32, 2, good, d, NULL) == NULL);
   ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "axis 1 has length 0");
+  /* A node built fine before the error is refused too (documented in
+   * tessera.h: the graph is not the one the caller described). */
+  ASSERT_INT_EQ(tsr_compute(g, before, NULL, out, sizeof out, NULL), TSR_ESTATE);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "compute: the graph has an error: ");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "axis 1 has length 0");
+  ASSERT_INT_EQ(tsr_write_fits(g, 1, &before, &(const char *){th_path("refused.fits")}, NULL, NULL),
+                TSR_ESTATE);
+  ASSERT_INT_EQ(tsr_write_png(g, before, th_path("refused.png"), NULL), TSR_ESTATE);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "preview: the graph has an error: ");
+  {
+    double off[1];
+    ASSERT_INT_EQ(tsr_coadd_match_background(g, 1, &before, NULL, 0, NULL, off), TSR_ESTATE);
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "match_background: the graph has an error: ");
+  }
   tsr_graph_free(g);
   tsr_ctx_free(ctx);
 }
@@ -446,7 +464,7 @@ TEST(api_misuse_catalogue) {
   int64_t s8[2] = {8, 8}, s4[2] = {4, 8};
   static float a[64], b[32];
   double out[64];
-  tsr_map_blocks_opts_t o = {0};
+  tsr_map_blocks_opts_t o = TSR_MAP_BLOCKS_OPTS_INIT;
   tsr_node_t *A, *B, *C, *in[2];
   ASSERT_OK(tsr_ctx_new(&ctx, NULL));
 #define FRESH()                                                                                    \

@@ -10,7 +10,13 @@
  *   tsr_errmsg(ctx).  Node constructors return NULL on error and keep the
  *   first error on the graph (tsr_graph_status / tsr_graph_errmsg); once a
  *   graph has an error every later constructor returns NULL at once, so a
- *   caller may build a whole graph and check once.
+ *   caller may build a whole graph and check once.  Such a graph is not
+ *   the one the caller described, so running any of its nodes, also one
+ *   built fine before the error, fails with TSR_ESTATE (tsr_compute,
+ *   tsr_compute_planes, tsr_write_fits, tsr_write_png,
+ *   tsr_coadd_match_background): a caller that skipped the check cannot
+ *   take a half-built graph's results for the whole.  Build a new graph
+ *   (or keep the good part in a graph of its own) to go on.
  * - Regions are zero-based, half-open boxes in FITS axis order: axis 0 is
  *   NAXIS1 (x, fastest varying).  Arrays in memory are C-contiguous with
  *   axis 0 fastest, exactly as FITS stores them.
@@ -713,7 +719,11 @@ typedef struct {
 /** Write 2-D node `n` as an 8-bit grey + alpha PNG (NaN transparent, north
  *  up as in ds9: FITS row 1 at the bottom).  The path is checked and
  *  the file created before anything is computed, and replaced as
- *  tsr_write_fits replaces its outputs.  @return 0 or a negative code. */
+ *  tsr_write_fits replaces its outputs.  The graph is only read, as by
+ *  tsr_compute: no node is added to it and its status is never set, also
+ *  when the preview fails.  `g`, `n`, `path` and `opts` are borrowed for
+ *  the call.  @return 0, or a negative code with the message in
+ *  tsr_errmsg(ctx) (TSR_ESTATE if the graph has a build error). */
 TSR_API int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path,
                           const tsr_preview_opts_t *opts);
 
