@@ -211,7 +211,7 @@ int tsr_combine_parse(const char *s) {
   return -1;
 }
 
-const char *tsr_combine_name(int c) {
+const char *tsr_combine_name(tsr_combine_t c) {
   static const char *const names[] = {"mean", "sum", "first", "last", "min", "max", "median"};
   return c >= 0 && c < 7 ? names[c] : "unknown";
 }
@@ -289,7 +289,7 @@ tsr_node_t *tsr_coadd(tsr_graph_t *g, int n, tsr_node_t *const *inputs, tsr_node
     o = *opts;
   if (n < 1 || inputs == NULL)
     return tsr__graph_fail(g, TSR_EINVAL, "coadd: %d inputs; expected at least 1", n);
-  if (o.combine < TSR_COMBINE_MEAN || o.combine > TSR_COMBINE_MEDIAN)
+  if ((int)o.combine < TSR_COMBINE_MEAN || (int)o.combine > TSR_COMBINE_MEDIAN)
     return tsr__graph_fail(g, TSR_EINVAL,
                            "coadd: combine %d out of range (mean, sum, first, last, min, max, median)",
                            o.combine);

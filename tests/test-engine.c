@@ -451,6 +451,60 @@ TEST(ctx_free_with_live_objects_is_refused) {
 #endif
 }
 
+/* The option structs' enum fields are enum types, which gcc makes unsigned
+ * when no value is negative: a negative value put there (from a parse
+ * function's -1, say) must still be refused, not taken for a large one. */
+TEST(negative_enum_options_are_refused) {
+  tsr_ctx_t *ctx;
+  tsr_graph_t *g;
+  tsr_wcs_t *w;
+  static float d[64 * 32];
+  int64_t shape[2] = {64, 32};
+  tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
+  tsr_adaptive_opts_t ao = TSR_ADAPTIVE_OPTS_INIT;
+  tsr_coadd_opts_t co = TSR_COADD_OPTS_INIT;
+  tsr_preview_opts_t po = TSR_PREVIEW_OPTS_INIT;
+  tsr_node_t *src, *rp;
+  ASSERT_OK(tsr_ctx_new(&ctx, NULL));
+  ASSERT_OK(tsr_wcs_parse(ctx, small_hdr, sizeof small_hdr - 1, "small", 1, &w));
+#define FRESH_SRC()                                             \
+  do {                                                          \
+    ASSERT_OK(tsr_graph_new(ctx, &g));                          \
+    src = tsr_source_buffer(g, TSR_F32, 2, shape, d, w);        \
+    ASSERT(src != NULL);                                        \
+  } while (0)
+  FRESH_SRC();
+  io.order = (tsr_order_t)tsr_order_parse("trilinear");
+  ASSERT(tsr_reproject_interp(g, src, w, &io) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "reproject_interp: order -1 out of range [0, 3]");
+  tsr_graph_free(g);
+  FRESH_SRC();
+  ao.boundary_mode = (tsr_boundary_t)tsr_boundary_parse("wrap");
+  ASSERT(tsr_reproject_adaptive(g, src, w, &ao) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(g), TSR_EINVAL);
+  tsr_graph_free(g);
+  FRESH_SRC();
+  rp = tsr_reproject_interp(g, src, w, NULL);
+  co.combine = (tsr_combine_t)tsr_combine_parse("average");
+  ASSERT(tsr_coadd(g, 1, &rp, NULL, &co) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "coadd: combine -1 out of range");
+  tsr_graph_free(g);
+  FRESH_SRC();
+  po.stretch = (tsr_stretch_t)-1;
+  ASSERT_INT_EQ(tsr_write_png(g, src, th_path("neg.png"), &po), TSR_EINVAL);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "stretch -1");
+  ASSERT_INT_EQ(tsr_unary(g, (tsr_elementwise_t)-1, src) == NULL, 1);
+  ASSERT_INT_EQ(tsr_graph_status(g), TSR_EINVAL);
+  tsr_graph_free(g);
+  FRESH_SRC();
+  ASSERT(tsr_reduce(g, (tsr_reduce_t)-1, src, -1, 0) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(g), TSR_EINVAL);
+  tsr_graph_free(g);
+#undef FRESH_SRC
+  tsr_wcs_free(w);
+  tsr_ctx_free(ctx);
+}
+
 /* The API misuse catalogue: each wrong graph gives its exact message, on
  * the graph (a build error) or on the context (a compute error). */
 static int noop_block(void *user, const tsr_block_t *b) {

@@ -295,10 +295,11 @@ typedef enum {
 } tsr_order_t;
 
 typedef struct {
-  int     order;              /* tsr_order_t; default bilinear */
+  tsr_order_t order;          /* default bilinear */
   double  mapping_tolerance;  /* pixels; 0 = exact transform at every pixel; default 1e-4 */
   int     roundtrip;          /* 1 = NaN where output->input->output moves > 1 px (reproject's default) */
-  int     dtype;              /* 0 = float32, or float64 when the input is float64 */
+  int     dtype;              /* a tsr_dtype_t, or 0 = float32, or float64 when the input is
+                                 float64 (an int: 0 is not a tsr_dtype_t value) */
   int64_t block[2];           /* output chunk shape (x, y); 0 = default (256 x 256; 512 x 512 for inputs over 256 MiB) */
 } tsr_interp_opts_t;
 
@@ -307,7 +308,7 @@ typedef struct {
 /** Parse "nearest-neighbor", "bilinear", "biquadratic", "bicubic" (or
  *  "0".."3").  @return the order or -1. */
 TSR_API int tsr_order_parse(const char *s);
-TSR_API const char *tsr_order_name(int order);
+TSR_API const char *tsr_order_name(tsr_order_t order);
 
 /** Reproject `src` onto `target` by interpolation (reproject_interp).
  *  The celestial axes of src are mapped; extra leading axes (cubes) are
@@ -337,21 +338,21 @@ typedef enum {
 } tsr_bad_value_t;
 
 typedef struct {
-  int     kernel;                     /* tsr_kernel_t; default gaussian */
+  tsr_kernel_t kernel;                /* default gaussian */
   double  kernel_width;               /* Gaussian +-1 sigma, output pixels; default 1.3 */
   double  sample_region_width;        /* Gaussian truncation, output pixels; default 4 */
-  int     boundary_mode;              /* tsr_boundary_t; default strict */
+  tsr_boundary_t boundary_mode;       /* default strict */
   double  boundary_fill_value;        /* constant modes; default 0 */
   double  boundary_ignore_threshold;  /* ignore_threshold mode, [0, 1]; default 0.5 */
   int     x_cyclic, y_cyclic;         /* wrap that input axis (overrides boundary_mode) */
   int     center_jacobian;            /* 1 = Jacobian from exact transforms at +-0.5 px */
   int     despike_jacobian;           /* 1 = replace Jacobian spikes (all-sky wrap points) */
   int     conserve_flux;              /* 1 = multiply by |det J| (flux, not surface brightness) */
-  int     bad_value_mode;             /* tsr_bad_value_t; default strict */
+  tsr_bad_value_t bad_value_mode;     /* default strict */
   double  bad_fill_value;             /* bad_value_mode constant; default 0 */
   int     roundtrip;                  /* 1 = NaN where output->input->output moves > 1 px */
   double  mapping_tolerance;          /* pixels; 0 = exact transform at every pixel; default 1e-4 */
-  int     dtype;                      /* 0 = float32, or float64 when the input is float64 */
+  int     dtype;                      /* as tsr_interp_opts_t.dtype (0 = by the input) */
   int64_t block[2];                   /* output chunk shape (x, y); 0 = default (256 x 256; 512 x 512 for inputs over 256 MiB) */
 } tsr_adaptive_opts_t;
 
@@ -386,8 +387,8 @@ typedef enum {
 } tsr_nan_mode_t;
 
 typedef struct {
-  int     nan_mode;       /* tsr_nan_mode_t; default propagate */
-  int     dtype;          /* 0 = float32, or float64 when the input is float64 */
+  tsr_nan_mode_t nan_mode; /* default propagate */
+  int     dtype;          /* as tsr_interp_opts_t.dtype (0 = by the input) */
   int64_t block[2];       /* output chunk shape (x, y); 0 = default (256 x 256; 512 x 512 for inputs over 256 MiB) */
 } tsr_exact_opts_t;
 
@@ -482,11 +483,11 @@ typedef enum {
 } tsr_elementwise_t;
 
 /** a OP b, elementwise.  @return the node, or NULL with the error on the graph. */
-TSR_API tsr_node_t *tsr_binary(tsr_graph_t *g, int op, tsr_node_t *a, tsr_node_t *b);
+TSR_API tsr_node_t *tsr_binary(tsr_graph_t *g, tsr_elementwise_t op, tsr_node_t *a, tsr_node_t *b);
 /** a OP s (tsr_binary_scalar) and s OP a (tsr_scalar_binary). */
-TSR_API tsr_node_t *tsr_binary_scalar(tsr_graph_t *g, int op, tsr_node_t *a, double s);
-TSR_API tsr_node_t *tsr_scalar_binary(tsr_graph_t *g, int op, double s, tsr_node_t *a);
-TSR_API tsr_node_t *tsr_unary(tsr_graph_t *g, int op, tsr_node_t *a);
+TSR_API tsr_node_t *tsr_binary_scalar(tsr_graph_t *g, tsr_elementwise_t op, tsr_node_t *a, double s);
+TSR_API tsr_node_t *tsr_scalar_binary(tsr_graph_t *g, tsr_elementwise_t op, double s, tsr_node_t *a);
+TSR_API tsr_node_t *tsr_unary(tsr_graph_t *g, tsr_elementwise_t op, tsr_node_t *a);
 /** Values limited to [lo, hi]; NaN stays NaN. */
 TSR_API tsr_node_t *tsr_clip(tsr_graph_t *g, tsr_node_t *a, double lo, double hi);
 /** a where mask is nonzero (NaN counts as nonzero, as in numpy), else b. */
@@ -507,7 +508,8 @@ typedef enum {
  *  (nansum, nanmean, ...; count counts the non-NaN values), else any NaN
  *  makes the result NaN (count counts every value).  An empty nanmean,
  *  nanmin, nanmax or nanstd is NaN, an empty nansum 0.  float64 result. */
-TSR_API tsr_node_t *tsr_reduce(tsr_graph_t *g, int op, tsr_node_t *a, int axis, int nan_ignoring);
+TSR_API tsr_node_t *tsr_reduce(tsr_graph_t *g, tsr_reduce_t op, tsr_node_t *a, int axis,
+                               int nan_ignoring);
 
 /** a[start:stop:step] per axis, arrays of a's number of axes (NULL arrays:
  *  0, the length, 1; steps >= 1).
@@ -547,7 +549,8 @@ typedef struct {
   const char *name;        /* required: names the computation in keys and messages */
   const void *params;      /* bytes that, with name, identify the computation: hashed into */
   size_t  params_len;      /* the key (so the cache and merging work); copied */
-  int     dtype;           /* output type, TSR_F32 or TSR_F64 (required) */
+  tsr_dtype_t dtype;       /* output type, TSR_F32 or TSR_F64 (required: the INIT macro's 0 is
+                              refused) */
   int     ndim;            /* 0 = the first input's */
   int64_t shape[4];        /* 0 = the first input's; inputs must have this shape */
   int64_t chunk[4];        /* 0 = the first input's */
@@ -568,7 +571,7 @@ typedef struct {
   const char *name;        /* required: names the data in keys and messages */
   const void *params;      /* bytes that, with name, shape, dtype and wcs, identify the */
   size_t  params_len;      /* values (a content hash, a file's identity); copied */
-  int     dtype;           /* TSR_F32 or TSR_F64 (required) */
+  tsr_dtype_t dtype;       /* TSR_F32 or TSR_F64 (required) */
   int     ndim;            /* 1 to 4 (required) */
   int64_t shape[4];        /* FITS axis order (required) */
   const tsr_wcs_t *wcs;    /* may be NULL; copied */
@@ -606,12 +609,13 @@ typedef enum {
 
 /** "mean", "sum", "first", "last", "min", "max", "median" -> tsr_combine_t, or -1. */
 TSR_API int tsr_combine_parse(const char *s);
-TSR_API const char *tsr_combine_name(int combine);
+TSR_API const char *tsr_combine_name(tsr_combine_t combine);
 
 typedef struct {
-  int     combine;        /* tsr_combine_t; default mean */
+  tsr_combine_t combine;  /* default mean */
   double  blank;          /* value where no input covers (total footprint 0); default NaN */
-  int     dtype;          /* 0 = float64 if any input is float64, else float32 */
+  int     dtype;          /* a tsr_dtype_t, or 0 = float64 if any input is float64, else
+                             float32 (an int: 0 is not a tsr_dtype_t value) */
   int64_t block[2];       /* output chunk shape; 0 = the first input's */
   const double *offsets;  /* NULL, or one additive offset per input, subtracted from its
                              values (see tsr_coadd_match_background); copied */
@@ -706,8 +710,8 @@ typedef enum { TSR_STRETCH_LINEAR = 0, TSR_STRETCH_SQRT, TSR_STRETCH_LOG, TSR_ST
 typedef enum { TSR_SCALE_ZSCALE = 0, TSR_SCALE_MINMAX, TSR_SCALE_PERCENT } tsr_scale_t;
 
 typedef struct {
-  int    stretch;         /* tsr_stretch_t (astropy's: log a = 1000, asinh a = 0.1); default linear */
-  int    scale;           /* tsr_scale_t: the interval mapped to black..white; default zscale */
+  tsr_stretch_t stretch;  /* astropy's (log a = 1000, asinh a = 0.1); default linear */
+  tsr_scale_t scale;      /* the interval mapped to black..white; default zscale */
   double percent;         /* TSR_SCALE_PERCENT: the central percentage kept (e.g. 99.5) */
   int    max_size;        /* pixels on the longer side at most (a strided view); default 2048 */
   const tsr_run_opts_t *run; /* how the image is computed (jobs, progress, cancel, cache);
