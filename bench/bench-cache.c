@@ -103,7 +103,7 @@ static int run_once(bench_t *b, tsr_cache_t *cache, uint64_t *ns, size_t *out_by
     tsr_graph_free(g);
     return -1;
   }
-  ro.jobs = b->jobs;
+  ro.jobs = b->jobs == 0 ? TSR_JOBS_PER_CPU : b->jobs; /* -j 0: one per CPU, as the CLI's */
   ro.cache = cache;
   uint64_t t0 = uv_hrtime();
   rc = tsr_compute(g, out, &r, b->dst, need, &ro);

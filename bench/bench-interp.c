@@ -78,7 +78,7 @@ typedef struct {
   void *dst;
   size_t dst_bytes;
   tsr_dtype_t out_dtype;   /* of the last run's output in dst */
-  int jobs;                /* tsr_run_opts_t.jobs: 1 = serial */
+  int jobs;                /* -j: 1 = serial, 0 = one per CPU (TSR_JOBS_PER_CPU) */
   int executor;            /* tsr_run_opts_t.executor */
   int64_t block;           /* output block edge; 0 = the default */
 } bench_t;
@@ -131,7 +131,7 @@ static int run_once(bench_t *b, int order, double tol, uint64_t *ns)
   }
   b->out_dtype = tsr_node_dtype(out);
   tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
-  ro.jobs = b->jobs;
+  ro.jobs = b->jobs == 0 ? TSR_JOBS_PER_CPU : b->jobs; /* -j 0: one per CPU, as the CLI's */
   ro.executor = (tsr_executor_t)b->executor;
   uint64_t t0 = uv_hrtime();
   rc = tsr_compute(g, out, NULL, b->dst, need, &ro);

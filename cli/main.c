@@ -307,7 +307,7 @@ static int cmd_reproject(int argc, char **argv) {
       CLI_RUN_OPTION_TABLE,
       {NULL, 0, NULL, 0}};
   reproject_args_t a;
-  int c, rc;
+  int c, rc, parsed; /* parsed: a parsed enum, checked before it is stored (the enum types may be unsigned) */
 
   memset(&a, 0, sizeof a);
   cli_run_args_init(&a.run);
@@ -324,8 +324,9 @@ static int cmd_reproject(int argc, char **argv) {
     case O_TARGET: a.target = optarg; break;
     case 'o': a.output = optarg; break;
     case A_KERNEL:
-      if ((a.adaptive.kernel = tsr_kernel_parse(optarg)) < 0)
+      if ((parsed = tsr_kernel_parse(optarg)) < 0)
         return usage_error("--kernel '%s': expected gaussian or hann", optarg);
+      a.adaptive.kernel = (tsr_kernel_t)parsed;
       goto adaptive_only;
     case A_KWIDTH:
       if (parse_real(optarg, &a.adaptive.kernel_width) != 0 || !(a.adaptive.kernel_width > 0) ||
@@ -338,9 +339,10 @@ static int cmd_reproject(int argc, char **argv) {
         return usage_error("--sample-region-width '%s': expected output pixels in (0, 100]", optarg);
       goto adaptive_only;
     case A_BMODE:
-      if ((a.adaptive.boundary_mode = tsr_boundary_parse(optarg)) < 0)
+      if ((parsed = tsr_boundary_parse(optarg)) < 0)
         return usage_error("--boundary-mode '%s': expected strict, constant, grid-constant, ignore, "
                            "ignore_threshold or nearest", optarg);
+      a.adaptive.boundary_mode = (tsr_boundary_t)parsed;
       goto adaptive_only;
     case A_BFILL:
       if (parse_real(optarg, &a.adaptive.boundary_fill_value) != 0)
@@ -357,8 +359,9 @@ static int cmd_reproject(int argc, char **argv) {
     case A_DESPIKE: a.adaptive.despike_jacobian = 1; goto adaptive_only;
     case A_CONSERVE: a.adaptive.conserve_flux = 1; goto adaptive_only;
     case A_BADMODE:
-      if ((a.adaptive.bad_value_mode = tsr_bad_value_parse(optarg)) < 0)
+      if ((parsed = tsr_bad_value_parse(optarg)) < 0)
         return usage_error("--bad-value-mode '%s': expected strict, ignore or constant", optarg);
+      a.adaptive.bad_value_mode = (tsr_bad_value_t)parsed;
       goto adaptive_only;
     case A_BADFILL:
       if (parse_real(optarg, &a.adaptive.bad_fill_value) != 0)
@@ -524,7 +527,7 @@ static int cmd_preview(int argc, char **argv) {
     ro.progress = cli_progress_cb;
     ro.progress_ud = &prog;
     ro.cancel = &interrupted;
-    ro.jobs = 0;
+    ro.jobs = TSR_JOBS_PER_CPU;
     po.run = &ro;
     install_signals();
     rc = tsr_write_png(g, src, out, &po);

@@ -76,7 +76,7 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
   const char *cmd = header_only ? "mosaic-header" : "mosaic";
   tsr_coadd_opts_t cdflt = TSR_COADD_OPTS_INIT;
   tsr_optimal_wcs_opts_t odflt = TSR_OPTIMAL_WCS_OPTS_INIT;
-  int c;
+  int c, parsed; /* parsed: a parsed enum, checked before it is stored (the enum types may be unsigned) */
   int64_t v;
 
   memset(a, 0, sizeof *a);
@@ -142,9 +142,10 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
       break;
     }
     case M_COMBINE:
-      if ((a->coadd.combine = tsr_combine_parse(optarg)) < 0)
+      if ((parsed = tsr_combine_parse(optarg)) < 0)
         return usage_error("mosaic: --combine '%s': expected mean, sum, first, last, min, max or "
                            "median", optarg);
+      a->coadd.combine = (tsr_combine_t)parsed;
       break;
     case M_WEIGHTS: a->weights[a->n_weights++] = optarg; break;
     case M_MATCH: a->match_background = 1; break;

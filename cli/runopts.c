@@ -22,6 +22,7 @@ void cli_run_args_init(cli_run_args_t *r) {
 
 int cli_run_option(const char *cmd, int c, const char *arg, cli_run_args_t *r) {
   int64_t v;
+  int parsed; /* a parsed enum, checked before it is stored: the enum types may be unsigned */
   double t;
   switch (c) {
   case CLI_HDU: {
@@ -35,9 +36,10 @@ int cli_run_option(const char *cmd, int c, const char *arg, cli_run_args_t *r) {
     return 0;
   case CLI_ORDER:
     r->order_given = 1;
-    if ((r->interp.order = tsr_order_parse(arg)) < 0)
+    if ((parsed = tsr_order_parse(arg)) < 0)
       return usage_error("%s: --order '%s': expected nearest-neighbor, bilinear, biquadratic or "
                          "bicubic", cmd, arg);
+    r->interp.order = (tsr_order_t)parsed;
     return 0;
   case CLI_REGION:
     if (parse_region(arg, &r->region) != 0)
@@ -137,7 +139,8 @@ int cli_run_begin(tsr_ctx_t *ctx, const cli_run_args_t *r, const char *label, ts
   ro->progress = cli_progress_cb;
   ro->progress_ud = prog;
   ro->cancel = &interrupted;
-  ro->jobs = r->jobs;
+  /* On the command line 0 means one per CPU; in the library 0 is serial. */
+  ro->jobs = r->jobs == 0 ? TSR_JOBS_PER_CPU : r->jobs;
   ro->executor = (tsr_executor_t)r->executor;
   ro->retries = r->retries;
   ro->task_timeout_s = r->task_timeout_s;

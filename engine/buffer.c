@@ -117,7 +117,7 @@ static tsr_node_t *make_buffer(tsr_graph_t *g, tsr_dtype_t dtype, int ndim, cons
   n->dtype = dtype;
   for (int a = 0; a < ndim; a++)
     n->shape[a] = n->chunk[a] = shape[a];
-  if (wcs && (n->wcs = tsr_wcs_copy(ctx, wcs)) == NULL) {
+  if (wcs && tsr_wcs_copy(ctx, wcs, &n->wcs) != 0) {
     tsr__node_discard(n);
     return tsr__graph_fail(g, TSR_ENOMEM, "source_buffer: out of memory");
   }

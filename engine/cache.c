@@ -1252,6 +1252,7 @@ static int open_cache(tsr_ctx_t *ctx, const char *dir, uint64_t max_bytes, bool 
   if (c == NULL)
     goto out;
   c->ctx = ctx;
+  ctx->n_caches++; /* tsr_cache_close undoes it, also on the failure paths below */
   c->max_bytes = max_bytes;
   pthread_mutex_init(&c->flush_lock, NULL);
   for (int i = 0; i < WORK_SLOTS; i++)
@@ -1329,6 +1330,7 @@ void tsr_cache_close(tsr_cache_t *c) {
   pthread_mutex_destroy(&c->flush_lock);
   if (c->sh)
     munmap(c->sh, sizeof *c->sh);
+  c->ctx->n_caches--;
   tsr__free(c->ctx, c->dir);
   tsr__free(c->ctx, c);
 }

@@ -148,12 +148,21 @@ int tsr_ctx_new(tsr_ctx_t **out, const tsr_ctx_options_t *opts) {
 void tsr_ctx_free(tsr_ctx_t *ctx) {
   if (ctx == NULL)
     return;
-  tsr__api_check(ctx->n_graphs == 0, "tsr_ctx_free: graphs still alive");
+  /* Graphs, WCS handles and caches free themselves through ctx's allocator
+   * and keep pointers to it: freeing ctx first would be a use-after-free. */
+  tsr__api_check(tsr__ctx_live(ctx) == 0,
+                 "tsr_ctx_free: graphs, tsr_wcs_t or tsr_cache_t made with it are still alive");
+  /* With the check compiled out, leak the context rather than leave them
+   * a dangling pointer. */
+  if (tsr__ctx_live(ctx) != 0)
+    return;
   err_slot_t *sl = err_slot(ctx, false);
   if (sl != NULL)
     sl->ctx_id = 0;
   ctx->alloc.free_fn(ctx->alloc.ud, ctx);
 }
+
+int tsr__ctx_live(const tsr_ctx_t *ctx) { return ctx->n_graphs + ctx->n_wcs + ctx->n_caches; }
 
 const char *tsr_errmsg(const tsr_ctx_t *ctx) {
   const err_slot_t *sl;

@@ -216,7 +216,7 @@ static tsr_node_t *node_plane(tsr_graph_t *g, tsr_node_t *owner, int plane) {
   v->dtype = owner->dtype;
   memcpy(v->shape, owner->shape, sizeof v->shape);
   memcpy(v->chunk, owner->chunk, sizeof v->chunk);
-  if (owner->wcs && (v->wcs = tsr_wcs_copy(g->ctx, owner->wcs)) == NULL) {
+  if (owner->wcs && tsr_wcs_copy(g->ctx, owner->wcs, &v->wcs) != 0) {
     tsr__node_discard(v);
     return tsr__graph_fail(g, TSR_ENOMEM, "graph: out of memory");
   }

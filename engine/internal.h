@@ -44,8 +44,16 @@
 struct tsr_ctx_s {
   tsr_alloc_t alloc;                  /* never NULL functions after tsr_ctx_new */
   uint64_t id;                        /* unique in the process: names its messages (ctx.c) */
-  _Atomic int n_graphs;               /* live graphs; freeing ctx asserts 0 */
+  /* Live objects made with this context, each freed through its allocator:
+   * tsr_ctx_free with any of them alive is an API misuse (ctx.c). */
+  _Atomic int n_graphs;               /* tsr_graph_new .. tsr_graph_free */
+  _Atomic int n_wcs;                  /* tsr__wcs_new (every tsr_wcs_t) .. tsr_wcs_free */
+  _Atomic int n_caches;               /* tsr_cache_open(_read_only) .. tsr_cache_close */
 };
+
+/* Objects of `ctx` still alive (graphs + WCS handles + caches): 0 when
+ * tsr_ctx_free may be called. */
+int tsr__ctx_live(const tsr_ctx_t *ctx);
 
 void *tsr__malloc(tsr_ctx_t *ctx, size_t size);
 /* Ask for transparent huge pages over the 2 MiB pages wholly inside

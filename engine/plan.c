@@ -53,8 +53,10 @@ int tsr__run_new(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **out) {
   long jobs = opts ? opts->jobs : 1;
   int rc;
 
-  if (jobs < 0 || jobs > 4096)
-    return tsr__err(g->ctx, TSR_EINVAL, "run: jobs = %ld out of range [0, 4096] (0 = one per CPU)",
+  if ((jobs < 0 && jobs != TSR_JOBS_PER_CPU) || jobs > 4096)
+    return tsr__err(g->ctx, TSR_EINVAL,
+                    "run: jobs = %ld out of range [0, 4096] or TSR_JOBS_PER_CPU (-1); 0 and 1 "
+                    "mean serial",
                     jobs);
   if (opts && (opts->retries < 0 || opts->retries > 100))
     return tsr__err(g->ctx, TSR_EINVAL, "run: retries = %d out of range [0, 100]", opts->retries);
@@ -67,7 +69,7 @@ int tsr__run_new(tsr_graph_t *g, const tsr_run_opts_t *opts, tsr__run_t **out) {
                     (int)opts->executor);
   if ((rc = tsr__run_new_local(g, opts, &run)) != 0)
     return rc;
-  if (jobs == 0) {
+  if (jobs == TSR_JOBS_PER_CPU) {
     jobs = sysconf(_SC_NPROCESSORS_ONLN);
     if (jobs < 1)
       jobs = 1;

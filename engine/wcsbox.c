@@ -27,6 +27,7 @@ int tsr__wcs_new(tsr_ctx_t *ctx, const char *cards, int ncards, int naxis, const
     tsr__free(ctx, w);
     return tsr__err(ctx, TSR_ENOMEM, "wcs: out of memory");
   }
+  ctx->n_wcs++;
   memcpy(w->cards, cards, (size_t)ncards * 80);
   w->cards[(size_t)ncards * 80] = '\0';
   w->ncards = ncards;
@@ -37,18 +38,15 @@ int tsr__wcs_new(tsr_ctx_t *ctx, const char *cards, int ncards, int naxis, const
   return 0;
 }
 
-tsr_wcs_t *tsr_wcs_copy(tsr_ctx_t *ctx, const tsr_wcs_t *wcs) {
-  tsr_wcs_t *w = NULL;
-  if (wcs == NULL)
-    return NULL;
-  if (tsr__wcs_new(ctx, wcs->cards, wcs->ncards, wcs->naxis, wcs->shape, &w) != 0)
-    return NULL;
-  return w;
+int tsr_wcs_copy(tsr_ctx_t *ctx, const tsr_wcs_t *wcs, tsr_wcs_t **out) {
+  tsr__api_check(ctx != NULL && wcs != NULL && out != NULL, "tsr_wcs_copy: NULL argument");
+  return tsr__wcs_new(ctx, wcs->cards, wcs->ncards, wcs->naxis, wcs->shape, out);
 }
 
 void tsr_wcs_free(tsr_wcs_t *w) {
   if (w == NULL)
     return;
+  w->ctx->n_wcs--;
   tsr__free(w->ctx, w->cards);
   tsr__free(w->ctx, w);
 }

@@ -198,11 +198,11 @@ int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path, const tsr_pre
   if (opts)
     o = *opts;
   if (!tsr__graph_check(g))
-    return tsr__err(ctx, g->status, "%s", g->errmsg);
+    return tsr__err(ctx, TSR_ESTATE, "preview: the graph has an error: %s", g->errmsg);
   if (n == NULL || n->ndim != 2)
     return tsr__err(ctx, TSR_EINVAL, "preview: expected a 2-D image%s%s",
                     n ? "; got one with axes: " : "", n ? (n->ndim > 2 ? "more than 2" : "1") : "");
-  if (o.stretch < TSR_STRETCH_LINEAR || o.stretch > TSR_STRETCH_ASINH || o.scale < TSR_SCALE_ZSCALE ||
+  if ((int)o.stretch < TSR_STRETCH_LINEAR || o.stretch > TSR_STRETCH_ASINH || (int)o.scale < TSR_SCALE_ZSCALE ||
       o.scale > TSR_SCALE_PERCENT || (o.scale == TSR_SCALE_PERCENT && !(o.percent > 0 && o.percent <= 100)) ||
       o.max_size < 1)
     return tsr__err(ctx, TSR_EINVAL, "preview: bad options (stretch %d, scale %d, percent %g, "

@@ -211,7 +211,7 @@ int tsr_combine_parse(const char *s) {
   return -1;
 }
 
-const char *tsr_combine_name(int c) {
+const char *tsr_combine_name(tsr_combine_t c) {
   static const char *const names[] = {"mean", "sum", "first", "last", "min", "max", "median"};
   return c >= 0 && c < 7 ? names[c] : "unknown";
 }
@@ -289,7 +289,7 @@ tsr_node_t *tsr_coadd(tsr_graph_t *g, int n, tsr_node_t *const *inputs, tsr_node
     o = *opts;
   if (n < 1 || inputs == NULL)
     return tsr__graph_fail(g, TSR_EINVAL, "coadd: %d inputs; expected at least 1", n);
-  if (o.combine < TSR_COMBINE_MEAN || o.combine > TSR_COMBINE_MEDIAN)
+  if ((int)o.combine < TSR_COMBINE_MEAN || (int)o.combine > TSR_COMBINE_MEDIAN)
     return tsr__graph_fail(g, TSR_EINVAL,
                            "coadd: combine %d out of range (mean, sum, first, last, min, max, median)",
                            o.combine);
@@ -380,7 +380,7 @@ tsr_node_t *tsr_coadd(tsr_graph_t *g, int n, tsr_node_t *const *inputs, tsr_node
   node->shape[1] = inputs[0]->shape[1];
   node->chunk[0] = o.block[0] ? o.block[0] : inputs[0]->chunk[0];
   node->chunk[1] = o.block[1] ? o.block[1] : inputs[0]->chunk[1];
-  if (inputs[0]->wcs && (node->wcs = tsr_wcs_copy(ctx, inputs[0]->wcs)) == NULL) {
+  if (inputs[0]->wcs && tsr_wcs_copy(ctx, inputs[0]->wcs, &node->wcs) != 0) {
     tsr__node_discard(node);
     return tsr__graph_fail(g, TSR_ENOMEM, "coadd: out of memory");
   }
@@ -453,7 +453,7 @@ int tsr_coadd_match_background(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
   tsr__api_check(g != NULL && offsets != NULL, "tsr_coadd_match_background: NULL argument");
   ctx = g->ctx;
   if (!tsr__graph_check(g))
-    return tsr__err(ctx, g->status, "%s", g->errmsg);
+    return tsr__err(ctx, TSR_ESTATE, "match_background: the graph has an error: %s", g->errmsg);
   if (n < 1 || inputs == NULL)
     return tsr__err(ctx, TSR_EINVAL, "match_background: %d inputs; expected at least 1", n);
   if (reference >= n)

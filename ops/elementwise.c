@@ -197,7 +197,7 @@ static tsr_node_t *make(tsr_graph_t *g, int code, int nin, tsr_node_t *const *in
   for (int a = 0; a < TSR_MAX_DIMS; a++)
     n->chunk[a] = first ? first->chunk[a] : shape[a] < 512 ? shape[a] : 512;
   snprintf(n->name, sizeof n->name, "%s#%d", op, g->n_nodes + 1);
-  if (first && first->wcs && (n->wcs = tsr_wcs_copy(g->ctx, first->wcs)) == NULL) {
+  if (first && first->wcs && tsr_wcs_copy(g->ctx, first->wcs, &n->wcs) != 0) {
     tsr__node_discard(n);
     return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op);
   }
@@ -205,10 +205,10 @@ static tsr_node_t *make(tsr_graph_t *g, int code, int nin, tsr_node_t *const *in
 }
 
 static bool binary_op(int op) {
-  return (op >= TSR_ADD && op <= TSR_MAX) || (op >= TSR_LT && op <= TSR_NE);
+  return ((int)op >= TSR_ADD && op <= TSR_MAX) || (op >= TSR_LT && op <= TSR_NE);
 }
 
-tsr_node_t *tsr_binary(tsr_graph_t *g, int op, tsr_node_t *a, tsr_node_t *b) {
+tsr_node_t *tsr_binary(tsr_graph_t *g, tsr_elementwise_t op, tsr_node_t *a, tsr_node_t *b) {
   tsr_node_t *in[2] = {a, b};
   if (!binary_op(op))
     return tsr__graph_fail(g, TSR_EINVAL, "binary: op %d is not add, sub, mul, div, pow, min, max, "
@@ -216,7 +216,7 @@ tsr_node_t *tsr_binary(tsr_graph_t *g, int op, tsr_node_t *a, tsr_node_t *b) {
   return make(g, op, 2, in, SC_NONE, NULL, 0);
 }
 
-tsr_node_t *tsr_binary_scalar(tsr_graph_t *g, int op, tsr_node_t *a, double s) {
+tsr_node_t *tsr_binary_scalar(tsr_graph_t *g, tsr_elementwise_t op, tsr_node_t *a, double s) {
   double sv[3] = {s, 0, 0};
   if (!binary_op(op))
     return tsr__graph_fail(g, TSR_EINVAL, "binary: op %d is not add, sub, mul, div, pow, min, max, "
@@ -224,7 +224,7 @@ tsr_node_t *tsr_binary_scalar(tsr_graph_t *g, int op, tsr_node_t *a, double s) {
   return make(g, op, 1, &a, SC_RIGHT, sv, 0);
 }
 
-tsr_node_t *tsr_scalar_binary(tsr_graph_t *g, int op, double s, tsr_node_t *a) {
+tsr_node_t *tsr_scalar_binary(tsr_graph_t *g, tsr_elementwise_t op, double s, tsr_node_t *a) {
   double sv[3] = {s, 0, 0};
   if (!binary_op(op))
     return tsr__graph_fail(g, TSR_EINVAL, "binary: op %d is not add, sub, mul, div, pow, min, max, "
@@ -232,8 +232,8 @@ tsr_node_t *tsr_scalar_binary(tsr_graph_t *g, int op, double s, tsr_node_t *a) {
   return make(g, op, 1, &a, SC_LEFT, sv, 0);
 }
 
-tsr_node_t *tsr_unary(tsr_graph_t *g, int op, tsr_node_t *a) {
-  if (op < TSR_ABS || op > TSR_ISNAN)
+tsr_node_t *tsr_unary(tsr_graph_t *g, tsr_elementwise_t op, tsr_node_t *a) {
+  if ((int)op < TSR_ABS || op > TSR_ISNAN)
     return tsr__graph_fail(g, TSR_EINVAL, "unary: op %d is not abs, sqrt, exp, log, log10 or isnan",
                            op);
   return make(g, op, 1, &a, SC_NONE, NULL, 0);

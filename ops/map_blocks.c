@@ -239,7 +239,7 @@ tsr_node_t *tsr_map_blocks(tsr_graph_t *g, int n, tsr_node_t *const *inputs, tsr
   snprintf(node->name, sizeof node->name, "%.60s#%d", opts->name, g->n_nodes + 1);
   {
     const tsr_wcs_t *w = opts->wcs ? opts->wcs : ref ? ref->wcs : NULL;
-    if (w && (node->wcs = tsr_wcs_copy(g->ctx, w)) == NULL) {
+    if (w && tsr_wcs_copy(g->ctx, w, &node->wcs) != 0) {
       tsr__node_discard(node);
       return tsr__graph_fail(g, TSR_ENOMEM, "map_blocks: out of memory");
     }
@@ -354,7 +354,7 @@ tsr_node_t *tsr_source_callback(tsr_graph_t *g, tsr_block_fn fn, void *user,
   for (int a = 0; a < opts->ndim; a++)
     node->shape[a] = node->chunk[a] = opts->shape[a];
   snprintf(node->name, sizeof node->name, "%.60s#%d", opts->name, g->n_nodes + 1);
-  if (opts->wcs && (node->wcs = tsr_wcs_copy(g->ctx, opts->wcs)) == NULL) {
+  if (opts->wcs && tsr_wcs_copy(g->ctx, opts->wcs, &node->wcs) != 0) {
     tsr__node_discard(node);
     return tsr__graph_fail(g, TSR_ENOMEM, "source_callback: out of memory");
   }

@@ -231,12 +231,12 @@ static tsr_node_t *make(tsr_graph_t *g, tsr_node_t *in, int op, int nan_ignoring
   return tsr__node_finish(n);
 }
 
-tsr_node_t *tsr_reduce(tsr_graph_t *g, int op, tsr_node_t *a, int axis, int nan_ignoring) {
+tsr_node_t *tsr_reduce(tsr_graph_t *g, tsr_reduce_t op, tsr_node_t *a, int axis, int nan_ignoring) {
   if (!tsr__graph_check(g))
     return NULL;
   if (a == NULL)
     return tsr__graph_fail(g, TSR_EINVAL, "reduce: input is NULL");
-  if (op < TSR_REDUCE_SUM || op > TSR_REDUCE_STD)
+  if ((int)op < TSR_REDUCE_SUM || op > TSR_REDUCE_STD)
     return tsr__graph_fail(g, TSR_EINVAL,
                            "reduce: op %d is not sum, mean, min, max, count or std", op);
   if (axis < -1 || axis >= a->ndim)

@@ -146,8 +146,7 @@ tsr_node_t *tsr__reproject_node(tsr_graph_t *g, const tsr__op_t *op, void *param
   }
   for (int a = 2; a < ndim; a++)
     n->chunk[a] = n->shape[a];
-  n->wcs = tsr_wcs_copy(g->ctx, target);
-  if (n->wcs == NULL || add_extra_axes(n->wcs, src->wcs, ndim) != 0) {
+  if (tsr_wcs_copy(g->ctx, target, &n->wcs) != 0 || add_extra_axes(n->wcs, src->wcs, ndim) != 0) {
     tsr__node_discard(n);
     return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op->name);
   }

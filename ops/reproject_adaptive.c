@@ -853,7 +853,7 @@ tsr_node_t *tsr_reproject_adaptive(tsr_graph_t *g, tsr_node_t *src, const tsr_wc
     FAIL("kernel_width %g out of range (0, 100]", o.kernel_width);
   if (!(o.sample_region_width > 0 && o.sample_region_width <= 100))
     FAIL("sample_region_width %g out of range (0, 100]", o.sample_region_width);
-  if (o.boundary_mode < TSR_BOUNDARY_STRICT || o.boundary_mode > TSR_BOUNDARY_NEAREST)
+  if ((int)o.boundary_mode < TSR_BOUNDARY_STRICT || o.boundary_mode > TSR_BOUNDARY_NEAREST)
     FAIL("boundary_mode %d out of range [0, 5] (strict, constant, grid-constant, ignore, "
          "ignore_threshold, nearest)",
          o.boundary_mode);
@@ -861,7 +861,7 @@ tsr_node_t *tsr_reproject_adaptive(tsr_graph_t *g, tsr_node_t *src, const tsr_wc
     FAIL("boundary_fill_value %g is not finite", o.boundary_fill_value);
   if (!(o.boundary_ignore_threshold >= 0 && o.boundary_ignore_threshold <= 1))
     FAIL("boundary_ignore_threshold %g out of range [0, 1]", o.boundary_ignore_threshold);
-  if (o.bad_value_mode < TSR_BAD_STRICT || o.bad_value_mode > TSR_BAD_CONSTANT)
+  if ((int)o.bad_value_mode < TSR_BAD_STRICT || o.bad_value_mode > TSR_BAD_CONSTANT)
     FAIL("bad_value_mode %d out of range [0, 2] (strict, ignore, constant)", o.bad_value_mode);
   if (!isfinite(o.bad_fill_value))
     FAIL("bad_fill_value %g is not finite", o.bad_fill_value);
@@ -891,8 +891,7 @@ tsr_node_t *tsr_reproject_adaptive(tsr_graph_t *g, tsr_node_t *src, const tsr_wc
   ap->roundtrip = o.roundtrip != 0;
   ap->tol = o.mapping_tolerance;
   snprintf(ap->in_what, sizeof ap->in_what, "input %s", src->name);
-  ap->target = tsr_wcs_copy(ctx, target);
-  if (ap->target == NULL) {
+  if (tsr_wcs_copy(ctx, target, &ap->target) != 0) {
     params_free(ctx, ap);
     return tsr__graph_fail(g, TSR_ENOMEM, "reproject_adaptive: out of memory");
   }

@@ -673,8 +673,8 @@ static const tsr__op_t exact_op = {
  * the input's pixel corners.  Distortions (SIP, TPV) are functions of
  * pixel - CRPIX or of intermediate coordinates, so they shift along. */
 static tsr_wcs_t *corner_wcs(tsr_ctx_t *ctx, const tsr_wcs_t *src) {
-  tsr_wcs_t *w = tsr_wcs_copy(ctx, src);
-  if (w == NULL)
+  tsr_wcs_t *w = NULL;
+  if (tsr_wcs_copy(ctx, src, &w) != 0)
     return NULL;
   for (int a = 0; a < 2; a++) {
     char kw[16], val[72];
@@ -741,9 +741,8 @@ tsr_node_t *tsr_reproject_exact(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_t
     return tsr__graph_fail(g, TSR_ENOMEM, "reproject_exact: out of memory");
   ep->nan_mode = o.nan_mode;
   snprintf(ep->in_what, sizeof ep->in_what, "input %s", src->name);
-  ep->target = tsr_wcs_copy(ctx, target);
-  ep->corners = corner_wcs(ctx, src->wcs);
-  if (ep->target == NULL || ep->corners == NULL) {
+  if (tsr_wcs_copy(ctx, target, &ep->target) != 0 ||
+      (ep->corners = corner_wcs(ctx, src->wcs)) == NULL) {
     params_free(ctx, ep);
     return tsr__graph_fail(g, TSR_ENOMEM, "reproject_exact: out of memory");
   }

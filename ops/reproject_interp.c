@@ -478,9 +478,9 @@ int tsr_order_parse(const char *s) {
   return -1;
 }
 
-const char *tsr_order_name(int order) {
+const char *tsr_order_name(tsr_order_t order) {
   static const char *const names[] = {"nearest-neighbor", "bilinear", "biquadratic", "bicubic"};
-  return order >= 0 && order <= 3 ? names[order] : "unknown";
+  return (int)order >= 0 && order <= 3 ? names[order] : "unknown";
 }
 
 tsr_node_t *tsr_reproject_interp(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_t *target,
@@ -494,7 +494,7 @@ tsr_node_t *tsr_reproject_interp(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_
   ctx = g->ctx;
   if (opts)
     o = *opts;
-  if (o.order < 0 || o.order > 3)
+  if ((int)o.order < 0 || o.order > 3)
     return tsr__graph_fail(g, TSR_EINVAL,
                            "reproject_interp: order %d out of range [0, 3] (nearest-neighbor, "
                            "bilinear, biquadratic, bicubic)",
@@ -512,8 +512,7 @@ tsr_node_t *tsr_reproject_interp(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_
   ip->tol = o.mapping_tolerance;
   ip->roundtrip = o.roundtrip != 0;
   snprintf(ip->in_what, sizeof ip->in_what, "input %s", src->name);
-  ip->target = tsr_wcs_copy(ctx, target);
-  if (ip->target == NULL) {
+  if (tsr_wcs_copy(ctx, target, &ip->target) != 0) {
     params_free(ctx, ip);
     return tsr__graph_fail(g, TSR_ENOMEM, "reproject_interp: out of memory");
   }

@@ -122,7 +122,7 @@ tsr_node_t *tsr_slice(tsr_graph_t *g, tsr_node_t *a, const int64_t *start, const
   for (int ax = 0; ax < TSR_MAX_DIMS; ax++)
     n->chunk[ax] = a->chunk[ax] < shape[ax] ? a->chunk[ax] : shape[ax];
   if (a->wcs) {
-    if ((n->wcs = tsr_wcs_copy(g->ctx, a->wcs)) == NULL) {
+    if (tsr_wcs_copy(g->ctx, a->wcs, &n->wcs) != 0) {
       tsr__node_discard(n);
       return tsr__graph_fail(g, TSR_ENOMEM, "slice: out of memory");
     }
@@ -408,7 +408,7 @@ static tsr_node_t *join(tsr_graph_t *g, int n, tsr_node_t *const *in, int axis, 
   }
   /* The first input's WCS stays right for a stack of 2-D planes and for a
    * concatenation that starts with it; it says nothing of the new axis. */
-  if (in[0]->wcs && (axis >= 2 || !stack) && (node->wcs = tsr_wcs_copy(g->ctx, in[0]->wcs)) == NULL) {
+  if (in[0]->wcs && (axis >= 2 || !stack) && tsr_wcs_copy(g->ctx, in[0]->wcs, &node->wcs) != 0) {
     tsr__node_discard(node);
     return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op);
   }

@@ -201,7 +201,7 @@ TEST(reductions_with_and_without_nans_by_hand) {
     for (int k = 0; k < 1000; k++)
       big[k] = sin(k * 0.37) * 100 + (k % 97 == 0 ? NAN : 0);
     tsr_node_t *B = tsr_source_buffer(g, TSR_F64, 2, shape, big, NULL);
-    tsr_map_blocks_opts_t o = {0};
+    tsr_map_blocks_opts_t o = TSR_MAP_BLOCKS_OPTS_INIT;
     o.name = "identity";
     o.dtype = TSR_F64;
     o.chunk[0] = 7, o.chunk[1] = 4; /* 6 x 7 chunks: the partials are merged */
@@ -333,7 +333,7 @@ TEST(user_callbacks_serial_pool_cache_and_regions) {
   for (int k = 0; k < 64 * 48; k++)
     img[k] = cos(k * 0.01) * 5 + k % 7;
   tsr_node_t *A = tsr_source_buffer(g, TSR_F64, 2, shape, img, NULL);
-  tsr_map_blocks_opts_t o = {0};
+  tsr_map_blocks_opts_t o = TSR_MAP_BLOCKS_OPTS_INIT;
   o.name = "box_mean";
   o.dtype = TSR_F64;
   o.chunk[0] = 16, o.chunk[1] = 12;
@@ -393,7 +393,7 @@ TEST(user_callbacks_serial_pool_cache_and_regions) {
   open_graph();
   {
     tsr_node_t *A3 = tsr_source_buffer(g, TSR_F64, 2, shape, img, NULL);
-    tsr_map_blocks_opts_t bad = {0};
+    tsr_map_blocks_opts_t bad = TSR_MAP_BLOCKS_OPTS_INIT;
     bad.name = "bad";
     bad.dtype = 7;
     ASSERT(tsr_map_blocks(g, 1, &A3, box_mean, NULL, &bad) == NULL);

@@ -330,7 +330,7 @@ TEST(a_region_reads_only_the_inputs_and_blocks_it_meets) {
   scene_open(&s, 0);
   for (int i = 0; i < 3; i++) {
     int64_t shape[2] = {40, 30};
-    tsr_map_blocks_opts_t mo = {0};
+    tsr_map_blocks_opts_t mo = TSR_MAP_BLOCKS_OPTS_INIT;
     tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
     char name[16];
     tsr_node_t *buf = tsr_source_buffer_ref(s.g, TSR_F32, 2, shape, s.img[i], s.tw[i]);

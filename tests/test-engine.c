@@ -1,7 +1,11 @@
 /* test-engine.c -- contexts, errors, keys, regions, graphs and the planner,
  * using in-memory buffer sources (no files). */
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <tessera/tessera.h>
 
@@ -26,7 +30,7 @@ TEST(ctx_rejects_partial_allocator) {
   ASSERT(ctx == NULL);
 }
 
-static int n_allocs, fail_at;
+static int n_allocs, fail_at, n_frees;
 static void *count_malloc(void *ud, size_t n) {
   (void)ud;
   if (++n_allocs == fail_at)
@@ -41,7 +45,19 @@ static void *count_realloc(void *ud, void *p, size_t n) {
 }
 static void count_free(void *ud, void *p) {
   (void)ud;
+  if (p != NULL)
+    n_frees++;
   free(p);
+}
+
+/* A context on the counting allocator (fail_at says which allocation fails). */
+static int counting_ctx(tsr_ctx_t **ctx) {
+  tsr_ctx_options_t co;
+  memset(&co, 0, sizeof co);
+  co.alloc.malloc_fn = count_malloc;
+  co.alloc.realloc_fn = count_realloc;
+  co.alloc.free_fn = count_free;
+  return tsr_ctx_new(ctx, &co);
 }
 
 /* Fail each allocation in turn while building and computing a small graph:
@@ -52,17 +68,12 @@ TEST(allocation_failures_are_clean) {
   for (int i = 0; i < 30; i++)
     data[i] = (float)i;
   for (fail_at = 1; fail_at < 60; fail_at++) {
-    tsr_ctx_options_t o;
     tsr_ctx_t *ctx = NULL;
     tsr_graph_t *g = NULL;
     float out[30];
     int rc;
-    memset(&o, 0, sizeof o);
-    o.alloc.malloc_fn = count_malloc;
-    o.alloc.realloc_fn = count_realloc;
-    o.alloc.free_fn = count_free;
     n_allocs = 0;
-    rc = tsr_ctx_new(&ctx, &o);
+    rc = counting_ctx(&ctx);
     if (rc != 0) {
       ASSERT_INT_EQ(rc, TSR_ENOMEM);
       continue;
@@ -161,14 +172,32 @@ TEST(build_errors_are_sticky) {
   tsr_graph_t *g;
   float d[4] = {0};
   int64_t bad[2] = {2, 0}, good[2] = {2, 2};
+  float out[4];
+  tsr_node_t *before;
   ASSERT_OK(tsr_ctx_new(&ctx, NULL));
   ASSERT_OK(tsr_graph_new(ctx, &g));
+  before = tsr_source_buffer(g, TSR_F32, 2, good, d, NULL);
+  ASSERT(before != NULL);
   ASSERT(tsr_source_buffer(g, TSR_F32, 2, bad, d, NULL) == NULL);
   ASSERT_INT_EQ(tsr_graph_status(g), TSR_EINVAL);
   ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "axis 1 has length 0");
   /* Later constructors return NULL at once and keep the first message. */
   ASSERT(tsr_source_buffer(g, TSR_F32, 2, good, d, NULL) == NULL);
   ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "axis 1 has length 0");
+  /* A node built fine before the error is refused too (documented in
+   * tessera.h: the graph is not the one the caller described). */
+  ASSERT_INT_EQ(tsr_compute(g, before, NULL, out, sizeof out, NULL), TSR_ESTATE);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "compute: the graph has an error: ");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "axis 1 has length 0");
+  ASSERT_INT_EQ(tsr_write_fits(g, 1, &before, &(const char *){th_path("refused.fits")}, NULL, NULL),
+                TSR_ESTATE);
+  ASSERT_INT_EQ(tsr_write_png(g, before, th_path("refused.png"), NULL), TSR_ESTATE);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "preview: the graph has an error: ");
+  {
+    double off[1];
+    ASSERT_INT_EQ(tsr_coadd_match_background(g, 1, &before, NULL, 0, NULL, off), TSR_ESTATE);
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "match_background: the graph has an error: ");
+  }
   tsr_graph_free(g);
   tsr_ctx_free(ctx);
 }
@@ -246,6 +275,236 @@ TEST(cancel_stops_a_run) {
   tsr_ctx_free(ctx);
 }
 
+/* Where each block of a map_blocks node ran: on the calling thread or not. */
+typedef struct {
+  pthread_t caller;
+  _Atomic int on_caller, elsewhere;
+} where_t;
+
+static int note_thread(void *user, const tsr_block_t *b) {
+  where_t *w = user;
+  if (pthread_equal(pthread_self(), w->caller))
+    w->on_caller++;
+  else
+    w->elsewhere++;
+  memset(b->data, 0, (size_t)tsr_region_size(&b->out) * tsr_dtype_size(b->dtype));
+  return 0;
+}
+
+/* A zeroed tsr_run_opts_t is the documented default, serial in the calling
+ * thread, as TSR_RUN_OPTS_INIT is; one worker per CPU is asked for by name. */
+TEST(zeroed_run_opts_run_serially) {
+  tsr_ctx_t *ctx;
+  tsr_graph_t *g;
+  static float d[64 * 64], out[64 * 64];
+  int64_t shape[2] = {64, 64};
+  tsr_map_blocks_opts_t o = TSR_MAP_BLOCKS_OPTS_INIT;
+  tsr_run_opts_t zero, init = TSR_RUN_OPTS_INIT;
+  where_t w;
+  tsr_node_t *src, *m;
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+  memset(&zero, 0, sizeof zero);
+  ASSERT_INT_EQ(init.jobs, 1);
+  ASSERT_OK(tsr_ctx_new(&ctx, NULL));
+  ASSERT_OK(tsr_graph_new(ctx, &g));
+  src = tsr_source_buffer(g, TSR_F32, 2, shape, d, NULL);
+  o.name = "where";
+  o.dtype = TSR_F32;
+  o.chunk[0] = o.chunk[1] = 16;
+  m = tsr_map_blocks(g, 1, &src, note_thread, &w, &o);
+  ASSERT(m != NULL);
+  w.caller = pthread_self();
+  w.on_caller = w.elsewhere = 0;
+  ASSERT_OK(tsr_compute(g, m, NULL, out, sizeof out, &zero));
+  ASSERT_INT_EQ(w.on_caller, 16);
+  ASSERT_INT_EQ(w.elsewhere, 0);
+  /* TSR_JOBS_PER_CPU on the threads executor: the calling thread only
+   * waits, so with more than one CPU every block runs elsewhere. */
+  zero.jobs = TSR_JOBS_PER_CPU;
+  zero.executor = TSR_EXECUTOR_THREADS;
+  w.on_caller = w.elsewhere = 0;
+  ASSERT_OK(tsr_compute(g, m, NULL, out, sizeof out, &zero));
+  ASSERT_INT_EQ(w.on_caller + w.elsewhere, 16);
+  ASSERT_INT_EQ(w.elsewhere, ncpu > 1 ? 16 : 0);
+  zero.jobs = -2;
+  ASSERT_INT_EQ(tsr_compute(g, m, NULL, out, sizeof out, &zero), TSR_EINVAL);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "jobs = -2 out of range [0, 4096] or TSR_JOBS_PER_CPU (-1)");
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
+static const char small_hdr[] =
+    "NAXIS   = 2\nNAXIS1  = 64\nNAXIS2  = 32\nCTYPE1  = 'RA---TAN'\nCTYPE2  = 'DEC--TAN'\n"
+    "CRVAL1  = 10.0\nCRVAL2  = 20.0\nCRPIX1  = 32.5\nCRPIX2  = 16.5\nCDELT1  = -0.001\n"
+    "CDELT2  = 0.001\n";
+
+/* tsr_wcs_copy answers as its siblings do: a code, and *out set or NULL. */
+TEST(wcs_copy_returns_a_code_and_an_out_parameter) {
+  tsr_ctx_t *ctx;
+  tsr_wcs_t *w, *c = (tsr_wcs_t *)1;
+  int na, nc;
+  const char *ca, *cc;
+
+  fail_at = 0;
+  ASSERT_OK(counting_ctx(&ctx));
+  ASSERT_OK(tsr_wcs_parse(ctx, small_hdr, sizeof small_hdr - 1, "small", 1, &w));
+  ASSERT_OK(tsr_wcs_copy(ctx, w, &c));
+  ASSERT(c != NULL && c != w);
+  ca = tsr_wcs_cards(w, &na);
+  cc = tsr_wcs_cards(c, &nc);
+  ASSERT_INT_EQ(na, nc);
+  ASSERT(ca != cc && memcmp(ca, cc, (size_t)na * 80) == 0);
+  ASSERT_INT_EQ(tsr_wcs_naxis(c), 2);
+  ASSERT_INT_EQ(tsr_wcs_shape(c, 0), 64);
+  ASSERT_INT_EQ(tsr_wcs_shape(c, 1), 32);
+  tsr_wcs_free(c);
+  /* Each of the copy's two allocations failing: TSR_ENOMEM, *out = NULL. */
+  for (int k = 1; k <= 2; k++) {
+    c = (tsr_wcs_t *)1;
+    fail_at = n_allocs + k;
+    ASSERT_INT_EQ(tsr_wcs_copy(ctx, w, &c), TSR_ENOMEM);
+    ASSERT(c == NULL);
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "wcs: out of memory");
+  }
+  fail_at = 0;
+  tsr_wcs_free(w);
+  ASSERT_INT_EQ(tsr__ctx_live(ctx), 0);
+  tsr_ctx_free(ctx);
+}
+
+/* Graphs, WCS handles and caches belong to the context that made them: it
+ * counts them, they may be freed in any order, and then the context. */
+TEST(ctx_counts_its_graphs_wcs_and_caches) {
+  static const int orders[3][4] = {{0, 1, 2, 3}, {3, 2, 1, 0}, {2, 0, 3, 1}};
+  static float d[64 * 32];
+  int64_t shape[2] = {64, 32};
+  for (int k = 0; k < 3; k++) {
+    tsr_ctx_t *ctx;
+    tsr_graph_t *g;
+    tsr_wcs_t *w, *c;
+    tsr_cache_t *cache;
+    ASSERT_OK(tsr_ctx_new(&ctx, NULL));
+    ASSERT_INT_EQ(tsr__ctx_live(ctx), 0);
+    ASSERT_OK(tsr_wcs_parse(ctx, small_hdr, sizeof small_hdr - 1, "small", 1, &w));
+    ASSERT_OK(tsr_wcs_copy(ctx, w, &c));
+    ASSERT_OK(tsr_graph_new(ctx, &g));
+    ASSERT_OK(tsr_cache_open(ctx, th_path("live-cache"), TSR_CACHE_MIN_BYTES, &cache));
+    ASSERT_INT_EQ(ctx->n_wcs, 2);
+    ASSERT_INT_EQ(ctx->n_graphs, 1);
+    ASSERT_INT_EQ(ctx->n_caches, 1);
+    /* A node's WCS is the graph's (a copy), counted until the graph goes. */
+    ASSERT(tsr_source_buffer(g, TSR_F32, 2, shape, d, w) != NULL);
+    ASSERT_INT_EQ(ctx->n_wcs, 3);
+    for (int i = 0; i < 4; i++) {
+      switch (orders[k][i]) {
+      case 0: tsr_wcs_free(w); break;
+      case 1: tsr_graph_free(g); break;
+      case 2: tsr_cache_close(cache); break;
+      default: tsr_wcs_free(c); break;
+      }
+      ASSERT(tsr__ctx_live(ctx) > 0 || i == 3);
+    }
+    ASSERT_INT_EQ(ctx->n_wcs, 0);
+    ASSERT_INT_EQ(ctx->n_graphs, 0);
+    ASSERT_INT_EQ(ctx->n_caches, 0);
+    tsr_ctx_free(ctx);
+  }
+}
+
+/* tsr_ctx_free with a live object is an API misuse: it asserts; with
+ * assertions compiled out (NDEBUG) it frees nothing, so the objects keep a
+ * valid context (a leak, not a use-after-free), and a later tsr_ctx_free,
+ * once they are gone, frees it. */
+TEST(ctx_free_with_live_objects_is_refused) {
+  tsr_ctx_t *ctx;
+  tsr_wcs_t *w;
+  int frees;
+
+  fail_at = 0;
+  ASSERT_OK(counting_ctx(&ctx));
+  ASSERT_OK(tsr_wcs_parse(ctx, small_hdr, sizeof small_hdr - 1, "small", 1, &w));
+#ifdef NDEBUG
+  frees = n_frees;
+  tsr_ctx_free(ctx);
+  ASSERT_INT_EQ(n_frees, frees); /* the context is still there */
+  tsr_wcs_free(w);               /* and usable by its objects */
+  ASSERT_INT_EQ(tsr__ctx_live(ctx), 0);
+  tsr_ctx_free(ctx);
+  ASSERT_INT_EQ(n_frees, frees + 3); /* the WCS, its cards, the context */
+#else
+  {
+    int status;
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+      fclose(stderr); /* the assertion's message is expected */
+      tsr_ctx_free(ctx);
+      _exit(0);
+    }
+    ASSERT(waitpid(pid, &status, 0) == pid);
+    ASSERT(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+  }
+  (void)frees;
+  tsr_wcs_free(w);
+  tsr_ctx_free(ctx);
+#endif
+}
+
+/* The option structs' enum fields are enum types, which gcc makes unsigned
+ * when no value is negative: a negative value put there (from a parse
+ * function's -1, say) must still be refused, not taken for a large one. */
+TEST(negative_enum_options_are_refused) {
+  tsr_ctx_t *ctx;
+  tsr_graph_t *g;
+  tsr_wcs_t *w;
+  static float d[64 * 32];
+  int64_t shape[2] = {64, 32};
+  tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
+  tsr_adaptive_opts_t ao = TSR_ADAPTIVE_OPTS_INIT;
+  tsr_coadd_opts_t co = TSR_COADD_OPTS_INIT;
+  tsr_preview_opts_t po = TSR_PREVIEW_OPTS_INIT;
+  tsr_node_t *src, *rp;
+  ASSERT_OK(tsr_ctx_new(&ctx, NULL));
+  ASSERT_OK(tsr_wcs_parse(ctx, small_hdr, sizeof small_hdr - 1, "small", 1, &w));
+#define FRESH_SRC()                                             \
+  do {                                                          \
+    ASSERT_OK(tsr_graph_new(ctx, &g));                          \
+    src = tsr_source_buffer(g, TSR_F32, 2, shape, d, w);        \
+    ASSERT(src != NULL);                                        \
+  } while (0)
+  FRESH_SRC();
+  io.order = (tsr_order_t)tsr_order_parse("trilinear");
+  ASSERT(tsr_reproject_interp(g, src, w, &io) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "reproject_interp: order -1 out of range [0, 3]");
+  tsr_graph_free(g);
+  FRESH_SRC();
+  ao.boundary_mode = (tsr_boundary_t)tsr_boundary_parse("wrap");
+  ASSERT(tsr_reproject_adaptive(g, src, w, &ao) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(g), TSR_EINVAL);
+  tsr_graph_free(g);
+  FRESH_SRC();
+  rp = tsr_reproject_interp(g, src, w, NULL);
+  co.combine = (tsr_combine_t)tsr_combine_parse("average");
+  ASSERT(tsr_coadd(g, 1, &rp, NULL, &co) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "coadd: combine -1 out of range");
+  tsr_graph_free(g);
+  FRESH_SRC();
+  po.stretch = (tsr_stretch_t)-1;
+  ASSERT_INT_EQ(tsr_write_png(g, src, th_path("neg.png"), &po), TSR_EINVAL);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "stretch -1");
+  ASSERT_INT_EQ(tsr_unary(g, (tsr_elementwise_t)-1, src) == NULL, 1);
+  ASSERT_INT_EQ(tsr_graph_status(g), TSR_EINVAL);
+  tsr_graph_free(g);
+  FRESH_SRC();
+  ASSERT(tsr_reduce(g, (tsr_reduce_t)-1, src, -1, 0) == NULL);
+  ASSERT_INT_EQ(tsr_graph_status(g), TSR_EINVAL);
+  tsr_graph_free(g);
+#undef FRESH_SRC
+  tsr_wcs_free(w);
+  tsr_ctx_free(ctx);
+}
+
 /* The API misuse catalogue: each wrong graph gives its exact message, on
  * the graph (a build error) or on the context (a compute error). */
 static int noop_block(void *user, const tsr_block_t *b) {
@@ -259,7 +518,7 @@ TEST(api_misuse_catalogue) {
   int64_t s8[2] = {8, 8}, s4[2] = {4, 8};
   static float a[64], b[32];
   double out[64];
-  tsr_map_blocks_opts_t o = {0};
+  tsr_map_blocks_opts_t o = TSR_MAP_BLOCKS_OPTS_INIT;
   tsr_node_t *A, *B, *C, *in[2];
   ASSERT_OK(tsr_ctx_new(&ctx, NULL));
 #define FRESH()                                                                                    \

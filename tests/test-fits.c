@@ -1561,7 +1561,7 @@ TEST(input_rewritten_while_read_fails_the_run) {
       io.block[0] = 50, io.block[1] = 30;
       r = tsr_reproject_interp(g, f, wcs, &io);
     } else {
-      tsr_map_blocks_opts_t o = {0};
+      tsr_map_blocks_opts_t o = TSR_MAP_BLOCKS_OPTS_INIT;
       o.name = "copy";
       o.dtype = TSR_F32;
       o.chunk[0] = 50, o.chunk[1] = 30;
@@ -1582,7 +1582,7 @@ TEST(input_rewritten_while_read_fails_the_run) {
     tsr_graph_free(g);
     g = graph_new(ctx);
     f = tsr_source_fits(g, in, 0);
-    tsr_map_blocks_opts_t o = {0};
+    tsr_map_blocks_opts_t o = TSR_MAP_BLOCKS_OPTS_INIT;
     o.name = "copy";
     o.dtype = TSR_F32;
     o.chunk[0] = 50, o.chunk[1] = 30;
@@ -1652,7 +1652,7 @@ TEST(fits_unmapped_files_read_as_mapped_ones) {
     tsr_graph_t *g = graph_new(ctx);
     tsr__test_hooks.map_nothing = 1;
     tsr_node_t *src = tsr_source_fits(g, p32, 0);
-    tsr_map_blocks_opts_t o = {0};
+    tsr_map_blocks_opts_t o = TSR_MAP_BLOCKS_OPTS_INIT;
     o.name = "copy";
     o.dtype = TSR_F32;
     o.chunk[0] = 300, o.chunk[1] = 10, o.chunk[2] = 1;

@@ -210,7 +210,7 @@ static void failed_tasks_are_retried_elsewhere(void) {
     int ok = 1;
     tsr_ctx_new(&ctx, NULL);
     tsr_graph_new(ctx, &g);
-    tsr_map_blocks_opts_t o = {0};
+    tsr_map_blocks_opts_t o = TSR_MAP_BLOCKS_OPTS_INIT;
     o.name = "flaky";
     o.dtype = TSR_F64;
     o.ndim = 2;

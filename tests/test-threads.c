@@ -308,7 +308,7 @@ static int fail_third(void *user, const tsr_block_t *b) {
 TEST(a_failing_block_on_threads_is_reported_to_the_caller) {
   world_t w;
   world_new(&w);
-  tsr_map_blocks_opts_t mo = {0};
+  tsr_map_blocks_opts_t mo = TSR_MAP_BLOCKS_OPTS_INIT;
   mo.name = "fail_third";
   mo.dtype = TSR_F32;
   tsr_node_t *f = tsr_map_blocks(w.g, 1, &w.nodes[0], fail_third, NULL, &mo);
@@ -435,7 +435,7 @@ static void on_progress(void *ud, int64_t done, int64_t total) {
 TEST(cancel_stops_a_threads_run_promptly) {
   world_t w;
   world_new(&w);
-  tsr_map_blocks_opts_t mo = {0};
+  tsr_map_blocks_opts_t mo = TSR_MAP_BLOCKS_OPTS_INIT;
   int64_t shape[2] = {N_IN, N_IN};
   mo.name = "slow_copy";
   mo.dtype = TSR_F32;

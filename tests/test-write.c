@@ -484,6 +484,54 @@ static int special_paths(const char *paths[4], const char *names[4]) {
   return 4;
 }
 
+static int fail_block(void *user, const tsr_block_t *b) {
+  (void)user, (void)b;
+  return TSR_EINVAL;
+}
+
+/* A preview reads the caller's graph and never builds in it: after it,
+ * done or failed (bad options, a bad path, a node that is not 2-D, a block
+ * that fails), the graph has the same nodes and no error, and computes. */
+TEST(preview_leaves_the_callers_graph_as_it_was) {
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g = graph_new(ctx);
+  static float img[300 * 200], cube[8 * 8 * 2], back[300 * 200];
+  int64_t shape[2] = {300, 200}, shape3[3] = {8, 8, 2};
+  tsr_map_blocks_opts_t mo = TSR_MAP_BLOCKS_OPTS_INIT;
+  tsr_preview_opts_t po = TSR_PREVIEW_OPTS_INIT;
+  tsr_node_t *n, *n3, *bad;
+  int nodes;
+  for (int i = 0; i < 300 * 200; i++)
+    img[i] = (float)(i % 300) + (i % 7 == 0 ? NAN : 0.0f);
+  n = tsr_source_buffer(g, TSR_F32, 2, shape, img, NULL);
+  n3 = tsr_source_buffer(g, TSR_F32, 3, shape3, cube, NULL);
+  mo.name = "fails";
+  mo.dtype = TSR_F32;
+  bad = tsr_map_blocks(g, 1, &n, fail_block, NULL, &mo);
+  ASSERT(n != NULL && n3 != NULL && bad != NULL);
+  nodes = g->n_nodes;
+  po.max_size = 64; /* strided and resampled */
+  ASSERT_OK(tsr_write_png(g, n, th_path("as-it-was.png"), &po));
+  ASSERT(file_exists(th_path("as-it-was.png")));
+  ASSERT_INT_EQ(g->n_nodes, nodes);
+  ASSERT_INT_EQ(tsr_graph_status(g), 0);
+  po.stretch = 99;
+  ASSERT_INT_EQ(tsr_write_png(g, n, th_path("bad-options.png"), &po), TSR_EINVAL);
+  po.stretch = TSR_STRETCH_LINEAR;
+  ASSERT_INT_EQ(tsr_write_png(g, n, th_path("no-such-dir/x.png"), &po), TSR_EIO);
+  ASSERT_INT_EQ(tsr_write_png(g, n3, th_path("cube.png"), &po), TSR_EINVAL);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "preview: expected a 2-D image");
+  ASSERT_INT_EQ(tsr_write_png(g, bad, th_path("fails.png"), &po), TSR_EINVAL);
+  ASSERT_INT_EQ(g->n_nodes, nodes);
+  ASSERT_INT_EQ(tsr_graph_status(g), 0);
+  ASSERT(strcmp(tsr_graph_errmsg(g), "") == 0);
+  ASSERT(!file_exists(th_path("fails.png")));
+  ASSERT_OK(tsr_compute(g, n, NULL, back, sizeof back, NULL));
+  ASSERT(memcmp(back, img, sizeof back) == 0);
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
+}
+
 TEST(outputs_refuse_special_files_before_computing) {
   tsr_ctx_t *ctx = ctx_new();
   tsr_graph_t *g = graph_new(ctx);
@@ -752,7 +800,7 @@ TEST(io_faults_mid_run) {
     tsr_node_t *src = tsr_source_buffer(g, TSR_F32, 2, shape, img, NULL);
     ASSERT_OK(tsr_write_fits(g, 1, &src, &in, NULL, NULL));
     tsr_node_t *f = tsr_source_fits(g, in, 0);
-    tsr_map_blocks_opts_t o = {0};
+    tsr_map_blocks_opts_t o = TSR_MAP_BLOCKS_OPTS_INIT;
     o.name = "copy";
     o.dtype = TSR_F32;
     o.chunk[0] = 50, o.chunk[1] = 30;

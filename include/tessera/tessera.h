@@ -10,11 +10,24 @@
  *   tsr_errmsg(ctx).  Node constructors return NULL on error and keep the
  *   first error on the graph (tsr_graph_status / tsr_graph_errmsg); once a
  *   graph has an error every later constructor returns NULL at once, so a
- *   caller may build a whole graph and check once.
+ *   caller may build a whole graph and check once.  Such a graph is not
+ *   the one the caller described, so running any of its nodes, also one
+ *   built fine before the error, fails with TSR_ESTATE (tsr_compute,
+ *   tsr_compute_planes, tsr_write_fits, tsr_write_png,
+ *   tsr_coadd_match_background): a caller that skipped the check cannot
+ *   take a half-built graph's results for the whole.  Build a new graph
+ *   (or keep the good part in a graph of its own) to go on.
  * - Regions are zero-based, half-open boxes in FITS axis order: axis 0 is
  *   NAXIS1 (x, fastest varying).  Arrays in memory are C-contiguous with
  *   axis 0 fastest, exactly as FITS stores them.
- * - Every _free accepts NULL.
+ * - Every _free accepts NULL.  Constructors other than node constructors
+ *   return 0 or a negative code and set an out-parameter (NULL on error).
+ *   Graphs, tsr_wcs_t and tsr_cache_t belong to the context they are made
+ *   with and are freed before it (tsr_ctx_free checks).  Each function says
+ *   who owns its arguments and results: inputs are borrowed for the call
+ *   (or copied) unless the name says _ref.
+ * - Option structs start from their _INIT macro; a zeroed tsr_run_opts_t is
+ *   also the default (serial).
  *
  * Threads
  * - Any number of threads may call tsr_compute, tsr_write_fits and
@@ -56,6 +69,7 @@ extern "C" {
 #define TSR_VERSION_MAJOR 0
 #define TSR_VERSION_MINOR 1
 #define TSR_VERSION_PATCH 0
+/** @return the library's version, "MAJOR.MINOR.PATCH" (a static string). */
 TSR_API const char *tsr_version_string(void);
 /** The versions of the libraries tessera runs with, as loaded: "libuv 1.44.2,
  *  wcslib 7.12, cfitsio 4.2, ...".  @return a static string (the library's). */
@@ -80,8 +94,9 @@ typedef enum {
   TSR_OK = 0
 } tsr_errno_t;
 
-/** Short symbolic name ("EINVAL") and generic text of an error code.
- *  Static strings; any thread. Unknown codes give "UNKNOWN". */
+/** Short symbolic name ("EINVAL") and generic text of an error code; any
+ *  thread.  @return a static string; "UNKNOWN" / "unknown error" for a code
+ *  that is not a TSR_E* value. */
 TSR_API const char *tsr_err_name(int err);
 TSR_API const char *tsr_strerror(int err);
 
@@ -105,12 +120,18 @@ typedef struct {
  *  @return 0 and sets *out, or TSR_ENOMEM / TSR_EINVAL with *out = NULL.
  *  Free with tsr_ctx_free().  Any thread. */
 TSR_API int  tsr_ctx_new(tsr_ctx_t **out, const tsr_ctx_options_t *opts);
-/** Free a context.  Every graph made with it must be freed first. */
+/** Free a context (NULL is a no-op).  Every graph, tsr_wcs_t and
+ *  tsr_cache_t made with it belongs to it (they allocate and free through
+ *  its allocator) and must be freed first, in any order; the context counts
+ *  them.  Freeing it with any alive is an API misuse: an assertion fails
+ *  (kept with -Db_ndebug=false), and with assertions compiled out nothing
+ *  is freed (the context leaks rather than leave them dangling).  Call it
+ *  after every other call on ctx has returned.  @return nothing. */
 TSR_API void tsr_ctx_free(tsr_ctx_t *ctx);
-/** Message of the calling thread's last failed call on `ctx` ("" if
- *  none): calls of other threads never change it.  Owned by the library;
- *  valid until this thread's next call on ctx.  A thread keeps the messages
- *  of the last 8 contexts it used. */
+/** @return the message of the calling thread's last failed call on `ctx`
+ *  ("" if none; "no context" for NULL): calls of other threads never change
+ *  it.  Owned by the library; valid until this thread's next call on ctx.
+ *  A thread keeps the messages of the last 8 contexts it used. */
 TSR_API const char *tsr_errmsg(const tsr_ctx_t *ctx);
 
 /* ------------------------------------------------------------------ */
@@ -123,9 +144,10 @@ typedef enum {
   TSR_F64 = 2
 } tsr_dtype_t;
 
-/** Bytes per element of `dt` (4 or 8), 0 for an unknown value. */
+/** @return the bytes per element of `dt` (4 or 8), 0 for an unknown value;
+ *  and its name ("float32", "float64"; a static string, "unknown" else). */
 TSR_API size_t tsr_dtype_size(tsr_dtype_t dt);
-TSR_API const char *tsr_dtype_name(tsr_dtype_t dt);   /* "float32", "float64" */
+TSR_API const char *tsr_dtype_name(tsr_dtype_t dt);
 
 /** A box of index ranges: axis a covers [start[a], stop[a]).  Axes past a
  *  node's ndim must be [0, 1). */
@@ -134,10 +156,10 @@ typedef struct {
   int64_t stop[TSR_MAX_DIMS];
 } tsr_region_t;
 
-/** The whole extent of `node`. */
+/** @return the whole extent of `node` (borrowed), by value. */
 TSR_API tsr_region_t tsr_region_of(const tsr_node_t *node);
-/** Number of elements in `r` (0 if any axis is empty, INT64_MAX if the count
- *  does not fit in int64_t). */
+/** @return the number of elements in `r` (0 if any axis is empty, INT64_MAX
+ *  if the count does not fit in int64_t). */
 TSR_API int64_t tsr_region_size(const tsr_region_t *r);
 
 /* ------------------------------------------------------------------ */
@@ -160,55 +182,81 @@ TSR_API int tsr_wcs_read_hdr(tsr_ctx_t *ctx, const char *path, tsr_wcs_t **out);
  *  @return 0, or TSR_EIO / TSR_EINVAL / TSR_ENOMEM with the message on ctx. */
 TSR_API int tsr_wcs_write_hdr(tsr_ctx_t *ctx, const tsr_wcs_t *wcs, const char *path);
 /** Take the WCS and shape of an image HDU of a FITS file; `hdu` is 1-based,
- *  0 = the first HDU with image data. */
+ *  0 = the first HDU with image data.  @return 0 and a new *out (free with
+ *  tsr_wcs_free), or a negative code (TSR_EIO, TSR_EWCS, TSR_EINVAL,
+ *  TSR_ENOMEM) with *out = NULL and a message naming the file. */
 TSR_API int tsr_wcs_read_fits(tsr_ctx_t *ctx, const char *path, int hdu, tsr_wcs_t **out);
-/** The same, the HDU chosen by number or name (tsr_hdu_t, below). */
+/** The same, the HDU chosen by number or name (tsr_hdu_t, below; `which`
+ *  borrowed for the call, NULL = the first image with data).  @return as
+ *  tsr_wcs_read_fits. */
 struct tsr_hdu_s;
 TSR_API int tsr_wcs_read_fits_hdu(tsr_ctx_t *ctx, const char *path, const struct tsr_hdu_s *which,
                                   tsr_wcs_t **out);
 /** Parse header text of `len` bytes: either 80-column cards back to back
  *  (a FITS header block) or lines separated by '\n'.  `what` names the text in
- *  messages (e.g. a file name).  NAXISn are required when `need_shape`. */
+ *  messages (e.g. a file name).  NAXISn are required when `need_shape`.
+ *  `text` and `what` are borrowed for the call.  @return 0 and a new *out
+ *  (free with tsr_wcs_free), or TSR_EWCS / TSR_EINVAL / TSR_ENOMEM with
+ *  *out = NULL and a message naming `what` and the offending keyword. */
 TSR_API int tsr_wcs_parse(tsr_ctx_t *ctx, const char *text, size_t len,
                           const char *what, int need_shape, tsr_wcs_t **out);
-/** Deep copy; NULL on allocation failure. */
-TSR_API tsr_wcs_t *tsr_wcs_copy(tsr_ctx_t *ctx, const tsr_wcs_t *wcs);
+/** Deep copy of `wcs` (borrowed; not NULL), made with ctx.
+ *  @return 0 and a new *out (the caller's; free with tsr_wcs_free), or
+ *  TSR_ENOMEM with *out = NULL and the message on ctx. */
+TSR_API int tsr_wcs_copy(tsr_ctx_t *ctx, const tsr_wcs_t *wcs, tsr_wcs_t **out);
+/** Free a WCS handle made by a tsr_wcs_* constructor or tsr_optimal_wcs
+ *  (never one a node owns: tsr_node_wcs).  Accepts NULL.  Must come before
+ *  tsr_ctx_free of the context it was made with.  @return nothing. */
 TSR_API void tsr_wcs_free(tsr_wcs_t *wcs);
-/** Number of pixel axes (NAXIS) and the length of axis a (0-based). */
+/** @return the number of pixel axes (NAXIS), and the length of axis a
+ *  (0-based; 1 past NAXIS, 0 where the header gave none). */
 TSR_API int     tsr_wcs_naxis(const tsr_wcs_t *wcs);
 TSR_API int64_t tsr_wcs_shape(const tsr_wcs_t *wcs, int axis);
-/** The header cards, `*ncards` cards of 80 characters back to back, without
- *  END.  Owned by wcs. */
+/** @return the header cards, `*ncards` (if not NULL) cards of 80
+ *  characters back to back, without END; owned by wcs, valid until it is
+ *  freed. */
 TSR_API const char *tsr_wcs_cards(const tsr_wcs_t *wcs, int *ncards);
 /** A one-line human summary ("TAN ICRS, 2048 x 2048, 1.000 arcsec/px at
  *  RA 10.68470 Dec 41.26875") into buf.  @return 0 or a negative code. */
 TSR_API int tsr_wcs_describe(tsr_ctx_t *ctx, const tsr_wcs_t *wcs, char *buf, size_t cap);
 /** Pixel -> world of the celestial axes for `n` points (0-based pixels), in
- *  degrees in the WCS's own frame; NaN where undefined. */
+ *  degrees in the WCS's own frame; NaN where undefined.  The arrays are
+ *  the caller's (x, y read; lon, lat written, n each).
+ *  @return 0, or a negative code (TSR_EWCS, TSR_ENOMEM) with the message on
+ *  ctx. */
 TSR_API int tsr_wcs_pix2world(tsr_ctx_t *ctx, const tsr_wcs_t *wcs, size_t n,
                               const double *x, const double *y, double *lon, double *lat);
 
 /* ------------------------------------------------------------------ */
 /* Graphs and nodes                                                   */
 
-/** Create an empty graph.  @return 0 and *out, or TSR_ENOMEM. */
+/** Create an empty graph, which belongs to ctx (free it before
+ *  tsr_ctx_free).  @return 0 and *out (the caller's; free with
+ *  tsr_graph_free), or TSR_ENOMEM with *out = NULL. */
 TSR_API int  tsr_graph_new(tsr_ctx_t *ctx, tsr_graph_t **out);
-/** Free the graph and all its nodes.  Accepts NULL. */
+/** Free the graph and all its nodes (and their WCS).  Accepts NULL.  Not
+ *  while a run uses it.  @return nothing. */
 TSR_API void tsr_graph_free(tsr_graph_t *g);
-/** First error met while building (0 if none) and its message (owned by g). */
+/** @return the first error met while building (0 if none), and its
+ *  message ("" if none; owned by g, valid until it is freed). */
 TSR_API int         tsr_graph_status(const tsr_graph_t *g);
 TSR_API const char *tsr_graph_errmsg(const tsr_graph_t *g);
 
-/** Node properties.  Shapes are in FITS axis order. */
+/** Node properties.  Shapes are in FITS axis order.  @return the number of
+ *  axes, the length and chunk length of axis `axis` (1 past ndim), the
+ *  dtype. */
 TSR_API int         tsr_node_ndim(const tsr_node_t *n);
 TSR_API int64_t     tsr_node_shape(const tsr_node_t *n, int axis);
 TSR_API int64_t     tsr_node_chunk(const tsr_node_t *n, int axis);
 TSR_API tsr_dtype_t tsr_node_dtype(const tsr_node_t *n);
-/** The node's WCS (owned by the node) or NULL. */
+/** @return the node's WCS (owned by the node: never freed by the caller)
+ *  or NULL. */
 TSR_API const tsr_wcs_t *tsr_node_wcs(const tsr_node_t *n);
-/** A short name for messages: "reproject_interp#3", "fits#1(\"a.fits\")". */
+/** @return a short name for messages, owned by the node:
+ *  "reproject_interp#3", "fits#1(\"a.fits\")". */
 TSR_API const char *tsr_node_name(const tsr_node_t *n);
-/** The node's 128-bit content key: equal keys mean equal data. */
+/** Write the node's 128-bit content key into the caller's `key`: equal
+ *  keys mean equal data.  @return nothing. */
 TSR_API void tsr_node_key(const tsr_node_t *n, uint8_t key[16]);
 
 /** A lazy FITS image.  `hdu` is 1-based, 0 = the first HDU with image data.
@@ -216,7 +264,8 @@ TSR_API void tsr_node_key(const tsr_node_t *n, uint8_t key[16]);
  *  scaling, else float32), with BSCALE/BZERO applied and BLANK and non-finite
  *  values made NaN.  Only the header is read now; data are read by subset
  *  when a computation needs them.  The file must not change while the graph
- *  is used (its identity is part of the node key). */
+ *  is used (its identity is part of the node key).  `path` is copied.
+ *  @return the node (owned by g), or NULL with the error on the graph. */
 TSR_API tsr_node_t *tsr_source_fits(tsr_graph_t *g, const char *path, int hdu);
 
 /** Which HDU of a FITS file: by number (extname NULL), or by name and
@@ -234,7 +283,9 @@ typedef struct tsr_hdu_s {
 
 /** tsr_source_fits with the HDU chosen by `which` (NULL = the first image
  *  with data).  A name that no HDU has is an error listing the names there
- *  are; a named HDU that is not an image is an error too. */
+ *  are; a named HDU that is not an image is an error too.  `path` and
+ *  `which` are copied.  @return the node (owned by g), or NULL with the
+ *  error on the graph. */
 TSR_API tsr_node_t *tsr_source_fits_hdu(tsr_graph_t *g, const char *path, const tsr_hdu_t *which);
 
 /** What an image HDU stores and how tsr_source_fits reads it. */
@@ -262,6 +313,7 @@ TSR_API int tsr_fits_info(tsr_ctx_t *ctx, const char *path, const tsr_hdu_t *whi
 /** Caller memory as a node.  `data` holds prod(shape) values of `dtype`,
  *  axis 0 fastest.  `wcs` may be NULL; it is copied.  tsr_source_buffer copies
  *  the data; tsr_source_buffer_ref borrows it, and the memory must outlive the
+ *  graph.  @return the node (owned by g), or NULL with the error on the
  *  graph. */
 TSR_API tsr_node_t *tsr_source_buffer(tsr_graph_t *g, tsr_dtype_t dtype, int ndim,
                                       const int64_t *shape, const void *data,
@@ -281,19 +333,21 @@ typedef enum {
 } tsr_order_t;
 
 typedef struct {
-  int     order;              /* tsr_order_t; default bilinear */
+  tsr_order_t order;          /* default bilinear */
   double  mapping_tolerance;  /* pixels; 0 = exact transform at every pixel; default 1e-4 */
   int     roundtrip;          /* 1 = NaN where output->input->output moves > 1 px (reproject's default) */
-  int     dtype;              /* 0 = float32, or float64 when the input is float64 */
+  int     dtype;              /* a tsr_dtype_t, or 0 = float32, or float64 when the input is
+                                 float64 (an int: 0 is not a tsr_dtype_t value) */
   int64_t block[2];           /* output chunk shape (x, y); 0 = default (256 x 256; 512 x 512 for inputs over 256 MiB) */
 } tsr_interp_opts_t;
 
 #define TSR_INTERP_OPTS_INIT { TSR_ORDER_BILINEAR, 1e-4, 1, 0, { 0, 0 } }
 
 /** Parse "nearest-neighbor", "bilinear", "biquadratic", "bicubic" (or
- *  "0".."3").  @return the order or -1. */
+ *  "0".."3").  @return the order or -1; tsr_order_name: the name of an
+ *  order (a static string, "unknown" for another value). */
 TSR_API int tsr_order_parse(const char *s);
-TSR_API const char *tsr_order_name(int order);
+TSR_API const char *tsr_order_name(tsr_order_t order);
 
 /** Reproject `src` onto `target` by interpolation (reproject_interp).
  *  The celestial axes of src are mapped; extra leading axes (cubes) are
@@ -326,21 +380,21 @@ typedef enum {
 } tsr_bad_value_t;
 
 typedef struct {
-  int     kernel;                     /* tsr_kernel_t; default gaussian */
+  tsr_kernel_t kernel;                /* default gaussian */
   double  kernel_width;               /* Gaussian +-1 sigma, output pixels; default 1.3 */
   double  sample_region_width;        /* Gaussian truncation, output pixels; default 4 */
-  int     boundary_mode;              /* tsr_boundary_t; default strict */
+  tsr_boundary_t boundary_mode;       /* default strict */
   double  boundary_fill_value;        /* constant modes; default 0 */
   double  boundary_ignore_threshold;  /* ignore_threshold mode, [0, 1]; default 0.5 */
   int     x_cyclic, y_cyclic;         /* wrap that input axis (overrides boundary_mode) */
   int     center_jacobian;            /* 1 = Jacobian from exact transforms at +-0.5 px */
   int     despike_jacobian;           /* 1 = replace Jacobian spikes (all-sky wrap points) */
   int     conserve_flux;              /* 1 = multiply by |det J| (flux, not surface brightness) */
-  int     bad_value_mode;             /* tsr_bad_value_t; default strict */
+  tsr_bad_value_t bad_value_mode;     /* default strict */
   double  bad_fill_value;             /* bad_value_mode constant; default 0 */
   int     roundtrip;                  /* 1 = NaN where output->input->output moves > 1 px */
   double  mapping_tolerance;          /* pixels; 0 = exact transform at every pixel; default 1e-4 */
-  int     dtype;                      /* 0 = float32, or float64 when the input is float64 */
+  int     dtype;                      /* as tsr_interp_opts_t.dtype (0 = by the input) */
   int64_t block[2];                   /* output chunk shape (x, y); 0 = default (256 x 256; 512 x 512 for inputs over 256 MiB) */
 } tsr_adaptive_opts_t;
 
@@ -375,8 +429,8 @@ typedef enum {
 } tsr_nan_mode_t;
 
 typedef struct {
-  int     nan_mode;       /* tsr_nan_mode_t; default propagate */
-  int     dtype;          /* 0 = float32, or float64 when the input is float64 */
+  tsr_nan_mode_t nan_mode; /* default propagate */
+  int     dtype;          /* as tsr_interp_opts_t.dtype (0 = by the input) */
   int64_t block[2];       /* output chunk shape (x, y); 0 = default (256 x 256; 512 x 512 for inputs over 256 MiB) */
 } tsr_exact_opts_t;
 
@@ -396,8 +450,10 @@ TSR_API tsr_node_t *tsr_reproject_exact(tsr_graph_t *g, tsr_node_t *src,
                                         const tsr_wcs_t *target,
                                         const tsr_exact_opts_t *opts);
 
-/** The footprint plane of a reprojection node (1 where the output is finite
- *  for interp), computed together with the data.  NULL if `n` has none. */
+/** The footprint plane of a reprojection or mosaic node (1 where the output
+ *  is finite for interp), computed together with the data.  @return the
+ *  plane's node (owned by g), or NULL with the error on the graph (also
+ *  when `n` has no footprint). */
 TSR_API tsr_node_t *tsr_footprint(tsr_graph_t *g, tsr_node_t *n);
 
 /* ------------------------------------------------------------------ */
@@ -423,8 +479,10 @@ typedef struct {
   tsr_progress_fn progress;       /* may be NULL */
   void *progress_ud;
   volatile int *cancel;           /* may be NULL; when *cancel becomes non-zero the run stops with TSR_ECANCELED */
-  int jobs;                       /* 1 = serial, in the calling process (default); N > 1 = N threads
-                                     or worker processes (see executor); 0 = one per online CPU */
+  int jobs;                       /* 0 or 1 = serial, in the calling process (the default, so a
+                                     zeroed struct runs serially); N > 1 = N threads or worker
+                                     processes (see executor), at most 4096; TSR_JOBS_PER_CPU =
+                                     one per online CPU */
   int retries;                    /* processes: times a task is retried after its worker dies
                                      (default 2) */
   double task_timeout_s;          /* pool: a task running longer is killed and retried; 0 = none */
@@ -438,9 +496,49 @@ typedef struct {
   tsr_executor_t executor;        /* for jobs > 1: processes or threads (default: see above) */
 } tsr_run_opts_t;
 
+/* tsr_run_opts_t.jobs: one worker per online CPU. */
+#define TSR_JOBS_PER_CPU (-1)
+
 #define TSR_RUN_OPTS_INIT { NULL, NULL, NULL, 1, 2, 0.0, NULL, NULL, TSR_EXECUTOR_DEFAULT }
 
-/** 1 if this library was built with the MPI executor, else 0. */
+/** Compute `region` of `node` (NULL = all) into `dst` (the caller's
+ *  memory; g, node, region and opts are borrowed for the call), C-contiguous over the
+ *  region with axis 0 fastest, of the node's dtype.  `dst_bytes` must be at
+ *  least region size x dtype size.  Only the chunks meeting the region run.
+ *  On a pool (opts->jobs > 1) the workers do not map dst while they run
+ *  (the results come back through shared memory): a map_blocks callback
+ *  must not touch it, which it could not rely on anyway.
+ *  @return 0, or a negative code with the message in tsr_errmsg(ctx). */
+TSR_API int tsr_compute(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region,
+                        void *dst, size_t dst_bytes, const tsr_run_opts_t *opts);
+
+/** Compute `region` (NULL = all) of the `n` planes nodes[i] of one
+ *  computation (a reprojection or mosaic and its tsr_footprint) together,
+ *  each into dsts[i] as tsr_compute would: the op runs once for both.  Every
+ *  node must be a plane of nodes[0]'s computation, each at most once.
+ *  @return 0, or a negative code with the message in tsr_errmsg(ctx). */
+TSR_API int tsr_compute_planes(tsr_graph_t *g, int n, tsr_node_t *const *nodes,
+                               const tsr_region_t *region, void *const *dsts, size_t dst_bytes,
+                               const tsr_run_opts_t *opts);
+
+/** Compute `region` (NULL = all) of `n` nodes of equal shape and write each to
+ *  a FITS file, band by band, so memory stays bounded by one band of chunks.
+ *  Planes computed together (data and footprint) are computed once.  Each file
+ *  is written to an unnamed temporary file (O_TMPFILE; where the filesystem
+ *  lacks it, a ".NAME.tsr-PID.tmp" that the next run removes once its
+ *  process is gone) in the same directory and renamed when complete, so
+ *  neither a failure nor a kill leaves anything.  A path that exists must be
+ *  a regular file (devices, FIFOs, sockets and directories are refused
+ *  before anything is computed); a symbolic link is followed and the file it
+ *  leads to replaced.  An output larger than the space free on its
+ *  filesystem is refused at once.  The header is the node's WCS with
+ *  NAXISn of the region and CRPIX shifted so the region's WCS stays right.
+ *  @return 0 or a negative code. */
+TSR_API int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes,
+                           const char *const *paths, const tsr_region_t *region,
+                           const tsr_run_opts_t *opts);
+
+/** @return 1 if this library was built with the MPI executor, else 0. */
 TSR_API int tsr_has_mpi(void);
 /** For programs that do not call MPI themselves (the CLI): MPI_Init if
  *  needed, then *comm = a pointer to MPI_COMM_WORLD (for mpi_comm) and
@@ -448,6 +546,7 @@ TSR_API int tsr_has_mpi(void);
  *  without MPI (message in ctx). */
 TSR_API int tsr_mpi_init(tsr_ctx_t *ctx, int *argc, char ***argv, void **comm, int *rank,
                          int *size);
+/** MPI_Finalize if tsr_mpi_init initialised MPI.  @return nothing. */
 TSR_API void tsr_mpi_finalize(void);
 
 /* ------------------------------------------------------------------ */
@@ -455,6 +554,8 @@ TSR_API void tsr_mpi_finalize(void);
 /* Lazy like everything else: a region of the result computes only the  */
 /* blocks and input windows it needs.  Results are float64 when an      */
 /* operand is, else float32; the WCS is the first full-shape operand's. */
+/* Every constructor borrows its input nodes (nodes of g) and returns   */
+/* the new node, owned by g, or NULL with the error on the graph.       */
 
 /** Elementwise functions.  Binary ones broadcast as numpy does (each axis
  *  equal, or 1 in one operand); min and max propagate NaN (np.minimum).
@@ -467,17 +568,22 @@ typedef enum {
 } tsr_elementwise_t;
 
 /** a OP b, elementwise.  @return the node, or NULL with the error on the graph. */
-TSR_API tsr_node_t *tsr_binary(tsr_graph_t *g, int op, tsr_node_t *a, tsr_node_t *b);
-/** a OP s (tsr_binary_scalar) and s OP a (tsr_scalar_binary). */
-TSR_API tsr_node_t *tsr_binary_scalar(tsr_graph_t *g, int op, tsr_node_t *a, double s);
-TSR_API tsr_node_t *tsr_scalar_binary(tsr_graph_t *g, int op, double s, tsr_node_t *a);
-TSR_API tsr_node_t *tsr_unary(tsr_graph_t *g, int op, tsr_node_t *a);
-/** Values limited to [lo, hi]; NaN stays NaN. */
+TSR_API tsr_node_t *tsr_binary(tsr_graph_t *g, tsr_elementwise_t op, tsr_node_t *a, tsr_node_t *b);
+/** a OP s (tsr_binary_scalar) and s OP a (tsr_scalar_binary); OP a
+ *  (tsr_unary).  @return the node, or NULL with the error on the graph. */
+TSR_API tsr_node_t *tsr_binary_scalar(tsr_graph_t *g, tsr_elementwise_t op, tsr_node_t *a, double s);
+TSR_API tsr_node_t *tsr_scalar_binary(tsr_graph_t *g, tsr_elementwise_t op, double s, tsr_node_t *a);
+TSR_API tsr_node_t *tsr_unary(tsr_graph_t *g, tsr_elementwise_t op, tsr_node_t *a);
+/** Values limited to [lo, hi]; NaN stays NaN.  @return the node, or NULL
+ *  with the error on the graph. */
 TSR_API tsr_node_t *tsr_clip(tsr_graph_t *g, tsr_node_t *a, double lo, double hi);
-/** a where mask is nonzero (NaN counts as nonzero, as in numpy), else b. */
+/** a where mask is nonzero (NaN counts as nonzero, as in numpy), else b.
+ *  @return the node, or NULL with the error on the graph. */
 TSR_API tsr_node_t *tsr_where(tsr_graph_t *g, tsr_node_t *mask, tsr_node_t *a, tsr_node_t *b);
 /** NaN -> nan, +inf -> posinf, -inf -> neginf; a NaN posinf / neginf means
- *  the largest finite value of a's type (numpy's default). */
+ *  the largest finite value of a's type (numpy's default).  tsr_astype:
+ *  `a` converted to `dtype`.  @return the node, or NULL with the error on
+ *  the graph. */
 TSR_API tsr_node_t *tsr_nan_to_num(tsr_graph_t *g, tsr_node_t *a, double nan, double posinf,
                                    double neginf);
 TSR_API tsr_node_t *tsr_astype(tsr_graph_t *g, tsr_node_t *a, tsr_dtype_t dtype);
@@ -491,25 +597,33 @@ typedef enum {
  *  (axis = -1: a 1-element result).  With nan_ignoring, NaNs are skipped
  *  (nansum, nanmean, ...; count counts the non-NaN values), else any NaN
  *  makes the result NaN (count counts every value).  An empty nanmean,
- *  nanmin, nanmax or nanstd is NaN, an empty nansum 0.  float64 result. */
-TSR_API tsr_node_t *tsr_reduce(tsr_graph_t *g, int op, tsr_node_t *a, int axis, int nan_ignoring);
+ *  nanmin, nanmax or nanstd is NaN, an empty nansum 0.  float64 result.
+ *  @return the node, or NULL with the error on the graph. */
+TSR_API tsr_node_t *tsr_reduce(tsr_graph_t *g, tsr_reduce_t op, tsr_node_t *a, int axis,
+                               int nan_ignoring);
 
 /** a[start:stop:step] per axis, arrays of a's number of axes (NULL arrays:
  *  0, the length, 1; steps >= 1).
  *  The WCS follows: CRPIX shifts and each axis's column of CD or PC scales
- *  by its step, so every pixel keeps its world position. */
+ *  by its step, so every pixel keeps its world position.  The arrays are
+ *  copied.  @return the node, or NULL with the error on the graph. */
 TSR_API tsr_node_t *tsr_slice(tsr_graph_t *g, tsr_node_t *a, const int64_t *start,
                               const int64_t *stop, const int64_t *step);
 /** The width x height box of `a` centred on (lon, lat) (degrees, a's frame),
- *  clipped to the image, with its WCS (astropy's Cutout2D, mode 'trim'). */
+ *  clipped to the image, with its WCS (astropy's Cutout2D, mode 'trim').
+ *  @return the node, or NULL with the error on the graph. */
 TSR_API tsr_node_t *tsr_cutout(tsr_graph_t *g, tsr_node_t *a, double lon, double lat,
                                int64_t width, int64_t height);
 /** The smallest box of `a` holding the footprint of the image described by
- *  `box` (its edges mapped into a), with its WCS. */
+ *  `box` (its edges mapped into a; borrowed for the call), with its WCS.
+ *  @return the node, or NULL with the error on the graph. */
 TSR_API tsr_node_t *tsr_crop_to(tsr_graph_t *g, tsr_node_t *a, const tsr_wcs_t *box);
-/** n arrays of one shape stacked along a new axis `axis` (up to 4 axes). */
+/** n arrays of one shape stacked along a new axis `axis` (up to 4 axes).
+ *  `nodes` is read during the call.  @return the node, or NULL with the
+ *  error on the graph. */
 TSR_API tsr_node_t *tsr_stack(tsr_graph_t *g, int n, tsr_node_t *const *nodes, int axis);
-/** n arrays joined along existing axis `axis` (other axes equal). */
+/** n arrays joined along existing axis `axis` (other axes equal).  @return
+ *  the node, or NULL with the error on the graph. */
 TSR_API tsr_node_t *tsr_concatenate(tsr_graph_t *g, int n, tsr_node_t *const *nodes, int axis);
 
 /** One block of a tsr_map_blocks node, as the callback sees it. */
@@ -535,13 +649,17 @@ typedef struct {
   const char *name;        /* required: names the computation in keys and messages */
   const void *params;      /* bytes that, with name, identify the computation: hashed into */
   size_t  params_len;      /* the key (so the cache and merging work); copied */
-  int     dtype;           /* output type, TSR_F32 or TSR_F64 (required) */
+  tsr_dtype_t dtype;       /* output type, TSR_F32 or TSR_F64 (required: the INIT macro's 0 is
+                              refused) */
   int     ndim;            /* 0 = the first input's */
   int64_t shape[4];        /* 0 = the first input's; inputs must have this shape */
   int64_t chunk[4];        /* 0 = the first input's */
   int64_t halo[4];         /* extra input pixels each side of a block */
   const tsr_wcs_t *wcs;    /* NULL = the first input's; copied */
 } tsr_map_blocks_opts_t;
+
+#define TSR_MAP_BLOCKS_OPTS_INIT                                                        \
+  { NULL, NULL, 0, 0, 0, { 0, 0, 0, 0 }, { 0, 0, 0, 0 }, { 0, 0, 0, 0 }, NULL }
 
 /** A node computed block by block by fn(user, block) (dask's map_blocks).
  *  The callback and user pointer are borrowed for the graph's life.
@@ -553,7 +671,7 @@ typedef struct {
   const char *name;        /* required: names the data in keys and messages */
   const void *params;      /* bytes that, with name, shape, dtype and wcs, identify the */
   size_t  params_len;      /* values (a content hash, a file's identity); copied */
-  int     dtype;           /* TSR_F32 or TSR_F64 (required) */
+  tsr_dtype_t dtype;       /* TSR_F32 or TSR_F64 (required) */
   int     ndim;            /* 1 to 4 (required) */
   int64_t shape[4];        /* FITS axis order (required) */
   const tsr_wcs_t *wcs;    /* may be NULL; copied */
@@ -589,14 +707,17 @@ typedef enum {
   TSR_COMBINE_MEDIAN      /* the median of the values with f > 0 (unweighted) */
 } tsr_combine_t;
 
-/** "mean", "sum", "first", "last", "min", "max", "median" -> tsr_combine_t, or -1. */
+/** @return the tsr_combine_t of "mean", "sum", "first", "last", "min",
+ *  "max", "median", or -1; and the name of a value (a static string,
+ *  "unknown" for another value). */
 TSR_API int tsr_combine_parse(const char *s);
-TSR_API const char *tsr_combine_name(int combine);
+TSR_API const char *tsr_combine_name(tsr_combine_t combine);
 
 typedef struct {
-  int     combine;        /* tsr_combine_t; default mean */
+  tsr_combine_t combine;  /* default mean */
   double  blank;          /* value where no input covers (total footprint 0); default NaN */
-  int     dtype;          /* 0 = float64 if any input is float64, else float32 */
+  int     dtype;          /* a tsr_dtype_t, or 0 = float64 if any input is float64, else
+                             float32 (an int: 0 is not a tsr_dtype_t value) */
   int64_t block[2];       /* output chunk shape; 0 = the first input's */
   const double *offsets;  /* NULL, or one additive offset per input, subtracted from its
                              values (see tsr_coadd_match_background); copied */
@@ -647,43 +768,6 @@ typedef struct {
 TSR_API int tsr_optimal_wcs(tsr_ctx_t *ctx, int n, const tsr_wcs_t *const *inputs,
                             const tsr_optimal_wcs_opts_t *opts, tsr_wcs_t **out);
 
-
-/** Compute `region` of `node` (NULL = all) into `dst`, C-contiguous over the
- *  region with axis 0 fastest, of the node's dtype.  `dst_bytes` must be at
- *  least region size x dtype size.  Only the chunks meeting the region run.
- *  On a pool (opts->jobs > 1) the workers do not map dst while they run
- *  (the results come back through shared memory): a map_blocks callback
- *  must not touch it, which it could not rely on anyway.
- *  @return 0, or a negative code with the message in tsr_errmsg(ctx). */
-TSR_API int tsr_compute(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *region,
-                        void *dst, size_t dst_bytes, const tsr_run_opts_t *opts);
-
-/** Compute `region` (NULL = all) of the `n` planes nodes[i] of one
- *  computation (a reprojection or mosaic and its tsr_footprint) together,
- *  each into dsts[i] as tsr_compute would: the op runs once for both.  Every
- *  node must be a plane of nodes[0]'s computation, each at most once.
- *  @return 0, or a negative code with the message in tsr_errmsg(ctx). */
-TSR_API int tsr_compute_planes(tsr_graph_t *g, int n, tsr_node_t *const *nodes,
-                               const tsr_region_t *region, void *const *dsts, size_t dst_bytes,
-                               const tsr_run_opts_t *opts);
-
-/** Compute `region` (NULL = all) of `n` nodes of equal shape and write each to
- *  a FITS file, band by band, so memory stays bounded by one band of chunks.
- *  Planes computed together (data and footprint) are computed once.  Each file
- *  is written to an unnamed temporary file (O_TMPFILE; where the filesystem
- *  lacks it, a ".NAME.tsr-PID.tmp" that the next run removes once its
- *  process is gone) in the same directory and renamed when complete, so
- *  neither a failure nor a kill leaves anything.  A path that exists must be
- *  a regular file (devices, FIFOs, sockets and directories are refused
- *  before anything is computed); a symbolic link is followed and the file it
- *  leads to replaced.  An output larger than the space free on its
- *  filesystem is refused at once.  The header is the node's WCS with
- *  NAXISn of the region and CRPIX shifted so the region's WCS stays right.
- *  @return 0 or a negative code. */
-TSR_API int tsr_write_fits(tsr_graph_t *g, int n, tsr_node_t *const *nodes,
-                           const char *const *paths, const tsr_region_t *region,
-                           const tsr_run_opts_t *opts);
-
 /* ------------------------------------------------------------------ */
 /* Previews                                                           */
 
@@ -691,8 +775,8 @@ typedef enum { TSR_STRETCH_LINEAR = 0, TSR_STRETCH_SQRT, TSR_STRETCH_LOG, TSR_ST
 typedef enum { TSR_SCALE_ZSCALE = 0, TSR_SCALE_MINMAX, TSR_SCALE_PERCENT } tsr_scale_t;
 
 typedef struct {
-  int    stretch;         /* tsr_stretch_t (astropy's: log a = 1000, asinh a = 0.1); default linear */
-  int    scale;           /* tsr_scale_t: the interval mapped to black..white; default zscale */
+  tsr_stretch_t stretch;  /* astropy's (log a = 1000, asinh a = 0.1); default linear */
+  tsr_scale_t scale;      /* the interval mapped to black..white; default zscale */
   double percent;         /* TSR_SCALE_PERCENT: the central percentage kept (e.g. 99.5) */
   int    max_size;        /* pixels on the longer side at most (a strided view); default 2048 */
   const tsr_run_opts_t *run; /* how the image is computed (jobs, progress, cancel, cache);
@@ -704,7 +788,11 @@ typedef struct {
 /** Write 2-D node `n` as an 8-bit grey + alpha PNG (NaN transparent, north
  *  up as in ds9: FITS row 1 at the bottom).  The path is checked and
  *  the file created before anything is computed, and replaced as
- *  tsr_write_fits replaces its outputs.  @return 0 or a negative code. */
+ *  tsr_write_fits replaces its outputs.  The graph is only read, as by
+ *  tsr_compute: no node is added to it and its status is never set, also
+ *  when the preview fails.  `g`, `n`, `path` and `opts` are borrowed for
+ *  the call.  @return 0, or a negative code with the message in
+ *  tsr_errmsg(ctx) (TSR_ESTATE if the graph has a build error). */
 TSR_API int tsr_write_png(tsr_graph_t *g, tsr_node_t *n, const char *path,
                           const tsr_preview_opts_t *opts);
 
@@ -780,7 +868,8 @@ TSR_API int tsr_cache_open(tsr_ctx_t *ctx, const char *dir, uint64_t max_bytes,
  *  handle return TSR_EINVAL. */
 TSR_API int tsr_cache_open_read_only(tsr_ctx_t *ctx, const char *dir, tsr_cache_t **out);
 /** Record this handle's counts in <dir>/stats and free it.  Accepts NULL.
- *  Must not be called while a run uses it. */
+ *  Must not be called while a run uses it, and must come before
+ *  tsr_ctx_free of the context it was opened with.  @return nothing. */
 TSR_API void tsr_cache_close(tsr_cache_t *c);
 /** Scan the directory and fill *out.  @return 0, or TSR_ECACHE when the
  *  directory cannot be read (message in tsr_errmsg). */
@@ -794,8 +883,8 @@ TSR_API int tsr_cache_trim(tsr_cache_t *c);
  *  with "cache clear: removed N files; could not remove M: "PATH": REASON"
  *  (the first failure) in tsr_errmsg. */
 TSR_API int tsr_cache_clear(tsr_cache_t *c);
-/** The last warning of this handle ("" if none).  Owned by c; valid until
- *  its next use. */
+/** @return the last warning of this handle ("" if none); owned by c,
+ *  valid until its next use. */
 TSR_API const char *tsr_cache_warning(const tsr_cache_t *c);
 
 /* ------------------------------------------------------------------ */

@@ -176,7 +176,9 @@ int tsrpy_run_prepare(tsrpy_run_t *run, tsrpy_graph_t *g, PyObject *jobs, PyObje
       PyErr_Format(PyExc_ValueError, "jobs = %ld out of range [0, 4096] (0 = one per CPU)", j);
       return -1;
     }
-    run->opts.jobs = (int)j;
+    /* Python's jobs=0 is one per CPU (its documented meaning); the C
+     * library's 0 is serial. */
+    run->opts.jobs = j == 0 ? TSR_JOBS_PER_CPU : (int)j;
   }
   if (executor && executor != Py_None) {
     const char *e = PyUnicode_Check(executor) ? PyUnicode_AsUTF8(executor) : NULL;

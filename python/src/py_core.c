@@ -704,7 +704,7 @@ static PyObject *Node_get_wcs(tsrpy_node_t *self, void *c) {
   (void)c;
   if (w == NULL)
     Py_RETURN_NONE;
-  if ((copy = tsr_wcs_copy(tsrpy_ctx, w)) == NULL)
+  if (tsr_wcs_copy(tsrpy_ctx, w, &copy) != 0)
     return PyErr_NoMemory();
   return tsrpy_wcs_wrap(copy);
 }
@@ -907,6 +907,7 @@ static PyObject *Graph_reproject_interp(tsrpy_graph_t *self, PyObject *args, PyO
                            "block", NULL};
   PyObject *srcobj, *targetobj, *orderobj = NULL, *dtypeobj = Py_None, *blockobj = Py_None;
   tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+  int k = 0;
   const tsr_wcs_t *target;
   tsr_wcs_t *owned = NULL;
   tsr_node_t *src, *n;
@@ -916,8 +917,10 @@ static PyObject *Graph_reproject_interp(tsrpy_graph_t *self, PyObject *args, PyO
     return NULL;
   if (!tsrpy_graph_buildable(self) || (src = node_arg(self, srcobj, "reproject_interp")) == NULL)
     return NULL;
-  if (orderobj && parse_enum(orderobj, order_parse, "reproject_interp: order", &o.order) < 0)
+  if (orderobj && parse_enum(orderobj, order_parse, "reproject_interp: order", &k) < 0)
     return NULL;
+  if (orderobj)
+    o.order = (tsr_order_t)k;
   if (target_and_block(targetobj, blockobj, dtypeobj, &target, &owned, o.block, &o.dtype) < 0)
     return NULL;
   n = tsr_reproject_interp(self->g, src, target, &o);
@@ -934,6 +937,7 @@ static PyObject *Graph_reproject_adaptive(tsrpy_graph_t *self, PyObject *args, P
   PyObject *srcobj, *targetobj, *kernel = NULL, *boundary = NULL, *bad = NULL;
   PyObject *dtypeobj = Py_None, *blockobj = Py_None;
   tsr_adaptive_opts_t o = TSR_ADAPTIVE_OPTS_INIT;
+  int k[3] = {o.kernel, o.boundary_mode, o.bad_value_mode};
   const tsr_wcs_t *target;
   tsr_wcs_t *owned = NULL;
   tsr_node_t *src, *n;
@@ -947,13 +951,15 @@ static PyObject *Graph_reproject_adaptive(tsrpy_graph_t *self, PyObject *args, P
     return NULL;
   if (!tsrpy_graph_buildable(self) || (src = node_arg(self, srcobj, "reproject_adaptive")) == NULL)
     return NULL;
-  if ((kernel && parse_enum(kernel, tsr_kernel_parse, "reproject_adaptive: kernel", &o.kernel) < 0) ||
+  /* Each into an int first: the option fields are enums, which may be unsigned. */
+  if ((kernel && parse_enum(kernel, tsr_kernel_parse, "reproject_adaptive: kernel", &k[0]) < 0) ||
       (boundary &&
-       parse_enum(boundary, tsr_boundary_parse, "reproject_adaptive: boundary_mode",
-                  &o.boundary_mode) < 0) ||
-      (bad && parse_enum(bad, tsr_bad_value_parse, "reproject_adaptive: bad_value_mode",
-                         &o.bad_value_mode) < 0))
+       parse_enum(boundary, tsr_boundary_parse, "reproject_adaptive: boundary_mode", &k[1]) < 0) ||
+      (bad && parse_enum(bad, tsr_bad_value_parse, "reproject_adaptive: bad_value_mode", &k[2]) < 0))
     return NULL;
+  o.kernel = (tsr_kernel_t)k[0];
+  o.boundary_mode = (tsr_boundary_t)k[1];
+  o.bad_value_mode = (tsr_bad_value_t)k[2];
   if (target_and_block(targetobj, blockobj, dtypeobj, &target, &owned, o.block, &o.dtype) < 0)
     return NULL;
   n = tsr_reproject_adaptive(self->g, src, target, &o);
@@ -969,6 +975,7 @@ static PyObject *Graph_reproject_exact(tsrpy_graph_t *self, PyObject *args, PyOb
   static char *kwlist[] = {"src", "target", "nan_mode", "dtype", "block", NULL};
   PyObject *srcobj, *targetobj, *nanobj = NULL, *dtypeobj = Py_None, *blockobj = Py_None;
   tsr_exact_opts_t o = TSR_EXACT_OPTS_INIT;
+  int k = o.nan_mode;
   const tsr_wcs_t *target;
   tsr_wcs_t *owned = NULL;
   tsr_node_t *src, *n;
@@ -977,8 +984,9 @@ static PyObject *Graph_reproject_exact(tsrpy_graph_t *self, PyObject *args, PyOb
     return NULL;
   if (!tsrpy_graph_buildable(self) || (src = node_arg(self, srcobj, "reproject_exact")) == NULL)
     return NULL;
-  if (nanobj && parse_enum(nanobj, nan_mode_parse, "reproject_exact: nan_mode", &o.nan_mode) < 0)
+  if (nanobj && parse_enum(nanobj, nan_mode_parse, "reproject_exact: nan_mode", &k) < 0)
     return NULL;
+  o.nan_mode = (tsr_nan_mode_t)k;
   if (target_and_block(targetobj, blockobj, dtypeobj, &target, &owned, o.block, &o.dtype) < 0)
     return NULL;
   n = tsr_reproject_exact(self->g, src, target, &o);
@@ -1239,6 +1247,7 @@ static PyObject *Graph_coadd(tsrpy_graph_t *self, PyObject *args, PyObject *kw) 
   PyObject *ins, *ws = Py_None, *combine = NULL, *dtypeobj = Py_None, *blockobj = Py_None;
   PyObject *offobj = Py_None, *res = NULL;
   tsr_coadd_opts_t o = TSR_COADD_OPTS_INIT;
+  int k = o.combine;
   tsr_node_t **inputs = NULL, **weights = NULL;
   double *offsets = NULL;
   int n = 0, nw = 0;
@@ -1254,8 +1263,9 @@ static PyObject *Graph_coadd(tsrpy_graph_t *self, PyObject *args, PyObject *kw) 
     PyErr_Format(PyExc_ValueError, "coadd: %d weights for %d inputs", nw, n);
     goto out;
   }
-  if (combine && parse_enum(combine, combine_parse, "coadd: combine", &o.combine) < 0)
+  if (combine && parse_enum(combine, combine_parse, "coadd: combine", &k) < 0)
     goto out;
+  o.combine = (tsr_combine_t)k;
   if ((o.dtype = tsrpy_dtype_from_py(dtypeobj, 1)) < 0)
     goto out;
   if (blockobj != Py_None) {
