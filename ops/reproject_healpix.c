@@ -370,7 +370,7 @@ tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src, const ts
   }
   tsr__cel_free(probe);
   fp->order = o.order;
-  if ((fp->target = tsr_wcs_copy(g->ctx, target)) == NULL) {
+  if (tsr_wcs_copy(g->ctx, target, &fp->target) != 0) {
     from_free(g->ctx, fp);
     return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op);
   }
@@ -385,7 +385,7 @@ tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src, const ts
   n->shape[1] = target->shape[1];
   n->chunk[0] = o.block[0] ? o.block[0] : TSR__DEFAULT_BLOCK;
   n->chunk[1] = o.block[1] ? o.block[1] : TSR__DEFAULT_BLOCK;
-  if ((n->wcs = tsr_wcs_copy(g->ctx, target)) == NULL) {
+  if (tsr_wcs_copy(g->ctx, target, &n->wcs) != 0) {
     tsr__node_discard(n);
     return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op);
   }
