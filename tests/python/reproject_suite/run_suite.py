@@ -29,8 +29,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-from tap_pytest import report_no_tests, run_pytest, tap_comment  # noqa: E402
+sys.path.insert(0, HERE)
+from record_results import report_no_tests, run_pytest, tap_comment  # noqa: E402
 REPROJECT = "/usr/lib/python3/dist-packages/reproject"
 
 

@@ -12,7 +12,7 @@ With ``--tessera-native`` nothing is replaced (the baseline run), but calls of
 reproject's own public functions are still recorded the same way, so the two
 runs classify tests alike.
 
-tap_pytest records the results (loaded with -p tap_pytest); this plugin adds
+record_results records the results (loaded with -p record_results); this plugin adds
 to each record the substituted functions the test called.
 """
 
@@ -23,7 +23,7 @@ import types
 
 import pytest
 
-import tap_pytest
+import record_results
 
 # reproject's public functions and the names tessera gives them.
 PUBLIC = {
@@ -153,5 +153,5 @@ def _extra(item):
     return {"substituted": sorted(_called)}
 
 
-tap_pytest.START.append(_start)
-tap_pytest.EXTRA.append(_extra)
+record_results.START.append(_start)
+record_results.EXTRA.append(_extra)
