@@ -240,11 +240,14 @@ static int fit_homography(tsr__map_t *m, int64_t nx, int64_t ny) {
 static int check_linear(tsr_ctx_t *ctx, const tsr__cel_t *out, const char *out_what,
                         const tsr__cel_t *in, const char *in_what) {
   bool lo = tsr__cel_frame(out) == TSR__FRAME_LINEAR, li = tsr__cel_frame(in) == TSR__FRAME_LINEAR;
-  if (lo != li)
+  if (lo != li) {
+    const tsr__cel_t *lin = lo ? out : in;
     return tsr__err(ctx, TSR_EWCS,
-                    "%s has %s axes but %s has %s axes; both must be celestial or both linear",
-                    lo ? out_what : in_what, "linear (non-celestial)", lo ? in_what : out_what,
-                    "celestial");
+                    "%s has no celestial axes (CTYPE1 = '%s', CTYPE2 = '%s': linear axes) but %s "
+                    "has celestial axes; both must be celestial or both linear",
+                    lo ? out_what : in_what, tsr__cel_ctype(lin, 0), tsr__cel_ctype(lin, 1),
+                    lo ? in_what : out_what);
+  }
   for (int a = 0; lo && a < 2; a++)
     if (strcmp(tsr__cel_unit(out, a), tsr__cel_unit(in, a)) != 0)
       return tsr__err(ctx, TSR_EWCS,

@@ -241,6 +241,7 @@ bool tsr__cel_is_plain_tan(const tsr__cel_t *c) { return c->plain_tan; }
 bool tsr__cel_is_plain_linear(const tsr__cel_t *c) { return c->plain_linear; }
 const char *tsr__cel_proj(const tsr__cel_t *c) { return c->linear ? "" : c->wcs->cel.prj.code; }
 const char *tsr__cel_unit(const tsr__cel_t *c, int axis) { return c->wcs->cunit[axis]; }
+const char *tsr__cel_ctype(const tsr__cel_t *c, int axis) { return c->wcs->ctype[axis]; }
 
 void tsr__cel_pix2vec(tsr__cel_t *c, size_t n, const double *x, const double *y, double *v) {
   /* Points outside a projection fail by the thousand and are reported as

@@ -40,8 +40,10 @@ const char *tsr__cel_proj(const tsr__cel_t *c);   /* "TAN", "SIN", ... ("" if li
 /* True for two linear axes without distortions: a mapping between two
  * such WCSs is affine, so exactly a homography. */
 bool tsr__cel_is_plain_linear(const tsr__cel_t *c);
-/* The unit (CUNITi) of pixel axis `axis` (0 or 1), "" if none. */
+/* The unit (CUNITi) and type (CTYPEi) of pixel axis `axis` (0 or 1), "" if
+ * none. */
 const char *tsr__cel_unit(const tsr__cel_t *c, int axis);
+const char *tsr__cel_ctype(const tsr__cel_t *c, int axis);
 
 /* Pixel (0-based) -> unit vector of the world position in the WCS's frame,
  * for n points; v is n x 3.  Invalid pixels give NaN vectors.  (Linear
