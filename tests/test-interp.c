@@ -603,6 +603,7 @@ TEST(linear_axes_map_to_linear_axes) {
   ASSERT(tsr_reproject_interp(e.g, src, sky, NULL) == NULL);
   ASSERT_INT_EQ(tsr_graph_status(e.g), TSR_EWCS);
   ASSERT_STR_CONTAINS(tsr_graph_errmsg(e.g), "both must be celestial or both linear");
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(e.g), "has no celestial axes (CTYPE1 = '', CTYPE2 = '': linear");
   env_close(&e);
 
   env_open(&e);

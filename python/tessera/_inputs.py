@@ -277,9 +277,11 @@ def header_text(wcs, shape=None):
         raise NotImplementedError("tessera: the WCS has distortion lookup tables (CPDIS/D2IM); "
                                   "the engine takes SIP, TPV and TPD distortions")
     if wcs.sip is None:
-        # wcslib's own cards: what astropy's to_header gives, without the
-        # cost of building and verifying a Header (a 64x64 call's budget).
-        text = wcs.wcs.to_header(relax=True)
+        # wcslib's own cards, as astropy's to_header makes them but with 17
+        # significant digits (every double as astropy holds it) and without
+        # the cost of building and verifying a Header (a 64x64 call's budget).
+        from astropy.wcs import WCSHDO_P17, WCSHDO_all
+        text = wcs.wcs.to_header(WCSHDO_all | WCSHDO_P17)
     else:
         text = wcs.to_header(relax=True).tostring()
     cards = [text[i:i + 80] for i in range(0, len(text), 80)]

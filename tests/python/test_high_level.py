@@ -194,14 +194,17 @@ def test_exact_keeps_surface_brightness_on_small_pixels():
 # Input forms
 
 INT_IMG = sky_image(SHAPE_IN, integers=True)   # exact in every dtype below
+# The WCS as a header holds it (astropy writes 14 significant digits), so
+# that the forms made from a header and those from a WCS are one WCS.
+WCS_HDR = WCS(WCS_IN.to_header())
 
 
 def _reference():
-    return reproject_interp((INT_IMG, WCS_IN), WCS_OUT, shape_out=SHAPE_OUT)
+    return reproject_interp((INT_IMG, WCS_HDR), header_out())
 
 
 def _forms(tmp_path):
-    hdr = WCS_IN.to_header()
+    hdr = WCS_HDR.to_header()
     path = tmp_path / 'int.fits'
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(INT_IMG.astype(np.int16), hdr, name='SCI')]
                  ).writeto(path)
@@ -223,14 +226,14 @@ def _forms(tmp_path):
         'CompImageHDU': (fits.open(cpath)[1], {}),
         'compressed-file': (str(cpath), {'hdu_in': 1}),
         'array-Header': ((INT_IMG, hdr), {}),
-        'NDData': (NDData(INT_IMG, wcs=WCS_IN), {}),
-        'APE14-wrapper': ((INT_IMG, HighLevelWCSWrapper(SlicedLowLevelWCS(WCS_IN, Ellipsis))), {}),
-        'memmap-big-endian': ((mm, WCS_IN), {}),
-        'strided-view': ((big[::2, ::3], WCS_IN), {}),
-        'dask': ((da.from_array(INT_IMG, chunks=(16, 16)), WCS_IN), {}),
+        'NDData': (NDData(INT_IMG, wcs=WCS_HDR), {}),
+        'APE14-wrapper': ((INT_IMG, HighLevelWCSWrapper(SlicedLowLevelWCS(WCS_HDR, Ellipsis))), {}),
+        'memmap-big-endian': ((mm, WCS_HDR), {}),
+        'strided-view': ((big[::2, ::3], WCS_HDR), {}),
+        'dask': ((da.from_array(INT_IMG, chunks=(16, 16)), WCS_HDR), {}),
     }
     for dt in ['u1', 'i2', '>u2', 'i4', '<i8', '>f4', 'f2', 'f8']:
-        forms['dtype-' + dt] = ((INT_IMG.astype(dt), WCS_IN), {})
+        forms['dtype-' + dt] = ((INT_IMG.astype(dt), WCS_HDR), {})
     return forms
 
 
@@ -287,15 +290,17 @@ def test_sliced_wcs_becomes_the_sliced_fits_wcs():
 # Output projection and shape
 
 def test_output_projection_forms(tmp_path):
-    ref, _ = reproject_interp((IMG, WCS_IN), WCS_OUT, shape_out=SHAPE_OUT)
+    # The WCS as its header holds it (14 digits), for the forms made of one.
+    wcs_out = WCS(header_out())
+    ref, _ = reproject_interp((IMG, WCS_IN), wcs_out, shape_out=SHAPE_OUT)
     a, _ = reproject_interp((IMG, WCS_IN), header_out())
     same(a, ref)
-    w = WCS_OUT.deepcopy()
+    w = wcs_out.deepcopy()
     w.array_shape = SHAPE_OUT
     a, _ = reproject_interp((IMG, WCS_IN), w)
     same(a, ref)
     t = tmp_path / 'target.fits'
-    fits.PrimaryHDU(np.zeros(SHAPE_OUT), WCS_OUT.to_header()).writeto(t)
+    fits.PrimaryHDU(np.zeros(SHAPE_OUT), wcs_out.to_header()).writeto(t)
     a, _ = reproject_interp((IMG, WCS_IN), str(t))
     same(a, ref)
     # NAXISn of a header win over shape_out (reproject's rule).

@@ -12,7 +12,7 @@ With ``--tessera-native`` nothing is replaced (the baseline run), but calls of
 reproject's own public functions are still recorded the same way, so the two
 runs classify tests alike.
 
-tap_pytest records the results (loaded with -p tap_pytest); this plugin adds
+record_results records the results (loaded with -p record_results); this plugin adds
 to each record the substituted functions the test called.
 """
 
@@ -21,9 +21,7 @@ import importlib
 import pkgutil
 import types
 
-import pytest
-
-import tap_pytest
+import record_results
 
 # reproject's public functions and the names tessera gives them.
 PUBLIC = {
@@ -34,8 +32,19 @@ PUBLIC = {
     "find_optimal_celestial_wcs": "find_optimal_celestial_wcs",
 }
 
-# State of the test that is running: the substituted functions it called.
+# reproject's computational cores: with tessera substituted no test should
+# reach them through a public function (a reference the patching missed).
+CORES = [
+    ("reproject.interpolation.core", "_reproject_full"),
+    ("reproject.adaptive.core", "_reproject_adaptive_2d"),
+    ("reproject.spherical_intersect.core", "_reproject_slice"),
+    ("reproject.utils", "reproject_blocked"),
+]
+
+# State of the test that is running: the substituted functions it called,
+# and reproject's cores it reached.
 _called = set()
+_cores = set()
 _originals = {}    # id(original function) -> (name, original)
 _wrappers = {}     # name -> wrapper
 
@@ -114,13 +123,24 @@ def pytest_configure(config):
         _wrappers[name] = _record(name, targets[name])
     for mod in _reproject_modules():
         _patch_namespace(vars(mod))
-    config._tessera_native = native
+    if not native:
+        for modname, fname in CORES:
+            mod = importlib.import_module(modname)
+            setattr(mod, fname, _record_core(modname + "." + fname, getattr(mod, fname)))
+
+
+def _record_core(name, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        _cores.add(name)
+        return fn(*args, **kwargs)
+    return wrapper
 
 
 def pytest_collection_modifyitems(session, config, items):
     # Test modules are imported by now; patch their own copies too (a
-    # module imported before pytest_configure, or one that kept a reference
-    # in a class body or a list, would otherwise call the original).
+    # module imported before pytest_configure, or a class body that kept a
+    # reference, would otherwise call the original).
     seen = set()
     for item in items:
         mod = getattr(item, "module", None)
@@ -147,11 +167,12 @@ class _ClassNS:
 
 def _start(item):
     _called.clear()
+    _cores.clear()
 
 
 def _extra(item):
-    return {"substituted": sorted(_called)}
+    return {"substituted": sorted(_called), "reproject_cores": sorted(_cores)}
 
 
-tap_pytest.START.append(_start)
-tap_pytest.EXTRA.append(_extra)
+record_results.START.append(_start)
+record_results.EXTRA.append(_extra)

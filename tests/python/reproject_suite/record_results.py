@@ -1,22 +1,14 @@
-#!/usr/bin/python3
-"""Run pytest and print one TAP line per test (meson's protocol: 'tap').
+"""pytest in a subprocess, its results recorded per test, for run_suite.py.
 
-    tap_pytest.py [--log FILE] [pytest arguments...]
-
-pytest's own output goes to the log (default: a file in $TMPDIR); stdout
-carries only TAP: the plan, "ok N - test id" / "not ok N - test id" (with the
-failure's last lines as # comments), "ok N - id # SKIP reason", and a
-summary comment.  Exit status 1 if a test failed or pytest could not run.
-
-The module is also the pytest plugin that records the results
-(-p tap_pytest --tap-results FILE: one JSON object per test); other plugins
-add fields to the records through START and EXTRA.
+run_pytest() runs pytest with this module as a plugin (-p record_results
+--tap-results FILE: one JSON object per test: id, outcome, message), its own
+output going to a log; other plugins add fields to the records through START
+and EXTRA (tessera_reproject_plugin adds the substituted functions called).
 """
 import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
@@ -111,39 +103,8 @@ def run_pytest(args, log, results, env=None, cwd=None):
     returns (exit status, results)."""
     env = dict(os.environ if env is None else env)
     env['PYTHONPATH'] = os.pathsep.join([HERE] + [p for p in [env.get('PYTHONPATH')] if p])
-    cmd = [sys.executable, '-m', 'pytest', '-p', 'tap_pytest', '-p', 'no:cacheprovider',
+    cmd = [sys.executable, '-m', 'pytest', '-p', 'record_results', '-p', 'no:cacheprovider',
            '--tap-results', results] + list(args)
     with open(log, 'w', encoding='utf-8') as f:
         rc = subprocess.call(cmd, env=env, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
     return rc, read_results(results)
-
-
-def main(argv):
-    log = None
-    if argv[:1] == ['--log']:
-        log, argv = argv[1], argv[2:]
-    workdir = tempfile.mkdtemp(prefix='tessera-pytest-')
-    log = log or os.path.join(workdir, 'pytest.log')
-    rc, tests = run_pytest(['-q'] + argv, log, os.path.join(workdir, 'results.jsonl'))
-    if not tests:
-        return report_no_tests(rc, log)
-    print('1..%d' % len(tests))
-    failed = 0
-    for i, t in enumerate(tests, 1):
-        if t['outcome'] == 'passed':
-            print('ok %d - %s' % (i, t['id']))
-        elif t['outcome'] == 'skipped':
-            print('ok %d - %s # SKIP %s' % (i, t['id'], t['message'].strip()[:200]))
-        else:
-            failed += 1
-            print('not ok %d - %s' % (i, t['id']))
-            print(tap_comment(t['message']))
-    print('# %d tests, %d failed (pytest exit status %d); log: %s'
-          % (len(tests), failed, rc, log))
-    # pytest's status 1 is "some tests failed"; other non-zero ones mean it
-    # could not run them all (collection or internal errors).
-    return 1 if failed or rc not in (0, 1, 5) else 0
-
-
-if __name__ == '__main__':
-    sys.exit(main(sys.argv[1:]))
