@@ -110,30 +110,3 @@ int cli_same_file(const char *a, const char *b) {
   return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
          sa.st_ino == sb.st_ino;
 }
-
-int parse_hdu(const char *cmd, const char *s, tsr_hdu_t *h) {
-  static char name[72];   /* the CLI parses one --hdu per run */
-  const char *comma = strchr(s, ',');
-  int64_t v;
-  tsr_hdu_t z = TSR_HDU_INIT;
-  *h = z;
-  if (parse_int64(s, &v) == 0) {
-    if (v < 0 || v > 100000)
-      return usage_error("%s--hdu '%s': expected an HDU number >= 1 (the primary HDU is 1, the "
-                         "first extension 2; 0 = the first with data) or an EXTNAME[,EXTVER]",
-                         cmd, s);
-    h->hdu = (int)v;
-    return 0;
-  }
-  if (s[0] == '\0' || s == comma || strlen(s) >= sizeof name)
-    return usage_error("%s--hdu '%s': expected an HDU number or an EXTNAME[,EXTVER] of at most "
-                       "68 characters", cmd, s);
-  snprintf(name, sizeof name, "%.*s", (int)(comma ? (size_t)(comma - s) : strlen(s)), s);
-  h->extname = name;
-  h->extver = 0;
-  if (comma != NULL && (parse_int64(comma + 1, &v) != 0 || v < 1 || v > 1000000))
-    return usage_error("%s--hdu '%s': expected EXTNAME,EXTVER with EXTVER >= 1", cmd, s);
-  if (comma != NULL)
-    h->extver = (int)v;
-  return 0;
-}
