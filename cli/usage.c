@@ -50,7 +50,7 @@ typedef struct {
   "                                evicted past it; suffix K, M, G or T (default 4G)\n"
 
 #define TARGET_OPTIONS                                                                   \
-  "        --projection XXX        a FITS projection code: TAN, SIN, ZEA, CAR, ...\n"       \
+  "        --projection CODE       a FITS projection code: TAN, SIN, ZEA, CAR, ...\n"       \
   "                                (default TAN)\n"                                         \
   "        --frame F               icrs|fk5|galactic|ecliptic (default: the first\n"        \
   "                                input's)\n"                                              \

@@ -37,3 +37,15 @@ bool tsr__write_full(int fd, const void *p, size_t n) {
   }
   return true;
 }
+
+int tsr__pread_full(int fd, void *dst, size_t len, off_t off) {
+  while (len > 0) {
+    ssize_t got = pread(fd, dst, len, off);
+    if (got < 0 && errno == EINTR)
+      continue;
+    if (got <= 0)
+      return got == 0 ? 1 : -1;
+    dst = (char *)dst + got, len -= (size_t)got, off += got;
+  }
+  return 0;
+}

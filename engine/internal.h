@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "tessera/tessera.h"
 
@@ -366,6 +367,9 @@ void tsr__copy_box(void *dst, const tsr_region_t *to, const int64_t *st, const v
  * early, and a write that writes nothing, fail with errno EIO and ENOSPC). */
 bool tsr__read_full(int fd, void *p, size_t n);
 bool tsr__write_full(int fd, const void *p, size_t n);
+/* Read len bytes at offset off into dst, through short reads and EINTR: 0,
+ * 1 when the file ends first, or -1 with errno. */
+int tsr__pread_full(int fd, void *dst, size_t len, off_t off);
 
 /* Step chunk index c to the next in the box of chunk indices [lo, hi),
  * axis 0 fastest (FITS order, as every executor numbers chunks); false

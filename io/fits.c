@@ -40,6 +40,26 @@
 #include "io.h"
 #include "tiles.h"
 
+tsr__identity_t tsr__identity_of(const struct stat *st) {
+  tsr__identity_t id = {(int64_t)st->st_size,
+                        (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec,
+                        (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec,
+                        (int64_t)st->st_ino};
+  return id;
+}
+
+bool tsr__identity_same(const tsr__identity_t *a, const tsr__identity_t *b) {
+  return a->size == b->size && a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns &&
+         a->ino == b->ino;
+}
+
+void tsr__identity_encode(const tsr__identity_t *id, tsr__buf_t *b) {
+  tsr__buf_put_i64(b, id->size);
+  tsr__buf_put_i64(b, id->mtime_ns);
+  tsr__buf_put_i64(b, id->ctime_ns);
+  tsr__buf_put_i64(b, id->ino);
+}
+
 static bool fd_shortage(int e) { return e == EMFILE || e == ENFILE; }
 
 /* "fits: cannot open "x.fits": <why>", where running out of descriptors
@@ -65,28 +85,6 @@ static int cfitsio_open_fail(tsr_ctx_t *ctx, int status, int e, const char *path
 const char *tsr__base_name(const char *path) {
   const char *s = strrchr(path, '/');
   return s ? s + 1 : path;
-}
-
-/* What says a file is the one a node was built from: size, inode, and the
- * modification and change times.  The change time is in it because no user
- * can set it: `cp -p` or `touch -r` restore an edited file's size and mtime,
- * but its ctime moves on every write (a restored original was served from
- * the cache under the edited file's key). */
-typedef struct {
-  int64_t size, mtime_ns, ctime_ns, ino;
-} identity_t;
-
-static identity_t identity_of(const struct stat *st) {
-  identity_t id = {(int64_t)st->st_size,
-                   (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec,
-                   (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec,
-                   (int64_t)st->st_ino};
-  return id;
-}
-
-static bool identity_same(const identity_t *a, const identity_t *b) {
-  return a->size == b->size && a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns &&
-         a->ino == b->ino;
 }
 
 /* ------------------------------------------------------------------ */
@@ -509,7 +507,7 @@ typedef struct {
   char *real;            /* realpath: opening (immune to chdir) and the key */
   int hdu;               /* 1-based, resolved */
   int datatype;          /* TFLOAT or TDOUBLE, the node's dtype */
-  identity_t id;         /* of the file when the node was built */
+  tsr__identity_t id;         /* of the file when the node was built */
   char *header;          /* every card as read, for the key */
   size_t header_len;
   int64_t raw_offset;    /* plain big-endian IEEE data at this byte offset, or -1 */
@@ -561,10 +559,7 @@ static void fits_free_params(tsr_ctx_t *ctx, void *params) {
 static void fits_encode(const tsr_node_t *n, tsr__buf_t *b) {
   const fits_params_t *fp = n->params;
   tsr__buf_put_str(b, fp->real);
-  tsr__buf_put_i64(b, fp->id.size);
-  tsr__buf_put_i64(b, fp->id.mtime_ns);
-  tsr__buf_put_i64(b, fp->id.ctime_ns);
-  tsr__buf_put_i64(b, fp->id.ino);
+  tsr__identity_encode(&fp->id, b);
   tsr__buf_put_i64(b, fp->hdu);
   tsr__buf_put_i64(b, fp->datatype);
   tsr__buf_put_i64(b, (int64_t)fp->header_len);
@@ -578,11 +573,11 @@ static void fits_encode(const tsr_node_t *n, tsr__buf_t *b) {
  * stored only when it succeeds, nothing computed from them is kept. */
 static int check_identity(tsr_ctx_t *ctx, const fits_params_t *fp, int fd, bool read) {
   struct stat st;
-  identity_t id;
+  tsr__identity_t id;
   if ((fd >= 0 ? fstat(fd, &st) : stat(fp->real, &st)) != 0)
     return tsr__err(ctx, TSR_EIO, "fits: cannot open \"%s\": %s", fp->path, strerror(errno));
-  id = identity_of(&st);
-  if (identity_same(&id, &fp->id))
+  id = tsr__identity_of(&st);
+  if (tsr__identity_same(&id, &fp->id))
     return 0;
   if (read)
     return tsr__err(ctx, TSR_EIO,
@@ -947,19 +942,6 @@ static int raw_planes(tsr_ctx_t *ctx, const fits_params_t *fp, const fits_state_
   return bus ? truncated_while_read(ctx, fp, r, ndim) : rc;
 }
 
-/* Read len bytes at off into dst: 0, 1 when the file ends first, or -1
- * with errno. */
-static int pread_full(int fd, void *dst, size_t len, off_t off) {
-  while (len > 0) {
-    ssize_t got = pread(fd, dst, len, off);
-    if (got < 0 && errno == EINTR)
-      continue;
-    if (got <= 0)
-      return got == 0 ? 1 : -1;
-    dst = (char *)dst + got, len -= (size_t)got, off += got;
-  }
-  return 0;
-}
 
 /* A narrow window of long rows, not all in the page cache: the kernel's
  * read-ahead on each missing row would fetch far more than the row (up to
@@ -1010,7 +992,7 @@ static int pread_task(tsr__task_t *t, const fits_state_t *fs) {
         int rc;
         if (narrow && y == 0)
           fetch_rows(fs->fd, dst, first, fp->shape[0] * (int64_t)es, width * (int64_t)es, rows);
-        rc = pread_full(fs->fd, dst, len, (off_t)(first + (size_t)(y * fp->shape[0]) * es));
+        rc = tsr__pread_full(fs->fd, dst, len, (off_t)(first + (size_t)(y * fp->shape[0]) * es));
         if (rc > 0)
           return truncated_while_read(t->ctx, fp, r, t->node->ndim);
         if (rc < 0)
@@ -1226,7 +1208,7 @@ tsr_node_t *tsr_source_fits_hdu(tsr_graph_t *g, const char *path, const tsr_hdu_
   fp->datatype = reads_as_double(&im) ? TDOUBLE : TFLOAT;
   fp->raw_offset = im.raw_offset;
   memcpy(fp->shape, im.shape, sizeof fp->shape);
-  fp->id = identity_of(&im.st);
+  fp->id = tsr__identity_of(&im.st);
   dtype = fp->datatype == TDOUBLE ? TSR_F64 : TSR_F32;
 
   n = tsr__node_alloc(g, &fits_op, fp);

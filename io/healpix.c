@@ -39,7 +39,7 @@ _Atomic int64_t tsr__healpix_rows_read;
 
 typedef struct {
   char *path, *real;
-  int64_t size, mtime_ns, ino;  /* identity of the file when built */
+  tsr__identity_t id;            /* of the file when built */
   int hdu;                      /* 1-based, resolved */
   int64_t data_off;             /* byte offset of the table's rows */
   int64_t row_bytes, n_rows;    /* NAXIS1, NAXIS2 */
@@ -589,9 +589,8 @@ static int hpx_start(tsr_node_t *n, void **state) {
     tsr__free(ctx, st);
     return tsr__err(ctx, TSR_EIO, "healpix: cannot open \"%s\": %s", hp->path, strerror(e));
   }
-  if ((int64_t)sb.st_size != hp->size ||
-      (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec != hp->mtime_ns ||
-      (int64_t)sb.st_ino != hp->ino) {
+  tsr__identity_t now = tsr__identity_of(&sb);
+  if (!tsr__identity_same(&now, &hp->id)) {
     close(st->fd);
     tsr__free(ctx, st);
     return tsr__err(ctx, TSR_EIO,
@@ -629,8 +628,8 @@ static int read_rows(tsr__task_t *t, int fd, int64_t r0, int64_t r1, unsigned ch
     if (*buf == NULL)
       return tsr__err(t->ctx, TSR_ENOMEM, "healpix: out of memory reading \"%s\"", hp->path);
   }
-  ssize_t got = pread(fd, *buf, need, hp->data_off + r0 * hp->row_bytes);
-  if (got != (ssize_t)need)
+  int got = tsr__pread_full(fd, *buf, need, (off_t)(hp->data_off + r0 * hp->row_bytes));
+  if (got != 0)
     return tsr__err(t->ctx, TSR_EIO, "healpix: cannot read rows %lld-%lld of \"%s\": %s",
                     (long long)r0 + 1, (long long)r1, hp->path,
                     got < 0 ? strerror(errno) : "the file is shorter than its header says");
@@ -701,9 +700,7 @@ static int hpx_compute(tsr__task_t *t) {
 static void hpx_encode(const tsr_node_t *n, tsr__buf_t *b) {
   const hpx_params_t *hp = n->params;
   tsr__buf_put_str(b, hp->real);
-  tsr__buf_put_i64(b, hp->size);
-  tsr__buf_put_i64(b, hp->mtime_ns);
-  tsr__buf_put_i64(b, hp->ino);
+  tsr__identity_encode(&hp->id, b);
   tsr__buf_put_i64(b, hp->hdu);
   tsr__buf_put_i64(b, hp->col_off);
   tsr__buf_put_i64(b, hp->nested);
@@ -764,10 +761,8 @@ static int build(tsr_ctx_t *ctx, const char *path, const tsr_healpix_opts_t *opt
     rc = tsr__err(ctx, TSR_EIO, "healpix: cannot resolve \"%s\": %s", path, strerror(errno));
     goto out;
   }
-  hp->size = (int64_t)sb.st_size;
-  hp->mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
-  hp->ino = (int64_t)sb.st_ino;
-  rc = open_table(ctx, fd, hp->size, &o, hp);
+  hp->id = tsr__identity_of(&sb);
+  rc = open_table(ctx, fd, hp->id.size, &o, hp);
 out:
   if (fd >= 0)
     close(fd);

@@ -5,6 +5,7 @@
 
 #include <limits.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "internal.h"
 #include "sky.h"
@@ -106,5 +107,19 @@ const char *tsr__base_name(const char *path);
  * than the image (fits.c): the reader keeps them out of a node's cards, the
  * writer out of what it copies. */
 bool tsr__card_structural(const char *card);
+
+/* What says a file is the one a node was built from: size, inode, and the
+ * modification and change times.  The change time is in it because no user
+ * can set it: `cp -p` or `touch -r` restore an edited file's size and mtime,
+ * but its ctime moves on every write (a restored original was served from
+ * the cache under the edited file's key).  Every file source keys and
+ * checks its file by it. */
+typedef struct {
+  int64_t size, mtime_ns, ctime_ns, ino;
+} tsr__identity_t;
+tsr__identity_t tsr__identity_of(const struct stat *st);
+bool tsr__identity_same(const tsr__identity_t *a, const tsr__identity_t *b);
+/* Its four numbers into a key. */
+void tsr__identity_encode(const tsr__identity_t *id, tsr__buf_t *b);
 
 #endif
