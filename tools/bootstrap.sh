@@ -8,7 +8,7 @@ build=${1:-build}
 
 packages=(meson ninja-build pkg-config gcc libc6-dev
           libuv1-dev wcslib-dev libcfitsio-dev libzstd-dev libxxhash-dev libpng-dev zlib1g-dev libchealpix-dev
-          python3-astropy-healpix
+          python3-astropy-healpix swarp python3-drizzle python-drizzle-testdata
           python3-reproject python3-shapely python3-pil valgrind libopenmpi-dev openmpi-bin
           clang-14 libclang-rt-14-dev
           python3-dev python3-numpy python3-astropy python3-dask python3-distributed
