@@ -259,9 +259,11 @@ static double convert(const hpx_params_t *hp, const unsigned char *p) {
   return v;
 }
 
-/* Parse and check the table; fills *hp (path fields set by the caller). */
+/* Parse and check the table; fills *hp (path fields set by the caller)
+ * and, when `list` is not NULL, its column list and EXTNAME (for
+ * tsr_healpix_info: the only caller that describes what it does not read). */
 static int open_table(tsr_ctx_t *ctx, int fd, int64_t fsize, const tsr_healpix_opts_t *o,
-                      hpx_params_t *hp) {
+                      hpx_params_t *hp, tsr_healpix_info_t *list) {
   const char *path = hp->path;
   header_t h = {NULL, 0};
   int64_t off = 0, doff = 0, dbytes;
@@ -302,6 +304,8 @@ static int open_table(tsr_ctx_t *ctx, int fd, int64_t fsize, const tsr_healpix_o
   }
   hp->hdu = hdu;
   hp->data_off = doff;
+  if (list != NULL)
+    card_str(&h, "EXTNAME", list->extname, sizeof list->extname);
 
   if (find_card(&h, "PIXTYPE") == NULL && find_card(&h, "NSIDE") == NULL) {
     rc = tsr__err(ctx, TSR_EFITS,
@@ -406,10 +410,19 @@ static int open_table(tsr_ctx_t *ctx, int fd, int64_t fsize, const tsr_healpix_o
       bool is_pix = explicit_ && pixcol < 0 && (strcasecmp(name, "PIXEL") == 0 || c == 1);
       if (is_pix) {
         pixcol = c, pixoff = colpos, pixtype = type, pixrep = rep;
+        if (list != NULL)
+          snprintf(list->pixel_column, sizeof list->pixel_column, "%s", name);
       } else {
         bool match = o->field_name ? strcasecmp(name, o->field_name) == 0 : seen == o->field;
+        if (list != NULL && seen < TSR_HEALPIX_MAX_FIELDS) {
+          snprintf(list->fields[seen].name, sizeof list->fields[seen].name, "%s", name);
+          list->fields[seen].type = type;
+          list->fields[seen].repeat = rep;
+        }
         if (match && want < 0) {
           want = c;
+          if (list != NULL)
+            list->field = seen;
           hp->col_off = colpos;
           hp->repeat = rep;
           hp->type = type;
@@ -419,6 +432,8 @@ static int open_table(tsr_ctx_t *ctx, int fd, int64_t fsize, const tsr_healpix_o
       }
       colpos += rep * type_bytes(type);
     }
+    if (list != NULL)
+      list->n_fields = seen;
     if (colpos != hp->row_bytes) {
       rc = tsr__err(ctx, TSR_EFITS,
                     "healpix: \"%s\" HDU %d: the columns take %lld bytes a row but NAXIS1 = %lld",
@@ -719,7 +734,7 @@ static const tsr__op_t hpx_op = {
 };
 
 static int build(tsr_ctx_t *ctx, const char *path, const tsr_healpix_opts_t *opts,
-                 hpx_params_t **out) {
+                 hpx_params_t **out, tsr_healpix_info_t *list) {
   tsr_healpix_opts_t o = TSR_HEALPIX_OPTS_INIT;
   hpx_params_t *hp = NULL;
   struct stat sb;
@@ -762,7 +777,7 @@ static int build(tsr_ctx_t *ctx, const char *path, const tsr_healpix_opts_t *opt
     goto out;
   }
   hp->id = tsr__identity_of(&sb);
-  rc = open_table(ctx, fd, hp->id.size, &o, hp);
+  rc = open_table(ctx, fd, hp->id.size, &o, hp, list);
 out:
   if (fd >= 0)
     close(fd);
@@ -781,7 +796,7 @@ tsr_node_t *tsr_source_healpix(tsr_graph_t *g, const char *path, const tsr_healp
 
   if (!tsr__graph_check(g))
     return NULL;
-  if ((rc = build(g->ctx, path, opts, &hp)) != 0)
+  if ((rc = build(g->ctx, path, opts, &hp, NULL)) != 0)
     return tsr__graph_fail_ctx(g, rc);
   if ((n = tsr__node_alloc(g, &hpx_op, hp)) == NULL)
     return NULL;
@@ -804,10 +819,10 @@ tsr_node_t *tsr_source_healpix(tsr_graph_t *g, const char *path, const tsr_healp
 int tsr_healpix_info(tsr_ctx_t *ctx, const char *path, const tsr_healpix_opts_t *opts,
                      tsr_healpix_info_t *out) {
   hpx_params_t *hp;
-  int rc = build(ctx, path, opts, &hp);
-  if (rc != 0)
-    return rc;
+  int rc;
   memset(out, 0, sizeof *out);
+  if ((rc = build(ctx, path, opts, &hp, out)) != 0)
+    return rc;
   out->hdu = hp->hdu;
   out->nside = hp->nside;
   out->nested = hp->nested;
