@@ -18,6 +18,7 @@
  * pixel is); values are read only as windows need them. */
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -652,7 +653,48 @@ static int read_rows(tsr__task_t *t, int fd, int64_t r0, int64_t r1, unsigned ch
   return 0;
 }
 
-#define MAX_READ_ROWS 4096
+/* Rows read at a time: a few hundred KB, reused, so that the buffer stays
+ * in cache and is never a fresh mapping to fault in (a 4096-row buffer was
+ * an mmap per task, and its page faults cost as much as the reading). */
+#define MAX_READ_ROWS 64
+
+/* Values [k0, k0 + n) of one row's column into the node's plane at `out`
+ * (elements): plain float32 columns, the common case, by a loop the
+ * compiler vectorises; the rest value by value through convert(). */
+static void convert_run(const hpx_params_t *hp, const unsigned char *col, int64_t n, void *plane,
+                        size_t out, bool f32) {
+  int es = type_bytes(hp->type);
+  if (hp->type == 'E' && hp->scale == 1.0 && hp->zero == 0.0 && f32) {
+    /* convert()'s UNSEEN test, |v / UNSEEN - 1| < 1e-5, as float bounds:
+     * the float values strictly inside (lo, hi), so that the loop is
+     * branch-free and vectorises. */
+    const double lo = TSR__HPX_UNSEEN * (1 + 1e-5), hi = TSR__HPX_UNSEEN * (1 - 1e-5);
+    float flo = (float)lo, fhi = (float)hi;
+    if ((double)flo <= lo)
+      flo = nextafterf(flo, 0.0f);
+    if ((double)fhi >= hi)
+      fhi = nextafterf(fhi, -INFINITY);
+    float *o = (float *)plane + out;
+    for (int64_t k = 0; k < n; k++) {
+      uint32_t u;
+      float f;
+      memcpy(&u, col + 4 * k, 4);
+      u = __builtin_bswap32(u);
+      memcpy(&f, &u, 4);
+      int finite = fabsf(f) <= FLT_MAX;
+      int bad = (finite == 0) | ((f >= flo) & (f <= fhi));
+      o[k] = bad ? NAN : f;
+    }
+    return;
+  }
+  for (int64_t k = 0; k < n; k++) {
+    double v = convert(hp, col + k * es);
+    if (f32)
+      ((float *)plane)[out + k] = (float)v;
+    else
+      ((double *)plane)[out + k] = v;
+  }
+}
 
 static int hpx_compute(tsr__task_t *t) {
   hpx_params_t *hp = t->node->params;
@@ -665,28 +707,35 @@ static int hpx_compute(tsr__task_t *t) {
 
   if (t->planes[0] == NULL)
     return 0;
-  for (int64_t p = s; p < e; p++)
-    put(t, p, NAN);
   if (hp->pix == NULL) {
     int64_t a = s > hp->first ? s : hp->first;
     int64_t b = e < hp->first + hp->n_held ? e : hp->first + hp->n_held;
+    /* NaN where the file holds no pixel: before FIRSTPIX, after LASTPIX. */
+    for (int64_t p = s; p < e && p < a; p++)
+      put(t, p, NAN);
+    for (int64_t p = b > s ? b : s; p < e; p++)
+      put(t, p, NAN);
     if (a < b) {
       int64_t ra = (a - hp->first) / hp->repeat, rb = (b - 1 - hp->first) / hp->repeat + 1;
+      bool f32 = t->node->dtype == TSR_F32;
       for (int64_t r0 = ra; r0 < rb && rc == 0; r0 += MAX_READ_ROWS) {
         int64_t r1 = r0 + MAX_READ_ROWS < rb ? r0 + MAX_READ_ROWS : rb;
         if ((rc = read_rows(t, st->fd, r0, r1, &buf, &cap)) != 0)
           break;
-        for (int64_t r = r0; r < r1; r++)
-          for (int64_t k = 0; k < hp->repeat; k++) {
-            int64_t p = hp->first + r * hp->repeat + k;
-            if (p >= a && p < b)
-              put(t, p, convert(hp, buf + (r - r0) * hp->row_bytes + hp->col_off + k * es));
-          }
+        for (int64_t r = r0; r < r1; r++) {
+          /* This row's pixels, cut to [a, b). */
+          int64_t p0 = hp->first + r * hp->repeat, k0 = p0 < a ? a - p0 : 0;
+          int64_t k1 = p0 + hp->repeat > b ? b - p0 : hp->repeat;
+          convert_run(hp, buf + (r - r0) * hp->row_bytes + hp->col_off + k0 * es, k1 - k0,
+                      t->planes[0], (size_t)(p0 + k0 - s), f32);
+        }
       }
     }
   } else {
     /* Slots of the pixels in [s, e), read row by row, runs of rows
-     * coalesced when they are consecutive. */
+     * coalesced when they are consecutive; NaN where no pixel is held. */
+    for (int64_t p = s; p < e; p++)
+      put(t, p, NAN);
     int64_t lo = 0, hi = hp->n_held;
     while (lo < hi) {
       int64_t mid = lo + (hi - lo) / 2;

@@ -181,9 +181,34 @@ int64_t tsr__hpx_ring_of(int64_t nside, int64_t p) {
   }
 }
 
-/* Centre of RING pixel p with its longitude unwrapped to within pi of lon. */
-static void centre_near(int64_t nside, int64_t p, double lon, double *plon, double *plat) {
-  tsr__hpx_pix2ang(nside, false, p, plon, plat);
+void tsr__hpx_ring_lats(int64_t nside, double *lat) {
+  lat[0] = M_PI / 2;
+  for (int64_t r = 1; r < 4 * nside; r++) {
+    int64_t first, count;
+    double lon;
+    tsr__hpx_ring_span(nside, r, &first, &count);
+    tsr__hpx_pix2ang(nside, false, first, &lon, &lat[r]);
+  }
+}
+
+/* Centre of RING pixel p with its longitude unwrapped to within pi of lon.
+ * With a table of ring latitudes (tsr__hpx_ring_lats) the centre is ring
+ * arithmetic, as libchealpix's pix2ang_ring does it but without its acos
+ * per call (the latitudes are its own, the longitudes agree to rounding):
+ * the four centres of an interpolation were most of its cost. */
+static void centre_near(int64_t nside, const double *ring_lat, int64_t p, double lon,
+                        double *plon, double *plat) {
+  if (ring_lat != NULL) {
+    int64_t r = tsr__hpx_ring_of(nside, p), first, count;
+    tsr__hpx_ring_span(nside, r, &first, &count);
+    /* Cap rings, and equatorial rings with r + nside even, start half a
+     * pixel east of longitude 0. */
+    double phase = (r < nside || r > 3 * nside || ((r + nside) & 1) == 0) ? 0.5 : 0.0;
+    *plon = ((double)(p - first) + phase) * (2 * M_PI / (double)count);
+    *plat = ring_lat[r];
+  } else {
+    tsr__hpx_pix2ang(nside, false, p, plon, plat);
+  }
   if (lon - *plon > M_PI)
     *plon += 2 * M_PI;
   if (*plon - lon > M_PI)
@@ -206,16 +231,21 @@ static int64_t ring_step(int64_t p, int64_t j, int64_t count, bool west) {
  * neighbour on the point's side.  Beyond the first or last ring, the pole
  * is taken as the mean of the four pixels around it. */
 void tsr__hpx_interp_weights(int64_t nside, double lon, double lat, int64_t ring[4], double w[4]) {
+  tsr__hpx_interp_weights_tab(nside, NULL, lon, lat, ring, w);
+}
+
+void tsr__hpx_interp_weights_tab(int64_t nside, const double *ring_lat, double lon, double lat,
+                                 int64_t ring[4], double w[4]) {
   int64_t p1, p2, p3, p4, r, first, count, npix = tsr__hpx_npix(nside);
   double lon1, lat1, lon2, lat2, lon3, lat3, lon4, lat4, xf1, xf2, yf;
 
   lon = wrap_lon(lon);
   p1 = tsr__hpx_ang2pix(nside, false, lon, lat);
-  centre_near(nside, p1, lon, &lon1, &lat1);
+  centre_near(nside, ring_lat, p1, lon, &lon1, &lat1);
   r = tsr__hpx_ring_of(nside, p1);
   tsr__hpx_ring_span(nside, r, &first, &count);
   p2 = ring_step(p1, p1 - first, count, lon < lon1);
-  centre_near(nside, p2, lon, &lon2, &lat2);
+  centre_near(nside, ring_lat, p2, lon, &lon2, &lat2);
   r += lat > lat1 ? -1 : 1;
   xf1 = (lon - lon1) / (lon2 - lon1);
   if (r > 0 && r < 4 * nside) {
@@ -229,9 +259,9 @@ void tsr__hpx_interp_weights(int64_t nside, double lon, double lat, int64_t ring
     if (j == count)
       j--;
     p3 = first + j;
-    centre_near(nside, p3, lon, &lon3, &lat3);
+    centre_near(nside, ring_lat, p3, lon, &lon3, &lat3);
     p4 = ring_step(p3, j, count, lon < lon3);
-    centre_near(nside, p4, lon, &lon4, &lat4);
+    centre_near(nside, ring_lat, p4, lon, &lon4, &lat4);
     xf2 = (lon - lon3) / (lon4 - lon3);
     yf = (lat - lat1) / (lat3 - lat1);
     w[0] = (1 - xf1) * (1 - yf);

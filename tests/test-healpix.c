@@ -91,6 +91,24 @@ TEST(bilinear_weights_sum_to_one_and_reproduce_centres) {
         own += w[q];
     ASSERT_NEAR(own, 1.0, 1e-9);
   }
+  /* The ring-table path gives the same pixels and weights (to rounding),
+   * in both caps, the equatorial belt and across longitude 0. */
+  for (int64_t nside = 1; nside <= 1024; nside *= 4) {
+    static double lats[4 * 1024];
+    tsr__hpx_ring_lats(nside, lats);
+    for (int i = 0; i < 5000; i++) {
+      double lon = (double)(rnd() % 1000000) / 1e6 * 2 * M_PI;
+      double lat = asin((double)(rnd() % 2000001) / 1e6 - 1.0);
+      int64_t r[4], rt[4];
+      double w[4], wt[4];
+      tsr__hpx_interp_weights(nside, lon, lat, r, w);
+      tsr__hpx_interp_weights_tab(nside, lats, lon, lat, rt, wt);
+      for (int q = 0; q < 4; q++) {
+        ASSERT_INT_EQ(rt[q], r[q]);
+        ASSERT_NEAR(wt[q], w[q], 1e-12);
+      }
+    }
+  }
   tsr_ctx_free(ctx);
 }
 

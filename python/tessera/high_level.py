@@ -912,12 +912,13 @@ def _healpix_table_map(hdu, field, nested):
                              f"NSIDE {nside}")
         full[pix] = vals
     else:
+        # As the engine reads files: LASTPIX defaults to the last pixel.
         first = int(header.get('FIRSTPIX', 0))
-        last = int(header.get('LASTPIX', first + vals.size - 1))
+        last = int(header.get('LASTPIX', npix - 1))
         n = last - first + 1
-        if first < 0 or last >= npix or n > vals.size:
-            raise ValueError(f"reproject_from_healpix: FIRSTPIX {first} and LASTPIX {last} with "
-                             f"{vals.size} values do not fit NSIDE {nside}")
+        if first < 0 or last >= npix or n < 1 or n > vals.size:
+            raise ValueError(f"reproject_from_healpix: the table holds {vals.size} values; NSIDE "
+                             f"{nside} with FIRSTPIX {first} and LASTPIX {last} needs {n}")
         full[first:last + 1] = vals[:n]
     return full, coordsys, nested
 

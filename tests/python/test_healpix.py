@@ -217,6 +217,15 @@ def test_partial_sky_tables(tmp_path):
     assert same(tessera.reproject_from_healpix(path, w, shape_out=(60, 70))[0], want2)
     assert same(tessera.reproject_from_healpix(t, w, shape_out=(60, 70))[0], want2)
 
+    # A table with fewer values than its NSIDE needs is refused, as the engine
+    # refuses such a file (reproject 0.10 would take the values for another nside).
+    t = fits.BinTableHDU.from_columns([fits.Column(name='V', format='E',
+                                                   array=np.zeros(3072, np.float32))])
+    t.header.update(NSIDE=512, COORDSYS='G', ORDERING='RING')
+    with pytest.raises(ValueError, match='holds 3072 values; NSIDE 512 with FIRSTPIX 0 and '
+                                         'LASTPIX 3145727 needs 3145728'):
+        tessera.reproject_from_healpix(t, w, shape_out=(60, 70))
+
 
 def test_hdu_in_and_ordering_from_the_header(tmp_path):
     """hdu_in counts from 0 (default 1) or names the HDU; the header's
