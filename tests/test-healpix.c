@@ -102,7 +102,8 @@ TEST(bilinear_weights_sum_to_one_and_reproduce_centres) {
       int64_t r[4], rt[4];
       double w[4], wt[4];
       tsr__hpx_interp_weights(nside, lon, lat, r, w);
-      tsr__hpx_interp_weights_tab(nside, lats, lon, lat, rt, wt);
+      double v[3] = {cos(lat) * cos(lon), cos(lat) * sin(lon), sin(lat)};
+      tsr__hpx_interp_weights_tab(nside, lats, v, lon, lat, rt, wt);
       for (int q = 0; q < 4; q++) {
         ASSERT_INT_EQ(rt[q], r[q]);
         ASSERT_NEAR(wt[q], w[q], 1e-12);
