@@ -191,20 +191,31 @@ void tsr__hpx_ring_lats(int64_t nside, double *lat) {
   }
 }
 
-/* Centre of RING pixel p, of ring r (first pixel `first`, `count`
- * pixels), with its longitude unwrapped to within pi of lon.  With a table
+/* Centre of RING pixel p, of ring g, with its longitude unwrapped to
+ * within pi of lon.  With a table
  * of ring latitudes (tsr__hpx_ring_lats) the centre is ring arithmetic, as
  * libchealpix's pix2ang_ring does it but without its acos per call (the
  * latitudes are its own, the longitudes agree to rounding): the four
  * centres of an interpolation were most of its cost. */
-static void centre_near(int64_t nside, const double *ring_lat, int64_t r, int64_t first,
-                        int64_t count, int64_t p, double lon, double *plon, double *plat) {
+typedef struct {
+  int64_t r, first, count;  /* ring number (1 .. 4 nside - 1), its first pixel, its pixels */
+  double phase, step;       /* centre j is at longitude (j + phase) step */
+} ring_t;
+
+static void ring_init(int64_t nside, int64_t r, ring_t *g) {
+  g->r = r;
+  tsr__hpx_ring_span(nside, r, &g->first, &g->count);
+  /* Cap rings, and equatorial rings with r + nside even, start half a
+   * pixel east of longitude 0. */
+  g->phase = (r < nside || r > 3 * nside || ((r + nside) & 1) == 0) ? 0.5 : 0.0;
+  g->step = 2 * M_PI / (double)g->count;
+}
+
+static void centre_near(int64_t nside, const double *ring_lat, const ring_t *g, int64_t p,
+                        double lon, double *plon, double *plat) {
   if (ring_lat != NULL) {
-    /* Cap rings, and equatorial rings with r + nside even, start half a
-     * pixel east of longitude 0. */
-    double phase = (r < nside || r > 3 * nside || ((r + nside) & 1) == 0) ? 0.5 : 0.0;
-    *plon = ((double)(p - first) + phase) * (2 * M_PI / (double)count);
-    *plat = ring_lat[r];
+    *plon = ((double)(p - g->first) + g->phase) * g->step;
+    *plat = ring_lat[g->r];
   } else {
     tsr__hpx_pix2ang(nside, false, p, plon, plat);
   }
@@ -217,7 +228,7 @@ static void centre_near(int64_t nside, const double *ring_lat, int64_t r, int64_
 /* The RING pixel holding unit vector v of longitude phi in [0, 2 pi):
  * libchealpix's ang2pix_ring_z_phi (HEALPix C 3.x), on the vector's z, so
  * that no cosine is needed (libchealpix's ang2pix takes a colatitude). */
-static int64_t vec2ring(int64_t nside, const double v[3], double phi) {
+static int64_t vec2ring(int64_t nside, const double v[3], double phi, int64_t *ring) {
   double z = v[2], za = fabs(z), tt = phi * (2 / M_PI);
   if (tt >= 4)
     tt -= 4;
@@ -228,6 +239,7 @@ static int64_t vec2ring(int64_t nside, const double v[3], double phi) {
     int64_t ir = nside + 1 + jp - jm;
     int64_t kshift = 1 - (ir & 1);
     int64_t ip = ((jp + jm - nside + kshift + 1 + 2 * nl4) / 2) % nl4;
+    *ring = nside - 1 + ir;
     return 2 * nside * (nside - 1) + (ir - 1) * nl4 + ip;
   }
   {
@@ -240,6 +252,7 @@ static int64_t vec2ring(int64_t nside, const double v[3], double phi) {
     ip %= 4 * ir;
     if (ip < 0)
       ip += 4 * ir;
+    *ring = z > 0 ? ir : 4 * nside - ir;
     return z > 0 ? 2 * ir * (ir - 1) + ip : tsr__hpx_npix(nside) - 2 * ir * (ir + 1) + ip;
   }
 }
@@ -265,32 +278,37 @@ void tsr__hpx_interp_weights(int64_t nside, double lon, double lat, int64_t ring
 
 void tsr__hpx_interp_weights_tab(int64_t nside, const double *ring_lat, const double *v, double lon,
                                  double lat, int64_t ring[4], double w[4]) {
-  int64_t p1, p2, p3, p4, r, first, count, npix = tsr__hpx_npix(nside);
+  int64_t p1, p2, p3, p4, r, npix = tsr__hpx_npix(nside);
   double lon1, lat1, lon2, lat2, lon3, lat3, lon4, lat4, xf1, xf2, yf;
+  ring_t g;
 
   lon = lon >= 0 && lon < 2 * M_PI ? lon : wrap_lon(lon);
-  p1 = v != NULL ? vec2ring(nside, v, lon) : tsr__hpx_ang2pix(nside, false, lon, lat);
-  r = tsr__hpx_ring_of(nside, p1);
-  tsr__hpx_ring_span(nside, r, &first, &count);
-  centre_near(nside, ring_lat, r, first, count, p1, lon, &lon1, &lat1);
-  p2 = ring_step(p1, p1 - first, count, lon < lon1);
-  centre_near(nside, ring_lat, r, first, count, p2, lon, &lon2, &lat2);
+  if (v != NULL) {
+    p1 = vec2ring(nside, v, lon, &r);
+  } else {
+    p1 = tsr__hpx_ang2pix(nside, false, lon, lat);
+    r = tsr__hpx_ring_of(nside, p1);
+  }
+  ring_init(nside, r, &g);
+  centre_near(nside, ring_lat, &g, p1, lon, &lon1, &lat1);
+  p2 = ring_step(p1, p1 - g.first, g.count, lon < lon1);
+  centre_near(nside, ring_lat, &g, p2, lon, &lon2, &lat2);
   r += lat > lat1 ? -1 : 1;
   xf1 = (lon - lon1) / (lon2 - lon1);
   if (r > 0 && r < 4 * nside) {
     int64_t j;
     double frac;
-    tsr__hpx_ring_span(nside, r, &first, &count);
-    frac = lon * (double)count / (2 * M_PI);
-    if (count == 4 * nside && r % 2 == 1)
+    ring_init(nside, r, &g);
+    frac = lon * (double)g.count / (2 * M_PI);
+    if (g.count == 4 * nside && r % 2 == 1)
       frac += 0.5;
     j = (int64_t)frac;
-    if (j == count)
+    if (j == g.count)
       j--;
-    p3 = first + j;
-    centre_near(nside, ring_lat, r, first, count, p3, lon, &lon3, &lat3);
-    p4 = ring_step(p3, j, count, lon < lon3);
-    centre_near(nside, ring_lat, r, first, count, p4, lon, &lon4, &lat4);
+    p3 = g.first + j;
+    centre_near(nside, ring_lat, &g, p3, lon, &lon3, &lat3);
+    p4 = ring_step(p3, j, g.count, lon < lon3);
+    centre_near(nside, ring_lat, &g, p4, lon, &lon4, &lat4);
     xf2 = (lon - lon3) / (lon4 - lon3);
     yf = (lat - lat1) / (lat3 - lat1);
     w[0] = (1 - xf1) * (1 - yf);
