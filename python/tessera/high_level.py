@@ -927,8 +927,10 @@ def _without_unseen(a):
     """`a` with UNSEEN values made NaN (a copy only when it has any)."""
     if a.dtype.kind != 'f':
         return a
+    # |v / UNSEEN - 1| < 1e-5, as the engine's reader tests it, by two
+    # comparisons (no temporary the size of the map in float64).
     with np.errstate(invalid='ignore'):
-        bad = np.abs(a / _UNSEEN - 1.0) < 1e-5
+        bad = (a > _UNSEEN * (1 + 1e-5)) & (a < _UNSEEN * (1 - 1e-5))
     if not bad.any():
         return a
     a = a.copy()
@@ -995,7 +997,10 @@ def reproject_from_healpix(input_data, output_projection, shape_out=None, hdu_in
             if gzipped:
                 # The engine reads tables in place, row by row; a gzip file
                 # cannot be, so astropy inflates it (as reproject does).
-                table = fits.BinTableHDU(data=hdul[index].data.copy(), header=header.copy())
+                if not is_table:
+                    raise ValueError(f"reproject_from_healpix: HDU {index} of {path!r} is a "
+                                     f"{type(hdul[index]).__name__}, not a HEALPix table")
+                table = type(hdul[index])(data=hdul[index].data.copy(), header=header.copy())
         if table is None:
             if is_table and 'ORDERING' not in header and nested is None:
                 raise ValueError("Could not determine whether the data follows the 'ring' or "

@@ -125,6 +125,7 @@ def test_input_forms_agree(tmp_path):
     got.append(tessera.reproject_from_healpix(str(tmp_path / 'map.fits.gz'), w,
                                               shape_out=(60, 70))[0])
     got.append(tessera.reproject_from_healpix(tmp_path / 'map.fits', w, shape_out=(60, 70))[0])
+
     for frame in (Galactic(), Galactic, 'galactic', 'g', 'G'):
         got.append(tessera.reproject_from_healpix((values, frame), w, shape_out=(60, 70),
                                                   nested=False)[0])
@@ -246,6 +247,12 @@ def test_hdu_in_and_ordering_from_the_header(tmp_path):
         assert same(got, want), kw
     with pytest.raises(Exception, match='not a binary table|not a HEALPix'):
         tessera.reproject_from_healpix(path, w, shape_out=(60, 70), hdu_in=1)
+    with open(path, 'rb') as f, gzip.open(path + '.gz', 'wb') as gz:
+        shutil.copyfileobj(f, gz)
+    got, _ = tessera.reproject_from_healpix(path + '.gz', w, shape_out=(60, 70), hdu_in='MAP')
+    assert same(got, want)
+    with pytest.raises(ValueError, match="HDU 1 .* is a ImageHDU, not a HEALPix table"):
+        tessera.reproject_from_healpix(path + '.gz', w, shape_out=(60, 70), hdu_in=1)
 
     del t.header['ORDERING']
     path = str(tmp_path / 'noorder.fits')
