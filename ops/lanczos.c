@@ -15,11 +15,12 @@
  * are Taylor polynomials (truncation below 3e-16), and instead of 2a
  * divisions by d_k^2, each numerator is multiplied by the product of the
  * other taps' d_j^2 (prefix and suffix products), leaving the one
- * division of the normalisation.  The loop over samples has no calls or
- * branches, so the compiler vectorises it (AVX2 where the CPU has it).
+ * division of the normalisation.  No calls, no branches: four samples go
+ * through it at once (AVX2 where the CPU has it).
  * The weights agree with the direct formula to about 1e-15 (tested).
  */
 #include <math.h>
+#include <string.h>
 
 #include "internal.h"
 #include "lanczos.h"
@@ -38,64 +39,97 @@ double tsr__lanczos_kernel(int a, double x) {
   return (double)a * sin(px) * sin(px / a) / (px * px);
 }
 
-/* sin(x) / x and cos(x) for |x| <= pi/2, from x^2: Taylor series whose
- * first omitted terms are below 3e-16 there. */
-static inline double sinc_poly(double x2) {
-  return 1.0 + x2 * (-1.0 / 6 + x2 * (1.0 / 120 + x2 * (-1.0 / 5040 + x2 * (1.0 / 362880 +
-         x2 * (-1.0 / 39916800 + x2 * (1.0 / 6227020800.0 + x2 * (-1.0 / 1307674368000.0 +
-         x2 * (1.0 / 355687428096000.0 + x2 * (-1.0 / 121645100408832000.0)))))))));
-}
+/* sin(x) / x and cos(x) for |x| <= pi/2, from x^2 (four at a time): Taylor
+ * series whose first omitted terms are below 3e-16 there. */
+#define SINC_POLY(x2)                                                                         \
+  (1.0 + (x2) * (-1.0 / 6 + (x2) * (1.0 / 120 + (x2) * (-1.0 / 5040 + (x2) * (1.0 / 362880 + \
+   (x2) * (-1.0 / 39916800 + (x2) * (1.0 / 6227020800.0 + (x2) * (-1.0 / 1307674368000.0 +  \
+   (x2) * (1.0 / 355687428096000.0 + (x2) * (-1.0 / 121645100408832000.0))))))))))
+#define COS_POLY(x2)                                                                          \
+  (1.0 + (x2) * (-1.0 / 2 + (x2) * (1.0 / 24 + (x2) * (-1.0 / 720 + (x2) * (1.0 / 40320 +    \
+   (x2) * (-1.0 / 3628800 + (x2) * (1.0 / 479001600.0 + (x2) * (-1.0 / 87178291200.0 +      \
+   (x2) * (1.0 / 20922789888000.0 + (x2) * (-1.0 / 6402373705728000.0 +                     \
+   (x2) * (1.0 / 2432902008176640000.0)))))))))))
 
-static inline double cos_poly(double x2) {
-  return 1.0 + x2 * (-1.0 / 2 + x2 * (1.0 / 24 + x2 * (-1.0 / 720 + x2 * (1.0 / 40320 +
-         x2 * (-1.0 / 3628800 + x2 * (1.0 / 479001600.0 + x2 * (-1.0 / 87178291200.0 +
-         x2 * (1.0 / 20922789888000.0 + x2 * (-1.0 / 6402373705728000.0 +
-         x2 * (1.0 / 2432902008176640000.0))))))))));
-}
 
-/* cos and sin of pi / a, the step between the angles of adjacent taps. */
-static const double rot_cos[TSR__LANCZOS_MAX_A + 1] = {0, 0, 0.0, 0.5, 0.70710678118654752440};
-static const double rot_sin[TSR__LANCZOS_MAX_A + 1] = {0, 0, 1.0, 0.86602540378443864676,
-                                                       0.70710678118654752440};
+
+/* pi / a, and (-1)^k cos(k pi / a), (-1)^k sin(k pi / a): turning t_0 by
+ * k pi / a gives tap k's angle, and (-1)^k its sign. */
+static const double pi_over[TSR__LANCZOS_MAX_A + 1] = {0, 0, PI / 2, PI / 3, PI / 4};
+#define R3 0.86602540378443864676 /* sin(pi / 3) */
+#define R2 0.70710678118654752440 /* sin(pi / 4) */
+static const double turn_cos[TSR__LANCZOS_MAX_A + 1][2 * TSR__LANCZOS_MAX_A] = {
+    {0}, {0}, {1, 0, -1, 0}, {1, -0.5, -0.5, 1, -0.5, -0.5}, {1, -R2, 0, R2, -1, R2, 0, -R2}};
+static const double turn_sin[TSR__LANCZOS_MAX_A + 1][2 * TSR__LANCZOS_MAX_A] = {
+    {0}, {0}, {0, -1, 0, 1}, {0, -R3, R3, 0, -R3, R3}, {0, -R2, 1, -R2, 0, R2, -1, R2}};
+
+/* LANES samples at a time in GCC's generic vectors: AVX2 registers in the
+ * AVX2 clone, SSE2 ones in the baseline one, and the same IEEE operations
+ * in every lane, so a sample's weights do not depend on its neighbours or
+ * its place in the call.  Auto-vectorisation was tried first: GCC kept
+ * some of these loops scalar, at 3x the cost.  Sixteen lanes (four AVX2
+ * registers per value) run four independent chains through the
+ * polynomials: 2.3x faster than four lanes, 1.25x faster than eight. */
+#define LANES 16
+typedef double vec_t __attribute__((vector_size(LANES * sizeof(double))));
 
 /* Inlined with a constant `a` into one function per a, so the tap loops
- * unroll and the sample loop vectorises. */
+ * unroll into straight-line code. */
+static inline __attribute__((always_inline)) void weights_vec(const int a, vec_t g,
+                                                             vec_t *w) {
+  vec_t x = (1.0 - g) * pi_over[a], x2 = x * x;
+  /* t_0 = pi d_0 / a = -pi + x. */
+  vec_t st = -x * SINC_POLY(x2), ct = -COS_POLY(x2);
+  vec_t u[2 * TSR__LANCZOS_MAX_A], q[2 * TSR__LANCZOS_MAX_A], pre[2 * TSR__LANCZOS_MAX_A];
+  vec_t acc = g * 0.0 + 1.0, sum = g * 0.0, inv;
+#pragma GCC unroll 8
+  for (int k = 0; k < 2 * a; k++) {
+    vec_t d = (double)(k - (a - 1)) - g;
+    q[k] = d * d;
+    /* (-1)^k sin(t_0 + k pi / a), each tap on its own (no chain); the
+     * angle of tap k + a is pi more, so its u is -(-1)^a times tap k's. */
+    if (k < a)
+      u[k] = st * turn_cos[a][k] + ct * turn_sin[a][k];
+    else
+      u[k] = (a & 1) ? u[k - a] : -u[k - a];
+    pre[k] = acc;
+    acc *= q[k];
+  }
+  acc = g * 0.0 + 1.0;
+#pragma GCC unroll 8
+  for (int k = 2 * a - 1; k >= 0; k--) {
+    u[k] *= pre[k] * acc;
+    acc *= q[k];
+    sum += u[k];
+  }
+  inv = 1.0 / sum;
+#pragma GCC unroll 8
+  for (int k = 0; k < 2 * a; k++)
+    w[k] = u[k] * inv;
+}
+
 static inline __attribute__((always_inline)) void weights_of(const int a, int64_t n,
                                                              const double *f, double *w,
                                                              int64_t stride) {
-  const double c = rot_cos[a], s = rot_sin[a];
-  for (int64_t i = 0; i < n; i++) {
-    double g = f[i];
-    double x = PI * (1.0 - g) / (double)a, x2 = x * x;
-    /* t_0 = pi d_0 / a = -pi + x. */
-    double st = -x * sinc_poly(x2), ct = -cos_poly(x2);
-    double u[2 * TSR__LANCZOS_MAX_A], q[2 * TSR__LANCZOS_MAX_A], pre[2 * TSR__LANCZOS_MAX_A];
-    double acc = 1.0, sum = 0.0, inv;
-#pragma GCC unroll 8
+  for (int64_t i = 0; i < n; i += LANES) {
+    int64_t m = n - i < LANES ? n - i : LANES;
+    double lane[LANES];
+    for (int l = 0; l < LANES; l++)
+      lane[l] = 0.5; /* a harmless f for the lanes past n */
+    vec_t g, wk[2 * TSR__LANCZOS_MAX_A];
+    memcpy(lane, f + i, (size_t)m * sizeof(double));
+    memcpy(&g, lane, sizeof g);
+    weights_vec(a, g, wk);
     for (int k = 0; k < 2 * a; k++) {
-      double d = (double)(k - (a - 1)) - g, ns;
-      q[k] = d * d;
-      u[k] = (k & 1) ? -st : st;
-      ns = st * c + ct * s;
-      ct = ct * c - st * s;
-      st = ns;
-      pre[k] = acc;
-      acc *= q[k];
+      if (m == LANES) {
+        memcpy(w + k * stride + i, &wk[k], sizeof wk[k]);
+      } else {
+        memcpy(lane, &wk[k], sizeof lane);
+        memcpy(w + k * stride + i, lane, (size_t)m * sizeof(double));
+      }
     }
-    acc = 1.0;
-#pragma GCC unroll 8
-    for (int k = 2 * a - 1; k >= 0; k--) {
-      u[k] *= pre[k] * acc;
-      acc *= q[k];
-      sum += u[k];
-    }
-    inv = 1.0 / sum;
-#pragma GCC unroll 8
-    for (int k = 0; k < 2 * a; k++)
-      w[k * stride + i] = u[k] * inv;
   }
-  /* Snapped samples (f = 0 gave 0 / 0 above) are set apart: a test in the
-   * loop above would keep GCC from vectorising it (trapping math). */
+  /* Snapped samples (f = 0 gives 0 / 0 above) are set apart. */
   for (int64_t i = 0; i < n; i++)
     if (f[i] < TSR__LANCZOS_SNAP)
       for (int k = 0; k < 2 * a; k++)

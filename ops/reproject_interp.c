@@ -291,36 +291,44 @@ static inline __attribute__((always_inline)) int64_t lanczos_tap0(const int a, d
       const int a, const TIN *src, int64_t rs, int64_t sx0, int64_t sy0, int64_t sw,         \
       int64_t sh, int64_t nx, int64_t ny, const double *xs, const double *ys, int64_t n,     \
       TOUT *dst, TOUT *fp) {                                                                 \
-    double fx[TILE_COLS], fy[TILE_COLS];                                                     \
-    double wx[2 * TSR__LANCZOS_MAX_A * TILE_COLS], wy[2 * TSR__LANCZOS_MAX_A * TILE_COLS];   \
+    /* The samples with a support, packed: x offsets then y offsets, so one \
+     * call weighs both axes and outside pixels cost nothing. */              \
+    double f[2 * TILE_COLS], wt[2 * TSR__LANCZOS_MAX_A * 2 * TILE_COLS];                      \
     int64_t off[TILE_COLS];                                                                  \
+    int64_t m = 0;                                                                           \
     for (int64_t k = 0; k < n; k++) {                                                        \
-      int64_t x0 = lanczos_tap0(a, xs[k], nx, &fx[k]);                                       \
-      int64_t y0 = x0 < 0 ? -1 : lanczos_tap0(a, ys[k], ny, &fy[k]);                         \
+      double gx, gy;                                                                         \
+      int64_t x0 = lanczos_tap0(a, xs[k], nx, &gx);                                          \
+      int64_t y0 = x0 < 0 ? -1 : lanczos_tap0(a, ys[k], ny, &gy);                            \
       off[k] = -1;                                                                           \
-      if (y0 < 0) {                                                                          \
-        fx[k] = fy[k] = 0.5; /* any value: the weights are not used */                      \
+      if (y0 < 0)                                                                            \
         continue;                                                                            \
-      }                                                                                      \
       x0 -= sx0, y0 -= sy0;                                                                  \
       /* The window holds every support (halo a + 1): this only guards. */                  \
-      if (x0 >= 0 && y0 >= 0 && x0 + 2 * a <= sw && y0 + 2 * a <= sh)                        \
+      if (x0 >= 0 && y0 >= 0 && x0 + 2 * a <= sw && y0 + 2 * a <= sh) {                     \
         off[k] = y0 * rs + x0;                                                               \
+        f[m] = gx;                                                                           \
+        f[TILE_COLS + m++] = gy;                                                             \
+      }                                                                                      \
     }                                                                                        \
-    tsr__lanczos_weights(a, n, fx, wx, TILE_COLS);                                           \
-    tsr__lanczos_weights(a, n, fy, wy, TILE_COLS);                                           \
-    for (int64_t k = 0; k < n; k++) {                                                        \
+    if (m > 0) {                                                                             \
+      memmove(f + m, f + TILE_COLS, (size_t)m * sizeof(double));                             \
+      tsr__lanczos_weights(a, 2 * m, f, wt, 2 * TILE_COLS);                                  \
+    }                                                                                        \
+    for (int64_t k = 0, c = 0; k < n; k++) {                                                 \
       TOUT v = (TOUT)NAN;                                                                    \
       if (off[k] >= 0) {                                                                     \
         const TIN *p = src + off[k];                                                         \
+        const double *wx = wt + c, *wy = wt + m + c;                                         \
         double acc = 0.0;                                                                    \
         for (int j = 0; j < 2 * a; j++, p += rs) {                                           \
           double r = 0.0;                                                                    \
           for (int i = 0; i < 2 * a; i++)                                                    \
-            r += wx[i * TILE_COLS + k] * (double)p[i];                                       \
-          acc += wy[j * TILE_COLS + k] * r;                                                  \
+            r += wx[i * 2 * TILE_COLS] * (double)p[i];                                       \
+          acc += wy[j * 2 * TILE_COLS] * r;                                                  \
         }                                                                                    \
         v = (TOUT)acc;                                                                       \
+        c++;                                                                                 \
       }                                                                                      \
       dst[k] = v;                                                                            \
       if (fp) fp[k] = (TOUT)(v == v);                                                        \
