@@ -286,6 +286,63 @@ static inline __attribute__((always_inline)) int64_t lanczos_tap0(const int a, d
   return i + 1 - a;
 }
 
+/* The 2a x 2a taps at p (rows rs apart) weighted by wx[k * ws] along x and
+ * wy[j * ws] along y.  The rows are summed into a vector of 2a column sums
+ * first (SWarp sums along x first: the same products, rounded in another
+ * order, ~1e-16), so the work is whole-row vector multiplies and adds, four
+ * doubles to an AVX2 register, and one dot product with the x weights.  A
+ * NaN tap makes its column sum NaN, and 0 * NaN keeps it: any NaN in the
+ * support spoils the output, as SWarp's bad pixels do. */
+typedef double lz_v4d __attribute__((vector_size(4 * sizeof(double))));
+typedef double lz_v2d __attribute__((vector_size(2 * sizeof(double))));
+typedef float lz_v4f __attribute__((vector_size(4 * sizeof(float))));
+typedef float lz_v2f __attribute__((vector_size(2 * sizeof(float))));
+
+/* Loads of 4 or 2 taps as doubles, into *v (vectors are not returned by
+ * value: that would be another ABI in the AVX2 clone). */
+static inline void lz_load4_d(lz_v4d *v, const double *p) { memcpy(v, p, sizeof *v); }
+static inline void lz_load2_d(lz_v2d *v, const double *p) { memcpy(v, p, sizeof *v); }
+static inline void lz_load4_f(lz_v4d *v, const float *p) {
+  lz_v4f f;
+  memcpy(&f, p, sizeof f);
+  *v = __builtin_convertvector(f, lz_v4d);
+}
+static inline void lz_load2_f(lz_v2d *v, const float *p) {
+  lz_v2f f;
+  memcpy(&f, p, sizeof f);
+  *v = __builtin_convertvector(f, lz_v2d);
+}
+
+#define DEFINE_LANCZOS_DOT(TIN, SUF)                                                          \
+  static inline __attribute__((always_inline)) double lanczos_dot_##SUF(                     \
+      const int a, const TIN *p, int64_t rs, const double *wx, const double *wy, int64_t ws) { \
+    lz_v4d c4 = {0, 0, 0, 0}, d4 = {0, 0, 0, 0}, t4;                                         \
+    lz_v2d c2 = {0, 0}, t2;                                                                  \
+    for (int j = 0; j < 2 * a; j++) {                                                        \
+      const TIN *r = p + j * rs;                                                             \
+      double y = wy[j * ws];                                                                 \
+      lz_load4_##SUF(&t4, r);                                                                \
+      c4 += y * t4;                                                                          \
+      if (a == 3) {                                                                          \
+        lz_load2_##SUF(&t2, r + 4);                                                          \
+        c2 += y * t2;                                                                        \
+      } else if (a == 4) {                                                                   \
+        lz_load4_##SUF(&t4, r + 4);                                                          \
+        d4 += y * t4;                                                                        \
+      }                                                                                      \
+    }                                                                                        \
+    double v = wx[0] * c4[0] + wx[ws] * c4[1] + wx[2 * ws] * c4[2] + wx[3 * ws] * c4[3];     \
+    if (a == 3)                                                                              \
+      v += wx[4 * ws] * c2[0] + wx[5 * ws] * c2[1];                                          \
+    if (a == 4)                                                                              \
+      v += wx[4 * ws] * d4[0] + wx[5 * ws] * d4[1] + wx[6 * ws] * d4[2] + wx[7 * ws] * d4[3]; \
+    return v;                                                                                \
+  }
+DEFINE_LANCZOS_DOT(float, f)
+DEFINE_LANCZOS_DOT(double, d)
+#define lanczos_dot(a, p, rs, wx, wy, ws)                                                     \
+  _Generic((p), const float *: lanczos_dot_f, const double *: lanczos_dot_d)(a, p, rs, wx, wy, ws)
+
 #define DEFINE_LANCZOS_KERNEL(TIN, TOUT, SUF)                                                 \
   static inline __attribute__((always_inline)) void lanczos_body_##SUF(                      \
       const int a, const TIN *src, int64_t rs, int64_t sx0, int64_t sy0, int64_t sw,         \
@@ -318,23 +375,15 @@ static inline __attribute__((always_inline)) int64_t lanczos_tap0(const int a, d
     for (int64_t k = 0, c = 0; k < n; k++) {                                                 \
       TOUT v = (TOUT)NAN;                                                                    \
       if (off[k] >= 0) {                                                                     \
-        const TIN *p = src + off[k];                                                         \
-        const double *wx = wt + c, *wy = wt + m + c;                                         \
-        double acc = 0.0;                                                                    \
-        for (int j = 0; j < 2 * a; j++, p += rs) {                                           \
-          double r = 0.0;                                                                    \
-          for (int i = 0; i < 2 * a; i++)                                                    \
-            r += wx[i * 2 * TILE_COLS] * (double)p[i];                                       \
-          acc += wy[j * 2 * TILE_COLS] * r;                                                  \
-        }                                                                                    \
-        v = (TOUT)acc;                                                                       \
+        v = (TOUT)lanczos_dot(a, src + off[k], rs, wt + c, wt + m + c, 2 * TILE_COLS);       \
         c++;                                                                                 \
       }                                                                                      \
       dst[k] = v;                                                                            \
       if (fp) fp[k] = (TOUT)(v == v);                                                        \
     }                                                                                        \
   }                                                                                          \
-  static void row_lanczos_##SUF(int a, const TIN *src, int64_t rs, int64_t sx0, int64_t sy0, \
+  TSR__MULTIVERSION static void row_lanczos_##SUF(int a, const TIN *src, int64_t rs,          \
+                                int64_t sx0, int64_t sy0, \
                                 int64_t sw, int64_t sh, int64_t nx, int64_t ny,              \
                                 const double *xs, const double *ys, int64_t n, TOUT *dst,    \
                                 TOUT *fp) {                                                  \
