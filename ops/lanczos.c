@@ -75,8 +75,9 @@ typedef double vec_t __attribute__((vector_size(LANES * sizeof(double))));
 
 /* Inlined with a constant `a` into one function per a, so the tap loops
  * unroll into straight-line code. */
-static inline __attribute__((always_inline)) void weights_vec(const int a, vec_t g,
-                                                             vec_t *w) {
+static inline __attribute__((always_inline)) void weights_vec(const int a, const vec_t *pg,
+                                                              vec_t *w) {
+  const vec_t g = *pg; /* by pointer: a vector argument would be another ABI per clone */
   vec_t x = (1.0 - g) * pi_over[a], x2 = x * x;
   /* t_0 = pi d_0 / a = -pi + x. */
   vec_t st = -x * SINC_POLY(x2), ct = -COS_POLY(x2);
@@ -119,7 +120,7 @@ static inline __attribute__((always_inline)) void weights_of(const int a, int64_
     vec_t g, wk[2 * TSR__LANCZOS_MAX_A];
     memcpy(lane, f + i, (size_t)m * sizeof(double));
     memcpy(&g, lane, sizeof g);
-    weights_vec(a, g, wk);
+    weights_vec(a, &g, wk);
     for (int k = 0; k < 2 * a; k++) {
       if (m == LANES) {
         memcpy(w + k * stride + i, &wk[k], sizeof wk[k]);
