@@ -268,7 +268,7 @@ static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_regi
  * pixel centre takes that pixel, from either side (SWarp: from above only,
  * so an integer shift could miss by rounding), before the edge test.  The
  * weights of the segment's samples are computed together (vectorised),
- * then each output sums its 2a rows of 2a taps, x first as SWarp does. */
+ * then each output sums its 2a x 2a taps (lanczos_dot). */
 static inline __attribute__((always_inline)) int64_t lanczos_tap0(const int a, double x,
                                                                   int64_t n, double *f) {
   int64_t i;
@@ -382,11 +382,10 @@ DEFINE_LANCZOS_DOT(double, d)
       if (fp) fp[k] = (TOUT)(v == v);                                                        \
     }                                                                                        \
   }                                                                                          \
-  TSR__MULTIVERSION static void row_lanczos_##SUF(int a, const TIN *src, int64_t rs,          \
-                                int64_t sx0, int64_t sy0, \
-                                int64_t sw, int64_t sh, int64_t nx, int64_t ny,              \
-                                const double *xs, const double *ys, int64_t n, TOUT *dst,    \
-                                TOUT *fp) {                                                  \
+  TSR__MULTIVERSION static void row_lanczos_##SUF(                                            \
+      int a, const TIN *src, int64_t rs, int64_t sx0, int64_t sy0, int64_t sw, int64_t sh,   \
+      int64_t nx, int64_t ny, const double *xs, const double *ys, int64_t n, TOUT *dst,      \
+      TOUT *fp) {                                                                            \
     if (a == 2)                                                                              \
       lanczos_body_##SUF(2, src, rs, sx0, sy0, sw, sh, nx, ny, xs, ys, n, dst, fp);          \
     else if (a == 3)                                                                         \
@@ -465,15 +464,14 @@ static void interp_rows(tsr__task_t *t, const tsr__window_t *w, int64_t ya, int6
               (TOUT *)fp),                                                                      \
           true)                                                                                 \
        : false)
-          if (ip->order > 1)
-            ; /* Lanczos: no interior fast path, coordinates below */
-          else if (f32in && f32out)
+          /* Lanczos has no interior fast path: coordinates below. */
+          if (ip->order <= 1 && f32in && f32out)
             done = HCALL(ff, float, float);
-          else if (f32in)
+          else if (ip->order <= 1 && f32in)
             done = HCALL(fd, float, double);
-          else if (f32out)
+          else if (ip->order <= 1 && f32out)
             done = HCALL(df, double, float);
-          else
+          else if (ip->order <= 1)
             done = HCALL(dd, double, double);
 #undef HCALL
           if (done)
