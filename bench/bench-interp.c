@@ -43,9 +43,9 @@
 #pragma weak tsr_wcs_parse
 #pragma weak tsr_reproject_interp
 
-#define N_ORDERS 4
+#define N_ORDERS 7 /* tsr_order_t: 0-3, then lanczos2..4 */
 static const char *const order_names[N_ORDERS] = {
-  "nearest-neighbor", "bilinear", "biquadratic", "bicubic"
+  "nearest-neighbor", "bilinear", "biquadratic", "bicubic", "lanczos2", "lanczos3", "lanczos4"
 };
 static const struct { double tol; const char *name; } tols[] = {
   { 1e-4, "1e-4" }, { 0.0, "0" }

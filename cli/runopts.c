@@ -37,8 +37,8 @@ int cli_run_option(const char *cmd, int c, const char *arg, cli_run_args_t *r) {
   case CLI_ORDER:
     r->order_given = 1;
     if ((parsed = tsr_order_parse(arg)) < 0)
-      return usage_error("%s: --order '%s': expected nearest-neighbor, bilinear, biquadratic or "
-                         "bicubic", cmd, arg);
+      return usage_error("%s: --order '%s': expected nearest-neighbor, bilinear, biquadratic, "
+                         "bicubic, lanczos2, lanczos3 or lanczos4", cmd, arg);
     r->interp.order = (tsr_order_t)parsed;
     return 0;
   case CLI_REGION:

@@ -18,8 +18,10 @@ typedef struct {
   "                                EXTNAME and optional EXTVER\n"                             \
   "        --method interp|adaptive|exact\n"                                                \
   "                                reprojection method (default interp)\n"                  \
-  "        --order ORDER           nearest-neighbor|bilinear|biquadratic|bicubic\n"         \
-  "                                (default bilinear; interp only)\n"                       \
+  "        --order ORDER           nearest-neighbor|bilinear|biquadratic|bicubic|\n"        \
+  "                                lanczos2|lanczos3|lanczos4 (default bilinear;\n"         \
+  "                                interp only; lanczosN is SWarp's RESAMPLING_TYPE\n"      \
+  "                                LANCZOSN: NaN within N px of the input's edge)\n"        \
   "        --region X1:X2,Y1:Y2    compute only this output region (FITS-style,\n"          \
   "                                1-based, inclusive); OUT holds exactly it\n"             \
   "        --block WxH             output block size (default 256x256, or 512x512\n"        \

@@ -7,6 +7,10 @@
  * output whose stencil (1 or 2 x 2 pixels, zero weights included, as scipy
  * does) touches it.  Orders 2 and 3 are B-splines with scipy's prefilter; see
  * spline.c for how a NaN spoils only the outputs whose support touches it.
+ * The Lanczos orders are SWarp's (lanczos.c has the kernel): 2a x 2a pixels
+ * around the point, NaN where that support leaves the input (SWarp leaves
+ * such pixels out with weight 0) or holds a NaN (SWarp: a bad pixel, weight
+ * 0), so its edges are a - 1 to a pixels inside reproject's.
  *
  * Blocks: each output block maps its boundary to find the input window it
  * needs (plus the kernel's halo) and reads only that; a block that misses the
@@ -18,6 +22,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lanczos.h"
 #include "mapping.h"
 #include "reproject.h"
 #include "spline.h"
@@ -44,6 +49,10 @@ static void params_encode(const tsr_node_t *n, tsr__buf_t *b) {
   tsr__reproject_params_encode(&ip->base, b);
 }
 
+/* B-spline orders (prefiltered, tile-cached) and Lanczos half-widths (a). */
+static bool is_spline(int order) { return order == TSR_ORDER_BIQUADRATIC || order == TSR_ORDER_BICUBIC; }
+static int lanczos_a(int order) { return order >= TSR_ORDER_LANCZOS2 ? order - TSR_ORDER_LANCZOS2 + 2 : 0; }
+
 static void interp_stop(tsr_node_t *n, void *state) {
   interp_state_t *st = state;
   if (st == NULL)
@@ -61,7 +70,7 @@ static int interp_start(tsr_node_t *n, void **state) {
   if (rc != 0)
     return rc;
   st = *state;
-  if (ip->order >= 2 && (rc = tsr__spline_new(n->graph->ctx, &st->spline)) != 0) {
+  if (is_spline(ip->order) && (rc = tsr__spline_new(n->graph->ctx, &st->spline)) != 0) {
     interp_stop(n, st);
     *state = NULL;
   }
@@ -69,7 +78,7 @@ static int interp_start(tsr_node_t *n, void **state) {
 }
 
 /* Pixels of input support around coordinate bounds, per order. */
-static int halo(int order) { return order <= 1 ? 2 : 3; }
+static int halo(int order) { return order <= 1 ? 2 : is_spline(order) ? 3 : lanczos_a(order) + 1; }
 
 static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t *out,
                                tsr_region_t *win, bool *empty) {
@@ -79,7 +88,7 @@ static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_regi
   int rc = tsr__reproject_window(st->base.map, out, 0, in, halo(ip->order), win, empty);
   if (rc != 0 || *empty)
     return rc;
-  if (ip->order >= 2) {
+  if (is_spline(ip->order)) {
     /* Planes are whole along axes 2 and 3, so their ids are contiguous. */
     int64_t p0 = out->start[3] * in->shape[2] + out->start[2];
     int64_t p1 = (out->stop[3] - 1) * in->shape[2] + out->stop[2];
@@ -232,6 +241,139 @@ static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_regi
     }                                                                                        \
   }
 
+/* Lanczos over one output row.  A sample x has its 2a taps at floor(x) + 1 -
+ * a .. floor(x) + a; as in SWarp, it is NaN unless they all lie in the
+ * input, and 0 * NaN makes a NaN anywhere in the support spoil it (SWarp
+ * gives such a pixel weight 0).  A sample within TSR__LANCZOS_SNAP of a
+ * pixel centre takes that pixel, from either side (SWarp: from above only,
+ * so an integer shift could miss by rounding), before the edge test.  The
+ * weights of the segment's samples are computed together (vectorised),
+ * then each output sums its 2a x 2a taps (lanczos_dot). */
+static inline __attribute__((always_inline)) int64_t lanczos_tap0(const int a, double x,
+                                                                  int64_t n, double *f) {
+  int64_t i;
+  double r;
+  /* Also false for NaN; (int64_t) truncates, which is floor for x >= 0. */
+  if (!(x >= (double)(a - 2) && x < (double)(n - a + 1)))
+    return -1;
+  i = (int64_t)x;
+  r = x - (double)i;
+  if (r > 1.0 - TSR__LANCZOS_SNAP)
+    i++, r = 0.0;
+  if (i < a - 1 || i > n - 1 - a)
+    return -1;
+  *f = r;
+  return i + 1 - a;
+}
+
+/* The 2a x 2a taps at p (rows rs apart) weighted by wx[k * ws] along x and
+ * wy[j * ws] along y.  The rows are summed into a vector of 2a column sums
+ * first (SWarp sums along x first: the same products, rounded in another
+ * order, ~1e-16), so the work is whole-row vector multiplies and adds, four
+ * doubles to an AVX2 register, and one dot product with the x weights.  A
+ * NaN tap makes its column sum NaN, and 0 * NaN keeps it: any NaN in the
+ * support spoils the output, as SWarp's bad pixels do. */
+typedef double lz_v4d __attribute__((vector_size(4 * sizeof(double))));
+typedef double lz_v2d __attribute__((vector_size(2 * sizeof(double))));
+typedef float lz_v4f __attribute__((vector_size(4 * sizeof(float))));
+typedef float lz_v2f __attribute__((vector_size(2 * sizeof(float))));
+
+/* Loads of 4 or 2 taps as doubles, into *v (vectors are not returned by
+ * value: that would be another ABI in the AVX2 clone). */
+static inline void lz_load4_d(lz_v4d *v, const double *p) { memcpy(v, p, sizeof *v); }
+static inline void lz_load2_d(lz_v2d *v, const double *p) { memcpy(v, p, sizeof *v); }
+static inline void lz_load4_f(lz_v4d *v, const float *p) {
+  lz_v4f f;
+  memcpy(&f, p, sizeof f);
+  *v = __builtin_convertvector(f, lz_v4d);
+}
+static inline void lz_load2_f(lz_v2d *v, const float *p) {
+  lz_v2f f;
+  memcpy(&f, p, sizeof f);
+  *v = __builtin_convertvector(f, lz_v2d);
+}
+
+#define DEFINE_LANCZOS_DOT(TIN, SUF)                                                          \
+  static inline __attribute__((always_inline)) double lanczos_dot_##SUF(                     \
+      const int a, const TIN *p, int64_t rs, const double *wx, const double *wy, int64_t ws) { \
+    lz_v4d c4 = {0, 0, 0, 0}, d4 = {0, 0, 0, 0}, t4;                                         \
+    lz_v2d c2 = {0, 0}, t2;                                                                  \
+    for (int j = 0; j < 2 * a; j++) {                                                        \
+      const TIN *r = p + j * rs;                                                             \
+      double y = wy[j * ws];                                                                 \
+      lz_load4_##SUF(&t4, r);                                                                \
+      c4 += y * t4;                                                                          \
+      if (a == 3) {                                                                          \
+        lz_load2_##SUF(&t2, r + 4);                                                          \
+        c2 += y * t2;                                                                        \
+      } else if (a == 4) {                                                                   \
+        lz_load4_##SUF(&t4, r + 4);                                                          \
+        d4 += y * t4;                                                                        \
+      }                                                                                      \
+    }                                                                                        \
+    double v = wx[0] * c4[0] + wx[ws] * c4[1] + wx[2 * ws] * c4[2] + wx[3 * ws] * c4[3];     \
+    if (a == 3)                                                                              \
+      v += wx[4 * ws] * c2[0] + wx[5 * ws] * c2[1];                                          \
+    if (a == 4)                                                                              \
+      v += wx[4 * ws] * d4[0] + wx[5 * ws] * d4[1] + wx[6 * ws] * d4[2] + wx[7 * ws] * d4[3]; \
+    return v;                                                                                \
+  }
+DEFINE_LANCZOS_DOT(float, f)
+DEFINE_LANCZOS_DOT(double, d)
+#define lanczos_dot(a, p, rs, wx, wy, ws)                                                     \
+  _Generic((p), const float *: lanczos_dot_f, const double *: lanczos_dot_d)(a, p, rs, wx, wy, ws)
+
+#define DEFINE_LANCZOS_KERNEL(TIN, TOUT, SUF)                                                 \
+  static inline __attribute__((always_inline)) void lanczos_body_##SUF(                      \
+      const int a, const TIN *src, int64_t rs, int64_t sx0, int64_t sy0, int64_t sw,         \
+      int64_t sh, int64_t nx, int64_t ny, const double *xs, const double *ys, int64_t n,     \
+      TOUT *dst, TOUT *fp) {                                                                 \
+    /* The samples with a support, packed: x offsets then y offsets, so one \
+     * call weighs both axes and outside pixels cost nothing. */              \
+    double f[2 * TILE_COLS], wt[2 * TSR__LANCZOS_MAX_A * 2 * TILE_COLS];                      \
+    int64_t off[TILE_COLS];                                                                  \
+    int64_t m = 0;                                                                           \
+    for (int64_t k = 0; k < n; k++) {                                                        \
+      double gx, gy;                                                                         \
+      int64_t x0 = lanczos_tap0(a, xs[k], nx, &gx);                                          \
+      int64_t y0 = x0 < 0 ? -1 : lanczos_tap0(a, ys[k], ny, &gy);                            \
+      off[k] = -1;                                                                           \
+      if (y0 < 0)                                                                            \
+        continue;                                                                            \
+      x0 -= sx0, y0 -= sy0;                                                                  \
+      /* The window holds every support (halo a + 1): this only guards. */                  \
+      if (x0 >= 0 && y0 >= 0 && x0 + 2 * a <= sw && y0 + 2 * a <= sh) {                     \
+        off[k] = y0 * rs + x0;                                                               \
+        f[m] = gx;                                                                           \
+        f[TILE_COLS + m++] = gy;                                                             \
+      }                                                                                      \
+    }                                                                                        \
+    if (m > 0) {                                                                             \
+      memmove(f + m, f + TILE_COLS, (size_t)m * sizeof(double));                             \
+      tsr__lanczos_weights(a, 2 * m, f, wt, 2 * TILE_COLS);                                  \
+    }                                                                                        \
+    for (int64_t k = 0, c = 0; k < n; k++) {                                                 \
+      TOUT v = (TOUT)NAN;                                                                    \
+      if (off[k] >= 0) {                                                                     \
+        v = (TOUT)lanczos_dot(a, src + off[k], rs, wt + c, wt + m + c, 2 * TILE_COLS);       \
+        c++;                                                                                 \
+      }                                                                                      \
+      dst[k] = v;                                                                            \
+      if (fp) fp[k] = (TOUT)(v == v);                                                        \
+    }                                                                                        \
+  }                                                                                          \
+  TSR__MULTIVERSION static void row_lanczos_##SUF(                                            \
+      int a, const TIN *src, int64_t rs, int64_t sx0, int64_t sy0, int64_t sw, int64_t sh,   \
+      int64_t nx, int64_t ny, const double *xs, const double *ys, int64_t n, TOUT *dst,      \
+      TOUT *fp) {                                                                            \
+    if (a == 2)                                                                              \
+      lanczos_body_##SUF(2, src, rs, sx0, sy0, sw, sh, nx, ny, xs, ys, n, dst, fp);          \
+    else if (a == 3)                                                                         \
+      lanczos_body_##SUF(3, src, rs, sx0, sy0, sw, sh, nx, ny, xs, ys, n, dst, fp);          \
+    else                                                                                     \
+      lanczos_body_##SUF(4, src, rs, sx0, sy0, sw, sh, nx, ny, xs, ys, n, dst, fp);          \
+  }
+
 DEFINE_ROW_KERNELS(float, float, ff)
 DEFINE_ROW_KERNELS(float, double, fd)
 DEFINE_ROW_KERNELS(double, float, df)
@@ -240,6 +382,10 @@ DEFINE_HOMOG_KERNELS(float, float, ff)
 DEFINE_HOMOG_KERNELS(float, double, fd)
 DEFINE_HOMOG_KERNELS(double, float, df)
 DEFINE_HOMOG_KERNELS(double, double, dd)
+DEFINE_LANCZOS_KERNEL(float, float, ff)
+DEFINE_LANCZOS_KERNEL(float, double, fd)
+DEFINE_LANCZOS_KERNEL(double, float, df)
+DEFINE_LANCZOS_KERNEL(double, double, dd)
 
 static void fill_plane(void *p, tsr_dtype_t dt, size_t off, int64_t n, double v) {
   if (dt == TSR_F32)
@@ -250,8 +396,8 @@ static void fill_plane(void *p, tsr_dtype_t dt, size_t off, int64_t n, double v)
       ((double *)p)[off + (size_t)k] = v;
 }
 
-/* Orders 0 and 1 for output rows [ya, yb) of every plane, with coordinates
- * xs/ys of those rows. */
+/* Orders 0 and 1 and Lanczos for output rows [ya, yb) of every plane, with
+ * coordinates xs/ys of those rows, or the homography H. */
 static void interp_rows(tsr__task_t *t, const tsr__window_t *w, int64_t ya, int64_t yb,
                         const double *xs, const double *ys, const double *H) {
   tsr_node_t *n = t->node;
@@ -289,6 +435,7 @@ static void interp_rows(tsr__task_t *t, const tsr__window_t *w, int64_t ya, int6
         }
         if (H != NULL) {
           int64_t gx = t->out.start[0] + c0;
+          bool done = false;
 #define HCALL(SUF, TIN, TOUT)                                                                   \
   (homog_interior_##SUF(H, sx0, sy0, sw, sh, in->shape[0], in->shape[1], gx, cn, (double)y,     \
                         ip->order)                                                              \
@@ -297,14 +444,14 @@ static void interp_rows(tsr__task_t *t, const tsr__window_t *w, int64_t ya, int6
               (TOUT *)fp),                                                                      \
           true)                                                                                 \
        : false)
-          bool done;
-          if (f32in && f32out)
+          /* Lanczos has no interior fast path: coordinates below. */
+          if (ip->order <= 1 && f32in && f32out)
             done = HCALL(ff, float, float);
-          else if (f32in)
+          else if (ip->order <= 1 && f32in)
             done = HCALL(fd, float, double);
-          else if (f32out)
+          else if (ip->order <= 1 && f32out)
             done = HCALL(df, double, float);
-          else
+          else if (ip->order <= 1)
             done = HCALL(dd, double, double);
 #undef HCALL
           if (done)
@@ -317,10 +464,12 @@ static void interp_rows(tsr__task_t *t, const tsr__window_t *w, int64_t ya, int6
           yr = ys + (size_t)((y - ya) * bw + c0);
         }
 #define CALL(SUF, TIN, TOUT)                                                                    \
-  (ip->order == 0 ? row_nearest_##SUF : row_bilinear_##SUF)((const TIN *)src, w->stride[1], sx0, \
-                                                            sy0, sw, sh,                        \
-                                                            in->shape[0], in->shape[1], xr, yr, \
-                                                            cn, (TOUT *)d, (TOUT *)fp)
+  (ip->order > 1                                                                                \
+       ? row_lanczos_##SUF(lanczos_a(ip->order), (const TIN *)src, w->stride[1], sx0, sy0, sw,   \
+                           sh, in->shape[0], in->shape[1], xr, yr, cn, (TOUT *)d, (TOUT *)fp)    \
+       : (ip->order == 0 ? row_nearest_##SUF : row_bilinear_##SUF)(                              \
+             (const TIN *)src, w->stride[1], sx0, sy0, sw, sh, in->shape[0], in->shape[1], xr,   \
+             yr, cn, (TOUT *)d, (TOUT *)fp))
         if (f32in && f32out)
           CALL(ff, float, float);
         else if (f32in)
@@ -351,10 +500,10 @@ static int interp_compute(tsr__task_t *t) {
   const tsr_node_t *in = n->inputs[0];
   int64_t x0 = t->out.start[0], x1 = t->out.stop[0], y0 = t->out.start[1], y1 = t->out.stop[1];
   int64_t bw = x1 - x0, bh = y1 - y0;
-  /* Orders 0/1 map and interpolate BAND rows at a time so the coordinates
-   * stay in cache; splines evaluate the whole box per plane after building
-   * that plane's coefficients. */
-  int64_t band = ip->order >= 2 ? bh : BAND_ROWS;
+  /* Orders 0/1 and Lanczos map and interpolate BAND rows at a time so the
+   * coordinates stay in cache; splines evaluate the whole box per plane
+   * after building that plane's coefficients. */
+  int64_t band = is_spline(ip->order) ? bh : BAND_ROWS;
   size_t npix = (size_t)bw * (size_t)(band < bh ? band : bh);
   int rc;
 
@@ -380,7 +529,7 @@ static int interp_compute(tsr__task_t *t) {
       return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory for coordinates", n->name);
   }
 
-  if (ip->order <= 1) {
+  if (!is_spline(ip->order)) {
     double H[9];
     if (tsr__map_homography(st->base.map, H)) {
       for (int64_t ya = y0, yb; ya < y1; ya = yb) {
@@ -428,7 +577,7 @@ static int interp_compute(tsr__task_t *t) {
 static bool interp_takes_view(const tsr_node_t *n, int i) {
   const interp_params_t *ip = n->params;
   (void)i;
-  return ip->order >= 2;
+  return is_spline(ip->order);
 }
 
 static const tsr__op_t interp_op = {
@@ -444,14 +593,25 @@ static const tsr__op_t interp_op = {
     .takes_view = interp_takes_view,
 };
 
+static const char *const order_names[] = {"nearest-neighbor", "bilinear", "biquadratic", "bicubic",
+                                          "lanczos2",         "lanczos3", "lanczos4"};
+#define N_ORDERS ((int)(sizeof order_names / sizeof order_names[0]))
+
+/* ASCII case-insensitive equality: SWarp users write LANCZOS3. */
+static bool same_name(const char *a, const char *b) {
+  for (; *a && *b; a++, b++)
+    if ((*a >= 'A' && *a <= 'Z' ? *a + 32 : *a) != *b)
+      return false;
+  return *a == *b;
+}
+
 int tsr_order_parse(const char *s) {
-  static const char *const names[] = {"nearest-neighbor", "bilinear", "biquadratic", "bicubic"};
   if (s == NULL)
     return -1;
-  for (int i = 0; i < 4; i++)
-    if (strcmp(s, names[i]) == 0)
+  for (int i = 0; i < N_ORDERS; i++)
+    if (same_name(s, order_names[i]))
       return i;
-  if (strcmp(s, "nearest") == 0)
+  if (same_name(s, "nearest"))
     return 0;
   if (s[0] >= '0' && s[0] <= '3' && s[1] == '\0')
     return s[0] - '0';
@@ -459,8 +619,7 @@ int tsr_order_parse(const char *s) {
 }
 
 const char *tsr_order_name(tsr_order_t order) {
-  static const char *const names[] = {"nearest-neighbor", "bilinear", "biquadratic", "bicubic"};
-  return (int)order >= 0 && order <= 3 ? names[order] : "unknown";
+  return (int)order >= 0 && (int)order < N_ORDERS ? order_names[order] : "unknown";
 }
 
 tsr_node_t *tsr_reproject_interp(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_t *target,
@@ -472,10 +631,10 @@ tsr_node_t *tsr_reproject_interp(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_
     return NULL;
   if (opts)
     o = *opts;
-  if ((int)o.order < 0 || o.order > 3)
+  if ((int)o.order < 0 || (int)o.order >= N_ORDERS)
     return tsr__graph_fail(g, TSR_EINVAL,
-                           "reproject_interp: order %d out of range [0, 3] (nearest-neighbor, "
-                           "bilinear, biquadratic, bicubic)",
+                           "reproject_interp: order %d out of range [0, 6] (nearest-neighbor, "
+                           "bilinear, biquadratic, bicubic, lanczos2, lanczos3, lanczos4)",
                            o.order);
   if (!(o.mapping_tolerance >= 0.0 && o.mapping_tolerance <= 1.0))
     return tsr__graph_fail(g, TSR_EINVAL,

@@ -476,7 +476,7 @@ TEST(negative_enum_options_are_refused) {
   FRESH_SRC();
   io.order = (tsr_order_t)tsr_order_parse("trilinear");
   ASSERT(tsr_reproject_interp(g, src, w, &io) == NULL);
-  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "reproject_interp: order -1 out of range [0, 3]");
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "reproject_interp: order -1 out of range [0, 6]");
   tsr_graph_free(g);
   FRESH_SRC();
   ao.boundary_mode = (tsr_boundary_t)tsr_boundary_parse("wrap");

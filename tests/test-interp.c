@@ -1,11 +1,12 @@
 /* test-interp.c -- reproject_interp with known answers, on in-memory images:
  * identity, integer shifts, a 90 degree rotation, NaN stencils, cubes,
- * block-size and region invariance, grid accuracy, and frame rotations
- * against astropy. */
+ * block-size and region invariance, grid accuracy, frame rotations
+ * against astropy, and SWarp's Lanczos kernels (values, edges, NaN). */
 #include <tessera/tessera.h>
 
 #include "harness.h"
 #include "internal.h"
+#include "lanczos.h"
 #include "mapping.h"
 #include "sky.h"
 
@@ -188,11 +189,18 @@ TEST(rotation_by_90_degrees) {
   env_close(&e);
 }
 
+/* A 40 x 40 input and an 80 x 80 target of half its pixels over the same
+ * sky: output pixel x is input pixel 19.5 + (x - 39.5) / 2. */
+static void half_pixel_pair(env_t *e, tsr_wcs_t **w, tsr_wcs_t **half) {
+  *w = make_wcs(e, 40, 40, "RA---TAN", "DEC--TAN", 10, 10, 20.5, 20.5, 0.001, NULL);
+  *half = make_wcs(e, 80, 80, "RA---TAN", "DEC--TAN", 10, 10, 40.5, 40.5, 0.0005, NULL);
+}
+
 TEST(nan_spoils_only_its_stencil) {
   env_t e;
+  tsr_wcs_t *w, *half;
   env_open(&e);
-  tsr_wcs_t *w = make_wcs(&e, 40, 40, "RA---TAN", "DEC--TAN", 10, 10, 20.5, 20.5, 0.001, NULL);
-  tsr_wcs_t *half = make_wcs(&e, 80, 80, "RA---TAN", "DEC--TAN", 10, 10, 40.5, 40.5, 0.0005, NULL);
+  half_pixel_pair(&e, &w, &half);
   float *d = smooth_image(40, 40, 4);
   int64_t shape[2] = {40, 40};
   d[20 * 40 + 20] = NAN;
@@ -239,7 +247,7 @@ TEST(block_size_and_regions_are_invisible) {
   int64_t shape[2] = {150, 130};
   tsr_node_t *src = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, win);
   const int64_t blocks[][2] = {{0, 0}, {16, 16}, {37, 53}, {140, 1}, {7, 120}};
-  for (int order = 0; order <= 3; order++)
+  for (int order = 0; order <= TSR_ORDER_LANCZOS4; order++)
     for (int t = 0; t < 2; t++) {
       float *ref = NULL;
       int finite = 0;
@@ -627,6 +635,256 @@ TEST(linear_axes_map_to_linear_axes) {
   env_close(&keep);
 }
 
+/* ------------------------------------------------------------------ */
+/* Lanczos (SWarp's RESAMPLING_TYPE LANCZOS2/3/4)                      */
+
+/* The kernel against values worked out by hand, and the weights of every a
+ * against the kernel divided by the sum of the taps: the fast evaluation
+ * (polynomials, products instead of divisions, sixteen lanes) must be the
+ * formula.  A batch that is not a multiple of the lanes gives each sample
+ * the bits it gets alone. */
+TEST(lanczos_kernel_and_weights_are_the_formula) {
+  /* L(0.5) = sinc(1/2) sinc(1/6) = (2 / pi) (sin(pi / 6) / (pi / 6)) = 6 / pi^2. */
+  ASSERT_NEAR(tsr__lanczos_kernel(3, 0.5), 6.0 / (M_PI * M_PI), 1e-15);
+  ASSERT_NEAR(tsr__lanczos_kernel(3, -0.5), 6.0 / (M_PI * M_PI), 1e-15);
+  ASSERT_NEAR(tsr__lanczos_kernel(2, 0.0), 1.0, 0);
+  ASSERT_NEAR(tsr__lanczos_kernel(4, 2.0), 0.0, 1e-16);
+  ASSERT_NEAR(tsr__lanczos_kernel(3, 3.0), 0.0, 0);
+  ASSERT_NEAR(tsr__lanczos_kernel(3, -7.2), 0.0, 0);
+  /* L(1.5) for a = 2: sinc(3/2) sinc(3/4) = (-2 / (3 pi)) (sin(3 pi / 4) / (3 pi / 4)). */
+  ASSERT_NEAR(tsr__lanczos_kernel(2, 1.5), -2.0 / (3 * M_PI) * (M_SQRT1_2 / (0.75 * M_PI)), 1e-15);
+
+  enum { N = 37 };
+  double f[N], w[2 * TSR__LANCZOS_MAX_A * N], one[2 * TSR__LANCZOS_MAX_A];
+  for (int i = 0; i < N; i++)
+    f[i] = i == 0 ? 0.0 : i == 1 ? 0.5e-5 : i == 2 ? 2e-5 : i == 3 ? 1.0 - 1e-9 : (i * 0.6180339887) - floor(i * 0.6180339887);
+  for (int a = 2; a <= TSR__LANCZOS_MAX_A; a++) {
+    tsr__lanczos_weights(a, N, f, w, N);
+    for (int i = 0; i < N; i++) {
+      double sum = 0, ref[2 * TSR__LANCZOS_MAX_A], total = 0;
+      for (int k = 0; k < 2 * a; k++)
+        total += ref[k] = tsr__lanczos_kernel(a, (double)(k + 1 - a) - f[i]);
+      for (int k = 0; k < 2 * a; k++) {
+        double got = w[k * N + i];
+        sum += got;
+        if (f[i] < TSR__LANCZOS_SNAP)
+          ASSERT_NEAR(got, k == a - 1 ? 1.0 : 0.0, 0); /* SWarp's snap: that pixel alone */
+        else
+          ASSERT_NEAR(got, ref[k] / total, 1e-14);
+      }
+      ASSERT_NEAR(sum, 1.0, 1e-14);
+      tsr__lanczos_weights(a, 1, &f[i], one, 1);
+      for (int k = 0; k < 2 * a; k++)
+        ASSERT(memcmp(&one[k], &w[k * N + i], sizeof(double)) == 0);
+    }
+  }
+}
+
+/* Input pixel (x, y) of a 48 x 40 float64 image. */
+static double lz_pixel(int x, int y) { return 100 + 7 * sin(0.31 * x + 0.2) + 5 * cos(0.23 * y) + 0.05 * x * y; }
+
+static double *lz_image(int nx, int ny) {
+  double *d = malloc(sizeof(double) * (size_t)nx * (size_t)ny);
+  for (int y = 0; y < ny; y++)
+    for (int x = 0; x < nx; x++)
+      d[y * nx + x] = lz_pixel(x, y);
+  return d;
+}
+
+static double *lz_reproject(env_t *e, tsr_node_t *src, tsr_wcs_t *target, int order, double tol,
+                            int64_t npix) {
+  tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+  tsr_node_t *n;
+  double *out = malloc(sizeof(double) * (size_t)npix);
+  o.order = order;
+  o.mapping_tolerance = tol;
+  o.dtype = TSR_F64;
+  n = tsr_reproject_interp(e->g, src, target, &o);
+  if (n == NULL)
+    th_fail(__FILE__, __LINE__, "reproject_interp: %s", tsr_graph_errmsg(e->g));
+  if (tsr_compute(e->g, n, NULL, out, sizeof(double) * (size_t)npix, NULL) != 0)
+    th_fail(__FILE__, __LINE__, "compute: %s", tsr_errmsg(e->ctx));
+  return out;
+}
+
+/* A shift by whole pixels copies the input, bit for bit, whichever side of
+ * the pixel centre the mapping's rounding lands; an output is finite
+ * exactly where its 2a x 2a support lies in the input (SWarp's edges:
+ * x in [a - 1, n - 1 - a]). */
+TEST(lanczos_integer_shift_copies_pixels_inside_swarps_edges) {
+  env_t e;
+  env_open(&e);
+  tsr_wcs_t *win = make_wcs(&e, 48, 40, "RA---TAN", "DEC--TAN", 30, -40, 24.5, 20.5, 0.002, NULL);
+  /* out(x, y) = in(x - 5, y + 2) */
+  tsr_wcs_t *wout = make_wcs(&e, 48, 40, "RA---TAN", "DEC--TAN", 30, -40, 29.5, 18.5, 0.002, NULL);
+  double *d = lz_image(48, 40);
+  int64_t shape[2] = {48, 40};
+  tsr_node_t *src = tsr_source_buffer(e.g, TSR_F64, 2, shape, d, win);
+  for (int order = TSR_ORDER_LANCZOS2; order <= TSR_ORDER_LANCZOS4; order++)
+    for (int t = 0; t < 2; t++) {
+      int a = order - TSR_ORDER_LANCZOS2 + 2, finite = 0;
+      double *out = lz_reproject(&e, src, wout, order, t ? 0 : 1e-4, 48 * 40);
+      for (int y = 0; y < 40; y++)
+        for (int x = 0; x < 48; x++) {
+          int xi = x - 5, yi = y + 2;
+          bool inside = xi >= a - 1 && xi <= 48 - 1 - a && yi >= a - 1 && yi <= 40 - 1 - a;
+          double v = out[y * 48 + x];
+          ASSERT_INT_EQ(isfinite(v), inside);
+          if (inside) {
+            ASSERT(v == d[yi * 48 + xi]);
+            finite++;
+          }
+        }
+      ASSERT(finite > 400);
+      free(out);
+    }
+  free(d);
+  tsr_wcs_free(win);
+  tsr_wcs_free(wout);
+  env_close(&e);
+}
+
+/* A constant image stays constant under rotation and scaling (the weights
+ * of each axis sum to 1), and a fractional shift gives the formula: the
+ * 2a x 2a taps weighted by L(d) normalised per axis. */
+TEST(lanczos_constant_stays_constant_and_shift_is_the_formula) {
+  env_t e;
+  env_open(&e);
+  tsr_wcs_t *win = make_wcs(&e, 48, 40, "RA---TAN", "DEC--TAN", 30, -40, 24.5, 20.5, 0.002, NULL);
+  tsr_wcs_t *rot = make_wcs(&e, 50, 50, "RA---TAN", "DEC--TAN", 30, -40, 25.3, 25.1, 0.0017,
+                            "PC1_1 = 0.8660254038\nPC1_2 = -0.5\nPC2_1 = 0.5\nPC2_2 = 0.8660254038\n");
+  /* out(x, y) = in(x - 2.3, y + 1.6) */
+  tsr_wcs_t *frac = make_wcs(&e, 48, 40, "RA---TAN", "DEC--TAN", 30, -40, 26.8, 18.9, 0.002, NULL);
+  double *c = malloc(sizeof(double) * 48 * 40), *d = lz_image(48, 40);
+  int64_t shape[2] = {48, 40};
+  for (int i = 0; i < 48 * 40; i++)
+    c[i] = 42.125;
+  tsr_node_t *csrc = tsr_source_buffer(e.g, TSR_F64, 2, shape, c, win);
+  tsr_node_t *dsrc = tsr_source_buffer(e.g, TSR_F64, 2, shape, d, win);
+  for (int order = TSR_ORDER_LANCZOS2; order <= TSR_ORDER_LANCZOS4; order++) {
+    int a = order - TSR_ORDER_LANCZOS2 + 2, finite = 0;
+    double *out = lz_reproject(&e, csrc, rot, order, 1e-4, 50 * 50), worst = 0;
+    for (int i = 0; i < 50 * 50; i++)
+      if (isfinite(out[i])) {
+        worst = fmax(worst, fabs(out[i] - 42.125));
+        finite++;
+      }
+    ASSERT(finite > 900);
+    ASSERT(worst <= 1e-12);
+    free(out);
+
+    out = lz_reproject(&e, dsrc, frac, order, 0, 48 * 40);
+    finite = 0;
+    worst = 0;
+    for (int y = 0; y < 40; y++)
+      for (int x = 0; x < 48; x++) {
+        double xi = x - 2.3, yi = y + 1.6, wx[8], wy[8], sx = 0, sy = 0, want = 0;
+        int px = (int)floor(xi), py = (int)floor(yi);
+        bool inside = px >= a - 1 && px <= 48 - 1 - a && py >= a - 1 && py <= 40 - 1 - a;
+        ASSERT_INT_EQ(isfinite(out[y * 48 + x]), inside);
+        if (!inside)
+          continue;
+        for (int k = 0; k < 2 * a; k++) {
+          sx += wx[k] = tsr__lanczos_kernel(a, px + 1 - a + k - xi);
+          sy += wy[k] = tsr__lanczos_kernel(a, py + 1 - a + k - yi);
+        }
+        for (int j = 0; j < 2 * a; j++)
+          for (int k = 0; k < 2 * a; k++)
+            want += wy[j] / sy * wx[k] / sx * lz_pixel(px + 1 - a + k, py + 1 - a + j);
+        worst = fmax(worst, fabs(out[y * 48 + x] - want));
+        finite++;
+      }
+    ASSERT(finite > 400);
+    ASSERT(worst <= 1e-9);
+    free(out);
+  }
+  free(c);
+  free(d);
+  tsr_wcs_free(win);
+  tsr_wcs_free(rot);
+  tsr_wcs_free(frac);
+  env_close(&e);
+}
+
+/* A NaN spoils exactly the outputs whose 2a x 2a support holds it (SWarp
+ * gives them weight 0), zero-weight taps included; the rest stay finite. */
+TEST(lanczos_nan_spoils_exactly_its_support) {
+  env_t e;
+  tsr_wcs_t *w, *half;
+  env_open(&e);
+  half_pixel_pair(&e, &w, &half);
+  double *d = lz_image(40, 40);
+  int64_t shape[2] = {40, 40};
+  d[20 * 40 + 20] = NAN;
+  d[9 * 40 + 31] = NAN;
+  tsr_node_t *src = tsr_source_buffer(e.g, TSR_F64, 2, shape, d, w);
+  for (int order = TSR_ORDER_LANCZOS2; order <= TSR_ORDER_LANCZOS4; order++) {
+    int a = order - TSR_ORDER_LANCZOS2 + 2, nan = 0;
+    double *out = lz_reproject(&e, src, half, order, 0, 80 * 80);
+    for (int y = 0; y < 80; y++)
+      for (int x = 0; x < 80; x++) {
+        /* Output pixel centre in input pixels (CRPIX 20.5 is 0-based 19.5):
+         * quarter pixels, never a centre. */
+        double xi = 19.5 + (x - 39.5) * 0.5, yi = 19.5 + (y - 39.5) * 0.5;
+        int px = (int)floor(xi), py = (int)floor(yi);
+        bool inside = px >= a - 1 && px <= 40 - 1 - a && py >= a - 1 && py <= 40 - 1 - a;
+        bool holds = (px + 1 - a <= 20 && 20 <= px + a && py + 1 - a <= 20 && 20 <= py + a) ||
+                     (px + 1 - a <= 31 && 31 <= px + a && py + 1 - a <= 9 && 9 <= py + a);
+        if (isfinite(out[y * 80 + x]) != (inside && !holds))
+          th_fail(__FILE__, __LINE__, "a=%d out(%d, %d) = %g at input (%g, %g)", a, x, y, out[y * 80 + x], xi, yi);
+        nan += inside && holds;
+      }
+    ASSERT_INT_EQ(nan, 2 * (4 * a) * (4 * a)); /* 2a input pixels = 4a outputs per axis */
+    free(out);
+  }
+  free(d);
+  tsr_wcs_free(w);
+  tsr_wcs_free(half);
+  env_close(&e);
+}
+
+/* Lanczos nodes are keyed by their order and cached like the others: a
+ * rerun from a cache gives the same bits, and each order has its own key. */
+TEST(lanczos_orders_have_their_own_keys_and_cache) {
+  env_t e;
+  env_open(&e);
+  tsr_wcs_t *win = make_wcs(&e, 48, 40, "RA---TAN", "DEC--TAN", 30, -40, 24.5, 20.5, 0.002, NULL);
+  tsr_wcs_t *wout = make_wcs(&e, 50, 50, "RA---TAN", "DEC--TAN", 30, -40, 25.3, 25.1, 0.0017, NULL);
+  double *d = lz_image(48, 40);
+  int64_t shape[2] = {48, 40};
+  tsr_node_t *src = tsr_source_buffer(e.g, TSR_F64, 2, shape, d, win);
+  uint8_t keys[7][16];
+  for (int order = 0; order <= TSR_ORDER_LANCZOS4; order++) {
+    tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+    o.order = order;
+    tsr_node_key(tsr_reproject_interp(e.g, src, wout, &o), keys[order]);
+    for (int k = 0; k < order; k++)
+      ASSERT(memcmp(keys[k], keys[order], 16) != 0);
+  }
+  {
+    tsr_cache_t *cache = NULL;
+    tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
+    tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
+    tsr_cache_stats_t st;
+    double a[50 * 50], b[50 * 50];
+    o.order = TSR_ORDER_LANCZOS3;
+    o.block[0] = o.block[1] = 16;
+    tsr_node_t *n = tsr_reproject_interp(e.g, src, wout, &o);
+    ASSERT_OK(tsr_cache_open(e.ctx, th_path("lanczos-cache"), TSR_CACHE_MIN_BYTES * 16, &cache));
+    ro.cache = cache;
+    ASSERT_OK(tsr_compute(e.g, n, NULL, a, sizeof a, &ro));
+    ASSERT_OK(tsr_compute(e.g, n, NULL, b, sizeof b, &ro));
+    ASSERT_OK(tsr_cache_stats(cache, &st));
+    ASSERT(st.session_hits >= 16);
+    ASSERT(memcmp(a, b, sizeof a) == 0);
+    tsr_cache_close(cache);
+  }
+  free(d);
+  tsr_wcs_free(win);
+  tsr_wcs_free(wout);
+  env_close(&e);
+}
+
 TEST(bad_options_are_reported) {
   /* The WCS lives in its own context: each case below gets a fresh graph. */
   env_t keep, e;
@@ -647,8 +905,18 @@ TEST(bad_options_are_reported) {
   tsr_node_t *src = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, w);
   o.order = 7;
   ASSERT(tsr_reproject_interp(e.g, src, w, &o) == NULL);
-  ASSERT_STR_CONTAINS(tsr_graph_errmsg(e.g), "order 7 out of range [0, 3]");
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(e.g), "order 7 out of range [0, 6]");
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(e.g), "lanczos4");
   env_close(&e);
+
+  ASSERT_INT_EQ(tsr_order_parse("lanczos3"), TSR_ORDER_LANCZOS3);
+  ASSERT_INT_EQ(tsr_order_parse("LANCZOS2"), TSR_ORDER_LANCZOS2);
+  ASSERT_INT_EQ(tsr_order_parse("Lanczos4"), TSR_ORDER_LANCZOS4);
+  ASSERT_INT_EQ(tsr_order_parse("lanczos5"), -1);
+  ASSERT_INT_EQ(tsr_order_parse("lanczos"), -1);
+  ASSERT_INT_EQ(tsr_order_parse("5"), -1);
+  ASSERT_STR_CONTAINS(tsr_order_name(TSR_ORDER_LANCZOS3), "lanczos3");
+  ASSERT_STR_CONTAINS(tsr_order_name((tsr_order_t)7), "unknown");
 
   env_open(&e);
   src = tsr_source_buffer(e.g, TSR_F32, 2, shape, d, w);

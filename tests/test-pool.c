@@ -71,7 +71,7 @@ static float *compute(tsr_node_t *n, int m, const tsr_run_opts_t *ro, int expect
 
 TEST(pool_equals_serial_for_every_order) {
   setup(300, 280);
-  for (int order = 0; order <= 3; order++) {
+  for (int order = 0; order <= TSR_ORDER_LANCZOS4; order++) {
     tsr_node_t *n = reprojection(300, order, 48);
     tsr_run_opts_t serial = TSR_RUN_OPTS_INIT, pool = TSR_RUN_OPTS_INIT;
     float *a = compute(n, 280, &serial, 0);

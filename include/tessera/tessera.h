@@ -325,11 +325,21 @@ TSR_API tsr_node_t *tsr_source_buffer_ref(tsr_graph_t *g, tsr_dtype_t dtype, int
 /* ------------------------------------------------------------------ */
 /* Reprojection                                                       */
 
+/** Interpolation orders.  0-3 are reproject's (scipy's spline orders);
+ *  the Lanczos kernels are SWarp's RESAMPLING_TYPE LANCZOS2/3/4: the
+ *  windowed sinc L(d) = sinc(d) sinc(d / a) over the 2a x 2a input pixels
+ *  around the point, the weights of each axis divided by their sum (so a
+ *  constant image stays constant), an offset within 1e-5 pixel of a pixel
+ *  centre taking that pixel alone.  As in SWarp, an output is NaN (footprint
+ *  0) when its 2a x 2a support leaves the input or holds a NaN. */
 typedef enum {
   TSR_ORDER_NEAREST   = 0,
   TSR_ORDER_BILINEAR  = 1,
   TSR_ORDER_BIQUADRATIC = 2,
-  TSR_ORDER_BICUBIC   = 3
+  TSR_ORDER_BICUBIC   = 3,
+  TSR_ORDER_LANCZOS2  = 4,  /* a = 2: 4 x 4 pixels */
+  TSR_ORDER_LANCZOS3  = 5,  /* a = 3: 6 x 6 pixels (SWarp's default) */
+  TSR_ORDER_LANCZOS4  = 6   /* a = 4: 8 x 8 pixels */
 } tsr_order_t;
 
 typedef struct {
@@ -343,9 +353,10 @@ typedef struct {
 
 #define TSR_INTERP_OPTS_INIT { TSR_ORDER_BILINEAR, 1e-4, 1, 0, { 0, 0 } }
 
-/** Parse "nearest-neighbor", "bilinear", "biquadratic", "bicubic" (or
- *  "0".."3").  @return the order or -1; tsr_order_name: the name of an
- *  order (a static string, "unknown" for another value). */
+/** Parse "nearest-neighbor" ("nearest"), "bilinear", "biquadratic",
+ *  "bicubic" (or "0".."3"), "lanczos2", "lanczos3", "lanczos4" (case
+ *  aside, as SWarp's LANCZOS3).  @return the order or -1; tsr_order_name:
+ *  the name of an order (a static string, "unknown" for another value). */
 TSR_API int tsr_order_parse(const char *s);
 TSR_API const char *tsr_order_name(tsr_order_t order);
 

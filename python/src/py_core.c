@@ -1442,7 +1442,7 @@ static PyMethodDef Graph_methods[] = {
      "reproject_interp(src, target, order='bilinear', *, roundtrip=True, mapping_tolerance=1e-4, "
      "dtype=None, block=None) -> Node\n\nInterpolation onto target (a Wcs or header text with "
      "NAXISn).  order: 'nearest-neighbor' ('nearest'), 'bilinear', 'biquadratic', 'bicubic' or "
-     "0-3.  roundtrip: NaN where output->input->output moves over 1 px (reproject's "
+     "0-3, 'lanczos2', 'lanczos3', 'lanczos4' (SWarp's kernels).  roundtrip: NaN where output->input->output moves over 1 px (reproject's "
      "roundtrip_coords).  mapping_tolerance: pixels, 0 = exact transform at every pixel.  dtype: "
      "None (float32, float64 for float64 input), 'float32' or 'float64'.  block: output chunk "
      "(ny, nx).  The footprint is footprint(node)."},

@@ -31,7 +31,10 @@ from ._inputs import (parse_input_data, parse_input_shape, parse_input_weights,
 __all__ = ['reproject_interp', 'reproject_adaptive', 'reproject_exact', 'reproject_and_coadd',
            'find_optimal_celestial_wcs', 'reproject_from_healpix']
 
-ORDER = {'nearest-neighbor': 0, 'bilinear': 1, 'biquadratic': 2, 'bicubic': 3}
+ORDER = {'nearest-neighbor': 0, 'bilinear': 1, 'biquadratic': 2, 'bicubic': 3,
+         # SWarp's kernels (tessera): 2a x 2a pixels, NaN within a pixels of the edge
+         'lanczos2': 4, 'lanczos3': 5, 'lanczos4': 6}
+LANCZOS2 = ORDER['lanczos2']
 
 
 # ---------------------------------------------------------------------------
@@ -317,8 +320,11 @@ def _plan(method, inp, wcs_out, shape_out, options, resample_order=None):
     for i, (a_in, a_out) in enumerate(zip(others_in, others_out)):
         axis = nb_engine + len(others_in) - 1 - i
         n_in, n_out = canon_in[axis], canon_out[axis]
-        W = _axis_weights(wcs_out, a_out, n_out, wcs_in, a_in, n_in, resample_order or 0,
-                          options.get('roundtrip', True))
+        # Lanczos resamples the celestial axes only: a bilinear W that picks
+        # the planes one for one says whether this axis needs resampling.
+        lanczos = resample_order is not None and resample_order >= LANCZOS2
+        W = _axis_weights(wcs_out, a_out, n_out, wcs_in, a_in, n_in,
+                          1 if lanczos else (resample_order or 0), options.get('roundtrip', True))
         if _is_selection(W, n_in):
             continue
         if resample_order is None:
@@ -326,6 +332,11 @@ def _plan(method, inp, wcs_out, shape_out, options, resample_order=None):
                 f"reproject_{method}: the input and output differ along WCS axis "
                 f"{a_in + 1} ({wcs_in.wcs.ctype[a_in]!r}); only reproject_interp resamples "
                 "axes other than the celestial ones")
+        if lanczos:
+            raise NotImplementedError(
+                f"reproject_interp: the input and output differ along WCS axis {a_in + 1} "
+                f"({wcs_in.wcs.ctype[a_in]!r}); the Lanczos orders resample the celestial axes "
+                "only: use order 0-3 for it")
         data = _resample_axis(data, axis, W)
         footprint = None
     perm = None
@@ -439,7 +450,10 @@ def reproject_interp(input_data, output_projection, shape_out=None, hdu_in=0,
     axes the WCS does not describe are independent images (broadcast).
     output_projection: an astropy WCS (any APE-14 WCS with a FITS form) with
     shape_out, or a Header with NAXISn.  order: 'nearest-neighbor',
-    'bilinear', 'biquadratic', 'bicubic' or 0-3.  roundtrip_coords: NaN where
+    'bilinear', 'biquadratic', 'bicubic' or 0-3, or (tessera) 'lanczos2',
+    'lanczos3', 'lanczos4': SWarp's RESAMPLING_TYPE LANCZOSn, 2n x 2n input
+    pixels, NaN where they leave the input or hold a NaN (celestial axes
+    only).  roundtrip_coords: NaN where
     output -> input -> output moves a pixel by more than one.
     output_array / output_footprint: arrays (np.memmap too) written in place.
     block_size: the engine's output block (a tuple, -1 = whole axis, or
@@ -465,6 +479,8 @@ def reproject_interp(input_data, output_projection, shape_out=None, hdu_in=0,
         if order not in ORDER:
             raise ValueError(f"order={order!r}: expected one of {', '.join(ORDER)} or 0-3")
         order = ORDER[order]
+    elif not 0 <= int(order) <= 3:
+        raise ValueError(f"order={order!r}: expected 0-3 or one of {', '.join(ORDER)}")
     _validate_interp(inp.wcs, wcs_out, inp.shape, shape_out)
     _validate_output_array(output_array, shape_out)
     _validate_output_array(output_footprint, shape_out, 'output_footprint')

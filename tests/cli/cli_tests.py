@@ -23,7 +23,6 @@ import struct
 import subprocess
 import sys
 import time
-import traceback
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -253,6 +252,53 @@ def footprint_test(ctx, order, region=None):
         b = wf.pixel_to_world(3, 5)
         sep = a.separation(b).to_value("arcsec")
         chk.expect(sep < 1e-6, "footprint WCS differs from the output's by %.3g arcsec" % sep)
+        return chk
+    return fn
+
+
+def lanczos_formula_test(ctx):
+    """The main scenario through --order lanczosN against the formula computed here
+    from astropy's pixel mapping: 2a x 2a taps from floor(x) + 1 - a, weights
+    sinc(d) sinc(d / a) normalised per axis, NaN where the support leaves the input
+    or holds a NaN (SWarp's edges and bad pixels); float32 output."""
+    def fn():
+        chk = C.Check()
+        sc = scenario_main(ctx)
+        img = sc["img"].astype(np.float32).astype(np.float64)
+        ny_in, nx_in = img.shape
+        y, x = np.mgrid[0:sc["ny"], 0:sc["nx"]].astype(float)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            xi, yi = C.pixel_to_pixel(WCS(sc["hout"]), WCS(sc["hin"]), x, y)
+        rng = float(np.nanmax(img) - np.nanmin(img))
+        for a, name in ((2, "lanczos2"), (3, "LANCZOS3"), (4, "lanczos4")):
+            got, _ = ctx.reproject(sc["inp"], sc["tgt"], ctx.path("lanczos.%s.fits" % name),
+                                   ["--order", name, "--mapping-tolerance", "0"])
+            got = got.astype(np.float64)
+            with np.errstate(invalid="ignore"):
+                px, py = np.floor(xi), np.floor(yi)
+                inside = (px >= a - 1) & (px <= nx_in - 1 - a) & (py >= a - 1) & (py <= ny_in - 1 - a)
+            want = np.full(got.shape, np.nan)
+            ii = np.nonzero(inside)
+            fx, fy = (xi - px)[ii], (yi - py)[ii]
+            bx, by = px[ii].astype(int) + 1 - a, py[ii].astype(int) + 1 - a
+            taps = np.arange(2 * a)
+
+            def weights(f):
+                d = taps[None, :] - (a - 1) - f[:, None]
+                w = np.sinc(d) * np.sinc(d / a)
+                return w / w.sum(axis=1, keepdims=True)
+            wx, wy = weights(fx), weights(fy)
+            win = img[(by[:, None, None] + taps[None, :, None]), (bx[:, None, None] + taps[None, None, :])]
+            want[ii] = np.einsum("nj,nk,njk->n", wy, wx, win)
+            mism = np.isnan(want) != np.isnan(got)
+            both = ~np.isnan(want) & ~np.isnan(got)
+            err = float(np.max(np.abs(want[both] - got[both]))) / rng if both.any() else 0.0
+            chk.note("%s: %d finite, %d NaN-mask mismatches, max|diff|/range %.3g"
+                     % (name, int(both.sum()), int(mism.sum()), err))
+            chk.expect(not mism.any(), "%s: %d NaN-mask mismatches" % (name, int(mism.sum())))
+            chk.expect(err <= 1e-6, "%s: max|diff|/range %.3g > 1e-6" % (name, err))
+            chk.expect(both.sum() > got.size // 3 and (~both).sum() > 0, "%s: degenerate case" % name)
         return chk
     return fn
 
@@ -1004,6 +1050,10 @@ def bad_cases():
         ("bad --order value trilinear",
          lambda b, o: g(b, o, "--order", "trilinear"),
          2, [r"--order", r"trilinear"]),
+        # tessera: reproject: --order 'lanczos5': expected nearest-neighbor, ..., lanczos3 or lanczos4
+        ("bad --order value lanczos5",
+         lambda b, o: g(b, o, "--order", "lanczos5"),
+         2, [r"--order", r"'lanczos5'", r"lanczos2", r"lanczos4"]),
         # tessera: --block '0x5': expected WxH with 1 <= W, H <= 1048576 (see 'tessera help')
         ("bad --block value 0x5",
          lambda b, o: g(b, o, "--block", "0x5"),
@@ -2048,7 +2098,9 @@ def build_tests(ctx, slow):
             ("60:200,60:130", "bilinear", "64x64"),    # crossing block borders
             ("60:200,60:130", "bicubic", "64x64"),
             ("60:200,60:130", "nearest-neighbor", "64x64"),
-            ("60:200,60:130", "biquadratic", "64x64")]:
+            ("60:200,60:130", "biquadratic", "64x64"),
+            ("60:200,60:130", "lanczos3", "64x64"),
+            ("1:40,231:260", "lanczos4", None)]:
         tests.append(("region %s order=%s%s equals the slice of the full output, CRPIX shifted"
                       % (region, order, (" --block " + block) if block else ""),
                       region_test(ctx, region, order, block)))
@@ -2059,8 +2111,16 @@ def build_tests(ctx, slow):
                 tests.append(("block %s bit-identical to default, order=%s %s"
                               % (block, order, "tol=0" if exact else "tol=default"),
                               block_test(ctx, order, exact, block)))
+    for order in ("lanczos2", "lanczos3", "lanczos4"):
+        for exact in (False, True):
+            for block in ("32x32", "1000x7"):
+                tests.append(("block %s bit-identical to default, order=%s %s"
+                              % (block, order, "tol=0" if exact else "tol=default"),
+                              block_test(ctx, order, exact, block)))
+    tests.append(("--order lanczos2|3|4 (and LANCZOS3) is SWarp's kernel on astropy's mapping: "
+                  "values, edges, NaN supports", lanczos_formula_test(ctx)))
     # footprint
-    for order in ("bilinear", "bicubic", "nearest-neighbor"):
+    for order in ("bilinear", "bicubic", "nearest-neighbor", "lanczos3"):
         tests.append(("--footprint equals isfinite(output) order=%s" % order, footprint_test(ctx, order)))
     tests.append(("--footprint with --region 40:210,30:200", footprint_test(ctx, "bilinear", "40:210,30:200")))
     # dtypes
@@ -2215,27 +2275,7 @@ def main(argv=None):
     print("1..%d" % len(tests))
     print("# tessera: %s; workdir: %s" % (tessera, workdir))
     sys.stdout.flush()
-    npass = nfail = 0
-    for i, (name, fn) in enumerate(tests, 1):
-        t0 = time.time()
-        try:
-            chk = fn()
-        except C.CaseFailure as e:
-            chk = C.Check()
-            chk.fail(str(e))
-        except Exception:  # noqa: BLE001
-            chk = C.Check()
-            chk.fail("exception:\n" + traceback.format_exc())
-        if chk.failed:
-            nfail += 1
-        else:
-            npass += 1
-        print("%s %d - %s" % ("not ok" if chk.failed else "ok", i, name))
-        for n in chk.notes:
-            for line in str(n).splitlines():
-                print("# " + line)
-        print("# (%.2f s)" % (time.time() - t0))
-        sys.stdout.flush()
+    npass, nfail = C.run_tap(tests)
     print("# %d passed, %d failed (%.1f s)" % (npass, nfail, time.time() - t_start))
     C.close_workdir(workdir, nfail > 0, args.keep)
     return 1 if nfail else 0

@@ -1021,6 +1021,33 @@ def close_workdir(d, failed, keep):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def run_tap(tests):
+    """Run (name, fn) pairs, fn returning a Check, as TAP lines after the plan line
+    (a CaseFailure or any exception fails that test only).  Returns (passed, failed)."""
+    npass = nfail = 0
+    for i, (name, fn) in enumerate(tests, 1):
+        t0 = time.time()
+        try:
+            chk = fn()
+        except CaseFailure as e:
+            chk = Check()
+            chk.fail(str(e))
+        except Exception:  # noqa: BLE001
+            chk = Check()
+            chk.fail("exception:\n" + traceback.format_exc())
+        if chk.failed:
+            nfail += 1
+        else:
+            npass += 1
+        print("%s %d - %s" % ("not ok" if chk.failed else "ok", i, name))
+        for n in chk.notes:
+            for line in str(n).splitlines():
+                print("# " + line)
+        print("# (%.2f s)" % (time.time() - t0))
+        sys.stdout.flush()
+    return npass, nfail
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tessera", required=True, help="path to the tessera CLI")
@@ -1054,28 +1081,7 @@ def main(argv=None):
     print("1..%d" % len(tests))
     print("# tessera: %s; workdir: %s" % (tessera, workdir))
     sys.stdout.flush()
-    npass = nfail = 0
-    for i, (name, fn) in enumerate(tests, 1):
-        t0 = time.time()
-        try:
-            chk = fn()
-        except CaseFailure as e:
-            chk = Check()
-            chk.fail(str(e))
-        except Exception:  # noqa: BLE001
-            chk = Check()
-            chk.fail("exception:\n" + traceback.format_exc())
-        status = "not ok" if chk.failed else "ok"
-        if chk.failed:
-            nfail += 1
-        else:
-            npass += 1
-        print("%s %d - %s" % (status, i, name))
-        for n in chk.notes:
-            for line in str(n).splitlines():
-                print("# " + line)
-        print("# (%.2f s)" % (time.time() - t0))
-        sys.stdout.flush()
+    npass, nfail = run_tap(tests)
     print("# %d passed, %d failed (%.1f s; tessera %.1f s, reference %.1f s)"
           % (npass, nfail, time.time() - t_start, env.tessera_time, env.ref_time))
     close_workdir(workdir, nfail > 0, args.keep)

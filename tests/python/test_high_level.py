@@ -107,6 +107,10 @@ CLI_CASES = [
     ('interp', {'order': 'bicubic', 'roundtrip_coords': False}, ['--order', 'bicubic',
                                                                   '--no-roundtrip']),
     ('interp', {'order': 'bilinear', 'mapping_tolerance': 1e-4}, ['--mapping-tolerance', '1e-4']),
+    ('interp', {'order': 'lanczos2'}, ['--order', 'lanczos2']),
+    ('interp', {'order': 'lanczos3'}, ['--order', 'LANCZOS3']),
+    ('interp', {'order': 'lanczos4', 'mapping_tolerance': 1e-4}, ['--order', 'lanczos4',
+                                                                   '--mapping-tolerance', '1e-4']),
     ('adaptive', {}, []),
     ('adaptive', {'kernel': 'hann', 'boundary_mode': 'ignore', 'center_jacobian': True},
      ['--kernel', 'hann', '--boundary-mode', 'ignore', '--center-jacobian']),
@@ -136,6 +140,18 @@ def test_bit_for_bit_with_the_cli(files, method, kwargs, args):
     array, footprint = fn(str(p), header_out(), **kwargs)
     same(array, fits.getdata(out))
     same(footprint, fits.getdata(fp))
+
+
+def test_lanczos_orders_by_name_only(files):
+    """reproject's integer orders stay 0-3: 4-6 are not Lanczos by number."""
+    d, p, t = files
+    with pytest.raises(ValueError, match="order=5: expected 0-3 or one of"):
+        reproject_interp(str(p), header_out(), order=5)
+    with pytest.raises(ValueError, match="'lanczos5': expected one of .*lanczos4"):
+        reproject_interp(str(p), header_out(), order='lanczos5')
+    array, footprint = reproject_interp(str(p), header_out(), order='lanczos3')
+    assert np.isfinite(array).sum() > array.size // 4
+    same(footprint, np.isfinite(array).astype(footprint.dtype))
 
 
 # ---------------------------------------------------------------------------
