@@ -120,7 +120,7 @@ static void expect(const scene_t *s, int combine, const double *w, double blank,
 }
 
 static void same(double a, double b) {
-  if (!((a != a && b != b) || fabs(a - b) <= 1e-6 * fmax(1.0, fabs(b))))
+  if (!(a == b || (a != a && b != b) || fabs(a - b) <= 1e-6 * fmax(1.0, fabs(b))))
     th_fail(__FILE__, __LINE__, "got %.9g, expected %.9g", a, b);
 }
 
@@ -760,6 +760,89 @@ TEST(five_hundred_inputs_hold_one_block_each) {
     tsr_ctx_free(ctx);
     free(r);
   }
+}
+
+/* Weight maps of SWarp's four kinds become variances (infinite where
+ * bad), data-quality bits blank data, and the background noise is found. */
+TEST(weight_maps_of_every_kind_become_variances) {
+  tsr_ctx_t *ctx;
+  tsr_graph_t *g;
+  float m[6] = {0.0f, 0.5f, 2.0f, 4.0f, NAN, -1.0f}, dq[6] = {0, 1, 2, 3, 0, 4};
+  int64_t shape[2] = {6, 1};
+  double got[6];
+  /* Per type, with its default threshold, then with threshold 2. */
+  static const double expect[4][2][6] = {
+      {{INFINITY, 2.0, 0.5, 0.25, INFINITY, INFINITY}, {INFINITY, INFINITY, INFINITY, 0.25, INFINITY, INFINITY}},
+      {{INFINITY, 0.5, 2.0, 4.0, INFINITY, INFINITY}, {INFINITY, 0.5, INFINITY, INFINITY, INFINITY, INFINITY}},
+      {{INFINITY, 0.25, 4.0, 16.0, INFINITY, INFINITY}, {INFINITY, 0.25, INFINITY, INFINITY, INFINITY, INFINITY}}};
+  ASSERT_OK(tsr_ctx_new(&ctx, NULL));
+  ASSERT_OK(tsr_graph_new(ctx, &g));
+  tsr_node_t *src = tsr_source_buffer_ref(g, TSR_F32, 2, shape, m, NULL);
+  tsr_node_t *q = tsr_source_buffer_ref(g, TSR_F32, 2, shape, dq, NULL);
+  ASSERT_INT_EQ(tsr_weight_type_parse("map_rms"), TSR_WEIGHT_MAP_RMS);
+  ASSERT_INT_EQ(tsr_weight_type_parse("MAP_WEIGHTS"), -1);
+  for (int t = 0; t < 3; t++)
+    for (int th = 0; th < 2; th++) {
+      tsr_weight_opts_t o = TSR_WEIGHT_OPTS_INIT;
+      if (th)
+        o.thresh = 2.0;
+      ASSERT_OK(tsr_compute(g, tsr_variance_map(g, src, (tsr_weight_type_t)t, NULL, &o), NULL, got,
+                            sizeof got, NULL));
+      for (int k = 0; k < 6; k++)
+        same(got[k], expect[t][th][k]);
+    }
+  {
+    /* DQ bits 2: pixels 2 and 3 are bad; bits 0: any nonzero DQ. */
+    tsr_weight_opts_t o = TSR_WEIGHT_OPTS_INIT;
+    float data[6];
+    o.dq_bits = 2;
+    ASSERT_OK(tsr_compute(g, tsr_variance_map(g, src, TSR_WEIGHT_MAP_VARIANCE, q, &o), NULL, got,
+                          sizeof got, NULL));
+    same(got[1], 0.5), same(got[2], INFINITY), same(got[3], INFINITY);
+    ASSERT_OK(tsr_compute(g, tsr_mask_dq(g, src, q, 2), NULL, data, sizeof data, NULL));
+    ASSERT(data[1] == 0.5f && data[2] != data[2] && data[3] != data[3] && data[5] == -1.0f);
+    ASSERT_OK(tsr_compute(g, tsr_mask_dq(g, src, q, 0), NULL, data, sizeof data, NULL));
+    ASSERT(data[0] == 0.0f && data[1] != data[1] && data[5] != data[5]);
+  }
+  ASSERT(tsr_variance_map(g, src, (tsr_weight_type_t)7, NULL, NULL) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "weight type 7 out of range");
+  tsr_graph_free(g);
+  ASSERT_OK(tsr_graph_new(ctx, &g));
+  {
+    /* Gaussian noise of sigma 2 (Box-Muller, fixed seed) with a few bright
+     * "stars": the background RMS is 2 within a few per cent, and a
+     * region gives the same bits as the whole. */
+    enum { W = 300, H = 200 };
+    static float img[W * H];
+    static double all[W * H], part[50 * 70];
+    uint64_t st = 12345;
+    int64_t sh[2] = {W, H};
+    tsr_weight_opts_t o = TSR_WEIGHT_OPTS_INIT;
+    for (int k = 0; k < W * H; k += 2) {
+      double u1, u2;
+      st = st * 6364136223846793005ull + 1442695040888963407ull;
+      u1 = ((st >> 11) + 1.0) / 9007199254740993.0;
+      st = st * 6364136223846793005ull + 1442695040888963407ull;
+      u2 = (st >> 11) / 9007199254740992.0;
+      img[k] = (float)(10 + 2 * sqrt(-2 * log(u1)) * cos(2 * M_PI * u2));
+      img[k + 1] = (float)(10 + 2 * sqrt(-2 * log(u1)) * sin(2 * M_PI * u2));
+    }
+    for (int k = 0; k < W * H; k += 97)
+      img[k] = 5000;
+    o.back_size = 64;
+    tsr_node_t *b = tsr_variance_map(g, tsr_source_buffer_ref(g, TSR_F32, 2, sh, img, NULL),
+                                     TSR_WEIGHT_BACKGROUND, NULL, &o);
+    ASSERT(b != NULL);
+    ASSERT_OK(tsr_compute(g, b, NULL, all, sizeof all, NULL));
+    for (int k = 0; k < W * H; k++)
+      ASSERT_NEAR(all[k], 4.0, 0.4);
+    tsr_region_t r = {{123, 77, 0, 0}, {173, 147, 1, 1}};
+    ASSERT_OK(tsr_compute(g, b, &r, part, sizeof part, NULL));
+    for (int y = 0; y < 70; y++)
+      ASSERT(memcmp(part + y * 50, all + (y + 77) * W + 123, 50 * sizeof(double)) == 0);
+  }
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
 }
 
 /* ------------------------------------------------------------------ */
