@@ -36,6 +36,9 @@ import tempfile
 import time
 import traceback
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from conformance import Check  # noqa: E402
+
 TOL = 1e-5
 NX, NY = 150, 120
 SCALE = 2.0 / 3600          # degrees per pixel, inputs and target alike (SWarp scales the
@@ -76,13 +79,27 @@ class Scene:
             fits.PrimaryHDU(np.full((NY, NX), WEIGHTS[i], np.float32), h).writeto(
                 os.path.join(d, "in%d.weight.fits" % i), overwrite=True)
             self.inputs.append(p)
+            # Flag images (32-bit integers) with unit integer weights, for and/nand/or/nor.
+            flags = rng.integers(0, 16, img.shape) | (1 << (8 + i)) | (rng.integers(0, 2, img.shape) << 31)
+            fits.PrimaryHDU(flags.astype(np.uint32).view(np.int32), h).writeto(
+                os.path.join(d, "flag%d.fits" % i), overwrite=True)
+            fits.PrimaryHDU(np.ones(img.shape, np.int32), h).writeto(
+                os.path.join(d, "flag%d.weight.fits" % i), overwrite=True)
+            # Weight maps as the data, for weighted_weight and median_weight.
+            wmap = WEIGHTS[i] * (1 + 0.5 * np.sin((x + ox) / 9.0) ** 2) * (rng.random(img.shape) > 0.01)
+            fits.PrimaryHDU(wmap.astype(np.float32), h).writeto(os.path.join(d, "wmap%d.fits" % i), overwrite=True)
+            shutil.copy(os.path.join(d, "in%d.weight.fits" % i), os.path.join(d, "wmap%d.weight.fits" % i))
         self.tw, self.th = 250, 180
         t = header(self.tw, self.th, 1.0, 1.0)
         self.target = os.path.join(d, "target.hdr")
         t.totextfile(self.target, overwrite=True)
         self.head = t
 
-    def run_swarp(self, tag, combine, resampling, extra=()):
+    def files(self, kind):
+        """The input images of a kind: "in" (sky), "flag" or "wmap" (weight maps)."""
+        return [os.path.join(self.d, "%s%d.fits" % (kind, i)) for i in range(len(OFFSETS))]
+
+    def run_swarp(self, tag, combine, resampling, extra=(), kind="in"):
         """SWarp's coadd into <tag>/: coadd.fits, coadd.weight.fits, the .resamp files."""
         out = os.path.join(self.d, tag)
         os.makedirs(out, exist_ok=True)
@@ -91,7 +108,7 @@ class Scene:
                 if c.keyword != "NAXIS":
                     f.write(c.image + "\n")
             f.write("END\n")
-        cmd = [self.swarp] + self.inputs + [
+        cmd = [self.swarp] + self.files(kind) + [
             "-IMAGEOUT_NAME", "coadd.fits", "-WEIGHTOUT_NAME", "coadd.weight.fits",
             "-COMBINE_TYPE", combine, "-RESAMPLING_TYPE", resampling, "-PROJECTION_ERR", "0",
             "-FSCALASTRO_TYPE", "NONE", "-SUBTRACT_BACK", "N", "-RESCALE_WEIGHTS", "N",
@@ -109,17 +126,6 @@ class Scene:
             raise RuntimeError("tessera %s failed (%d): %s" % (" ".join(args), r.returncode, r.stderr[-600:]))
 
 
-class Check:
-    def __init__(self):
-        self.notes, self.failed = [], False
-
-    def expect(self, cond, msg):
-        if not cond:
-            self.failed = True
-            self.notes.append("FAIL: " + msg)
-        return cond
-
-
 def compare(chk, label, ours, ref, mask, rtol_range=TOL):
     n = int(mask.sum())
     if not chk.expect(n > 1000, "%s: only %d pixels to compare" % (label, n)):
@@ -127,7 +133,7 @@ def compare(chk, label, ours, ref, mask, rtol_range=TOL):
     rng = float(np.ptp(ref[mask])) or 1.0
     d = np.abs(ours[mask].astype(float) - ref[mask].astype(float))
     worst = float(d.max())
-    chk.notes.append("%s: %d pixels, max |diff| %.3g (%.2g of range %.4g)" % (label, n, worst, worst / rng, rng))
+    chk.note("%s: %d pixels, max |diff| %.3g (%.2g of range %.4g)" % (label, n, worst, worst / rng, rng))
     chk.expect(worst <= rtol_range * rng, "%s: max |diff| %.3g > %g of the range %.4g" % (label, worst, rtol_range, rng))
 
 
@@ -139,14 +145,14 @@ def read_clip_log(path):
     return rows
 
 
-def resampled_case(sc, combine):
+def resampled_case(sc, combine, kind="in"):
     def fn():
         chk = Check()
         extra = ["-CLIP_WRITELOG", "Y", "-CLIP_LOGNAME", "clip.log"] if combine == "CLIPPED" else []
-        sw = sc.run_swarp("resampled-" + combine, combine, "BILINEAR", extra)
+        sw = sc.run_swarp("resampled-" + combine, combine, "BILINEAR", extra, kind)
         ref = fits.getdata(os.path.join(sw, "coadd.fits"))
         refw = fits.getdata(os.path.join(sw, "coadd.weight.fits"))
-        rs = [os.path.join(sw, "in%d.resamp.fits" % i) for i in range(len(OFFSETS))]
+        rs = [os.path.join(sw, "%s%d.resamp.fits" % (kind, i)) for i in range(len(OFFSETS))]
         args = ["mosaic"] + rs + ["--target", sc.target, "--order", "nearest-neighbor",
                                   "--combine-type", combine, "--weight-type", "MAP_WEIGHT",
                                   "--gain-keyword", "GAIN", "--quiet", "-o", os.path.join(sw, "ours.fits"),
@@ -159,17 +165,24 @@ def resampled_case(sc, combine):
         got = fits.getdata(os.path.join(sw, "ours.fits"))
         gotw = fits.getdata(os.path.join(sw, "ours.weight.fits"))
         both = (refw > 0) & np.isfinite(got)
-        compare(chk, "values", got, ref, both)
+        if kind == "flag":
+            # 32-bit flags: SWarp writes them signed.
+            a = got[both].astype(np.int64) & 0xFFFFFFFF
+            b = ref[both].astype(np.int64) & 0xFFFFFFFF
+            chk.note("flags: %d pixels, %d differ" % (both.sum(), int(np.sum(a != b))))
+            chk.expect(both.sum() > 1000 and np.array_equal(a, b), "flag values differ")
+        else:
+            compare(chk, "values", got, ref, both)
         chk.expect(not np.any((refw > 0) & ~np.isfinite(got)),
                    "%d pixels SWarp defines and we do not" % int(np.sum((refw > 0) & ~np.isfinite(got))))
         ok = both & (refw > 0)
         rel = np.abs(gotw[ok] / refw[ok] - 1)
-        chk.notes.append("weights: max relative diff %.3g" % rel.max())
+        chk.note("weights: max relative diff %.3g" % rel.max())
         chk.expect(rel.max() <= TOL, "output weight maps differ by %.3g relative" % rel.max())
         if combine == "CLIPPED":
             theirs = read_clip_log(os.path.join(sw, "clip.log"))
             mine = read_clip_log(os.path.join(sw, "ours.log"))
-            chk.notes.append("clip log: SWarp %d lines, ours %d" % (len(theirs), len(mine)))
+            chk.note("clip log: SWarp %d lines, ours %d" % (len(theirs), len(mine)))
             chk.expect(len(theirs) > 10, "SWarp rejected only %d pixels" % len(theirs))
             # SWarp's pair case prints x one too far (its pointer has moved on): compare
             # input, y and mu exactly, x within 1.
@@ -198,7 +211,7 @@ def bilinear_resampling(sc):
         got = fits.getdata(os.path.join(sw, "ours.fits"))
         compare(chk, "bilinear", got, ref, (refw > 0) & np.isfinite(got))
         extra = int(np.sum((refw == 0) & np.isfinite(got)))
-        chk.notes.append("pixels we interpolate and SWarp leaves out (input edges): %d" % extra)
+        chk.note("pixels we interpolate and SWarp leaves out (input edges): %d" % extra)
         chk.expect(not np.any((refw > 0) & ~np.isfinite(got)), "SWarp defines pixels we do not")
         return chk
     return fn
@@ -240,6 +253,12 @@ def build_tests(sc):
     for c in COMBINES:
         tests.append(("combine %s on SWarp's resampled images: values, weight map%s" %
                       (c, ", clip log" if c == "CLIPPED" else ""), resampled_case(sc, c)))
+    for c in ("WEIGHTED_WEIGHT", "MEDIAN_WEIGHT"):
+        tests.append(("combine %s of weight maps on SWarp's resampled ones: values, weight map" % c,
+                      resampled_case(sc, c, "wmap")))
+    for c in ("AND", "NAND", "OR", "NOR"):
+        tests.append(("combine %s of flag images on SWarp's resampled ones: bits, weight map" % c,
+                      resampled_case(sc, c, "flag")))
     for c in ("WEIGHTED", "MEDIAN", "CLIPPED", "AVERAGE"):
         tests.append(("combine %s end to end with bilinear resampling" % c, end_to_end_case(sc, c)))
     return tests
@@ -276,7 +295,7 @@ def main(argv=None):
             chk = fn()
         except Exception:  # noqa: BLE001
             chk = Check()
-            chk.expect(False, "exception:\n" + traceback.format_exc())
+            chk.fail("exception:\n" + traceback.format_exc())
         nfail += chk.failed
         print("%s %d - %s" % ("not ok" if chk.failed else "ok", i, name))
         for n in chk.notes:
