@@ -453,12 +453,15 @@ static int write_clip(void *ud, int input, int64_t x, int64_t y, double mu) {
 static int clip_log(tsr_ctx_t *ctx, tsr_graph_t *g, tsr_node_t *out, const mosaic_args_t *a,
                     const tsr_region_t *region, const tsr_run_opts_t *ro) {
   FILE *f = fopen(a->clip_log, "w");
+  /* Rank 0 alone, on its own: the other ranks have finished their run. */
+  tsr_run_opts_t local = *ro;
   int rc;
+  local.mpi_comm = NULL;
   if (f == NULL) {
     fprintf(stderr, "tessera: mosaic: cannot write \"%s\": %s\n", a->clip_log, strerror(errno));
     return 1;
   }
-  rc = tsr_coadd_clip_log(g, out, region, ro, write_clip, f);
+  rc = tsr_coadd_clip_log(g, out, region, &local, write_clip, f);
   if (fclose(f) != 0 || rc > 0) {
     fprintf(stderr, "tessera: mosaic: cannot write \"%s\": %s\n", a->clip_log, strerror(errno));
     rc = 1;
