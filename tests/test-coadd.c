@@ -119,6 +119,8 @@ static void expect(const scene_t *s, int combine, const double *w, double blank,
   }
 }
 
+static int good_at(const scene_t *s, const double *w, int x, int y, double *v, double *wt, int *org);
+
 static void same(double a, double b) {
   if (!(a == b || (a != a && b != b) || fabs(a - b) <= 1e-6 * fmax(1.0, fabs(b))))
     th_fail(__FILE__, __LINE__, "got %.9g, expected %.9g", a, b);
@@ -170,44 +172,94 @@ TEST(every_combine_function_by_hand) {
 }
 
 TEST(regions_blocks_pool_and_cache_give_the_same_bits) {
-  scene_t s;
-  float ref[80 * 60], out[80 * 60];
-  scene_open(&s, 16);
-  tsr_coadd_opts_t o = TSR_COADD_OPTS_INIT;
-  o.combine = TSR_COMBINE_MEDIAN;
-  tsr_node_t *m = tsr_coadd(s.g, 3, s.r, NULL, &o);
-  ASSERT(m != NULL);
-  ASSERT_OK(tsr_compute(s.g, m, NULL, ref, sizeof ref, NULL));
-  for (int64_t b = 7; b <= 64; b *= 3) {
-    tsr_coadd_opts_t ob = o;
-    ob.block[0] = b, ob.block[1] = b + 3;
-    tsr_node_t *mb = tsr_coadd(s.g, 3, s.r, NULL, &ob);
-    ASSERT_OK(tsr_compute(s.g, mb, NULL, out, sizeof out, NULL));
-    ASSERT(memcmp(ref, out, sizeof ref) == 0);
-  }
-  {
-    tsr_region_t r = {{21, 13, 0, 0}, {58, 41, 1, 1}};
-    float part[37 * 28];
-    ASSERT_OK(tsr_compute(s.g, m, &r, part, sizeof part, NULL));
-    for (int y = 13; y < 41; y++)
-      ASSERT(memcmp(part + (y - 13) * 37, ref + y * 80 + 21, 37 * sizeof(float)) == 0);
-  }
-  {
-    tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
-    tsr_cache_t *cache;
-    ro.jobs = 2;
-    ASSERT_OK(tsr_compute(s.g, m, NULL, out, sizeof out, &ro));
-    ASSERT(memcmp(ref, out, sizeof ref) == 0);
-    ASSERT_OK(tsr_cache_open(s.ctx, th_path("cache"), 1 << 26, &cache));
-    ro.cache = cache;
-    for (int pass = 0; pass < 2; pass++) {
-      memset(out, 0, sizeof out);
-      ASSERT_OK(tsr_compute(s.g, m, NULL, out, sizeof out, &ro));
+  for (int c = 0; c < 2; c++) {
+    scene_t s;
+    float ref[80 * 60], out[80 * 60];
+    scene_open(&s, 16);
+    tsr_coadd_opts_t o = TSR_COADD_OPTS_INIT;
+    o.combine = c ? TSR_COMBINE_CLIPPED : TSR_COMBINE_MEDIAN;
+    o.clip_sigma = 0.3, o.clip_ampfrac = 0.1;
+    tsr_node_t *m = tsr_coadd(s.g, 3, s.r, NULL, &o);
+    ASSERT(m != NULL);
+    ASSERT_OK(tsr_compute(s.g, m, NULL, ref, sizeof ref, NULL));
+    for (int64_t b = 7; b <= 64; b *= 3) {
+      tsr_coadd_opts_t ob = o;
+      ob.block[0] = b, ob.block[1] = b + 3;
+      tsr_node_t *mb = tsr_coadd(s.g, 3, s.r, NULL, &ob);
+      ASSERT_OK(tsr_compute(s.g, mb, NULL, out, sizeof out, NULL));
       ASSERT(memcmp(ref, out, sizeof ref) == 0);
     }
-    tsr_cache_close(cache);
+    {
+      tsr_region_t r = {{21, 13, 0, 0}, {58, 41, 1, 1}};
+      float part[37 * 28];
+      ASSERT_OK(tsr_compute(s.g, m, &r, part, sizeof part, NULL));
+      for (int y = 13; y < 41; y++)
+        ASSERT(memcmp(part + (y - 13) * 37, ref + y * 80 + 21, 37 * sizeof(float)) == 0);
+    }
+    {
+      tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
+      tsr_cache_t *cache;
+      ro.jobs = 2;
+      ASSERT_OK(tsr_compute(s.g, m, NULL, out, sizeof out, &ro));
+      ASSERT(memcmp(ref, out, sizeof ref) == 0);
+      ASSERT_OK(tsr_cache_open(s.ctx, th_path("cache"), 1 << 26, &cache));
+      ro.cache = cache;
+      for (int pass = 0; pass < 2; pass++) {
+        memset(out, 0, sizeof out);
+        ASSERT_OK(tsr_compute(s.g, m, NULL, out, sizeof out, &ro));
+        ASSERT(memcmp(ref, out, sizeof ref) == 0);
+      }
+      tsr_cache_close(cache);
+    }
+    scene_close(&s);
   }
-  scene_close(&s);
+}
+
+/* The variance and weight products of reproject's combines, weights W
+ * (1, 0.5, 3) being inverse variances: mean sum(W^2 / W) / sum(W)^2 =
+ * 1 / sum(W), sum sum(W), first and last 1 / W of the chosen input. */
+TEST(variance_of_reprojects_combines) {
+  static const int combines[4] = {TSR_COMBINE_MEAN, TSR_COMBINE_SUM, TSR_COMBINE_FIRST, TSR_COMBINE_LAST};
+  double w[3] = {1.0, 0.5, 3.0};
+  static double var[80 * 60], wt[80 * 60];
+  for (int c = 0; c < 4; c++) {
+    scene_t s;
+    tsr_coadd_opts_t o = TSR_COADD_OPTS_INIT;
+    tsr_node_t *wn[3];
+    float *wimg[3];
+    int64_t shape[2] = {40, 30};
+    scene_open(&s, 0);
+    for (int i = 0; i < 3; i++) {
+      tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
+      wimg[i] = malloc(sizeof(float) * 40 * 30);
+      for (int k = 0; k < 40 * 30; k++)
+        wimg[i][k] = (float)w[i];
+      io.order = TSR_ORDER_NEAREST;
+      wn[i] = tsr_reproject_interp(s.g, tsr_source_buffer_ref(s.g, TSR_F32, 2, shape, wimg[i], s.tw[i]),
+                                   s.target, &io);
+    }
+    o.combine = combines[c];
+    o.dtype = TSR_F64;
+    tsr_node_t *m = tsr_coadd(s.g, 3, s.r, wn, &o);
+    ASSERT_OK(tsr_compute(s.g, tsr_coadd_product(s.g, m, TSR_COADD_VARIANCE), NULL, var, sizeof var, NULL));
+    ASSERT_OK(tsr_compute(s.g, tsr_coadd_product(s.g, m, TSR_COADD_WEIGHT), NULL, wt, sizeof wt, NULL));
+    for (int y = 0; y < 60; y++)
+      for (int x = 0; x < 80; x++) {
+        double a[3], ww[3], e = NAN;
+        int org[3], n = good_at(&s, w, x, y, a, ww, org);
+        if (n > 0) {
+          double sw = 0;
+          for (int i = 0; i < n; i++)
+            sw += ww[i];
+          e = c == 0 ? 1 / sw : c == 1 ? sw : c == 2 ? 1 / ww[0] : 1 / ww[n - 1];
+        }
+        same(var[y * 80 + x], e);
+        same(wt[y * 80 + x], n ? 1 / e : 0.0);
+      }
+    for (int i = 0; i < 3; i++)
+      free(wimg[i]);
+    scene_close(&s);
+  }
 }
 
 TEST(background_offsets_are_recovered) {
