@@ -22,6 +22,7 @@ typedef struct {
   tsr_wcs_t *target;
   tsr_wcs_t *tw[3];
   float *img[3];
+  float *wimg[3];   /* scene_weights' maps, or NULL */
   tsr_node_t *r[3];
 } scene_t;
 
@@ -64,9 +65,25 @@ static void scene_open(scene_t *s, int64_t block) {
   }
 }
 
+/* Constant weight maps w[i] on each input's grid, reprojected as the inputs
+ * are (nearest), into wn. */
+static void scene_weights(scene_t *s, const double *w, tsr_node_t *wn[3]) {
+  int64_t shape[2] = {40, 30};
+  for (int i = 0; i < 3; i++) {
+    tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
+    s->wimg[i] = malloc(sizeof(float) * 40 * 30);
+    for (int k = 0; k < 40 * 30; k++)
+      s->wimg[i][k] = (float)w[i];
+    io.order = TSR_ORDER_NEAREST;
+    wn[i] = tsr_reproject_interp(s->g, tsr_source_buffer_ref(s->g, TSR_F32, 2, shape, s->wimg[i], s->tw[i]),
+                                 s->target, &io);
+  }
+}
+
 static void scene_close(scene_t *s) {
   for (int i = 0; i < 3; i++) {
     free(s->img[i]);
+    free(s->wimg[i]);
     tsr_wcs_free(s->tw[i]);
   }
   tsr_wcs_free(s->target);
@@ -133,20 +150,9 @@ TEST(every_combine_function_by_hand) {
       tsr_coadd_opts_t o = TSR_COADD_OPTS_INIT;
       double w[3] = {1.0, 0.5, 3.0};
       tsr_node_t *wn[3] = {NULL, NULL, NULL};
-      float *wimg[3];
-      int64_t shape[2] = {40, 30};
       scene_open(&s, 0);
-      for (int i = 0; i < 3; i++) {
-        wimg[i] = malloc(sizeof(float) * 40 * 30);
-        for (int k = 0; k < 40 * 30; k++)
-          wimg[i][k] = (float)w[i];
-        if (weighted) {
-          tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
-          io.order = TSR_ORDER_NEAREST;
-          wn[i] = tsr_reproject_interp(s.g, tsr_source_buffer_ref(s.g, TSR_F32, 2, shape, wimg[i], s.tw[i]),
-                                       s.target, &io);
-        }
-      }
+      if (weighted)
+        scene_weights(&s, w, wn);
       o.combine = c;
       o.blank = c == TSR_COMBINE_SUM ? 0.0 : NAN;
       o.dtype = TSR_F64;
@@ -165,8 +171,6 @@ TEST(every_combine_function_by_hand) {
         }
       free(got);
       free(gfp);
-      for (int i = 0; i < 3; i++)
-        free(wimg[i]);
       scene_close(&s);
     }
 }
@@ -226,18 +230,8 @@ TEST(variance_of_reprojects_combines) {
     scene_t s;
     tsr_coadd_opts_t o = TSR_COADD_OPTS_INIT;
     tsr_node_t *wn[3];
-    float *wimg[3];
-    int64_t shape[2] = {40, 30};
     scene_open(&s, 0);
-    for (int i = 0; i < 3; i++) {
-      tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
-      wimg[i] = malloc(sizeof(float) * 40 * 30);
-      for (int k = 0; k < 40 * 30; k++)
-        wimg[i][k] = (float)w[i];
-      io.order = TSR_ORDER_NEAREST;
-      wn[i] = tsr_reproject_interp(s.g, tsr_source_buffer_ref(s.g, TSR_F32, 2, shape, wimg[i], s.tw[i]),
-                                   s.target, &io);
-    }
+    scene_weights(&s, w, wn);
     o.combine = combines[c];
     o.dtype = TSR_F64;
     tsr_node_t *m = tsr_coadd(s.g, 3, s.r, wn, &o);
@@ -256,8 +250,6 @@ TEST(variance_of_reprojects_combines) {
         same(var[y * 80 + x], e);
         same(wt[y * 80 + x], n ? 1 / e : 0.0);
       }
-    for (int i = 0; i < 3; i++)
-      free(wimg[i]);
     scene_close(&s);
   }
 }
@@ -520,19 +512,9 @@ TEST(swarp_combines_follow_swarps_formulas) {
       scene_t s;
       tsr_coadd_opts_t o = TSR_COADD_OPTS_INIT;
       tsr_node_t *wn[3], *m, *nodes[3];
-      float *wimg[3];
-      int64_t shape[2] = {40, 30};
       int defined = 0;
       scene_open(&s, 16);
-      for (int i = 0; i < 3; i++) {
-        tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
-        wimg[i] = malloc(sizeof(float) * 40 * 30);
-        for (int k = 0; k < 40 * 30; k++)
-          wimg[i][k] = (float)w[i];
-        io.order = TSR_ORDER_NEAREST;
-        wn[i] = tsr_reproject_interp(s.g, tsr_source_buffer_ref(s.g, TSR_F32, 2, shape, wimg[i], s.tw[i]),
-                                     s.target, &io);
-      }
+      scene_weights(&s, w, wn);
       o.combine = combines[c];
       o.dtype = TSR_F64;
       printf("# %s%s\n", tsr_combine_name(o.combine), tight ? " (tight)" : "");
@@ -557,8 +539,6 @@ TEST(swarp_combines_follow_swarps_formulas) {
         }
       /* The scene has pixels of 0, 1, 2 and 3 inputs: most are defined. */
       ASSERT(defined > (tight ? 1000 : 2500));
-      for (int i = 0; i < 3; i++)
-        free(wimg[i]);
       scene_close(&s);
     }
 }
