@@ -1629,6 +1629,41 @@ def swarp_options_test(ctx):
     return fn
 
 
+def mapped_inputs_rss_test(ctx):
+    """A mosaic of 48 overlapping 1024^2 float32 inputs (192 MB, every one mapped whole) keeps
+    at most 128 MiB of them resident: the pages of the inputs used longest ago are dropped
+    (before, every input stayed resident, and this run peaked above 200 MB)."""
+    def fn():
+        chk = C.Check()
+        d = ctx.path("mapped-rss")
+        tgt = os.path.join(d, "t.hdr")
+        ins = [os.path.join(d, "in%02d.fits" % i) for i in range(48)]
+        if not os.path.exists(tgt):
+            os.makedirs(d, exist_ok=True)
+            h = C.cel_header("TAN", 1024, 1024, (30.0, 10.0), 1.0)
+            img = np.random.default_rng(48).random((1024, 1024)).astype(np.float32)
+            for i, p in enumerate(ins):
+                hh = h.copy()
+                hh["CRPIX1"] += (i % 7) * 0.37
+                C.write_fits(p, img + i, hh, np.float32)
+            C.write_hdr(tgt, C.cel_header("TAN", 1000, 1000, (30.0, 10.0), 1.0))
+        out = os.path.join(d, "out.fits")
+        rss = os.path.join(d, "rss")
+        # Under GNU time for the peak RSS (%M, KiB).
+        r = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss, ctx.tessera, "mosaic"] + ins +
+                           ["--target", tgt, "-o", out, "--quiet", "-j", "1"],
+                           capture_output=True, text=True, timeout=300)
+        chk.expect(r.returncode == 0, "mosaic: exit %d %s" % (r.returncode, r.stderr[-400:]))
+        if r.returncode == 0:
+            mb = float(open(rss).read().split()[-1]) / 1024
+            chk.note("peak RSS %.1f MB for 192 MB of mapped inputs" % mb)
+            chk.expect(mb < 175, "peak RSS %.1f MB: the mapped inputs stayed resident" % mb)
+            m, _ = read_raw(out)
+            chk.expect(abs(float(np.nanmean(m)) - (0.5 + 23.5)) < 0.05, "mosaic mean %r" % np.nanmean(m))
+        return chk
+    return fn
+
+
 def many_inputs_test(ctx):
     """A mosaic of 1000 tiny inputs (float32 read by mapping, int16 through cfitsio) under
     ulimit -n 200, serial and -j 2, is bit-identical to one without the limit: the inputs are
@@ -2148,6 +2183,9 @@ def build_tests(ctx, slow):
                   mosaic_options_test(ctx)))
     tests.append(("mosaic with SWarp's options: clipped, weight maps, clip log, weight/variance/rms/DQ "
                   "outputs", swarp_options_test(ctx)))
+    if os.access("/usr/bin/time", os.X_OK):
+        tests.append(("mosaic of 48 mapped 1024^2 inputs keeps at most 128 MiB of them resident",
+                      mapped_inputs_rss_test(ctx)))
     tests.append(("cube with 2-D target: NAXIS3 kept, footprint, --region slice of every plane",
                   cube_region_test(ctx)))
     # valid but degenerate inputs
