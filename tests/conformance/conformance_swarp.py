@@ -248,6 +248,50 @@ def end_to_end_case(sc, combine):
     return fn
 
 
+def background_case(sc):
+    """WEIGHT_TYPE BACKGROUND: the background RMS we find equals SWarp's (1% median, 10% at
+    worst: our mesh RMS is interpolated bilinearly, SExtractor's with a spline).  SWarp 2.41
+    keeps that RMS as the variance (its weight_to_var copies the RMS line without squaring
+    it), so its weight is 1/RMS where ours is 1/RMS^2."""
+    def fn():
+        chk = Check()
+        d = os.path.join(sc.d, "background")
+        os.makedirs(d, exist_ok=True)
+        rng = np.random.default_rng(9)
+        y, x = np.mgrid[0:300, 0:400]
+        img = 100 + rng.normal(0, 1, x.shape) * (2 + x / 400.0)   # noise rising along x
+        for _ in range(40):   # stars
+            cx, cy = rng.uniform(0, 400), rng.uniform(0, 300)
+            img += 500 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 4.0)
+        h = header(400, 300, 200.5, 150.5)
+        p = os.path.join(d, "bg.fits")
+        fits.PrimaryHDU(img.astype(np.float32), h).writeto(p, overwrite=True)
+        h.totextfile(os.path.join(d, "t.hdr"), overwrite=True)
+        with open(os.path.join(d, "coadd.head"), "w") as f:
+            f.write("".join(c.image + "\n" for c in h.cards if c.keyword != "NAXIS") + "END\n")
+        r = subprocess.run([sc.swarp, p, "-IMAGEOUT_NAME", "coadd.fits", "-WEIGHTOUT_NAME", "coadd.weight.fits",
+                            "-COMBINE_TYPE", "WEIGHTED", "-RESAMPLING_TYPE", "NEAREST", "-PROJECTION_ERR", "0",
+                            "-FSCALASTRO_TYPE", "NONE", "-SUBTRACT_BACK", "N", "-WEIGHT_TYPE", "BACKGROUND",
+                            "-NTHREADS", "1", "-WRITE_XML", "N", "-VERBOSE_TYPE", "QUIET"],
+                           cwd=d, capture_output=True, text=True, timeout=300)
+        if not chk.expect(r.returncode == 0, "SWarp failed: %s" % r.stderr[-400:]):
+            return chk
+        sc.run_tessera(["mosaic", p, "--target", os.path.join(d, "t.hdr"), "--order", "nearest-neighbor",
+                        "--combine-type", "WEIGHTED", "--weight-type", "BACKGROUND", "--quiet",
+                        "-o", os.path.join(d, "ours.fits"), "--rms-out", os.path.join(d, "rms.fits")])
+        theirs = 1.0 / fits.getdata(os.path.join(d, "coadd.weight.fits"))
+        ours = fits.getdata(os.path.join(d, "rms.fits"))
+        ratio = ours / theirs
+        med, lo, hi = np.median(ratio), ratio.min(), ratio.max()
+        chk.note("background RMS, ours / SWarp's: median %.4f, from %.4f to %.4f" % (med, lo, hi))
+        chk.expect(abs(med - 1) < 0.01 and lo > 0.9 and hi < 1.1, "background RMS differs from SWarp's")
+        truth = 2 + x[150] / 400.0
+        chk.expect(np.all(np.abs(ours[150, 40:360] / truth[40:360] - 1) < 0.1),
+                   "background RMS is not the noise's (row 150: %s)" % ours[150, ::80])
+        return chk
+    return fn
+
+
 def build_tests(sc):
     tests = [("bilinear: one image, ours against SWarp's BILINEAR resampling", bilinear_resampling(sc))]
     for c in COMBINES:
@@ -261,6 +305,7 @@ def build_tests(sc):
                       resampled_case(sc, c, "flag")))
     for c in ("WEIGHTED", "MEDIAN", "CLIPPED", "AVERAGE"):
         tests.append(("combine %s end to end with bilinear resampling" % c, end_to_end_case(sc, c)))
+    tests.append(("WEIGHT_TYPE BACKGROUND: the background RMS against SWarp's", background_case(sc)))
     return tests
 
 
