@@ -324,11 +324,15 @@ TEST(bad_mosaics_are_reported) {
       {"coadd: combine 99 out of range [0, 19]", 3},
       {"coadd: weight 2", 4},
       {"coadd: input 3 is NULL", 5},
+      {"coadd: clip_sigma -1 and clip_ampfrac 0.3: expected finite values >= 0", 6},
+      {"coadd: gain 2 is -4; expected e-/ADU >= 0 (0 = infinite)", 7},
+      {"coadd: data-quality map 3 (", 8},
   };
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
     scene_t s;
     tsr_coadd_opts_t o = TSR_COADD_OPTS_INIT;
-    tsr_node_t *in[3], *w[3] = {NULL, NULL, NULL};
+    tsr_node_t *in[3], *w[3] = {NULL, NULL, NULL}, *dq[3] = {NULL, NULL, NULL};
+    double gains[3] = {1, -4, 1};
     int n = 3;
     int64_t shape[2] = {40, 30}, small[2] = {10, 10};
     scene_open(&s, 0);
@@ -342,9 +346,24 @@ TEST(bad_mosaics_are_reported) {
     case 3: o.combine = (tsr_combine_t)99; break;
     case 4: w[1] = tsr_source_buffer_ref(s.g, TSR_F32, 2, small, s.img[0], NULL); break;
     case 5: in[2] = NULL; break;
+    case 6: o.clip_sigma = -1; break;
+    case 7: o.gains = gains; break;
+    case 8: dq[2] = tsr_source_buffer_ref(s.g, TSR_F32, 2, small, s.img[0], NULL), o.dq = dq; break;
     }
     ASSERT(tsr_coadd(s.g, n, in, cases[k].what == 4 ? w : NULL, &o) == NULL);
     ASSERT_STR_CONTAINS(tsr_graph_errmsg(s.g), cases[k].msg);
+    scene_close(&s);
+  }
+  {
+    /* Products: of a mosaic only, and DQ only with DQ maps. */
+    scene_t s;
+    scene_open(&s, 0);
+    ASSERT(tsr_coadd_product(s.g, s.r[0], TSR_COADD_WEIGHT) == NULL);
+    ASSERT_STR_CONTAINS(tsr_graph_errmsg(s.g), "is not a mosaic (tsr_coadd) of this graph");
+    scene_close(&s);
+    scene_open(&s, 0);
+    ASSERT(tsr_coadd_product(s.g, tsr_coadd(s.g, 3, s.r, NULL, NULL), TSR_COADD_DQ) == NULL);
+    ASSERT_STR_CONTAINS(tsr_graph_errmsg(s.g), "a data-quality product needs data-quality inputs");
     scene_close(&s);
   }
 }
