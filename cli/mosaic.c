@@ -12,9 +12,18 @@
 #include "progress.h"
 
 typedef struct {
-  const char **inputs, **weights;
-  int n, n_weights;
+  const char **inputs, **weights, **dqs;
+  int n, n_weights, n_dqs;
   const char *target, *output, *offsets_out;
+  /* SWarp's ways (see the README's "Coadding like SWarp and drizzle") */
+  int weight_type;            /* a tsr_weight_type_t, or -1: --weights multiply footprints */
+  double *weight_thresh;      /* per input (the last given repeats); NaN = the type's default */
+  int n_thresh;
+  const char *weight_suffix;  /* SWarp's WEIGHT_SUFFIX: each input's weight map by name */
+  uint32_t dq_bits;           /* 0 = any nonzero DQ value */
+  const char *gain_keyword;   /* GAIN_KEYWORD */
+  double gain_default;        /* GAIN_DEFAULT */
+  const char *clip_log, *weight_out, *variance_out, *rms_out, *dq_out;
   cli_run_args_t run;  /* the options shared with reproject */
   int match_background, background_reference;
   int auto_target, has_target_opts;
@@ -23,7 +32,9 @@ typedef struct {
 } mosaic_args_t;
 
 enum { M_TARGET = 256, M_AUTO, M_PROJ, M_FRAME, M_RES, M_ROTATE, M_COMBINE, M_WEIGHTS, M_MATCH,
-       M_BGREF, M_BLANK, M_REFERENCE, M_OFFSETS };
+       M_BGREF, M_BLANK, M_REFERENCE, M_OFFSETS, M_COMBINE_TYPE, M_CLIP_SIGMA, M_CLIP_AMPFRAC,
+       M_CLIP_LOG, M_WTYPE, M_WTHRESH, M_WSUFFIX, M_DQ, M_DQ_BITS, M_GAIN_KEY, M_GAIN_DEFAULT,
+       M_WEIGHT_OUT, M_VARIANCE_OUT, M_RMS_OUT, M_DQ_OUT };
 
 static const struct option mosaic_opts[] = {
     {"target", required_argument, NULL, M_TARGET},
@@ -35,6 +46,22 @@ static const struct option mosaic_opts[] = {
     {"reference", required_argument, NULL, M_REFERENCE},
     {"combine", required_argument, NULL, M_COMBINE},
     {"weights", required_argument, NULL, M_WEIGHTS},
+    {"weight", required_argument, NULL, M_WEIGHTS},
+    {"combine-type", required_argument, NULL, M_COMBINE_TYPE},
+    {"clip-sigma", required_argument, NULL, M_CLIP_SIGMA},
+    {"clip-ampfrac", required_argument, NULL, M_CLIP_AMPFRAC},
+    {"clip-log", required_argument, NULL, M_CLIP_LOG},
+    {"weight-type", required_argument, NULL, M_WTYPE},
+    {"weight-thresh", required_argument, NULL, M_WTHRESH},
+    {"weight-suffix", required_argument, NULL, M_WSUFFIX},
+    {"dq", required_argument, NULL, M_DQ},
+    {"dq-bits", required_argument, NULL, M_DQ_BITS},
+    {"gain-keyword", required_argument, NULL, M_GAIN_KEY},
+    {"gain-default", required_argument, NULL, M_GAIN_DEFAULT},
+    {"weight-out", required_argument, NULL, M_WEIGHT_OUT},
+    {"variance-out", required_argument, NULL, M_VARIANCE_OUT},
+    {"rms-out", required_argument, NULL, M_RMS_OUT},
+    {"dq-out", required_argument, NULL, M_DQ_OUT},
     {"match-background", no_argument, NULL, M_MATCH},
     {"background-reference", required_argument, NULL, M_BGREF},
     {"offsets-out", required_argument, NULL, M_OFFSETS},
@@ -57,17 +84,46 @@ static int is_projection(const char *s) {
 
 /* The first output among outs[0..n_out) that is one of the inputs: a usage
  * error naming both, or 0. */
+static const char *const out_names[8] = {"-o", "--footprint", "--offsets-out", "--clip-log",
+                                         "--weight-out", "--variance-out", "--rms-out", "--dq-out"};
+
+static void outputs_of(const mosaic_args_t *a, const char *outs[8]) {
+  outs[0] = a->output, outs[1] = a->run.footprint, outs[2] = a->offsets_out, outs[3] = a->clip_log;
+  outs[4] = a->weight_out, outs[5] = a->variance_out, outs[6] = a->rms_out, outs[7] = a->dq_out;
+}
+
 static int output_is_input(const char *cmd, const mosaic_args_t *a) {
-  const char *outs[3] = {a->output, a->run.footprint, a->offsets_out};
-  for (int i = 0; i < 3; i++)
-    for (int k = 0; k < a->n + a->n_weights + 1; k++) {
-      const char *in = k < a->n ? a->inputs[k] : k < a->n + a->n_weights ? a->weights[k - a->n]
-                                                                         : a->target;
+  const char *outs[8];
+  outputs_of(a, outs);
+  for (int i = 0; i < 8; i++)
+    for (int k = 0; k < a->n + a->n_weights + a->n_dqs + 1; k++) {
+      const char *in = k < a->n                              ? a->inputs[k]
+                       : k < a->n + a->n_weights             ? a->weights[k - a->n]
+                       : k < a->n + a->n_weights + a->n_dqs ? a->dqs[k - a->n - a->n_weights]
+                                                              : a->target;
       if (cli_same_file(outs[i], in))
         return usage_error("%s: %s '%s' is the input '%s'; expected a path that is not an input",
-                           cmd, i == 0 ? "-o" : i == 1 ? "--footprint" : "--offsets-out", outs[i],
-                           in);
+                           cmd, out_names[i], outs[i], in);
     }
+  return 0;
+}
+
+/* Two outputs named alike: a usage error naming both options, or 0. */
+static int outputs_clash(const mosaic_args_t *a) {
+  const char *outs[8];
+  outputs_of(a, outs);
+  for (int i = 0; i < 8; i++)
+    for (int j = i + 1; j < 8; j++)
+      if (outs[i] && outs[j] && (strcmp(outs[i], outs[j]) == 0 || cli_same_file(outs[i], outs[j])))
+        return usage_error("mosaic: %s and %s name the same file '%s'", out_names[i], out_names[j],
+                           outs[i]);
+  return 0;
+}
+
+/* A value of 0 or more for option `opt` into *v: 0, or a usage error. */
+static int parse_nonneg(const char *opt, const char *arg, double *v) {
+  if (parse_real(arg, v) != 0 || !(*v >= 0))
+    return usage_error("mosaic: %s '%s': expected a number >= 0", opt, arg);
   return 0;
 }
 
@@ -84,9 +140,13 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
   a->coadd = cdflt;
   a->optimal = odflt;
   a->background_reference = -1;
+  a->weight_type = -1;
+  a->gain_keyword = "GAIN";
   a->inputs = calloc((size_t)argc, sizeof *a->inputs);
   a->weights = calloc((size_t)argc, sizeof *a->weights);
-  if (a->inputs == NULL || a->weights == NULL)
+  a->dqs = calloc((size_t)argc, sizeof *a->dqs);
+  a->weight_thresh = calloc((size_t)argc, sizeof *a->weight_thresh);
+  if (a->inputs == NULL || a->weights == NULL || a->dqs == NULL || a->weight_thresh == NULL)
     return fail("out of memory");
   opterr = 0;
   optind = 1;
@@ -143,10 +203,70 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
     }
     case M_COMBINE:
       if ((parsed = tsr_combine_parse(optarg)) < 0)
-        return usage_error("mosaic: --combine '%s': expected mean, sum, first, last, min, max or "
-                           "median", optarg);
+        return usage_error("mosaic: --combine '%s': expected mean, sum, first, last, min, max, "
+                           "median, weighted, average, sum-unweighted, chi-old, chi-mode, chi-mean, "
+                           "clipped, weighted_weight, median_weight, and, nand, or or nor", optarg);
       a->coadd.combine = (tsr_combine_t)parsed;
       break;
+    case M_COMBINE_TYPE:
+      if ((parsed = tsr_combine_parse_swarp(optarg)) < 0)
+        return usage_error("mosaic: --combine-type '%s': expected one of SWarp's COMBINE_TYPE: "
+                           "MEDIAN, AVERAGE, MIN, MAX, WEIGHTED, CLIPPED, CHI_OLD, CHI-MODE, "
+                           "CHI-MEAN, SUM, WEIGHTED_WEIGHT, MEDIAN_WEIGHT, AND, NAND, OR, NOR",
+                           optarg);
+      a->coadd.combine = (tsr_combine_t)parsed;
+      break;
+    case M_CLIP_SIGMA:
+      if (parse_nonneg("--clip-sigma", optarg, &a->coadd.clip_sigma) != 0)
+        return EXIT_USAGE;
+      break;
+    case M_CLIP_AMPFRAC:
+      if (parse_nonneg("--clip-ampfrac", optarg, &a->coadd.clip_ampfrac) != 0)
+        return EXIT_USAGE;
+      break;
+    case M_CLIP_LOG: a->clip_log = optarg; break;
+    case M_WTYPE:
+      if ((a->weight_type = tsr_weight_type_parse(optarg)) < 0)
+        return usage_error("mosaic: --weight-type '%s': expected MAP_WEIGHT, MAP_VARIANCE, MAP_RMS "
+                           "or BACKGROUND", optarg);
+      break;
+    case M_WTHRESH: {
+      /* SWarp's list: one per input, the last repeating. */
+      char *copy = strdup(optarg), *tok, *save = NULL;
+      int bad = copy == NULL;
+      a->n_thresh = 0;
+      for (tok = copy ? strtok_r(copy, ",", &save) : NULL; tok && !bad && a->n_thresh < argc;
+           tok = strtok_r(NULL, ",", &save))
+        bad = parse_real(tok, &a->weight_thresh[a->n_thresh]) != 0 ||
+              !(a->weight_thresh[a->n_thresh++] >= 0);
+      free(copy);
+      if (bad || a->n_thresh == 0)
+        return usage_error("mosaic: --weight-thresh '%s': expected T or T1,T2,... (>= 0), one per "
+                           "input, the last repeating", optarg);
+      break;
+    }
+    case M_WSUFFIX: a->weight_suffix = optarg; break;
+    case M_DQ: a->dqs[a->n_dqs++] = optarg; break;
+    case M_DQ_BITS:
+      if (parse_int64(optarg, &v) != 0 || v < 0 || v > 0xFFFFFFFFll)
+        return usage_error("mosaic: --dq-bits '%s': expected a bit mask, 0 to 4294967295 (0 = any "
+                           "nonzero DQ value)", optarg);
+      a->dq_bits = (uint32_t)v;
+      break;
+    case M_GAIN_KEY:
+      if (optarg[0] == '\0' || strlen(optarg) > 8)
+        return usage_error("mosaic: --gain-keyword '%s': expected a FITS keyword of 1 to 8 "
+                           "characters", optarg);
+      a->gain_keyword = optarg;
+      break;
+    case M_GAIN_DEFAULT:
+      if (parse_nonneg("--gain-default", optarg, &a->gain_default) != 0)
+        return EXIT_USAGE;
+      break;
+    case M_WEIGHT_OUT: a->weight_out = optarg; break;
+    case M_VARIANCE_OUT: a->variance_out = optarg; break;
+    case M_RMS_OUT: a->rms_out = optarg; break;
+    case M_DQ_OUT: a->dq_out = optarg; break;
     case M_WEIGHTS: a->weights[a->n_weights++] = optarg; break;
     case M_MATCH: a->match_background = 1; break;
     case M_BGREF:
@@ -188,6 +308,31 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
   if (a->n_weights && a->n_weights != a->n)
     return usage_error("mosaic: %d --weights for %d inputs: expected one per input, in order",
                        a->n_weights, a->n);
+  if (a->n_dqs && a->n_dqs != a->n)
+    return usage_error("mosaic: %d --dq for %d inputs: expected one per input, in order", a->n_dqs,
+                       a->n);
+  if (a->dq_out && !a->n_dqs)
+    return usage_error("mosaic: --dq-out goes with --dq (one data-quality image per input)");
+  if (a->dq_bits && !a->n_dqs)
+    return usage_error("mosaic: --dq-bits goes with --dq");
+  if (a->weight_suffix && a->n_weights)
+    return usage_error("mosaic: --weight-suffix and --weight both name the weight maps; give one");
+  if (a->weight_suffix && a->weight_type < 0)
+    return usage_error("mosaic: --weight-suffix goes with --weight-type");
+  if (a->weight_type >= 0 && a->weight_type != TSR_WEIGHT_BACKGROUND && !a->n_weights &&
+      !a->weight_suffix)
+    return usage_error("mosaic: --weight-type %s needs the weight maps: --weight FILE per input or "
+                       "--weight-suffix", a->weight_type == TSR_WEIGHT_MAP_WEIGHT ? "MAP_WEIGHT"
+                       : a->weight_type == TSR_WEIGHT_MAP_RMS ? "MAP_RMS" : "MAP_VARIANCE");
+  if (a->weight_type == TSR_WEIGHT_BACKGROUND && a->n_weights)
+    return usage_error("mosaic: --weight-type BACKGROUND takes the weights from the images "
+                       "themselves: no --weight");
+  if (a->n_thresh && a->weight_type < 0)
+    return usage_error("mosaic: --weight-thresh goes with --weight-type");
+  if (a->clip_log && a->coadd.combine != TSR_COMBINE_CLIPPED)
+    return usage_error("mosaic: --clip-log goes with --combine clipped (--combine-type CLIPPED)");
+  if (outputs_clash(a) != 0)
+    return EXIT_USAGE;
   if (a->background_reference >= a->n)
     return usage_error("mosaic: --background-reference %d: there are %d inputs",
                        a->background_reference + 1, a->n);
@@ -195,8 +340,6 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
     return usage_error("mosaic: --background-reference goes with --match-background");
   if (a->offsets_out && !a->match_background)
     return usage_error("mosaic: --offsets-out goes with --match-background");
-  if (a->offsets_out && cli_same_file(a->offsets_out, a->output))
-    return usage_error("mosaic: -o and --offsets-out name the same file '%s'", a->output);
   return cli_run_check("mosaic", &a->run);
 }
 
@@ -262,27 +405,99 @@ static int report_offsets(const mosaic_args_t *a, const double *offsets) {
   return 0;
 }
 
+/* The value of header keyword `key` of FITS file `path` (HDU as the run
+ * reads it) into *v: 1 if found, 0 if not, -1 after saying why. */
+static int header_real(tsr_ctx_t *ctx, const mosaic_args_t *a, const char *path, const char *key,
+                       double *v) {
+  tsr_wcs_t *w = NULL;
+  const char *cards;
+  int nc, found = 0;
+  size_t kl = strlen(key);
+  if (tsr_wcs_read_fits_hdu(ctx, path, &a->run.hdu, &w) != 0) {
+    fail(tsr_errmsg(ctx));
+    return -1;
+  }
+  cards = tsr_wcs_cards(w, &nc);
+  for (int i = 0; i < nc && !found; i++) {
+    const char *c = cards + (size_t)80 * i;
+    char val[81], *end;
+    if (strncmp(c, key, kl) != 0 || (kl < 8 && strspn(c + kl, " ") < 8 - kl) || c[8] != '=')
+      continue;
+    memcpy(val, c + 10, 70);
+    val[70] = '\0';
+    *v = strtod(val, &end);
+    found = end != val;
+  }
+  tsr_wcs_free(w);
+  return found;
+}
+
+/* The weight map of input i by SWarp's WEIGHT_SUFFIX: its name with the
+ * extension (from the last '.') replaced by the suffix; malloc'ed. */
+static char *suffixed(const char *in, const char *suffix) {
+  const char *dot = strrchr(in, '.'), *slash = strrchr(in, '/');
+  size_t stem = dot && (!slash || dot > slash) ? (size_t)(dot - in) : strlen(in);
+  char *p = malloc(stem + strlen(suffix) + 1);
+  if (p) {
+    memcpy(p, in, stem);
+    strcpy(p + stem, suffix);
+  }
+  return p;
+}
+
+/* Writes each rejection as SWarp's clip log does. */
+static int write_clip(void *ud, int input, int64_t x, int64_t y, double mu) {
+  return fprintf((FILE *)ud, "%4d %6" PRId64 " %6" PRId64 " %+10g\n", input, x + 1, y + 1, mu) < 0;
+}
+
+static int clip_log(tsr_ctx_t *ctx, tsr_graph_t *g, tsr_node_t *out, const mosaic_args_t *a,
+                    const tsr_region_t *region, const tsr_run_opts_t *ro) {
+  FILE *f = fopen(a->clip_log, "w");
+  /* Rank 0 alone, on its own: the other ranks have finished their run. */
+  tsr_run_opts_t local = *ro;
+  int rc;
+  local.mpi_comm = NULL;
+  if (f == NULL) {
+    fprintf(stderr, "tessera: mosaic: cannot write \"%s\": %s\n", a->clip_log, strerror(errno));
+    return 1;
+  }
+  rc = tsr_coadd_clip_log(g, out, region, &local, write_clip, f);
+  if (fclose(f) != 0 || rc > 0) {
+    fprintf(stderr, "tessera: mosaic: cannot write \"%s\": %s\n", a->clip_log, strerror(errno));
+    rc = 1;
+  } else if (rc < 0) {
+    fprintf(stderr, "tessera: mosaic: %s\n", tsr_errmsg(ctx));
+    rc = 1;
+  }
+  if (rc != 0)
+    remove(a->clip_log);
+  return rc;
+}
+
 int cmd_mosaic(int argc, char **argv) {
   mosaic_args_t a;
   tsr_ctx_t *ctx = NULL;
   tsr_graph_t *g = NULL;
   tsr_wcs_t *target = NULL;
   tsr_cache_t *cache = NULL;
-  tsr_node_t **data = NULL, **wts = NULL, *out, *nodes[2];
-  const char *paths[2];
-  double *offsets = NULL, t0 = cli_now();
+  tsr_node_t **data = NULL, **wts = NULL, **dqo = NULL, *out, *nodes[6];
+  const char *paths[6];
+  double *offsets = NULL, *gains = NULL, t0 = cli_now();
   tsr_run_opts_t ro;
   tsr_region_t region;
   cli_progress_t prog;
-  int status = 1, rc;
+  int status = 1, rc, nout = 0;
+  int has_w;
 
   if ((rc = parse_args(argc, argv, 0, &a)) != 0)
     goto done;
   rc = 1;
   data = calloc((size_t)a.n, sizeof *data);
   wts = calloc((size_t)a.n, sizeof *wts);
+  dqo = calloc((size_t)a.n, sizeof *dqo);
   offsets = calloc((size_t)a.n, sizeof *offsets);
-  if (!data || !wts || !offsets || tsr_ctx_new(&ctx, NULL) != 0) {
+  gains = calloc((size_t)a.n, sizeof *gains);
+  if (!data || !wts || !dqo || !offsets || !gains || tsr_ctx_new(&ctx, NULL) != 0) {
     fail("out of memory");
     goto out;
   }
@@ -294,9 +509,41 @@ int cmd_mosaic(int argc, char **argv) {
     fail(tsr_errmsg(ctx));
     goto out;
   }
+  has_w = a.n_weights || a.weight_type >= 0;
   for (int i = 0; i < a.n; i++) {
-    data[i] = reproject(g, tsr_source_fits_hdu(g, a.inputs[i], &a.run.hdu), target, &a);
-    if (a.n_weights) {
+    tsr_node_t *src = tsr_source_fits_hdu(g, a.inputs[i], &a.run.hdu), *dq = NULL;
+    if (a.n_dqs) {
+      tsr_interp_opts_t nn = TSR_INTERP_OPTS_INIT;
+      dq = tsr_source_fits_hdu(g, a.dqs[i], &a.run.hdu);
+      /* Data-quality bits are not interpolated: the nearest pixel's. */
+      nn.order = TSR_ORDER_NEAREST;
+      nn.block[0] = a.run.interp.block[0], nn.block[1] = a.run.interp.block[1];
+      nn.mapping_tolerance = a.run.interp.mapping_tolerance;
+      dqo[i] = tsr_reproject_interp(g, dq, target, &nn);
+    }
+    data[i] = reproject(g, dq ? tsr_mask_dq(g, src, dq, a.dq_bits) : src, target, &a);
+    if (a.weight_type >= 0) {
+      /* SWarp's way: a variance on the input's grid, reprojected as the
+       * data are, inverted on the target's. */
+      tsr_weight_opts_t wo = TSR_WEIGHT_OPTS_INIT;
+      tsr_node_t *map = src;
+      char *wpath = NULL;
+      if (a.n_thresh)
+        wo.thresh = a.weight_thresh[i < a.n_thresh ? i : a.n_thresh - 1];
+      wo.dq_bits = a.dq_bits;
+      if (a.weight_type != TSR_WEIGHT_BACKGROUND) {
+        if (a.weight_suffix && (wpath = suffixed(a.inputs[i], a.weight_suffix)) == NULL) {
+          fail("out of memory");
+          goto out;
+        }
+        map = tsr_source_fits_hdu(g, wpath ? wpath : a.weights[i], &a.run.hdu);
+        free(wpath);
+      }
+      wts[i] = tsr_scalar_binary(g, TSR_DIV, 1.0,
+                                 reproject(g, tsr_variance_map(g, map, (tsr_weight_type_t)a.weight_type,
+                                                               dq, &wo),
+                                           target, &a));
+    } else if (a.n_weights) {
       tsr_node_t *w = tsr_source_fits_hdu(g, a.weights[i], &a.run.hdu);
       if (w && tsr_node_wcs(w) == NULL) {
         fprintf(stderr, "tessera: mosaic: weight \"%s\" has no WCS; expected a weight map with the "
@@ -305,9 +552,17 @@ int cmd_mosaic(int argc, char **argv) {
       }
       wts[i] = reproject(g, w, target, &a);
     }
+    if (a.coadd.combine == TSR_COMBINE_CLIPPED) {
+      /* SWarp's GAIN_KEYWORD, else GAIN_DEFAULT (0 = infinite). */
+      int found = tsr_graph_status(g) ? 0 : header_real(ctx, &a, a.inputs[i], a.gain_keyword, &gains[i]);
+      if (found < 0)
+        goto out;
+      if (found == 0 || !(gains[i] >= 0))
+        gains[i] = a.gain_default;
+    }
   }
   if (a.match_background && tsr_graph_status(g) == 0) {
-    if ((rc = tsr_coadd_match_background(g, a.n, data, a.n_weights ? wts : NULL,
+    if ((rc = tsr_coadd_match_background(g, a.n, data, has_w ? wts : NULL,
                                          a.background_reference, &ro, offsets)) != 0) {
       status = cli_run_failed(ctx, rc);
       goto out;
@@ -318,20 +573,32 @@ int cmd_mosaic(int argc, char **argv) {
   }
   a.coadd.dtype = a.run.interp.dtype;
   a.coadd.block[0] = a.run.interp.block[0], a.coadd.block[1] = a.run.interp.block[1];
-  out = tsr_coadd(g, a.n, data, a.n_weights ? wts : NULL, &a.coadd);
-  nodes[0] = out;
-  paths[0] = a.output;
-  nodes[1] = a.run.footprint ? tsr_footprint(g, out) : NULL;
-  paths[1] = a.run.footprint;
+  a.coadd.gains = gains;
+  a.coadd.dq = a.n_dqs ? dqo : NULL;
+  out = tsr_coadd(g, a.n, data, has_w ? wts : NULL, &a.coadd);
+  nodes[nout] = out, paths[nout++] = a.output;
+  if (a.run.footprint)
+    nodes[nout] = tsr_footprint(g, out), paths[nout++] = a.run.footprint;
+  if (a.weight_out)
+    nodes[nout] = tsr_coadd_product(g, out, TSR_COADD_WEIGHT), paths[nout++] = a.weight_out;
+  if (a.variance_out)
+    nodes[nout] = tsr_coadd_product(g, out, TSR_COADD_VARIANCE), paths[nout++] = a.variance_out;
+  if (a.rms_out)
+    nodes[nout] = tsr_unary(g, TSR_SQRT, tsr_coadd_product(g, out, TSR_COADD_VARIANCE)),
+    paths[nout++] = a.rms_out;
+  if (a.dq_out)
+    nodes[nout] = tsr_coadd_product(g, out, TSR_COADD_DQ), paths[nout++] = a.dq_out;
   if (tsr_graph_status(g) != 0) {
     fail(tsr_graph_errmsg(g));
     goto out;
   }
   if (cli_run_region(&a.run, out, &region) != 0)
     goto out;
-  rc = tsr_write_fits(g, a.run.footprint ? 2 : 1, nodes, paths, a.run.has_region ? &region : NULL,
-                      &ro);
+  rc = tsr_write_fits(g, nout, nodes, paths, a.run.has_region ? &region : NULL, &ro);
   cli_progress_end(&prog);
+  if (rc == 0 && !interrupted && a.clip_log && cli_mpi_rank == 0 &&
+      clip_log(ctx, g, out, &a, a.run.has_region ? &region : NULL, &ro) != 0)
+    goto out;
   if (cache && tsr_cache_warning(cache)[0])
     fprintf(stderr, "tessera: warning: %s\n", tsr_cache_warning(cache));
   if (rc != 0 || interrupted) {
@@ -353,13 +620,17 @@ out:
   tsr_ctx_free(ctx);
   free(data);
   free(wts);
+  free(dqo);
   free(offsets);
+  free(gains);
   if (a.run.mpi)
     tsr_mpi_finalize();
   rc = status;
 done:
   free(a.inputs);
   free(a.weights);
+  free(a.dqs);
+  free(a.weight_thresh);
   return rc;
 }
 
@@ -394,5 +665,7 @@ out:
 done:
   free(a.inputs);
   free(a.weights);
+  free(a.dqs);
+  free(a.weight_thresh);
   return rc;
 }

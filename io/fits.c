@@ -531,6 +531,7 @@ struct fits_state_s {
   const unsigned char *map; /* the whole file, when small enough to map once */
   size_t map_len;
   bool open;             /* in the pool's list, holding f or fd (and map) */
+  bool resident;         /* map may hold resident pages: counted in pool.resident */
   bool read;             /* data were read or viewed in this run: a change found
                           * on reopening may have mixed two versions */
   int busy;              /* reads and views in progress; never closed while > 0 */
@@ -628,7 +629,16 @@ static struct {
   fits_state_t *head, *tail; /* open states, most recently used first */
   int n_open;
   int cap;                   /* taken again whenever the pool is empty (ulimit may change) */
-} pool = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, 0, 0};
+  size_t resident;           /* map_len of the states with resident set */
+} pool = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, 0, 0, 0};
+
+/* The pages of mapped inputs count in the process's resident set for as
+ * long as they stay mapped, and a mosaic of many inputs touches every one
+ * of them: 64 inputs and their weight maps of 1024^2 held 512 MB.  So the
+ * mappings of the inputs used longest ago are dropped (MADV_DONTNEED: the
+ * pages stay in the page cache, a later use faults them in again, minor
+ * faults) once the mapped inputs in use lately pass this many bytes. */
+#define MAP_RESIDENT_BYTES ((size_t)128 << 20)
 
 /* A process forked while another thread holds the lock (the pool's
  * workers, forked by one thread while others compute) would find it held
@@ -679,6 +689,9 @@ static void state_close(fits_state_t *fs) {
     close(fs->fd);
   if (fs->map)
     munmap((void *)fs->map, fs->map_len);
+  if (fs->resident)
+    pool.resident -= fs->map_len;
+  fs->resident = false;
   fs->fd = -1;
   fs->map = NULL;
   fs->map_len = 0;
@@ -787,6 +800,17 @@ static int pool_acquire(tsr_ctx_t *ctx, fits_state_t *fs, bool reading) {
     pool_push(fs);
     fs->busy++;
     fs->read = fs->read || reading;
+    if (fs->map && reading && !fs->resident) {
+      fs->resident = true;
+      pool.resident += fs->map_len;
+    }
+    /* Past the budget, drop the pages of idle inputs, least recent first. */
+    for (fits_state_t *o = pool.tail; o != NULL && pool.resident > MAP_RESIDENT_BYTES; o = o->prev)
+      if (o->busy == 0 && o->resident) {
+        madvise((void *)o->map, o->map_len, MADV_DONTNEED);
+        o->resident = false;
+        pool.resident -= o->map_len;
+      }
   }
   pthread_mutex_unlock(&pool.lock);
   return rc;

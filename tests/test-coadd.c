@@ -22,6 +22,7 @@ typedef struct {
   tsr_wcs_t *target;
   tsr_wcs_t *tw[3];
   float *img[3];
+  float *wimg[3];   /* scene_weights' maps, or NULL */
   tsr_node_t *r[3];
 } scene_t;
 
@@ -64,9 +65,25 @@ static void scene_open(scene_t *s, int64_t block) {
   }
 }
 
+/* Constant weight maps w[i] on each input's grid, reprojected as the inputs
+ * are (nearest), into wn. */
+static void scene_weights(scene_t *s, const double *w, tsr_node_t *wn[3]) {
+  int64_t shape[2] = {40, 30};
+  for (int i = 0; i < 3; i++) {
+    tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
+    s->wimg[i] = malloc(sizeof(float) * 40 * 30);
+    for (int k = 0; k < 40 * 30; k++)
+      s->wimg[i][k] = (float)w[i];
+    io.order = TSR_ORDER_NEAREST;
+    wn[i] = tsr_reproject_interp(s->g, tsr_source_buffer_ref(s->g, TSR_F32, 2, shape, s->wimg[i], s->tw[i]),
+                                 s->target, &io);
+  }
+}
+
 static void scene_close(scene_t *s) {
   for (int i = 0; i < 3; i++) {
     free(s->img[i]);
+    free(s->wimg[i]);
     tsr_wcs_free(s->tw[i]);
   }
   tsr_wcs_free(s->target);
@@ -119,8 +136,10 @@ static void expect(const scene_t *s, int combine, const double *w, double blank,
   }
 }
 
+static int good_at(const scene_t *s, const double *w, int x, int y, double *v, double *wt, int *org);
+
 static void same(double a, double b) {
-  if (!((a != a && b != b) || fabs(a - b) <= 1e-6 * fmax(1.0, fabs(b))))
+  if (!(a == b || (a != a && b != b) || fabs(a - b) <= 1e-6 * fmax(1.0, fabs(b))))
     th_fail(__FILE__, __LINE__, "got %.9g, expected %.9g", a, b);
 }
 
@@ -131,20 +150,9 @@ TEST(every_combine_function_by_hand) {
       tsr_coadd_opts_t o = TSR_COADD_OPTS_INIT;
       double w[3] = {1.0, 0.5, 3.0};
       tsr_node_t *wn[3] = {NULL, NULL, NULL};
-      float *wimg[3];
-      int64_t shape[2] = {40, 30};
       scene_open(&s, 0);
-      for (int i = 0; i < 3; i++) {
-        wimg[i] = malloc(sizeof(float) * 40 * 30);
-        for (int k = 0; k < 40 * 30; k++)
-          wimg[i][k] = (float)w[i];
-        if (weighted) {
-          tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
-          io.order = TSR_ORDER_NEAREST;
-          wn[i] = tsr_reproject_interp(s.g, tsr_source_buffer_ref(s.g, TSR_F32, 2, shape, wimg[i], s.tw[i]),
-                                       s.target, &io);
-        }
-      }
+      if (weighted)
+        scene_weights(&s, w, wn);
       o.combine = c;
       o.blank = c == TSR_COMBINE_SUM ? 0.0 : NAN;
       o.dtype = TSR_F64;
@@ -163,51 +171,87 @@ TEST(every_combine_function_by_hand) {
         }
       free(got);
       free(gfp);
-      for (int i = 0; i < 3; i++)
-        free(wimg[i]);
       scene_close(&s);
     }
 }
 
 TEST(regions_blocks_pool_and_cache_give_the_same_bits) {
-  scene_t s;
-  float ref[80 * 60], out[80 * 60];
-  scene_open(&s, 16);
-  tsr_coadd_opts_t o = TSR_COADD_OPTS_INIT;
-  o.combine = TSR_COMBINE_MEDIAN;
-  tsr_node_t *m = tsr_coadd(s.g, 3, s.r, NULL, &o);
-  ASSERT(m != NULL);
-  ASSERT_OK(tsr_compute(s.g, m, NULL, ref, sizeof ref, NULL));
-  for (int64_t b = 7; b <= 64; b *= 3) {
-    tsr_coadd_opts_t ob = o;
-    ob.block[0] = b, ob.block[1] = b + 3;
-    tsr_node_t *mb = tsr_coadd(s.g, 3, s.r, NULL, &ob);
-    ASSERT_OK(tsr_compute(s.g, mb, NULL, out, sizeof out, NULL));
-    ASSERT(memcmp(ref, out, sizeof ref) == 0);
-  }
-  {
-    tsr_region_t r = {{21, 13, 0, 0}, {58, 41, 1, 1}};
-    float part[37 * 28];
-    ASSERT_OK(tsr_compute(s.g, m, &r, part, sizeof part, NULL));
-    for (int y = 13; y < 41; y++)
-      ASSERT(memcmp(part + (y - 13) * 37, ref + y * 80 + 21, 37 * sizeof(float)) == 0);
-  }
-  {
-    tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
-    tsr_cache_t *cache;
-    ro.jobs = 2;
-    ASSERT_OK(tsr_compute(s.g, m, NULL, out, sizeof out, &ro));
-    ASSERT(memcmp(ref, out, sizeof ref) == 0);
-    ASSERT_OK(tsr_cache_open(s.ctx, th_path("cache"), 1 << 26, &cache));
-    ro.cache = cache;
-    for (int pass = 0; pass < 2; pass++) {
-      memset(out, 0, sizeof out);
-      ASSERT_OK(tsr_compute(s.g, m, NULL, out, sizeof out, &ro));
+  for (int c = 0; c < 2; c++) {
+    scene_t s;
+    float ref[80 * 60], out[80 * 60];
+    scene_open(&s, 16);
+    tsr_coadd_opts_t o = TSR_COADD_OPTS_INIT;
+    o.combine = c ? TSR_COMBINE_CLIPPED : TSR_COMBINE_MEDIAN;
+    o.clip_sigma = 0.3, o.clip_ampfrac = 0.1;
+    tsr_node_t *m = tsr_coadd(s.g, 3, s.r, NULL, &o);
+    ASSERT(m != NULL);
+    ASSERT_OK(tsr_compute(s.g, m, NULL, ref, sizeof ref, NULL));
+    for (int64_t b = 7; b <= 64; b *= 3) {
+      tsr_coadd_opts_t ob = o;
+      ob.block[0] = b, ob.block[1] = b + 3;
+      tsr_node_t *mb = tsr_coadd(s.g, 3, s.r, NULL, &ob);
+      ASSERT_OK(tsr_compute(s.g, mb, NULL, out, sizeof out, NULL));
       ASSERT(memcmp(ref, out, sizeof ref) == 0);
     }
-    tsr_cache_close(cache);
+    {
+      tsr_region_t r = {{21, 13, 0, 0}, {58, 41, 1, 1}};
+      float part[37 * 28];
+      ASSERT_OK(tsr_compute(s.g, m, &r, part, sizeof part, NULL));
+      for (int y = 13; y < 41; y++)
+        ASSERT(memcmp(part + (y - 13) * 37, ref + y * 80 + 21, 37 * sizeof(float)) == 0);
+    }
+    {
+      tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
+      tsr_cache_t *cache;
+      ro.jobs = 2;
+      ASSERT_OK(tsr_compute(s.g, m, NULL, out, sizeof out, &ro));
+      ASSERT(memcmp(ref, out, sizeof ref) == 0);
+      ASSERT_OK(tsr_cache_open(s.ctx, th_path("cache"), 1 << 26, &cache));
+      ro.cache = cache;
+      for (int pass = 0; pass < 2; pass++) {
+        memset(out, 0, sizeof out);
+        ASSERT_OK(tsr_compute(s.g, m, NULL, out, sizeof out, &ro));
+        ASSERT(memcmp(ref, out, sizeof ref) == 0);
+      }
+      tsr_cache_close(cache);
+    }
+    scene_close(&s);
   }
-  scene_close(&s);
+}
+
+/* The variance and weight products of reproject's combines, weights W
+ * (1, 0.5, 3) being inverse variances: mean sum(W^2 / W) / sum(W)^2 =
+ * 1 / sum(W), sum sum(W), first and last 1 / W of the chosen input. */
+TEST(variance_of_reprojects_combines) {
+  static const int combines[4] = {TSR_COMBINE_MEAN, TSR_COMBINE_SUM, TSR_COMBINE_FIRST, TSR_COMBINE_LAST};
+  double w[3] = {1.0, 0.5, 3.0};
+  static double var[80 * 60], wt[80 * 60];
+  for (int c = 0; c < 4; c++) {
+    scene_t s;
+    tsr_coadd_opts_t o = TSR_COADD_OPTS_INIT;
+    tsr_node_t *wn[3];
+    scene_open(&s, 0);
+    scene_weights(&s, w, wn);
+    o.combine = combines[c];
+    o.dtype = TSR_F64;
+    tsr_node_t *m = tsr_coadd(s.g, 3, s.r, wn, &o);
+    ASSERT_OK(tsr_compute(s.g, tsr_coadd_product(s.g, m, TSR_COADD_VARIANCE), NULL, var, sizeof var, NULL));
+    ASSERT_OK(tsr_compute(s.g, tsr_coadd_product(s.g, m, TSR_COADD_WEIGHT), NULL, wt, sizeof wt, NULL));
+    for (int y = 0; y < 60; y++)
+      for (int x = 0; x < 80; x++) {
+        double a[3], ww[3], e = NAN;
+        int org[3], n = good_at(&s, w, x, y, a, ww, org);
+        if (n > 0) {
+          double sw = 0;
+          for (int i = 0; i < n; i++)
+            sw += ww[i];
+          e = c == 0 ? 1 / sw : c == 1 ? sw : c == 2 ? 1 / ww[0] : 1 / ww[n - 1];
+        }
+        same(var[y * 80 + x], e);
+        same(wt[y * 80 + x], n ? 1 / e : 0.0);
+      }
+    scene_close(&s);
+  }
 }
 
 TEST(background_offsets_are_recovered) {
@@ -277,14 +321,18 @@ TEST(bad_mosaics_are_reported) {
       {"coadd: 0 inputs; expected at least 1", 0},
       {"is not the data node of a reprojection (it has no footprint plane)", 1},
       {"is not on the pixel grid of input 1", 2},
-      {"coadd: combine 9 out of range", 3},
+      {"coadd: combine 99 out of range [0, 19]", 3},
       {"coadd: weight 2", 4},
       {"coadd: input 3 is NULL", 5},
+      {"coadd: clip_sigma -1 and clip_ampfrac 0.3: expected finite values >= 0", 6},
+      {"coadd: gain 2 is -4; expected e-/ADU >= 0 (0 = infinite)", 7},
+      {"coadd: data-quality map 3 (", 8},
   };
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
     scene_t s;
     tsr_coadd_opts_t o = TSR_COADD_OPTS_INIT;
-    tsr_node_t *in[3], *w[3] = {NULL, NULL, NULL};
+    tsr_node_t *in[3], *w[3] = {NULL, NULL, NULL}, *dq[3] = {NULL, NULL, NULL};
+    double gains[3] = {1, -4, 1};
     int n = 3;
     int64_t shape[2] = {40, 30}, small[2] = {10, 10};
     scene_open(&s, 0);
@@ -295,12 +343,27 @@ TEST(bad_mosaics_are_reported) {
     case 2: in[1] = tsr_reproject_interp(s.g, tsr_source_buffer_ref(s.g, TSR_F32, 2, shape, s.img[0], s.tw[0]),
                                          s.tw[1], NULL);
       break;
-    case 3: o.combine = 9; break;
+    case 3: o.combine = (tsr_combine_t)99; break;
     case 4: w[1] = tsr_source_buffer_ref(s.g, TSR_F32, 2, small, s.img[0], NULL); break;
     case 5: in[2] = NULL; break;
+    case 6: o.clip_sigma = -1; break;
+    case 7: o.gains = gains; break;
+    case 8: dq[2] = tsr_source_buffer_ref(s.g, TSR_F32, 2, small, s.img[0], NULL), o.dq = dq; break;
     }
     ASSERT(tsr_coadd(s.g, n, in, cases[k].what == 4 ? w : NULL, &o) == NULL);
     ASSERT_STR_CONTAINS(tsr_graph_errmsg(s.g), cases[k].msg);
+    scene_close(&s);
+  }
+  {
+    /* Products: of a mosaic only, and DQ only with DQ maps. */
+    scene_t s;
+    scene_open(&s, 0);
+    ASSERT(tsr_coadd_product(s.g, s.r[0], TSR_COADD_WEIGHT) == NULL);
+    ASSERT_STR_CONTAINS(tsr_graph_errmsg(s.g), "is not a mosaic (tsr_coadd) of this graph");
+    scene_close(&s);
+    scene_open(&s, 0);
+    ASSERT(tsr_coadd_product(s.g, tsr_coadd(s.g, 3, s.r, NULL, NULL), TSR_COADD_DQ) == NULL);
+    ASSERT_STR_CONTAINS(tsr_graph_errmsg(s.g), "a data-quality product needs data-quality inputs");
     scene_close(&s);
   }
 }
@@ -359,6 +422,478 @@ TEST(a_region_reads_only_the_inputs_and_blocks_it_meets) {
       ASSERT(out[k] == out[k]);
   }
   scene_close(&s);
+}
+
+/* ------------------------------------------------------------------ */
+/* SWarp's combines                                                    */
+
+/* The inputs that count at (x, y) for a SWarp combine: value, weight and
+ * number, in input order (weights w[i], all of input i). */
+static int good_at(const scene_t *s, const double *w, int x, int y, double *v, double *wt, int *org) {
+  int n = 0;
+  for (int i = 0; i < 3; i++) {
+    double a = input_at(s, i, x, y);
+    if (a == a && w[i] > 0)
+      v[n] = a, wt[n] = w[i], org[n++] = i;
+  }
+  return n;
+}
+
+static double med(const double *v, int n) {
+  double s[3];
+  memcpy(s, v, sizeof(double) * (size_t)n);
+  qsort(s, (size_t)n, sizeof *s, cmpd);
+  return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+}
+
+/* SWarp 2.41's variance of a median of n Gaussian values (coadd.c). */
+static double med_var(int n, const double *var) {
+  double ss = 0, sv = 0;
+  for (int i = 0; i < n; i++)
+    ss += 1 / sqrt(var[i]), sv += var[i];
+  if (n <= 2)
+    return sv / (n * n);
+  return M_PI * n * n / (2 * ss * ss * (n + (n % 2 ? M_PI / 2 - 1 : M_PI - 2)));
+}
+
+/* Expected value, output weight and variance of SWarp combine c at (x, y),
+ * straight from coadd_line's formulas (weights are inverse variances). */
+static void expect_swarp(const scene_t *s, int c, const double *w, double cs, double af, int x,
+                         int y, double *v, double *ow, double *var) {
+  double a[3], wt[3], vr[3], sw = 0, swa = 0, sa = 0, sv = 0, chi = 0;
+  int org[3], n = good_at(s, w, x, y, a, wt, org);
+  *v = NAN, *ow = 0, *var = NAN;
+  if (n == 0)
+    return;
+  for (int i = 0; i < n; i++) {
+    vr[i] = 1 / wt[i];
+    sw += wt[i], swa += wt[i] * a[i], sa += a[i], sv += vr[i], chi += a[i] * a[i] * wt[i];
+  }
+  switch (c) {
+  case TSR_COMBINE_WEIGHTED: *v = swa / sw, *var = 1 / sw; break;
+  case TSR_COMBINE_AVERAGE: *v = sa / n, *var = sv / (n * n); break;
+  case TSR_COMBINE_SUM_UNWEIGHTED: *v = sa, *var = sv; break;
+  case TSR_COMBINE_MEDIAN: *v = med(a, n), *var = med_var(n, vr); break;
+  case TSR_COMBINE_CHI_OLD: *v = sqrt(chi / n), *ow = 1; return;
+  case TSR_COMBINE_CHI_MODE:
+  case TSR_COMBINE_CHI_MEAN: {
+    double mu = sqrt(2.0) * tgamma((n + 1) / 2.0) / tgamma(n / 2.0);
+    *v = n == 1 ? a[0] * sqrt(wt[0])
+                : (sqrt(chi) - (c == TSR_COMBINE_CHI_MODE ? sqrt(n - 1.0) : mu)) / sqrt(n - mu * mu);
+    *ow = 1;
+    return;
+  }
+  case TSR_COMBINE_CLIPPED:
+    if (n == 1) {
+      *v = a[0], *var = vr[0];
+    } else if (n == 2) {
+      double m = fabs(a[0] + a[1]) / 2;
+      if (fabs(a[0] - a[1]) <= cs * sqrt(vr[0] + vr[1]) + af * m)
+        *v = (a[0] * vr[1] + a[1] * vr[0]) / (vr[0] + vr[1]), *var = vr[0] * vr[1] / (vr[0] + vr[1]);
+    } else {
+      double m = med(a, n), kw = 0, kwa = 0;
+      for (int i = 0; i < n; i++)
+        if (fabs(a[i] - m) <= cs * sqrt(vr[i]) + af * fabs(m))
+          kw += wt[i], kwa += wt[i] * a[i];
+      if (kw > 0)
+        *v = kwa / kw, *var = 1 / kw;
+    }
+    break;
+  case TSR_COMBINE_WEIGHTED_WEIGHT:
+  case TSR_COMBINE_MEDIAN_WEIGHT: {
+    double fv[3], acc = 0, q;
+    for (int i = 0; i < n; i++)
+      fv[i] = a[i] > 1e-30 ? 1 / a[i] : 1e30, acc += fv[i] * wt[i] * wt[i];
+    q = c == TSR_COMBINE_WEIGHTED_WEIGHT ? acc / (sw * sw) : med_var(n, fv);
+    *v = 1 / q;
+    *ow = c == TSR_COMBINE_WEIGHTED_WEIGHT ? sw : 1 / med_var(n, vr);
+    return;
+  }
+  }
+  if (*v == *v)
+    *ow = 1 / *var;
+  else
+    *var = NAN;
+}
+
+/* Every SWarp combine against its formulas, with weights (inverse
+ * variances) 1, 0.5 and 3: values, output weight map and variance. */
+TEST(swarp_combines_follow_swarps_formulas) {
+  static const int combines[] = {TSR_COMBINE_WEIGHTED,   TSR_COMBINE_AVERAGE,
+                                 TSR_COMBINE_SUM_UNWEIGHTED, TSR_COMBINE_MEDIAN,
+                                 TSR_COMBINE_CHI_OLD,    TSR_COMBINE_CHI_MODE,
+                                 TSR_COMBINE_CHI_MEAN,   TSR_COMBINE_CLIPPED,
+                                 TSR_COMBINE_WEIGHTED_WEIGHT, TSR_COMBINE_MEDIAN_WEIGHT};
+  static double got[3][80 * 60];
+  double w[3] = {1.0, 0.5, 3.0};
+  for (size_t c = 0; c < sizeof combines / sizeof combines[0]; c++)
+    for (int tight = 0; tight < (combines[c] == TSR_COMBINE_CLIPPED ? 2 : 1); tight++) {
+      scene_t s;
+      tsr_coadd_opts_t o = TSR_COADD_OPTS_INIT;
+      tsr_node_t *wn[3], *m, *nodes[3];
+      int defined = 0;
+      scene_open(&s, 16);
+      scene_weights(&s, w, wn);
+      o.combine = combines[c];
+      o.dtype = TSR_F64;
+      printf("# %s%s\n", tsr_combine_name(o.combine), tight ? " (tight)" : "");
+      if (tight)
+        o.clip_sigma = 0.3, o.clip_ampfrac = 0.1;
+      m = tsr_coadd(s.g, 3, s.r, wn, &o);
+      nodes[0] = m;
+      nodes[1] = tsr_coadd_product(s.g, m, TSR_COADD_WEIGHT);
+      nodes[2] = tsr_coadd_product(s.g, m, TSR_COADD_VARIANCE);
+      ASSERT(nodes[1] != NULL && nodes[2] != NULL);
+      ASSERT(tsr_coadd_product(s.g, m, TSR_COADD_VALUE) == m);
+      for (int p = 0; p < 3; p++)
+        ASSERT_OK(tsr_compute(s.g, nodes[p], NULL, got[p], sizeof got[p], NULL));
+      for (int y = 0; y < 60; y++)
+        for (int x = 0; x < 80; x++) {
+          double v, ow, var;
+          expect_swarp(&s, combines[c], w, o.clip_sigma, o.clip_ampfrac, x, y, &v, &ow, &var);
+          same(got[0][y * 80 + x], v);
+          same(got[1][y * 80 + x], ow);
+          same(got[2][y * 80 + x], var);
+          defined += v == v;
+        }
+      /* The scene has pixels of 0, 1, 2 and 3 inputs: most are defined. */
+      ASSERT(defined > (tight ? 1000 : 2500));
+      scene_close(&s);
+    }
+}
+
+typedef struct {
+  int n;
+  int input[4096];
+  int64_t x[4096], y[4096];
+  double mu[4096];
+} cliplog_t;
+
+static int collect(void *ud, int input, int64_t x, int64_t y, double mu) {
+  cliplog_t *l = ud;
+  if (l->n < 4096)
+    l->input[l->n] = input, l->x[l->n] = x, l->y[l->n] = y, l->mu[l->n] = mu;
+  l->n++;
+  return 0;
+}
+
+static int stop_at_3(void *ud, int input, int64_t x, int64_t y, double mu) {
+  (void)input, (void)x, (void)y, (void)mu;
+  return ++*(int *)ud == 3 ? 42 : 0;
+}
+
+/* The clip log names every rejected input pixel, in SWarp's order, with
+ * SWarp's signed deviation; a region gives its part of it. */
+TEST(the_clip_log_lists_the_rejected_pixels) {
+  scene_t s;
+  tsr_coadd_opts_t o = TSR_COADD_OPTS_INIT;
+  static cliplog_t log, part;
+  double w[3] = {1, 1, 1};
+  int expected = 0, calls = 0;
+  scene_open(&s, 16);
+  o.combine = TSR_COMBINE_CLIPPED;
+  o.clip_sigma = 0.3, o.clip_ampfrac = 0.1;
+  tsr_node_t *m = tsr_coadd(s.g, 3, s.r, NULL, &o);
+  ASSERT(m != NULL);
+  log.n = 0;
+  ASSERT_OK(tsr_coadd_clip_log(s.g, m, NULL, NULL, collect, &log));
+  for (int y = 0; y < 60; y++)
+    for (int x = 0; x < 80; x++) {
+      double a[3], wt[3];
+      int org[3], n = good_at(&s, w, x, y, a, wt, org);
+      if (n == 2) {
+        double mm = fabs(a[0] + a[1]) / 2, d = a[0] - a[1];
+        if (fabs(d) > 0.3 * sqrt(2.0) + 0.1 * mm) {
+          double mu = (d > 0 ? 1 : -1) * (fabs(d) - 0.1 * mm) / sqrt(2.0);
+          ASSERT(expected + 1 < log.n);
+          ASSERT_INT_EQ(log.input[expected], org[0]);
+          ASSERT_INT_EQ(log.input[expected + 1], org[1]);
+          ASSERT_INT_EQ(log.x[expected], x);
+          ASSERT_INT_EQ(log.y[expected], y);
+          ASSERT_NEAR(log.mu[expected], mu, 1e-5);
+          ASSERT_NEAR(log.mu[expected + 1], -mu, 1e-5);
+          expected += 2;
+        }
+      } else if (n == 3) {
+        double mm = med(a, n);
+        for (int i = 0; i < 3; i++)
+          if (fabs(a[i] - mm) > 0.3 + 0.1 * fabs(mm)) {
+            ASSERT(expected < log.n);
+            ASSERT_INT_EQ(log.input[expected], org[i]);
+            ASSERT_INT_EQ(log.x[expected], x);
+            ASSERT_INT_EQ(log.y[expected], y);
+            expected++;
+          }
+      }
+    }
+  ASSERT_INT_EQ(log.n, expected);
+  ASSERT(expected > 500);
+  {
+    tsr_region_t r = {{20, 10, 0, 0}, {50, 40, 1, 1}};
+    int k = 0;
+    part.n = 0;
+    ASSERT_OK(tsr_coadd_clip_log(s.g, m, &r, NULL, collect, &part));
+    for (int i = 0; i < log.n; i++)
+      if (log.x[i] >= 20 && log.x[i] < 50 && log.y[i] >= 10 && log.y[i] < 40) {
+        ASSERT(k < part.n && part.input[k] == log.input[i] && part.x[k] == log.x[i] &&
+               part.y[k] == log.y[i] && part.mu[k] == log.mu[i]);
+        k++;
+      }
+    ASSERT_INT_EQ(k, part.n);
+  }
+  ASSERT_INT_EQ(tsr_coadd_clip_log(s.g, m, NULL, NULL, stop_at_3, &calls), 42);
+  ASSERT_INT_EQ(calls, 3);
+  o.combine = TSR_COMBINE_MEDIAN;
+  ASSERT_INT_EQ(tsr_coadd_clip_log(s.g, tsr_coadd(s.g, 3, s.r, NULL, &o), NULL, NULL, collect, &log),
+                TSR_EINVAL);
+  ASSERT_STR_CONTAINS(tsr_errmsg(s.ctx), "is not a clipped mosaic");
+  scene_close(&s);
+}
+
+/* Flag combines take the covering inputs' values as bits; the DQ product
+ * is the OR of the contributors' data quality. */
+TEST(flag_combines_and_data_quality) {
+  static const int combines[4] = {TSR_COMBINE_AND, TSR_COMBINE_NAND, TSR_COMBINE_OR, TSR_COMBINE_NOR};
+  for (int c = 0; c < 4; c++) {
+    scene_t s;
+    tsr_coadd_opts_t o = TSR_COADD_OPTS_INIT;
+    tsr_node_t *dq[3];
+    float dqimg[3][40 * 30];
+    static double got[80 * 60], gdq[80 * 60];
+    int64_t shape[2] = {40, 30};
+    scene_open(&s, 0);
+    for (int i = 0; i < 3; i++) {
+      tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
+      for (int k = 0; k < 40 * 30; k++) {
+        s.img[i][k] = (float)((1 << i) | (k % 3 == 0 ? 8 : 0) | (1 << 20));
+        dqimg[i][k] = (float)(1 << (4 + i));
+      }
+      io.order = TSR_ORDER_NEAREST;
+      dq[i] = tsr_reproject_interp(s.g, tsr_source_buffer_ref(s.g, TSR_F32, 2, shape, dqimg[i], s.tw[i]),
+                                   s.target, &io);
+    }
+    o.combine = combines[c];
+    o.dq = dq;
+    tsr_node_t *m = tsr_coadd(s.g, 3, s.r, NULL, &o);
+    ASSERT(m != NULL && tsr_node_dtype(m) == TSR_F64);
+    ASSERT_OK(tsr_compute(s.g, m, NULL, got, sizeof got, NULL));
+    ASSERT_OK(tsr_compute(s.g, tsr_coadd_product(s.g, m, TSR_COADD_DQ), NULL, gdq, sizeof gdq, NULL));
+    for (int y = 0; y < 60; y++)
+      for (int x = 0; x < 80; x++) {
+        uint32_t and_v = 0xFFFFFFFFu, or_v = 0, q = 0, e;
+        int n = 0;
+        for (int i = 0; i < 3; i++) {
+          double a = input_at(&s, i, x, y);
+          if (a != a)
+            continue;
+          and_v &= (uint32_t)a, or_v |= (uint32_t)a, q |= 1u << (4 + i), n++;
+        }
+        if (n == 0) {
+          ASSERT(got[y * 80 + x] != got[y * 80 + x]);
+          ASSERT(gdq[y * 80 + x] == 0);
+          continue;
+        }
+        e = c < 2 ? and_v : or_v;
+        if (c % 2)
+          e = ~e;
+        same(got[y * 80 + x], (double)e);
+        same(gdq[y * 80 + x], (double)q);
+      }
+    scene_close(&s);
+  }
+}
+
+/* Counts the bytes tessera holds through its allocator: the most at once. */
+typedef struct {
+  size_t live, peak;
+} mem_t;
+
+static void *m_malloc(void *ud, size_t n) {
+  mem_t *m = ud;
+  size_t *p = malloc(n + 16);
+  if (p == NULL)
+    return NULL;
+  p[0] = n;
+  m->live += n;
+  if (m->live > m->peak)
+    m->peak = m->live;
+  return (char *)p + 16;
+}
+
+static void m_free(void *ud, void *q) {
+  mem_t *m = ud;
+  if (q == NULL)
+    return;
+  size_t *p = (size_t *)((char *)q - 16);
+  m->live -= p[0];
+  free(p);
+}
+
+static void *m_realloc(void *ud, void *q, size_t n) {
+  void *r = m_malloc(ud, n);
+  if (r && q) {
+    size_t old = ((size_t *)((char *)q - 16))[0];
+    memcpy(r, q, old < n ? old : n);
+  }
+  if (r || n == 0)
+    m_free(ud, q);
+  return r;
+}
+
+/* A median and a clipped mosaic of 500 inputs that all overlap: each
+ * block holds one window of each input covering it, never whole inputs.
+ * The inputs are 128 x 128 on a 160 x 160 target, blocks 16 x 16: 500 whole
+ * inputs (data and footprint) would be 65 MB, 500 blocks of them 1 MB (plus
+ * each reprojection's per-run state). */
+TEST(five_hundred_inputs_hold_one_block_each) {
+  enum { N = 500, S = 128, T = 160 };
+  static float img[S * S];
+  static float out[T * T];
+  for (int c = 0; c < 2; c++) {
+    mem_t mem = {0, 0};
+    tsr_ctx_options_t co = {{m_malloc, m_realloc, m_free, &mem}};
+    tsr_ctx_t *ctx;
+    tsr_graph_t *g;
+    tsr_wcs_t *target, *tw[16];
+    tsr_node_t **r = calloc(N, sizeof *r);
+    tsr_coadd_opts_t o = TSR_COADD_OPTS_INIT;
+    int64_t shape[2] = {S, S};
+    size_t before;
+    ASSERT(r != NULL);
+    for (int k = 0; k < S * S; k++)
+      img[k] = (float)(k % 7);
+    ASSERT_OK(tsr_ctx_new(&ctx, &co));
+    ASSERT_OK(tsr_graph_new(ctx, &g));
+    target = header(ctx, T, T, 1, 1);
+    for (int j = 0; j < 16; j++)
+      tw[j] = header(ctx, S, S, 1 - (j % 4) * 10, 1 - (j / 4) * 10);
+    for (int i = 0; i < N; i++) {
+      tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
+      io.order = TSR_ORDER_NEAREST;
+      io.block[0] = io.block[1] = 16;
+      /* Distinct values per input, so the graph does not merge them. */
+      float *own = malloc(sizeof img);
+      for (int k = 0; k < S * S; k++)
+        own[k] = img[k] + (float)(i % 5);
+      r[i] = tsr_reproject_interp(g, tsr_source_buffer(g, TSR_F32, 2, shape, own, tw[i % 16]),
+                                  target, &io);
+      free(own);
+    }
+    o.combine = c ? TSR_COMBINE_CLIPPED : TSR_COMBINE_MEDIAN;
+    tsr_node_t *m = tsr_coadd(g, N, r, NULL, &o);
+    ASSERT(m != NULL);
+    before = mem.live;
+    mem.peak = mem.live;
+    ASSERT_OK(tsr_compute(g, m, NULL, out, sizeof out, NULL));
+    printf("# %s of %d inputs: %zu bytes held by the graph, %zu more at the peak of the run\n",
+           tsr_combine_name(o.combine), N, before, mem.peak - before);
+    if (mem.peak - before > 16u << 20)
+      th_fail(__FILE__, __LINE__, "the run held %zu bytes at its peak; whole inputs are 65 MB, one "
+              "block of each 1 MB", mem.peak - before);
+    /* Where all 500 cover, the median of their values there. */
+    {
+      double *v = malloc(sizeof(double) * N);
+      for (int i = 0; i < N; i++) {
+        int j = i % 16, ox = (j % 4) * 10, oy = (j / 4) * 10;
+        v[i] = img[(60 - oy) * S + (60 - ox)] + (float)(i % 5);
+      }
+      qsort(v, N, sizeof *v, cmpd);
+      if (c == 0)
+        same(out[60 * T + 60], 0.5 * (v[N / 2 - 1] + v[N / 2]));
+      else
+        ASSERT(out[60 * T + 60] >= v[0] && out[60 * T + 60] <= v[N - 1]);
+      free(v);
+    }
+    for (int j = 0; j < 16; j++)
+      tsr_wcs_free(tw[j]);
+    tsr_wcs_free(target);
+    tsr_graph_free(g);
+    tsr_ctx_free(ctx);
+    free(r);
+  }
+}
+
+/* Weight maps of SWarp's four kinds become variances (infinite where
+ * bad), data-quality bits blank data, and the background noise is found. */
+TEST(weight_maps_of_every_kind_become_variances) {
+  tsr_ctx_t *ctx;
+  tsr_graph_t *g;
+  float m[6] = {0.0f, 0.5f, 2.0f, 4.0f, NAN, -1.0f}, dq[6] = {0, 1, 2, 3, 0, 4};
+  int64_t shape[2] = {6, 1};
+  double got[6];
+  /* Per type, with its default threshold, then with threshold 2. */
+  static const double expect[4][2][6] = {
+      {{INFINITY, 2.0, 0.5, 0.25, INFINITY, INFINITY}, {INFINITY, INFINITY, INFINITY, 0.25, INFINITY, INFINITY}},
+      {{INFINITY, 0.5, 2.0, 4.0, INFINITY, INFINITY}, {INFINITY, 0.5, INFINITY, INFINITY, INFINITY, INFINITY}},
+      {{INFINITY, 0.25, 4.0, 16.0, INFINITY, INFINITY}, {INFINITY, 0.25, INFINITY, INFINITY, INFINITY, INFINITY}}};
+  ASSERT_OK(tsr_ctx_new(&ctx, NULL));
+  ASSERT_OK(tsr_graph_new(ctx, &g));
+  tsr_node_t *src = tsr_source_buffer_ref(g, TSR_F32, 2, shape, m, NULL);
+  tsr_node_t *q = tsr_source_buffer_ref(g, TSR_F32, 2, shape, dq, NULL);
+  ASSERT_INT_EQ(tsr_weight_type_parse("map_rms"), TSR_WEIGHT_MAP_RMS);
+  ASSERT_INT_EQ(tsr_weight_type_parse("MAP_WEIGHTS"), -1);
+  for (int t = 0; t < 3; t++)
+    for (int th = 0; th < 2; th++) {
+      tsr_weight_opts_t o = TSR_WEIGHT_OPTS_INIT;
+      if (th)
+        o.thresh = 2.0;
+      ASSERT_OK(tsr_compute(g, tsr_variance_map(g, src, (tsr_weight_type_t)t, NULL, &o), NULL, got,
+                            sizeof got, NULL));
+      for (int k = 0; k < 6; k++)
+        same(got[k], expect[t][th][k]);
+    }
+  {
+    /* DQ bits 2: pixels 2 and 3 are bad; bits 0: any nonzero DQ. */
+    tsr_weight_opts_t o = TSR_WEIGHT_OPTS_INIT;
+    float data[6];
+    o.dq_bits = 2;
+    ASSERT_OK(tsr_compute(g, tsr_variance_map(g, src, TSR_WEIGHT_MAP_VARIANCE, q, &o), NULL, got,
+                          sizeof got, NULL));
+    same(got[1], 0.5), same(got[2], INFINITY), same(got[3], INFINITY);
+    ASSERT_OK(tsr_compute(g, tsr_mask_dq(g, src, q, 2), NULL, data, sizeof data, NULL));
+    ASSERT(data[1] == 0.5f && data[2] != data[2] && data[3] != data[3] && data[5] == -1.0f);
+    ASSERT_OK(tsr_compute(g, tsr_mask_dq(g, src, q, 0), NULL, data, sizeof data, NULL));
+    ASSERT(data[0] == 0.0f && data[1] != data[1] && data[5] != data[5]);
+  }
+  ASSERT(tsr_variance_map(g, src, (tsr_weight_type_t)7, NULL, NULL) == NULL);
+  ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "weight type 7 out of range");
+  tsr_graph_free(g);
+  ASSERT_OK(tsr_graph_new(ctx, &g));
+  {
+    /* Gaussian noise of sigma 2 (Box-Muller, fixed seed) with a few bright
+     * "stars": the background RMS is 2 within a few per cent, and a
+     * region gives the same bits as the whole. */
+    enum { W = 300, H = 200 };
+    static float img[W * H];
+    static double all[W * H], part[50 * 70];
+    uint64_t st = 12345;
+    int64_t sh[2] = {W, H};
+    tsr_weight_opts_t o = TSR_WEIGHT_OPTS_INIT;
+    for (int k = 0; k < W * H; k += 2) {
+      double u1, u2;
+      st = st * 6364136223846793005ull + 1442695040888963407ull;
+      u1 = ((st >> 11) + 1.0) / 9007199254740993.0;
+      st = st * 6364136223846793005ull + 1442695040888963407ull;
+      u2 = (st >> 11) / 9007199254740992.0;
+      img[k] = (float)(10 + 2 * sqrt(-2 * log(u1)) * cos(2 * M_PI * u2));
+      img[k + 1] = (float)(10 + 2 * sqrt(-2 * log(u1)) * sin(2 * M_PI * u2));
+    }
+    for (int k = 0; k < W * H; k += 97)
+      img[k] = 5000;
+    o.back_size = 64;
+    tsr_node_t *b = tsr_variance_map(g, tsr_source_buffer_ref(g, TSR_F32, 2, sh, img, NULL),
+                                     TSR_WEIGHT_BACKGROUND, NULL, &o);
+    ASSERT(b != NULL);
+    ASSERT_OK(tsr_compute(g, b, NULL, all, sizeof all, NULL));
+    for (int k = 0; k < W * H; k++)
+      ASSERT_NEAR(all[k], 4.0, 0.4);
+    tsr_region_t r = {{123, 77, 0, 0}, {173, 147, 1, 1}};
+    ASSERT_OK(tsr_compute(g, b, &r, part, sizeof part, NULL));
+    for (int y = 0; y < 70; y++)
+      ASSERT(memcmp(part + y * 50, all + (y + 77) * W + 123, 50 * sizeof(double)) == 0);
+  }
+  tsr_graph_free(g);
+  tsr_ctx_free(ctx);
 }
 
 /* ------------------------------------------------------------------ */

@@ -485,7 +485,7 @@ TEST(negative_enum_options_are_refused) {
   tsr_graph_free(g);
   FRESH_SRC();
   rp = tsr_reproject_interp(g, src, w, NULL);
-  co.combine = (tsr_combine_t)tsr_combine_parse("average");
+  co.combine = (tsr_combine_t)tsr_combine_parse("averag");
   ASSERT(tsr_coadd(g, 1, &rp, NULL, &co) == NULL);
   ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "coadd: combine -1 out of range");
   tsr_graph_free(g);

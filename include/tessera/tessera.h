@@ -707,34 +707,84 @@ TSR_API tsr_node_t *tsr_source_callback(tsr_graph_t *g, tsr_block_fn fn, void *u
 /* Mosaics                                                            */
 
 /** How tsr_coadd combines the inputs that cover an output pixel.  Each
- *  input's footprint f (times its weight) is 0 where its value is NaN. */
+ *  input i gives at the pixel its value v_i, its footprint f_i (0 where
+ *  v_i is NaN) and its weight W_i (the weight node's value, 1 without one;
+ *  NaN counts as 0); w_i = f_i W_i.  reproject's functions (mean .. median)
+ *  take the inputs with w_i > 0 (mean and sum: w_i != 0).  SWarp's
+ *  (weighted .. median_weight, as SWarp 2.41's coadd.c) take the "good"
+ *  inputs, w_i > 0, each with variance var_i = 1 / w_i (SWarp keeps
+ *  variances; a weight map is an inverse variance); the flag functions
+ *  (and .. nor) the inputs that cover the pixel (f_i > 0), with values
+ *  taken as 32-bit unsigned integers.  Where no input counts the value is
+ *  `blank`.  The values of the enum are stable. */
 typedef enum {
-  TSR_COMBINE_MEAN = 0,   /* sum(f * v) / sum(f) (reproject_and_coadd's 'mean') */
-  TSR_COMBINE_SUM,        /* sum(f * v) */
-  TSR_COMBINE_FIRST,      /* the first input (in order) with f > 0 */
-  TSR_COMBINE_LAST,       /* the last input with f > 0 */
-  TSR_COMBINE_MIN,        /* the smallest value with f > 0 */
-  TSR_COMBINE_MAX,        /* the largest value with f > 0 */
-  TSR_COMBINE_MEDIAN      /* the median of the values with f > 0 (unweighted) */
+  TSR_COMBINE_MEAN = 0,   /* sum(w v) / sum(w) (reproject_and_coadd's 'mean') */
+  TSR_COMBINE_SUM,        /* sum(w v) (reproject's 'sum') */
+  TSR_COMBINE_FIRST,      /* the first input (in order) with w > 0 */
+  TSR_COMBINE_LAST,       /* the last input with w > 0 */
+  TSR_COMBINE_MIN,        /* the smallest value with w > 0 (also SWarp's MIN) */
+  TSR_COMBINE_MAX,        /* the largest value with w > 0 (also SWarp's MAX) */
+  TSR_COMBINE_MEDIAN,     /* the median of the values with w > 0, unweighted (also SWarp's
+                             MEDIAN; an even count averages the middle two) */
+  TSR_COMBINE_WEIGHTED,   /* SWarp's WEIGHTED: sum(v / var) / sum(1 / var) */
+  TSR_COMBINE_AVERAGE,    /* SWarp's AVERAGE: the plain mean of the good values */
+  TSR_COMBINE_SUM_UNWEIGHTED, /* SWarp's SUM: the plain sum of the good values */
+  TSR_COMBINE_CHI_OLD,    /* SWarp's CHI_OLD: sqrt(sum(v^2 / var) / n) */
+  TSR_COMBINE_CHI_MODE,   /* SWarp's CHI-MODE: (sqrt(sum(v^2 / var)) - sqrt(n - 1))
+                             / sqrt(n - mu_n^2), mu_n = sqrt(2) G((n+1)/2) / G(n/2);
+                             v / sqrt(var) for n = 1 */
+  TSR_COMBINE_CHI_MEAN,   /* SWarp's CHI-MEAN: (sqrt(sum(v^2 / var)) - mu_n)
+                             / sqrt(n - mu_n^2); v / sqrt(var) for n = 1 */
+  TSR_COMBINE_CLIPPED,    /* SWarp's CLIPPED: with 3 or more good values, those within
+                             clip_sigma sqrt(var + |m| / gain) + clip_ampfrac |m| of their
+                             median m, weighted as WEIGHTED; 2 values: their weighted mean
+                             if they differ by at most clip_sigma sqrt(var1 + var2 +
+                             |m|(1/g1 + 1/g2)) + clip_ampfrac |m| (m their mean), else
+                             none (blank); 1 value: itself.  See tsr_coadd_clip_log. */
+  TSR_COMBINE_WEIGHTED_WEIGHT, /* SWarp's WEIGHTED_WEIGHT: the values are weight maps; the
+                             weight of the WEIGHTED mean of images with those weights */
+  TSR_COMBINE_MEDIAN_WEIGHT,   /* SWarp's MEDIAN_WEIGHT: the same for MEDIAN */
+  TSR_COMBINE_AND,        /* flags: bitwise AND of the covering inputs (0 if their total
+                             weight is 0) */
+  TSR_COMBINE_NAND,       /* ~AND */
+  TSR_COMBINE_OR,         /* bitwise OR of the covering inputs */
+  TSR_COMBINE_NOR         /* ~OR */
 } tsr_combine_t;
 
-/** @return the tsr_combine_t of "mean", "sum", "first", "last", "min",
- *  "max", "median", or -1; and the name of a value (a static string,
- *  "unknown" for another value). */
+/** @return the tsr_combine_t named `s` (case aside): "mean", "sum",
+ *  "first", "last", "min", "max", "median", "weighted", "average",
+ *  "sum-unweighted", "chi-old", "chi-mode", "chi-mean", "clipped",
+ *  "weighted_weight", "median_weight", "and", "nand", "or", "nor", or -1;
+ *  tsr_combine_name: the name of a value (a static string, "unknown" for
+ *  another value). */
 TSR_API int tsr_combine_parse(const char *s);
 TSR_API const char *tsr_combine_name(tsr_combine_t combine);
+/** @return the tsr_combine_t of a SWarp COMBINE_TYPE keyword (case aside):
+ *  MEDIAN, AVERAGE, MIN, MAX, WEIGHTED, CLIPPED, CHI_OLD (or CHI-OLD),
+ *  CHI-MODE, CHI-MEAN, SUM (SWarp's: TSR_COMBINE_SUM_UNWEIGHTED),
+ *  WEIGHTED_WEIGHT, MEDIAN_WEIGHT, AND, NAND, OR, NOR; or -1. */
+TSR_API int tsr_combine_parse_swarp(const char *s);
 
 typedef struct {
   tsr_combine_t combine;  /* default mean */
-  double  blank;          /* value where no input covers (total footprint 0); default NaN */
-  int     dtype;          /* a tsr_dtype_t, or 0 = float64 if any input is float64, else
-                             float32 (an int: 0 is not a tsr_dtype_t value) */
+  double  blank;          /* value where no input counts (see tsr_combine_t); default NaN */
+  int     dtype;          /* a tsr_dtype_t, or 0 = float64 if any input is float64 or the
+                             combine is a flag one, else float32 (an int: 0 is not a
+                             tsr_dtype_t value) */
   int64_t block[2];       /* output chunk shape; 0 = the first input's */
   const double *offsets;  /* NULL, or one additive offset per input, subtracted from its
                              values (see tsr_coadd_match_background); copied */
+  double  clip_sigma;     /* clipped: SWarp's CLIP_SIGMA, >= 0; default 4 */
+  double  clip_ampfrac;   /* clipped: SWarp's CLIP_AMPFRAC, >= 0; default 0.3 */
+  const double *gains;    /* clipped: NULL, or one gain (e-/ADU, >= 0) per input for the
+                             Poisson term |m| / gain; 0 (and NULL) = infinite gain, no such
+                             term; copied */
+  tsr_node_t *const *dq;  /* NULL, or n data-quality nodes (each may be NULL) on the target
+                             grid, e.g. DQ images reprojected with nearest-neighbour: read
+                             by the TSR_COADD_DQ product only (borrowed for the call) */
 } tsr_coadd_opts_t;
 
-#define TSR_COADD_OPTS_INIT { TSR_COMBINE_MEAN, NAN, 0, { 0, 0 }, NULL }
+#define TSR_COADD_OPTS_INIT { TSR_COMBINE_MEAN, NAN, 0, { 0, 0 }, NULL, 4.0, 0.3, NULL, NULL }
 
 /** A mosaic of `n` reprojections (reproject_and_coadd): `inputs[i]` is the
  *  data node of a reprojection (any method) onto one common target grid;
@@ -742,12 +792,101 @@ typedef struct {
  *  may be NULL) on the same grid, e.g. weight maps reprojected the same way:
  *  they multiply the footprints (NaN weights count as 0).  Each input is
  *  read only where its edges, mapped into the target, say it can cover: a
- *  region of the mosaic computes only the inputs and blocks it meets.
- *  @return the data node (footprint: tsr_footprint(), the summed footprints
- *  for mean, sum and median, else the chosen input's), or NULL with the
- *  error on the graph.  Nodes are borrowed; `opts` may be NULL. */
+ *  region of the mosaic computes only the inputs and blocks it meets, and
+ *  a block holds one window of each input that covers it, whatever the
+ *  number of inputs and the combine (median and clipped too).
+ *  @return the data node (footprint: tsr_footprint(), the summed w of the
+ *  inputs that count -- of those kept for clipped -- except first, last,
+ *  min and max: the chosen input's), or NULL with the error on the graph.
+ *  Nodes are borrowed; `opts` may be NULL. */
 TSR_API tsr_node_t *tsr_coadd(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
                               tsr_node_t *const *weights, const tsr_coadd_opts_t *opts);
+
+/** What else a mosaic gives besides its values (tsr_coadd_product). */
+typedef enum {
+  TSR_COADD_VALUE = 0,    /* the mosaic itself */
+  TSR_COADD_WEIGHT,       /* SWarp's output weight map of the combine: 1 / variance for
+                             weighted, average, sum, median, clipped (SWarp's Gaussian-noise
+                             formula for median); 1 for min, max and chi*; the summed
+                             weights for the flag combines; 1 / variance for reproject's mean,
+                             first and last; 0 where the value is blank */
+  TSR_COADD_VARIANCE,     /* the variance of the value, each input's being 1 / W_i (SWarp's
+                             convention: 1 / w_i for SWarp's combines): sum(c_i^2 var_i) for a
+                             linear combine sum(c_i v_i) (mean, sum, weighted, average,
+                             sum-unweighted, clipped over the kept values), the chosen
+                             input's for first and last, SWarp's formula for median; NaN
+                             where not defined (min, max, chi*, the weight and flag combines)
+                             or blank */
+  TSR_COADD_DQ            /* the OR of the data-quality values (opts.dq, as 32-bit unsigned
+                             integers) of the inputs that count (are kept); 0 elsewhere */
+} tsr_coadd_product_t;
+
+/** The `what` product of mosaic `mosaic` (a tsr_coadd node, borrowed): a
+ *  node of the same grid, inputs and options, computed block by block as
+ *  the mosaic is (TSR_COADD_VALUE gives `mosaic` itself).  Its footprint
+ *  plane is the mosaic's.  @return the node, or NULL with the error on the
+ *  graph (not a mosaic; TSR_COADD_DQ without opts.dq). */
+TSR_API tsr_node_t *tsr_coadd_product(tsr_graph_t *g, tsr_node_t *mosaic,
+                                      tsr_coadd_product_t what);
+
+/** One rejected input pixel of a clipped mosaic: input `input` (0-based)
+ *  at output pixel (x, y) (0-based), off the pixel's median (or its pair's
+ *  mean) by `mu` tolerances, signed (SWarp's clip log value).  0 to go on,
+ *  anything else stops tsr_coadd_clip_log with that code. */
+typedef int (*tsr_clip_fn)(void *ud, int input, int64_t x, int64_t y, double mu);
+
+/** The clip log of clipped mosaic `mosaic` (CLIP_WRITELOG: SWarp writes each
+ *  call as "%4d %6d %6d %+10g" with 1-based x and y): fn is called for every
+ *  rejected input pixel of `region` (NULL = all), rows in order, pixels in
+ *  order along a row, inputs in order within a pixel, in the calling
+ *  thread.  Computes the rejections again, reading the inputs a band of
+ *  rows at a time with `run` (may be NULL).  fn and ud are borrowed for the
+ *  call.  @return 0, fn's nonzero code, or a negative code with the
+ *  message in tsr_errmsg(ctx) (TSR_EINVAL: not a clipped mosaic). */
+TSR_API int tsr_coadd_clip_log(tsr_graph_t *g, tsr_node_t *mosaic, const tsr_region_t *region,
+                               const tsr_run_opts_t *run, tsr_clip_fn fn, void *ud);
+
+/* Input weight maps of SWarp's kinds (WEIGHT_TYPE). */
+typedef enum {
+  TSR_WEIGHT_MAP_WEIGHT = 0,   /* inverse variances: var = 1 / m where m > thresh, else bad
+                                  (thresh default 0) */
+  TSR_WEIGHT_MAP_VARIANCE,     /* variances: var = m where 0 < m < thresh, else bad (thresh
+                                  default infinity) */
+  TSR_WEIGHT_MAP_RMS,          /* standard deviations: var = m^2 where 0 < m < thresh, else bad */
+  TSR_WEIGHT_BACKGROUND        /* from the image itself: var = the square of its background
+                                  RMS (sigma-clipped per back_size mesh, interpolated
+                                  between mesh centres); bad where that RMS >= thresh */
+} tsr_weight_type_t;
+
+/** @return the tsr_weight_type_t of SWarp's "MAP_WEIGHT", "MAP_VARIANCE",
+ *  "MAP_RMS", "BACKGROUND" (case aside), or -1. */
+TSR_API int tsr_weight_type_parse(const char *s);
+
+typedef struct {
+  double thresh;        /* SWarp's WEIGHT_THRESH; NaN = the type's default */
+  int64_t back_size;    /* BACKGROUND: mesh size in pixels (BACK_SIZE); 0 = 128 */
+  uint32_t dq_bits;     /* with a dq node: pixels whose DQ value has any of these bits set
+                           are bad; 0 = any nonzero value (a mask) */
+} tsr_weight_opts_t;
+
+#define TSR_WEIGHT_OPTS_INIT { NAN, 0, 0 }
+
+/** The variance map (float64, same grid and WCS) that weight map `map`
+ *  of kind `type` stands for, +infinity at bad pixels: reproject it with
+ *  the data and invert it (1 / var) for tsr_coadd's weights; that is how
+ *  SWarp carries weights.  For TSR_WEIGHT_BACKGROUND `map` is the image
+ *  itself.  `dq` (may be NULL) is a data-quality image or mask of the same
+ *  shape: its bad pixels (opts->dq_bits) get infinite variance too.  Lazy
+ *  and block by block like any node.  `map`, `dq` borrowed; `opts` may be
+ *  NULL.  @return the node, or NULL with the error on the graph. */
+TSR_API tsr_node_t *tsr_variance_map(tsr_graph_t *g, tsr_node_t *map, tsr_weight_type_t type,
+                                     tsr_node_t *dq, const tsr_weight_opts_t *opts);
+
+/** `data` with NaN where data-quality image `dq` (same shape) has any of
+ *  `bits` set (bits 0 = any nonzero value), so that a reprojection gives
+ *  those pixels no footprint and a mosaic no weight.  Nodes borrowed.
+ *  @return the node, or NULL with the error on the graph. */
+TSR_API tsr_node_t *tsr_mask_dq(tsr_graph_t *g, tsr_node_t *data, tsr_node_t *dq, uint32_t bits);
 
 /** Additive background offsets for tsr_coadd (match_background): for each
  *  pair of inputs that overlap, the median of their difference where both

@@ -1244,9 +1244,39 @@ def bad_cases():
         ("mosaic with both --target and --auto",
          lambda b, o: ["mosaic", b["good"], "--target", b["tgt"], "--auto", "-o", o], 2,
          [r"exactly one of --target TARGET and --auto"]),
-        ("mosaic --combine average",
-         lambda b, o: ["mosaic", b["good"], "--target", b["tgt"], "-o", o, "--combine", "average"], 2,
-         [r"--combine 'average': expected mean, sum, first, last, min, max or median"]),
+        ("mosaic --combine averag",
+         lambda b, o: ["mosaic", b["good"], "--target", b["tgt"], "-o", o, "--combine", "averag"], 2,
+         [r"--combine 'averag': expected mean, sum, first, last, min, max, median, weighted, average"]),
+        ("mosaic --combine-type CLIP (not a SWarp COMBINE_TYPE)",
+         lambda b, o: ["mosaic", b["good"], "--target", b["tgt"], "-o", o, "--combine-type", "CLIP"], 2,
+         [r"--combine-type 'CLIP': expected one of SWarp's COMBINE_TYPE: MEDIAN, AVERAGE"]),
+        ("mosaic --clip-sigma -1",
+         lambda b, o: ["mosaic", b["good"], "--target", b["tgt"], "-o", o, "--combine", "clipped",
+                       "--clip-sigma", "-1"], 2, [r"--clip-sigma '-1': expected a number >= 0"]),
+        ("mosaic --clip-log without clipped",
+         lambda b, o: ["mosaic", b["good"], "--target", b["tgt"], "-o", o, "--clip-log", o + ".log"], 2,
+         [r"--clip-log goes with --combine clipped"]),
+        ("mosaic --weight-type MAP_WEIGHTS",
+         lambda b, o: ["mosaic", b["good"], "--target", b["tgt"], "-o", o, "--weight-type", "MAP_WEIGHTS"],
+         2, [r"--weight-type 'MAP_WEIGHTS': expected MAP_WEIGHT, MAP_VARIANCE, MAP_RMS or BACKGROUND"]),
+        ("mosaic --weight-type MAP_RMS without weight maps",
+         lambda b, o: ["mosaic", b["good"], "--target", b["tgt"], "-o", o, "--weight-type", "MAP_RMS"],
+         2, [r"--weight-type MAP_RMS needs the weight maps"]),
+        ("mosaic --weight-thresh 1,x",
+         lambda b, o: ["mosaic", b["good"], "--target", b["tgt"], "-o", o, "--weight-type", "BACKGROUND",
+                       "--weight-thresh", "1,x"], 2, [r"--weight-thresh '1,x': expected T or T1,T2"]),
+        ("mosaic with 1 --dq for 2 inputs",
+         lambda b, o: ["mosaic", b["good"], b["good"], "--target", b["tgt"], "-o", o, "--dq", b["good"]],
+         2, [r"1 --dq for 2 inputs: expected one per input"]),
+        ("mosaic --dq-bits 2^32",
+         lambda b, o: ["mosaic", b["good"], "--target", b["tgt"], "-o", o, "--dq", b["good"],
+                       "--dq-bits", "4294967296"], 2, [r"--dq-bits '4294967296': expected a bit mask"]),
+        ("mosaic --weight-out naming -o",
+         lambda b, o: ["mosaic", b["good"], "--target", b["tgt"], "-o", o, "--weight-out", o], 2,
+         [r"-o and --weight-out name the same file"]),
+        ("mosaic --variance-out naming an input",
+         lambda b, o: ["mosaic", b["good"], "--target", b["tgt"], "-o", o, "--variance-out", b["good"]], 2,
+         [r"--variance-out '.*' is the input"]),
         ("mosaic with 1 weight for 2 inputs",
          lambda b, o: ["mosaic", b["good"], b["good"], "--target", b["tgt"], "-o", o,
                        "--weights", b["good"]], 2,
@@ -1563,6 +1593,14 @@ def bad_test(ctx, name, build, want_rc, patterns):
     return fn
 
 
+def mosaic_scene_dir(ctx, name):
+    """An emptied work directory and the 60 x 50 input header the mosaic tests shift."""
+    d = ctx.path(name)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    return d, C.cel_header("TAN", 60, 50, (30.0, 10.0), 4.0)
+
+
 def mosaic_options_test(ctx):
     """mosaic takes reproject's run options from the same table: --region gives the slice of
     the whole mosaic (CRPIX shifted), --retries/--task-timeout/--no-cache/--cache-max-bytes/
@@ -1570,10 +1608,7 @@ def mosaic_options_test(ctx):
     --offsets-out writes them as CSV, equal to the printed ones."""
     def fn():
         chk = C.Check()
-        d = ctx.path("mosaic-opts")
-        shutil.rmtree(d, ignore_errors=True)
-        os.makedirs(d)
-        h = C.cel_header("TAN", 60, 50, (30.0, 10.0), 4.0)
+        d, h = mosaic_scene_dir(ctx, "mosaic-opts")
         ins = []
         for i, (shift, level) in enumerate(((0, 100.0), (25, 130.0))):
             hh = h.copy()
@@ -1617,6 +1652,126 @@ def mosaic_options_test(ctx):
                                         os.path.join(d, "o.csv")])
         chk.expect(r.returncode == 2 and "--offsets-out goes with --match-background" in r.stderr,
                    "--offsets-out alone: %r" % r.stderr)
+        return chk
+    return fn
+
+
+def swarp_options_test(ctx):
+    """mosaic with SWarp's options: --combine-type CLIPPED with MAP_WEIGHT maps named by
+    --weight-suffix gives the same mosaic as with --weight per input; --clip-log lists the
+    rejected pixels of the planted outliers in SWarp's format; --weight-out is 1/--variance-out
+    and --rms-out its square root where defined; --dq with --dq-bits blanks the flagged pixel
+    and --dq-out is the OR of the contributors' other bits; BACKGROUND weights run."""
+    def fn():
+        chk = C.Check()
+        d, h = mosaic_scene_dir(ctx, "mosaic-swarp")
+        ins, wmaps, dqs = [], [], []
+        for i, shift in enumerate((0, 12, 24)):
+            hh = h.copy()
+            hh["CRPIX1"] = hh["CRPIX1"] - shift
+            hh["GAIN"] = 4.0
+            img = C.sky_image(50, 60, 7 + i) * 0.01 + 100.0
+            if i == 1:
+                img[20:22, 30:32] = 5000.0   # a cosmic ray on input 1
+            p = os.path.join(d, "in%d.fits" % i)
+            C.write_fits(p, img, hh, np.float32)
+            w = os.path.join(d, "in%d.weight.fits" % i)
+            C.write_fits(w, np.full((50, 60), 0.25 * (i + 1)), hh, np.float32)
+            q = os.path.join(d, "in%d.dq.fits" % i)
+            dq = np.zeros((50, 60))
+            dq[10, 5] = 4           # masked by --dq-bits 4
+            dq[11, 5] = 8 << i      # informational bits, ORed
+            C.write_fits(q, dq, hh, np.int32)
+            ins.append(p), wmaps.append(w), dqs.append(q)
+        tgt = os.path.join(d, "t.hdr")
+        C.write_hdr(tgt, C.cel_header("TAN", 90, 50, (30.0, 10.0), 4.0, crpix=(30.5, 25.5)))
+        out = {k: os.path.join(d, k + ".fits") for k in ("a", "b", "w", "v", "r", "q")}
+        log = os.path.join(d, "clip.log")
+        base = ["mosaic"] + ins + ["--target", tgt, "--order", "nearest-neighbor", "--combine-type",
+                                   "CLIPPED", "--weight-type", "MAP_WEIGHT", "--quiet"]
+        r = ctx.run(base + ["--weight-suffix", ".weight.fits", "-o", out["a"], "--clip-log", log,
+                            "--weight-out", out["w"], "--variance-out", out["v"], "--rms-out", out["r"]])
+        chk.expect(r.returncode == 0, "clipped: exit %d %s" % (r.returncode, r.stderr))
+        argw = []
+        for w in wmaps:
+            argw += ["--weight", w]
+        r = ctx.run(base + argw + ["-o", out["b"]])
+        chk.expect(r.returncode == 0, "--weight: exit %d %s" % (r.returncode, r.stderr))
+        if not chk.failed:
+            a, _ = read_raw(out["a"])
+            b, _ = read_raw(out["b"])
+            chk.expect(bits_equal(a, b), "--weight-suffix and --weight differ")
+            lines = open(log).read().splitlines()
+            chk.note("%d clip log lines, first %r" % (len(lines), lines[:1]))
+            fmt = re.compile(r"^ {0,3}\d{1,4} {1,6}\d{1,6} {1,6}\d{1,6} [ +-][ 0-9.e+-]{9}$")
+            chk.expect(len(lines) >= 4 and all(fmt.match(x) for x in lines), "clip log format: %r" % lines[:3])
+            rej = set((int(x.split()[1]), int(x.split()[2])) for x in lines)
+            chk.expect(all(x.split()[0] == "1" for x in lines), "only input 1 rejected: %r" % lines[:3])
+            chk.expect({(43, 21), (44, 22)} <= rej, "the cosmic ray's pixels are logged: %r" % sorted(rej))
+            chk.expect(abs(a[20, 42] - 100.0) < 5, "the cosmic ray is clipped: %r" % a[20, 42])
+            w, _ = read_raw(out["w"])
+            v, _ = read_raw(out["v"])
+            rr, _ = read_raw(out["r"])
+            ok = np.isfinite(v)
+            chk.expect(ok.sum() > 1000 and np.allclose(w[ok], 1 / v[ok], rtol=1e-6), "weight != 1/variance")
+            chk.expect(np.allclose(rr[ok] ** 2, v[ok], rtol=1e-5), "rms^2 != variance")
+            chk.expect(np.all(w[~ok] == 0), "weight where there is no value")
+            # One input (weight 0.25): variance 4; two overlapping without clipping: 1/(0.25+0.5).
+            chk.expect(abs(v[25, 5] - 4.0) < 1e-5 and abs(v[25, 20] - 1 / 0.75) < 1e-5,
+                       "variances %r %r" % (v[25, 5], v[25, 20]))
+        dqa = []
+        for q in dqs:
+            dqa += ["--dq", q]
+        r = ctx.run(["mosaic"] + ins + ["--target", tgt, "--order", "nearest-neighbor", "--quiet",
+                                        "-o", os.path.join(d, "m.fits"), "--dq-bits", "4", "--dq-out", out["q"]] + dqa)
+        chk.expect(r.returncode == 0, "--dq: exit %d %s" % (r.returncode, r.stderr))
+        if r.returncode == 0:
+            m, _ = read_raw(os.path.join(d, "m.fits"))
+            q, _ = read_raw(out["q"])
+            # Input i's pixel x lands on target x + 12 i: input 0's flagged pixel only it covers.
+            chk.expect(np.isnan(m[10, 5]) and np.isfinite(m[10, 17]) and np.isfinite(m[10, 29]),
+                       "DQ-flagged pixels: %r" % m[10, [5, 17, 29]])
+            chk.expect(list(q[11, [5, 17, 29]]) == [8, 16, 32] and q[11, 40] == 0,
+                       "DQ OR: %r" % q[11, [5, 17, 29, 40]])
+        r = ctx.run(["mosaic"] + ins + ["--target", tgt, "--quiet", "-o", os.path.join(d, "bg.fits"),
+                                        "--weight-type", "BACKGROUND", "--combine-type", "WEIGHTED",
+                                        "--variance-out", os.path.join(d, "bgv.fits")])
+        chk.expect(r.returncode == 0, "BACKGROUND: exit %d %s" % (r.returncode, r.stderr))
+        return chk
+    return fn
+
+
+def mapped_inputs_rss_test(ctx):
+    """A mosaic of 48 overlapping 1024^2 float32 inputs (192 MB, every one mapped whole) keeps
+    at most 128 MiB of them resident: the pages of the inputs used longest ago are dropped
+    (before, every input stayed resident, and this run peaked above 200 MB)."""
+    def fn():
+        chk = C.Check()
+        d = ctx.path("mapped-rss")
+        tgt = os.path.join(d, "t.hdr")
+        ins = [os.path.join(d, "in%02d.fits" % i) for i in range(48)]
+        if not os.path.exists(tgt):
+            os.makedirs(d, exist_ok=True)
+            h = C.cel_header("TAN", 1024, 1024, (30.0, 10.0), 1.0)
+            img = np.random.default_rng(48).random((1024, 1024)).astype(np.float32)
+            for i, p in enumerate(ins):
+                hh = h.copy()
+                hh["CRPIX1"] += (i % 7) * 0.37
+                C.write_fits(p, img + i, hh, np.float32)
+            C.write_hdr(tgt, C.cel_header("TAN", 1000, 1000, (30.0, 10.0), 1.0))
+        out = os.path.join(d, "out.fits")
+        rss = os.path.join(d, "rss")
+        # Under GNU time for the peak RSS (%M, KiB).
+        r = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss, ctx.tessera, "mosaic"] + ins +
+                           ["--target", tgt, "-o", out, "--quiet", "-j", "1"],
+                           capture_output=True, text=True, timeout=300)
+        chk.expect(r.returncode == 0, "mosaic: exit %d %s" % (r.returncode, r.stderr[-400:]))
+        if r.returncode == 0:
+            mb = float(open(rss).read().split()[-1]) / 1024
+            chk.note("peak RSS %.1f MB for 192 MB of mapped inputs" % mb)
+            chk.expect(mb < 175, "peak RSS %.1f MB: the mapped inputs stayed resident" % mb)
+            m, _ = read_raw(out)
+            chk.expect(abs(float(np.nanmean(m)) - (0.5 + 23.5)) < 0.05, "mosaic mean %r" % np.nanmean(m))
         return chk
     return fn
 
@@ -2148,6 +2303,11 @@ def build_tests(ctx, slow):
     tests.append(("preview --max-size N: N pixels on the longer side, aspect kept", preview_size_test(ctx)))
     tests.append(("mosaic: --region slice, reproject's run options, offsets printed and --offsets-out CSV",
                   mosaic_options_test(ctx)))
+    tests.append(("mosaic with SWarp's options: clipped, weight maps, clip log, weight/variance/rms/DQ "
+                  "outputs", swarp_options_test(ctx)))
+    if os.access("/usr/bin/time", os.X_OK):
+        tests.append(("mosaic of 48 mapped 1024^2 inputs keeps at most 128 MiB of them resident",
+                      mapped_inputs_rss_test(ctx)))
     tests.append(("cube with 2-D target: NAXIS3 kept, footprint, --region slice of every plane",
                   cube_region_test(ctx)))
     # valid but degenerate inputs
