@@ -169,13 +169,7 @@ def main():
         compare("mosaic %s of two images" % comb,
                 fits.getdata(w("mosaic_%s.fits" % comb), 1)["SIGNAL"].ravel(), ref)
 
-    results = ch.results
-    print("1..%d" % len(results))
-    for i, (name, ok, diag) in enumerate(results, 1):
-        print("%s %d - %s" % ("ok" if ok else "not ok", i, name))
-        if not ok and diag:
-            print("# " + diag.replace("\n", "\n# "))
-    return 0 if all(ok for _, ok, _ in results) else 1
+    return ch.print_tap()
 
 
 if __name__ == "__main__":
