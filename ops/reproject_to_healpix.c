@@ -36,6 +36,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "hpx.h"
@@ -46,6 +47,7 @@
 #define GRID_STEP 32            /* image pixels between footprint grid points */
 #define CHUNK_MAX ((int64_t)1 << 24)
 #define HOMOG_TOL 1e-7          /* pixels: the projective fit must agree with wcslib to this */
+#define PARTS 16                /* parts of a chunk, each with its window (part_of) */
 
 typedef struct {
   int method;
@@ -59,7 +61,7 @@ typedef struct {
 typedef struct {
   double c[3];                  /* centre, unit vector in the map's frame */
   double theta, phi;            /* the same as colatitude and longitude */
-  double radius;                /* every point of the cell lies within this of c (rad) */
+  double radius, cosr;          /* every point of the cell lies within radius of c (rad) */
   int64_t x0, x1, y0, y1;       /* the cell's pixel bounds (grid points, inclusive) */
 } cell_t;
 
@@ -70,6 +72,7 @@ typedef struct {
    * colatitude theta, pixel j at longitude phi0 + j dphi. */
   int64_t first, count, j0, j1;
   double theta, z, stheta, phi0, dphi;
+  double va[3], vb[3];          /* the arc's first and last pixel centres */
   /* NESTED: pixels [lo, hi), a nested cell with centre c and every pixel
    * centre within radius of it. */
   int64_t lo, hi;
@@ -81,9 +84,11 @@ typedef struct {
   tsr__frame_xform_t to_img;    /* map frame -> image frame */
   bool homog;                   /* P holds */
   double P[9];                  /* map-frame unit vector -> homogeneous image pixel */
-  double cap_c[3], cap_theta, cap_phi, cap_r; /* the image's cap; cap_r >= pi: all the sky */
-  cell_t *cells;
+  double cap_c[3], cap_theta, cap_phi, cap_r, cap_cosr; /* the image's cap; cap_r >= pi: all
+                                                           the sky, < 0: nothing */
+  cell_t *cells;                /* sorted by theta */
   size_t ncells;
+  double max_radius;            /* the largest cell radius */
   int64_t nx, ny;
   /* Scratch of the chunk being computed. */
   double *v, *x, *y;
@@ -145,6 +150,8 @@ static size_t pieces_of(const to_params_t *tp, int64_t a, int64_t b, piece_t *ou
       p->theta = M_PI / 2 - lat;
       p->z = sin(lat), p->stheta = cos(lat);
       p->dphi = 2 * M_PI / (double)count;
+      vec_of(p->theta, p->phi0 + (double)p->j0 * p->dphi, p->va);
+      vec_of(p->theta, p->phi0 + (double)(p->j1 - 1) * p->dphi, p->vb);
       a = first + p->j1;
       r++;
     }
@@ -169,30 +176,48 @@ static size_t pieces_of(const to_params_t *tp, int64_t a, int64_t b, piece_t *ou
   return n;
 }
 
-/* A lower bound of the angle from point c (colatitude th, longitude ph) to
- * the pixel centres of piece p. */
-static double piece_dist(const piece_t *p, const double c[3], double th, double ph) {
+/* May a pixel centre of piece p lie within angle r of point c (colatitude
+ * th, longitude ph; cosr = cos r)?  Conservative: true may be wrong, false
+ * never is.  Called for every (cell, piece) pair of a chunk's candidate
+ * cells, so the usual answer (too far in colatitude) costs one test. */
+static bool piece_near(const piece_t *p, const double c[3], double th, double ph, double r,
+                       double cosr) {
   if (!p->ring) {
-    double d = angle_between(c, p->c) - p->radius;
-    return d > 0 ? d : 0;
+    double reach = r + p->radius;
+    return reach >= M_PI || c[0] * p->c[0] + c[1] * p->c[1] + c[2] * p->c[2] >= cos(reach);
   }
-  double d = fabs(p->theta - th);
+  if (fabs(p->theta - th) > r)
+    return false;
   if (p->j1 - p->j0 >= p->count)
-    return d;
+    return true;
   /* On a circle of latitude the point nearest c is at c's longitude: if
-   * the arc holds it, the distance is the colatitude difference, else the
+   * the arc holds it, the colatitude difference is the distance; else the
    * nearer end of the arc is the nearest point. */
-  double pa = p->phi0 + (double)p->j0 * p->dphi, len = (double)(p->j1 - 1 - p->j0) * p->dphi;
-  double rel = fmod(ph - pa, 2 * M_PI);
-  if (rel < 0)
+  double rel = ph - (p->phi0 + (double)p->j0 * p->dphi);
+  while (rel < 0)
     rel += 2 * M_PI;
-  if (rel <= len)
-    return d;
-  double va[3], vb[3];
-  vec_of(p->theta, pa, va);
-  vec_of(p->theta, pa + len, vb);
-  double da = angle_between(c, va), db = angle_between(c, vb);
-  return da < db ? da : db;
+  while (rel >= 2 * M_PI)
+    rel -= 2 * M_PI;
+  if (rel <= (double)(p->j1 - 1 - p->j0) * p->dphi)
+    return true;
+  return c[0] * p->va[0] + c[1] * p->va[1] + c[2] * p->va[2] >= cosr ||
+         c[0] * p->vb[0] + c[1] * p->vb[1] + c[2] * p->vb[2] >= cosr;
+}
+
+/* The colatitude range [lo, hi] that holds every pixel centre of the pieces. */
+static void pieces_theta(const piece_t *pc, size_t np, double *lo, double *hi) {
+  *lo = M_PI, *hi = 0;
+  for (size_t q = 0; q < np; q++) {
+    double t0, t1;
+    if (pc[q].ring) {
+      t0 = t1 = pc[q].theta;
+    } else {
+      double th = atan2(hypot(pc[q].c[0], pc[q].c[1]), pc[q].c[2]);
+      t0 = th - pc[q].radius, t1 = th + pc[q].radius;
+    }
+    *lo = t0 < *lo ? t0 : *lo;
+    *hi = t1 > *hi ? t1 : *hi;
+  }
 }
 
 /* ------------------------------------------------------------------ */
@@ -291,6 +316,24 @@ static bool fit_projective(to_state_t *st, const tsr__frame_xform_t *to_map, dou
   return true;
 }
 
+static int cmp_theta(const void *a, const void *b) {
+  double x = ((const cell_t *)a)->theta, y = ((const cell_t *)b)->theta;
+  return (x > y) - (x < y);
+}
+
+/* The first cell (of cells sorted by theta) with theta >= t. */
+static size_t first_cell(const to_state_t *st, double t) {
+  size_t lo = 0, hi = st->ncells;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (st->cells[mid].theta < t)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
 static int to_start(tsr_node_t *n, void **state) {
   tsr_ctx_t *ctx = n->graph->ctx;
   const to_params_t *tp = n->params;
@@ -372,9 +415,14 @@ static int to_start(tsr_node_t *n, void **state) {
         maxr = c->radius > maxr ? c->radius : maxr;
         st->ncells++;
       }
-    for (size_t k = 0; k < st->ncells; k++)
-      if (st->cells[k].radius < 0)
-        st->cells[k].radius = 2 * maxr + 1e-6;
+    for (size_t k = 0; k < st->ncells; k++) {
+      cell_t *c = &st->cells[k];
+      if (c->radius < 0)
+        c->radius = 2 * maxr + 1e-6;
+      c->cosr = cos(c->radius);
+      st->max_radius = c->radius > st->max_radius ? c->radius : st->max_radius;
+    }
+    qsort(st->cells, st->ncells, sizeof *st->cells, cmp_theta);
     for (size_t q = 0; q < ng; q++)
       if (gv[3 * q] == gv[3 * q]) {
         for (int a = 0; a < 3; a++)
@@ -393,6 +441,7 @@ static int to_start(tsr_node_t *n, void **state) {
       st->cap_r = r + 1e-9;
     }
     theta_phi(st->cap_c, &st->cap_theta, &st->cap_phi);
+    st->cap_cosr = cos(st->cap_r);
     if (good == 0)
       st->cap_r = -1; /* the image has no position at all: nothing maps into it */
   }
@@ -449,36 +498,58 @@ out:
 /* Image pixels beyond a cell's bounds that the interpolation reads. */
 static int64_t reach(int order) { return order <= 1 ? 1 : 3; }
 
+/* Part i of the PARTS a chunk's pixels [start, stop) are cut into, each
+ * with its own window (input i): a strip across a tilted image has a box
+ * PARTS times wider than each of its parts, so the parts' windows add up to
+ * about 1 / PARTS of the strip's.  The splines keep tiles for the task's
+ * one window (spline.c), so orders 2 and 3 make one part. */
+static bool part_of(const to_params_t *tp, int64_t start, int64_t stop, int i, int64_t *a,
+                    int64_t *b) {
+  int parts = tp->order >= 2 ? 1 : PARTS;
+  int64_t step = (stop - start + parts - 1) / parts;
+  if (i >= parts)
+    return false;
+  *a = start + step * i;
+  *b = *a + step < stop ? *a + step : stop;
+  return *a < *b;
+}
+
 static int to_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t *out,
                            tsr_region_t *win, bool *empty) {
   to_state_t *st = state;
   const to_params_t *tp = n->params;
   tsr_ctx_t *ctx = n->graph->ctx;
-  int64_t a = out->start[0], b = out->stop[0];
+  int64_t a, b;
   size_t np;
   piece_t *pc;
   int64_t lo[2] = {INT64_MAX, INT64_MAX}, hi[2] = {-1, -1};
   bool near = false;
-  (void)i;
 
   *win = *out;
   *empty = true;
-  if (st->cap_r < 0)
+  if (st->cap_r < 0 || !part_of(tp, out->start[0], out->stop[0], i, &a, &b))
     return 0;
   pc = tsr__mallocarray(ctx, max_pieces(tp, a, b), sizeof *pc);
   if (pc == NULL)
     return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
   np = pieces_of(tp, a, b, pc);
   for (size_t q = 0; q < np && !near; q++)
-    near = st->cap_r >= M_PI || piece_dist(&pc[q], st->cap_c, st->cap_theta, st->cap_phi) <= st->cap_r;
-  for (size_t k = 0; near && k < st->ncells; k++) {
-    const cell_t *c = &st->cells[k];
-    for (size_t q = 0; q < np; q++)
-      if (piece_dist(&pc[q], c->c, c->theta, c->phi) <= c->radius) {
-        lo[0] = c->x0 < lo[0] ? c->x0 : lo[0], hi[0] = c->x1 > hi[0] ? c->x1 : hi[0];
-        lo[1] = c->y0 < lo[1] ? c->y0 : lo[1], hi[1] = c->y1 > hi[1] ? c->y1 : hi[1];
-        break;
-      }
+    near = st->cap_r >= M_PI ||
+           piece_near(&pc[q], st->cap_c, st->cap_theta, st->cap_phi, st->cap_r, st->cap_cosr);
+  if (near) {
+    /* Only cells within reach in colatitude can meet a piece. */
+    double t0, t1;
+    pieces_theta(pc, np, &t0, &t1);
+    for (size_t k = first_cell(st, t0 - st->max_radius);
+         k < st->ncells && st->cells[k].theta <= t1 + st->max_radius; k++) {
+      const cell_t *c = &st->cells[k];
+      for (size_t q = 0; q < np; q++)
+        if (piece_near(&pc[q], c->c, c->theta, c->phi, c->radius, c->cosr)) {
+          lo[0] = c->x0 < lo[0] ? c->x0 : lo[0], hi[0] = c->x1 > hi[0] ? c->x1 : hi[0];
+          lo[1] = c->y0 < lo[1] ? c->y0 : lo[1], hi[1] = c->y1 > hi[1] ? c->y1 : hi[1];
+          break;
+        }
+    }
   }
   tsr__free(ctx, pc);
   if (hi[0] < 0)
@@ -532,7 +603,8 @@ static size_t collect(const to_params_t *tp, to_state_t *st, int64_t a, const pi
   size_t m = 0;
   for (size_t q = 0; q < np; q++) {
     const piece_t *p = &pc[q];
-    if (st->cap_r < M_PI && piece_dist(p, st->cap_c, st->cap_theta, st->cap_phi) > st->cap_r)
+    if (st->cap_r < M_PI &&
+        !piece_near(p, st->cap_c, st->cap_theta, st->cap_phi, st->cap_r, st->cap_cosr))
       continue;
     if (p->ring) {
       /* On the ring, cos(angle to the cap centre) = z zc + s sc cos(dphi),
@@ -611,29 +683,22 @@ static void store(tsr__task_t *t, int p, int64_t k, double v) {
     ((double *)t->planes[p])[off] = v;
 }
 
-static int to_compute(tsr__task_t *t) {
+/* Map and interpolate the pixels [a, b) of the task's chunk with window w. */
+static int compute_part(tsr__task_t *t, const tsr__window_t *w, int64_t a, int64_t b) {
   tsr_node_t *n = t->node;
   const to_params_t *tp = n->params;
   to_state_t *st = t->state;
-  const tsr__window_t *w = &t->in[0];
-  int64_t a = t->out.start[0], b = t->out.stop[0], len = b - a;
+  int64_t c0 = t->out.start[0], len = t->out.stop[0] - c0;
   double xmax = (double)(st->nx - 1), ymax = (double)(st->ny - 1);
   piece_t *pc = NULL;
   size_t np, m;
-  int rc = 0;
 
-  for (int64_t k = 0; k < len; k++) {
-    store(t, 0, k, NAN);
-    store(t, 1, k, 0.0);
-  }
-  if (w->data == NULL)
-    return 0;
   if (scratch(t->ctx, st, (size_t)len) != 0 ||
       (pc = tsr__mallocarray(t->ctx, max_pieces(tp, a, b), sizeof *pc)) == NULL)
     return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory for a chunk of %lld pixels", n->name,
                     (long long)len);
   np = pieces_of(tp, a, b, pc);
-  m = collect(tp, st, a, pc, np);
+  m = collect(tp, st, c0, pc, np);
   tsr__free(t->ctx, pc);
 
   /* Image pixel coordinates of the collected centres. */
@@ -655,7 +720,8 @@ static int to_compute(tsr__task_t *t) {
   }
 
   if (tp->order >= 2) {
-    /* The splines take a coordinate per output pixel: NaN where none. */
+    /* The splines take a coordinate per output pixel (one part: the
+     * chunk): NaN where none. */
     double *xs = st->v, *ys = st->v + len; /* v has room for 3 len */
     for (int64_t k = 0; k < len; k++)
       xs[k] = ys[k] = NAN;
@@ -685,6 +751,21 @@ static int to_compute(tsr__task_t *t) {
     store(t, 0, st->k[q], val);
     store(t, 1, st->k[q], val == val ? 1.0 : 0.0);
   }
+  return 0;
+}
+
+static int to_compute(tsr__task_t *t) {
+  const to_params_t *tp = t->node->params;
+  int64_t len = t->out.stop[0] - t->out.start[0], a, b;
+  int rc = 0;
+
+  for (int64_t k = 0; k < len; k++) {
+    store(t, 0, k, NAN);
+    store(t, 1, k, 0.0);
+  }
+  for (int i = 0; i < t->n_in && rc == 0; i++)
+    if (t->in[i].data != NULL && part_of(tp, t->out.start[0], t->out.stop[0], i, &a, &b))
+      rc = compute_part(t, &t->in[i], a, b);
   return rc;
 }
 
@@ -800,8 +881,12 @@ tsr_node_t *tsr_reproject_to_healpix(tsr_graph_t *g, tsr_node_t *src, int64_t ns
   if ((n = tsr__node_alloc(g, &to_op, tp)) == NULL)
     return NULL;
   n->ndim = 1;
-  n->n_inputs = 1;
-  n->inputs[0] = src;
+  if (tsr__node_set_inputs(n, PARTS) != 0) {
+    tsr__node_discard(n);
+    return NULL;
+  }
+  for (int i = 0; i < PARTS; i++)
+    n->inputs[i] = src;
   n->n_planes = 2;
   n->dtype = o.dtype ? (tsr_dtype_t)o.dtype : src->dtype == TSR_F64 ? TSR_F64 : TSR_F32;
   n->shape[0] = tsr__hpx_npix(nside);
