@@ -256,9 +256,9 @@ static int counted_window(void *user, const tsr_block_t *b) {
 TEST(chunks_off_the_image_read_nothing_and_tilted_strips_read_little) {
   tsr_ctx_t *ctx = ctx_new();
   int nx = 400, ny = 400;
-  int64_t nside = 1024, npix = tsr__hpx_npix(nside), n_in;
-  /* 0.05 deg/px, tilted 45 deg to the rings of the map. */
-  tsr_wcs_t *w = image_wcs(ctx, nx, ny, "RA---TAN", "DEC--TAN", 30, 20, 0.05, 45);
+  int64_t nside = 512, npix = tsr__hpx_npix(nside), n_in;
+  /* 0.1 deg/px (the map's pixels are 0.11 deg), tilted 45 deg to the rings. */
+  tsr_wcs_t *w = image_wcs(ctx, nx, ny, "RA---TAN", "DEC--TAN", 30, 20, 0.1, 45);
   tsr_source_callback_opts_t so = {"counted", "v1", 2, TSR_F64, 2, {nx, ny, 1, 1}, w};
   counted_image = linear_image(nx, ny);
   counted_nx = nx;
@@ -276,21 +276,24 @@ TEST(chunks_off_the_image_read_nothing_and_tilted_strips_read_little) {
       atomic_store(&windows_read, 0);
       atomic_store(&pixels_read, 0);
       double *map = compute_map(g, m, NULL);
-      check_against_wcslib(ctx, w, nx, ny, nside, nested, 'C', 1, map, &n_in);
+      n_in = 0;
+      for (int64_t p = 0; p < npix; p++)
+        n_in += map[p] == map[p]; /* the values are checked in the other tests */
       int64_t chunks = (npix + tsr_node_chunk(m, 0) - 1) / tsr_node_chunk(m, 0);
       printf("# %s, %lld chunks of %lld: %lld windows read, %lld image pixels (%.2f times the "
              "image) for %lld map pixels on it\n",
              nested ? "NESTED" : "RING", (long long)chunks, (long long)tsr_node_chunk(m, 0),
              (long long)windows_read, (long long)pixels_read,
              (double)pixels_read / (nx * ny), (long long)n_in);
-      /* The image covers 0.15% of the sky: the parts of chunks that miss
-       * it read nothing (each chunk has up to 256 parts), and with the
+      /* The image covers 0.6% of the sky: the parts of chunks that miss
+       * it read nothing (a RING chunk of 4096 pixels has 256 parts, a NESTED
+       * one 16), and with the
        * default chunks the windows of those that meet it add up to a few
        * times the image, also in RING order, where the rings cross it at
        * 45 degrees.  Small chunks have small parts, whose margins add up;
        * a RING chunk of one ring (4096) is a strip, whose parts' boxes are
        * as wide as they are long: more is read then. */
-      ASSERT(windows_read > 0 && windows_read < chunks * 4);
+      ASSERT(windows_read > 0 && windows_read < chunks * (nested ? 4 : 16));
       ASSERT(pixels_read < (small ? nested ? 8 : 60 : 4) * (int64_t)nx * ny);
       tsr__free(ctx, map);
       tsr_graph_free(g);
