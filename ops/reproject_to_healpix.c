@@ -647,7 +647,10 @@ static size_t collect(const to_params_t *tp, to_state_t *st, int64_t a, const pi
     if (p->ring) {
       /* On the ring, cos(angle to the cap centre) = z zc + s sc cos(dphi),
        * so the pixels within the cap are those with cos(dphi) >= t. */
-      int64_t klo = p->j0, khi = p->j1 - 1;
+      /* The cap's longitude interval [k0, k1] (in pixel steps from the
+       * ring's first, wrapping around it) as up to two runs of the ring,
+       * each cut to the piece's [j0, j1). */
+      int64_t runs[2][2] = {{p->j0, p->j1}, {0, 0}};
       double sc = sin(st->cap_theta), zc = cos(st->cap_theta), den = p->stheta * sc;
       if (st->cap_r < M_PI && den > 1e-12) {
         double t = (cosr - p->z * zc) / den;
@@ -657,20 +660,23 @@ static size_t collect(const to_params_t *tp, to_state_t *st, int64_t a, const pi
           double delta = acos(t) + 1e-9;
           int64_t k0 = (int64_t)ceil((st->cap_phi - delta - p->phi0) / p->dphi);
           int64_t k1 = (int64_t)floor((st->cap_phi + delta - p->phi0) / p->dphi);
-          if (k1 - k0 + 1 < p->count)
-            klo = k0, khi = k1;
+          if (k1 - k0 + 1 < p->count) {
+            int64_t s0 = ((k0 % p->count) + p->count) % p->count, e0 = s0 + (k1 - k0) + 1;
+            runs[0][0] = s0, runs[0][1] = e0 < p->count ? e0 : p->count;
+            runs[1][0] = 0, runs[1][1] = e0 > p->count ? e0 - p->count : 0;
+            for (int r = 0; r < 2; r++) {
+              runs[r][0] = runs[r][0] > p->j0 ? runs[r][0] : p->j0;
+              runs[r][1] = runs[r][1] < p->j1 ? runs[r][1] : p->j1;
+            }
+          }
         }
       }
-      for (int64_t kk = klo; kk <= khi; kk++) {
-        int64_t j = kk % p->count;
-        if (j < 0)
-          j += p->count;
-        if (j < p->j0 || j >= p->j1)
-          continue;
-        double phi = p->phi0 + (double)j * p->dphi, *v = st->v + 3 * m;
-        v[0] = p->stheta * cos(phi), v[1] = p->stheta * sin(phi), v[2] = p->z;
-        st->k[m++] = p->first + j - a;
-      }
+      for (int r = 0; r < 2; r++)
+        for (int64_t j = runs[r][0]; j < runs[r][1]; j++) {
+          double phi = p->phi0 + (double)j * p->dphi, *v = st->v + 3 * m;
+          v[0] = p->stheta * cos(phi), v[1] = p->stheta * sin(phi), v[2] = p->z;
+          st->k[m++] = p->first + j - a;
+        }
     } else {
       for (int64_t pix = p->lo; pix < p->hi; pix++) {
         double *v = st->v + 3 * m;
