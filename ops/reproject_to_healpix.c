@@ -11,23 +11,25 @@
  * there), a NaN among them spoiling the value even at zero weight.
  * Orders 2 and 3 use reproject_interp's splines (spline.c).
  *
- * The node is 1-D: chunks are runs of pixel indices.  A chunk is cut into
- * pieces with a simple shape on the sky: in RING order the part of each
- * ring it holds (an arc of a circle of latitude), in NESTED order the
- * nested cells of the largest levels that tile it.  Each run first samples
- * the image on a grid of cells (GRID_STEP pixels; every cell's centre and
- * the radius holding its corners, in the map's frame) and the cap that
- * holds the whole image.  A chunk none of whose pieces comes within the
- * cap reads and maps nothing; otherwise its window is the pixel box of the
- * cells some piece comes within reach of, plus the interpolation's reach.
- * So a chunk reads only the part of the image its pixels can fall in,
- * and a chunk off the image costs a few distance tests.  In RING order a
- * chunk is a strip along rings, and a strip crossing the image at an angle
- * has a wide box: the default chunk is a quarter of an equatorial ring,
- * and the op reads sources (FITS maps, caller memory) in place
- * (takes_view) rather than copying the box.
+ * The node is 1-D: chunks are runs of pixel indices, each cut into parts
+ * that have a window (an input) of their own, so that a window covers a
+ * compact patch of sky.  A RING chunk is a band of rings, which crosses a
+ * tilted image diagonally (the box around a diagonal strip is as wide as
+ * it is long), so its parts are longitude sectors about as wide as the
+ * band is high (chunk_for); a NESTED chunk is a nested cell, its parts
+ * sub-cells.  A part is a list of pieces with a simple shape on the sky:
+ * arcs of rings, or nested cells with their centre and radius.  Each run
+ * first samples the image on a grid of cells (GRID_STEP pixels; each
+ * cell's centre and the radius holding its corners, in the map's frame,
+ * sorted by colatitude) and the cap that holds the whole image.  A part
+ * none of whose pieces comes within the cap reads and maps nothing;
+ * otherwise its window is the pixel box of the cells some piece comes
+ * within reach of, plus the interpolation's reach.  So a chunk off the
+ * image costs a few distance tests, and one on it reads only what its
+ * pixels can fall in.  Sources in memory or FITS files are read in place
+ * (takes_view): no copy of the windows at all.
  *
- * Inside a chunk, only the pixels whose centres are within the cap are
+ * Inside a part, only the pixels whose centres are within the cap are
  * mapped: in a ring these form one longitude interval, found in closed
  * form.  A plain TAN image (no distortions) with a frame change that is a
  * rotation is a projective map of unit vectors, pixel ~ P v, fitted from
