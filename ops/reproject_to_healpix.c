@@ -808,9 +808,21 @@ static int to_compute(tsr__task_t *t) {
   int64_t len = t->out.stop[0] - t->out.start[0];
   int rc = 0;
 
-  for (int64_t k = 0; k < len; k++) {
-    store(t, 0, k, NAN);
-    store(t, 1, k, 0.0);
+  /* NaN and footprint 0 everywhere first: most of a chunk is usually off
+   * the image.  The planes of a 1-D task are contiguous (stride[0] is 1). */
+  for (int pl = 0; pl < 2; pl++) {
+    double v = pl == 0 ? NAN : 0.0;
+    if (t->planes[pl] == NULL)
+      continue;
+    if (t->node->dtype == TSR_F32) {
+      float *f = t->planes[pl], fv = (float)v;
+      for (int64_t k = 0; k < len; k++)
+        f[k] = fv;
+    } else {
+      double *d = t->planes[pl];
+      for (int64_t k = 0; k < len; k++)
+        d[k] = v;
+    }
   }
   for (int i = 0; i < t->n_in && rc == 0; i++)
     if (t->in[i].data != NULL)
