@@ -564,7 +564,9 @@ out:
 }
 
 static bool same_grid(const tsr_node_t *a, const tsr_node_t *b) {
-  if (a->shape[0] != b->shape[0] || a->shape[1] != b->shape[1] || a->ndim != 2 || b->ndim != 2)
+  /* 2-D images on one target grid, or 1-D HEALPix maps of one layout. */
+  if (a->shape[0] != b->shape[0] || a->shape[1] != b->shape[1] || a->ndim != b->ndim ||
+      a->ndim > 2)
     return false;
   if ((a->wcs == NULL) != (b->wcs == NULL))
     return false;
@@ -621,13 +623,14 @@ static tsr_node_t *build(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
     if (!same_grid(in, inputs[0]))
       return tsr__graph_fail(g, TSR_EINVAL,
                              "coadd: input %d (%s, %lld x %lld) is not on the pixel grid of input 1 "
-                             "(%s, %lld x %lld): reproject every input onto the same 2-D target",
+                             "(%s, %lld x %lld): reproject every input onto the same 2-D target (or "
+                             "HEALPix map: nside, ordering and frame)",
                              i + 1, in->name, (long long)in->shape[0], (long long)in->shape[1],
                              inputs[0]->name, (long long)inputs[0]->shape[0],
                              (long long)inputs[0]->shape[1]);
     for (int r = 0; r < 2; r++) {
       tsr_node_t *x = r ? q : w;
-      if (x && (x->shape[0] != in->shape[0] || x->shape[1] != in->shape[1] || x->ndim != 2))
+      if (x && (x->shape[0] != in->shape[0] || x->shape[1] != in->shape[1] || x->ndim != in->ndim))
         return tsr__graph_fail(g, TSR_EINVAL,
                                "coadd: %s %d (%s, %lld x %lld) does not match its input's shape "
                                "%lld x %lld",
@@ -706,7 +709,7 @@ static tsr_node_t *build(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
       cp->image[k] = i, cp->role[k] = ROLE_DQ, node->inputs[k++] = q;
     }
   }
-  node->ndim = 2;
+  node->ndim = inputs[0]->ndim;
   node->n_planes = 2;
   /* Flags are 32-bit integers: float32 would round them. */
   node->dtype = o.dtype                                                          ? (tsr_dtype_t)o.dtype
