@@ -861,7 +861,7 @@ static const struct {
   const char *name;
   int (*fn)(int argc, char **argv);
 } commands[] = {{"reproject", cmd_reproject}, {"mosaic", cmd_mosaic},
-                {"mosaic-header", cmd_mosaic_header}, {"preview", cmd_preview},
+                {"mosaic-header", cmd_mosaic_header}, {"hips", cmd_hips}, {"preview", cmd_preview},
                 {"info", cmd_info}, {"cache", cmd_cache}, {"sample", cmd_sample},
                 {"demo", cmd_demo}, {"version", cmd_version}, {"help", cmd_help}};
 
