@@ -248,6 +248,26 @@ static int place_tile(const hips_t *h, tsr__cel_t *cel, int order, int64_t idx, 
   return 0;
 }
 
+int tsr__hips_tile_crpix(tsr_ctx_t *ctx, const char *frame, int order, int tile_width,
+                         int64_t idx, double crpix[2], bool *border, double crpix2[2]) {
+  hips_t h;
+  tsr__cel_t *cel = NULL;
+  tile_t t;
+  int rc;
+  memset(&h, 0, sizeof h);
+  h.ctx = ctx, h.T = tile_width, h.k = order;
+  if ((rc = frame_of(ctx, frame, &h.hf)) != 0 || (rc = map_wcs(&h, order, NULL, &cel)) != 0)
+    return rc;
+  if ((rc = place_tile(&h, cel, order, idx, &t)) == 0) {
+    crpix[0] = t.crpix[0], crpix[1] = t.crpix[1];
+    *border = t.border;
+    crpix2[0] = t.border ? tile_width + 1 - t.crpix[1] : 0;
+    crpix2[1] = t.border ? tile_width + 1 - t.crpix[0] : 0;
+  }
+  tsr__cel_free(cel);
+  return rc;
+}
+
 /* ------------------------------------------------------------------ */
 /* Files                                                               */
 

@@ -116,6 +116,12 @@ int tsr__png_encode(FILE *f, const double *img, int64_t nx, int64_t ny, double l
 int tsr__cmp_double(const void *a, const void *b);
 double tsr__percentile(const double *s, size_t n, double p);
 
+/* reproject 0.21's CRPIX of HiPS tile idx of `order` (tile_header_2d), for
+ * tests (hips.c): *border when it has a second header, whose CRPIX goes to
+ * crpix2.  0, or a negative code with the message on ctx. */
+int tsr__hips_tile_crpix(tsr_ctx_t *ctx, const char *frame, int order, int tile_width,
+                         int64_t idx, double crpix[2], bool *border, double crpix2[2]);
+
 /* The file name of a path (after its last '/'). */
 const char *tsr__base_name(const char *path);
 /* Cards that describe a FITS file's layout or its stored integers rather
