@@ -76,6 +76,8 @@ typedef struct {
   float *tile;                /* T x T scratch */
   double *dtile;              /* T x T, for PNG */
   unsigned char *row;         /* 2 T, for PNG */
+  unsigned char *fbuf;        /* FITS data being written, fbuf_cap bytes; grown as needed */
+  size_t fbuf_cap;
   int64_t files;              /* tile files written */
 } hips_t;
 
@@ -321,13 +323,17 @@ static int make_dir(hips_t *h, const char *rel) {
 static int write_fits(hips_t *h, const char *rel, cards_t *c, const float *data, int64_t n) {
   size_t hbytes, dbytes = (size_t)n * 4, pad = (2880 - dbytes % 2880) % 2880;
   unsigned char *d;
-  int rc;
   card(c, "END", "%s", "");
   hbytes = (c->len + 2879) / 2880 * 2880;
   memset(c->p + c->len, ' ', hbytes - c->len);
-  d = tsr__malloc(h->ctx, dbytes + pad);
-  if (d == NULL)
-    return tsr__err(h->ctx, TSR_ENOMEM, "hips: out of memory writing \"%s\"", rel);
+  if (h->fbuf_cap < dbytes + pad) {
+    tsr__free(h->ctx, h->fbuf);
+    h->fbuf_cap = 0;
+    if ((h->fbuf = tsr__malloc(h->ctx, dbytes + pad)) == NULL)
+      return tsr__err(h->ctx, TSR_ENOMEM, "hips: out of memory writing \"%s\"", rel);
+    h->fbuf_cap = dbytes + pad;
+  }
+  d = h->fbuf;
   for (int64_t i = 0; i < n; i++) {
     uint32_t u;
     memcpy(&u, data + i, 4);
@@ -335,9 +341,7 @@ static int write_fits(hips_t *h, const char *rel, cards_t *c, const float *data,
     d[4 * i + 2] = (unsigned char)(u >> 8), d[4 * i + 3] = (unsigned char)u;
   }
   memset(d + dbytes, 0, pad);
-  rc = write_file(h, rel, c->p, hbytes, d, dbytes + pad);
-  tsr__free(h->ctx, d);
-  return rc;
+  return write_file(h, rel, c->p, hbytes, d, dbytes + pad);
 }
 
 /* Read back a tile this run wrote (T x T float32 after a header). */
@@ -537,43 +541,44 @@ static int cmp_i64(const void *a, const void *b) {
 /* ------------------------------------------------------------------ */
 /* The deepest order                                                   */
 
-/* The 0.5 and 99.5 percentiles of a strided sample (about 512^2 values)
- * of every input: one grey scale for every PNG tile, so tiles match. */
+/* The 0.5 and 99.5 percentiles of a sample of every input: up to 64 rows
+ * evenly spaced, every step-th value of each (about 512 a row), so that
+ * the sample reads 64 rows of each file, never the whole of it.  One grey
+ * scale for every PNG tile, so that tiles match. */
 static int sample_cut(hips_t *h, int n, tsr_node_t *const *inputs) {
   double *all = NULL;
   size_t nall = 0, cap = 0;
-  void *buf = NULL;
+  void *row = NULL;
   int rc = 0;
   for (int i = 0; i < n && rc == 0; i++) {
-    tsr_node_t *in = inputs[i], *s;
-    int64_t step[2], m;
-    for (int a = 0; a < 2; a++)
-      step[a] = in->shape[a] > 512 ? (in->shape[a] + 511) / 512 : 1;
-    s = tsr_slice(h->g, in, NULL, NULL, step);
-    if (s == NULL)
-      return tsr__err(h->ctx, tsr_graph_status(h->g), "hips: %s", tsr_graph_errmsg(h->g));
-    m = tsr_region_size(&(tsr_region_t){{0}, {s->shape[0], s->shape[1], 1, 1}});
-    buf = tsr__mallocarray(h->ctx, (size_t)m, tsr_dtype_size(s->dtype));
+    tsr_node_t *in = inputs[i];
+    int64_t nx = in->shape[0], ny = in->shape[1], rows = ny < 64 ? ny : 64;
+    int64_t step = nx > 512 ? (nx + 511) / 512 : 1;
+    size_t es = tsr_dtype_size(in->dtype);
+    tsr__free(h->ctx, row);
+    row = tsr__mallocarray(h->ctx, (size_t)nx, es);
     {
-      double *p = tsr__realloc(h->ctx, all, (cap = nall + (size_t)m) * sizeof *all);
+      double *p = tsr__realloc(h->ctx, all, (cap += (size_t)(rows * (nx / step + 1))) * sizeof *all);
       if (p != NULL)
         all = p;
-      if (buf == NULL || p == NULL) {
+      if (row == NULL || p == NULL) {
         rc = tsr__err(h->ctx, TSR_ENOMEM, "hips: out of memory sampling the inputs");
         break;
       }
     }
-    if ((rc = tsr_compute(h->g, s, NULL, buf, (size_t)m * tsr_dtype_size(s->dtype), &h->run)) != 0)
-      break;
-    for (int64_t k = 0; k < m; k++) {
-      double v = s->dtype == TSR_F64 ? ((double *)buf)[k] : ((float *)buf)[k];
-      if (isfinite(v))
-        all[nall++] = v;
+    for (int64_t k = 0; k < rows && rc == 0; k++) {
+      int64_t y = rows > 1 ? k * (ny - 1) / (rows - 1) : 0;
+      tsr_region_t r = {{0, y, 0, 0}, {nx, y + 1, 1, 1}};
+      if ((rc = tsr_compute(h->g, in, &r, row, (size_t)nx * es, &h->run)) != 0)
+        break;
+      for (int64_t x = 0; x < nx; x += step) {
+        double v = in->dtype == TSR_F64 ? ((double *)row)[x] : ((float *)row)[x];
+        if (isfinite(v))
+          all[nall++] = v;
+      }
     }
-    tsr__free(h->ctx, buf);
-    buf = NULL;
   }
-  if (rc == 0 && !h->o.has_cut) {
+  if (rc == 0) {
     h->cut[0] = 0, h->cut[1] = 1;
     if (nall > 0) {
       qsort(all, nall, sizeof *all, tsr__cmp_double);
@@ -581,9 +586,8 @@ static int sample_cut(hips_t *h, int n, tsr_node_t *const *inputs) {
       h->cut[1] = tsr__percentile(all, nall, 99.5);
     }
   }
-  tsr__free(h->ctx, buf);
+  tsr__free(h->ctx, row);
   tsr__free(h->ctx, all);
-  (void)cap;
   return rc;
 }
 
@@ -1208,6 +1212,7 @@ out:
   tsr__free(ctx, h.tile);
   tsr__free(ctx, h.dtile);
   tsr__free(ctx, h.row);
+  tsr__free(ctx, h.fbuf);
   tsr__cel_free(mcel);
   tsr_wcs_free(mw);
   return rc;

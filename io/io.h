@@ -105,7 +105,7 @@ void tsr__out_discard(tsr_ctx_t *ctx, tsr__out_t *o);
  * into f (png.c): [lo, hi] mapped to [0, 1], then stretched by `kind` (a
  * tsr_stretch_t); non-finite values are transparent.  `bottom_up` writes
  * row ny - 1 first (FITS rows go up, PNG rows down).  `zlevel` is zlib's
- * level, -1 for libpng's default.  `row` is scratch of 2 nx bytes.  0, or
+ * level (with the SUB filter alone, for speed), -1 for libpng's defaults.  `row` is scratch of 2 nx bytes.  0, or
  * -1 if libpng failed.  Kept apart from the callers so that none of their
  * locals lives across libpng's longjmp. */
 int tsr__png_encode(FILE *f, const double *img, int64_t nx, int64_t ny, double lo, double hi,

@@ -989,7 +989,8 @@ typedef struct {
   int     moc;              /* 1 = write Moc.fits (the default), 0 = not */
   const char *title;        /* obs_title; NULL = the directory's name */
   int     has_cut;          /* PNG grey scale: cut[0] black, cut[1] white; else the */
-  double  cut[2];           /* 0.5 and 99.5 percentiles of a sample of the inputs */
+  double  cut[2];           /* 0.5 and 99.5 percentiles of a sample of the inputs
+                               (64 rows of each) */
   tsr_stretch_t stretch;    /* PNG stretch after the cut; default linear */
   const tsr_run_opts_t *run;/* how the tiles are computed (jobs, executor, cache,
                                progress in tiles, cancel); borrowed; NULL = serially */
@@ -1023,8 +1024,7 @@ typedef struct {
  *  hipsgen build them.  Every file is written to a temporary name and
  *  renamed; `properties` comes last.  On failure or cancel everything
  *  written under dir is removed (and dir, if this call made it).  Nodes
- *  are added to g (the reprojections, and a strided sample of each input
- *  for the cut).  `dir`, `opts` and `report` (may be NULL) are borrowed
+ *  are added to g (the reprojections).  `dir`, `opts` and `report` (may be NULL) are borrowed
  *  for the call.  Not with an MPI run (TSR_ENOTSUP).
  *  @return 0, or a negative code with the message in tsr_errmsg(ctx). */
 TSR_API int tsr_write_hips(tsr_graph_t *g, int n, tsr_node_t *const *inputs, const char *dir,
