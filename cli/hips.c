@@ -39,9 +39,9 @@ static int parse_hips(int argc, char **argv, const char **inputs, int *n, const 
     case 1: inputs[(*n)++] = optarg; break;
     case 'o': *dir = optarg; break;
     case H_LEVEL:
-      if (parse_int64(optarg, &v) != 0 || v < 0 || v > 26)
-        return usage_error("hips: --level '%s': expected a HiPS order from 0 to 29 - "
-                           "log2(tile width) (26 for 8-pixel tiles)", optarg);
+      if (parse_int64(optarg, &v) != 0 || v < 0 || v > 23)
+        return usage_error("hips: --level '%s': expected a HiPS order from 0 to 26 - "
+                           "log2(tile width) (23 for 8-pixel tiles, 17 for 512)", optarg);
       o->level = (int)v;
       break;
     case H_TILE:
@@ -124,10 +124,10 @@ static int parse_hips(int argc, char **argv, const char **inputs, int *n, const 
     return usage_error("hips: missing -o DIR");
   if ((*dir)[0] == '\0')
     return usage_error("hips: -o '': expected a directory name");
-  if (o->level >= 0 && o->level > 29 - (int)lround(log2(o->tile_width ? o->tile_width : 512)))
+  if (o->level >= 0 && o->level > 26 - (int)lround(log2(o->tile_width ? o->tile_width : 512)))
     return usage_error("hips: --level %d is too deep for %d-pixel tiles: expected at most %d",
                        o->level, o->tile_width ? o->tile_width : 512,
-                       29 - (int)lround(log2(o->tile_width ? o->tile_width : 512)));
+                       26 - (int)lround(log2(o->tile_width ? o->tile_width : 512)));
   if (run->mpi)
     return usage_error("hips: --executor mpi is not supported; expected local, threads or "
                        "processes");

@@ -979,7 +979,9 @@ static int check_opts(tsr_ctx_t *ctx, const tsr_hips_opts_t *o) {
     return tsr__err(ctx, TSR_EINVAL, "hips: tile width %d: expected a power of two from 8 to 4096",
                     T);
   T = T ? T : 512;
-  int kmax = 29 - (int)lround(log2(T));
+  /* The map of order k is 5 2^k T pixels a side: 2^k T <= 2^26 keeps it
+   * within what a node may hold (2^60 bytes), pixels of 3 milliarcseconds. */
+  int kmax = 26 - (int)lround(log2(T));
   if (o->level < -1 || o->level > kmax)
     return tsr__err(ctx, TSR_EINVAL, "hips: order %d out of range [0, %d] for %d-pixel tiles "
                                      "(or -1 = from the inputs' resolution)", o->level, kmax, T);
@@ -1009,7 +1011,7 @@ static int check_opts(tsr_ctx_t *ctx, const tsr_hips_opts_t *o) {
  * larger than the finest input's (the geometric mean of its two axes). */
 static int auto_level(hips_t *h, int n, tsr_node_t *const *inputs) {
   double finest = INFINITY;
-  int kmax = 29 - (int)lround(log2(h->T)), k = 0;
+  int kmax = 26 - (int)lround(log2(h->T)), k = 0;
   for (int i = 0; i < n; i++) {
     tsr__cel_t *cel;
     double s[2];

@@ -229,7 +229,7 @@ TEST(bad_arguments_and_directories_are_refused_and_nothing_is_left) {
   o.frame = NULL;
   o.level = 40;
   ASSERT_INT_EQ(tsr_write_hips(g, 1, &in, dir, &o, NULL), TSR_EINVAL);
-  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "out of range [0, 25]");
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "out of range [0, 22]");
   o.level = 3;
   o.formats = TSR_HIPS_PNG;
   ASSERT_INT_EQ(tsr_write_hips(g, 1, &in, dir, &o, NULL), TSR_EINVAL);

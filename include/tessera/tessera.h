@@ -975,7 +975,8 @@ TSR_API tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src,
 #define TSR_HIPS_PNG  2
 
 typedef struct {
-  int     level;            /* HiPS order of the deepest tiles, 0 to 29 - log2(tile_width);
+  int     level;            /* HiPS order of the deepest tiles, 0 to 26 - log2(tile_width)
+                               (pixels down to 3 milliarcseconds);
                                -1 = the lowest order whose pixels are no larger than the
                                finest input's */
   int     tile_width;       /* pixels on a tile's side, a power of two from 8 to 4096;

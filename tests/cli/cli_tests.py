@@ -1424,7 +1424,7 @@ def hips_cli_test(ctx):
         out = os.path.join(d, "out")
         bad = [[], ["-o", out], [b["good"]], [b["good"], "-o", ""],
                [b["good"], "-o", out, "--level", "-1"], [b["good"], "-o", out, "--level", "x"],
-               [b["good"], "-o", out, "--level", "26"],
+               [b["good"], "-o", out, "--level", "18"],
                [b["good"], "-o", out, "--tile-width", "100"], [b["good"], "-o", out, "--frame", "fk5"],
                [b["good"], "-o", out, "--formats", "png"], [b["good"], "-o", out, "--cut", "3,1"],
                [b["good"], "-o", out, "--cut", "3"], [b["good"], "-o", out, "--stretch", "cubic"],
