@@ -82,10 +82,11 @@ static tsr_node_t *image(tsr_graph_t *g, tsr_ctx_t *ctx, int n, double ra, doubl
            "CRPIX1 = %g\nCRPIX2 = %g\nCRVAL1 = %.10g\nCRVAL2 = %.10g\nCDELT1 = %.10g\n"
            "CDELT2 = %.10g\nRADESYS = 'ICRS'\n",
            n, n, (n + 1) / 2.0, (n + 1) / 2.0, ra, dec, -scale, scale);
-  ASSERT_OK(tsr_wcs_parse(ctx, hdr, strlen(hdr), "test", 1, &w));
+  *keep = d;
+  if (tsr_wcs_parse(ctx, hdr, strlen(hdr), "test", 1, &w) != 0)
+    return NULL; /* only when out of memory */
   node = tsr_source_buffer_ref(g, TSR_F32, 2, shape, d, w);
   tsr_wcs_free(w);
-  *keep = d;
   return node;
 }
 
@@ -283,6 +284,71 @@ TEST(bad_arguments_and_directories_are_refused_and_nothing_is_left) {
   tsr_ctx_free(ctx);
   free(d);
   free(nan_d);
+}
+
+typedef struct {
+  long count, fail_at, live;
+} oom_t;
+
+static void *o_malloc(void *ud, size_t n) {
+  oom_t *s = ud;
+  void *p = ++s->count == s->fail_at ? NULL : malloc(n);
+  s->live += p != NULL;
+  return p;
+}
+
+static void *o_realloc(void *ud, void *p, size_t n) {
+  oom_t *s = ud;
+  void *q = ++s->count == s->fail_at ? NULL : realloc(p, n);
+  s->live += p == NULL && q != NULL;
+  return q;
+}
+
+static void o_free(void *ud, void *p) {
+  oom_t *s = ud;
+  s->live -= p != NULL;
+  free(p);
+}
+
+/* Fail the k-th allocation of a whole tsr_write_hips, for every k: each run
+ * ends in success or TSR_ENOMEM, leaves no directory behind when it fails,
+ * and gives back every block. */
+TEST(out_of_memory_at_every_allocation_fails_cleanly) {
+  char *dir = tmpdir("oom");
+  long k, successes = 0;
+  rm_rf(dir);
+  for (k = 1; k < 100000; k++) {
+    oom_t st = {0, k, 0};
+    tsr_ctx_options_t co = {{o_malloc, o_realloc, o_free, &st}};
+    tsr_ctx_t *ctx;
+    tsr_graph_t *g = NULL;
+    tsr_hips_opts_t o = TSR_HIPS_OPTS_INIT;
+    float *d = NULL;
+    int rc;
+    if (tsr_ctx_new(&ctx, &co) != 0) {
+      ASSERT_INT_EQ(st.live, 0);
+      continue;
+    }
+    if (tsr_graph_new(ctx, &g) == 0) {
+      tsr_node_t *in = image(g, ctx, 40, 250.0, -20.0, 0.01, 4.0f, &d);
+      o.level = 4;
+      o.tile_width = 16;
+      rc = in ? tsr_write_hips(g, 1, &in, dir, &o, NULL) : TSR_ENOMEM;
+      ASSERT(rc == 0 || rc == TSR_ENOMEM);
+      if (rc == 0)
+        successes++;
+      else
+        ASSERT(access(dir, F_OK) != 0);
+      rm_rf(dir);
+    }
+    tsr_graph_free(g);
+    tsr_ctx_free(ctx);
+    free(d);
+    ASSERT_INT_EQ(st.live, 0);
+    if (st.count < k)
+      break; /* k passed every allocation of the run: all were tried */
+  }
+  ASSERT(successes == 1 && k > 50);
 }
 
 TEST_MAIN()
