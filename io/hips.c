@@ -25,6 +25,7 @@
  * is written to "NAME.tsr-PID.tmp" and renamed, `properties` last, and a
  * failed or cancelled run removes what it wrote.
  */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -146,8 +147,9 @@ static int frame_of(tsr_ctx_t *ctx, const char *name, hips_frame_t *hf) {
 
 typedef struct {
   char *p;
-  size_t len, cap;
+  size_t len, cap;            /* bytes used, and the buffer's size */
   int n;
+  bool full;                  /* a card did not fit (and was left out) */
 } cards_t;
 
 /* One 80-column card: "KEY     = value" (value right-aligned in 11..30 for
@@ -156,8 +158,10 @@ static void card(cards_t *c, const char *key, const char *fmt, ...) TSR__PRINTF(
 static void card(cards_t *c, const char *key, const char *fmt, ...) {
   char val[72], line[81];
   va_list ap;
-  if (c->len + 81 > c->cap)
+  if (c->len + 82 > c->cap) { /* 80 columns, and snprintf's NUL */
+    c->full = true;
     return;
+  }
   va_start(ap, fmt);
   vsnprintf(val, sizeof val, fmt, ap);
   va_end(ap);
@@ -198,7 +202,7 @@ static void wcs_cards(cards_t *c, const hips_t *h, int order, const double crpix
 /* The map of `order` as a tsr_wcs_t (*w, may be NULL) and a wcslib copy. */
 static int map_wcs(hips_t *h, int order, tsr_wcs_t **w, tsr__cel_t **cel) {
   char buf[40 * 81];
-  cards_t c = {buf, 0, sizeof buf, 0};
+  cards_t c = {buf, 0, sizeof buf, 0, false};
   tsr_wcs_t *tmp = NULL;
   int64_t S = 5 * ((int64_t)1 << order) * h->T;
   double crpix[2] = {(double)S / 2 + 0.5, (double)S / 2 + 0.5};
@@ -325,6 +329,9 @@ static int write_fits(hips_t *h, const char *rel, cards_t *c, const float *data,
   unsigned char *d;
   card(c, "END", "%s", "");
   hbytes = (c->len + 2879) / 2880 * 2880;
+  /* The header is padded in place: every caller's buffer holds whole blocks. */
+  if (hbytes > c->cap || c->full)
+    return tsr__err(h->ctx, TSR_EINVAL, "hips: the header of \"%s\" outgrew its buffer", rel);
   memset(c->p + c->len, ' ', hbytes - c->len);
   if (h->fbuf_cap < dbytes + pad) {
     tsr__free(h->ctx, h->fbuf);
@@ -407,7 +414,7 @@ static void tile_rel(char *buf, size_t cap, int order, int64_t idx, const char *
 /* Tile idx of `order` (data T x T in h->tile, its CRPIX) as FITS and PNG. */
 static int write_tile(hips_t *h, int order, int64_t idx, const double crpix[2]) {
   char rel[96], buf[40 * 81];
-  cards_t c = {buf, 0, sizeof buf, 0};
+  cards_t c = {buf, 0, sizeof buf, 0, false};
   int64_t n = (int64_t)h->T * h->T;
   int rc;
   snprintf(rel, sizeof rel, "Norder%d", order);
@@ -726,8 +733,8 @@ static int allsky(hips_t *h, int o, const idxlist_t *l) {
   float *m = NULL, *c = NULL, *tmp = NULL;
   double *d = NULL;
   unsigned char *row = NULL;
-  char buf[12 * 81], rel[64];
-  cards_t cc = {buf, 0, sizeof buf, 0};
+  char buf[2881], rel[64];
+  cards_t cc = {buf, 0, sizeof buf, 0, false};
   int rc = 0;
   if (l->n == 0)
     return 0;
@@ -823,14 +830,14 @@ static int write_moc(hips_t *h, const idxlist_t *deep) {
     goto out;
   }
   {
-    cards_t c = {buf, 0, 2881, 0};
+    cards_t c = {buf, 0, 2881, 0, false};
     card(&c, "SIMPLE", "T");
     card(&c, "BITPIX", "%d", 8);
     card(&c, "NAXIS", "%d", 0);
     card(&c, "EXTEND", "T");
     card(&c, "END", "%s", "");
     memset(buf + c.len, ' ', 2880 - c.len);
-    c = (cards_t){buf + 2880, 0, 2881, 0};
+    c = (cards_t){buf + 2880, 0, 2881, 0, false};
     card(&c, "XTENSION", "'BINTABLE'");
     card(&c, "BITPIX", "%d", 8);
     card(&c, "NAXIS", "%d", 2);
@@ -861,8 +868,14 @@ out:
   return rc;
 }
 
-static int write_index(hips_t *h, const char *title) {
-  char html[2048];
+static int write_index(hips_t *h, const char *raw_title) {
+  char html[2048], title[128];
+  size_t n = 0;
+  /* The title goes into HTML text and a JavaScript string: keep it to
+   * characters that mean nothing in either. */
+  for (const char *p = raw_title; *p && n + 1 < sizeof title; p++)
+    title[n++] = (isalnum((unsigned char)*p) || strchr(" ._-+()[]", *p)) ? *p : '_';
+  title[n] = '\0';
   int len = snprintf(html, sizeof html,
       "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n<title>%s</title>\n"
       "<script src=\"https://aladin.cds.unistra.fr/AladinLite/api/v3/latest/aladin.js\" "
@@ -999,6 +1012,16 @@ static int check_opts(tsr_ctx_t *ctx, const tsr_hips_opts_t *o) {
   if (o->has_cut && !(isfinite(o->cut[0]) && isfinite(o->cut[1]) && o->cut[0] < o->cut[1]))
     return tsr__err(ctx, TSR_EINVAL, "hips: cut [%g, %g]: expected finite values, low < high",
                     o->cut[0], o->cut[1]);
+  if (o->title != NULL) {
+    size_t len = strlen(o->title);
+    bool ctl = false;
+    for (const char *p = o->title; *p; p++)
+      ctl |= iscntrl((unsigned char)*p) != 0;
+    if (len == 0 || len > 1000 || ctl)
+      return tsr__err(ctx, TSR_EINVAL, "hips: title of %zu characters%s: expected 1 to 1000 "
+                      "printable characters (it is a line of properties)", len,
+                      ctl ? " with control characters" : "");
+  }
   if ((int)o->stretch < TSR_STRETCH_LINEAR || o->stretch > TSR_STRETCH_ASINH)
     return tsr__err(ctx, TSR_EINVAL, "hips: stretch %d: expected a tsr_stretch_t", (int)o->stretch);
   if (o->run && o->run->mpi_comm)
@@ -1040,6 +1063,7 @@ int tsr_write_hips(tsr_graph_t *g, int n, tsr_node_t *const *inputs, const char 
   idxlist_t cand = {0}, *levels = NULL;
   double icrs[3] = {0, 0, 0}, fov = 0;
   const char *title;
+  char base[NAME_MAX + 1];
   bool made = false, started = false;
   int rc;
 
@@ -1079,20 +1103,17 @@ int tsr_write_hips(tsr_graph_t *g, int n, tsr_node_t *const *inputs, const char 
     return h.k;
   h.run = h.o.run ? *h.o.run : (tsr_run_opts_t){0};
   h.run.progress = NULL;
-  title = h.o.title ? h.o.title : tsr__base_name(dir);
-  {
-    /* "a/b/" names b. */
-    static _Thread_local char base[NAME_MAX + 1];
-    if (h.o.title == NULL) {
-      size_t l = strlen(dir);
-      while (l > 1 && dir[l - 1] == '/')
-        l--;
-      const char *s = dir + l;
-      while (s > dir && s[-1] != '/')
-        s--;
-      snprintf(base, sizeof base, "%.*s", (int)(dir + l - s), s);
-      title = base;
-    }
+  title = h.o.title;
+  if (title == NULL) {
+    /* The directory's name, as reproject's obs_title: "a/b/" names b. */
+    size_t l = strlen(dir);
+    while (l > 1 && dir[l - 1] == '/')
+      l--;
+    const char *s = dir + l;
+    while (s > dir && s[-1] != '/')
+      s--;
+    snprintf(base, sizeof base, "%.*s", (int)(dir + l - s), s);
+    title = base;
   }
 
   /* The lazy map and the tiles it may hold, before anything is written. */
