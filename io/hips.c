@@ -665,7 +665,8 @@ static int deepest(hips_t *h, tsr_node_t *map, const tile_t *tiles, size_t nt, i
     }
     report_progress(&h->o, (int64_t)j, (int64_t)nt);
   }
-  qsort(out->v, out->n, sizeof *out->v, cmp_i64);
+  if (out->n > 0)
+    qsort(out->v, out->n, sizeof *out->v, cmp_i64);
 out:
   tsr__free(h->ctx, buf);
   tsr__free(h->ctx, two);
