@@ -14,7 +14,8 @@ conventions, rebuilt here from its documented rules (0.21 is not installed):
   reproject's quadrants, Allsky files lay tiles in NESTED order in
   floor(sqrt(12 4^o)) columns, Moc.fits covers exactly the deepest tiles, and
   `properties` has reproject's keys.
-Frames equatorial and galactic, polar (border) tiles, one and two inputs.
+Frames equatorial and galactic, polar tiles, border tiles on the seam, an all-sky
+CAR map, one and two inputs.
 Prints TAP."""
 import argparse
 import math
@@ -127,6 +128,21 @@ def make_image(path, ra, dec, n, scale_deg, rot=0.0, frame="icrs", seed=0):
     c, s = math.cos(math.radians(rot)), math.sin(math.radians(rot))
     h["CD1_1"], h["CD1_2"] = -scale_deg * c, scale_deg * s
     h["CD2_1"], h["CD2_2"] = scale_deg * s, scale_deg * c
+    fits.PrimaryHDU(data, h).writeto(path, overwrite=True)
+    return data.astype(float), WCS(h)
+
+
+def make_car(path):
+    """A 1-degree all-sky CAR map in ICRS, smooth, with a NaN patch."""
+    y, x = np.mgrid[0:180, 0:360]
+    data = (np.sin(np.radians(x) * 3) * np.cos(np.radians(y - 90)) + 0.01 * y).astype(np.float32)
+    data[100:110, 200:215] = np.nan
+    h = fits.Header()
+    h["CTYPE1"], h["CTYPE2"] = "RA---CAR", "DEC--CAR"
+    h["RADESYS"] = "ICRS"
+    h["CRPIX1"], h["CRPIX2"] = 180.5, 90.5
+    h["CRVAL1"], h["CRVAL2"] = 180.0, 0.0
+    h["CDELT1"], h["CDELT2"] = -1.0, 1.0
     fits.PrimaryHDU(data, h).writeto(path, overwrite=True)
     return data.astype(float), WCS(h)
 
@@ -327,7 +343,12 @@ def main():
     # 4. On the HPX projection's seam at RA 180 (face 6): border tiles, two headers each.
     seam = [make_image(w("seam.fits"), 180.0, -10.0, 200, 0.12, seed=5)]
     run_case(a, "seam", seam, [w("seam.fits")], 1, 32, "equatorial", radius=30)
-    # 5. Two overlapping inputs: the mean where both cover.
+    # 5. An all-sky CAR map as galactic tiles: every tile, the seams and poles, a frame change.
+    allsky = [make_car(w("allsky.fits"))]
+    res = run_case(a, "all-sky", allsky, [w("allsky.fits")], 1, 32, "galactic", radius=180)
+    if res:
+        check("all-sky: every tile of order 1 has data", len(res[1]) == 48, str(sorted(res[1])))
+    # 6. Two overlapping inputs: the mean where both cover.
     two = [make_image(w("m1.fits"), 150.0, 2.0, 200, 40 / 3600, seed=3),
            make_image(w("m2.fits"), 150.9, 2.3, 200, 40 / 3600, rot=10, seed=4)]
     run_case(a, "mosaic", two, [w("m1.fits"), w("m2.fits")], 4, 64, "equatorial", radius=4)
