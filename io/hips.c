@@ -531,6 +531,60 @@ static int descend(hips_t *h, const disc_t *d, int nd, int o, int64_t idx, idxli
   return 0;
 }
 
+/* Keep the candidates whose tile meets an input's pixels: 25 points of the
+ * tile (a 5 x 5 grid of its HEALPix pixel, edges included) taken into each
+ * input's pixels, their bounding box grown by a quarter of its size (the
+ * tile's edges curve between the points) and 2 pixels, against the image.
+ * A point off the input's projection keeps the tile (undecided).  The disc
+ * only bounds an input's sky; this is its footprint, so that the tiles of
+ * the disc's corners beyond the image cost nothing, not even empty blocks
+ * in the cache. */
+static int cull_tiles(hips_t *h, int n, tsr_node_t *const *inputs, idxlist_t *cand) {
+  enum { G = 5, NP = G * G };
+  double v[3 * NP], x[NP], y[NP];
+  tsr__cel_t **cel = tsr__calloc(h->ctx, (size_t)n, sizeof *cel);
+  tsr__frame_xform_t *xf = tsr__calloc(h->ctx, (size_t)n, sizeof *xf);
+  size_t kept = 0;
+  int rc = 0;
+  if (cel == NULL || xf == NULL) {
+    rc = tsr__err(h->ctx, TSR_ENOMEM, "hips: out of memory");
+    goto out;
+  }
+  for (int i = 0; i < n; i++) {
+    if ((rc = tsr__cel_new(h->ctx, inputs[i]->wcs, inputs[i]->name, &cel[i])) != 0)
+      goto out;
+    tsr__frame_xform(&h->hf.frame, tsr__cel_frame(cel[i]), &xf[i]);
+  }
+  for (size_t t = 0; t < cand->n; t++) {
+    bool meets = false;
+    for (int i = 0; i < n && !meets; i++) {
+      double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY, gx, gy;
+      bool undecided = false;
+      for (int p = 0; p < NP; p++)
+        pixel_point(h->k, cand->v[t], (double)(p % G) / (G - 1), (double)(p / G) / (G - 1),
+                    v + 3 * p);
+      tsr__frame_apply(&xf[i], NP, v);
+      tsr__cel_vec2pix(cel[i], NP, v, x, y);
+      for (int p = 0; p < NP; p++) {
+        undecided |= !isfinite(x[p]) || !isfinite(y[p]);
+        x0 = fmin(x0, x[p]), x1 = fmax(x1, x[p]), y0 = fmin(y0, y[p]), y1 = fmax(y1, y[p]);
+      }
+      gx = (x1 - x0) / 4 + 2, gy = (y1 - y0) / 4 + 2;
+      meets = undecided || (x1 + gx >= -0.5 && x0 - gx <= (double)inputs[i]->shape[0] - 0.5 &&
+                            y1 + gy >= -0.5 && y0 - gy <= (double)inputs[i]->shape[1] - 0.5);
+    }
+    if (meets)
+      cand->v[kept++] = cand->v[t];
+  }
+  cand->n = kept;
+out:
+  for (int i = 0; cel && i < n; i++)
+    tsr__cel_free(cel[i]);
+  tsr__free(h->ctx, cel);
+  tsr__free(h->ctx, xf);
+  return rc;
+}
+
 static int cmp_rows(const void *a, const void *b) {
   const tile_t *x = a, *y = b;
   if (x->border != y->border)
@@ -1163,6 +1217,8 @@ int tsr_write_hips(tsr_graph_t *g, int n, tsr_node_t *const *inputs, const char 
   for (int64_t b = 0; b < 12; b++)
     if ((rc = descend(&h, discs, n, 0, b, &cand)) != 0)
       goto out;
+  if ((rc = cull_tiles(&h, n, inputs, &cand)) != 0)
+    goto out;
   tiles = tsr__mallocarray(ctx, cand.n ? cand.n : 1, sizeof *tiles);
   if (tiles == NULL) {
     rc = tsr__err(ctx, TSR_ENOMEM, "hips: out of memory for %zu tiles", cand.n);
