@@ -15,8 +15,9 @@
  * makes of them: those whose corners land more than T apart are "border"
  * tiles, the NaN-ignoring mean of two boxes (reproject's two headers).
  * Candidates come from a disc around each input (its sampled edges), found
- * by descending the HEALPix tree; a candidate whose box holds no data is
- * not written.  Lower orders are the 2x2 NaN-ignoring means of the four
+ * by descending the HEALPix tree, then kept only where the tile, mapped
+ * into an input's pixels, meets the image; a candidate whose box holds no
+ * data is not written.  Lower orders are the 2x2 NaN-ignoring means of the four
  * children read back from their FITS files (reproject's block_reduce, and
  * hipsgen's default), in the quadrants reproject puts them: cheaper than
  * reprojecting each order and the same box filter, since a parent's box is
@@ -79,7 +80,6 @@ typedef struct {
   unsigned char *row;         /* 2 T, for PNG */
   unsigned char *fbuf;        /* FITS data being written, fbuf_cap bytes; grown as needed */
   size_t fbuf_cap;
-  int64_t files;              /* tile files written */
 } hips_t;
 
 /* ------------------------------------------------------------------ */
@@ -434,14 +434,12 @@ static int write_tile(hips_t *h, int order, int64_t idx, const double crpix[2]) 
   tile_rel(rel, sizeof rel, order, idx, "fits");
   if ((rc = write_fits(h, rel, &c, h->tile, n)) != 0)
     return rc;
-  h->files++;
   if (h->o.formats & TSR_HIPS_PNG) {
     for (int64_t i = 0; i < n; i++)
       h->dtile[i] = h->tile[i];
     tile_rel(rel, sizeof rel, order, idx, "png");
     if ((rc = write_png(h, rel, h->dtile, h->T, h->T, true, h->row)) != 0)
       return rc;
-    h->files++;
   }
   return 0;
 }
