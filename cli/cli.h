@@ -126,5 +126,7 @@ int cli_run_region(const cli_run_args_t *r, const tsr_node_t *out, tsr_region_t 
 int cmd_mosaic(int argc, char **argv);
 int cmd_mosaic_header(int argc, char **argv);
 int cmd_to_healpix(int argc, char **argv);
+/* `tessera hips IN... -o DIR` (hips.c). */
+int cmd_hips(int argc, char **argv);
 
 #endif

@@ -931,7 +931,7 @@ static const struct {
   int (*fn)(int argc, char **argv);
 } commands[] = {{"reproject", cmd_reproject}, {"mosaic", cmd_mosaic},
                 {"mosaic-header", cmd_mosaic_header}, {"to-healpix", cmd_to_healpix},
-                {"preview", cmd_preview},
+                {"hips", cmd_hips}, {"preview", cmd_preview},
                 {"info", cmd_info}, {"cache", cmd_cache}, {"sample", cmd_sample},
                 {"demo", cmd_demo}, {"version", cmd_version}, {"help", cmd_help}};
 

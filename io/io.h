@@ -101,6 +101,27 @@ int tsr__out_commit(tsr_ctx_t *ctx, const char *what, tsr__out_t *o);
  * not on a zeroed o: set fd and dirfd to -1 first). */
 void tsr__out_discard(tsr_ctx_t *ctx, tsr__out_t *o);
 
+/* nx x ny values of img (row y at img + y nx) as an 8-bit grey + alpha PNG
+ * into f (png.c): [lo, hi] mapped to [0, 1], then stretched by `kind` (a
+ * tsr_stretch_t); non-finite values are transparent.  `bottom_up` writes
+ * row ny - 1 first (FITS rows go up, PNG rows down).  `zlevel` is zlib's
+ * level (with the SUB filter alone, for speed), -1 for libpng's defaults.  `row` is scratch of 2 nx bytes.  0, or
+ * -1 if libpng failed.  Kept apart from the callers so that none of their
+ * locals lives across libpng's longjmp. */
+int tsr__png_encode(FILE *f, const double *img, int64_t nx, int64_t ny, double lo, double hi,
+                    int kind, bool bottom_up, int zlevel, unsigned char *row);
+
+/* qsort's comparison of doubles; numpy's percentile (linear) p in [0, 100]
+ * of the sorted values s[0..n), n >= 1 (png.c). */
+int tsr__cmp_double(const void *a, const void *b);
+double tsr__percentile(const double *s, size_t n, double p);
+
+/* reproject 0.21's CRPIX of HiPS tile idx of `order` (tile_header_2d), for
+ * tests (hips.c): *border when it has a second header, whose CRPIX goes to
+ * crpix2.  0, or a negative code with the message on ctx. */
+int tsr__hips_tile_crpix(tsr_ctx_t *ctx, const char *frame, int order, int tile_width,
+                         int64_t idx, double crpix[2], bool *border, double crpix2[2]);
+
 /* The file name of a path (after its last '/'). */
 const char *tsr__base_name(const char *path);
 /* Cards that describe a FITS file's layout or its stored integers rather

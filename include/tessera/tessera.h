@@ -1198,6 +1198,73 @@ typedef struct {
 TSR_API int tsr_write_healpix(tsr_graph_t *g, tsr_node_t *n, const char *path,
                               const tsr_region_t *region, const tsr_healpix_write_opts_t *opts);
 
+/* ------------------------------------------------------------------ */
+/* HiPS                                                               */
+/* Hierarchical Progressive Surveys (IVOA HiPS 1.0): the sky cut into   */
+/* HEALPix tiles at every order down to the deepest, as Aladin reads    */
+/* them, with the tile geometry of reproject 0.21's reproject_to_hips.  */
+
+/* tsr_hips_opts_t.formats: which tile files are written (FITS always). */
+#define TSR_HIPS_FITS 1
+#define TSR_HIPS_PNG  2
+
+typedef struct {
+  int     level;            /* HiPS order of the deepest tiles, 0 to 26 - log2(tile_width)
+                               (pixels down to 3 milliarcseconds);
+                               -1 = the lowest order whose pixels are no larger than the
+                               finest input's */
+  int     tile_width;       /* pixels on a tile's side, a power of two from 8 to 4096;
+                               0 = 512 */
+  const char *frame;        /* "equatorial" (ICRS), "galactic" or "ecliptic" (mean
+                               ecliptic J2000); NULL = equatorial */
+  tsr_order_t order;        /* interpolation onto the tiles; default bilinear */
+  double  mapping_tolerance;/* pixels, as tsr_interp_opts_t; default 1e-4 */
+  tsr_combine_t combine;    /* how several inputs make one tile; default mean */
+  int     formats;          /* TSR_HIPS_FITS, | TSR_HIPS_PNG; 0 = both */
+  int     moc;              /* 1 = write Moc.fits (the default), 0 = not */
+  const char *title;        /* obs_title; NULL = the directory's name */
+  int     has_cut;          /* PNG grey scale: cut[0] black, cut[1] white; else the */
+  double  cut[2];           /* 0.5 and 99.5 percentiles of a sample of the inputs
+                               (64 rows of each) */
+  tsr_stretch_t stretch;    /* PNG stretch after the cut; default linear */
+  const tsr_run_opts_t *run;/* how the tiles are computed (jobs, executor, cache,
+                               progress in tiles, cancel); borrowed; NULL = serially */
+} tsr_hips_opts_t;
+
+#define TSR_HIPS_OPTS_INIT                                                            \
+  { -1, 0, NULL, TSR_ORDER_BILINEAR, 1e-4, TSR_COMBINE_MEAN, 0, 1, NULL, 0, { 0, 0 },  \
+    TSR_STRETCH_LINEAR, NULL }
+
+/* What tsr_write_hips wrote (tsr_write_hips's `report`). */
+typedef struct {
+  int     level;            /* the deepest order */
+  int     tile_width;
+  int64_t candidates;       /* deepest tiles whose sky may meet an input (computed) */
+  int64_t tiles_deepest;    /* tiles written at the deepest order (those with data) */
+  int64_t tiles_total;      /* tiles written at every order */
+  double  cut[2];           /* the PNG cut used (hips_pixel_cut) */
+} tsr_hips_report_t;
+
+/** Write the `n` 2-D celestial images `inputs` (nodes of g, borrowed) as a
+ *  HiPS directory `dir`, which must not exist (its parent must) or be an
+ *  empty directory: Norder{k}/Dir{D}/Npix{N}.fits (float32) and .png
+ *  (grey + alpha) tiles, `properties` (reproject 0.21's keys), index.html,
+ *  Norder{0..3}/Allsky.fits and .png, and Moc.fits (MOC 1.1, NUNIQ).  The
+ *  deepest tiles are lazy reprojections (tsr_reproject_interp, and
+ *  tsr_coadd of them for several inputs) of the tile WCS reproject 0.21
+ *  gives each tile; only tiles whose sky may meet an input are computed,
+ *  a row of up to 16 tiles at a time (memory: that row plus the run's
+ *  windows), and only those with data are written.  Lower orders are the
+ *  2x2 NaN-ignoring means of their four children, as reproject and
+ *  hipsgen build them.  Every file is written to a temporary name and
+ *  renamed; `properties` comes last.  On failure or cancel everything
+ *  written under dir is removed (and dir, if this call made it).  Nodes
+ *  are added to g (the reprojections).  `dir`, `opts` and `report` (may be NULL) are borrowed
+ *  for the call.  Not with an MPI run (TSR_ENOTSUP).
+ *  @return 0, or a negative code with the message in tsr_errmsg(ctx). */
+TSR_API int tsr_write_hips(tsr_graph_t *g, int n, tsr_node_t *const *inputs, const char *dir,
+                           const tsr_hips_opts_t *opts, tsr_hips_report_t *report);
+
 #ifdef __cplusplus
 }
 #endif

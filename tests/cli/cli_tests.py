@@ -1587,8 +1587,8 @@ def listing(d):
     return out
 
 
-COMMANDS = ["reproject", "mosaic", "mosaic-header", "to-healpix", "preview", "info", "cache",
-            "sample", "demo", "version", "help"]
+COMMANDS = ["reproject", "mosaic", "mosaic-header", "to-healpix", "hips", "preview", "info",
+            "cache", "sample", "demo", "version", "help"]
 
 
 def unix_tool_test(ctx):
@@ -1635,6 +1635,7 @@ def unix_tool_test(ctx):
                 ["mosaic", b["good"], "--target", b["tgt"], "-o", os.path.join(d, "m.fits"), "--quiet"],
                 ["to-healpix", b["good"], "--nside", "16", "-o", os.path.join(d, "h.fits"), "--quiet"],
                 ["info", b["good"], "--quiet"],
+                ["hips", b["good"], "-o", os.path.join(d, "hp"), "--quiet"],
                 ["reproject", b["good"], "--target", b["tgt"], "-o", os.path.join(d, "r.fits"), "--quiet"]]
         for args in runs:
             r = ctx.run(args, cwd=d)
@@ -1642,7 +1643,8 @@ def unix_tool_test(ctx):
             if args[0] != "info":
                 chk.expect(r.stdout == "" and r.stderr == "", "%s --quiet printed %r %r"
                            % (args[0], r.stdout, r.stderr))
-        for f in ("s/sky.fits", "dm/reprojected.fits", "p.png", "m.hdr", "m.fits", "r.fits"):
+        for f in ("s/sky.fits", "dm/reprojected.fits", "p.png", "m.hdr", "m.fits", "r.fits",
+                  "hp/properties"):
             chk.expect(os.path.exists(os.path.join(d, f)), "%s not written" % f)
         # without --quiet, every command that writes a file says so
         for args, out in ((["preview", b["good"], "-o", os.path.join(d, "p2.png")], "p2.png"),
@@ -1662,6 +1664,103 @@ def unix_tool_test(ctx):
         chk.note("info TARGET.hdr: %r" % r.stdout)
         chk.expect(r.returncode == 0 and "shape:" in r.stdout and "wcs:" in r.stdout,
                    "info on a .hdr: exit %d, %r %r" % (r.returncode, r.stdout, r.stderr))
+        return chk
+    return fn
+
+
+def tree(d):
+    """Every path under d (relative), with each file's bytes for the regular files."""
+    out = {}
+    for root, dirs, files in os.walk(d):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            out[os.path.relpath(p, d)] = open(p, "rb").read() if os.path.isfile(p) else None
+    return out
+
+
+def hips_cli_test(ctx):
+    """hips: bad arguments exit 2 and write nothing; a non-empty DIR or a bad input exit 1 and
+    leave it as it was; nothing is written outside DIR (nor in $TMPDIR); --progress and
+    --quiet; -j 2 threads and processes give the tiles of -j 1 bit for bit; a rerun with
+    --cache computes nothing (0 new misses) and writes the same tiles."""
+    def fn():
+        chk = C.Check()
+        b = bad_inputs(ctx)
+        d = ctx.path("hips-cli")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        out = os.path.join(d, "out")
+        bad = [[], ["-o", out], [b["good"]], [b["good"], "-o", ""],
+               [b["good"], "-o", out, "--level", "-1"], [b["good"], "-o", out, "--level", "x"],
+               [b["good"], "-o", out, "--level", "18"],
+               [b["good"], "-o", out, "--tile-width", "100"], [b["good"], "-o", out, "--frame", "fk5"],
+               [b["good"], "-o", out, "--formats", "png"], [b["good"], "-o", out, "--cut", "3,1"],
+               [b["good"], "-o", out, "--cut", "3"], [b["good"], "-o", out, "--stretch", "cubic"],
+               [b["good"], "-o", out, "--order", "quartic"], [b["good"], "-o", out, "--combine", "avg"],
+               [b["good"], "-o", out, "--region", "1:2,1:2"], [b["good"], "-o", out, "--dtype", "float64"],
+               [b["good"], "-o", out, "--executor", "mpi"], [b["good"], "-o", out, "--bogus"],
+               [b["good"], "-o", out, "--title", ""], [b["good"], "-o", b["good"]]]
+        for args in bad:
+            r = ctx.run(["hips"] + args, cwd=d)
+            chk.expect(r.returncode == 2 and r.stderr.startswith("tessera: ") and
+                       ("hips:" in r.stderr or "--executor" in r.stderr),
+                       "hips %s: exit %d, %r" % (" ".join(args), r.returncode, r.stderr.strip()))
+        chk.expect(os.listdir(d) == [], "bad arguments wrote %s" % os.listdir(d))
+        # A missing or bad input: exit 1, DIR not made.
+        for inp in (os.path.join(d, "missing.fits"), b["nowcs"] if "nowcs" in b else None):
+            if inp is None:
+                continue
+            r = ctx.run(["hips", inp, "-o", out], cwd=d)
+            chk.expect(r.returncode == 1 and not os.path.exists(out),
+                       "bad input %s: exit %d, %r" % (inp, r.returncode, r.stderr.strip()))
+        # A non-empty DIR is refused and left alone.
+        os.makedirs(out)
+        with open(os.path.join(out, "keep.txt"), "w") as f:
+            f.write("mine")
+        r = ctx.run(["hips", b["good"], "-o", out], cwd=d)
+        chk.expect(r.returncode == 1 and "not empty" in r.stderr and os.listdir(out) == ["keep.txt"],
+                   "non-empty DIR: exit %d, %r, %s" % (r.returncode, r.stderr.strip(), os.listdir(out)))
+        shutil.rmtree(out)
+        # Nothing outside DIR (and the cache DIR named), nothing in $TMPDIR.
+        tmp = os.path.join(d, "tmp")
+        os.makedirs(tmp)
+        env = dict(os.environ, TMPDIR=tmp)
+        env.pop("TESSERA_CACHE", None)
+        runs = {}
+        for name, extra in (("j1", ["-j", "1"]), ("threads", ["-j", "2", "--executor", "threads"]),
+                            ("procs", ["-j", "2", "--executor", "processes"]),
+                            ("cached1", ["--cache", os.path.join(d, "cache")]),
+                            ("cached2", ["--cache", os.path.join(d, "cache")])):
+            dst = os.path.join(d, name)
+            r = ctx.run(["hips", b["good"], "-o", dst, "--tile-width", "64", "--level", "9",
+                         "--quiet"] + extra, cwd=d, env=env)
+            chk.expect(r.returncode == 0 and r.stdout == "" and r.stderr == "",
+                       "%s: exit %d %r" % (name, r.returncode, r.stderr.strip()))
+            runs[name] = {k: v for k, v in tree(dst).items() if k not in ("properties", "index.html")}
+            if name == "cached1":
+                misses1 = ctx.run(["cache", "stats", os.path.join(d, "cache")]).stdout
+        chk.expect(sorted(os.listdir(d)) == sorted(["tmp", "cache", "j1", "threads", "procs",
+                                                    "cached1", "cached2"]),
+                   "files outside DIR: %s" % sorted(os.listdir(d)))
+        chk.expect(os.listdir(tmp) == [], "files in $TMPDIR: %s" % os.listdir(tmp))
+        tiles = [k for k in runs["j1"] if k.endswith(".fits") and "Npix" in k]
+        chk.note("%d tiles at every order" % len(tiles))
+        chk.expect(len(tiles) >= 10, "only %d tiles" % len(tiles))
+        for name in ("threads", "procs", "cached1", "cached2"):
+            chk.expect(runs[name] == runs["j1"], "%s differs from -j 1: %s" % (
+                name, sorted(k for k in set(runs[name]) | set(runs["j1"])
+                             if runs[name].get(k) != runs["j1"].get(k))[:5]))
+        stats = ctx.run(["cache", "stats", os.path.join(d, "cache")]).stdout
+        m1 = re.search(r"misses:\s+(\d+)", misses1)
+        m2 = re.search(r"misses:\s+(\d+)", stats)
+        h2 = re.search(r"hits:\s+(\d+)", stats)
+        chk.expect(m1 and m2 and h2 and m1.group(1) == m2.group(1) and int(h2.group(1)) > 0,
+                   "the cached rerun computed blocks: %r then %r" % (misses1, stats))
+        # --progress draws on stderr even on a pipe; the summary line says what was written.
+        r = ctx.run(["hips", b["good"], "-o", os.path.join(d, "p"), "--progress", "--level", "7"],
+                    cwd=d)
+        chk.expect(r.returncode == 0 and "hips" in r.stderr and "wrote HiPS" in r.stderr,
+                   "--progress: exit %d %r" % (r.returncode, r.stderr[-300:]))
         return chk
     return fn
 
@@ -2427,6 +2526,8 @@ def build_tests(ctx, slow):
     tests.append(("every command: -h/--help its own usage (exit 0, nothing written), --quiet, "
                   "help COMMAND, --version with libraries, info on a .hdr", unix_tool_test(ctx)))
     tests.append(("preview --max-size N: N pixels on the longer side, aspect kept", preview_size_test(ctx)))
+    tests.append(("hips: bad arguments exit 2 writing nothing, non-empty DIR refused, nothing outside "
+                  "DIR, executors bit-identical, cached rerun computes nothing", hips_cli_test(ctx)))
     tests.append(("mosaic: --region slice, reproject's run options, offsets printed and --offsets-out CSV",
                   mosaic_options_test(ctx)))
     tests.append(("mosaic with SWarp's options: clipped, weight maps, clip log, weight/variance/rms/DQ "
