@@ -69,6 +69,18 @@ int tsr__hpx_load(tsr_ctx_t *ctx) {
   return 0;
 }
 
+void tsr__hpx_unseen_bounds(float *lo, float *hi) {
+  /* tsr__hpx_unseen_nan's |v / UNSEEN - 1| < 1e-5 holds strictly inside
+   * (dlo, dhi): the float values within, rounded inwards. */
+  const double dlo = TSR__HPX_UNSEEN * (1 + 1e-5), dhi = TSR__HPX_UNSEEN * (1 - 1e-5);
+  float flo = (float)dlo, fhi = (float)dhi;
+  if ((double)flo <= dlo)
+    flo = nextafterf(flo, 0.0f);
+  if ((double)fhi >= dhi)
+    fhi = nextafterf(fhi, -INFINITY);
+  *lo = flo, *hi = fhi;
+}
+
 bool tsr__hpx_nside_ok(int64_t nside, bool nested) {
   if (nside < 1 || nside > TSR__HPX_MAX_NSIDE)
     return false;

@@ -8,10 +8,21 @@
 #ifndef TSR_SKY_HPX_H
 #define TSR_SKY_HPX_H
 
+#include <math.h>
+
 #include "internal.h"
 
 #define TSR__HPX_MAX_NSIDE ((int64_t)1 << 29)
 #define TSR__HPX_UNSEEN (-1.6375e30)
+
+/* A stored value as a map's pixel: NaN when not finite or UNSEEN (healpy's
+ * test: within 1e-5 relative of UNSEEN, which float32 rounds). */
+static inline double tsr__hpx_unseen_nan(double v) {
+  return !isfinite(v) || fabs(v / TSR__HPX_UNSEEN - 1.0) < 1e-5 ? NAN : v;
+}
+/* The same test for float32 values as a range: f is UNSEEN exactly when
+ * lo <= f <= hi, so that loops over float32 rows stay branch-free. */
+void tsr__hpx_unseen_bounds(float *lo, float *hi);
 
 /* Load libchealpix (once per process; thread-safe).  Every other function
  * here needs it loaded: node constructors call this first.  0, or
