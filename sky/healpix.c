@@ -250,7 +250,12 @@ static int64_t vec2ring(int64_t nside, const double v[3], double phi, int64_t *r
     int64_t jp = (int64_t)(temp1 - temp2), jm = (int64_t)(temp1 + temp2);
     int64_t ir = nside + 1 + jp - jm;
     int64_t kshift = 1 - (ir & 1);
-    int64_t ip = ((jp + jm - nside + kshift + 1 + 2 * nl4) / 2) % nl4;
+    /* jp + jm is within a few of 2 nside (1 + 2 tt) <= 9 nside: the
+     * quotient is below 3 nl4, so two subtractions are the modulo (an
+     * int64 division cost as much as the rest of the lookup). */
+    int64_t ip = (jp + jm - nside + kshift + 1 + 2 * nl4) / 2;
+    while (ip >= nl4)
+      ip -= nl4;
     *ring = nside - 1 + ir;
     return 2 * nside * (nside - 1) + (ir - 1) * nl4 + ip;
   }
@@ -261,8 +266,10 @@ static int64_t vec2ring(int64_t nside, const double v[3], double phi, int64_t *r
                            : (double)nside * sqrt(3 * (1 - za));
     int64_t jp = (int64_t)(tp * tmp), jm = (int64_t)((1 - tp) * tmp);
     int64_t ir = jp + jm + 1, ip = (int64_t)(tt * (double)ir);
-    ip %= 4 * ir;
-    if (ip < 0)
+    /* tt in [0, 4): ip in [0, 4 ir], the modulo one subtraction at most. */
+    while (ip >= 4 * ir)
+      ip -= 4 * ir;
+    while (ip < 0)
       ip += 4 * ir;
     *ring = z > 0 ? ir : 4 * nside - ir;
     return z > 0 ? 2 * ir * (ir - 1) + ip : tsr__hpx_npix(nside) - 2 * ir * (ir + 1) + ip;
