@@ -882,8 +882,6 @@ static int build(tsr_ctx_t *ctx, const char *path, const tsr_healpix_opts_t *opt
     o = *opts;
   if (path == NULL)
     return tsr__err(ctx, TSR_EINVAL, "healpix: path is NULL");
-  if ((rc = tsr__hpx_load(ctx)) != 0)
-    return rc;
   hp = tsr__calloc(ctx, 1, sizeof *hp);
   if (hp == NULL || (hp->path = tsr__strdup(ctx, path)) == NULL) {
     rc = tsr__err(ctx, TSR_ENOMEM, "healpix: out of memory");

@@ -172,6 +172,14 @@ static int from_start(tsr_node_t *n, void **state) {
   *state = NULL;
   if (st == NULL)
     return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
+  /* RING bilinear within the ring table needs no libchealpix (sky/healpix.c:
+   * loading it costs more than a small region's reprojection). */
+  if ((fp->order == 0 || fp->nested || fp->nside > RING_TABLE_MAX) &&
+      (rc = tsr__hpx_load(ctx)) != 0) {
+    tsr__err_prefix(ctx, "%s", n->name);
+    from_stop(n, st);
+    return rc;
+  }
   if ((rc = tsr__cel_new(ctx, fp->base.target, "target", &st->cel)) != 0) {
     from_stop(n, st);
     return rc;
@@ -479,8 +487,6 @@ tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src, const ts
                            "%s: order %d; only nearest-neighbor (0) and bilinear (1) are "
                            "defined on HEALPix maps",
                            op, o.order);
-  if ((rc = tsr__hpx_load(g->ctx)) != 0)
-    return tsr__graph_fail_ctx(g, rc);
   if (!map_layout(g, op, src, o.nested, o.coordsys, &nside, &nested, &coordsys))
     return NULL;
   if (target->naxis != 2 || target->shape[0] < 1 || target->shape[1] < 1)

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -66,6 +67,33 @@ TEST(ring_layout_matches_pixel_latitudes) {
     }
     if (ns <= 100)
       ASSERT_INT_EQ(total, tsr__hpx_npix(ns));
+  }
+  tsr_ctx_free(ctx);
+}
+
+/* The ring latitudes are computed without libchealpix (so that a RING
+ * bilinear run need not load it): they are its pix2ang_ring's, to the bit,
+ * in every ring (caps, belt, near the poles). */
+TEST(ring_latitudes_are_libchealpix_s_to_the_bit) {
+  tsr_ctx_t *ctx = ctx_new();
+  int64_t nsides[] = {1, 2, 3, 8, 13, 1000, 2048, 65536};
+  for (size_t k = 0; k < sizeof nsides / sizeof nsides[0]; k++) {
+    int64_t ns = nsides[k];
+    double *lat = malloc((size_t)(4 * ns) * sizeof *lat);
+    ASSERT(lat != NULL);
+    tsr__hpx_ring_lats(ns, lat);
+    for (int64_t r = 1; r < 4 * ns; r++) {
+      int64_t first, count;
+      double lon, want;
+      tsr__hpx_ring_span(ns, r, &first, &count);
+      tsr__hpx_pix2ang(ns, false, first, &lon, &want);
+      if (memcmp(&lat[r], &want, sizeof want) != 0) {
+        printf("# nside %lld ring %lld: %.17g, libchealpix %.17g\n", (long long)ns,
+               (long long)r, lat[r], want);
+        ASSERT(lat[r] == want);
+      }
+    }
+    free(lat);
   }
   tsr_ctx_free(ctx);
 }
