@@ -384,7 +384,7 @@ static int from_compute(tsr__task_t *t) {
           vec_lonlat(v + 3 * k, &lon, &lat);
           tsr__hpx_interp_weights_tab(fp->nside, st->ring_lat, v + 3 * k, lon, lat, r, wt);
           for (int q = 0; q < 4 && ok; q++) {
-            int64_t p = fp->nested ? tsr__hpx_ring2nest(fp->nside, r[q]) : r[q];
+            int64_t p = fp->nested ? tsr__hpx_ring2nest_fast(fp->nside, r[q]) : r[q];
             if (p < lo || p >= hi)
               ok = false;
             else

@@ -157,6 +157,60 @@ int64_t tsr__hpx_ring2nest(int64_t nside, int64_t p) {
   return r;
 }
 
+/* Bits 0..31 of v spread to the even bits of the result. */
+static uint64_t spread_bits(uint64_t v) {
+  v &= 0xffffffffull;
+  v = (v | v << 16) & 0x0000ffff0000ffffull;
+  v = (v | v << 8) & 0x00ff00ff00ff00ffull;
+  v = (v | v << 4) & 0x0f0f0f0f0f0f0f0full;
+  v = (v | v << 2) & 0x3333333333333333ull;
+  v = (v | v << 1) & 0x5555555555555555ull;
+  return v;
+}
+
+/* RING to NESTED (Gorski et al. 2005): the pixel's ring and position give
+ * its base face and its (x, y) in the face, whose bits interleaved are its
+ * NESTED index within the face.  libchealpix's ring2nest64 was a third of
+ * a NESTED bilinear run (a call per neighbour); this is exact integer
+ * arithmetic, compared with it in the tests. */
+int64_t tsr__hpx_ring2nest_fast(int64_t nside, int64_t p) {
+  /* Base faces: their ring (in units of nside) and longitude (in units of
+   * a quarter face) of their centres. */
+  static const int64_t face_ring[12] = {2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4};
+  static const int64_t face_lon[12] = {1, 3, 5, 7, 0, 2, 4, 6, 1, 3, 5, 7};
+  int64_t ncap = 2 * nside * (nside - 1), npix = tsr__hpx_npix(nside);
+  int64_t ring, pos, shift, nr, face;
+  if (p < ncap) { /* north cap: ring i holds 4 i pixels, i per face */
+    ring = tsr__hpx_ring_of(nside, p);
+    pos = p + 1 - 2 * ring * (ring - 1);
+    shift = 0, nr = ring;
+    face = (pos - 1) / nr;
+  } else if (p < npix - ncap) { /* belt: 4 nside pixels a ring */
+    int64_t q = p - ncap, ire, irm, ifm, ifp;
+    ring = q / (4 * nside) + nside;
+    pos = q % (4 * nside) + 1;
+    shift = (ring + nside) & 1;
+    nr = nside;
+    ire = ring - nside + 1, irm = 2 * nside + 2 - ire;
+    ifm = (pos - ire / 2 + nside - 1) / nside;
+    ifp = (pos - irm / 2 + nside - 1) / nside;
+    face = ifp == ifm ? (ifp | 4) : ifp < ifm ? ifp : ifm + 8;
+  } else { /* south cap, mirrored */
+    int64_t q = npix - p, i = tsr__hpx_ring_of(nside, p);
+    int64_t k = 4 * nside - i; /* ring counted from the south pole */
+    pos = 4 * k + 1 - (q - 2 * k * (k - 1));
+    shift = 0, nr = k;
+    ring = i;
+    face = 8 + (pos - 1) / nr;
+  }
+  int64_t irt = ring - face_ring[face] * nside + 1;
+  int64_t ipt = 2 * pos - face_lon[face] * nr - shift - 1;
+  if (ipt >= 2 * nside)
+    ipt -= 8 * nside;
+  int64_t ix = (ipt - irt) >> 1, iy = (-ipt - irt) >> 1;
+  return face * nside * nside + (int64_t)(spread_bits((uint64_t)ix) | spread_bits((uint64_t)iy) << 1);
+}
+
 void tsr__hpx_ring_span(int64_t nside, int64_t ring, int64_t *first, int64_t *count) {
   int64_t ncap = 2 * nside * (nside - 1);
   if (ring < nside) {

@@ -44,6 +44,10 @@ void tsr__hpx_pix2ang(int64_t nside, bool nested, int64_t pix, double *lon, doub
 int64_t tsr__hpx_nest2ring(int64_t nside, int64_t p);
 int64_t tsr__hpx_ring2nest(int64_t nside, int64_t p);
 
+/* tsr__hpx_ring2nest without libchealpix, the same results (own code, for
+ * the bilinear weights' four neighbours in NESTED maps). */
+int64_t tsr__hpx_ring2nest_fast(int64_t nside, int64_t p);
+
 /* Ring layout, rings numbered 1..4 nside - 1 from the north pole: its first
  * RING index and pixel count; the ring of a RING index. */
 void tsr__hpx_ring_span(int64_t nside, int64_t ring, int64_t *first, int64_t *count);
