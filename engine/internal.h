@@ -83,7 +83,10 @@ typedef struct {
   long write_fail;         /* the N-th FITS data write of the process fails with ENOSPC,
                               as on a full disk (tmpfs quotas need privileges) */
   int no_tmpfile;          /* outputs act as on a filesystem without O_TMPFILE */
-  int map_nothing;         /* FITS inputs are read with pread, as if too big to map */
+  int map_nothing;         /* FITS inputs are read with pread, as if too big to map, and
+                              HEALPix tables are copied, not viewed in place */
+  int count_healpix_rows;  /* HEALPix sources count the table rows their views touched
+                              (tsr__healpix_rows_mapped, io/healpix.c) when a run ends */
 } tsr__test_hooks_t;
 extern tsr__test_hooks_t tsr__test_hooks;
 int tsr__verr(tsr_ctx_t *ctx, int code, const char *fmt, va_list ap);

@@ -16,7 +16,9 @@
  *
  * To HEALPix is in reproject_to_healpix.c.
  */
+#include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -145,6 +147,14 @@ static int from_start(tsr_node_t *n, void **state) {
   *state = NULL;
   if (st == NULL)
     return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
+  /* RING bilinear within the ring table needs no libchealpix (sky/healpix.c:
+   * loading it costs more than a small region's reprojection). */
+  if ((fp->order == 0 || fp->nested || fp->nside > RING_TABLE_MAX) &&
+      (rc = tsr__hpx_load(ctx)) != 0) {
+    tsr__err_prefix(ctx, "%s", n->name);
+    from_stop(n, st);
+    return rc;
+  }
   if ((rc = tsr__cel_new(ctx, fp->base.target, "target", &st->cel)) != 0) {
     from_stop(n, st);
     return rc;
@@ -265,6 +275,55 @@ out:
   return rc;
 }
 
+/* How from_compute reads its map window: a copy in the map node's dtype,
+ * or a HEALPix table in place (tsr__op_t.view: big-endian, UNSEEN and
+ * non-finite values still in it, made NaN here as the copy would). */
+typedef struct {
+  const unsigned char *p;
+  int mode;                 /* 0, 1: a float32, float64 copy; 2, 3: float32, float64 in place */
+  float lo, hi;             /* mode 2: UNSEEN's float32 range */
+} map_reader_t;
+
+static void map_reader(const tsr__window_t *w, map_reader_t *m) {
+  m->p = w->data;
+  m->mode = (w->node->dtype == TSR_F32 ? 0 : 1) + (w->view && w->big_endian ? 2 : 0);
+  tsr__hpx_unseen_bounds(&m->lo, &m->hi);
+}
+
+static inline double map_value(const map_reader_t *m, size_t k) {
+  switch (m->mode) {
+  case 0:
+    return ((const float *)(const void *)m->p)[k];
+  case 1:
+    return ((const double *)(const void *)m->p)[k];
+  case 2: {
+    uint32_t u;
+    float f;
+    memcpy(&u, m->p + 4 * k, 4);
+    u = __builtin_bswap32(u);
+    memcpy(&f, &u, 4);
+    return fabsf(f) <= FLT_MAX && !(f >= m->lo && f <= m->hi) ? (double)f : NAN;
+  }
+  default: {
+    uint64_t u;
+    double d;
+    memcpy(&u, m->p + 8 * k, 8);
+    u = __builtin_bswap64(u);
+    memcpy(&d, &u, 8);
+    return tsr__hpx_unseen_nan(d);
+  }
+  }
+}
+
+/* A HEALPix source's table is read in place (io/healpix.c says when it
+ * can be): a block then touches only the pages of the pixels it looks up.
+ * Only HEALPix sources: map_value makes UNSEEN NaN, which a 1-D FITS image
+ * given as a map keeps. */
+static bool from_takes_view(const tsr_node_t *n, int i) {
+  const tsr_node_t *in = n->inputs[i];
+  return in->op != NULL && strcmp(in->op->name, "healpix") == 0;
+}
+
 static int from_compute(tsr__task_t *t) {
   tsr_node_t *n = t->node;
   from_params_t *fp = n->params;
@@ -275,10 +334,12 @@ static int from_compute(tsr__task_t *t) {
   double *xs = tsr__mallocarray(t->ctx, bw, 5 * sizeof(double));
   bool f32 = n->dtype == TSR_F32;
   int64_t lo = w->data ? w->win.start[0] : 0, hi = w->data ? w->win.stop[0] : 0;
+  map_reader_t mr;
 
   if (xs == NULL)
     return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory", n->name);
   double *ys = xs + bw, *v = ys + bw;
+  map_reader(w, &mr);
   for (int64_t y = t->out.start[1]; y < t->out.stop[1]; y++) {
     size_t off = tsr__task_offset(t, 0, y - t->out.start[1], 0, 0);
     if (w->data != NULL)
@@ -290,7 +351,7 @@ static int from_compute(tsr__task_t *t) {
         if (fp->order == 0) {
           int64_t p = tsr__hpx_vec2pix(fp->nside, fp->nested, v + 3 * k);
           if (p >= lo && p < hi)
-            val = tsr__window_value(w, (size_t)(p - lo));
+            val = map_value(&mr, (size_t)(p - lo));
         } else {
           int64_t r[4];
           double wt[4], acc = 0, lon, lat;
@@ -298,11 +359,11 @@ static int from_compute(tsr__task_t *t) {
           vec_lonlat(v + 3 * k, &lon, &lat);
           tsr__hpx_interp_weights_tab(fp->nside, st->ring_lat, v + 3 * k, lon, lat, r, wt);
           for (int q = 0; q < 4 && ok; q++) {
-            int64_t p = fp->nested ? tsr__hpx_ring2nest(fp->nside, r[q]) : r[q];
+            int64_t p = fp->nested ? tsr__hpx_ring2nest_fast(fp->nside, r[q]) : r[q];
             if (p < lo || p >= hi)
               ok = false;
             else
-              acc += tsr__window_value(w, (size_t)(p - lo)) * wt[q];
+              acc += map_value(&mr, (size_t)(p - lo)) * wt[q];
           }
           if (ok)
             val = acc;
@@ -336,6 +397,7 @@ static const tsr__op_t from_op = {
     .compute = from_compute,
     .encode = from_encode,
     .free_params = tsr__reproject_params_free,
+    .takes_view = from_takes_view,
 };
 
 /* The map's nside, ordering and frame: the source's HEALPix cards, as
@@ -400,8 +462,6 @@ tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src, const ts
                            "%s: order %d; only nearest-neighbor (0) and bilinear (1) are "
                            "defined on HEALPix maps",
                            op, o.order);
-  if ((rc = tsr__hpx_load(g->ctx)) != 0)
-    return tsr__graph_fail_ctx(g, rc);
   if (!map_layout(g, op, src, o.nested, o.coordsys, &nside, &nested, &coordsys))
     return NULL;
   if (target->naxis != 2 || target->shape[0] < 1 || target->shape[1] < 1)

@@ -3,7 +3,11 @@
  *
  * libchealpix is loaded with dlopen on first use (tsr__hpx_load), as io/
  * loads cfitsio: its shared library links cfitsio and, through it, libcurl
- * and some thirty more, whose loading every process would otherwise pay.
+ * and some thirty more, whose loading every process would otherwise pay
+ * (17 ms of CPU: half of what a 256^2 region from a map costs).  So what a
+ * RING bilinear reprojection needs -- ring layout and latitudes, the
+ * weights, the disc's rings -- is computed here without it, and only the
+ * functions that say so need it loaded.
  * Its static archive cannot be linked either (its map reader needs
  * cfitsio).  Only the 64-bit geometry functions are taken.
  *
@@ -68,6 +72,18 @@ int tsr__hpx_load(tsr_ctx_t *ctx) {
                     "healpix: cannot load the HEALPix library %s: %s (install libchealpix0)",
                     TSR_CHEALPIX_SONAME, hp_error);
   return 0;
+}
+
+void tsr__hpx_unseen_bounds(float *lo, float *hi) {
+  /* tsr__hpx_unseen_nan's |v / UNSEEN - 1| < 1e-5 holds strictly inside
+   * (dlo, dhi): the float values within, rounded inwards. */
+  const double dlo = TSR__HPX_UNSEEN * (1 + 1e-5), dhi = TSR__HPX_UNSEEN * (1 - 1e-5);
+  float flo = (float)dlo, fhi = (float)dhi;
+  if ((double)flo <= dlo)
+    flo = nextafterf(flo, 0.0f);
+  if ((double)fhi >= dhi)
+    fhi = nextafterf(fhi, -INFINITY);
+  *lo = flo, *hi = fhi;
 }
 
 bool tsr__hpx_nside_ok(int64_t nside, bool nested) {
@@ -142,6 +158,60 @@ int64_t tsr__hpx_ring2nest(int64_t nside, int64_t p) {
   return r;
 }
 
+/* Bits 0..31 of v spread to the even bits of the result. */
+static uint64_t spread_bits(uint64_t v) {
+  v &= 0xffffffffull;
+  v = (v | v << 16) & 0x0000ffff0000ffffull;
+  v = (v | v << 8) & 0x00ff00ff00ff00ffull;
+  v = (v | v << 4) & 0x0f0f0f0f0f0f0f0full;
+  v = (v | v << 2) & 0x3333333333333333ull;
+  v = (v | v << 1) & 0x5555555555555555ull;
+  return v;
+}
+
+/* RING to NESTED (Gorski et al. 2005): the pixel's ring and position give
+ * its base face and its (x, y) in the face, whose bits interleaved are its
+ * NESTED index within the face.  libchealpix's ring2nest64 was a third of
+ * a NESTED bilinear run (a call per neighbour); this is exact integer
+ * arithmetic, compared with it in the tests. */
+int64_t tsr__hpx_ring2nest_fast(int64_t nside, int64_t p) {
+  /* Base faces: their ring (in units of nside) and longitude (in units of
+   * a quarter face) of their centres. */
+  static const int64_t face_ring[12] = {2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4};
+  static const int64_t face_lon[12] = {1, 3, 5, 7, 0, 2, 4, 6, 1, 3, 5, 7};
+  int64_t ncap = 2 * nside * (nside - 1), npix = tsr__hpx_npix(nside);
+  int64_t ring, pos, shift, nr, face;
+  if (p < ncap) { /* north cap: ring i holds 4 i pixels, i per face */
+    ring = tsr__hpx_ring_of(nside, p);
+    pos = p + 1 - 2 * ring * (ring - 1);
+    shift = 0, nr = ring;
+    face = (pos - 1) / nr;
+  } else if (p < npix - ncap) { /* belt: 4 nside pixels a ring */
+    int64_t q = p - ncap, ire, irm, ifm, ifp;
+    ring = q / (4 * nside) + nside;
+    pos = q % (4 * nside) + 1;
+    shift = (ring + nside) & 1;
+    nr = nside;
+    ire = ring - nside + 1, irm = 2 * nside + 2 - ire;
+    ifm = (pos - ire / 2 + nside - 1) / nside;
+    ifp = (pos - irm / 2 + nside - 1) / nside;
+    face = ifp == ifm ? (ifp | 4) : ifp < ifm ? ifp : ifm + 8;
+  } else { /* south cap, mirrored */
+    int64_t q = npix - p, i = tsr__hpx_ring_of(nside, p);
+    int64_t k = 4 * nside - i; /* ring counted from the south pole */
+    pos = 4 * k + 1 - (q - 2 * k * (k - 1));
+    shift = 0, nr = k;
+    ring = i;
+    face = 8 + (pos - 1) / nr;
+  }
+  int64_t irt = ring - face_ring[face] * nside + 1;
+  int64_t ipt = 2 * pos - face_lon[face] * nr - shift - 1;
+  if (ipt >= 2 * nside)
+    ipt -= 8 * nside;
+  int64_t ix = (ipt - irt) >> 1, iy = (-ipt - irt) >> 1;
+  return face * nside * nside + (int64_t)(spread_bits((uint64_t)ix) | spread_bits((uint64_t)iy) << 1);
+}
+
 void tsr__hpx_ring_span(int64_t nside, int64_t ring, int64_t *first, int64_t *count) {
   int64_t ncap = 2 * nside * (nside - 1);
   if (ring < nside) {
@@ -182,14 +252,42 @@ int64_t tsr__hpx_ring_of(int64_t nside, int64_t p) {
   }
 }
 
+/* Ring r's latitude as libchealpix's pix2ang_ring computes it, to the bit
+ * (the tests compare): z = 1 - r^2 (4 / npix) in the caps, (2 nside - r)
+ * 2 nside (4 / npix) in the belt, the colatitude acos(z), or near the
+ * poles (|z| > 0.99) atan2(sin, z) with the sine from 1 - z for precision. */
+static double ring_lat(int64_t nside, int64_t r) {
+  double fact2 = 4.0 / (double)tsr__hpx_npix(nside), fact1 = (double)(2 * nside) * fact2;
+  double z, theta;
+  if (r < nside || r > 3 * nside) {
+    int64_t i = r < nside ? r : 4 * nside - r;
+    double tmp = (double)(i * i) * fact2;
+    z = r < nside ? 1.0 - tmp : tmp - 1.0;
+    theta = fabs(z) > 0.99 ? atan2(sqrt(tmp * (2.0 - tmp)), z) : acos(z);
+  } else {
+    z = (double)(2 * nside - r) * fact1;
+    theta = acos(z);
+  }
+  return M_PI / 2 - theta;
+}
+
 void tsr__hpx_ring_lats(int64_t nside, double *lat) {
   lat[0] = M_PI / 2;
-  for (int64_t r = 1; r < 4 * nside; r++) {
-    int64_t first, count;
-    double lon;
-    tsr__hpx_ring_span(nside, r, &first, &count);
-    tsr__hpx_pix2ang(nside, false, first, &lon, &lat[r]);
-  }
+  for (int64_t r = 1; r < 4 * nside; r++)
+    lat[r] = ring_lat(nside, r);
+}
+
+/* The ring whose centre is nearest the colatitude theta's ring
+ * coordinate, rounded down or up: a pixel spans one ring either way of its
+ * centre, so the pixel holding a point of colatitude theta is in ring
+ * floor or ceil of that coordinate. */
+static double ring_coordinate(int64_t nside, double theta) {
+  double z = cos(theta), n = (double)nside;
+  if (z > 2.0 / 3.0)
+    return n * sqrt(3 * (1 - z));
+  if (z < -2.0 / 3.0)
+    return 4 * n - n * sqrt(3 * (1 + z));
+  return 2 * n - 1.5 * n * z;
 }
 
 /* Centre of RING pixel p, of ring g, with its longitude unwrapped to
@@ -239,7 +337,12 @@ static int64_t vec2ring(int64_t nside, const double v[3], double phi, int64_t *r
     int64_t jp = (int64_t)(temp1 - temp2), jm = (int64_t)(temp1 + temp2);
     int64_t ir = nside + 1 + jp - jm;
     int64_t kshift = 1 - (ir & 1);
-    int64_t ip = ((jp + jm - nside + kshift + 1 + 2 * nl4) / 2) % nl4;
+    /* jp + jm is within a few of 2 nside (1 + 2 tt) <= 9 nside: the
+     * quotient is below 3 nl4, so two subtractions are the modulo (an
+     * int64 division cost as much as the rest of the lookup). */
+    int64_t ip = (jp + jm - nside + kshift + 1 + 2 * nl4) / 2;
+    while (ip >= nl4)
+      ip -= nl4;
     *ring = nside - 1 + ir;
     return 2 * nside * (nside - 1) + (ir - 1) * nl4 + ip;
   }
@@ -250,8 +353,10 @@ static int64_t vec2ring(int64_t nside, const double v[3], double phi, int64_t *r
                            : (double)nside * sqrt(3 * (1 - za));
     int64_t jp = (int64_t)(tp * tmp), jm = (int64_t)((1 - tp) * tmp);
     int64_t ir = jp + jm + 1, ip = (int64_t)(tt * (double)ir);
-    ip %= 4 * ir;
-    if (ip < 0)
+    /* tt in [0, 4): ip in [0, 4 ir], the modulo one subtraction at most. */
+    while (ip >= 4 * ir)
+      ip -= 4 * ir;
+    while (ip < 0)
       ip += 4 * ir;
     *ring = z > 0 ? ir : 4 * nside - ir;
     return z > 0 ? 2 * ir * (ir - 1) + ip : tsr__hpx_npix(nside) - 2 * ir * (ir + 1) + ip;
@@ -383,16 +488,15 @@ void tsr__hpx_disc_range(int64_t nside, bool nested, const double c[3], double r
   {
     double theta = acos(c[2] > 1 ? 1 : c[2] < -1 ? -1 : c[2]);
     double t0 = theta - radius, t1 = theta + radius;
-    int64_t r0 = 1, r1 = 4 * nside - 1, p, first, count, first1, count1;
+    int64_t r0 = 1, r1 = 4 * nside - 1, first, count, first1, count1;
+    /* The ring of the pixel at each edge, and one more. */
     if (t0 > 0) {
-      hp.ang2pix_ring(nside, t0, 0.0, &p);
-      r0 = tsr__hpx_ring_of(nside, p) - 1;
+      r0 = (int64_t)floor(ring_coordinate(nside, t0)) - 1;
       if (r0 < 1)
         r0 = 1;
     }
     if (t1 < M_PI) {
-      hp.ang2pix_ring(nside, t1, 0.0, &p);
-      r1 = tsr__hpx_ring_of(nside, p) + 1;
+      r1 = (int64_t)ceil(ring_coordinate(nside, t1)) + 1;
       if (r1 > 4 * nside - 1)
         r1 = 4 * nside - 1;
     }

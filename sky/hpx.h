@@ -8,15 +8,27 @@
 #ifndef TSR_SKY_HPX_H
 #define TSR_SKY_HPX_H
 
+#include <math.h>
+
 #include "internal.h"
 #include "sky.h"
 
 #define TSR__HPX_MAX_NSIDE ((int64_t)1 << 29)
 #define TSR__HPX_UNSEEN (-1.6375e30)
 
-/* Load libchealpix (once per process; thread-safe).  Every other function
- * here needs it loaded: node constructors call this first.  0, or
- * TSR_ENOTSUP with the library's name and dlerror() on ctx. */
+/* A stored value as a map's pixel: NaN when not finite or UNSEEN (healpy's
+ * test: within 1e-5 relative of UNSEEN, which float32 rounds). */
+static inline double tsr__hpx_unseen_nan(double v) {
+  return !isfinite(v) || fabs(v / TSR__HPX_UNSEEN - 1.0) < 1e-5 ? NAN : v;
+}
+/* The same test for float32 values as a range: f is UNSEEN exactly when
+ * lo <= f <= hi, so that loops over float32 rows stay branch-free. */
+void tsr__hpx_unseen_bounds(float *lo, float *hi);
+
+/* Load libchealpix (once per process; thread-safe).  The functions marked
+ * [lib] need it loaded: whoever calls them calls this first (a node's
+ * start, before its run uses them).  0, or TSR_ENOTSUP with the library's
+ * name and dlerror() on ctx. */
 int tsr__hpx_load(tsr_ctx_t *ctx);
 
 /* nside valid for the ordering: 1..2^29, a power of two when nested. */
@@ -25,12 +37,17 @@ int64_t tsr__hpx_npix(int64_t nside);
 /* The nside of npix pixels, or -1 if npix is not 12 nside^2. */
 int64_t tsr__hpx_nside_of(int64_t npix);
 
+/* [lib] */
 int64_t tsr__hpx_vec2pix(int64_t nside, bool nested, const double v[3]);
 int64_t tsr__hpx_ang2pix(int64_t nside, bool nested, double lon, double lat);
 void tsr__hpx_pix2vec(int64_t nside, bool nested, int64_t pix, double v[3]);
 void tsr__hpx_pix2ang(int64_t nside, bool nested, int64_t pix, double *lon, double *lat);
 int64_t tsr__hpx_nest2ring(int64_t nside, int64_t p);
 int64_t tsr__hpx_ring2nest(int64_t nside, int64_t p);
+
+/* tsr__hpx_ring2nest without libchealpix, the same results (own code, for
+ * the bilinear weights' four neighbours in NESTED maps). */
+int64_t tsr__hpx_ring2nest_fast(int64_t nside, int64_t p);
 
 /* Ring layout, rings numbered 1..4 nside - 1 from the north pole: its first
  * RING index and pixel count; the ring of a RING index. */
@@ -41,17 +58,18 @@ int64_t tsr__hpx_ring_of(int64_t nside, int64_t p);
  * neighbours of (lon, lat) and their weights (two pixels of the ring on
  * either side in latitude, each pair weighted by longitude, the pairs by
  * latitude; over the poles, the pixels across the pole). */
-void tsr__hpx_interp_weights(int64_t nside, double lon, double lat, int64_t ring[4], double w[4]);
+void tsr__hpx_interp_weights(int64_t nside, double lon, double lat, int64_t ring[4],
+                             double w[4]); /* [lib] */
 /* The same, faster, given the latitude of every ring: ring_lat[r] for
  * r = 1 .. 4 nside - 1 (4 nside entries), filled by tsr__hpx_ring_lats
  * (NULL: libchealpix's centres), and the point's unit vector v (NULL: from
- * lon and lat through libchealpix). */
+ * lon and lat through libchealpix).  [lib] unless both are given. */
 void tsr__hpx_interp_weights_tab(int64_t nside, const double *ring_lat, const double *v, double lon,
                                  double lat, int64_t ring[4], double w[4]);
 void tsr__hpx_ring_lats(int64_t nside, double *ring_lat);
 
 /* The index range [lo, hi) (in the given ordering) that holds every pixel
- * whose centre lies within `radius` of unit vector c. */
+ * whose centre lies within `radius` of unit vector c.  [lib] when nested. */
 void tsr__hpx_disc_range(int64_t nside, bool nested, const double c[3], double radius,
                          int64_t *lo, int64_t *hi);
 

@@ -1,10 +1,14 @@
 /* test-healpix.c -- HEALPix geometry, HEALPix FITS sources (rows read only
  * as needed) and reprojection from them.  Conformance with reproject and
  * astropy-healpix is in tests/conformance/conformance_healpix.py. */
+#include <fcntl.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -63,6 +67,56 @@ TEST(ring_layout_matches_pixel_latitudes) {
     }
     if (ns <= 100)
       ASSERT_INT_EQ(total, tsr__hpx_npix(ns));
+  }
+  tsr_ctx_free(ctx);
+}
+
+/* The ring latitudes are computed without libchealpix (so that a RING
+ * bilinear run need not load it): they are its pix2ang_ring's, to the bit,
+ * in every ring (caps, belt, near the poles). */
+TEST(ring_latitudes_are_libchealpix_s_to_the_bit) {
+  tsr_ctx_t *ctx = ctx_new();
+  int64_t nsides[] = {1, 2, 3, 8, 13, 1000, 2048, 65536};
+  for (size_t k = 0; k < sizeof nsides / sizeof nsides[0]; k++) {
+    int64_t ns = nsides[k];
+    double *lat = malloc((size_t)(4 * ns) * sizeof *lat);
+    ASSERT(lat != NULL);
+    tsr__hpx_ring_lats(ns, lat);
+    for (int64_t r = 1; r < 4 * ns; r++) {
+      int64_t first, count;
+      double lon, want;
+      tsr__hpx_ring_span(ns, r, &first, &count);
+      tsr__hpx_pix2ang(ns, false, first, &lon, &want);
+      if (memcmp(&lat[r], &want, sizeof want) != 0) {
+        printf("# nside %lld ring %lld: %.17g, libchealpix %.17g\n", (long long)ns,
+               (long long)r, lat[r], want);
+        ASSERT(lat[r] == want);
+      }
+    }
+    free(lat);
+  }
+  tsr_ctx_free(ctx);
+}
+
+/* The own RING -> NESTED conversion is libchealpix's, pixel for pixel:
+ * every pixel of small maps, random ones (and each ring's ends) up to
+ * nside 2^29. */
+TEST(ring2nest_without_libchealpix_is_libchealpix_s) {
+  tsr_ctx_t *ctx = ctx_new();
+  int64_t nsides[] = {1, 2, 4, 8, 64, 2048, (int64_t)1 << 20, (int64_t)1 << 29};
+  for (size_t k = 0; k < sizeof nsides / sizeof nsides[0]; k++) {
+    int64_t ns = nsides[k], npix = tsr__hpx_npix(ns);
+    for (int64_t i = 0; i < (npix <= 49152 ? npix : 200000); i++) {
+      int64_t p = npix <= 49152 ? i : (int64_t)(rnd() % (uint64_t)npix);
+      ASSERT_INT_EQ(tsr__hpx_ring2nest_fast(ns, p), tsr__hpx_ring2nest(ns, p));
+    }
+    for (int64_t r = 1; r < 4 * ns; r += ns > 64 ? ns / 3 + 1 : 1) {
+      int64_t first, count;
+      tsr__hpx_ring_span(ns, r, &first, &count);
+      ASSERT_INT_EQ(tsr__hpx_ring2nest_fast(ns, first), tsr__hpx_ring2nest(ns, first));
+      ASSERT_INT_EQ(tsr__hpx_ring2nest_fast(ns, first + count - 1),
+                    tsr__hpx_ring2nest(ns, first + count - 1));
+    }
   }
   tsr_ctx_free(ctx);
 }
@@ -233,9 +287,12 @@ TEST(a_small_region_reads_only_the_rows_it_needs) {
   tsr_node_t *out = tsr_reproject_from_healpix(g, src, t, &o);
   ASSERT_INT_EQ(tsr_graph_status(g), 0);
   ASSERT_INT_EQ(tsr_node_shape(src, 0), 786432);
+  /* The copy path (a view reads in place: see the test after next). */
+  tsr__test_hooks.map_nothing = 1;
   atomic_store(&tsr__healpix_rows_read, 0);
   ASSERT_OK(tsr_compute(g, out, NULL, got, sizeof got, NULL));
   int64_t rows = atomic_load(&tsr__healpix_rows_read);
+  tsr__test_hooks.map_nothing = 0;
   printf("# a 1.3 deg patch read %lld of 768 rows\n", (long long)rows);
   ASSERT(rows > 0 && rows < 768 / 20);
   /* Each value is the index of the pixel that holds the pixel centre. */
@@ -268,12 +325,14 @@ TEST(a_region_of_an_output_reads_fewer_rows_than_all_of_it) {
   ASSERT_OK(tsr_graph_new(ctx, &g));
   tsr_node_t *out = tsr_reproject_from_healpix(g, tsr_source_healpix(g, path, NULL), t, NULL);
   ASSERT_INT_EQ(tsr_graph_status(g), 0);
+  tsr__test_hooks.map_nothing = 1; /* the copy path */
   atomic_store(&tsr__healpix_rows_read, 0);
   ASSERT_OK(tsr_compute(g, out, NULL, all, sizeof all, NULL));
   int64_t rows_all = atomic_load(&tsr__healpix_rows_read);
   atomic_store(&tsr__healpix_rows_read, 0);
   ASSERT_OK(tsr_compute(g, out, &r, part, sizeof part, NULL));
   int64_t rows_part = atomic_load(&tsr__healpix_rows_read);
+  tsr__test_hooks.map_nothing = 0;
   printf("# whole 1024^2 output: %lld rows read; its central 256^2: %lld (of 768)\n",
          (long long)rows_all, (long long)rows_part);
   ASSERT(rows_part > 0 && rows_part * 4 < rows_all);   /* blocks read their own rows: all > 768 */
@@ -281,6 +340,119 @@ TEST(a_region_of_an_output_reads_fewer_rows_than_all_of_it) {
   for (int y = 0; y < 256; y++)
     ASSERT(memcmp(part + y * 256, all + (384 + y) * 1024 + 384, 256 * sizeof(float)) == 0);
   tsr_graph_free(g);
+  tsr_wcs_free(t);
+  tsr_ctx_free(ctx);
+}
+
+/* Pages of `path` in the page cache (mincore over a mapping of it). */
+static int64_t pages_cached(const char *path) {
+  int fd = open(path, O_RDONLY);
+  struct stat sb;
+  long page = sysconf(_SC_PAGESIZE);
+  int64_t n = 0;
+  ASSERT(fd >= 0 && fstat(fd, &sb) == 0);
+  size_t pages = ((size_t)sb.st_size + (size_t)page - 1) / (size_t)page;
+  void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
+  static unsigned char vec[1 << 16];
+  ASSERT(m != MAP_FAILED && pages <= sizeof vec);
+  ASSERT_OK(mincore(m, (size_t)sb.st_size, vec));
+  for (size_t i = 0; i < pages; i++)
+    n += vec[i] & 1;
+  munmap(m, (size_t)sb.st_size);
+  close(fd);
+  return n;
+}
+
+/* Drop `path` from the page cache; false where the system keeps it. */
+static bool uncache(const char *path) {
+  int fd = open(path, O_RDONLY);
+  ASSERT(fd >= 0);
+  ASSERT_OK(fsync(fd));
+  (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  close(fd);
+  return pages_cached(path) <= 2; /* the headers may stay */
+}
+
+/* Store a big-endian float32 at pixel p of a map written by write_map. */
+static void poke(const char *path, int64_t p, float v) {
+  int fd = open(path, O_WRONLY);
+  uint32_t u;
+  unsigned char b[4];
+  memcpy(&u, &v, 4);
+  b[0] = (unsigned char)(u >> 24), b[1] = (unsigned char)(u >> 16);
+  b[2] = (unsigned char)(u >> 8), b[3] = (unsigned char)u;
+  ASSERT(fd >= 0 && pwrite(fd, b, 4, 2 * 2880 + 4 * p) == 4);
+  close(fd);
+}
+
+/* A full-sky float32 table is read in place (io/healpix.c): the outputs
+ * are those of the copy path to the bit, UNSEEN, NaN and infinities made
+ * NaN alike, in both orderings and both orders; and a region, from a cold
+ * page cache, reads only pages of the pixels it looks up: far fewer than
+ * the rows its copied window would have been. */
+TEST(a_table_read_in_place_gives_the_copys_values_and_reads_less) {
+  tsr_ctx_t *ctx = ctx_new();
+  const char *path = th_path("map256v.fits");
+  tsr_wcs_t *t = tan_target(ctx, 512);   /* 10 degrees across */
+  static float view[512 * 512], copy[512 * 512];
+  tsr_region_t r = {{192, 192, 0, 0}, {320, 320, 1, 1}};
+  write_map(path, 256);
+  {
+    /* Bad values where the patch looks: pixels under its centre. */
+    double px = 256, py = 256, v[3];
+    tsr__cel_t *cel;
+    ASSERT_OK(tsr__cel_new(ctx, t, "target", &cel));
+    tsr__cel_pix2vec(cel, 1, &px, &py, v);
+    tsr__cel_free(cel);
+    int64_t p = tsr__hpx_vec2pix(256, false, v);
+    poke(path, p, (float)TSR__HPX_UNSEEN);
+    poke(path, p + 7, NAN);
+    poke(path, p + 1500, INFINITY);
+    poke(path, p - 1400, (float)(TSR__HPX_UNSEEN * (1 + 5e-6)));
+  }
+  for (int nest = 0; nest < 2; nest++)
+    for (int order = 0; order < 2; order++) {
+      tsr_healpix_opts_t ho = TSR_HEALPIX_OPTS_INIT;
+      tsr_from_healpix_opts_t o = TSR_FROM_HEALPIX_OPTS_INIT;
+      tsr_graph_t *g;
+      ho.nested = nest;
+      o.order = order;
+      ASSERT_OK(tsr_graph_new(ctx, &g));
+      tsr_node_t *out = tsr_reproject_from_healpix(g, tsr_source_healpix(g, path, &ho), t, &o);
+      ASSERT_INT_EQ(tsr_graph_status(g), 0);
+      tsr__test_hooks.map_nothing = 1;
+      ASSERT_OK(tsr_compute(g, out, NULL, copy, sizeof copy, NULL));
+      tsr__test_hooks.map_nothing = 0;
+      atomic_store(&tsr__healpix_rows_read, 0);
+      ASSERT_OK(tsr_compute(g, out, NULL, view, sizeof view, NULL));
+      ASSERT_INT_EQ(atomic_load(&tsr__healpix_rows_read), 0); /* nothing copied */
+      ASSERT(memcmp(view, copy, sizeof view) == 0);
+      int64_t nan = 0;
+      for (int k = 0; k < 512 * 512; k++)
+        nan += view[k] != view[k];
+      printf("# %s, %s: %lld NaN of %d, same bits in place and copied\n",
+             nest ? "NESTED" : "RING", order ? "bilinear" : "nearest", (long long)nan, 512 * 512);
+      ASSERT(nan < 512 * 512 / 100 && (nest || nan > 0)); /* poked in RING order */
+      if (order == 1) {
+        tsr__test_hooks.map_nothing = 1;
+        atomic_store(&tsr__healpix_rows_read, 0);
+        ASSERT_OK(tsr_compute(g, out, &r, copy, sizeof copy, NULL));
+        int64_t rows = atomic_load(&tsr__healpix_rows_read);
+        tsr__test_hooks.map_nothing = 0;
+        if (!uncache(path)) {
+          printf("# the page cache keeps %s: pages read not counted\n", path);
+        } else {
+          int64_t before = pages_cached(path);
+          ASSERT_OK(tsr_compute(g, out, &r, view, sizeof view, NULL));
+          int64_t pages = pages_cached(path) - before;
+          printf("# %s: a 128^2 region read %lld pages (of 768) in place; its copy %lld rows\n",
+                 nest ? "NESTED" : "RING", (long long)pages, (long long)rows);
+          ASSERT(pages > 0 && pages * 2 < rows && pages < 768 / 10);
+        }
+        ASSERT(memcmp(view, copy, 128 * 128 * sizeof(float)) == 0);
+      }
+      tsr_graph_free(g);
+    }
   tsr_wcs_free(t);
   tsr_ctx_free(ctx);
 }

@@ -4,8 +4,10 @@
  * tsr__test_hooks.no_tmpfile before main, so that the CLI tests can kill
  * runs that write as on a filesystem without O_TMPFILE.
  * TSR_TEST_HEALPIX_ROWS=1 prints, when the process exits, how many rows of
- * HEALPix tables it read ("healpix rows read: N" on stderr), for the tests
- * and bench/healpix to check that a region reads only the rows it needs. */
+ * HEALPix tables it read ("healpix rows read: N" on stderr: copies) and how
+ * many its views touched ("healpix rows mapped: N": tables read in place,
+ * see io/healpix.c), for the tests and bench/healpix to check that a
+ * region reads only the rows it needs. */
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,14 +16,19 @@
 #include "internal.h"
 
 extern _Atomic int64_t tsr__healpix_rows_read;   /* io/healpix.c */
+extern _Atomic int64_t tsr__healpix_rows_mapped; /* io/healpix.c */
 
 __attribute__((constructor)) static void hooks_from_environment(void) {
   const char *e = getenv("TSR_TEST_NO_TMPFILE");
   tsr__test_hooks.no_tmpfile = e != NULL && e[0] == '1';
+  e = getenv("TSR_TEST_HEALPIX_ROWS");
+  tsr__test_hooks.count_healpix_rows = e != NULL && e[0] == '1';
 }
 
 __attribute__((destructor)) static void healpix_rows_at_exit(void) {
   const char *e = getenv("TSR_TEST_HEALPIX_ROWS");
   if (e != NULL && e[0] == '1')
-    fprintf(stderr, "healpix rows read: %lld\n", (long long)atomic_load(&tsr__healpix_rows_read));
+    fprintf(stderr, "healpix rows read: %lld\nhealpix rows mapped: %lld\n",
+            (long long)atomic_load(&tsr__healpix_rows_read),
+            (long long)atomic_load(&tsr__healpix_rows_mapped));
 }
