@@ -197,6 +197,9 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
     return usage_error("mosaic: --offsets-out goes with --match-background");
   if (a->offsets_out && cli_same_file(a->offsets_out, a->output))
     return usage_error("mosaic: -o and --offsets-out name the same file '%s'", a->output);
+  if (a->run.method == 3)
+    return usage_error("mosaic: --method drizzle coadds by itself: use 'tessera reproject IN... "
+                       "--method drizzle'");
   return cli_run_check("mosaic", &a->run);
 }
 
