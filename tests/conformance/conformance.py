@@ -1021,6 +1021,40 @@ def close_workdir(d, failed, keep):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def run_tap(tests, workdir, keep, header=None, summary=None):
+    """Run (name, fn) tests, each fn returning a Check (or raising), printing TAP with
+    each test's notes as '#' lines (and `header`, and summary() after the totals);
+    close workdir.  Returns the exit status."""
+    print("1..%d" % len(tests))
+    if header:
+        print("# " + header)
+    sys.stdout.flush()
+    npass = nfail = 0
+    t_start = time.time()
+    for i, (name, fn) in enumerate(tests, 1):
+        t0 = time.time()
+        try:
+            chk = fn()
+        except CaseFailure as e:
+            chk = Check()
+            chk.fail(str(e))
+        except Exception:  # noqa: BLE001
+            chk = Check()
+            chk.fail("exception:\n" + traceback.format_exc())
+        print("%s %d - %s" % ("not ok" if chk.failed else "ok", i, name))
+        nfail += chk.failed
+        npass += not chk.failed
+        for n in chk.notes:
+            for line in str(n).splitlines():
+                print("# " + line)
+        print("# (%.2f s)" % (time.time() - t0))
+        sys.stdout.flush()
+    print("# %d passed, %d failed (%.1f s%s)"
+          % (npass, nfail, time.time() - t_start, summary() if summary else ""))
+    close_workdir(workdir, nfail > 0, keep)
+    return 1 if nfail else 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tessera", required=True, help="path to the tessera CLI")
@@ -1049,37 +1083,10 @@ def main(argv=None):
             print(name)
         return 0
     env.workdir = workdir = open_workdir(args.workdir, "tsr-conformance-")
-
-    t_start = time.time()
-    print("1..%d" % len(tests))
-    print("# tessera: %s; workdir: %s" % (tessera, workdir))
-    sys.stdout.flush()
-    npass = nfail = 0
-    for i, (name, fn) in enumerate(tests, 1):
-        t0 = time.time()
-        try:
-            chk = fn()
-        except CaseFailure as e:
-            chk = Check()
-            chk.fail(str(e))
-        except Exception:  # noqa: BLE001
-            chk = Check()
-            chk.fail("exception:\n" + traceback.format_exc())
-        status = "not ok" if chk.failed else "ok"
-        if chk.failed:
-            nfail += 1
-        else:
-            npass += 1
-        print("%s %d - %s" % (status, i, name))
-        for n in chk.notes:
-            for line in str(n).splitlines():
-                print("# " + line)
-        print("# (%.2f s)" % (time.time() - t0))
-        sys.stdout.flush()
-    print("# %d passed, %d failed (%.1f s; tessera %.1f s, reference %.1f s)"
-          % (npass, nfail, time.time() - t_start, env.tessera_time, env.ref_time))
-    close_workdir(workdir, nfail > 0, args.keep)
-    return 1 if nfail else 0
+    return run_tap(tests, workdir, args.keep,
+                   header="tessera: %s; workdir: %s" % (tessera, workdir),
+                   summary=lambda: "; tessera %.1f s, reference %.1f s"
+                   % (env.tessera_time, env.ref_time))
 
 
 if __name__ == "__main__":

@@ -26,8 +26,6 @@ import math
 import os
 import subprocess
 import sys
-import time
-import traceback
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -360,31 +358,8 @@ def main(argv=None):
         for name, _ in tests:
             print(name)
         return 0
-    ENV.workdir = workdir = C.open_workdir(args.workdir, "tsr-coadd-")
-    print("1..%d" % len(tests))
-    npass = nfail = 0
-    t_start = time.time()
-    for i, (name, fn) in enumerate(tests, 1):
-        t0 = time.time()
-        try:
-            chk = fn()
-        except C.CaseFailure as e:
-            chk = C.Check()
-            chk.fail(str(e))
-        except Exception:  # noqa: BLE001
-            chk = C.Check()
-            chk.fail("exception:\n" + traceback.format_exc())
-        print("%s %d - %s" % ("not ok" if chk.failed else "ok", i, name))
-        nfail += chk.failed
-        npass += not chk.failed
-        for n in chk.notes:
-            for line in str(n).splitlines():
-                print("# " + line)
-        print("# (%.2f s)" % (time.time() - t0))
-        sys.stdout.flush()
-    print("# %d passed, %d failed (%.1f s)" % (npass, nfail, time.time() - t_start))
-    C.close_workdir(workdir, nfail > 0, args.keep)
-    return 1 if nfail else 0
+    ENV.workdir = C.open_workdir(args.workdir, "tsr-coadd-")
+    return C.run_tap(tests, ENV.workdir, args.keep)
 
 
 if __name__ == "__main__":

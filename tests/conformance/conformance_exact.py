@@ -32,7 +32,6 @@ import os
 import subprocess
 import sys
 import time
-import traceback
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -559,34 +558,9 @@ def main(argv=None):
         for name, _ in tests:
             print(name)
         return 0
-    env.workdir = workdir = C.open_workdir(args.workdir, "tsr-conformance-exact-")
-    t_start = time.time()
-    print("1..%d" % len(tests))
-    npass = nfail = 0
-    for i, (name, fn) in enumerate(tests, 1):
-        t0 = time.time()
-        try:
-            chk = fn()
-        except C.CaseFailure as e:
-            chk = C.Check()
-            chk.fail(str(e))
-        except Exception:  # noqa: BLE001
-            chk = C.Check()
-            chk.fail("exception:\n" + traceback.format_exc())
-        if chk.failed:
-            nfail += 1
-        else:
-            npass += 1
-        print("%s %d - %s" % ("not ok" if chk.failed else "ok", i, name))
-        for n in chk.notes:
-            for line in str(n).splitlines():
-                print("# " + line)
-        print("# (%.2f s)" % (time.time() - t0))
-        sys.stdout.flush()
-    print("# %d passed, %d failed (%.1f s; tessera %.1f s, references %.1f s)"
-          % (npass, nfail, time.time() - t_start, env.t_tsr, env.t_ref))
-    C.close_workdir(workdir, nfail > 0, args.keep)
-    return 1 if nfail else 0
+    env.workdir = C.open_workdir(args.workdir, "tsr-conformance-exact-")
+    return C.run_tap(tests, env.workdir, args.keep,
+                     summary=lambda: "; tessera %.1f s, references %.1f s" % (env.t_tsr, env.t_ref))
 
 
 if __name__ == "__main__":
