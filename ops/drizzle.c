@@ -54,6 +54,7 @@
 #include "sky.h"
 
 #define PM 7                /* input pixels read around the replayed ones (corner interpolation) */
+#define PG 16               /* pixmap grid step, input pixels */
 #define LANCZOS_NLUT 512    /* drizzle's table: 512 entries 0.01 px apart */
 #define LANCZOS_DEL 0.01f
 
@@ -584,6 +585,120 @@ static void drop_pixel(const drz_params_t *dp, const drz_state_t *st, const job_
   }
 }
 
+static inline int64_t floordiv(int64_t a, int64_t b) {
+  return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+/* drizzle's pixmap (input pixel centres in output pixels) over the window
+ * [x0, x1) x [y0, y1), row-major into px, py.  Exact transforms at every
+ * pixel cost most of a distorted (SIP) input's time, and the bilinear
+ * 32-pixel grid of tsr__map_box misses 1e-5 px by far on such a
+ * distortion; so the map is taken exactly at nodes every PG input pixels,
+ * anchored to the input's pixel grid (not the window, so values never
+ * depend on the block), and interpolated by cubic Lagrange polynomials
+ * over the 4 x 4 nodes around each cell (exact for the cubic part of a SIP
+ * polynomial; a quartic term of ACS's size leaves 1e-10 px).  A cell whose
+ * interpolated centre is off the exact one by more than `tol`, or that
+ * meets an undefined node, is mapped exactly at every pixel.  Homographies
+ * and tol 0 go straight to tsr__map_box. */
+static int pixmap(tsr_ctx_t *ctx, tsr__map_t *m, double tol, int64_t x0, int64_t x1, int64_t y0,
+                  int64_t y1, double *px, double *py) {
+  double H[9];
+  if (tol == 0 || tsr__map_homography(m, H))
+    return tsr__map_box(m, x0, x1, y0, y1, px, py);
+  int64_t cx0 = floordiv(x0, PG), cx1 = floordiv(x1 - 1, PG);
+  int64_t cy0 = floordiv(y0, PG), cy1 = floordiv(y1 - 1, PG);
+  int64_t ncx = cx1 - cx0 + 1, ncy = cy1 - cy0 + 1, nnx = ncx + 3, nny = ncy + 3;
+  size_t nn = (size_t)(nnx * nny), nc = (size_t)(ncx * ncy), ne = (size_t)PG * PG;
+  size_t tot = 2 * nn + 2 * nc + 4 * ne;
+  double *buf = tsr__mallocarray(ctx, 2 * tot, sizeof(double)), w[PG][4];
+  int rc = 0;
+  if (buf == NULL)
+    return tsr__err(ctx, TSR_ENOMEM, "drizzle: out of memory for a pixmap grid");
+  double *nxo = buf, *nyo = nxo + nn, *ncxo = nyo + nn, *ncyo = ncxo + nc;
+  double *exo = ncyo + nc, *eyo = exo + ne, *exi = eyo + ne, *eyi = exi + ne;
+  double *nxi = eyi + ne, *nyi = nxi + nn, *cxi = nyi + nn, *cyi = cxi + nc;
+  /* Cubic Lagrange weights of nodes -1, 0, 1, 2 at t = k / PG. */
+  for (int k = 0; k < PG; k++) {
+    double t = (double)k / PG;
+    w[k][0] = -t * (t - 1) * (t - 2) / 6;
+    w[k][1] = (t + 1) * (t - 1) * (t - 2) / 2;
+    w[k][2] = -(t + 1) * t * (t - 2) / 2;
+    w[k][3] = (t + 1) * t * (t - 1) / 6;
+  }
+  for (int64_t j = 0; j < nny; j++)
+    for (int64_t i = 0; i < nnx; i++) {
+      nxo[j * nnx + i] = (double)((cx0 - 1 + i) * PG);
+      nyo[j * nnx + i] = (double)((cy0 - 1 + j) * PG);
+    }
+  for (int64_t j = 0; j < ncy; j++)
+    for (int64_t i = 0; i < ncx; i++) {
+      ncxo[j * ncx + i] = (double)((cx0 + i) * PG) + PG / 2;
+      ncyo[j * ncx + i] = (double)((cy0 + j) * PG) + PG / 2;
+    }
+  if ((rc = tsr__map_points(m, nn, nxo, nyo, nxi, nyi)) != 0 ||
+      (rc = tsr__map_points(m, nc, ncxo, ncyo, cxi, cyi)) != 0)
+    goto out;
+  for (int64_t cj = 0; cj < ncy; cj++)
+    for (int64_t ci = 0; ci < ncx; ci++) {
+      int64_t gx0 = (cx0 + ci) * PG, gy0 = (cy0 + cj) * PG;
+      int64_t bx0 = gx0 > x0 ? gx0 : x0, bx1 = gx0 + PG < x1 ? gx0 + PG : x1;
+      int64_t by0 = gy0 > y0 ? gy0 : y0, by1 = gy0 + PG < y1 ? gy0 + PG : y1;
+      const double *n0x = nxi + cj * nnx + ci, *n0y = nyi + cj * nnx + ci;
+      bool ok = isfinite(cxi[cj * ncx + ci]) && isfinite(cyi[cj * ncx + ci]);
+      for (int a = 0; a < 4 && ok; a++)
+        for (int b = 0; b < 4; b++)
+          ok = ok && isfinite(n0x[a * nnx + b]) && isfinite(n0y[a * nnx + b]);
+      if (ok) {
+        /* The centre, t = 1/2 on both axes. */
+        double ex = 0, ey = 0;
+        for (int a = 0; a < 4; a++)
+          for (int b = 0; b < 4; b++) {
+            double ww = w[PG / 2][a] * w[PG / 2][b];
+            ex += ww * n0x[a * nnx + b];
+            ey += ww * n0y[a * nnx + b];
+          }
+        ok = fabs(ex - cxi[cj * ncx + ci]) <= tol && fabs(ey - cyi[cj * ncx + ci]) <= tol;
+      }
+      if (ok) {
+        for (int64_t y = by0; y < by1; y++) {
+          const double *wy = w[y - gy0];
+          double colx[4], coly[4];
+          for (int b = 0; b < 4; b++) {
+            colx[b] = wy[0] * n0x[b] + wy[1] * n0x[nnx + b] + wy[2] * n0x[2 * nnx + b] +
+                      wy[3] * n0x[3 * nnx + b];
+            coly[b] = wy[0] * n0y[b] + wy[1] * n0y[nnx + b] + wy[2] * n0y[2 * nnx + b] +
+                      wy[3] * n0y[3 * nnx + b];
+          }
+          double *rx = px + (y - y0) * (x1 - x0), *ry = py + (y - y0) * (x1 - x0);
+          for (int64_t x = bx0; x < bx1; x++) {
+            const double *wx = w[x - gx0];
+            rx[x - x0] = wx[0] * colx[0] + wx[1] * colx[1] + wx[2] * colx[2] + wx[3] * colx[3];
+            ry[x - x0] = wx[0] * coly[0] + wx[1] * coly[1] + wx[2] * coly[2] + wx[3] * coly[3];
+          }
+        }
+        continue;
+      }
+      size_t n = 0;
+      for (int64_t y = by0; y < by1; y++)
+        for (int64_t x = bx0; x < bx1; x++) {
+          exo[n] = (double)x;
+          eyo[n++] = (double)y;
+        }
+      if ((rc = tsr__map_points(m, n, exo, eyo, exi, eyi)) != 0)
+        goto out;
+      n = 0;
+      for (int64_t y = by0; y < by1; y++)
+        for (int64_t x = bx0; x < bx1; x++, n++) {
+          px[(y - y0) * (x1 - x0) + (x - x0)] = exi[n];
+          py[(y - y0) * (x1 - x0) + (x - x0)] = eyi[n];
+        }
+    }
+out:
+  tsr__free(ctx, buf);
+  return rc;
+}
+
 static int grow_buf(tsr_ctx_t *ctx, void **p, size_t n, size_t size) {
   void *q = tsr__mallocarray(ctx, n, size);
   if (q == NULL)
@@ -617,7 +732,8 @@ TSR__MULTIVERSION static int drizzle_input(tsr__task_t *t, drz_state_t *st, int 
       return tsr__err(t->ctx, rc, "%s: out of memory for a %lld x %lld window of %s", n->name,
                       (long long)(wx1 - wx0), (long long)(wy1 - wy0), in->name);
   }
-  if ((rc = tsr__map_box(st->fmap[k], wx0, wx1, wy0, wy1, st->px, st->py)) != 0)
+  if ((rc = pixmap(t->ctx, st->fmap[k], dp->o.mapping_tolerance, wx0, wx1, wy0, wy1, st->px,
+                   st->py)) != 0)
     return rc;
   j->px = st->px;
   j->py = st->py;

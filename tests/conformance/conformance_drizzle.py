@@ -245,8 +245,20 @@ def blot_case(interp, ref, pattern):
         out = ENV.path(key + ".fits")
         ENV.run(["blot", inp, "--target", target, "-o", out, "--interp", interp,
                  "--mapping-tolerance", 0, "--quiet"])
-        close_check(chk, "blot %s %s" % (interp, pattern), fits.getdata(out),
-                    blot_py(img, hdr, target, interp), VALUE_RTOL)
+        ours, theirs = fits.getdata(out), blot_py(img, hdr, target, interp)
+        if interp == "poly3":
+            # drizzle 1.13's cubic reads the row before its coefficients for a point in the
+            # source's last row (coeff[2 * lastrw - 3] with lastrw = 1): garbage, which
+            # this comparison leaves out.
+            th = fits.getheader(target, 1)
+            yy, xx = np.mgrid[0:th["NAXIS2"], 0:th["NAXIS1"]]
+            ra, dec = WCS(th).wcs_pix2world(xx.ravel(), yy.ravel(), 0)
+            _, ys = WCS(hdr).all_world2pix(ra, dec, 0)
+            ys = np.float32(ys)
+            last = ((ys >= img.shape[0] - 1) & (ys < img.shape[0])).reshape(yy.shape)
+            chk.note("poly3: %d pixels map into the source's last row, left out" % int(last.sum()))
+            ours, theirs = np.where(last, 0, ours), np.where(last, 0, theirs)
+        close_check(chk, "blot %s %s" % (interp, pattern), ours, theirs, VALUE_RTOL)
         return chk
     return fn
 
