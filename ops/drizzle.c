@@ -950,7 +950,7 @@ tsr_node_t *tsr_drizzle(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
   tsr_ctx_t *ctx;
   tsr__cel_t *cout = NULL;
   double oscale[2];
-  int n_in = 0, kind;
+  int n_in = 0, kind, rc;
 
   if (!tsr__graph_check(g))
     return NULL;
@@ -983,9 +983,9 @@ tsr_node_t *tsr_drizzle(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
     o.kernel = TSR_DRIZZLE_POINT;
   if (!tsr__reproject_check(g, "drizzle", inputs[0], target, 0, o.block))
     return NULL;
-  if (tsr__cel_new(ctx, target, "target", &cout) != 0) {
+  if ((rc = tsr__cel_new(ctx, target, "target", &cout)) != 0) {
     tsr__err_prefix(ctx, "drizzle");
-    return tsr__graph_fail_ctx(g, TSR_EWCS);
+    return tsr__graph_fail_ctx(g, rc);
   }
   tsr__cel_scales(cout, oscale);
   tsr__cel_free(cout);
@@ -1027,9 +1027,9 @@ tsr_node_t *tsr_drizzle(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
                         in->ndim, a + 1, (long long)in->shape[a]);
         goto out;
       }
-    if (tsr__cel_new(ctx, in->wcs, in->name, &ci) != 0) {
+    if ((rc = tsr__cel_new(ctx, in->wcs, in->name, &ci)) != 0) {
       tsr__err_prefix(ctx, "drizzle: input %d", k);
-      tsr__graph_fail_ctx(g, TSR_EWCS);
+      tsr__graph_fail_ctx(g, rc);
       goto out;
     }
     tsr__cel_scales(ci, s);
