@@ -15,21 +15,24 @@
  * input 1's, ...), and a region, any block size and any executor give the
  * same bits as the whole image.
  *
- * The drop geometry is drizzle's: the input pixel centres are mapped into
- * output pixels (drizzle's pixmap, here through tsr__map_box with the
- * node's mapping tolerance; 0 is exact wcslib at every pixel as astropy
- * computes it), and the square kernel's corners are interpolated from that
- * pixmap as drizzle 1.13's interpolate_point does: along one row (for x) or
- * one column (for y) of centres, from four valid neighbours around the
- * corner (drizzle 1.13.5 later changed this to bilinear interpolation,
- * which moves drops by up to half the pixmap's cross derivative; tessera
- * keeps 1.13's so that it reproduces python3-drizzle 1.13.4 and the
- * reference images).  Since that interpolation reads centres up to five
+ * The drop geometry is drizzle's.  The input pixel centres are mapped
+ * into output pixels (drizzle's pixmap; pixmap() says how, within the
+ * node's mapping tolerance; 0 maps every pixel exactly with wcslib, as
+ * astropy computes it).  The square kernel's corners are interpolated from
+ * that pixmap as drizzle 1.13's interpolate_point does: along one row (for
+ * x) or one column (for y) of centres, from four valid neighbours around
+ * the corner; each corner coordinate, shared by neighbouring pixels, is
+ * computed once.  (drizzle 1.13.5 later changed this to bilinear
+ * interpolation, which moves drops by up to half the pixmap's cross
+ * derivative; tessera keeps 1.13's so that it reproduces python3-drizzle
+ * 1.13.4 and the reference images.)  Since that interpolation reads
+ * centres up to five
  * pixels away, a block asks for its windows PM pixels wider than the drops
  * it replays and replays only the inner part, except where the window
  * meets the image's edge.  drizzle's overlap tests (check_image_overlap and
  * check_line_overlap, which only skip lines and pixels whose drops miss the
- * output) are not needed: a block replays what its window holds.
+ * output) are not needed: a block replays what its window holds (and
+ * drizzle 1.13.4's misjudge an input's last line, drizzle#89).
  *
  * Arithmetic follows drizzle's types so that values agree to float32
  * rounding: float input values and weights, float scale^2 where drizzle
