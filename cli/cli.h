@@ -29,7 +29,7 @@ int parse_int64(const char *s, int64_t *v);
 int parse_real(const char *s, double *v);     /* finite */
 int parse_block(const char *s, int64_t b[2]); /* WxH, 1 to 1048576 each */
 int parse_bytes(const char *s, uint64_t *v);  /* N[K|M|G|T] in [1M, 2^62] */
-/* --method: 0 interp, 1 adaptive, 2 exact; --dtype: TSR_F32 or TSR_F64; -1 if neither. */
+/* --method: 0 interp, 1 adaptive, 2 exact, 3 drizzle; --dtype: TSR_F32 or TSR_F64; -1 if neither. */
 int parse_method(const char *s);
 int parse_dtype(const char *s);
 /* --hdu: N (1-based, 0 = the first image with data), NAME or NAME,VER
@@ -86,7 +86,7 @@ enum { CLI_HDU = 1024, CLI_METHOD, CLI_ORDER, CLI_REGION, CLI_BLOCK, CLI_TOL, CL
 
 typedef struct {
   tsr_hdu_t hdu;             /* --hdu N|NAME[,VER] */
-  int method;                /* 0 interp, 1 adaptive, 2 exact (parse_method) */
+  int method;                /* 0 interp, 1 adaptive, 2 exact, 3 drizzle (parse_method) */
   tsr_interp_opts_t interp;  /* order, tolerance, roundtrip, dtype and block for every method */
   int order_given;           /* --order was given (interp only) */
   const char *mapping_opt;   /* --mapping-tolerance / --no-roundtrip given (not exact) */
@@ -123,7 +123,34 @@ int cli_run_begin(tsr_ctx_t *ctx, const cli_run_args_t *r, const char *label, ts
  * planes into *region: 0, or 1 after saying why. */
 int cli_run_region(const cli_run_args_t *r, const tsr_node_t *out, tsr_region_t *region);
 
+/* What a command that writes images holds while it runs: the context, the
+ * run options (cli_run_begin), the target and an empty graph. */
+typedef struct {
+  tsr_ctx_t *ctx;
+  tsr_graph_t *g;
+  tsr_wcs_t *target;
+  tsr_cache_t *cache;
+  tsr_run_opts_t ro;
+  cli_progress_t prog;
+  double t0;                 /* cli_now() at the start */
+  int mpi;                   /* MPI was started (finalised on close) */
+} cli_session_t;
+/* Open *s for run options r (progress labelled `label`) with the target
+ * read from target_path: 0, or the exit status after saying why.  Close
+ * with cli_session_close in either case. */
+int cli_session_open(cli_session_t *s, const cli_run_args_t *r, const char *label,
+                     const char *target_path);
+/* After the session's tsr_write_fits returned rc: ends the progress bar,
+ * prints the cache's warning; 0, or the exit status of a failed or
+ * interrupted run (after saying so). */
+int cli_session_written(cli_session_t *s, int rc);
+void cli_session_close(cli_session_t *s);
+
 int cmd_mosaic(int argc, char **argv);
+/* reproject --method drizzle (several inputs, drizzle's options) and blot
+ * (drizzle.c). */
+int cmd_reproject_drizzle(int argc, char **argv);
+int cmd_blot(int argc, char **argv);
 int cmd_mosaic_header(int argc, char **argv);
 int cmd_to_healpix(int argc, char **argv);
 /* `tessera hips IN... -o DIR` (hips.c). */

@@ -190,32 +190,19 @@ static tsr_node_t *build_reprojection(tsr_graph_t *g, tsr_node_t *src, const tsr
 
 /* Run the reprojection described by `a`; returns an exit status. */
 static int run_reproject(const reproject_args_t *a) {
-  tsr_ctx_t *ctx = NULL;
-  tsr_graph_t *g = NULL;
-  tsr_wcs_t *target = NULL;
+  cli_session_t s;
   tsr_node_t *src, *out, *fp = NULL;
   tsr_node_t *nodes[2];
   const char *paths[2];
-  int n = 1, rc, status = 1;
-  tsr_run_opts_t ro;
-  cli_progress_t prog;
+  int n = 1, rc, status;
   tsr_region_t region;
-  tsr_cache_t *cache = NULL;
-  double t0 = cli_now();
 
-  if (tsr_ctx_new(&ctx, NULL) != 0)
-    return fail("out of memory");
-  if ((status = cli_run_begin(ctx, &a->run, "reproject", &ro, &cache, &prog)) != 0)
+  if ((status = cli_session_open(&s, &a->run, "reproject", a->target)) != 0)
     goto out;
   status = 1;
-  if ((rc = read_target(ctx, a->target, &target)) != 0) {
-    fail(tsr_errmsg(ctx));
-    goto out;
-  }
-  if (tsr_graph_new(ctx, &g) != 0) {
-    fail(tsr_errmsg(ctx));
-    goto out;
-  }
+  tsr_graph_t *g = s.g;
+  tsr_ctx_t *ctx = s.ctx;
+  const tsr_wcs_t *target = s.target;
   if (input_is_healpix(ctx, a)) {
     tsr_healpix_opts_t ho = a->healpix;
     tsr_from_healpix_opts_t fo = TSR_FROM_HEALPIX_OPTS_INIT;
@@ -259,29 +246,19 @@ static int run_reproject(const reproject_args_t *a) {
     paths[1] = a->run.footprint;
     n = 2;
   }
-  rc = tsr_write_fits(g, n, nodes, paths, a->run.has_region ? &region : NULL, &ro);
-  cli_progress_end(&prog);
-  if (cache && tsr_cache_warning(cache)[0])
-    fprintf(stderr, "tessera: warning: %s\n", tsr_cache_warning(cache));
-  if (rc != 0 || interrupted) {
-    status = cli_run_failed(ctx, rc);
+  rc = tsr_write_fits(g, n, nodes, paths, a->run.has_region ? &region : NULL, &s.ro);
+  if ((status = cli_session_written(&s, rc)) != 0)
     goto out;
-  }
   if (!a->run.quiet && cli_mpi_rank == 0) {
     tsr_region_t r = a->run.has_region ? region : tsr_region_of(out);
     fprintf(stderr, "tessera: wrote %s (%" PRId64 " x %" PRId64 " %s%s%s) in %.3f s\n",
             a->output, r.stop[0] - r.start[0], r.stop[1] - r.start[1],
             tsr_dtype_name(tsr_node_dtype(out)), fp ? ", footprint " : "",
-            fp ? a->run.footprint : "", cli_now() - t0);
+            fp ? a->run.footprint : "", cli_now() - s.t0);
   }
   status = 0;
 out:
-  tsr_graph_free(g);
-  tsr_wcs_free(target);
-  tsr_cache_close(cache);
-  tsr_ctx_free(ctx);
-  if (a->run.mpi)
-    tsr_mpi_finalize();
+  cli_session_close(&s);
   return status;
 }
 
@@ -318,6 +295,11 @@ static int cmd_reproject(int argc, char **argv) {
   reproject_args_t a;
   int c, rc, parsed; /* parsed: a parsed enum, checked before it is stored (the enum types may be unsigned) */
 
+  /* drizzle takes several inputs and its own --kernel names: its own parser. */
+  for (int k = 1; k < argc && strcmp(argv[k], "--") != 0; k++)
+    if ((strcmp(argv[k], "--method") == 0 && k + 1 < argc && strcmp(argv[k + 1], "drizzle") == 0) ||
+        strcmp(argv[k], "--method=drizzle") == 0)
+      return cmd_reproject_drizzle(argc, argv);
   memset(&a, 0, sizeof a);
   cli_run_args_init(&a.run);
   {
@@ -933,7 +915,8 @@ static const struct {
                 {"mosaic-header", cmd_mosaic_header}, {"to-healpix", cmd_to_healpix},
                 {"hips", cmd_hips}, {"preview", cmd_preview},
                 {"info", cmd_info}, {"cache", cmd_cache}, {"sample", cmd_sample},
-                {"demo", cmd_demo}, {"version", cmd_version}, {"help", cmd_help}};
+                {"demo", cmd_demo}, {"version", cmd_version}, {"help", cmd_help},
+                {"blot", cmd_blot}};
 
 int main(int argc, char **argv) {
   if (argc < 2)

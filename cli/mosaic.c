@@ -338,6 +338,9 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
     return usage_error("mosaic: --background-reference goes with --match-background");
   if (a->offsets_out && !a->match_background)
     return usage_error("mosaic: --offsets-out goes with --match-background");
+  if (a->run.method == 3)
+    return usage_error("mosaic: --method drizzle coadds by itself: use 'tessera reproject IN... "
+                       "--method drizzle'");
   return cli_run_check("mosaic", &a->run);
 }
 

@@ -89,8 +89,8 @@ int parse_block(const char *s, int64_t b[2]) {
 
 /* --method: 0 interp, 1 adaptive, 2 exact; -1 otherwise. */
 int parse_method(const char *s) {
-  static const char *const names[] = {"interp", "adaptive", "exact"};
-  for (int i = 0; i < 3; i++)
+  static const char *const names[] = {"interp", "adaptive", "exact", "drizzle"};
+  for (int i = 0; i < 4; i++)
     if (strcmp(s, names[i]) == 0)
       return i;
   return -1;

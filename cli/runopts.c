@@ -33,7 +33,7 @@ int cli_run_option(const char *cmd, int c, const char *arg, cli_run_args_t *r) {
   }
   case CLI_METHOD:
     if ((r->method = parse_method(arg)) < 0)
-      return usage_error("%s: --method '%s': expected interp, adaptive or exact", cmd, arg);
+      return usage_error("%s: --method '%s': expected interp, adaptive, exact or drizzle", cmd, arg);
     return 0;
   case CLI_ORDER:
     r->order_given = 1;
@@ -158,6 +158,40 @@ int cli_run_begin(tsr_ctx_t *ctx, const cli_run_args_t *r, const char *label, ts
   ro->cache = *cache;
   install_signals();
   return 0;
+}
+
+int cli_session_open(cli_session_t *s, const cli_run_args_t *r, const char *label,
+                     const char *target_path) {
+  int status;
+  memset(s, 0, sizeof *s);
+  s->t0 = cli_now();
+  s->mpi = r->mpi;
+  if (tsr_ctx_new(&s->ctx, NULL) != 0)
+    return fail("out of memory");
+  if ((status = cli_run_begin(s->ctx, r, label, &s->ro, &s->cache, &s->prog)) != 0)
+    return status;
+  if (read_target(s->ctx, target_path, &s->target) != 0 || tsr_graph_new(s->ctx, &s->g) != 0)
+    return fail(tsr_errmsg(s->ctx));
+  return 0;
+}
+
+int cli_session_written(cli_session_t *s, int rc) {
+  cli_progress_end(&s->prog);
+  if (s->cache && tsr_cache_warning(s->cache)[0])
+    fprintf(stderr, "tessera: warning: %s\n", tsr_cache_warning(s->cache));
+  if (rc != 0 || interrupted)
+    return cli_run_failed(s->ctx, rc);
+  return 0;
+}
+
+void cli_session_close(cli_session_t *s) {
+  tsr_graph_free(s->g);
+  tsr_wcs_free(s->target);
+  tsr_cache_close(s->cache);
+  tsr_ctx_free(s->ctx);
+  if (s->mpi)
+    tsr_mpi_finalize();
+  memset(s, 0, sizeof *s);
 }
 
 int cli_run_region(const cli_run_args_t *r, const tsr_node_t *out, tsr_region_t *region) {

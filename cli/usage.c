@@ -16,8 +16,9 @@ typedef struct {
   "        --hdu N|NAME[,VER]      input HDU: a number counted from 1 as cfitsio does (the\n" \
   "                                primary HDU is 1; default the first with data), or an\n"  \
   "                                EXTNAME and optional EXTVER\n"                             \
-  "        --method interp|adaptive|exact\n"                                                \
-  "                                reprojection method (default interp)\n"                  \
+  "        --method interp|adaptive|exact|drizzle\n"                                        \
+  "                                reprojection method (default interp; drizzle:\n"        \
+  "                                reproject only, see its options)\n"                     \
   "        --order ORDER           nearest-neighbor|bilinear|biquadratic|bicubic|\n"        \
   "                                lanczos2|lanczos3|lanczos4 (default bilinear;\n"         \
   "                                interp only; lanczosN is SWarp's RESAMPLING_TYPE\n"      \
@@ -64,6 +65,7 @@ typedef struct {
 static const command_usage_t commands[] = {
     {"reproject", "reproject a FITS image onto a target's WCS and shape",
      "usage: tessera reproject INPUT --target TARGET -o OUT [options]\n"
+     "       tessera reproject IN... --method drizzle --target TARGET -o OUT [options]\n"
      "  reproject a FITS image onto the WCS and shape of TARGET (a .hdr header\n"
      "  file with NAXISn, or a FITS file); OUT may not be INPUT or TARGET\n"
      "  options:\n" RUN_OPTIONS
@@ -87,7 +89,25 @@ static const command_usage_t commands[] = {
      "  HEALPix inputs (a binary table with PIXTYPE = 'HEALPIX'; reproject_from_healpix,\n"
      "  --order nearest-neighbor or bilinear, UNSEEN read as NaN):\n"
      "        --field N|NAME          value column, 0-based or by TTYPE (default 0)\n"
-     "        --nested, --ring        override the file's ORDERING\n"},
+     "        --nested, --ring        override the file's ORDERING\n"
+     "  drizzle (tessera reproject IN... --method drizzle; STScI drizzle 1.13's\n"
+     "  algorithm and names; inputs drizzled in order onto TARGET; OUT float32):\n"
+     "        --kernel K              square|point|turbo|gaussian|lanczos2|lanczos3|\n"
+     "                                tophat (default square)\n"
+     "        --pixfrac F             drop size in input pixels, (0, 10] (default 1)\n"
+     "        --expin S[,S...]        exposure time(s), s: one for all or one per input\n"
+     "                                (default 1)\n"
+     "        --wt-scl exptime|expsq|X  weight scaling (default exptime)\n"
+     "        --weight W              an input weight map per input, in order (repeat)\n"
+     "        --in-units cps|counts   counts are divided by expin (default cps)\n"
+     "        --out-units cps|counts  counts: times the summed expin (default cps)\n"
+     "        --fillval V|NaN|INDEF   where no drop landed (default INDEF: 0)\n"
+     "        --weight-out FILE       write drizzle's output weight image\n"
+     "        --context-out FILE      write the context image (bit k of plane k/32 set\n"
+     "                                where input k dropped weight; float64 holding\n"
+     "                                drizzle's int32 values; a cube past 32 inputs)\n"
+     "        --mapping-tolerance PX  pixmap interpolation error allowed, output\n"
+     "                                pixels (default 1e-5 for drizzle; 0 = exact)\n"},
     {"mosaic", "reproject several images onto one target and combine them",
      "usage: tessera mosaic IN... (--target TARGET | --auto) -o OUT [options]\n"
      "  reproject every input onto one target and combine them\n"
@@ -126,6 +146,20 @@ static const command_usage_t commands[] = {
      "        --background-reference N  keep input N's level (default: mean offset 0)\n"
      "        --offsets-out FILE      write the offsets as CSV: input,offset\n"
      "        --blank V               value where no input covers (default nan)\n" RUN_OPTIONS},
+    {"blot", "interpolate a drizzled image back onto an input's grid (drizzle's blot)",
+     "usage: tessera blot INPUT --target TARGET -o OUT [options]\n"
+     "  drizzle's blot: INPUT (a drizzled image in cps) interpolated at each pixel\n"
+     "  centre of TARGET (a .hdr header file with NAXISn, or a FITS file), times\n"
+     "  exptime / (INPUT pixel scale / TARGET pixel scale)^2; float32\n"
+     "  options:\n"
+     "        --interp I              nearest|linear|poly3|poly5|sinc|lan3|lan5\n"
+     "                                (default poly5)\n"
+     "        --sinscl S              sinc's scale (default 1)\n"
+     "        --exptime S             exposure time the values are multiplied by\n"
+     "                                (default 1)\n"
+     "        --misval V              value off INPUT (default 0)\n"
+     "        --hdu, --region, --block, --mapping-tolerance (default 1e-5), -j,\n"
+     "        --executor, --cache, --progress, --quiet: as for reproject\n"},
     {"mosaic-header", "write a target header covering every input",
      "usage: tessera mosaic-header IN... -o TARGET.hdr [options]\n"
      "  write a target covering every input (find_optimal_celestial_wcs)\n"

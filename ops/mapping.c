@@ -293,6 +293,11 @@ void tsr__map_free(tsr__map_t *m) {
   tsr__free(m->ctx, m);
 }
 
+int tsr__map_points(tsr__map_t *m, size_t n, const double *xo, const double *yo, double *xi,
+                    double *yi) {
+  return exact(m, n, xo, yo, xi, yi, NULL, false);
+}
+
 bool tsr__map_homography(const tsr__map_t *m, double H[9]) {
   if (!m->homog)
     return false;

@@ -23,6 +23,12 @@ void tsr__map_free(tsr__map_t *m);
 int tsr__map_box(tsr__map_t *m, int64_t x0, int64_t x1, int64_t y0, int64_t y1, double *xin,
                  double *yin);
 
+/* Exact transforms of n output pixel positions (any, not a box) into
+ * xi/yi; NaN where undefined.  For callers that interpolate the mapping
+ * their own way (drizzle's pixmap). */
+int tsr__map_points(tsr__map_t *m, size_t n, const double *xo, const double *yo, double *xi,
+                    double *yi);
+
 /* Bounds of the input coordinates of the box: *none when nothing maps,
  * *full when the mapping is undefined in part of the box or jumps (seams),
  * else [lo, hi] per axis. */

@@ -53,9 +53,9 @@ static float image[48 * 40], image2[48 * 40];
 
 /* One scenario: build a graph and compute `out` (count values); returns the
  * status.  `what` 0..5 reprojections (orders 0-3, adaptive, exact), 6 a
- * mosaic, 7 array ops, 8 a FITS write, 9 adaptive with center_jacobian
- * (its start opens two more WCS copies after the shared mapping: a failure
- * there unwinds through its stop). */
+ * mosaic, 7 array ops, 8 a FITS write, 9 drizzle, 10 its context, 11 blot,
+ * 12 adaptive with center_jacobian (its start opens two more WCS copies
+ * after the shared mapping: a failure there unwinds through its stop). */
 /* The n float32 values of a FITS file's first HDU as doubles, read with
  * stdio (not through tessera, whose allocator the test is failing). */
 static void read_float32_fits(const char *path, double *out, int n) {
@@ -109,15 +109,26 @@ static int scenario(tsr_ctx_t *ctx, int what, double *out, int *n_out) {
     if (what <= 3) {
       io.order = what;
       n = tsr_reproject_interp(g, src, wo, &io);
-    } else if (what == 4 || what == 9) {
+    } else if (what == 4 || what == 12) {
       tsr_adaptive_opts_t ao = TSR_ADAPTIVE_OPTS_INIT;
       ao.block[0] = ao.block[1] = 24;
-      ao.center_jacobian = what == 9;
+      ao.center_jacobian = what == 12;
       n = tsr_reproject_adaptive(g, src, wo, &ao);
     } else if (what == 5) {
       tsr_exact_opts_t eo = TSR_EXACT_OPTS_INIT;
       eo.block[0] = eo.block[1] = 24;
       n = tsr_reproject_exact(g, src, wo, &eo);
+    } else if (what == 9 || what == 10) {
+      tsr_node_t *in2[2] = {src, src2};
+      tsr_drizzle_opts_t dz = TSR_DRIZZLE_OPTS_INIT;
+      dz.block[0] = 24, dz.block[1] = 20;
+      n = tsr_drizzle(g, 2, in2, NULL, wo, &dz);
+      if (what == 10)
+        n = tsr_drizzle_context(g, n, 0);
+    } else if (what == 11) {
+      tsr_blot_opts_t bo = TSR_BLOT_OPTS_INIT;
+      bo.block[0] = 24, bo.block[1] = 20;
+      n = tsr_blot(g, src, wo, &bo);
     } else if (what == 6 || what == 8) {
       tsr_node_t *r[2] = {tsr_reproject_interp(g, src, wo, &io), tsr_reproject_interp(g, src2, wo, &io)};
       tsr_coadd_opts_t co = TSR_COADD_OPTS_INIT;
@@ -214,6 +225,9 @@ TEST(exact) { inject(5, "exact"); }
 TEST(mosaic_median) { inject(6, "mosaic median"); }
 TEST(array_ops_chain) { inject(7, "array ops"); }
 TEST(mosaic_written_to_fits) { inject(8, "mosaic to FITS"); }
-TEST(adaptive_center_jacobian) { inject(9, "adaptive, center_jacobian"); }
+TEST(drizzle) { inject(9, "drizzle"); }
+TEST(drizzle_context) { inject(10, "drizzle context"); }
+TEST(blot) { inject(11, "blot"); }
+TEST(adaptive_center_jacobian) { inject(12, "adaptive, center_jacobian"); }
 
 TEST_MAIN()

@@ -468,6 +468,130 @@ TSR_API tsr_node_t *tsr_reproject_exact(tsr_graph_t *g, tsr_node_t *src,
 TSR_API tsr_node_t *tsr_footprint(tsr_graph_t *g, tsr_node_t *n);
 
 /* ------------------------------------------------------------------ */
+/* Drizzle and blot                                                   */
+/* Fruchter & Hook's drizzle as STScI's drizzle 1.13 (python3-drizzle) */
+/* computes it: each input pixel, shrunk by pixfrac, is dropped onto   */
+/* the output grid through a kernel, and every output pixel keeps the  */
+/* weighted mean of the drops that land in it (drizzle's running       */
+/* update, in float32, drops in input order) and their summed weight.  */
+
+typedef enum {
+  TSR_DRIZZLE_SQUARE = 0,   /* the drop's quadrilateral, exact overlap areas (drizzle's default) */
+  TSR_DRIZZLE_POINT,        /* all flux into the output pixel under the input pixel's centre */
+  TSR_DRIZZLE_TURBO,        /* an axis-aligned square drop (fast, approximate) */
+  TSR_DRIZZLE_GAUSSIAN,     /* a Gaussian of FWHM pixfrac (not flux conserving) */
+  TSR_DRIZZLE_LANCZOS2,     /* a Lanczos2 drop (not flux conserving) */
+  TSR_DRIZZLE_LANCZOS3,     /* a Lanczos3 drop (not flux conserving) */
+  TSR_DRIZZLE_TOPHAT        /* a disc of diameter pixfrac, weight 1 inside (not flux conserving) */
+} tsr_drizzle_kernel_t;
+
+/* How each input's weights are scaled (drizzle's wt_scl). */
+typedef enum {
+  TSR_WT_SCL_EXPTIME = 0,   /* by its exposure time (drizzle's default) */
+  TSR_WT_SCL_EXPSQ,         /* by its exposure time squared */
+  TSR_WT_SCL_VALUE          /* by wt_scl_value, the same for every input */
+} tsr_wt_scl_t;
+
+typedef struct {
+  tsr_drizzle_kernel_t kernel; /* default square */
+  double  pixfrac;          /* linear size of a drop in input pixels, (0, 10]; default 1;
+                               <= 0.001 turns any kernel into point, as drizzle does */
+  const double *expin;      /* NULL (1 s each), or one exposure time per input, > 0 s; copied */
+  int     in_units_counts;  /* 0: inputs are counts per second (cps, the default); 1: counts,
+                               divided by their expin first */
+  int     out_units_counts; /* 0: the output is in cps; 1: counts, multiplied by the summed
+                               expin (drizzle's write(out_units='counts')) */
+  tsr_wt_scl_t wt_scl;      /* default exptime */
+  double  wt_scl_value;     /* TSR_WT_SCL_VALUE: the factor, > 0; default 1 */
+  double  fillval;          /* value of output pixels no drop reached (weight 0); default 0,
+                               drizzle's INDEF (pixels left as they were: 0); NaN allowed */
+  double  mapping_tolerance;/* input pixel -> output pixel mapping, output pixels; 0 = exact
+                               transforms at every pixel (as drizzle's pixmap); default 1e-5 */
+  int64_t block[2];         /* output chunk shape (x, y); 0 = 256 x 256 */
+} tsr_drizzle_opts_t;
+
+#define TSR_DRIZZLE_OPTS_INIT \
+  { TSR_DRIZZLE_SQUARE, 1.0, NULL, 0, 0, TSR_WT_SCL_EXPTIME, 1.0, 0.0, 1e-5, { 0, 0 } }
+
+/** Parse drizzle's kernel names ("square", "point", "turbo", "gaussian",
+ *  "lanczos2", "lanczos3", "tophat").  @return the kernel or -1;
+ *  tsr_drizzle_kernel_name: the name of a kernel (a static string,
+ *  "unknown" for another value). */
+TSR_API int tsr_drizzle_kernel_parse(const char *s);
+TSR_API const char *tsr_drizzle_kernel_name(tsr_drizzle_kernel_t k);
+
+/** Drizzle the `n` 2-D images `inputs` (each with a celestial WCS, SIP and
+ *  other distortions included) onto `target`, in input order.  `weights`
+ *  is NULL or n nodes (each may be NULL = weight 1), each of its image's
+ *  shape: drizzle's input weight maps (inwht); a pixel of weight 0 or NaN,
+ *  or whose value is NaN, drops nothing.  Each input's weights are scaled
+ *  by wt_scl, and its values by (output pixel scale / input pixel scale)^2
+ *  as drizzle's `scale` does.  The result is float32: plane 0 the science
+ *  image, plane 1 (tsr_footprint) drizzle's output weight image (the
+ *  summed drop weights; 0 where nothing landed, where the science image
+ *  holds fillval).  Context images: tsr_drizzle_context.  Lazy by output
+ *  block: a block reads of each input only the window whose drops can
+ *  land in it (its edges mapped back into the input, grown by the kernel's
+ *  reach), and adds the drops in input order, pixels in row order, so a
+ *  region equals the same slice of the whole output and every block size
+ *  and executor gives the same bits.  `target` is copied; nodes are
+ *  borrowed; `opts` may be NULL.  @return the node (owned by g), or NULL
+ *  with the error on the graph. */
+TSR_API tsr_node_t *tsr_drizzle(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
+                                tsr_node_t *const *weights, const tsr_wcs_t *target,
+                                const tsr_drizzle_opts_t *opts);
+
+/** The number of 32-bit context planes of drizzle node `drz` (one per 32
+ *  inputs), 0 if `drz` is not a tsr_drizzle node. */
+TSR_API int tsr_drizzle_context_planes(const tsr_node_t *drz);
+
+/** Context plane `plane` of drizzle node `drz` (borrowed) as a node of
+ *  its own, computed lazily like it: bit b of a pixel is set when input
+ *  32 * plane + b dropped a positive weight on it (drizzle's CTX image).
+ *  float64 holding drizzle's int32 values exactly (bit 31 makes the value
+ *  negative, as in drizzle's int32 image).  @return the node (owned by g),
+ *  or NULL with the error on the graph. */
+TSR_API tsr_node_t *tsr_drizzle_context(tsr_graph_t *g, tsr_node_t *drz, int plane);
+
+/** Blot interpolants (drizzle's interp names). */
+typedef enum {
+  TSR_BLOT_NEAREST = 0,   /* "nearest" */
+  TSR_BLOT_LINEAR,        /* "linear" */
+  TSR_BLOT_POLY3,         /* "poly3": IRAF's cubic polynomial (Everett) */
+  TSR_BLOT_POLY5,         /* "poly5": quintic (drizzle's default) */
+  TSR_BLOT_SINC,          /* "sinc": tapered sinc over 15 x 15 pixels, scaled by sinscl */
+  TSR_BLOT_LAN3,          /* "lan3": Lanczos3, 7 x 7 pixels */
+  TSR_BLOT_LAN5           /* "lan5": Lanczos5 lookup table over drizzle's 7 x 7 box */
+} tsr_blot_interp_t;
+
+typedef struct {
+  tsr_blot_interp_t interp; /* default poly5 */
+  double  sinscl;           /* sinc's scale; default 1 */
+  double  exptime;          /* values are multiplied by it (drizzle's ef); default 1 */
+  double  misval;           /* value off the source image; default 0 */
+  double  mapping_tolerance;/* pixels; 0 = exact transforms; default 1e-5 */
+  int64_t block[2];         /* output chunk shape (x, y); 0 = 256 x 256 */
+} tsr_blot_opts_t;
+
+#define TSR_BLOT_OPTS_INIT { TSR_BLOT_POLY5, 1.0, 1.0, 0.0, 1e-5, { 0, 0 } }
+
+/** Parse "nearest", "linear", "poly3", "poly5", "sinc", "lan3", "lan5".
+ *  @return the interpolant or -1; tsr_blot_interp_name: its name (static,
+ *  "unknown" for another value). */
+TSR_API int tsr_blot_interp_parse(const char *s);
+TSR_API const char *tsr_blot_interp_name(tsr_blot_interp_t i);
+
+/** Blot (drizzle's reverse): 2-D image `src` (a drizzled image, in cps,
+ *  with its WCS) interpolated onto `target` (an input's grid) at each
+ *  target pixel centre mapped into src, times exptime / (src pixel scale /
+ *  target pixel scale)^2; misval where the centre falls off src.  float32,
+ *  one plane.  Every block size gives the same bits.  `target` is copied,
+ *  `src` borrowed, `opts` may be NULL.  @return the node (owned by g), or
+ *  NULL with the error on the graph. */
+TSR_API tsr_node_t *tsr_blot(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_t *target,
+                             const tsr_blot_opts_t *opts);
+
+/* ------------------------------------------------------------------ */
 /* Running                                                            */
 
 /** Progress: `done` of `total` tasks finished.  Called in the calling

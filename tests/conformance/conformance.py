@@ -1021,10 +1021,16 @@ def close_workdir(d, failed, keep):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def run_tap(tests):
-    """Run (name, fn) pairs, fn returning a Check, as TAP lines after the plan line
-    (a CaseFailure or any exception fails that test only).  Returns (passed, failed)."""
+def run_tap(tests, workdir, keep, header=None, summary=None):
+    """Run (name, fn) tests, each fn returning a Check (or raising), printing TAP with
+    each test's notes as '#' lines (and `header`, and summary() after the totals);
+    close workdir.  Returns the exit status."""
+    print("1..%d" % len(tests))
+    if header:
+        print("# " + header)
+    sys.stdout.flush()
     npass = nfail = 0
+    t_start = time.time()
     for i, (name, fn) in enumerate(tests, 1):
         t0 = time.time()
         try:
@@ -1035,17 +1041,18 @@ def run_tap(tests):
         except Exception:  # noqa: BLE001
             chk = Check()
             chk.fail("exception:\n" + traceback.format_exc())
-        if chk.failed:
-            nfail += 1
-        else:
-            npass += 1
         print("%s %d - %s" % ("not ok" if chk.failed else "ok", i, name))
+        nfail += chk.failed
+        npass += not chk.failed
         for n in chk.notes:
             for line in str(n).splitlines():
                 print("# " + line)
         print("# (%.2f s)" % (time.time() - t0))
         sys.stdout.flush()
-    return npass, nfail
+    print("# %d passed, %d failed (%.1f s%s)"
+          % (npass, nfail, time.time() - t_start, summary() if summary else ""))
+    close_workdir(workdir, nfail > 0, keep)
+    return 1 if nfail else 0
 
 
 def main(argv=None):
@@ -1076,16 +1083,10 @@ def main(argv=None):
             print(name)
         return 0
     env.workdir = workdir = open_workdir(args.workdir, "tsr-conformance-")
-
-    t_start = time.time()
-    print("1..%d" % len(tests))
-    print("# tessera: %s; workdir: %s" % (tessera, workdir))
-    sys.stdout.flush()
-    npass, nfail = run_tap(tests)
-    print("# %d passed, %d failed (%.1f s; tessera %.1f s, reference %.1f s)"
-          % (npass, nfail, time.time() - t_start, env.tessera_time, env.ref_time))
-    close_workdir(workdir, nfail > 0, args.keep)
-    return 1 if nfail else 0
+    return run_tap(tests, workdir, args.keep,
+                   header="tessera: %s; workdir: %s" % (tessera, workdir),
+                   summary=lambda: "; tessera %.1f s, reference %.1f s"
+                   % (env.tessera_time, env.ref_time))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -359,13 +358,8 @@ def main(argv=None):
         for name, _ in tests:
             print(name)
         return 0
-    ENV.workdir = workdir = C.open_workdir(args.workdir, "tsr-coadd-")
-    print("1..%d" % len(tests))
-    t_start = time.time()
-    npass, nfail = C.run_tap(tests)
-    print("# %d passed, %d failed (%.1f s)" % (npass, nfail, time.time() - t_start))
-    C.close_workdir(workdir, nfail > 0, args.keep)
-    return 1 if nfail else 0
+    ENV.workdir = C.open_workdir(args.workdir, "tsr-coadd-")
+    return C.run_tap(tests, ENV.workdir, args.keep)
 
 
 if __name__ == "__main__":

@@ -558,14 +558,9 @@ def main(argv=None):
         for name, _ in tests:
             print(name)
         return 0
-    env.workdir = workdir = C.open_workdir(args.workdir, "tsr-conformance-exact-")
-    t_start = time.time()
-    print("1..%d" % len(tests))
-    npass, nfail = C.run_tap(tests)
-    print("# %d passed, %d failed (%.1f s; tessera %.1f s, references %.1f s)"
-          % (npass, nfail, time.time() - t_start, env.t_tsr, env.t_ref))
-    C.close_workdir(workdir, nfail > 0, args.keep)
-    return 1 if nfail else 0
+    env.workdir = C.open_workdir(args.workdir, "tsr-conformance-exact-")
+    return C.run_tap(tests, env.workdir, args.keep,
+                     summary=lambda: "; tessera %.1f s, references %.1f s" % (env.t_tsr, env.t_ref))
 
 
 if __name__ == "__main__":

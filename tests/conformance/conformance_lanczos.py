@@ -229,13 +229,9 @@ def main(argv=None):
             print(name)
         C.close_workdir(workdir, False, args.keep)
         return 0
-    t_start = time.time()
-    print("1..%d" % len(tests))
-    npass, nfail = C.run_tap(tests)
-    print("# %d passed, %d failed (%.1f s; tessera %.1f s, SWarp %.1f s)"
-          % (npass, nfail, time.time() - t_start, env.tessera_time, env.ref_time))
-    C.close_workdir(workdir, nfail > 0, args.keep)
-    return 1 if nfail else 0
+    return C.run_tap(tests, workdir, args.keep,
+                     summary=lambda: "; tessera %.1f s, SWarp %.1f s"
+                     % (env.tessera_time, env.ref_time))
 
 
 if __name__ == "__main__":
