@@ -28,7 +28,7 @@
 #define SAMPLE 8
 #define HPX_CHUNK 65536
 
-static int frame_of(char coordsys, tsr__frame_t *f) {
+int tsr__hpx_coordsys_frame(char coordsys, tsr__frame_t *f) {
   switch (coordsys) {
   case 'G': *f = tsr__frame_default(TSR__SKY_GALACTIC); return 0;
   case 'C': *f = tsr__frame_default(TSR__SKY_ICRS); return 0;
@@ -103,7 +103,7 @@ static int from_start(tsr_node_t *n, void **state) {
     tsr__free(ctx, st);
     return rc;
   }
-  frame_of(fp->coordsys, &to);
+  tsr__hpx_coordsys_frame(fp->coordsys, &to);
   tsr__frame_xform(tsr__cel_frame(st->cel), &to, &st->xf);
   *state = st;
   return 0;
@@ -336,7 +336,16 @@ tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src, const ts
     o = *opts;
   if (src == NULL || target == NULL)
     return tsr__graph_fail(g, TSR_EINVAL, "%s: input or target is NULL", op);
-  if (o.order != 0 && o.order != 1)
+  if (o.method != TSR_HEALPIX_INTERP && o.method != TSR_HEALPIX_EXACT)
+    return tsr__graph_fail(g, TSR_EINVAL,
+                           "%s: method %d is not TSR_HEALPIX_INTERP (0) or TSR_HEALPIX_EXACT (1)",
+                           op, (int)o.method);
+  if (o.method == TSR_HEALPIX_EXACT && o.nan_mode != TSR_NAN_PROPAGATE &&
+      o.nan_mode != TSR_NAN_IGNORE)
+    return tsr__graph_fail(g, TSR_EINVAL,
+                           "%s: nan_mode %d is not TSR_NAN_PROPAGATE (0) or TSR_NAN_IGNORE (1)",
+                           op, (int)o.nan_mode);
+  if (o.method == TSR_HEALPIX_INTERP && o.order != 0 && o.order != 1)
     return tsr__graph_fail(g, TSR_EINVAL,
                            "%s: order %d; only nearest-neighbor (0) and bilinear (1) are "
                            "defined on HEALPix maps",
@@ -369,6 +378,13 @@ tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src, const ts
     return tsr__graph_fail_ctx(g, rc);
   }
   tsr__cel_free(probe);
+  if (o.method == TSR_HEALPIX_EXACT) {
+    int64_t nside = fp->nside;
+    bool nested = fp->nested;
+    char cs = fp->coordsys;
+    from_free(g->ctx, fp);
+    return tsr__from_healpix_exact(g, src, target, &o, nside, nested, cs);
+  }
   fp->order = o.order;
   if (tsr_wcs_copy(g->ctx, target, &fp->target) != 0) {
     from_free(g->ctx, fp);

@@ -1,0 +1,591 @@
+/* reproject_healpix_exact.c -- flux-conserving reprojection from HEALPix
+ * maps: exact overlap of HEALPix pixels with output pixels.
+ *
+ * An output pixel is the spherical quadrilateral with great-circle edges
+ * between its corners (as in reproject_exact.c).  A HEALPix pixel's edges
+ * are not great circles, so it is the polygon through points of its exact
+ * edges (tsr__hpx_boundary_fine: each edge split in halves until every
+ * piece's midpoint lies within TSR__HPX_EXACT_TOL pixel sizes of its chord),
+ * joined by great-circle arcs.  Neighbours share their edge points, so the
+ * polygons tile the sphere and a map pixel's overlaps with the output
+ * pixels that cover it sum to its polygon's area.
+ *
+ * Every overlap is measured in the gnomonic plane tangent at the HEALPix
+ * pixel's centre: gnomonic projection maps great circles to straight
+ * lines, so both polygons are exactly their projections, the clip
+ * (Sutherland-Hodgman of the map polygon, slightly concave, by the convex
+ * output quadrilateral) is exact, and tsr__gnomonic_area gives the solid
+ * angle of the result without approximation and without differences of
+ * nearly equal unit vectors.  Output pixels whose four corners lie inside
+ * the map polygon's inscribed circle (about the centre) are covered whole
+ * and skip the clip.  Output pixel solid angles are measured the same way,
+ * tangent at their own centre.
+ *
+ * Per block: the output corners (in the map's frame) bound a disc (centre,
+ * largest distance, plus the gap between corner samples); the map pixels
+ * whose centres lie within it plus two pixel sizes are the only ones that
+ * can meet the block.  input_region turns that disc into an index range of
+ * the map (tsr__hpx_disc_range), so a block reads only those rows; compute
+ * lists the pixels ring by ring (tsr__hpx_disc_pixels), in ascending map
+ * index.  Each map pixel's candidate output pixels are the bounding box
+ * of its centre, corners and edge midpoints in output pixel coordinates,
+ * padded for the edges' bulge; where those points do not all map, or
+ * spread over more than seam_lim pixels (a CAR or AIT seam), boxes around
+ * each point that maps instead (merged where they meet, so no output
+ * pixel is visited twice for one map pixel).
+ *
+ * Determinism: each overlap depends only on the two pixels (corners come
+ * from the global output grid, the polygon from the map pixel), and every
+ * output pixel sums its terms in ascending map index, so every block size
+ * and executor gives the same bits.  Values: sum(v A) / sum(A); footprint
+ * sum(A) / output solid angle; overlaps under MIN_FRAC of the output pixel
+ * are rounding along shared edges and dropped.  NaN and UNSEEN values as
+ * tsr_nan_mode_t says (see tessera.h).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hpx.h"
+#include "overlap.h"
+#include "reproject.h"
+#include "sky.h"
+
+#define SAMPLE 8           /* output corner sampling for the block disc */
+#define NSAMPLE 9          /* per axis, for the output pixel size in start */
+#define MIN_FRAC 1e-8      /* as reproject_exact.c */
+#define MIN_COS 0.5        /* output corners within 60 degrees of the map pixel's centre */
+#define POLY_CAP (4 << TSR__HPX_MAX_DEPTH)
+#define CLIP_CAP (2 * POLY_CAP + 64)
+
+typedef struct {
+  tsr_wcs_t *target;
+  int64_t nside;
+  bool nested;
+  char coordsys;
+  int nan_mode;
+} hx_params_t;
+
+typedef struct {
+  tsr__cel_t *cel;            /* the target, this process's copy */
+  tsr__frame_xform_t to_map;  /* target frame -> map frame */
+  tsr__frame_xform_t to_out;  /* map frame -> target frame */
+  double hpx_px;              /* map pixels per output pixel, at most (sampled): margins */
+  double seam_lim;            /* corner spread (output px) that marks a seam pixel */
+  /* Per-block scratch, reused. */
+  double *ov, *oarea, *sum, *wsum;  /* corner vectors (map frame), solid angles, sums */
+  unsigned char *spoil;
+  size_t bcap;
+  int64_t *cand;
+  size_t ccap;
+  double *pv, *px, *py, *ox, *oy, *scratch;  /* map polygon and clip buffers */
+} hx_state_t;
+
+static void params_free(tsr_ctx_t *ctx, void *p) {
+  hx_params_t *hp = p;
+  if (hp == NULL)
+    return;
+  tsr_wcs_free(hp->target);
+  tsr__free(ctx, hp);
+}
+
+static void params_encode(const tsr_node_t *n, tsr__buf_t *b) {
+  const hx_params_t *hp = n->params;
+  tsr__buf_put_i64(b, hp->nside);
+  tsr__buf_put_i64(b, hp->nested);
+  tsr__buf_put_i64(b, hp->coordsys);
+  tsr__buf_put_i64(b, hp->nan_mode);
+  tsr__buf_put_i64(b, (int64_t)llround(TSR__HPX_EXACT_TOL * 1e12));
+  tsr__wcs_encode(hp->target, b);
+}
+
+static double angle(const double *a, const double *b) {
+  double cx = a[1] * b[2] - a[2] * b[1], cy = a[2] * b[0] - a[0] * b[2],
+         cz = a[0] * b[1] - a[1] * b[0];
+  return atan2(sqrt(cx * cx + cy * cy + cz * cz), a[0] * b[0] + a[1] * b[1] + a[2] * b[2]);
+}
+
+/* Unit vectors (map frame) of n output pixel positions. */
+static void out_vecs(hx_state_t *st, size_t n, const double *x, const double *y, double *v) {
+  tsr__cel_pix2vec(st->cel, n, x, y, v);
+  if (!tsr__frame_identity(&st->to_map))
+    tsr__frame_apply(&st->to_map, n, v);
+}
+
+/* Largest map-pixel size in output pixels over a 9 x 9 sample of the grid,
+ * for the margins of seam pixels' candidate boxes. */
+static void analyse(hx_state_t *st, const hx_params_t *hp, int64_t nx, int64_t ny) {
+  double worst = 0;
+  for (int b = 0; b < NSAMPLE; b++)
+    for (int a = 0; a < NSAMPLE; a++) {
+      double x = floor((double)(nx - 1) * a / (NSAMPLE - 1) + 0.5);
+      double y = floor((double)(ny - 1) * b / (NSAMPLE - 1) + 0.5);
+      double px[3] = {x, x + 1, x}, py[3] = {y, y, y + 1}, v[9];
+      out_vecs(st, 3, px, py, v);
+      if (!isfinite(v[0] + v[3] + v[6]))
+        continue;
+      double s = fmin(angle(v, v + 3), angle(v, v + 6));
+      if (s > 0)
+        worst = fmax(worst, tsr__hpx_pixel_size(hp->nside) / s);
+    }
+  st->hpx_px = worst > 0 ? worst : 1.0;
+  st->seam_lim = fmax(0.5 * (double)(nx > ny ? nx : ny), 4.0 * st->hpx_px + 4.0);
+}
+
+static void state_free(tsr_ctx_t *ctx, hx_state_t *st) {
+  if (st == NULL)
+    return;
+  tsr__cel_free(st->cel);
+  tsr__free(ctx, st->ov);
+  tsr__free(ctx, st->oarea);
+  tsr__free(ctx, st->sum);
+  tsr__free(ctx, st->wsum);
+  tsr__free(ctx, st->spoil);
+  tsr__free(ctx, st->cand);
+  tsr__free(ctx, st->pv);
+  tsr__free(ctx, st);
+}
+
+static int hx_start(tsr_node_t *n, void **state) {
+  tsr_ctx_t *ctx = n->graph->ctx;
+  hx_params_t *hp = n->params;
+  hx_state_t *st = tsr__calloc(ctx, 1, sizeof *st);
+  tsr__frame_t map;
+  int rc = TSR_ENOMEM;
+  *state = NULL;
+  if (st == NULL)
+    return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
+  /* One allocation for the polygon (3 per vertex), its plane coordinates
+   * and the clip's buffers. */
+  st->pv = tsr__mallocarray(ctx, 5 * (size_t)POLY_CAP + 6 * (size_t)CLIP_CAP, sizeof(double));
+  if (st->pv == NULL) {
+    tsr__err(ctx, rc, "%s: out of memory", n->name);
+    goto out;
+  }
+  st->px = st->pv + 3 * (size_t)POLY_CAP;
+  st->py = st->px + POLY_CAP;
+  st->ox = st->py + POLY_CAP;
+  st->oy = st->ox + CLIP_CAP;
+  st->scratch = st->oy + CLIP_CAP;
+  if ((rc = tsr__cel_new(ctx, hp->target, "target", &st->cel)) != 0)
+    goto out;
+  tsr__hpx_coordsys_frame(hp->coordsys, &map);
+  tsr__frame_xform(tsr__cel_frame(st->cel), &map, &st->to_map);
+  tsr__frame_xform(&map, tsr__cel_frame(st->cel), &st->to_out);
+  analyse(st, hp, n->shape[0], n->shape[1]);
+  *state = st;
+  st = NULL;
+  rc = 0;
+out:
+  state_free(ctx, st);
+  return rc;
+}
+
+static void hx_stop(tsr_node_t *n, void *state) { state_free(n->graph->ctx, state); }
+
+/* The disc (map frame) holding the corners of box `out` sampled every
+ * `every` pixels and on its edges, those that map: its radius is their
+ * largest distance from the centre plus the widest gap between
+ * neighbouring samples (or pi when they surround the sphere).  Counts the
+ * corners that map and those that do not. */
+static int corner_disc(tsr_ctx_t *ctx, hx_state_t *st, const tsr_region_t *out, int64_t every,
+                       double c[3], double *radius, size_t *good, size_t *bad) {
+  int64_t x0 = out->start[0], x1 = out->stop[0], y0 = out->start[1], y1 = out->stop[1];
+  int64_t nxs = (x1 - x0 + every - 1) / every + 1, nys = (y1 - y0 + every - 1) / every + 1;
+  size_t np = (size_t)(nxs * nys);
+  double *xy = tsr__mallocarray(ctx, np, 5 * sizeof(double)), step = 0, r = 0, norm;
+  if (xy == NULL)
+    return TSR_ENOMEM;
+  double *xs = xy, *ys = xy + np, *v = xy + 2 * np;
+  for (int64_t j = 0; j < nys; j++)
+    for (int64_t k = 0; k < nxs; k++) {
+      int64_t x = x0 + k * every, y = y0 + j * every;
+      xs[j * nxs + k] = (double)(x < x1 ? x : x1) - 0.5;
+      ys[j * nxs + k] = (double)(y < y1 ? y : y1) - 0.5;
+    }
+  out_vecs(st, np, xs, ys, v);
+  c[0] = c[1] = c[2] = 0;
+  *good = *bad = 0;
+  for (size_t k = 0; k < np; k++)
+    if (isfinite(v[3 * k] + v[3 * k + 1] + v[3 * k + 2])) {
+      c[0] += v[3 * k], c[1] += v[3 * k + 1], c[2] += v[3 * k + 2];
+      (*good)++;
+    } else
+      (*bad)++;
+  *radius = M_PI;
+  norm = sqrt(c[0] * c[0] + c[1] * c[1] + c[2] * c[2]);
+  if (*good > 0 && norm > 1e-9 * (double)*good) {
+    for (int a = 0; a < 3; a++)
+      c[a] /= norm;
+    for (size_t k = 0; k < np; k++) {
+      if (!isfinite(v[3 * k]))
+        continue;
+      r = fmax(r, angle(c, v + 3 * k));
+      if (k % (size_t)nxs + 1 < (size_t)nxs && isfinite(v[3 * k + 3]))
+        step = fmax(step, angle(v + 3 * k, v + 3 * (k + 1)));
+      if (k + (size_t)nxs < np && isfinite(v[3 * (k + (size_t)nxs)]))
+        step = fmax(step, angle(v + 3 * k, v + 3 * (k + (size_t)nxs)));
+    }
+    *radius = fmin(M_PI, r + (every > 1 ? step : 0.0));
+  }
+  if (*radius >= M_PI)
+    c[0] = 0, c[1] = 0, c[2] = 1;
+  tsr__free(ctx, xy);
+  return 0;
+}
+
+/* The disc that holds every output pixel of box `out` (pixels are the
+ * quadrilaterals between their corners; one with a corner off the
+ * projection is left out).  Corners sampled every SAMPLE pixels bound the
+ * unsampled ones by the gap between samples; where some corner is off the
+ * projection that bound fails (pixels stretch at a projection's edge), so
+ * every corner is taken.  *none when no corner maps. */
+static int block_disc(tsr_ctx_t *ctx, hx_state_t *st, const tsr_region_t *out, double c[3],
+                      double *radius, bool *none) {
+  size_t good = 0, bad = 0;
+  int rc = corner_disc(ctx, st, out, SAMPLE, c, radius, &good, &bad);
+  if (rc == 0 && bad > 0)
+    rc = corner_disc(ctx, st, out, 1, c, radius, &good, &bad);
+  *none = good == 0;
+  /* A cap wider than a hemisphere is not convex: it need not hold the
+   * pixels between its points. */
+  if (*radius >= M_PI / 2)
+    *radius = M_PI, c[0] = 0, c[1] = 0, c[2] = 1;
+  return rc;
+}
+
+/* Map pixels whose centres lie this far outside the block's disc cannot
+ * reach it: a centre-to-corner distance is under 1.5 pixel sizes. */
+static double reach(const hx_params_t *hp, double radius) {
+  return fmin(M_PI, radius + 2.0 * tsr__hpx_pixel_size(hp->nside));
+}
+
+static int hx_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t *out,
+                           tsr_region_t *win, bool *empty) {
+  hx_state_t *st = state;
+  hx_params_t *hp = n->params;
+  double c[3], radius;
+  bool none;
+  int rc = block_disc(n->graph->ctx, st, out, c, &radius, &none);
+  (void)i;
+  if (rc != 0)
+    return tsr__err(n->graph->ctx, rc, "%s: out of memory", n->name);
+  *win = *out;
+  if (none) {
+    *empty = true;
+    return 0;
+  }
+  tsr__hpx_disc_range(hp->nside, hp->nested, c, reach(hp, radius), &win->start[0],
+                      &win->stop[0]);
+  win->start[1] = 0, win->stop[1] = 1;
+  if (win->start[0] >= win->stop[0])
+    *empty = true;
+  return 0;
+}
+
+/* Tangent-plane basis at unit vector c: east = z x c (x x c at a pole),
+ * north = c x east. */
+static void tangent_basis(const double c[3], double e1[3], double e2[3]) {
+  double r;
+  if (fabs(c[2]) < 0.9)
+    e1[0] = -c[1], e1[1] = c[0], e1[2] = 0;
+  else
+    e1[0] = 0, e1[1] = -c[2], e1[2] = c[1];
+  r = sqrt(e1[0] * e1[0] + e1[1] * e1[1] + e1[2] * e1[2]);
+  e1[0] /= r, e1[1] /= r, e1[2] /= r;
+  e2[0] = c[1] * e1[2] - c[2] * e1[1];
+  e2[1] = c[2] * e1[0] - c[0] * e1[2];
+  e2[2] = c[0] * e1[1] - c[1] * e1[0];
+}
+
+/* Gnomonic coordinates of v about c; false when v is further than
+ * acos(MIN_COS) from c (the plane would distort or fold it). */
+static inline bool gnomonic(const double c[3], const double e1[3], const double e2[3],
+                            const double *v, double *x, double *y) {
+  double d = v[0] * c[0] + v[1] * c[1] + v[2] * c[2];
+  if (!(d >= MIN_COS))
+    return false;
+  *x = (v[0] * e1[0] + v[1] * e1[1] + v[2] * e1[2]) / d;
+  *y = (v[0] * e2[0] + v[1] * e2[1] + v[2] * e2[2]) / d;
+  return true;
+}
+
+/* The 4 corner vectors of output pixel (i, j) of a block bw wide. */
+static void out_quad(const hx_state_t *st, int64_t bw, int64_t i, int64_t j, const double *q[4]) {
+  size_t c0 = (size_t)(j * (bw + 1) + i), c3 = c0 + (size_t)(bw + 1);
+  q[0] = st->ov + 3 * c0;
+  q[1] = st->ov + 3 * (c0 + 1);
+  q[2] = st->ov + 3 * (c3 + 1);
+  q[3] = st->ov + 3 * c3;
+}
+
+/* Output corner vectors and pixel solid angles of the block (NaN where a
+ * corner is off the projection). */
+static int block_corners(tsr__task_t *t, hx_state_t *st, int64_t bw, int64_t bh) {
+  size_t nc = (size_t)(bw + 1) * (size_t)(bh + 1);
+  double *xs = tsr__mallocarray(t->ctx, nc, 2 * sizeof(double));
+  if (xs == NULL)
+    return TSR_ENOMEM;
+  double *ys = xs + nc;
+  for (int64_t j = 0; j <= bh; j++)
+    for (int64_t i = 0; i <= bw; i++) {
+      xs[(size_t)(j * (bw + 1) + i)] = (double)(t->out.start[0] + i) - 0.5;
+      ys[(size_t)(j * (bw + 1) + i)] = (double)(t->out.start[1] + j) - 0.5;
+    }
+  out_vecs(st, nc, xs, ys, st->ov);
+  tsr__free(t->ctx, xs);
+  for (int64_t j = 0; j < bh; j++)
+    for (int64_t i = 0; i < bw; i++) {
+      const double *q[4];
+      double c[3] = {0, 0, 0}, e1[3], e2[3], qx[4], qy[4], a = NAN;
+      bool ok = true;
+      out_quad(st, bw, i, j, q);
+      for (int k = 0; k < 4; k++)
+        c[0] += q[k][0], c[1] += q[k][1], c[2] += q[k][2];
+      double norm = sqrt(c[0] * c[0] + c[1] * c[1] + c[2] * c[2]);
+      if (isfinite(norm) && norm > 0) {
+        c[0] /= norm, c[1] /= norm, c[2] /= norm;
+        tangent_basis(c, e1, e2);
+        for (int k = 0; k < 4 && ok; k++)
+          ok = gnomonic(c, e1, e2, q[k], &qx[k], &qy[k]);
+        if (ok)
+          a = fabs(tsr__gnomonic_area(qx, qy, 4));
+      }
+      st->oarea[j * bw + i] = a > 0 ? a : NAN;
+    }
+  return 0;
+}
+
+static inline int64_t floor_clamp(double x) {
+  return (int64_t)floor(fmax(-4e15, fmin(4e15, x)));
+}
+
+/* Candidate output boxes (inclusive, clipped to the block) of map pixel p:
+ * see the top of the file.  Returns their number (0..9). */
+static int candidates(tsr__task_t *t, hx_state_t *st, int64_t p, const double centre[3],
+                      tsr__box_t box[9]) {
+  const hx_params_t *hp = t->node->params;
+  double v[27], x[9], y[9], lx = INFINITY, hx = -INFINITY, ly = INFINITY, hy = -INFINITY;
+  int64_t bx0 = t->out.start[0], bx1 = t->out.stop[0] - 1;
+  int64_t by0 = t->out.start[1], by1 = t->out.stop[1] - 1;
+  int nb = 0, good = 0;
+  tsr__hpx_boundary(hp->nside, hp->nested, p, 2, v);
+  memcpy(v + 24, centre, 3 * sizeof(double));
+  if (!tsr__frame_identity(&st->to_out))
+    tsr__frame_apply(&st->to_out, 9, v);
+  tsr__cel_vec2pix(st->cel, 9, v, x, y);
+  for (int k = 0; k < 9; k++)
+    if (isfinite(x[k]) && isfinite(y[k])) {
+      lx = fmin(lx, x[k]), hx = fmax(hx, x[k]), ly = fmin(ly, y[k]), hy = fmax(hy, y[k]);
+      good++;
+    }
+  if (good == 0)
+    return 0;
+  if (good == 9 && hx - lx <= st->seam_lim && hy - ly <= st->seam_lim) {
+    /* Edges bulge past their midpoints by well under a fifth of the
+     * pixel; output projections bend great circles a little more. */
+    double pad = 0.2 * fmax(hx - lx, hy - ly) + 1.0;
+    box[nb++] = (tsr__box_t){floor_clamp(lx - pad + 0.5), floor_clamp(hx + pad + 0.5),
+                           floor_clamp(ly - pad + 0.5), floor_clamp(hy + pad + 0.5)};
+  } else {
+    double m = 1.5 * st->hpx_px + 2.0;
+    for (int k = 0; k < 9; k++)
+      if (isfinite(x[k]) && isfinite(y[k]))
+        box[nb++] = (tsr__box_t){floor_clamp(x[k] - m + 0.5), floor_clamp(x[k] + m + 0.5),
+                               floor_clamp(y[k] - m + 0.5), floor_clamp(y[k] + m + 0.5)};
+  }
+  return tsr__boxes_merge_clip(box, nb, bx0, bx1, by0, by1);
+}
+
+/* Overlap every candidate output pixel with map pixel p (value val, NaN
+ * for NaN and UNSEEN) and add it to the block's sums. */
+static int add_pixel(tsr__task_t *t, hx_state_t *st, int64_t p, double val) {
+  tsr_node_t *n = t->node;
+  const hx_params_t *hp = n->params;
+  int64_t bw = t->out.stop[0] - t->out.start[0];
+  double c[3], e1[3], e2[3], rin2 = INFINITY, lx = INFINITY, hx = -INFINITY, ly = INFINITY,
+                              hy = -INFINITY;
+  tsr__box_t box[9];
+  int nv, nb;
+
+  tsr__hpx_pix2vec(hp->nside, hp->nested, p, c);
+  if ((nb = candidates(t, st, p, c, box)) == 0)
+    return 0;
+  nv = tsr__hpx_boundary_fine(hp->nside, hp->nested, p, TSR__HPX_EXACT_TOL, TSR__HPX_MAX_DEPTH,
+                              st->pv, POLY_CAP);
+  tangent_basis(c, e1, e2);
+  for (int k = 0; k < nv; k++) {
+    if (!gnomonic(c, e1, e2, st->pv + 3 * k, &st->px[k], &st->py[k]))
+      return tsr__err(t->ctx, TSR_EINVAL, "%s: HEALPix pixel %lld is too large for the exact method",
+                      n->name, (long long)p);
+    lx = fmin(lx, st->px[k]), hx = fmax(hx, st->px[k]);
+    ly = fmin(ly, st->py[k]), hy = fmax(hy, st->py[k]);
+  }
+  /* The inscribed circle about the centre: the nearest edge piece. */
+  for (int k = 0; k < nv; k++) {
+    int k1 = k + 1 < nv ? k + 1 : 0;
+    double ax = st->px[k], ay = st->py[k], dx = st->px[k1] - ax, dy = st->py[k1] - ay;
+    double l2 = dx * dx + dy * dy, s = l2 > 0 ? -(ax * dx + ay * dy) / l2 : 0;
+    s = s < 0 ? 0 : s > 1 ? 1 : s;
+    double qx = ax + s * dx, qy = ay + s * dy;
+    rin2 = fmin(rin2, qx * qx + qy * qy);
+  }
+  rin2 *= 1 - 1e-9;
+  for (int b = 0; b < nb; b++)
+    for (int64_t jj = box[b].y0; jj <= box[b].y1; jj++)
+      for (int64_t ii = box[b].x0; ii <= box[b].x1; ii++) {
+        size_t o = (size_t)((jj - t->out.start[1]) * bw + (ii - t->out.start[0]));
+        const double *q[4];
+        double qx[4], qy[4], a;
+        bool inside = true;
+        if (!(st->oarea[o] > 0))
+          continue;
+        out_quad(st, bw, ii - t->out.start[0], jj - t->out.start[1], q);
+        for (int k = 0; k < 4; k++) {
+          if (!gnomonic(c, e1, e2, q[k], &qx[k], &qy[k]))
+            return tsr__err(t->ctx, TSR_EINVAL,
+                            "%s: output pixel (%lld, %lld) reaches more than 60 degrees from "
+                            "HEALPix pixel %lld; the exact method needs smaller output pixels",
+                            n->name, (long long)ii, (long long)jj, (long long)p);
+          inside = inside && qx[k] * qx[k] + qy[k] * qy[k] < rin2;
+        }
+        if (fmax(fmax(qx[0], qx[1]), fmax(qx[2], qx[3])) <= lx ||
+            fmin(fmin(qx[0], qx[1]), fmin(qx[2], qx[3])) >= hx ||
+            fmax(fmax(qy[0], qy[1]), fmax(qy[2], qy[3])) <= ly ||
+            fmin(fmin(qy[0], qy[1]), fmin(qy[2], qy[3])) >= hy)
+          continue;
+        if (inside)
+          a = fabs(tsr__gnomonic_area(qx, qy, 4));
+        else {
+          int m = tsr__clip_convex_n(st->px, st->py, nv, qx, qy, 4, st->scratch, CLIP_CAP,
+                                     st->ox, st->oy);
+          if (m < 0)
+            return tsr__err(t->ctx, TSR_EINVAL,
+                            "%s: clipping HEALPix pixel %lld by output pixel (%lld, %lld) "
+                            "made more than %d vertices",
+                            n->name, (long long)p, (long long)ii, (long long)jj, CLIP_CAP);
+          a = m >= 3 ? fabs(tsr__gnomonic_area(st->ox, st->oy, m)) : 0.0;
+        }
+        if (!(a > MIN_FRAC * st->oarea[o]))
+          continue;
+        if (val == val)
+          st->sum[o] += val * a;
+        else
+          st->spoil[o] = 1;
+        st->wsum[o] += a;
+      }
+  return 0;
+}
+
+static int hx_compute(tsr__task_t *t) {
+  tsr_node_t *n = t->node;
+  const hx_params_t *hp = n->params;
+  hx_state_t *st = t->state;
+  const tsr__window_t *w = &t->in[0];
+  int64_t bw = t->out.stop[0] - t->out.start[0], bh = t->out.stop[1] - t->out.start[1];
+  size_t nb = (size_t)bw * (size_t)bh, nc;
+  double c[3], radius;
+  bool none;
+  int rc;
+
+  if (w->data == NULL) {
+    tsr__task_fill(t, 0, NAN);
+    tsr__task_fill(t, 1, 0.0);
+    return 0;
+  }
+  if (nb > st->bcap) {
+    rc = tsr__scratch_grow(t->ctx, (void **)&st->ov, (size_t)(bw + 1) * (size_t)(bh + 1), 3 * sizeof(double));
+    rc = rc ? rc : tsr__scratch_grow(t->ctx, (void **)&st->oarea, nb, sizeof(double));
+    rc = rc ? rc : tsr__scratch_grow(t->ctx, (void **)&st->sum, nb, sizeof(double));
+    rc = rc ? rc : tsr__scratch_grow(t->ctx, (void **)&st->wsum, nb, sizeof(double));
+    rc = rc ? rc : tsr__scratch_grow(t->ctx, (void **)&st->spoil, nb, 1);
+    st->bcap = rc ? 0 : nb;
+    if (rc)
+      return tsr__err(t->ctx, rc, "%s: out of memory for a %lld x %lld block", n->name,
+                      (long long)bw, (long long)bh);
+  }
+  if ((rc = block_corners(t, st, bw, bh)) != 0 ||
+      (rc = block_disc(t->ctx, st, &t->out, c, &radius, &none)) != 0)
+    return tsr__err(t->ctx, rc, "%s: out of memory", n->name);
+  memset(st->sum, 0, nb * sizeof(double));
+  memset(st->wsum, 0, nb * sizeof(double));
+  memset(st->spoil, 0, nb);
+  nc = tsr__hpx_disc_pixels(hp->nside, hp->nested, c, reach(hp, radius), st->cand, st->ccap);
+  if (nc > st->ccap) {
+    if ((rc = tsr__scratch_grow(t->ctx, (void **)&st->cand, nc, sizeof(int64_t))) != 0)
+      return tsr__err(t->ctx, rc, "%s: out of memory for %zu map pixels", n->name, nc);
+    st->ccap = nc;
+    nc = tsr__hpx_disc_pixels(hp->nside, hp->nested, c, reach(hp, radius), st->cand, st->ccap);
+  }
+  for (size_t k = 0; k < nc; k++) {
+    int64_t p = st->cand[k];
+    double v;
+    if (p < w->win.start[0] || p >= w->win.stop[0])
+      continue;
+    v = tsr__window_value(w, (size_t)(p - w->win.start[0]));
+    if (!isfinite(v) || fabs(v / TSR__HPX_UNSEEN - 1.0) < 1e-5)
+      v = NAN;
+    if (v != v && hp->nan_mode == TSR_NAN_IGNORE)
+      continue;
+    if ((rc = add_pixel(t, st, p, v)) != 0)
+      return rc;
+  }
+  for (int64_t y = 0; y < bh; y++) {
+    size_t off = tsr__task_offset(t, 0, y, 0, 0);
+    for (int64_t x = 0; x < bw; x++) {
+      size_t o = (size_t)(y * bw + x);
+      double ws = st->wsum[o], area = st->oarea[o];
+      double v = ws > 0 && !st->spoil[o] ? st->sum[o] / ws : NAN;
+      double fp = area > 0 ? fmin(1.0, ws / area) : 0.0;
+      tsr__task_put2(t, off + (size_t)x, v, fp);
+    }
+  }
+  return 0;
+}
+
+static const tsr__op_t hx_op = {
+    .name = "reproject_from_healpix_exact",
+    .version = 1,
+    .flags = TSR__OP_SUBBOX,
+    .input_region = hx_input_region,
+    .start = hx_start,
+    .stop = hx_stop,
+    .compute = hx_compute,
+    .encode = params_encode,
+    .free_params = params_free,
+};
+
+tsr_node_t *tsr__from_healpix_exact(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_t *target,
+                                    const tsr_from_healpix_opts_t *o, int64_t nside, bool nested,
+                                    char coordsys) {
+  const char *op = "reproject_from_healpix";
+  hx_params_t *hp = tsr__calloc(g->ctx, 1, sizeof *hp);
+  tsr_node_t *n;
+  if (hp == NULL)
+    return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op);
+  hp->nside = nside;
+  hp->nested = nested;
+  hp->coordsys = coordsys;
+  hp->nan_mode = o->nan_mode;
+  if (tsr_wcs_copy(g->ctx, target, &hp->target) != 0) {
+    params_free(g->ctx, hp);
+    return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op);
+  }
+  if ((n = tsr__node_alloc(g, &hx_op, hp)) == NULL)
+    return NULL;
+  n->ndim = 2;
+  n->n_inputs = 1;
+  n->inputs[0] = src;
+  n->n_planes = 2;
+  n->dtype = o->dtype ? (tsr_dtype_t)o->dtype : src->dtype;
+  n->shape[0] = target->shape[0];
+  n->shape[1] = target->shape[1];
+  n->chunk[0] = o->block[0] ? o->block[0] : TSR__DEFAULT_BLOCK;
+  n->chunk[1] = o->block[1] ? o->block[1] : TSR__DEFAULT_BLOCK;
+  if (tsr_wcs_copy(g->ctx, target, &n->wcs) != 0) {
+    tsr__node_discard(n);
+    return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op);
+  }
+  return tsr__node_finish(n);
+}
