@@ -83,7 +83,8 @@ static const command_usage_t commands[] = {
      "        --nan-mode propagate|ignore  NaN inputs spoil the outputs they touch, as\n"
      "                                in reproject (default), or get no weight\n"
      "  HEALPix inputs (a binary table with PIXTYPE = 'HEALPIX'; reproject_from_healpix,\n"
-     "  --order nearest-neighbor or bilinear, UNSEEN read as NaN):\n"
+     "  --order nearest-neighbor or bilinear, or --method exact: flux-conserving\n"
+     "  overlap of the map's pixels, with --nan-mode; UNSEEN read as NaN):\n"
      "        --field N|NAME          value column, 0-based or by TTYPE (default 0)\n"
      "        --nested, --ring        override the file's ORDERING\n"},
     {"mosaic", "reproject several images onto one target and combine them",

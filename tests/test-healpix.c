@@ -636,11 +636,14 @@ TEST(exact_nan_and_unseen_pixels_propagate_or_are_ignored) {
       double px = x, py = y, v[3];
       tsr__cel_pix2vec(cel, 1, &px, &py, v);
       int64_t p = tsr__hpx_vec2pix(nside, false, v);
-      bool touches = fpi[k] < 1 - 1e-9;
+      /* Overlaps under MIN_FRAC (1e-8) of an output pixel are dropped as
+       * rounding: a bad pixel touching less neither spoils nor counts. */
+      bool touches = fpi[k] < 1 - 5e-9, surely = fpi[k] < 1 - 1e-7;
       if (p == bad1 || p == bad2)
-        ASSERT(touches);
+        ASSERT(surely);
       /* propagate: NaN exactly where a bad pixel overlaps, footprint whole */
-      ASSERT_INT_EQ(isnan(vp[k]), touches);
+      ASSERT(!isnan(vp[k]) || touches);
+      ASSERT(isnan(vp[k]) || !surely);
       ASSERT_NEAR(fpp[k], 1.0, 1e-9);
       spoiled += touches;
       /* ignore: the mean over the good pixels, footprint their coverage */

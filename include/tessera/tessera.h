@@ -980,8 +980,8 @@ typedef struct {
  *  sum(value x pixel solid angle) over an image equals sum(v_i x 4 pi /
  *  npix) over the map pixels inside it.  A HEALPix pixel is the polygon
  *  through points of its exact edges, split until each piece lies within
- *  3e-7 of a pixel size of its chord (its area is within 1e-6 of 4 pi /
- *  npix everywhere, within 1e-7 away from the poles; README).  The
+ *  3e-7 of a pixel size of its chord (its area is then within 6e-7 of 4
+ *  pi / npix everywhere, poles included; README).  The
  *  footprint is sum(A_i) / the pixel's solid angle, in [0, 1].  NaN and
  *  UNSEEN map pixels per nan_mode, as tsr_reproject_exact: propagate makes
  *  every output pixel they overlap NaN (they still count in the
