@@ -67,19 +67,22 @@ int cli_same_file(const char *a, const char *b);
 enum { CLI_HDU = 1024, CLI_METHOD, CLI_ORDER, CLI_REGION, CLI_BLOCK, CLI_TOL, CLI_NORT, CLI_FP,
        CLI_DTYPE, CLI_PROGRESS, CLI_QUIET, CLI_RETRIES, CLI_TIMEOUT, CLI_CACHE, CLI_NO_CACHE,
        CLI_CACHE_MAX, CLI_EXECUTOR };
-#define CLI_RUN_OPTION_TABLE                                                                      \
-  {"hdu", required_argument, NULL, CLI_HDU}, {"method", required_argument, NULL, CLI_METHOD},     \
-  {"order", required_argument, NULL, CLI_ORDER}, {"region", required_argument, NULL, CLI_REGION}, \
-  {"block", required_argument, NULL, CLI_BLOCK},                                                  \
-  {"mapping-tolerance", required_argument, NULL, CLI_TOL},                                        \
-  {"no-roundtrip", no_argument, NULL, CLI_NORT}, {"footprint", required_argument, NULL, CLI_FP},  \
-  {"dtype", required_argument, NULL, CLI_DTYPE}, {"progress", no_argument, NULL, CLI_PROGRESS},   \
-  {"quiet", no_argument, NULL, CLI_QUIET}, {"jobs", required_argument, NULL, 'j'},                \
-  {"retries", required_argument, NULL, CLI_RETRIES},                                              \
+/* How to read the inputs and run: every command that computes takes these. */
+#define CLI_EXEC_OPTION_TABLE                                                                     \
+  {"hdu", required_argument, NULL, CLI_HDU}, {"dtype", required_argument, NULL, CLI_DTYPE},       \
+  {"progress", no_argument, NULL, CLI_PROGRESS}, {"quiet", no_argument, NULL, CLI_QUIET},         \
+  {"jobs", required_argument, NULL, 'j'}, {"retries", required_argument, NULL, CLI_RETRIES},      \
   {"task-timeout", required_argument, NULL, CLI_TIMEOUT},                                         \
   {"cache", required_argument, NULL, CLI_CACHE}, {"no-cache", no_argument, NULL, CLI_NO_CACHE},   \
   {"cache-max-bytes", required_argument, NULL, CLI_CACHE_MAX},                                    \
   {"executor", required_argument, NULL, CLI_EXECUTOR}, {"output", required_argument, NULL, 'o'}
+/* Those and how to reproject onto a target grid: reproject and mosaic. */
+#define CLI_RUN_OPTION_TABLE                                                                      \
+  {"method", required_argument, NULL, CLI_METHOD}, {"order", required_argument, NULL, CLI_ORDER}, \
+  {"region", required_argument, NULL, CLI_REGION}, {"block", required_argument, NULL, CLI_BLOCK}, \
+  {"mapping-tolerance", required_argument, NULL, CLI_TOL},                                        \
+  {"no-roundtrip", no_argument, NULL, CLI_NORT}, {"footprint", required_argument, NULL, CLI_FP},  \
+  CLI_EXEC_OPTION_TABLE
 
 typedef struct {
   tsr_hdu_t hdu;             /* --hdu N|NAME[,VER] */
@@ -105,6 +108,11 @@ void cli_run_args_init(cli_run_args_t *r);
 /* Option c (a getopt code) with value arg: 0 if it is a run option and
  * good, -1 if it is not a run option, else the usage error's exit status. */
 int cli_run_option(const char *cmd, int c, const char *arg, cli_run_args_t *r);
+/* The end of a command's getopt switch: ':' and '?' are usage errors
+ * (naming argv[optind - 1]), any other code a run option.  0, or the exit
+ * status after saying why. */
+int cli_run_option_or_usage(const char *cmd, int c, const char *arg, char *const *argv,
+                            cli_run_args_t *r);
 /* The checks between run options, once all are parsed: 0 or EXIT_USAGE. */
 int cli_run_check(const char *cmd, cli_run_args_t *r);
 /* MPI, the cache, the progress bar and *ro from r: 0, or the exit status
@@ -117,5 +125,6 @@ int cli_run_region(const cli_run_args_t *r, const tsr_node_t *out, tsr_region_t 
 
 int cmd_mosaic(int argc, char **argv);
 int cmd_mosaic_header(int argc, char **argv);
+int cmd_to_healpix(int argc, char **argv);
 
 #endif

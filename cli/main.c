@@ -400,11 +400,9 @@ static int cmd_reproject(int argc, char **argv) {
         if (opts[k].val == c)
           a.adaptive_opt = opts[k].name;
       break;
-    case ':': return usage_error("reproject: option '%s' needs a value", argv[optind - 1]);
-    case '?': return usage_error("reproject: unknown option '%s'", argv[optind - 1]);
     default:
-      if ((rc = cli_run_option("reproject", c, optarg, &a.run)) != 0)
-        return rc < 0 ? usage_error("reproject: unknown option '%s'", argv[optind - 1]) : rc;
+      if ((rc = cli_run_option_or_usage("reproject", c, optarg, argv, &a.run)) != 0)
+        return rc;
     }
   }
   if (optind < argc)
@@ -864,7 +862,8 @@ static const struct {
   const char *name;
   int (*fn)(int argc, char **argv);
 } commands[] = {{"reproject", cmd_reproject}, {"mosaic", cmd_mosaic},
-                {"mosaic-header", cmd_mosaic_header}, {"preview", cmd_preview},
+                {"mosaic-header", cmd_mosaic_header}, {"to-healpix", cmd_to_healpix},
+                {"preview", cmd_preview},
                 {"info", cmd_info}, {"cache", cmd_cache}, {"sample", cmd_sample},
                 {"demo", cmd_demo}, {"version", cmd_version}, {"help", cmd_help}};
 

@@ -163,12 +163,10 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
       break;
     case M_OFFSETS: a->offsets_out = optarg; break;
     case 'o': a->output = optarg; break;
-    case ':': return usage_error("%s: option '%s' needs a value", cmd, argv[optind - 1]);
-    case '?': return usage_error("%s: unknown option '%s'", cmd, argv[optind - 1]);
     default: {
-      int rc = cli_run_option(cmd, c, optarg, &a->run);
+      int rc = cli_run_option_or_usage(cmd, c, optarg, argv, &a->run);
       if (rc != 0)
-        return rc < 0 ? usage_error("%s: unknown option '%s'", cmd, argv[optind - 1]) : rc;
+        return rc;
     }
     }
   }

@@ -2,6 +2,7 @@
  * inputs, reproject them, and run: region, block, workers, cache,
  * verbosity), parsed and checked in one place so that the two commands
  * cannot drift apart, and the run options made from them. */
+#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +103,16 @@ int cli_run_option(const char *cmd, int c, const char *arg, cli_run_args_t *r) {
     return cli_parse_executor(arg, &r->mpi, &r->executor) != 0 ? EXIT_USAGE : 0;
   default: return -1;
   }
+}
+
+int cli_run_option_or_usage(const char *cmd, int c, const char *arg, char *const *argv,
+                            cli_run_args_t *r) {
+  int rc;
+  if (c == ':')
+    return usage_error("%s: option '%s' needs a value", cmd, argv[optind - 1]);
+  if (c == '?' || (rc = cli_run_option(cmd, c, arg, r)) < 0)
+    return usage_error("%s: unknown option '%s'", cmd, argv[optind - 1]);
+  return rc;
 }
 
 int cli_run_check(const char *cmd, cli_run_args_t *r) {

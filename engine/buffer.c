@@ -47,6 +47,22 @@ static void buffer_free(tsr_ctx_t *ctx, void *params) {
   tsr__free(ctx, bp);
 }
 
+/* The window in place in the caller's (or our copy of its) memory, for
+ * ops that take views: no copy of a box of which they read a thin part. */
+static bool buffer_view(tsr_node_t *n, void *state, const tsr_region_t *win, const void **data,
+                        int64_t stride[TSR_MAX_DIMS], bool *big_endian) {
+  const buffer_params_t *bp = n->params;
+  size_t off = 0;
+  (void)state;
+  for (int a = 0; a < TSR_MAX_DIMS; a++) {
+    stride[a] = bp->stride[a];
+    off += (size_t)(win->start[a] * bp->stride[a]);
+  }
+  *data = (const char *)bp->data + off * tsr_dtype_size(n->dtype);
+  *big_endian = false;
+  return true;
+}
+
 static const tsr__op_t buffer_op = {
     .name = "buffer",
     .version = 1,
@@ -54,6 +70,7 @@ static const tsr__op_t buffer_op = {
     .compute = buffer_compute,
     .encode = buffer_encode,
     .free_params = buffer_free,
+    .view = buffer_view,
 };
 
 static tsr_node_t *make_buffer(tsr_graph_t *g, tsr_dtype_t dtype, int ndim, const int64_t *shape,

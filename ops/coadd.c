@@ -265,7 +265,9 @@ out:
 }
 
 static bool same_grid(const tsr_node_t *a, const tsr_node_t *b) {
-  if (a->shape[0] != b->shape[0] || a->shape[1] != b->shape[1] || a->ndim != 2 || b->ndim != 2)
+  /* 2-D images on one target grid, or 1-D HEALPix maps of one layout. */
+  if (a->shape[0] != b->shape[0] || a->shape[1] != b->shape[1] || a->ndim != b->ndim ||
+      a->ndim > 2)
     return false;
   if ((a->wcs == NULL) != (b->wcs == NULL))
     return false;
@@ -311,11 +313,12 @@ tsr_node_t *tsr_coadd(tsr_graph_t *g, int n, tsr_node_t *const *inputs, tsr_node
     if (!same_grid(in, inputs[0]))
       return tsr__graph_fail(g, TSR_EINVAL,
                              "coadd: input %d (%s, %lld x %lld) is not on the pixel grid of input 1 "
-                             "(%s, %lld x %lld): reproject every input onto the same 2-D target",
+                             "(%s, %lld x %lld): reproject every input onto the same 2-D target (or "
+                             "HEALPix map: nside, ordering and frame)",
                              i + 1, in->name, (long long)in->shape[0], (long long)in->shape[1],
                              inputs[0]->name, (long long)inputs[0]->shape[0],
                              (long long)inputs[0]->shape[1]);
-    if (w && (w->shape[0] != in->shape[0] || w->shape[1] != in->shape[1] || w->ndim != 2))
+    if (w && (w->shape[0] != in->shape[0] || w->shape[1] != in->shape[1] || w->ndim != in->ndim))
       return tsr__graph_fail(g, TSR_EINVAL,
                              "coadd: weight %d (%s, %lld x %lld) does not match its input's shape "
                              "%lld x %lld",
@@ -373,7 +376,7 @@ tsr_node_t *tsr_coadd(tsr_graph_t *g, int n, tsr_node_t *const *inputs, tsr_node
       cp->image[k] = i, cp->role[k] = ROLE_WEIGHT, node->inputs[k++] = w;
     }
   }
-  node->ndim = 2;
+  node->ndim = inputs[0]->ndim;
   node->n_planes = 2;
   node->dtype = o.dtype ? (tsr_dtype_t)o.dtype : f64 ? TSR_F64 : TSR_F32;
   node->shape[0] = inputs[0]->shape[0];

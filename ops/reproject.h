@@ -76,9 +76,6 @@ static inline void tsr__task_put2(tsr__task_t *t, size_t off, double v, double f
   }
 }
 
-/* HEALPix (reproject_healpix.c): the frame of a COORDSYS letter ('G', 'C',
- * 'E'); 0, or -1 for another letter. */
-int tsr__hpx_coordsys_frame(char coordsys, tsr__frame_t *f);
 /* The exact reprojection from a HEALPix map (reproject_healpix_exact.c),
  * built by tsr_reproject_from_healpix once it has checked `opts`, the
  * target and the map's layout (nside, ordering, COORDSYS letter).  NULL

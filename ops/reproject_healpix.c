@@ -1,5 +1,5 @@
-/* reproject_healpix.c -- reprojection from and to HEALPix maps
- * (reproject_from_healpix, reproject_to_healpix of reproject 0.10).
+/* reproject_healpix.c -- reprojection from HEALPix maps
+ * (reproject_from_healpix of reproject 0.10).
  *
  * From HEALPix: every output pixel centre goes through the target WCS to a
  * unit vector, the frame change into the map's frame, then either the
@@ -11,12 +11,8 @@
  * and the disc an index range (tsr__hpx_disc_range).  Mapping is exact at
  * every pixel (no interpolated grid), as reproject does it.
  *
- * To HEALPix: every map pixel centre, in the map's frame, goes into the
- * image's frame and pixels; scipy.ndimage.map_coordinates (mode
- * 'constant', cval NaN) semantics: coordinates outside [0, n - 1] on an
- * axis give NaN, order 1 reads the 2 x 2 stencil from floor(x) (a NaN in it
- * spoils the value).  A map chunk whose pixels cannot reach the image (its
- * rings or nested cell miss the image's bounding disc) reads nothing. */
+ * To HEALPix is in reproject_to_healpix.c.
+ */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,27 +23,6 @@
 
 #define SAMPLE 8
 #define HPX_CHUNK 65536
-
-int tsr__hpx_coordsys_frame(char coordsys, tsr__frame_t *f) {
-  switch (coordsys) {
-  case 'G': *f = tsr__frame_default(TSR__SKY_GALACTIC); return 0;
-  case 'C': *f = tsr__frame_default(TSR__SKY_ICRS); return 0;
-  case 'E': *f = tsr__frame_default(TSR__SKY_ECLIPTIC); return 0;
-  default: return -1;
-  }
-}
-
-/* "G", "galactic", ... -> 'G', 'C', 'E', or 0. */
-static char coordsys_parse(const char *s) {
-  if (strcasecmp(s, "G") == 0 || strcasecmp(s, "galactic") == 0)
-    return 'G';
-  if (strcasecmp(s, "C") == 0 || strcasecmp(s, "icrs") == 0 || strcasecmp(s, "celestial") == 0 ||
-      strcasecmp(s, "equatorial") == 0)
-    return 'C';
-  if (strcasecmp(s, "E") == 0 || strcasecmp(s, "ecliptic") == 0)
-    return 'E';
-  return 0;
-}
 
 static void vec_lonlat(const double v[3], double *lon, double *lat) {
   *lon = atan2(v[1], v[0]);
@@ -103,7 +78,7 @@ static int from_start(tsr_node_t *n, void **state) {
     tsr__free(ctx, st);
     return rc;
   }
-  tsr__hpx_coordsys_frame(fp->coordsys, &to);
+  tsr__hpx_frame(fp->coordsys, &to);
   tsr__frame_xform(tsr__cel_frame(st->cel), &to, &st->xf);
   *state = st;
   return 0;
@@ -308,7 +283,7 @@ static bool map_layout(tsr_graph_t *g, const char *op, const tsr_node_t *src, in
   }
   if (nested >= 0)
     *nest = nested != 0;
-  if (coordsys != NULL && (*cs = coordsys_parse(coordsys)) == 0) {
+  if (coordsys != NULL && (*cs = tsr__hpx_coordsys_parse(coordsys)) == 0) {
     tsr__graph_fail(g, TSR_EINVAL, "%s: coordsys \"%s\"; expected G, C or E (galactic, icrs, ecliptic)",
                     op, coordsys);
     return false;

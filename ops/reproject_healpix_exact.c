@@ -170,7 +170,7 @@ static int hx_start(tsr_node_t *n, void **state) {
   st->scratch = st->oy + CLIP_CAP;
   if ((rc = tsr__cel_new(ctx, hp->target, "target", &st->cel)) != 0)
     goto out;
-  tsr__hpx_coordsys_frame(hp->coordsys, &map);
+  tsr__hpx_frame(hp->coordsys, &map);
   tsr__frame_xform(tsr__cel_frame(st->cel), &map, &st->to_map);
   tsr__frame_xform(&map, tsr__cel_frame(st->cel), &st->to_out);
   analyse(st, hp, n->shape[0], n->shape[1]);

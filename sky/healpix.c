@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "hpx.h"
 
@@ -323,6 +324,37 @@ void tsr__hpx_disc_range(int64_t nside, bool nested, const double c[3], double r
     *lo = first;
     *hi = first1 + count1;
   }
+}
+
+char tsr__hpx_coordsys_parse(const char *s) {
+  if (strcasecmp(s, "G") == 0 || strcasecmp(s, "galactic") == 0)
+    return 'G';
+  if (strcasecmp(s, "C") == 0 || strcasecmp(s, "icrs") == 0 || strcasecmp(s, "celestial") == 0 ||
+      strcasecmp(s, "equatorial") == 0)
+    return 'C';
+  if (strcasecmp(s, "E") == 0 || strcasecmp(s, "ecliptic") == 0)
+    return 'E';
+  return 0;
+}
+
+int tsr__hpx_frame(char coordsys, tsr__frame_t *f) {
+  switch (coordsys) {
+  case 'G': *f = tsr__frame_default(TSR__SKY_GALACTIC); return 0;
+  case 'C': *f = tsr__frame_default(TSR__SKY_ICRS); return 0;
+  case 'E': *f = tsr__frame_default(TSR__SKY_ECLIPTIC); return 0;
+  default: return -1;
+  }
+}
+
+char tsr__hpx_coordsys_of(const tsr__frame_t *f) {
+  static const char letters[] = "GCE";
+  for (int i = 0; i < 3; i++) {
+    tsr__frame_t x;
+    tsr__hpx_frame(letters[i], &x);
+    if (tsr__frame_equal(f, &x))
+      return letters[i];
+  }
+  return 0;
 }
 
 int tsr__hpx_cards(tsr_ctx_t *ctx, int64_t nside, bool nested, char coordsys, tsr_wcs_t **out) {

@@ -9,6 +9,7 @@
 #define TSR_SKY_HPX_H
 
 #include "internal.h"
+#include "sky.h"
 
 #define TSR__HPX_MAX_NSIDE ((int64_t)1 << 29)
 #define TSR__HPX_UNSEEN (-1.6375e30)
@@ -92,6 +93,16 @@ size_t tsr__hpx_disc_pixels(int64_t nside, bool nested, const double c[3], doubl
 /* Angular size of a pixel, sqrt(4 pi / npix): its largest centre-to-corner
  * distance is below 1.5 times this (Gorski et al. 2005, fig. 3). */
 double tsr__hpx_pixel_size(int64_t nside);
+
+/* "G", "galactic", "C", "icrs", "celestial", "equatorial", "E", "ecliptic"
+ * (case aside) -> 'G', 'C', 'E'; 0 for anything else. */
+char tsr__hpx_coordsys_parse(const char *s);
+/* The frame of COORDSYS 'G', 'C' or 'E' (astropy's Galactic, ICRS and
+ * BarycentricMeanEcliptic of J2000): 0, or -1 for another letter. */
+int tsr__hpx_frame(char coordsys, tsr__frame_t *f);
+/* The COORDSYS letter of a frame ('G', 'C', 'E'), or 0 when HEALPix has
+ * none for it (FK5, FK4, supergalactic, another ecliptic equinox). */
+char tsr__hpx_coordsys_of(const tsr__frame_t *f);
 
 /* The cards that describe a HEALPix node (NAXIS = 1, NAXIS1 = 12 nside^2,
  * PIXTYPE, ORDERING, NSIDE, COORDSYS, INDXSCHM), as a tsr_wcs_t: it is

@@ -450,7 +450,7 @@ static void flux_case(const flux_case_t *fc) {
     tsr__cel_pix2vec(cel, 1, &x, &y, centre);
   }
   from = *tsr__cel_frame(cel);
-  ASSERT_OK(tsr__hpx_coordsys_frame(fc->coordsys[0], &to));
+  ASSERT_OK(tsr__hpx_frame(fc->coordsys[0], &to));
   tsr__frame_xform(&from, &to, &xf);
   tsr__frame_apply(&xf, 1, centre);
   tsr__cel_free(cel);

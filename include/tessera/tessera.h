@@ -994,6 +994,75 @@ TSR_API tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src,
                                                const tsr_wcs_t *target,
                                                const tsr_from_healpix_opts_t *opts);
 
+/* Reprojection to HEALPix (reproject_to_healpix).  `method` leaves room
+ * for more methods than interpolation: a new one is a new value, with any
+ * options of its own appended to the struct. */
+typedef enum {
+  TSR_TO_HEALPIX_INTERP = 0   /* each map pixel centre interpolated in the image */
+} tsr_to_healpix_method_t;
+
+typedef struct {
+  tsr_to_healpix_method_t method; /* default interpolation */
+  tsr_order_t order;       /* interpolation order, nearest .. bicubic (scipy's map_coordinates,
+                              as reproject_to_healpix); default bilinear */
+  int     nested;          /* 0 = RING (default), 1 = NESTED (nside a power of 2) */
+  const char *coordsys;    /* frame of the map: "G", "C", "E" (or "galactic", "icrs",
+                              "ecliptic"); NULL = the input's frame when it is one of them */
+  int     dtype;           /* a tsr_dtype_t, or 0 = float32, or float64 when the input is */
+  int64_t chunk;           /* map pixels per chunk; 0 = by nside and ordering (see below) */
+} tsr_to_healpix_opts_t;
+
+#define TSR_TO_HEALPIX_OPTS_INIT { TSR_TO_HEALPIX_INTERP, TSR_ORDER_BILINEAR, 0, NULL, 0, 0 }
+
+/** Reproject 2-D image `src` (a celestial WCS) into a HEALPix map of
+ *  `nside` (reproject_to_healpix): each map pixel centre, taken into the
+ *  image's frame and pixels, gets scipy.ndimage.map_coordinates' value
+ *  there with mode 'constant' and cval NaN: NaN where the centre falls
+ *  outside [0, n - 1] on an image axis; nearest rounds, bilinear reads the
+ *  2 x 2 pixels from floor (a NaN among them, even at zero weight, gives
+ *  NaN); orders 2 and 3 are reproject_interp's splines (a NaN spoils only
+ *  the values whose support touches it, where scipy's prefilter spreads
+ *  it over the whole image).  The footprint (tsr_footprint) is 1 where the
+ *  value is finite.  The result is a 1-D node of 12 nside^2 values that
+ *  carries the HEALPix cards (PIXTYPE, ORDERING, NSIDE, COORDSYS), so it
+ *  chains like any node, tsr_reproject_from_healpix takes it back, tsr_coadd
+ *  makes mosaics of several and tsr_write_healpix writes it.  Chunks are runs
+ *  of pixel indices (by default nside pixels in RING order, at least 1024,
+ *  a quarter of an equatorial ring; 4^k <= 65536 in NESTED order, one nested
+ *  cell); a chunk whose pixels miss the image's footprint on the sky reads
+ *  and maps nothing, and one that meets it reads only the part of the image
+ *  its pixels fall in.  `src` is borrowed, `opts` copied (NULL = defaults).
+ *  @return the data node (owned by g), or NULL with the error on the
+ *  graph. */
+TSR_API tsr_node_t *tsr_reproject_to_healpix(tsr_graph_t *g, tsr_node_t *src, int64_t nside,
+                                             const tsr_to_healpix_opts_t *opts);
+
+typedef struct {
+  int     partial;         /* 0 = the full sky, implicit (INDXSCHM 'IMPLICIT', 1024 values a
+                              row when 12 nside^2 is a multiple of 1024, else one); 1 = only
+                              the pixels with a finite value, explicit (INDXSCHM 'EXPLICIT',
+                              a PIXEL column, OBJECT 'PARTIAL') */
+  const char *column;      /* TTYPE of the value column; NULL = "SIGNAL" */
+  const tsr_run_opts_t *run; /* how it is computed; borrowed; NULL = serially */
+} tsr_healpix_write_opts_t;
+
+#define TSR_HEALPIX_WRITE_OPTS_INIT { 0, NULL, NULL }
+
+/** Write HEALPix node `n` (1-D, 12 nside^2 values, with HEALPix cards:
+ *  tsr_reproject_to_healpix, tsr_source_healpix, or a mosaic of them) to
+ *  `path` as a HEALPix binary table: an empty primary HDU and a BINTABLE
+ *  with PIXTYPE, ORDERING, NSIDE, COORDSYS, INDXSCHM, FIRSTPIX, LASTPIX
+ *  and the column in the node's dtype (E or D).  `region` (NULL = all)
+ *  limits the pixels written to an index range: an implicit file then
+ *  says FIRSTPIX..LASTPIX.  The map is computed chunk by chunk and written
+ *  as it comes (memory is bounded by a chunk), into a temporary renamed
+ *  when complete, as tsr_write_fits does.  tsr_source_healpix,
+ *  astropy-healpix/reproject (full sky) and astropy.table read it.  g, n,
+ *  path, region and opts are borrowed for the call.  @return 0, or a
+ *  negative code with the message in tsr_errmsg(ctx). */
+TSR_API int tsr_write_healpix(tsr_graph_t *g, tsr_node_t *n, const char *path,
+                              const tsr_region_t *region, const tsr_healpix_write_opts_t *opts);
+
 #ifdef __cplusplus
 }
 #endif

@@ -994,6 +994,31 @@ static PyObject *Graph_reproject_exact(tsrpy_graph_t *self, PyObject *args, PyOb
   return tsrpy_node_wrap(self, n);
 }
 
+static PyObject *Graph_reproject_to_healpix(tsrpy_graph_t *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"src", "nside", "order", "nested", "coordsys", "dtype", "chunk", NULL};
+  PyObject *srcobj, *orderobj = NULL, *dtypeobj = Py_None;
+  long long nside, chunk = 0;
+  const char *coordsys = NULL;
+  tsr_to_healpix_opts_t o = TSR_TO_HEALPIX_OPTS_INIT;
+  int k = 0;
+  tsr_node_t *src;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "OL|O$pzOL:reproject_to_healpix", kwlist, &srcobj,
+                                   &nside, &orderobj, &o.nested, &coordsys, &dtypeobj, &chunk))
+    return NULL;
+  if (!tsrpy_graph_buildable(self) ||
+      (src = node_arg(self, srcobj, "reproject_to_healpix")) == NULL)
+    return NULL;
+  if (orderobj && parse_enum(orderobj, order_parse, "reproject_to_healpix: order", &k) < 0)
+    return NULL;
+  if (orderobj)
+    o.order = (tsr_order_t)k;
+  if ((o.dtype = tsrpy_dtype_from_py(dtypeobj, 1)) < 0)
+    return NULL;
+  o.coordsys = coordsys;
+  o.chunk = chunk;
+  return tsrpy_node_wrap(self, tsr_reproject_to_healpix(self->g, src, nside, &o));
+}
+
 static PyObject *Graph_footprint(tsrpy_graph_t *self, PyObject *arg) {
   tsr_node_t *n = node_arg(self, arg, "footprint"), *f;
   if (n == NULL || !tsrpy_graph_buildable(self))
@@ -1361,6 +1386,12 @@ static PyMethodDef Graph_methods[] = {
      "reproject_exact(src, target, *, nan_mode='propagate', dtype=None, block=None) -> Node\n\n"
      "Exact spherical-polygon overlap (flux-conserving).  nan_mode 'propagate' (reproject) or "
      "'ignore'.  Footprint: the summed overlap fractions."},
+    {"reproject_to_healpix", FN(Graph_reproject_to_healpix), KW,
+     "reproject_to_healpix(src, nside, order='bilinear', *, nested=False, coordsys=None, "
+     "dtype=None, chunk=0) -> Node\n\nsrc (a 2-D image with a celestial WCS) onto a HEALPix map "
+     "of 12 nside^2 pixels (tsr_reproject_to_healpix, reproject_to_healpix's semantics).  "
+     "coordsys: the map's frame, 'G', 'C', 'E' or 'galactic', 'icrs', 'ecliptic' (None = the "
+     "input's).  chunk: map pixels per chunk (0 = default).  The footprint is footprint(node)."},
     {"footprint", (PyCFunction)Graph_footprint, METH_O,
      "footprint(node) -> Node\n\nThe footprint plane of a reprojection or mosaic node, computed "
      "together with its data (compute both at once with compute([data, footprint]))."},

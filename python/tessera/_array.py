@@ -286,6 +286,8 @@ def _lower_into(g, a, nodes):
         node = g.stack([sub(x) for x in args[0]], axis=args[1], concatenate=args[2])
     elif op in ('reproject_interp', 'reproject_adaptive', 'reproject_exact'):
         node = getattr(g, op)(sub(args[0]), args[1], **dict(args[2]))
+    elif op == 'reproject_to_healpix':
+        node = g.reproject_to_healpix(sub(args[0]), args[1], **dict(args[2]))
     elif op == 'footprint':
         node = g.footprint(sub(args[0]))
     elif op == 'coadd':
@@ -774,6 +776,17 @@ def reproject(a, target, shape_out=None, method='interp', **options):
     opts = tuple(sorted(options.items()))
     # Leading axes the source does not show stay hidden.
     return Array._make('reproject_' + method, (a, text, opts), hide=a._lead)
+
+
+def to_healpix(a, nside, **options):
+    """A lazy HEALPix map (a 1-D Array of 12 nside^2 values) of Array `a`,
+    a 2-D image with a celestial WCS, with the options of _core.Graph's
+    reproject_to_healpix (order, nested, coordsys, dtype, chunk).  Its
+    footprint is .footprint."""
+    if not isinstance(a, Array):
+        raise TypeError("tessera.to_healpix: expected a tessera.Array (tessera.open, "
+                        "tessera.from_array)")
+    return Array._make('reproject_to_healpix', (a, int(nside), tuple(sorted(options.items()))))
 
 
 def coadd(arrays, weights=None, *, combine='mean', blank=np.nan, match_background=False,

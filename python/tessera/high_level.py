@@ -29,7 +29,7 @@ from ._inputs import (parse_input_data, parse_input_shape, parse_input_weights,
                       parse_output_projection, to_fits_wcs, header_text)
 
 __all__ = ['reproject_interp', 'reproject_adaptive', 'reproject_exact', 'reproject_and_coadd',
-           'find_optimal_celestial_wcs']
+           'find_optimal_celestial_wcs', 'reproject_to_healpix']
 
 ORDER = {'nearest-neighbor': 0, 'bilinear': 1, 'biquadratic': 2, 'bicubic': 3}
 
@@ -693,6 +693,60 @@ def reproject_and_coadd(input_data, output_projection, shape_out=None, input_wei
     plan = _Plan(mosaic, PLANE, None, tuple(shape_out))
     return _finish(plan, shape_out, output_array, output_footprint, True, jobs, return_type,
                    _block(blocks[0], shape_out))
+
+
+_COORDSYS = {'icrs': 'C', 'galactic': 'G', 'ecliptic': 'E'}
+
+
+def _healpix_coordsys(frame):
+    """The HEALPix COORDSYS letter of a frame (object, class, name, or
+    reproject's 'g' / 'c'; 'e' too, which reproject 0.10 refuses)."""
+    if isinstance(frame, str) and frame.lower() in ('g', 'c', 'e'):
+        return frame.upper()
+    name = _frame_name(frame)
+    if name not in _COORDSYS:
+        raise NotImplementedError(f"tessera: a HEALPix map's frame is ICRS, Galactic or "
+                                  f"BarycentricMeanEcliptic (J2000) (COORDSYS C, G, E), not {name}")
+    return _COORDSYS[name]
+
+
+def reproject_to_healpix(input_data, coord_system_out, hdu_in=0, order='bilinear', nested=False,
+                         nside=128, *, parallel=False):
+    """Reproject an image onto a HEALPix map (reproject's reproject_to_healpix,
+    on the tessera engine): each map pixel centre, taken into the image,
+    gets scipy.ndimage.map_coordinates' value there (mode 'constant', NaN
+    outside [0, n - 1]).
+
+    input_data: a FITS file name, an HDUList (HDU hdu_in), an image HDU, a
+    tuple (array, WCS or Header) or an NDData, with a 2-D celestial WCS.
+    coord_system_out: the map's frame, an astropy frame (object, class or
+    name: 'icrs', 'galactic', 'barycentricmeanecliptic') or 'g', 'c', 'e'.
+    order: 'nearest-neighbor', 'bilinear', 'biquadratic', 'bicubic' or
+    0-3 (orders 2 and 3 are reproject_interp's splines).  nested: NESTED
+    (True) or RING (False) order.  nside: the map's resolution.
+    parallel (tessera): False (serial), True (a thread per CPU) or N.
+
+    Returns (array, footprint): 12 nside^2 float64 values, and 1 where the
+    value is finite, 0 elsewhere.
+    """
+    inp = parse_input_data(input_data, hdu_in=hdu_in)
+    wcs = inp.wcs
+    if not (_has_celestial(wcs) and wcs.pixel_n_dim == 2 and wcs.world_n_dim == 2):
+        raise NotImplementedError("Only data with a 2-d celestial WCS can be reprojected to a "
+                                  "HEALPIX projection")
+    if isinstance(order, str):
+        if order not in ORDER:
+            raise ValueError(f"order={order!r}: expected one of {', '.join(ORDER)} or 0-3")
+        order = ORDER[order]
+    coordsys = _healpix_coordsys(coord_system_out)
+    jobs = _jobs(parallel)
+    src = _source(inp, None, 0, wcs, inp.shape)
+    hp = _array.to_healpix(src, int(nside), order=int(order), nested=bool(nested),
+                           coordsys=coordsys, dtype='float64')
+    data = np.empty(hp.shape, dtype=np.float64)
+    footprint = np.empty(hp.shape, dtype=np.float64)
+    hp.compute(out=(data, footprint), footprint=True, jobs=jobs)
+    return data, footprint
 
 
 def _frame_name(frame):

@@ -30,6 +30,16 @@ def check(name, ok, diag=""):
     results.append((name, bool(ok), diag))
 
 
+def print_tap():
+    """Print the checks so far as TAP; the exit status (0 if all passed)."""
+    print("1..%d" % len(results))
+    for i, (name, ok, diag) in enumerate(results, 1):
+        print("%s %d - %s" % ("ok" if ok else "not ok", i, name))
+        if not ok and diag:
+            print("# " + diag.replace("\n", "\n# "))
+    return 0 if all(ok for _, ok, _ in results) else 1
+
+
 def make_map(path, nside, order, frame="G", column_format="1024E", explicit=False, seed=0):
     hp = HEALPix(nside=nside, order=order)
     lon, lat = hp.healpix_to_lonlat(np.arange(hp.npix))
@@ -319,12 +329,7 @@ def main():
     check("truncated table is refused clearly", r.returncode == 1 and "truncated" in r.stderr,
           r.stderr.strip())
 
-    print("1..%d" % len(results))
-    for i, (name, ok, diag) in enumerate(results, 1):
-        print("%s %d - %s" % ("ok" if ok else "not ok", i, name))
-        if not ok and diag:
-            print("# " + diag.replace("\n", "\n# "))
-    return 0 if all(ok for _, ok, _ in results) else 1
+    return print_tap()
 
 
 if __name__ == "__main__":
