@@ -34,10 +34,21 @@
  * each point that maps instead (merged where they meet, so no output
  * pixel is visited twice for one map pixel).
  *
+ * To HEALPix (tsr_reproject_to_healpix, method exact) is the same pair
+ * geometry the other way round: each map pixel of a chunk gets sum(v A) /
+ * sum(A) over the image pixels it overlaps, its footprint sum(A) over its
+ * polygon's area.  The image's cap (the disc holding its corners) culls
+ * map pixels; a chunk's window is the union of its pixels' candidate
+ * boxes in the image (centre, corners and edge midpoints mapped into it,
+ * padded, or boxes around each of them across a seam), so a chunk reads
+ * only the image pixels its own pixels can meet.  The image corners of a
+ * window are mapped once per chunk, a row at a time as they are needed.
+ *
  * Determinism: each overlap depends only on the two pixels (corners come
  * from the global output grid, the polygon from the map pixel), and every
- * output pixel sums its terms in ascending map index, so every block size
- * and executor gives the same bits.  Values: sum(v A) / sum(A); footprint
+ * output pixel sums its terms in ascending map index (each map pixel its
+ * image pixels in the order of its candidate boxes, which do not depend
+ * on the chunk), so every block size and executor gives the same bits.  Values: sum(v A) / sum(A); footprint
  * sum(A) / output solid angle; overlaps under MIN_FRAC of the output pixel
  * are rounding along shared edges and dropped.  NaN and UNSEEN values as
  * tsr_nan_mode_t says (see tessera.h).
@@ -60,26 +71,43 @@
 #define CLIP_CAP (2 * POLY_CAP + 64)
 
 typedef struct {
-  tsr_wcs_t *target;
+  tsr_wcs_t *target;          /* from HEALPix: the output grid; NULL to HEALPix */
   int64_t nside;
   bool nested;
   char coordsys;
   int nan_mode;
+  char in_what[160];          /* to HEALPix: 'input "a.fits"', for messages */
 } hx_params_t;
 
+/* The pixel grid paired with the map (the target from HEALPix, the image
+ * to HEALPix), in one process. */
 typedef struct {
-  tsr__cel_t *cel;            /* the target, this process's copy */
-  tsr__frame_xform_t to_map;  /* target frame -> map frame */
-  tsr__frame_xform_t to_out;  /* map frame -> target frame */
-  double hpx_px;              /* map pixels per output pixel, at most (sampled): margins */
-  double seam_lim;            /* corner spread (output px) that marks a seam pixel */
+  tsr__cel_t *cel;            /* its WCS, this process's copy */
+  tsr__frame_xform_t to_map;  /* its frame -> the map's */
+  tsr__frame_xform_t from_map;
+  double hpx_px;              /* map pixel size in its pixels, at most (sampled): margins */
+  double seam_lim;            /* spread (its pixels) that marks a map pixel across a seam */
+} hx_grid_t;
+
+/* A map pixel's polygon in the gnomonic plane at its centre. */
+typedef struct {
+  double c[3], e1[3], e2[3];  /* tangent point and plane axes */
+  int nv;                     /* vertices in px, py */
+  double lx, hx, ly, hy;      /* bounding box */
+  double rin2;                /* squared radius of its inscribed circle about c */
+  double area;                /* its solid angle */
+  double *pv, *px, *py, *ox, *oy, *scratch;  /* vertices and clip buffers, one allocation */
+} hx_poly_t;
+
+typedef struct {
+  hx_grid_t grid;
+  hx_poly_t poly;
   /* Per-block scratch, reused. */
   double *ov, *oarea, *sum, *wsum;  /* corner vectors (map frame), solid angles, sums */
   unsigned char *spoil;
   size_t bcap;
   int64_t *cand;
   size_t ccap;
-  double *pv, *px, *py, *ox, *oy, *scratch;  /* map polygon and clip buffers */
 } hx_state_t;
 
 static void params_free(tsr_ctx_t *ctx, void *p) {
@@ -97,7 +125,8 @@ static void params_encode(const tsr_node_t *n, tsr__buf_t *b) {
   tsr__buf_put_i64(b, hp->coordsys);
   tsr__buf_put_i64(b, hp->nan_mode);
   tsr__buf_put_i64(b, (int64_t)llround(TSR__HPX_EXACT_TOL * 1e12));
-  tsr__wcs_encode(hp->target, b);
+  if (hp->target)
+    tsr__wcs_encode(hp->target, b);
 }
 
 static double angle(const double *a, const double *b) {
@@ -106,44 +135,68 @@ static double angle(const double *a, const double *b) {
   return atan2(sqrt(cx * cx + cy * cy + cz * cz), a[0] * b[0] + a[1] * b[1] + a[2] * b[2]);
 }
 
-/* Unit vectors (map frame) of n output pixel positions. */
-static void out_vecs(hx_state_t *st, size_t n, const double *x, const double *y, double *v) {
-  tsr__cel_pix2vec(st->cel, n, x, y, v);
-  if (!tsr__frame_identity(&st->to_map))
-    tsr__frame_apply(&st->to_map, n, v);
+/* Unit vectors (map frame) of n pixel positions of the grid. */
+static void grid_vecs(hx_grid_t *gr, size_t n, const double *x, const double *y, double *v) {
+  tsr__cel_pix2vec(gr->cel, n, x, y, v);
+  if (!tsr__frame_identity(&gr->to_map))
+    tsr__frame_apply(&gr->to_map, n, v);
 }
 
-/* Largest map-pixel size in output pixels over a 9 x 9 sample of the grid,
- * for the margins of seam pixels' candidate boxes. */
-static void analyse(hx_state_t *st, const hx_params_t *hp, int64_t nx, int64_t ny) {
+/* Open the grid of WCS w (nx x ny pixels) against a map of nside in frame
+ * `coordsys`: the largest map-pixel size in grid pixels over a 9 x 9
+ * sample, for the margins of seam pixels' candidate boxes. */
+static int grid_open(tsr_ctx_t *ctx, hx_grid_t *gr, const tsr_wcs_t *w, const char *what,
+                     int64_t nside, char coordsys, int64_t nx, int64_t ny) {
+  tsr__frame_t map;
   double worst = 0;
+  int rc = tsr__cel_new(ctx, w, what, &gr->cel);
+  if (rc != 0)
+    return rc;
+  tsr__hpx_frame(coordsys, &map);
+  tsr__frame_xform(tsr__cel_frame(gr->cel), &map, &gr->to_map);
+  tsr__frame_xform(&map, tsr__cel_frame(gr->cel), &gr->from_map);
   for (int b = 0; b < NSAMPLE; b++)
     for (int a = 0; a < NSAMPLE; a++) {
       double x = floor((double)(nx - 1) * a / (NSAMPLE - 1) + 0.5);
       double y = floor((double)(ny - 1) * b / (NSAMPLE - 1) + 0.5);
       double px[3] = {x, x + 1, x}, py[3] = {y, y, y + 1}, v[9];
-      out_vecs(st, 3, px, py, v);
+      grid_vecs(gr, 3, px, py, v);
       if (!isfinite(v[0] + v[3] + v[6]))
         continue;
       double s = fmin(angle(v, v + 3), angle(v, v + 6));
       if (s > 0)
-        worst = fmax(worst, tsr__hpx_pixel_size(hp->nside) / s);
+        worst = fmax(worst, tsr__hpx_pixel_size(nside) / s);
     }
-  st->hpx_px = worst > 0 ? worst : 1.0;
-  st->seam_lim = fmax(0.5 * (double)(nx > ny ? nx : ny), 4.0 * st->hpx_px + 4.0);
+  gr->hpx_px = worst > 0 ? worst : 1.0;
+  gr->seam_lim = fmax(0.5 * (double)(nx > ny ? nx : ny), 4.0 * gr->hpx_px + 4.0);
+  return 0;
+}
+
+static int poly_alloc(tsr_ctx_t *ctx, hx_poly_t *P) {
+  /* The polygon (3 per vertex), its plane coordinates and the clip's
+   * buffers. */
+  P->pv = tsr__mallocarray(ctx, 5 * (size_t)POLY_CAP + 6 * (size_t)CLIP_CAP, sizeof(double));
+  if (P->pv == NULL)
+    return TSR_ENOMEM;
+  P->px = P->pv + 3 * (size_t)POLY_CAP;
+  P->py = P->px + POLY_CAP;
+  P->ox = P->py + POLY_CAP;
+  P->oy = P->ox + CLIP_CAP;
+  P->scratch = P->oy + CLIP_CAP;
+  return 0;
 }
 
 static void state_free(tsr_ctx_t *ctx, hx_state_t *st) {
   if (st == NULL)
     return;
-  tsr__cel_free(st->cel);
+  tsr__cel_free(st->grid.cel);
   tsr__free(ctx, st->ov);
   tsr__free(ctx, st->oarea);
   tsr__free(ctx, st->sum);
   tsr__free(ctx, st->wsum);
   tsr__free(ctx, st->spoil);
   tsr__free(ctx, st->cand);
-  tsr__free(ctx, st->pv);
+  tsr__free(ctx, st->poly.pv);
   tsr__free(ctx, st);
 }
 
@@ -151,29 +204,15 @@ static int hx_start(tsr_node_t *n, void **state) {
   tsr_ctx_t *ctx = n->graph->ctx;
   hx_params_t *hp = n->params;
   hx_state_t *st = tsr__calloc(ctx, 1, sizeof *st);
-  tsr__frame_t map;
   int rc = TSR_ENOMEM;
   *state = NULL;
-  if (st == NULL)
-    return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
-  /* One allocation for the polygon (3 per vertex), its plane coordinates
-   * and the clip's buffers. */
-  st->pv = tsr__mallocarray(ctx, 5 * (size_t)POLY_CAP + 6 * (size_t)CLIP_CAP, sizeof(double));
-  if (st->pv == NULL) {
+  if (st == NULL || poly_alloc(ctx, &st->poly) != 0) {
     tsr__err(ctx, rc, "%s: out of memory", n->name);
     goto out;
   }
-  st->px = st->pv + 3 * (size_t)POLY_CAP;
-  st->py = st->px + POLY_CAP;
-  st->ox = st->py + POLY_CAP;
-  st->oy = st->ox + CLIP_CAP;
-  st->scratch = st->oy + CLIP_CAP;
-  if ((rc = tsr__cel_new(ctx, hp->target, "target", &st->cel)) != 0)
+  if ((rc = grid_open(ctx, &st->grid, hp->target, "target", hp->nside, hp->coordsys,
+                      n->shape[0], n->shape[1])) != 0)
     goto out;
-  tsr__hpx_frame(hp->coordsys, &map);
-  tsr__frame_xform(tsr__cel_frame(st->cel), &map, &st->to_map);
-  tsr__frame_xform(&map, tsr__cel_frame(st->cel), &st->to_out);
-  analyse(st, hp, n->shape[0], n->shape[1]);
   *state = st;
   st = NULL;
   rc = 0;
@@ -189,7 +228,7 @@ static void hx_stop(tsr_node_t *n, void *state) { state_free(n->graph->ctx, stat
  * largest distance from the centre plus the widest gap between
  * neighbouring samples (or pi when they surround the sphere).  Counts the
  * corners that map and those that do not. */
-static int corner_disc(tsr_ctx_t *ctx, hx_state_t *st, const tsr_region_t *out, int64_t every,
+static int corner_disc(tsr_ctx_t *ctx, hx_grid_t *gr, const tsr_region_t *out, int64_t every,
                        double c[3], double *radius, size_t *good, size_t *bad) {
   int64_t x0 = out->start[0], x1 = out->stop[0], y0 = out->start[1], y1 = out->stop[1];
   int64_t nxs = (x1 - x0 + every - 1) / every + 1, nys = (y1 - y0 + every - 1) / every + 1;
@@ -204,7 +243,7 @@ static int corner_disc(tsr_ctx_t *ctx, hx_state_t *st, const tsr_region_t *out, 
       xs[j * nxs + k] = (double)(x < x1 ? x : x1) - 0.5;
       ys[j * nxs + k] = (double)(y < y1 ? y : y1) - 0.5;
     }
-  out_vecs(st, np, xs, ys, v);
+  grid_vecs(gr, np, xs, ys, v);
   c[0] = c[1] = c[2] = 0;
   *good = *bad = 0;
   for (size_t k = 0; k < np; k++)
@@ -241,12 +280,12 @@ static int corner_disc(tsr_ctx_t *ctx, hx_state_t *st, const tsr_region_t *out, 
  * unsampled ones by the gap between samples; where some corner is off the
  * projection that bound fails (pixels stretch at a projection's edge), so
  * every corner is taken.  *none when no corner maps. */
-static int block_disc(tsr_ctx_t *ctx, hx_state_t *st, const tsr_region_t *out, double c[3],
+static int block_disc(tsr_ctx_t *ctx, hx_grid_t *gr, const tsr_region_t *out, double c[3],
                       double *radius, bool *none) {
   size_t good = 0, bad = 0;
-  int rc = corner_disc(ctx, st, out, SAMPLE, c, radius, &good, &bad);
+  int rc = corner_disc(ctx, gr, out, SAMPLE, c, radius, &good, &bad);
   if (rc == 0 && bad > 0)
-    rc = corner_disc(ctx, st, out, 1, c, radius, &good, &bad);
+    rc = corner_disc(ctx, gr, out, 1, c, radius, &good, &bad);
   *none = good == 0;
   /* A cap wider than a hemisphere is not convex: it need not hold the
    * pixels between its points. */
@@ -267,7 +306,7 @@ static int hx_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t
   hx_params_t *hp = n->params;
   double c[3], radius;
   bool none;
-  int rc = block_disc(n->graph->ctx, st, out, c, &radius, &none);
+  int rc = block_disc(n->graph->ctx, &st->grid, out, c, &radius, &none);
   (void)i;
   if (rc != 0)
     return tsr__err(n->graph->ctx, rc, "%s: out of memory", n->name);
@@ -333,7 +372,7 @@ static int block_corners(tsr__task_t *t, hx_state_t *st, int64_t bw, int64_t bh)
       xs[(size_t)(j * (bw + 1) + i)] = (double)(t->out.start[0] + i) - 0.5;
       ys[(size_t)(j * (bw + 1) + i)] = (double)(t->out.start[1] + j) - 0.5;
     }
-  out_vecs(st, nc, xs, ys, st->ov);
+  grid_vecs(&st->grid, nc, xs, ys, st->ov);
   tsr__free(t->ctx, xs);
   for (int64_t j = 0; j < bh; j++)
     for (int64_t i = 0; i < bw; i++) {
@@ -361,20 +400,18 @@ static inline int64_t floor_clamp(double x) {
   return (int64_t)floor(fmax(-4e15, fmin(4e15, x)));
 }
 
-/* Candidate output boxes (inclusive, clipped to the block) of map pixel p:
- * see the top of the file.  Returns their number (0..9). */
-static int candidates(tsr__task_t *t, hx_state_t *st, int64_t p, const double centre[3],
-                      tsr__box_t box[9]) {
-  const hx_params_t *hp = t->node->params;
+/* Candidate boxes of grid pixels (inclusive, clipped to [bx0, bx1] x [by0,
+ * by1]) of map pixel p with centre `centre`: see the top of the file.
+ * Returns their number (0..9). */
+static int candidates(hx_grid_t *gr, const hx_params_t *hp, int64_t p, const double centre[3],
+                      int64_t bx0, int64_t bx1, int64_t by0, int64_t by1, tsr__box_t box[9]) {
   double v[27], x[9], y[9], lx = INFINITY, hx = -INFINITY, ly = INFINITY, hy = -INFINITY;
-  int64_t bx0 = t->out.start[0], bx1 = t->out.stop[0] - 1;
-  int64_t by0 = t->out.start[1], by1 = t->out.stop[1] - 1;
   int nb = 0, good = 0;
   tsr__hpx_boundary(hp->nside, hp->nested, p, 2, v);
   memcpy(v + 24, centre, 3 * sizeof(double));
-  if (!tsr__frame_identity(&st->to_out))
-    tsr__frame_apply(&st->to_out, 9, v);
-  tsr__cel_vec2pix(st->cel, 9, v, x, y);
+  if (!tsr__frame_identity(&gr->from_map))
+    tsr__frame_apply(&gr->from_map, 9, v);
+  tsr__cel_vec2pix(gr->cel, 9, v, x, y);
   for (int k = 0; k < 9; k++)
     if (isfinite(x[k]) && isfinite(y[k])) {
       lx = fmin(lx, x[k]), hx = fmax(hx, x[k]), ly = fmin(ly, y[k]), hy = fmax(hy, y[k]);
@@ -382,20 +419,91 @@ static int candidates(tsr__task_t *t, hx_state_t *st, int64_t p, const double ce
     }
   if (good == 0)
     return 0;
-  if (good == 9 && hx - lx <= st->seam_lim && hy - ly <= st->seam_lim) {
+  if (good == 9 && hx - lx <= gr->seam_lim && hy - ly <= gr->seam_lim) {
     /* Edges bulge past their midpoints by well under a fifth of the
-     * pixel; output projections bend great circles a little more. */
+     * pixel; projections bend great circles a little more. */
     double pad = 0.2 * fmax(hx - lx, hy - ly) + 1.0;
     box[nb++] = (tsr__box_t){floor_clamp(lx - pad + 0.5), floor_clamp(hx + pad + 0.5),
-                           floor_clamp(ly - pad + 0.5), floor_clamp(hy + pad + 0.5)};
+                             floor_clamp(ly - pad + 0.5), floor_clamp(hy + pad + 0.5)};
   } else {
-    double m = 1.5 * st->hpx_px + 2.0;
+    double m = 1.5 * gr->hpx_px + 2.0;
     for (int k = 0; k < 9; k++)
       if (isfinite(x[k]) && isfinite(y[k]))
         box[nb++] = (tsr__box_t){floor_clamp(x[k] - m + 0.5), floor_clamp(x[k] + m + 0.5),
-                               floor_clamp(y[k] - m + 0.5), floor_clamp(y[k] + m + 0.5)};
+                                 floor_clamp(y[k] - m + 0.5), floor_clamp(y[k] + m + 0.5)};
   }
   return tsr__boxes_merge_clip(box, nb, bx0, bx1, by0, by1);
+}
+
+/* Map pixel p's polygon in the plane at its centre (P->c set by the
+ * caller).  0, or TSR_EINVAL when a vertex lies too far from the centre
+ * (a pixel of nside 1 does not: its vertices are within 50 degrees). */
+static int poly_of(hx_poly_t *P, const hx_params_t *hp, int64_t p) {
+  double rin2 = INFINITY;
+  P->nv = tsr__hpx_boundary_fine(hp->nside, hp->nested, p, TSR__HPX_EXACT_TOL, TSR__HPX_MAX_DEPTH,
+                                 P->pv, POLY_CAP);
+  tangent_basis(P->c, P->e1, P->e2);
+  P->lx = P->ly = INFINITY, P->hx = P->hy = -INFINITY;
+  for (int k = 0; k < P->nv; k++) {
+    if (!gnomonic(P->c, P->e1, P->e2, P->pv + 3 * k, &P->px[k], &P->py[k]))
+      return TSR_EINVAL;
+    P->lx = fmin(P->lx, P->px[k]), P->hx = fmax(P->hx, P->px[k]);
+    P->ly = fmin(P->ly, P->py[k]), P->hy = fmax(P->hy, P->py[k]);
+  }
+  /* The inscribed circle about the centre: the nearest edge piece. */
+  for (int k = 0; k < P->nv; k++) {
+    int k1 = k + 1 < P->nv ? k + 1 : 0;
+    double ax = P->px[k], ay = P->py[k], dx = P->px[k1] - ax, dy = P->py[k1] - ay;
+    double l2 = dx * dx + dy * dy, s = l2 > 0 ? -(ax * dx + ay * dy) / l2 : 0;
+    s = s < 0 ? 0 : s > 1 ? 1 : s;
+    double qx = ax + s * dx, qy = ay + s * dy;
+    rin2 = fmin(rin2, qx * qx + qy * qy);
+  }
+  P->rin2 = rin2 * (1 - 1e-9);
+  P->area = fabs(tsr__gnomonic_area(P->px, P->py, P->nv));
+  return 0;
+}
+
+/* Solid angle of the overlap of polygon P with the quadrilateral of unit
+ * vectors q (great-circle edges).  0; 1 when a corner of q lies too far
+ * from P's centre for the plane; -1 when the clip overflows. */
+static int poly_overlap(hx_poly_t *P, const double *const q[4], double *area) {
+  double qx[4], qy[4];
+  bool inside = true;
+  *area = 0.0;
+  for (int k = 0; k < 4; k++) {
+    if (!gnomonic(P->c, P->e1, P->e2, q[k], &qx[k], &qy[k]))
+      return 1;
+    inside = inside && qx[k] * qx[k] + qy[k] * qy[k] < P->rin2;
+  }
+  if (fmax(fmax(qx[0], qx[1]), fmax(qx[2], qx[3])) <= P->lx ||
+      fmin(fmin(qx[0], qx[1]), fmin(qx[2], qx[3])) >= P->hx ||
+      fmax(fmax(qy[0], qy[1]), fmax(qy[2], qy[3])) <= P->ly ||
+      fmin(fmin(qy[0], qy[1]), fmin(qy[2], qy[3])) >= P->hy)
+    return 0;
+  if (inside) {
+    *area = fabs(tsr__gnomonic_area(qx, qy, 4));
+    return 0;
+  }
+  int m = tsr__clip_convex_n(P->px, P->py, P->nv, qx, qy, 4, P->scratch, CLIP_CAP, P->ox, P->oy);
+  if (m < 0)
+    return -1;
+  *area = m >= 3 ? fabs(tsr__gnomonic_area(P->ox, P->oy, m)) : 0.0;
+  return 0;
+}
+
+/* The message of a failed poly_of / poly_overlap. */
+static int pair_error(tsr_ctx_t *ctx, const tsr_node_t *n, int rc, int64_t p, const char *what,
+                      int64_t i, int64_t j) {
+  if (rc > 0)
+    return tsr__err(ctx, TSR_EINVAL,
+                    "%s: %s pixel (%lld, %lld) reaches more than 60 degrees from HEALPix pixel "
+                    "%lld; the exact method needs smaller pixels",
+                    n->name, what, (long long)i, (long long)j, (long long)p);
+  return tsr__err(ctx, TSR_EINVAL,
+                  "%s: clipping HEALPix pixel %lld by %s pixel (%lld, %lld) made more than %d "
+                  "vertices",
+                  n->name, (long long)p, what, (long long)i, (long long)j, CLIP_CAP);
 }
 
 /* Overlap every candidate output pixel with map pixel p (value val, NaN
@@ -404,69 +512,28 @@ static int add_pixel(tsr__task_t *t, hx_state_t *st, int64_t p, double val) {
   tsr_node_t *n = t->node;
   const hx_params_t *hp = n->params;
   int64_t bw = t->out.stop[0] - t->out.start[0];
-  double c[3], e1[3], e2[3], rin2 = INFINITY, lx = INFINITY, hx = -INFINITY, ly = INFINITY,
-                              hy = -INFINITY;
+  hx_poly_t *P = &st->poly;
   tsr__box_t box[9];
-  int nv, nb;
+  int nb, rc;
 
-  tsr__hpx_pix2vec(hp->nside, hp->nested, p, c);
-  if ((nb = candidates(t, st, p, c, box)) == 0)
+  tsr__hpx_pix2vec(hp->nside, hp->nested, p, P->c);
+  if ((nb = candidates(&st->grid, hp, p, P->c, t->out.start[0], t->out.stop[0] - 1,
+                       t->out.start[1], t->out.stop[1] - 1, box)) == 0)
     return 0;
-  nv = tsr__hpx_boundary_fine(hp->nside, hp->nested, p, TSR__HPX_EXACT_TOL, TSR__HPX_MAX_DEPTH,
-                              st->pv, POLY_CAP);
-  tangent_basis(c, e1, e2);
-  for (int k = 0; k < nv; k++) {
-    if (!gnomonic(c, e1, e2, st->pv + 3 * k, &st->px[k], &st->py[k]))
-      return tsr__err(t->ctx, TSR_EINVAL, "%s: HEALPix pixel %lld is too large for the exact method",
-                      n->name, (long long)p);
-    lx = fmin(lx, st->px[k]), hx = fmax(hx, st->px[k]);
-    ly = fmin(ly, st->py[k]), hy = fmax(hy, st->py[k]);
-  }
-  /* The inscribed circle about the centre: the nearest edge piece. */
-  for (int k = 0; k < nv; k++) {
-    int k1 = k + 1 < nv ? k + 1 : 0;
-    double ax = st->px[k], ay = st->py[k], dx = st->px[k1] - ax, dy = st->py[k1] - ay;
-    double l2 = dx * dx + dy * dy, s = l2 > 0 ? -(ax * dx + ay * dy) / l2 : 0;
-    s = s < 0 ? 0 : s > 1 ? 1 : s;
-    double qx = ax + s * dx, qy = ay + s * dy;
-    rin2 = fmin(rin2, qx * qx + qy * qy);
-  }
-  rin2 *= 1 - 1e-9;
+  if (poly_of(P, hp, p) != 0)
+    return tsr__err(t->ctx, TSR_EINVAL, "%s: HEALPix pixel %lld is too large for the exact method",
+                    n->name, (long long)p);
   for (int b = 0; b < nb; b++)
     for (int64_t jj = box[b].y0; jj <= box[b].y1; jj++)
       for (int64_t ii = box[b].x0; ii <= box[b].x1; ii++) {
         size_t o = (size_t)((jj - t->out.start[1]) * bw + (ii - t->out.start[0]));
         const double *q[4];
-        double qx[4], qy[4], a;
-        bool inside = true;
+        double a;
         if (!(st->oarea[o] > 0))
           continue;
         out_quad(st, bw, ii - t->out.start[0], jj - t->out.start[1], q);
-        for (int k = 0; k < 4; k++) {
-          if (!gnomonic(c, e1, e2, q[k], &qx[k], &qy[k]))
-            return tsr__err(t->ctx, TSR_EINVAL,
-                            "%s: output pixel (%lld, %lld) reaches more than 60 degrees from "
-                            "HEALPix pixel %lld; the exact method needs smaller output pixels",
-                            n->name, (long long)ii, (long long)jj, (long long)p);
-          inside = inside && qx[k] * qx[k] + qy[k] * qy[k] < rin2;
-        }
-        if (fmax(fmax(qx[0], qx[1]), fmax(qx[2], qx[3])) <= lx ||
-            fmin(fmin(qx[0], qx[1]), fmin(qx[2], qx[3])) >= hx ||
-            fmax(fmax(qy[0], qy[1]), fmax(qy[2], qy[3])) <= ly ||
-            fmin(fmin(qy[0], qy[1]), fmin(qy[2], qy[3])) >= hy)
-          continue;
-        if (inside)
-          a = fabs(tsr__gnomonic_area(qx, qy, 4));
-        else {
-          int m = tsr__clip_convex_n(st->px, st->py, nv, qx, qy, 4, st->scratch, CLIP_CAP,
-                                     st->ox, st->oy);
-          if (m < 0)
-            return tsr__err(t->ctx, TSR_EINVAL,
-                            "%s: clipping HEALPix pixel %lld by output pixel (%lld, %lld) "
-                            "made more than %d vertices",
-                            n->name, (long long)p, (long long)ii, (long long)jj, CLIP_CAP);
-          a = m >= 3 ? fabs(tsr__gnomonic_area(st->ox, st->oy, m)) : 0.0;
-        }
+        if ((rc = poly_overlap(P, q, &a)) != 0)
+          return pair_error(t->ctx, n, rc, p, "output", ii, jj);
         if (!(a > MIN_FRAC * st->oarea[o]))
           continue;
         if (val == val)
@@ -506,7 +573,7 @@ static int hx_compute(tsr__task_t *t) {
                       (long long)bw, (long long)bh);
   }
   if ((rc = block_corners(t, st, bw, bh)) != 0 ||
-      (rc = block_disc(t->ctx, st, &t->out, c, &radius, &none)) != 0)
+      (rc = block_disc(t->ctx, &st->grid, &t->out, c, &radius, &none)) != 0)
     return tsr__err(t->ctx, rc, "%s: out of memory", n->name);
   memset(st->sum, 0, nb * sizeof(double));
   memset(st->wsum, 0, nb * sizeof(double));
