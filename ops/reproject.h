@@ -83,5 +83,10 @@ static inline void tsr__task_put2(tsr__task_t *t, size_t off, double v, double f
 tsr_node_t *tsr__from_healpix_exact(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_t *target,
                                     const tsr_from_healpix_opts_t *opts, int64_t nside,
                                     bool nested, char coordsys);
+/* The exact reprojection to a HEALPix map (reproject_healpix_exact.c),
+ * built by tsr_reproject_to_healpix once it has checked `opts` and the
+ * input and resolved the map's COORDSYS letter and chunk length. */
+tsr_node_t *tsr__to_healpix_exact(tsr_graph_t *g, tsr_node_t *src, int64_t nside,
+                                  const tsr_to_healpix_opts_t *opts, char coordsys, int64_t chunk);
 
 #endif

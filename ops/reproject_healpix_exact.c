@@ -656,3 +656,246 @@ tsr_node_t *tsr__from_healpix_exact(tsr_graph_t *g, tsr_node_t *src, const tsr_w
   }
   return tsr__node_finish(n);
 }
+
+/* ------------------------------------------------------------------ */
+/* To HEALPix                                                           */
+
+typedef struct {
+  hx_grid_t grid;             /* the image */
+  hx_poly_t poly;
+  int64_t nx, ny;             /* image pixels */
+  double cap_c[3], cap_cos;   /* map pixels whose centres are outside it cannot meet the image */
+  bool none;                  /* no image corner maps */
+  /* Per-chunk image corners of the window (map frame), a row at a time. */
+  double *wc;
+  unsigned char *row_ready;
+  size_t wccap, rcap;
+} to_state_t;
+
+/* Corner caches past this many corners are not kept: corners are then
+ * mapped per pair (slower, the same numbers). */
+#define WC_MAX ((size_t)1 << 23)
+
+static void to_state_free(tsr_ctx_t *ctx, to_state_t *st) {
+  if (st == NULL)
+    return;
+  tsr__cel_free(st->grid.cel);
+  tsr__free(ctx, st->poly.pv);
+  tsr__free(ctx, st->wc);
+  tsr__free(ctx, st->row_ready);
+  tsr__free(ctx, st);
+}
+
+static int to_start(tsr_node_t *n, void **state) {
+  tsr_ctx_t *ctx = n->graph->ctx;
+  hx_params_t *hp = n->params;
+  const tsr_node_t *in = n->inputs[0];
+  to_state_t *st = tsr__calloc(ctx, 1, sizeof *st);
+  tsr_region_t all;
+  double radius;
+  int rc = TSR_ENOMEM;
+  *state = NULL;
+  if (st == NULL || poly_alloc(ctx, &st->poly) != 0) {
+    tsr__err(ctx, rc, "%s: out of memory", n->name);
+    goto out;
+  }
+  st->nx = in->shape[0], st->ny = in->shape[1];
+  if ((rc = grid_open(ctx, &st->grid, in->wcs, hp->in_what, hp->nside, hp->coordsys, st->nx,
+                      st->ny)) != 0)
+    goto out;
+  tsr__region_full(&all, 2, in->shape);
+  if ((rc = block_disc(ctx, &st->grid, &all, st->cap_c, &radius, &st->none)) != 0) {
+    tsr__err(ctx, rc, "%s: out of memory", n->name);
+    goto out;
+  }
+  /* A map pixel meets the image only if its centre is within its
+   * centre-to-corner distance (< 1.5 pixel sizes) of the image's cap. */
+  st->cap_cos = cos(reach(hp, radius));
+  *state = st;
+  st = NULL;
+  rc = 0;
+out:
+  to_state_free(ctx, st);
+  return rc;
+}
+
+static void to_stop(tsr_node_t *n, void *state) { to_state_free(n->graph->ctx, state); }
+
+/* Map pixel p's centre into P->c; false when it cannot meet the image. */
+static bool to_near(const to_state_t *st, const hx_params_t *hp, int64_t p, double c[3]) {
+  if (st->none)
+    return false;
+  tsr__hpx_pix2vec(hp->nside, hp->nested, p, c);
+  return c[0] * st->cap_c[0] + c[1] * st->cap_c[1] + c[2] * st->cap_c[2] >= st->cap_cos;
+}
+
+static int to_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t *out,
+                           tsr_region_t *win, bool *empty) {
+  to_state_t *st = state;
+  const hx_params_t *hp = n->params;
+  int64_t x0 = INT64_MAX, x1 = -1, y0 = INT64_MAX, y1 = -1;
+  (void)i;
+  for (int64_t p = out->start[0]; p < out->stop[0]; p++) {
+    double c[3];
+    tsr__box_t box[9];
+    int nb;
+    if (!to_near(st, hp, p, c))
+      continue;
+    nb = candidates(&st->grid, hp, p, c, 0, st->nx - 1, 0, st->ny - 1, box);
+    for (int b = 0; b < nb; b++) {
+      x0 = box[b].x0 < x0 ? box[b].x0 : x0, x1 = box[b].x1 > x1 ? box[b].x1 : x1;
+      y0 = box[b].y0 < y0 ? box[b].y0 : y0, y1 = box[b].y1 > y1 ? box[b].y1 : y1;
+    }
+  }
+  tsr__region_full(win, 2, n->inputs[0]->shape);
+  if (x1 < x0) {
+    *empty = true;
+    return 0;
+  }
+  win->start[0] = x0, win->stop[0] = x1 + 1;
+  win->start[1] = y0, win->stop[1] = y1 + 1;
+  return 0;
+}
+
+/* Corner (i, j) of the image (pixel (i, j)'s lower-left corner is (i,
+ * j) - 0.5), a unit vector in the map frame, for i, j in the window's
+ * corner range; cached by rows when the window is small enough. */
+static const double *to_corner(to_state_t *st, const tsr__window_t *w, int64_t i, int64_t j,
+                               double tmp[3]) {
+  int64_t wx = w->win.stop[0] - w->win.start[0] + 1;
+  int64_t r = j - w->win.start[1];
+  if (st->wc == NULL) {
+    double x = (double)i - 0.5, y = (double)j - 0.5;
+    grid_vecs(&st->grid, 1, &x, &y, tmp);
+    return tmp;
+  }
+  if (!st->row_ready[r]) {
+    double *row = st->wc + 3 * (size_t)(r * wx);
+    for (int64_t k = 0; k < wx; k++) {
+      double x = (double)(w->win.start[0] + k) - 0.5, y = (double)j - 0.5;
+      grid_vecs(&st->grid, 1, &x, &y, row + 3 * k);
+    }
+    st->row_ready[r] = 1;
+  }
+  return st->wc + 3 * (size_t)(r * wx + (i - w->win.start[0]));
+}
+
+static int to_compute(tsr__task_t *t) {
+  tsr_node_t *n = t->node;
+  const hx_params_t *hp = n->params;
+  to_state_t *st = t->state;
+  const tsr__window_t *w = &t->in[0];
+  hx_poly_t *P = &st->poly;
+  int rc;
+
+  if (w->data == NULL) {
+    tsr__task_fill(t, 0, NAN);
+    tsr__task_fill(t, 1, 0.0);
+    return 0;
+  }
+  {
+    size_t wx = (size_t)(w->win.stop[0] - w->win.start[0] + 1);
+    size_t wy = (size_t)(w->win.stop[1] - w->win.start[1] + 1);
+    if (wx * wy <= WC_MAX) {
+      if (wx * wy > st->wccap) {
+        if (tsr__scratch_grow(t->ctx, (void **)&st->wc, wx * wy, 3 * sizeof(double)) != 0)
+          return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory for %zu image corners", n->name,
+                          wx * wy);
+        st->wccap = wx * wy;
+      }
+      if (wy > st->rcap) {
+        if (tsr__scratch_grow(t->ctx, (void **)&st->row_ready, wy, 1) != 0)
+          return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory", n->name);
+        st->rcap = wy;
+      }
+      memset(st->row_ready, 0, wy);
+    } else {
+      tsr__free(t->ctx, st->wc);
+      st->wc = NULL, st->wccap = 0;
+    }
+  }
+  for (int64_t p = t->out.start[0]; p < t->out.stop[0]; p++) {
+    size_t off = tsr__task_offset(t, p - t->out.start[0], 0, 0, 0);
+    double sum = 0, ws = 0;
+    bool spoil = false;
+    tsr__box_t box[9];
+    int nb = 0;
+    if (to_near(st, hp, p, P->c))
+      nb = candidates(&st->grid, hp, p, P->c, w->win.start[0], w->win.stop[0] - 1,
+                      w->win.start[1], w->win.stop[1] - 1, box);
+    if (nb > 0 && poly_of(P, hp, p) != 0)
+      return tsr__err(t->ctx, TSR_EINVAL, "%s: HEALPix pixel %lld is too large for the exact method",
+                      n->name, (long long)p);
+    for (int b = 0; b < nb; b++)
+      for (int64_t jj = box[b].y0; jj <= box[b].y1; jj++)
+        for (int64_t ii = box[b].x0; ii <= box[b].x1; ii++) {
+          double v = tsr__window_value(w, (size_t)((ii - w->win.start[0]) +
+                                                   (jj - w->win.start[1]) * w->stride[1]));
+          double tmp[4][3], a;
+          const double *q[4];
+          if (!isfinite(v)) {
+            if (hp->nan_mode == TSR_NAN_IGNORE)
+              continue;
+            v = NAN;
+          }
+          q[0] = to_corner(st, w, ii, jj, tmp[0]);
+          q[1] = to_corner(st, w, ii + 1, jj, tmp[1]);
+          q[2] = to_corner(st, w, ii + 1, jj + 1, tmp[2]);
+          q[3] = to_corner(st, w, ii, jj + 1, tmp[3]);
+          if (!isfinite(q[0][0] + q[1][0] + q[2][0] + q[3][0]))
+            continue;
+          if ((rc = poly_overlap(P, q, &a)) != 0)
+            return pair_error(t->ctx, n, rc, p, "image", ii, jj);
+          if (!(a > MIN_FRAC * P->area))
+            continue;
+          if (v == v)
+            sum += v * a;
+          else
+            spoil = true;
+          ws += a;
+        }
+    tsr__task_put2(t, off, ws > 0 && !spoil ? sum / ws : NAN,
+                   nb > 0 ? fmin(1.0, ws / P->area) : 0.0);
+  }
+  return 0;
+}
+
+static const tsr__op_t to_op = {
+    .name = "reproject_to_healpix_exact",
+    .version = 1,
+    .flags = TSR__OP_SUBBOX,
+    .input_region = to_input_region,
+    .start = to_start,
+    .stop = to_stop,
+    .compute = to_compute,
+    .encode = params_encode,
+    .free_params = params_free,
+};
+
+tsr_node_t *tsr__to_healpix_exact(tsr_graph_t *g, tsr_node_t *src, int64_t nside,
+                                  const tsr_to_healpix_opts_t *o, char coordsys, int64_t chunk) {
+  const char *op = "reproject_to_healpix";
+  hx_params_t *hp = tsr__calloc(g->ctx, 1, sizeof *hp);
+  tsr_node_t *n;
+  if (hp == NULL)
+    return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op);
+  hp->nside = nside;
+  hp->nested = o->nested != 0;
+  hp->coordsys = coordsys;
+  hp->nan_mode = o->nan_mode;
+  snprintf(hp->in_what, sizeof hp->in_what, "input %s", src->name);
+  if ((n = tsr__node_alloc(g, &to_op, hp)) == NULL)
+    return NULL;
+  n->ndim = 1;
+  n->n_inputs = 1;
+  n->inputs[0] = src;
+  n->n_planes = 2;
+  n->dtype = o->dtype ? (tsr_dtype_t)o->dtype : src->dtype == TSR_F64 ? TSR_F64 : TSR_F32;
+  n->shape[0] = tsr__hpx_npix(nside);
+  n->chunk[0] = chunk;
+  if (tsr__hpx_cards(g->ctx, nside, hp->nested, coordsys, &n->wcs) != 0) {
+    tsr__node_discard(n);
+    return tsr__graph_fail_ctx(g, TSR_ENOMEM);
+  }
+  return tsr__node_finish(n);
+}

@@ -998,7 +998,8 @@ TSR_API tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src,
  * for more methods than interpolation: a new one is a new value, with any
  * options of its own appended to the struct. */
 typedef enum {
-  TSR_TO_HEALPIX_INTERP = 0   /* each map pixel centre interpolated in the image */
+  TSR_TO_HEALPIX_INTERP = 0,  /* each map pixel centre interpolated in the image */
+  TSR_TO_HEALPIX_EXACT = 1    /* flux-conserving overlap of map pixels and image pixels */
 } tsr_to_healpix_method_t;
 
 typedef struct {
@@ -1010,9 +1011,11 @@ typedef struct {
                               "ecliptic"); NULL = the input's frame when it is one of them */
   int     dtype;           /* a tsr_dtype_t, or 0 = float32, or float64 when the input is */
   int64_t chunk;           /* map pixels per chunk; 0 = by nside and ordering (see below) */
+  tsr_nan_mode_t nan_mode; /* exact only: NaN image pixels; default propagate */
 } tsr_to_healpix_opts_t;
 
-#define TSR_TO_HEALPIX_OPTS_INIT { TSR_TO_HEALPIX_INTERP, TSR_ORDER_BILINEAR, 0, NULL, 0, 0 }
+#define TSR_TO_HEALPIX_OPTS_INIT                                                       \
+  { TSR_TO_HEALPIX_INTERP, TSR_ORDER_BILINEAR, 0, NULL, 0, 0, TSR_NAN_PROPAGATE }
 
 /** Reproject 2-D image `src` (a celestial WCS) into a HEALPix map of
  *  `nside` (reproject_to_healpix): each map pixel centre, taken into the
@@ -1031,7 +1034,19 @@ typedef struct {
  *  a quarter of an equatorial ring; 4^k <= 65536 in NESTED order, one nested
  *  cell); a chunk whose pixels miss the image's footprint on the sky reads
  *  and maps nothing, and one that meets it reads only the part of the image
- *  its pixels fall in.  `src` is borrowed, `opts` copied (NULL = defaults).
+ *  its pixels fall in.
+ *
+ *  With method TSR_TO_HEALPIX_EXACT, flux-conserving: each map pixel (the
+ *  polygon of tsr_reproject_from_healpix's exact method) gets sum(v_j A_j)
+ *  / sum(A_j) over the image pixels j it overlaps (the quadrilaterals
+ *  between their corners, A_j the overlap's solid angle), and the
+ *  footprint sum(A_j) / its area: so sum(value x footprint x 4 pi / npix)
+ *  over the map equals sum(v_j x solid angle) over the image (to the
+ *  polygon areas' 6e-7).  NaN image pixels per nan_mode, as
+ *  tsr_reproject_exact.  Each chunk reads only the image pixels its map
+ *  pixels can meet.  Every chunk size gives the same bits.
+ *
+ *  `src` is borrowed, `opts` copied (NULL = defaults).
  *  @return the data node (owned by g), or NULL with the error on the
  *  graph. */
 TSR_API tsr_node_t *tsr_reproject_to_healpix(tsr_graph_t *g, tsr_node_t *src, int64_t nside,
