@@ -994,16 +994,23 @@ static PyObject *Graph_reproject_exact(tsrpy_graph_t *self, PyObject *args, PyOb
   return tsrpy_node_wrap(self, n);
 }
 
+static int to_healpix_method_parse(const char *s) {
+  return strcmp(s, "interp") == 0 ? TSR_TO_HEALPIX_INTERP
+         : strcmp(s, "exact") == 0 ? TSR_TO_HEALPIX_EXACT : -1;
+}
+
 static PyObject *Graph_reproject_to_healpix(tsrpy_graph_t *self, PyObject *args, PyObject *kw) {
-  static char *kwlist[] = {"src", "nside", "order", "nested", "coordsys", "dtype", "chunk", NULL};
-  PyObject *srcobj, *orderobj = NULL, *dtypeobj = Py_None;
+  static char *kwlist[] = {"src",   "nside", "order",  "nested",   "coordsys",
+                           "dtype", "chunk", "method", "nan_mode", NULL};
+  PyObject *srcobj, *orderobj = NULL, *dtypeobj = Py_None, *methodobj = NULL, *nanobj = NULL;
   long long nside, chunk = 0;
   const char *coordsys = NULL;
   tsr_to_healpix_opts_t o = TSR_TO_HEALPIX_OPTS_INIT;
   int k = 0;
   tsr_node_t *src;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "OL|O$pzOL:reproject_to_healpix", kwlist, &srcobj,
-                                   &nside, &orderobj, &o.nested, &coordsys, &dtypeobj, &chunk))
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "OL|O$pzOLOO:reproject_to_healpix", kwlist, &srcobj,
+                                   &nside, &orderobj, &o.nested, &coordsys, &dtypeobj, &chunk,
+                                   &methodobj, &nanobj))
     return NULL;
   if (!tsrpy_graph_buildable(self) ||
       (src = node_arg(self, srcobj, "reproject_to_healpix")) == NULL)
@@ -1012,6 +1019,15 @@ static PyObject *Graph_reproject_to_healpix(tsrpy_graph_t *self, PyObject *args,
     return NULL;
   if (orderobj)
     o.order = (tsr_order_t)k;
+  if (methodobj &&
+      parse_enum(methodobj, to_healpix_method_parse, "reproject_to_healpix: method", &k) < 0)
+    return NULL;
+  if (methodobj)
+    o.method = (tsr_to_healpix_method_t)k;
+  if (nanobj && parse_enum(nanobj, nan_mode_parse, "reproject_to_healpix: nan_mode", &k) < 0)
+    return NULL;
+  if (nanobj)
+    o.nan_mode = (tsr_nan_mode_t)k;
   if ((o.dtype = tsrpy_dtype_from_py(dtypeobj, 1)) < 0)
     return NULL;
   o.coordsys = coordsys;
@@ -1388,8 +1404,10 @@ static PyMethodDef Graph_methods[] = {
      "'ignore'.  Footprint: the summed overlap fractions."},
     {"reproject_to_healpix", FN(Graph_reproject_to_healpix), KW,
      "reproject_to_healpix(src, nside, order='bilinear', *, nested=False, coordsys=None, "
-     "dtype=None, chunk=0) -> Node\n\nsrc (a 2-D image with a celestial WCS) onto a HEALPix map "
-     "of 12 nside^2 pixels (tsr_reproject_to_healpix, reproject_to_healpix's semantics).  "
+     "dtype=None, chunk=0, method='interp', nan_mode='propagate') -> Node\n\nsrc (a 2-D image "
+     "with a celestial WCS) onto a HEALPix map of 12 nside^2 pixels (tsr_reproject_to_healpix, "
+     "reproject_to_healpix's semantics; method 'exact': flux-conserving overlap, with "
+     "nan_mode 'propagate' or 'ignore').  "
      "coordsys: the map's frame, 'G', 'C', 'E' or 'galactic', 'icrs', 'ecliptic' (None = the "
      "input's).  chunk: map pixels per chunk (0 = default).  The footprint is footprint(node)."},
     {"footprint", (PyCFunction)Graph_footprint, METH_O,
