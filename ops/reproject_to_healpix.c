@@ -44,14 +44,18 @@
 #include "sky.h"
 #include "spline.h"
 
-#define GRID_STEP 32            /* image pixels between footprint grid points */
+#define GRID_STEP 8            /* image pixels between footprint grid points */
 #define CHUNK_MAX ((int64_t)1 << 24)
 #define HOMOG_TOL 1e-7          /* pixels: the projective fit must agree with wcslib to this */
-#define PARTS 16                /* parts of a chunk, each with its window (part_of) */
+#define NESTED_PARTS 16         /* parts of a NESTED chunk (nested cells) */
+#define RING_PARTS_MAX 256      /* longitude sectors of a RING chunk, at most */
+#define RING_CHUNK_MAX ((int64_t)1 << 21)
+#define SPLINE_CHUNK 65536      /* orders 2, 3: one window a chunk, so smaller chunks */
 
 typedef struct {
   int method;
   int order;
+  int parts;                    /* parts of a chunk, each with its own window (input) */
   int64_t nside;
   bool nested;
   char coordsys;
@@ -168,9 +172,26 @@ static size_t pieces_of(const to_params_t *tp, int64_t a, int64_t b, piece_t *ou
     p->ring = false;
     p->lo = a, p->hi = a + span;
     tsr__hpx_pix2vec(ns, true, a / span, p->c);
-    /* The cell's centre-to-corner distance is below 1.5 of its level's
-     * pixel size (hpx.h); its pixel centres lie inside it. */
-    p->radius = 1.5 * tsr__hpx_pixel_size(ns) + 1e-9;
+    /* The cell's pixels form a 2^k x 2^k grid whose x and y bits
+     * interleave in the index: its corner pixels are a, a + X, a + Y and
+     * a + X + Y (X the even bits, Y the odd ones), and every pixel centre
+     * lies within a tenth more than the farthest of theirs from the
+     * cell's centre (the edges between them bend a little). */
+    {
+      int64_t xbits = 0, corners[4];
+      double far = 0;
+      for (int bit = 0; bit < k; bit++)
+        xbits |= (int64_t)1 << (2 * bit);
+      corners[0] = a, corners[1] = a + xbits, corners[2] = a + (xbits << 1);
+      corners[3] = a + span - 1;
+      for (int q = 0; q < 4; q++) {
+        double v[3], d;
+        tsr__hpx_pix2vec(tp->nside, true, corners[q], v);
+        d = angle_between(p->c, v);
+        far = d > far ? d : far;
+      }
+      p->radius = 1.1 * far + 1e-9;
+    }
     a += span;
   }
   return n;
@@ -498,20 +519,38 @@ out:
 /* Image pixels beyond a cell's bounds that the interpolation reads. */
 static int64_t reach(int order) { return order <= 1 ? 1 : 3; }
 
-/* Part i of the PARTS a chunk's pixels [start, stop) are cut into, each
- * with its own window (input i): a strip across a tilted image has a box
- * PARTS times wider than each of its parts, so the parts' windows add up to
- * about 1 / PARTS of the strip's.  The splines keep tiles for the task's
- * one window (spline.c), so orders 2 and 3 make one part. */
-static bool part_of(const to_params_t *tp, int64_t start, int64_t stop, int i, int64_t *a,
-                    int64_t *b) {
-  int parts = tp->order >= 2 ? 1 : PARTS;
-  int64_t step = (stop - start + parts - 1) / parts;
-  if (i >= parts)
-    return false;
-  *a = start + step * i;
-  *b = *a + step < stop ? *a + step : stop;
-  return *a < *b;
+/* The pieces of part i of a chunk's pixels [start, stop): each part has
+ * its own window (input i), so the windows follow compact patches of sky
+ * rather than the chunk's whole extent.  A NESTED part is a run of
+ * indices, a nested cell.  A RING chunk is a band of rings, long strips
+ * that cross a tilted image diagonally (the box of a diagonal strip is as
+ * wide as it is long), so a RING part is a longitude sector of the band,
+ * 2 pi / parts wide, about as wide as the band is high (see parts_for).
+ * Every pixel of the chunk is in exactly one part. */
+static size_t part_pieces(const to_params_t *tp, int64_t start, int64_t stop, int i,
+                          piece_t *pc) {
+  if (tp->nested || tp->parts == 1) {
+    int64_t step = (stop - start + tp->parts - 1) / tp->parts;
+    int64_t a = start + step * i, b = a + step < stop ? a + step : stop;
+    return a < b ? pieces_of(tp, a, b, pc) : 0;
+  }
+  size_t n = pieces_of(tp, start, stop, pc), m = 0;
+  double s0 = 2 * M_PI * i / tp->parts, s1 = 2 * M_PI * (i + 1) / tp->parts;
+  for (size_t q = 0; q < n; q++) {
+    piece_t p = pc[q];
+    /* Pixel j is in the sector when s0 <= phi0 + j dphi < s1. */
+    int64_t lo = (int64_t)ceil((s0 - p.phi0) / p.dphi), hi = (int64_t)ceil((s1 - p.phi0) / p.dphi);
+    if (i == tp->parts - 1)
+      hi = p.count; /* the last sector ends at 2 pi, past every pixel */
+    p.j0 = p.j0 > lo ? p.j0 : lo;
+    p.j1 = p.j1 < hi ? p.j1 : hi;
+    if (p.j0 >= p.j1)
+      continue;
+    vec_of(p.theta, p.phi0 + (double)p.j0 * p.dphi, p.va);
+    vec_of(p.theta, p.phi0 + (double)(p.j1 - 1) * p.dphi, p.vb);
+    pc[m++] = p;
+  }
+  return m;
 }
 
 static int to_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t *out,
@@ -519,7 +558,6 @@ static int to_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t
   to_state_t *st = state;
   const to_params_t *tp = n->params;
   tsr_ctx_t *ctx = n->graph->ctx;
-  int64_t a, b;
   size_t np;
   piece_t *pc;
   int64_t lo[2] = {INT64_MAX, INT64_MAX}, hi[2] = {-1, -1};
@@ -527,12 +565,12 @@ static int to_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t
 
   *win = *out;
   *empty = true;
-  if (st->cap_r < 0 || !part_of(tp, out->start[0], out->stop[0], i, &a, &b))
+  if (st->cap_r < 0)
     return 0;
-  pc = tsr__mallocarray(ctx, max_pieces(tp, a, b), sizeof *pc);
+  pc = tsr__mallocarray(ctx, max_pieces(tp, out->start[0], out->stop[0]), sizeof *pc);
   if (pc == NULL)
     return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
-  np = pieces_of(tp, a, b, pc);
+  np = part_pieces(tp, out->start[0], out->stop[0], i, pc);
   for (size_t q = 0; q < np && !near; q++)
     near = st->cap_r >= M_PI ||
            piece_near(&pc[q], st->cap_c, st->cap_theta, st->cap_phi, st->cap_r, st->cap_cosr);
@@ -683,21 +721,25 @@ static void store(tsr__task_t *t, int p, int64_t k, double v) {
     ((double *)t->planes[p])[off] = v;
 }
 
-/* Map and interpolate the pixels [a, b) of the task's chunk with window w. */
-static int compute_part(tsr__task_t *t, const tsr__window_t *w, int64_t a, int64_t b) {
+/* Map and interpolate the pixels of part i of the task's chunk with window w. */
+static int compute_part(tsr__task_t *t, const tsr__window_t *w, int i) {
   tsr_node_t *n = t->node;
   const to_params_t *tp = n->params;
   to_state_t *st = t->state;
   int64_t c0 = t->out.start[0], len = t->out.stop[0] - c0;
   double xmax = (double)(st->nx - 1), ymax = (double)(st->ny - 1);
-  piece_t *pc = NULL;
-  size_t np, m;
+  piece_t *pc = tsr__mallocarray(t->ctx, max_pieces(tp, c0, c0 + len), sizeof *pc);
+  size_t np, m, most = tp->order >= 2 ? (size_t)len : 0;
 
-  if (scratch(t->ctx, st, (size_t)len) != 0 ||
-      (pc = tsr__mallocarray(t->ctx, max_pieces(tp, a, b), sizeof *pc)) == NULL)
-    return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory for a chunk of %lld pixels", n->name,
-                    (long long)len);
-  np = pieces_of(tp, a, b, pc);
+  if (pc == NULL)
+    return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory", n->name);
+  np = part_pieces(tp, c0, c0 + len, i, pc);
+  for (size_t q = 0; q < np; q++)
+    most += (size_t)(pc[q].ring ? pc[q].j1 - pc[q].j0 : pc[q].hi - pc[q].lo);
+  if (scratch(t->ctx, st, most) != 0) {
+    tsr__free(t->ctx, pc);
+    return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory for %zu pixels", n->name, most);
+  }
   m = collect(tp, st, c0, pc, np);
   tsr__free(t->ctx, pc);
 
@@ -755,8 +797,7 @@ static int compute_part(tsr__task_t *t, const tsr__window_t *w, int64_t a, int64
 }
 
 static int to_compute(tsr__task_t *t) {
-  const to_params_t *tp = t->node->params;
-  int64_t len = t->out.stop[0] - t->out.start[0], a, b;
+  int64_t len = t->out.stop[0] - t->out.start[0];
   int rc = 0;
 
   for (int64_t k = 0; k < len; k++) {
@@ -764,8 +805,8 @@ static int to_compute(tsr__task_t *t) {
     store(t, 1, k, 0.0);
   }
   for (int i = 0; i < t->n_in && rc == 0; i++)
-    if (t->in[i].data != NULL && part_of(tp, t->out.start[0], t->out.stop[0], i, &a, &b))
-      rc = compute_part(t, &t->in[i], a, b);
+    if (t->in[i].data != NULL)
+      rc = compute_part(t, &t->in[i], i);
   return rc;
 }
 
@@ -789,16 +830,44 @@ static const tsr__op_t to_op = {
     .takes_view = to_takes_view,
 };
 
-static int64_t default_chunk(int64_t nside, bool nested) {
-  int64_t npix = tsr__hpx_npix(nside), c;
+/* Chunk length and parts.  NESTED: 4^k <= 65536 pixels (a nested cell)
+ * in NESTED_PARTS runs.  RING: a band of L pixels in `parts` longitude
+ * sectors, each about as wide as the band is high, so that its window is
+ * a compact patch.  In the equatorial belt rings are 2 / (3 nside) rad
+ * apart and hold 4 nside pixels, so a band of L pixels is L / (6 nside^2)
+ * rad high against sectors 2 pi / parts wide: parts = 37.7 nside^2 / L,
+ * with L up to RING_CHUNK_MAX (8 MiB of float32 a plane) and at most
+ * RING_PARTS_MAX sectors (and 16 pixels a sector).  Orders 2 and 3 read
+ * one window a chunk: one part, and chunks of SPLINE_CHUNK. */
+static void chunk_for(int64_t nside, bool nested, int order, int64_t given, int64_t *chunk,
+                      int *parts) {
+  int64_t npix = tsr__hpx_npix(nside), c = given;
+  double want = 12 * M_PI * (double)nside * (double)nside;
   if (nested) {
-    c = 1;
-    while (c * 4 <= 65536 && c * 4 <= npix)
-      c *= 4;
-    return c;
+    if (c == 0)
+      for (c = 1; c * 4 <= 65536 && c * 4 <= npix;)
+        c *= 4;
+    *chunk = c;
+    *parts = order >= 2 ? 1 : (int)(c < NESTED_PARTS ? c : NESTED_PARTS);
+    return;
   }
-  c = nside < 1024 ? 1024 : nside > 65536 ? 65536 : nside;
-  return c < npix ? c : npix;
+  if (order >= 2) {
+    *chunk = c ? c : SPLINE_CHUNK < npix ? SPLINE_CHUNK : npix;
+    *parts = 1;
+    return;
+  }
+  if (c == 0) {
+    double p = ceil(want / (double)RING_CHUNK_MAX);
+    p = p < 16 ? 16 : p > RING_PARTS_MAX ? RING_PARTS_MAX : p;
+    c = (int64_t)fmin(want / p, (double)RING_CHUNK_MAX);
+    c = c < 1024 ? 1024 : c;
+    c = c < npix ? c : npix;
+  }
+  {
+    double p = ceil(want / (double)c), cap = fmin(RING_PARTS_MAX, fmax(1, (double)(c / 16)));
+    *chunk = c;
+    *parts = (int)(p < 1 ? 1 : p > cap ? cap : p);
+  }
 }
 
 tsr_node_t *tsr_reproject_to_healpix(tsr_graph_t *g, tsr_node_t *src, int64_t nside,
@@ -809,6 +878,7 @@ tsr_node_t *tsr_reproject_to_healpix(tsr_graph_t *g, tsr_node_t *src, int64_t ns
   tsr__cel_t *probe = NULL;
   tsr_node_t *n;
   char frame[64];
+  int64_t chunk;
   int rc;
 
   if (!tsr__graph_check(g))
@@ -890,19 +960,20 @@ tsr_node_t *tsr_reproject_to_healpix(tsr_graph_t *g, tsr_node_t *src, int64_t ns
   tp->order = o.order;
   tp->nside = nside;
   tp->nested = o.nested != 0;
+  chunk_for(nside, tp->nested, tp->order, o.chunk, &chunk, &tp->parts);
   if ((n = tsr__node_alloc(g, &to_op, tp)) == NULL)
     return NULL;
   n->ndim = 1;
-  if (tsr__node_set_inputs(n, PARTS) != 0) {
+  if (tsr__node_set_inputs(n, tp->parts) != 0) {
     tsr__node_discard(n);
     return NULL;
   }
-  for (int i = 0; i < PARTS; i++)
+  for (int i = 0; i < tp->parts; i++)
     n->inputs[i] = src;
   n->n_planes = 2;
   n->dtype = o.dtype ? (tsr_dtype_t)o.dtype : src->dtype == TSR_F64 ? TSR_F64 : TSR_F32;
   n->shape[0] = tsr__hpx_npix(nside);
-  n->chunk[0] = o.chunk ? o.chunk : default_chunk(nside, tp->nested);
+  n->chunk[0] = chunk;
   if (tsr__hpx_cards(g->ctx, nside, tp->nested, tp->coordsys, &n->wcs) != 0) {
     tsr__node_discard(n);
     return tsr__graph_fail_ctx(g, TSR_ENOMEM);

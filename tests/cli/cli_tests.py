@@ -1216,7 +1216,132 @@ def bad_cases():
          lambda b, o: ["info", tile_inputs(b)["desc"]],
          1, [r"desc\.fits\" HDU 2: tile 2 of the compressed image is corrupt \(its descriptor says "
              r"\d+ elements of 1 bytes at heap offset 1073741824, past the heap's \d+ bytes\)"]),
+        # to-healpix: argument errors exit 2, before anything is read or written.
+        ("to-healpix without --nside",
+         lambda b, o: ["to-healpix", b["good"], "-o", o], 2, [r"to-healpix: missing --nside N"]),
+        ("to-healpix --nside 0",
+         lambda b, o: ["to-healpix", b["good"], "--nside", "0", "-o", o], 2,
+         [r"--nside '0': expected 1 to 2\^29"]),
+        ("to-healpix --nested with nside 12",
+         lambda b, o: ["to-healpix", b["good"], "--nside", "12", "--nested", "-o", o], 2,
+         [r"--nside 12 with --nested: expected a power of 2"]),
+        ("to-healpix --frame fk5",
+         lambda b, o: ["to-healpix", b["good"], "--nside", "16", "--frame", "fk5", "-o", o], 2,
+         [r"--frame 'fk5': expected galactic, icrs or ecliptic"]),
+        ("to-healpix --range past the map",
+         lambda b, o: ["to-healpix", b["good"], "--nside", "4", "--range", "0:192", "-o", o], 2,
+         [r"--range 0:192 is outside the map, whose pixels are 0 to 191"]),
+        ("to-healpix --range backwards",
+         lambda b, o: ["to-healpix", b["good"], "--nside", "4", "--range", "9:3", "-o", o], 2,
+         [r"--range '9:3': expected FIRST:LAST"]),
+        ("to-healpix --combine with one input",
+         lambda b, o: ["to-healpix", b["good"], "--nside", "4", "--combine", "max", "-o", o], 2,
+         [r"--combine goes with two or more inputs"]),
+        ("to-healpix --order cubic",
+         lambda b, o: ["to-healpix", b["good"], "--nside", "4", "--order", "cubic", "-o", o], 2,
+         [r"--order 'cubic': expected nearest-neighbor"]),
+        ("to-healpix --block (a reproject option)",
+         lambda b, o: ["to-healpix", b["good"], "--nside", "4", "--block", "8x8", "-o", o], 2,
+         [r"to-healpix: unknown option '--block'"]),
+        ("to-healpix -o the input",
+         lambda b, o: ["to-healpix", b["good"], "--nside", "4", "-o", b["good"]], 2,
+         [r"-o '.*' is the input"]),
+        # tessera: reproject_to_healpix: input fits#1("nowcs.fits") has no WCS
+        ("to-healpix of an input without WCS",
+         lambda b, o: ["to-healpix", b["nowcs"], "--nside", "4", "-o", o], 1,
+         [r"reproject_to_healpix: input .*nowcs\.fits.* has no WCS"]),
+        ("to-healpix of a missing input",
+         lambda b, o: ["to-healpix", os.path.join(b["dir"], "missing.fits"), "--nside", "4",
+                       "-o", o], 1, [r"missing\.fits", r"(?i)no such file"]),
+        ("to-healpix into a missing directory",
+         lambda b, o: ["to-healpix", b["good"], "--nside", "4", "-o", "/nonexistent-dir/x.fits"],
+         1, [r"healpix: cannot create \"/nonexistent-dir/x\.fits\": No such file or directory"]),
     ]
+
+
+def to_healpix_test(ctx):
+    """to-healpix: the table's cards; -j 2 on threads and processes, --chunk, and a cache rerun
+    bit-identical to serial; --range writes FIRSTPIX..LASTPIX of the full map; --partial holds
+    the finite pixels; --nested equals the RING map reordered; a mosaic of two; the map read
+    back by `tessera reproject`."""
+    def fn():
+        chk = C.Check()
+        from astropy_healpix import HEALPix
+        d = ctx.path("to-healpix")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        h = C.cel_header("TAN", 80, 60, (30.0, 10.0), 300.0)
+        ins = []
+        for i in range(2):
+            hh = h.copy()
+            hh["CRPIX1"] = hh["CRPIX1"] - 30 * i
+            p = os.path.join(d, "in%d.fits" % i)
+            C.write_fits(p, C.sky_image(60, 80, 5 + i), hh, np.float32)
+            ins.append(p)
+
+        def make(name, *args, inputs=None):
+            out = os.path.join(d, name)
+            r = ctx.run(["to-healpix"] + (inputs or ins[:1]) + ["--nside", "256", "-o", out,
+                                                                "--quiet"] + list(args))
+            chk.expect(r.returncode == 0 and r.stderr == "", "%s: exit %d %r"
+                       % (" ".join(args), r.returncode, r.stderr))
+            return out if r.returncode == 0 else None
+
+        ref = make("ref.fits", "-j", "1")
+        if ref is None:
+            return chk
+        hdr = fits.getheader(ref, 1)
+        chk.expect(hdr["PIXTYPE"] == "HEALPIX" and hdr["ORDERING"] == "RING" and
+                   hdr["NSIDE"] == 256 and hdr["COORDSYS"] == "C" and hdr["INDXSCHM"] == "IMPLICIT"
+                   and hdr["FIRSTPIX"] == 0 and hdr["LASTPIX"] == 786431 and
+                   hdr["TFORM1"].strip() == "1024E", "cards: %r" % hdr)
+        full = fits.getdata(ref, 1)["SIGNAL"].ravel()
+        chk.expect(np.isfinite(full).sum() > 100, "%d finite pixels" % np.isfinite(full).sum())
+        cache = os.path.join(d, "cache")
+        for name, args in [("threads.fits", ["-j", "2", "--executor", "threads"]),
+                           ("procs.fits", ["-j", "2", "--executor", "processes"]),
+                           ("chunk.fits", ["--chunk", "1000"]),
+                           ("cache1.fits", ["--cache", cache]),
+                           ("cache2.fits", ["--cache", cache])]:
+            out = make(name, *args)
+            chk.expect(out is not None and open(out, "rb").read() == open(ref, "rb").read(),
+                       "%s differs from the serial map" % " ".join(args))
+        lo = int(np.flatnonzero(np.isfinite(full))[0]) - 100
+        out = make("range.fits", "--range", "%d:%d" % (lo, lo + 10239))
+        if out:
+            rh, part = fits.getheader(out, 1), fits.getdata(out, 1)["SIGNAL"].ravel()
+            chk.expect(rh["FIRSTPIX"] == lo and rh["LASTPIX"] == lo + 10239 and
+                       np.isfinite(part).any() and
+                       np.array_equal(part, full[lo:lo + 10240], equal_nan=True),
+                       "--range: FIRSTPIX %s LASTPIX %s" % (rh["FIRSTPIX"], rh["LASTPIX"]))
+        out = make("partial.fits", "--partial")
+        if out:
+            t = fits.getdata(out, 1)
+            want = np.flatnonzero(np.isfinite(full))
+            chk.expect(fits.getheader(out, 1)["INDXSCHM"] == "EXPLICIT" and
+                       np.array_equal(t["PIXEL"], want) and np.array_equal(t["SIGNAL"], full[want]),
+                       "--partial rows are not the finite pixels")
+        out = make("nested.fits", "--nested")
+        if out:
+            nest = fits.getdata(out, 1)["SIGNAL"].ravel()
+            ring_index = HEALPix(nside=256, order="nested").nested_to_ring(np.arange(full.size))
+            chk.expect(np.array_equal(nest, full[ring_index], equal_nan=True),
+                       "--nested is not the RING map reordered")
+        out = make("mosaic.fits", "--combine", "max", inputs=ins)
+        if out:
+            one = make("one.fits", inputs=ins[1:])
+            m, a = fits.getdata(out, 1)["SIGNAL"].ravel(), fits.getdata(one, 1)["SIGNAL"].ravel()
+            with np.errstate(invalid="ignore"):
+                want = np.where(np.isnan(full), a, np.where(np.isnan(a), full, np.maximum(full, a)))
+            chk.expect(np.array_equal(m, want, equal_nan=True), "--combine max differs")
+        back = os.path.join(d, "back.fits")
+        r = ctx.run(["reproject", ref, "--target", ins[0], "-o", back, "--quiet"])
+        # The map's 0.23 deg pixels are NaN past the image's edge pixel centres,
+        # so the bilinear values within a map pixel of the edges are NaN too.
+        chk.expect(r.returncode == 0 and np.isfinite(fits.getdata(back)[10:-10, 10:-10]).all(),
+                   "reproject of the written map: exit %d %r" % (r.returncode, r.stderr))
+        return chk
+    return fn
 
 
 _tile_files = {}
@@ -1320,8 +1445,8 @@ def listing(d):
     return out
 
 
-COMMANDS = ["reproject", "mosaic", "mosaic-header", "preview", "info", "cache", "sample", "demo",
-            "version", "help"]
+COMMANDS = ["reproject", "mosaic", "mosaic-header", "to-healpix", "preview", "info", "cache",
+            "sample", "demo", "version", "help"]
 
 
 def unix_tool_test(ctx):
@@ -1366,6 +1491,7 @@ def unix_tool_test(ctx):
                 ["preview", b["good"], "-o", os.path.join(d, "p.png"), "--quiet"],
                 ["mosaic-header", b["good"], "-o", os.path.join(d, "m.hdr"), "--quiet"],
                 ["mosaic", b["good"], "--target", b["tgt"], "-o", os.path.join(d, "m.fits"), "--quiet"],
+                ["to-healpix", b["good"], "--nside", "16", "-o", os.path.join(d, "h.fits"), "--quiet"],
                 ["info", b["good"], "--quiet"],
                 ["reproject", b["good"], "--target", b["tgt"], "-o", os.path.join(d, "r.fits"), "--quiet"]]
         for args in runs:
@@ -2026,6 +2152,8 @@ def build_tests(ctx, slow):
     tests.append(("preview --max-size N: N pixels on the longer side, aspect kept", preview_size_test(ctx)))
     tests.append(("mosaic: --region slice, reproject's run options, offsets printed and --offsets-out CSV",
                   mosaic_options_test(ctx)))
+    tests.append(("to-healpix: cards, executors, --chunk and cache bit-identical, --range, --partial, "
+                  "--nested, --combine, read back", to_healpix_test(ctx)))
     tests.append(("cube with 2-D target: NAXIS3 kept, footprint, --region slice of every plane",
                   cube_region_test(ctx)))
     # valid but degenerate inputs
