@@ -85,8 +85,8 @@ tsr_node_t *tsr__from_healpix_exact(tsr_graph_t *g, tsr_node_t *src, const tsr_w
                                     bool nested, char coordsys);
 /* The exact reprojection to a HEALPix map (reproject_healpix_exact.c),
  * built by tsr_reproject_to_healpix once it has checked `opts` and the
- * input and resolved the map's COORDSYS letter and chunk length. */
+ * input and resolved the map's COORDSYS letter. */
 tsr_node_t *tsr__to_healpix_exact(tsr_graph_t *g, tsr_node_t *src, int64_t nside,
-                                  const tsr_to_healpix_opts_t *opts, char coordsys, int64_t chunk);
+                                  const tsr_to_healpix_opts_t *opts, char coordsys);
 
 #endif

@@ -872,10 +872,26 @@ static const tsr__op_t to_op = {
     .free_params = params_free,
 };
 
+/* Default chunks: a nested cell of at most 16384 pixels, or about one
+ * equatorial ring (1024 to 65536 pixels) in RING order.  Each map pixel
+ * costs microseconds here, so chunks stay small enough to spread over the
+ * workers, and their windows (one a chunk) compact. */
+static int64_t exact_chunk(int64_t nside, bool nested) {
+  int64_t npix = tsr__hpx_npix(nside), c = 1;
+  if (nested) {
+    while (c * 4 <= 16384 && c * 4 <= npix)
+      c *= 4;
+    return c;
+  }
+  c = 4 * nside < 1024 ? 1024 : 4 * nside > 65536 ? 65536 : 4 * nside;
+  return c < npix ? c : npix;
+}
+
 tsr_node_t *tsr__to_healpix_exact(tsr_graph_t *g, tsr_node_t *src, int64_t nside,
-                                  const tsr_to_healpix_opts_t *o, char coordsys, int64_t chunk) {
+                                  const tsr_to_healpix_opts_t *o, char coordsys) {
   const char *op = "reproject_to_healpix";
   hx_params_t *hp = tsr__calloc(g->ctx, 1, sizeof *hp);
+  int64_t chunk = o->chunk ? o->chunk : exact_chunk(nside, o->nested != 0);
   tsr_node_t *n;
   if (hp == NULL)
     return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op);

@@ -953,8 +953,7 @@ tsr_node_t *tsr_reproject_to_healpix(tsr_graph_t *g, tsr_node_t *src, int64_t ns
   if (o.method == TSR_TO_HEALPIX_EXACT) {
     char cs = tp->coordsys;
     params_free(g->ctx, tp);
-    return tsr__to_healpix_exact(g, src, nside, &o, cs,
-                                 o.chunk ? o.chunk : default_chunk(nside, o.nested != 0));
+    return tsr__to_healpix_exact(g, src, nside, &o, cs);
   }
   tp->method = o.method;
   tp->order = o.order;
