@@ -664,12 +664,16 @@ typedef struct {
   hx_grid_t grid;             /* the image */
   hx_poly_t poly;
   int64_t nx, ny;             /* image pixels */
-  double cap_c[3], cap_cos;   /* map pixels whose centres are outside it cannot meet the image */
+  double cap_c[3], cap_r;     /* map pixels whose centres are outside it cannot meet the image */
   bool none;                  /* no image corner maps */
+  int64_t *cand;              /* a chunk's map pixels near the image */
+  size_t ccap;
   /* Per-chunk image corners of the window (map frame), a row at a time. */
   double *wc;
   unsigned char *row_ready;
   size_t wccap, rcap;
+  double *rx;                 /* a row's corner coordinates (2 x its length) */
+  size_t rxcap;
 } to_state_t;
 
 /* Corner caches past this many corners are not kept: corners are then
@@ -683,6 +687,8 @@ static void to_state_free(tsr_ctx_t *ctx, to_state_t *st) {
   tsr__free(ctx, st->poly.pv);
   tsr__free(ctx, st->wc);
   tsr__free(ctx, st->row_ready);
+  tsr__free(ctx, st->cand);
+  tsr__free(ctx, st->rx);
   tsr__free(ctx, st);
 }
 
@@ -710,7 +716,7 @@ static int to_start(tsr_node_t *n, void **state) {
   }
   /* A map pixel meets the image only if its centre is within its
    * centre-to-corner distance (< 1.5 pixel sizes) of the image's cap. */
-  st->cap_cos = cos(reach(hp, radius));
+  st->cap_r = reach(hp, radius);
   *state = st;
   st = NULL;
   rc = 0;
@@ -721,12 +727,23 @@ out:
 
 static void to_stop(tsr_node_t *n, void *state) { to_state_free(n->graph->ctx, state); }
 
-/* Map pixel p's centre into P->c; false when it cannot meet the image. */
-static bool to_near(const to_state_t *st, const hx_params_t *hp, int64_t p, double c[3]) {
+/* The map pixels of [a, b) that may meet the image (ascending), into
+ * st->cand; their number, or -1 out of memory. */
+static int64_t to_near(tsr_ctx_t *ctx, to_state_t *st, const hx_params_t *hp, int64_t a,
+                       int64_t b) {
+  size_t n;
   if (st->none)
-    return false;
-  tsr__hpx_pix2vec(hp->nside, hp->nested, p, c);
-  return c[0] * st->cap_c[0] + c[1] * st->cap_c[1] + c[2] * st->cap_c[2] >= st->cap_cos;
+    return 0;
+  n = tsr__hpx_disc_pixels_in(hp->nside, hp->nested, st->cap_c, st->cap_r, a, b, st->cand,
+                              st->ccap);
+  if (n > st->ccap) {
+    if (tsr__scratch_grow(ctx, (void **)&st->cand, n, sizeof(int64_t)) != 0)
+      return -1;
+    st->ccap = n;
+    n = tsr__hpx_disc_pixels_in(hp->nside, hp->nested, st->cap_c, st->cap_r, a, b, st->cand,
+                                st->ccap);
+  }
+  return (int64_t)n;
 }
 
 static int to_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t *out,
@@ -734,14 +751,16 @@ static int to_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t
   to_state_t *st = state;
   const hx_params_t *hp = n->params;
   int64_t x0 = INT64_MAX, x1 = -1, y0 = INT64_MAX, y1 = -1;
+  int64_t nc = to_near(n->graph->ctx, st, hp, out->start[0], out->stop[0]);
   (void)i;
-  for (int64_t p = out->start[0]; p < out->stop[0]; p++) {
+  if (nc < 0)
+    return tsr__err(n->graph->ctx, TSR_ENOMEM, "%s: out of memory", n->name);
+  for (int64_t k = 0; k < nc; k++) {
     double c[3];
     tsr__box_t box[9];
     int nb;
-    if (!to_near(st, hp, p, c))
-      continue;
-    nb = candidates(&st->grid, hp, p, c, 0, st->nx - 1, 0, st->ny - 1, box);
+    tsr__hpx_pix2vec(hp->nside, hp->nested, st->cand[k], c);
+    nb = candidates(&st->grid, hp, st->cand[k], c, 0, st->nx - 1, 0, st->ny - 1, box);
     for (int b = 0; b < nb; b++) {
       x0 = box[b].x0 < x0 ? box[b].x0 : x0, x1 = box[b].x1 > x1 ? box[b].x1 : x1;
       y0 = box[b].y0 < y0 ? box[b].y0 : y0, y1 = box[b].y1 > y1 ? box[b].y1 : y1;
@@ -770,11 +789,11 @@ static const double *to_corner(to_state_t *st, const tsr__window_t *w, int64_t i
     return tmp;
   }
   if (!st->row_ready[r]) {
-    double *row = st->wc + 3 * (size_t)(r * wx);
-    for (int64_t k = 0; k < wx; k++) {
-      double x = (double)(w->win.start[0] + k) - 0.5, y = (double)j - 0.5;
-      grid_vecs(&st->grid, 1, &x, &y, row + 3 * k);
-    }
+    /* The whole row at once: wcslib's per-call overhead is paid once. */
+    double *row = st->wc + 3 * (size_t)(r * wx), *xs = st->rx, *ys = st->rx + wx;
+    for (int64_t k = 0; k < wx; k++)
+      xs[k] = (double)(w->win.start[0] + k) - 0.5, ys[k] = (double)j - 0.5;
+    grid_vecs(&st->grid, (size_t)wx, xs, ys, row);
     st->row_ready[r] = 1;
   }
   return st->wc + 3 * (size_t)(r * wx + (i - w->win.start[0]));
@@ -786,6 +805,7 @@ static int to_compute(tsr__task_t *t) {
   to_state_t *st = t->state;
   const tsr__window_t *w = &t->in[0];
   hx_poly_t *P = &st->poly;
+  int64_t nc;
   int rc;
 
   if (w->data == NULL) {
@@ -808,22 +828,34 @@ static int to_compute(tsr__task_t *t) {
           return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory", n->name);
         st->rcap = wy;
       }
+      if (wx > st->rxcap) {
+        if (tsr__scratch_grow(t->ctx, (void **)&st->rx, wx, 2 * sizeof(double)) != 0)
+          return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory", n->name);
+        st->rxcap = wx;
+      }
       memset(st->row_ready, 0, wy);
     } else {
       tsr__free(t->ctx, st->wc);
       st->wc = NULL, st->wccap = 0;
     }
   }
-  for (int64_t p = t->out.start[0]; p < t->out.stop[0]; p++) {
+  tsr__task_fill(t, 0, NAN);
+  tsr__task_fill(t, 1, 0.0);
+  if ((nc = to_near(t->ctx, st, hp, t->out.start[0], t->out.stop[0])) < 0)
+    return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory", n->name);
+  for (int64_t k = 0; k < nc; k++) {
+    int64_t p = st->cand[k];
     size_t off = tsr__task_offset(t, p - t->out.start[0], 0, 0, 0);
     double sum = 0, ws = 0;
     bool spoil = false;
     tsr__box_t box[9];
-    int nb = 0;
-    if (to_near(st, hp, p, P->c))
-      nb = candidates(&st->grid, hp, p, P->c, w->win.start[0], w->win.stop[0] - 1,
-                      w->win.start[1], w->win.stop[1] - 1, box);
-    if (nb > 0 && poly_of(P, hp, p) != 0)
+    int nb;
+    tsr__hpx_pix2vec(hp->nside, hp->nested, p, P->c);
+    nb = candidates(&st->grid, hp, p, P->c, w->win.start[0], w->win.stop[0] - 1,
+                    w->win.start[1], w->win.stop[1] - 1, box);
+    if (nb == 0)
+      continue;
+    if (poly_of(P, hp, p) != 0)
       return tsr__err(t->ctx, TSR_EINVAL, "%s: HEALPix pixel %lld is too large for the exact method",
                       n->name, (long long)p);
     for (int b = 0; b < nb; b++)
@@ -854,8 +886,7 @@ static int to_compute(tsr__task_t *t) {
             spoil = true;
           ws += a;
         }
-    tsr__task_put2(t, off, ws > 0 && !spoil ? sum / ws : NAN,
-                   nb > 0 ? fmin(1.0, ws / P->area) : 0.0);
+    tsr__task_put2(t, off, ws > 0 && !spoil ? sum / ws : NAN, fmin(1.0, ws / P->area));
   }
   return 0;
 }

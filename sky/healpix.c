@@ -587,17 +587,53 @@ static int cmp_i64(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-/* Ring by ring: the rings the disc's colatitude range reaches (one more
- * each side), and in each the longitude span of the disc at the ring's
- * latitude, from the spherical law of cosines, widened by one pixel each
- * side.  Pixels of a ring are evenly spaced in longitude from its first. */
-size_t tsr__hpx_disc_pixels(int64_t nside, bool nested, const double c[3], double radius,
-                            int64_t *out, size_t cap) {
+/* NESTED: the nested cells of level k (nside 2^k) that meet [lo, hi) and
+ * may hold centres within radius of c (a cell's centre within radius plus
+ * twice the level's pixel size, more than any centre-to-corner distance),
+ * depth first, so the pixels come out ascending. */
+static void disc_nest(int k, int kmax, int64_t cell, const double c[3], double radius, int64_t lo,
+                      int64_t hi, int64_t *out, size_t cap, size_t *n) {
+  int64_t span = (int64_t)1 << (2 * (kmax - k)), ns = (int64_t)1 << k;
+  double v[3];
+  if ((cell + 1) * span <= lo || cell * span >= hi)
+    return;
+  hp.pix2vec_nest(ns, cell, v);
+  if (radius < M_PI && angle_between(v, c) > radius + 2 * tsr__hpx_pixel_size(ns))
+    return;
+  if (k == kmax) {
+    if (*n < cap)
+      out[*n] = cell;
+    (*n)++;
+    return;
+  }
+  for (int64_t s = 0; s < 4; s++)
+    disc_nest(k + 1, kmax, cell * 4 + s, c, radius, lo, hi, out, cap, n);
+}
+
+/* RING: the rings the disc's colatitude range reaches (one more each
+ * side) that meet [lo, hi), and in each the longitude span of the disc at
+ * the ring's latitude, from the spherical law of cosines, widened by one
+ * pixel each side.  Pixels of a ring are evenly spaced in longitude from
+ * its first. */
+size_t tsr__hpx_disc_pixels_in(int64_t nside, bool nested, const double c[3], double radius,
+                               int64_t lo, int64_t hi, int64_t *out, size_t cap) {
   size_t n = 0;
-  int64_t r0 = 1, r1 = 4 * nside - 1, p;
+  int64_t r0 = 1, r1 = 4 * nside - 1, p, npix = tsr__hpx_npix(nside);
   double zc = c[2] > 1 ? 1 : c[2] < -1 ? -1 : c[2];
   double thc = acos(zc), phic = wrap_lon(atan2(c[1], c[0])), sthc = sqrt((1 - zc) * (1 + zc));
   double cosr = cos(radius);
+  lo = lo < 0 ? 0 : lo;
+  hi = hi > npix ? npix : hi;
+  if (lo >= hi)
+    return 0;
+  if (nested) {
+    int kmax = 0;
+    while (((int64_t)1 << kmax) < nside)
+      kmax++;
+    for (int64_t b = 0; b < 12; b++)
+      disc_nest(0, kmax, b, c, radius, lo, hi, out, cap, &n);
+    return n;
+  }
   if (radius >= M_PI)
     radius = M_PI;
   if (thc - radius > 0) {
@@ -609,6 +645,11 @@ size_t tsr__hpx_disc_pixels(int64_t nside, bool nested, const double c[3], doubl
     hp.ang2pix_ring(nside, thc + radius, 0.0, &p);
     r1 = tsr__hpx_ring_of(nside, p) + 1;
     r1 = r1 > 4 * nside - 1 ? 4 * nside - 1 : r1;
+  }
+  {
+    int64_t rl = tsr__hpx_ring_of(nside, lo), rh = tsr__hpx_ring_of(nside, hi - 1);
+    r0 = r0 > rl ? r0 : rl;
+    r1 = r1 < rh ? r1 : rh;
   }
   for (int64_t r = r0; r <= r1; r++) {
     int64_t first, count, j0, j1;
@@ -638,12 +679,19 @@ size_t tsr__hpx_disc_pixels(int64_t nside, bool nested, const double c[3], doubl
     }
     for (int64_t j = j0; j <= j1; j++) {
       int64_t q = ((j % count) + count) % count + first;
+      if (q < lo || q >= hi)
+        continue;
       if (n < cap)
-        out[n] = nested ? tsr__hpx_ring2nest(nside, q) : q;
+        out[n] = q;
       n++;
     }
   }
   if (n <= cap)
     qsort(out, n, sizeof *out, cmp_i64);
   return n;
+}
+
+size_t tsr__hpx_disc_pixels(int64_t nside, bool nested, const double c[3], double radius,
+                            int64_t *out, size_t cap) {
+  return tsr__hpx_disc_pixels_in(nside, nested, c, radius, 0, tsr__hpx_npix(nside), out, cap);
 }

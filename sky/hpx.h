@@ -89,6 +89,11 @@ void tsr__hpx_xyf2vec(int64_t nside, int face, double x, double y, double v[3]);
  * with more room when that exceeds cap; only then is out unsorted). */
 size_t tsr__hpx_disc_pixels(int64_t nside, bool nested, const double c[3], double radius,
                             int64_t *out, size_t cap);
+/* The same, only those in the index range [lo, hi): RING visits only the
+ * rings that meet it, NESTED only the nested cells (so a small range of a
+ * large disc costs little). */
+size_t tsr__hpx_disc_pixels_in(int64_t nside, bool nested, const double c[3], double radius,
+                               int64_t lo, int64_t hi, int64_t *out, size_t cap);
 
 /* Angular size of a pixel, sqrt(4 pi / npix): its largest centre-to-corner
  * distance is below 1.5 times this (Gorski et al. 2005, fig. 3). */

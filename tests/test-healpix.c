@@ -120,6 +120,34 @@ TEST(disc_range_holds_every_centre_in_the_disc) {
   tsr_ctx_free(ctx);
 }
 
+TEST(disc_pixels_list_every_centre_in_the_disc_and_range_once_ascending) {
+  tsr_ctx_t *ctx = ctx_new();
+  static int64_t out[12 * 32 * 32];
+  static unsigned char listed[12 * 32 * 32];
+  for (int nest = 0; nest < 2; nest++)
+    for (int i = 0; i < 40; i++) {
+      int64_t ns = i % 3 == 0 ? 32 : i % 3 == 1 ? 16 : 8, npix = tsr__hpx_npix(ns);
+      int64_t lo = i % 2 ? (int64_t)(rnd() % (uint64_t)npix) : 0;
+      int64_t hi = i % 2 ? lo + (int64_t)(rnd() % (uint64_t)(npix - lo)) + 1 : npix;
+      double c[3], radius = 0.01 + (double)(rnd() % 1000) / 1000 * (i % 5 ? 0.5 : 3.5);
+      tsr__hpx_pix2vec(ns, nest, (int64_t)(rnd() % (uint64_t)npix), c);
+      size_t n = tsr__hpx_disc_pixels_in(ns, nest, c, radius, lo, hi, out, sizeof out / sizeof out[0]);
+      memset(listed, 0, sizeof listed);
+      for (size_t k = 0; k < n; k++) {
+        ASSERT(out[k] >= lo && out[k] < hi);
+        ASSERT(k == 0 || out[k] > out[k - 1]);
+        listed[out[k]] = 1;
+      }
+      for (int64_t p = lo; p < hi; p++) {
+        double v[3];
+        tsr__hpx_pix2vec(ns, nest, p, v);
+        if (acos(fmin(1, v[0] * c[0] + v[1] * c[1] + v[2] * c[2])) <= radius)
+          ASSERT(listed[p]);
+      }
+    }
+  tsr_ctx_free(ctx);
+}
+
 /* A RING map of nside 256 (786432 pixels, 768 rows of 1024) whose value at
  * each pixel is its index, written by hand as the HEALPix convention says. */
 static void write_map(const char *path, int64_t nside) {
