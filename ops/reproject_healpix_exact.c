@@ -670,9 +670,9 @@ typedef struct {
   size_t ccap;
   /* Per-chunk image corners of the window (map frame), a row at a time. */
   double *wc;
-  unsigned char *row_ready;
-  size_t wccap, rcap;
-  double *rx;                 /* a row's corner coordinates (2 x its length) */
+  unsigned char *ready;       /* per corner of wc: mapped already */
+  size_t wccap;
+  double *rx;                 /* a box's missing corners: x, y, and their index in wc */
   size_t rxcap;
 } to_state_t;
 
@@ -686,7 +686,7 @@ static void to_state_free(tsr_ctx_t *ctx, to_state_t *st) {
   tsr__cel_free(st->grid.cel);
   tsr__free(ctx, st->poly.pv);
   tsr__free(ctx, st->wc);
-  tsr__free(ctx, st->row_ready);
+  tsr__free(ctx, st->ready);
   tsr__free(ctx, st->cand);
   tsr__free(ctx, st->rx);
   tsr__free(ctx, st);
@@ -776,27 +776,47 @@ static int to_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t
   return 0;
 }
 
-/* Corner (i, j) of the image (pixel (i, j)'s lower-left corner is (i,
- * j) - 0.5), a unit vector in the map frame, for i, j in the window's
- * corner range; cached by rows when the window is small enough. */
+/* Map the corners of box b (pixels b.x0..b.x1 x b.y0..b.y1) that the
+ * chunk's corner cache lacks, in one call (wcslib's per-call overhead is
+ * paid once).  Corner (i, j) is pixel (i, j)'s lower-left corner, (i - 0.5,
+ * j - 0.5).  0, or TSR_ENOMEM. */
+static int to_corners(tsr_ctx_t *ctx, to_state_t *st, const tsr__window_t *w, tsr__box_t b) {
+  int64_t wx = w->win.stop[0] - w->win.start[0] + 1;
+  size_t need = (size_t)(b.x1 - b.x0 + 2) * (size_t)(b.y1 - b.y0 + 2), m = 0;
+  if (need > st->rxcap) {
+    if (tsr__scratch_grow(ctx, (void **)&st->rx, need, 3 * sizeof(double)) != 0)
+      return TSR_ENOMEM;
+    st->rxcap = need;
+  }
+  double *xs = st->rx, *ys = xs + need, *at = ys + need, v[3 * 64];
+  for (int64_t j = b.y0; j <= b.y1 + 1; j++)
+    for (int64_t i = b.x0; i <= b.x1 + 1; i++) {
+      size_t k = (size_t)((j - w->win.start[1]) * wx + (i - w->win.start[0]));
+      if (st->ready[k])
+        continue;
+      xs[m] = (double)i - 0.5, ys[m] = (double)j - 0.5, at[m++] = (double)k;
+      st->ready[k] = 1;
+    }
+  for (size_t a = 0; a < m; a += 64) {
+    size_t c = m - a < 64 ? m - a : 64;
+    grid_vecs(&st->grid, c, xs + a, ys + a, v);
+    for (size_t k = 0; k < c; k++)
+      memcpy(st->wc + 3 * (size_t)at[a + k], v + 3 * k, 3 * sizeof(double));
+  }
+  return 0;
+}
+
+/* Corner (i, j) from the cache (to_corners first), or mapped now when the
+ * window is too large to cache. */
 static const double *to_corner(to_state_t *st, const tsr__window_t *w, int64_t i, int64_t j,
                                double tmp[3]) {
   int64_t wx = w->win.stop[0] - w->win.start[0] + 1;
-  int64_t r = j - w->win.start[1];
   if (st->wc == NULL) {
     double x = (double)i - 0.5, y = (double)j - 0.5;
     grid_vecs(&st->grid, 1, &x, &y, tmp);
     return tmp;
   }
-  if (!st->row_ready[r]) {
-    /* The whole row at once: wcslib's per-call overhead is paid once. */
-    double *row = st->wc + 3 * (size_t)(r * wx), *xs = st->rx, *ys = st->rx + wx;
-    for (int64_t k = 0; k < wx; k++)
-      xs[k] = (double)(w->win.start[0] + k) - 0.5, ys[k] = (double)j - 0.5;
-    grid_vecs(&st->grid, (size_t)wx, xs, ys, row);
-    st->row_ready[r] = 1;
-  }
-  return st->wc + 3 * (size_t)(r * wx + (i - w->win.start[0]));
+  return st->wc + 3 * (size_t)((j - w->win.start[1]) * wx + (i - w->win.start[0]));
 }
 
 static int to_compute(tsr__task_t *t) {
@@ -818,22 +838,13 @@ static int to_compute(tsr__task_t *t) {
     size_t wy = (size_t)(w->win.stop[1] - w->win.start[1] + 1);
     if (wx * wy <= WC_MAX) {
       if (wx * wy > st->wccap) {
-        if (tsr__scratch_grow(t->ctx, (void **)&st->wc, wx * wy, 3 * sizeof(double)) != 0)
+        if (tsr__scratch_grow(t->ctx, (void **)&st->wc, wx * wy, 3 * sizeof(double)) != 0 ||
+            tsr__scratch_grow(t->ctx, (void **)&st->ready, wx * wy, 1) != 0)
           return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory for %zu image corners", n->name,
                           wx * wy);
         st->wccap = wx * wy;
       }
-      if (wy > st->rcap) {
-        if (tsr__scratch_grow(t->ctx, (void **)&st->row_ready, wy, 1) != 0)
-          return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory", n->name);
-        st->rcap = wy;
-      }
-      if (wx > st->rxcap) {
-        if (tsr__scratch_grow(t->ctx, (void **)&st->rx, wx, 2 * sizeof(double)) != 0)
-          return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory", n->name);
-        st->rxcap = wx;
-      }
-      memset(st->row_ready, 0, wy);
+      memset(st->ready, 0, wx * wy);
     } else {
       tsr__free(t->ctx, st->wc);
       st->wc = NULL, st->wccap = 0;
@@ -858,6 +869,9 @@ static int to_compute(tsr__task_t *t) {
     if (poly_of(P, hp, p) != 0)
       return tsr__err(t->ctx, TSR_EINVAL, "%s: HEALPix pixel %lld is too large for the exact method",
                       n->name, (long long)p);
+    for (int b = 0; b < nb && st->wc; b++)
+      if (to_corners(t->ctx, st, w, box[b]) != 0)
+        return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory", n->name);
     for (int b = 0; b < nb; b++)
       for (int64_t jj = box[b].y0; jj <= box[b].y1; jj++)
         for (int64_t ii = box[b].x0; ii <= box[b].x1; ii++) {
