@@ -1,18 +1,20 @@
-/* reproject.c -- node construction shared by reproject_interp, _adaptive
- * and _exact (and the block helpers of the two overlap methods).  They differ in their kernels, not in what a reprojection
- * node is: the target's pixel grid, extra input axes broadcast, a data and
- * a footprint plane, and the same validation of the input and target. */
+/* reproject.c -- what reproject_interp, _adaptive, _exact and
+ * _from_healpix share.  They differ in their kernels, not in what a
+ * reprojection node is: the target's pixel grid, extra input axes
+ * broadcast, a data and a footprint plane, the same validation of the input
+ * and target; nor in their scaffolding: parameters that begin with the
+ * target and the input's name, a run state that begins with the output ->
+ * input mapping, and one unwinding path (the op's stop) when starting fails
+ * half way.  Also the block helpers of the two overlap methods (exact and
+ * HEALPix exact): candidate boxes, scratch, plane stores. */
 #include <math.h>
 #include <stdio.h>
 
 #include "mapping.h"
 #include "reproject.h"
 
-bool tsr__reproject_check(tsr_graph_t *g, const char *op, const tsr_node_t *src,
-                          const tsr_wcs_t *target, int dtype, const int64_t block[2]) {
-  char in_what[160];
-  tsr__map_t *probe = NULL;
-
+bool tsr__reproject_check_args(tsr_graph_t *g, const char *op, const tsr_node_t *src,
+                               const tsr_wcs_t *target, int dtype, const int64_t block[2]) {
   if (src == NULL || target == NULL)
     return tsr__graph_fail(g, TSR_EINVAL, "%s: input or target is NULL", op), false;
   if (dtype != 0 && dtype != TSR_F32 && dtype != TSR_F64)
@@ -23,6 +25,16 @@ bool tsr__reproject_check(tsr_graph_t *g, const char *op, const tsr_node_t *src,
       return tsr__graph_fail(g, TSR_EINVAL, "%s: block size %lld out of range [1, 1048576]", op,
                              (long long)block[a]),
              false;
+  return true;
+}
+
+bool tsr__reproject_check(tsr_graph_t *g, const char *op, const tsr_node_t *src,
+                          const tsr_wcs_t *target, int dtype, const int64_t block[2]) {
+  char in_what[160];
+  tsr__map_t *probe = NULL;
+
+  if (!tsr__reproject_check_args(g, op, src, target, dtype, block))
+    return false;
   if (src->wcs == NULL)
     return tsr__graph_fail(g, TSR_EWCS, "%s: input %s has no WCS", op, src->name), false;
   if (src->ndim < 2)
@@ -55,6 +67,61 @@ bool tsr__reproject_check(tsr_graph_t *g, const char *op, const tsr_node_t *src,
   }
   tsr__map_free(probe);
   return true;
+}
+
+void *tsr__reproject_params_new(tsr_graph_t *g, const char *op, size_t size, const tsr_node_t *src,
+                                const tsr_wcs_t *target, double tol, bool roundtrip) {
+  tsr__reproject_params_t *p = tsr__calloc(g->ctx, 1, size);
+  if (p == NULL)
+    return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op);
+  snprintf(p->in_what, sizeof p->in_what, "input %s", src->name);
+  p->tol = tol;
+  p->roundtrip = roundtrip;
+  if (tsr_wcs_copy(g->ctx, target, &p->target) != 0) {
+    tsr__free(g->ctx, p);
+    return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op);
+  }
+  return p;
+}
+
+void tsr__reproject_params_free(tsr_ctx_t *ctx, void *params) {
+  tsr__reproject_params_t *p = params;
+  if (p == NULL)
+    return;
+  tsr_wcs_free(p->target);
+  tsr__free(ctx, p);
+}
+
+void tsr__reproject_params_encode(const tsr__reproject_params_t *p, tsr__buf_t *b) {
+  tsr__buf_put_f64(b, p->tol);
+  tsr__buf_put_i64(b, p->roundtrip);
+  tsr__wcs_encode(p->target, b);
+}
+
+int tsr__reproject_state_new(tsr_node_t *n, size_t size, void **state) {
+  tsr_ctx_t *ctx = n->graph->ctx;
+  const tsr__reproject_params_t *p = n->params;
+  tsr__reproject_state_t *st = tsr__calloc(ctx, 1, size);
+  int rc;
+  *state = NULL;
+  if (st == NULL)
+    return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
+  rc = tsr__map_new(ctx, p->target, "target", n->inputs[0]->wcs, p->in_what, p->tol,
+                    p->roundtrip, &st->map);
+  if (rc != 0) {
+    tsr__free(ctx, st);
+    return rc;
+  }
+  *state = st;
+  return 0;
+}
+
+void tsr__reproject_state_free(tsr_node_t *n, void *state) {
+  tsr__reproject_state_t *st = state;
+  if (st == NULL)
+    return;
+  tsr__map_free(st->map);
+  tsr__free(n->graph->ctx, st);
 }
 
 int tsr__reproject_window(tsr__map_t *m, const tsr_region_t *out, int64_t grow,
@@ -124,7 +191,7 @@ tsr_node_t *tsr__reproject_node(tsr_graph_t *g, const tsr__op_t *op, void *param
                                 tsr_node_t *src, const tsr_wcs_t *target, int dtype,
                                 const int64_t block[2]) {
   tsr_node_t *n = tsr__node_alloc(g, op, params);
-  int ndim = src->ndim;
+  int ndim = src->ndim < 2 ? 2 : src->ndim;
   if (n == NULL)
     return NULL;
   n->ndim = ndim;

@@ -50,13 +50,11 @@
 enum { PIX_NAN = 0, PIX_FILL = 1, PIX_SAMPLE = 2 };
 
 typedef struct {
-  tsr_wcs_t *target;      /* output celestial WCS (the target, as given) */
+  tsr__reproject_params_t base; /* target, input name, mapping tolerance, roundtrip */
   int kernel, boundary, bad;
   double kernel_width, sample_region_width;
   double boundary_fill, ignore_threshold, bad_fill;
-  int x_cyclic, y_cyclic, center, despike, conserve, roundtrip;
-  double tol;
-  char in_what[160];      /* 'input "a.fits"' */
+  int x_cyclic, y_cyclic, center, despike, conserve;
 } adaptive_params_t;
 
 /* What an output pixel needs; computed by prep(). */
@@ -69,7 +67,7 @@ typedef struct {
 } pix_t;
 
 typedef struct {
-  tsr__map_t *map;
+  tsr__reproject_state_t base; /* the output -> input mapping */
   tsr__cel_t *cout, *cin; /* for the half-pixel points of center_jacobian */
   tsr__frame_xform_t fwd, back; /* output frame -> input frame, and astropy's way back */
   /* The prep of the last box, reused by the compute that follows. */
@@ -84,14 +82,6 @@ typedef struct {
   double *wb;
   size_t wb_cap;
 } adaptive_state_t;
-
-static void params_free(tsr_ctx_t *ctx, void *p) {
-  adaptive_params_t *ap = p;
-  if (ap == NULL)
-    return;
-  tsr_wcs_free(ap->target);
-  tsr__free(ctx, ap);
-}
 
 static void params_encode(const tsr_node_t *n, tsr__buf_t *b) {
   const adaptive_params_t *ap = n->params;
@@ -108,37 +98,7 @@ static void params_encode(const tsr_node_t *n, tsr__buf_t *b) {
   tsr__buf_put_i64(b, ap->center);
   tsr__buf_put_i64(b, ap->despike);
   tsr__buf_put_i64(b, ap->conserve);
-  tsr__buf_put_i64(b, ap->roundtrip);
-  tsr__buf_put_f64(b, ap->tol);
-  tsr__wcs_encode(ap->target, b);
-}
-
-static int adaptive_start(tsr_node_t *n, void **state) {
-  tsr_ctx_t *ctx = n->graph->ctx;
-  adaptive_params_t *ap = n->params;
-  adaptive_state_t *st = tsr__calloc(ctx, 1, sizeof *st);
-  int rc;
-  *state = NULL;
-  if (st == NULL)
-    return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
-  rc = tsr__map_new(ctx, ap->target, "target", n->inputs[0]->wcs, ap->in_what, ap->tol,
-                    ap->roundtrip != 0, &st->map);
-  if (rc == 0 && ap->center) {
-    if ((rc = tsr__cel_open(ctx, ap->target, "target", true, &st->cout)) == 0 &&
-        (rc = tsr__cel_open(ctx, n->inputs[0]->wcs, ap->in_what, true, &st->cin)) == 0) {
-      tsr__frame_xform(tsr__cel_frame(st->cout), tsr__cel_frame(st->cin), &st->fwd);
-      tsr__frame_xform(tsr__cel_frame(st->cin), tsr__cel_frame(st->cout), &st->back);
-    }
-  }
-  if (rc != 0) {
-    tsr__map_free(st->map);
-    tsr__cel_free(st->cout);
-    tsr__cel_free(st->cin);
-    tsr__free(ctx, st);
-    return rc;
-  }
-  *state = st;
-  return 0;
+  tsr__reproject_params_encode(&ap->base, b);
 }
 
 static void adaptive_stop(tsr_node_t *n, void *state) {
@@ -146,7 +106,6 @@ static void adaptive_stop(tsr_node_t *n, void *state) {
   tsr_ctx_t *ctx = n->graph->ctx;
   if (st == NULL)
     return;
-  tsr__map_free(st->map);
   tsr__cel_free(st->cout);
   tsr__cel_free(st->cin);
   tsr__free(ctx, st->pix);
@@ -159,7 +118,26 @@ static void adaptive_stop(tsr_node_t *n, void *state) {
   tsr__free(ctx, st->jac);
   tsr__free(ctx, st->v);
   tsr__free(ctx, st->wb);
-  tsr__free(ctx, st);
+  tsr__reproject_state_free(n, st);
+}
+
+static int adaptive_start(tsr_node_t *n, void **state) {
+  tsr_ctx_t *ctx = n->graph->ctx;
+  const adaptive_params_t *ap = n->params;
+  adaptive_state_t *st;
+  int rc = tsr__reproject_state_new(n, sizeof *st, state);
+  if (rc != 0 || !ap->center)
+    return rc;
+  st = *state;
+  if ((rc = tsr__cel_open(ctx, ap->base.target, "target", true, &st->cout)) != 0 ||
+      (rc = tsr__cel_open(ctx, n->inputs[0]->wcs, ap->base.in_what, true, &st->cin)) != 0) {
+    adaptive_stop(n, st);
+    *state = NULL;
+    return rc;
+  }
+  tsr__frame_xform(tsr__cel_frame(st->cout), tsr__cel_frame(st->cin), &st->fwd);
+  tsr__frame_xform(tsr__cel_frame(st->cin), tsr__cel_frame(st->cout), &st->back);
+  return 0;
 }
 
 /* Grow *p (of *cap elements of `size`) to at least n elements. */
@@ -219,7 +197,7 @@ static int jacobians(tsr_node_t *n, adaptive_state_t *st, tsr_ctx_t *ctx, int64_
     if (grow(ctx, (void **)&st->ys, &cap, ngrid, sizeof(double)) != 0)
       goto oom;
     st->xs_cap = cap;
-    if ((rc = tsr__map_box(st->map, x0 - 1, x1 + 1, y0 - 1, y1 + 1, st->xs, st->ys)) != 0)
+    if ((rc = tsr__map_box(st->base.map, x0 - 1, x1 + 1, y0 - 1, y1 + 1, st->xs, st->ys)) != 0)
       return rc;
     int64_t gw = w + 2;
     for (int64_t y = 0; y < h; y++)
@@ -268,7 +246,7 @@ static int jacobians(tsr_node_t *n, adaptive_state_t *st, tsr_ctx_t *ctx, int64_
         st->xa[(size_t)(y * (w + 1) + x)] = (double)(x0 + x) - 0.5;
         st->ya[(size_t)(y * (w + 1) + x)] = (double)(y0 + y);
       }
-    if ((rc = exact_points(st, ctx, ap->roundtrip != 0, nxo, st->xa, st->ya, st->xb, st->yb)) != 0)
+    if ((rc = exact_points(st, ctx, ap->base.roundtrip, nxo, st->xa, st->ya, st->xb, st->yb)) != 0)
       return rc;
     for (int64_t y = 0; y < h; y++)
       for (int64_t x = 0; x < w; x++) {
@@ -283,7 +261,7 @@ static int jacobians(tsr_node_t *n, adaptive_state_t *st, tsr_ctx_t *ctx, int64_
         st->xa[(size_t)(y * w + x)] = (double)(x0 + x);
         st->ya[(size_t)(y * w + x)] = (double)(y0 + y) - 0.5;
       }
-    if ((rc = exact_points(st, ctx, ap->roundtrip != 0, nyo, st->xa, st->ya, st->xb, st->yb)) != 0)
+    if ((rc = exact_points(st, ctx, ap->base.roundtrip, nyo, st->xa, st->ya, st->xb, st->yb)) != 0)
       return rc;
     for (int64_t y = 0; y < h; y++)
       for (int64_t x = 0; x < w; x++) {
@@ -292,7 +270,7 @@ static int jacobians(tsr_node_t *n, adaptive_state_t *st, tsr_ctx_t *ctx, int64_
         J[1] = -st->xb[c] + st->xb[c + (size_t)w];
         J[3] = -st->yb[c] + st->yb[c + (size_t)w];
       }
-    return tsr__map_box(st->map, x0, x1, y0, y1, st->xs, st->ys);
+    return tsr__map_box(st->base.map, x0, x1, y0, y1, st->xs, st->ys);
   }
 oom:
   return tsr__err(ctx, TSR_ENOMEM, "reproject_adaptive: out of memory for coordinates");
@@ -789,14 +767,14 @@ static int adaptive_compute(tsr__task_t *t) {
 
 static const tsr__op_t adaptive_op = {
     .name = "reproject_adaptive",
-    .version = 1,
+    .version = 2, /* 2: the mapping's tolerance is encoded before its roundtrip flag */
     .flags = TSR__OP_SUBBOX | TSR__OP_REPROJECT,
     .input_region = adaptive_input_region,
     .start = adaptive_start,
     .stop = adaptive_stop,
     .compute = adaptive_compute,
     .encode = params_encode,
-    .free_params = params_free,
+    .free_params = tsr__reproject_params_free,
 };
 
 int tsr_kernel_parse(const char *s) {
@@ -840,11 +818,9 @@ tsr_node_t *tsr_reproject_adaptive(tsr_graph_t *g, tsr_node_t *src, const tsr_wc
                                    const tsr_adaptive_opts_t *opts) {
   tsr_adaptive_opts_t o = TSR_ADAPTIVE_OPTS_INIT;
   adaptive_params_t *ap;
-  tsr_ctx_t *ctx;
 
   if (!tsr__graph_check(g))
     return NULL;
-  ctx = g->ctx;
   if (opts)
     o = *opts;
   if (o.kernel != TSR_KERNEL_GAUSSIAN && o.kernel != TSR_KERNEL_HANN)
@@ -869,9 +845,10 @@ tsr_node_t *tsr_reproject_adaptive(tsr_graph_t *g, tsr_node_t *src, const tsr_wc
     FAIL("mapping tolerance %g px out of range [0, 1]", o.mapping_tolerance);
   if (!tsr__reproject_check(g, "reproject_adaptive", src, target, o.dtype, o.block))
     return NULL;
-  ap = tsr__calloc(ctx, 1, sizeof *ap);
+  ap = tsr__reproject_params_new(g, "reproject_adaptive", sizeof *ap, src, target,
+                                 o.mapping_tolerance, o.roundtrip != 0);
   if (ap == NULL)
-    return tsr__graph_fail(g, TSR_ENOMEM, "reproject_adaptive: out of memory");
+    return NULL;
   ap->kernel = o.kernel;
   ap->boundary = o.boundary_mode;
   ap->bad = o.bad_value_mode;
@@ -888,12 +865,5 @@ tsr_node_t *tsr_reproject_adaptive(tsr_graph_t *g, tsr_node_t *src, const tsr_wc
   ap->center = o.center_jacobian != 0;
   ap->despike = o.despike_jacobian != 0;
   ap->conserve = o.conserve_flux != 0;
-  ap->roundtrip = o.roundtrip != 0;
-  ap->tol = o.mapping_tolerance;
-  snprintf(ap->in_what, sizeof ap->in_what, "input %s", src->name);
-  if (tsr_wcs_copy(ctx, target, &ap->target) != 0) {
-    params_free(ctx, ap);
-    return tsr__graph_fail(g, TSR_ENOMEM, "reproject_adaptive: out of memory");
-  }
   return tsr__reproject_node(g, &adaptive_op, ap, src, target, o.dtype, o.block);
 }

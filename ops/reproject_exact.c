@@ -76,10 +76,9 @@
 #define MIN_FRAC 1e-8
 
 typedef struct {
-  tsr_wcs_t *target;       /* output celestial WCS */
+  tsr__reproject_params_t base; /* target, input name; the window mapping's tolerance 1e-4 */
   tsr_wcs_t *corners;      /* the input WCS, CRPIX + 0.5: pixel (i, j) is corner (i - 0.5, j - 0.5) */
   int nan_mode;            /* TSR_NAN_PROPAGATE or TSR_NAN_IGNORE */
-  char in_what[160];
 } exact_params_t;
 
 typedef struct {
@@ -89,7 +88,7 @@ typedef struct {
 } pair_t;
 
 typedef struct {
-  tsr__map_t *map;         /* output pixel -> input pixel: windows */
+  tsr__reproject_state_t base; /* output pixel -> input pixel: windows */
   tsr__map_t *cmap;        /* input corner index -> output pixel */
   tsr__cel_t *cin, *cout;
   tsr__frame_xform_t fwd;  /* input frame -> output frame (reproject's direction) */
@@ -109,17 +108,15 @@ typedef struct {
 
 static void params_free(tsr_ctx_t *ctx, void *p) {
   exact_params_t *ep = p;
-  if (ep == NULL)
-    return;
-  tsr_wcs_free(ep->target);
-  tsr_wcs_free(ep->corners);
-  tsr__free(ctx, ep);
+  if (ep != NULL)
+    tsr_wcs_free(ep->corners);
+  tsr__reproject_params_free(ctx, ep);
 }
 
 static void params_encode(const tsr_node_t *n, tsr__buf_t *b) {
   const exact_params_t *ep = n->params;
   tsr__buf_put_i64(b, ep->nan_mode);
-  tsr__wcs_encode(ep->target, b);
+  tsr__reproject_params_encode(&ep->base, b);
 }
 
 /* Unit vectors (output frame) of n input pixel positions. */
@@ -200,44 +197,11 @@ static void analyse(exact_state_t *st, int64_t nx, int64_t ny) {
   st->margin = 2.0 * ext + 2.0;
 }
 
-static int exact_start(tsr_node_t *n, void **state) {
-  tsr_ctx_t *ctx = n->graph->ctx;
-  exact_params_t *ep = n->params;
-  exact_state_t *st = tsr__calloc(ctx, 1, sizeof *st);
-  int rc;
-  *state = NULL;
-  if (st == NULL)
-    return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
-  if ((rc = tsr__map_new(ctx, ep->target, "target", n->inputs[0]->wcs, ep->in_what, 1e-4, false,
-                         &st->map)) != 0 ||
-      (rc = tsr__map_new(ctx, ep->corners, ep->in_what, ep->target, "target", 0.0, false,
-                         &st->cmap)) != 0 ||
-      (rc = tsr__cel_new(ctx, n->inputs[0]->wcs, ep->in_what, &st->cin)) != 0 ||
-      (rc = tsr__cel_new(ctx, ep->target, "target", &st->cout)) != 0)
-    goto out;
-  tsr__frame_xform(tsr__cel_frame(st->cin), tsr__cel_frame(st->cout), &st->fwd);
-  tsr__frame_xform(tsr__cel_frame(st->cout), tsr__cel_frame(st->cin), &st->back);
-  analyse(st, n->shape[0], n->shape[1]);
-  *state = st;
-  st = NULL;
-  rc = 0;
-out:
-  if (st) {
-    tsr__map_free(st->map);
-    tsr__map_free(st->cmap);
-    tsr__cel_free(st->cin);
-    tsr__cel_free(st->cout);
-    tsr__free(ctx, st);
-  }
-  return rc;
-}
-
 static void exact_stop(tsr_node_t *n, void *state) {
   exact_state_t *st = state;
   tsr_ctx_t *ctx = n->graph->ctx;
   if (st == NULL)
     return;
-  tsr__map_free(st->map);
   tsr__map_free(st->cmap);
   tsr__cel_free(st->cin);
   tsr__cel_free(st->cout);
@@ -252,7 +216,29 @@ static void exact_stop(tsr_node_t *n, void *state) {
   tsr__free(ctx, st->wsum);
   tsr__free(ctx, st->spoil);
   tsr__free(ctx, st->pairs);
-  tsr__free(ctx, st);
+  tsr__reproject_state_free(n, st);
+}
+
+static int exact_start(tsr_node_t *n, void **state) {
+  tsr_ctx_t *ctx = n->graph->ctx;
+  const exact_params_t *ep = n->params;
+  exact_state_t *st;
+  int rc = tsr__reproject_state_new(n, sizeof *st, state);
+  if (rc != 0)
+    return rc;
+  st = *state;
+  if ((rc = tsr__map_new(ctx, ep->corners, ep->base.in_what, ep->base.target, "target", 0.0,
+                         false, &st->cmap)) != 0 ||
+      (rc = tsr__cel_new(ctx, n->inputs[0]->wcs, ep->base.in_what, &st->cin)) != 0 ||
+      (rc = tsr__cel_new(ctx, ep->base.target, "target", &st->cout)) != 0) {
+    exact_stop(n, st);
+    *state = NULL;
+    return rc;
+  }
+  tsr__frame_xform(tsr__cel_frame(st->cin), tsr__cel_frame(st->cout), &st->fwd);
+  tsr__frame_xform(tsr__cel_frame(st->cout), tsr__cel_frame(st->cin), &st->back);
+  analyse(st, n->shape[0], n->shape[1]);
+  return 0;
 }
 
 static int exact_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t *out,
@@ -261,7 +247,7 @@ static int exact_input_region(tsr_node_t *n, void *state, int i, const tsr_regio
   /* Grown by one output pixel: the block's outer pixel edges, and reproject's
    * rounded candidate boxes, reach half a pixel and more past the centres;
    * two input pixels cover an input pixel's half-diagonal plus rounding. */
-  return tsr__reproject_window(st->map, out, 1, n->inputs[i], 2.0, win, empty);
+  return tsr__reproject_window(st->base.map, out, 1, n->inputs[i], 2.0, win, empty);
 }
 
 /* Truncation toward zero after +0.5, as reproject's (int)(x + .5), on a
@@ -591,7 +577,7 @@ static int exact_compute(tsr__task_t *t) {
 
 static const tsr__op_t exact_op = {
     .name = "reproject_exact",
-    .version = 1,
+    .version = 2, /* 2: the window mapping's tolerance and roundtrip flag are in the key */
     .flags = TSR__OP_REPROJECT,
     .input_region = exact_input_region,
     .start = exact_start,
@@ -669,13 +655,12 @@ tsr_node_t *tsr_reproject_exact(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_t
       return tsr__graph_fail_ctx(g, rc);
     }
   }
-  ep = tsr__calloc(ctx, 1, sizeof *ep);
+  /* The window mapping needs no more than 1e-4 px: windows get a margin. */
+  ep = tsr__reproject_params_new(g, "reproject_exact", sizeof *ep, src, target, 1e-4, false);
   if (ep == NULL)
-    return tsr__graph_fail(g, TSR_ENOMEM, "reproject_exact: out of memory");
+    return NULL;
   ep->nan_mode = o.nan_mode;
-  snprintf(ep->in_what, sizeof ep->in_what, "input %s", src->name);
-  if (tsr_wcs_copy(ctx, target, &ep->target) != 0 ||
-      (ep->corners = corner_wcs(ctx, src->wcs)) == NULL) {
+  if ((ep->corners = corner_wcs(ctx, src->wcs)) == NULL) {
     params_free(ctx, ep);
     return tsr__graph_fail(g, TSR_ENOMEM, "reproject_exact: out of memory");
   }

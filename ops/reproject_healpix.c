@@ -36,7 +36,7 @@ static void vec_lonlat(const double v[3], double *lon, double *lat) {
 /* From HEALPix                                                        */
 
 typedef struct {
-  tsr_wcs_t *target;
+  tsr__reproject_params_t base; /* target, input name (no mapping: see from_state_t) */
   int order;
   int64_t nside;
   bool nested;
@@ -48,21 +48,13 @@ typedef struct {
   tsr__frame_xform_t xf;      /* target frame -> map frame */
 } from_state_t;
 
-static void from_free(tsr_ctx_t *ctx, void *p) {
-  from_params_t *fp = p;
-  if (fp == NULL)
-    return;
-  tsr_wcs_free(fp->target);
-  tsr__free(ctx, fp);
-}
-
 static void from_encode(const tsr_node_t *n, tsr__buf_t *b) {
   const from_params_t *fp = n->params;
   tsr__buf_put_i64(b, fp->order);
   tsr__buf_put_i64(b, fp->nside);
   tsr__buf_put_i64(b, fp->nested);
   tsr__buf_put_i64(b, fp->coordsys);
-  tsr__wcs_encode(fp->target, b);
+  tsr__reproject_params_encode(&fp->base, b);
 }
 
 static int from_start(tsr_node_t *n, void **state) {
@@ -74,7 +66,7 @@ static int from_start(tsr_node_t *n, void **state) {
   *state = NULL;
   if (st == NULL)
     return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
-  if ((rc = tsr__cel_new(ctx, fp->target, "target", &st->cel)) != 0) {
+  if ((rc = tsr__cel_new(ctx, fp->base.target, "target", &st->cel)) != 0) {
     tsr__free(ctx, st);
     return rc;
   }
@@ -246,14 +238,14 @@ static int from_compute(tsr__task_t *t) {
 
 static const tsr__op_t from_op = {
     .name = "reproject_from_healpix",
-    .version = 1,
+    .version = 2, /* 2: the shared reprojection parameters' encoding */
     .flags = TSR__OP_SUBBOX,
     .input_region = from_input_region,
     .start = from_start,
     .stop = from_stop,
     .compute = from_compute,
     .encode = from_encode,
-    .free_params = from_free,
+    .free_params = tsr__reproject_params_free,
 };
 
 /* The map's nside, ordering and frame: the source's HEALPix cards, as
@@ -301,7 +293,9 @@ tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src, const ts
   tsr_from_healpix_opts_t o = TSR_FROM_HEALPIX_OPTS_INIT;
   from_params_t *fp;
   tsr__cel_t *probe = NULL;
-  tsr_node_t *n;
+  int64_t nside;
+  bool nested;
+  char coordsys;
   int rc;
   const char *op = "reproject_from_healpix";
 
@@ -309,8 +303,8 @@ tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src, const ts
     return NULL;
   if (opts)
     o = *opts;
-  if (src == NULL || target == NULL)
-    return tsr__graph_fail(g, TSR_EINVAL, "%s: input or target is NULL", op);
+  if (!tsr__reproject_check_args(g, op, src, target, o.dtype, o.block))
+    return NULL;
   if (o.method != TSR_HEALPIX_INTERP && o.method != TSR_HEALPIX_EXACT)
     return tsr__graph_fail(g, TSR_EINVAL,
                            "%s: method %d is not TSR_HEALPIX_INTERP (0) or TSR_HEALPIX_EXACT (1)",
@@ -325,60 +319,29 @@ tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src, const ts
                            "%s: order %d; only nearest-neighbor (0) and bilinear (1) are "
                            "defined on HEALPix maps",
                            op, o.order);
-  if (o.dtype != 0 && o.dtype != TSR_F32 && o.dtype != TSR_F64)
-    return tsr__graph_fail(g, TSR_EINVAL, "%s: dtype %d is not float32 or float64", op, o.dtype);
-  for (int a = 0; a < 2; a++)
-    if (o.block[a] < 0 || o.block[a] > (1 << 20))
-      return tsr__graph_fail(g, TSR_EINVAL, "%s: block size %lld out of range [1, 1048576]", op,
-                             (long long)o.block[a]);
   if ((rc = tsr__hpx_load(g->ctx)) != 0)
     return tsr__graph_fail_ctx(g, rc);
-  fp = tsr__calloc(g->ctx, 1, sizeof *fp);
-  if (fp == NULL)
-    return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op);
-  if (!map_layout(g, op, src, o.nested, o.coordsys, &fp->nside, &fp->nested, &fp->coordsys)) {
-    from_free(g->ctx, fp);
+  if (!map_layout(g, op, src, o.nested, o.coordsys, &nside, &nested, &coordsys))
     return NULL;
-  }
-  if (target->naxis != 2 || target->shape[0] < 1 || target->shape[1] < 1) {
-    from_free(g->ctx, fp);
+  if (target->naxis != 2 || target->shape[0] < 1 || target->shape[1] < 1)
     return tsr__graph_fail(g, TSR_EINVAL,
                            "%s: target needs 2 celestial axes with NAXIS1 and NAXIS2; it has "
                            "NAXIS = %d",
                            op, target->naxis);
-  }
   if ((rc = tsr__cel_new(g->ctx, target, "target", &probe)) != 0) {
-    from_free(g->ctx, fp);
     tsr__err_prefix(g->ctx, "%s", op);
     return tsr__graph_fail_ctx(g, rc);
   }
   tsr__cel_free(probe);
-  if (o.method == TSR_HEALPIX_EXACT) {
-    int64_t nside = fp->nside;
-    bool nested = fp->nested;
-    char cs = fp->coordsys;
-    from_free(g->ctx, fp);
-    return tsr__from_healpix_exact(g, src, target, &o, nside, nested, cs);
-  }
-  fp->order = o.order;
-  if (tsr_wcs_copy(g->ctx, target, &fp->target) != 0) {
-    from_free(g->ctx, fp);
-    return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op);
-  }
-  if ((n = tsr__node_alloc(g, &from_op, fp)) == NULL)
+  if (o.method == TSR_HEALPIX_EXACT)
+    return tsr__from_healpix_exact(g, src, target, &o, nside, nested, coordsys);
+  /* The pixel centres are taken to the sky exactly (no mapping grid). */
+  fp = tsr__reproject_params_new(g, op, sizeof *fp, src, target, 0.0, false);
+  if (fp == NULL)
     return NULL;
-  n->ndim = 2;
-  n->n_inputs = 1;
-  n->inputs[0] = src;
-  n->n_planes = 2;
-  n->dtype = o.dtype ? (tsr_dtype_t)o.dtype : src->dtype;
-  n->shape[0] = target->shape[0];
-  n->shape[1] = target->shape[1];
-  n->chunk[0] = o.block[0] ? o.block[0] : TSR__DEFAULT_BLOCK;
-  n->chunk[1] = o.block[1] ? o.block[1] : TSR__DEFAULT_BLOCK;
-  if (tsr_wcs_copy(g->ctx, target, &n->wcs) != 0) {
-    tsr__node_discard(n);
-    return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op);
-  }
-  return tsr__node_finish(n);
+  fp->order = o.order;
+  fp->nside = nside;
+  fp->nested = nested;
+  fp->coordsys = coordsys;
+  return tsr__reproject_node(g, &from_op, fp, src, target, o.dtype, o.block);
 }

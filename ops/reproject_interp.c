@@ -27,65 +27,45 @@
 #define TILE_COLS 64
 
 typedef struct {
-  tsr_wcs_t *target;     /* output celestial WCS (the target, as given) */
+  tsr__reproject_params_t base; /* target, input name, mapping tolerance, roundtrip */
   int order;
-  double tol;
-  int roundtrip;
-  char in_what[160];     /* 'input "a.fits"' */
 } interp_params_t;
 
 typedef struct {
-  tsr__map_t *map;
+  tsr__reproject_state_t base; /* the output -> input mapping */
   double *xin, *yin;     /* coordinates of the current box */
   size_t cap;
   tsr__spline_t *spline; /* orders 2, 3: coefficient tiles kept for the run */
 } interp_state_t;
 
-static void params_free(tsr_ctx_t *ctx, void *p) {
-  interp_params_t *ip = p;
-  if (ip == NULL)
-    return;
-  tsr_wcs_free(ip->target);
-  tsr__free(ctx, ip);
-}
-
 static void params_encode(const tsr_node_t *n, tsr__buf_t *b) {
   const interp_params_t *ip = n->params;
   tsr__buf_put_i64(b, ip->order);
-  tsr__buf_put_f64(b, ip->tol);
-  tsr__buf_put_i64(b, ip->roundtrip);
-  tsr__wcs_encode(ip->target, b);
-}
-
-static int interp_start(tsr_node_t *n, void **state) {
-  tsr_ctx_t *ctx = n->graph->ctx;
-  interp_params_t *ip = n->params;
-  interp_state_t *st = tsr__calloc(ctx, 1, sizeof *st);
-  int rc;
-  *state = NULL;
-  if (st == NULL)
-    return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
-  rc = tsr__map_new(ctx, ip->target, "target", n->inputs[0]->wcs, ip->in_what, ip->tol,
-                    ip->roundtrip != 0, &st->map);
-  if (rc == 0 && ip->order >= 2 && (rc = tsr__spline_new(ctx, &st->spline)) != 0)
-    tsr__map_free(st->map);
-  if (rc != 0) {
-    tsr__free(ctx, st);
-    return rc;
-  }
-  *state = st;
-  return 0;
+  tsr__reproject_params_encode(&ip->base, b);
 }
 
 static void interp_stop(tsr_node_t *n, void *state) {
   interp_state_t *st = state;
   if (st == NULL)
     return;
-  tsr__map_free(st->map);
   tsr__spline_free(n->graph->ctx, st->spline);
   tsr__free(n->graph->ctx, st->xin);
   tsr__free(n->graph->ctx, st->yin);
-  tsr__free(n->graph->ctx, st);
+  tsr__reproject_state_free(n, st);
+}
+
+static int interp_start(tsr_node_t *n, void **state) {
+  const interp_params_t *ip = n->params;
+  interp_state_t *st;
+  int rc = tsr__reproject_state_new(n, sizeof *st, state);
+  if (rc != 0)
+    return rc;
+  st = *state;
+  if (ip->order >= 2 && (rc = tsr__spline_new(n->graph->ctx, &st->spline)) != 0) {
+    interp_stop(n, st);
+    *state = NULL;
+  }
+  return rc;
 }
 
 /* Pixels of input support around coordinate bounds, per order. */
@@ -96,7 +76,7 @@ static int interp_input_region(tsr_node_t *n, void *state, int i, const tsr_regi
   interp_state_t *st = state;
   const interp_params_t *ip = n->params;
   tsr_node_t *in = n->inputs[i];
-  int rc = tsr__reproject_window(st->map, out, 0, in, halo(ip->order), win, empty);
+  int rc = tsr__reproject_window(st->base.map, out, 0, in, halo(ip->order), win, empty);
   if (rc != 0 || *empty)
     return rc;
   if (ip->order >= 2) {
@@ -402,7 +382,7 @@ static int interp_compute(tsr__task_t *t) {
 
   if (ip->order <= 1) {
     double H[9];
-    if (tsr__map_homography(st->map, H)) {
+    if (tsr__map_homography(st->base.map, H)) {
       for (int64_t ya = y0, yb; ya < y1; ya = yb) {
         yb = (ya / BAND_ROWS + 1) * BAND_ROWS < y1 ? (ya / BAND_ROWS + 1) * BAND_ROWS : y1;
         interp_rows(t, w, ya, yb, NULL, NULL, H);
@@ -414,7 +394,7 @@ static int interp_compute(tsr__task_t *t) {
       int64_t yb = (ya / BAND_ROWS + 1) * BAND_ROWS;
       if (yb > y1)
         yb = y1;
-      if ((rc = tsr__map_box(st->map, x0, x1, ya, yb, st->xin, st->yin)) != 0)
+      if ((rc = tsr__map_box(st->base.map, x0, x1, ya, yb, st->xin, st->yin)) != 0)
         return rc;
       interp_rows(t, w, ya, yb, st->xin, st->yin, NULL);
       ya = yb;
@@ -422,7 +402,7 @@ static int interp_compute(tsr__task_t *t) {
     return 0;
   }
 
-  if ((rc = tsr__map_box(st->map, x0, x1, y0, y1, st->xin, st->yin)) != 0)
+  if ((rc = tsr__map_box(st->base.map, x0, x1, y0, y1, st->xin, st->yin)) != 0)
     return rc;
   {
     size_t es_in = tsr_dtype_size(in->dtype);
@@ -460,7 +440,7 @@ static const tsr__op_t interp_op = {
     .stop = interp_stop,
     .compute = interp_compute,
     .encode = params_encode,
-    .free_params = params_free,
+    .free_params = tsr__reproject_params_free,
     .takes_view = interp_takes_view,
 };
 
@@ -487,11 +467,9 @@ tsr_node_t *tsr_reproject_interp(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_
                                  const tsr_interp_opts_t *opts) {
   tsr_interp_opts_t o = TSR_INTERP_OPTS_INIT;
   interp_params_t *ip;
-  tsr_ctx_t *ctx;
 
   if (!tsr__graph_check(g))
     return NULL;
-  ctx = g->ctx;
   if (opts)
     o = *opts;
   if ((int)o.order < 0 || o.order > 3)
@@ -505,16 +483,10 @@ tsr_node_t *tsr_reproject_interp(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_
                            o.mapping_tolerance);
   if (!tsr__reproject_check(g, "reproject_interp", src, target, o.dtype, o.block))
     return NULL;
-  ip = tsr__calloc(ctx, 1, sizeof *ip);
+  ip = tsr__reproject_params_new(g, "reproject_interp", sizeof *ip, src, target,
+                                 o.mapping_tolerance, o.roundtrip != 0);
   if (ip == NULL)
-    return tsr__graph_fail(g, TSR_ENOMEM, "reproject_interp: out of memory");
+    return NULL;
   ip->order = o.order;
-  ip->tol = o.mapping_tolerance;
-  ip->roundtrip = o.roundtrip != 0;
-  snprintf(ip->in_what, sizeof ip->in_what, "input %s", src->name);
-  if (tsr_wcs_copy(ctx, target, &ip->target) != 0) {
-    params_free(ctx, ip);
-    return tsr__graph_fail(g, TSR_ENOMEM, "reproject_interp: out of memory");
-  }
   return tsr__reproject_node(g, &interp_op, ip, src, target, o.dtype, o.block);
 }

@@ -53,7 +53,9 @@ static float image[48 * 40], image2[48 * 40];
 
 /* One scenario: build a graph and compute `out` (count values); returns the
  * status.  `what` 0..5 reprojections (orders 0-3, adaptive, exact), 6 a
- * mosaic, 7 array ops, 8 a FITS write. */
+ * mosaic, 7 array ops, 8 a FITS write, 9 adaptive with center_jacobian
+ * (its start opens two more WCS copies after the shared mapping: a failure
+ * there unwinds through its stop). */
 /* The n float32 values of a FITS file's first HDU as doubles, read with
  * stdio (not through tessera, whose allocator the test is failing). */
 static void read_float32_fits(const char *path, double *out, int n) {
@@ -107,9 +109,10 @@ static int scenario(tsr_ctx_t *ctx, int what, double *out, int *n_out) {
     if (what <= 3) {
       io.order = what;
       n = tsr_reproject_interp(g, src, wo, &io);
-    } else if (what == 4) {
+    } else if (what == 4 || what == 9) {
       tsr_adaptive_opts_t ao = TSR_ADAPTIVE_OPTS_INIT;
       ao.block[0] = ao.block[1] = 24;
+      ao.center_jacobian = what == 9;
       n = tsr_reproject_adaptive(g, src, wo, &ao);
     } else if (what == 5) {
       tsr_exact_opts_t eo = TSR_EXACT_OPTS_INIT;
@@ -211,5 +214,6 @@ TEST(exact) { inject(5, "exact"); }
 TEST(mosaic_median) { inject(6, "mosaic median"); }
 TEST(array_ops_chain) { inject(7, "array ops"); }
 TEST(mosaic_written_to_fits) { inject(8, "mosaic to FITS"); }
+TEST(adaptive_center_jacobian) { inject(9, "adaptive, center_jacobian"); }
 
 TEST_MAIN()
