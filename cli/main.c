@@ -131,25 +131,34 @@ typedef struct {
   const char *healpix_opt;       /* first HEALPix-only option given */
 } reproject_args_t;
 
-/* Is the input a HEALPix table (a binary table at --hdu with the HEALPix
- * keywords)?  Images are the common case: any failure means "no". */
-static int input_is_healpix(tsr_ctx_t *ctx, const reproject_args_t *a) {
-  tsr_healpix_info_t info;
-  tsr_healpix_opts_t o = a->healpix;
-  if (a->run.hdu.extname != NULL)
+/* Is `path` a HEALPix table (a binary table at HDU `which` with the HEALPix
+ * keywords), read with `base`'s field and ordering?  Images are the common
+ * case: a failure that shows the file is no HEALPix table means "no" (0);
+ * 1 is a good map (*info filled); a table that fails the HEALPix checks is
+ * -1 with the reason on ctx, so that its message, which says more than "no
+ * image HDU" would, reaches the user.  Commands that take images and maps
+ * (reproject, info) ask this first. */
+static int is_healpix(tsr_ctx_t *ctx, const char *path, const tsr_hdu_t *which,
+                      const tsr_healpix_opts_t *base, tsr_healpix_info_t *info) {
+  tsr_healpix_opts_t o = *base;
+  if (which->extname != NULL)
     return 0;
-  o.hdu = a->run.hdu.hdu;
-  if (tsr_healpix_info(ctx, a->input, &o, &info) == 0)
+  o.hdu = which->hdu;
+  if (tsr_healpix_info(ctx, path, &o, info) == 0)
     return 1;
-  /* A binary table that fails the HEALPix checks is a bad HEALPix map, whose
-   * message says more than "no image HDU" would; files without one (or
-   * with PIXTYPE other than HEALPIX) go to the image reader. */
+  /* Files without a binary table (or with PIXTYPE other than HEALPIX) go to
+   * the image reader. */
   const char *m = tsr_errmsg(ctx);
-  return strstr(m, "has no binary table") == NULL && strstr(m, "is not a binary table") == NULL &&
+  return -(strstr(m, "has no binary table") == NULL && strstr(m, "is not a binary table") == NULL &&
          strstr(m, "PIXTYPE") == NULL && strstr(m, "cannot open") == NULL &&
          strstr(m, "gzip") == NULL && strstr(m, "does not start with") == NULL &&
          strstr(m, "HDUs; HDU") == NULL && strstr(m, "is not a HEALPix table") == NULL &&
-         strstr(m, "truncated: header") == NULL && strstr(m, "bad NAXIS") == NULL;
+         strstr(m, "truncated: header") == NULL && strstr(m, "bad NAXIS") == NULL);
+}
+
+static int input_is_healpix(tsr_ctx_t *ctx, const reproject_args_t *a) {
+  tsr_healpix_info_t info;
+  return is_healpix(ctx, a->input, &a->run.hdu, &a->healpix, &info) != 0;
 }
 
 /* The reprojection node for a->method (NULL with the error on the graph). */
@@ -576,7 +585,56 @@ static void print_shape(int ndim, const int64_t *shape) {
   printf(" (NAXIS1 x NAXIS2%s)\n", ndim > 2 ? " x ..." : "");
 }
 
-/* tessera info FILE: a FITS image, or a header text file (a target). */
+static const char *coordsys_name(char c) {
+  return c == 'G' ? "Galactic" : c == 'C' ? "ICRS" : c == 'E' ? "ecliptic, J2000" : "?";
+}
+
+/* The HEALPix part of `tessera info`: what tsr_source_healpix reads, and
+ * every value column, so that a user can pick --field. */
+static int print_healpix(tsr_graph_t *g, const char *path, const tsr_healpix_info_t *hi) {
+  tsr_healpix_opts_t o = TSR_HEALPIX_OPTS_INIT;
+  int64_t npix = 12 * hi->nside * hi->nside;
+  tsr_node_t *n;
+  o.hdu = hi->hdu;
+  if ((n = tsr_source_healpix(g, path, &o)) == NULL) {
+    fail(tsr_graph_errmsg(g));
+    return 1;
+  }
+  printf("file:  %s (HEALPix map)\n", path);
+  printf("hdu:   %d (cfitsio's numbering: the primary HDU is 1)", hi->hdu);
+  if (hi->extname[0])
+    printf(", EXTNAME = '%s'", hi->extname);
+  printf("\n");
+  printf("healpix: NSIDE = %" PRId64 ", ORDERING = %s, COORDSYS = %c (%s), %" PRId64
+         " pixels on the sky (12 NSIDE^2)\n",
+         hi->nside, hi->nested ? "NESTED" : "RING", hi->coordsys, coordsys_name(hi->coordsys),
+         npix);
+  printf("index: %s, %" PRId64 " pixels held (%.4g%% of the sky)", hi->explicit_index ?
+         "explicit (INDXSCHM = 'EXPLICIT')" : "implicit", hi->n_pixels,
+         100.0 * (double)hi->n_pixels / (double)npix);
+  if (hi->n_pixels > 0)
+    printf(", first pixel %" PRId64 ", last pixel %" PRId64, hi->first_pixel, hi->last_pixel);
+  printf("\n");
+  if (hi->explicit_index)
+    printf("pixel column: %s\n", hi->pixel_column[0] ? hi->pixel_column : "(unnamed)");
+  printf("table: %" PRId64 " rows x %" PRId64 " value%s a row\n", hi->n_rows, hi->repeat,
+         hi->repeat == 1 ? "" : "s");
+  printf("shape: %" PRId64 " (every pixel of the sky in the file's ordering; pixels not held "
+         "are NaN)\n", tsr_node_shape(n, 0));
+  printf("field: %d, column '%s', TFORM %" PRId64 "%c, read as %s (the default --field)\n",
+         hi->field, hi->column, hi->repeat, hi->type, tsr_dtype_name(tsr_node_dtype(n)));
+  printf("fields: %d value column%s (--field N or NAME)\n", hi->n_fields,
+         hi->n_fields == 1 ? "" : "s");
+  for (int f = 0; f < hi->n_fields && f < TSR_HEALPIX_MAX_FIELDS; f++)
+    printf("  %d: '%s' %" PRId64 "%c\n", f, hi->fields[f].name[0] ? hi->fields[f].name :
+           "(unnamed)", hi->fields[f].repeat, hi->fields[f].type);
+  if (hi->n_fields > TSR_HEALPIX_MAX_FIELDS)
+    printf("  ... and %d more\n", hi->n_fields - TSR_HEALPIX_MAX_FIELDS);
+  return 0;
+}
+
+/* tessera info FILE: a FITS image or HEALPix map, or a header text file
+ * (a target). */
 static int cmd_info(int argc, char **argv) {
   tsr_ctx_t *ctx = NULL;
   tsr_graph_t *g = NULL;
@@ -626,6 +684,19 @@ static int cmd_info(int argc, char **argv) {
     print_wcs(ctx, wcs);
     status = 0;
     goto out;
+  }
+  {
+    tsr_healpix_opts_t ho = TSR_HEALPIX_OPTS_INIT;
+    tsr_healpix_info_t hi;
+    int k = is_healpix(ctx, path, &hdu, &ho, &hi);
+    if (k < 0) {
+      fail(tsr_errmsg(ctx));
+      goto out;
+    }
+    if (k > 0) {
+      status = print_healpix(g, path, &hi);
+      goto out;
+    }
   }
   n = tsr_source_fits_hdu(g, path, &hdu);
   if (n == NULL) {

@@ -156,11 +156,14 @@ static const command_usage_t commands[] = {
      "        --hdu N|NAME[,VER]      input HDU (as for reproject)\n"
      "        --max-size PX           pixels on the longer side at most (default 2048)\n"
      "        --progress | --quiet    force the progress bar / print nothing\n"},
-    {"info", "shape, dtype and WCS of a FITS image or a .hdr header",
+    {"info", "shape, dtype and WCS of a FITS image, a HEALPix map or a .hdr header",
      "usage: tessera info FILE [--hdu N|NAME[,VER]] [--quiet]\n"
      "  a FITS image's HDU, shape, stored BITPIX, scaling, compression, the dtype\n"
-     "  it is read as and its WCS; or a .hdr header file's shape and WCS.  The\n"
-     "  report is the output, so --quiet changes nothing\n"},
+     "  it is read as and its WCS; a HEALPix map's HDU, NSIDE, ORDERING, COORDSYS,\n"
+     "  index scheme (implicit or explicit), pixels held, first and last pixel,\n"
+     "  rows x values a row, the column read (--field 0) and every value column\n"
+     "  with its index; or a .hdr header file's shape and WCS.  The report is the\n"
+     "  output, so --quiet changes nothing\n"},
     {"cache", "a chunk cache's statistics; evict to a budget; clear",
      "usage: tessera cache stats|trim|clear [DIR] [--cache-max-bytes N] [--quiet]\n"
      "  stats: a cache's entries, size, compression ratio and the hits and\n"

@@ -18,6 +18,7 @@
  * pixel is); values are read only as windows need them. */
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -259,9 +260,11 @@ static double convert(const hpx_params_t *hp, const unsigned char *p) {
   return v;
 }
 
-/* Parse and check the table; fills *hp (path fields set by the caller). */
+/* Parse and check the table; fills *hp (path fields set by the caller)
+ * and, when `list` is not NULL, its column list and EXTNAME (for
+ * tsr_healpix_info: the only caller that describes what it does not read). */
 static int open_table(tsr_ctx_t *ctx, int fd, int64_t fsize, const tsr_healpix_opts_t *o,
-                      hpx_params_t *hp) {
+                      hpx_params_t *hp, tsr_healpix_info_t *list) {
   const char *path = hp->path;
   header_t h = {NULL, 0};
   int64_t off = 0, doff = 0, dbytes;
@@ -302,6 +305,8 @@ static int open_table(tsr_ctx_t *ctx, int fd, int64_t fsize, const tsr_healpix_o
   }
   hp->hdu = hdu;
   hp->data_off = doff;
+  if (list != NULL)
+    card_str(&h, "EXTNAME", list->extname, sizeof list->extname);
 
   if (find_card(&h, "PIXTYPE") == NULL && find_card(&h, "NSIDE") == NULL) {
     rc = tsr__err(ctx, TSR_EFITS,
@@ -406,10 +411,19 @@ static int open_table(tsr_ctx_t *ctx, int fd, int64_t fsize, const tsr_healpix_o
       bool is_pix = explicit_ && pixcol < 0 && (strcasecmp(name, "PIXEL") == 0 || c == 1);
       if (is_pix) {
         pixcol = c, pixoff = colpos, pixtype = type, pixrep = rep;
+        if (list != NULL)
+          snprintf(list->pixel_column, sizeof list->pixel_column, "%s", name);
       } else {
         bool match = o->field_name ? strcasecmp(name, o->field_name) == 0 : seen == o->field;
+        if (list != NULL && seen < TSR_HEALPIX_MAX_FIELDS) {
+          snprintf(list->fields[seen].name, sizeof list->fields[seen].name, "%s", name);
+          list->fields[seen].type = type;
+          list->fields[seen].repeat = rep;
+        }
         if (match && want < 0) {
           want = c;
+          if (list != NULL)
+            list->field = seen;
           hp->col_off = colpos;
           hp->repeat = rep;
           hp->type = type;
@@ -419,6 +433,8 @@ static int open_table(tsr_ctx_t *ctx, int fd, int64_t fsize, const tsr_healpix_o
       }
       colpos += rep * type_bytes(type);
     }
+    if (list != NULL)
+      list->n_fields = seen;
     if (colpos != hp->row_bytes) {
       rc = tsr__err(ctx, TSR_EFITS,
                     "healpix: \"%s\" HDU %d: the columns take %lld bytes a row but NAXIS1 = %lld",
@@ -637,7 +653,48 @@ static int read_rows(tsr__task_t *t, int fd, int64_t r0, int64_t r1, unsigned ch
   return 0;
 }
 
-#define MAX_READ_ROWS 4096
+/* Rows read at a time: a few hundred KB, reused, so that the buffer stays
+ * in cache and is never a fresh mapping to fault in (a 4096-row buffer was
+ * an mmap per task, and its page faults cost as much as the reading). */
+#define MAX_READ_ROWS 64
+
+/* Values [k0, k0 + n) of one row's column into the node's plane at `out`
+ * (elements): plain float32 columns, the common case, by a loop the
+ * compiler vectorises; the rest value by value through convert(). */
+static void convert_run(const hpx_params_t *hp, const unsigned char *col, int64_t n, void *plane,
+                        size_t out, bool f32) {
+  int es = type_bytes(hp->type);
+  if (hp->type == 'E' && hp->scale == 1.0 && hp->zero == 0.0 && f32) {
+    /* convert()'s UNSEEN test, |v / UNSEEN - 1| < 1e-5, as float bounds:
+     * the float values strictly inside (lo, hi), so that the loop is
+     * branch-free and vectorises. */
+    const double lo = TSR__HPX_UNSEEN * (1 + 1e-5), hi = TSR__HPX_UNSEEN * (1 - 1e-5);
+    float flo = (float)lo, fhi = (float)hi;
+    if ((double)flo <= lo)
+      flo = nextafterf(flo, 0.0f);
+    if ((double)fhi >= hi)
+      fhi = nextafterf(fhi, -INFINITY);
+    float *o = (float *)plane + out;
+    for (int64_t k = 0; k < n; k++) {
+      uint32_t u;
+      float f;
+      memcpy(&u, col + 4 * k, 4);
+      u = __builtin_bswap32(u);
+      memcpy(&f, &u, 4);
+      int finite = fabsf(f) <= FLT_MAX;
+      int bad = (finite == 0) | ((f >= flo) & (f <= fhi));
+      o[k] = bad ? NAN : f;
+    }
+    return;
+  }
+  for (int64_t k = 0; k < n; k++) {
+    double v = convert(hp, col + k * es);
+    if (f32)
+      ((float *)plane)[out + k] = (float)v;
+    else
+      ((double *)plane)[out + k] = v;
+  }
+}
 
 static int hpx_compute(tsr__task_t *t) {
   hpx_params_t *hp = t->node->params;
@@ -650,28 +707,35 @@ static int hpx_compute(tsr__task_t *t) {
 
   if (t->planes[0] == NULL)
     return 0;
-  for (int64_t p = s; p < e; p++)
-    put(t, p, NAN);
   if (hp->pix == NULL) {
     int64_t a = s > hp->first ? s : hp->first;
     int64_t b = e < hp->first + hp->n_held ? e : hp->first + hp->n_held;
+    /* NaN where the file holds no pixel: before FIRSTPIX, after LASTPIX. */
+    for (int64_t p = s; p < e && p < a; p++)
+      put(t, p, NAN);
+    for (int64_t p = b > s ? b : s; p < e; p++)
+      put(t, p, NAN);
     if (a < b) {
       int64_t ra = (a - hp->first) / hp->repeat, rb = (b - 1 - hp->first) / hp->repeat + 1;
+      bool f32 = t->node->dtype == TSR_F32;
       for (int64_t r0 = ra; r0 < rb && rc == 0; r0 += MAX_READ_ROWS) {
         int64_t r1 = r0 + MAX_READ_ROWS < rb ? r0 + MAX_READ_ROWS : rb;
         if ((rc = read_rows(t, st->fd, r0, r1, &buf, &cap)) != 0)
           break;
-        for (int64_t r = r0; r < r1; r++)
-          for (int64_t k = 0; k < hp->repeat; k++) {
-            int64_t p = hp->first + r * hp->repeat + k;
-            if (p >= a && p < b)
-              put(t, p, convert(hp, buf + (r - r0) * hp->row_bytes + hp->col_off + k * es));
-          }
+        for (int64_t r = r0; r < r1; r++) {
+          /* This row's pixels, cut to [a, b). */
+          int64_t p0 = hp->first + r * hp->repeat, k0 = p0 < a ? a - p0 : 0;
+          int64_t k1 = p0 + hp->repeat > b ? b - p0 : hp->repeat;
+          convert_run(hp, buf + (r - r0) * hp->row_bytes + hp->col_off + k0 * es, k1 - k0,
+                      t->planes[0], (size_t)(p0 + k0 - s), f32);
+        }
       }
     }
   } else {
     /* Slots of the pixels in [s, e), read row by row, runs of rows
-     * coalesced when they are consecutive. */
+     * coalesced when they are consecutive; NaN where no pixel is held. */
+    for (int64_t p = s; p < e; p++)
+      put(t, p, NAN);
     int64_t lo = 0, hi = hp->n_held;
     while (lo < hi) {
       int64_t mid = lo + (hi - lo) / 2;
@@ -719,7 +783,7 @@ static const tsr__op_t hpx_op = {
 };
 
 static int build(tsr_ctx_t *ctx, const char *path, const tsr_healpix_opts_t *opts,
-                 hpx_params_t **out) {
+                 hpx_params_t **out, tsr_healpix_info_t *list) {
   tsr_healpix_opts_t o = TSR_HEALPIX_OPTS_INIT;
   hpx_params_t *hp = NULL;
   struct stat sb;
@@ -762,7 +826,7 @@ static int build(tsr_ctx_t *ctx, const char *path, const tsr_healpix_opts_t *opt
     goto out;
   }
   hp->id = tsr__identity_of(&sb);
-  rc = open_table(ctx, fd, hp->id.size, &o, hp);
+  rc = open_table(ctx, fd, hp->id.size, &o, hp, list);
 out:
   if (fd >= 0)
     close(fd);
@@ -781,7 +845,7 @@ tsr_node_t *tsr_source_healpix(tsr_graph_t *g, const char *path, const tsr_healp
 
   if (!tsr__graph_check(g))
     return NULL;
-  if ((rc = build(g->ctx, path, opts, &hp)) != 0)
+  if ((rc = build(g->ctx, path, opts, &hp, NULL)) != 0)
     return tsr__graph_fail_ctx(g, rc);
   if ((n = tsr__node_alloc(g, &hpx_op, hp)) == NULL)
     return NULL;
@@ -804,10 +868,10 @@ tsr_node_t *tsr_source_healpix(tsr_graph_t *g, const char *path, const tsr_healp
 int tsr_healpix_info(tsr_ctx_t *ctx, const char *path, const tsr_healpix_opts_t *opts,
                      tsr_healpix_info_t *out) {
   hpx_params_t *hp;
-  int rc = build(ctx, path, opts, &hp);
-  if (rc != 0)
-    return rc;
+  int rc;
   memset(out, 0, sizeof *out);
+  if ((rc = build(ctx, path, opts, &hp, out)) != 0)
+    return rc;
   out->hdu = hp->hdu;
   out->nside = hp->nside;
   out->nested = hp->nested;

@@ -9,7 +9,10 @@
  * sampled every SAMPLE pixels and on its edges, give a disc (centre, and
  * radius grown by the sample spacing and by the interpolation's reach),
  * and the disc an index range (tsr__hpx_disc_range).  Mapping is exact at
- * every pixel (no interpolated grid), as reproject does it.
+ * every pixel (no interpolated grid), as reproject does it: through wcslib,
+ * or for plain TAN targets by the gnomonic projection's linear form
+ * (fit_gnomonic), which is exact too and skips wcslib's trigonometry; the
+ * bilinear weights take the ring latitudes from a per-run table.
  *
  * To HEALPix is in reproject_to_healpix.c.
  */
@@ -46,7 +49,15 @@ typedef struct {
 typedef struct {
   tsr__cel_t *cel;            /* the target's celestial WCS, this process's copy */
   tsr__frame_xform_t xf;      /* target frame -> map frame */
+  bool tan;                   /* plain TAN target, frames a rotation apart: vectors from `gn` */
+  double gn[4][3];            /* gnomonic: the map-frame direction of pixel (x, y) is along
+                                 gn[1] + (x - gn[0][0]) gn[2] + (y - gn[0][1]) gn[3] */
+  double *ring_lat;           /* bilinear, nside <= RING_TABLE_MAX: latitude of each ring
+                                 (tsr__hpx_ring_lats), else NULL */
 } from_state_t;
+
+/* Rings tabulated for the bilinear weights (2 MB at most). */
+#define RING_TABLE_MAX (1 << 16)
 
 static void from_encode(const tsr_node_t *n, tsr__buf_t *b) {
   const from_params_t *fp = n->params;
@@ -55,6 +66,74 @@ static void from_encode(const tsr_node_t *n, tsr__buf_t *b) {
   tsr__buf_put_i64(b, fp->nested);
   tsr__buf_put_i64(b, fp->coordsys);
   tsr__reproject_params_encode(&fp->base, b);
+}
+
+/* Exact unit vectors (map frame) of n pixels, through wcslib. */
+static void exact_vectors(from_state_t *st, size_t n, const double *x, const double *y, double *v) {
+  tsr__cel_pix2vec(st->cel, n, x, y, v);
+  if (!tsr__frame_identity(&st->xf))
+    tsr__frame_apply(&st->xf, n, v);
+}
+
+/* A gnomonic (TAN) projection maps the plane to directions linearly: the
+ * direction of pixel (x, y) is c + (x - x0) a1 + (y - y0) a2, with c the
+ * unit vector of the tangent point (the reference pixel x0, y0) and a1, a2
+ * in the tangent plane (perpendicular to c), and a rotation of frames
+ * keeps that form.  So for plain TAN targets the vectors cost a few
+ * multiplications instead of wcslib's trigonometry (most of this op's time
+ * otherwise), exactly: a1 and a2 come from the exact vectors 1000 pixels
+ * away (v / (v . c) - c, divided by 1000), and the result is checked
+ * against wcslib at the corners and centre of the target (1e-12 rad, a
+ * billionth of an nside-2^20 pixel); anything else keeps wcslib. */
+static void fit_gnomonic(from_state_t *st, const tsr_wcs_t *target) {
+  double x[7], y[7], v[21], crpix[2];
+  int64_t nx = target->shape[0], ny = target->shape[1];
+  st->tan = false;
+  if (!tsr__cel_is_plain_tan(st->cel) || !tsr__frame_is_rotation(&st->xf))
+    return;
+  tsr__cel_crpix(st->cel, crpix);
+  x[0] = crpix[0], y[0] = crpix[1];
+  x[1] = crpix[0] + 1000, y[1] = crpix[1];
+  x[2] = crpix[0], y[2] = crpix[1] + 1000;
+  x[3] = 0, y[3] = 0;
+  x[4] = (double)nx - 1, y[4] = 0;
+  x[5] = 0, y[5] = (double)ny - 1;
+  x[6] = (double)nx - 1, y[6] = (double)ny - 1;
+  exact_vectors(st, 7, x, y, v);
+  for (int k = 0; k < 21; k++)
+    if (v[k] != v[k])
+      return;
+  st->gn[0][0] = crpix[0], st->gn[0][1] = crpix[1], st->gn[0][2] = 0;
+  for (int a = 0; a < 3; a++)
+    st->gn[1][a] = v[a];
+  for (int j = 1; j <= 2; j++) {
+    const double *w = v + 3 * j;
+    double d = w[0] * v[0] + w[1] * v[1] + w[2] * v[2];
+    if (!(d > 1e-3))
+      return;
+    for (int a = 0; a < 3; a++)
+      st->gn[1 + j][a] = (w[a] / d - v[a]) / 1000.0;
+  }
+  st->tan = true;
+  for (int k = 3; k < 7 && st->tan; k++) {
+    double g[3], err = 0;
+    for (int a = 0; a < 3; a++)
+      g[a] = st->gn[1][a] + (x[k] - crpix[0]) * st->gn[2][a] + (y[k] - crpix[1]) * st->gn[3][a];
+    double norm = sqrt(g[0] * g[0] + g[1] * g[1] + g[2] * g[2]);
+    for (int a = 0; a < 3; a++)
+      err = fmax(err, fabs(g[a] / norm - v[3 * k + a]));
+    if (!(err < 1e-12))
+      st->tan = false;
+  }
+}
+
+static void from_stop(tsr_node_t *n, void *state) {
+  from_state_t *st = state;
+  if (st == NULL)
+    return;
+  tsr__cel_free(st->cel);
+  tsr__free(n->graph->ctx, st->ring_lat);
+  tsr__free(n->graph->ctx, st);
 }
 
 static int from_start(tsr_node_t *n, void **state) {
@@ -67,32 +146,44 @@ static int from_start(tsr_node_t *n, void **state) {
   if (st == NULL)
     return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
   if ((rc = tsr__cel_new(ctx, fp->base.target, "target", &st->cel)) != 0) {
-    tsr__free(ctx, st);
+    from_stop(n, st);
     return rc;
   }
   tsr__hpx_frame(fp->coordsys, &to);
   tsr__frame_xform(tsr__cel_frame(st->cel), &to, &st->xf);
+  fit_gnomonic(st, fp->base.target);
+  if (fp->order == 1 && fp->nside <= RING_TABLE_MAX) {
+    st->ring_lat = tsr__mallocarray(ctx, (size_t)(4 * fp->nside), sizeof(double));
+    if (st->ring_lat == NULL) {
+      from_stop(n, st);
+      return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
+    }
+    tsr__hpx_ring_lats(fp->nside, st->ring_lat);
+  }
   *state = st;
   return 0;
-}
-
-static void from_stop(tsr_node_t *n, void *state) {
-  from_state_t *st = state;
-  if (st == NULL)
-    return;
-  tsr__cel_free(st->cel);
-  tsr__free(n->graph->ctx, st);
 }
 
 /* Unit vectors (map frame) of the pixels of row y, x in [x0, x1). */
 static void row_vectors(from_state_t *st, int64_t x0, int64_t x1, int64_t y, double *xs,
                         double *ys, double *v) {
   size_t k = (size_t)(x1 - x0);
+  if (st->tan) {
+    double r[3];
+    for (int a = 0; a < 3; a++)
+      r[a] = st->gn[1][a] + ((double)y - st->gn[0][1]) * st->gn[3][a];
+    for (size_t i = 0; i < k; i++) {
+      double dx = (double)x0 + (double)i - st->gn[0][0];
+      double g0 = r[0] + dx * st->gn[2][0], g1 = r[1] + dx * st->gn[2][1],
+             g2 = r[2] + dx * st->gn[2][2];
+      double inv = 1.0 / sqrt(g0 * g0 + g1 * g1 + g2 * g2);
+      v[3 * i] = g0 * inv, v[3 * i + 1] = g1 * inv, v[3 * i + 2] = g2 * inv;
+    }
+    return;
+  }
   for (size_t i = 0; i < k; i++)
     xs[i] = (double)x0 + (double)i, ys[i] = (double)y;
-  tsr__cel_pix2vec(st->cel, k, xs, ys, v);
-  if (!tsr__frame_identity(&st->xf))
-    tsr__frame_apply(&st->xf, k, v);
+  exact_vectors(st, k, xs, ys, v);
 }
 
 static int from_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t *out,
@@ -195,18 +286,17 @@ static int from_compute(tsr__task_t *t) {
     for (size_t k = 0; k < bw; k++) {
       double val = NAN, fpv = 0.0;
       if (w->data != NULL && v[3 * k] == v[3 * k]) {
-        double lon, lat;
         fpv = 1.0;
-        vec_lonlat(v + 3 * k, &lon, &lat);
         if (fp->order == 0) {
           int64_t p = tsr__hpx_vec2pix(fp->nside, fp->nested, v + 3 * k);
           if (p >= lo && p < hi)
             val = tsr__window_value(w, (size_t)(p - lo));
         } else {
           int64_t r[4];
-          double wt[4], acc = 0;
+          double wt[4], acc = 0, lon, lat;
           bool ok = true;
-          tsr__hpx_interp_weights(fp->nside, lon, lat, r, wt);
+          vec_lonlat(v + 3 * k, &lon, &lat);
+          tsr__hpx_interp_weights_tab(fp->nside, st->ring_lat, v + 3 * k, lon, lat, r, wt);
           for (int q = 0; q < 4 && ok; q++) {
             int64_t p = fp->nested ? tsr__hpx_ring2nest(fp->nside, r[q]) : r[q];
             if (p < lo || p >= hi)

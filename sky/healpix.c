@@ -182,13 +182,80 @@ int64_t tsr__hpx_ring_of(int64_t nside, int64_t p) {
   }
 }
 
-/* Centre of RING pixel p with its longitude unwrapped to within pi of lon. */
-static void centre_near(int64_t nside, int64_t p, double lon, double *plon, double *plat) {
-  tsr__hpx_pix2ang(nside, false, p, plon, plat);
+void tsr__hpx_ring_lats(int64_t nside, double *lat) {
+  lat[0] = M_PI / 2;
+  for (int64_t r = 1; r < 4 * nside; r++) {
+    int64_t first, count;
+    double lon;
+    tsr__hpx_ring_span(nside, r, &first, &count);
+    tsr__hpx_pix2ang(nside, false, first, &lon, &lat[r]);
+  }
+}
+
+/* Centre of RING pixel p, of ring g, with its longitude unwrapped to
+ * within pi of lon.  With a table
+ * of ring latitudes (tsr__hpx_ring_lats) the centre is ring arithmetic, as
+ * libchealpix's pix2ang_ring does it but without its acos per call (the
+ * latitudes are its own, the longitudes agree to rounding): the four
+ * centres of an interpolation were most of its cost. */
+typedef struct {
+  int64_t r, first, count;  /* ring number (1 .. 4 nside - 1), its first pixel, its pixels */
+  double phase, step;       /* centre j is at longitude (j + phase) step */
+} ring_t;
+
+static void ring_init(int64_t nside, int64_t r, ring_t *g) {
+  g->r = r;
+  tsr__hpx_ring_span(nside, r, &g->first, &g->count);
+  /* Cap rings, and equatorial rings with r + nside even, start half a
+   * pixel east of longitude 0. */
+  g->phase = (r < nside || r > 3 * nside || ((r + nside) & 1) == 0) ? 0.5 : 0.0;
+  g->step = 2 * M_PI / (double)g->count;
+}
+
+static void centre_near(int64_t nside, const double *ring_lat, const ring_t *g, int64_t p,
+                        double lon, double *plon, double *plat) {
+  if (ring_lat != NULL) {
+    *plon = ((double)(p - g->first) + g->phase) * g->step;
+    *plat = ring_lat[g->r];
+  } else {
+    tsr__hpx_pix2ang(nside, false, p, plon, plat);
+  }
   if (lon - *plon > M_PI)
     *plon += 2 * M_PI;
   if (*plon - lon > M_PI)
     *plon -= 2 * M_PI;
+}
+
+/* The RING pixel holding unit vector v of longitude phi in [0, 2 pi):
+ * libchealpix's ang2pix_ring_z_phi (HEALPix C 3.x), on the vector's z, so
+ * that no cosine is needed (libchealpix's ang2pix takes a colatitude). */
+static int64_t vec2ring(int64_t nside, const double v[3], double phi, int64_t *ring) {
+  double z = v[2], za = fabs(z), tt = phi * (2 / M_PI);
+  if (tt >= 4)
+    tt -= 4;
+  if (za <= 2.0 / 3.0) {
+    int64_t nl4 = 4 * nside;
+    double temp1 = (double)nside * (0.5 + tt), temp2 = (double)nside * z * 0.75;
+    int64_t jp = (int64_t)(temp1 - temp2), jm = (int64_t)(temp1 + temp2);
+    int64_t ir = nside + 1 + jp - jm;
+    int64_t kshift = 1 - (ir & 1);
+    int64_t ip = ((jp + jm - nside + kshift + 1 + 2 * nl4) / 2) % nl4;
+    *ring = nside - 1 + ir;
+    return 2 * nside * (nside - 1) + (ir - 1) * nl4 + ip;
+  }
+  {
+    double tp = tt - (double)(int64_t)tt;
+    /* Near the poles from sin(theta), as libchealpix, for precision. */
+    double tmp = za > 0.99 ? (double)nside * hypot(v[0], v[1]) / sqrt((1 + za) / 3)
+                           : (double)nside * sqrt(3 * (1 - za));
+    int64_t jp = (int64_t)(tp * tmp), jm = (int64_t)((1 - tp) * tmp);
+    int64_t ir = jp + jm + 1, ip = (int64_t)(tt * (double)ir);
+    ip %= 4 * ir;
+    if (ip < 0)
+      ip += 4 * ir;
+    *ring = z > 0 ? ir : 4 * nside - ir;
+    return z > 0 ? 2 * ir * (ir - 1) + ip : tsr__hpx_npix(nside) - 2 * ir * (ir + 1) + ip;
+  }
 }
 
 /* The neighbour in the same ring on lon's side of pixel p (j-th of count,
@@ -207,32 +274,42 @@ static int64_t ring_step(int64_t p, int64_t j, int64_t count, bool west) {
  * neighbour on the point's side.  Beyond the first or last ring, the pole
  * is taken as the mean of the four pixels around it. */
 void tsr__hpx_interp_weights(int64_t nside, double lon, double lat, int64_t ring[4], double w[4]) {
-  int64_t p1, p2, p3, p4, r, first, count, npix = tsr__hpx_npix(nside);
-  double lon1, lat1, lon2, lat2, lon3, lat3, lon4, lat4, xf1, xf2, yf;
+  tsr__hpx_interp_weights_tab(nside, NULL, NULL, lon, lat, ring, w);
+}
 
-  lon = wrap_lon(lon);
-  p1 = tsr__hpx_ang2pix(nside, false, lon, lat);
-  centre_near(nside, p1, lon, &lon1, &lat1);
-  r = tsr__hpx_ring_of(nside, p1);
-  tsr__hpx_ring_span(nside, r, &first, &count);
-  p2 = ring_step(p1, p1 - first, count, lon < lon1);
-  centre_near(nside, p2, lon, &lon2, &lat2);
+void tsr__hpx_interp_weights_tab(int64_t nside, const double *ring_lat, const double *v, double lon,
+                                 double lat, int64_t ring[4], double w[4]) {
+  int64_t p1, p2, p3, p4, r, npix = tsr__hpx_npix(nside);
+  double lon1, lat1, lon2, lat2, lon3, lat3, lon4, lat4, xf1, xf2, yf;
+  ring_t g;
+
+  lon = lon >= 0 && lon < 2 * M_PI ? lon : wrap_lon(lon);
+  if (v != NULL) {
+    p1 = vec2ring(nside, v, lon, &r);
+  } else {
+    p1 = tsr__hpx_ang2pix(nside, false, lon, lat);
+    r = tsr__hpx_ring_of(nside, p1);
+  }
+  ring_init(nside, r, &g);
+  centre_near(nside, ring_lat, &g, p1, lon, &lon1, &lat1);
+  p2 = ring_step(p1, p1 - g.first, g.count, lon < lon1);
+  centre_near(nside, ring_lat, &g, p2, lon, &lon2, &lat2);
   r += lat > lat1 ? -1 : 1;
   xf1 = (lon - lon1) / (lon2 - lon1);
   if (r > 0 && r < 4 * nside) {
     int64_t j;
     double frac;
-    tsr__hpx_ring_span(nside, r, &first, &count);
-    frac = lon * (double)count / (2 * M_PI);
-    if (count == 4 * nside && r % 2 == 1)
+    ring_init(nside, r, &g);
+    frac = lon * (double)g.count / (2 * M_PI);
+    if (g.count == 4 * nside && r % 2 == 1)
       frac += 0.5;
     j = (int64_t)frac;
-    if (j == count)
+    if (j == g.count)
       j--;
-    p3 = first + j;
-    centre_near(nside, p3, lon, &lon3, &lat3);
-    p4 = ring_step(p3, j, count, lon < lon3);
-    centre_near(nside, p4, lon, &lon4, &lat4);
+    p3 = g.first + j;
+    centre_near(nside, ring_lat, &g, p3, lon, &lon3, &lat3);
+    p4 = ring_step(p3, j, g.count, lon < lon3);
+    centre_near(nside, ring_lat, &g, p4, lon, &lon4, &lat4);
     xf2 = (lon - lon3) / (lon4 - lon3);
     yf = (lat - lat1) / (lat3 - lat1);
     w[0] = (1 - xf1) * (1 - yf);

@@ -42,6 +42,13 @@ int64_t tsr__hpx_ring_of(int64_t nside, int64_t p);
  * either side in latitude, each pair weighted by longitude, the pairs by
  * latitude; over the poles, the pixels across the pole). */
 void tsr__hpx_interp_weights(int64_t nside, double lon, double lat, int64_t ring[4], double w[4]);
+/* The same, faster, given the latitude of every ring: ring_lat[r] for
+ * r = 1 .. 4 nside - 1 (4 nside entries), filled by tsr__hpx_ring_lats
+ * (NULL: libchealpix's centres), and the point's unit vector v (NULL: from
+ * lon and lat through libchealpix). */
+void tsr__hpx_interp_weights_tab(int64_t nside, const double *ring_lat, const double *v, double lon,
+                                 double lat, int64_t ring[4], double w[4]);
+void tsr__hpx_ring_lats(int64_t nside, double *ring_lat);
 
 /* The index range [lo, hi) (in the given ordering) that holds every pixel
  * whose centre lies within `radius` of unit vector c. */

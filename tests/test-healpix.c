@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "hpx.h"
@@ -98,6 +99,25 @@ TEST(bilinear_weights_sum_to_one_and_reproduce_centres) {
         own += w[q];
     ASSERT_NEAR(own, 1.0, 1e-9);
   }
+  /* The ring-table path gives the same pixels and weights (to rounding),
+   * in both caps, the equatorial belt and across longitude 0. */
+  for (int64_t nside = 1; nside <= 1024; nside *= 4) {
+    static double lats[4 * 1024];
+    tsr__hpx_ring_lats(nside, lats);
+    for (int i = 0; i < 5000; i++) {
+      double lon = (double)(rnd() % 1000000) / 1e6 * 2 * M_PI;
+      double lat = asin((double)(rnd() % 2000001) / 1e6 - 1.0);
+      int64_t r[4], rt[4];
+      double w[4], wt[4];
+      tsr__hpx_interp_weights(nside, lon, lat, r, w);
+      double v[3] = {cos(lat) * cos(lon), cos(lat) * sin(lon), sin(lat)};
+      tsr__hpx_interp_weights_tab(nside, lats, v, lon, lat, rt, wt);
+      for (int q = 0; q < 4; q++) {
+        ASSERT_INT_EQ(rt[q], r[q]);
+        ASSERT_NEAR(wt[q], w[q], 1e-12);
+      }
+    }
+  }
   tsr_ctx_free(ctx);
 }
 
@@ -148,13 +168,26 @@ TEST(disc_pixels_list_every_centre_in_the_disc_and_range_once_ascending) {
   tsr_ctx_free(ctx);
 }
 
-/* A RING map of nside 256 (786432 pixels, 768 rows of 1024) whose value at
- * each pixel is its index, written by hand as the HEALPix convention says. */
-static void write_map(const char *path, int64_t nside) {
+/* How write_map_as departs from a good map, for the bad-file cases. */
+typedef struct {
+  const char *ordering;  /* ORDERING value; NULL = 'RING' */
+  const char *coordsys;  /* COORDSYS value; NULL = 'G' */
+  const char *nside;     /* NSIDE card's value text; NULL = the map's nside */
+  int64_t rows;          /* NAXIS2; 0 = as many as the pixels need */
+  int64_t cut;           /* bytes cut from the end of the file */
+} map_flaw_t;
+
+/* A map of `nside` (12 nside^2 pixels, rows of 1024) whose value at each
+ * pixel is its index, written by hand as the HEALPix convention says, with
+ * the header changed as `flaw` says (NULL: none). */
+static void write_map_as(const char *path, int64_t nside, const map_flaw_t *flaw) {
+  static const map_flaw_t none = {NULL, NULL, NULL, 0, 0};
   FILE *f = fopen(path, "wb");
   char hdr[2880 * 2];
   int64_t npix = 12 * nside * nside, rows = npix / 1024;
   int k = 0;
+  if (flaw == NULL)
+    flaw = &none;
   ASSERT(f != NULL);
   memset(hdr, ' ', sizeof hdr);
 #define CARD(...) (snprintf(hdr + 80 * k, 81, __VA_ARGS__), hdr[80 * k + strlen(hdr + 80 * k)] = ' ', k++)
@@ -170,16 +203,19 @@ static void write_map(const char *path, int64_t nside) {
   CARD("BITPIX  = %20d", 8);
   CARD("NAXIS   = %20d", 2);
   CARD("NAXIS1  = %20d", 4096);
-  CARD("NAXIS2  = %20lld", (long long)rows);
+  CARD("NAXIS2  = %20lld", (long long)(flaw->rows ? flaw->rows : rows));
   CARD("PCOUNT  = %20d", 0);
   CARD("GCOUNT  = %20d", 1);
   CARD("TFIELDS = %20d", 1);
   CARD("TTYPE1  = 'SIGNAL  '");
   CARD("TFORM1  = '1024E   '");
   CARD("PIXTYPE = 'HEALPIX '");
-  CARD("ORDERING= 'RING    '");
-  CARD("NSIDE   = %20lld", (long long)nside);
-  CARD("COORDSYS= 'G       '");
+  CARD("ORDERING= '%-8s'", flaw->ordering ? flaw->ordering : "RING");
+  if (flaw->nside)
+    CARD("NSIDE   = %20s", flaw->nside);
+  else
+    CARD("NSIDE   = %20lld", (long long)nside);
+  CARD("COORDSYS= '%-8s'", flaw->coordsys ? flaw->coordsys : "G");
   CARD("INDXSCHM= 'IMPLICIT'");
   CARD("END");
 #undef CARD
@@ -196,7 +232,16 @@ static void write_map(const char *path, int64_t nside) {
   for (int64_t pad = (2880 - (npix * 4) % 2880) % 2880; pad > 0; pad--)
     fputc(0, f);
   fclose(f);
+  if (flaw->cut > 0) {
+    FILE *t = fopen(path, "r+b");
+    ASSERT(t != NULL);
+    ASSERT(fseek(t, 0, SEEK_END) == 0);
+    ASSERT_OK(ftruncate(fileno(t), ftell(t) - flaw->cut));
+    fclose(t);
+  }
 }
+
+static void write_map(const char *path, int64_t nside) { write_map_as(path, nside, NULL); }
 
 static tsr_wcs_t *tan_target(tsr_ctx_t *ctx, int n) {
   char text[1024];
@@ -242,6 +287,111 @@ TEST(a_small_region_reads_only_the_rows_it_needs) {
     tsr__cel_free(cel);
   }
   teardown(ctx, g, t);
+}
+
+/* A 256^2 region of a 1024^2 output reads fewer rows than the whole
+ * output, and gives the same values as the whole output's slice. */
+TEST(a_region_of_an_output_reads_fewer_rows_than_all_of_it) {
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_graph_t *g;
+  const char *path = th_path("map256r.fits");
+  tsr_wcs_t *t = tan_target(ctx, 1024);   /* 20 degrees across */
+  static float all[1024 * 1024], part[256 * 256];
+  tsr_region_t r = {{384, 384, 0, 0}, {640, 640, 1, 1}};
+  write_map(path, 256);
+  ASSERT_OK(tsr_graph_new(ctx, &g));
+  tsr_node_t *out = tsr_reproject_from_healpix(g, tsr_source_healpix(g, path, NULL), t, NULL);
+  ASSERT_INT_EQ(tsr_graph_status(g), 0);
+  atomic_store(&tsr__healpix_rows_read, 0);
+  ASSERT_OK(tsr_compute(g, out, NULL, all, sizeof all, NULL));
+  int64_t rows_all = atomic_load(&tsr__healpix_rows_read);
+  atomic_store(&tsr__healpix_rows_read, 0);
+  ASSERT_OK(tsr_compute(g, out, &r, part, sizeof part, NULL));
+  int64_t rows_part = atomic_load(&tsr__healpix_rows_read);
+  printf("# whole 1024^2 output: %lld rows read; its central 256^2: %lld (of 768)\n",
+         (long long)rows_all, (long long)rows_part);
+  ASSERT(rows_part > 0 && rows_part * 4 < rows_all);   /* blocks read their own rows: all > 768 */
+  ASSERT(rows_part < 768 / 4);
+  for (int y = 0; y < 256; y++)
+    ASSERT(memcmp(part + y * 256, all + (384 + y) * 1024 + 384, 256 * sizeof(float)) == 0);
+  tsr_graph_free(g);
+  tsr_wcs_free(t);
+  tsr_ctx_free(ctx);
+}
+
+/* Each flaw of a HEALPix file is refused by tsr_source_healpix and
+ * tsr_healpix_info alike, with a message naming the file, the HDU and what
+ * was expected. */
+TEST(bad_files_are_refused_case_by_case) {
+  static const struct {
+    const char *name;
+    map_flaw_t flaw;
+    const char *msg;
+  } cases[] = {
+      {"wrong row count", {NULL, NULL, NULL, 700, 0},
+       "700 rows of 1024 values hold 716800 pixels; NSIDE 256 with FIRSTPIX 0 and LASTPIX "
+       "786431 needs 786432 (768 rows)"},
+      {"NSIDE not a power of 2 (NESTED)", {"NESTED", NULL, "200", 0, 0},
+       "NSIDE = 200; expected a power of 2 (NESTED) in [1, 2^29]"},
+      {"NSIDE 0", {NULL, NULL, "0", 0, 0}, "NSIDE = 0; expected an integer in [1, 2^29]"},
+      {"NSIDE not an integer", {NULL, NULL, "'big'", 0, 0}, "has no integer NSIDE keyword"},
+      {"unknown ORDERING", {"SPIRAL", NULL, NULL, 0, 0},
+       "ORDERING = 'SPIRAL'; expected RING or NESTED"},
+      {"unknown COORDSYS", {NULL, "X", NULL, 0, 0},
+       "COORDSYS = 'X'; expected G (Galactic), C (celestial, ICRS) or E (ecliptic)"},
+      {"truncated table", {NULL, NULL, NULL, 0, 2880 * 3},
+       "is truncated: HDU 2's table needs 768 rows of 4096 bytes"},
+  };
+  tsr_ctx_t *ctx = ctx_new();
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char name[64];
+    tsr_graph_t *g;
+    tsr_healpix_info_t info;
+    snprintf(name, sizeof name, "bad%zu.fits", i);
+    const char *path = th_path(name);
+    write_map_as(path, 256, &cases[i].flaw);
+    printf("# %s\n", cases[i].name);
+    ASSERT_OK(tsr_graph_new(ctx, &g));
+    ASSERT(tsr_source_healpix(g, path, NULL) == NULL);
+    ASSERT_INT_EQ(tsr_graph_status(g), TSR_EFITS);
+    ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), cases[i].msg);
+    ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), name);
+    ASSERT_STR_CONTAINS(tsr_graph_errmsg(g), "HDU 2");
+    ASSERT_INT_EQ(tsr_healpix_info(ctx, path, NULL, &info), TSR_EFITS);
+    ASSERT_STR_CONTAINS(tsr_errmsg(ctx), cases[i].msg);
+    tsr_graph_free(g);
+  }
+  tsr_ctx_free(ctx);
+}
+
+/* tsr_healpix_info describes the table: the column read and every value
+ * column with its index, the HDU's EXTNAME. */
+TEST(info_lists_the_fields) {
+  tsr_ctx_t *ctx = ctx_new();
+  tsr_healpix_info_t info;
+  tsr_healpix_opts_t o = TSR_HEALPIX_OPTS_INIT;
+  const char *path = th_path("map16.fits");
+  write_map(path, 16);
+  ASSERT_OK(tsr_healpix_info(ctx, path, NULL, &info));
+  {
+    const int64_t got[] = {info.hdu, info.nside, info.nested, info.coordsys, info.explicit_index,
+                           info.n_pixels, info.first_pixel, info.last_pixel, info.n_rows,
+                           info.repeat, info.type, info.field, info.n_fields,
+                           info.fields[0].type, info.fields[0].repeat};
+    const int64_t want[] = {2, 16, 0, 'G', 0, 3072, 0, 3071, 3, 1024, 'E', 0, 1, 'E', 1024};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+      ASSERT_INT_EQ(got[i], want[i]);
+  }
+  ASSERT(strcmp(info.column, "SIGNAL") == 0 && strcmp(info.fields[0].name, "SIGNAL") == 0);
+  ASSERT(info.pixel_column[0] == '\0' && info.extname[0] == '\0');
+  o.field_name = "signal";
+  ASSERT_OK(tsr_healpix_info(ctx, path, &o, &info));
+  ASSERT_INT_EQ(info.field, 0);
+  o.field_name = NULL;
+  o.field = 1;
+  ASSERT_INT_EQ(tsr_healpix_info(ctx, path, &o, &info), TSR_EINVAL);
+  ASSERT_STR_CONTAINS(tsr_errmsg(ctx), "field 1 asked for; it has 1 value column (fields 0 to 0)");
+  tsr_ctx_free(ctx);
 }
 
 TEST(a_buffer_needs_its_ordering_and_frame) {

@@ -921,6 +921,9 @@ typedef struct {
 TSR_API tsr_node_t *tsr_source_healpix(tsr_graph_t *g, const char *path,
                                        const tsr_healpix_opts_t *opts);
 
+/* Value columns tsr_healpix_info lists by name (a table may have up to 999). */
+#define TSR_HEALPIX_MAX_FIELDS 32
+
 typedef struct {
   int     hdu;             /* 1-based, resolved */
   int64_t nside;
@@ -932,10 +935,20 @@ typedef struct {
   int64_t n_rows, repeat;  /* table rows, values per row */
   char    type;            /* TFORM letter of the column: E D J I K B */
   char    column[72];      /* its TTYPE */
+  int     field;           /* its index among the value columns (reproject's `field`) */
+  int     n_fields;        /* value columns of the table (the PIXEL column not counted) */
+  struct {
+    char    name[72];      /* TTYPE ("" when the column has none) */
+    char    type;          /* TFORM letter (any, also one the reader refuses: 'A', ...) */
+    int64_t repeat;        /* values per row */
+  } fields[TSR_HEALPIX_MAX_FIELDS]; /* the first min(n_fields, TSR_HEALPIX_MAX_FIELDS) */
+  char    pixel_column[72]; /* explicit tables: TTYPE of the PIXEL column, else "" */
+  char    extname[72];     /* EXTNAME of the HDU, "" if none */
 } tsr_healpix_info_t;
 
-/** Describe a HEALPix table as tsr_source_healpix would read it.
- *  @return 0, or a negative code with the message on ctx. */
+/** Describe a HEALPix table as tsr_source_healpix would read it (`opts`
+ *  may be NULL; path and opts are borrowed for the call; *out is the
+ *  caller's).  @return 0, or a negative code with the message on ctx. */
 TSR_API int tsr_healpix_info(tsr_ctx_t *ctx, const char *path, const tsr_healpix_opts_t *opts,
                              tsr_healpix_info_t *out);
 

@@ -1035,6 +1035,115 @@ static PyObject *Graph_reproject_to_healpix(tsrpy_graph_t *self, PyObject *args,
   return tsrpy_node_wrap(self, tsr_reproject_to_healpix(self->g, src, nside, &o));
 }
 
+/* nested= of the HEALPix methods: None (-1, the map's own), or a bool. */
+static int nested_arg(PyObject *o, const char *what) {
+  int k;
+  if (o == NULL || o == Py_None)
+    return -1;
+  if ((k = PyObject_IsTrue(o)) < 0)
+    PyErr_Format(PyExc_TypeError, "%s: nested: expected None, True or False", what);
+  return k;
+}
+
+/* An integer argument of source_healpix in [lo, hi] (lo >= 0), or -1 with
+ * the exception set (TypeError, or ValueError saying `why`). */
+static long long_in_range(PyObject *o, long lo, long hi, const char *what, const char *why) {
+  long v = PyLong_AsLong(o);
+  if (v == -1 && PyErr_Occurred())
+    return -1;
+  if (v < lo || v > hi) {
+    PyErr_Format(PyExc_ValueError, "source_healpix: %s %ld out of range; %s", what, v, why);
+    return -1;
+  }
+  return v;
+}
+
+static PyObject *Graph_source_healpix(tsrpy_graph_t *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"path", "hdu", "field", "nested", "coordsys", NULL};
+  PyObject *bytes = NULL, *hduobj = Py_None, *fieldobj = NULL, *nestobj = Py_None, *res = NULL;
+  tsr_healpix_opts_t o = TSR_HEALPIX_OPTS_INIT;
+  tsr_node_t *n;
+  long h;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|OOOz:source_healpix", kwlist,
+                                   PyUnicode_FSConverter, &bytes, &hduobj, &fieldobj, &nestobj,
+                                   &o.coordsys))
+    return NULL;
+  if (!tsrpy_graph_buildable(self))
+    goto out;
+  if (hduobj != Py_None) {
+    if ((h = long_in_range(hduobj, 1, 100000, "hdu",
+                           "HDUs count from 0 (the primary, which cannot hold a table), so a "
+                           "HEALPix table is at 1 or later")) < 0)
+      goto out;
+    o.hdu = (int)h + 1;
+  }
+  if (fieldobj != NULL && PyUnicode_Check(fieldobj)) {
+    o.field_name = PyUnicode_AsUTF8(fieldobj);
+  } else if (fieldobj != NULL) {
+    if ((h = long_in_range(fieldobj, 0, 998, "field",
+                           "expected a value column index in [0, 998] or a column name")) < 0)
+      goto out;
+    o.field = (int)h;
+  }
+  o.nested = nested_arg(nestobj, "source_healpix");
+  if (PyErr_Occurred())
+    goto out;
+  /* The header walk and an explicit table's PIXEL column are read now:
+   * without the GIL, as reads of a big file may take a while. */
+  Py_BEGIN_ALLOW_THREADS
+  n = tsr_source_healpix(self->g, PyBytes_AS_STRING(bytes), &o);
+  Py_END_ALLOW_THREADS
+  if (n == NULL) {
+    int rc = tsr_graph_status(self->g);
+    res = tsrpy_raise(rc ? rc : TSR_EIO, tsr_graph_errmsg(self->g), PyBytes_AS_STRING(bytes));
+  } else {
+    res = tsrpy_node_wrap(self, n);
+  }
+out:
+  Py_XDECREF(bytes);
+  return res;
+}
+
+static PyObject *Graph_reproject_from_healpix(tsrpy_graph_t *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"src",   "target", "order",  "nested",   "coordsys",
+                           "dtype", "block",  "method", "nan_mode", NULL};
+  PyObject *srcobj, *targetobj, *orderobj = NULL, *nestobj = Py_None, *dtypeobj = Py_None;
+  PyObject *blockobj = Py_None, *methodobj = NULL, *nanobj = NULL;
+  tsr_from_healpix_opts_t o = TSR_FROM_HEALPIX_OPTS_INIT;
+  int k = o.order;
+  const tsr_wcs_t *target;
+  tsr_wcs_t *owned = NULL;
+  tsr_node_t *src, *n;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O$OzOOOO:reproject_from_healpix", kwlist,
+                                   &srcobj, &targetobj, &orderobj, &nestobj, &o.coordsys,
+                                   &dtypeobj, &blockobj, &methodobj, &nanobj))
+    return NULL;
+  if (!tsrpy_graph_buildable(self) ||
+      (src = node_arg(self, srcobj, "reproject_from_healpix")) == NULL)
+    return NULL;
+  if (orderobj && parse_enum(orderobj, order_parse, "reproject_from_healpix: order", &k) < 0)
+    return NULL;
+  o.order = k;
+  /* method: 'interp' or 'exact', the same values as to_healpix's. */
+  if (methodobj &&
+      parse_enum(methodobj, to_healpix_method_parse, "reproject_from_healpix: method", &k) < 0)
+    return NULL;
+  if (methodobj)
+    o.method = k == TSR_TO_HEALPIX_EXACT ? TSR_HEALPIX_EXACT : TSR_HEALPIX_INTERP;
+  if (nanobj && parse_enum(nanobj, nan_mode_parse, "reproject_from_healpix: nan_mode", &k) < 0)
+    return NULL;
+  if (nanobj)
+    o.nan_mode = (tsr_nan_mode_t)k;
+  o.nested = nested_arg(nestobj, "reproject_from_healpix");
+  if (PyErr_Occurred())
+    return NULL;
+  if (target_and_block(targetobj, blockobj, dtypeobj, &target, &owned, o.block, &o.dtype) < 0)
+    return NULL;
+  n = tsr_reproject_from_healpix(self->g, src, target, &o);
+  tsr_wcs_free(owned);
+  return tsrpy_node_wrap(self, n);
+}
+
 static PyObject *Graph_footprint(tsrpy_graph_t *self, PyObject *arg) {
   tsr_node_t *n = node_arg(self, arg, "footprint"), *f;
   if (n == NULL || !tsrpy_graph_buildable(self))
@@ -1410,6 +1519,23 @@ static PyMethodDef Graph_methods[] = {
      "nan_mode 'propagate' or 'ignore').  "
      "coordsys: the map's frame, 'G', 'C', 'E' or 'galactic', 'icrs', 'ecliptic' (None = the "
      "input's).  chunk: map pixels per chunk (0 = default).  The footprint is footprint(node)."},
+    {"source_healpix", FN(Graph_source_healpix), KW,
+     "source_healpix(path, hdu=None, field=0, nested=None, coordsys=None) -> Node\n\nA HEALPix "
+     "FITS binary table as a lazy 1-D node of 12 nside^2 pixels (tsr_source_healpix): the header "
+     "(and an explicit table's PIXEL column) is read now, values row by row as computations need "
+     "them; pixels not held, UNSEEN and nulls are NaN.  hdu counts from 0 as in astropy (None = "
+     "the first binary table); field: a value column's index (the PIXEL column not counted) or "
+     "name; nested: None = the file's ORDERING, else True/False; coordsys: None = the file's "
+     "COORDSYS, else 'G', 'C', 'E' (or 'galactic', 'icrs', 'ecliptic')."},
+    {"reproject_from_healpix", FN(Graph_reproject_from_healpix), KW,
+     "reproject_from_healpix(src, target, order='bilinear', *, nested=None, coordsys=None, "
+     "dtype=None, block=None, method='interp', nan_mode='propagate') -> Node\n\nA HEALPix map "
+     "(a source_healpix node, or any 1-D node of 12 nside^2 values with nested and coordsys "
+     "given) onto target (tsr_reproject_from_healpix): order 'nearest-neighbor' (0) or "
+     "'bilinear' (1, astropy-healpix's four-neighbour scheme; a NaN among the four gives NaN).  "
+     "The footprint, footprint(node), is 1 where the output pixel is on the sky.  method "
+     "'exact': flux-conserving overlap (nan_mode 'propagate' or 'ignore'; the footprint is the "
+     "covered fraction)."},
     {"footprint", (PyCFunction)Graph_footprint, METH_O,
      "footprint(node) -> Node\n\nThe footprint plane of a reprojection or mosaic node, computed "
      "together with its data (compute both at once with compute([data, footprint]))."},

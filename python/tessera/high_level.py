@@ -29,7 +29,7 @@ from ._inputs import (parse_input_data, parse_input_shape, parse_input_weights,
                       parse_output_projection, to_fits_wcs, header_text)
 
 __all__ = ['reproject_interp', 'reproject_adaptive', 'reproject_exact', 'reproject_and_coadd',
-           'find_optimal_celestial_wcs', 'reproject_to_healpix']
+           'find_optimal_celestial_wcs', 'reproject_from_healpix', 'reproject_to_healpix']
 
 ORDER = {'nearest-neighbor': 0, 'bilinear': 1, 'biquadratic': 2, 'bicubic': 3}
 
@@ -887,3 +887,227 @@ def _core_optimal(inputs, frame, projection, resolution, reference, auto_rotate)
     from . import _core
     return _core.optimal_wcs(inputs, frame=frame, projection=projection, resolution=resolution,
                              reference=reference, auto_rotate=auto_rotate)
+
+
+# ---------------------------------------------------------------------------
+# HEALPix
+
+# healpy's UNSEEN, the blank of HEALPix maps; the engine's file reader makes
+# it NaN (within 1e-5 relative, as float32 rounds it), and so do array inputs.
+_UNSEEN = -1.6375e30
+
+
+def _healpix_coordsys(system):
+    """The engine's COORDSYS letter for reproject's coordinate system: a
+    frame object or class, or a string ('g', 'c', 'e' as in COORDSYS, or an
+    astropy frame name).  reproject 0.10 refuses 'e'; the engine reads
+    ecliptic maps (barycentric mean ecliptic of J2000)."""
+    from astropy.coordinates import (BaseCoordinateFrame, BarycentricMeanEcliptic, Galactic,
+                                     ICRS, frame_transform_graph)
+    from astropy.time import Time
+    if isinstance(system, str):
+        key = system.lower()
+        if key in ('g', 'c', 'e'):
+            return key.upper()
+        cls = frame_transform_graph.lookup_name(key)
+        if cls is None:
+            raise ValueError(f"Could not determine frame for system={key}")
+        system = cls()
+    elif isinstance(system, type) and issubclass(system, BaseCoordinateFrame):
+        system = system()
+    if not isinstance(system, BaseCoordinateFrame):
+        raise TypeError(f"coordinate system {system!r}: expected a frame or its name")
+    if isinstance(system, Galactic):
+        return 'G'
+    if isinstance(system, ICRS):
+        return 'C'
+    if isinstance(system, BarycentricMeanEcliptic) and system.equinox == Time('J2000'):
+        return 'E'
+    raise NotImplementedError(f"tessera: HEALPix maps in frame {system.__class__.__name__} are "
+                              "not supported; expected Galactic, ICRS or BarycentricMeanEcliptic "
+                              "(J2000), as the COORDSYS values G, C and E")
+
+
+def _healpix_table_map(hdu, field, nested):
+    """(values over the whole sky, coordsys letter, nested) of an in-memory
+    HEALPix table HDU, as the engine's file reader would give them: the
+    implicit scheme from FIRSTPIX, the explicit one through its PIXEL
+    column (which `field` does not count), NaN where no pixel is held."""
+    header, data = hdu.header, hdu.data
+    if 'COORDSYS' not in header:
+        raise KeyError("Keyword 'COORDSYS' not found.")
+    coordsys = _healpix_coordsys(str(header['COORDSYS']))
+    if 'ORDERING' in header:
+        # reproject: the header's ordering wins over nested=.
+        nested = str(header['ORDERING']).strip().lower() in ('nested', 'nest')
+    names = list(data.columns.names)
+    explicit = str(header.get('INDXSCHM', 'IMPLICIT')).strip().upper() == 'EXPLICIT'
+    pixcol = None
+    if explicit:
+        upper = [n.upper() for n in names]
+        pixcol = names[upper.index('PIXEL')] if 'PIXEL' in upper else names[0]
+    values = [n for n in names if n != pixcol]
+    if isinstance(field, str):
+        matches = [n for n in values if n.lower() == field.lower()]
+        if not matches:
+            raise ValueError(f"reproject_from_healpix: the table has no column named {field!r} "
+                             f"(value columns: {', '.join(values)})")
+        col = matches[0]
+    else:
+        if not 0 <= int(field) < len(values):
+            raise IndexError(f"reproject_from_healpix: field {field} asked for; the table has "
+                             f"{len(values)} value column(s) (fields 0 to {len(values) - 1})")
+        col = values[int(field)]
+    vals = np.asarray(data[col]).ravel()
+    nside = header.get('NSIDE')
+    if not explicit and 'FIRSTPIX' not in header and nside is None:
+        return vals, coordsys, nested          # a whole map without NSIDE: by its length
+    if nside is None:
+        raise ValueError("reproject_from_healpix: a partial HEALPix table needs NSIDE")
+    npix = 12 * int(nside) ** 2
+    if not explicit and int(header.get('FIRSTPIX', 0)) == 0 and vals.size == npix:
+        return vals, coordsys, nested
+    full = np.full(npix, np.nan, dtype=np.float64)
+    if explicit:
+        pix = np.asarray(data[pixcol]).ravel().astype(np.int64)
+        if pix.size and (pix.min() < 0 or pix.max() >= npix):
+            raise ValueError(f"reproject_from_healpix: PIXEL values outside [0, {npix}) for "
+                             f"NSIDE {nside}")
+        full[pix] = vals
+    else:
+        # As the engine reads files: LASTPIX defaults to the last pixel.
+        first = int(header.get('FIRSTPIX', 0))
+        last = int(header.get('LASTPIX', npix - 1))
+        n = last - first + 1
+        if first < 0 or last >= npix or n < 1 or n > vals.size:
+            raise ValueError(f"reproject_from_healpix: the table holds {vals.size} values; NSIDE "
+                             f"{nside} with FIRSTPIX {first} and LASTPIX {last} needs {n}")
+        full[first:last + 1] = vals[:n]
+    return full, coordsys, nested
+
+
+def _without_unseen(a):
+    """`a` with UNSEEN values made NaN (a copy only when it has any)."""
+    if a.dtype.kind != 'f':
+        return a
+    # |v / UNSEEN - 1| < 1e-5, as the engine's reader tests it, by two
+    # comparisons (no temporary the size of the map in float64).
+    with np.errstate(invalid='ignore'):
+        bad = (a > _UNSEEN * (1 + 1e-5)) & (a < _UNSEEN * (1 - 1e-5))
+    if not bad.any():
+        return a
+    a = a.copy()
+    a[bad] = np.nan
+    return a
+
+
+def reproject_from_healpix(input_data, output_projection, shape_out=None, hdu_in=1,
+                           order='bilinear', nested=None, field=0, *, parallel=False,
+                           block_size=None):
+    """Reproject a HEALPix map onto a WCS (reproject's reproject_from_healpix,
+    on the tessera engine).
+
+    input_data: a HEALPix FITS file name (or pathlib.Path), read lazily by the
+    engine -- only the table rows the output needs -- from HDU hdu_in (an
+    index counted from 0 as in astropy, default 1, or an EXTNAME); a
+    BinTableHDU/TableHDU; or a tuple (array of 12 nside^2 values, frame),
+    the frame an astropy frame or its name ('galactic', 'icrs', 'g', 'c',
+    'e', ...).  output_projection: a WCS with shape_out, or a Header.  order:
+    'nearest-neighbor' (0: the pixel holding each output pixel centre) or
+    'bilinear' (1: astropy-healpix's four-neighbour interpolation; a NaN
+    among the four gives NaN), or (tessera) 'exact': flux-conserving, each
+    output pixel the mean of the map pixels it overlaps weighted by the
+    overlaps' solid angles (NaN and UNSEEN map pixels make the output
+    pixels they overlap NaN), the footprint the covered fraction.  nested:
+    the ordering when the map does not
+    say (a header's ORDERING wins, as in reproject).  field: the value
+    column, by index (the PIXEL column of an explicit partial-sky table not
+    counted) or name.  parallel (tessera): False, True (a thread per CPU) or
+    N threads; block_size (tessera): the output block (ny, nx).
+
+    UNSEEN (-1.6375e30) and pixels a partial map does not hold are NaN
+    (reproject 0.10 interpolates UNSEEN as a number and cannot read partial
+    maps); COORDSYS 'E' is read (0.10 refuses it).  Returns (array,
+    footprint), float64, the footprint 1 where the output pixel is on the
+    sky and 0 off the projection's edge (0.10: all ones)."""
+    import os
+    from astropy.io import fits
+    from . import _core
+
+    method = 'interp'
+    if isinstance(order, str) and order == 'exact':
+        method, order = 'exact', 1
+    elif isinstance(order, str):
+        if order not in ORDER:
+            raise ValueError(f"order={order!r}: expected 'nearest-neighbor', 'bilinear' (or 0, "
+                             f"1) or 'exact'")
+        order = ORDER[order]
+    if order not in (0, 1):
+        raise ValueError("Only nearest-neighbor and bilinear interpolation are supported")
+    wcs_out, shape_out = parse_output_projection(output_projection, shape_out=shape_out)
+    if len(shape_out) != 2 or wcs_out.pixel_n_dim != 2 or not wcs_out.has_celestial:
+        raise ValueError(f"reproject_from_healpix: the output must be a 2-d celestial image "
+                         f"(got shape {tuple(shape_out)} and a {wcs_out.pixel_n_dim}-axis WCS)")
+    jobs = _jobs(parallel)
+    block = _block(block_size, shape_out)
+    target = header_text(wcs_out, shape_out)
+    g = _core.Graph()
+
+    table = None
+    if isinstance(input_data, (str, os.PathLike)):
+        path = os.path.abspath(os.fspath(input_data))
+        with fits.open(path) as hdul:
+            index = hdu_in or 1
+            index = hdul.index_of(index) if not isinstance(index, (int, np.integer)) else int(index)
+            if not 0 <= index < len(hdul):
+                raise IndexError(f"hdu_in={hdu_in}: {path!r} has {len(hdul)} HDUs "
+                                 f"(0 to {len(hdul) - 1})")
+            header = hdul[index].header
+            is_table = isinstance(hdul[index], (fits.BinTableHDU, fits.TableHDU))
+            gzipped = getattr(hdul.fileinfo(0)['file'], 'compression', None) is not None
+            if gzipped:
+                # The engine reads tables in place, row by row; a gzip file
+                # cannot be, so astropy inflates it (as reproject does).
+                if not is_table:
+                    raise ValueError(f"reproject_from_healpix: HDU {index} of {path!r} is a "
+                                     f"{type(hdul[index]).__name__}, not a HEALPix table")
+                table = type(hdul[index])(data=hdul[index].data.copy(), header=header.copy())
+        if table is None:
+            if is_table and 'ORDERING' not in header and nested is None:
+                raise ValueError("Could not determine whether the data follows the 'ring' or "
+                                 "'nested' ordering, so you should set nested=True or "
+                                 "nested=False explicitly.")
+            src = g.source_healpix(path, hdu=index, field=field,
+                                   nested=None if 'ORDERING' in header else bool(nested))
+            values = None
+    elif isinstance(input_data, (fits.BinTableHDU, fits.TableHDU)):
+        table = input_data
+    elif isinstance(input_data, tuple) and len(input_data) == 2 and isinstance(input_data[0],
+                                                                               np.ndarray):
+        values, coordsys = input_data[0], _healpix_coordsys(input_data[1])
+    else:
+        raise TypeError("input_data should either be an HDU object or a tuple of (array, frame)")
+    if table is not None:
+        values, coordsys, nested = _healpix_table_map(table, field, nested)
+
+    if values is not None:
+        if nested is None:
+            raise ValueError("Could not determine whether the data follows the 'ring' or "
+                             "'nested' ordering, so you should set nested=True or nested=False "
+                             "explicitly.")
+        values = np.asarray(values)
+        if values.ndim != 1:
+            values = values.ravel()
+        npix = values.size
+        nside = int(round((npix / 12) ** 0.5))
+        if npix == 0 or 12 * nside * nside != npix:
+            raise ValueError("Number of pixels must be of the form 12 * nside ** 2")
+        values = _without_unseen(values)
+        src = g.source_array(values)
+        data = g.reproject_from_healpix(src, target, order, nested=bool(nested),
+                                        coordsys=coordsys, dtype='float64', block=block,
+                                        method=method)
+    else:
+        data = g.reproject_from_healpix(src, target, order, dtype='float64', block=block,
+                                        method=method)
+    return g.compute([data, g.footprint(data)], jobs=jobs)

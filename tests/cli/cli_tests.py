@@ -414,6 +414,68 @@ def info_test(ctx, in_dtype, cube=False):
     return fn
 
 
+def healpix_info_test(ctx):
+    """info on HEALPix maps: an implicit full-sky RING map with three vector columns and an
+    EXTNAME, an explicit partial NESTED one, and a bad one (exit 1, the reader's message)."""
+    def fn():
+        chk = C.Check()
+        nside = 16
+        npix = 12 * nside * nside
+        rows = npix // 256
+        cols = [fits.Column(name="I_STOKES", format="256E",
+                            array=np.arange(npix, dtype="f4").reshape(rows, 256)),
+                fits.Column(name="Q_STOKES", format="256D", array=np.zeros((rows, 256))),
+                fits.Column(name="HITS", format="256J", array=np.ones((rows, 256), dtype="i4"))]
+        t = fits.BinTableHDU.from_columns(cols)
+        t.header.update(PIXTYPE="HEALPIX", ORDERING="RING", NSIDE=nside, COORDSYS="G",
+                        INDXSCHM="IMPLICIT", FIRSTPIX=0, LASTPIX=npix - 1, EXTNAME="xtension")
+        full = ctx.path("hpx_info_full.fits")
+        t.writeto(full, overwrite=True)
+        pix = np.arange(1000, 1300, dtype="i4")
+        t = fits.BinTableHDU.from_columns([fits.Column(name="PIXEL", format="J", array=pix),
+                                           fits.Column(name="SIGNAL", format="D",
+                                                       array=pix.astype("f8"))])
+        t.header.update(PIXTYPE="HEALPIX", ORDERING="NESTED", NSIDE=nside, COORDSYS="C",
+                        INDXSCHM="EXPLICIT")
+        part = ctx.path("hpx_info_part.fits")
+        t.writeto(part, overwrite=True)
+        want = {
+            full: ["(HEALPix map)", "hdu:   2 ", "EXTNAME = 'xtension'",
+                   "NSIDE = 16, ORDERING = RING, COORDSYS = G (Galactic), 3072 pixels",
+                   "index: implicit, 3072 pixels held (100% of the sky), first pixel 0, last pixel 3071",
+                   "table: 12 rows x 256 values a row", "shape: 3072 ",
+                   "field: 0, column 'I_STOKES', TFORM 256E, read as float32",
+                   "fields: 3 value columns", "  0: 'I_STOKES' 256E", "  1: 'Q_STOKES' 256D",
+                   "  2: 'HITS' 256J"],
+            part: ["NSIDE = 16, ORDERING = NESTED, COORDSYS = C (ICRS)",
+                   "index: explicit (INDXSCHM = 'EXPLICIT'), 300 pixels held (9.766% of the sky), "
+                   "first pixel 1000, last pixel 1299", "pixel column: PIXEL",
+                   "table: 300 rows x 1 value a row",
+                   "field: 0, column 'SIGNAL', TFORM 1D, read as float64",
+                   "fields: 1 value column", "  0: 'SIGNAL' 1D"],
+        }
+        for path, pats in want.items():
+            for args in (["info", path], ["info", path, "--hdu", "2", "--quiet"]):
+                r = ctx.run(args)
+                chk.expect(r.returncode == 0 and r.stderr == "",
+                           "%s: exit %d, stderr %r" % (" ".join(args), r.returncode, r.stderr))
+                for p in pats:
+                    chk.expect(p in r.stdout, "%s: no %r in\n%s" % (" ".join(args), p, r.stdout))
+        with fits.open(full) as hl:
+            hl[1].header["ORDERING"] = "SPIRAL"
+            hl.writeto(ctx.path("hpx_info_bad.fits"), overwrite=True)
+        r = ctx.run(["info", ctx.path("hpx_info_bad.fits")])
+        chk.expect(r.returncode == 1 and r.stdout == "" and
+                   "ORDERING = 'SPIRAL'; expected RING or NESTED" in r.stderr and
+                   "hpx_info_bad.fits" in r.stderr and len(r.stderr.splitlines()) == 1,
+                   "bad ORDERING: exit %d, %r %r" % (r.returncode, r.stdout, r.stderr))
+        r = ctx.run(["info", full, "--hdu", "1"])
+        chk.expect(r.returncode == 1 and "HDU 1 has no image data" in r.stderr,
+                   "--hdu 1 (the primary HDU): exit %d, %r" % (r.returncode, r.stderr))
+        return chk
+    return fn
+
+
 def fits_target_test(ctx):
     """TARGET given as a FITS file (its header and shape) = the same as the .hdr."""
     def fn():
@@ -2165,6 +2227,8 @@ def build_tests(ctx, slow):
     tests.append(("info on a float32 image", info_test(ctx, "float32")))
     tests.append(("info on a float64 image", info_test(ctx, "float64")))
     tests.append(("info on a 3-D cube", info_test(ctx, "float32", cube=True)))
+    tests.append(("info on HEALPix maps: NSIDE, ordering, frame, index scheme, pixels held, "
+                  "first/last pixel, rows x repeat, fields; a bad map's message", healpix_info_test(ctx)))
     # chunk cache
     for method in ("interp", "exact"):
         tests.append(("--cache %s: rerun from the cache bit-identical; stats, trim, clear, corrupt "

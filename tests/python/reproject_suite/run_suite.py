@@ -4,8 +4,8 @@
 Copies Debian's python3-reproject package tree (its tests are inside it) to a
 work directory, runs it there under pytest with tessera_reproject_plugin
 (which substitutes tessera's reproject_interp, reproject_adaptive,
-reproject_exact, reproject_and_coadd and find_optimal_celestial_wcs for
-reproject's, before collection), with reproject's reference images compared
+reproject_exact, reproject_and_coadd, find_optimal_celestial_wcs and
+reproject_from_healpix for reproject's, before collection), with reproject's reference images compared
 (pytest-arraydiff, FITS format, as reproject's own setup.cfg configures it).
 
 Prints one TAP line per test.  A test that calls a substituted function must

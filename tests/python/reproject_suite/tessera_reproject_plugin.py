@@ -30,6 +30,7 @@ PUBLIC = {
     "reproject_exact": "reproject_exact",
     "reproject_and_coadd": "reproject_and_coadd",
     "find_optimal_celestial_wcs": "find_optimal_celestial_wcs",
+    "reproject_from_healpix": "reproject_from_healpix",
 }
 
 # reproject's computational cores: with tessera substituted no test should
@@ -39,6 +40,8 @@ CORES = [
     ("reproject.adaptive.core", "_reproject_adaptive_2d"),
     ("reproject.spherical_intersect.core", "_reproject_slice"),
     ("reproject.utils", "reproject_blocked"),
+    ("reproject.healpix.core", "healpix_to_image"),
+    ("reproject.healpix.high_level", "healpix_to_image"),   # its own copy, which the original calls
 ]
 
 # State of the test that is running: the substituted functions it called,
