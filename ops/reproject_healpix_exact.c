@@ -38,20 +38,23 @@
  * geometry the other way round: each map pixel of a chunk gets sum(v A) /
  * sum(A) over the image pixels it overlaps, its footprint sum(A) over its
  * polygon's area.  The image's cap (the disc holding its corners) culls
- * map pixels; a chunk's window is the union of its pixels' candidate
- * boxes in the image (centre, corners and edge midpoints mapped into it,
- * padded, or boxes around each of them across a seam), so a chunk reads
- * only the image pixels its own pixels can meet.  The image corners of a
- * window are mapped once per chunk, a row at a time as they are needed.
+ * map pixels (a chunk lists those of its index range that lie near it,
+ * tsr__hpx_disc_pixels_in); a chunk's window is the union of its pixels'
+ * candidate boxes in the image (centre, corners and edge midpoints mapped
+ * into it, padded, or boxes around each of them across a seam), so a
+ * chunk reads only the image pixels its own pixels can meet.  The image
+ * corners of a window are mapped at most once per chunk, a candidate box
+ * at a time as they are needed.
  *
  * Determinism: each overlap depends only on the two pixels (corners come
  * from the global output grid, the polygon from the map pixel), and every
  * output pixel sums its terms in ascending map index (each map pixel its
  * image pixels in the order of its candidate boxes, which do not depend
- * on the chunk), so every block size and executor gives the same bits.  Values: sum(v A) / sum(A); footprint
- * sum(A) / output solid angle; overlaps under MIN_FRAC of the output pixel
- * are rounding along shared edges and dropped.  NaN and UNSEEN values as
- * tsr_nan_mode_t says (see tessera.h).
+ * on the chunk), so every block size and executor gives the same bits.
+ * Values: sum(v A) / sum(A); footprint sum(A) / output solid angle;
+ * overlaps under MIN_FRAC of the output pixel are rounding along shared
+ * edges and dropped.  NaN and UNSEEN values as tsr_nan_mode_t says (see
+ * tessera.h).
  */
 #include <math.h>
 #include <stdio.h>
@@ -66,7 +69,7 @@
 #define SAMPLE 8           /* output corner sampling for the block disc */
 #define NSAMPLE 9          /* per axis, for the output pixel size in start */
 #define MIN_FRAC 1e-8      /* as reproject_exact.c */
-#define MIN_COS 0.5        /* output corners within 60 degrees of the map pixel's centre */
+#define MIN_COS 0.5        /* the plane takes points within 60 degrees of the map pixel's centre */
 #define POLY_CAP (4 << TSR__HPX_MAX_DEPTH)
 #define CLIP_CAP (2 * POLY_CAP + 64)
 
