@@ -1,6 +1,7 @@
 /* test-alloc.c -- allocation-failure injection: through the allocator
  * hooks, fail the k-th allocation, for every k of a run, of a reprojection
- * by each method, a mosaic, a chain of array ops and a FITS write.  Every
+ * by each method (and the exact ones from and to HEALPix), a mosaic, a
+ * chain of array ops and a FITS write.  Every
  * run must end in success (with the right result) or in TSR_ENOMEM with
  * an "out of memory" message, and give back every byte it took. */
 #include <math.h>
@@ -49,13 +50,14 @@ static void a_free(void *ud, void *p) {
   free(p);
 }
 
-static float image[48 * 40], image2[48 * 40];
+static float image[48 * 40], image2[48 * 40], hpxmap[12 * 16 * 16];
 
 /* One scenario: build a graph and compute `out` (count values); returns the
  * status.  `what` 0..5 reprojections (orders 0-3, adaptive, exact), 6 a
  * mosaic, 7 array ops, 8 a FITS write, 9 adaptive with center_jacobian
  * (its start opens two more WCS copies after the shared mapping: a failure
- * there unwinds through its stop). */
+ * there unwinds through its stop), 10 exact from an nside 16 map, 11 exact
+ * onto one. */
 /* The n float32 values of a FITS file's first HDU as doubles, read with
  * stdio (not through tessera, whose allocator the test is failing). */
 static void read_float32_fits(const char *path, double *out, int n) {
@@ -118,6 +120,17 @@ static int scenario(tsr_ctx_t *ctx, int what, double *out, int *n_out) {
       tsr_exact_opts_t eo = TSR_EXACT_OPTS_INIT;
       eo.block[0] = eo.block[1] = 24;
       n = tsr_reproject_exact(g, src, wo, &eo);
+    } else if (what == 10) {
+      int64_t hshape[1] = {12 * 16 * 16};
+      tsr_from_healpix_opts_t ho = TSR_FROM_HEALPIX_OPTS_INIT;
+      ho.method = TSR_HEALPIX_EXACT, ho.nested = 0, ho.coordsys = "C";
+      ho.block[0] = ho.block[1] = 24;
+      n = tsr_reproject_from_healpix(g, tsr_source_buffer_ref(g, TSR_F32, 1, hshape, hpxmap, NULL),
+                                     wo, &ho);
+    } else if (what == 11) {
+      tsr_to_healpix_opts_t to = TSR_TO_HEALPIX_OPTS_INIT;
+      to.method = TSR_TO_HEALPIX_EXACT, to.nested = 1, to.chunk = 256;
+      n = tsr_reproject_to_healpix(g, src, 16, &to);
     } else if (what == 6 || what == 8) {
       tsr_node_t *r[2] = {tsr_reproject_interp(g, src, wo, &io), tsr_reproject_interp(g, src2, wo, &io)};
       tsr_coadd_opts_t co = TSR_COADD_OPTS_INIT;
@@ -158,7 +171,7 @@ out:
 }
 
 static void inject(int what, const char *name) {
-  static double ref[50 * 44], out[50 * 44];
+  static double ref[12 * 16 * 16], out[12 * 16 * 16];
   alloc_state_t s = {0, 0, 0, 0};
   tsr_ctx_options_t o;
   tsr_ctx_t *ctx;
@@ -169,6 +182,8 @@ static void inject(int what, const char *name) {
     image[k] = (float)(sin(k * 0.05) + (k % 17 == 0 ? NAN : 1.0));
     image2[k] = (float)(cos(k * 0.03) + 0.5);
   }
+  for (int k = 0; k < 12 * 16 * 16; k++)
+    hpxmap[k] = (float)(sin(k * 0.37) + (k % 23 == 0 ? NAN : 2.0));
   memset(&o, 0, sizeof o);
   o.alloc.malloc_fn = a_malloc, o.alloc.realloc_fn = a_realloc, o.alloc.free_fn = a_free;
   o.alloc.ud = &s;
@@ -215,5 +230,7 @@ TEST(mosaic_median) { inject(6, "mosaic median"); }
 TEST(array_ops_chain) { inject(7, "array ops"); }
 TEST(mosaic_written_to_fits) { inject(8, "mosaic to FITS"); }
 TEST(adaptive_center_jacobian) { inject(9, "adaptive, center_jacobian"); }
+TEST(exact_from_healpix) { inject(10, "exact from HEALPix"); }
+TEST(exact_to_healpix) { inject(11, "exact to HEALPix"); }
 
 TEST_MAIN()
