@@ -172,13 +172,13 @@ static int run_to_healpix(const to_healpix_args_t *a) {
     maps[i] = tsr_reproject_to_healpix(g, src, a->nside, &to);
     /* Every map in the frame of the first, unless --frame says. */
     if (i == 0 && maps[0] && to.coordsys == NULL) {
+      /* COORDSYS= 'G       ': the letter is column 12 of its card. */
       static char cs[2];
-      char v[72];
-      const char *cards = tsr_wcs_cards(tsr_node_wcs(maps[0]), NULL);
-      for (int k = 0; cards && k < 16; k++)
-        if (strncmp(cards + 80 * k, "COORDSYS", 8) == 0) {
-          snprintf(v, sizeof v, "%.70s", cards + 80 * k + 10);
-          cs[0] = v[1];
+      int ncards = 0;
+      const char *cards = tsr_wcs_cards(tsr_node_wcs(maps[0]), &ncards);
+      for (int k = 0; k < ncards; k++)
+        if (strncmp(cards + 80 * k, "COORDSYS= '", 11) == 0) {
+          cs[0] = cards[80 * k + 11];
           to.coordsys = cs;
         }
     }

@@ -11,23 +11,25 @@
  * there), a NaN among them spoiling the value even at zero weight.
  * Orders 2 and 3 use reproject_interp's splines (spline.c).
  *
- * The node is 1-D: chunks are runs of pixel indices.  A chunk is cut into
- * pieces with a simple shape on the sky: in RING order the part of each
- * ring it holds (an arc of a circle of latitude), in NESTED order the
- * nested cells of the largest levels that tile it.  Each run first samples
- * the image on a grid of cells (GRID_STEP pixels; every cell's centre and
- * the radius holding its corners, in the map's frame) and the cap that
- * holds the whole image.  A chunk none of whose pieces comes within the
- * cap reads and maps nothing; otherwise its window is the pixel box of the
- * cells some piece comes within reach of, plus the interpolation's reach.
- * So a chunk reads only the part of the image its pixels can fall in,
- * and a chunk off the image costs a few distance tests.  In RING order a
- * chunk is a strip along rings, and a strip crossing the image at an angle
- * has a wide box: the default chunk is a quarter of an equatorial ring,
- * and the op reads sources (FITS maps, caller memory) in place
- * (takes_view) rather than copying the box.
+ * The node is 1-D: chunks are runs of pixel indices, each cut into parts
+ * that have a window (an input) of their own, so that a window covers a
+ * compact patch of sky.  A RING chunk is a band of rings, which crosses a
+ * tilted image diagonally (the box around a diagonal strip is as wide as
+ * it is long), so its parts are longitude sectors about as wide as the
+ * band is high (chunk_for); a NESTED chunk is a nested cell, its parts
+ * sub-cells.  A part is a list of pieces with a simple shape on the sky:
+ * arcs of rings, or nested cells with their centre and radius.  Each run
+ * first samples the image on a grid of cells (GRID_STEP pixels; each
+ * cell's centre and the radius holding its corners, in the map's frame,
+ * sorted by colatitude) and the cap that holds the whole image.  A part
+ * none of whose pieces comes within the cap reads and maps nothing;
+ * otherwise its window is the pixel box of the cells some piece comes
+ * within reach of, plus the interpolation's reach.  So a chunk off the
+ * image costs a few distance tests, and one on it reads only what its
+ * pixels can fall in.  Sources in memory or FITS files are read in place
+ * (takes_view): no copy of the windows at all.
  *
- * Inside a chunk, only the pixels whose centres are within the cap are
+ * Inside a part, only the pixels whose centres are within the cap are
  * mapped: in a ring these form one longitude interval, found in closed
  * form.  A plain TAN image (no distortions) with a frame change that is a
  * rotation is a projective map of unit vectors, pixel ~ P v, fitted from
@@ -647,7 +649,10 @@ static size_t collect(const to_params_t *tp, to_state_t *st, int64_t a, const pi
     if (p->ring) {
       /* On the ring, cos(angle to the cap centre) = z zc + s sc cos(dphi),
        * so the pixels within the cap are those with cos(dphi) >= t. */
-      int64_t klo = p->j0, khi = p->j1 - 1;
+      /* The cap's longitude interval [k0, k1] (in pixel steps from the
+       * ring's first, wrapping around it) as up to two runs of the ring,
+       * each cut to the piece's [j0, j1). */
+      int64_t runs[2][2] = {{p->j0, p->j1}, {0, 0}};
       double sc = sin(st->cap_theta), zc = cos(st->cap_theta), den = p->stheta * sc;
       if (st->cap_r < M_PI && den > 1e-12) {
         double t = (cosr - p->z * zc) / den;
@@ -657,20 +662,23 @@ static size_t collect(const to_params_t *tp, to_state_t *st, int64_t a, const pi
           double delta = acos(t) + 1e-9;
           int64_t k0 = (int64_t)ceil((st->cap_phi - delta - p->phi0) / p->dphi);
           int64_t k1 = (int64_t)floor((st->cap_phi + delta - p->phi0) / p->dphi);
-          if (k1 - k0 + 1 < p->count)
-            klo = k0, khi = k1;
+          if (k1 - k0 + 1 < p->count) {
+            int64_t s0 = ((k0 % p->count) + p->count) % p->count, e0 = s0 + (k1 - k0) + 1;
+            runs[0][0] = s0, runs[0][1] = e0 < p->count ? e0 : p->count;
+            runs[1][0] = 0, runs[1][1] = e0 > p->count ? e0 - p->count : 0;
+            for (int r = 0; r < 2; r++) {
+              runs[r][0] = runs[r][0] > p->j0 ? runs[r][0] : p->j0;
+              runs[r][1] = runs[r][1] < p->j1 ? runs[r][1] : p->j1;
+            }
+          }
         }
       }
-      for (int64_t kk = klo; kk <= khi; kk++) {
-        int64_t j = kk % p->count;
-        if (j < 0)
-          j += p->count;
-        if (j < p->j0 || j >= p->j1)
-          continue;
-        double phi = p->phi0 + (double)j * p->dphi, *v = st->v + 3 * m;
-        v[0] = p->stheta * cos(phi), v[1] = p->stheta * sin(phi), v[2] = p->z;
-        st->k[m++] = p->first + j - a;
-      }
+      for (int r = 0; r < 2; r++)
+        for (int64_t j = runs[r][0]; j < runs[r][1]; j++) {
+          double phi = p->phi0 + (double)j * p->dphi, *v = st->v + 3 * m;
+          v[0] = p->stheta * cos(phi), v[1] = p->stheta * sin(phi), v[2] = p->z;
+          st->k[m++] = p->first + j - a;
+        }
     } else {
       for (int64_t pix = p->lo; pix < p->hi; pix++) {
         double *v = st->v + 3 * m;
@@ -800,9 +808,21 @@ static int to_compute(tsr__task_t *t) {
   int64_t len = t->out.stop[0] - t->out.start[0];
   int rc = 0;
 
-  for (int64_t k = 0; k < len; k++) {
-    store(t, 0, k, NAN);
-    store(t, 1, k, 0.0);
+  /* NaN and footprint 0 everywhere first: most of a chunk is usually off
+   * the image.  The planes of a 1-D task are contiguous (stride[0] is 1). */
+  for (int pl = 0; pl < 2; pl++) {
+    double v = pl == 0 ? NAN : 0.0;
+    if (t->planes[pl] == NULL)
+      continue;
+    if (t->node->dtype == TSR_F32) {
+      float *f = t->planes[pl], fv = (float)v;
+      for (int64_t k = 0; k < len; k++)
+        f[k] = fv;
+    } else {
+      double *d = t->planes[pl];
+      for (int64_t k = 0; k < len; k++)
+        d[k] = v;
+    }
   }
   for (int i = 0; i < t->n_in && rc == 0; i++)
     if (t->in[i].data != NULL)

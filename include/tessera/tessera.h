@@ -1043,11 +1043,12 @@ typedef struct {
  *  carries the HEALPix cards (PIXTYPE, ORDERING, NSIDE, COORDSYS), so it
  *  chains like any node, tsr_reproject_from_healpix takes it back, tsr_coadd
  *  makes mosaics of several and tsr_write_healpix writes it.  Chunks are runs
- *  of pixel indices (by default nside pixels in RING order, at least 1024,
- *  a quarter of an equatorial ring; 4^k <= 65536 in NESTED order, one nested
- *  cell); a chunk whose pixels miss the image's footprint on the sky reads
- *  and maps nothing, and one that meets it reads only the part of the image
- *  its pixels fall in.
+ *  of pixel indices (by default, RING: bands of rings of up to 2 Mi pixels,
+ *  read in longitude sectors about as wide as the band is high; NESTED:
+ *  nested cells of 4^k <= 65536 pixels, read in 16 sub-cells; orders 2 and
+ *  3: 65536 pixels, read whole); a part of a chunk whose pixels miss the
+ *  image's footprint on the sky reads and maps nothing, and one that meets
+ *  it reads only the part of the image its pixels can fall in.
  *
  *  With method TSR_TO_HEALPIX_EXACT, flux-conserving: each map pixel (the
  *  polygon of tsr_reproject_from_healpix's exact method) gets sum(v_j A_j)
