@@ -206,12 +206,15 @@ static int run_reproject(const reproject_args_t *a) {
   if (input_is_healpix(ctx, a)) {
     tsr_healpix_opts_t ho = a->healpix;
     tsr_from_healpix_opts_t fo = TSR_FROM_HEALPIX_OPTS_INIT;
-    if (a->run.method != METHOD_INTERP || a->run.interp.order > 1) {
+    if (a->run.method == METHOD_ADAPTIVE ||
+        (a->run.method == METHOD_INTERP && a->run.interp.order > 1)) {
       status = usage_error("reproject: \"%s\" is a HEALPix map: only --method interp with --order "
-                           "nearest-neighbor or bilinear applies", a->input);
+                           "nearest-neighbor or bilinear, or --method exact, applies", a->input);
       goto out;
     }
     ho.hdu = a->run.hdu.hdu;
+    fo.method = a->run.method == METHOD_EXACT ? TSR_HEALPIX_EXACT : TSR_HEALPIX_INTERP;
+    fo.nan_mode = a->exact.nan_mode;
     fo.order = a->run.interp.order;
     fo.dtype = a->run.interp.dtype;
     fo.block[0] = a->run.interp.block[0];

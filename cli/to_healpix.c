@@ -19,10 +19,13 @@ typedef struct {
   int64_t first, last;       /* --range FIRST:LAST, 0-based inclusive */
   const char *frame;         /* --frame; NULL = the first input's */
   tsr_combine_t combine;
-  cli_run_args_t run;        /* order, dtype, jobs, executor, cache, progress, quiet */
+  tsr_nan_mode_t nan_mode;   /* --nan-mode (exact only) */
+  int has_nan_mode;
+  cli_run_args_t run;        /* method, order, dtype, jobs, executor, cache, progress, quiet */
 } to_healpix_args_t;
 
-enum { T_NSIDE = 256, T_NESTED, T_RING, T_FRAME, T_PARTIAL, T_COMBINE, T_CHUNK, T_RANGE };
+enum { T_NSIDE = 256, T_NESTED, T_RING, T_FRAME, T_PARTIAL, T_COMBINE, T_CHUNK, T_RANGE,
+       T_NANMODE };
 
 static const struct option to_healpix_opts[] = {
     {"nside", required_argument, NULL, T_NSIDE},
@@ -34,6 +37,8 @@ static const struct option to_healpix_opts[] = {
     {"chunk", required_argument, NULL, T_CHUNK},
     {"range", required_argument, NULL, T_RANGE},
     {"order", required_argument, NULL, CLI_ORDER},
+    {"method", required_argument, NULL, CLI_METHOD},
+    {"nan-mode", required_argument, NULL, T_NANMODE},
     CLI_EXEC_OPTION_TABLE,
     {NULL, 0, NULL, 0}};
 
@@ -91,6 +96,15 @@ static int parse_args(int argc, char **argv, to_healpix_args_t *a) {
       a->has_range = 1;
       break;
     }
+    case T_NANMODE:
+      if (strcmp(optarg, "propagate") == 0)
+        a->nan_mode = TSR_NAN_PROPAGATE;
+      else if (strcmp(optarg, "ignore") == 0)
+        a->nan_mode = TSR_NAN_IGNORE;
+      else
+        return usage_error("%s: --nan-mode '%s': expected propagate or ignore", cmd, optarg);
+      a->has_nan_mode = 1;
+      break;
     case 'o': a->output = optarg; break;
     default: {
       int rc = cli_run_option_or_usage(cmd, c, optarg, argv, &a->run);
@@ -111,6 +125,10 @@ static int parse_args(int argc, char **argv, to_healpix_args_t *a) {
   if (a->has_range && a->last >= 12 * a->nside * a->nside)
     return usage_error("%s: --range %" PRId64 ":%" PRId64 " is outside the map, whose pixels are "
                        "0 to %" PRId64, cmd, a->first, a->last, 12 * a->nside * a->nside - 1);
+  if (a->run.method == 1)
+    return usage_error("%s: --method adaptive: expected interp or exact", cmd);
+  if (a->has_nan_mode && a->run.method != 2)
+    return usage_error("%s: option '--nan-mode' applies to --method exact only", cmd);
   if (a->has_combine && a->n == 1)
     return usage_error("%s: --combine goes with two or more inputs", cmd);
   for (int i = 0; i < a->n; i++)
@@ -142,6 +160,8 @@ static int run_to_healpix(const to_healpix_args_t *a) {
     fail("out of memory");
     goto out;
   }
+  to.method = a->run.method == 2 ? TSR_TO_HEALPIX_EXACT : TSR_TO_HEALPIX_INTERP;
+  to.nan_mode = a->nan_mode;
   to.order = a->run.interp.order;
   to.nested = a->nested;
   to.coordsys = a->frame;

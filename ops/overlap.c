@@ -42,8 +42,8 @@ double tsr__poly_area(const double *x, const double *y, int n) {
 
 /* Clip (px, py, n) by the half-plane  s * ((x - ax) * dy - (y - ay) * dx) <= 0
  * is written out per box edge below; this is the general edge version. */
-static int clip_edge(const double *px, const double *py, int n, double ax, double ay, double bx,
-                     double by, double sgn, double *ox, double *oy) {
+static int clip_edge_cap(const double *px, const double *py, int n, double ax, double ay,
+                         double bx, double by, double sgn, double *ox, double *oy, int cap) {
   int m = 0;
   double ex = bx - ax, ey = by - ay;
   if (n == 0)
@@ -52,18 +52,23 @@ static int clip_edge(const double *px, const double *py, int n, double ax, doubl
   double qx = px[n - 1], qy = py[n - 1];
   for (int i = 0; i < n; i++) {
     double d = sgn * (ex * (py[i] - ay) - ey * (px[i] - ax));
-    if ((d >= 0) != (prevd >= 0) && m < TSR__POLY_MAX) {
+    if ((d >= 0) != (prevd >= 0) && m < cap) {
       double t = prevd / (prevd - d);
       ox[m] = qx + t * (px[i] - qx);
       oy[m++] = qy + t * (py[i] - qy);
     }
-    if (d >= 0 && m < TSR__POLY_MAX) {
+    if (d >= 0 && m < cap) {
       ox[m] = px[i];
       oy[m++] = py[i];
     }
     prevd = d, qx = px[i], qy = py[i];
   }
   return m;
+}
+
+static int clip_edge(const double *px, const double *py, int n, double ax, double ay, double bx,
+                     double by, double sgn, double *ox, double *oy) {
+  return clip_edge_cap(px, py, n, ax, ay, bx, by, sgn, ox, oy, TSR__POLY_MAX);
 }
 
 int tsr__clip_convex(const double *px, const double *py, int np, const double *qx,
@@ -82,6 +87,39 @@ int tsr__clip_convex(const double *px, const double *py, int np, const double *q
   for (int i = 0; i < n; i++)
     ox[i] = ax[i], oy[i] = ay[i];
   return n;
+}
+
+int tsr__clip_convex_n(const double *px, const double *py, int np, const double *qx,
+                       const double *qy, int nq, double *scratch, int cap, double *ox,
+                       double *oy) {
+  double *ax = scratch, *ay = ax + cap, *bx = ay + cap, *by = bx + cap;
+  double sgn = tsr__poly_area(qx, qy, nq) >= 0 ? 1.0 : -1.0;
+  int n = np < cap ? np : cap;
+  for (int i = 0; i < n; i++)
+    ax[i] = px[i], ay[i] = py[i];
+  for (int e = 0; e < nq && n > 0; e++) {
+    int f = (e + 1) % nq;
+    n = clip_edge_cap(ax, ay, n, qx[e], qy[e], qx[f], qy[f], sgn, bx, by, cap);
+    if (n >= cap)
+      return -1;
+    for (int i = 0; i < n; i++)
+      ax[i] = bx[i], ay[i] = by[i];
+  }
+  for (int i = 0; i < n; i++)
+    ox[i] = ax[i], oy[i] = ay[i];
+  return n;
+}
+
+double tsr__gnomonic_area(const double *x, const double *y, int n) {
+  double s = 0.0;
+  for (int i = 0; i < n; i++) {
+    int j = i + 1 < n ? i + 1 : 0;
+    double n1 = sqrt(1.0 + x[i] * x[i] + y[i] * y[i]), n2 = sqrt(1.0 + x[j] * x[j] + y[j] * y[j]);
+    double num = x[i] * y[j] - x[j] * y[i];
+    double den = n1 * n2 + n1 + n2 + x[i] * x[j] + y[i] * y[j] + 1.0;
+    s += 2.0 * atan2(num, den);
+  }
+  return s;
 }
 
 /* Keep the part of (x, y, n) with s * coord <= s * lim, where coord is x

@@ -21,6 +21,25 @@ double tsr__quad_box_area(const double qx[4], const double qy[4], double x0, dou
 int tsr__clip_convex(const double *px, const double *py, int np, const double *qx,
                      const double *qy, int nq, double *ox, double *oy);
 
+/* tsr__clip_convex for polygons of any size: the subject (px, py, np) may
+ * be concave (Sutherland-Hodgman then leaves zero-width bridges along the
+ * clipper's edges, which add no area).  `scratch` holds 4 cap doubles; at
+ * most `cap` vertices go to (ox, oy).  Returns their number, or -1 when
+ * cap would be exceeded. */
+int tsr__clip_convex_n(const double *px, const double *py, int np, const double *qx,
+                       const double *qy, int nq, double *scratch, int cap, double *ox,
+                       double *oy);
+
+/* Solid angle (steradians, signed: positive counter-clockwise) of the
+ * spherical polygon with great-circle edges whose gnomonic coordinates
+ * about a tangent point c are (x, y): the sum over its edges of the signed
+ * triangles (c, p_i, p_i+1), each by Oosterom-Strackee written in the
+ * plane's coordinates, tan(E / 2) = (x1 y2 - x2 y1) / (n1 n2 + n1 + n2 +
+ * x1 x2 + y1 y2 + 1) with n = sqrt(1 + x^2 + y^2).  Exact (no small-angle
+ * approximation) and with full relative precision for polygons near c,
+ * since no difference of nearly equal unit vectors is taken. */
+double tsr__gnomonic_area(const double *x, const double *y, int n);
+
 /* Solid angle (steradians) of the convex spherical polygon with unit-vector
  * vertices v (n x 3, either orientation, edges great-circle arcs). */
 double tsr__sph_area(const double *v, int n);

@@ -5,7 +5,8 @@
  * and target; nor in their scaffolding: parameters that begin with the
  * target and the input's name, a run state that begins with the output ->
  * input mapping, and one unwinding path (the op's stop) when starting fails
- * half way. */
+ * half way.  Also the block helpers of the two overlap methods (exact and
+ * HEALPix exact): candidate boxes, scratch, plane stores. */
 #include <math.h>
 #include <stdio.h>
 
@@ -217,4 +218,59 @@ tsr_node_t *tsr__reproject_node(tsr_graph_t *g, const tsr__op_t *op, void *param
     return tsr__graph_fail(g, TSR_ENOMEM, "%s: out of memory", op->name);
   }
   return tsr__node_finish(n);
+}
+
+int tsr__boxes_merge_clip(tsr__box_t *box, int nb, int64_t bx0, int64_t bx1, int64_t by0,
+                          int64_t by1) {
+  int m = 0;
+  for (bool merged = true; merged;) {
+    merged = false;
+    for (int a = 0; a < nb && !merged; a++)
+      for (int b = a + 1; b < nb && !merged; b++)
+        if (box[a].x0 <= box[b].x1 && box[b].x0 <= box[a].x1 && box[a].y0 <= box[b].y1 &&
+            box[b].y0 <= box[a].y1) {
+          box[a].x0 = box[a].x0 < box[b].x0 ? box[a].x0 : box[b].x0;
+          box[a].x1 = box[a].x1 > box[b].x1 ? box[a].x1 : box[b].x1;
+          box[a].y0 = box[a].y0 < box[b].y0 ? box[a].y0 : box[b].y0;
+          box[a].y1 = box[a].y1 > box[b].y1 ? box[a].y1 : box[b].y1;
+          box[b] = box[--nb];
+          merged = true;
+        }
+  }
+  for (int a = 0; a < nb; a++) {
+    tsr__box_t b = box[a];
+    b.x0 = b.x0 < bx0 ? bx0 : b.x0;
+    b.x1 = b.x1 > bx1 ? bx1 : b.x1;
+    b.y0 = b.y0 < by0 ? by0 : b.y0;
+    b.y1 = b.y1 > by1 ? by1 : b.y1;
+    if (b.x0 <= b.x1 && b.y0 <= b.y1)
+      box[m++] = b;
+  }
+  return m;
+}
+
+int tsr__scratch_grow(tsr_ctx_t *ctx, void **p, size_t n, size_t size) {
+  void *q = tsr__mallocarray(ctx, n, size);
+  if (q == NULL)
+    return TSR_ENOMEM;
+  tsr__free(ctx, *p);
+  *p = q;
+  return 0;
+}
+
+void tsr__task_fill(tsr__task_t *t, int plane, double v) {
+  int64_t bw = t->out.stop[0] - t->out.start[0], bh = t->out.stop[1] - t->out.start[1];
+  if (t->planes[plane] == NULL)
+    return;
+  for (int64_t q = t->out.start[3]; q < t->out.stop[3]; q++)
+    for (int64_t z = t->out.start[2]; z < t->out.stop[2]; z++)
+      for (int64_t y = 0; y < bh; y++) {
+        size_t off = tsr__task_offset(t, 0, y, z - t->out.start[2], q - t->out.start[3]);
+        if (t->node->dtype == TSR_F32)
+          for (int64_t k = 0; k < bw; k++)
+            ((float *)t->planes[plane])[off + (size_t)k] = (float)v;
+        else
+          for (int64_t k = 0; k < bw; k++)
+            ((double *)t->planes[plane])[off + (size_t)k] = v;
+      }
 }

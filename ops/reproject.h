@@ -6,6 +6,7 @@
 #define TSR_OPS_REPROJECT_H
 
 #include "internal.h"
+#include "sky.h"
 
 /* Default output blocks, measured on the ANCHORS case and a 16384^2 one:
  * 256^2 is 15-26% faster than 512^2 while the input fits the 256 MiB that
@@ -85,5 +86,51 @@ tsr_node_t *tsr__reproject_node(tsr_graph_t *g, const tsr__op_t *op, void *param
  * copied from `out`. */
 int tsr__reproject_window(struct tsr__map_s *m, const tsr_region_t *out, int64_t grow,
                           const tsr_node_t *in, double halo, tsr_region_t *win, bool *empty);
+
+/* The overlap methods' block helpers (reproject_exact.c and
+ * reproject_healpix_exact.c).  An inclusive box of output pixels. */
+typedef struct {
+  int64_t x0, x1, y0, y1;
+} tsr__box_t;
+
+/* Merge boxes that meet until none do, so that no output pixel is in two,
+ * then clip them to [bx0, bx1] x [by0, by1] and drop the empty ones.
+ * Returns how many are left (at the front of box). */
+int tsr__boxes_merge_clip(tsr__box_t *box, int nb, int64_t bx0, int64_t bx1, int64_t by0,
+                          int64_t by1);
+/* Replace scratch array *p by one of n elements of `size` bytes (contents
+ * not kept).  0, or TSR_ENOMEM with *p unchanged. */
+int tsr__scratch_grow(tsr_ctx_t *ctx, void **p, size_t n, size_t size);
+/* Set plane `plane` of the task's whole box to v (if that plane is
+ * wanted), in the node's dtype. */
+void tsr__task_fill(tsr__task_t *t, int plane, double v);
+/* Store value v and footprint fp at element `off` of the task's data and
+ * footprint planes (those wanted), in the node's dtype. */
+static inline void tsr__task_put2(tsr__task_t *t, size_t off, double v, double fp) {
+  if (t->node->dtype == TSR_F32) {
+    if (t->planes[0])
+      ((float *)t->planes[0])[off] = (float)v;
+    if (t->planes[1])
+      ((float *)t->planes[1])[off] = (float)fp;
+  } else {
+    if (t->planes[0])
+      ((double *)t->planes[0])[off] = v;
+    if (t->planes[1])
+      ((double *)t->planes[1])[off] = fp;
+  }
+}
+
+/* The exact reprojection from a HEALPix map (reproject_healpix_exact.c),
+ * built by tsr_reproject_from_healpix once it has checked `opts`, the
+ * target and the map's layout (nside, ordering, COORDSYS letter).  NULL
+ * with the error on the graph. */
+tsr_node_t *tsr__from_healpix_exact(tsr_graph_t *g, tsr_node_t *src, const tsr_wcs_t *target,
+                                    const tsr_from_healpix_opts_t *opts, int64_t nside,
+                                    bool nested, char coordsys);
+/* The exact reprojection to a HEALPix map (reproject_healpix_exact.c),
+ * built by tsr_reproject_to_healpix once it has checked `opts` and the
+ * input and resolved the map's COORDSYS letter. */
+tsr_node_t *tsr__to_healpix_exact(tsr_graph_t *g, tsr_node_t *src, int64_t nside,
+                                  const tsr_to_healpix_opts_t *opts, char coordsys);
 
 #endif

@@ -88,10 +88,6 @@ typedef struct {
 } pair_t;
 
 typedef struct {
-  int64_t x0, x1, y0, y1;  /* inclusive */
-} cbox_t;
-
-typedef struct {
   tsr__reproject_state_t base; /* output pixel -> input pixel: windows */
   tsr__map_t *cmap;        /* input corner index -> output pixel */
   tsr__cel_t *cin, *cout;
@@ -254,15 +250,6 @@ static int exact_input_region(tsr_node_t *n, void *state, int i, const tsr_regio
   return tsr__reproject_window(st->base.map, out, 1, n->inputs[i], 2.0, win, empty);
 }
 
-static int grow(tsr_ctx_t *ctx, void **p, size_t n, size_t size) {
-  void *q = tsr__mallocarray(ctx, n, size);
-  if (q == NULL)
-    return TSR_ENOMEM;
-  tsr__free(ctx, *p);
-  *p = q;
-  return 0;
-}
-
 /* Truncation toward zero after +0.5, as reproject's (int)(x + .5), on a
  * value first kept in a range where the conversion is defined. */
 static inline int64_t rp_round(double x) {
@@ -279,7 +266,7 @@ static inline int64_t rp_round(double x) {
  * the number of boxes (0..4); *seam says whether the pixel needed the seam
  * treatment (its overlaps must then use unit vectors). */
 static int candidates(const exact_state_t *st, const double qx[4], const double qy[4], int64_t bx0,
-                      int64_t bx1, int64_t by0, int64_t by1, cbox_t box[4], bool *seam) {
+                      int64_t bx1, int64_t by0, int64_t by1, tsr__box_t box[4], bool *seam) {
   double lx = qx[0], hx = qx[0], ly = qy[0], hy = qy[0];
   int nb = 0;
   for (int k = 1; k < 4; k++) {
@@ -291,7 +278,7 @@ static int candidates(const exact_state_t *st, const double qx[4], const double 
   *seam = !isfinite(qx[0] + qx[1] + qx[2] + qx[3] + qy[0] + qy[1] + qy[2] + qy[3]) ||
           hx - lx > st->seam_lim || hy - ly > st->seam_lim;
   if (!*seam) {
-    cbox_t b = {rp_round(lx), rp_round(hx), rp_round(ly), rp_round(hy)};
+    tsr__box_t b = {rp_round(lx), rp_round(hx), rp_round(ly), rp_round(hy)};
     if (b.x0 < bx0) b.x0 = bx0;
     if (b.x1 > bx1) b.x1 = bx1;
     if (b.y0 < by0) b.y0 = by0;
@@ -304,38 +291,12 @@ static int candidates(const exact_state_t *st, const double qx[4], const double 
   for (int k = 0; k < 4; k++) {
     if (!isfinite(qx[k]) || !isfinite(qy[k]))
       continue;
-    cbox_t b = {rp_round(qx[k] - st->margin), rp_round(qx[k] + st->margin),
+    tsr__box_t b = {rp_round(qx[k] - st->margin), rp_round(qx[k] + st->margin),
                 rp_round(qy[k] - st->margin), rp_round(qy[k] + st->margin)};
     box[nb++] = b;
   }
-  /* Merge boxes that meet, so that no output pixel is visited twice. */
-  for (bool merged = true; merged;) {
-    merged = false;
-    for (int a = 0; a < nb && !merged; a++)
-      for (int b = a + 1; b < nb && !merged; b++)
-        if (box[a].x0 <= box[b].x1 && box[b].x0 <= box[a].x1 && box[a].y0 <= box[b].y1 &&
-            box[b].y0 <= box[a].y1) {
-          box[a].x0 = box[a].x0 < box[b].x0 ? box[a].x0 : box[b].x0;
-          box[a].x1 = box[a].x1 > box[b].x1 ? box[a].x1 : box[b].x1;
-          box[a].y0 = box[a].y0 < box[b].y0 ? box[a].y0 : box[b].y0;
-          box[a].y1 = box[a].y1 > box[b].y1 ? box[a].y1 : box[b].y1;
-          box[b] = box[--nb];
-          merged = true;
-        }
-  }
-  {
-    int m = 0;
-    for (int a = 0; a < nb; a++) {
-      cbox_t b = box[a];
-      if (b.x0 < bx0) b.x0 = bx0;
-      if (b.x1 > bx1) b.x1 = bx1;
-      if (b.y0 < by0) b.y0 = by0;
-      if (b.y1 > by1) b.y1 = by1;
-      if (b.x0 <= b.x1 && b.y0 <= b.y1)
-        box[m++] = b;
-    }
-    return m;
-  }
+  /* Merged, so that no output pixel is visited twice. */
+  return tsr__boxes_merge_clip(box, nb, bx0, bx1, by0, by1);
 }
 
 static int push_pair(tsr_ctx_t *ctx, exact_state_t *st, uint32_t in, uint32_t out, double f) {
@@ -393,24 +354,6 @@ static void out_quad(const exact_state_t *st, int64_t bw, int64_t i, int64_t j, 
   memcpy(q + 9, st->ov + 3 * c3, 3 * sizeof(double));
 }
 
-static void fill_rows(tsr__task_t *t, double v, int plane) {
-  tsr_node_t *n = t->node;
-  int64_t bw = t->out.stop[0] - t->out.start[0], bh = t->out.stop[1] - t->out.start[1];
-  if (t->planes[plane] == NULL)
-    return;
-  for (int64_t q = t->out.start[3]; q < t->out.stop[3]; q++)
-    for (int64_t z = t->out.start[2]; z < t->out.stop[2]; z++)
-      for (int64_t y = 0; y < bh; y++) {
-        size_t off = tsr__task_offset(t, 0, y, z - t->out.start[2], q - t->out.start[3]);
-        if (n->dtype == TSR_F32)
-          for (int64_t k = 0; k < bw; k++)
-            ((float *)t->planes[plane])[off + (size_t)k] = (float)v;
-        else
-          for (int64_t k = 0; k < bw; k++)
-            ((double *)t->planes[plane])[off + (size_t)k] = v;
-      }
-}
-
 /* Build the block's pair table. */
 static int build_pairs(tsr__task_t *t, exact_state_t *st) {
   tsr_node_t *n = t->node;
@@ -443,7 +386,7 @@ static int build_pairs(tsr__task_t *t, exact_state_t *st) {
     for (int64_t i = 0; i < nwx; i++) {
       double qx[4] = {cx0[i], cx0[i + 1], cx1[i + 1], cx1[i]};
       double qy[4] = {cy0[i], cy0[i + 1], cy1[i + 1], cy1[i]};
-      cbox_t box[4];
+      tsr__box_t box[4];
       bool seam;
       int nb = candidates(st, qx, qy, x0, x1 - 1, y0, y1 - 1, box, &seam);
       uint32_t in = (uint32_t)(j * w->stride[1] + i);
@@ -519,7 +462,7 @@ static void spoil_nans(tsr__task_t *t, exact_state_t *st, const char *src, size_
       const double *cy0 = st->cy + (size_t)(j * ncx), *cy1 = cy0 + ncx;
       double qx[4] = {cx0[i], cx0[i + 1], cx1[i + 1], cx1[i]};
       double qy[4] = {cy0[i], cy0[i + 1], cy1[i + 1], cy1[i]};
-      cbox_t box[4];
+      tsr__box_t box[4];
       bool seam;
       int nb = candidates(st, qx, qy, x0, x1 - 1, y0, y1 - 1, box, &seam);
       for (int b = 0; b < nb; b++)
@@ -543,8 +486,8 @@ static int exact_compute(tsr__task_t *t) {
   int rc;
 
   if (w->data == NULL) {
-    fill_rows(t, NAN, 0);
-    fill_rows(t, 0.0, 1);
+    tsr__task_fill(t, 0, NAN);
+    tsr__task_fill(t, 1, 0.0);
     return 0;
   }
   {
@@ -556,22 +499,22 @@ static int exact_compute(tsr__task_t *t) {
                       "fewer than 2^32 pixels (use a smaller --block)",
                       n->name, (long long)nwx, (long long)nwy, in->name);
     if (nc > st->ccap) {
-      rc = grow(t->ctx, (void **)&st->cx, nc, sizeof(double));
-      rc = rc ? rc : grow(t->ctx, (void **)&st->cy, nc, sizeof(double));
-      rc = rc ? rc : grow(t->ctx, (void **)&st->tx, nc, sizeof(double));
-      rc = rc ? rc : grow(t->ctx, (void **)&st->ty, nc, sizeof(double));
-      rc = rc ? rc : grow(t->ctx, (void **)&st->iv, nc, 3 * sizeof(double));
+      rc = tsr__scratch_grow(t->ctx, (void **)&st->cx, nc, sizeof(double));
+      rc = rc ? rc : tsr__scratch_grow(t->ctx, (void **)&st->cy, nc, sizeof(double));
+      rc = rc ? rc : tsr__scratch_grow(t->ctx, (void **)&st->tx, nc, sizeof(double));
+      rc = rc ? rc : tsr__scratch_grow(t->ctx, (void **)&st->ty, nc, sizeof(double));
+      rc = rc ? rc : tsr__scratch_grow(t->ctx, (void **)&st->iv, nc, 3 * sizeof(double));
       st->ccap = rc ? 0 : nc;
       if (rc)
         return tsr__err(t->ctx, rc, "%s: out of memory for %zu corners", n->name, nc);
     }
     if (nb > st->bcap) {
       size_t nbc = (size_t)(bw + 1) * (size_t)(bh + 1);
-      rc = grow(t->ctx, (void **)&st->ov, nbc, 3 * sizeof(double));
-      rc = rc ? rc : grow(t->ctx, (void **)&st->oarea, nb, sizeof(double));
-      rc = rc ? rc : grow(t->ctx, (void **)&st->sum, nb, sizeof(double));
-      rc = rc ? rc : grow(t->ctx, (void **)&st->wsum, nb, sizeof(double));
-      rc = rc ? rc : grow(t->ctx, (void **)&st->spoil, nb, 1);
+      rc = tsr__scratch_grow(t->ctx, (void **)&st->ov, nbc, 3 * sizeof(double));
+      rc = rc ? rc : tsr__scratch_grow(t->ctx, (void **)&st->oarea, nb, sizeof(double));
+      rc = rc ? rc : tsr__scratch_grow(t->ctx, (void **)&st->sum, nb, sizeof(double));
+      rc = rc ? rc : tsr__scratch_grow(t->ctx, (void **)&st->wsum, nb, sizeof(double));
+      rc = rc ? rc : tsr__scratch_grow(t->ctx, (void **)&st->spoil, nb, 1);
       st->bcap = rc ? 0 : nb;
       if (rc)
         return tsr__err(t->ctx, rc, "%s: out of memory for a %lld x %lld block", n->name,
@@ -625,17 +568,7 @@ static int exact_compute(tsr__task_t *t) {
           double wv = ws[o];
           double v = wv > 0 && !st->spoil[o] ? sum[o] / wv : NAN;
           double fp = wv > 1.0 ? 1.0 : wv;
-          if (n->dtype == TSR_F32) {
-            if (t->planes[0])
-              ((float *)t->planes[0])[off + (size_t)x] = (float)v;
-            if (t->planes[1])
-              ((float *)t->planes[1])[off + (size_t)x] = (float)fp;
-          } else {
-            if (t->planes[0])
-              ((double *)t->planes[0])[off + (size_t)x] = v;
-            if (t->planes[1])
-              ((double *)t->planes[1])[off + (size_t)x] = fp;
-          }
+          tsr__task_put2(t, off + (size_t)x, v, fp);
         }
       }
     }

@@ -457,7 +457,16 @@ tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src, const ts
     o = *opts;
   if (!tsr__reproject_check_args(g, op, src, target, o.dtype, o.block))
     return NULL;
-  if (o.order != 0 && o.order != 1)
+  if (o.method != TSR_HEALPIX_INTERP && o.method != TSR_HEALPIX_EXACT)
+    return tsr__graph_fail(g, TSR_EINVAL,
+                           "%s: method %d is not TSR_HEALPIX_INTERP (0) or TSR_HEALPIX_EXACT (1)",
+                           op, (int)o.method);
+  if (o.method == TSR_HEALPIX_EXACT && o.nan_mode != TSR_NAN_PROPAGATE &&
+      o.nan_mode != TSR_NAN_IGNORE)
+    return tsr__graph_fail(g, TSR_EINVAL,
+                           "%s: nan_mode %d is not TSR_NAN_PROPAGATE (0) or TSR_NAN_IGNORE (1)",
+                           op, (int)o.nan_mode);
+  if (o.method == TSR_HEALPIX_INTERP && o.order != 0 && o.order != 1)
     return tsr__graph_fail(g, TSR_EINVAL,
                            "%s: order %d; only nearest-neighbor (0) and bilinear (1) are "
                            "defined on HEALPix maps",
@@ -474,6 +483,8 @@ tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src, const ts
     return tsr__graph_fail_ctx(g, rc);
   }
   tsr__cel_free(probe);
+  if (o.method == TSR_HEALPIX_EXACT)
+    return tsr__from_healpix_exact(g, src, target, &o, nside, nested, coordsys);
   /* The pixel centres are taken to the sky exactly (no mapping grid). */
   fp = tsr__reproject_params_new(g, op, sizeof *fp, src, target, 0.0, false);
   if (fp == NULL)

@@ -907,10 +907,16 @@ tsr_node_t *tsr_reproject_to_healpix(tsr_graph_t *g, tsr_node_t *src, int64_t ns
     o = *opts;
   if (src == NULL)
     return tsr__graph_fail(g, TSR_EINVAL, "%s: input is NULL", op);
-  if ((int)o.method != TSR_TO_HEALPIX_INTERP)
-    return tsr__graph_fail(g, TSR_EINVAL, "%s: method %d unknown; expected %d (interpolation)", op,
-                           (int)o.method, TSR_TO_HEALPIX_INTERP);
-  if ((int)o.order < 0 || (int)o.order > 3)
+  if ((int)o.method != TSR_TO_HEALPIX_INTERP && (int)o.method != TSR_TO_HEALPIX_EXACT)
+    return tsr__graph_fail(g, TSR_EINVAL,
+                           "%s: method %d unknown; expected %d (interpolation) or %d (exact)", op,
+                           (int)o.method, TSR_TO_HEALPIX_INTERP, TSR_TO_HEALPIX_EXACT);
+  if (o.method == TSR_TO_HEALPIX_EXACT && o.nan_mode != TSR_NAN_PROPAGATE &&
+      o.nan_mode != TSR_NAN_IGNORE)
+    return tsr__graph_fail(g, TSR_EINVAL,
+                           "%s: nan_mode %d is not TSR_NAN_PROPAGATE (0) or TSR_NAN_IGNORE (1)",
+                           op, (int)o.nan_mode);
+  if (o.method == TSR_TO_HEALPIX_INTERP && ((int)o.order < 0 || (int)o.order > 3))
     return tsr__graph_fail(g, TSR_EINVAL,
                            "%s: order %d out of range [0, 3] (nearest-neighbor, bilinear, "
                            "biquadratic, bicubic)",
@@ -964,6 +970,11 @@ tsr_node_t *tsr_reproject_to_healpix(tsr_graph_t *g, tsr_node_t *src, int64_t ns
                            op, src->name, frame);
   }
   tsr__cel_free(probe);
+  if (o.method == TSR_TO_HEALPIX_EXACT) {
+    char cs = tp->coordsys;
+    params_free(g->ctx, tp);
+    return tsr__to_healpix_exact(g, src, nside, &o, cs);
+  }
   tp->method = o.method;
   tp->order = o.order;
   tp->nside = nside;

@@ -582,3 +582,297 @@ bool tsr__hpx_from_cards(const tsr_wcs_t *w, int64_t *nside, bool *nested, char 
   *coordsys = v[1];
   return true;
 }
+
+/* ------------------------------------------------------------------ */
+/* Face coordinates and pixel boundaries                                */
+
+/* The HEALPix projection on one base face, from the ring-index form of
+ * Gorski et al. (2005).  Face f sits in face row f / 4 (north cap, equator,
+ * south cap) and column f % 4.  With u = x / nside and w = y / nside, the
+ * point's ring coordinate (in units of nside rings from the north pole) is
+ * t = 2 + row - u - w: z = 1 - t^2 / 3 in the north cap (t < 1), 2 (2 - t) /
+ * 3 in the equatorial belt, t' ^ 2 / 3 - 1 with t' = 4 - t in the south
+ * cap; its longitude in quarter turns is (c nr + u - w) / (2 nr), with nr
+ * the ring's relative length (t, 1 or t') and c = 2 col + 1 in the caps,
+ * 2 col on the equator. */
+void tsr__hpx_xyf2vec(int64_t nside, int face, double x, double y, double v[3]) {
+  int row = face / 4, col = face % 4;
+  double u = x / (double)nside, w = y / (double)nside;
+  double t = 2.0 + row - u - w, nr, z, sth, quarter;
+  if (t < 1.0) {
+    nr = t;
+    z = 1.0 - t * t / 3.0;
+    /* sin theta from 1 - z = t^2 / 3 directly: exact next to the pole. */
+    sth = t * sqrt((2.0 - t * t / 3.0) / 3.0);
+  } else if (t > 3.0) {
+    nr = 4.0 - t;
+    z = nr * nr / 3.0 - 1.0;
+    sth = nr * sqrt((2.0 - nr * nr / 3.0) / 3.0);
+  } else {
+    nr = 1.0;
+    z = (2.0 - t) * 2.0 / 3.0;
+    sth = sqrt((1.0 - z) * (1.0 + z));
+  }
+  {
+    int c = 2 * col + (row == 1 ? 0 : 1);
+    quarter = nr > 0 ? ((double)c * nr + u - w) / (2.0 * nr) : 0.0;
+  }
+  double phi = quarter * (M_PI / 2);
+  v[0] = sth * cos(phi);
+  v[1] = sth * sin(phi);
+  v[2] = z;
+}
+
+/* The inverse, continuous (ang2pix without the rounding): in the equatorial
+ * belt the two families of edge lines jp, jm (in units of pixels); in a
+ * cap the distances from the face's two polar edges. */
+void tsr__hpx_ang2xyf(int64_t nside, double theta, double phi, int *face, double *x, double *y) {
+  double ns = (double)nside, z = cos(theta), tt = wrap_lon(phi) / (M_PI / 2);
+  if (fabs(z) <= 2.0 / 3.0) {
+    double jp = ns * (0.5 + tt - 0.75 * z), jm = ns * (0.5 + tt + 0.75 * z);
+    int ifp = (int)floor(jp / ns), ifm = (int)floor(jm / ns);
+    if (ifp == ifm)
+      *face = (ifp & 3) | 4;
+    else if (ifp < ifm)
+      *face = ifp & 3;
+    else
+      *face = (ifm & 3) + 8;
+    *x = jm - ns * (double)ifm;
+    *y = ns - (jp - ns * (double)ifp);
+  } else {
+    int ntt = (int)tt;
+    double tp, s;
+    if (ntt > 3)
+      ntt = 3;
+    tp = tt - ntt;
+    /* sqrt(3 (1 - |z|)) with 1 - |z| = 2 sin^2(theta / 2) (or of its
+     * complement), which keeps its digits near the poles. */
+    s = z > 0 ? sqrt(6.0) * sin(theta / 2) : sqrt(6.0) * cos(theta / 2);
+    s *= ns;
+    if (z > 0) {
+      *face = ntt;
+      *x = ns - (1 - tp) * s;
+      *y = ns - tp * s;
+    } else {
+      *face = ntt + 8;
+      *x = tp * s;
+      *y = (1 - tp) * s;
+    }
+  }
+}
+
+/* Pixel pix's face and the face coordinates of its corners, north, west,
+ * south, east (astropy-healpix's order), the first repeated at the end.
+ * Its centre lies half a pixel inside its square, far from any rounding
+ * of the continuous coordinates, so flooring them gives (ix, iy). */
+static int pixel_square(int64_t nside, bool nested, int64_t pix, double cx[5], double cy[5]) {
+  double theta, phi, x, y;
+  int face;
+  if (nested)
+    hp.pix2ang_nest(nside, pix, &theta, &phi);
+  else
+    hp.pix2ang_ring(nside, pix, &theta, &phi);
+  tsr__hpx_ang2xyf(nside, theta, phi, &face, &x, &y);
+  x = floor(x), y = floor(y);
+  cx[0] = x + 1, cx[1] = x, cx[2] = x, cx[3] = x + 1, cx[4] = x + 1;
+  cy[0] = y + 1, cy[1] = y + 1, cy[2] = y, cy[3] = y, cy[4] = y + 1;
+  return face;
+}
+
+void tsr__hpx_boundary(int64_t nside, bool nested, int64_t pix, int k, double *v) {
+  double cx[5], cy[5];
+  int face = pixel_square(nside, nested, pix, cx, cy);
+  {
+    for (int e = 0; e < 4; e++)
+      for (int j = 0; j < k; j++) {
+        double f = (double)j / k;
+        tsr__hpx_xyf2vec(nside, face, cx[e] + f * (cx[e + 1] - cx[e]),
+                         cy[e] + f * (cy[e + 1] - cy[e]), v + 3 * (e * k + j));
+      }
+  }
+}
+
+/* Adaptive edges: an edge is split at its midpoint in face coordinates
+ * while that point lies more than `sag` from the great circle through the
+ * segment's ends.  Points are lo + f (hi - lo) with dyadic f from the
+ * edge's lexicographically lower corner lo, and the corners are integers,
+ * so both pixels that share an edge (on one face) compute the same points
+ * bit for bit, whichever way round they walk it: the polygons tile the
+ * sphere exactly.  (On a face boundary the two faces' formulas agree to
+ * rounding.) */
+typedef struct {
+  int64_t nside;
+  int face;
+  double lo[2], hi[2];
+  double sag;              /* largest distance (radians) of a midpoint from its chord */
+  int max_depth;
+  double *f;               /* parameters of the points, in increasing order */
+  int n, cap;
+} edge_walk_t;
+
+static void edge_point(const edge_walk_t *e, double f, double v[3]) {
+  tsr__hpx_xyf2vec(e->nside, e->face, e->lo[0] + f * (e->hi[0] - e->lo[0]),
+                   e->lo[1] + f * (e->hi[1] - e->lo[1]), v);
+}
+
+/* Append the parameters of (f0, f1] to e->f, splitting as needed. */
+static void edge_split(edge_walk_t *e, double f0, const double a[3], double f1, const double b[3],
+                       int depth) {
+  double fm = 0.5 * (f0 + f1), m[3], n[3];
+  edge_point(e, fm, m);
+  n[0] = a[1] * b[2] - a[2] * b[1], n[1] = a[2] * b[0] - a[0] * b[2],
+  n[2] = a[0] * b[1] - a[1] * b[0];
+  double nn = sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]);
+  double d = nn > 0 ? fabs(m[0] * n[0] + m[1] * n[1] + m[2] * n[2]) / nn : 0.0;
+  if (depth < e->max_depth && (depth == 0 || d > e->sag)) {
+    edge_split(e, f0, a, fm, m, depth + 1);
+    edge_split(e, fm, m, f1, b, depth + 1);
+    return;
+  }
+  if (e->n < e->cap)
+    e->f[e->n++] = f1;
+}
+
+int tsr__hpx_boundary_fine(int64_t nside, bool nested, int64_t pix, double tol, int max_depth,
+                           double *v, int cap) {
+  double cx[5], cy[5], fbuf[(1 << TSR__HPX_MAX_DEPTH) + 1];
+  int face = pixel_square(nside, nested, pix, cx, cy), nv = 0;
+  if (max_depth > TSR__HPX_MAX_DEPTH)
+    max_depth = TSR__HPX_MAX_DEPTH;
+  {
+    for (int k = 0; k < 4; k++) {
+      edge_walk_t e = {nside, face, {0, 0}, {0, 0}, tol * tsr__hpx_pixel_size(nside), max_depth,
+                       fbuf, 0, (1 << TSR__HPX_MAX_DEPTH) + 1};
+      bool fwd = cx[k] < cx[k + 1] || (cx[k] == cx[k + 1] && cy[k] < cy[k + 1]);
+      double a[3], b[3];
+      e.lo[0] = fwd ? cx[k] : cx[k + 1], e.lo[1] = fwd ? cy[k] : cy[k + 1];
+      e.hi[0] = fwd ? cx[k + 1] : cx[k], e.hi[1] = fwd ? cy[k + 1] : cy[k];
+      edge_point(&e, 0.0, a);
+      edge_point(&e, 1.0, b);
+      e.f[e.n++] = 0.0;
+      edge_split(&e, 0.0, a, 1.0, b, 0);
+      /* e.f runs 0 .. 1; the polygon takes the edge from its own first
+       * corner, without the last. */
+      for (int j = 0; j + 1 < e.n; j++) {
+        if (nv >= cap)
+          return -1;
+        edge_point(&e, fwd ? e.f[j] : e.f[e.n - 1 - j], v + 3 * nv++);
+      }
+    }
+  }
+  return nv;
+}
+
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* NESTED: the nested cells of level k (nside 2^k) that meet [lo, hi) and
+ * may hold centres within radius of c (a cell's centre within radius plus
+ * twice the level's pixel size, more than any centre-to-corner distance),
+ * depth first, so the pixels come out ascending. */
+static void disc_nest(int k, int kmax, int64_t cell, const double c[3], double radius, int64_t lo,
+                      int64_t hi, int64_t *out, size_t cap, size_t *n) {
+  int64_t span = (int64_t)1 << (2 * (kmax - k)), ns = (int64_t)1 << k;
+  double v[3];
+  if ((cell + 1) * span <= lo || cell * span >= hi)
+    return;
+  hp.pix2vec_nest(ns, cell, v);
+  if (radius < M_PI && angle_between(v, c) > radius + 2 * tsr__hpx_pixel_size(ns))
+    return;
+  if (k == kmax) {
+    if (*n < cap)
+      out[*n] = cell;
+    (*n)++;
+    return;
+  }
+  for (int64_t s = 0; s < 4; s++)
+    disc_nest(k + 1, kmax, cell * 4 + s, c, radius, lo, hi, out, cap, n);
+}
+
+/* RING: the rings the disc's colatitude range reaches (one more each
+ * side) that meet [lo, hi), and in each the longitude span of the disc at
+ * the ring's latitude, from the spherical law of cosines, widened by one
+ * pixel each side.  Pixels of a ring are evenly spaced in longitude from
+ * its first. */
+size_t tsr__hpx_disc_pixels_in(int64_t nside, bool nested, const double c[3], double radius,
+                               int64_t lo, int64_t hi, int64_t *out, size_t cap) {
+  size_t n = 0;
+  int64_t r0 = 1, r1 = 4 * nside - 1, p, npix = tsr__hpx_npix(nside);
+  double zc = c[2] > 1 ? 1 : c[2] < -1 ? -1 : c[2];
+  double thc = acos(zc), phic = wrap_lon(atan2(c[1], c[0])), sthc = sqrt((1 - zc) * (1 + zc));
+  double cosr = cos(radius);
+  lo = lo < 0 ? 0 : lo;
+  hi = hi > npix ? npix : hi;
+  if (lo >= hi)
+    return 0;
+  if (nested) {
+    int kmax = 0;
+    while (((int64_t)1 << kmax) < nside)
+      kmax++;
+    for (int64_t b = 0; b < 12; b++)
+      disc_nest(0, kmax, b, c, radius, lo, hi, out, cap, &n);
+    return n;
+  }
+  if (radius >= M_PI)
+    radius = M_PI;
+  if (thc - radius > 0) {
+    hp.ang2pix_ring(nside, thc - radius, 0.0, &p);
+    r0 = tsr__hpx_ring_of(nside, p) - 1;
+    r0 = r0 < 1 ? 1 : r0;
+  }
+  if (thc + radius < M_PI) {
+    hp.ang2pix_ring(nside, thc + radius, 0.0, &p);
+    r1 = tsr__hpx_ring_of(nside, p) + 1;
+    r1 = r1 > 4 * nside - 1 ? 4 * nside - 1 : r1;
+  }
+  {
+    int64_t rl = tsr__hpx_ring_of(nside, lo), rh = tsr__hpx_ring_of(nside, hi - 1);
+    r0 = r0 > rl ? r0 : rl;
+    r1 = r1 < rh ? r1 : rh;
+  }
+  for (int64_t r = r0; r <= r1; r++) {
+    int64_t first, count, j0, j1;
+    double lon0, lat0, z, sth, span;
+    tsr__hpx_ring_span(nside, r, &first, &count);
+    tsr__hpx_pix2ang(nside, false, first, &lon0, &lat0);
+    z = sin(lat0), sth = cos(lat0);
+    if (radius >= M_PI || sth * sthc < 1e-300) {
+      span = M_PI;
+    } else {
+      double cd = (cosr - z * zc) / (sth * sthc);
+      if (cd >= 1.0) {
+        /* The ring passes outside the disc, except within rounding. */
+        if (acos(fmin(1.0, z * zc + sth * sthc)) > radius * (1 + 1e-12) + 1e-15)
+          continue;
+        span = 0.0;
+      } else
+        span = cd <= -1.0 ? M_PI : acos(cd);
+    }
+    {
+      double step = 2 * M_PI / (double)count;
+      double a = (phic - span - lon0) / step, b = (phic + span - lon0) / step;
+      j0 = (int64_t)floor(a) - 1;
+      j1 = (int64_t)ceil(b) + 1;
+      if (span >= M_PI || j1 - j0 + 1 >= count)
+        j0 = 0, j1 = count - 1;
+    }
+    for (int64_t j = j0; j <= j1; j++) {
+      int64_t q = ((j % count) + count) % count + first;
+      if (q < lo || q >= hi)
+        continue;
+      if (n < cap)
+        out[n] = q;
+      n++;
+    }
+  }
+  if (n <= cap)
+    qsort(out, n, sizeof *out, cmp_i64);
+  return n;
+}
+
+size_t tsr__hpx_disc_pixels(int64_t nside, bool nested, const double c[3], double radius,
+                            int64_t *out, size_t cap) {
+  return tsr__hpx_disc_pixels_in(nside, nested, c, radius, 0, tsr__hpx_npix(nside), out, cap);
+}

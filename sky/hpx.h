@@ -73,6 +73,53 @@ void tsr__hpx_ring_lats(int64_t nside, double *ring_lat);
 void tsr__hpx_disc_range(int64_t nside, bool nested, const double c[3], double radius,
                          int64_t *lo, int64_t *hi);
 
+/* Pixel boundaries.  A HEALPix pixel is a square (ix..ix+1, iy..iy+1) of
+ * its base face's coordinates (x, y in [0, nside]); its edges are the
+ * images of the square's sides under the HEALPix projection, curves that
+ * are not great circles (lines z = a +- b phi in the equatorial zone,
+ * phi sqrt(1 - |z|) = const-like curves in the polar caps).  Here a
+ * boundary is the spherical polygon through `k` points per edge, evenly
+ * spaced in face coordinates and joined by great-circle arcs: 4 k unit
+ * vectors, each edge from its first corner, the corners in astropy-healpix's
+ * order: north (ix + 1, iy + 1), west, south (ix, iy), east.
+ * Neighbours share their edge points (to rounding), so the polygons tile
+ * the sphere without gaps or overlaps; their areas converge to the exact
+ * 4 pi / npix as k grows (test-healpix measures it).  The points are those
+ * of astropy-healpix's boundaries_lonlat(step = k). */
+void tsr__hpx_boundary(int64_t nside, bool nested, int64_t pix, int k, double *v);
+/* The boundary the exact reprojection uses: each edge split in halves (in
+ * face coordinates) until every piece's midpoint lies within tol x the
+ * pixel size (tsr__hpx_pixel_size) of the great circle through its ends,
+ * at least once and at most max_depth (<= TSR__HPX_MAX_DEPTH) times.  Edge
+ * points are shared exactly by neighbours (see healpix.c).  Writes at most
+ * `cap` vectors to v; returns their number, or -1 if cap is too small (4 x
+ * 2^max_depth always suffices).  test-healpix measures the area error per
+ * tol, nside and ring (README). */
+#define TSR__HPX_MAX_DEPTH 12
+/* The tolerance of the exact reprojection's boundaries (ops/
+ * reproject_healpix_exact.c): areas within 1e-6 of 4 pi / npix everywhere. */
+#define TSR__HPX_EXACT_TOL 3e-7
+int tsr__hpx_boundary_fine(int64_t nside, bool nested, int64_t pix, double tol, int max_depth,
+                           double *v, int cap);
+/* Face (0..11) and continuous face coordinates of a direction (theta from
+ * the north pole, phi), and back to a unit vector: the HEALPix projection
+ * of Gorski et al. (2005), eqs. 4-10, on one face. */
+void tsr__hpx_ang2xyf(int64_t nside, double theta, double phi, int *face, double *x, double *y);
+void tsr__hpx_xyf2vec(int64_t nside, int face, double x, double y, double v[3]);
+
+/* The pixels (in the given ordering, ascending, each once) that hold every
+ * pixel whose centre lies within `radius` of unit vector c, and a few more
+ * next to them: ring by ring, the longitude span the disc covers.  Writes
+ * at most cap of them to out and returns how many there are (call again
+ * with more room when that exceeds cap; only then is out unsorted). */
+size_t tsr__hpx_disc_pixels(int64_t nside, bool nested, const double c[3], double radius,
+                            int64_t *out, size_t cap);
+/* The same, only those in the index range [lo, hi): RING visits only the
+ * rings that meet it, NESTED only the nested cells (so a small range of a
+ * large disc costs little). */
+size_t tsr__hpx_disc_pixels_in(int64_t nside, bool nested, const double c[3], double radius,
+                               int64_t lo, int64_t hi, int64_t *out, size_t cap);
+
 /* Angular size of a pixel, sqrt(4 pi / npix): its largest centre-to-corner
  * distance is below 1.5 times this (Gorski et al. 2005, fig. 3). */
 double tsr__hpx_pixel_size(int64_t nside);

@@ -1,6 +1,7 @@
 /* test-alloc.c -- allocation-failure injection: through the allocator
  * hooks, fail the k-th allocation, for every k of a run, of a reprojection
- * by each method, a mosaic, a chain of array ops and a FITS write.  Every
+ * by each method (and the exact ones from and to HEALPix), a mosaic, a
+ * chain of array ops and a FITS write.  Every
  * run must end in success (with the right result) or in TSR_ENOMEM with
  * an "out of memory" message, and give back every byte it took. */
 #include <math.h>
@@ -49,13 +50,14 @@ static void a_free(void *ud, void *p) {
   free(p);
 }
 
-static float image[48 * 40], image2[48 * 40];
+static float image[48 * 40], image2[48 * 40], hpxmap[12 * 16 * 16];
 
 /* One scenario: build a graph and compute `out` (count values); returns the
  * status.  `what` 0..5 reprojections (orders 0-3, adaptive, exact), 6 a
  * mosaic, 7 array ops, 8 a FITS write, 9 drizzle, 10 its context, 11 blot,
  * 12 adaptive with center_jacobian (its start opens two more WCS copies
- * after the shared mapping: a failure there unwinds through its stop). */
+ * after the shared mapping: a failure there unwinds through its stop), 13
+ * exact from an nside 16 map, 14 exact onto one. */
 /* The n float32 values of a FITS file's first HDU as doubles, read with
  * stdio (not through tessera, whose allocator the test is failing). */
 static void read_float32_fits(const char *path, double *out, int n) {
@@ -129,6 +131,17 @@ static int scenario(tsr_ctx_t *ctx, int what, double *out, int *n_out) {
       tsr_blot_opts_t bo = TSR_BLOT_OPTS_INIT;
       bo.block[0] = 24, bo.block[1] = 20;
       n = tsr_blot(g, src, wo, &bo);
+    } else if (what == 13) {
+      int64_t hshape[1] = {12 * 16 * 16};
+      tsr_from_healpix_opts_t ho = TSR_FROM_HEALPIX_OPTS_INIT;
+      ho.method = TSR_HEALPIX_EXACT, ho.nested = 0, ho.coordsys = "C";
+      ho.block[0] = ho.block[1] = 24;
+      n = tsr_reproject_from_healpix(g, tsr_source_buffer_ref(g, TSR_F32, 1, hshape, hpxmap, NULL),
+                                     wo, &ho);
+    } else if (what == 14) {
+      tsr_to_healpix_opts_t to = TSR_TO_HEALPIX_OPTS_INIT;
+      to.method = TSR_TO_HEALPIX_EXACT, to.nested = 1, to.chunk = 256;
+      n = tsr_reproject_to_healpix(g, src, 16, &to);
     } else if (what == 6 || what == 8) {
       tsr_node_t *r[2] = {tsr_reproject_interp(g, src, wo, &io), tsr_reproject_interp(g, src2, wo, &io)};
       tsr_coadd_opts_t co = TSR_COADD_OPTS_INIT;
@@ -169,7 +182,7 @@ out:
 }
 
 static void inject(int what, const char *name) {
-  static double ref[50 * 44], out[50 * 44];
+  static double ref[12 * 16 * 16], out[12 * 16 * 16];
   alloc_state_t s = {0, 0, 0, 0};
   tsr_ctx_options_t o;
   tsr_ctx_t *ctx;
@@ -180,6 +193,8 @@ static void inject(int what, const char *name) {
     image[k] = (float)(sin(k * 0.05) + (k % 17 == 0 ? NAN : 1.0));
     image2[k] = (float)(cos(k * 0.03) + 0.5);
   }
+  for (int k = 0; k < 12 * 16 * 16; k++)
+    hpxmap[k] = (float)(sin(k * 0.37) + (k % 23 == 0 ? NAN : 2.0));
   memset(&o, 0, sizeof o);
   o.alloc.malloc_fn = a_malloc, o.alloc.realloc_fn = a_realloc, o.alloc.free_fn = a_free;
   o.alloc.ud = &s;
@@ -229,5 +244,7 @@ TEST(drizzle) { inject(9, "drizzle"); }
 TEST(drizzle_context) { inject(10, "drizzle context"); }
 TEST(blot) { inject(11, "blot"); }
 TEST(adaptive_center_jacobian) { inject(12, "adaptive, center_jacobian"); }
+TEST(exact_from_healpix) { inject(13, "exact from HEALPix"); }
+TEST(exact_to_healpix) { inject(14, "exact to HEALPix"); }
 
 TEST_MAIN()

@@ -1226,16 +1226,28 @@ typedef struct {
 TSR_API int tsr_healpix_info(tsr_ctx_t *ctx, const char *path, const tsr_healpix_opts_t *opts,
                              tsr_healpix_info_t *out);
 
+/* How a HEALPix map is resampled.  A method of its own rather than a
+ * fourth tsr_order_t value: exact is not an interpolation order (it has no
+ * kernel, and its own option, nan_mode, which the orders ignore), and
+ * tsr_order_t is shared with tsr_reproject_interp, which has no exact. */
+typedef enum {
+  TSR_HEALPIX_INTERP = 0,  /* `order`: nearest or bilinear (reproject_from_healpix) */
+  TSR_HEALPIX_EXACT = 1    /* flux-conserving overlap of HEALPix pixels and output pixels */
+} tsr_healpix_method_t;
+
 typedef struct {
   int     order;           /* TSR_ORDER_NEAREST or TSR_ORDER_BILINEAR (astropy-healpix's
-                              four-neighbour interpolation); default bilinear */
+                              four-neighbour interpolation); default bilinear; interp only */
   int     nested;          /* -1 = the source's ordering; else 0 RING, 1 NESTED */
   const char *coordsys;    /* NULL = the source's; else as tsr_healpix_opts_t */
   int     dtype;           /* 0 = float32, or float64 when the source is */
   int64_t block[2];        /* output chunk shape; 0 = 256 x 256 */
+  tsr_healpix_method_t method;  /* default TSR_HEALPIX_INTERP */
+  tsr_nan_mode_t nan_mode; /* exact only: NaN (and UNSEEN) map pixels; default propagate */
 } tsr_from_healpix_opts_t;
 
-#define TSR_FROM_HEALPIX_OPTS_INIT { TSR_ORDER_BILINEAR, -1, NULL, 0, { 0, 0 } }
+#define TSR_FROM_HEALPIX_OPTS_INIT                                                     \
+  { TSR_ORDER_BILINEAR, -1, NULL, 0, { 0, 0 }, TSR_HEALPIX_INTERP, TSR_NAN_PROPAGATE }
 
 /** Reproject HEALPix map `src` (a tsr_source_healpix node, or any 1-D node
  *  of 12 nside^2 values with opts giving the ordering and frame) onto
@@ -1245,8 +1257,26 @@ typedef struct {
  *  it (a NaN among them makes it NaN).  Each block reads only the pixels
  *  within reach of it.  The footprint is 1 where the output pixel lies on
  *  the sky (reproject: everywhere), 0 off the projection's edge (where the
- *  value is NaN).  `target` is copied; opts may be NULL.  @return the data
- *  node, or NULL with the error on the graph. */
+ *  value is NaN).
+ *
+ *  With method TSR_HEALPIX_EXACT, flux-conserving (reproject_exact's
+ *  convention, surface brightness conserved): each output pixel (the
+ *  spherical quadrilateral between its corners) gets sum(v_i A_i) /
+ *  sum(A_i) over the HEALPix pixels i it overlaps, A_i the overlap's solid
+ *  angle; where the map covers the pixel, sum(A_i) is its solid angle, so
+ *  sum(value x pixel solid angle) over an image equals sum(v_i x 4 pi /
+ *  npix) over the map pixels inside it.  A HEALPix pixel is the polygon
+ *  through points of its exact edges, split until each piece lies within
+ *  3e-7 of a pixel size of its chord (its area is then within 6e-7 of 4
+ *  pi / npix everywhere, poles included; README).  The
+ *  footprint is sum(A_i) / the pixel's solid angle, in [0, 1].  NaN and
+ *  UNSEEN map pixels per nan_mode, as tsr_reproject_exact: propagate makes
+ *  every output pixel they overlap NaN (they still count in the
+ *  footprint), ignore leaves them out of both sums.  Output pixels must
+ *  be under ~60 degrees across.  Every block size gives the same bits.
+ *
+ *  `target` is copied; opts may be NULL.  @return the data node, or NULL
+ *  with the error on the graph. */
 TSR_API tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src,
                                                const tsr_wcs_t *target,
                                                const tsr_from_healpix_opts_t *opts);
@@ -1255,7 +1285,8 @@ TSR_API tsr_node_t *tsr_reproject_from_healpix(tsr_graph_t *g, tsr_node_t *src,
  * for more methods than interpolation: a new one is a new value, with any
  * options of its own appended to the struct. */
 typedef enum {
-  TSR_TO_HEALPIX_INTERP = 0   /* each map pixel centre interpolated in the image */
+  TSR_TO_HEALPIX_INTERP = 0,  /* each map pixel centre interpolated in the image */
+  TSR_TO_HEALPIX_EXACT = 1    /* flux-conserving overlap of map pixels and image pixels */
 } tsr_to_healpix_method_t;
 
 typedef struct {
@@ -1267,9 +1298,11 @@ typedef struct {
                               "ecliptic"); NULL = the input's frame when it is one of them */
   int     dtype;           /* a tsr_dtype_t, or 0 = float32, or float64 when the input is */
   int64_t chunk;           /* map pixels per chunk; 0 = by nside and ordering (see below) */
+  tsr_nan_mode_t nan_mode; /* exact only: NaN image pixels; default propagate */
 } tsr_to_healpix_opts_t;
 
-#define TSR_TO_HEALPIX_OPTS_INIT { TSR_TO_HEALPIX_INTERP, TSR_ORDER_BILINEAR, 0, NULL, 0, 0 }
+#define TSR_TO_HEALPIX_OPTS_INIT                                                       \
+  { TSR_TO_HEALPIX_INTERP, TSR_ORDER_BILINEAR, 0, NULL, 0, 0, TSR_NAN_PROPAGATE }
 
 /** Reproject 2-D image `src` (a celestial WCS) into a HEALPix map of
  *  `nside` (reproject_to_healpix): each map pixel centre, taken into the
@@ -1289,8 +1322,19 @@ typedef struct {
  *  nested cells of 4^k <= 65536 pixels, read in 16 sub-cells; orders 2 and
  *  3: 65536 pixels, read whole); a part of a chunk whose pixels miss the
  *  image's footprint on the sky reads and maps nothing, and one that meets
- *  it reads only the part of the image its pixels can fall in.  `src` is
- *  borrowed, `opts` copied (NULL = defaults).
+ *  it reads only the part of the image its pixels can fall in.
+ *
+ *  With method TSR_TO_HEALPIX_EXACT, flux-conserving: each map pixel (the
+ *  polygon of tsr_reproject_from_healpix's exact method) gets sum(v_j A_j)
+ *  / sum(A_j) over the image pixels j it overlaps (the quadrilaterals
+ *  between their corners, A_j the overlap's solid angle), and the
+ *  footprint sum(A_j) / its area: so sum(value x footprint x 4 pi / npix)
+ *  over the map equals sum(v_j x solid angle) over the image (to the
+ *  polygon areas' 6e-7).  NaN image pixels per nan_mode, as
+ *  tsr_reproject_exact.  Each chunk reads only the image pixels its map
+ *  pixels can meet.  Every chunk size gives the same bits.
+ *
+ *  `src` is borrowed, `opts` copied (NULL = defaults).
  *  @return the data node (owned by g), or NULL with the error on the
  *  graph. */
 TSR_API tsr_node_t *tsr_reproject_to_healpix(tsr_graph_t *g, tsr_node_t *src, int64_t nside,

@@ -994,6 +994,47 @@ static PyObject *Graph_reproject_exact(tsrpy_graph_t *self, PyObject *args, PyOb
   return tsrpy_node_wrap(self, n);
 }
 
+static int to_healpix_method_parse(const char *s) {
+  return strcmp(s, "interp") == 0 ? TSR_TO_HEALPIX_INTERP
+         : strcmp(s, "exact") == 0 ? TSR_TO_HEALPIX_EXACT : -1;
+}
+
+static PyObject *Graph_reproject_to_healpix(tsrpy_graph_t *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"src",   "nside", "order",  "nested",   "coordsys",
+                           "dtype", "chunk", "method", "nan_mode", NULL};
+  PyObject *srcobj, *orderobj = NULL, *dtypeobj = Py_None, *methodobj = NULL, *nanobj = NULL;
+  long long nside, chunk = 0;
+  const char *coordsys = NULL;
+  tsr_to_healpix_opts_t o = TSR_TO_HEALPIX_OPTS_INIT;
+  int k = 0;
+  tsr_node_t *src;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "OL|O$pzOLOO:reproject_to_healpix", kwlist, &srcobj,
+                                   &nside, &orderobj, &o.nested, &coordsys, &dtypeobj, &chunk,
+                                   &methodobj, &nanobj))
+    return NULL;
+  if (!tsrpy_graph_buildable(self) ||
+      (src = node_arg(self, srcobj, "reproject_to_healpix")) == NULL)
+    return NULL;
+  if (orderobj && parse_enum(orderobj, order_parse, "reproject_to_healpix: order", &k) < 0)
+    return NULL;
+  if (orderobj)
+    o.order = (tsr_order_t)k;
+  if (methodobj &&
+      parse_enum(methodobj, to_healpix_method_parse, "reproject_to_healpix: method", &k) < 0)
+    return NULL;
+  if (methodobj)
+    o.method = (tsr_to_healpix_method_t)k;
+  if (nanobj && parse_enum(nanobj, nan_mode_parse, "reproject_to_healpix: nan_mode", &k) < 0)
+    return NULL;
+  if (nanobj)
+    o.nan_mode = (tsr_nan_mode_t)k;
+  if ((o.dtype = tsrpy_dtype_from_py(dtypeobj, 1)) < 0)
+    return NULL;
+  o.coordsys = coordsys;
+  o.chunk = chunk;
+  return tsrpy_node_wrap(self, tsr_reproject_to_healpix(self->g, src, nside, &o));
+}
+
 /* nested= of the HEALPix methods: None (-1, the map's own), or a bool. */
 static int nested_arg(PyObject *o, const char *what) {
   int k;
@@ -1064,17 +1105,18 @@ out:
 }
 
 static PyObject *Graph_reproject_from_healpix(tsrpy_graph_t *self, PyObject *args, PyObject *kw) {
-  static char *kwlist[] = {"src", "target", "order", "nested", "coordsys", "dtype", "block", NULL};
+  static char *kwlist[] = {"src",   "target", "order",  "nested",   "coordsys",
+                           "dtype", "block",  "method", "nan_mode", NULL};
   PyObject *srcobj, *targetobj, *orderobj = NULL, *nestobj = Py_None, *dtypeobj = Py_None;
-  PyObject *blockobj = Py_None;
+  PyObject *blockobj = Py_None, *methodobj = NULL, *nanobj = NULL;
   tsr_from_healpix_opts_t o = TSR_FROM_HEALPIX_OPTS_INIT;
   int k = o.order;
   const tsr_wcs_t *target;
   tsr_wcs_t *owned = NULL;
   tsr_node_t *src, *n;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O$OzOO:reproject_from_healpix", kwlist, &srcobj,
-                                   &targetobj, &orderobj, &nestobj, &o.coordsys, &dtypeobj,
-                                   &blockobj))
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O$OzOOOO:reproject_from_healpix", kwlist,
+                                   &srcobj, &targetobj, &orderobj, &nestobj, &o.coordsys,
+                                   &dtypeobj, &blockobj, &methodobj, &nanobj))
     return NULL;
   if (!tsrpy_graph_buildable(self) ||
       (src = node_arg(self, srcobj, "reproject_from_healpix")) == NULL)
@@ -1082,6 +1124,16 @@ static PyObject *Graph_reproject_from_healpix(tsrpy_graph_t *self, PyObject *arg
   if (orderobj && parse_enum(orderobj, order_parse, "reproject_from_healpix: order", &k) < 0)
     return NULL;
   o.order = k;
+  /* method: 'interp' or 'exact', the same values as to_healpix's. */
+  if (methodobj &&
+      parse_enum(methodobj, to_healpix_method_parse, "reproject_from_healpix: method", &k) < 0)
+    return NULL;
+  if (methodobj)
+    o.method = k == TSR_TO_HEALPIX_EXACT ? TSR_HEALPIX_EXACT : TSR_HEALPIX_INTERP;
+  if (nanobj && parse_enum(nanobj, nan_mode_parse, "reproject_from_healpix: nan_mode", &k) < 0)
+    return NULL;
+  if (nanobj)
+    o.nan_mode = (tsr_nan_mode_t)k;
   o.nested = nested_arg(nestobj, "reproject_from_healpix");
   if (PyErr_Occurred())
     return NULL;
@@ -1090,31 +1142,6 @@ static PyObject *Graph_reproject_from_healpix(tsrpy_graph_t *self, PyObject *arg
   n = tsr_reproject_from_healpix(self->g, src, target, &o);
   tsr_wcs_free(owned);
   return tsrpy_node_wrap(self, n);
-}
-
-static PyObject *Graph_reproject_to_healpix(tsrpy_graph_t *self, PyObject *args, PyObject *kw) {
-  static char *kwlist[] = {"src", "nside", "order", "nested", "coordsys", "dtype", "chunk", NULL};
-  PyObject *srcobj, *orderobj = NULL, *dtypeobj = Py_None;
-  long long nside, chunk = 0;
-  const char *coordsys = NULL;
-  tsr_to_healpix_opts_t o = TSR_TO_HEALPIX_OPTS_INIT;
-  int k = 0;
-  tsr_node_t *src;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "OL|O$pzOL:reproject_to_healpix", kwlist, &srcobj,
-                                   &nside, &orderobj, &o.nested, &coordsys, &dtypeobj, &chunk))
-    return NULL;
-  if (!tsrpy_graph_buildable(self) ||
-      (src = node_arg(self, srcobj, "reproject_to_healpix")) == NULL)
-    return NULL;
-  if (orderobj && parse_enum(orderobj, order_parse, "reproject_to_healpix: order", &k) < 0)
-    return NULL;
-  if (orderobj)
-    o.order = (tsr_order_t)k;
-  if ((o.dtype = tsrpy_dtype_from_py(dtypeobj, 1)) < 0)
-    return NULL;
-  o.coordsys = coordsys;
-  o.chunk = chunk;
-  return tsrpy_node_wrap(self, tsr_reproject_to_healpix(self->g, src, nside, &o));
 }
 
 static PyObject *Graph_footprint(tsrpy_graph_t *self, PyObject *arg) {
@@ -1484,6 +1511,14 @@ static PyMethodDef Graph_methods[] = {
      "reproject_exact(src, target, *, nan_mode='propagate', dtype=None, block=None) -> Node\n\n"
      "Exact spherical-polygon overlap (flux-conserving).  nan_mode 'propagate' (reproject) or "
      "'ignore'.  Footprint: the summed overlap fractions."},
+    {"reproject_to_healpix", FN(Graph_reproject_to_healpix), KW,
+     "reproject_to_healpix(src, nside, order='bilinear', *, nested=False, coordsys=None, "
+     "dtype=None, chunk=0, method='interp', nan_mode='propagate') -> Node\n\nsrc (a 2-D image "
+     "with a celestial WCS) onto a HEALPix map of 12 nside^2 pixels (tsr_reproject_to_healpix, "
+     "reproject_to_healpix's semantics; method 'exact': flux-conserving overlap, with "
+     "nan_mode 'propagate' or 'ignore').  "
+     "coordsys: the map's frame, 'G', 'C', 'E' or 'galactic', 'icrs', 'ecliptic' (None = the "
+     "input's).  chunk: map pixels per chunk (0 = default).  The footprint is footprint(node)."},
     {"source_healpix", FN(Graph_source_healpix), KW,
      "source_healpix(path, hdu=None, field=0, nested=None, coordsys=None) -> Node\n\nA HEALPix "
      "FITS binary table as a lazy 1-D node of 12 nside^2 pixels (tsr_source_healpix): the header "
@@ -1494,17 +1529,13 @@ static PyMethodDef Graph_methods[] = {
      "COORDSYS, else 'G', 'C', 'E' (or 'galactic', 'icrs', 'ecliptic')."},
     {"reproject_from_healpix", FN(Graph_reproject_from_healpix), KW,
      "reproject_from_healpix(src, target, order='bilinear', *, nested=None, coordsys=None, "
-     "dtype=None, block=None) -> Node\n\nA HEALPix map (a source_healpix node, or any 1-D node "
-     "of 12 nside^2 values with nested and coordsys given) onto target (tsr_reproject_from_healpix):"
-     " order 'nearest-neighbor' (0) or 'bilinear' (1, astropy-healpix's four-neighbour scheme; a "
-     "NaN among the four gives NaN).  The footprint, footprint(node), is 1 where the output pixel "
-     "is on the sky."},
-    {"reproject_to_healpix", FN(Graph_reproject_to_healpix), KW,
-     "reproject_to_healpix(src, nside, order='bilinear', *, nested=False, coordsys=None, "
-     "dtype=None, chunk=0) -> Node\n\nsrc (a 2-D image with a celestial WCS) onto a HEALPix map "
-     "of 12 nside^2 pixels (tsr_reproject_to_healpix, reproject_to_healpix's semantics).  "
-     "coordsys: the map's frame, 'G', 'C', 'E' or 'galactic', 'icrs', 'ecliptic' (None = the "
-     "input's).  chunk: map pixels per chunk (0 = default).  The footprint is footprint(node)."},
+     "dtype=None, block=None, method='interp', nan_mode='propagate') -> Node\n\nA HEALPix map "
+     "(a source_healpix node, or any 1-D node of 12 nside^2 values with nested and coordsys "
+     "given) onto target (tsr_reproject_from_healpix): order 'nearest-neighbor' (0) or "
+     "'bilinear' (1, astropy-healpix's four-neighbour scheme; a NaN among the four gives NaN).  "
+     "The footprint, footprint(node), is 1 where the output pixel is on the sky.  method "
+     "'exact': flux-conserving overlap (nan_mode 'propagate' or 'ignore'; the footprint is the "
+     "covered fraction)."},
     {"footprint", (PyCFunction)Graph_footprint, METH_O,
      "footprint(node) -> Node\n\nThe footprint plane of a reprojection or mosaic node, computed "
      "together with its data (compute both at once with compute([data, footprint]))."},

@@ -781,7 +781,8 @@ def reproject(a, target, shape_out=None, method='interp', **options):
 def to_healpix(a, nside, **options):
     """A lazy HEALPix map (a 1-D Array of 12 nside^2 values) of Array `a`,
     a 2-D image with a celestial WCS, with the options of _core.Graph's
-    reproject_to_healpix (order, nested, coordsys, dtype, chunk).  Its
+    reproject_to_healpix (order, nested, coordsys, dtype, chunk, method,
+    nan_mode).  Its
     footprint is .footprint."""
     if not isinstance(a, Array):
         raise TypeError("tessera.to_healpix: expected a tessera.Array (tessera.open, "

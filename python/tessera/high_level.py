@@ -738,27 +738,36 @@ def reproject_to_healpix(input_data, coord_system_out, hdu_in=0, order='bilinear
     coord_system_out: the map's frame, an astropy frame (object, class or
     name: 'icrs', 'galactic', 'barycentricmeanecliptic') or 'g', 'c', 'e'.
     order: 'nearest-neighbor', 'bilinear', 'biquadratic', 'bicubic' or
-    0-3 (orders 2 and 3 are reproject_interp's splines).  nested: NESTED
+    0-3 (orders 2 and 3 are reproject_interp's splines), or (tessera)
+    'exact': flux-conserving, each map pixel the mean of the image pixels
+    it overlaps weighted by the overlaps' solid angles, the footprint its
+    covered fraction (NaN image pixels spoil the map pixels they overlap:
+    tessera.to_healpix(..., method='exact', nan_mode='ignore') leaves them
+    out).  nested: NESTED
     (True) or RING (False) order.  nside: the map's resolution.
     parallel (tessera): False (serial), True (a thread per CPU) or N.
 
     Returns (array, footprint): 12 nside^2 float64 values, and 1 where the
-    value is finite, 0 elsewhere.
+    value is finite, 0 elsewhere (exact: the covered fraction).
     """
     inp = parse_input_data(input_data, hdu_in=hdu_in)
     wcs = inp.wcs
     if not (_has_celestial(wcs) and wcs.pixel_n_dim == 2 and wcs.world_n_dim == 2):
         raise NotImplementedError("Only data with a 2-d celestial WCS can be reprojected to a "
                                   "HEALPIX projection")
-    if isinstance(order, str):
+    method = {}
+    if isinstance(order, str) and order == 'exact':
+        method, order = {'method': 'exact'}, 1
+    elif isinstance(order, str):
         if order not in ORDER:
-            raise ValueError(f"order={order!r}: expected one of {', '.join(ORDER)} or 0-3")
+            raise ValueError(f"order={order!r}: expected one of {', '.join(ORDER)}, 0-3 or "
+                             "'exact'")
         order = ORDER[order]
     coordsys = _healpix_coordsys(coord_system_out)
     jobs = _jobs(parallel)
     src = _source(inp, None, 0, wcs, inp.shape)
     hp = _array.to_healpix(src, int(nside), order=int(order), nested=bool(nested),
-                           coordsys=coordsys, dtype='float64')
+                           coordsys=coordsys, dtype='float64', **method)
     data = np.empty(hp.shape, dtype=np.float64)
     footprint = np.empty(hp.shape, dtype=np.float64)
     hp.compute(out=(data, footprint), footprint=True, jobs=jobs)
@@ -1022,7 +1031,11 @@ def reproject_from_healpix(input_data, output_projection, shape_out=None, hdu_in
     'e', ...).  output_projection: a WCS with shape_out, or a Header.  order:
     'nearest-neighbor' (0: the pixel holding each output pixel centre) or
     'bilinear' (1: astropy-healpix's four-neighbour interpolation; a NaN
-    among the four gives NaN).  nested: the ordering when the map does not
+    among the four gives NaN), or (tessera) 'exact': flux-conserving, each
+    output pixel the mean of the map pixels it overlaps weighted by the
+    overlaps' solid angles (NaN and UNSEEN map pixels make the output
+    pixels they overlap NaN), the footprint the covered fraction.  nested:
+    the ordering when the map does not
     say (a header's ORDERING wins, as in reproject).  field: the value
     column, by index (the PIXEL column of an explicit partial-sky table not
     counted) or name.  parallel (tessera): False, True (a thread per CPU) or
@@ -1037,9 +1050,13 @@ def reproject_from_healpix(input_data, output_projection, shape_out=None, hdu_in
     from astropy.io import fits
     from . import _core
 
-    if isinstance(order, str):
+    method = 'interp'
+    if isinstance(order, str) and order == 'exact':
+        method, order = 'exact', 1
+    elif isinstance(order, str):
         if order not in ORDER:
-            raise ValueError(f"order={order!r}: expected 'nearest-neighbor' or 'bilinear' (or 0, 1)")
+            raise ValueError(f"order={order!r}: expected 'nearest-neighbor', 'bilinear' (or 0, "
+                             f"1) or 'exact'")
         order = ORDER[order]
     if order not in (0, 1):
         raise ValueError("Only nearest-neighbor and bilinear interpolation are supported")
@@ -1104,7 +1121,9 @@ def reproject_from_healpix(input_data, output_projection, shape_out=None, hdu_in
         values = _without_unseen(values)
         src = g.source_array(values)
         data = g.reproject_from_healpix(src, target, order, nested=bool(nested),
-                                        coordsys=coordsys, dtype='float64', block=block)
+                                        coordsys=coordsys, dtype='float64', block=block,
+                                        method=method)
     else:
-        data = g.reproject_from_healpix(src, target, order, dtype='float64', block=block)
+        data = g.reproject_from_healpix(src, target, order, dtype='float64', block=block,
+                                        method=method)
     return g.compute([data, g.footprint(data)], jobs=jobs)

@@ -95,6 +95,134 @@ def compare(name, got, ref):
           "NaN masks differ at %d pixels; max |diff| / range = %.3g" % ((mg != mr).sum(), err))
 
 
+def quad_areas(hdr, shape, sub=1):
+    """Solid angles of the pixels of `hdr` (the quadrilaterals between their
+    corners, great-circle edges), each split into sub x sub sub-pixels: an
+    array (ny * sub, nx * sub), and the sub-pixel centres' (lon, lat)."""
+    ny, nx = shape
+    wcs = WCS(hdr)
+    f = np.arange(nx * sub + 1) / sub - 0.5
+    g = np.arange(ny * sub + 1) / sub - 0.5
+    xx, yy = np.meshgrid(f, g)
+    c = wcs.pixel_to_world(xx, yy)
+    sph = c.spherical
+    lon, lat = sph.lon.rad, sph.lat.rad
+    v = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], -1)
+
+    def tri(a, b, c):  # Oosterom-Strackee
+        num = np.einsum("...i,...i", a, np.cross(b, c))
+        den = 1 + np.einsum("...i,...i", a, b) + np.einsum("...i,...i", b, c) + \
+            np.einsum("...i,...i", c, a)
+        return 2 * np.arctan2(num, den)
+    p0, p1, p2, p3 = v[:-1, :-1], v[:-1, 1:], v[1:, 1:], v[1:, :-1]
+    area = np.abs(tri(p0, p1, p2) + tri(p0, p2, p3))
+    cx, cy = np.meshgrid((np.arange(nx * sub) + 0.5) / sub - 0.5,
+                         (np.arange(ny * sub) + 0.5) / sub - 0.5)
+    return area, wcs.pixel_to_world(cx, cy)
+
+
+def exact_checks(a, w):
+    """--method exact on HEALPix maps: flux conserved, a brute-force
+    reference sampled with astropy-healpix's pixel lookup, NaN/UNSEEN
+    handling, and the CLI's usage errors."""
+    def run(*args):
+        return subprocess.run([a.tessera, "reproject", *args, "--quiet"], capture_output=True,
+                              text=True)
+
+    # Flux: a map that is 0 outside a 2 degree disc about the image centre.
+    nside = 64
+    from astropy.coordinates import Galactic, ICRS, SkyCoord
+    import astropy.units as u
+    hp = HEALPix(nside=nside, order="ring", frame=Galactic())
+    lon, lat = hp.healpix_to_lonlat(np.arange(hp.npix))
+    rng = np.random.default_rng(3)
+    v = 2 + np.sin(5 * lon.rad) * np.cos(3 * lat.rad) + 0.3 * rng.random(hp.npix)
+    centre = SkyCoord(40.3 * u.deg, 12.7 * u.deg, frame="galactic")
+    v[hp.healpix_to_skycoord(np.arange(hp.npix)).separation(centre).deg > 2.0] = 0
+    h = fits.BinTableHDU.from_columns([fits.Column(name="T", format="1024D",
+                                                   array=v.reshape(-1, 1024))])
+    h.header.update(PIXTYPE="HEALPIX", ORDERING="RING", NSIDE=nside, COORDSYS="G",
+                    INDXSCHM="IMPLICIT")
+    fits.HDUList([fits.PrimaryHDU(), h]).writeto(w("flux64.fits"), overwrite=True)
+    shape = (130, 150)
+    hdr = target(w("flux.hdr"), ("GLON-TAN", "GLAT-TAN"), (40.3, 12.7), shape, 0.05)
+    r = run(w("flux64.fits"), "--target", w("flux.hdr"), "-o", w("flux_out.fits"),
+            "--method", "exact", "--dtype", "float64", "--footprint", w("flux_fp.fits"),
+            "-j", "2", "--block", "64x48")
+    if r.returncode != 0:
+        check("exact: flux conserved", False, r.stderr.strip())
+    else:
+        got = fits.getdata(w("flux_out.fits"))
+        area, _ = quad_areas(hdr, shape)
+        flux = np.sum(got * area)
+        want = np.sum(v) * 4 * np.pi / hp.npix
+        fp = fits.getdata(w("flux_fp.fits"))
+        check("exact: flux conserved to 1e-6 (sum out x solid angle vs sum v x 4 pi / npix)",
+              abs(flux / want - 1) < 1e-6, "%.12g vs %.12g" % (flux, want))
+        check("exact: footprint 1 over a full-sky map", np.abs(fp - 1).max() < 1e-7,
+              "max |fp - 1| = %.3g" % np.abs(fp - 1).max())
+
+    # Brute force: 0.5 deg pixels over nside 16 (3.7 deg) split into 40 x 40
+    # sub-pixels, each worth its solid angle and given the value of the
+    # pixel astropy-healpix finds at its centre; NESTED, ICRS map, Galactic
+    # target (a frame change on the way).
+    nside, sub = 16, 40
+    hp = HEALPix(nside=nside, order="nested", frame=ICRS())
+    lon, lat = hp.healpix_to_lonlat(np.arange(hp.npix))
+    v = 2 + np.sin(5 * lon.rad) * np.cos(3 * lat.rad) + 0.3 * rng.random(hp.npix)
+    h = fits.BinTableHDU.from_columns([fits.Column(name="T", format="D", array=v)])
+    h.header.update(PIXTYPE="HEALPIX", ORDERING="NESTED", NSIDE=nside, COORDSYS="C")
+    fits.HDUList([fits.PrimaryHDU(), h]).writeto(w("brute16.fits"), overwrite=True)
+    shape = (20, 24)
+    hdr = target(w("brute.hdr"), ("GLON-TAN", "GLAT-TAN"), (200.0, 55.0), shape, 0.5)
+    r = run(w("brute16.fits"), "--target", w("brute.hdr"), "-o", w("brute_out.fits"),
+            "--method", "exact", "--dtype", "float64")
+    if r.returncode != 0:
+        check("exact: agrees with a brute-force sampled reference", False, r.stderr.strip())
+    else:
+        got = fits.getdata(w("brute_out.fits"))
+        area, c = quad_areas(hdr, shape, sub)
+        vals = v[hp.skycoord_to_healpix(c)]
+        ref = (vals * area).reshape(shape[0], sub, shape[1], sub).sum((1, 3)) / \
+            area.reshape(shape[0], sub, shape[1], sub).sum((1, 3))
+        d = np.abs(got - ref)
+        check("exact: agrees with a brute-force sampled reference (astropy-healpix lookups)",
+              d.max() < 3e-3 and np.sqrt((d ** 2).mean()) < 5e-4,
+              "max %.3g rms %.3g" % (d.max(), np.sqrt((d ** 2).mean())))
+
+    # NaN and UNSEEN: propagate spoils exactly the outputs that ignore sees
+    # partly uncovered; ignore leaves no NaN where anything covers.
+    nm = w("ring32_C_scalar.fits")
+    outs = {}
+    for mode in ("propagate", "ignore"):
+        r = run(nm, "--target", w("tan_orion.hdr"), "-o", w("nan_%s.fits" % mode), "--method",
+                "exact", "--nan-mode", mode, "--footprint", w("nan_fp_%s.fits" % mode),
+                "--dtype", "float64")
+        if r.returncode != 0:
+            check("exact: --nan-mode %s" % mode, False, r.stderr.strip())
+            return
+        outs[mode] = (fits.getdata(w("nan_%s.fits" % mode)), fits.getdata(w("nan_fp_%s.fits" % mode)))
+    (vp, fpp), (vi, fpi) = outs["propagate"], outs["ignore"]
+    # Overlaps under 1e-8 of an output pixel are dropped as rounding: a bad
+    # pixel that touches less is neither spoiling nor missing.
+    spoiled, touched = fpi < 1 - 1e-7, fpi < 1 - 5e-9
+    check("exact: NaN/UNSEEN map pixels spoil exactly the outputs they overlap (propagate)",
+          spoiled.any() and (np.isnan(vp) <= touched).all() and (spoiled <= np.isnan(vp)).all()
+          and np.abs(fpp - 1).max() < 1e-7,
+          "%d NaN, %d partly uncovered" % (np.isnan(vp).sum(), spoiled.sum()))
+    check("exact: --nan-mode ignore gives the mean of the rest",
+          (np.isfinite(vi) == (fpi > 0)).all() and np.allclose(vi[~touched], vp[~touched],
+                                                               rtol=0, atol=1e-12))
+
+    # Usage errors (exit 2): interp-only and adaptive options on a HEALPix map.
+    for args, msg in [(["--method", "exact", "--order", "bilinear"], "--order"),
+                      (["--method", "adaptive"], "or --method exact, applies")]:
+        r = run(nm, "--target", w("tan_orion.hdr"), "-o", w("usage_out.fits"), *args)
+        check("exact: %s is a usage error" % " ".join(args),
+              r.returncode == 2 and msg in r.stderr and not os.path.exists(w("usage_out.fits")),
+              "exit %d: %s" % (r.returncode, r.stderr.strip()))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tessera", required=True)
@@ -161,6 +289,8 @@ def main():
               "%d of 4096 differ" % (got != want).sum())
     else:
         check("nearest pixel index equals astropy-healpix's", False, r.stderr)
+
+    exact_checks(a, w)
 
     # Bad files: clear errors, exit status 1.
     good = w("ring32_C_scalar.fits")

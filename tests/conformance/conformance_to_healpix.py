@@ -169,7 +169,73 @@ def main():
         compare("mosaic %s of two images" % comb,
                 fits.getdata(w("mosaic_%s.fits" % comb), 1)["SIGNAL"].ravel(), ref)
 
+    exact_checks(a, w)
     return ch.print_tap()
+
+
+def exact_checks(a, w):
+    """--method exact: flux conserved, a brute-force reference sampled with
+    astropy-healpix's pixel lookup, and the usage errors."""
+    from astropy_healpix import HEALPix
+    from astropy.coordinates import Galactic
+    # Flux: an image that fades to 0 over its outer 8 pixels (0.4 deg, more
+    # than a map pixel of nside 256), so partly covered map pixels hold 0.
+    n = (90, 110)
+    make_image(w("xflux.fits"), n, ("RA---TAN", "DEC--TAN"), (150.0, 30.0), 0.05, smooth=True,
+               dtype=np.float64)
+    with fits.open(w("xflux.fits")) as hl:
+        d, hdr = hl[0].data + 3.0, hl[0].header
+        y, x = np.mgrid[0:n[0], 0:n[1]]
+        edge = np.minimum(np.minimum(x, n[1] - 1 - x), np.minimum(y, n[0] - 1 - y))
+        d[edge < 8] = 0
+        fits.PrimaryHDU(d, hdr).writeto(w("xflux.fits"), overwrite=True)
+    r = run(a, "to-healpix", w("xflux.fits"), "--nside", "256", "--method", "exact", "--frame",
+            "G", "--nested", "--dtype", "float64", "--quiet", "-o", w("xflux_hpx.fits"), "-j", "2")
+    if r.returncode != 0:
+        check("exact: flux conserved", False, r.stderr.strip())
+    else:
+        m = fits.getdata(w("xflux_hpx.fits"), 1)["SIGNAL"].ravel()
+        area, _ = ch.quad_areas(hdr, n)
+        want = np.sum(d * area)
+        got = np.nansum(m) * 4 * np.pi / m.size
+        check("exact: flux conserved to 1e-6 (sum v x 4 pi / npix vs sum image x solid angle)",
+              abs(got / want - 1) < 1e-6, "%.12g vs %.12g" % (got, want))
+
+    # Brute force: 0.4 deg image pixels onto nside 32 (1.8 deg), each image
+    # pixel split into 24 x 24 sub-pixels worth their solid angle, given to
+    # the map pixel astropy-healpix finds at their centre (Galactic map of
+    # an ICRS image).
+    n, sub, nside = (36, 40), 24, 32
+    make_image(w("xbrute.fits"), n, ("RA---TAN", "DEC--TAN"), (300.0, -40.0), 0.4, smooth=True,
+               dtype=np.float64)
+    r = run(a, "to-healpix", w("xbrute.fits"), "--nside", str(nside), "--method", "exact",
+            "--frame", "G", "--dtype", "float64", "--quiet", "-o", w("xbrute_hpx.fits"))
+    if r.returncode != 0:
+        check("exact: agrees with a brute-force sampled reference", False, r.stderr.strip())
+        return
+    m = fits.getdata(w("xbrute_hpx.fits"), 1)["SIGNAL"].ravel()
+    img, hdr = fits.getdata(w("xbrute.fits")), fits.getheader(w("xbrute.fits"))
+    area, c = ch.quad_areas(hdr, n, sub)
+    hp = HEALPix(nside=nside, order="ring", frame=Galactic())
+    pix = hp.skycoord_to_healpix(c).ravel()
+    vals = np.repeat(np.repeat(img, sub, 0), sub, 1).ravel()
+    num = np.bincount(pix, area.ravel() * vals, hp.npix)
+    den = np.bincount(pix, area.ravel(), hp.npix)
+    cover = den / (4 * np.pi / hp.npix)
+    sel = cover > 0.1
+    with np.errstate(invalid="ignore"):
+        d = np.abs(m[sel] - num[sel] / den[sel])
+    check("exact: agrees with a brute-force sampled reference (astropy-healpix lookups)",
+          sel.sum() > 10 and d.max() < 2e-3 and (np.isnan(m) == (den == 0)).all(),
+          "%d pixels, max %.3g" % (sel.sum(), d.max()))
+
+    for args, msg in [(["--method", "adaptive"], "expected interp or exact"),
+                      (["--nan-mode", "ignore"], "applies to --method exact only"),
+                      (["--method", "exact", "--order", "bilinear"], "--order")]:
+        r = run(a, "to-healpix", w("xbrute.fits"), "--nside", "8", "-o", w("xusage.fits"), *args)
+        check("exact: to-healpix %s is a usage error" % " ".join(args),
+              r.returncode == 2 and msg in r.stderr and not os.path.exists(w("xusage.fits")),
+              "exit %d: %s" % (r.returncode, r.stderr.strip()))
 
 
 if __name__ == "__main__":

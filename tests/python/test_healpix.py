@@ -346,3 +346,31 @@ def test_same_bits_as_the_cli(tmp_path):
                         '--dtype', 'float64', '-j', '1', '--quiet'], check=True)
         got, _ = tessera.reproject_from_healpix(path, header_of(w, (60, 70)), order=order)
         assert same(got, fits.getdata(out)), order
+
+
+def test_exact_order_conserves_flux():
+    """order='exact' (tessera): sum(value x pixel solid angle) over the
+    image equals sum(v x 4 pi / npix) over the map pixels inside it (the
+    map is 0 outside a 2 degree disc the image covers)."""
+    from astropy.coordinates import Galactic, SkyCoord
+    import astropy.units as u
+    from astropy_healpix import HEALPix
+    hp = HEALPix(nside=64, order="ring", frame=Galactic())
+    lon, lat = hp.healpix_to_lonlat(np.arange(hp.npix))
+    v = 2 + np.sin(5 * lon.rad) * np.cos(3 * lat.rad)
+    centre = SkyCoord(40.3 * u.deg, 12.7 * u.deg, frame="galactic")
+    v[hp.healpix_to_skycoord(np.arange(hp.npix)).separation(centre).deg > 2.0] = 0
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["GLON-TAN", "GLAT-TAN"]
+    w.wcs.crval = [40.3, 12.7]
+    w.wcs.crpix = [75.5, 65.5]
+    w.wcs.cdelt = [-0.05, 0.05]
+    data, fp = tessera.reproject_from_healpix((v, "galactic"), w, shape_out=(130, 150),
+                                              order="exact", nested=False)
+    from test_to_healpix import pixel_solid_angles
+    area = pixel_solid_angles(w.to_header(), (130, 150))
+    assert abs(np.sum(data * area) / (np.sum(v) * 4 * np.pi / hp.npix) - 1) < 1e-6
+    assert np.abs(fp - 1).max() < 1e-7
+    with pytest.raises(ValueError, match="'exact'"):
+        tessera.reproject_from_healpix((v, "galactic"), w, shape_out=(130, 150), order="cubic",
+                                       nested=False)

@@ -97,3 +97,48 @@ def test_errors():
         tessera.reproject_to_healpix((d, h), "galactic", nside=3, nested=True)
     with pytest.raises(ValueError, match="nside 0 out of range"):
         tessera.reproject_to_healpix((d, h), "galactic", nside=0)
+
+
+def pixel_solid_angles(h, shape):
+    """Solid angles of the image's pixels (quadrilaterals between corners)."""
+    w = WCS(h)
+    yy, xx = np.mgrid[0:shape[0] + 1, 0:shape[1] + 1] - 0.5
+    c = w.pixel_to_world(xx, yy).spherical
+    lon, lat = c.lon.rad, c.lat.rad
+    v = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], -1)
+
+    def tri(a, b, c):
+        num = np.einsum("...i,...i", a, np.cross(b, c))
+        den = 1 + np.einsum("...i,...i", a, b) + np.einsum("...i,...i", b, c) + \
+            np.einsum("...i,...i", c, a)
+        return 2 * np.arctan2(num, den)
+    p0, p1, p2, p3 = v[:-1, :-1], v[:-1, 1:], v[1:, 1:], v[1:, :-1]
+    return np.abs(tri(p0, p1, p2) + tri(p0, p2, p3))
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_exact_conserves_flux(nested):
+    d, h = image(dtype=np.float64)
+    d = np.nan_to_num(d) + 3.0
+    data, fp = tessera.reproject_to_healpix((d, h), "galactic", order="exact", nested=nested,
+                                            nside=256)
+    want = np.sum(d * pixel_solid_angles(h, d.shape))
+    got = np.nansum(data * fp) * 4 * np.pi / data.size
+    assert abs(got / want - 1) < 1e-6
+    assert ((fp > 0) == np.isfinite(data)).all() and fp.max() <= 1
+    assert (fp == 1).sum() > 100 and ((fp > 0) & (fp < 1)).sum() > 10
+
+
+def test_exact_nan_modes_and_lazy_map():
+    d, h = image(dtype=np.float64)  # has NaN pixels
+    data, fp = tessera.reproject_to_healpix((d, h), "icrs", order="exact", nside=128)
+    m = tessera.to_healpix(tessera.from_array(d, h), 128, method="exact", nan_mode="ignore",
+                           coordsys="icrs", dtype="float64")
+    ign, fpi = m.compute(), m.footprint.compute()
+    spoiled = np.isnan(data) & (fp > 0)
+    assert spoiled.sum() > 5
+    assert np.isfinite(ign[spoiled]).all() and (fpi[spoiled] < fp[spoiled]).all()
+    ok = np.isfinite(data)
+    assert np.array_equal(ign[ok], data[ok]) and np.array_equal(fpi[ok], fp[ok])
+    with pytest.raises(ValueError, match="method"):
+        tessera.to_healpix(tessera.from_array(d, h), 128, method="drizzle").compute()
