@@ -101,8 +101,6 @@ static int parse_hips(int argc, char **argv, const char **inputs, int *n, const 
       else
         return usage_error("hips: --stretch '%s': expected linear, sqrt, log or asinh", optarg);
       break;
-    case ':': return usage_error("hips: option '%s' needs a value", argv[optind - 1]);
-    case '?': return usage_error("hips: unknown option '%s'", argv[optind - 1]);
     case CLI_REGION: case CLI_FP: case CLI_METHOD: case CLI_BLOCK: case CLI_DTYPE: case CLI_NORT: {
       const char *name = "?";
       for (int k = 0; hips_opts[k].name; k++)
@@ -112,9 +110,9 @@ static int parse_hips(int argc, char **argv, const char **inputs, int *n, const 
                          "reprojections)", name);
     }
     default: {
-      int rc = cli_run_option("hips", c, optarg, run);
+      int rc = cli_run_option_or_usage("hips", c, optarg, argv, run);
       if (rc != 0)
-        return rc < 0 ? usage_error("hips: unknown option '%s'", argv[optind - 1]) : rc;
+        return rc;
     }
     }
   }
