@@ -867,7 +867,7 @@ size_t tsr__hpx_disc_pixels_in(int64_t nside, bool nested, const double c[3], do
       n++;
     }
   }
-  if (n <= cap)
+  if (n > 1 && n <= cap) /* out may be NULL when cap is 0 (a count only) */
     qsort(out, n, sizeof *out, cmp_i64);
   return n;
 }
