@@ -474,7 +474,9 @@ TEST(a_table_read_in_place_gives_the_copys_values_and_reads_less) {
         int64_t rows = atomic_load(&tsr__healpix_rows_read);
         tsr__test_hooks.map_nothing = 0;
         if (!uncache(path)) {
+          /* (as under valgrind, seen in CI) */
           printf("# the page cache keeps %s: pages read not counted\n", path);
+          ASSERT_OK(tsr_compute(g, out, &r, view, sizeof view, NULL));
         } else {
           int64_t before = pages_cached(path);
           ASSERT_OK(tsr_compute(g, out, &r, view, sizeof view, NULL));
