@@ -541,8 +541,9 @@ TSR_API tsr_node_t *tsr_drizzle(tsr_graph_t *g, int n, tsr_node_t *const *inputs
                                 tsr_node_t *const *weights, const tsr_wcs_t *target,
                                 const tsr_drizzle_opts_t *opts);
 
-/** The number of 32-bit context planes of drizzle node `drz` (one per 32
- *  inputs), 0 if `drz` is not a tsr_drizzle node. */
+/** The context planes of drizzle node `drz` (borrowed).  @return their
+ *  number (one 32-bit plane per 32 inputs), 0 if `drz` is not a tsr_drizzle
+ *  node. */
 TSR_API int tsr_drizzle_context_planes(const tsr_node_t *drz);
 
 /** Context plane `plane` of drizzle node `drz` (borrowed) as a node of
