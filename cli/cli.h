@@ -32,6 +32,10 @@ int parse_bytes(const char *s, uint64_t *v);  /* N[K|M|G|T] in [1M, 2^62] */
 /* --method: 0 interp, 1 adaptive, 2 exact, 3 drizzle; --dtype: TSR_F32 or TSR_F64; -1 if neither. */
 int parse_method(const char *s);
 int parse_dtype(const char *s);
+/* --stretch: a tsr_stretch_t (linear, sqrt, log, asinh); --nan-mode: a
+ * tsr_nan_mode_t (propagate, ignore); -1 if neither. */
+int parse_stretch(const char *s);
+int parse_nan_mode(const char *s);
 /* --hdu: N (1-based, 0 = the first image with data), NAME or NAME,VER
  * (EXTNAME and EXTVER; the name is copied to a static buffer: one --hdu
  * per run).  Prints the usage error

@@ -89,18 +89,13 @@ static int parse_hips(int argc, char **argv, const char **inputs, int *n, const 
       o->has_cut = 1;
       break;
     }
-    case H_STRETCH:
-      if (strcmp(optarg, "linear") == 0)
-        o->stretch = TSR_STRETCH_LINEAR;
-      else if (strcmp(optarg, "sqrt") == 0)
-        o->stretch = TSR_STRETCH_SQRT;
-      else if (strcmp(optarg, "log") == 0)
-        o->stretch = TSR_STRETCH_LOG;
-      else if (strcmp(optarg, "asinh") == 0)
-        o->stretch = TSR_STRETCH_ASINH;
-      else
+    case H_STRETCH: {
+      int k = parse_stretch(optarg);
+      if (k < 0)
         return usage_error("hips: --stretch '%s': expected linear, sqrt, log or asinh", optarg);
+      o->stretch = (tsr_stretch_t)k;
       break;
+    }
     case CLI_REGION: case CLI_FP: case CLI_METHOD: case CLI_BLOCK: case CLI_DTYPE: case CLI_NORT: {
       const char *name = "?";
       for (int k = 0; hips_opts[k].name; k++)

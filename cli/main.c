@@ -377,15 +377,14 @@ static int cmd_reproject(int argc, char **argv) {
     }
     case H_NESTED: a.healpix.nested = 1; a.healpix_opt = "nested"; break;
     case H_RING: a.healpix.nested = 0; a.healpix_opt = "ring"; break;
-    case E_NANMODE:
-      if (strcmp(optarg, "propagate") == 0)
-        a.exact.nan_mode = TSR_NAN_PROPAGATE;
-      else if (strcmp(optarg, "ignore") == 0)
-        a.exact.nan_mode = TSR_NAN_IGNORE;
-      else
+    case E_NANMODE: {
+      int k = parse_nan_mode(optarg);
+      if (k < 0)
         return usage_error("--nan-mode '%s': expected propagate or ignore", optarg);
+      a.exact.nan_mode = (tsr_nan_mode_t)k;
       a.nan_mode_opt = "nan-mode";
       break;
+    }
     adaptive_only:
       for (int k = 0; a.adaptive_opt == NULL && opts[k].name; k++)
         if (opts[k].val == c)
@@ -454,18 +453,13 @@ static int cmd_preview(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, ":o:", opts, NULL)) != -1) {
     switch (c) {
     case 'o': out = optarg; break;
-    case P_STRETCH:
-      if (strcmp(optarg, "linear") == 0)
-        po.stretch = TSR_STRETCH_LINEAR;
-      else if (strcmp(optarg, "sqrt") == 0)
-        po.stretch = TSR_STRETCH_SQRT;
-      else if (strcmp(optarg, "log") == 0)
-        po.stretch = TSR_STRETCH_LOG;
-      else if (strcmp(optarg, "asinh") == 0)
-        po.stretch = TSR_STRETCH_ASINH;
-      else
+    case P_STRETCH: {
+      int k = parse_stretch(optarg);
+      if (k < 0)
         return usage_error("preview: --stretch '%s': expected linear, sqrt, log or asinh", optarg);
+      po.stretch = (tsr_stretch_t)k;
       break;
+    }
     case P_SCALE:
       if (strcmp(optarg, "zscale") == 0)
         po.scale = TSR_SCALE_ZSCALE;

@@ -96,6 +96,22 @@ int parse_method(const char *s) {
   return -1;
 }
 
+int parse_stretch(const char *s) {
+  static const char *const names[] = {"linear", "sqrt", "log", "asinh"};
+  static const tsr_stretch_t values[] = {TSR_STRETCH_LINEAR, TSR_STRETCH_SQRT, TSR_STRETCH_LOG,
+                                         TSR_STRETCH_ASINH};
+  for (int i = 0; i < 4; i++)
+    if (strcmp(s, names[i]) == 0)
+      return (int)values[i];
+  return -1;
+}
+
+int parse_nan_mode(const char *s) {
+  return strcmp(s, "propagate") == 0 ? (int)TSR_NAN_PROPAGATE
+         : strcmp(s, "ignore") == 0  ? (int)TSR_NAN_IGNORE
+                                     : -1;
+}
+
 /* --dtype: TSR_F32 or TSR_F64; -1 otherwise. */
 int parse_dtype(const char *s) {
   if (strcmp(s, "float32") == 0)

@@ -96,15 +96,14 @@ static int parse_args(int argc, char **argv, to_healpix_args_t *a) {
       a->has_range = 1;
       break;
     }
-    case T_NANMODE:
-      if (strcmp(optarg, "propagate") == 0)
-        a->nan_mode = TSR_NAN_PROPAGATE;
-      else if (strcmp(optarg, "ignore") == 0)
-        a->nan_mode = TSR_NAN_IGNORE;
-      else
+    case T_NANMODE: {
+      int k = parse_nan_mode(optarg);
+      if (k < 0)
         return usage_error("%s: --nan-mode '%s': expected propagate or ignore", cmd, optarg);
+      a->nan_mode = (tsr_nan_mode_t)k;
       a->has_nan_mode = 1;
       break;
+    }
     case 'o': a->output = optarg; break;
     default: {
       int rc = cli_run_option_or_usage(cmd, c, optarg, argv, &a->run);
