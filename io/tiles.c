@@ -30,6 +30,7 @@
  * image inside a gzip file, which cfitsio inflates in memory, is read the
  * same way.  Single-threaded: one tsr__tiles_t per fitsfile.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -106,15 +107,46 @@ static int corrupt(tsr_ctx_t *ctx, const tsr__tiles_t *t, int64_t tile, const ch
  * from column 10 on where the standard says 11: only a card that all
  * readers read alike is used.  Keywords compare as cfitsio's do (case
  * aside, ended by a blank or '='). */
+/* A card's keyword as cfitsio names it when it looks one up (ffgknm):
+ * an ESO "HIERARCH " card is named by what follows, up to its '='; any
+ * other by its characters up to a blank, '=' or NUL, even past column 8.
+ * Upper case: cfitsio compares names so. */
+static void cfitsio_name(const char *c, char name[72]) {
+  size_t n = 0;
+  if (memcmp(c, "HIERARCH ", 9) == 0) {
+    const char *eq = memchr(c, '=', TSR__CARD), *p = c + 9;
+    if (eq == NULL) {
+      strcpy(name, "HIERARCH");
+      return;
+    }
+    while (p < eq && *p == ' ')
+      p++;
+    while (p < eq && n < 71 && *p != '\0')
+      name[n++] = (char)toupper((unsigned char)*p++);
+    while (n > 0 && name[n - 1] == ' ')
+      n--;
+  } else {
+    while (n < 71 && n < TSR__CARD && c[n] != ' ' && c[n] != '=' && c[n] != '\0')
+      name[n] = (char)toupper((unsigned char)c[n]), n++;
+  }
+  name[n] = '\0';
+}
+
+/* The card cfitsio would read for keyword `kw` (upper case).  Keywords
+ * are found by the name cfitsio gives a card, so that none it reads is
+ * missed here; *bad when there are several (cfitsio reads whichever its
+ * search meets first) or one we do not read as cfitsio does: not
+ * "KEYWORD = value" from column 9, a HIERARCH card. */
 static const char *find_card(const tsr__tiles_t *t, const char *kw, bool *bad) {
   const char *found = NULL;
-  size_t n = strlen(kw);
+  char name[72];
   *bad = false;
   for (int i = 0; i < t->ncards; i++) {
     const char *c = t->cards + (size_t)i * TSR__CARD;
-    if (strncasecmp(c, kw, n) != 0 || (n < 8 && c[n] != ' ' && c[n] != '='))
+    cfitsio_name(c, name);
+    if (strcmp(name, kw) != 0)
       continue;
-    if (found != NULL || c[8] != '=' || c[9] != ' ')
+    if (found != NULL || c[8] != '=' || c[9] != ' ' || memcmp(c, "HIERARCH ", 9) == 0)
       *bad = true;
     found = c;
   }
@@ -554,7 +586,9 @@ int tsr__tiles_precheck(tsr_ctx_t *ctx, fitsfile *f, const char *path, int hdu, 
     if (len == 0 && memcmp(cards, "XTENSION", 8) != 0)
       goto out;
     for (size_t c = len; c < len + 2880; c += TSR__CARD) {
-      zimage |= strncasecmp(cards + c, "ZIMAGE", 6) == 0;
+      char name[72];
+      cfitsio_name(cards + c, name);
+      zimage |= strcmp(name, "ZIMAGE") == 0;
       /* cfitsio copies a table's column names into 70 bytes with strcpy:
        * an unquoted value of 70 characters overran them (found by
        * fuzzing; glibc aborts).  The standard wants a quoted string,
