@@ -8,15 +8,11 @@ ends every rank with exit 1, one message, and DIR as it was.
 Usage: /usr/bin/python3 mpi_hips.py --tessera PATH --mpirun PATH [--workdir DIR]
 Prints TAP (a skip where mpirun is missing).
 """
-import argparse
 import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import time
+
+from mpi_common import kill_when_stored, report, run, setup
 
 MPI = ["--allow-run-as-root", "--oversubscribe", "-n", "2"]
 RUN_LINES = ("creator_did", "hips_release_date")   # differ from run to run
@@ -42,28 +38,11 @@ def differences(a, b):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tessera", required=True)
-    ap.add_argument("--mpirun", required=True)
-    ap.add_argument("--workdir")
-    a = ap.parse_args()
-    if not os.access(a.mpirun, os.X_OK):
-        print("1..0 # SKIP no mpirun at %s" % a.mpirun)
+    got = setup("tsr-mpi-hips-")
+    if got is None:
         return 0
-    t = os.path.abspath(a.tessera)
-    work = a.workdir or tempfile.mkdtemp(prefix="tsr-mpi-hips-")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+    a, t, work, sky = got
     results = []
-
-    def run(cmd, **kw):
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
-
-    r = run([t, "sample", work])
-    if r.returncode != 0:
-        print("1..0 # SKIP cannot make the sample: %s" % r.stderr.strip())
-        return 0
-    sky = os.path.join(work, "sky.fits")
     # 128-pixel tiles: some 500 deepest tiles and 1300 files from the 2048^2 sample.
     opts = ["--tile-width", "128", "--title", "sample", "--quiet"]
     ref = os.path.join(work, "ref")
@@ -91,18 +70,7 @@ def main():
     cache = os.path.join(work, "cache")
     part, resumed = os.path.join(work, "part"), os.path.join(work, "resumed")
     base = [a.mpirun] + MPI + [t, "hips", sky, "--executor", "mpi", "--cache", cache] + opts + slow
-    p = subprocess.Popen(base + ["-o", part], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         start_new_session=True)
-    stored, t0 = 0, time.time()
-    while p.poll() is None and time.time() - t0 < 120:
-        stored = sum(len(fs) for d, _, fs in os.walk(cache) if not d.endswith("tmp"))
-        if stored >= 20:
-            break
-        time.sleep(0.01)
-    killed = p.poll() is None
-    if killed:
-        os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
+    killed, stored = kill_when_stored(base + ["-o", part], cache, 20)
     r = run(base + ["-o", resumed])
     st = run([t, "cache", "stats", cache])
     hits = re.search(r"hits\D*(\d+)", st.stdout)
@@ -129,17 +97,7 @@ def main():
                     "rc=%d list=%s stderr=%s" % (r.returncode, os.listdir(full),
                                                  r.stderr.strip()[-400:])))
 
-    print("1..%d" % len(results))
-    nfail = 0
-    for i, (ok, name, detail) in enumerate(results, 1):
-        print("%s %d - %s" % ("ok" if ok else "not ok", i, name))
-        if not ok:
-            nfail += 1
-            for line in detail.splitlines():
-                print("# " + line)
-    if not nfail:
-        shutil.rmtree(work, ignore_errors=True)
-    return 1 if nfail else 0
+    return report(results, work)
 
 
 if __name__ == "__main__":
