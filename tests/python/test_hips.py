@@ -10,6 +10,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 import tessera
+from conftest import tan_wcs
 
 reproject = pytest.importorskip("reproject")
 pytest.importorskip("astropy_healpix")
@@ -17,13 +18,10 @@ pytest.importorskip("astropy_healpix")
 RUN_LINES = (b"creator_did", b"hips_release_date")   # differ from run to run
 
 
-def image(shape=(60, 80), crval=(83.6, 22.0), cdelt=0.01, rot=20.0, seed=0):
-    w = WCS(naxis=2)
-    w.wcs.ctype = ['RA---TAN', 'DEC--TAN']
-    w.wcs.crval = crval
-    w.wcs.crpix = [shape[1] / 2 + 0.5, shape[0] / 2]
-    t = np.radians(rot)
-    w.wcs.cd = [[-cdelt * np.cos(t), cdelt * np.sin(t)], [cdelt * np.sin(t), cdelt * np.cos(t)]]
+def image(shape=(60, 80), seed=0):
+    """A smooth float32 image with some NaN, 0.01 deg TAN pixels at (83.6, 22)."""
+    w = tan_wcs(crval=(83.6, 22.0), shape=shape, scale=0.01, rot=20.0)
+    w.pixel_shape = None
     y, x = np.mgrid[0:shape[0], 0:shape[1]]
     rng = np.random.default_rng(seed)
     d = (np.sin(x / 6.0) * np.cos(y / 4.0) * 10 + 20 + rng.normal(0, 0.1, shape)).astype(np.float32)
