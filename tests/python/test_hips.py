@@ -186,3 +186,28 @@ def test_reproject_s_own_function_and_order(tmp_path):
              properties={'obs_title': 't'})
     c = hips(tmp_path, 'bilinear', properties={'obs_title': 't'})
     assert tree(a) == tree(b) and tree(a) != tree(c)
+
+
+def test_write_hips_lazy_arrays_report_and_cancel(tmp_path):
+    # tessera.write_hips: two lazy Arrays as one mosaic, its report; a
+    # cancelled token stops it and leaves nothing.
+    d, h = image()
+    a = tessera.from_array(d, h)
+    b = tessera.from_array(d[:, ::-1].copy(), h)
+    rep = tessera.write_hips([a, b], tmp_path / 'm', tile_width=32, level=9, formats='fits',
+                             combine='max', jobs=2)
+    assert rep['level'] == 9 and rep['tile_width'] == 32
+    files = tree(tmp_path / 'm')
+    assert not any(k.endswith('.png') for k in files)
+    assert rep['tiles_total'] == sum(1 for k in files if os.path.basename(k).startswith('Npix'))
+    assert 0 < rep['tiles_deepest'] <= rep['candidates']
+    tok = tessera.CancelToken()
+    tok.cancel()
+    with pytest.raises(tessera.CancelledError):
+        tessera.write_hips(a, tmp_path / 'c', tile_width=32, cancel=tok)
+    assert not os.path.exists(tmp_path / 'c')
+    with pytest.raises(ValueError, match="formats 'png'"):
+        tessera.write_hips(a, tmp_path / 'c', formats='png')
+    with pytest.raises(ValueError, match="tile width 100"):
+        tessera.write_hips(a, tmp_path / 'c', tile_width=100)
+    assert not os.path.exists(tmp_path / 'c')
