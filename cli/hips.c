@@ -121,9 +121,6 @@ static int parse_hips(int argc, char **argv, const char **inputs, int *n, const 
     return usage_error("hips: --level %d is too deep for %d-pixel tiles: expected at most %d",
                        o->level, o->tile_width ? o->tile_width : 512,
                        26 - (int)lround(log2(o->tile_width ? o->tile_width : 512)));
-  if (run->mpi)
-    return usage_error("hips: --executor mpi is not supported; expected local, threads or "
-                       "processes");
   for (int i = 0; i < *n; i++)
     if (cli_same_file(*dir, inputs[i]))
       return usage_error("hips: -o '%s' is the input '%s'; expected a new or empty directory",
@@ -177,7 +174,7 @@ int cmd_hips(int argc, char **argv) {
     status = cli_run_failed(ctx, rc);
     goto out;
   }
-  if (!run.quiet)
+  if (!run.quiet && cli_mpi_rank == 0)
     fprintf(stderr, "tessera: wrote HiPS %s: order %d, %d-pixel tiles, %" PRId64 " tiles at the "
             "deepest order (of %" PRId64 " computed), %" PRId64 " in all, in %.3f s\n",
             dir, rep.level, rep.tile_width, rep.tiles_deepest, rep.candidates, rep.tiles_total,
@@ -187,6 +184,8 @@ out:
   tsr_graph_free(g);
   tsr_cache_close(cache);
   tsr_ctx_free(ctx);
+  if (run.mpi)
+    tsr_mpi_finalize();
   free(nodes);
   free(inputs);
   return status;

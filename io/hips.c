@@ -25,6 +25,20 @@
  * must be new or empty, so that everything in it is this run's: each file
  * is written to "NAME.tsr-PID.tmp" and renamed, `properties` last, and a
  * failed or cancelled run removes what it wrote.
+ *
+ * Every region (the input samples for the PNG cut, the rows of tiles) is
+ * computed on one run of the caller's options, so that a pool is forked
+ * once, not once a row, and so that MPI works as it does for
+ * tsr_write_fits: every rank makes the same call and builds the same
+ * map; then the ranks other than 0 serve that map's block-tasks until
+ * rank 0 closes the session with its status, which they return.  Rank 0
+ * alone chooses the tiles and writes every file.  Not each rank its own
+ * tiles: the blocks come back to rank 0 anyway (the executor hands tasks
+ * out on demand and collects them), lower orders and Allsky read the
+ * deepest tiles back, which would ask for a file system that every rank
+ * sees coherently after a barrier, and one process that wrote everything
+ * can remove everything when the run fails.  Only a shared cache
+ * directory, for resuming, need be seen by every rank.
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -67,12 +81,12 @@ typedef struct {
 
 typedef struct {
   tsr_ctx_t *ctx;
-  tsr_graph_t *g;
   const char *dir;
   int T, k;                   /* tile width, deepest order */
   hips_frame_t hf;
   tsr_hips_opts_t o;
   tsr_run_opts_t run;         /* the caller's, without progress (reported in tiles) */
+  tsr__run_t *exec;           /* the one run every region is computed on (rank 0's) */
   double cut[2];
   double dmin, dmax;          /* data range of the deepest tiles */
   float *tile;                /* T x T scratch */
@@ -600,6 +614,18 @@ static int cmp_i64(const void *a, const void *b) {
 /* ------------------------------------------------------------------ */
 /* The deepest order                                                   */
 
+/* Region r of node n into dst (contiguous) on the call's run: its
+ * executor, its cache and, under MPI, the ranks that serve it.  Sparse or
+ * not as a tsr_compute of the region alone would be (how sources read). */
+static int compute(hips_t *h, tsr_node_t *n, const tsr_region_t *r, void *dst) {
+  void *planes[TSR__MAX_PLANES] = {0};
+  int64_t stride[TSR_MAX_DIMS];
+  planes[n->plane] = dst;
+  tsr__contiguous_strides(r, stride);
+  tsr__run_set_request(h->exec, 0, n, r);
+  return tsr__run_region(h->exec, n->owner, r, planes, stride);
+}
+
 /* The 0.5 and 99.5 percentiles of a sample of every input: up to 64 rows
  * evenly spaced, every step-th value of each (about 512 a row), so that
  * the sample reads 64 rows of each file, never the whole of it.  One grey
@@ -628,7 +654,7 @@ static int sample_cut(hips_t *h, int n, tsr_node_t *const *inputs) {
     for (int64_t k = 0; k < rows && rc == 0; k++) {
       int64_t y = rows > 1 ? k * (ny - 1) / (rows - 1) : 0;
       tsr_region_t r = {{0, y, 0, 0}, {nx, y + 1, 1, 1}};
-      if ((rc = tsr_compute(h->g, in, &r, row, (size_t)nx * es, &h->run)) != 0)
+      if ((rc = compute(h, in, &r, row)) != 0)
         break;
       for (int64_t x = 0; x < nx; x += step) {
         double v = in->dtype == TSR_F64 ? ((double *)row)[x] : ((float *)row)[x];
@@ -691,7 +717,7 @@ static int deepest(hips_t *h, tsr_node_t *map, const tile_t *tiles, size_t nt, i
       j++;
     w = (int64_t)(j - i);
     r.stop[0] = (a->bx + w) * T;
-    if ((rc = tsr_compute(h->g, map, &r, buf, (size_t)(w * TT) * sizeof *buf, &h->run)) != 0)
+    if ((rc = compute(h, map, &r, buf)) != 0)
       goto out;
     for (size_t t = i; t < j; t++) {
       for (int64_t y = 0; y < T; y++)
@@ -699,7 +725,7 @@ static int deepest(hips_t *h, tsr_node_t *map, const tile_t *tiles, size_t nt, i
       if (tiles[t].border && tiles[t].has2) {
         tsr_region_t r2 = {{tiles[t].b2x * T, tiles[t].b2y * T, 0, 0},
                            {tiles[t].b2x * T + T, tiles[t].b2y * T + T, 1, 1}};
-        if ((rc = tsr_compute(h->g, map, &r2, two, (size_t)TT * sizeof *two, &h->run)) != 0)
+        if ((rc = compute(h, map, &r2, two)) != 0)
           goto out;
         for (int64_t p = 0; p < TT; p++) {
           float u = h->tile[p], v = two[p];
@@ -1077,9 +1103,6 @@ static int check_opts(tsr_ctx_t *ctx, const tsr_hips_opts_t *o) {
   }
   if ((int)o->stretch < TSR_STRETCH_LINEAR || o->stretch > TSR_STRETCH_ASINH)
     return tsr__err(ctx, TSR_EINVAL, "hips: stretch %d: expected a tsr_stretch_t", (int)o->stretch);
-  if (o->run && o->run->mpi_comm)
-    return tsr__err(ctx, TSR_ENOTSUP, "hips: MPI runs are not supported; use jobs (threads or "
-                                      "processes)");
   return 0;
 }
 
@@ -1111,6 +1134,7 @@ int tsr_write_hips(tsr_graph_t *g, int n, tsr_node_t *const *inputs, const char 
   tsr_wcs_t *mw = NULL;
   tsr__cel_t *mcel = NULL;
   tsr_node_t **reps = NULL, *map = NULL;
+  tsr__mpi_t *mpi = NULL;
   disc_t *discs = NULL;
   tile_t *tiles = NULL;
   idxlist_t cand = {0}, *levels = NULL;
@@ -1124,7 +1148,7 @@ int tsr_write_hips(tsr_graph_t *g, int n, tsr_node_t *const *inputs, const char 
                  "tsr_write_hips: NULL argument");
   ctx = g->ctx;
   memset(&h, 0, sizeof h);
-  h.ctx = ctx, h.g = g, h.dir = dir;
+  h.ctx = ctx, h.dir = dir;
   h.o = opts ? *opts : dflt;
   h.dmin = INFINITY, h.dmax = -INFINITY;
   if (h.o.formats == 0)
@@ -1169,14 +1193,8 @@ int tsr_write_hips(tsr_graph_t *g, int n, tsr_node_t *const *inputs, const char 
     title = base;
   }
 
-  /* The lazy map and the tiles it may hold, before anything is written. */
-  reps = tsr__calloc(ctx, (size_t)n, sizeof *reps);
-  discs = tsr__calloc(ctx, (size_t)n, sizeof *discs);
-  levels = tsr__calloc(ctx, (size_t)h.k + 1, sizeof *levels);
-  h.tile = tsr__mallocarray(ctx, (size_t)h.T * (size_t)h.T, sizeof *h.tile);
-  h.dtile = tsr__mallocarray(ctx, (size_t)h.T * (size_t)h.T, sizeof *h.dtile);
-  h.row = tsr__mallocarray(ctx, (size_t)h.T, 2);
-  if (!reps || !discs || !levels || !h.tile || !h.dtile || !h.row) {
+  /* The lazy map, built alike on every rank of an MPI run. */
+  if ((reps = tsr__calloc(ctx, (size_t)n, sizeof *reps)) == NULL) {
     rc = tsr__err(ctx, TSR_ENOMEM, "hips: out of memory");
     goto out;
   }
@@ -1184,7 +1202,6 @@ int tsr_write_hips(tsr_graph_t *g, int n, tsr_node_t *const *inputs, const char 
     goto out;
   for (int i = 0; i < n; i++) {
     tsr_interp_opts_t io = TSR_INTERP_OPTS_INIT;
-    double c[3];
     io.order = h.o.order;
     io.mapping_tolerance = h.o.mapping_tolerance;
     io.dtype = TSR_F32;
@@ -1193,11 +1210,6 @@ int tsr_write_hips(tsr_graph_t *g, int n, tsr_node_t *const *inputs, const char 
       rc = tsr__err(ctx, tsr_graph_status(g), "hips: %s", tsr_graph_errmsg(g));
       goto out;
     }
-    if ((rc = input_disc(&h, i, inputs[i], &discs[i], c)) != 0)
-      goto out;
-    for (int a = 0; a < 3; a++)
-      icrs[a] += c[a];
-    fov = fmax(fov, discs[i].r);
   }
   if (n > 1) {
     tsr_coadd_opts_t co = TSR_COADD_OPTS_INIT;
@@ -1211,6 +1223,43 @@ int tsr_write_hips(tsr_graph_t *g, int n, tsr_node_t *const *inputs, const char 
     }
   } else {
     map = reps[0];
+  }
+  {
+    /* Under MPI the other ranks serve the map's blocks from here on and
+     * return rank 0's status (see DESIGN). */
+    tsr_region_t full;
+    bool served;
+    tsr__region_full(&full, map->ndim, map->shape);
+    if ((rc = tsr__mpi_enter(g, &h.run, map, &full, &mpi, &served)) != 0 || served) {
+      if (rc == 0 && report) {
+        memset(report, 0, sizeof *report);
+        report->level = h.k, report->tile_width = h.T;
+      }
+      goto out;
+    }
+  }
+  if ((rc = tsr__run_new(g, &h.run, &h.exec)) != 0)
+    goto out;
+  if (mpi)
+    tsr__mpi_attach(mpi, h.exec);
+
+  /* The tiles the map may hold, before anything is written. */
+  discs = tsr__calloc(ctx, (size_t)n, sizeof *discs);
+  levels = tsr__calloc(ctx, (size_t)h.k + 1, sizeof *levels);
+  h.tile = tsr__mallocarray(ctx, (size_t)h.T * (size_t)h.T, sizeof *h.tile);
+  h.dtile = tsr__mallocarray(ctx, (size_t)h.T * (size_t)h.T, sizeof *h.dtile);
+  h.row = tsr__mallocarray(ctx, (size_t)h.T, 2);
+  if (!discs || !levels || !h.tile || !h.dtile || !h.row) {
+    rc = tsr__err(ctx, TSR_ENOMEM, "hips: out of memory");
+    goto out;
+  }
+  for (int i = 0; i < n; i++) {
+    double c[3];
+    if ((rc = input_disc(&h, i, inputs[i], &discs[i], c)) != 0)
+      goto out;
+    for (int a = 0; a < 3; a++)
+      icrs[a] += c[a];
+    fov = fmax(fov, discs[i].r);
   }
   for (int64_t b = 0; b < 12; b++)
     if ((rc = descend(&h, discs, n, 0, b, &cand)) != 0)
@@ -1279,6 +1328,11 @@ out:
     if (made)
       rmdir(dir);
   }
+  if (rc == 0 && h.exec)
+    tsr__run_succeeded(h.exec);
+  /* After the removal: the other ranks return when this says so. */
+  tsr__mpi_close(mpi, rc);
+  tsr__run_free(h.exec);
   if (levels)
     for (int o = 0; o <= h.k; o++)
       tsr__free(ctx, levels[o].v);

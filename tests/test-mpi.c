@@ -1,13 +1,18 @@
 /* test-mpi.c -- the MPI executor, run as `mpirun -n 3 test-mpi`: every
  * method and region bit-identical to a serial run, FITS files identical,
  * a mismatched request refused on every rank, a task failing on one rank
- * retried on another, and a task failing everywhere reported.  Rank 0
+ * retried on another, a task failing everywhere reported, and a HiPS
+ * directory whose every file equals the serial one (a failure or cancel
+ * on rank 0 midway ends the call on every rank, leaving nothing).  Rank 0
  * prints TAP; every rank takes part in every case. */
+#define _XOPEN_SOURCE 700 /* nftw */
+#include <ftw.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <tessera/tessera.h>
 #include <unistd.h>
 
@@ -240,6 +245,176 @@ static void failed_tasks_are_retried_elsewhere(void) {
   }
 }
 
+/* HiPS: the files under one directory compared with another's (rank 0). */
+static const char *hips_other;  /* the directory compared with */
+static size_t hips_root_len;
+static int hips_files, hips_diff;
+static char hips_detail[600];
+
+/* properties without the two lines that differ from run to run. */
+static void strip_run_lines(unsigned char *p, size_t *len) {
+  size_t o = 0;
+  for (size_t i = 0; i < *len;) {
+    size_t e = i;
+    while (e < *len && p[e] != '\n')
+      e++;
+    e += e < *len;
+    if (strncmp((char *)p + i, "creator_did", 11) != 0 &&
+        strncmp((char *)p + i, "hips_release_date", 17) != 0) {
+      memmove(p + o, p + i, e - i);
+      o += e - i;
+    }
+    i = e;
+  }
+  *len = o;
+}
+
+static int compare_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  char other[1024];
+  size_t la = 0, lb = 0;
+  unsigned char *a, *b;
+  (void)st, (void)ftw;
+  if (flag != FTW_F)
+    return 0;
+  snprintf(other, sizeof other, "%s%s", hips_other, path + hips_root_len);
+  a = slurp(path, &la), b = slurp(other, &lb);
+  if (a && b && strcmp(path + strlen(path) - 10, "properties") == 0)
+    strip_run_lines(a, &la), strip_run_lines(b, &lb);
+  hips_files++;
+  if (!a || !b || la != lb || memcmp(a, b, la) != 0) {
+    if (!hips_diff++)
+      snprintf(hips_detail, sizeof hips_detail, "%s differs from %s (or is missing)", path, other);
+  }
+  free(a);
+  free(b);
+  return 0;
+}
+
+/* Every file of `a` equals its namesake in `b`, and the other way round
+ * (so neither has a file more); the number of files compared. */
+static int same_tree(const char *a, const char *b, int *n_files) {
+  int diff = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    hips_root_len = strlen(pass ? b : a);
+    hips_other = pass ? a : b;
+    hips_files = hips_diff = 0;
+    nftw(pass ? b : a, compare_entry, 16, FTW_PHYS);
+    diff += hips_diff;
+    if (pass == 0)
+      *n_files = hips_files;
+  }
+  return diff == 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st, (void)ftw;
+  return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+/* scene_open's 160 x 160 input (3.6" pixels) as a HiPS of 32-pixel tiles
+ * at its own resolution: some 40 tiles of order 11. */
+#define HIPS_LEVEL 11
+
+typedef struct {
+  int what;                     /* 0 nothing, 1 cancel, 2 block a lower order's directory */
+  int cancel;
+  const char *dir;
+} hips_fault_t;
+
+/* The fault, on rank 0, once the first row of deepest tiles is written. */
+static void hips_progress(void *ud, int64_t done, int64_t total) {
+  hips_fault_t *f = ud;
+  char path[600];
+  (void)done, (void)total;
+  if (f->what == 1)
+    f->cancel = 1;
+  if (f->what == 2) {
+    /* A file where Norder{k-1} must be a directory: the lower order's
+     * first tile cannot be written (after every deepest tile was). */
+    FILE *o;
+    snprintf(path, sizeof path, "%s/Norder%d", f->dir, HIPS_LEVEL - 1);
+    if ((o = fopen(path, "w")) != NULL)
+      fclose(o);
+  }
+}
+
+static int hips_run(scene_t *s, const char *dir, int mpi, hips_fault_t *fault) {
+  tsr_hips_opts_t o = TSR_HIPS_OPTS_INIT;
+  tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
+  int64_t shape[2] = {160, 160};
+  tsr_node_t *src = tsr_source_buffer_ref(s->g, TSR_F32, 2, shape, s->img, s->win);
+  o.tile_width = 32;
+  o.level = HIPS_LEVEL;
+  o.title = "test-mpi";
+  o.run = &ro;
+  if (mpi)
+    ro.mpi_comm = &comm;
+  if (fault) {
+    ro.progress = hips_progress;
+    ro.progress_ud = fault;
+    ro.cancel = &fault->cancel;
+  }
+  return tsr_write_hips(s->g, 1, &src, dir, &o, NULL);
+}
+
+static void hips_equals_serial(const char *tmp) {
+  scene_t s;
+  char ser[600], par[600], detail[800] = "";
+  int ok = 1, rc, n_files = 0;
+  scene_open(&s);
+  snprintf(ser, sizeof ser, "%s/hips-ser", tmp);
+  snprintf(par, sizeof par, "%s/hips-mpi", tmp);
+  if (rank == 0) {
+    nftw(ser, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    nftw(par, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if ((rc = hips_run(&s, ser, 0, NULL)) != 0)
+      ok = 0, snprintf(detail, sizeof detail, "serial: %s", tsr_errmsg(s.ctx));
+  }
+  MPI_Barrier(comm);
+  if ((rc = hips_run(&s, par, 1, NULL)) != 0)
+    ok = 0, snprintf(detail, sizeof detail, "rank %d: mpi: %s", rank, tsr_errmsg(s.ctx));
+  if (ok && rank == 0) {
+    ok = same_tree(ser, par, &n_files) && n_files >= 20;
+    snprintf(detail, sizeof detail, "%d files: %s", n_files, hips_detail);
+  }
+  result(ok, "write_hips: every file (tiles, Allsky, MOC, properties) identical to serial",
+         detail);
+  if (rank == 0 && ok) {
+    nftw(ser, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    nftw(par, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+  }
+  scene_close(&s);
+}
+
+static void hips_failure_leaves_nothing(const char *tmp) {
+  for (int what = 1; what <= 2; what++) {
+    scene_t s;
+    char dir[600], detail[800] = "";
+    hips_fault_t f = {rank == 0 ? what : 0, 0, dir};
+    struct stat st;
+    int ok, rc;
+    scene_open(&s);
+    snprintf(dir, sizeof dir, "%s/hips-fail", tmp);
+    if (rank == 0)
+      nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    MPI_Barrier(comm);
+    rc = hips_run(&s, dir, 1, &f);
+    ok = rc == (what == 1 ? TSR_ECANCELED : TSR_EIO);
+    if (rank == 0)
+      ok = ok && stat(dir, &st) != 0 &&
+           (what == 1 || strstr(tsr_errmsg(s.ctx), "cannot create directory") != NULL);
+    if (!ok)
+      snprintf(detail, sizeof detail, "rank %d: rc %d (%s): %s", rank, rc, tsr_err_name(rc),
+               tsr_errmsg(s.ctx));
+    result(ok, what == 1 ? "write_hips cancelled on rank 0 midway: every rank returns "
+                           "TSR_ECANCELED, nothing is left"
+                         : "write_hips failing on rank 0 after the deepest tiles: every rank "
+                           "returns its TSR_EIO, the directory is removed",
+           detail);
+    scene_close(&s);
+  }
+}
+
 int main(int argc, char **argv) {
   char dir[512];
   MPI_Init(&argc, &argv);
@@ -254,11 +429,13 @@ int main(int argc, char **argv) {
   }
   snprintf(dir, sizeof dir, "%s", getenv("TSR_TEST_TMP") ? getenv("TSR_TEST_TMP") : "/tmp");
   if (rank == 0)
-    printf("1..%d\n# %d ranks\n", 16, size);
+    printf("1..%d\n# %d ranks\n", 19, size);
   every_method_equals_serial();
   fits_files_equal_serial(dir);
   mismatched_requests_are_refused();
   failed_tasks_are_retried_elsewhere();
+  hips_equals_serial(dir);
+  hips_failure_leaves_nothing(dir);
   if (rank == 0)
     printf("# %d passed, %d failed\n", n_tests - n_failed, n_failed);
   MPI_Comm_free(&comm);

@@ -1429,7 +1429,12 @@ typedef struct {
  *  renamed; `properties` comes last.  On failure or cancel everything
  *  written under dir is removed (and dir, if this call made it).  Nodes
  *  are added to g (the reprojections).  `dir`, `opts` and `report` (may be NULL) are borrowed
- *  for the call.  Not with an MPI run (TSR_ENOTSUP).
+ *  for the call.  Every region is computed on one run of opts->run.  With
+ *  opts->run->mpi_comm, every rank makes the same call on the same graph:
+ *  the ranks other than 0 compute blocks of tiles for rank 0, which
+ *  chooses the tiles and writes every file (dir need exist on rank 0's
+ *  machine only; a cache for resuming is best shared), and every rank
+ *  returns rank 0's status; there *report holds only level and tile_width.
  *  @return 0, or a negative code with the message in tsr_errmsg(ctx). */
 TSR_API int tsr_write_hips(tsr_graph_t *g, int n, tsr_node_t *const *inputs, const char *dir,
                            const tsr_hips_opts_t *opts, tsr_hips_report_t *report);

@@ -578,6 +578,128 @@ out:
 }
 
 /* ------------------------------------------------------------------ */
+/* write_hips                                                         */
+
+typedef struct {
+  tsr_graph_t *g;
+  int n;
+  tsr_node_t **nodes;
+  const char *dir;
+  const tsr_hips_opts_t *opts;
+  tsr_hips_report_t report;
+  char msg[1024];
+} hips_job_t;
+
+static int hips_job(void *p) {
+  hips_job_t *j = p;
+  int rc = tsr_write_hips(j->g, j->n, j->nodes, j->dir, j->opts, &j->report);
+  if (rc != 0)
+    snprintf(j->msg, sizeof j->msg, "%s", tsr_errmsg(tsrpy_ctx));
+  return rc;
+}
+
+/* The PNG stretch by name (the CLI's --stretch names). */
+static int stretch_parse(const char *s) {
+  static const char *names[] = {"linear", "sqrt", "log", "asinh"};
+  for (int k = 0; k < 4; k++)
+    if (strcmp(s, names[k]) == 0)
+      return TSR_STRETCH_LINEAR + k;
+  return -1;
+}
+
+PyObject *tsrpy_graph_write_hips(tsrpy_graph_t *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"nodes", "directory", "level", "tile_width", "frame", "order",
+                           "mapping_tolerance", "combine", "formats", "moc", "title", "cut",
+                           "stretch", "jobs", "executor", "cache", "cancel", "progress", NULL};
+  PyObject *nodesobj, *dirobj, *cutobj = Py_None, *jobs = NULL, *executor = NULL, *cache = NULL;
+  PyObject *cancel = NULL, *progress = NULL, *nt = NULL, *dirbytes = NULL, *res = NULL;
+  const char *frame = NULL, *combine = "mean", *formats = "fits,png", *title = NULL;
+  const char *stretch = "linear";
+  tsr_hips_opts_t o = TSR_HIPS_OPTS_INIT;
+  int order = TSR_ORDER_BILINEAR, moc = 1, n, prepared = 0, k;
+  tsrpy_run_t run;
+  hips_job_t job;
+  volatile int flag = 0;
+
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|$iizidsspzOsOOOOO:write_hips", kwlist, &nodesobj,
+                                   &dirobj, &o.level, &o.tile_width, &frame, &order,
+                                   &o.mapping_tolerance, &combine, &formats, &moc, &title, &cutobj,
+                                   &stretch, &jobs, &executor, &cache, &cancel, &progress))
+    return NULL;
+  memset(&job, 0, sizeof job);
+  /* The library checks ranges and says what it expected; names are
+   * translated here. */
+  o.frame = frame;
+  o.order = (tsr_order_t)order;
+  o.moc = moc;
+  o.title = title;
+  if ((k = tsr_combine_parse(combine)) < 0) {
+    return PyErr_Format(PyExc_ValueError, "write_hips: combine '%s'; expected mean, sum, first, "
+                        "last, min, max or median", combine);
+  }
+  o.combine = (tsr_combine_t)k;
+  if (strcmp(formats, "fits") == 0)
+    o.formats = TSR_HIPS_FITS;
+  else if (strcmp(formats, "fits,png") == 0 || strcmp(formats, "png,fits") == 0)
+    o.formats = TSR_HIPS_FITS | TSR_HIPS_PNG;
+  else
+    return PyErr_Format(PyExc_ValueError, "write_hips: formats '%s'; expected 'fits' or "
+                        "'fits,png' (FITS tiles are always written: lower orders are made from "
+                        "them)", formats);
+  if ((k = stretch_parse(stretch)) < 0)
+    return PyErr_Format(PyExc_ValueError, "write_hips: stretch '%s'; expected linear, sqrt, log "
+                        "or asinh", stretch);
+  o.stretch = (tsr_stretch_t)k;
+  if (cutobj != Py_None) {
+    if (!PyArg_ParseTuple(cutobj, "dd;write_hips: cut: expected (low, high)", &o.cut[0],
+                          &o.cut[1]))
+      return NULL;
+    o.has_cut = 1;
+  }
+  nt = PyObject_TypeCheck(nodesobj, &tsrpy_NodeType) ? PyTuple_Pack(1, nodesobj)
+                                                      : PySequence_Tuple(nodesobj);
+  if (nt == NULL || !PyUnicode_FSConverter(dirobj, &dirbytes))
+    goto out;
+  n = (int)PyTuple_GET_SIZE(nt);
+  if ((job.nodes = PyMem_Calloc(n ? (size_t)n : 1, sizeof *job.nodes)) == NULL) {
+    PyErr_NoMemory();
+    goto out;
+  }
+  for (int i = 0; i < n; i++) {
+    PyObject *x = PyTuple_GET_ITEM(nt, i);
+    if (!PyObject_TypeCheck(x, &tsrpy_NodeType) || ((tsrpy_node_t *)x)->graph != self) {
+      PyErr_SetString(PyExc_TypeError, "write_hips: expected nodes of this graph");
+      goto out;
+    }
+    job.nodes[i] = ((tsrpy_node_t *)x)->node;
+  }
+  /* It adds the reprojections onto the tiles to the graph. */
+  if (tsrpy_graph_buildable(self) < 0 ||
+      tsrpy_run_prepare(&run, self, jobs, executor, cache, cancel, progress) < 0)
+    goto out;
+  prepared = 1;
+  job.g = self->g;
+  job.n = n;
+  job.dir = PyBytes_AS_STRING(dirbytes);
+  o.run = &run.opts;
+  job.opts = &o;
+  if (run_on_graph(self, &run, &flag, hips_job, &job, job.msg) < 0)
+    goto out;
+  res = Py_BuildValue("{s:i,s:i,s:L,s:L,s:L,s:(dd)}", "level", job.report.level, "tile_width",
+                      job.report.tile_width, "candidates", (long long)job.report.candidates,
+                      "tiles_deepest", (long long)job.report.tiles_deepest, "tiles_total",
+                      (long long)job.report.tiles_total, "cut", job.report.cut[0],
+                      job.report.cut[1]);
+out:
+  if (prepared)
+    tsrpy_run_done(&run);
+  PyMem_Free(job.nodes);
+  Py_XDECREF(nt);
+  Py_XDECREF(dirbytes);
+  return res;
+}
+
+/* ------------------------------------------------------------------ */
 /* match_background                                                   */
 
 typedef struct {

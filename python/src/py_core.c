@@ -1594,6 +1594,17 @@ static PyMethodDef Graph_methods[] = {
      "write_fits(nodes, paths, region=None, *, jobs=1, executor=None, cache=None, cancel=None, "
      "progress=None)\n\nCompute region of nodes (equal shapes) and write each to its FITS file, "
      "band by band (bounded memory); files appear only when complete."},
+    {"write_hips", FN(tsrpy_graph_write_hips), KW,
+     "write_hips(nodes, directory, *, level=-1, tile_width=0, frame=None, order=1, "
+     "mapping_tolerance=1e-4, combine='mean', formats='fits,png', moc=True, title=None, "
+     "cut=None, stretch='linear', jobs=1, executor=None, cache=None, cancel=None, "
+     "progress=None)\n\nWrite the 2-D celestial images `nodes` as a HiPS directory "
+     "(tsr_write_hips): tiles of every order, Allsky, Moc.fits, properties.  directory must be "
+     "new (its parent must exist) or empty; on failure what was written is removed.  level -1: "
+     "from the finest input's resolution; tile_width 0: 512; frame 'equatorial', 'galactic' or "
+     "'ecliptic'; order 0-3; cut (low, high) for the PNG grey scale (default: percentiles of a "
+     "sample).  progress counts tiles.  Returns {'level', 'tile_width', 'candidates', "
+     "'tiles_deepest', 'tiles_total', 'cut'}."},
     {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef Graph_getset[] = {

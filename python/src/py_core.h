@@ -99,6 +99,7 @@ PyObject *tsrpy_hash(PyObject *self, PyObject *args);
 /* Running (py_compute.c). */
 PyObject *tsrpy_graph_compute(tsrpy_graph_t *self, PyObject *args, PyObject *kw);
 PyObject *tsrpy_graph_write_fits(tsrpy_graph_t *self, PyObject *args, PyObject *kw);
+PyObject *tsrpy_graph_write_hips(tsrpy_graph_t *self, PyObject *args, PyObject *kw);
 PyObject *tsrpy_graph_match_background(tsrpy_graph_t *self, PyObject *args, PyObject *kw);
 /* Run options from keyword values; fills *cache_used with a borrowed
  * Cache object to release with tsrpy_run_opts_done. */

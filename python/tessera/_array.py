@@ -790,6 +790,20 @@ def to_healpix(a, nside, **options):
     return Array._make('reproject_to_healpix', (a, int(nside), tuple(sorted(options.items()))))
 
 
+def write_hips(arrays, directory, **options):
+    """Write 2-D Arrays with celestial WCS (one, or several as one mosaic) as a
+    HiPS directory (tsr_write_hips), with the options of _core.Graph's
+    write_hips (level, tile_width, frame, order, combine, formats, moc,
+    title, cut, stretch, jobs, executor, cache, cancel, progress in tiles).
+    Returns its report (a dict: level, tile_width, tiles written...)."""
+    arrays = [arrays] if isinstance(arrays, Array) else list(arrays)
+    if not arrays or not all(isinstance(x, Array) for x in arrays):
+        raise TypeError("tessera.write_hips: expected a tessera.Array or a non-empty list of them")
+    g, nodes = _core.Graph(), {}
+    return g.write_hips([_lower_into(g, x, nodes) for x in arrays], os.fspath(directory),
+                        **options)
+
+
 def coadd(arrays, weights=None, *, combine='mean', blank=np.nan, match_background=False,
           background_reference=None, dtype=None, block=None):
     """A lazy mosaic (tsr_coadd) of reprojections of one grid (tessera.reproject

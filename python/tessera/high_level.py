@@ -20,6 +20,7 @@ order gives along it, which is exactly what reproject's N-d interpolation
 does for a separable mapping.
 """
 import numbers
+import os
 import warnings
 
 import numpy as np
@@ -29,7 +30,8 @@ from ._inputs import (parse_input_data, parse_input_shape, parse_input_weights,
                       parse_output_projection, to_fits_wcs, header_text)
 
 __all__ = ['reproject_interp', 'reproject_adaptive', 'reproject_exact', 'reproject_and_coadd',
-           'find_optimal_celestial_wcs', 'reproject_from_healpix', 'reproject_to_healpix']
+           'find_optimal_celestial_wcs', 'reproject_from_healpix', 'reproject_to_healpix',
+           'reproject_to_hips']
 
 ORDER = {'nearest-neighbor': 0, 'bilinear': 1, 'biquadratic': 2, 'bicubic': 3,
          # SWarp's kernels (tessera): 2a x 2a pixels, NaN within a pixels of the edge
@@ -1127,3 +1129,169 @@ def reproject_from_healpix(input_data, output_projection, shape_out=None, hdu_in
         data = g.reproject_from_healpix(src, target, order, dtype='float64', block=block,
                                         method=method)
     return g.compute([data, g.footprint(data)], jobs=jobs)
+
+# ---------------------------------------------------------------------------
+# HiPS
+
+_HIPS_FRAMES = ('equatorial', 'galactic', 'ecliptic')
+# Properties reproject 0.21 will not let a caller override.
+_HIPS_RESERVED = ('dataproduct_type', 'hips_version', 'hips_tile_format', 'hips_tile_width',
+                  'hips_order', 'hips_frame')
+
+
+def _hips_level(wcs, tile_size):
+    """reproject 0.21's order when level=None: the HEALPix order whose pixels
+    are nearest a tile of the input's finest pixels (at its reference point)."""
+    from astropy import units as u
+    from astropy.wcs.utils import proj_plane_pixel_scales
+    from astropy_healpix import nside_to_level, pixel_resolution_to_nside
+    cel = wcs.celestial
+    scale = min(abs(s) * u.Unit(c) for s, c in zip(proj_plane_pixel_scales(cel), cel.wcs.cunit))
+    return int(nside_to_level(pixel_resolution_to_nside(scale * tile_size)))
+
+
+class _TileProgress:
+    """reproject's progress_bar (a callable wrapping an iterable, as tqdm)
+    driven by the engine's tile counts: the iterable is range(total), made
+    at the first report, and advanced one step per tile done."""
+
+    def __init__(self, progress_bar):
+        self.progress_bar, self.it, self.done = progress_bar, None, 0
+
+    def __call__(self, done, total):
+        if self.it is None:
+            self.it = iter(self.progress_bar(range(total)))
+        for _ in range(done - self.done):
+            next(self.it, None)
+        self.done = done
+
+    def close(self):
+        if self.it is not None:
+            for _ in self.it:
+                pass
+
+
+def _update_properties(directory, extra):
+    """Set the keys of `extra` in directory/properties (replaced where the
+    file has them, appended otherwise), written to a temporary name and
+    renamed as the engine writes it."""
+    path = os.path.join(directory, 'properties')
+    with open(path, encoding='utf-8') as f:
+        lines = f.read().splitlines()
+    left = dict(extra)
+    out = []
+    for line in lines:
+        key = line.split('=', 1)[0].strip()
+        if key in left:
+            line = f"{key:<20} = {left.pop(key)}"
+        out.append(line)
+    out += [f"{k:<20} = {v}" for k, v in left.items()]
+    tmp = f"{path}.tsr-{os.getpid()}.tmp"
+    with open(tmp, 'w', encoding='utf-8') as f:
+        f.write('\n'.join(out) + '\n')
+    os.replace(tmp, path)
+
+
+def reproject_to_hips(input_data, *, coord_system_out, reproject_function, output_directory,
+                      level=None, level_depth=None, hdu_in=0, tile_size=512, tile_depth=16,
+                      progress_bar=None, threads=False, properties=None, **kwargs):
+    """Reproject an image to a HiPS directory (reproject 0.21's
+    reproject.hips.reproject_to_hips, on the tessera engine: tsr_write_hips).
+
+    input_data: the forms reproject takes (a FITS file name, HDUList, image
+    HDU, (array, WCS or Header), NDData) with a 2-d celestial WCS.
+    coord_system_out: 'equatorial', 'galactic' or 'ecliptic'.
+    reproject_function: reproject_interp (tessera's or reproject's); kwargs
+    may give its `order` (the only keyword forwarded).  output_directory:
+    must not exist (its parents are made).  level: the deepest order (None:
+    reproject's choice, the order whose pixels are nearest the size of a
+    tile of the input's pixels).  tile_size: a power of two from 8 to 4096
+    (reproject takes any even size; the engine's tiles are powers of two).
+    progress_bar: a callable wrapping an iterable (tqdm), advanced once per
+    deepest tile.  threads: False (serial), True (a thread per CPU) or N.
+    properties: extra keys for the properties file (obs_title and
+    hips_pixel_cut set the title and the PNG cut too; reproject's reserved
+    keys raise ValueError).  level_depth and tile_depth apply to spectral
+    cubes (HiPS3D), which are not supported: they are ignored for images,
+    as reproject ignores them.
+
+    Writes FITS tiles (and, unlike reproject, PNG tiles and Allsky files
+    too) with reproject 0.21's tile geometry; lower orders are the 2x2
+    NaN-ignoring means of their children.  Returns None.
+    """
+    import errno
+    from pathlib import Path
+
+    if isinstance(input_data, (str, Path)) and os.fspath(input_data).lower().endswith(
+            ('.png', '.jpg', '.jpeg')):
+        raise NotImplementedError("tessera: reproject_to_hips takes FITS images, not PNG or "
+                                  "JPEG files with AVM metadata")
+    inp = parse_input_data(input_data, hdu_in=hdu_in)
+    wcs = inp.wcs
+    if not _has_celestial(wcs):
+        raise Exception("Only data with a celestial WCS can be reprojected to HiPS tiles")
+    if wcs.pixel_n_dim != wcs.world_n_dim:
+        raise Exception(f"Number of pixel ({wcs.pixel_n_dim}) and world ({wcs.world_n_dim}) "
+                        f"dimensions do not match")
+    if wcs.pixel_n_dim == 3:
+        raise NotImplementedError("tessera: HiPS3D (a cube with a spectral axis) is not "
+                                  "supported; reproject_to_hips takes a 2-d image here")
+    if wcs.pixel_n_dim != 2:
+        raise Exception("Can only reproject data with 2-d or 3-d WCS")
+    if len(inp.shape) != 2:
+        raise NotImplementedError(f"tessera: reproject_to_hips takes a 2-d array (an RGB image "
+                                  f"is not supported), got shape {tuple(inp.shape)}")
+    if _method_of(reproject_function) != 'interp':
+        raise NotImplementedError("tessera: reproject_to_hips makes tiles with reproject_interp "
+                                  f"only, not {reproject_function.__name__}")
+    order = kwargs.pop('order', 'bilinear')
+    if kwargs:
+        raise TypeError(f"reproject_to_hips: unexpected keyword argument "
+                        f"{sorted(kwargs)[0]!r} (tessera forwards only order= to "
+                        f"reproject_interp)")
+    if isinstance(order, str):
+        if order not in ORDER or ORDER[order] > 3:
+            raise ValueError(f"order={order!r}: expected nearest-neighbor, bilinear, "
+                             "biquadratic, bicubic or 0-3")
+        order = ORDER[order]
+    if isinstance(tile_size, bool) or not isinstance(tile_size, numbers.Integral):
+        raise TypeError(f"tile_size should be an integer, got {tile_size!r}")
+    if tile_size % 2 != 0:
+        raise ValueError("tile_size should be even")
+    if not (8 <= tile_size <= 4096 and tile_size & (tile_size - 1) == 0):
+        raise ValueError(f"tessera: tile_size={tile_size}: expected a power of two from 8 to "
+                         "4096 (the engine's HiPS tiles)")
+    if coord_system_out not in _HIPS_FRAMES:
+        raise ValueError("coord_system_out should be one of " + "/".join(_HIPS_FRAMES))
+    properties = dict(properties or {})
+    for key in properties:
+        if key in _HIPS_RESERVED:
+            raise ValueError(f"Cannot override property {key}")
+    options = {}
+    if 'obs_title' in properties:
+        options['title'] = str(properties['obs_title'])
+    if 'hips_pixel_cut' in properties:
+        cut = properties['hips_pixel_cut']
+        try:
+            lo, hi = (float(x) for x in (cut.split() if isinstance(cut, str) else cut))
+        except (TypeError, ValueError):
+            raise ValueError(f"properties['hips_pixel_cut'] = {cut!r}: expected 'low high'") \
+                from None
+        options['cut'] = (lo, hi)
+    if level is None:
+        level = _hips_level(wcs, tile_size)
+    if os.path.exists(output_directory):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fspath(output_directory))
+    parent = os.path.dirname(os.path.abspath(os.fspath(output_directory)))
+    os.makedirs(parent, exist_ok=True)
+    prog = _TileProgress(progress_bar) if progress_bar is not None else None
+    try:
+        _array.write_hips(_source(inp, None, 0, wcs, inp.shape), output_directory,
+                          level=int(level), tile_width=int(tile_size), frame=coord_system_out,
+                          order=int(order), jobs=_jobs(threads), progress=prog, **options)
+    finally:
+        if prog is not None:
+            prog.close()
+    rest = {k: v for k, v in properties.items() if k not in ('obs_title', 'hips_pixel_cut')}
+    if rest:
+        _update_properties(output_directory, rest)

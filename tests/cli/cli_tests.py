@@ -1818,7 +1818,7 @@ def hips_cli_test(ctx):
                [b["good"], "-o", out, "--cut", "3"], [b["good"], "-o", out, "--stretch", "cubic"],
                [b["good"], "-o", out, "--order", "quartic"], [b["good"], "-o", out, "--combine", "avg"],
                [b["good"], "-o", out, "--region", "1:2,1:2"], [b["good"], "-o", out, "--dtype", "float64"],
-               [b["good"], "-o", out, "--executor", "mpi"], [b["good"], "-o", out, "--bogus"],
+               [b["good"], "-o", out, "--bogus"],
                [b["good"], "-o", out, "--title", ""], [b["good"], "-o", b["good"]]]
         for args in bad:
             r = ctx.run(["hips"] + args, cwd=d)

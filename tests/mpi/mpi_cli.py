@@ -6,40 +6,23 @@ with the same --cache resumes from the stored blocks (cache hits) to the same by
 Usage: /usr/bin/python3 mpi_cli.py --tessera PATH --mpirun PATH [--workdir DIR]
 Prints TAP.
 """
-import argparse
 import filecmp
 import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import time
+
+from mpi_common import kill_when_stored, report, run, setup
 
 MPI = ["--allow-run-as-root", "--oversubscribe", "-n", "3"]
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tessera", required=True)
-    ap.add_argument("--mpirun", required=True)
-    ap.add_argument("--workdir")
-    a = ap.parse_args()
-    t = os.path.abspath(a.tessera)
-    work = a.workdir or tempfile.mkdtemp(prefix="tsr-mpi-")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    results = []
-
-    def run(cmd, **kw):
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
-
-    r = run([t, "sample", work])
-    if r.returncode != 0:
-        print("1..0 # SKIP cannot make the sample: %s" % r.stderr.strip())
+    got = setup("tsr-mpi-")
+    if got is None:
         return 0
-    sky, tgt = os.path.join(work, "sky.fits"), os.path.join(work, "target.hdr")
+    a, t, work, sky = got
+    results = []
+    tgt = os.path.join(work, "target.hdr")
     opts = ["--order", "bicubic", "--mapping-tolerance", "0", "--block", "64x64", "--quiet"]
     ref = os.path.join(work, "ref.fits")
     r = run([t, "reproject", sky, "--target", tgt, "-o", ref, "-j", "1"] + opts)
@@ -56,17 +39,7 @@ def main():
     out2 = os.path.join(work, "resumed.fits")
     cmd = [a.mpirun] + MPI + [t, "reproject", sky, "--target", tgt, "-o", out2, "--executor", "mpi",
                               "--cache", cache] + opts
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    stored, t0 = 0, time.time()
-    while p.poll() is None and time.time() - t0 < 120:
-        stored = sum(len(fs) for d, _, fs in os.walk(cache) if not d.endswith("tmp"))
-        if stored >= 150:
-            break
-        time.sleep(0.01)
-    killed = p.poll() is None
-    if killed:
-        os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
+    killed, stored = kill_when_stored(cmd, cache, 150)
     none_left = not os.path.exists(out2)
     r = run(cmd)
     st = run([t, "cache", "stats", cache])
@@ -100,17 +73,7 @@ def main():
     results.append((ok, "mosaic --match-background --executor mpi: the serial bytes",
                     (r1.stderr + r2.stderr).strip()[-400:]))
 
-    print("1..%d" % len(results))
-    nfail = 0
-    for i, (ok, name, detail) in enumerate(results, 1):
-        print("%s %d - %s" % ("ok" if ok else "not ok", i, name))
-        if not ok:
-            nfail += 1
-            for line in detail.splitlines():
-                print("# " + line)
-    if not nfail:
-        shutil.rmtree(work, ignore_errors=True)
-    return 1 if nfail else 0
+    return report(results, work)
 
 
 if __name__ == "__main__":
