@@ -547,7 +547,8 @@ TSR_API const char *tsr_drizzle_kernel_name(tsr_drizzle_kernel_t k);
  *  as drizzle's `scale` does.  The result is float32: plane 0 the science
  *  image, plane 1 (tsr_footprint) drizzle's output weight image (the
  *  summed drop weights; 0 where nothing landed, where the science image
- *  holds fillval).  Context images: tsr_drizzle_context.  Lazy by output
+ *  holds fillval).  Context images: tsr_drizzle_context; the variance and
+ *  the output DQ: tsr_drizzle_product.  Lazy by output
  *  block: a block reads of each input only the window whose drops can
  *  land in it (its edges mapped back into the input, grown by the kernel's
  *  reach), and adds the drops in input order, pixels in row order, so a
