@@ -223,6 +223,11 @@ TEST(weights_scale_and_fill) {
   env_close(&e);
 }
 
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
 /* An nx x ny float32 image of constant value v (malloc'ed). */
 static float *constant_image(int nx, int ny, float v) {
   float *d = malloc(sizeof(float) * (size_t)nx * (size_t)ny);
@@ -390,6 +395,100 @@ TEST(map_rms_equals_map_weight_of_its_inverse_square) {
     free(rms[k]), free(wt[k]);
   scene_close(&s);
   env_close(&e);
+}
+
+/* A standard normal deviate from a 64-bit LCG state (Box-Muller). */
+static double gauss(uint64_t *state) {
+  double u[2];
+  for (int i = 0; i < 2; i++) {
+    *state = *state * 6364136223846793005ull + 1442695040888963407ull;
+    u[i] = ((double)(*state >> 11) + 0.5) / 9007199254740992.0;
+  }
+  return sqrt(-2.0 * log(u[0])) * cos(2.0 * M_PI * u[1]);
+}
+
+/* The variance product against the scatter of the science image over
+ * noise realisations: two rotated inputs in counts (exposure times 2 and
+ * 3.5) with RMS maps that vary across them, onto a finer output grid in
+ * counts (so every scale factor -- pixel scale^4, 1 / expin^2, the summed
+ * expin^2 -- takes part), square kernel at pixfrac 0.7 and Gaussian.  Over
+ * 400 realisations the empirical variance of each output pixel has a
+ * relative spread of sqrt(2 / 399) = 7%; the median ratio over the ~9000
+ * covered pixels is within 1.5% of 1 (measured: 0.999), and 95% of them
+ * within 25% (99.9%). */
+TEST(variance_matches_the_scatter_of_noise_realisations) {
+  enum { NR = 400, NX = 70, NY = 55, OX = 120, OY = 90 };
+  for (int kern = 0; kern < 2; kern++) {
+    env_t e;
+    scene_t s;
+    env_open(&e);
+    scene_open(&e, &s);
+    int64_t shape[2] = {NX, NY};
+    double expin[2] = {2.0, 3.5};
+    float *rms[2], *noisy[2];
+    double *sum = calloc(OX * OY, sizeof(double)), *sum2 = calloc(OX * OY, sizeof(double));
+    double *pred = NULL, *wht = NULL;
+    uint64_t state = 12345;
+    tsr_drizzle_opts_t o = TSR_DRIZZLE_OPTS_INIT;
+    o.kernel = kern ? TSR_DRIZZLE_GAUSSIAN : TSR_DRIZZLE_SQUARE;
+    o.pixfrac = kern ? 1.0 : 0.7;
+    o.expin = expin;
+    o.in_units_counts = 1;
+    o.out_units_counts = 1;
+    o.weight_type = TSR_WEIGHT_MAP_RMS;
+    for (int k = 0; k < 2; k++) {
+      rms[k] = malloc(sizeof(float) * NX * NY);
+      noisy[k] = malloc(sizeof(float) * NX * NY);
+      for (int p = 0; p < NX * NY; p++)
+        rms[k][p] = (float)(0.5 + 0.03 * (p % NX) + 0.02 * (p / NX) + k);
+    }
+    for (int r = 0; r <= NR; r++) {
+      tsr_node_t *in[2], *wm[2];
+      for (int k = 0; k < 2; k++) {
+        for (int p = 0; p < NX * NY; p++)
+          noisy[k][p] = (float)(10.0 + rms[k][p] * gauss(&state));
+        in[k] = tsr_source_buffer(e.g, TSR_F32, 2, shape, noisy[k], s.w[k]);
+        wm[k] = tsr_source_buffer(e.g, TSR_F32, 2, shape, rms[k], NULL);
+      }
+      tsr_node_t *d = tsr_drizzle(e.g, 2, in, wm, s.target, &o);
+      ASSERT(d != NULL);
+      if (r == NR) {
+        /* The prediction, once (the maps are the same every time). */
+        pred = compute(&e, tsr_drizzle_product(e.g, d, TSR_DRIZZLE_OUT_VARIANCE), NULL, NULL);
+        wht = compute(&e, tsr_footprint(e.g, d), NULL, NULL);
+        break;
+      }
+      double *sci = compute(&e, d, NULL, NULL);
+      for (int p = 0; p < OX * OY; p++)
+        sum[p] += sci[p], sum2[p] += sci[p] * sci[p];
+      free(sci);
+      /* A fresh graph each time keeps memory flat. */
+      tsr_graph_free(e.g);
+      ASSERT_OK(tsr_graph_new(e.ctx, &e.g));
+    }
+    double *ratio = malloc(sizeof(double) * OX * OY);
+    int m = 0, within = 0;
+    for (int p = 0; p < OX * OY; p++) {
+      if (!(wht[p] > 0))
+        continue;
+      double mean = sum[p] / NR, var = (sum2[p] - NR * mean * mean) / (NR - 1);
+      ratio[m] = var / pred[p];
+      within += fabs(ratio[m] - 1.0) < 0.25;
+      m++;
+    }
+    qsort(ratio, (size_t)m, sizeof *ratio, cmp_double);
+    ASSERT(m > 5000);
+    printf("# %s: median empirical / predicted variance %.4f over %d pixels, %.1f%% within 25%%\n",
+           tsr_drizzle_kernel_name(o.kernel), ratio[m / 2], m, 100.0 * within / m);
+    if (fabs(ratio[m / 2] - 1.0) > 0.015 || within < 0.95 * m)
+      th_fail(__FILE__, __LINE__, "%s: median empirical / predicted variance %g, %d of %d within "
+              "25%%", tsr_drizzle_kernel_name(o.kernel), ratio[m / 2], within, m);
+    free(ratio), free(sum), free(sum2), free(pred), free(wht);
+    for (int k = 0; k < 2; k++)
+      free(rms[k]), free(noisy[k]);
+    scene_close(&s);
+    env_close(&e);
+  }
 }
 
 /* Every kernel with DQ maps, and BACKGROUND weights: the variance and DQ
