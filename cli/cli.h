@@ -3,6 +3,7 @@
 #ifndef TSR_CLI_H
 #define TSR_CLI_H
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <tessera/tessera.h>
@@ -149,6 +150,47 @@ int cli_session_open(cli_session_t *s, const cli_run_args_t *r, const char *labe
  * interrupted run (after saying so). */
 int cli_session_written(cli_session_t *s, int rc);
 void cli_session_close(cli_session_t *s);
+
+/* SWarp's weight kinds, DQ masks and the variance and DQ outputs: the
+ * options of every command that coadds (mosaic, reproject --method
+ * drizzle), parsed and checked alike (weight_args.c).  Codes from 2048. */
+enum { CLI_WTYPE = 2048, CLI_WTHRESH, CLI_WSUFFIX, CLI_DQ, CLI_DQ_BITS, CLI_VARIANCE_OUT,
+       CLI_RMS_OUT, CLI_DQ_OUT };
+#define CLI_WEIGHT_OPTION_TABLE                                                                   \
+  {"weight-type", required_argument, NULL, CLI_WTYPE},                                           \
+  {"weight-thresh", required_argument, NULL, CLI_WTHRESH},                                       \
+  {"weight-suffix", required_argument, NULL, CLI_WSUFFIX}, {"dq", required_argument, NULL, CLI_DQ}, \
+  {"dq-bits", required_argument, NULL, CLI_DQ_BITS},                                             \
+  {"variance-out", required_argument, NULL, CLI_VARIANCE_OUT},                                   \
+  {"rms-out", required_argument, NULL, CLI_RMS_OUT}, {"dq-out", required_argument, NULL, CLI_DQ_OUT}
+
+typedef struct {
+  int type;                  /* --weight-type: a tsr_weight_type_t, or -1 (none) */
+  double *thresh;            /* --weight-thresh, per input (the last given repeats) */
+  int n_thresh;
+  const char *suffix;        /* --weight-suffix: SWarp's WEIGHT_SUFFIX */
+  const char **dqs;          /* --dq, in order of the inputs */
+  int n_dqs;
+  uint32_t dq_bits;          /* --dq-bits; 0 = any nonzero DQ value */
+  const char *variance_out, *rms_out, *dq_out;
+  int cap;                   /* room in thresh and dqs (argc) */
+} cli_weight_args_t;
+
+/* Empty *w with room for argc values: 0, or -1 out of memory.  Free with
+ * cli_weight_args_free (also after a failed init). */
+int cli_weight_args_init(cli_weight_args_t *w, int argc);
+void cli_weight_args_free(cli_weight_args_t *w);
+/* Option c with value arg: 0 if it is a weight option and good, -1 if it
+ * is not one, else the usage error's exit status (messages start with cmd). */
+int cli_weight_option(const char *cmd, int c, const char *arg, cli_weight_args_t *w);
+/* The checks between them once all are parsed, for n_inputs inputs and
+ * n_weights --weight maps: 0 or EXIT_USAGE after saying why. */
+int cli_weight_check(const char *cmd, const cli_weight_args_t *w, int n_inputs, int n_weights);
+/* Input i's WEIGHT_THRESH (NaN = the type's default). */
+double cli_weight_thresh(const cli_weight_args_t *w, int i);
+/* Input `in`'s weight map by --weight-suffix: its name with the extension
+ * (from the last '.') replaced by suffix; malloc'ed (NULL out of memory). */
+char *cli_weight_suffixed(const char *in, const char *suffix);
 
 int cmd_mosaic(int argc, char **argv);
 /* reproject --method drizzle (several inputs, drizzle's options) and blot

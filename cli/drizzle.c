@@ -1,7 +1,8 @@
 /* drizzle.c -- `tessera reproject IN... --method drizzle` and `tessera
  * blot`: drizzle's parameters under drizzle's names (kernel, pixfrac,
  * expin, wt_scl, in/out units, fillval; blot's interp, sinscl), on the run
- * options reproject and mosaic share.  reproject hands its arguments here
+ * options reproject and mosaic share, with mosaic's SWarp weight kinds, DQ
+ * masks and variance outputs (weight_args.c).  reproject hands its arguments here
  * when they ask for --method drizzle, since drizzle takes several inputs
  * and its own --kernel names. */
 #include <getopt.h>
@@ -23,6 +24,7 @@ typedef struct {
   const char **weights;      /* --weight, in order of the inputs */
   int n_weights;
   const char *target, *output, *weight_out, *context_out;
+  cli_weight_args_t w;       /* --weight-type, --dq, --variance-out, ... */
   cli_run_args_t run;
   tsr_drizzle_opts_t o;
   double *expin;             /* n, or NULL */
@@ -58,9 +60,10 @@ static int parse_expin(const char *s, int n, double *out) {
 
 static int run_drizzle(drizzle_args_t *a) {
   cli_session_t s;
-  tsr_node_t **src = NULL, **wts = NULL, *out = NULL, *ctxn = NULL;
-  tsr_node_t *nodes[3];
-  const char *paths[3];
+  tsr_node_t **src = NULL, **wts = NULL, **dqs = NULL, *out = NULL, *ctxn = NULL;
+  tsr_node_t *nodes[6];
+  const char *paths[6];
+  double *thresh = NULL;
   int nn = 1, rc, status;
   tsr_region_t region;
 
@@ -69,17 +72,35 @@ static int run_drizzle(drizzle_args_t *a) {
   status = 1;
   src = calloc((size_t)a->n, sizeof *src);
   wts = calloc((size_t)a->n, sizeof *wts);
-  if (src == NULL || wts == NULL) {
+  dqs = calloc((size_t)a->n, sizeof *dqs);
+  thresh = calloc((size_t)a->n, sizeof *thresh);
+  if (src == NULL || wts == NULL || dqs == NULL || thresh == NULL) {
     fail("out of memory");
     goto out;
   }
   for (int i = 0; i < a->n; i++) {
     src[i] = tsr_source_fits_hdu(s.g, a->inputs[i], &a->run.hdu);
-    if (a->n_weights > 0)
+    if (a->n_weights > 0) {
       wts[i] = tsr_source_fits_hdu(s.g, a->weights[i], &a->run.hdu);
+    } else if (a->w.suffix) {
+      char *wpath = cli_weight_suffixed(a->inputs[i], a->w.suffix);
+      if (wpath == NULL) {
+        fail("out of memory");
+        goto out;
+      }
+      wts[i] = tsr_source_fits_hdu(s.g, wpath, &a->run.hdu);
+      free(wpath);
+    }
+    if (a->w.n_dqs)
+      dqs[i] = tsr_source_fits_hdu(s.g, a->w.dqs[i], &a->run.hdu);
+    thresh[i] = cli_weight_thresh(&a->w, i);
   }
   a->o.expin = a->expin;
-  out = tsr_drizzle(s.g, a->n, src, a->n_weights ? wts : NULL, s.target, &a->o);
+  a->o.weight_type = a->w.type;
+  a->o.weight_thresh = a->w.type >= 0 ? thresh : NULL;
+  a->o.dq = a->w.n_dqs ? dqs : NULL;
+  a->o.dq_bits = a->w.dq_bits;
+  out = tsr_drizzle(s.g, a->n, src, a->n_weights || a->w.suffix ? wts : NULL, s.target, &a->o);
   if (out && a->context_out) {
     int np = tsr_drizzle_context_planes(out);
     tsr_node_t *planes[(MAX_INPUTS + 31) / 32];
@@ -102,6 +123,22 @@ static int run_drizzle(drizzle_args_t *a) {
   if (ctxn && tsr_node_ndim(ctxn) == 2) {
     nodes[nn] = ctxn;
     paths[nn++] = a->context_out;
+  }
+  if (a->w.variance_out) {
+    nodes[nn] = tsr_drizzle_product(s.g, out, TSR_DRIZZLE_OUT_VARIANCE);
+    paths[nn++] = a->w.variance_out;
+  }
+  if (a->w.rms_out) {
+    nodes[nn] = tsr_unary(s.g, TSR_SQRT, tsr_drizzle_product(s.g, out, TSR_DRIZZLE_OUT_VARIANCE));
+    paths[nn++] = a->w.rms_out;
+  }
+  if (a->w.dq_out) {
+    nodes[nn] = tsr_drizzle_product(s.g, out, TSR_DRIZZLE_OUT_DQ);
+    paths[nn++] = a->w.dq_out;
+  }
+  if (tsr_graph_status(s.g) != 0) {
+    fail(tsr_graph_errmsg(s.g));
+    goto out;
   }
   rc = tsr_write_fits(s.g, nn, nodes, paths, a->run.has_region ? &region : NULL, &s.ro);
   if (rc == 0 && !interrupted && ctxn && tsr_node_ndim(ctxn) == 3) {
@@ -127,6 +164,8 @@ static int run_drizzle(drizzle_args_t *a) {
 out:
   free(src);
   free(wts);
+  free(dqs);
+  free(thresh);
   cli_session_close(&s);
   return status;
 }
@@ -154,6 +193,7 @@ int cmd_reproject_drizzle(int argc, char **argv) {
       {"in-units", required_argument, NULL, D_INUNITS},
       {"out-units", required_argument, NULL, D_OUTUNITS},
       {"fillval", required_argument, NULL, D_FILL},
+      CLI_WEIGHT_OPTION_TABLE,
       CLI_RUN_OPTION_TABLE,
       {NULL, 0, NULL, 0}};
   drizzle_args_t a;
@@ -165,9 +205,10 @@ int cmd_reproject_drizzle(int argc, char **argv) {
   a.o = dflt;
   a.weights = calloc((size_t)argc + 1, sizeof *a.weights);
   a.inputs = calloc((size_t)argc + 1, sizeof *a.inputs);
-  if (a.weights == NULL || a.inputs == NULL) {
+  if (cli_weight_args_init(&a.w, argc) != 0 || a.weights == NULL || a.inputs == NULL) {
     free(a.weights);
     free(a.inputs);
+    cli_weight_args_free(&a.w);
     return fail("out of memory");
   }
   opterr = 0;
@@ -228,7 +269,10 @@ int cmd_reproject_drizzle(int argc, char **argv) {
     case ':': status = usage_error("reproject: option '%s' needs a value", argv[optind - 1]); break;
     case '?': status = usage_error("reproject: unknown option '%s'", argv[optind - 1]); break;
     default:
-      if ((rc = cli_run_option("reproject", c, optarg, &a.run)) != 0)
+      if ((rc = cli_weight_option("reproject", c, optarg, &a.w)) >= 0) {
+        if (rc != 0)
+          status = rc;
+      } else if ((rc = cli_run_option("reproject", c, optarg, &a.run)) != 0)
         status = rc < 0 ? usage_error("reproject: option '%s' does not apply to --method drizzle",
                                       argv[optind - 1])
                         : rc;
@@ -256,6 +300,8 @@ int cmd_reproject_drizzle(int argc, char **argv) {
                 a.n_weights, a.n);
     goto out;
   }
+  if (cli_weight_check("reproject", &a.w, a.n, a.n_weights) != 0)
+    goto out;
   if (a.run.order_given || a.run.interp.dtype == TSR_F64 || !a.run.interp.roundtrip) {
     usage_error("reproject: option '--%s' does not apply to --method drizzle (drizzle's output is "
                 "float32, its drops are not interpolated)",
@@ -284,14 +330,17 @@ int cmd_reproject_drizzle(int argc, char **argv) {
   }
   {
     /* No output may overwrite an input, the target or another output. */
-    const char *outs[3] = {a.output, a.weight_out ? a.weight_out : a.run.footprint, a.context_out};
-    const char *names[3] = {"-o", a.weight_out ? "--weight-out" : "--footprint", "--context-out"};
-    for (int i = 0; i < 3; i++) {
+    const char *outs[6] = {a.output, a.weight_out ? a.weight_out : a.run.footprint, a.context_out,
+                           a.w.variance_out, a.w.rms_out, a.w.dq_out};
+    const char *names[6] = {"-o", a.weight_out ? "--weight-out" : "--footprint", "--context-out",
+                            "--variance-out", "--rms-out", "--dq-out"};
+    for (int i = 0; i < 6; i++) {
       const char *hit;
       if (outs[i] == NULL)
         continue;
       if ((hit = same_as(outs[i], a.inputs, a.n)) ||
           (hit = same_as(outs[i], a.weights, a.n_weights)) ||
+          (hit = same_as(outs[i], a.w.dqs, a.w.n_dqs)) ||
           (hit = same_as(outs[i], &a.target, 1))) {
         usage_error("reproject: %s '%s' is an input ('%s'); expected a path that is not an input",
                     names[i], outs[i], hit);
@@ -311,6 +360,7 @@ out:
   free(a.expin);
   free(a.inputs);
   free(a.weights);
+  cli_weight_args_free(&a.w);
   return status;
 }
 

@@ -12,18 +12,14 @@
 #include "progress.h"
 
 typedef struct {
-  const char **inputs, **weights, **dqs;
-  int n, n_weights, n_dqs;
+  const char **inputs, **weights;
+  int n, n_weights;
   const char *target, *output, *offsets_out;
   /* SWarp's ways (see the README's "Coadding like SWarp and drizzle") */
-  int weight_type;            /* a tsr_weight_type_t, or -1: --weights multiply footprints */
-  double *weight_thresh;      /* per input (the last given repeats); NaN = the type's default */
-  int n_thresh;
-  const char *weight_suffix;  /* SWarp's WEIGHT_SUFFIX: each input's weight map by name */
-  uint32_t dq_bits;           /* 0 = any nonzero DQ value */
+  cli_weight_args_t w;        /* weight kinds (type -1: --weights multiply footprints), DQ */
   const char *gain_keyword;   /* GAIN_KEYWORD */
   double gain_default;        /* GAIN_DEFAULT */
-  const char *clip_log, *weight_out, *variance_out, *rms_out, *dq_out;
+  const char *clip_log, *weight_out;
   cli_run_args_t run;  /* the options shared with reproject */
   int match_background, background_reference;
   int auto_target, has_target_opts;
@@ -33,8 +29,7 @@ typedef struct {
 
 enum { M_TARGET = 256, M_AUTO, M_PROJ, M_FRAME, M_RES, M_ROTATE, M_COMBINE, M_WEIGHTS, M_MATCH,
        M_BGREF, M_BLANK, M_REFERENCE, M_OFFSETS, M_COMBINE_TYPE, M_CLIP_SIGMA, M_CLIP_AMPFRAC,
-       M_CLIP_LOG, M_WTYPE, M_WTHRESH, M_WSUFFIX, M_DQ, M_DQ_BITS, M_GAIN_KEY, M_GAIN_DEFAULT,
-       M_WEIGHT_OUT, M_VARIANCE_OUT, M_RMS_OUT, M_DQ_OUT };
+       M_CLIP_LOG, M_GAIN_KEY, M_GAIN_DEFAULT, M_WEIGHT_OUT };
 
 static const struct option mosaic_opts[] = {
     {"target", required_argument, NULL, M_TARGET},
@@ -51,17 +46,10 @@ static const struct option mosaic_opts[] = {
     {"clip-sigma", required_argument, NULL, M_CLIP_SIGMA},
     {"clip-ampfrac", required_argument, NULL, M_CLIP_AMPFRAC},
     {"clip-log", required_argument, NULL, M_CLIP_LOG},
-    {"weight-type", required_argument, NULL, M_WTYPE},
-    {"weight-thresh", required_argument, NULL, M_WTHRESH},
-    {"weight-suffix", required_argument, NULL, M_WSUFFIX},
-    {"dq", required_argument, NULL, M_DQ},
-    {"dq-bits", required_argument, NULL, M_DQ_BITS},
     {"gain-keyword", required_argument, NULL, M_GAIN_KEY},
     {"gain-default", required_argument, NULL, M_GAIN_DEFAULT},
     {"weight-out", required_argument, NULL, M_WEIGHT_OUT},
-    {"variance-out", required_argument, NULL, M_VARIANCE_OUT},
-    {"rms-out", required_argument, NULL, M_RMS_OUT},
-    {"dq-out", required_argument, NULL, M_DQ_OUT},
+    CLI_WEIGHT_OPTION_TABLE,
     {"match-background", no_argument, NULL, M_MATCH},
     {"background-reference", required_argument, NULL, M_BGREF},
     {"offsets-out", required_argument, NULL, M_OFFSETS},
@@ -89,18 +77,19 @@ static const char *const out_names[8] = {"-o", "--footprint", "--offsets-out", "
 
 static void outputs_of(const mosaic_args_t *a, const char *outs[8]) {
   outs[0] = a->output, outs[1] = a->run.footprint, outs[2] = a->offsets_out, outs[3] = a->clip_log;
-  outs[4] = a->weight_out, outs[5] = a->variance_out, outs[6] = a->rms_out, outs[7] = a->dq_out;
+  outs[4] = a->weight_out, outs[5] = a->w.variance_out, outs[6] = a->w.rms_out;
+  outs[7] = a->w.dq_out;
 }
 
 static int output_is_input(const char *cmd, const mosaic_args_t *a) {
   const char *outs[8];
   outputs_of(a, outs);
   for (int i = 0; i < 8; i++)
-    for (int k = 0; k < a->n + a->n_weights + a->n_dqs + 1; k++) {
-      const char *in = k < a->n                              ? a->inputs[k]
-                       : k < a->n + a->n_weights             ? a->weights[k - a->n]
-                       : k < a->n + a->n_weights + a->n_dqs ? a->dqs[k - a->n - a->n_weights]
-                                                              : a->target;
+    for (int k = 0; k < a->n + a->n_weights + a->w.n_dqs + 1; k++) {
+      const char *in = k < a->n                                ? a->inputs[k]
+                       : k < a->n + a->n_weights               ? a->weights[k - a->n]
+                       : k < a->n + a->n_weights + a->w.n_dqs ? a->w.dqs[k - a->n - a->n_weights]
+                                                                : a->target;
       if (cli_same_file(outs[i], in))
         return usage_error("%s: %s '%s' is the input '%s'; expected a path that is not an input",
                            cmd, out_names[i], outs[i], in);
@@ -140,13 +129,10 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
   a->coadd = cdflt;
   a->optimal = odflt;
   a->background_reference = -1;
-  a->weight_type = -1;
   a->gain_keyword = "GAIN";
   a->inputs = calloc((size_t)argc, sizeof *a->inputs);
   a->weights = calloc((size_t)argc, sizeof *a->weights);
-  a->dqs = calloc((size_t)argc, sizeof *a->dqs);
-  a->weight_thresh = calloc((size_t)argc, sizeof *a->weight_thresh);
-  if (a->inputs == NULL || a->weights == NULL || a->dqs == NULL || a->weight_thresh == NULL)
+  if (cli_weight_args_init(&a->w, argc) != 0 || a->inputs == NULL || a->weights == NULL)
     return fail("out of memory");
   opterr = 0;
   optind = 1;
@@ -225,34 +211,6 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
         return EXIT_USAGE;
       break;
     case M_CLIP_LOG: a->clip_log = optarg; break;
-    case M_WTYPE:
-      if ((a->weight_type = tsr_weight_type_parse(optarg)) < 0)
-        return usage_error("mosaic: --weight-type '%s': expected MAP_WEIGHT, MAP_VARIANCE, MAP_RMS "
-                           "or BACKGROUND", optarg);
-      break;
-    case M_WTHRESH: {
-      /* SWarp's list: one per input, the last repeating. */
-      char *copy = strdup(optarg), *tok, *save = NULL;
-      int bad = copy == NULL;
-      a->n_thresh = 0;
-      for (tok = copy ? strtok_r(copy, ",", &save) : NULL; tok && !bad && a->n_thresh < argc;
-           tok = strtok_r(NULL, ",", &save))
-        bad = parse_real(tok, &a->weight_thresh[a->n_thresh]) != 0 ||
-              !(a->weight_thresh[a->n_thresh++] >= 0);
-      free(copy);
-      if (bad || a->n_thresh == 0)
-        return usage_error("mosaic: --weight-thresh '%s': expected T or T1,T2,... (>= 0), one per "
-                           "input, the last repeating", optarg);
-      break;
-    }
-    case M_WSUFFIX: a->weight_suffix = optarg; break;
-    case M_DQ: a->dqs[a->n_dqs++] = optarg; break;
-    case M_DQ_BITS:
-      if (parse_int64(optarg, &v) != 0 || v < 0 || v > 0xFFFFFFFFll)
-        return usage_error("mosaic: --dq-bits '%s': expected a bit mask, 0 to 4294967295 (0 = any "
-                           "nonzero DQ value)", optarg);
-      a->dq_bits = (uint32_t)v;
-      break;
     case M_GAIN_KEY:
       if (optarg[0] == '\0' || strlen(optarg) > 8)
         return usage_error("mosaic: --gain-keyword '%s': expected a FITS keyword of 1 to 8 "
@@ -264,9 +222,6 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
         return EXIT_USAGE;
       break;
     case M_WEIGHT_OUT: a->weight_out = optarg; break;
-    case M_VARIANCE_OUT: a->variance_out = optarg; break;
-    case M_RMS_OUT: a->rms_out = optarg; break;
-    case M_DQ_OUT: a->dq_out = optarg; break;
     case M_WEIGHTS: a->weights[a->n_weights++] = optarg; break;
     case M_MATCH: a->match_background = 1; break;
     case M_BGREF:
@@ -284,7 +239,9 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
     case M_OFFSETS: a->offsets_out = optarg; break;
     case 'o': a->output = optarg; break;
     default: {
-      int rc = cli_run_option_or_usage(cmd, c, optarg, argv, &a->run);
+      int rc = cli_weight_option(cmd, c, optarg, &a->w);
+      if (rc < 0)
+        rc = cli_run_option_or_usage(cmd, c, optarg, argv, &a->run);
       if (rc != 0)
         return rc;
     }
@@ -306,27 +263,8 @@ static int parse_args(int argc, char **argv, int header_only, mosaic_args_t *a) 
   if (a->n_weights && a->n_weights != a->n)
     return usage_error("mosaic: %d --weights for %d inputs: expected one per input, in order",
                        a->n_weights, a->n);
-  if (a->n_dqs && a->n_dqs != a->n)
-    return usage_error("mosaic: %d --dq for %d inputs: expected one per input, in order", a->n_dqs,
-                       a->n);
-  if (a->dq_out && !a->n_dqs)
-    return usage_error("mosaic: --dq-out goes with --dq (one data-quality image per input)");
-  if (a->dq_bits && !a->n_dqs)
-    return usage_error("mosaic: --dq-bits goes with --dq");
-  if (a->weight_suffix && a->n_weights)
-    return usage_error("mosaic: --weight-suffix and --weight both name the weight maps; give one");
-  if (a->weight_suffix && a->weight_type < 0)
-    return usage_error("mosaic: --weight-suffix goes with --weight-type");
-  if (a->weight_type >= 0 && a->weight_type != TSR_WEIGHT_BACKGROUND && !a->n_weights &&
-      !a->weight_suffix)
-    return usage_error("mosaic: --weight-type %s needs the weight maps: --weight FILE per input or "
-                       "--weight-suffix", a->weight_type == TSR_WEIGHT_MAP_WEIGHT ? "MAP_WEIGHT"
-                       : a->weight_type == TSR_WEIGHT_MAP_RMS ? "MAP_RMS" : "MAP_VARIANCE");
-  if (a->weight_type == TSR_WEIGHT_BACKGROUND && a->n_weights)
-    return usage_error("mosaic: --weight-type BACKGROUND takes the weights from the images "
-                       "themselves: no --weight");
-  if (a->n_thresh && a->weight_type < 0)
-    return usage_error("mosaic: --weight-thresh goes with --weight-type");
+  if (cli_weight_check("mosaic", &a->w, a->n, a->n_weights) != 0)
+    return EXIT_USAGE;
   if (a->clip_log && a->coadd.combine != TSR_COMBINE_CLIPPED)
     return usage_error("mosaic: --clip-log goes with --combine clipped (--combine-type CLIPPED)");
   if (outputs_clash(a) != 0)
@@ -433,19 +371,6 @@ static int header_real(tsr_ctx_t *ctx, const mosaic_args_t *a, const char *path,
   return found;
 }
 
-/* The weight map of input i by SWarp's WEIGHT_SUFFIX: its name with the
- * extension (from the last '.') replaced by the suffix; malloc'ed. */
-static char *suffixed(const char *in, const char *suffix) {
-  const char *dot = strrchr(in, '.'), *slash = strrchr(in, '/');
-  size_t stem = dot && (!slash || dot > slash) ? (size_t)(dot - in) : strlen(in);
-  char *p = malloc(stem + strlen(suffix) + 1);
-  if (p) {
-    memcpy(p, in, stem);
-    strcpy(p + stem, suffix);
-  }
-  return p;
-}
-
 /* Writes each rejection as SWarp's clip log does. */
 static int write_clip(void *ud, int input, int64_t x, int64_t y, double mu) {
   return fprintf((FILE *)ud, "%4d %6" PRId64 " %6" PRId64 " %+10g\n", input, x + 1, y + 1, mu) < 0;
@@ -510,30 +435,29 @@ int cmd_mosaic(int argc, char **argv) {
     fail(tsr_errmsg(ctx));
     goto out;
   }
-  has_w = a.n_weights || a.weight_type >= 0;
+  has_w = a.n_weights || a.w.type >= 0;
   for (int i = 0; i < a.n; i++) {
     tsr_node_t *src = tsr_source_fits_hdu(g, a.inputs[i], &a.run.hdu), *dq = NULL;
-    if (a.n_dqs) {
+    if (a.w.n_dqs) {
       tsr_interp_opts_t nn = TSR_INTERP_OPTS_INIT;
-      dq = tsr_source_fits_hdu(g, a.dqs[i], &a.run.hdu);
+      dq = tsr_source_fits_hdu(g, a.w.dqs[i], &a.run.hdu);
       /* Data-quality bits are not interpolated: the nearest pixel's. */
       nn.order = TSR_ORDER_NEAREST;
       nn.block[0] = a.run.interp.block[0], nn.block[1] = a.run.interp.block[1];
       nn.mapping_tolerance = a.run.interp.mapping_tolerance;
       dqo[i] = tsr_reproject_interp(g, dq, target, &nn);
     }
-    data[i] = reproject(g, dq ? tsr_mask_dq(g, src, dq, a.dq_bits) : src, target, &a);
-    if (a.weight_type >= 0) {
+    data[i] = reproject(g, dq ? tsr_mask_dq(g, src, dq, a.w.dq_bits) : src, target, &a);
+    if (a.w.type >= 0) {
       /* SWarp's way: a variance on the input's grid, reprojected as the
        * data are, inverted on the target's. */
       tsr_weight_opts_t wo = TSR_WEIGHT_OPTS_INIT;
       tsr_node_t *map = src;
       char *wpath = NULL;
-      if (a.n_thresh)
-        wo.thresh = a.weight_thresh[i < a.n_thresh ? i : a.n_thresh - 1];
-      wo.dq_bits = a.dq_bits;
-      if (a.weight_type != TSR_WEIGHT_BACKGROUND) {
-        if (a.weight_suffix && (wpath = suffixed(a.inputs[i], a.weight_suffix)) == NULL) {
+      wo.thresh = cli_weight_thresh(&a.w, i);
+      wo.dq_bits = a.w.dq_bits;
+      if (a.w.type != TSR_WEIGHT_BACKGROUND) {
+        if (a.w.suffix && (wpath = cli_weight_suffixed(a.inputs[i], a.w.suffix)) == NULL) {
           fail("out of memory");
           goto out;
         }
@@ -541,7 +465,7 @@ int cmd_mosaic(int argc, char **argv) {
         free(wpath);
       }
       wts[i] = tsr_scalar_binary(g, TSR_DIV, 1.0,
-                                 reproject(g, tsr_variance_map(g, map, (tsr_weight_type_t)a.weight_type,
+                                 reproject(g, tsr_variance_map(g, map, (tsr_weight_type_t)a.w.type,
                                                                dq, &wo),
                                            target, &a));
     } else if (a.n_weights) {
@@ -575,20 +499,20 @@ int cmd_mosaic(int argc, char **argv) {
   a.coadd.dtype = a.run.interp.dtype;
   a.coadd.block[0] = a.run.interp.block[0], a.coadd.block[1] = a.run.interp.block[1];
   a.coadd.gains = gains;
-  a.coadd.dq = a.n_dqs ? dqo : NULL;
+  a.coadd.dq = a.w.n_dqs ? dqo : NULL;
   out = tsr_coadd(g, a.n, data, has_w ? wts : NULL, &a.coadd);
   nodes[nout] = out, paths[nout++] = a.output;
   if (a.run.footprint)
     nodes[nout] = tsr_footprint(g, out), paths[nout++] = a.run.footprint;
   if (a.weight_out)
     nodes[nout] = tsr_coadd_product(g, out, TSR_COADD_WEIGHT), paths[nout++] = a.weight_out;
-  if (a.variance_out)
-    nodes[nout] = tsr_coadd_product(g, out, TSR_COADD_VARIANCE), paths[nout++] = a.variance_out;
-  if (a.rms_out)
+  if (a.w.variance_out)
+    nodes[nout] = tsr_coadd_product(g, out, TSR_COADD_VARIANCE), paths[nout++] = a.w.variance_out;
+  if (a.w.rms_out)
     nodes[nout] = tsr_unary(g, TSR_SQRT, tsr_coadd_product(g, out, TSR_COADD_VARIANCE)),
-    paths[nout++] = a.rms_out;
-  if (a.dq_out)
-    nodes[nout] = tsr_coadd_product(g, out, TSR_COADD_DQ), paths[nout++] = a.dq_out;
+    paths[nout++] = a.w.rms_out;
+  if (a.w.dq_out)
+    nodes[nout] = tsr_coadd_product(g, out, TSR_COADD_DQ), paths[nout++] = a.w.dq_out;
   if (tsr_graph_status(g) != 0) {
     fail(tsr_graph_errmsg(g));
     goto out;
@@ -630,8 +554,7 @@ out:
 done:
   free(a.inputs);
   free(a.weights);
-  free(a.dqs);
-  free(a.weight_thresh);
+  cli_weight_args_free(&a.w);
   return rc;
 }
 
@@ -666,7 +589,6 @@ out:
 done:
   free(a.inputs);
   free(a.weights);
-  free(a.dqs);
-  free(a.weight_thresh);
+  cli_weight_args_free(&a.w);
   return rc;
 }

@@ -44,7 +44,14 @@
  * Context planes are nodes of their own (the same op, context_plane >= 0):
  * they replay the same drops of their 32 inputs and set bit k % 32 where
  * a drop of input k has a positive weight; values are float64 holding
- * drizzle's int32 words.
+ * drizzle's int32 words.  So are the variance and the output DQ
+ * (tsr_drizzle_product): the same drops, accumulating sum(w) and
+ * sum(w^2 var) in double, or ORing the DQ word of each input pixel that
+ * drops a nonzero weight.  SWarp's weight kinds and the DQ masks are
+ * applied pixel by pixel as a window is replayed (ops/weights.h), so a
+ * flagged or bad pixel drops nothing in every product alike; BACKGROUND
+ * weights come from a tsr_variance_map node of the image, read as a
+ * variance.
  */
 #include <math.h>
 #include <stdio.h>
@@ -55,16 +62,30 @@
 #include "mapping.h"
 #include "reproject.h"
 #include "sky.h"
+#include "weights.h"
 
 #define PM 7                /* input pixels read around the replayed ones (corner interpolation) */
 #define PG 16               /* pixmap grid step, input pixels */
 #define LANCZOS_NLUT 512    /* drizzle's table: 512 entries 0.01 px apart */
 #define LANCZOS_DEL 0.01f
 
+/* What a node of the op computes besides context planes. */
+enum { PRODUCT_SCIENCE = TSR_DRIZZLE_OUT_SCIENCE, PRODUCT_VARIANCE = TSR_DRIZZLE_OUT_VARIANCE,
+       PRODUCT_DQ = TSR_DRIZZLE_OUT_DQ };
+
+/* How a weight map's values read: drizzle's inwht as given, or a SWarp
+ * kind (tsr_weight_type_t MAP_*; BACKGROUND's maps are variances). */
+#define WKIND_RAW (-1)
+
 typedef struct {
   tsr_wcs_t *target;
   int n;                   /* inputs */
   int *wslot;              /* n: node input index of input k's weights, or -1 */
+  int *dslot;              /* n: node input index of input k's DQ map, or -1 */
+  double *thresh;          /* n: WEIGHT_THRESH of input k's map (SWarp kinds) */
+  int wkind;               /* WKIND_RAW or TSR_WEIGHT_MAP_WEIGHT .. MAP_RMS */
+  uint32_t dq_bits;        /* 0 = any nonzero DQ value is bad */
+  int product;             /* PRODUCT_* (context planes: PRODUCT_SCIENCE) */
   double *expin;           /* n: exposure times, s */
   double *scale;           /* n: output pixel scale / input pixel scale (drizzle's pix_ratio) */
   float *wscale;           /* n: weight scale (wt_scl) */
@@ -81,7 +102,8 @@ typedef struct {
   double *corner[4];       /* the square kernel's corner tables (job_t) */
   size_t ccap;
   float *od, *oc;          /* block accumulators: value and weight */
-  uint32_t *bits;          /* block context words */
+  uint32_t *bits;          /* block context or DQ words */
+  double *sw, *sv;         /* block variance accumulators: sum(w), sum(w^2 var) */
   size_t bcap;
   float lut[LANCZOS_NLUT]; /* Lanczos drop table of the node's kernel */
 } drz_state_t;
@@ -92,6 +114,8 @@ static void params_free(tsr_ctx_t *ctx, void *p) {
     return;
   tsr_wcs_free(dp->target);
   tsr__free(ctx, dp->wslot);
+  tsr__free(ctx, dp->dslot);
+  tsr__free(ctx, dp->thresh);
   tsr__free(ctx, dp->expin);
   tsr__free(ctx, dp->scale);
   tsr__free(ctx, dp->wscale);
@@ -108,8 +132,13 @@ static void params_encode(const tsr_node_t *n, tsr__buf_t *b) {
   tsr__buf_put_i64(b, dp->o.out_units_counts);
   tsr__buf_put_f64(b, dp->o.fillval);
   tsr__buf_put_f64(b, dp->o.mapping_tolerance);
+  tsr__buf_put_i64(b, dp->product);
+  tsr__buf_put_i64(b, dp->wkind);
+  tsr__buf_put_i64(b, dp->dq_bits);
   for (int k = 0; k < dp->n; k++) {
     tsr__buf_put_i64(b, dp->wslot[k]);
+    tsr__buf_put_i64(b, dp->dslot[k]);
+    tsr__buf_put_f64(b, dp->thresh[k]);
     tsr__buf_put_f64(b, dp->expin[k]);
     tsr__buf_put_f64(b, (double)dp->wscale[k]);
   }
@@ -168,6 +197,8 @@ static void drz_stop(tsr_node_t *n, void *state) {
   tsr__free(ctx, st->od);
   tsr__free(ctx, st->oc);
   tsr__free(ctx, st->bits);
+  tsr__free(ctx, st->sw);
+  tsr__free(ctx, st->sv);
   tsr__free(ctx, st);
 }
 
@@ -214,8 +245,8 @@ static int drz_input_region(tsr_node_t *n, void *state, int i, const tsr_region_
   drz_state_t *st = state;
   int k = i, rc;
   if (i >= dp->n) {
-    /* A weight map: the window of its image. */
-    for (k = 0; k < dp->n && dp->wslot[k] != i; k++)
+    /* A weight or DQ map: the window of its image. */
+    for (k = 0; k < dp->n && dp->wslot[k] != i && dp->dslot[k] != i; k++)
       ;
   }
   if (dp->context_plane >= 0 && k / 32 != dp->context_plane) {
@@ -237,9 +268,13 @@ typedef struct {
   int64_t nx, ny;               /* the input image */
   int64_t ox, oy;               /* the output image */
   int64_t bx0, bx1, by0, by1;   /* the block, half-open */
-  float *od, *oc;               /* block accumulators (science mode) */
-  uint32_t *bits;               /* block context words (context mode), else NULL */
-  uint32_t bit;
+  int mode;                     /* MODE_* */
+  float *od, *oc;               /* block accumulators (science) */
+  uint32_t *bits;               /* block context or DQ words */
+  uint32_t bit;                 /* ORed where a drop lands: the input's context bit, the
+                                   pixel's DQ word */
+  double *sw, *sv;              /* block variance accumulators */
+  double var;                   /* variance of the current pixel's drop value */
   /* Square kernel: the corners' coordinates, each computed once (corners
    * are shared by neighbouring pixels), or xl NULL to interpolate each
    * corner as it comes (an integral dh, where drizzle reads the pixmap
@@ -397,12 +432,33 @@ static double box_area(double is, double js, const double x[4], const double y[4
   return fabs(area);
 }
 
-/* drizzle's update_data (and the context bit): a drop of value d and
- * weight dow on output pixel o of the block. */
-static inline void drop(const job_t *j, size_t o, float d, float dow) {
-  if (j->bits) {
+enum { MODE_SCIENCE = 0, MODE_CONTEXT, MODE_VARIANCE, MODE_DQ };
+
+/* A drop of weight dow on output pixel o for the products other than the
+ * science image. */
+static void drop_other(const job_t *j, size_t o, float dow) {
+  switch (j->mode) {
+  case MODE_CONTEXT:
     if (dow > 0.0f)
       j->bits[o] |= j->bit;
+    break;
+  case MODE_DQ:
+    if (dow != 0.0f)
+      j->bits[o] |= j->bit;
+    break;
+  default:
+    if (dow != 0.0f) {
+      j->sw[o] += (double)dow;
+      j->sv[o] += (double)dow * (double)dow * j->var;
+    }
+  }
+}
+
+/* drizzle's update_data (or the other products' update): a drop of value
+ * d and weight dow on output pixel o of the block. */
+static inline void drop(const job_t *j, size_t o, float d, float dow) {
+  if (j->mode != MODE_SCIENCE) {
+    drop_other(j, o, dow);
     return;
   }
   if (dow == 0.0f)
@@ -731,11 +787,15 @@ TSR__MULTIVERSION static int drizzle_input(tsr__task_t *t, drz_state_t *st, int 
   const drz_params_t *dp = n->params;
   const tsr__window_t *w = &t->in[k];
   const tsr__window_t *ww = dp->wslot[k] >= 0 ? &t->in[dp->wslot[k]] : NULL;
+  const tsr__window_t *wq = dp->dslot[k] >= 0 ? &t->in[dp->dslot[k]] : NULL;
   const tsr_node_t *in = n->inputs[k];
   int64_t wx0 = w->win.start[0], wx1 = w->win.stop[0], wy0 = w->win.start[1], wy1 = w->win.stop[1];
   size_t np = (size_t)(wx1 - wx0) * (size_t)(wy1 - wy0);
   float ws = dp->wscale[k];
   float inv_exp = dp->o.in_units_counts ? 1.0f / (float)dp->expin[k] : 1.0f;
+  /* A drop's value is the pixel's times inv_exp and scale^2: its variance
+   * the pixel's times their squares. */
+  double s2 = dp->scale[k] * dp->scale[k], vfac = (double)inv_exp * inv_exp * s2 * s2;
   int rc;
 
   if ((rc = input_maps(t->ctx, n, st, k)) != 0)
@@ -759,7 +819,8 @@ TSR__MULTIVERSION static int drizzle_input(tsr__task_t *t, drz_state_t *st, int 
   j->nwy = wy1 - wy0;
   j->nx = in->shape[0];
   j->ny = in->shape[1];
-  j->bit = 1u << (k % 32);
+  /* Context: the input's bit; DQ: each pixel's word (none without a map). */
+  j->bit = j->mode == MODE_CONTEXT ? 1u << (k % 32) : 0;
   {
     /* Replay only pixels whose corner interpolation reads inside the
      * window: PM in from every side that is not the image's own edge. */
@@ -803,10 +864,28 @@ TSR__MULTIVERSION static int drizzle_input(tsr__task_t *t, drz_state_t *st, int 
         size_t off = (size_t)((y - wy0) * w->stride[1] + (x - wx0));
         float v = (float)tsr__window_value(w, off);
         float wt = 1.0f;
-        if (ww != NULL)
-          wt = (float)tsr__window_value(ww, (size_t)((y - wy0) * ww->stride[1] + (x - wx0)));
-        if (v != v || wt != wt)
+        double var = 1.0;
+        if (wq != NULL) {
+          double q = tsr__window_value(wq, (size_t)((y - wy0) * wq->stride[1] + (x - wx0)));
+          if (tsr__dq_bad(dp->dq_bits, q))
+            continue;
+          if (j->mode == MODE_DQ)
+            j->bit = tsr__dq_word(q);
+        }
+        if (ww != NULL) {
+          double m = tsr__window_value(ww, (size_t)((y - wy0) * ww->stride[1] + (x - wx0)));
+          if (dp->wkind == WKIND_RAW) {
+            wt = (float)m;
+            var = 1.0 / (double)wt;
+          } else {
+            var = tsr__weight_to_variance(dp->wkind, dp->thresh[k], m);
+            wt = (float)(1.0 / var);
+          }
+        }
+        /* A pixel of weight 0 would drop weights of 0, which change nothing. */
+        if (v != v || wt != wt || wt == 0.0f)
           continue;
+        j->var = var * vfac;
         if (dp->o.in_units_counts)
           v *= inv_exp;
         drop_pixel(dp, st, j, dp->scale[k], x, y, v, wt * ws);
@@ -829,15 +908,27 @@ static int drz_compute(tsr__task_t *t) {
     rc = grow_buf(t->ctx, (void **)&st->od, nb, sizeof(float));
     rc = rc ? rc : grow_buf(t->ctx, (void **)&st->oc, nb, sizeof(float));
     rc = rc ? rc : grow_buf(t->ctx, (void **)&st->bits, nb, sizeof(uint32_t));
+    rc = rc ? rc : grow_buf(t->ctx, (void **)&st->sw, nb, sizeof(double));
+    rc = rc ? rc : grow_buf(t->ctx, (void **)&st->sv, nb, sizeof(double));
     st->bcap = rc ? 0 : nb;
     if (rc)
       return tsr__err(t->ctx, rc, "%s: out of memory for a %lld x %lld block", n->name,
                       (long long)bw, (long long)bh);
   }
-  memset(st->od, 0, nb * sizeof(float));
-  memset(st->oc, 0, nb * sizeof(float));
-  memset(st->bits, 0, nb * sizeof(uint32_t));
   memset(&j, 0, sizeof j);
+  j.mode = context                            ? MODE_CONTEXT
+           : dp->product == PRODUCT_VARIANCE ? MODE_VARIANCE
+           : dp->product == PRODUCT_DQ       ? MODE_DQ
+                                             : MODE_SCIENCE;
+  if (j.mode == MODE_SCIENCE) {
+    memset(st->od, 0, nb * sizeof(float));
+    memset(st->oc, 0, nb * sizeof(float));
+  } else if (j.mode == MODE_VARIANCE) {
+    memset(st->sw, 0, nb * sizeof(double));
+    memset(st->sv, 0, nb * sizeof(double));
+  } else {
+    memset(st->bits, 0, nb * sizeof(uint32_t));
+  }
   j.ox = n->shape[0];
   j.oy = n->shape[1];
   j.bx0 = t->out.start[0];
@@ -846,7 +937,9 @@ static int drz_compute(tsr__task_t *t) {
   j.by1 = t->out.stop[1];
   j.od = st->od;
   j.oc = st->oc;
-  j.bits = context ? st->bits : NULL;
+  j.bits = st->bits;
+  j.sw = st->sw;
+  j.sv = st->sv;
   for (int k = 0; k < dp->n; k++) {
     if (t->in[k].data == NULL || (context && k / 32 != dp->context_plane))
       continue;
@@ -856,19 +949,33 @@ static int drz_compute(tsr__task_t *t) {
   {
     float fill = (float)dp->o.fillval;
     float oscale = dp->o.out_units_counts ? (float)dp->exptime_sum : 1.0f;
+    double vscale = (double)oscale * (double)oscale;
     for (int64_t y = 0; y < bh; y++) {
       size_t off = tsr__task_offset(t, 0, y, 0, 0);
       for (int64_t x = 0; x < bw; x++) {
         size_t o = (size_t)(y * bw + x);
-        if (context) {
+        switch (j.mode) {
+        case MODE_CONTEXT:
           if (t->planes[0])
             ((double *)t->planes[0])[off + (size_t)x] = (double)(int32_t)st->bits[o];
-          continue;
+          break;
+        case MODE_DQ:
+          if (t->planes[0])
+            ((double *)t->planes[0])[off + (size_t)x] = (double)st->bits[o];
+          break;
+        case MODE_VARIANCE:
+          if (t->planes[0])
+            ((float *)t->planes[0])[off + (size_t)x] =
+                st->sw[o] == 0.0 ? NAN
+                                 : (float)(st->sv[o] / (st->sw[o] * st->sw[o]) * vscale);
+          break;
+        default:
+          if (t->planes[0])
+            ((float *)t->planes[0])[off + (size_t)x] =
+                st->oc[o] == 0.0f ? fill : st->od[o] * oscale;
+          if (t->planes[1])
+            ((float *)t->planes[1])[off + (size_t)x] = st->oc[o];
         }
-        if (t->planes[0])
-          ((float *)t->planes[0])[off + (size_t)x] = st->oc[o] == 0.0f ? fill : st->od[o] * oscale;
-        if (t->planes[1])
-          ((float *)t->planes[1])[off + (size_t)x] = st->oc[o];
       }
     }
   }
@@ -914,9 +1021,12 @@ static drz_params_t *params_copy(tsr_ctx_t *ctx, const drz_params_t *dp) {
     return NULL;
   *c = *dp;
   c->target = NULL;
-  c->wslot = NULL, c->expin = NULL, c->scale = NULL, c->wscale = NULL;
+  c->wslot = NULL, c->dslot = NULL, c->thresh = NULL, c->expin = NULL, c->scale = NULL;
+  c->wscale = NULL;
   if (tsr_wcs_copy(ctx, dp->target, &c->target) != 0 ||
       (c->wslot = tsr__mallocarray(ctx, (size_t)dp->n, sizeof(int))) == NULL ||
+      (c->dslot = tsr__mallocarray(ctx, (size_t)dp->n, sizeof(int))) == NULL ||
+      (c->thresh = tsr__mallocarray(ctx, (size_t)dp->n, sizeof(double))) == NULL ||
       (c->expin = tsr__mallocarray(ctx, (size_t)dp->n, sizeof(double))) == NULL ||
       (c->scale = tsr__mallocarray(ctx, (size_t)dp->n, sizeof(double))) == NULL ||
       (c->wscale = tsr__mallocarray(ctx, (size_t)dp->n, sizeof(float))) == NULL) {
@@ -924,14 +1034,16 @@ static drz_params_t *params_copy(tsr_ctx_t *ctx, const drz_params_t *dp) {
     return NULL;
   }
   memcpy(c->wslot, dp->wslot, (size_t)dp->n * sizeof(int));
+  memcpy(c->dslot, dp->dslot, (size_t)dp->n * sizeof(int));
+  memcpy(c->thresh, dp->thresh, (size_t)dp->n * sizeof(double));
   memcpy(c->expin, dp->expin, (size_t)dp->n * sizeof(double));
   memcpy(c->scale, dp->scale, (size_t)dp->n * sizeof(double));
   memcpy(c->wscale, dp->wscale, (size_t)dp->n * sizeof(float));
   return c;
 }
 
-/* The node of params dp over `inputs` (n_in nodes), science + weight or a
- * context plane. */
+/* The node of params dp over `inputs` (n_in nodes): science + weight, a
+ * context plane, the variance or the DQ. */
 static tsr_node_t *make_node(tsr_graph_t *g, drz_params_t *dp, tsr_node_t *const *inputs,
                              int n_in) {
   tsr_node_t *node = tsr__node_alloc(g, &drizzle_op, dp);
@@ -948,13 +1060,33 @@ static tsr_node_t *make_node(tsr_graph_t *g, drz_params_t *dp, tsr_node_t *const
   node->shape[1] = dp->target->shape[1];
   node->chunk[0] = dp->o.block[0] ? dp->o.block[0] : TSR__DEFAULT_BLOCK;
   node->chunk[1] = dp->o.block[1] ? dp->o.block[1] : TSR__DEFAULT_BLOCK;
-  node->n_planes = dp->context_plane >= 0 ? 1 : 2;
-  node->dtype = dp->context_plane >= 0 ? TSR_F64 : TSR_F32;
+  node->n_planes = dp->context_plane < 0 && dp->product == PRODUCT_SCIENCE ? 2 : 1;
+  node->dtype = dp->context_plane >= 0 || dp->product == PRODUCT_DQ ? TSR_F64 : TSR_F32;
   if (tsr_wcs_copy(g->ctx, dp->target, &node->wcs) != 0) {
     tsr__node_discard(node);
     return tsr__graph_fail(g, TSR_ENOMEM, "drizzle: out of memory");
   }
   return tsr__node_finish(node);
+}
+
+/* Is map m (a `what` of input k, may be NULL) a node of g of its input's
+ * shape?  false after failing the graph. */
+static bool map_fits(tsr_graph_t *g, const char *what, int k, const tsr_node_t *m,
+                     const tsr_node_t *in) {
+  if (m == NULL)
+    return true;
+  if (m->graph != g) {
+    tsr__graph_fail(g, TSR_EINVAL, "drizzle: %s %d is a node of another graph", what, k);
+    return false;
+  }
+  if (m->shape[0] != in->shape[0] || m->shape[1] != in->shape[1]) {
+    tsr__graph_fail(g, TSR_EINVAL, "drizzle: %s %d %s is %lld x %lld but input %s is %lld x %lld; "
+                    "expected the input's shape", what, k, m->name, (long long)m->shape[0],
+                    (long long)m->shape[1], in->name, (long long)in->shape[0],
+                    (long long)in->shape[1]);
+    return false;
+  }
+  return true;
 }
 
 tsr_node_t *tsr_drizzle(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
@@ -994,6 +1126,21 @@ tsr_node_t *tsr_drizzle(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
   if (isinf(o.fillval))
     return tsr__graph_fail(g, TSR_EINVAL, "drizzle: fillval is infinite; expected a finite "
                            "number or NaN");
+  if (o.weight_type < -1 || o.weight_type > TSR_WEIGHT_BACKGROUND)
+    return tsr__graph_fail(g, TSR_EINVAL, "drizzle: weight_type %d out of range: expected -1 "
+                           "(drizzle's inwht) or a tsr_weight_type_t (MAP_WEIGHT .. BACKGROUND)",
+                           o.weight_type);
+  if (o.back_size < 0 || o.back_size > (1 << 16))
+    return tsr__graph_fail(g, TSR_EINVAL, "drizzle: back_size %lld out of range [1, 65536] (0 = "
+                           "128)", (long long)o.back_size);
+  if (o.weight_thresh && o.weight_type < 0)
+    return tsr__graph_fail(g, TSR_EINVAL, "drizzle: weight_thresh goes with a weight_type "
+                           "(SWarp's WEIGHT_THRESH)");
+  if (o.weight_type == TSR_WEIGHT_BACKGROUND && weights)
+    for (int k = 0; k < n; k++)
+      if (weights[k])
+        return tsr__graph_fail(g, TSR_EINVAL, "drizzle: weight map %d given with weight_type "
+                               "BACKGROUND, which takes the weights from the images themselves", k);
   /* pixfrac this small is a point, as drizzle's tdriz says. */
   if (o.pixfrac <= 0.001)
     o.kernel = TSR_DRIZZLE_POINT;
@@ -1013,10 +1160,12 @@ tsr_node_t *tsr_drizzle(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
                                (long long)target->shape[a]);
   if ((dp = tsr__calloc(ctx, 1, sizeof *dp)) == NULL ||
       (dp->wslot = tsr__mallocarray(ctx, (size_t)n, sizeof(int))) == NULL ||
+      (dp->dslot = tsr__mallocarray(ctx, (size_t)n, sizeof(int))) == NULL ||
+      (dp->thresh = tsr__mallocarray(ctx, (size_t)n, sizeof(double))) == NULL ||
       (dp->expin = tsr__mallocarray(ctx, (size_t)n, sizeof(double))) == NULL ||
       (dp->scale = tsr__mallocarray(ctx, (size_t)n, sizeof(double))) == NULL ||
       (dp->wscale = tsr__mallocarray(ctx, (size_t)n, sizeof(float))) == NULL ||
-      (all = tsr__mallocarray(ctx, 2 * (size_t)n, sizeof *all)) == NULL ||
+      (all = tsr__mallocarray(ctx, 3 * (size_t)n, sizeof *all)) == NULL ||
       tsr_wcs_copy(ctx, target, &dp->target) != 0) {
     tsr__graph_fail(g, TSR_ENOMEM, "drizzle: out of memory for %d inputs", n);
     goto out;
@@ -1024,9 +1173,16 @@ tsr_node_t *tsr_drizzle(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
   dp->n = n;
   dp->o = o;
   dp->o.expin = NULL;
+  dp->o.weight_thresh = NULL;
+  dp->o.dq = NULL;
   dp->context_plane = -1;
+  dp->product = PRODUCT_SCIENCE;
+  /* BACKGROUND maps are tsr_variance_map's variances, already thresholded. */
+  dp->wkind = o.weight_type == TSR_WEIGHT_BACKGROUND ? TSR_WEIGHT_MAP_VARIANCE : o.weight_type;
+  dp->dq_bits = o.dq_bits;
   for (int k = 0; k < n; k++) {
-    tsr_node_t *in = inputs[k], *wt = weights ? weights[k] : NULL;
+    tsr_node_t *in = inputs[k], *wt = weights ? weights[k] : NULL, *q = o.dq ? o.dq[k] : NULL;
+    double th = o.weight_thresh ? o.weight_thresh[k] : NAN;
     tsr__cel_t *ci = NULL;
     double s[2];
     if (in == NULL || in->graph != g) {
@@ -1063,20 +1219,38 @@ tsr_node_t *tsr_drizzle(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
                                                    : (float)o.wt_scl_value;
     all[k] = in;
     dp->wslot[k] = -1;
+    dp->dslot[k] = -1;
+    if (th == th && !(th >= 0)) {
+      tsr__graph_fail(g, TSR_EINVAL, "drizzle: weight_thresh[%d] = %g; expected >= 0 (or NaN for "
+                      "the type's default)", k, th);
+      goto out;
+    }
+    dp->thresh[k] = o.weight_type == TSR_WEIGHT_BACKGROUND ? INFINITY
+                    : th == th                            ? th
+                                                          : tsr__weight_thresh_default(o.weight_type);
+    if (o.weight_type == TSR_WEIGHT_BACKGROUND) {
+      tsr_weight_opts_t wo = TSR_WEIGHT_OPTS_INIT;
+      wo.thresh = th;
+      wo.back_size = o.back_size;
+      if ((wt = tsr_variance_map(g, in, TSR_WEIGHT_BACKGROUND, NULL, &wo)) == NULL)
+        goto out;
+    } else if (o.weight_type >= 0 && wt == NULL) {
+      tsr__graph_fail(g, TSR_EINVAL, "drizzle: input %d %s has no weight map; weight_type %s "
+                      "needs one per input", k, in->name,
+                      o.weight_type == TSR_WEIGHT_MAP_WEIGHT     ? "MAP_WEIGHT"
+                      : o.weight_type == TSR_WEIGHT_MAP_VARIANCE ? "MAP_VARIANCE"
+                                                                 : "MAP_RMS");
+      goto out;
+    }
+    if (!map_fits(g, "data-quality map", k, q, in) || !map_fits(g, "weight map", k, wt, in))
+      goto out;
     if (wt != NULL) {
-      if (wt->graph != g) {
-        tsr__graph_fail(g, TSR_EINVAL, "drizzle: weight map %d is a node of another graph", k);
-        goto out;
-      }
-      if (wt->shape[0] != in->shape[0] || wt->shape[1] != in->shape[1]) {
-        tsr__graph_fail(g, TSR_EINVAL, "drizzle: weight map %d %s is %lld x %lld but input %s is "
-                        "%lld x %lld; expected the input's shape", k, wt->name,
-                        (long long)wt->shape[0], (long long)wt->shape[1], in->name,
-                        (long long)in->shape[0], (long long)in->shape[1]);
-        goto out;
-      }
       dp->wslot[k] = n + n_in;
       all[n + n_in++] = wt;
+    }
+    if (q != NULL) {
+      dp->dslot[k] = n + n_in;
+      all[n + n_in++] = q;
     }
   }
   node = make_node(g, dp, all, n + n_in);
@@ -1094,6 +1268,41 @@ int tsr_drizzle_context_planes(const tsr_node_t *drz) {
   return (dp->n + 31) / 32;
 }
 
+static bool is_science(const tsr_node_t *drz) {
+  const drz_params_t *dp = drz ? drz->params : NULL;
+  return drz != NULL && drz->op == &drizzle_op && dp->context_plane < 0 &&
+         dp->product == PRODUCT_SCIENCE;
+}
+
+tsr_node_t *tsr_drizzle_product(tsr_graph_t *g, tsr_node_t *drz, tsr_drizzle_product_t what) {
+  const drz_params_t *dp;
+  drz_params_t *c;
+  bool any_dq = false;
+  if (!tsr__graph_check(g))
+    return NULL;
+  if (drz == NULL || drz->graph != g || !is_science(drz))
+    return tsr__graph_fail(g, TSR_EINVAL, "drizzle_product: node %s is not a drizzle node (the "
+                           "science image tsr_drizzle returned) of this graph",
+                           drz == NULL ? "NULL" : drz->name);
+  if ((int)what < TSR_DRIZZLE_OUT_SCIENCE || (int)what > TSR_DRIZZLE_OUT_DQ)
+    return tsr__graph_fail(g, TSR_EINVAL, "drizzle_product: product %d out of range (science, "
+                           "weight, variance, dq)", (int)what);
+  if (what == TSR_DRIZZLE_OUT_SCIENCE)
+    return drz;
+  if (what == TSR_DRIZZLE_OUT_WEIGHT)
+    return tsr_footprint(g, drz);
+  dp = drz->params;
+  for (int k = 0; k < dp->n; k++)
+    any_dq |= dp->dslot[k] >= 0;
+  if (what == TSR_DRIZZLE_OUT_DQ && !any_dq)
+    return tsr__graph_fail(g, TSR_EINVAL, "drizzle_product: %s has no data-quality maps "
+                           "(opts.dq): no DQ to give", drz->name);
+  if ((c = params_copy(g->ctx, dp)) == NULL)
+    return tsr__graph_fail(g, TSR_ENOMEM, "drizzle_product: out of memory");
+  c->product = (int)what;
+  return make_node(g, c, drz->inputs, drz->n_inputs);
+}
+
 tsr_node_t *tsr_drizzle_context(tsr_graph_t *g, tsr_node_t *drz, int plane) {
   const drz_params_t *dp;
   drz_params_t *c;
@@ -1103,9 +1312,9 @@ tsr_node_t *tsr_drizzle_context(tsr_graph_t *g, tsr_node_t *drz, int plane) {
     return tsr__graph_fail(g, TSR_EINVAL, "drizzle_context: node %s is not a drizzle node",
                            drz == NULL ? "NULL" : drz->name);
   dp = drz->params;
-  if (dp->context_plane >= 0)
-    return tsr__graph_fail(g, TSR_EINVAL, "drizzle_context: node %s is itself a context plane",
-                           drz->name);
+  if (!is_science(drz))
+    return tsr__graph_fail(g, TSR_EINVAL, "drizzle_context: node %s is itself a context plane "
+                           "or product", drz->name);
   if (plane < 0 || plane >= (dp->n + 31) / 32)
     return tsr__graph_fail(g, TSR_EINVAL, "drizzle_context: plane %d out of range [0, %d] for %d "
                            "inputs", plane, (dp->n + 31) / 32 - 1, dp->n);

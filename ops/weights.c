@@ -110,11 +110,6 @@ static inline double win_at(const tsr__window_t *w, int64_t x, int64_t y) {
   return tsr__window_value(w, (size_t)((x - w->win.start[0]) + (y - w->win.start[1]) * w->stride[1]));
 }
 
-static bool dq_bad(const weights_params_t *p, double q) {
-  uint32_t u = q >= 0 && q < 4294967296.0 ? (uint32_t)q : (uint32_t)(int64_t)q;
-  return p->bits ? (u & p->bits) != 0 : q != 0;
-}
-
 /* Background RMS of the meshes of window w into sig (mx x my meshes from
  * mesh (m0x, m0y)); 0 or TSR_ENOMEM. */
 static int mesh_sigmas(tsr__task_t *t, const weights_params_t *p, const tsr__window_t *w,
@@ -168,7 +163,7 @@ static int w_compute(tsr__task_t *t) {
       size_t off = tsr__task_offset(t, x - t->out.start[0], y - t->out.start[1], 0, 0);
       double r;
       if (p->kind == KIND_MASK_DQ) {
-        r = dq_bad(p, win_at(wq, x, y)) ? NAN : win_at(wm, x, y);
+        r = tsr__dq_bad(p->bits, win_at(wq, x, y)) ? NAN : win_at(wm, x, y);
       } else {
         double m;
         if (p->kind == TSR_WEIGHT_BACKGROUND) {
@@ -192,7 +187,7 @@ static int w_compute(tsr__task_t *t) {
         }
         r = tsr__weight_to_variance(p->kind == TSR_WEIGHT_BACKGROUND ? TSR_WEIGHT_MAP_RMS : p->kind,
                                     p->thresh, m);
-        if (wq && dq_bad(p, win_at(wq, x, y)))
+        if (wq && tsr__dq_bad(p->bits, win_at(wq, x, y)))
           r = INFINITY;
       }
       if (n->dtype == TSR_F32)

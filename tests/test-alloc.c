@@ -57,7 +57,8 @@ static float image[48 * 40], image2[48 * 40], hpxmap[12 * 16 * 16];
  * mosaic, 7 array ops, 8 a FITS write, 9 drizzle, 10 its context, 11 blot,
  * 12 adaptive with center_jacobian (its start opens two more WCS copies
  * after the shared mapping: a failure there unwinds through its stop), 13
- * exact from an nside 16 map, 14 exact onto one. */
+ * exact from an nside 16 map, 14 exact onto one, 15 drizzle's variance with
+ * BACKGROUND weights and a DQ map (the second image's words). */
 /* The n float32 values of a FITS file's first HDU as doubles, read with
  * stdio (not through tessera, whose allocator the test is failing). */
 static void read_float32_fits(const char *path, double *out, int n) {
@@ -120,13 +121,21 @@ static int scenario(tsr_ctx_t *ctx, int what, double *out, int *n_out) {
       tsr_exact_opts_t eo = TSR_EXACT_OPTS_INIT;
       eo.block[0] = eo.block[1] = 24;
       n = tsr_reproject_exact(g, src, wo, &eo);
-    } else if (what == 9 || what == 10) {
-      tsr_node_t *in2[2] = {src, src2};
+    } else if (what == 9 || what == 10 || what == 15) {
+      tsr_node_t *in2[2] = {src, src2}, *dq[2] = {src2, NULL};
       tsr_drizzle_opts_t dz = TSR_DRIZZLE_OPTS_INIT;
       dz.block[0] = 24, dz.block[1] = 20;
+      if (what == 15) {
+        dz.weight_type = TSR_WEIGHT_BACKGROUND;
+        dz.back_size = 16;
+        dz.dq = dq;
+        dz.dq_bits = 1;
+      }
       n = tsr_drizzle(g, 2, in2, NULL, wo, &dz);
       if (what == 10)
         n = tsr_drizzle_context(g, n, 0);
+      if (what == 15)
+        n = tsr_drizzle_product(g, n, TSR_DRIZZLE_OUT_VARIANCE);
     } else if (what == 11) {
       tsr_blot_opts_t bo = TSR_BLOT_OPTS_INIT;
       bo.block[0] = 24, bo.block[1] = 20;
@@ -246,5 +255,6 @@ TEST(blot) { inject(11, "blot"); }
 TEST(adaptive_center_jacobian) { inject(12, "adaptive, center_jacobian"); }
 TEST(exact_from_healpix) { inject(13, "exact from HEALPix"); }
 TEST(exact_to_healpix) { inject(14, "exact to HEALPix"); }
+TEST(drizzle_variance_background_dq) { inject(15, "drizzle variance, BACKGROUND, DQ"); }
 
 TEST_MAIN()

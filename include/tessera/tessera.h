@@ -508,10 +508,23 @@ typedef struct {
   double  mapping_tolerance;/* input pixel -> output pixel mapping, output pixels; 0 = exact
                                transforms at every pixel (as drizzle's pixmap); default 1e-5 */
   int64_t block[2];         /* output chunk shape (x, y); 0 = 256 x 256 */
+  /* SWarp's weights and data quality (see tsr_drizzle). */
+  int     weight_type;      /* -1 (default): the weight maps are drizzle's inwht, used as
+                               given; or a tsr_weight_type_t: each map (BACKGROUND: each
+                               image itself) read as SWarp reads it (tsr_variance_map), the
+                               pixel's weight 1 / its variance, 0 where bad */
+  const double *weight_thresh; /* NULL, or one WEIGHT_THRESH per input (NaN = the type's
+                               default, as tsr_weight_opts_t.thresh); copied */
+  int64_t back_size;        /* BACKGROUND: mesh size in pixels; 0 = 128 */
+  tsr_node_t *const *dq;    /* NULL, or n data-quality images or masks (each may be NULL), each
+                               of its input's shape; borrowed for the call */
+  uint32_t dq_bits;         /* with dq: a pixel with any of these bits set drops nothing;
+                               0 = any nonzero value */
 } tsr_drizzle_opts_t;
 
-#define TSR_DRIZZLE_OPTS_INIT \
-  { TSR_DRIZZLE_SQUARE, 1.0, NULL, 0, 0, TSR_WT_SCL_EXPTIME, 1.0, 0.0, 1e-5, { 0, 0 } }
+#define TSR_DRIZZLE_OPTS_INIT                                                            \
+  { TSR_DRIZZLE_SQUARE, 1.0, NULL, 0, 0, TSR_WT_SCL_EXPTIME, 1.0, 0.0, 1e-5, { 0, 0 },  \
+    -1, NULL, 0, NULL, 0 }
 
 /** Parse drizzle's kernel names ("square", "point", "turbo", "gaussian",
  *  "lanczos2", "lanczos3", "tophat").  @return the kernel or -1;
@@ -524,12 +537,18 @@ TSR_API const char *tsr_drizzle_kernel_name(tsr_drizzle_kernel_t k);
  *  other distortions included) onto `target`, in input order.  `weights`
  *  is NULL or n nodes (each may be NULL = weight 1), each of its image's
  *  shape: drizzle's input weight maps (inwht); a pixel of weight 0 or NaN,
- *  or whose value is NaN, drops nothing.  Each input's weights are scaled
+ *  or whose value is NaN, drops nothing.  With opts.weight_type >= 0 the
+ *  maps are SWarp's (every input needs one, except for BACKGROUND, which
+ *  takes none): a pixel's weight is 1 / the variance its map value stands
+ *  for (tsr_variance_map's conversion and WEIGHT_THRESH), 0 where bad.
+ *  With opts.dq, a pixel whose DQ value has any of opts.dq_bits set (any
+ *  nonzero value for 0) drops nothing.  Each input's weights are scaled
  *  by wt_scl, and its values by (output pixel scale / input pixel scale)^2
  *  as drizzle's `scale` does.  The result is float32: plane 0 the science
  *  image, plane 1 (tsr_footprint) drizzle's output weight image (the
  *  summed drop weights; 0 where nothing landed, where the science image
- *  holds fillval).  Context images: tsr_drizzle_context.  Lazy by output
+ *  holds fillval).  Context images: tsr_drizzle_context; the variance and
+ *  the output DQ: tsr_drizzle_product.  Lazy by output
  *  block: a block reads of each input only the window whose drops can
  *  land in it (its edges mapped back into the input, grown by the kernel's
  *  reach), and adds the drops in input order, pixels in row order, so a
@@ -540,6 +559,33 @@ TSR_API const char *tsr_drizzle_kernel_name(tsr_drizzle_kernel_t k);
 TSR_API tsr_node_t *tsr_drizzle(tsr_graph_t *g, int n, tsr_node_t *const *inputs,
                                 tsr_node_t *const *weights, const tsr_wcs_t *target,
                                 const tsr_drizzle_opts_t *opts);
+
+/** What else a drizzle gives besides its science image (tsr_drizzle_product). */
+typedef enum {
+  TSR_DRIZZLE_OUT_SCIENCE = 0, /* the science image (the node itself) */
+  TSR_DRIZZLE_OUT_WEIGHT,   /* drizzle's weight image (its footprint plane) */
+  TSR_DRIZZLE_OUT_VARIANCE, /* the variance of the science image: with w_i the weight of drop i
+                               on the pixel (pixel weight x wt_scl x overlap) and var_i the
+                               variance of its value (1 / the weight map's value for
+                               drizzle's inwht and MAP_WEIGHT, the map's variance for
+                               MAP_VARIANCE, MAP_RMS and BACKGROUND; 1 without a map; times
+                               the value's scale^4 and 1 / expin^2 for counts), sum(w_i^2
+                               var_i) / sum(w_i)^2 (times the summed expin^2 for counts out);
+                               covariance between output pixels ignored; NaN where no drop
+                               landed.  float32 */
+  TSR_DRIZZLE_OUT_DQ        /* the OR of the DQ words (opts.dq, as 32-bit unsigned integers)
+                               of the input pixels that dropped a nonzero weight on the pixel;
+                               0 elsewhere.  float64 */
+} tsr_drizzle_product_t;
+
+/** The `what` product of drizzle node `drz` (a tsr_drizzle node,
+ *  borrowed): a node of the same grid, inputs and options that replays the
+ *  same drops block by block, so a region and every block size give the
+ *  same bits (TSR_DRIZZLE_OUT_SCIENCE gives `drz` itself, ..._WEIGHT its
+ *  footprint plane).  @return the node (owned by g), or NULL with the error
+ *  on the graph (not a drizzle node; TSR_DRIZZLE_OUT_DQ without opts.dq). */
+TSR_API tsr_node_t *tsr_drizzle_product(tsr_graph_t *g, tsr_node_t *drz,
+                                        tsr_drizzle_product_t what);
 
 /** The context planes of drizzle node `drz` (borrowed).  @return their
  *  number (one 32-bit plane per 32 inputs), 0 if `drz` is not a tsr_drizzle

@@ -841,6 +841,79 @@ def drizzle_cli_test(ctx):
     return fn
 
 
+def drizzle_weights_cli_test(ctx):
+    """reproject --method drizzle with SWarp's weights and DQ masks: --weight-type MAP_RMS,
+    --dq with --dq-bits, --variance-out, --rms-out and --dq-out; -j 2 and --block write the
+    same bytes as -j 1 and --region the slice, for every output; --rms-out is the square root
+    of --variance-out; the output DQ holds only the bits not flagged; MAP_RMS rms equals
+    MAP_WEIGHT 1/rms^2 and MAP_VARIANCE rms^2."""
+    def fn():
+        chk = C.Check()
+        d = ctx.path("drizzle-weights-cli")
+        os.makedirs(d, exist_ok=True)
+        ins, rms, wts, vrs, dqs = [], [], [], [], []
+        for k in range(2):
+            h = C.cel_header("TAN", 90, 70, (10.0 + 0.003 * k, 10.0 - 0.002 * k), 2.0, rot_deg=9.0 * k)
+            p = os.path.join(d, "in%d.fits" % k)
+            C.write_fits(p, C.sky_image(70, 90, 11 + k), h, np.float32)
+            ins.append(p)
+            r = (0.5 + 0.01 * np.arange(90)[None, :] + 0.02 * np.arange(70)[:, None] + 0.3 * k)
+            for lst, name, a in ((rms, "rms", r), (wts, "wht", 1.0 / r ** 2), (vrs, "var", r ** 2)):
+                lst.append(os.path.join(d, "%s%d.fits" % (name, k)))
+                C.write_fits(lst[-1], a, h, np.float64)
+            q = np.zeros((70, 90), np.int32)
+            q.flat[k::13] = 4
+            q.flat[k::7] |= 1
+            dqs.append(os.path.join(d, "dq%d.fits" % k))
+            fits.writeto(dqs[-1], q, h, overwrite=True)
+        tgt = os.path.join(d, "tgt.hdr")
+        C.write_hdr(tgt, C.cel_header("TAN", 130, 110, (10.003, 9.998), 1.7, rot_deg=3.0))
+        names = ("sci", "wht", "var", "rms", "dq")
+        outs = {}
+        for tag, kind, maps, extra in (
+                ("j1", "MAP_RMS", rms, ["-j", "1"]), ("j2", "MAP_RMS", rms, ["-j", "2"]),
+                ("blk", "MAP_RMS", rms, ["--block", "37x29"]),
+                ("reg", "MAP_RMS", rms, ["--region", "21:90,11:75"]),
+                ("wt", "MAP_WEIGHT", wts, []), ("vr", "MAP_VARIANCE", vrs, [])):
+            paths = [os.path.join(d, "%s-%s.fits" % (tag, w)) for w in names]
+            args = ["reproject"] + ins + ["--method", "drizzle", "--pixfrac", "0.8", "--target", tgt,
+                                          "-o", paths[0], "--weight-out", paths[1], "--variance-out",
+                                          paths[2], "--rms-out", paths[3], "--dq-out", paths[4],
+                                          "--weight-type", kind, "--dq-bits", "4", "--quiet"]
+            for m, q in zip(maps, dqs):
+                args += ["--weight", m, "--dq", q]
+            r = ctx.run(args + extra)
+            chk.expect(r.returncode == 0 and r.stdout == "" and r.stderr == "",
+                       "%s: exit %d, output %r %r" % (tag, r.returncode, r.stdout, r.stderr))
+            outs[tag] = paths
+        if chk.failed:
+            return chk
+        for w in range(len(names)):
+            full, hfull = read_raw(outs["j1"][w])
+            for tag in ("j2", "blk"):
+                chk.expect(read_raw(outs[tag][w])[0].tobytes() == full.tobytes(),
+                           "%s %s differs from -j 1" % (tag, names[w]))
+            part = read_raw(outs["reg"][w])[0]
+            chk.expect(bits_equal(part, full[10:75, 20:90]), "--region %s is not the slice" % names[w])
+        sci, wht, var, rmso, dq = (fits.getdata(p).astype(np.float64) for p in outs["j1"])
+        seen = wht > 0
+        chk.expect(np.sum(seen) > 5000, "the drizzled inputs cover %d pixels" % np.sum(seen))
+        chk.expect(np.all(np.isfinite(var[seen]) & (var[seen] > 0)) and np.all(np.isnan(var[~seen])),
+                   "variance not finite and positive exactly where drops landed")
+        chk.expect(np.allclose(rmso[seen], np.sqrt(var[seen]), rtol=1e-6), "--rms-out is not sqrt(var)")
+        words = dq.astype(np.int64)
+        chk.expect(np.all(words & ~1 == 0) and np.sum(words == 1) > 500,
+                   "DQ out holds flagged bits or too few unflagged ones: %s" % np.unique(words))
+        for tag in ("wt", "vr"):
+            for w in (0, 1, 2):
+                a, b = fits.getdata(outs["j1"][w]), fits.getdata(outs[tag][w])
+                chk.expect(np.allclose(b[seen], a[seen], rtol=2e-6, atol=0),
+                           "%s %s differs from MAP_RMS by %g" %
+                           (tag, names[w], np.max(np.abs(b[seen] - a[seen]) / np.abs(a[seen]))))
+        return chk
+    return fn
+
+
 def cube_region_test(ctx):
     """A 3-plane cube with a 2-D target: NAXIS3 kept; a region is the slice of every plane."""
     def fn():
@@ -1503,6 +1576,37 @@ def drizzle_bad_cases():
         ("drizzle weight map of another shape", lambda b, o: d(b, o, "--weight", b["small"]),
          1, [r"weight map 0 .*small\.fits.* is 50 x 40 but input .* is 100 x 100; expected the "
              r"input's shape"]),
+        ("drizzle --weight-type MAP_WEIGHTS", lambda b, o: d(b, o, "--weight-type", "MAP_WEIGHTS"),
+         2, [r"reproject: --weight-type 'MAP_WEIGHTS': expected MAP_WEIGHT, MAP_VARIANCE, MAP_RMS or "
+             r"BACKGROUND"]),
+        ("drizzle --weight-type MAP_RMS without weight maps",
+         lambda b, o: d(b, o, "--weight-type", "MAP_RMS"),
+         2, [r"reproject: --weight-type MAP_RMS needs the weight maps"]),
+        ("drizzle --weight-type BACKGROUND with --weight",
+         lambda b, o: d(b, o, "--weight-type", "BACKGROUND", "--weight", b["good"]),
+         2, [r"--weight-type BACKGROUND takes the weights from the images themselves"]),
+        ("drizzle --weight-thresh without --weight-type", lambda b, o: d(b, o, "--weight-thresh", "1"),
+         2, [r"reproject: --weight-thresh goes with --weight-type"]),
+        ("drizzle --dq of another shape (with every output asked for)",
+         lambda b, o: d(b, o, "--dq", b["small"], "--dq-out", o.replace("out.fits", "dq.fits"),
+                        "--variance-out", o.replace("out.fits", "var.fits"), "--rms-out",
+                        o.replace("out.fits", "rms.fits"), "--weight-out",
+                        o.replace("out.fits", "wht.fits")),
+         1, [r"drizzle: data-quality map 0 .*small\.fits.* is 50 x 40 but input .* is 100 x 100; "
+             r"expected the input's shape"]),
+        ("drizzle two --dq for one input", lambda b, o: d(b, o, "--dq", b["good"], "--dq", b["good"]),
+         2, [r"reproject: 2 --dq for 1 inputs: expected one per input"]),
+        ("drizzle --dq-out without --dq", lambda b, o: d(b, o, "--dq-out", o.replace("out.fits", "dq.fits")),
+         2, [r"reproject: --dq-out goes with --dq"]),
+        ("drizzle --dq-bits -1", lambda b, o: d(b, o, "--dq", b["good"], "--dq-bits", "-1"),
+         2, [r"reproject: --dq-bits '-1': expected a bit mask, 0 to 4294967295"]),
+        ("drizzle --variance-out naming the input", lambda b, o: d(b, o, "--variance-out", b["good"]),
+         2, [r"--variance-out '.*good\.fits' is an input"]),
+        ("drizzle --dq-out naming its --dq",
+         lambda b, o: d(b, o, "--dq", b["small"], "--dq-out", b["small"]),
+         2, [r"--dq-out '.*small\.fits' is an input"]),
+        ("drizzle --rms-out naming -o", lambda b, o: d(b, o, "--rms-out", o),
+         2, [r"-o and --rms-out name the same file"]),
         ("mosaic --method drizzle",
          lambda b, o: ["mosaic", b["good"], "--method", "drizzle", "--target", b["tgt"], "-o", o],
          2, [r"mosaic: --method drizzle coadds by itself: use 'tessera reproject IN\.\.\. --method "
@@ -2697,6 +2801,9 @@ def build_tests(ctx, slow):
                   "read-only stats, clear that cannot remove", cache_foreign_test(ctx)))
     tests.append(("drizzle: --region is the slice, -j and --block the same bytes, 33 inputs make a "
                   "context cube; blot --region and -j", drizzle_cli_test(ctx)))
+    tests.append(("drizzle with --weight-type and --dq: variance, rms and DQ outputs the same bytes "
+                  "for -j, --block and --region; MAP_RMS = MAP_WEIGHT 1/rms^2 = MAP_VARIANCE",
+                  drizzle_weights_cli_test(ctx)))
     # bad input
     for name, build, rc, pats in bad_cases():
         tests.append(("bad input: %s -> exit %d, one-line message, no output" % (name, rc),
