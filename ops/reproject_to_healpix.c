@@ -887,8 +887,12 @@ static int compute_part(tsr__task_t *t, const tsr__window_t *w, int i) {
       double v01 = pix_at(w, i0, j1), v11 = pix_at(w, i1, j1);
       val = (1 - fy) * ((1 - fx) * v00 + fx * v10) + fy * ((1 - fx) * v01 + fx * v11);
     }
-    store(t, 0, st->k[q], val);
-    store(t, 1, st->k[q], val == val ? 1.0 : 0.0);
+    /* Into blank destinations a NaN is left to the blank: a page that
+     * gets no value is never written (most of a map is blank). */
+    if (val == val || !t->dst_blank) {
+      store(t, 0, st->k[q], val);
+      store(t, 1, st->k[q], val == val ? 1.0 : 0.0);
+    }
   }
   return 0;
 }
@@ -898,8 +902,11 @@ static int to_compute(tsr__task_t *t) {
   int rc = 0;
 
   /* NaN and footprint 0 everywhere first: most of a chunk is usually off
-   * the image.  The planes of a 1-D task are contiguous (stride[0] is 1). */
-  for (int pl = 0; pl < 2; pl++) {
+   * the image.  The planes of a 1-D task are contiguous (stride[0] is 1).
+   * Not into destinations that hold it already (dst_blank): there the
+   * pages nothing maps into stay untouched, which for a map of one image
+   * is most of two planes of 8 bytes a pixel. */
+  for (int pl = 0; pl < 2 && !t->dst_blank; pl++) {
     double v = pl == 0 ? NAN : 0.0;
     if (t->planes[pl] == NULL)
       continue;
