@@ -6,13 +6,13 @@
  * reprojection: every fresh page is a fault in which the kernel zeroes it
  * (and, in a virtual machine, the host first provides it), about 1 s a
  * 400 MB plane on the bench machine, 2 MB pages or not.  So the blank is
- * left to the page tables:
- * - value 0 (with +0.0's bits) is an anonymous mapping: its pages read as
- *   zero from the kernel's shared zero page until written;
- * - any other value is a private mapping, repeated over the range, of a
- *   template file (memfd) that holds the value: unwritten pages are the
- *   template's page-cache pages, shared by every such array, and the first
- *   write to a page copies that page alone.
+ * left to the page tables: the array is a private mapping, repeated over
+ * its range, of a template file (memfd) that holds the value.  Unwritten
+ * pages are the template's page-cache pages, shared by every such array,
+ * and the first write to a page copies that page alone.  Also for 0: an
+ * anonymous mapping would do until written, but reading it gives each
+ * page its own memory on some kernels (the bench machine's), where the
+ * template's pages are mapped, not copied.
  * A page in front of the values holds the mapping's size and a magic, so
  * tsr_blank_free needs only the pointer.  Templates are made once per
  * process, one per (element size, bit pattern), TEMPLATE_BYTES each, at
@@ -98,7 +98,6 @@ int tsr_blank_alloc(tsr_ctx_t *ctx, size_t count, tsr_dtype_t dtype, double valu
   long pg = sysconf(_SC_PAGESIZE);
   size_t page = pg > 0 ? (size_t)pg : 4096, esize, bytes, total;
   unsigned char elem[8];
-  bool zero;
   char *base;
   int fd;
 
@@ -126,10 +125,7 @@ int tsr_blank_alloc(tsr_ctx_t *ctx, size_t count, tsr_dtype_t dtype, double valu
     blank_head_t h = {BLANK_MAGIC, total};
     memcpy(base, &h, sizeof h);
   }
-  zero = true;
-  for (size_t k = 0; k < esize; k++)
-    zero = zero && elem[k] == 0;
-  if (!zero && bytes > 0) {
+  if (bytes > 0) {
     size_t done = 0;
     if ((fd = template_fd(elem, esize)) >= 0)
       for (; done < bytes; done += TEMPLATE_BYTES) {

@@ -666,11 +666,11 @@ TSR_API int tsr_compute_planes(tsr_graph_t *g, int n, tsr_node_t *const *nodes,
 
 /** Memory for a result that is mostly blank (a HEALPix map of one image,
  *  5% of whose pixels get a value): `count` values of `dtype`, each
- *  `value`, page-aligned, that cost only the pages written.  0 reads from
- *  the kernel's zero page until written; another value (NaN) is a private
- *  copy-on-write mapping of a template file holding it (Linux memfd; one
- *  per value, made once per process), so a 400 MB NaN array costs a few
- *  dozen mappings, not 400 MB of page faults and stores.  Pages the caller
+ *  `value`, page-aligned, that cost only the pages written: a private
+ *  copy-on-write mapping of a template file holding the value (Linux memfd;
+ *  one per value, made once per process), so a 400 MB NaN array costs a
+ *  hundred mappings, not 400 MB of page faults and stores, and reading it
+ *  maps the template's pages.  Pages the caller
  *  or tsr_compute writes become its own, as with any memory.  Pass it to
  *  tsr_compute / tsr_compute_planes with tsr_run_opts_t.dst_blank = 1.
  *  Not from the context's allocator (ctx only takes the error message).
