@@ -96,10 +96,11 @@ out:
 
 int tsr_blank_alloc(tsr_ctx_t *ctx, size_t count, tsr_dtype_t dtype, double value, void **out) {
   long pg = sysconf(_SC_PAGESIZE);
-  size_t page = pg > 0 ? (size_t)pg : 4096, esize, bytes, total;
+  size_t page = pg > 0 ? (size_t)pg : 4096, esize, bytes, total = 0, done = 0;
   unsigned char elem[8];
-  char *base;
-  int fd;
+  char *base = MAP_FAILED;
+  bool refused = false;
+  int fd, rc;
 
   tsr__api_check(ctx != NULL && out != NULL, "tsr_blank_alloc: ctx or out is NULL");
   *out = NULL;
@@ -119,37 +120,41 @@ int tsr_blank_alloc(tsr_ctx_t *ctx, size_t count, tsr_dtype_t dtype, double valu
   bytes = (count * esize + page - 1) / page * page;
   total = page + bytes;
   base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (base == MAP_FAILED)
-    return tsr__err(ctx, TSR_ENOMEM, "blank: cannot map %zu bytes: %s", total, strerror(errno));
+  if (base == MAP_FAILED) {
+    rc = tsr__err(ctx, TSR_ENOMEM, "blank: cannot map %zu bytes: %s", total, strerror(errno));
+    goto out;
+  }
   {
     blank_head_t h = {BLANK_MAGIC, total};
     memcpy(base, &h, sizeof h);
   }
-  if (bytes > 0) {
-    size_t done = 0;
-    if ((fd = template_fd(elem, esize)) >= 0)
-      for (; done < bytes; done += TEMPLATE_BYTES) {
-        size_t len = bytes - done < TEMPLATE_BYTES ? bytes - done : TEMPLATE_BYTES;
-        if (mmap(base + page + done, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd,
-                 0) == MAP_FAILED)
-          break;
-      }
-    /* What the template did not cover (none made, or a mapping refused:
-     * vm.max_map_count) gets the values written, into anonymous pages
-     * mapped again (a failed MAP_FIXED may have unmapped them). */
-    if (done < bytes) {
-      if (done > 0 && mmap(base + page + done, bytes - done, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) {
-        int e = errno;
-        munmap(base, total);
-        return tsr__err(ctx, TSR_ENOMEM, "blank: cannot map %zu bytes: %s", bytes - done,
-                        strerror(e));
-      }
-      fill(base + page + done, bytes - done, elem, esize);
+  if (bytes > 0 && (fd = template_fd(elem, esize)) >= 0)
+    for (; done < bytes; done += TEMPLATE_BYTES) {
+      size_t len = bytes - done < TEMPLATE_BYTES ? bytes - done : TEMPLATE_BYTES;
+      refused = mmap(base + page + done, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED,
+                     fd, 0) == MAP_FAILED;
+      if (refused)
+        break;
     }
+  /* What the template did not cover (none made, or a mapping refused:
+   * vm.max_map_count) gets the values written, into anonymous pages
+   * mapped again where a mapping was refused (a failed MAP_FIXED may
+   * have unmapped them). */
+  if (refused && mmap(base + page + done, bytes - done, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) {
+    rc = tsr__err(ctx, TSR_ENOMEM, "blank: cannot map %zu bytes: %s", bytes - done,
+                  strerror(errno));
+    goto out;
   }
+  if (done < bytes)
+    fill(base + page + done, bytes - done, elem, esize);
   *out = base + page;
-  return 0;
+  base = MAP_FAILED;
+  rc = 0;
+out:
+  if (base != MAP_FAILED)
+    munmap(base, total);
+  return rc;
 }
 
 void tsr_blank_free(void *p) {

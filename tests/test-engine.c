@@ -36,7 +36,8 @@ static long anon_kb(void) {
 }
 
 /* tsr_blank_alloc: every value right (NaN, 0, -0 and others, both dtypes,
- * sizes not a multiple of the template), arrays of one value independent
+ * sizes not a multiple of the template, values past the templates kept,
+ * which are written), arrays of one value independent
  * of each other and of later ones (copy on write, the template never
  * written), and 2 x 64 MB read whole and written in 10 places cost under
  * 1 MB of anonymous memory (the pages written). */
@@ -44,7 +45,9 @@ TEST(blank_memory_holds_its_value_and_costs_only_the_pages_written) {
   tsr_ctx_t *ctx;
   struct { tsr_dtype_t dt; double v; } cases[] = {
       {TSR_F64, NAN}, {TSR_F64, 0.0}, {TSR_F64, -0.0}, {TSR_F64, 7.25},
-      {TSR_F32, NAN}, {TSR_F32, 0.0}, {TSR_F32, 3.5}};
+      {TSR_F32, NAN}, {TSR_F32, 0.0}, {TSR_F32, 3.5},
+      /* past the 8 templates kept: written by hand */
+      {TSR_F64, 1e300}, {TSR_F32, -2.0}};
   size_t counts[] = {0, 1, 1000, 3 * 1000 * 1000 + 17};
   void *p = (void *)1;
   ASSERT_OK(tsr_ctx_new(&ctx, NULL));
