@@ -22,14 +22,24 @@ TEST(error_names_and_texts) {
   ASSERT_INT_EQ(TSR_EINVAL, -1);
 }
 
-/* Anonymous memory of this process, in kB (smaps_rollup), or -1. */
-static long anon_kb(void) {
-  FILE *f = fopen("/proc/self/smaps_rollup", "r");
-  char line[256];
-  long kb = -1;
-  while (f && fgets(line, sizeof line, f))
-    if (sscanf(line, "Anonymous: %ld kB", &kb) == 1)
-      break;
+/* Anonymous memory (pages of their own) of the mappings that meet
+ * [p, p + n), in kB, from /proc/self/smaps; -1 where there is none.  Per
+ * mapping, so that a tool's own memory (valgrind's shadow) is not counted;
+ * an anonymous mapping may have merged with its neighbours, which only
+ * counts more. */
+static long anon_kb_in(const void *p, size_t n) {
+  FILE *f = fopen("/proc/self/smaps", "r");
+  char line[512];
+  uintptr_t lo = (uintptr_t)p, hi = lo + n;
+  bool inside = false;
+  long kb = f ? 0 : -1, v;
+  while (f && fgets(line, sizeof line, f)) {
+    unsigned long a, b;
+    if (sscanf(line, "%lx-%lx ", &a, &b) == 2)
+      inside = a < hi && b > lo;
+    else if (inside && sscanf(line, "Anonymous: %ld kB", &v) == 1)
+      kb += v;
+  }
   if (f)
     fclose(f);
   return kb;
@@ -48,7 +58,7 @@ TEST(blank_memory_holds_its_value_and_costs_only_the_pages_written) {
       {TSR_F32, NAN}, {TSR_F32, 0.0}, {TSR_F32, 3.5},
       /* past the 8 templates kept: written by hand */
       {TSR_F64, 1e300}, {TSR_F32, -2.0}};
-  size_t counts[] = {0, 1, 1000, 3 * 1000 * 1000 + 17};
+  size_t counts[] = {0, 1, 1000, 1000 * 1000 + 17};
   void *p = (void *)1;
   ASSERT_OK(tsr_ctx_new(&ctx, NULL));
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
@@ -92,7 +102,6 @@ TEST(blank_memory_holds_its_value_and_costs_only_the_pages_written) {
   ASSERT(p == NULL);
   {
     size_t n = (size_t)8 << 20; /* 64 MB of float64 each */
-    long before = anon_kb();
     double *nan_a, *zero_a, sum = 0;
     size_t nans = 0;
     ASSERT_OK(tsr_blank_alloc(ctx, n, TSR_F64, NAN, (void **)&nan_a));
@@ -103,8 +112,12 @@ TEST(blank_memory_holds_its_value_and_costs_only_the_pages_written) {
     ASSERT(sum == 0);
     for (size_t i = 0; i < n; i += n / 10)
       nan_a[i] = 1, zero_a[i] = 1;
-    if (before >= 0)
-      ASSERT(anon_kb() - before < 1024);
+    {
+      long a = anon_kb_in(nan_a, n * 8), z = anon_kb_in(zero_a, n * 8);
+      printf("# 2 x 64 MB read and written in 10 places: %ld and %ld kB of their own\n", a, z);
+      if (a >= 0 && z >= 0)
+        ASSERT(a < 256 && z < 256);
+    }
     tsr_blank_free(nan_a);
     tsr_blank_free(zero_a);
   }
