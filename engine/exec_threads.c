@@ -109,6 +109,7 @@ static void *worker_main(void *arg) {
   }
   local->worker = true;
   local->sparse = parent->sparse;
+  memcpy(local->blank, parent->blank, sizeof local->blank);
   for (int64_t i; (i = take(t, wk->index)) >= 0;) {
     rc = t->item(local, t->ud, i);
     finish(t, rc, parent->ctx);

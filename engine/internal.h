@@ -324,6 +324,11 @@ struct tsr__task_s {
    * are scattered, so a source should read exactly them and not read
    * ahead around them. */
   bool sparse;
+  /* The planes already hold the node's blank (NaN data, 0 footprint) over
+   * out: they are the caller's destinations, given with dst_blank
+   * (tsr_run_opts_t).  An op that would write the blank first may skip
+   * it, and the pixels that get none. */
+  bool dst_blank;
 };
 
 /* Element pointer into a task's plane p at index (x, y, z, w) relative to out.start. */

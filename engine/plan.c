@@ -238,6 +238,14 @@ int tsr__run_task(tsr__run_t *run, tsr_node_t *n, void *state, const tsr_region_
   t.state = state;
   t.sparse = run->sparse;
   t.out = *sub;
+  /* Only a task writing into the caller's own blank destinations may skip
+   * the blank: scratch, cache chunks and the pool's slots hold anything. */
+  for (int p = 0; p < n->n_planes; p++)
+    if (dst[p] != NULL) {
+      t.dst_blank = dst[p] == run->blank[p];
+      if (!t.dst_blank)
+        break;
+    }
   memcpy(t.stride, stride, sizeof t.stride);
   for (int p = 0; p < n->n_planes; p++) {
     if (dst[p] == NULL)
@@ -754,6 +762,8 @@ static int compute_planes(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *
   }
   if (mpi)
     tsr__mpi_attach(mpi, run);
+  if (opts && opts->dst_blank)
+    memcpy(run->blank, planes, sizeof run->blank);
   tsr__contiguous_strides(r, stride);
   tsr__run_set_request(run, tsr__run_count_tasks(run, node, r), node, r);
   rc = tsr__run_region(run, node->owner, r, planes, stride);

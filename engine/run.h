@@ -29,6 +29,8 @@ struct tsr__run_s {
   int lazy_jobs;                /* > 1: a pool of this many is forked at the first miss */
   bool ok;                      /* tsr__run_succeeded was called: report cache warnings */
   bool sparse;                  /* see tsr__task_t */
+  void *blank[TSR__MAX_PLANES]; /* the caller's destinations when they hold the blank
+                                   (dst_blank): tasks writing straight into them are told so */
   /* In a pool worker: called before each chunk is computed (the crash hook,
    * and the shared record of what it computes, for timeouts and blame). */
   void (*chunk_hook)(void *ud, const tsr_node_t *n, const tsr_region_t *box);

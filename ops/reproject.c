@@ -262,6 +262,10 @@ void tsr__task_fill(tsr__task_t *t, int plane, double v) {
   int64_t bw = t->out.stop[0] - t->out.start[0], bh = t->out.stop[1] - t->out.start[1];
   if (t->planes[plane] == NULL)
     return;
+  /* Destinations that hold the blank already (dst_blank) keep their
+   * untouched pages untouched. */
+  if (t->dst_blank && (plane == 0 ? v != v : v == 0 && !signbit(v)))
+    return;
   for (int64_t q = t->out.start[3]; q < t->out.stop[3]; q++)
     for (int64_t z = t->out.start[2]; z < t->out.stop[2]; z++)
       for (int64_t y = 0; y < bh; y++) {

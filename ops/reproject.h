@@ -102,7 +102,8 @@ int tsr__boxes_merge_clip(tsr__box_t *box, int nb, int64_t bx0, int64_t bx1, int
  * not kept).  0, or TSR_ENOMEM with *p unchanged. */
 int tsr__scratch_grow(tsr_ctx_t *ctx, void **p, size_t n, size_t size);
 /* Set plane `plane` of the task's whole box to v (if that plane is
- * wanted), in the node's dtype. */
+ * wanted), in the node's dtype; nothing when v is the blank (NaN data, 0
+ * footprint) of destinations that hold it (t->dst_blank). */
 void tsr__task_fill(tsr__task_t *t, int plane, double v);
 /* Store value v and footprint fp at element `off` of the task's data and
  * footprint planes (those wanted), in the node's dtype. */

@@ -912,7 +912,8 @@ static int to_compute(tsr__task_t *t) {
             spoil = true;
           ws += a;
         }
-    tsr__task_put2(t, off, ws > 0 && !spoil ? sum / ws : NAN, fmin(1.0, ws / P->area));
+    if (ws > 0 || !t->dst_blank) /* else NaN and 0, the blank */
+      tsr__task_put2(t, off, ws > 0 && !spoil ? sum / ws : NAN, fmin(1.0, ws / P->area));
   }
   return 0;
 }

@@ -243,6 +243,44 @@ static void pieces_theta(const piece_t *pc, size_t np, double *lo, double *hi) {
   }
 }
 
+/* A cap around every pixel centre of ring pieces pc, widened by `reach`:
+ * its centre into c and the cosine of its radius returned (-2: the whole
+ * sky).  A point of an arc is within half the arc's length of its middle,
+ * so the radius is the farthest middle plus its half-length; a cell whose
+ * centre lies outside (with its radius, at most reach) is near no piece.
+ * Bands of rings cross the whole width of the image, most of whose cells
+ * lie far outside the part's sector. */
+static double part_cap(const piece_t *pc, size_t np, double reach, double c[3]) {
+  double r = 0;
+  c[0] = c[1] = c[2] = 0;
+  for (size_t q = 0; q < np; q++)
+    for (int a = 0; a < 3; a++)
+      c[a] += pc[q].va[a] + pc[q].vb[a];
+  if (!normalise(c))
+    return -2;
+  for (size_t q = 0; q < np; q++) {
+    double m[3], half = 0.5 * (double)(pc[q].j1 - 1 - pc[q].j0) * pc[q].dphi * pc[q].stheta;
+    vec_of(pc[q].theta, pc[q].phi0 + 0.5 * (double)(pc[q].j0 + pc[q].j1 - 1) * pc[q].dphi, m);
+    double d = angle_between(c, m) + half;
+    r = d > r ? d : r;
+  }
+  r += reach + 1e-6;
+  return r >= M_PI ? -2 : cos(r);
+}
+
+/* The first of ring pieces in colatitude order with theta >= t. */
+static size_t first_piece(const piece_t *pc, size_t np, double t) {
+  size_t lo = 0, hi = np;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (pc[mid].theta < t)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
 /* ------------------------------------------------------------------ */
 /* Run state: the image's footprint on the sky                         */
 
@@ -555,6 +593,35 @@ static size_t part_pieces(const to_params_t *tp, int64_t start, int64_t stop, in
   return m;
 }
 
+/* Does part i of RING pixels [start, stop) surely miss the image's cap?
+ * Its pixels lie between the colatitudes of its first and last rings, and
+ * (several parts) in the longitude sector [2 pi i / parts, 2 pi (i + 1) /
+ * parts); a cap clear of the poles spans longitudes within asin(sin r /
+ * sin theta) of its centre's.  Most parts of a chunk miss a small image:
+ * this spares them their pieces (a sine and a cosine a ring each), and
+ * answers as piece_near would for every one of them (margins of 1e-9). */
+static bool part_misses_cap(const to_params_t *tp, const to_state_t *st, int64_t start,
+                            int64_t stop, int i) {
+  double lon, lat, ta, tb, eps = 1e-9;
+  tsr__hpx_pix2ang(tp->nside, false, start, &lon, &lat);
+  ta = M_PI / 2 - lat;
+  tsr__hpx_pix2ang(tp->nside, false, stop - 1, &lon, &lat);
+  tb = M_PI / 2 - lat;
+  if (tb < st->cap_theta - st->cap_r - eps || ta > st->cap_theta + st->cap_r + eps)
+    return true;
+  if (tp->parts > 1 && st->cap_r + eps < st->cap_theta && st->cap_r + eps < M_PI - st->cap_theta) {
+    double half = asin(sin(st->cap_r) / sin(st->cap_theta)) + eps;
+    double s0 = 2 * M_PI * i / tp->parts, s1 = 2 * M_PI * (i + 1) / tp->parts;
+    /* The cap's longitudes from s0, in [0, 2 pi): they meet [s0, s1] when
+     * the interval starts inside it or wraps past 2 pi. */
+    double from = fmod(st->cap_phi - half - s0, 2 * M_PI);
+    if (from < 0)
+      from += 2 * M_PI;
+    return half < M_PI / 2 && from > s1 - s0 + eps && from + 2 * half < 2 * M_PI - eps;
+  }
+  return false;
+}
+
 static int to_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t *out,
                            tsr_region_t *win, bool *empty) {
   to_state_t *st = state;
@@ -567,7 +634,8 @@ static int to_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t
 
   *win = *out;
   *empty = true;
-  if (st->cap_r < 0)
+  if (st->cap_r < 0 ||
+      (st->cap_r < M_PI && !tp->nested && part_misses_cap(tp, st, out->start[0], out->stop[0], i)))
     return 0;
   pc = tsr__mallocarray(ctx, max_pieces(tp, out->start[0], out->stop[0]), sizeof *pc);
   if (pc == NULL)
@@ -580,10 +648,31 @@ static int to_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t
     /* Only cells within reach in colatitude can meet a piece. */
     double t0, t1;
     pieces_theta(pc, np, &t0, &t1);
+    bool by_theta = !tp->nested;
+    double part_c[3] = {0, 0, 0}, part_cos = -2;
+    for (size_t q = 1; q < np && by_theta; q++)
+      by_theta = pc[q - 1].theta <= pc[q].theta;
+    if (by_theta)
+      part_cos = part_cap(pc, np, st->max_radius, part_c);
     for (size_t k = first_cell(st, t0 - st->max_radius);
          k < st->ncells && st->cells[k].theta <= t1 + st->max_radius; k++) {
       const cell_t *c = &st->cells[k];
-      for (size_t q = 0; q < np; q++)
+      size_t q0 = 0, q1 = np;
+      /* A cell inside the box found so far cannot widen it: once the box
+       * has grown, most cells of the band end here. */
+      if (c->x0 >= lo[0] && c->x1 <= hi[0] && c->y0 >= lo[1] && c->y1 <= hi[1])
+        continue;
+      if (c->c[0] * part_c[0] + c->c[1] * part_c[1] + c->c[2] * part_c[2] < part_cos)
+        continue;
+      if (by_theta) {
+        /* Rings come in colatitude order: only those within the cell's
+         * radius of it can be near (piece_near still decides; the margin
+         * keeps its own test the only one that rounds). */
+        q0 = first_piece(pc, np, c->theta - c->radius - 1e-9);
+        q1 = first_piece(pc, np, c->theta + c->radius + 1e-9);
+        q1 = q1 < np ? q1 + 1 : np;
+      }
+      for (size_t q = q0; q < q1; q++)
         if (piece_near(&pc[q], c->c, c->theta, c->phi, c->radius, c->cosr)) {
           lo[0] = c->x0 < lo[0] ? c->x0 : lo[0], hi[0] = c->x1 > hi[0] ? c->x1 : hi[0];
           lo[1] = c->y0 < lo[1] ? c->y0 : lo[1], hi[1] = c->y1 > hi[1] ? c->y1 : hi[1];
@@ -798,8 +887,12 @@ static int compute_part(tsr__task_t *t, const tsr__window_t *w, int i) {
       double v01 = pix_at(w, i0, j1), v11 = pix_at(w, i1, j1);
       val = (1 - fy) * ((1 - fx) * v00 + fx * v10) + fy * ((1 - fx) * v01 + fx * v11);
     }
-    store(t, 0, st->k[q], val);
-    store(t, 1, st->k[q], val == val ? 1.0 : 0.0);
+    /* Into blank destinations a NaN is left to the blank: a page that
+     * gets no value is never written (most of a map is blank). */
+    if (val == val || !t->dst_blank) {
+      store(t, 0, st->k[q], val);
+      store(t, 1, st->k[q], val == val ? 1.0 : 0.0);
+    }
   }
   return 0;
 }
@@ -809,8 +902,11 @@ static int to_compute(tsr__task_t *t) {
   int rc = 0;
 
   /* NaN and footprint 0 everywhere first: most of a chunk is usually off
-   * the image.  The planes of a 1-D task are contiguous (stride[0] is 1). */
-  for (int pl = 0; pl < 2; pl++) {
+   * the image.  The planes of a 1-D task are contiguous (stride[0] is 1).
+   * Not into destinations that hold it already (dst_blank): there the
+   * pages nothing maps into stay untouched, which for a map of one image
+   * is most of two planes of 8 bytes a pixel. */
+  for (int pl = 0; pl < 2 && !t->dst_blank; pl++) {
     double v = pl == 0 ? NAN : 0.0;
     if (t->planes[pl] == NULL)
       continue;

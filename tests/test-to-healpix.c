@@ -6,6 +6,7 @@
  * tests/conformance/conformance_to_healpix.py. */
 #include <math.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -195,12 +196,20 @@ TEST(a_nan_spoils_its_whole_stencil_even_at_zero_weight) {
   tsr_ctx_free(ctx);
 }
 
+/* The tilted image of the bit-identity tests: nx x ny, its WCS into *w
+ * and its values returned; maps of it are nside 128. */
+enum { TILT_NX = 200, TILT_NY = 150, TILT_NSIDE = 128 };
+static double *tilted_image(tsr_ctx_t *ctx, tsr_wcs_t **w) {
+  *w = image_wcs(ctx, TILT_NX, TILT_NY, "RA---TAN", "DEC--TAN", 150, 60, 0.06, 40);
+  return linear_image(TILT_NX, TILT_NY);
+}
+
 TEST(every_chunk_size_ordering_and_executor_gives_the_same_bits) {
   tsr_ctx_t *ctx = ctx_new();
-  int nx = 200, ny = 150;
-  int64_t shape[2] = {nx, ny}, nside = 128, npix = tsr__hpx_npix(nside);
-  tsr_wcs_t *w = image_wcs(ctx, nx, ny, "RA---TAN", "DEC--TAN", 150, 60, 0.06, 40);
-  double *img = linear_image(nx, ny);
+  int nx = TILT_NX, ny = TILT_NY;
+  int64_t shape[2] = {nx, ny}, nside = TILT_NSIDE, npix = tsr__hpx_npix(nside);
+  tsr_wcs_t *w;
+  double *img = tilted_image(ctx, &w);
   for (int nested = 0; nested < 2; nested++) {
     double *ref = NULL;
     int64_t chunks[] = {0, 1000, 64, 4096, 77777};
@@ -232,6 +241,110 @@ TEST(every_chunk_size_ordering_and_executor_gives_the_same_bits) {
       }
     tsr__free(ctx, ref);
   }
+  tsr_wcs_free(w);
+  tsr_ctx_free(ctx);
+}
+
+/* Data and footprint of map node m into d and f, laid out as the map. */
+static void compute_both(tsr_graph_t *g, tsr_node_t *m, void *d, void *f, size_t bytes,
+                         const tsr_run_opts_t *ro) {
+  tsr_node_t *nodes[2] = {m, tsr_footprint(g, m)};
+  void *dsts[2] = {d, f};
+  ASSERT(nodes[1] != NULL);
+  ASSERT_OK(tsr_compute_planes(g, 2, nodes, NULL, dsts, bytes, ro));
+}
+
+/* dst_blank: into tsr_blank_alloc's NaN and 0 the run gives the bits of an
+ * ordinary run, on every executor and through a cache.  Where the task
+ * writes straight into the caller's memory (serial, threads) it writes
+ * only the pixels that get a value: destinations holding a sentinel
+ * instead of the blank (a broken promise, to see what is written) keep it
+ * everywhere else.  Through the pool's slots or the cache's chunks every
+ * pixel is written, as those hold no blank. */
+TEST(blank_destinations_get_only_the_mapped_pixels_and_the_same_bits) {
+  tsr_ctx_t *ctx = ctx_new();
+  int64_t shape[2] = {TILT_NX, TILT_NY}, npix = tsr__hpx_npix(TILT_NSIDE);
+  tsr_wcs_t *w;
+  double *img = tilted_image(ctx, &w);
+  tsr_cache_t *cache;
+  ASSERT_OK(tsr_cache_open(ctx, th_path("blank-cache"), (uint64_t)64 << 20, &cache));
+  /* Each case: method (1 exact), dtype, NESTED, runs (below) to try; few
+   * enough for valgrind. */
+  static const struct { int method, dt, nested, runs; } cases[] = {
+      {0, TSR_F64, 0, 4}, {0, TSR_F32, 1, 4}, {1, TSR_F64, 0, 1},
+      {1, TSR_F32, 1, 2}};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    int method = cases[c].method, dt = cases[c].dt, nested = cases[c].nested;
+    {
+      tsr_graph_t *g;
+      tsr_to_healpix_opts_t o = TSR_TO_HEALPIX_OPTS_INIT;
+      tsr_run_opts_t ro = TSR_RUN_OPTS_INIT;
+      size_t es = tsr_dtype_size((tsr_dtype_t)dt), bytes = (size_t)npix * es;
+      char *ref_d = tsr__malloc(ctx, bytes), *ref_f = tsr__malloc(ctx, bytes);
+      char *sd = tsr__malloc(ctx, bytes), *sf = tsr__malloc(ctx, bytes);
+      int64_t mapped = 0;
+      o.nested = nested;
+      o.coordsys = "G";
+      o.dtype = dt;
+      o.method = method ? TSR_TO_HEALPIX_EXACT : TSR_TO_HEALPIX_INTERP;
+      o.chunk = 4096; /* several chunks, most off the image */
+      ASSERT(ref_d && ref_f && sd && sf);
+      ASSERT_OK(tsr_graph_new(ctx, &g));
+      tsr_node_t *m = tsr_reproject_to_healpix(g, tsr_source_buffer(g, TSR_F64, 2, shape, img, w),
+                                               TILT_NSIDE, &o);
+      ASSERT_INT_EQ(tsr_graph_status(g), 0);
+      compute_both(g, m, ref_d, ref_f, bytes, &ro);
+      for (int run = 0; run < cases[c].runs; run++) {
+        /* serial, threads, processes, serial through the cache */
+        void *bd, *bf;
+        tsr_run_opts_t rb = TSR_RUN_OPTS_INIT;
+        rb.dst_blank = 1;
+        rb.jobs = run == 1 || run == 2 ? 2 : 1;
+        rb.executor = run == 2 ? TSR_EXECUTOR_PROCESSES : TSR_EXECUTOR_THREADS;
+        rb.cache = run == 3 ? cache : NULL;
+        ASSERT_OK(tsr_blank_alloc(ctx, (size_t)npix, (tsr_dtype_t)dt, NAN, &bd));
+        ASSERT_OK(tsr_blank_alloc(ctx, (size_t)npix, (tsr_dtype_t)dt, 0.0, &bf));
+        compute_both(g, m, bd, bf, bytes, &rb);
+        ASSERT(memcmp(bd, ref_d, bytes) == 0);
+        ASSERT(memcmp(bf, ref_f, bytes) == 0);
+        tsr_blank_free(bd);
+        tsr_blank_free(bf);
+        /* The sentinel: -7 in data, 9 in the footprint. */
+        for (int64_t p = 0; p < npix; p++) {
+          if (dt == TSR_F32)
+            ((float *)sd)[p] = -7, ((float *)sf)[p] = 9;
+          else
+            ((double *)sd)[p] = -7, ((double *)sf)[p] = 9;
+        }
+        compute_both(g, m, sd, sf, bytes, &rb);
+        mapped = 0;
+        for (int64_t p = 0; p < npix; p++) {
+          double rd = dt == TSR_F32 ? ((float *)ref_d)[p] : ((double *)ref_d)[p];
+          double rf = dt == TSR_F32 ? ((float *)ref_f)[p] : ((double *)ref_f)[p];
+          double vd = dt == TSR_F32 ? ((float *)sd)[p] : ((double *)sd)[p];
+          double vf = dt == TSR_F32 ? ((float *)sf)[p] : ((double *)sf)[p];
+          bool direct = run <= 1;
+          if (rd == rd || rf != 0) {
+            mapped++;
+            if (!(vd == rd || (vd != vd && rd != rd)) || vf != rf)
+              th_fail(__FILE__, __LINE__, "method %d run %d pixel %lld: %g, %g; expected %g, %g",
+                      method, run, (long long)p, vd, vf, rd, rf);
+          } else if (direct ? (vd != -7 || vf != 9) : (vd == vd || vf != 0)) {
+            th_fail(__FILE__, __LINE__, "method %d run %d pixel %lld off the image: %g, %g; "
+                    "expected %s", method, run, (long long)p, vd, vf,
+                    direct ? "-7, 9 (untouched)" : "NaN, 0");
+          }
+        }
+      }
+      ASSERT(mapped > 200 && mapped < npix / 4);
+      tsr__free(ctx, ref_d);
+      tsr__free(ctx, ref_f);
+      tsr__free(ctx, sd);
+      tsr__free(ctx, sf);
+      tsr_graph_free(g);
+    }
+  }
+  tsr_cache_close(cache);
   tsr_wcs_free(w);
   tsr_ctx_free(ctx);
 }

@@ -676,12 +676,19 @@ typedef struct {
                                      dst, the others compute (serially) and return the run's
                                      status.  Needs a build with MPI (tsr_has_mpi()). */
   tsr_executor_t executor;        /* for jobs > 1: processes or threads (default: see above) */
+  int dst_blank;                  /* tsr_compute, tsr_compute_planes: 1 = each dst already holds
+                                     its node's blank, NaN in data and 0 in a footprint, over the
+                                     whole region (a promise; see tsr_blank_alloc), so an op that
+                                     would first write the blank (reproject_to_healpix) writes only
+                                     the pixels that get a value: the pages of a fresh mapping that
+                                     nothing maps into are never touched.  Results are the same
+                                     either way; 0 (default) = dst may hold anything */
 } tsr_run_opts_t;
 
 /* tsr_run_opts_t.jobs: one worker per online CPU. */
 #define TSR_JOBS_PER_CPU (-1)
 
-#define TSR_RUN_OPTS_INIT { NULL, NULL, NULL, 1, 2, 0.0, NULL, NULL, TSR_EXECUTOR_DEFAULT }
+#define TSR_RUN_OPTS_INIT { NULL, NULL, NULL, 1, 2, 0.0, NULL, NULL, TSR_EXECUTOR_DEFAULT, 0 }
 
 /** Compute `region` of `node` (NULL = all) into `dst` (the caller's
  *  memory; g, node, region and opts are borrowed for the call), C-contiguous over the
@@ -702,6 +709,24 @@ TSR_API int tsr_compute(tsr_graph_t *g, tsr_node_t *node, const tsr_region_t *re
 TSR_API int tsr_compute_planes(tsr_graph_t *g, int n, tsr_node_t *const *nodes,
                                const tsr_region_t *region, void *const *dsts, size_t dst_bytes,
                                const tsr_run_opts_t *opts);
+
+/** Memory for a result that is mostly blank (a HEALPix map of one image,
+ *  5% of whose pixels get a value): `count` values of `dtype`, each
+ *  `value`, page-aligned, that cost only the pages written: a private
+ *  copy-on-write mapping of a template file holding the value (Linux memfd;
+ *  one per value, made once per process), so a 400 MB NaN array costs a
+ *  hundred mappings, not 400 MB of page faults and stores, and reading it
+ *  maps the template's pages.  Pages the caller
+ *  or tsr_compute writes become its own, as with any memory.  Pass it to
+ *  tsr_compute / tsr_compute_planes with tsr_run_opts_t.dst_blank = 1.
+ *  Not from the context's allocator (ctx only takes the error message).
+ *  Where templates cannot be made the values are written, as a fill would.
+ *  @return 0 and *out (free with tsr_blank_free), or TSR_EINVAL (dtype) /
+ *  TSR_ENOMEM with *out = NULL.  Any thread. */
+TSR_API int tsr_blank_alloc(tsr_ctx_t *ctx, size_t count, tsr_dtype_t dtype, double value,
+                            void **out);
+/** Unmap memory from tsr_blank_alloc (NULL: nothing).  Any thread. */
+TSR_API void tsr_blank_free(void *p);
 
 /** Compute `region` (NULL = all) of `n` nodes of equal shape and write each to
  *  a FITS file, band by band, so memory stays bounded by one band of chunks.

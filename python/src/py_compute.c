@@ -332,13 +332,63 @@ static int compute_job(void *p) {
   return rc;
 }
 
+static void blank_capsule_free(PyObject *cap) {
+  tsr_blank_free(PyCapsule_GetPointer(cap, "tessera.blank"));
+}
+
+/* A new C-ordered array of `value` in tsr_blank_alloc's memory, which a
+ * capsule (its base) unmaps with the array. */
+static PyArrayObject *blank_array(int nd, const npy_intp *dims, int tn, tsr_dtype_t dt,
+                                  double value) {
+  npy_intp size = 1;
+  PyArrayObject *a;
+  PyObject *cap;
+  void *p;
+  int rc;
+  for (int k = 0; k < nd; k++)
+    size *= dims[k];
+  Py_BEGIN_ALLOW_THREADS
+  rc = tsr_blank_alloc(tsrpy_ctx, (size_t)size, dt, value, &p);
+  Py_END_ALLOW_THREADS
+  if (rc != 0)
+    return (PyArrayObject *)tsrpy_raise(rc, tsr_errmsg(tsrpy_ctx), NULL);
+  if ((cap = PyCapsule_New(p, "tessera.blank", blank_capsule_free)) == NULL) {
+    tsr_blank_free(p);
+    return NULL;
+  }
+  a = (PyArrayObject *)PyArray_New(&PyArray_Type, nd, (npy_intp *)dims, tn, NULL, p, 0,
+                                   NPY_ARRAY_CARRAY, NULL);
+  if (a == NULL || PyArray_SetBaseObject(a, cap) < 0) { /* steals cap, also when it fails */
+    Py_XDECREF(a);
+    if (a == NULL)
+      Py_DECREF(cap);
+    return NULL;
+  }
+  return a;
+}
+
 /* The arrays to compute into: the caller's when they fit (dtype, C order,
- * alignment, writable), else new ones copied into the caller's after. */
-static int out_arrays(PyObject *outobj, int n, tsr_node_t *const *nodes, int nd,
+ * alignment, writable), else new ones copied into the caller's after; new
+ * ones are blank arrays of blank[i] when `blank` is a sequence (no out). */
+static int out_arrays(PyObject *outobj, PyObject *blank, int n, tsr_node_t *const *nodes, int nd,
                       const npy_intp *dims, PyArrayObject **user, PyArrayObject **tmp) {
-  PyObject *t = NULL;
+  PyObject *t = NULL, *b = NULL;
   for (int i = 0; i < n; i++)
     user[i] = tmp[i] = NULL;
+  if (blank && blank != Py_None) {
+    if (outobj && outobj != Py_None) {
+      PyErr_SetString(PyExc_ValueError, "compute: blank is for new arrays; not with out");
+      return -1;
+    }
+    if ((b = PySequence_Tuple(blank)) == NULL)
+      return -1;
+    if (PyTuple_GET_SIZE(b) != n) {
+      PyErr_Format(PyExc_ValueError, "compute: %zd blank values for %d nodes",
+                   PyTuple_GET_SIZE(b), n);
+      Py_DECREF(b);
+      return -1;
+    }
+  }
   if (outobj && outobj != Py_None) {
     if (n == 1 && PyArray_Check(outobj)) {
       t = PyTuple_Pack(1, outobj);
@@ -387,14 +437,23 @@ static int out_arrays(PyObject *outobj, int n, tsr_node_t *const *nodes, int nd,
           PyArray_ISNBO(PyArray_DESCR(a)->byteorder))
         continue;
     }
-    tmp[i] = (PyArrayObject *)PyArray_SimpleNew(nd, (npy_intp *)dims, tn);
+    if (b) {
+      double v = PyFloat_AsDouble(PyTuple_GET_ITEM(b, i));
+      if (v == -1 && PyErr_Occurred())
+        goto fail;
+      tmp[i] = blank_array(nd, dims, tn, tsr_node_dtype(nodes[i]), v);
+    } else {
+      tmp[i] = (PyArrayObject *)PyArray_SimpleNew(nd, (npy_intp *)dims, tn);
+    }
     if (tmp[i] == NULL)
       goto fail;
   }
   Py_XDECREF(t);
+  Py_XDECREF(b);
   return 0;
 fail:
   Py_XDECREF(t);
+  Py_XDECREF(b);
   for (int i = 0; i < n; i++) {
     Py_CLEAR(user[i]);
     Py_CLEAR(tmp[i]);
@@ -404,9 +463,10 @@ fail:
 
 PyObject *tsrpy_graph_compute(tsrpy_graph_t *self, PyObject *args, PyObject *kw) {
   static char *kwlist[] = {"nodes", "region", "out", "jobs", "executor", "cache", "cancel",
-                           "progress", NULL};
+                           "progress", "blank", NULL};
   PyObject *nodesobj, *regionobj = Py_None, *outobj = Py_None, *jobs = NULL, *executor = NULL;
   PyObject *cache = NULL, *cancel = NULL, *progress = NULL, *res = NULL, *nodes_t = NULL;
+  PyObject *blank = Py_None;
   PyArrayObject *user[2] = {NULL, NULL}, *tmp[2] = {NULL, NULL};
   tsrpy_run_t run;
   compute_job_t job;
@@ -414,8 +474,8 @@ PyObject *tsrpy_graph_compute(tsrpy_graph_t *self, PyObject *args, PyObject *kw)
   volatile int flag = 0;
   int nd, rc, single;
 
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OO$OOOOO:compute", kwlist, &nodesobj, &regionobj,
-                                   &outobj, &jobs, &executor, &cache, &cancel, &progress))
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OO$OOOOOO:compute", kwlist, &nodesobj, &regionobj,
+                                   &outobj, &jobs, &executor, &cache, &cancel, &progress, &blank))
     return NULL;
   memset(&job, 0, sizeof job);
   single = PyObject_TypeCheck(nodesobj, &tsrpy_NodeType);
@@ -447,12 +507,13 @@ PyObject *tsrpy_graph_compute(tsrpy_graph_t *self, PyObject *args, PyObject *kw)
   nd = tsr_node_ndim(job.nodes[0]);
   for (int i = 0; i < nd; i++)
     dims[i] = (npy_intp)(job.region.stop[nd - 1 - i] - job.region.start[nd - 1 - i]);
-  if (out_arrays(outobj, job.n, job.nodes, nd, dims, user, tmp) < 0) {
+  if (out_arrays(outobj, blank, job.n, job.nodes, nd, dims, user, tmp) < 0) {
     Py_DECREF(nodes_t);
     return NULL;
   }
   if (tsrpy_run_prepare(&run, self, jobs, executor, cache, cancel, progress) < 0)
     goto out;
+  run.opts.dst_blank = blank != Py_None;
   for (int i = 0; i < job.n; i++) {
     PyArrayObject *a = tmp[i] ? tmp[i] : user[i];
     job.dst[i] = PyArray_DATA(a);

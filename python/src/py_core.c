@@ -1582,13 +1582,16 @@ static PyMethodDef Graph_methods[] = {
      "computes the overlaps now with the GIL released."},
     {"compute", FN(tsrpy_graph_compute), KW,
      "compute(nodes, region=None, out=None, *, jobs=1, executor=None, cache=None, cancel=None, "
-     "progress=None) -> ndarray or tuple\n\nCompute region (numpy order: a tuple of slices, "
+     "progress=None, blank=None) -> ndarray or tuple\n\nCompute region (numpy order: a tuple of slices, "
      "integers or (start, stop) pairs per axis; None = all) of a node, or of a list of planes of "
      "one computation (a reprojection and its footprint: computed once).  out: an array (or one "
      "per node) to write into, of the region's shape (np.memmap too); else new arrays are "
      "returned.  jobs: 1 = serial, N = N threads or processes, 0 = one per CPU.  executor: None, "
      "'threads' or 'processes'.  cache: a Cache, a directory (str), False for none, None = the "
      "TESSERA_CACHE directory if set.  cancel: a CancelToken.  progress: callable(done, total).  "
+     "blank: None, or each node's blank value (NaN for data, 0 for a footprint), without out: "
+     "the new arrays start as it in memory that costs only the pages written (tsr_blank_alloc), "
+     "and ops that can (reproject_to_healpix) write only the pixels that get a value.  "
      "The GIL is released while the engine runs; Ctrl-C raises KeyboardInterrupt promptly."},
     {"write_fits", FN(tsrpy_graph_write_fits), KW,
      "write_fits(nodes, paths, region=None, *, jobs=1, executor=None, cache=None, cancel=None, "

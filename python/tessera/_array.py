@@ -474,19 +474,26 @@ class Array:
         return tuple([(0, 1)] * self._lead + box), tuple(shape)
 
     def compute(self, region=None, *, out=None, jobs=0, executor=None, cache=None, cancel=None,
-                progress=None, footprint=False):
+                progress=None, footprint=False, blank=False):
         """Compute `region` (None = all; a tuple of slices, integers or (start,
         stop) pairs per axis, a box whose shape the result has) into a new
         numpy array or `out` (np.memmap too).  jobs: 0 = one thread per CPU,
         1 = serial, N; executor None, 'threads' or 'processes'; cache: a
         tessera.Cache, a directory, False, or None for $TESSERA_CACHE;
         cancel: a tessera.CancelToken; progress: callable(done, total).
-        With footprint=True, returns (data, footprint) computed together.
+        With footprint=True, returns (data, footprint) computed together;
+        with blank=True too (and no out), the new arrays start as NaN and 0
+        in memory that costs only the pages written, and ops that can
+        (reproject_to_healpix) write only the pixels that get a value: for
+        mostly blank results such as a HEALPix map of one image.
         The GIL is released while the engine runs; Ctrl-C raises
         KeyboardInterrupt promptly."""
         g, node = _lowered(self)
         nreg, shape = self._node_region(region)
         nodes = [node, g.footprint(node)] if footprint else node
+        if blank and (not footprint or out is not None):
+            raise ValueError("tessera: blank=True is for new (data, footprint) arrays: "
+                             "footprint=True and no out")
         outs = None
         if out is not None:
             outs = list(out) if footprint else [out]
@@ -506,7 +513,8 @@ class Array:
                 return out
             outs = views if footprint else views[0]
         res = g.compute(nodes, region=nreg, out=outs, jobs=jobs, executor=executor, cache=cache,
-                        cancel=cancel, progress=progress)
+                        cancel=cancel, progress=progress,
+                        blank=(np.nan, 0.0) if blank else None)
         if out is not None:
             return out
         if footprint:

@@ -10,6 +10,7 @@ slices of FITS WCSs are turned back into FITS WCSs), the array shape, and
 either the file and HDU the engine reads itself or the array it borrows.
 """
 import os
+import sys
 
 import numpy as np
 
@@ -79,7 +80,6 @@ def _hdu_input(hdu, what):
 def parse_input_data(input_data, hdu_in=None, what='input_data'):
     """An Input from any form reproject accepts (utils.parse_input_data)."""
     from astropy.io import fits
-    from astropy.nddata import NDDataBase
 
     if isinstance(input_data, Input):
         return input_data
@@ -112,7 +112,10 @@ def parse_input_data(input_data, hdu_in=None, what='input_data'):
         else:
             wcs = to_fits_wcs(coords)
         return Input(wcs, data.shape, data.dtype, data=data)
-    if isinstance(input_data, NDDataBase):
+    # An NDData's module is loaded already: a process without one is spared
+    # importing astropy.nddata (60 ms).
+    if 'astropy.nddata' in sys.modules and isinstance(
+            input_data, sys.modules['astropy.nddata'].NDDataBase):
         data = input_data.data
         if input_data.wcs is None:
             raise ValueError(f"{what}: the NDData has no WCS")

@@ -770,10 +770,9 @@ def reproject_to_healpix(input_data, coord_system_out, hdu_in=0, order='bilinear
     src = _source(inp, None, 0, wcs, inp.shape)
     hp = _array.to_healpix(src, int(nside), order=int(order), nested=bool(nested),
                            coordsys=coordsys, dtype='float64', **method)
-    data = np.empty(hp.shape, dtype=np.float64)
-    footprint = np.empty(hp.shape, dtype=np.float64)
-    hp.compute(out=(data, footprint), footprint=True, jobs=jobs)
-    return data, footprint
+    # A map of one image is mostly blank: new arrays that start as NaN and 0
+    # cost only the pages that get a value (most of the run's time else).
+    return hp.compute(footprint=True, jobs=jobs, blank=True)
 
 
 def _frame_name(frame):

@@ -75,6 +75,36 @@ def test_lazy_region_equals_whole():
     assert np.array_equal(fp, (~np.isnan(whole)).astype(fp.dtype))
 
 
+def test_blank_arrays_are_ordinary_results():
+    """The maps come in blank arrays (NaN and 0 that cost only the pages
+    written): the same bits as arrays computed into ordinary memory, and
+    arrays like any other: writable, independent, picklable, and freed
+    with their last view."""
+    import gc
+    import pickle
+    d, h = image(shape=(200, 200), cdelt=0.05)
+    data, fp = tessera.reproject_to_healpix((d, h), "galactic", nside=256)
+    m = tessera.to_healpix(tessera.from_array(d, h), 256, coordsys="G", dtype="float64")
+    ref = (np.empty(m.shape), np.empty(m.shape))
+    m.compute(out=ref, footprint=True, jobs=1)
+    assert data.tobytes() == ref[0].tobytes() and fp.tobytes() == ref[1].tobytes()
+    assert 0 < np.isfinite(data).sum() < data.size // 10
+    assert data.flags.writeable and data.flags.c_contiguous and fp.flags.writeable
+    again = tessera.reproject_to_healpix((d, h), "galactic", nside=256)
+    data[:] = 5.0
+    fp[::3] = 2.0
+    assert again[0].tobytes() == ref[0].tobytes() and again[1].tobytes() == ref[1].tobytes()
+    assert np.array_equal(pickle.loads(pickle.dumps(again[0])), ref[0], equal_nan=True)
+    view = again[1][10:20]
+    del again
+    gc.collect()
+    assert np.array_equal(view, ref[1][10:20])
+    with pytest.raises(ValueError, match="blank=True"):
+        m.compute(blank=True)
+    with pytest.raises(ValueError, match="blank=True"):
+        m.compute(out=ref, footprint=True, blank=True)
+
+
 def test_ecliptic_frame():
     d, h = image()
     got = tessera.reproject_to_healpix((d, h), "barycentricmeanecliptic", nside=64)
