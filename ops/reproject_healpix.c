@@ -21,7 +21,6 @@
  *
  * To HEALPix is in reproject_to_healpix.c.
  */
-#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -260,13 +259,20 @@ out:
 typedef struct {
   const unsigned char *p;
   int mode;                 /* 0, 1: a float32, float64 copy; 2, 3: float32, float64 in place */
-  float lo, hi;             /* mode 2: UNSEEN's float32 range */
+  uint32_t lo_bits, span;   /* mode 2: UNSEEN's float32 range [lo, hi] as bit patterns:
+                               u - lo_bits <= span (negative floats order as their bits) */
 } map_reader_t;
 
 static void map_reader(const tsr__window_t *w, map_reader_t *m) {
+  float lo, hi;
+  uint32_t ulo, uhi;
   m->p = w->data;
   m->mode = (w->node->dtype == TSR_F32 ? 0 : 1) + (w->view && w->big_endian ? 2 : 0);
-  tsr__hpx_unseen_bounds(&m->lo, &m->hi);
+  tsr__hpx_unseen_bounds(&lo, &hi);
+  memcpy(&ulo, &lo, 4);
+  memcpy(&uhi, &hi, 4);
+  /* Both negative: the larger magnitude, lo, has the larger pattern. */
+  m->lo_bits = uhi, m->span = ulo - uhi;
 }
 
 static inline double map_value(const map_reader_t *m, size_t k) {
@@ -281,7 +287,9 @@ static inline double map_value(const map_reader_t *m, size_t k) {
     memcpy(&u, m->p + 4 * k, 4);
     u = __builtin_bswap32(u);
     memcpy(&f, &u, 4);
-    return fabsf(f) <= FLT_MAX && !(f >= m->lo && f <= m->hi) ? (double)f : NAN;
+    /* Not finite (exponent all ones) or UNSEEN: NaN, as the copy. */
+    bool bad = (u & 0x7f800000u) == 0x7f800000u || u - m->lo_bits <= m->span;
+    return bad ? NAN : (double)f;
   }
   default: {
     uint64_t u;
@@ -312,17 +320,22 @@ gather_mode(const map_reader_t *m, int mode, bool nested, int64_t nside, int64_t
             size_t n, const int64_t *restrict ring, const double *restrict w, double *restrict out) {
   map_reader_t mm = *m;
   mm.mode = mode;
+  uint64_t len = (uint64_t)(hi - lo);
   for (size_t k = 0; k < n; k++) {
     const int64_t *pk = ring + 4 * k;
-    double acc = 0;
-    bool ok = pk[0] >= 0;
-    for (int q = 0; q < 4 && ok; q++) {
-      int64_t p = nested ? tsr__hpx_ring2nest_fast(nside, pk[q]) : pk[q];
-      ok = p >= lo && p < hi;
-      if (ok)
-        acc += map_value(&mm, (size_t)(p - lo)) * w[4 * k + q];
+    uint64_t o[4];
+    if (pk[0] < 0) {
+      out[k] = NAN;
+      continue;
     }
-    out[k] = ok ? acc : NAN;
+    for (int q = 0; q < 4; q++)
+      o[q] = (uint64_t)((nested ? tsr__hpx_ring2nest_fast(nside, pk[q]) : pk[q]) - lo);
+    /* Offsets below lo wrap to huge: one unsigned test per neighbour. */
+    if ((o[0] < len) & (o[1] < len) & (o[2] < len) & (o[3] < len))
+      out[k] = map_value(&mm, o[0]) * w[4 * k] + map_value(&mm, o[1]) * w[4 * k + 1] +
+               map_value(&mm, o[2]) * w[4 * k + 2] + map_value(&mm, o[3]) * w[4 * k + 3];
+    else
+      out[k] = NAN;
   }
 }
 
