@@ -17,7 +17,8 @@
  * (tsr__hpx_bilinear, with a ring cache of the task's own), then the
  * gather from the map window, in a loop per way of reading it
  * (map_reader_t), then the output planes.  Nothing per run depends on the
- * map's size: a small region costs its pixels and a few fixed microseconds.
+ * map's size (no whole-map tables): a region costs its pixels plus the
+ * run's start (the target's WCS, ~0.1 ms).
  *
  * To HEALPix is in reproject_to_healpix.c.
  */
