@@ -11,12 +11,17 @@
  * and the disc an index range (tsr__hpx_disc_range).  Mapping is exact at
  * every pixel (no interpolated grid), as reproject does it: through wcslib,
  * or for plain TAN targets by the gnomonic projection's linear form
- * (fit_gnomonic), which is exact too and skips wcslib's trigonometry; the
- * bilinear weights take the ring latitudes from a per-run table.
+ * (fit_gnomonic), which is exact too and skips wcslib's trigonometry.
+ * A block goes row by row: the row's unit vectors (as three arrays), then
+ * for bilinear the four pixels and weights of every point
+ * (tsr__hpx_bilinear, with a ring cache of the task's own), then the
+ * gather from the map window, in a loop per way of reading it
+ * (map_reader_t), then the output planes.  Nothing per run depends on the
+ * map's size (no whole-map tables): a region costs its pixels plus the
+ * run's start (the target's WCS, ~0.1 ms).
  *
  * To HEALPix is in reproject_to_healpix.c.
  */
-#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,14 +33,6 @@
 
 #define SAMPLE 8
 #define HPX_CHUNK 65536
-
-static void vec_lonlat(const double v[3], double *lon, double *lat) {
-  *lon = atan2(v[1], v[0]);
-  if (*lon < 0)
-    *lon += 2 * M_PI;
-  double z = v[2] > 1 ? 1 : v[2] < -1 ? -1 : v[2];
-  *lat = asin(z);
-}
 
 /* ------------------------------------------------------------------ */
 /* From HEALPix                                                        */
@@ -54,12 +51,7 @@ typedef struct {
   bool tan;                   /* plain TAN target, frames a rotation apart: vectors from `gn` */
   double gn[4][3];            /* gnomonic: the map-frame direction of pixel (x, y) is along
                                  gn[1] + (x - gn[0][0]) gn[2] + (y - gn[0][1]) gn[3] */
-  double *ring_lat;           /* bilinear, nside <= RING_TABLE_MAX: latitude of each ring
-                                 (tsr__hpx_ring_lats), else NULL */
 } from_state_t;
-
-/* Rings tabulated for the bilinear weights (2 MB at most). */
-#define RING_TABLE_MAX (1 << 16)
 
 static void from_encode(const tsr_node_t *n, tsr__buf_t *b) {
   const from_params_t *fp = n->params;
@@ -134,7 +126,6 @@ static void from_stop(tsr_node_t *n, void *state) {
   if (st == NULL)
     return;
   tsr__cel_free(st->cel);
-  tsr__free(n->graph->ctx, st->ring_lat);
   tsr__free(n->graph->ctx, st);
 }
 
@@ -147,9 +138,9 @@ static int from_start(tsr_node_t *n, void **state) {
   *state = NULL;
   if (st == NULL)
     return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
-  /* RING bilinear within the ring table needs no libchealpix (sky/healpix.c:
-   * loading it costs more than a small region's reprojection). */
-  if ((fp->order == 0 || fp->nested || fp->nside > RING_TABLE_MAX) &&
+  /* RING bilinear needs no libchealpix (sky/healpix.c: loading it costs
+   * more than a small region's reprojection). */
+  if ((fp->order == 0 || fp->nested) &&
       (rc = tsr__hpx_load(ctx)) != 0) {
     tsr__err_prefix(ctx, "%s", n->name);
     from_stop(n, st);
@@ -162,38 +153,30 @@ static int from_start(tsr_node_t *n, void **state) {
   tsr__hpx_frame(fp->coordsys, &to);
   tsr__frame_xform(tsr__cel_frame(st->cel), &to, &st->xf);
   fit_gnomonic(st, fp->base.target);
-  if (fp->order == 1 && fp->nside <= RING_TABLE_MAX) {
-    st->ring_lat = tsr__mallocarray(ctx, (size_t)(4 * fp->nside), sizeof(double));
-    if (st->ring_lat == NULL) {
-      from_stop(n, st);
-      return tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
-    }
-    tsr__hpx_ring_lats(fp->nside, st->ring_lat);
-  }
   *state = st;
   return 0;
 }
 
-/* Unit vectors (map frame) of the pixels of row y, x in [x0, x1). */
-static void row_vectors(from_state_t *st, int64_t x0, int64_t x1, int64_t y, double *xs,
-                        double *ys, double *v) {
-  size_t k = (size_t)(x1 - x0);
+/* Unit vectors (map frame) of the k points (xs[i], ys[i]), as three
+ * arrays vx, vy, vz (NaN off the projection); `scratch` holds 3 k. */
+static void point_vectors(from_state_t *st, size_t k, const double *xs, const double *ys,
+                          double *restrict vx, double *restrict vy, double *restrict vz,
+                          double *scratch) {
   if (st->tan) {
-    double r[3];
-    for (int a = 0; a < 3; a++)
-      r[a] = st->gn[1][a] + ((double)y - st->gn[0][1]) * st->gn[3][a];
+    double(*gn)[3] = st->gn;
     for (size_t i = 0; i < k; i++) {
-      double dx = (double)x0 + (double)i - st->gn[0][0];
-      double g0 = r[0] + dx * st->gn[2][0], g1 = r[1] + dx * st->gn[2][1],
-             g2 = r[2] + dx * st->gn[2][2];
+      double dx = xs[i] - gn[0][0], dy = ys[i] - gn[0][1];
+      double g0 = gn[1][0] + dx * gn[2][0] + dy * gn[3][0];
+      double g1 = gn[1][1] + dx * gn[2][1] + dy * gn[3][1];
+      double g2 = gn[1][2] + dx * gn[2][2] + dy * gn[3][2];
       double inv = 1.0 / sqrt(g0 * g0 + g1 * g1 + g2 * g2);
-      v[3 * i] = g0 * inv, v[3 * i + 1] = g1 * inv, v[3 * i + 2] = g2 * inv;
+      vx[i] = g0 * inv, vy[i] = g1 * inv, vz[i] = g2 * inv;
     }
     return;
   }
+  exact_vectors(st, k, xs, ys, scratch);
   for (size_t i = 0; i < k; i++)
-    xs[i] = (double)x0 + (double)i, ys[i] = (double)y;
-  exact_vectors(st, k, xs, ys, v);
+    vx[i] = scratch[3 * i], vy[i] = scratch[3 * i + 1], vz[i] = scratch[3 * i + 2];
 }
 
 static int from_input_region(tsr_node_t *n, void *state, int i, const tsr_region_t *out,
@@ -204,30 +187,28 @@ static int from_input_region(tsr_node_t *n, void *state, int i, const tsr_region
   int64_t x0 = out->start[0], x1 = out->stop[0], y0 = out->start[1], y1 = out->stop[1];
   int64_t nxs = (x1 - x0 + SAMPLE - 1) / SAMPLE + 1, nys = (y1 - y0 + SAMPLE - 1) / SAMPLE + 1;
   size_t np = (size_t)(nxs * nys);
-  double *xs = tsr__mallocarray(ctx, np, 2 * sizeof(double)), *v = tsr__mallocarray(ctx, np, 3 * sizeof(double));
+  /* The sample points' x and y, their vectors (v, as point_vectors
+   * writes them: three arrays), then point_vectors' scratch. */
+  double *xs = tsr__mallocarray(ctx, np, 8 * sizeof(double));
   double c[3] = {0, 0, 0}, radius = 0, step = 0;
   size_t good = 0, bad = 0;
   int rc = 0;
   (void)i;
-  if (xs == NULL || v == NULL) {
+  if (xs == NULL) {
     rc = tsr__err(ctx, TSR_ENOMEM, "%s: out of memory", n->name);
     goto out;
   }
+  double *ys = xs + np, *vx = ys + np, *vy = vx + np, *vz = vy + np;
   for (int64_t j = 0; j < nys; j++)
     for (int64_t k = 0; k < nxs; k++) {
       int64_t x = x0 + k * SAMPLE, y = y0 + j * SAMPLE;
-      xs[2 * (j * nxs + k)] = (double)(x < x1 ? x : x1 - 1);
-      xs[2 * (j * nxs + k) + 1] = (double)(y < y1 ? y : y1 - 1);
+      xs[j * nxs + k] = (double)(x < x1 ? x : x1 - 1);
+      ys[j * nxs + k] = (double)(y < y1 ? y : y1 - 1);
     }
+  point_vectors(st, np, xs, ys, vx, vy, vz, vz + np);
   for (size_t k = 0; k < np; k++) {
-    double px = xs[2 * k], py = xs[2 * k + 1];
-    tsr__cel_pix2vec(st->cel, 1, &px, &py, v + 3 * k);
-  }
-  if (!tsr__frame_identity(&st->xf))
-    tsr__frame_apply(&st->xf, np, v);
-  for (size_t k = 0; k < np; k++) {
-    if (v[3 * k] == v[3 * k]) {
-      c[0] += v[3 * k], c[1] += v[3 * k + 1], c[2] += v[3 * k + 2];
+    if (vx[k] == vx[k]) {
+      c[0] += vx[k], c[1] += vy[k], c[2] += vz[k];
       good++;
     } else
       bad++;
@@ -245,20 +226,19 @@ static int from_input_region(tsr_node_t *n, void *state, int i, const tsr_region
       for (int a = 0; a < 3; a++)
         c[a] /= norm;
       for (size_t k = 0; k < np; k++) {
-        double d = c[0] * v[3 * k] + c[1] * v[3 * k + 1] + c[2] * v[3 * k + 2];
+        double d = c[0] * vx[k] + c[1] * vy[k] + c[2] * vz[k];
         double ang = acos(d > 1 ? 1 : d);
         if (ang > radius)
           radius = ang;
         /* The widest gap between neighbouring samples bounds how far an
          * unsampled pixel strays outside them. */
         if (k % (size_t)nxs + 1 < (size_t)nxs) {
-          const double *a = v + 3 * k, *b = v + 3 * (k + 1);
-          double g = acos(fmin(1, a[0] * b[0] + a[1] * b[1] + a[2] * b[2]));
+          double g = acos(fmin(1, vx[k] * vx[k + 1] + vy[k] * vy[k + 1] + vz[k] * vz[k + 1]));
           step = g > step ? g : step;
         }
         if (k + (size_t)nxs < np) {
-          const double *a = v + 3 * k, *b = v + 3 * (k + (size_t)nxs);
-          double g = acos(fmin(1, a[0] * b[0] + a[1] * b[1] + a[2] * b[2]));
+          size_t b = k + (size_t)nxs;
+          double g = acos(fmin(1, vx[k] * vx[b] + vy[k] * vy[b] + vz[k] * vz[b]));
           step = g > step ? g : step;
         }
       }
@@ -271,7 +251,6 @@ static int from_input_region(tsr_node_t *n, void *state, int i, const tsr_region
     *empty = true;
 out:
   tsr__free(ctx, xs);
-  tsr__free(ctx, v);
   return rc;
 }
 
@@ -281,13 +260,20 @@ out:
 typedef struct {
   const unsigned char *p;
   int mode;                 /* 0, 1: a float32, float64 copy; 2, 3: float32, float64 in place */
-  float lo, hi;             /* mode 2: UNSEEN's float32 range */
+  uint32_t lo_bits, span;   /* mode 2: UNSEEN's float32 range [lo, hi] as bit patterns:
+                               u - lo_bits <= span (negative floats order as their bits) */
 } map_reader_t;
 
 static void map_reader(const tsr__window_t *w, map_reader_t *m) {
+  float lo, hi;
+  uint32_t ulo, uhi;
   m->p = w->data;
   m->mode = (w->node->dtype == TSR_F32 ? 0 : 1) + (w->view && w->big_endian ? 2 : 0);
-  tsr__hpx_unseen_bounds(&m->lo, &m->hi);
+  tsr__hpx_unseen_bounds(&lo, &hi);
+  memcpy(&ulo, &lo, 4);
+  memcpy(&uhi, &hi, 4);
+  /* Both negative: the larger magnitude, lo, has the larger pattern. */
+  m->lo_bits = uhi, m->span = ulo - uhi;
 }
 
 static inline double map_value(const map_reader_t *m, size_t k) {
@@ -302,7 +288,9 @@ static inline double map_value(const map_reader_t *m, size_t k) {
     memcpy(&u, m->p + 4 * k, 4);
     u = __builtin_bswap32(u);
     memcpy(&f, &u, 4);
-    return fabsf(f) <= FLT_MAX && !(f >= m->lo && f <= m->hi) ? (double)f : NAN;
+    /* Not finite (exponent all ones) or UNSEEN: NaN, as the copy. */
+    bool bad = (u & 0x7f800000u) == 0x7f800000u || u - m->lo_bits <= m->span;
+    return bad ? NAN : (double)f;
   }
   default: {
     uint64_t u;
@@ -324,6 +312,53 @@ static bool from_takes_view(const tsr_node_t *n, int i) {
   return in->op != NULL && strcmp(in->op->name, "healpix") == 0;
 }
 
+/* Bilinear: out[k] = sum of w[4k + q] x the map at ring[4k + q] (RING
+ * indices, converted when the map is NESTED), NaN when a neighbour lies
+ * outside the window [lo, hi) or the point off the sky.  One loop per
+ * reading mode (the switch in map_value folds away). */
+static inline __attribute__((always_inline)) void
+gather_mode(const map_reader_t *m, int mode, bool nested, int64_t nside, int64_t lo, int64_t hi,
+            size_t n, const int64_t *restrict ring, const double *restrict w, double *restrict out) {
+  map_reader_t mm = *m;
+  mm.mode = mode;
+  uint64_t len = (uint64_t)(hi - lo);
+  for (size_t k = 0; k < n; k++) {
+    const int64_t *pk = ring + 4 * k;
+    uint64_t o[4];
+    if (pk[0] < 0) {
+      out[k] = NAN;
+      continue;
+    }
+    for (int q = 0; q < 4; q++)
+      o[q] = (uint64_t)((nested ? tsr__hpx_ring2nest_fast(nside, pk[q]) : pk[q]) - lo);
+    /* Offsets below lo wrap to huge: one unsigned test per neighbour. */
+    if ((o[0] < len) & (o[1] < len) & (o[2] < len) & (o[3] < len))
+      out[k] = map_value(&mm, o[0]) * w[4 * k] + map_value(&mm, o[1]) * w[4 * k + 1] +
+               map_value(&mm, o[2]) * w[4 * k + 2] + map_value(&mm, o[3]) * w[4 * k + 3];
+    else
+      out[k] = NAN;
+  }
+}
+
+static void gather_bilinear(const map_reader_t *m, bool nested, int64_t nside, int64_t lo,
+                            int64_t hi, size_t n, const int64_t *ring, const double *w,
+                            double *out) {
+  switch (m->mode) {
+  case 0:
+    gather_mode(m, 0, nested, nside, lo, hi, n, ring, w, out);
+    break;
+  case 1:
+    gather_mode(m, 1, nested, nside, lo, hi, n, ring, w, out);
+    break;
+  case 2:
+    gather_mode(m, 2, nested, nside, lo, hi, n, ring, w, out);
+    break;
+  default:
+    gather_mode(m, 3, nested, nside, lo, hi, n, ring, w, out);
+    break;
+  }
+}
+
 static int from_compute(tsr__task_t *t) {
   tsr_node_t *n = t->node;
   from_params_t *fp = n->params;
@@ -331,60 +366,66 @@ static int from_compute(tsr__task_t *t) {
   const tsr__window_t *w = &t->in[0];
   int64_t x0 = t->out.start[0], x1 = t->out.stop[0];
   size_t bw = (size_t)(x1 - x0);
-  double *xs = tsr__mallocarray(t->ctx, bw, 5 * sizeof(double));
-  bool f32 = n->dtype == TSR_F32;
   int64_t lo = w->data ? w->win.start[0] : 0, hi = w->data ? w->win.stop[0] : 0;
+  bool f32 = n->dtype == TSR_F32, bilinear = fp->order == 1;
+  /* Per row: x, y, the vectors' three arrays, point_vectors' scratch (3),
+   * the values, and for bilinear 4 indices and 4 weights; then the ring
+   * cache. */
+  size_t nd = 9 + (bilinear ? 8 : 0);
+  double *xs = tsr__mallocarray(t->ctx, bw, nd * sizeof(double));
+  tsr__hpx_rings_t *rings = bilinear ? tsr__malloc(t->ctx, sizeof *rings) : NULL;
   map_reader_t mr;
+  int rc = 0;
 
-  if (xs == NULL)
-    return tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory", n->name);
-  double *ys = xs + bw, *v = ys + bw;
+  if (xs == NULL || (bilinear && rings == NULL)) {
+    rc = tsr__err(t->ctx, TSR_ENOMEM, "%s: out of memory", n->name);
+    goto out;
+  }
+  double *ys = xs + bw, *vx = ys + bw, *vy = vx + bw, *vz = vy + bw, *scratch = vz + bw;
+  double *val = scratch + 3 * bw, *wt = val + bw;
+  int64_t *ring = (int64_t *)(void *)(wt + 4 * bw);
+  if (bilinear)
+    tsr__hpx_rings_init(rings, fp->nside);
   map_reader(w, &mr);
+  for (size_t k = 0; k < bw; k++)
+    xs[k] = (double)x0 + (double)k;
   for (int64_t y = t->out.start[1]; y < t->out.stop[1]; y++) {
     size_t off = tsr__task_offset(t, 0, y - t->out.start[1], 0, 0);
-    if (w->data != NULL)
-      row_vectors(st, x0, x1, y, xs, ys, v);
-    for (size_t k = 0; k < bw; k++) {
-      double val = NAN, fpv = 0.0;
-      if (w->data != NULL && v[3 * k] == v[3 * k]) {
-        fpv = 1.0;
-        if (fp->order == 0) {
-          int64_t p = tsr__hpx_vec2pix(fp->nside, fp->nested, v + 3 * k);
-          if (p >= lo && p < hi)
-            val = map_value(&mr, (size_t)(p - lo));
-        } else {
-          int64_t r[4];
-          double wt[4], acc = 0, lon, lat;
-          bool ok = true;
-          vec_lonlat(v + 3 * k, &lon, &lat);
-          tsr__hpx_interp_weights_tab(fp->nside, st->ring_lat, v + 3 * k, lon, lat, r, wt);
-          for (int q = 0; q < 4 && ok; q++) {
-            int64_t p = fp->nested ? tsr__hpx_ring2nest_fast(fp->nside, r[q]) : r[q];
-            if (p < lo || p >= hi)
-              ok = false;
-            else
-              acc += map_value(&mr, (size_t)(p - lo)) * wt[q];
-          }
-          if (ok)
-            val = acc;
+    if (w->data == NULL) {
+      for (size_t k = 0; k < bw; k++)
+        val[k] = vx[k] = NAN;
+    } else {
+      for (size_t k = 0; k < bw; k++)
+        ys[k] = (double)y;
+      point_vectors(st, bw, xs, ys, vx, vy, vz, scratch);
+      if (bilinear) {
+        tsr__hpx_bilinear(rings, bw, vx, vy, vz, ring, wt);
+        gather_bilinear(&mr, fp->nested, fp->nside, lo, hi, bw, ring, wt, val);
+      } else {
+        for (size_t k = 0; k < bw; k++) {
+          const double v[3] = {vx[k], vy[k], vz[k]};
+          int64_t p = v[0] == v[0] ? tsr__hpx_vec2pix(fp->nside, fp->nested, v) : -1;
+          val[k] = p >= lo && p < hi ? map_value(&mr, (size_t)(p - lo)) : NAN;
         }
       }
-      if (t->planes[0]) {
-        if (f32)
-          ((float *)t->planes[0])[off + k] = (float)val;
-        else
-          ((double *)t->planes[0])[off + k] = val;
-      }
-      if (t->planes[1]) {
-        if (f32)
-          ((float *)t->planes[1])[off + k] = (float)fpv;
-        else
-          ((double *)t->planes[1])[off + k] = fpv;
-      }
     }
+    /* The footprint is 1 wherever the pixel is on the sky. */
+    if (t->planes[0] && f32)
+      for (size_t k = 0; k < bw; k++)
+        ((float *)t->planes[0])[off + k] = (float)val[k];
+    else if (t->planes[0])
+      memcpy((double *)t->planes[0] + off, val, bw * sizeof(double));
+    if (t->planes[1] && f32)
+      for (size_t k = 0; k < bw; k++)
+        ((float *)t->planes[1])[off + k] = vx[k] == vx[k] ? 1.0f : 0.0f;
+    else if (t->planes[1])
+      for (size_t k = 0; k < bw; k++)
+        ((double *)t->planes[1])[off + k] = vx[k] == vx[k] ? 1.0 : 0.0;
   }
+out:
+  tsr__free(t->ctx, rings);
   tsr__free(t->ctx, xs);
-  return 0;
+  return rc;
 }
 
 static const tsr__op_t from_op = {

@@ -255,26 +255,24 @@ int64_t tsr__hpx_ring_of(int64_t nside, int64_t p) {
 /* Ring r's latitude as libchealpix's pix2ang_ring computes it, to the bit
  * (the tests compare): z = 1 - r^2 (4 / npix) in the caps, (2 nside - r)
  * 2 nside (4 / npix) in the belt, the colatitude acos(z), or near the
- * poles (|z| > 0.99) atan2(sin, z) with the sine from 1 - z for precision. */
-static double ring_lat(int64_t nside, int64_t r) {
+ * poles (|z| > 0.99) atan2(sin, z) with the sine from 1 - z for precision.
+ * z and that sine (the latitude's cosine) come out too, from the ring's
+ * formula rather than from the rounded latitude. */
+static void ring_geom(int64_t nside, int64_t r, double *lat, double *z, double *c) {
   double fact2 = 4.0 / (double)tsr__hpx_npix(nside), fact1 = (double)(2 * nside) * fact2;
-  double z, theta;
+  double theta;
   if (r < nside || r > 3 * nside) {
     int64_t i = r < nside ? r : 4 * nside - r;
     double tmp = (double)(i * i) * fact2;
-    z = r < nside ? 1.0 - tmp : tmp - 1.0;
-    theta = fabs(z) > 0.99 ? atan2(sqrt(tmp * (2.0 - tmp)), z) : acos(z);
+    *z = r < nside ? 1.0 - tmp : tmp - 1.0;
+    *c = sqrt(tmp * (2.0 - tmp));
+    theta = fabs(*z) > 0.99 ? atan2(*c, *z) : acos(*z);
   } else {
-    z = (double)(2 * nside - r) * fact1;
-    theta = acos(z);
+    *z = (double)(2 * nside - r) * fact1;
+    *c = sqrt((1.0 - *z) * (1.0 + *z));
+    theta = acos(*z);
   }
-  return M_PI / 2 - theta;
-}
-
-void tsr__hpx_ring_lats(int64_t nside, double *lat) {
-  lat[0] = M_PI / 2;
-  for (int64_t r = 1; r < 4 * nside; r++)
-    lat[r] = ring_lat(nside, r);
+  *lat = M_PI / 2 - theta;
 }
 
 /* The ring whose centre is nearest the colatitude theta's ring
@@ -290,47 +288,179 @@ static double ring_coordinate(int64_t nside, double theta) {
   return 2 * n - 1.5 * n * z;
 }
 
-/* Centre of RING pixel p, of ring g, with its longitude unwrapped to
- * within pi of lon.  With a table
- * of ring latitudes (tsr__hpx_ring_lats) the centre is ring arithmetic, as
- * libchealpix's pix2ang_ring does it but without its acos per call (the
- * latitudes are its own, the longitudes agree to rounding): the four
- * centres of an interpolation were most of its cost. */
-typedef struct {
-  int64_t r, first, count;  /* ring number (1 .. 4 nside - 1), its first pixel, its pixels */
-  double phase, step;       /* centre j is at longitude (j + phase) step */
-} ring_t;
-
-static void ring_init(int64_t nside, int64_t r, ring_t *g) {
-  g->r = r;
-  tsr__hpx_ring_span(nside, r, &g->first, &g->count);
-  /* Cap rings, and equatorial rings with r + nside even, start half a
-   * pixel east of longitude 0. */
-  g->phase = (r < nside || r > 3 * nside || ((r + nside) & 1) == 0) ? 0.5 : 0.0;
-  g->step = 2 * M_PI / (double)g->count;
-}
-
-static void centre_near(int64_t nside, const double *ring_lat, const ring_t *g, int64_t p,
-                        double lon, double *plon, double *plat) {
-  if (ring_lat != NULL) {
-    *plon = ((double)(p - g->first) + g->phase) * g->step;
-    *plat = ring_lat[g->r];
-  } else {
-    tsr__hpx_pix2ang(nside, false, p, plon, plat);
-  }
+/* Centre of RING pixel p through libchealpix, its longitude unwrapped to
+ * within pi of lon (the reference weights below). */
+static void centre_near(int64_t nside, int64_t p, double lon, double *plon, double *plat) {
+  tsr__hpx_pix2ang(nside, false, p, plon, plat);
   if (lon - *plon > M_PI)
     *plon += 2 * M_PI;
   if (*plon - lon > M_PI)
     *plon -= 2 * M_PI;
 }
 
-/* The RING pixel holding unit vector v of longitude phi in [0, 2 pi):
- * libchealpix's ang2pix_ring_z_phi (HEALPix C 3.x), on the vector's z, so
- * that no cosine is needed (libchealpix's ang2pix takes a colatitude). */
-static int64_t vec2ring(int64_t nside, const double v[3], double phi, int64_t *ring) {
-  double z = v[2], za = fabs(z), tt = phi * (2 / M_PI);
-  if (tt >= 4)
-    tt -= 4;
+/* The neighbour in the same ring on lon's side of pixel p (j-th of count,
+ * ring starting at first), wrapping around the ring. */
+static inline int64_t ring_step(int64_t p, int64_t j, int64_t count, bool west) {
+  if (west)
+    return j == 0 ? p + count - 1 : p - 1;
+  return j == count - 1 ? p - count + 1 : p + 1;
+}
+
+/* The four weights from the fractions along the rings (xf1 in the
+ * holding pixel's, xf2 in the other) and across them (yf); over a pole
+ * the other ring is the pole, the mean of its four pixels. */
+static inline void weights(double xf1, double xf2, double yf, bool pole, double w[4]) {
+  if (pole) {
+    w[0] = (1 - xf1) * (1 - yf) + 0.25 * yf;
+    w[1] = xf1 * (1 - yf) + 0.25 * yf;
+    w[2] = 0.25 * yf;
+    w[3] = 0.25 * yf;
+  } else {
+    w[0] = (1 - xf1) * (1 - yf);
+    w[1] = xf1 * (1 - yf);
+    w[2] = (1 - xf2) * yf;
+    w[3] = xf2 * yf;
+  }
+}
+
+/* astropy-healpix 0.6's interpolate_weights, step by step (pixel lookups
+ * through libchealpix): the pixel holding the point and its ring
+ * neighbour on the point's side; in the next ring towards the point's
+ * latitude, the pixel whose longitude span holds it (astropy's
+ * lon * n / 2 pi, shifted half a pixel in odd equatorial rings) and its
+ * neighbour on the point's side.  Beyond the first or last ring, the pole
+ * is taken as the mean of the four pixels around it.  tsr__hpx_bilinear
+ * is the same arithmetic, reorganised for speed; this is its reference. */
+void tsr__hpx_interp_weights(int64_t nside, double lon, double lat, int64_t ring[4], double w[4]) {
+  int64_t p1, p2, p3, p4, r, first, count, npix = tsr__hpx_npix(nside);
+  double lon1, lat1, lon2, lat2, lon3, lat3, lon4, lat4, xf1, xf2, yf;
+
+  lon = lon >= 0 && lon < 2 * M_PI ? lon : wrap_lon(lon);
+  p1 = tsr__hpx_ang2pix(nside, false, lon, lat);
+  r = tsr__hpx_ring_of(nside, p1);
+  tsr__hpx_ring_span(nside, r, &first, &count);
+  centre_near(nside, p1, lon, &lon1, &lat1);
+  p2 = ring_step(p1, p1 - first, count, lon < lon1);
+  centre_near(nside, p2, lon, &lon2, &lat2);
+  r += lat > lat1 ? -1 : 1;
+  xf1 = (lon - lon1) / (lon2 - lon1);
+  if (r > 0 && r < 4 * nside) {
+    int64_t j;
+    double frac;
+    tsr__hpx_ring_span(nside, r, &first, &count);
+    frac = lon * (double)count / (2 * M_PI);
+    if (count == 4 * nside && r % 2 == 1)
+      frac += 0.5;
+    j = (int64_t)frac;
+    if (j == count)
+      j--;
+    p3 = first + j;
+    centre_near(nside, p3, lon, &lon3, &lat3);
+    p4 = ring_step(p3, j, count, lon < lon3);
+    centre_near(nside, p4, lon, &lon4, &lat4);
+    xf2 = (lon - lon3) / (lon4 - lon3);
+    yf = (lat - lat1) / (lat3 - lat1);
+    weights(xf1, xf2, yf, false, w);
+  } else {
+    int64_t base = r == 0 ? 0 : npix - 4;
+    yf = (lat - lat1) / ((r == 0 ? 0.5 : -0.5) * M_PI - lat1);
+    p3 = base + (p1 - base + 2) % 4;
+    p4 = base + (p2 - base + 2) % 4;
+    weights(xf1, 0, yf, true, w);
+  }
+  ring[0] = p1, ring[1] = p2, ring[2] = p3, ring[3] = p4;
+}
+
+/* ------------------------------------------------------------------ */
+/* Bilinear weights at speed                                           */
+/*
+ * tsr__hpx_bilinear is tsr__hpx_interp_weights for many unit vectors,
+ * without libchealpix or the point's latitude, and with longitudes in
+ * turns ([0, 1)), so that a centre's offset from the point in pixels of its
+ * ring is one multiplication, L count - (j + phase), and astropy's
+ * divisions by the centres' longitude gap (a pixel either way) go away.
+ * The longitude is an atan2 of its own (atan2_turns: a table of atan(k/32)
+ * and a short odd series, within 2e-15 rad of libm's, tested over
+ * millions of points); the latitude enters only as its difference from
+ * the holding pixel's ring, sin(lat - lat1) = z cos lat1 - s sin lat1 with
+ * s = sqrt(x^2 + y^2), whose arcsine near 0 is a series too.  Rings are
+ * looked up in a small direct-mapped cache (tsr__hpx_rings_t): the pixels
+ * of an output row cross a few rings, each entered once.  The results
+ * differ from the reference by rounding (1e-12 in the weights at nside
+ * 1024; the tests compare both) and so may pick the other pixel pair where
+ * the point lies on a boundary, where the interpolation is continuous.
+ */
+
+void tsr__hpx_rings_init(tsr__hpx_rings_t *rs, int64_t nside) {
+  rs->nside = nside;
+  for (int k = 0; k < TSR__HPX_RING_SLOTS; k++)
+    rs->slot[k].r = -1;
+  for (int k = 0; k <= 32; k++)
+    rs->atan_tab[k] = atan((double)k / 32.0);
+}
+
+static inline const tsr__hpx_ring_t *ring_at(tsr__hpx_rings_t *rs, int64_t r) {
+  tsr__hpx_ring_t *g = &rs->slot[r & (TSR__HPX_RING_SLOTS - 1)];
+  if (g->r != r) {
+    int64_t nside = rs->nside;
+    g->r = r;
+    tsr__hpx_ring_span(nside, r, &g->first, &g->count);
+    /* Cap rings, and equatorial rings with r + nside even, start half a
+     * pixel east of longitude 0. */
+    g->phase = (r < nside || r > 3 * nside || ((r + nside) & 1) == 0) ? 0.5 : 0.0;
+    ring_geom(nside, r, &g->lat, &g->z, &g->c);
+  }
+  return g;
+}
+
+const tsr__hpx_ring_t *tsr__hpx_ring(tsr__hpx_rings_t *rs, int64_t r) { return ring_at(rs, r); }
+
+/* atan2(y, x) / 2 pi in [0, 1).  In the first octant t = min / max of |x|,
+ * |y| is in [0, 1]; with c = k / 32 the nearest table point, atan t =
+ * atan c + atan u, u = (t - c) / (1 + t c) in [-1/64, 1/64], where the odd
+ * series to u^9 is within 1e-21; the octant's symmetries give the rest. */
+static inline double atan2_turns(const double *tab, double y, double x) {
+  double ax = fabs(x), ay = fabs(y);
+  bool swap = ay > ax;
+  double num = swap ? ax : ay, den = swap ? ay : ax;
+  if (!(den > 0))
+    return 0.0; /* atan2(0, 0) */
+  double t = num / den;
+  int k = (int)(t * 32.0 + 0.5);
+  double c = (double)k * (1.0 / 32.0);
+  double u = (num - c * den) / (den + c * num), u2 = u * u;
+  double a = tab[k] + u * (1.0 + u2 * (-1.0 / 3 + u2 * (1.0 / 5 + u2 * (-1.0 / 7 + u2 * (1.0 / 9)))));
+  if (swap)
+    a = M_PI / 2 - a;
+  if (x < 0)
+    a = M_PI - a;
+  if (y < 0)
+    a = 2 * M_PI - a;
+  a *= 1.0 / (2 * M_PI);
+  return a < 1.0 ? a : 0.0;
+}
+
+double tsr__hpx_atan2_turns(const tsr__hpx_rings_t *rs, double y, double x) {
+  return atan2_turns(rs->atan_tab, y, x);
+}
+
+/* asin(d): the series to d^13 (within 2e-20) for |d| <= 1/16, which is
+ * every point of an nside >= 16 map (within a ring spacing of the ring). */
+static inline double asin_near0(double d) {
+  if (!(fabs(d) <= 0.0625))
+    return asin(d);
+  double d2 = d * d;
+  return d + d * d2 *
+                 (1.0 / 6 +
+                  d2 * (3.0 / 40 +
+                        d2 * (5.0 / 112 + d2 * (35.0 / 1152 + d2 * (63.0 / 2816 + d2 * (231.0 / 13312))))));
+}
+
+/* The RING pixel holding the unit vector of height z, distance from the
+ * axis s and longitude tt quarter turns ([0, 4)): libchealpix's
+ * ang2pix_ring_z_phi (HEALPix C 3.x); *ring its ring. */
+static inline int64_t ring_pixel(int64_t nside, double z, double s, double tt, int64_t *ring) {
+  double za = fabs(z);
   if (za <= 2.0 / 3.0) {
     int64_t nl4 = 4 * nside;
     double temp1 = (double)nside * (0.5 + tt), temp2 = (double)nside * z * 0.75;
@@ -349,7 +479,7 @@ static int64_t vec2ring(int64_t nside, const double v[3], double phi, int64_t *r
   {
     double tp = tt - (double)(int64_t)tt;
     /* Near the poles from sin(theta), as libchealpix, for precision. */
-    double tmp = za > 0.99 ? (double)nside * hypot(v[0], v[1]) / sqrt((1 + za) / 3)
+    double tmp = za > 0.99 ? (double)nside * s / sqrt((1 + za) / 3)
                            : (double)nside * sqrt(3 * (1 - za));
     int64_t jp = (int64_t)(tp * tmp), jm = (int64_t)((1 - tp) * tmp);
     int64_t ir = jp + jm + 1, ip = (int64_t)(tt * (double)ir);
@@ -363,75 +493,92 @@ static int64_t vec2ring(int64_t nside, const double v[3], double phi, int64_t *r
   }
 }
 
-/* The neighbour in the same ring on lon's side of pixel p (j-th of count,
- * ring starting at first), wrapping around the ring. */
-static int64_t ring_step(int64_t p, int64_t j, int64_t count, bool west) {
-  if (west)
-    return j == 0 ? p + count - 1 : p - 1;
-  return j == count - 1 ? p - count + 1 : p + 1;
+/* A centre's offset from the point in pixels of its ring, d = L count -
+ * (j + phase), taken across longitude 0 when that is nearer. */
+static inline double ring_offset(double lc, const tsr__hpx_ring_t *g, int64_t j) {
+  double cnt = (double)g->count, d = lc - g->phase - (double)j;
+  return d > 0.5 * cnt ? d - cnt : d < -0.5 * cnt ? d + cnt : d;
 }
 
-/* astropy-healpix 0.6's interpolate_weights, step by step (pixel lookups
- * through libchealpix): the pixel holding the point and its ring
- * neighbour on the point's side; in the next ring towards the point's
- * latitude, the pixel whose longitude span holds it (astropy's
- * lon * n / 2 pi, shifted half a pixel in odd equatorial rings) and its
- * neighbour on the point's side.  Beyond the first or last ring, the pole
- * is taken as the mean of the four pixels around it. */
-void tsr__hpx_interp_weights(int64_t nside, double lon, double lat, int64_t ring[4], double w[4]) {
-  tsr__hpx_interp_weights_tab(nside, NULL, NULL, lon, lat, ring, w);
+/* ring_step without branches on the side, which is a coin toss from one
+ * point to the next (mispredicted branches were a third of the time). */
+static inline int64_t ring_step_cmov(int64_t p, int64_t j, int64_t count, bool west) {
+  int64_t q = j + 1 - 2 * (int64_t)west;
+  q += q < 0 ? count : 0;
+  q -= q >= count ? count : 0;
+  return p - j + q;
 }
 
-void tsr__hpx_interp_weights_tab(int64_t nside, const double *ring_lat, const double *v, double lon,
-                                 double lat, int64_t ring[4], double w[4]) {
-  int64_t p1, p2, p3, p4, r, npix = tsr__hpx_npix(nside);
-  double lon1, lat1, lon2, lat2, lon3, lat3, lon4, lat4, xf1, xf2, yf;
-  ring_t g;
+/* The points go in batches of BATCH, each step over the whole batch
+ * before the next (longitudes; holding pixels; the first ring's
+ * neighbour and the latitude offset; the second ring and the weights):
+ * a point's steps form one long chain of dependent divisions, square
+ * roots and table loads, so that done point after point the processor
+ * waited on each chain in turn, while over a batch the chains of many
+ * points are in flight at once (twice the speed). */
+#define BATCH 64
 
-  lon = lon >= 0 && lon < 2 * M_PI ? lon : wrap_lon(lon);
-  if (v != NULL) {
-    p1 = vec2ring(nside, v, lon, &r);
-  } else {
-    p1 = tsr__hpx_ang2pix(nside, false, lon, lat);
-    r = tsr__hpx_ring_of(nside, p1);
+void tsr__hpx_bilinear(tsr__hpx_rings_t *rs, size_t n, const double *restrict xs,
+                       const double *restrict ys, const double *restrict zs,
+                       int64_t *restrict ring, double *restrict w) {
+  int64_t nside = rs->nside, npix = tsr__hpx_npix(nside);
+  double L[BATCH], S[BATCH], DL[BATCH], XF[BATCH];
+  int64_t R1[BATCH];
+  for (size_t k0 = 0; k0 < n; k0 += BATCH) {
+    size_t m = n - k0 < BATCH ? n - k0 : BATCH;
+    const double *x = xs + k0, *y = ys + k0, *z = zs + k0;
+    int64_t *pb = ring + 4 * k0;
+    double *wb = w + 4 * k0;
+    for (size_t i = 0; i < m; i++) {
+      S[i] = sqrt(x[i] * x[i] + y[i] * y[i]);
+      L[i] = atan2_turns(rs->atan_tab, y[i], x[i]);
+    }
+    for (size_t i = 0; i < m; i++)
+      pb[4 * i] = x[i] != x[i] || y[i] != y[i] || z[i] != z[i]
+                      ? -1
+                      : ring_pixel(nside, z[i], S[i], 4 * L[i], &R1[i]);
+    /* The holding pixel's ring: its neighbour on the point's side, the
+     * latitude offset, the other ring (R1 becomes it). */
+    for (size_t i = 0; i < m; i++) {
+      int64_t p1 = pb[4 * i];
+      if (p1 < 0)
+        continue;
+      const tsr__hpx_ring_t *g = ring_at(rs, R1[i]);
+      double d1 = ring_offset(L[i] * (double)g->count, g, p1 - g->first);
+      pb[4 * i + 1] = ring_step_cmov(p1, p1 - g->first, g->count, d1 < 0);
+      XF[i] = fabs(d1);
+      DL[i] = asin_near0(z[i] * g->c - S[i] * g->z); /* lat - lat1 */
+      wb[4 * i] = g->lat;
+      R1[i] += 1 - 2 * (int64_t)(DL[i] > 0);
+    }
+    for (size_t i = 0; i < m; i++) {
+      int64_t *pk = pb + 4 * i, r = R1[i], p3, p4;
+      double *wk = wb + 4 * i, lat1 = wk[0], xf1 = XF[i], yf;
+      if (pk[0] < 0) {
+        pk[1] = pk[2] = pk[3] = -1;
+        continue;
+      }
+      if (r > 0 && r < 4 * nside) {
+        const tsr__hpx_ring_t *h = ring_at(rs, r);
+        double lc = L[i] * (double)h->count;
+        double frac = lc + (h->count == 4 * nside ? 0.5 * (double)(r & 1) : 0.0);
+        int64_t j = (int64_t)frac;
+        j -= j == h->count;
+        p3 = h->first + j;
+        double d3 = ring_offset(lc, h, j);
+        p4 = ring_step_cmov(p3, j, h->count, d3 < 0);
+        yf = DL[i] / (h->lat - lat1);
+        weights(xf1, fabs(d3), yf, false, wk);
+      } else {
+        int64_t base = r == 0 ? 0 : npix - 4;
+        yf = DL[i] / ((r == 0 ? 0.5 : -0.5) * M_PI - lat1);
+        p3 = base + (pk[0] - base + 2) % 4;
+        p4 = base + (pk[1] - base + 2) % 4;
+        weights(xf1, 0, yf, true, wk);
+      }
+      pk[2] = p3, pk[3] = p4;
+    }
   }
-  ring_init(nside, r, &g);
-  centre_near(nside, ring_lat, &g, p1, lon, &lon1, &lat1);
-  p2 = ring_step(p1, p1 - g.first, g.count, lon < lon1);
-  centre_near(nside, ring_lat, &g, p2, lon, &lon2, &lat2);
-  r += lat > lat1 ? -1 : 1;
-  xf1 = (lon - lon1) / (lon2 - lon1);
-  if (r > 0 && r < 4 * nside) {
-    int64_t j;
-    double frac;
-    ring_init(nside, r, &g);
-    frac = lon * (double)g.count / (2 * M_PI);
-    if (g.count == 4 * nside && r % 2 == 1)
-      frac += 0.5;
-    j = (int64_t)frac;
-    if (j == g.count)
-      j--;
-    p3 = g.first + j;
-    centre_near(nside, ring_lat, &g, p3, lon, &lon3, &lat3);
-    p4 = ring_step(p3, j, g.count, lon < lon3);
-    centre_near(nside, ring_lat, &g, p4, lon, &lon4, &lat4);
-    xf2 = (lon - lon3) / (lon4 - lon3);
-    yf = (lat - lat1) / (lat3 - lat1);
-    w[0] = (1 - xf1) * (1 - yf);
-    w[1] = xf1 * (1 - yf);
-    w[2] = (1 - xf2) * yf;
-    w[3] = xf2 * yf;
-  } else {
-    int64_t base = r == 0 ? 0 : npix - 4;
-    yf = (lat - lat1) / ((r == 0 ? 0.5 : -0.5) * M_PI - lat1);
-    p3 = base + (p1 - base + 2) % 4;
-    p4 = base + (p2 - base + 2) % 4;
-    w[0] = (1 - xf1) * (1 - yf) + 0.25 * yf;
-    w[1] = xf1 * (1 - yf) + 0.25 * yf;
-    w[2] = 0.25 * yf;
-    w[3] = 0.25 * yf;
-  }
-  ring[0] = p1, ring[1] = p2, ring[2] = p3, ring[3] = p4;
 }
 
 double tsr__hpx_pixel_size(int64_t nside) {

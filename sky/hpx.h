@@ -57,16 +57,40 @@ int64_t tsr__hpx_ring_of(int64_t nside, int64_t p);
 /* astropy-healpix's bilinear interpolation: the RING indices of the four
  * neighbours of (lon, lat) and their weights (two pixels of the ring on
  * either side in latitude, each pair weighted by longitude, the pairs by
- * latitude; over the poles, the pixels across the pole). */
+ * latitude; over the poles, the pixels across the pole).  The reference:
+ * libchealpix's lookups and centres, one point at a time.  [lib] */
 void tsr__hpx_interp_weights(int64_t nside, double lon, double lat, int64_t ring[4],
-                             double w[4]); /* [lib] */
-/* The same, faster, given the latitude of every ring: ring_lat[r] for
- * r = 1 .. 4 nside - 1 (4 nside entries), filled by tsr__hpx_ring_lats
- * (NULL: libchealpix's centres), and the point's unit vector v (NULL: from
- * lon and lat through libchealpix).  [lib] unless both are given. */
-void tsr__hpx_interp_weights_tab(int64_t nside, const double *ring_lat, const double *v, double lon,
-                                 double lat, int64_t ring[4], double w[4]);
-void tsr__hpx_ring_lats(int64_t nside, double *ring_lat);
+                             double w[4]);
+
+/* The same weights for many points, fast and without libchealpix (see
+ * healpix.c): a ring's layout and geometry, and a direct-mapped cache of
+ * them (ring r in slot r % TSR__HPX_RING_SLOTS) with the arctangent
+ * table.  One cache per thread (the caller's memory, ~15 kB; a task's
+ * scratch), set up by tsr__hpx_rings_init for the map's nside. */
+typedef struct {
+  int64_t r;             /* ring number (1 .. 4 nside - 1); -1: empty slot */
+  int64_t first, count;  /* its first RING index and its pixels */
+  double phase;          /* centre j is at longitude (j + phase) / count turns */
+  double lat, z, c;      /* latitude (libchealpix's, to the bit), its sine and cosine */
+} tsr__hpx_ring_t;
+#define TSR__HPX_RING_SLOTS 256
+typedef struct {
+  int64_t nside;
+  double atan_tab[33];   /* atan(k / 32) */
+  tsr__hpx_ring_t slot[TSR__HPX_RING_SLOTS];
+} tsr__hpx_rings_t;
+void tsr__hpx_rings_init(tsr__hpx_rings_t *rs, int64_t nside);
+/* Ring r (1 .. 4 nside - 1), valid until the next lookup of a ring in
+ * the same slot. */
+const tsr__hpx_ring_t *tsr__hpx_ring(tsr__hpx_rings_t *rs, int64_t r);
+/* atan2(y, x) / 2 pi in [0, 1) (within 2e-15 rad of libm's), as
+ * tsr__hpx_bilinear computes longitudes. */
+double tsr__hpx_atan2_turns(const tsr__hpx_rings_t *rs, double y, double x);
+/* tsr__hpx_interp_weights of the n unit vectors (x[k], y[k], z[k]): RING
+ * indices ring[4k .. 4k + 3] and weights w[4k .. 4k + 3]; a NaN vector
+ * gets indices -1. */
+void tsr__hpx_bilinear(tsr__hpx_rings_t *rs, size_t n, const double *x, const double *y,
+                       const double *z, int64_t *ring, double *w);
 
 /* The index range [lo, hi) (in the given ordering) that holds every pixel
  * whose centre lies within `radius` of unit vector c.  [lib] when nested. */

@@ -85,23 +85,29 @@ TEST(ring_layout_matches_pixel_latitudes) {
 TEST(ring_latitudes_are_libchealpix_s_to_the_bit) {
   tsr_ctx_t *ctx = ctx_new();
   int64_t nsides[] = {1, 2, 3, 8, 13, 1000, 2048, 65536};
+  static tsr__hpx_rings_t rs;
   for (size_t k = 0; k < sizeof nsides / sizeof nsides[0]; k++) {
     int64_t ns = nsides[k];
-    double *lat = malloc((size_t)(4 * ns) * sizeof *lat);
-    ASSERT(lat != NULL);
-    tsr__hpx_ring_lats(ns, lat);
+    tsr__hpx_rings_init(&rs, ns);
     for (int64_t r = 1; r < 4 * ns; r++) {
       int64_t first, count;
-      double lon, want;
+      double lon, want, wv[3];
+      const tsr__hpx_ring_t *g = tsr__hpx_ring(&rs, r);
       tsr__hpx_ring_span(ns, r, &first, &count);
       tsr__hpx_pix2ang(ns, false, first, &lon, &want);
-      if (memcmp(&lat[r], &want, sizeof want) != 0) {
+      if (memcmp(&g->lat, &want, sizeof want) != 0) {
         printf("# nside %lld ring %lld: %.17g, libchealpix %.17g\n", (long long)ns,
-               (long long)r, lat[r], want);
-        ASSERT(lat[r] == want);
+               (long long)r, g->lat, want);
+        ASSERT(g->lat == want);
       }
+      /* The ring's sine and cosine of latitude, and its layout. */
+      tsr__hpx_pix2vec(ns, false, first, wv);
+      ASSERT_NEAR(g->z, wv[2], 1e-15);
+      ASSERT_NEAR(g->c, hypot(wv[0], wv[1]), 1e-15);
+      ASSERT_INT_EQ(g->first, first);
+      ASSERT_INT_EQ(g->count, count);
+      ASSERT_NEAR((0 + g->phase) / (double)count * 2 * M_PI, lon, 1e-13);
     }
-    free(lat);
   }
   tsr_ctx_free(ctx);
 }
@@ -153,26 +159,106 @@ TEST(bilinear_weights_sum_to_one_and_reproduce_centres) {
         own += w[q];
     ASSERT_NEAR(own, 1.0, 1e-9);
   }
-  /* The ring-table path gives the same pixels and weights (to rounding),
-   * in both caps, the equatorial belt and across longitude 0. */
-  for (int64_t nside = 1; nside <= 1024; nside *= 4) {
-    static double lats[4 * 1024];
-    tsr__hpx_ring_lats(nside, lats);
-    for (int i = 0; i < 5000; i++) {
+  /* The fast path (unit vectors in, no libchealpix) gives the same
+   * interpolation (each pixel's total weight, to rounding), in both caps, the
+   * equatorial belt, near the poles and across longitude 0, at odd and even
+   * nside up to 2^20; a NaN vector gets indices -1.  Pixel by pixel rather than slot
+   * by slot: a point on a ring's latitude (to rounding) may take the ring
+   * on either side, at weight 0.  The points are taken a row at a time, in a random walk
+   * as output rows are, so that the ring cache is both hit and missed. */
+  static tsr__hpx_rings_t rs;
+  int64_t nsides[] = {1, 2, 3, 4, 5, 16, 17, 64, 255, 1024, 65536, (int64_t)1 << 20},
+          same = 0, all = 0;
+  for (size_t k = 0; k < sizeof nsides / sizeof nsides[0]; k++) {
+    int64_t nside = nsides[k];
+    /* Longitudes in units of a ring's pixels lose the digits of the ring's
+     * pixel count, in both computations: 1e-12 up to nside 1024, then in
+     * proportion. */
+    double tol = 1e-12 * fmax(1.0, (double)nside / 1024);
+    tsr__hpx_rings_init(&rs, nside);
+    for (int row = 0; row < 100; row++) {
+      enum { N = 64 };
+      double x[N], y[N], z[N], lons[N], lats[N], wt[4 * N];
+      int64_t rt[4 * N];
       double lon = (double)(rnd() % 1000000) / 1e6 * 2 * M_PI;
-      double lat = asin((double)(rnd() % 2000001) / 1e6 - 1.0);
-      int64_t r[4], rt[4];
-      double w[4], wt[4];
-      tsr__hpx_interp_weights(nside, lon, lat, r, w);
-      double v[3] = {cos(lat) * cos(lon), cos(lat) * sin(lon), sin(lat)};
-      tsr__hpx_interp_weights_tab(nside, lats, v, lon, lat, rt, wt);
-      for (int q = 0; q < 4; q++) {
-        ASSERT_INT_EQ(rt[q], r[q]);
-        ASSERT_NEAR(wt[q], w[q], 1e-12);
+      double sl = (double)(rnd() % 2000001) / 1e6 - 1.0;
+      double step = (row % 2 ? 1e-4 : 3e-2) / (double)nside;
+      for (int i = 0; i < N; i++) {
+        if (row % 3 == 0) { /* scattered */
+          lon = (double)(rnd() % 1000000) / 1e6 * 2 * M_PI;
+          sl = (double)(rnd() % 2000001) / 1e6 - 1.0;
+        }
+        lon = fmod(lon + step * (double)(rnd() % 100), 2 * M_PI);
+        sl = fmax(-1, fmin(1, sl + step * ((double)(rnd() % 100) - 50)));
+        double lat = asin(sl);
+        lons[i] = lon, lats[i] = lat;
+        x[i] = cos(lat) * cos(lon), y[i] = cos(lat) * sin(lon), z[i] = sin(lat);
       }
+      x[N - 1] = NAN;
+      tsr__hpx_bilinear(&rs, N, x, y, z, rt, wt);
+      for (int i = 0; i < N - 1; i++) {
+        int64_t r[4];
+        double w[4];
+        tsr__hpx_interp_weights(nside, lons[i], lats[i], r, w);
+        for (int q = 0; q < 8; q++) {
+          int64_t p = q < 4 ? r[q] : rt[4 * i + q - 4];
+          double mine = 0, ref = 0;
+          for (int e = 0; e < 4; e++) {
+            mine += rt[4 * i + e] == p ? wt[4 * i + e] : 0;
+            ref += r[e] == p ? w[e] : 0;
+          }
+          if (!(fabs(mine - ref) <= tol))
+            printf("# nside %lld lon %.17g lat %.17g: pixel %lld weight %.17g, reference "
+                   "%.17g\n", (long long)nside, lons[i], lats[i], (long long)p, mine, ref);
+          ASSERT_NEAR(mine, ref, tol);
+          same += q < 4 && rt[4 * i + q] == r[q];
+          all += q < 4;
+        }
+      }
+      for (int q = 0; q < 4; q++)
+        ASSERT_INT_EQ(rt[4 * (N - 1) + q], -1);
     }
   }
+  printf("# %lld of %lld neighbours the reference's in the same slot\n", (long long)same,
+         (long long)all);
+  ASSERT(same > all - all / 1000);
   tsr_ctx_free(ctx);
+}
+
+/* The bilinear weights' arctangent (longitudes in turns) is libm's atan2
+ * to 2e-15 rad (a few units in the last place of 2 pi) over millions of
+ * directions: every octant, both axes, near-zero and huge components. */
+TEST(atan2_in_turns_is_libm_s_within_2e_15_rad) {
+  static tsr__hpx_rings_t rs;
+  double worst = 0;
+  tsr__hpx_rings_init(&rs, 1);
+  for (int i = 0; i < 4000000; i++) {
+    double x = (double)(int64_t)(rnd() >> 11) / 4503599627370496.0 - 1.0;
+    double y = (double)(int64_t)(rnd() >> 11) / 4503599627370496.0 - 1.0;
+    if (i % 4 == 1) /* far from the diagonal: one component tiny */
+      y *= ldexp(1.0, -(int)(rnd() % 60));
+    else if (i % 4 == 2)
+      x *= ldexp(1.0, -(int)(rnd() % 60));
+    else if (i % 4 == 3) /* scaled: only the ratio matters */
+      x *= 1e200, y *= 1e200;
+    double want = atan2(y, x);
+    if (want < 0)
+      want += 2 * M_PI;
+    double got = tsr__hpx_atan2_turns(&rs, y, x) * 2 * M_PI;
+    double err = fabs(got - want);
+    err = fmin(err, fabs(err - 2 * M_PI)); /* 0 and 2 pi are one longitude */
+    if (err > worst)
+      worst = err;
+    ASSERT(got >= 0 && got < 2 * M_PI);
+  }
+  const double axes[][2] = {{0, 1}, {1, 0}, {0, -1}, {-1, 0}, {1, 1}, {-1, 1}, {-1, -1}, {1, -1}};
+  for (size_t k = 0; k < sizeof axes / sizeof axes[0]; k++) {
+    double want = atan2(axes[k][0], axes[k][1]);
+    want += want < 0 ? 2 * M_PI : 0;
+    ASSERT_NEAR(tsr__hpx_atan2_turns(&rs, axes[k][0], axes[k][1]) * 2 * M_PI, want, 2e-15);
+  }
+  printf("# worst error %.3g rad\n", worst);
+  ASSERT(worst <= 2e-15);
 }
 
 TEST(disc_range_holds_every_centre_in_the_disc) {
