@@ -2898,12 +2898,8 @@ def main(argv=None):
     tessera = os.path.abspath(args.tessera) if os.path.sep in args.tessera else args.tessera
     ctx = Ctx(tessera, None)
     ctx.tessera_hooks = os.path.abspath(args.tessera_hooks) if args.tessera_hooks else None
-    tests = build_tests(ctx, args.slow)
-    if args.only:
-        tests = [t for t in tests if any(s.lower() in t[0].lower() for s in args.only)]
-    if args.list:
-        for name, _ in tests:
-            print(name)
+    tests = C.select_tests(build_tests(ctx, args.slow), args.only, args.list)
+    if tests is None:
         return 0
     ctx.workdir = workdir = C.open_workdir(args.workdir, "tsr-cli-")
     return C.run_tap(tests, workdir, args.keep,

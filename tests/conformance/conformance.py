@@ -1021,6 +1021,18 @@ def close_workdir(d, failed, keep):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def select_tests(tests, only, list_only):
+    """The (name, fn) tests whose names hold one of the strings `only` (any case; all of
+    them when it is empty); with list_only, their names are printed and None returned."""
+    if only:
+        tests = [t for t in tests if any(s.lower() in t[0].lower() for s in only)]
+    if list_only:
+        for name, _ in tests:
+            print(name)
+        return None
+    return tests
+
+
 def run_tap(tests, workdir, keep, header=None, summary=None):
     """Run (name, fn) tests, each fn returning a Check (or raising), printing TAP with
     each test's notes as '#' lines (and `header`, and summary() after the totals);
@@ -1075,12 +1087,8 @@ def main(argv=None):
 
     tessera = os.path.abspath(args.tessera) if os.path.sep in args.tessera else args.tessera
     env = Env(tessera, None)
-    tests = build_tests(env, args.slow)
-    if args.only:
-        tests = [t for t in tests if any(s.lower() in t[0].lower() for s in args.only)]
-    if args.list:
-        for name, _ in tests:
-            print(name)
+    tests = select_tests(build_tests(env, args.slow), args.only, args.list)
+    if tests is None:
         return 0
     env.workdir = workdir = open_workdir(args.workdir, "tsr-conformance-")
     return run_tap(tests, workdir, args.keep,

@@ -485,12 +485,8 @@ def main(argv=None):
     warnings.simplefilter("ignore")
     tessera = os.path.abspath(args.tessera) if os.path.sep in args.tessera else args.tessera
     ENV = Env(tessera)
-    tests = build_tests(args.slow)
-    if args.only:
-        tests = [t for t in tests if any(s.lower() in t[0].lower() for s in args.only)]
-    if args.list:
-        for name, _ in tests:
-            print(name)
+    tests = C.select_tests(build_tests(args.slow), args.only, args.list)
+    if tests is None:
         return 0
     ENV.workdir = C.open_workdir(args.workdir, "tsr-drizzle-")
     return C.run_tap(tests, ENV.workdir, args.keep)

@@ -551,12 +551,8 @@ def main(argv=None):
     warnings.simplefilter("ignore")
     tessera = os.path.abspath(args.tessera) if os.path.sep in args.tessera else args.tessera
     env = Env(tessera, None)
-    tests = build_tests(env, args.slow)
-    if args.only:
-        tests = [t for t in tests if any(s.lower() in t[0].lower() for s in args.only)]
-    if args.list:
-        for name, _ in tests:
-            print(name)
+    tests = C.select_tests(build_tests(env, args.slow), args.only, args.list)
+    if tests is None:
         return 0
     env.workdir = C.open_workdir(args.workdir, "tsr-conformance-exact-")
     return C.run_tap(tests, env.workdir, args.keep,

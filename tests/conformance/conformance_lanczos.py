@@ -221,12 +221,8 @@ def main(argv=None):
     env = C.Env(tessera, None)
     workdir = C.open_workdir(args.workdir, "tsr-conformance-lanczos-")
     env.workdir = workdir
-    tests = build_tests(env)
-    if args.only:
-        tests = [t for t in tests if any(s.lower() in t[0].lower() for s in args.only)]
-    if args.list:
-        for name, _ in tests:
-            print(name)
+    tests = C.select_tests(build_tests(env), args.only, args.list)
+    if tests is None:
         C.close_workdir(workdir, False, args.keep)
         return 0
     return C.run_tap(tests, workdir, args.keep,
