@@ -898,28 +898,13 @@ static int compute_part(tsr__task_t *t, const tsr__window_t *w, int i) {
 }
 
 static int to_compute(tsr__task_t *t) {
-  int64_t len = t->out.stop[0] - t->out.start[0];
   int rc = 0;
 
   /* NaN and footprint 0 everywhere first: most of a chunk is usually off
-   * the image.  The planes of a 1-D task are contiguous (stride[0] is 1).
-   * Not into destinations that hold it already (dst_blank): there the
-   * pages nothing maps into stay untouched, which for a map of one image
-   * is most of two planes of 8 bytes a pixel. */
-  for (int pl = 0; pl < 2 && !t->dst_blank; pl++) {
-    double v = pl == 0 ? NAN : 0.0;
-    if (t->planes[pl] == NULL)
-      continue;
-    if (t->node->dtype == TSR_F32) {
-      float *f = t->planes[pl], fv = (float)v;
-      for (int64_t k = 0; k < len; k++)
-        f[k] = fv;
-    } else {
-      double *d = t->planes[pl];
-      for (int64_t k = 0; k < len; k++)
-        d[k] = v;
-    }
-  }
+   * the image (tsr__task_fill leaves destinations that hold them already,
+   * dst_blank, untouched: for a map of one image, most of two planes). */
+  tsr__task_fill(t, 0, NAN);
+  tsr__task_fill(t, 1, 0.0);
   for (int i = 0; i < t->n_in && rc == 0; i++)
     if (t->in[i].data != NULL)
       rc = compute_part(t, &t->in[i], i);
