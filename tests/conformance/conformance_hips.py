@@ -24,6 +24,7 @@ import subprocess
 import sys
 import warnings
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     import numpy as np
     from astropy.io import fits
@@ -31,16 +32,13 @@ try:
     from astropy_healpix import HEALPix
     from PIL import Image
     from reproject import reproject_interp
+    import conformance_healpix as ch
 except ImportError as e:  # pragma: no cover
     print("1..0 # SKIP needs numpy, astropy, astropy-healpix, PIL, reproject: %s" % e)
     sys.exit(0)
 
-results = []
+check = ch.check
 warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of all-NaN blocks
-
-
-def check(name, ok, diag=""):
-    results.append((name, bool(ok), diag))
 
 
 def base_wcs(frame, level, T):
@@ -151,7 +149,6 @@ def candidates(inputs, frame, level, radius_deg):
     hp = HEALPix(nside=2 ** level, order="nested",
                  frame={"equatorial": "icrs", "galactic": "galactic"}[frame])
     out = set()
-    from astropy.coordinates import SkyCoord
     import astropy.units as u
     for data, wcs in inputs:
         ny, nx = data.shape
@@ -353,12 +350,7 @@ def main():
            make_image(w("m2.fits"), 150.9, 2.3, 200, 40 / 3600, rot=10, seed=4)]
     run_case(a, "mosaic", two, [w("m1.fits"), w("m2.fits")], 4, 64, "equatorial", radius=4)
 
-    print("1..%d" % len(results))
-    for i, (name, ok, diag) in enumerate(results, 1):
-        print("%s %d - %s" % ("ok" if ok else "not ok", i, name))
-        if not ok and diag:
-            print("# " + diag.replace("\n", "\n# "))
-    return 0 if all(ok for _, ok, _ in results) else 1
+    return ch.print_tap()
 
 
 if __name__ == "__main__":
